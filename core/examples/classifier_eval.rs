@@ -1,0 +1,302 @@
+//! Evaluates the complexity classifier on a labelled request set.
+//!
+//! ```text
+//! cargo run -p tokenwarden-core --example classifier_eval --release [-- [PATH.jsonl] [--threshold N] [--verbose]]
+//! ```
+//!
+//! PATH defaults to `core/data/routing-eval/dev.jsonl`. Prints, per source and
+//! overall, how many hard items stay on the strong tier and how many easy
+//! ones go cheap; the AUC of the score vs the AUC of prompt length alone
+//! (overall and on the same-format pairs); the threshold trade-off; the cost
+//! of all-strong vs routed; and the classification time per request.
+
+use std::collections::BTreeMap;
+use std::error::Error;
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use tokenwarden_core::classify::eval::{LabeledRequest, auc, parse_jsonl, view};
+use tokenwarden_core::classify::{ClassifierConfig, classify};
+
+/// Output tokens assumed per request.
+const OUTPUT_TOKENS: u64 = 500;
+
+/// Prices in USD per million tokens = micro-dollars per token.
+#[derive(Clone, Copy)]
+struct Price {
+    input: u64,
+    output: u64,
+}
+
+/// claude-sonnet-4-5: $3 in / $15 out per MTok.
+const STRONG: Price = Price {
+    input: 3,
+    output: 15,
+};
+/// claude-haiku-4-5: $1 in / $5 out per MTok.
+const CHEAP: Price = Price {
+    input: 1,
+    output: 5,
+};
+
+/// Cost of one request in micro-dollars (prompt tokens ≈ bytes / 4).
+fn cost_micro_usd(price: Price, prompt_bytes: u64) -> u64 {
+    prompt_bytes.div_ceil(4) * price.input + OUTPUT_TOKENS * price.output
+}
+
+fn usd(micro: u64) -> String {
+    format!("${}.{:06}", micro / 1_000_000, micro % 1_000_000)
+}
+
+/// Percent with one decimal, from integers (no float money).
+fn pct(part: u64, whole: u64) -> String {
+    if whole == 0 {
+        return "-".to_owned();
+    }
+    let tenths = (part * 1000 + whole / 2) / whole;
+    format!("{}.{}%", tenths / 10, tenths % 10)
+}
+
+struct Item {
+    id: String,
+    source: String,
+    hard: bool,
+    score: u16,
+    bytes: u64,
+    reason: String,
+}
+
+#[derive(Default)]
+struct Tally {
+    hard: u64,
+    hard_strong: u64,
+    easy: u64,
+    easy_cheap: u64,
+}
+
+impl Tally {
+    fn add(&mut self, item: &Item, threshold: u16) {
+        if item.hard {
+            self.hard += 1;
+            self.hard_strong += u64::from(item.score >= threshold);
+        } else {
+            self.easy += 1;
+            self.easy_cheap += u64::from(item.score < threshold);
+        }
+    }
+}
+
+fn aucs<'a>(items: impl Iterator<Item = &'a Item> + Clone) -> (String, String) {
+    let fmt = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.3}"));
+    let score: Vec<_> = items
+        .clone()
+        .map(|i| (f64::from(i.score), i.hard))
+        .collect();
+    let len: Vec<_> = items.map(|i| (i.bytes as f64, i.hard)).collect();
+    (fmt(auc(&score)), fmt(auc(&len)))
+}
+
+struct Costs {
+    all_strong: u64,
+    routed: u64,
+    oracle: u64,
+}
+
+fn costs(items: &[Item], threshold: u16) -> Costs {
+    let mut c = Costs {
+        all_strong: 0,
+        routed: 0,
+        oracle: 0,
+    };
+    for i in items {
+        let strong = cost_micro_usd(STRONG, i.bytes);
+        let cheap = cost_micro_usd(CHEAP, i.bytes);
+        c.all_strong += strong;
+        c.routed += if i.score >= threshold { strong } else { cheap };
+        c.oracle += if i.hard { strong } else { cheap };
+    }
+    c
+}
+
+fn main() -> Result<(), Box<dyn Error>> {
+    let mut path = concat!(env!("CARGO_MANIFEST_DIR"), "/data/routing-eval/dev.jsonl").to_owned();
+    let mut cfg = ClassifierConfig::default();
+    let mut verbose = false;
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--verbose" | "-v" => verbose = true,
+            "--threshold" => {
+                cfg.hard_threshold = args.next().ok_or("--threshold needs a value")?.parse()?;
+            }
+            "--help" | "-h" => {
+                println!("usage: classifier_eval [PATH.jsonl] [--threshold N] [--verbose]");
+                return Ok(());
+            }
+            _ => path = arg,
+        }
+    }
+    cfg.validate()?;
+    let threshold = cfg.hard_threshold;
+    let requests: Vec<LabeledRequest> = parse_jsonl(&std::fs::read_to_string(&path)?)?;
+
+    let items: Vec<Item> = requests
+        .iter()
+        .map(|r| {
+            let refs = r.message_refs();
+            let c = classify(&cfg, &view(&refs));
+            Item {
+                id: r.id.clone(),
+                source: r.source.clone(),
+                hard: r.hard,
+                score: c.score,
+                bytes: r.prompt_bytes(),
+                reason: c.reason,
+            }
+        })
+        .collect();
+
+    println!("# classifier eval: {path}");
+    println!(
+        "{} requests, hardThreshold {threshold} (score >= threshold stays strong)",
+        items.len()
+    );
+    let weights: Vec<String> = cfg
+        .weights
+        .named()
+        .iter()
+        .map(|(n, w)| format!("{n}={w}"))
+        .collect();
+    println!("bias={} {}", cfg.bias, weights.join(" "));
+    println!();
+
+    if verbose {
+        let mut sorted: Vec<&Item> = items.iter().collect();
+        sorted.sort_by(|a, b| (&a.source, a.hard, a.score).cmp(&(&b.source, b.hard, b.score)));
+        for i in sorted {
+            let label = if i.hard { "hard" } else { "easy" };
+            println!("{label} {:>3} {:<55} {}", i.score, i.id, i.reason);
+        }
+        println!();
+    }
+
+    // Per source.
+    let mut by_source: BTreeMap<&str, Vec<&Item>> = BTreeMap::new();
+    for i in &items {
+        by_source.entry(i.source.as_str()).or_default().push(i);
+    }
+    println!(
+        "| source | hard kept strong | easy sent cheap | AUC score | AUC length |\n|---|---|---|---|---|"
+    );
+    let mut total = Tally::default();
+    for (source, group) in &by_source {
+        let mut t = Tally::default();
+        for i in group {
+            t.add(i, threshold);
+            total.add(i, threshold);
+        }
+        let (a, l) = aucs(group.iter().copied());
+        println!(
+            "| {source} | {} | {} | {a} | {l} |",
+            frac(t.hard_strong, t.hard),
+            frac(t.easy_cheap, t.easy)
+        );
+    }
+    let (a, l) = aucs(items.iter());
+    println!(
+        "| **all** | {} | {} | {a} | {l} |",
+        frac(total.hard_strong, total.hard),
+        frac(total.easy_cheap, total.easy)
+    );
+    println!();
+
+    // Same-format pairs.
+    println!("| same-format pair | AUC score | AUC length |\n|---|---|---|");
+    for (name, sources) in [
+        (
+            "exercism_python (easy) vs aider_polyglot (hard)",
+            &["exercism_python", "aider_polyglot"][..],
+        ),
+        ("swebench_lite easy vs hard", &["swebench_lite"][..]),
+        ("arena_bench_v1 easy vs hard", &["arena_bench_v1"][..]),
+    ] {
+        let (a, l) = aucs(
+            items
+                .iter()
+                .filter(|i| sources.contains(&i.source.as_str())),
+        );
+        println!("| {name} | {a} | {l} |");
+    }
+    println!();
+
+    // Threshold trade-off and cost.
+    println!(
+        "Cost: prompt tokens = bytes/4, {OUTPUT_TOKENS} output tokens; strong = claude-sonnet-4-5 \
+         ($3/$15 per MTok), cheap = claude-haiku-4-5 ($1/$5)."
+    );
+    println!(
+        "| threshold | hard kept strong | easy sent cheap | all strong | routed | saved | oracle (labels) |\n|---|---|---|---|---|---|---|"
+    );
+    let mut thresholds = vec![30, 40, threshold, 60, 70];
+    thresholds.sort_unstable();
+    thresholds.dedup();
+    for t in thresholds {
+        let mut tally = Tally::default();
+        for i in &items {
+            tally.add(i, t);
+        }
+        let c = costs(&items, t);
+        let marker = if t == threshold { " (default)" } else { "" };
+        println!(
+            "| {t}{marker} | {} | {} | {} | {} | {} | {} |",
+            frac(tally.hard_strong, tally.hard),
+            frac(tally.easy_cheap, tally.easy),
+            usd(c.all_strong),
+            usd(c.routed),
+            pct(c.all_strong - c.routed, c.all_strong),
+            usd(c.oracle),
+        );
+    }
+    println!();
+
+    // Timing.
+    let views: Vec<Vec<_>> = requests.iter().map(LabeledRequest::message_refs).collect();
+    let mut runs = 0u64;
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_millis(500) {
+        for refs in &views {
+            black_box(classify(&cfg, &view(black_box(refs))));
+        }
+        runs += 1;
+    }
+    let per_request = start.elapsed().as_secs_f64() * 1e6 / (runs as f64 * views.len() as f64);
+    let mean_kb = items.iter().map(|i| i.bytes).sum::<u64>() as f64 / items.len() as f64 / 1024.0;
+    println!(
+        "classification time: {per_request:.2} µs per request (mean over {runs} passes; mean prompt {mean_kb:.1} KB)"
+    );
+    // One huge request: every prompt of the set pasted into one user message.
+    let big: String = requests
+        .iter()
+        .flat_map(|r| r.messages.iter().map(|(_, t)| t.as_str()))
+        .collect::<Vec<_>>()
+        .join("\n\n");
+    let big_refs = [(tokenwarden_core::classify::Role::User, big.as_str())];
+    let start = Instant::now();
+    let n = 200;
+    for _ in 0..n {
+        black_box(classify(&cfg, &view(black_box(&big_refs))));
+    }
+    println!(
+        "classification time on a {} KB prompt (scan capped): {:.1} µs",
+        big.len() / 1024,
+        start.elapsed().as_secs_f64() * 1e6 / f64::from(n)
+    );
+    Ok(())
+}
+
+fn frac(part: u64, whole: u64) -> String {
+    if whole == 0 {
+        return "-".to_owned();
+    }
+    format!("{part}/{whole} ({})", pct(part, whole))
+}

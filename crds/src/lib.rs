@@ -1,0 +1,21 @@
+//! The `tokenwarden.dev/v1alpha1` API.
+//!
+//! - [`RoutingPolicy`] and [`TokenBudget`]: the custom resources, with the
+//!   schema, CEL rules and printer columns of their CRDs.
+//! - `validate()` / `to_input()` on each: the one Rust validation, returning
+//!   field-path errors, reused by the webhook, the operator and standalone
+//!   mode; `to_input()` also converts into the core compiler's input.
+//! - [`load`]: reading the same objects from YAML files.
+//! - [`generate`]: the CRD YAML written by the `crdgen` binary, with a drift check.
+
+pub mod common;
+pub mod convert;
+pub mod generate;
+pub mod load;
+pub mod routing_policy;
+pub mod token_budget;
+pub mod validate;
+
+pub use routing_policy::{RoutingPolicy, RoutingPolicySpec, RoutingPolicyStatus};
+pub use token_budget::{TokenBudget, TokenBudgetSpec, TokenBudgetStatus};
+pub use validate::{FieldError, ValidationErrors};

@@ -1,0 +1,345 @@
+//! `TokenBudget`: how much the selected workloads may spend per period.
+#![expect(
+    clippy::duplicated_attributes,
+    reason = "kube's printcolumn(...) repeats `type_` once per column"
+)]
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::common::{Conditions, conditions_schema};
+
+/// A spending limit per calendar period for the selected pods, enforced by
+/// their sidecars as a hard cap across pods (through leases granted by the
+/// operator), with thresholds that alert, downgrade to a cheaper model, or
+/// block.
+///
+/// Every TokenBudget that selects a pod applies to it; a request must fit
+/// all of them (the strictest decides).
+#[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[kube(
+    group = "tokenwarden.dev",
+    version = "v1alpha1",
+    kind = "TokenBudget",
+    plural = "tokenbudgets",
+    singular = "tokenbudget",
+    shortname = "tb",
+    shortname = "tbudget",
+    category = "tokenwarden",
+    namespaced,
+    status = "TokenBudgetStatus",
+    derive = "PartialEq",
+    doc = "TokenBudget caps what the selected pods spend on LLM APIs per calendar period.",
+    printcolumn(name = "Period", type_ = "string", json_path = ".spec.period"),
+    printcolumn(
+        name = "Limit",
+        type_ = "string",
+        json_path = ".spec.limit.usd",
+        description = "USD limit per period"
+    ),
+    printcolumn(
+        name = "Spent",
+        type_ = "string",
+        json_path = ".status.spentUsd",
+        description = "USD spent this period"
+    ),
+    printcolumn(
+        name = "Remaining",
+        type_ = "string",
+        json_path = ".status.remainingUsd",
+        description = "USD left this period"
+    ),
+    printcolumn(name = "State", type_ = "string", json_path = ".status.state"),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Token-Limit",
+        type_ = "integer",
+        json_path = ".spec.limit.tokens",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Tokens",
+        type_ = "integer",
+        json_path = ".status.tokens.total",
+        description = "Tokens used this period",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Requests",
+        type_ = "integer",
+        json_path = ".status.requests",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Resets",
+        type_ = "string",
+        json_path = ".status.periodEnd",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TokenBudgetSpec {
+    /// Which pods in this namespace the budget covers, by label. An empty or
+    /// absent selector covers every injected pod in the namespace. Spend of
+    /// all selected pods is pooled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload_selector: Option<LabelSelector>,
+
+    /// How often the budget resets: `Hourly`, `Daily`, `Weekly` (Monday
+    /// 00:00) or `Monthly` (the 1st, 00:00), aligned to the calendar in
+    /// `timeZone`.
+    pub period: BudgetPeriod,
+
+    /// IANA time zone the period is aligned in, e.g. `Europe/Berlin`.
+    /// Default `UTC`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 64),
+        regex(pattern = r"^[A-Za-z][A-Za-z0-9_+/-]*$")
+    )]
+    pub time_zone: Option<String>,
+
+    /// The limit per period: USD, tokens, or both (whichever is reached
+    /// first).
+    pub limit: BudgetLimit,
+
+    /// Actions at percentages of the limit, strictly ascending by `percent`.
+    /// Reaching 100% always blocks (unless `shadow`), with or without a
+    /// threshold saying so. At most 10.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 10))]
+    #[x_kube(validation = kube::core::Rule::new("self.map(t, t.percent).isSorted() && self.all(t, self.exists_one(u, u.percent == t.percent))").message("thresholds must be strictly ascending by percent").reason(kube::core::Reason::FieldValueInvalid))]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["percent".into()]))]
+    pub thresholds: Vec<ThresholdSpec>,
+
+    /// Refuse any single request whose worst-case cost (prompt estimate plus
+    /// max output tokens, at the target model's price) exceeds this many USD,
+    /// as a decimal string, e.g. `"0.50"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^(0|[1-9][0-9]{0,8})(\.[0-9]{1,6})?$"))]
+    pub per_request_max_usd: Option<String>,
+
+    /// Block a workload that sends the same request body over and over (a
+    /// runaway agent loop).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loop_guard: Option<LoopGuardSpec>,
+
+    /// What a sidecar does when it cannot reach the operator and its lease is
+    /// spent or expired: `Closed` refuses requests (the cap holds), `Open`
+    /// lets them through and records them for later. Default `Closed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fail_mode: Option<FailMode>,
+
+    /// Dry run: meter, evaluate thresholds and report (status, metrics,
+    /// headers) but never block or downgrade. Default false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<bool>,
+}
+
+/// Budget period.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum BudgetPeriod {
+    /// Resets at the top of every hour.
+    Hourly,
+    /// Resets at local midnight.
+    Daily,
+    /// Resets on Monday at 00:00 local time.
+    Weekly,
+    /// Resets on the first of the month at 00:00 local time.
+    Monthly,
+}
+
+/// The limit: at least one of `usd` and `tokens`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[x_kube(validation = kube::core::Rule::new("has(self.usd) || has(self.tokens)").message("limit needs at least one of usd or tokens").reason(kube::core::Reason::FieldValueRequired))]
+pub struct BudgetLimit {
+    /// USD per period as a decimal string with up to 6 decimals, e.g. `"50.00"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^(0|[1-9][0-9]{0,8})(\.[0-9]{1,6})?$"))]
+    pub usd: Option<String>,
+    /// Tokens per period, all kinds counted (uncached input, output, cache
+    /// read, cache write).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1_000_000_000_000_i64))]
+    pub tokens: Option<i64>,
+}
+
+/// What happens at a threshold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum ThresholdActionKind {
+    /// Report only: a condition, an Event and a metric.
+    Alert,
+    /// Send requests to `downgradeTo` instead of their routed model.
+    Downgrade,
+    /// Refuse requests with HTTP 429 in the provider's error format.
+    Block,
+}
+
+/// A threshold: from `percent` of the limit on, `action` applies.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[x_kube(validation = kube::core::Rule::new("self.action == 'Downgrade' ? has(self.downgradeTo) : !has(self.downgradeTo)").message("downgradeTo is required for action Downgrade and only allowed there").reason(kube::core::Reason::FieldValueInvalid))]
+pub struct ThresholdSpec {
+    /// Percent of the limit, 1–100.
+    #[schemars(range(min = 1, max = 100))]
+    pub percent: u8,
+    /// `Alert`, `Downgrade` or `Block`.
+    pub action: ThresholdActionKind,
+    /// For `Downgrade`: where requests go instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub downgrade_to: Option<DowngradeSpec>,
+}
+
+/// A downgrade target: a tier of the selecting RoutingPolicy, or a model on
+/// the request's own provider.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[x_kube(validation = kube::core::Rule::new("has(self.tier) != has(self.model)").message("downgradeTo needs exactly one of tier or model").reason(kube::core::Reason::FieldValueInvalid))]
+pub struct DowngradeSpec {
+    /// Tier name from the RoutingPolicy that selects the pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63))]
+    pub tier: Option<String>,
+    /// Model name, sent to the provider the request was routed to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 256))]
+    pub model: Option<String>,
+}
+
+/// Loop guard settings.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LoopGuardSpec {
+    /// Identical requests (same body) within `window` that trip the guard, 2–1000.
+    #[schemars(range(min = 2, max = 1000))]
+    pub max_identical_requests: u32,
+    /// Sliding window, e.g. `60s`; at most 24h.
+    #[schemars(
+        length(max = 32),
+        regex(pattern = r"^([0-9]{1,6}(\.[0-9]{1,3})?(ms|s|m|h))+$")
+    )]
+    pub window: String,
+    /// How long identical requests stay blocked once tripped, e.g. `5m`.
+    /// Default `5m`, at most 24h.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(max = 32),
+        regex(pattern = r"^([0-9]{1,6}(\.[0-9]{1,3})?(ms|s|m|h))+$")
+    )]
+    pub cooldown: Option<String>,
+}
+
+// Behaviour without control plane (documented on the field: a type doc
+// would replace the field's in the schema of an optional field).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum FailMode {
+    /// Refuse requests.
+    Closed,
+    /// Allow and record requests.
+    Open,
+}
+
+// Budget state for the current period (documented on the field).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum BudgetState {
+    /// Below every threshold.
+    Ok,
+    /// At or above a threshold, below the limit.
+    Threshold,
+    /// The limit is reached.
+    Exhausted,
+}
+
+/// Token counts by kind. The four kinds are disjoint and add up to every
+/// token billed.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenCounts {
+    /// Uncached input tokens.
+    #[serde(default)]
+    pub input: i64,
+    /// Output tokens (reasoning included).
+    #[serde(default)]
+    pub output: i64,
+    /// Input tokens read from the provider's prompt cache.
+    #[serde(default)]
+    pub cache_read: i64,
+    /// Input tokens written to the provider's prompt cache.
+    #[serde(default)]
+    pub cache_write: i64,
+    /// Sum of the four kinds.
+    #[serde(default)]
+    pub total: i64,
+}
+
+/// Spend attributed to one model or one workload.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SpendEntry {
+    /// Model that served (for `topModels`) or workload `namespace/name` (for `topWorkloads`).
+    pub name: String,
+    /// USD spent, decimal string.
+    pub spent_usd: String,
+    /// Requests.
+    pub requests: i64,
+}
+
+/// Observed state, written by the operator (the ledger of record).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenBudgetStatus {
+    /// `metadata.generation` the status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Start of the current period (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub period_start: Option<String>,
+    /// End of the current period, when it resets (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub period_end: Option<String>,
+    /// USD spent this period (decimal string).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spent_usd: Option<String>,
+    /// USD left this period (decimal string, never negative).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remaining_usd: Option<String>,
+    /// Tokens used this period, by kind.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens: Option<TokenCounts>,
+    /// Tokens left this period (for token limits).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remaining_tokens: Option<i64>,
+    /// Requests this period.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests: Option<i64>,
+    /// Requests to models with no known price this period (counted, not priced).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unpriced_requests: Option<i64>,
+    /// The models that spent most this period (at most 10).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 10))]
+    pub top_models: Vec<SpendEntry>,
+    /// The workloads that spent most this period (at most 10).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 10))]
+    pub top_workloads: Vec<SpendEntry>,
+    /// `Ok`, `Threshold` or `Exhausted`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<BudgetState>,
+    /// Conditions: `Ready`, `ThresholdCrossed`, `Exhausted`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "conditions_schema")]
+    pub conditions: Conditions,
+}
