@@ -4,6 +4,7 @@
 //! types: the operator and the sidecar convert their inputs into the types
 //! here (arrows point inward), so every rule is unit-tested in one place.
 //!
+//! - [`budget`]: reservations, settlement, thresholds, caps and the loop guard of one budget.
 //! - [`money`]: integer money (pico-USD) and prices (nano-USD per million tokens).
 //! - [`catalog`]: the built-in price catalog generated from genai-prices, and
 //!   the [`catalog::PriceBook`] that applies RoutingPolicy overrides on top.
@@ -11,13 +12,16 @@
 //! - [`selector`]: Kubernetes label-selector semantics.
 //! - [`period`]: calendar-aligned budget periods in an IANA time zone.
 //! - [`config`]: the compiled per-workload configuration a sidecar runs.
+//! - [`ledger`]: usage records and their aggregation.
 //! - [`compile`]: the compiler from policies + budgets + pod labels to that config.
 //! - [`route`]: the routing decision (routes, escalation, downgrade).
 
+pub mod budget;
 pub mod catalog;
 pub mod classify;
 pub mod compile;
 pub mod config;
+pub mod ledger;
 pub mod money;
 pub mod period;
 pub mod route;

@@ -1,10 +1,12 @@
 //! Command line: flags, their environment variables, and the run modes.
 
-use std::{fmt::Write as _, path::PathBuf, process::ExitCode};
+use std::{fmt::Write as _, net::SocketAddr, path::PathBuf, process::ExitCode};
 
-use clap::{Parser, ValueEnum};
+use clap::{Parser, Subcommand, ValueEnum};
 use tokenwarden_core::{
-    config::{DowngradeTarget, Target, ThresholdAction, WorkloadConfig},
+    config::{DowngradeTarget, FailMode, Target, ThresholdAction, WorkloadConfig},
+    ledger::Aggregate,
+    money::Usd,
     selector::{Labels, parse_labels},
 };
 
@@ -14,9 +16,14 @@ use crate::{EXIT_CONFIG, policy_file::PolicySet};
 #[derive(Debug, Parser)]
 #[command(name = "tokenwarden-sidecar", version, about)]
 pub struct Args {
+    /// Subcommands; without one the sidecar runs the proxy.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// Standalone mode: a YAML file (or a directory of them) of RoutingPolicy
     /// and TokenBudget objects, the same documents a cluster uses, compiled
-    /// for this workload.
+    /// for this workload. Changes are picked up without a restart (polled,
+    /// and on SIGHUP); an invalid change keeps the last good config.
     #[arg(long, env = "TOKENWARDEN_POLICY_FILE", value_name = "FILE")]
     pub policy_file: Option<PathBuf>,
 
@@ -25,7 +32,8 @@ pub struct Args {
     #[arg(long, env = "TOKENWARDEN_SECRETS_DIR", value_name = "DIR")]
     pub secrets_dir: Option<PathBuf>,
 
-    /// Directory for durable state (ledger, spool).
+    /// Directory for durable state (the ledger). Without it the ledger lives
+    /// in memory only.
     #[arg(long, env = "TOKENWARDEN_STATE_DIR", value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
 
@@ -42,6 +50,44 @@ pub struct Args {
     #[arg(long, env = "TOKENWARDEN_NAMESPACE", default_value = "default")]
     pub namespace: String,
 
+    /// Address for app traffic.
+    #[arg(long, env = "TOKENWARDEN_LISTEN", default_value = "127.0.0.1:15800")]
+    pub listen: SocketAddr,
+
+    /// Address for /healthz, /readyz, /metrics and /ledger.
+    #[arg(
+        long,
+        env = "TOKENWARDEN_ADMIN_LISTEN",
+        default_value = "127.0.0.1:15801"
+    )]
+    pub admin_listen: SocketAddr,
+
+    /// Largest request body accepted (bytes); larger ones get 413.
+    #[arg(long, env = "TOKENWARDEN_MAX_BODY_BYTES", default_value_t = 32 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+
+    /// Extra PEM CA bundle trusted for provider connections (in addition to
+    /// the webpki roots).
+    #[arg(long, env = "TOKENWARDEN_CA_BUNDLE", value_name = "FILE")]
+    pub ca_bundle: Option<PathBuf>,
+
+    /// fsync the ledger after every record (survives power loss, not just
+    /// process death; slower).
+    #[arg(long, env = "TOKENWARDEN_LEDGER_FSYNC")]
+    pub ledger_fsync: bool,
+
+    /// How often the policy file and secrets are checked for changes (ms).
+    #[arg(long, env = "TOKENWARDEN_RELOAD_INTERVAL_MS", default_value_t = 1000)]
+    pub reload_interval_ms: u64,
+
+    /// Log format.
+    #[arg(long, env = "TOKENWARDEN_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// Worker threads (default: one per CPU).
+    #[arg(long, env = "TOKENWARDEN_THREADS")]
+    pub threads: Option<usize>,
+
     /// Validate the policy file, print the compiled config and exit: 0 when
     /// valid, 64 with field paths when not.
     #[arg(long)]
@@ -50,6 +96,17 @@ pub struct Args {
     /// Output format of `--check-config`.
     #[arg(long, value_enum, default_value_t = Output::Text)]
     pub output: Output,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print the ledger kept under a state dir as a table: which model eats the bill.
+    Report {
+        /// The sidecar's --state-dir.
+        #[arg(long, env = "TOKENWARDEN_STATE_DIR", value_name = "DIR")]
+        state_dir: PathBuf,
+    },
 }
 
 /// How `--check-config` prints the compiled config.
@@ -61,43 +118,163 @@ pub enum Output {
     Json,
 }
 
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
 /// Run the parsed command line.
 pub fn run(args: Args) -> ExitCode {
+    if let Some(Command::Report { state_dir }) = &args.command {
+        return match crate::ledger::read(state_dir) {
+            Ok(agg) => {
+                print!("{}", report(&agg));
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("tokenwarden-sidecar report: {e}");
+                ExitCode::from(1)
+            }
+        };
+    }
     let labels = match parse_labels(&args.labels) {
         Ok(l) => l,
         Err(e) => return config_error(&format!("--labels: {e}")),
     };
-    let Some(path) = &args.policy_file else {
+    let Some(path) = args.policy_file.clone() else {
         return config_error("--policy-file is required (standalone mode)");
     };
-    let set = match PolicySet::from_path(path) {
+    let set = match PolicySet::from_path(&path) {
         Ok(s) => s,
         Err(e) => return config_error(&e.to_string()),
     };
-    if !args.check_config {
-        eprintln!(
-            "tokenwarden-sidecar: the proxy is not part of this build yet; \
-             use --check-config to validate and compile a policy file"
-        );
-        return ExitCode::from(2);
+    if args.check_config {
+        let cfg = set.compile(&args.namespace, &labels);
+        match args.output {
+            Output::Json => match serde_json::to_string_pretty(&cfg) {
+                Ok(s) => println!("{s}"),
+                Err(e) => return config_error(&format!("cannot serialize the config: {e}")),
+            },
+            Output::Text => print!(
+                "{}",
+                summary(&path.display().to_string(), &set, &labels, &cfg)
+            ),
+        }
+        return ExitCode::SUCCESS;
     }
-    let cfg = set.compile(&args.namespace, &labels);
-    match args.output {
-        Output::Json => match serde_json::to_string_pretty(&cfg) {
-            Ok(s) => println!("{s}"),
-            Err(e) => return config_error(&format!("cannot serialize the config: {e}")),
-        },
-        Output::Text => print!(
-            "{}",
-            summary(&path.display().to_string(), &set, &labels, &cfg)
-        ),
-    }
-    ExitCode::SUCCESS
+    crate::run::run(args, path, labels, set)
 }
 
-fn config_error(msg: &str) -> ExitCode {
+pub(crate) fn config_error(msg: &str) -> ExitCode {
     eprintln!("tokenwarden-sidecar: invalid configuration: {msg}");
     ExitCode::from(EXIT_CONFIG)
+}
+
+/// The per-model table of `report`.
+pub fn report(agg: &Aggregate) -> String {
+    let mut s = String::new();
+    let total = agg.total();
+    let mut models: Vec<_> = agg.models.iter().collect();
+    models.sort_by(|a, b| b.1.cost.cmp(&a.1.cost).then(a.0.cmp(b.0)));
+    let _ = writeln!(
+        s,
+        "{:<32} {:>9} {:>12} {:>11} {:>11} {:>11} {:>14} {:>6}",
+        "MODEL (served)",
+        "REQUESTS",
+        "INPUT",
+        "OUTPUT",
+        "CACHE READ",
+        "CACHE WRITE",
+        "COST USD",
+        "SHARE"
+    );
+    for (model, t) in &models {
+        let share = if total.cost.picos() > 0 {
+            format!(
+                "{:.1}%",
+                t.cost.picos() as f64 * 100.0 / total.cost.picos() as f64
+            )
+        } else {
+            "-".into()
+        };
+        let cost = if t.unpriced_requests == t.requests && t.requests > 0 {
+            "unpriced".to_string()
+        } else {
+            format!(
+                "{}{}",
+                money(t.cost),
+                if t.unpriced_requests > 0 { "+?" } else { "" }
+            )
+        };
+        let _ = writeln!(
+            s,
+            "{:<32} {:>9} {:>12} {:>11} {:>11} {:>11} {:>14} {:>6}",
+            truncate(model, 32),
+            t.requests,
+            t.usage.input_tokens,
+            t.usage.output_tokens,
+            t.usage.cache_read_tokens,
+            t.usage.cache_write_tokens,
+            cost,
+            share
+        );
+    }
+    let _ = writeln!(
+        s,
+        "{:<32} {:>9} {:>12} {:>11} {:>11} {:>11} {:>14} {:>6}",
+        "TOTAL",
+        total.requests,
+        total.usage.input_tokens,
+        total.usage.output_tokens,
+        total.usage.cache_read_tokens,
+        total.usage.cache_write_tokens,
+        money(total.cost),
+        ""
+    );
+    if total.unpriced_requests > 0 {
+        let _ = writeln!(
+            s,
+            "{} requests to unpriced models are not in the cost (marked +? / unpriced)",
+            total.unpriced_requests
+        );
+    }
+    if total.estimated_requests > 0 {
+        let _ = writeln!(
+            s,
+            "{} requests have estimated usage (streams cut off before the usage event)",
+            total.estimated_requests
+        );
+    }
+    for (budget, periods) in &agg.budgets {
+        if let Some((start, t)) = periods.last_key_value() {
+            let _ = writeln!(
+                s,
+                "budget {budget}: period from {start}: spent {} over {} requests, {} tokens",
+                money(t.spent),
+                t.requests,
+                t.tokens()
+            );
+        }
+    }
+    s
+}
+
+/// `$1.234567` with 6 decimals.
+pub fn money(u: Usd) -> String {
+    let micros = u.picos() / 1_000_000;
+    format!("${}.{:06}", micros / 1_000_000, (micros % 1_000_000).abs())
+}
+
+fn truncate(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        s.to_string()
+    } else {
+        format!("{}…", s.chars().take(n - 1).collect::<String>())
+    }
 }
 
 /// The human summary of a compiled config.
@@ -174,37 +351,33 @@ pub fn summary(origin: &str, set: &PolicySet, labels: &Labels, cfg: &WorkloadCon
         if let Some(t) = b.limit_tokens {
             limit.push(format!("{t} tokens"));
         }
-        let mut thresholds: Vec<_> = b
+        let mut notes: Vec<_> = b
             .thresholds
             .iter()
             .map(|t| match &t.action {
                 ThresholdAction::Alert => format!("{}% alert", t.percent),
                 ThresholdAction::Block => format!("{}% block", t.percent),
-                ThresholdAction::Downgrade(DowngradeTarget::Tier(t2)) => {
-                    format!("{}% downgrade to tier {t2}", t.percent)
+                ThresholdAction::Downgrade(DowngradeTarget::Tier(tier)) => {
+                    format!("{}% downgrade to tier {tier}", t.percent)
                 }
                 ThresholdAction::Downgrade(DowngradeTarget::Model(m)) => {
                     format!("{}% downgrade to model {m}", t.percent)
                 }
             })
             .collect();
-        let mut extras = Vec::new();
         if let Some(cap) = b.per_request_cap_usd {
-            extras.push(format!("per-request cap ${cap}"));
+            notes.push(format!("per-request cap ${cap}"));
         }
         if let Some(lg) = b.loop_guard {
-            extras.push(format!(
+            notes.push(format!(
                 "loop guard {} identical in {}s, cool-down {}s",
                 lg.max_identical,
                 lg.window_ms / 1000,
                 lg.cooldown_ms / 1000
             ));
         }
-        if b.fail_mode == tokenwarden_core::config::FailMode::Open {
-            extras.push("fail open".to_string());
-        }
-        if !extras.is_empty() {
-            thresholds.extend(extras);
+        if b.fail_mode == FailMode::Open {
+            notes.push("fail open".to_string());
         }
         let _ = writeln!(
             s,
@@ -213,10 +386,10 @@ pub fn summary(origin: &str, set: &PolicySet, labels: &Labels, cfg: &WorkloadCon
             b.period,
             limit.join(" / "),
             b.time_zone,
-            if thresholds.is_empty() {
+            if notes.is_empty() {
                 String::new()
             } else {
-                format!(": {}", thresholds.join(", "))
+                format!(": {}", notes.join(", "))
             },
             if b.shadow { " [shadow]" } else { "" }
         );

@@ -1,13 +1,30 @@
-//! The tokenwarden sidecar.
+//! The tokenwarden sidecar: the per-pod proxy between an app and its LLM
+//! providers.
 //!
-//! Today this crate provides the standalone configuration front end: it reads
-//! the same RoutingPolicy and TokenBudget YAML a cluster uses, validates it
-//! with the shared `validate()`, and compiles the config a workload with the
-//! given labels would run (`--check-config`). The proxy itself is built on
-//! this (see the README's roadmap).
+//! Request path: [`server`] accepts (HTTP/1.1 or h2c) → [`proxy`] parses the
+//! body ([`request`]), classifies and routes it (core's router), applies
+//! budgets (core's budget arithmetic, held in [`state`]), rewrites only the
+//! fields it changes, forwards over the pooled [`upstream`] client with
+//! fallbacks, and streams the response back through a [`body`] tap that
+//! meters usage ([`meter`]) and settles the attempt in the budgets, the
+//! [`ledger`] and the [`metrics`]. [`admin`] serves health, readiness,
+//! metrics and the ledger; [`cli`] and [`run`] are the process.
 
+pub mod admin;
+pub mod body;
 pub mod cli;
+pub mod error;
+pub mod ledger;
+pub mod meter;
+pub mod metrics;
 pub mod policy_file;
+pub mod proxy;
+pub mod request;
+pub mod run;
+pub mod secrets;
+pub mod server;
+pub mod state;
+pub mod upstream;
 
 use std::process::ExitCode;
 

@@ -1,1 +1,3 @@
 //! Helpers for black-box tests.
+
+pub mod fake_provider;

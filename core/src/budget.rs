@@ -1,0 +1,708 @@
+//! Budget arithmetic: reservations, settlement, thresholds, caps and the loop
+//! guard, for one TokenBudget. Pure: the caller passes the time and holds the
+//! lock.
+//!
+//! The hard cap: before a request is forwarded, its worst-case cost (prompt
+//! tokens bounded from above + max output tokens, at the target's price) is
+//! *reserved*: it must fit under the effective cap together with what is
+//! already spent and what other in-flight requests reserved. When usage
+//! arrives the reservation is replaced by the actual cost. As long as the
+//! actual cost never exceeds the reservation (true when requests carry a
+//! max-tokens cap and the prompt bound holds), spend never exceeds the cap,
+//! whatever the concurrency.
+//!
+//! - The effective cap is the limit, or the lowest `Block` threshold.
+//! - `Downgrade` and `Alert` thresholds act on *committed* spend.
+//! - A request to an unpriced model reserves no USD (its cost is unknown; it
+//!   is counted and flagged) but still reserves tokens.
+//! - Shadow budgets compute every verdict and report it, but always allow.
+
+use std::collections::{HashMap, VecDeque};
+
+use jiff::{Timestamp, tz::TimeZone};
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    catalog::Usage,
+    config::{BudgetConfig, DowngradeTarget, ObjectRef, ThresholdAction},
+    money::Usd,
+    period::{PeriodError, Window, time_zone},
+};
+
+/// Most distinct request digests a loop guard remembers.
+const LOOP_GUARD_MAX_KEYS: usize = 10_000;
+
+/// Budget state for the current period.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum State {
+    /// Below every threshold.
+    Ok,
+    /// At or above a threshold, below the effective cap.
+    Threshold,
+    /// The effective cap is reached.
+    Exhausted,
+}
+
+/// Why a budget refused a request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refusal {
+    /// The budget.
+    pub budget: ObjectRef,
+    /// `limit`, `threshold`, `request_cap` or `loop_guard`.
+    pub reason: &'static str,
+    /// For the app: names the budget, the spend, the limit and the reset.
+    pub message: String,
+    /// Seconds until the refusal lifts (period end or cool-down end).
+    pub retry_after_secs: u64,
+}
+
+/// What one request asks of a budget.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ask {
+    /// Worst-case cost; `None` when the target model is unpriced.
+    pub cost: Option<Usd>,
+    /// Worst-case tokens (all kinds).
+    pub tokens: u64,
+}
+
+/// What was reserved, to be settled later.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Held {
+    /// USD held.
+    pub cost: Usd,
+    /// Tokens held.
+    pub tokens: u64,
+}
+
+/// Totals of one period.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Totals {
+    /// Committed spend (priced requests).
+    pub spent: Usd,
+    /// Tokens by kind.
+    pub usage: Usage,
+    /// Requests settled.
+    pub requests: u64,
+    /// Requests whose model had no price.
+    pub unpriced_requests: u64,
+}
+
+/// One budget's live state.
+#[derive(Clone, Debug)]
+pub struct BudgetState {
+    cfg: BudgetConfig,
+    tz: TimeZone,
+    window: Window,
+    totals: Totals,
+    reserved: Held,
+    loop_guard: HashMap<u64, LoopEntry>,
+}
+
+#[derive(Clone, Debug, Default)]
+struct LoopEntry {
+    seen: VecDeque<Timestamp>,
+    blocked_until: Option<Timestamp>,
+}
+
+// === impl Totals ===
+
+impl Totals {
+    /// All tokens of every kind.
+    pub fn tokens(&self) -> u64 {
+        self.usage.total_tokens()
+    }
+}
+
+// === impl BudgetState ===
+
+impl BudgetState {
+    /// Start tracking a budget at `now`, with `totals` already spent in the
+    /// period that contains `now` (from a ledger or the operator).
+    pub fn new(cfg: BudgetConfig, now: Timestamp, totals: Totals) -> Result<Self, PeriodError> {
+        let tz = time_zone(&cfg.time_zone)?;
+        let window = cfg.period.window(&tz, now)?;
+        Ok(Self {
+            cfg,
+            tz,
+            window,
+            totals,
+            reserved: Held::default(),
+            loop_guard: HashMap::new(),
+        })
+    }
+
+    /// The config.
+    pub fn config(&self) -> &BudgetConfig {
+        &self.cfg
+    }
+
+    /// Replace the config (a reload). The period is recomputed if the
+    /// period or time zone changed; spend carries over when the window is
+    /// the same.
+    pub fn reconfigure(&mut self, cfg: BudgetConfig, now: Timestamp) -> Result<(), PeriodError> {
+        let tz = time_zone(&cfg.time_zone)?;
+        let window = cfg.period.window(&tz, now)?;
+        if window != self.window {
+            self.totals = Totals::default();
+        }
+        self.cfg = cfg;
+        self.tz = tz;
+        self.window = window;
+        Ok(())
+    }
+
+    /// The current period.
+    pub fn window(&self) -> Window {
+        self.window
+    }
+
+    /// Totals of the current period.
+    pub fn totals(&self) -> &Totals {
+        &self.totals
+    }
+
+    /// Currently reserved by in-flight requests.
+    pub fn reserved(&self) -> Held {
+        self.reserved
+    }
+
+    /// Move to the period containing `now` if the current one ended.
+    /// Returns the finished period's window and totals when it rolled.
+    pub fn roll(&mut self, now: Timestamp) -> Option<(Window, Totals)> {
+        if now < self.window.end {
+            return None;
+        }
+        let next = self.cfg.period.window(&self.tz, now).ok()?;
+        let done = (self.window, std::mem::take(&mut self.totals));
+        self.window = next;
+        Some(done)
+    }
+
+    /// The effective USD cap: the limit, or the lowest Block threshold of it.
+    pub fn cap_usd(&self) -> Option<Usd> {
+        let limit = self.cfg.limit_usd?;
+        Some(scale(limit, self.block_percent()))
+    }
+
+    /// The effective token cap.
+    pub fn cap_tokens(&self) -> Option<u64> {
+        let limit = self.cfg.limit_tokens?;
+        Some(
+            u64::try_from(u128::from(limit) * u128::from(self.block_percent()) / 100)
+                .unwrap_or(u64::MAX),
+        )
+    }
+
+    fn block_percent(&self) -> u8 {
+        self.cfg
+            .thresholds
+            .iter()
+            .filter(|t| matches!(t.action, ThresholdAction::Block))
+            .map(|t| t.percent)
+            .min()
+            .unwrap_or(100)
+    }
+
+    /// Committed spend as a percentage of the limit (the larger of the USD
+    /// and token percentages), rounded down.
+    pub fn percent_spent(&self) -> u64 {
+        let usd = self.cfg.limit_usd.map_or(0, |l| {
+            if l.picos() <= 0 {
+                100
+            } else {
+                u64::try_from(self.totals.spent.picos().max(0).saturating_mul(100) / l.picos())
+                    .unwrap_or(u64::MAX)
+            }
+        });
+        let tokens = self.cfg.limit_tokens.map_or(0, |l| {
+            u64::try_from(u128::from(self.totals.tokens()) * 100 / u128::from(l.max(1)))
+                .unwrap_or(u64::MAX)
+        });
+        usd.max(tokens)
+    }
+
+    /// `Ok`, `Threshold` or `Exhausted` from committed spend.
+    pub fn state(&self) -> State {
+        let usd_done = self.cap_usd().is_some_and(|c| self.totals.spent >= c);
+        let tok_done = self.cap_tokens().is_some_and(|c| self.totals.tokens() >= c);
+        if usd_done || tok_done {
+            State::Exhausted
+        } else if self.cfg.active_threshold(self.percent_spent()).is_some() {
+            State::Threshold
+        } else {
+            State::Ok
+        }
+    }
+
+    /// The downgrade in force, if committed spend reached a Downgrade
+    /// threshold (the highest reached threshold decides). Shadow budgets
+    /// report it through [`BudgetState::state`] but return `None` here.
+    pub fn downgrade(&self) -> Option<&DowngradeTarget> {
+        if self.cfg.shadow {
+            return None;
+        }
+        let pct = self.percent_spent();
+        self.cfg
+            .thresholds
+            .iter()
+            .rev()
+            .filter(|t| pct >= u64::from(t.percent))
+            .find_map(|t| match &t.action {
+                ThresholdAction::Downgrade(d) => Some(d),
+                _ => None,
+            })
+    }
+
+    /// Loop guard: record this request's digest; refuse when it was seen too
+    /// often. Call once per request, before reserving.
+    pub fn check_loop(&mut self, now: Timestamp, digest: u64) -> Result<(), Refusal> {
+        let Some(lg) = self.cfg.loop_guard else {
+            return Ok(());
+        };
+        let window =
+            jiff::SignedDuration::from_millis(i64::try_from(lg.window_ms).unwrap_or(i64::MAX));
+        let cooldown =
+            jiff::SignedDuration::from_millis(i64::try_from(lg.cooldown_ms).unwrap_or(i64::MAX));
+        if self.loop_guard.len() >= LOOP_GUARD_MAX_KEYS && !self.loop_guard.contains_key(&digest) {
+            // Forget entries with nothing recent and no active block.
+            self.loop_guard.retain(|_, e| {
+                e.blocked_until.is_some_and(|b| b > now)
+                    || e.seen
+                        .back()
+                        .is_some_and(|t| now.duration_since(*t) < window)
+            });
+            if self.loop_guard.len() >= LOOP_GUARD_MAX_KEYS {
+                return Ok(()); // Bounded memory beats perfect recall.
+            }
+        }
+        let entry = self.loop_guard.entry(digest).or_default();
+        if let Some(until) = entry.blocked_until {
+            if until > now {
+                return Err(self.refuse_loop(until, now, lg.max_identical));
+            }
+            entry.blocked_until = None;
+            entry.seen.clear();
+        }
+        while entry
+            .seen
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= window)
+        {
+            entry.seen.pop_front();
+        }
+        entry.seen.push_back(now);
+        if entry.seen.len() >= lg.max_identical as usize {
+            let until = now.checked_add(cooldown).unwrap_or(now);
+            entry.blocked_until = Some(until);
+            return Err(self.refuse_loop(until, now, lg.max_identical));
+        }
+        Ok(())
+    }
+
+    fn refuse_loop(&self, until: Timestamp, now: Timestamp, max: u32) -> Refusal {
+        Refusal {
+            budget: self.cfg.source.clone(),
+            reason: "loop_guard",
+            message: format!(
+                "TokenBudget {}: loop guard tripped: the same request was sent {max} times within {}s; \
+                 identical requests are blocked until {}",
+                self.cfg.source,
+                self.cfg.loop_guard.map_or(0, |l| l.window_ms / 1000),
+                until
+                    .to_zoned(self.tz.clone())
+                    .strftime("%Y-%m-%dT%H:%M:%S%:z"),
+            ),
+            retry_after_secs: secs_until(now, until),
+        }
+    }
+
+    /// Reserve the worst case of one request. On success the caller must
+    /// later [`settle`](Self::settle) or [`release`](Self::release) the
+    /// returned [`Held`].
+    pub fn reserve(&mut self, now: Timestamp, ask: Ask) -> Result<Held, Refusal> {
+        self.roll(now);
+        if let (Some(cap), Some(cost)) = (self.cfg.per_request_cap_usd, ask.cost)
+            && cost > cap
+        {
+            return Err(self.refusal(
+                now,
+                "request_cap",
+                format!(
+                    "TokenBudget {}: this request's worst-case cost ${cost} exceeds the \
+                     per-request cap of ${cap}",
+                    self.cfg.source
+                ),
+            ));
+        }
+        let cost = ask.cost.unwrap_or(Usd::ZERO);
+        if let Some(cap) = self.cap_usd() {
+            let committed = self.totals.spent.saturating_add(self.reserved.cost);
+            if committed.saturating_add(cost) > cap {
+                let reason = if cap < self.cfg.limit_usd.unwrap_or(cap) {
+                    "threshold"
+                } else {
+                    "limit"
+                };
+                let remaining = cap.saturating_sub(committed).max(Usd::ZERO);
+                return Err(self.refusal(
+                    now,
+                    reason,
+                    format!(
+                        "TokenBudget {} is exhausted: spent ${} of ${} this {} period{}; this \
+                         request's worst-case cost ${cost} exceeds the ${remaining} left",
+                        self.cfg.source,
+                        self.totals.spent,
+                        self.cfg.limit_usd.unwrap_or(cap),
+                        self.cfg.period,
+                        if reason == "threshold" {
+                            format!(" (blocking from {}%, ${cap})", self.block_percent())
+                        } else {
+                            String::new()
+                        },
+                    ),
+                ));
+            }
+        }
+        if let Some(cap) = self.cap_tokens() {
+            let committed = self.totals.tokens().saturating_add(self.reserved.tokens);
+            if committed.saturating_add(ask.tokens) > cap {
+                return Err(self.refusal(
+                    now,
+                    "limit",
+                    format!(
+                        "TokenBudget {} is exhausted: used {} of {} tokens this {} period; this \
+                         request may use up to {} tokens",
+                        self.cfg.source,
+                        self.totals.tokens(),
+                        self.cfg.limit_tokens.unwrap_or(cap),
+                        self.cfg.period,
+                        ask.tokens
+                    ),
+                ));
+            }
+        }
+        let held = Held {
+            cost,
+            tokens: ask.tokens,
+        };
+        self.reserved.cost = self.reserved.cost.saturating_add(held.cost);
+        self.reserved.tokens = self.reserved.tokens.saturating_add(held.tokens);
+        Ok(held)
+    }
+
+    /// Give back a reservation without spending (the request never reached
+    /// the provider).
+    pub fn release(&mut self, held: Held) {
+        self.reserved.cost = self.reserved.cost.saturating_sub(held.cost).max(Usd::ZERO);
+        self.reserved.tokens = self.reserved.tokens.saturating_sub(held.tokens);
+    }
+
+    /// Replace a reservation by the actual usage and cost (`None` =
+    /// unpriced) of one attempt.
+    pub fn settle(&mut self, now: Timestamp, held: Held, usage: &Usage, cost: Option<Usd>) {
+        self.roll(now);
+        self.release(held);
+        self.record(usage, cost);
+    }
+
+    /// Add usage that was not reserved here (e.g. replayed from a ledger).
+    pub fn record(&mut self, usage: &Usage, cost: Option<Usd>) {
+        let t = &mut self.totals;
+        t.usage.input_tokens = t.usage.input_tokens.saturating_add(usage.input_tokens);
+        t.usage.output_tokens = t.usage.output_tokens.saturating_add(usage.output_tokens);
+        t.usage.cache_read_tokens = t
+            .usage
+            .cache_read_tokens
+            .saturating_add(usage.cache_read_tokens);
+        t.usage.cache_write_tokens = t
+            .usage
+            .cache_write_tokens
+            .saturating_add(usage.cache_write_tokens);
+        t.requests += 1;
+        match cost {
+            Some(c) => t.spent = t.spent.saturating_add(c),
+            None => t.unpriced_requests += 1,
+        }
+    }
+
+    fn refusal(&self, now: Timestamp, reason: &'static str, message: String) -> Refusal {
+        let reset = self.window.end.to_zoned(self.tz.clone());
+        Refusal {
+            budget: self.cfg.source.clone(),
+            reason,
+            message: format!(
+                "{message}. It resets at {} ({}).",
+                reset.strftime("%Y-%m-%dT%H:%M:%S%:z"),
+                self.cfg.time_zone
+            ),
+            retry_after_secs: secs_until(now, self.window.end),
+        }
+    }
+}
+
+fn secs_until(now: Timestamp, then: Timestamp) -> u64 {
+    u64::try_from(then.duration_since(now).as_secs()).unwrap_or(0)
+}
+
+/// `amount × percent / 100`, exact in picos (rounded down).
+fn scale(amount: Usd, percent: u8) -> Usd {
+    Usd::from_picos(amount.picos().saturating_mul(i128::from(percent)) / 100)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        config::{FailMode, LoopGuard, Threshold},
+        period::Period,
+    };
+
+    fn cfg(limit: &str) -> BudgetConfig {
+        BudgetConfig {
+            source: ObjectRef::new("ns", "team"),
+            generation: 1,
+            period: Period::Daily,
+            time_zone: "UTC".into(),
+            limit_usd: Some(limit.parse().unwrap()),
+            limit_tokens: None,
+            thresholds: vec![],
+            per_request_cap_usd: None,
+            loop_guard: None,
+            fail_mode: FailMode::Closed,
+            shadow: false,
+        }
+    }
+
+    fn now() -> Timestamp {
+        "2026-11-22T10:00:00Z".parse().unwrap()
+    }
+
+    fn usd(s: &str) -> Usd {
+        s.parse().unwrap()
+    }
+
+    fn ask(cost: &str) -> Ask {
+        Ask {
+            cost: Some(usd(cost)),
+            tokens: 100,
+        }
+    }
+
+    #[test]
+    fn reservations_never_let_spend_pass_the_limit() {
+        let mut b = BudgetState::new(cfg("1.00"), now(), Totals::default()).unwrap();
+        let h1 = b.reserve(now(), ask("0.40")).unwrap();
+        let h2 = b.reserve(now(), ask("0.40")).unwrap();
+        // 0.80 reserved: a third 0.40 would pass 1.00.
+        let err = b.reserve(now(), ask("0.40")).unwrap_err();
+        assert_eq!(err.reason, "limit");
+        assert!(
+            err.message.contains(
+                "TokenBudget ns/team is exhausted: spent $0.00 of $1.00 this Daily period"
+            ),
+            "{}",
+            err.message
+        );
+        assert!(err.message.contains("$0.20 left"), "{}", err.message);
+        assert!(
+            err.message
+                .contains("resets at 2026-11-23T00:00:00+00:00 (UTC)"),
+            "{}",
+            err.message
+        );
+        assert_eq!(err.retry_after_secs, 14 * 3600);
+        // Settling below the reservation frees room.
+        let u = Usage {
+            input_tokens: 10,
+            output_tokens: 5,
+            ..Default::default()
+        };
+        b.settle(now(), h1, &u, Some(usd("0.10")));
+        assert_eq!(b.totals().spent, usd("0.10"));
+        assert_eq!(b.reserved().cost, usd("0.40"));
+        let h3 = b.reserve(now(), ask("0.40")).unwrap();
+        b.release(h2);
+        b.release(h3);
+        assert_eq!(b.reserved(), Held::default());
+        assert_eq!(b.totals().requests, 1);
+        assert_eq!(b.totals().tokens(), 15);
+    }
+
+    #[test]
+    fn block_threshold_lowers_the_cap_and_downgrade_acts_on_committed_spend() {
+        let mut c = cfg("10.00");
+        c.thresholds = vec![
+            Threshold {
+                percent: 50,
+                action: ThresholdAction::Alert,
+            },
+            Threshold {
+                percent: 80,
+                action: ThresholdAction::Downgrade(DowngradeTarget::Tier("cheap".into())),
+            },
+            Threshold {
+                percent: 90,
+                action: ThresholdAction::Block,
+            },
+        ];
+        let mut b = BudgetState::new(c, now(), Totals::default()).unwrap();
+        assert_eq!(b.cap_usd(), Some(usd("9.00")));
+        assert_eq!(b.state(), State::Ok);
+        b.record(&Usage::default(), Some(usd("5.00")));
+        assert_eq!(b.state(), State::Threshold);
+        assert_eq!(b.downgrade(), None, "alert only");
+        b.record(&Usage::default(), Some(usd("3.00")));
+        assert_eq!(b.downgrade(), Some(&DowngradeTarget::Tier("cheap".into())));
+        let err = b.reserve(now(), ask("1.01")).unwrap_err();
+        assert_eq!(err.reason, "threshold");
+        assert!(
+            err.message.contains("(blocking from 90%, $9.00)"),
+            "{}",
+            err.message
+        );
+        b.reserve(now(), ask("1.00")).unwrap();
+        b.record(&Usage::default(), Some(usd("1.00")));
+        assert_eq!(b.state(), State::Exhausted);
+    }
+
+    #[test]
+    fn per_request_cap_and_unpriced_requests() {
+        let mut c = cfg("100");
+        c.per_request_cap_usd = Some(usd("0.50"));
+        let mut b = BudgetState::new(c, now(), Totals::default()).unwrap();
+        let err = b.reserve(now(), ask("0.51")).unwrap_err();
+        assert_eq!(err.reason, "request_cap");
+        assert!(
+            err.message
+                .contains("worst-case cost $0.51 exceeds the per-request cap of $0.50")
+        );
+        let h = b
+            .reserve(
+                now(),
+                Ask {
+                    cost: None,
+                    tokens: 10,
+                },
+            )
+            .unwrap();
+        assert_eq!(h.cost, Usd::ZERO);
+        b.settle(
+            now(),
+            h,
+            &Usage {
+                output_tokens: 3,
+                ..Default::default()
+            },
+            None,
+        );
+        assert_eq!(b.totals().unpriced_requests, 1);
+        assert_eq!(b.totals().spent, Usd::ZERO);
+    }
+
+    #[test]
+    fn token_limits() {
+        let mut c = cfg("1");
+        c.limit_usd = None;
+        c.limit_tokens = Some(1000);
+        let mut b = BudgetState::new(c, now(), Totals::default()).unwrap();
+        let h = b
+            .reserve(
+                now(),
+                Ask {
+                    cost: None,
+                    tokens: 900,
+                },
+            )
+            .unwrap();
+        assert_eq!(
+            b.reserve(
+                now(),
+                Ask {
+                    cost: None,
+                    tokens: 101
+                }
+            )
+            .unwrap_err()
+            .reason,
+            "limit"
+        );
+        b.settle(
+            now(),
+            h,
+            &Usage {
+                input_tokens: 400,
+                output_tokens: 100,
+                ..Default::default()
+            },
+            None,
+        );
+        assert_eq!(b.percent_spent(), 50);
+        b.reserve(
+            now(),
+            Ask {
+                cost: None,
+                tokens: 500,
+            },
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn periods_roll_over() {
+        let mut b = BudgetState::new(cfg("1"), now(), Totals::default()).unwrap();
+        b.record(&Usage::default(), Some(usd("1")));
+        assert_eq!(b.state(), State::Exhausted);
+        assert!(b.reserve(now(), ask("0.01")).is_err());
+        let tomorrow: Timestamp = "2026-11-23T00:00:01Z".parse().unwrap();
+        b.reserve(tomorrow, ask("0.01")).unwrap();
+        assert_eq!(b.totals().spent, Usd::ZERO);
+        assert_eq!(b.window().start.to_string(), "2026-11-23T00:00:00Z");
+    }
+
+    #[test]
+    fn loop_guard_blocks_for_the_cooldown() {
+        let mut c = cfg("100");
+        c.loop_guard = Some(LoopGuard {
+            max_identical: 3,
+            window_ms: 60_000,
+            cooldown_ms: 600_000,
+        });
+        let mut b = BudgetState::new(c, now(), Totals::default()).unwrap();
+        let at = |s: i64| {
+            now()
+                .checked_add(jiff::SignedDuration::from_secs(s))
+                .unwrap()
+        };
+        b.check_loop(at(0), 7).unwrap();
+        b.check_loop(at(1), 7).unwrap();
+        b.check_loop(at(1), 8).unwrap();
+        let err = b.check_loop(at(2), 7).unwrap_err();
+        assert_eq!(err.reason, "loop_guard");
+        assert_eq!(err.retry_after_secs, 600);
+        assert!(
+            err.message.contains("sent 3 times within 60s"),
+            "{}",
+            err.message
+        );
+        assert!(b.check_loop(at(300), 7).is_err(), "still cooling down");
+        b.check_loop(at(603), 7).unwrap();
+        // Spread out beyond the window: never trips.
+        for i in 0..10 {
+            b.check_loop(at(1000 + i * 61), 9).unwrap();
+        }
+    }
+
+    #[test]
+    fn shadow_budgets_report_but_never_downgrade() {
+        let mut c = cfg("1");
+        c.shadow = true;
+        c.thresholds = vec![Threshold {
+            percent: 10,
+            action: ThresholdAction::Downgrade(DowngradeTarget::Model("m".into())),
+        }];
+        let mut b = BudgetState::new(c, now(), Totals::default()).unwrap();
+        b.record(&Usage::default(), Some(usd("0.5")));
+        assert_eq!(b.state(), State::Threshold);
+        assert_eq!(b.downgrade(), None);
+    }
+}

@@ -1,0 +1,238 @@
+//! Usage records and their aggregation.
+//!
+//! A [`UsageRecord`] is written for every upstream attempt the sidecar makes:
+//! what was asked, what served it, the four disjoint token kinds, the cost
+//! (or `None`: unpriced), whether the numbers are estimated (a stream cut
+//! off before the provider's usage event), and which budget periods it was
+//! counted in. Records carry a per-sidecar sequence number so a ledger can
+//! deduplicate replays. [`Aggregate`] folds records into per-model and
+//! per-budget-period totals; folding is order-independent.
+
+use std::collections::BTreeMap;
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    budget::Totals,
+    catalog::Usage,
+    config::{Endpoint, ObjectRef},
+    money::Usd,
+};
+
+/// A budget period a record was counted in.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct BudgetPeriodRef {
+    /// The budget.
+    pub budget: ObjectRef,
+    /// Start of the period.
+    pub period_start: Timestamp,
+}
+
+/// One metered upstream attempt.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsageRecord {
+    /// Sequence number, unique and increasing per sidecar.
+    pub seq: u64,
+    /// When the attempt finished.
+    pub ts: Timestamp,
+    /// Endpoint called.
+    pub endpoint: Endpoint,
+    /// Model the app asked for.
+    pub requested_model: String,
+    /// Model that served (the provider's answer, else the one sent).
+    pub served_model: String,
+    /// Provider name from the RoutingPolicy.
+    pub provider: String,
+    /// Route that matched, if any.
+    pub route: Option<String>,
+    /// Complexity score, when computed.
+    pub score: Option<u16>,
+    /// 1 for the first try, 2 for the first retry, ...
+    pub attempt: u32,
+    /// Upstream HTTP status (0 when no response arrived).
+    pub status: u16,
+    /// Tokens by kind.
+    pub usage: Usage,
+    /// Cost at the serving model's price; `None` when unpriced.
+    pub cost: Option<Usd>,
+    /// True when usage was estimated (stream ended before the usage event).
+    pub estimated: bool,
+    /// Budget periods this attempt counted in.
+    pub budgets: Vec<BudgetPeriodRef>,
+}
+
+/// Per-model totals.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelTotals {
+    /// Attempts that reached the provider and were metered.
+    pub requests: u64,
+    /// Tokens by kind.
+    pub usage: Usage,
+    /// Priced spend.
+    pub cost: Usd,
+    /// Attempts with no known price.
+    pub unpriced_requests: u64,
+    /// Attempts whose usage was estimated.
+    pub estimated_requests: u64,
+}
+
+/// Totals folded from records.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Aggregate {
+    /// Highest sequence number folded in.
+    pub last_seq: u64,
+    /// By serving model.
+    pub models: BTreeMap<String, ModelTotals>,
+    /// By budget and period start.
+    pub budgets: BTreeMap<ObjectRef, BTreeMap<Timestamp, Totals>>,
+}
+
+// === impl ModelTotals ===
+
+impl ModelTotals {
+    fn add(&mut self, r: &UsageRecord) {
+        self.requests += 1;
+        add_usage(&mut self.usage, &r.usage);
+        match r.cost {
+            Some(c) => self.cost = self.cost.saturating_add(c),
+            None => self.unpriced_requests += 1,
+        }
+        if r.estimated {
+            self.estimated_requests += 1;
+        }
+    }
+}
+
+/// `a += b`, kind by kind.
+pub fn add_usage(a: &mut Usage, b: &Usage) {
+    a.input_tokens = a.input_tokens.saturating_add(b.input_tokens);
+    a.output_tokens = a.output_tokens.saturating_add(b.output_tokens);
+    a.cache_read_tokens = a.cache_read_tokens.saturating_add(b.cache_read_tokens);
+    a.cache_write_tokens = a.cache_write_tokens.saturating_add(b.cache_write_tokens);
+}
+
+// === impl Aggregate ===
+
+impl Aggregate {
+    /// Fold one record in.
+    pub fn add(&mut self, r: &UsageRecord) {
+        self.last_seq = self.last_seq.max(r.seq);
+        self.models
+            .entry(r.served_model.clone())
+            .or_default()
+            .add(r);
+        for b in &r.budgets {
+            let t = self
+                .budgets
+                .entry(b.budget.clone())
+                .or_default()
+                .entry(b.period_start)
+                .or_default();
+            add_usage(&mut t.usage, &r.usage);
+            t.requests += 1;
+            match r.cost {
+                Some(c) => t.spent = t.spent.saturating_add(c),
+                None => t.unpriced_requests += 1,
+            }
+        }
+    }
+
+    /// Totals of one budget period (zero if none recorded).
+    pub fn budget_period(&self, budget: &ObjectRef, start: Timestamp) -> Totals {
+        self.budgets
+            .get(budget)
+            .and_then(|p| p.get(&start))
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Keep only the `keep` most recent periods of each budget.
+    pub fn prune_periods(&mut self, keep: usize) {
+        for periods in self.budgets.values_mut() {
+            while periods.len() > keep {
+                periods.pop_first();
+            }
+        }
+    }
+
+    /// Sum over every model.
+    pub fn total(&self) -> ModelTotals {
+        let mut t = ModelTotals::default();
+        for m in self.models.values() {
+            t.requests += m.requests;
+            add_usage(&mut t.usage, &m.usage);
+            t.cost = t.cost.saturating_add(m.cost);
+            t.unpriced_requests += m.unpriced_requests;
+            t.estimated_requests += m.estimated_requests;
+        }
+        t
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(seq: u64, model: &str, cost: Option<&str>, budget: Option<&str>) -> UsageRecord {
+        UsageRecord {
+            seq,
+            ts: "2026-11-22T10:00:00Z".parse().unwrap(),
+            endpoint: Endpoint::Messages,
+            requested_model: "claude-opus-4-1".into(),
+            served_model: model.into(),
+            provider: "anthropic".into(),
+            route: Some("default".into()),
+            score: Some(12),
+            attempt: 1,
+            status: 200,
+            usage: Usage {
+                input_tokens: 10,
+                output_tokens: 5,
+                cache_read_tokens: 2,
+                cache_write_tokens: 1,
+            },
+            cost: cost.map(|c| c.parse().unwrap()),
+            estimated: seq.is_multiple_of(2),
+            budgets: budget
+                .map(|b| BudgetPeriodRef {
+                    budget: ObjectRef::new("ns", b),
+                    period_start: "2026-11-22T00:00:00Z".parse().unwrap(),
+                })
+                .into_iter()
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn folds_models_and_budget_periods() {
+        let mut a = Aggregate::default();
+        a.add(&rec(1, "claude-haiku-4-5", Some("0.01"), Some("team")));
+        a.add(&rec(2, "claude-haiku-4-5", None, Some("team")));
+        a.add(&rec(3, "claude-sonnet-4-5", Some("0.20"), None));
+        assert_eq!(a.last_seq, 3);
+        let h = &a.models["claude-haiku-4-5"];
+        assert_eq!(
+            (h.requests, h.unpriced_requests, h.estimated_requests),
+            (2, 1, 1)
+        );
+        assert_eq!(h.cost.to_string(), "0.01");
+        assert_eq!(h.usage.total_tokens(), 36);
+        let t = a.budget_period(
+            &ObjectRef::new("ns", "team"),
+            "2026-11-22T00:00:00Z".parse().unwrap(),
+        );
+        assert_eq!(
+            (
+                t.requests,
+                t.unpriced_requests,
+                t.spent.to_string().as_str()
+            ),
+            (2, 1, "0.01")
+        );
+        assert_eq!(a.total().cost.to_string(), "0.21");
+        let json = serde_json::to_string(&rec(1, "m", Some("0.01"), None)).unwrap();
+        let back: UsageRecord = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, rec(1, "m", Some("0.01"), None));
+    }
+}

@@ -1,0 +1,134 @@
+//! The admin port: `/healthz`, `/readyz`, `/metrics`, `/ledger`.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use hyper::body::Incoming;
+use serde_json::json;
+use tokenwarden_core::{budget::State, ledger::Aggregate};
+
+use crate::{
+    body::ProxyBody,
+    state::{Shared, lock},
+};
+
+fn text(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<Bytes>,
+) -> Response<ProxyBody> {
+    let mut r = Response::new(ProxyBody::from(body.into()));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r
+}
+
+/// Handle one admin request.
+pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<ProxyBody> {
+    if req.method() != Method::GET {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "only GET\n");
+    }
+    match req.uri().path() {
+        "/healthz" => text(StatusCode::OK, "text/plain", "ok\n"),
+        "/readyz" => {
+            if shared.active.load().is_some() {
+                text(StatusCode::OK, "text/plain", "ready\n")
+            } else {
+                text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain",
+                    "no valid configuration loaded\n",
+                )
+            }
+        }
+        "/metrics" => text(
+            StatusCode::OK,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            shared.metrics.render(),
+        ),
+        "/ledger" => text(
+            StatusCode::OK,
+            "application/json",
+            ledger_json(&shared).to_string(),
+        ),
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "admin endpoints: /healthz /readyz /metrics /ledger\n",
+        ),
+    }
+}
+
+/// Per-model rows of an aggregate, dearest first.
+pub fn model_rows(agg: &Aggregate) -> Vec<serde_json::Value> {
+    let mut models: Vec<_> = agg.models.iter().collect();
+    models.sort_by(|a, b| b.1.cost.cmp(&a.1.cost).then(a.0.cmp(b.0)));
+    models
+        .into_iter()
+        .map(|(model, t)| {
+            json!({
+                "model": model,
+                "requests": t.requests,
+                "input_tokens": t.usage.input_tokens,
+                "output_tokens": t.usage.output_tokens,
+                "cache_read_tokens": t.usage.cache_read_tokens,
+                "cache_write_tokens": t.usage.cache_write_tokens,
+                "cost_usd": t.cost.to_string(),
+                "unpriced_requests": t.unpriced_requests,
+                "estimated_requests": t.estimated_requests,
+            })
+        })
+        .collect()
+}
+
+/// The `/ledger` document: per-model totals (by the model that served)
+/// and the live per-budget totals of the current periods.
+pub fn ledger_json(shared: &Shared) -> serde_json::Value {
+    let agg = match lock(&shared.ledger).as_ref() {
+        Some(l) => l.aggregate().clone(),
+        None => lock(&shared.memory_ledger).clone(),
+    };
+    let budgets: Vec<_> = lock(&shared.budgets)
+        .values()
+        .map(|b| {
+            let cfg = b.config();
+            let t = b.totals();
+            let remaining = cfg.limit_usd.map(|l| l.saturating_sub(t.spent).max(tokenwarden_core::money::Usd::ZERO));
+            json!({
+                "namespace": cfg.source.namespace,
+                "name": cfg.source.name,
+                "period": cfg.period.to_string(),
+                "time_zone": cfg.time_zone,
+                "period_start": b.window().start.to_string(),
+                "period_end": b.window().end.to_string(),
+                "spent_usd": t.spent.to_string(),
+                "limit_usd": cfg.limit_usd.map(|l| l.to_string()),
+                "remaining_usd": remaining.map(|r| r.to_string()),
+                "tokens_used": t.tokens(),
+                "limit_tokens": cfg.limit_tokens,
+                "remaining_tokens": cfg.limit_tokens.map(|l| l.saturating_sub(t.tokens())),
+                "requests": t.requests,
+                "unpriced_requests": t.unpriced_requests,
+                "reserved_usd": b.reserved().cost.to_string(),
+                "state": match b.state() { State::Ok => "Ok", State::Threshold => "Threshold", State::Exhausted => "Exhausted" },
+                "shadow": cfg.shadow,
+            })
+        })
+        .collect();
+    let total = agg.total();
+    json!({
+        "models": model_rows(&agg),
+        "total": {
+            "requests": total.requests,
+            "input_tokens": total.usage.input_tokens,
+            "output_tokens": total.usage.output_tokens,
+            "cache_read_tokens": total.usage.cache_read_tokens,
+            "cache_write_tokens": total.usage.cache_write_tokens,
+            "cost_usd": total.cost.to_string(),
+        },
+        "budgets": budgets,
+        "last_seq": agg.last_seq,
+    })
+}

@@ -1,0 +1,332 @@
+//! Response bodies: buffered, or tapped while streaming.
+//!
+//! A [`TapBody`] forwards the provider's body frame by frame as it arrives
+//! (never buffered whole) while a tap reads usage from it: the SSE tap for
+//! event streams, a bounded JSON accumulator for large non-streaming
+//! responses. When the body ends the attempt is settled with the provider's
+//! usage; when it ends early — the provider cut the stream, or the app went
+//! away and the body was dropped — it is settled with an estimate, marked
+//! estimated. Either way exactly once.
+
+use std::{
+    pin::Pin,
+    sync::Arc,
+    task::{Context as TaskContext, Poll},
+};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use tokenwarden_core::{budget::Held, catalog::Usage, config::ObjectRef, money::Usd};
+
+use crate::{
+    meter::{self, Flavor, Metered, SseTap, TapOutcome},
+    proxy::{Context, settle},
+    state::{Active, Shared},
+};
+
+/// Largest non-streaming body kept for usage parsing; beyond it the usage is
+/// estimated (the body is still forwarded in full).
+pub const MAX_JSON_TAP_BYTES: usize = 64 * 1024 * 1024;
+
+/// Errors surfaced to hyper while streaming a response.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The body of every response the proxy returns.
+pub enum ProxyBody {
+    /// A complete body.
+    Full(Full<Bytes>),
+    /// A provider body forwarded as it arrives.
+    Tap(Box<TapBody>),
+}
+
+impl From<Bytes> for ProxyBody {
+    fn from(b: Bytes) -> Self {
+        ProxyBody::Full(Full::new(b))
+    }
+}
+
+impl std::fmt::Debug for ProxyBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ProxyBody::Full(_) => f.write_str("ProxyBody::Full"),
+            ProxyBody::Tap(_) => f.write_str("ProxyBody::Tap"),
+        }
+    }
+}
+
+/// How a tapped body is read.
+pub enum TapMode {
+    /// Server-sent events: the SSE tap reads usage (and may strip the usage chunk).
+    Sse(Box<SseTap>),
+    /// A JSON body too large to buffer: accumulated (bounded) and parsed at the end.
+    Json(Vec<u8>),
+    /// Not metered (errors, passthrough paths).
+    Plain,
+}
+
+/// What settles an attempt once its body is done.
+pub struct Settlement {
+    /// Shared state.
+    pub shared: Arc<Shared>,
+    /// The config the request ran under.
+    pub active: Arc<Active>,
+    /// The request.
+    pub ctx: Context,
+    /// Budget holds to replace by actual usage.
+    pub holds: Vec<(ObjectRef, Option<Held>)>,
+    /// Upstream status.
+    pub status: u16,
+    /// Response flavor.
+    pub flavor: Flavor,
+}
+
+/// A provider body forwarded frame by frame.
+pub struct TapBody {
+    upstream: Incoming,
+    mode: Option<TapMode>,
+    pending: std::collections::VecDeque<Bytes>,
+    settlement: Option<Settlement>,
+    done: bool,
+}
+
+// === impl Settlement ===
+
+impl Settlement {
+    fn run(self, usage: Usage, served: Option<String>, estimated: bool) -> Option<Usd> {
+        let served = served.unwrap_or_else(|| self.ctx.choice.model.clone());
+        settle(
+            &self.shared,
+            &self.active,
+            &self.ctx,
+            self.holds,
+            self.status,
+            usage,
+            served,
+            estimated,
+        )
+    }
+
+    /// A complete JSON body was read; `metered` is its usage, if any.
+    pub fn finish_json(self, metered: Option<Metered>) -> Option<Usd> {
+        match metered {
+            Some(m) => self.run(m.usage, m.served_model, false),
+            None if (200..300).contains(&self.status) => {
+                // A success without usage: count the prompt estimate.
+                let usage = Usage {
+                    input_tokens: self.ctx.prompt_estimate,
+                    ..Default::default()
+                };
+                self.run(usage, None, true)
+            }
+            None => self.run(Usage::default(), None, false),
+        }
+    }
+
+    /// A stream ended; settle with its usage, or an estimate when it ended early.
+    pub fn finish_stream(self, outcome: TapOutcome) {
+        match (&outcome.usage, outcome.complete) {
+            (Some(u), true) => {
+                let u = *u;
+                self.run(u, outcome.served_model, false);
+            }
+            _ if !(200..300).contains(&self.status) => {
+                self.run(Usage::default(), outcome.served_model, false);
+            }
+            _ => {
+                let usage =
+                    meter::estimate_cut_stream(self.flavor, self.ctx.prompt_estimate, &outcome);
+                self.run(usage, outcome.served_model, true);
+            }
+        }
+    }
+
+    /// The body broke before any usage could be read.
+    pub fn finish_cut(self, outcome: Option<TapOutcome>) {
+        match outcome {
+            Some(o) => {
+                let mut o = o;
+                o.complete = false;
+                self.finish_stream(o);
+            }
+            None if (200..300).contains(&self.status) => {
+                let usage = Usage {
+                    input_tokens: self.ctx.prompt_estimate,
+                    ..Default::default()
+                };
+                self.run(usage, None, true);
+            }
+            None => {
+                self.run(Usage::default(), None, false);
+            }
+        }
+    }
+}
+
+// === impl TapBody ===
+
+impl TapBody {
+    /// Tap `upstream` in `mode`, settling with `settlement` at the end.
+    pub fn new(upstream: Incoming, mode: TapMode, settlement: Settlement) -> Self {
+        TapBody {
+            upstream,
+            mode: Some(mode),
+            pending: Default::default(),
+            settlement: Some(settlement),
+            done: false,
+        }
+    }
+
+    /// Forward without metering.
+    pub fn plain(upstream: Incoming) -> Self {
+        TapBody {
+            upstream,
+            mode: Some(TapMode::Plain),
+            pending: Default::default(),
+            settlement: None,
+            done: false,
+        }
+    }
+
+    fn on_data(&mut self, data: Bytes) {
+        match self.mode.as_mut() {
+            Some(TapMode::Sse(tap)) => {
+                let mut out = Vec::new();
+                tap.push(data, &mut out);
+                self.pending.extend(out);
+            }
+            Some(TapMode::Json(buf)) => {
+                if buf.len() + data.len() <= MAX_JSON_TAP_BYTES {
+                    buf.extend_from_slice(&data);
+                } else {
+                    // Too large to parse: stop accumulating; usage will be estimated.
+                    self.mode = Some(TapMode::Plain);
+                }
+                self.pending.push_back(data);
+            }
+            Some(TapMode::Plain) | None => self.pending.push_back(data),
+        }
+    }
+
+    /// The upstream body ended cleanly (`clean`) or not: settle once.
+    fn finish(&mut self, clean: bool) {
+        let mode = self.mode.take();
+        let Some(settlement) = self.settlement.take() else {
+            return;
+        };
+        match mode {
+            Some(TapMode::Sse(tap)) => {
+                let mut out = Vec::new();
+                let mut outcome = tap.finish(&mut out);
+                self.pending.extend(out);
+                if !clean {
+                    outcome.complete = false;
+                }
+                settlement.finish_stream(outcome);
+            }
+            Some(TapMode::Json(buf)) if clean => {
+                let metered = meter::from_json(settlement.flavor, &buf).ok().flatten();
+                settlement.finish_json(metered);
+            }
+            Some(TapMode::Json(_)) => settlement.finish_cut(None),
+            Some(TapMode::Plain) | None => {
+                if clean {
+                    settlement.finish_json(None);
+                } else {
+                    settlement.finish_cut(None);
+                }
+            }
+        }
+    }
+}
+
+impl Drop for TapBody {
+    fn drop(&mut self) {
+        // The app went away (or hyper dropped the body) before the end: the
+        // attempt still counts, from what passed.
+        if !self.done {
+            self.finish(false);
+        }
+    }
+}
+
+impl Body for TapBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        loop {
+            if let Some(b) = self.pending.pop_front() {
+                return Poll::Ready(Some(Ok(Frame::data(b))));
+            }
+            if self.done {
+                return Poll::Ready(None);
+            }
+            match Pin::new(&mut self.upstream).poll_frame(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                    Ok(data) => self.on_data(data),
+                    Err(frame) => {
+                        if frame.is_trailers() {
+                            return Poll::Ready(Some(Ok(frame)));
+                        }
+                    }
+                },
+                Poll::Ready(Some(Err(e))) => {
+                    self.finish(false);
+                    self.done = true;
+                    return Poll::Ready(Some(Err(Box::new(e))));
+                }
+                Poll::Ready(None) => {
+                    self.finish(true);
+                    self.done = true;
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done && self.pending.is_empty()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.mode {
+            // Bytes may be removed from event streams.
+            Some(TapMode::Sse(_)) => SizeHint::default(),
+            _ => self.upstream.size_hint(),
+        }
+    }
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            ProxyBody::Full(f) => Pin::new(f).poll_frame(cx).map_err(|e| match e {}),
+            ProxyBody::Tap(t) => Pin::new(t.as_mut()).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ProxyBody::Full(f) => f.is_end_stream(),
+            ProxyBody::Tap(t) => t.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ProxyBody::Full(f) => f.size_hint(),
+            ProxyBody::Tap(t) => t.size_hint(),
+        }
+    }
+}

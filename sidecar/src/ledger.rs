@@ -1,0 +1,325 @@
+//! The standalone ledger: a durable journal of usage records under
+//! `--state-dir`.
+//!
+//! Layout:
+//! - `ledger.jsonl`: one JSON [`UsageRecord`] per line, appended with one
+//!   `write(2)` per record. A record is in the page cache once `append`
+//!   returns, so it survives `kill -9` of the sidecar; `fsync` (off by
+//!   default, `--ledger-fsync`) also makes it survive a power loss.
+//! - `ledger.snapshot.json`: the folded [`Aggregate`] up to some sequence
+//!   number, written atomically (temp file, fsync, rename) when the journal
+//!   grows past [`COMPACT_BYTES`]; the journal is then truncated.
+//!
+//! Opening replays snapshot + journal. A torn last line (the process died
+//! mid-write) is cut off; a corrupt line elsewhere is an error that names
+//! the line, rather than a silently wrong ledger.
+
+use std::{
+    fs::{File, OpenOptions},
+    io::{BufRead, BufReader, Seek, SeekFrom, Write},
+    path::{Path, PathBuf},
+};
+
+use tokenwarden_core::ledger::{Aggregate, UsageRecord};
+
+/// Journal size that triggers compaction into the snapshot.
+pub const COMPACT_BYTES: u64 = 16 * 1024 * 1024;
+/// Budget periods kept per budget in the snapshot.
+const KEEP_PERIODS: usize = 24;
+
+const JOURNAL: &str = "ledger.jsonl";
+const SNAPSHOT: &str = "ledger.snapshot.json";
+
+/// Ledger I/O errors.
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    /// File system error.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// A line or the snapshot cannot be parsed.
+    #[error("{path}:{line}: corrupt ledger entry: {message}")]
+    Corrupt {
+        /// The file.
+        path: String,
+        /// 1-based line.
+        line: usize,
+        /// Parser message.
+        message: String,
+    },
+}
+
+/// An open, writable ledger.
+#[derive(Debug)]
+pub struct Ledger {
+    dir: PathBuf,
+    journal: File,
+    journal_len: u64,
+    fsync: bool,
+    aggregate: Aggregate,
+    next_seq: u64,
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> LedgerError + '_ {
+    move |source| LedgerError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// Read snapshot and journal without opening for writing (for `report`).
+pub fn read(dir: &Path) -> Result<Aggregate, LedgerError> {
+    let (agg, _, _) = replay(dir, false)?;
+    Ok(agg)
+}
+
+/// Fold snapshot + journal; with `repair`, truncate a torn last line.
+/// Returns the aggregate, the journal's good length and the next sequence.
+fn replay(dir: &Path, repair: bool) -> Result<(Aggregate, u64, u64), LedgerError> {
+    let snap_path = dir.join(SNAPSHOT);
+    let mut agg: Aggregate = match std::fs::read(&snap_path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| LedgerError::Corrupt {
+            path: snap_path.display().to_string(),
+            line: e.line(),
+            message: e.to_string(),
+        })?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Aggregate::default(),
+        Err(e) => return Err(io(&snap_path)(e)),
+    };
+    let path = dir.join(JOURNAL);
+    let file = match File::open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let next = agg.last_seq + 1;
+            return Ok((agg, 0, next));
+        }
+        Err(e) => return Err(io(&path)(e)),
+    };
+    let mut reader = BufReader::new(file);
+    let mut good_len: u64 = 0;
+    let mut line_no = 0;
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        let n = reader.read_until(b'\n', &mut buf).map_err(io(&path))?;
+        if n == 0 {
+            break;
+        }
+        line_no += 1;
+        if buf.last() != Some(&b'\n') {
+            break; // torn tail: the write never finished
+        }
+        match serde_json::from_slice::<UsageRecord>(&buf) {
+            // Records already in the snapshot (a crash between snapshot and
+            // truncation) are skipped: nothing is counted twice.
+            Ok(r) => {
+                if r.seq > agg.last_seq {
+                    agg.add(&r);
+                }
+                good_len += n as u64;
+            }
+            Err(e) => {
+                // A complete but unparsable line. If it is the last line it
+                // may be a torn write that happened to end in '\n'; anywhere
+                // else the file is damaged.
+                let mut rest = Vec::new();
+                let more = reader.read_until(b'\n', &mut rest).map_err(io(&path))?;
+                if more == 0 {
+                    break;
+                }
+                return Err(LedgerError::Corrupt {
+                    path: path.display().to_string(),
+                    line: line_no,
+                    message: e.to_string(),
+                });
+            }
+        }
+    }
+    if repair {
+        let f = OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .map_err(io(&path))?;
+        if f.metadata().map_err(io(&path))?.len() != good_len {
+            f.set_len(good_len).map_err(io(&path))?;
+        }
+    }
+    let next = agg.last_seq + 1;
+    Ok((agg, good_len, next))
+}
+
+// === impl Ledger ===
+
+impl Ledger {
+    /// Open (creating) the ledger in `dir`.
+    pub fn open(dir: &Path, fsync: bool) -> Result<Self, LedgerError> {
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        let (aggregate, journal_len, next_seq) = replay(dir, true)?;
+        let path = dir.join(JOURNAL);
+        let mut journal = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(io(&path))?;
+        journal.seek(SeekFrom::End(0)).map_err(io(&path))?;
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            journal,
+            journal_len,
+            fsync,
+            aggregate,
+            next_seq,
+        })
+    }
+
+    /// The folded totals.
+    pub fn aggregate(&self) -> &Aggregate {
+        &self.aggregate
+    }
+
+    /// The sequence number the next record gets.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// Assign the next sequence number, append durably, fold in.
+    pub fn append(&mut self, mut record: UsageRecord) -> Result<UsageRecord, LedgerError> {
+        record.seq = self.next_seq;
+        let mut line = serde_json::to_vec(&record).map_err(|e| LedgerError::Corrupt {
+            path: JOURNAL.into(),
+            line: 0,
+            message: e.to_string(),
+        })?;
+        line.push(b'\n');
+        let path = self.dir.join(JOURNAL);
+        self.journal.write_all(&line).map_err(io(&path))?;
+        if self.fsync {
+            self.journal.sync_data().map_err(io(&path))?;
+        }
+        self.journal_len += line.len() as u64;
+        self.next_seq += 1;
+        self.aggregate.add(&record);
+        if self.journal_len >= COMPACT_BYTES {
+            self.compact()?;
+        }
+        Ok(record)
+    }
+
+    /// Write the snapshot and truncate the journal.
+    pub fn compact(&mut self) -> Result<(), LedgerError> {
+        self.aggregate.prune_periods(KEEP_PERIODS);
+        let snap = self.dir.join(SNAPSHOT);
+        let tmp = self.dir.join(format!("{SNAPSHOT}.tmp"));
+        let bytes = serde_json::to_vec(&self.aggregate).map_err(|e| LedgerError::Corrupt {
+            path: SNAPSHOT.into(),
+            line: 0,
+            message: e.to_string(),
+        })?;
+        {
+            let mut f = File::create(&tmp).map_err(io(&tmp))?;
+            f.write_all(&bytes).map_err(io(&tmp))?;
+            f.sync_all().map_err(io(&tmp))?;
+        }
+        std::fs::rename(&tmp, &snap).map_err(io(&snap))?;
+        // The snapshot now holds everything; records left in the journal
+        // would be skipped on replay (seq <= last_seq) if we crash here.
+        let path = self.dir.join(JOURNAL);
+        self.journal.set_len(0).map_err(io(&path))?;
+        self.journal.seek(SeekFrom::Start(0)).map_err(io(&path))?;
+        self.journal_len = 0;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokenwarden_core::{catalog::Usage, config::Endpoint};
+
+    fn rec(model: &str, out: u64) -> UsageRecord {
+        UsageRecord {
+            seq: 0,
+            ts: "2026-11-22T10:00:00Z".parse().unwrap(),
+            endpoint: Endpoint::ChatCompletions,
+            requested_model: "gpt-5".into(),
+            served_model: model.into(),
+            provider: "openai".into(),
+            route: None,
+            score: None,
+            attempt: 1,
+            status: 200,
+            usage: Usage {
+                input_tokens: 100,
+                output_tokens: out,
+                ..Default::default()
+            },
+            cost: Some("0.001".parse().unwrap()),
+            estimated: false,
+            budgets: vec![],
+        }
+    }
+
+    #[test]
+    fn survives_reopen_and_a_torn_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut l = Ledger::open(dir.path(), false).unwrap();
+            assert_eq!(l.append(rec("gpt-5-mini", 1)).unwrap().seq, 1);
+            assert_eq!(l.append(rec("gpt-5-mini", 2)).unwrap().seq, 2);
+        }
+        // Simulate kill -9 in the middle of a write.
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(dir.path().join(JOURNAL))
+            .unwrap();
+        f.write_all(br#"{"seq":3,"ts":"2026-11-"#).unwrap();
+        drop(f);
+        let mut l = Ledger::open(dir.path(), false).unwrap();
+        let m = &l.aggregate().models["gpt-5-mini"];
+        assert_eq!((m.requests, m.usage.output_tokens), (2, 3));
+        assert_eq!(l.next_seq(), 3);
+        l.append(rec("gpt-5", 4)).unwrap();
+        drop(l);
+        let text = std::fs::read_to_string(dir.path().join(JOURNAL)).unwrap();
+        assert_eq!(text.lines().count(), 3, "torn line replaced: {text}");
+        assert!(read(dir.path()).unwrap().models.contains_key("gpt-5"));
+    }
+
+    #[test]
+    fn compaction_keeps_totals_and_sequence() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut l = Ledger::open(dir.path(), true).unwrap();
+        for i in 0..10 {
+            l.append(rec("gpt-5-mini", i)).unwrap();
+        }
+        l.compact().unwrap();
+        l.append(rec("gpt-5-mini", 100)).unwrap();
+        let before = l.aggregate().clone();
+        drop(l);
+        let l = Ledger::open(dir.path(), false).unwrap();
+        assert_eq!(l.aggregate(), &before);
+        assert_eq!(l.next_seq(), 12);
+        assert_eq!(l.aggregate().models["gpt-5-mini"].requests, 11);
+    }
+
+    #[test]
+    fn corruption_in_the_middle_is_reported_with_its_line() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut l = Ledger::open(dir.path(), false).unwrap();
+            l.append(rec("a", 1)).unwrap();
+        }
+        let path = dir.path().join(JOURNAL);
+        let good = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, format!("{good}garbage\n{good}")).unwrap();
+        let err = Ledger::open(dir.path(), false).unwrap_err().to_string();
+        assert!(
+            err.contains("ledger.jsonl:2: corrupt ledger entry"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,373 @@
+//! Prometheus metrics of the sidecar (`GET /metrics` on the admin port).
+//!
+//! | metric | labels |
+//! |---|---|
+//! | `tokenwarden_requests_total` | endpoint, requested_model, served_model, route, status |
+//! | `tokenwarden_tokens_total` | kind (input, output, cache_read, cache_write), requested_model, served_model |
+//! | `tokenwarden_cost_usd_total` | requested_model, served_model |
+//! | `tokenwarden_unpriced_requests_total` | served_model |
+//! | `tokenwarden_estimated_usage_total` | served_model |
+//! | `tokenwarden_route_decisions_total` | route, model, kind (routed, escalated, downgraded, fallback) |
+//! | `tokenwarden_errors_total` | reason |
+//! | `tokenwarden_upstream_duration_seconds` | provider (time to response head) |
+//! | `tokenwarden_budget_spent_usd`, `_limit_usd`, `_state` | budget (`namespace/name`); state 0 Ok, 1 Threshold, 2 Exhausted |
+//! | `tokenwarden_budget_blocks_total` | budget, reason, shadow |
+//! | `tokenwarden_config_reloads_total` | result (ok, rejected) |
+//! | `tokenwarden_in_flight_requests` | |
+//!
+//! Model names come from apps, so their label values are bounded: at most
+//! [`MAX_MODEL_LABELS`] distinct values (then `other`), 64 characters each.
+
+use std::{
+    collections::HashSet,
+    sync::{
+        Mutex,
+        atomic::{AtomicI64, AtomicU64},
+    },
+};
+
+use prometheus_client::{
+    encoding::{EncodeLabelSet, text::encode},
+    metrics::{
+        counter::Counter,
+        family::Family,
+        gauge::Gauge,
+        histogram::{Histogram, exponential_buckets},
+    },
+    registry::Registry,
+};
+
+/// Distinct model label values before folding into `other`.
+pub const MAX_MODEL_LABELS: usize = 200;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    endpoint: &'static str,
+    requested_model: String,
+    served_model: String,
+    route: String,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TokenLabels {
+    kind: &'static str,
+    requested_model: String,
+    served_model: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CostLabels {
+    requested_model: String,
+    served_model: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ModelLabel {
+    served_model: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    route: String,
+    model: String,
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProviderLabel {
+    provider: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BudgetLabel {
+    budget: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BlockLabels {
+    budget: String,
+    reason: &'static str,
+    shadow: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabel {
+    result: &'static str,
+}
+
+/// One metered attempt, as metrics see it.
+#[derive(Debug, Clone, Copy)]
+pub struct Attempt<'a> {
+    /// Endpoint label.
+    pub endpoint: &'static str,
+    /// Requested model.
+    pub requested_model: &'a str,
+    /// Serving model.
+    pub served_model: &'a str,
+    /// Route name or `none`.
+    pub route: &'a str,
+    /// Upstream status (0 = none).
+    pub status: u16,
+    /// Tokens by kind.
+    pub usage: &'a tokenwarden_core::catalog::Usage,
+    /// Cost in USD (for the metric only; the ledger keeps integers).
+    pub cost_usd: Option<f64>,
+    /// Usage was estimated.
+    pub estimated: bool,
+}
+
+/// Every metric of the sidecar.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    tokens: Family<TokenLabels, Counter>,
+    cost: Family<CostLabels, Counter<f64, AtomicU64>>,
+    unpriced: Family<ModelLabel, Counter>,
+    estimated: Family<ModelLabel, Counter>,
+    routes: Family<RouteLabels, Counter>,
+    errors: Family<ReasonLabel, Counter>,
+    upstream: Family<ProviderLabel, Histogram>,
+    budget_spent: Family<BudgetLabel, Gauge<f64, AtomicU64>>,
+    budget_limit: Family<BudgetLabel, Gauge<f64, AtomicU64>>,
+    budget_state: Family<BudgetLabel, Gauge<i64, AtomicI64>>,
+    budget_blocks: Family<BlockLabels, Counter>,
+    reloads: Family<ResultLabel, Counter>,
+    in_flight: Gauge<i64, AtomicI64>,
+    models_seen: Mutex<HashSet<String>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+// === impl Metrics ===
+
+impl Metrics {
+    /// Register every metric.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("tokenwarden");
+        let m = Metrics {
+            registry: Registry::default(),
+            requests: Family::default(),
+            tokens: Family::default(),
+            cost: Family::default(),
+            unpriced: Family::default(),
+            estimated: Family::default(),
+            routes: Family::default(),
+            errors: Family::default(),
+            upstream: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.0005, 2.0, 18))
+            }),
+            budget_spent: Family::default(),
+            budget_limit: Family::default(),
+            budget_state: Family::default(),
+            budget_blocks: Family::default(),
+            reloads: Family::default(),
+            in_flight: Gauge::default(),
+            models_seen: Mutex::new(HashSet::new()),
+        };
+        registry.register("requests", "Upstream attempts metered", m.requests.clone());
+        registry.register(
+            "tokens",
+            "Tokens metered, by kind (disjoint kinds)",
+            m.tokens.clone(),
+        );
+        registry.register(
+            "cost_usd",
+            "Cost in USD at the serving model's price",
+            m.cost.clone(),
+        );
+        registry.register(
+            "unpriced_requests",
+            "Attempts to models with no known price",
+            m.unpriced.clone(),
+        );
+        registry.register(
+            "estimated_usage",
+            "Attempts whose usage was estimated (stream cut off)",
+            m.estimated.clone(),
+        );
+        registry.register("route_decisions", "Routing decisions", m.routes.clone());
+        registry.register("errors", "Errors, by reason", m.errors.clone());
+        registry.register(
+            "upstream_duration_seconds",
+            "Time to the upstream response head",
+            m.upstream.clone(),
+        );
+        registry.register(
+            "budget_spent_usd",
+            "Committed spend this period",
+            m.budget_spent.clone(),
+        );
+        registry.register("budget_limit_usd", "Budget limit", m.budget_limit.clone());
+        registry.register(
+            "budget_state",
+            "Budget state: 0 Ok, 1 Threshold, 2 Exhausted",
+            m.budget_state.clone(),
+        );
+        registry.register(
+            "budget_blocks",
+            "Requests a budget refused (or would have, in shadow mode)",
+            m.budget_blocks.clone(),
+        );
+        registry.register("config_reloads", "Configuration reloads", m.reloads.clone());
+        registry.register(
+            "in_flight_requests",
+            "Requests being proxied",
+            m.in_flight.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+
+    /// Bound a model name for use as a label value.
+    fn model(&self, name: &str) -> String {
+        let name: String = name.chars().take(64).collect();
+        let Ok(mut seen) = self.models_seen.lock() else {
+            return "other".into();
+        };
+        if seen.contains(&name) {
+            return name;
+        }
+        if seen.len() >= MAX_MODEL_LABELS {
+            return "other".into();
+        }
+        seen.insert(name.clone());
+        name
+    }
+
+    /// Record one metered attempt.
+    pub fn attempt(&self, a: &Attempt<'_>) {
+        let requested = self.model(a.requested_model);
+        let served = self.model(a.served_model);
+        self.requests
+            .get_or_create(&RequestLabels {
+                endpoint: a.endpoint,
+                requested_model: requested.clone(),
+                served_model: served.clone(),
+                route: a.route.chars().take(64).collect(),
+                status: a.status,
+            })
+            .inc();
+        for (kind, n) in [
+            ("input", a.usage.input_tokens),
+            ("output", a.usage.output_tokens),
+            ("cache_read", a.usage.cache_read_tokens),
+            ("cache_write", a.usage.cache_write_tokens),
+        ] {
+            if n > 0 {
+                self.tokens
+                    .get_or_create(&TokenLabels {
+                        kind,
+                        requested_model: requested.clone(),
+                        served_model: served.clone(),
+                    })
+                    .inc_by(n);
+            }
+        }
+        match a.cost_usd {
+            Some(c) => {
+                self.cost
+                    .get_or_create(&CostLabels {
+                        requested_model: requested,
+                        served_model: served.clone(),
+                    })
+                    .inc_by(c);
+            }
+            None if a.status != 0 && a.status < 400 => {
+                self.unpriced
+                    .get_or_create(&ModelLabel {
+                        served_model: served.clone(),
+                    })
+                    .inc();
+            }
+            None => {}
+        }
+        if a.estimated {
+            self.estimated
+                .get_or_create(&ModelLabel {
+                    served_model: served,
+                })
+                .inc();
+        }
+    }
+
+    /// Record a routing decision (`kind`: routed, escalated, downgraded, fallback).
+    pub fn route(&self, route: &str, model: &str, kind: &'static str) {
+        self.routes
+            .get_or_create(&RouteLabels {
+                route: route.chars().take(64).collect(),
+                model: self.model(model),
+                kind,
+            })
+            .inc();
+    }
+
+    /// Count an error by its label.
+    pub fn error(&self, reason: &'static str) {
+        self.errors.get_or_create(&ReasonLabel { reason }).inc();
+    }
+
+    /// Observe time to an upstream response head.
+    pub fn upstream_latency(&self, provider: &str, seconds: f64) {
+        self.upstream
+            .get_or_create(&ProviderLabel {
+                provider: provider.to_string(),
+            })
+            .observe(seconds);
+    }
+
+    /// Update a budget's gauges.
+    pub fn budget(&self, budget: &str, spent: f64, limit: Option<f64>, state: i64) {
+        let l = BudgetLabel {
+            budget: budget.to_string(),
+        };
+        self.budget_spent.get_or_create(&l).set(spent);
+        if let Some(limit) = limit {
+            self.budget_limit.get_or_create(&l).set(limit);
+        }
+        self.budget_state.get_or_create(&l).set(state);
+    }
+
+    /// Count a budget refusal.
+    pub fn budget_block(&self, budget: &str, reason: &'static str, shadow: bool) {
+        self.budget_blocks
+            .get_or_create(&BlockLabels {
+                budget: budget.to_string(),
+                reason,
+                shadow: if shadow { "true" } else { "false" },
+            })
+            .inc();
+    }
+
+    /// Count a configuration reload.
+    pub fn reload(&self, ok: bool) {
+        self.reloads
+            .get_or_create(&ResultLabel {
+                result: if ok { "ok" } else { "rejected" },
+            })
+            .inc();
+    }
+
+    /// The in-flight gauge.
+    pub fn in_flight(&self) -> &Gauge<i64, AtomicI64> {
+        &self.in_flight
+    }
+
+    /// Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}

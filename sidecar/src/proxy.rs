@@ -1,0 +1,851 @@
+//! Request handling: parse, classify, route, reserve, forward (with
+//! fallbacks), meter, settle.
+//!
+//! Paths:
+//!
+//! | request | handling |
+//! |---|---|
+//! | `POST /v1/chat/completions`, `/v1/responses`, `/v1/embeddings` | OpenAI API: routed, budgeted, metered |
+//! | `POST /v1/messages` | Anthropic API: routed, budgeted, metered |
+//! | `POST /v1/messages/count_tokens` | passed to the first Anthropic provider, not metered (it costs nothing) |
+//! | `GET /v1/models` | passed to the first OpenAI provider (first Anthropic provider when the request carries `anthropic-version`), not metered |
+//! | anything else | 404 in the provider's error shape (`x-tokenwarden-error: unknown_path`), counted in `tokenwarden_errors_total{reason="unknown_path"}` |
+
+use std::{sync::Arc, time::Instant};
+
+use bytes::Bytes;
+use http::{
+    HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, header,
+};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use jiff::Timestamp;
+use tokenwarden_core::{
+    budget::{Ask, Held},
+    catalog::Usage,
+    classify::{self, RequestView},
+    config::{Api, Endpoint},
+    ledger::{BudgetPeriodRef, UsageRecord},
+    money::Usd,
+    route::{Choice, RequestFacts},
+};
+
+use crate::{
+    body::{ProxyBody, Settlement, TapBody, TapMode},
+    error::ProxyError,
+    meter::{self, Flavor, SseTap},
+    request,
+    state::{Active, Shared, lock},
+};
+
+/// Response headers set by the sidecar.
+pub mod headers {
+    /// The model that served (as routed; the body's `model` has the provider's exact name).
+    pub const MODEL: &str = "x-tokenwarden-model";
+    /// The route that matched, or `none`.
+    pub const ROUTE: &str = "x-tokenwarden-route";
+    /// Upstream attempts made.
+    pub const ATTEMPTS: &str = "x-tokenwarden-attempts";
+    /// Complexity score and why, when computed.
+    pub const SCORE: &str = "x-tokenwarden-score";
+    /// Cost of the response in USD, when known before the body is sent.
+    pub const COST: &str = "x-tokenwarden-cost-usd";
+    /// What changed the model: `escalated`, `downgraded`, `fallback`.
+    pub const ADJUSTED: &str = "x-tokenwarden-adjusted";
+    /// Budgets that would have refused the request in shadow mode.
+    pub const SHADOW: &str = "x-tokenwarden-shadow-block";
+}
+
+/// What kind of request this is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Metered(Endpoint),
+    Passthrough(Api),
+}
+
+fn classify_path(method: &Method, path: &str, headers: &HeaderMap) -> Option<Kind> {
+    match (method, path) {
+        (&Method::POST, "/v1/chat/completions") => Some(Kind::Metered(Endpoint::ChatCompletions)),
+        (&Method::POST, "/v1/responses") => Some(Kind::Metered(Endpoint::Responses)),
+        (&Method::POST, "/v1/embeddings") => Some(Kind::Metered(Endpoint::Embeddings)),
+        (&Method::POST, "/v1/messages") => Some(Kind::Metered(Endpoint::Messages)),
+        (&Method::POST, "/v1/messages/count_tokens") => Some(Kind::Passthrough(Api::Anthropic)),
+        (&Method::GET, "/v1/models") => {
+            Some(Kind::Passthrough(if guess_api(headers) == Api::Anthropic {
+                Api::Anthropic
+            } else {
+                Api::OpenAi
+            }))
+        }
+        _ => None,
+    }
+}
+
+/// Which provider's error shape an app most likely expects.
+fn guess_api(headers: &HeaderMap) -> Api {
+    if headers.contains_key("anthropic-version") || headers.contains_key("x-api-key") {
+        Api::Anthropic
+    } else {
+        Api::OpenAi
+    }
+}
+
+/// Handle one app request. Never fails: every error becomes a provider-shaped response.
+pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<ProxyBody> {
+    let kind = classify_path(req.method(), req.uri().path(), req.headers());
+    let api = match kind {
+        Some(Kind::Metered(e)) => e.api(),
+        Some(Kind::Passthrough(a)) => a,
+        None => guess_api(req.headers()),
+    };
+    let result = match kind {
+        Some(Kind::Metered(endpoint)) => metered(&shared, endpoint, req).await,
+        Some(Kind::Passthrough(api)) => passthrough(&shared, api, req).await,
+        None => Err(ProxyError::UnknownPath {
+            method: req.method().to_string(),
+            path: req.uri().path().chars().take(200).collect(),
+        }),
+    };
+    result.unwrap_or_else(|e| {
+        shared.metrics.error(e.label());
+        e.to_response(api)
+    })
+}
+
+async fn read_body(
+    shared: &Shared,
+    req: Request<Incoming>,
+) -> Result<(http::request::Parts, Bytes), ProxyError> {
+    let limit = shared.options.max_body_bytes;
+    let (parts, body) = req.into_parts();
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(ProxyError::BodyTooLarge { limit });
+    }
+    let bytes = Limited::new(body, limit)
+        .collect()
+        .await
+        .map_err(|e| {
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
+                ProxyError::BodyTooLarge { limit }
+            } else {
+                ProxyError::InvalidRequest(format!("could not read the request body: {e}"))
+            }
+        })?
+        .to_bytes();
+    Ok((parts, bytes))
+}
+
+/// Copy app headers that may go upstream: not hop-by-hop, not the app's own
+/// credentials, not `accept-encoding` (the sidecar must read usage from the
+/// response, so it asks for identity encoding).
+fn upstream_headers(from: &HeaderMap, api: Api, key: &str) -> Result<HeaderMap, ProxyError> {
+    let mut h = HeaderMap::with_capacity(from.len() + 2);
+    for (name, value) in from {
+        if matches!(
+            name.as_str(),
+            "host"
+                | "connection"
+                | "keep-alive"
+                | "proxy-connection"
+                | "proxy-authorization"
+                | "te"
+                | "trailer"
+                | "transfer-encoding"
+                | "upgrade"
+                | "content-length"
+                | "authorization"
+                | "x-api-key"
+                | "accept-encoding"
+                | "http2-settings"
+        ) {
+            continue;
+        }
+        h.append(name.clone(), value.clone());
+    }
+    let bad_key = |_| ProxyError::MissingKey {
+        provider: String::new(),
+        reason: "the key is not a valid header value".into(),
+    };
+    match api {
+        Api::OpenAi => {
+            let mut v = HeaderValue::from_str(&format!("Bearer {key}")).map_err(bad_key)?;
+            v.set_sensitive(true);
+            h.insert(header::AUTHORIZATION, v);
+        }
+        Api::Anthropic => {
+            let mut v = HeaderValue::from_str(key).map_err(bad_key)?;
+            v.set_sensitive(true);
+            h.insert(HeaderName::from_static("x-api-key"), v);
+        }
+    }
+    Ok(h)
+}
+
+fn upstream_uri(active: &Active, provider: usize, path_and_query: &str) -> Result<Uri, ProxyError> {
+    let (origin, prefix) = active
+        .bases
+        .get(provider)
+        .ok_or_else(|| ProxyError::NoRoute("provider index out of range".into()))?;
+    format!("{origin}{prefix}{path_and_query}")
+        .parse()
+        .map_err(|e| ProxyError::NoRoute(format!("invalid upstream URL: {e}")))
+}
+
+async fn passthrough(
+    shared: &Shared,
+    api: Api,
+    req: Request<Incoming>,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    let active = shared.active.load_full().ok_or(ProxyError::NotReady)?;
+    let router = active.router.as_ref().ok_or_else(|| no_policy(&active))?;
+    let cfg = router.config();
+    let provider = cfg
+        .providers
+        .iter()
+        .position(|p| p.api == api)
+        .ok_or_else(|| {
+            ProxyError::NoRoute(format!(
+                "no provider in RoutingPolicy {} speaks the {} API",
+                cfg.source,
+                api.as_str()
+            ))
+        })?;
+    let p = &cfg.providers[provider];
+    let key = active
+        .keys
+        .get(&p.api_key)
+        .map_err(|reason| ProxyError::MissingKey {
+            provider: p.name.clone(),
+            reason,
+        })?;
+    let path_and_query = req
+        .uri()
+        .path_and_query()
+        .map_or("/", |pq| pq.as_str())
+        .to_string();
+    let (parts, body) = read_body(shared, req).await?;
+    let mut up = Request::new(Full::new(body));
+    *up.method_mut() = parts.method.clone();
+    *up.uri_mut() = upstream_uri(&active, provider, &path_and_query)?;
+    *up.headers_mut() = upstream_headers(&parts.headers, api, key.expose())?;
+    let resp = shared
+        .client
+        .request(up)
+        .await
+        .map_err(|e| ProxyError::UpstreamUnreachable(e.to_string()))?;
+    shared.metrics.route("passthrough", "", "routed");
+    let (mut parts, body) = resp.into_parts();
+    strip_hop_headers(&mut parts.headers);
+    Ok(Response::from_parts(
+        parts,
+        ProxyBody::Tap(Box::new(TapBody::plain(body))),
+    ))
+}
+
+fn no_policy(active: &Active) -> ProxyError {
+    ProxyError::NoRoute(format!(
+        "no RoutingPolicy selects this workload (namespace {}): there is no provider to send the request to",
+        active.cfg.namespace
+    ))
+}
+
+fn strip_hop_headers(h: &mut HeaderMap) {
+    for name in [
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    ] {
+        h.remove(name);
+    }
+}
+
+/// Everything known about a request once it is parsed and routed.
+#[derive(Debug)]
+pub struct Context {
+    /// Endpoint called.
+    pub endpoint: Endpoint,
+    /// Model the app asked for.
+    pub requested_model: String,
+    /// Route that matched.
+    pub route: Option<String>,
+    /// Complexity score, when computed.
+    pub score: Option<u16>,
+    /// Attempt number, from 1.
+    pub attempt: u32,
+    /// Where this attempt goes.
+    pub choice: Choice,
+    /// Rough prompt-token estimate (bytes / 4) for routing and cut streams.
+    pub prompt_estimate: u64,
+    /// Holds per budget (`None` for a shadow budget that would have refused).
+    pub holds: Vec<(tokenwarden_core::config::ObjectRef, Option<Held>)>,
+}
+
+async fn metered(
+    shared: &Arc<Shared>,
+    endpoint: Endpoint,
+    req: Request<Incoming>,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    let api = endpoint.api();
+    let active = shared.active.load_full().ok_or(ProxyError::NotReady)?;
+    let path_and_query = req
+        .uri()
+        .path_and_query()
+        .map_or("/", |pq| pq.as_str())
+        .to_string();
+    let (parts, body) = read_body(shared, req).await?;
+    let parsed =
+        request::parse(endpoint, &body).map_err(|e| ProxyError::InvalidRequest(e.to_string()))?;
+    let requested_model = parsed
+        .model
+        .as_deref()
+        .ok_or(ProxyError::MissingModel)?
+        .to_string();
+    let router = active.router.as_ref().ok_or_else(|| no_policy(&active))?;
+    let cfg = router.config();
+    let now = Timestamp::now();
+
+    // Classify only when a route looks at the score.
+    let classification = active.needs_score.then(|| {
+        let msgs: Vec<(classify::Role, &str)> = parsed
+            .messages
+            .iter()
+            .map(|(r, t)| (*r, t.as_ref()))
+            .collect();
+        classify::classify(
+            &cfg.classifier,
+            &RequestView {
+                messages: &msgs,
+                tool_definitions: parsed.tool_definitions,
+            },
+        )
+    });
+    let header_pairs: Vec<(&str, &str)> = parts
+        .headers
+        .iter()
+        .filter_map(|(n, v)| v.to_str().ok().map(|v| (n.as_str(), v)))
+        .collect();
+    let prompt_estimate = (body.len() as u64).div_ceil(4);
+    let facts = RequestFacts {
+        endpoint,
+        model: &requested_model,
+        headers: &header_pairs,
+        score: classification.as_ref().map_or(0, |c| c.score),
+        prompt_tokens: prompt_estimate,
+        tools_present: parsed.tool_definitions > 0,
+    };
+    let decision = router
+        .decide(&facts)
+        .map_err(|e| ProxyError::NoRoute(e.to_string()))?;
+    let route_name = decision.route.clone().unwrap_or_else(|| "none".into());
+    let mut choice = decision.choice;
+    let mut adjusted: Vec<&'static str> = Vec::new();
+    shared.metrics.route(&route_name, &choice.model, "routed");
+
+    // Same prompt again and again: one tier up.
+    let digest = request::digest(&body, &parsed);
+    if let Some(rule) = cfg.escalation.repeated_prompt
+        && shared.repeated(digest, now, rule)
+        && let Some(up) = router.escalate(&choice, api)
+    {
+        choice = up;
+        adjusted.push("escalated");
+        shared
+            .metrics
+            .route(&route_name, &choice.model, "escalated");
+    }
+
+    // Budgets: loop guard, then downgrade.
+    let mut shadow_blocks: Vec<String> = Vec::new();
+    {
+        let mut budgets = lock(&shared.budgets);
+        for b in &active.cfg.budgets {
+            let Some(state) = budgets.get_mut(&b.source) else {
+                continue;
+            };
+            if let Err(refusal) = state.check_loop(now, digest) {
+                shared
+                    .metrics
+                    .budget_block(&b.source.to_string(), refusal.reason, b.shadow);
+                if b.shadow {
+                    shadow_blocks.push(format!("{}:{}", b.source, refusal.reason));
+                } else {
+                    return Err(ProxyError::BudgetBlocked {
+                        reason: refusal.reason,
+                        message: refusal.message,
+                        retry_after_secs: Some(refusal.retry_after_secs),
+                    });
+                }
+            }
+            if let Some(target) = state.downgrade()
+                && let Some(down) = router.downgrade(&choice, target, api)
+                && down != choice
+            {
+                choice = down;
+                adjusted.push("downgraded");
+                shared
+                    .metrics
+                    .route(&route_name, &choice.model, "downgraded");
+            }
+        }
+    }
+
+    let mut ctx = Context {
+        endpoint,
+        requested_model,
+        route: decision.route,
+        score: classification.as_ref().map(|c| c.score),
+        attempt: 0,
+        choice,
+        prompt_estimate,
+        holds: Vec::new(),
+    };
+    let max_attempts = cfg.fallback.max_attempts.max(1);
+    let per_try = std::time::Duration::from_millis(cfg.fallback.per_try_timeout_ms);
+    let max_output = match endpoint {
+        Endpoint::Embeddings => 0,
+        _ => parsed
+            .max_output_tokens
+            .unwrap_or(u64::from(cfg.default_max_output_tokens)),
+    };
+    loop {
+        ctx.attempt += 1;
+        let provider = &cfg.providers[ctx.choice.provider];
+        let key = active
+            .keys
+            .get(&provider.api_key)
+            .map_err(|reason| ProxyError::MissingKey {
+                provider: provider.name.clone(),
+                reason,
+            })?;
+
+        reserve(
+            shared,
+            &active,
+            &mut ctx,
+            body.len() as u64,
+            max_output,
+            now,
+            &mut shadow_blocks,
+        )?;
+
+        let model_changed = ctx.choice.model != ctx.requested_model;
+        let ensure_usage = endpoint == Endpoint::ChatCompletions
+            && parsed.stream
+            && parsed.include_usage != Some(true);
+        let out_body = request::rewrite(
+            &body,
+            &parsed,
+            model_changed.then_some(ctx.choice.model.as_str()),
+            ensure_usage,
+        );
+        let mut up = Request::new(Full::new(out_body));
+        *up.method_mut() = Method::POST;
+        *up.uri_mut() = upstream_uri(&active, ctx.choice.provider, &path_and_query)?;
+        *up.headers_mut() = upstream_headers(&parts.headers, api, key.expose())?;
+        up.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+
+        let started = Instant::now();
+        let result = tokio::time::timeout(per_try, shared.client.request(up)).await;
+        shared
+            .metrics
+            .upstream_latency(&provider.name, started.elapsed().as_secs_f64());
+        let retry_allowed = ctx.attempt < max_attempts;
+        let failure = match result {
+            Ok(Ok(resp)) => {
+                let status = resp.status();
+                let retryable = (status == StatusCode::TOO_MANY_REQUESTS
+                    && cfg.fallback.on_rate_limit)
+                    || (matches!(status.as_u16(), 500 | 502 | 503 | 504 | 529)
+                        && cfg.fallback.on_server_error);
+                if !(retryable && retry_allowed) {
+                    return Ok(respond(
+                        shared,
+                        &active,
+                        ctx,
+                        resp,
+                        parsed.stream,
+                        ensure_usage,
+                        &adjusted,
+                        &shadow_blocks,
+                        classification.as_ref(),
+                    )
+                    .await);
+                }
+                // Drain the error body so the connection can be reused; it is small.
+                let _ = tokio::time::timeout(
+                    std::time::Duration::from_secs(5),
+                    resp.into_body().collect(),
+                )
+                .await;
+                Failure::Status(status.as_u16())
+            }
+            Ok(Err(e)) if cfg.fallback.on_connect_error && retry_allowed => {
+                Failure::Connect(e.to_string())
+            }
+            Ok(Err(e)) => {
+                settle_failed(shared, &active, &mut ctx, 0);
+                return Err(ProxyError::UpstreamUnreachable(e.to_string()));
+            }
+            Err(_) if cfg.fallback.on_timeout && retry_allowed => Failure::Timeout,
+            Err(_) => {
+                settle_failed(shared, &active, &mut ctx, 0);
+                return Err(ProxyError::UpstreamTimeout(cfg.fallback.per_try_timeout_ms));
+            }
+        };
+        // Meter the failed attempt (no usage) and go again, one tier up when
+        // escalation on errors is on.
+        let status = match failure {
+            Failure::Status(s) => s,
+            Failure::Connect(_) | Failure::Timeout => 0,
+        };
+        settle_failed(shared, &active, &mut ctx, status);
+        shared.metrics.error(match failure {
+            Failure::Status(429) => "upstream_rate_limited",
+            Failure::Status(_) => "upstream_server_error",
+            Failure::Connect(_) => "upstream_connect_error",
+            Failure::Timeout => "upstream_timeout",
+        });
+        if cfg.escalation.on_upstream_error
+            && let Some(up) = router.escalate(&ctx.choice, api)
+        {
+            ctx.choice = up;
+            adjusted.push("escalated");
+            shared
+                .metrics
+                .route(&route_name, &ctx.choice.model, "escalated");
+        } else {
+            adjusted.push("fallback");
+            shared
+                .metrics
+                .route(&route_name, &ctx.choice.model, "fallback");
+        }
+    }
+}
+
+enum Failure {
+    Status(u16),
+    Connect(#[allow(dead_code)] String),
+    Timeout,
+}
+
+/// Reserve the worst case of this attempt in every budget (all or nothing).
+fn reserve(
+    shared: &Shared,
+    active: &Active,
+    ctx: &mut Context,
+    body_bytes: u64,
+    max_output: u64,
+    now: Timestamp,
+    shadow_blocks: &mut Vec<String>,
+) -> Result<(), ProxyError> {
+    if active.cfg.budgets.is_empty() {
+        return Ok(());
+    }
+    let cfg = active.router.as_ref().map(|r| r.config());
+    let hint = cfg.map(|c| c.providers[ctx.choice.provider].api.as_str());
+    // A BPE token covers at least one byte, so the body's size bounds the
+    // prompt tokens from above; every prompt token is priced at the dearest
+    // input rate (uncached input or cache write).
+    let as_input = Usage {
+        input_tokens: body_bytes,
+        output_tokens: max_output,
+        ..Default::default()
+    };
+    let as_write = Usage {
+        cache_write_tokens: body_bytes,
+        output_tokens: max_output,
+        ..Default::default()
+    };
+    let cost = match (
+        active.prices.cost(hint, &ctx.choice.model, &as_input),
+        active.prices.cost(hint, &ctx.choice.model, &as_write),
+    ) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        (a, b) => a.or(b),
+    };
+    let ask = Ask {
+        cost,
+        tokens: body_bytes.saturating_add(max_output),
+    };
+    let mut budgets = lock(&shared.budgets);
+    let mut holds = Vec::new();
+    for b in &active.cfg.budgets {
+        let Some(state) = budgets.get_mut(&b.source) else {
+            continue;
+        };
+        match state.reserve(now, ask) {
+            Ok(h) => holds.push((b.source.clone(), Some(h))),
+            Err(refusal) => {
+                shared
+                    .metrics
+                    .budget_block(&b.source.to_string(), refusal.reason, b.shadow);
+                if b.shadow {
+                    shadow_blocks.push(format!("{}:{}", b.source, refusal.reason));
+                    holds.push((b.source.clone(), None));
+                    continue;
+                }
+                for (id, h) in holds {
+                    if let (Some(s), Some(h)) = (budgets.get_mut(&id), h) {
+                        s.release(h);
+                    }
+                }
+                return Err(ProxyError::BudgetBlocked {
+                    reason: refusal.reason,
+                    message: refusal.message,
+                    retry_after_secs: Some(refusal.retry_after_secs),
+                });
+            }
+        }
+    }
+    ctx.holds = holds;
+    Ok(())
+}
+
+/// Meter an attempt that produced no usage.
+fn settle_failed(shared: &Shared, active: &Active, ctx: &mut Context, status: u16) {
+    let holds = std::mem::take(&mut ctx.holds);
+    let model = ctx.choice.model.clone();
+    settle(
+        shared,
+        active,
+        ctx,
+        holds,
+        status,
+        Usage::default(),
+        model,
+        false,
+    );
+}
+
+/// Replace holds by actual usage: budgets, ledger, metrics.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn settle(
+    shared: &Shared,
+    active: &Active,
+    ctx: &Context,
+    holds: Vec<(tokenwarden_core::config::ObjectRef, Option<Held>)>,
+    status: u16,
+    usage: Usage,
+    served_model: String,
+    estimated: bool,
+) -> Option<Usd> {
+    let now = Timestamp::now();
+    let cfg = active.router.as_ref().map(|r| r.config());
+    let provider = cfg.map(|c| &c.providers[ctx.choice.provider]);
+    let hint = provider.map(|p| p.api.as_str());
+    let cost: Option<Usd> = if usage == Usage::default() {
+        Some(Usd::ZERO)
+    } else {
+        active.prices.cost(hint, &served_model, &usage)
+    };
+    let mut periods = Vec::new();
+    {
+        let mut budgets = lock(&shared.budgets);
+        for (id, held) in holds {
+            let Some(state) = budgets.get_mut(&id) else {
+                continue;
+            };
+            if usage != Usage::default() || status != 0 {
+                match held {
+                    Some(h) => state.settle(now, h, &usage, cost),
+                    None => {
+                        state.roll(now);
+                        state.record(&usage, cost);
+                    }
+                }
+            } else if let Some(h) = held {
+                state.release(h);
+            }
+            periods.push(BudgetPeriodRef {
+                budget: id.clone(),
+                period_start: state.window().start,
+            });
+            let totals = state.totals();
+            shared.metrics.budget(
+                &id.to_string(),
+                usd_f64(totals.spent),
+                state.config().limit_usd.map(usd_f64),
+                match state.state() {
+                    tokenwarden_core::budget::State::Ok => 0,
+                    tokenwarden_core::budget::State::Threshold => 1,
+                    tokenwarden_core::budget::State::Exhausted => 2,
+                },
+            );
+        }
+    }
+    let record = UsageRecord {
+        seq: 0,
+        ts: now,
+        endpoint: ctx.endpoint,
+        requested_model: ctx.requested_model.clone(),
+        served_model: served_model.clone(),
+        provider: provider.map(|p| p.name.clone()).unwrap_or_default(),
+        route: ctx.route.clone(),
+        score: ctx.score,
+        attempt: ctx.attempt,
+        status,
+        usage,
+        cost,
+        estimated,
+        budgets: periods,
+    };
+    shared.metrics.attempt(&crate::metrics::Attempt {
+        endpoint: ctx.endpoint.as_str(),
+        requested_model: &ctx.requested_model,
+        served_model: &served_model,
+        route: ctx.route.as_deref().unwrap_or("none"),
+        status,
+        usage: &usage,
+        cost_usd: cost.map(usd_f64),
+        estimated,
+    });
+    let mut ledger = lock(&shared.ledger);
+    match ledger.as_mut() {
+        Some(l) => {
+            if let Err(e) = l.append(record.clone()) {
+                shared.metrics.error("ledger_write");
+                // The record must not be lost: it goes to the log in full.
+                tracing::error!(error = %e, record = %serde_json::to_string(&record).unwrap_or_default(), "cannot append to the ledger");
+            }
+        }
+        None => lock(&shared.memory_ledger).add(&record),
+    }
+    cost
+}
+
+/// For metrics only; money in ledgers stays integer.
+pub(crate) fn usd_f64(u: Usd) -> f64 {
+    u.picos() as f64 / 1e12
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn respond(
+    shared: &Arc<Shared>,
+    active: &Arc<Active>,
+    mut ctx: Context,
+    resp: Response<Incoming>,
+    stream_requested: bool,
+    strip_usage: bool,
+    adjusted: &[&'static str],
+    shadow_blocks: &[String],
+    classification: Option<&classify::Classification>,
+) -> Response<ProxyBody> {
+    let (mut parts, body) = resp.into_parts();
+    strip_hop_headers(&mut parts.headers);
+    let status = parts.status;
+    let h = &mut parts.headers;
+    let set = |h: &mut HeaderMap, name: &'static str, v: &str| {
+        if let Ok(v) = HeaderValue::from_str(v) {
+            h.insert(HeaderName::from_static(name), v);
+        }
+    };
+    set(h, headers::MODEL, &ctx.choice.model);
+    set(h, headers::ROUTE, ctx.route.as_deref().unwrap_or("none"));
+    set(h, headers::ATTEMPTS, &ctx.attempt.to_string());
+    if let Some(c) = classification {
+        set(h, headers::SCORE, &c.score.to_string());
+    }
+    if !adjusted.is_empty() {
+        set(h, headers::ADJUSTED, &adjusted.join(","));
+    }
+    if !shadow_blocks.is_empty() {
+        set(h, headers::SHADOW, &shadow_blocks.join(","));
+    }
+    let flavor = match ctx.endpoint {
+        Endpoint::ChatCompletions => Flavor::OpenAiChat,
+        Endpoint::Responses => Flavor::OpenAiResponses,
+        Endpoint::Embeddings => Flavor::OpenAiEmbeddings,
+        Endpoint::Messages => Flavor::Anthropic,
+    };
+    let is_sse = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream"));
+    let holds = std::mem::take(&mut ctx.holds);
+    let settlement = Settlement {
+        shared: shared.clone(),
+        active: active.clone(),
+        ctx,
+        holds,
+        status: status.as_u16(),
+        flavor,
+    };
+
+    if is_sse {
+        // Forward event by event; the stripped usage chunk changes the length.
+        parts.headers.remove(header::CONTENT_LENGTH);
+        let _ = stream_requested;
+        let tap = SseTap::new(flavor, strip_usage);
+        return Response::from_parts(
+            parts,
+            ProxyBody::Tap(Box::new(TapBody::new(
+                body,
+                TapMode::Sse(Box::new(tap)),
+                settlement,
+            ))),
+        );
+    }
+    let small = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+        .is_some_and(|n| n <= shared.options.buffer_response_bytes);
+    if small {
+        // Buffer (it is small and arrives at once) to put the cost in a header.
+        match body.collect().await {
+            Ok(collected) => {
+                let bytes = collected.to_bytes();
+                let metered = if status.is_success() {
+                    meter::from_json(flavor, &bytes).ok().flatten()
+                } else {
+                    None
+                };
+                let cost = settlement.finish_json(metered);
+                if let Some(c) = cost {
+                    set(&mut parts.headers, headers::COST, &c.to_string());
+                }
+                return Response::from_parts(parts, ProxyBody::Full(Full::new(bytes)));
+            }
+            Err(_) => {
+                settlement.finish_cut(None);
+                shared.metrics.error("upstream_body_error");
+                let e = ProxyError::UpstreamUnreachable(
+                    "the provider closed the connection mid-response".into(),
+                );
+                return e.to_response(flavor_api(flavor));
+            }
+        }
+    }
+    let mode = if status.is_success() {
+        TapMode::Json(Vec::new())
+    } else {
+        TapMode::Plain
+    };
+    Response::from_parts(
+        parts,
+        ProxyBody::Tap(Box::new(TapBody::new(body, mode, settlement))),
+    )
+}
+
+fn flavor_api(f: Flavor) -> Api {
+    match f {
+        Flavor::Anthropic => Api::Anthropic,
+        _ => Api::OpenAi,
+    }
+}

@@ -1,0 +1,236 @@
+//! Running the proxy: start-up, configuration reloads, listeners.
+
+use std::{
+    path::{Path, PathBuf},
+    process::ExitCode,
+    sync::{Arc, Mutex},
+    time::{Duration, SystemTime},
+};
+
+use arc_swap::ArcSwapOption;
+use jiff::Timestamp;
+use tokenwarden_core::{ledger::Aggregate, selector::Labels};
+use tokio::net::TcpListener;
+
+use crate::{
+    cli::{Args, LogFormat, config_error},
+    ledger::Ledger,
+    metrics::Metrics,
+    policy_file::PolicySet,
+    state::{Active, Options, Shared},
+};
+
+/// Start the proxy; returns when it cannot continue.
+pub fn run(args: Args, policy: PathBuf, labels: Labels, set: PolicySet) -> ExitCode {
+    init_logging(args.log_format);
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    rt.enable_all();
+    if let Some(n) = args.threads {
+        rt.worker_threads(n.max(1));
+    }
+    let rt = match rt.build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("tokenwarden-sidecar: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    rt.block_on(serve(args, policy, labels, set))
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+async fn serve(args: Args, policy: PathBuf, labels: Labels, set: PolicySet) -> ExitCode {
+    let client = match crate::upstream::client(args.ca_bundle.as_deref()) {
+        Ok(c) => c,
+        Err(e) => return config_error(&format!("--ca-bundle: {e}")),
+    };
+    let ledger = match &args.state_dir {
+        Some(dir) => match Ledger::open(dir, args.ledger_fsync) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                eprintln!("tokenwarden-sidecar: cannot open the ledger: {e}");
+                return ExitCode::from(1);
+            }
+        },
+        None => {
+            tracing::warn!("no --state-dir: the ledger is kept in memory and lost on exit");
+            None
+        }
+    };
+    let shared = Arc::new(Shared {
+        options: Options {
+            max_body_bytes: args.max_body_bytes,
+            secrets_dir: args.secrets_dir.clone(),
+            buffer_response_bytes: 1024 * 1024,
+        },
+        active: ArcSwapOption::empty(),
+        budgets: Mutex::new(Default::default()),
+        ledger: Mutex::new(ledger),
+        memory_ledger: Mutex::new(Aggregate::default()),
+        metrics: Metrics::new(),
+        client,
+        repeats: Mutex::new(Default::default()),
+    });
+    let cfg = set.compile(&args.namespace, &labels);
+    for w in &cfg.warnings {
+        tracing::warn!(warning = %w, "configuration warning");
+    }
+    let active = Active::new(cfg, args.secrets_dir.as_deref());
+    for p in active.keys.problems() {
+        tracing::warn!(problem = %p, "provider key unavailable");
+    }
+    shared.install(active, Timestamp::now());
+    shared.metrics.reload(true);
+
+    let app = match TcpListener::bind(args.listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("tokenwarden-sidecar: cannot listen on {}: {e}", args.listen);
+            return ExitCode::from(1);
+        }
+    };
+    let admin = match TcpListener::bind(args.admin_listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!(
+                "tokenwarden-sidecar: cannot listen on {}: {e}",
+                args.admin_listen
+            );
+            return ExitCode::from(1);
+        }
+    };
+    tracing::info!(
+        listen = %app.local_addr().map_or_else(|_| args.listen.to_string(), |a| a.to_string()),
+        admin = %admin.local_addr().map_or_else(|_| args.admin_listen.to_string(), |a| a.to_string()),
+        policy = %policy.display(),
+        "tokenwarden sidecar ready"
+    );
+
+    tokio::spawn(reload_loop(
+        shared.clone(),
+        policy,
+        labels,
+        args.namespace.clone(),
+        Duration::from_millis(args.reload_interval_ms.max(50)),
+    ));
+    let s = shared.clone();
+    tokio::spawn(crate::server::serve(admin, move |req| {
+        crate::admin::handle(s.clone(), req)
+    }));
+    let s = shared.clone();
+    let proxy = crate::server::serve(app, move |req| crate::proxy::handle(s.clone(), req));
+    tokio::select! {
+        () = proxy => ExitCode::from(1),
+        () = shutdown_signal() => {
+            tracing::info!("shutting down");
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = term => {}
+    }
+}
+
+/// What identifies a version of the policy file(s) and secrets on disk.
+fn fingerprint(policy: &Path, secrets: Option<&Path>) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
+    let mut out = Vec::new();
+    let mut visit = |p: &Path, depth: usize| {
+        fn walk(p: &Path, depth: usize, out: &mut Vec<(PathBuf, u64, Option<SystemTime>)>) {
+            let Ok(meta) = std::fs::metadata(p) else {
+                out.push((p.to_path_buf(), u64::MAX, None));
+                return;
+            };
+            if meta.is_dir() && depth > 0 {
+                if let Ok(rd) = std::fs::read_dir(p) {
+                    let mut entries: Vec<_> = rd.filter_map(|e| e.ok().map(|e| e.path())).collect();
+                    entries.sort();
+                    for e in entries {
+                        walk(&e, depth - 1, out);
+                    }
+                }
+            } else {
+                out.push((p.to_path_buf(), meta.len(), meta.modified().ok()));
+            }
+        }
+        walk(p, depth, &mut out);
+    };
+    visit(policy, 1);
+    if let Some(s) = secrets {
+        // DIR/<secret>/<key>; Kubernetes swaps a `..data` symlink on update.
+        visit(s, 2);
+    }
+    out
+}
+
+/// Poll the policy file and secrets; reload on change or SIGHUP, keeping
+/// the last good config when the new one is invalid.
+async fn reload_loop(
+    shared: Arc<Shared>,
+    policy: PathBuf,
+    labels: Labels,
+    namespace: String,
+    every: Duration,
+) {
+    let secrets = shared.options.secrets_dir.clone();
+    let mut last = fingerprint(&policy, secrets.as_deref());
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    loop {
+        let forced = match hup.as_mut() {
+            Some(h) => tokio::select! {
+                _ = h.recv() => true,
+                () = tokio::time::sleep(every) => false,
+            },
+            None => {
+                tokio::time::sleep(every).await;
+                false
+            }
+        };
+        let now = fingerprint(&policy, secrets.as_deref());
+        if !forced && now == last {
+            continue;
+        }
+        last = now;
+        match PolicySet::from_path(&policy) {
+            Ok(set) => {
+                let cfg = set.compile(&namespace, &labels);
+                for w in &cfg.warnings {
+                    tracing::warn!(warning = %w, "configuration warning");
+                }
+                let active = Active::new(cfg, secrets.as_deref());
+                for p in active.keys.problems() {
+                    tracing::warn!(problem = %p, "provider key unavailable");
+                }
+                shared.install(active, Timestamp::now());
+                shared.metrics.reload(true);
+                tracing::info!(policy = %policy.display(), "configuration reloaded");
+            }
+            Err(e) => {
+                shared.metrics.reload(false);
+                tracing::error!(error = %e, "configuration rejected; keeping the last good one");
+            }
+        }
+    }
+}

@@ -1,0 +1,222 @@
+//! The sidecar's shared state: the active config (swapped atomically on
+//! reload), the live budgets, the ledger, metrics and the upstream client.
+
+use std::{
+    collections::{BTreeMap, HashMap, VecDeque},
+    path::PathBuf,
+    sync::{Arc, Mutex, MutexGuard},
+};
+
+use arc_swap::ArcSwapOption;
+use jiff::Timestamp;
+use tokenwarden_core::{
+    budget::{BudgetState, Totals},
+    catalog::{PriceBook, PriceOverride},
+    config::{ObjectRef, RepeatRule, WorkloadConfig},
+    ledger::Aggregate,
+    route::Router,
+};
+
+use crate::{ledger::Ledger, metrics::Metrics, secrets::Keys, upstream::UpstreamClient};
+
+/// Settings fixed at start-up.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+    /// Provider keys directory.
+    pub secrets_dir: Option<PathBuf>,
+    /// Response bodies up to this size are buffered so the cost can be sent
+    /// in a header; larger ones (and every stream) are forwarded as they come.
+    pub buffer_response_bytes: usize,
+}
+
+/// One loaded, valid configuration.
+#[derive(Debug)]
+pub struct Active {
+    /// The compiled config.
+    pub cfg: WorkloadConfig,
+    /// The router, when a RoutingPolicy selects the workload.
+    pub router: Option<Router>,
+    /// Catalog plus the policy's price overrides.
+    pub prices: PriceBook,
+    /// Provider keys.
+    pub keys: Keys,
+    /// Upstream base URIs by provider index: (scheme://authority, path prefix).
+    pub bases: Vec<(String, String)>,
+    /// Whether any route looks at the complexity score.
+    pub needs_score: bool,
+}
+
+/// Everything request handling shares.
+#[derive(Debug)]
+pub struct Shared {
+    /// Start-up settings.
+    pub options: Options,
+    /// The active config; `None` until one is valid.
+    pub active: ArcSwapOption<Active>,
+    /// Live budgets, by object.
+    pub budgets: Mutex<BTreeMap<ObjectRef, BudgetState>>,
+    /// The durable ledger (`None` without `--state-dir`).
+    pub ledger: Mutex<Option<Ledger>>,
+    /// Ledger totals when running without a state dir.
+    pub memory_ledger: Mutex<Aggregate>,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// Pooled upstream client.
+    pub client: UpstreamClient,
+    /// Recent request digests, for the repeated-prompt escalation rule.
+    pub repeats: Mutex<HashMap<u64, VecDeque<Timestamp>>>,
+}
+
+/// Poison-tolerant lock: a panic elsewhere must not take the proxy down.
+pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Most digests the repeated-prompt tracker remembers.
+const MAX_REPEAT_KEYS: usize = 10_000;
+
+// === impl Active ===
+
+impl Active {
+    /// Build from a compiled config, reading keys from `secrets_dir`.
+    pub fn new(cfg: WorkloadConfig, secrets_dir: Option<&std::path::Path>) -> Self {
+        let router = cfg.routing.clone().map(Router::new);
+        let overrides: Vec<PriceOverride> = cfg
+            .routing
+            .iter()
+            .flat_map(|r| r.providers.iter().flat_map(|p| p.prices.iter().cloned()))
+            .collect();
+        let keys = Keys::load(
+            secrets_dir,
+            cfg.routing
+                .iter()
+                .flat_map(|r| r.providers.iter().map(|p| &p.api_key)),
+        );
+        let bases = cfg
+            .routing
+            .iter()
+            .flat_map(|r| r.providers.iter())
+            .map(|p| split_base(&p.base_url))
+            .collect();
+        let needs_score = cfg
+            .routing
+            .as_ref()
+            .is_some_and(|r| r.routes.iter().any(|x| x.matcher.complexity.is_some()));
+        Active {
+            cfg,
+            router,
+            prices: PriceBook::new(overrides),
+            keys,
+            bases,
+            needs_score,
+        }
+    }
+}
+
+/// `https://host:port/prefix/` → (`https://host:port`, `/prefix`).
+fn split_base(url: &str) -> (String, String) {
+    let url = url.trim_end_matches('/');
+    let after_scheme = url.find("://").map_or(0, |i| i + 3);
+    match url[after_scheme..].find('/') {
+        Some(i) => (
+            url[..after_scheme + i].to_string(),
+            url[after_scheme + i..].to_string(),
+        ),
+        None => (url.to_string(), String::new()),
+    }
+}
+
+// === impl Shared ===
+
+impl Shared {
+    /// Totals of a budget period from the ledger.
+    pub fn ledger_period(&self, budget: &ObjectRef, start: Timestamp) -> Totals {
+        match lock(&self.ledger).as_ref() {
+            Some(l) => l.aggregate().budget_period(budget, start),
+            None => lock(&self.memory_ledger).budget_period(budget, start),
+        }
+    }
+
+    /// Install a new config: swap it in and bring the live budgets in line
+    /// (new budgets start from the ledger's totals for their current period).
+    pub fn install(&self, active: Active, now: Timestamp) {
+        {
+            let mut budgets = lock(&self.budgets);
+            let wanted: BTreeMap<ObjectRef, _> = active
+                .cfg
+                .budgets
+                .iter()
+                .map(|b| (b.source.clone(), b.clone()))
+                .collect();
+            budgets.retain(|k, _| wanted.contains_key(k));
+            for (id, cfg) in wanted {
+                match budgets.get_mut(&id) {
+                    Some(state) => {
+                        if state.reconfigure(cfg, now).is_err() {
+                            budgets.remove(&id);
+                        }
+                    }
+                    None => {
+                        let Ok(tz) = tokenwarden_core::period::time_zone(&cfg.time_zone) else {
+                            continue;
+                        };
+                        let Ok(window) = cfg.period.window(&tz, now) else {
+                            continue;
+                        };
+                        let totals = self.ledger_period(&id, window.start);
+                        if let Ok(state) = BudgetState::new(cfg, now, totals) {
+                            budgets.insert(id, state);
+                        }
+                    }
+                }
+            }
+        }
+        self.active.store(Some(Arc::new(active)));
+    }
+
+    /// Record `digest` and say whether it was seen `rule.count` times within
+    /// the rule's window (this occurrence included).
+    pub fn repeated(&self, digest: u64, now: Timestamp, rule: RepeatRule) -> bool {
+        let window =
+            jiff::SignedDuration::from_millis(i64::try_from(rule.window_ms).unwrap_or(i64::MAX));
+        let mut map = lock(&self.repeats);
+        if map.len() >= MAX_REPEAT_KEYS && !map.contains_key(&digest) {
+            map.retain(|_, v| v.back().is_some_and(|t| now.duration_since(*t) < window));
+            if map.len() >= MAX_REPEAT_KEYS {
+                return false;
+            }
+        }
+        let seen = map.entry(digest).or_default();
+        while seen
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= window)
+        {
+            seen.pop_front();
+        }
+        seen.push_back(now);
+        seen.len() >= rule.count as usize
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base_urls_split_into_origin_and_prefix() {
+        assert_eq!(
+            split_base("https://api.openai.com"),
+            ("https://api.openai.com".into(), "".into())
+        );
+        assert_eq!(
+            split_base("https://api.openai.com/"),
+            ("https://api.openai.com".into(), "".into())
+        );
+        assert_eq!(
+            split_base("http://gw.infra:8080/openai/"),
+            ("http://gw.infra:8080".into(), "/openai".into())
+        );
+    }
+}

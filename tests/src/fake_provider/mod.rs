@@ -1,0 +1,1150 @@
+//! A fake LLM provider: a local, deterministic stand-in for the OpenAI and Anthropic HTTP APIs.
+//!
+//! Tests, the demo and the benchmarks point tokenwarden's sidecar at it instead of a real
+//! provider. It speaks HTTP/1.1 (keep-alive) and h2c (HTTP/2 with prior knowledge) on
+//! `127.0.0.1`, needs no network, and every number it reports is a pure function of the request,
+//! so a test can predict usage exactly and check that a proxy metered what the provider billed.
+//!
+//! Start it in-process with [`FakeProvider::start`] or as the `fake-provider` binary
+//! (`--listen 127.0.0.1:0` prints `listening on 127.0.0.1:PORT` as its first stdout line).
+//!
+//! # Endpoints
+//!
+//! | Method + path | Provider | Notes |
+//! |---|---|---|
+//! | `POST /v1/chat/completions` | OpenAI | JSON or SSE (`"stream": true`) |
+//! | `POST /v1/responses` | OpenAI | JSON or SSE with `event:` lines |
+//! | `POST /v1/embeddings` | OpenAI | `input` string / strings / token ids; `dimensions` (default 8); `encoding_format: "base64"` |
+//! | `GET /v1/models`, `GET /v1/models/{id}` | OpenAI | Anthropic's list shape when the request carries `x-api-key` and no `authorization` |
+//! | `POST /v1/messages` | Anthropic | JSON or SSE; requires `model`, `messages`, `max_tokens` like the real API |
+//! | `POST /v1/messages/count_tokens` | Anthropic | `{"input_tokens": N}`, not billed |
+//! | `GET /_fake/log`, `DELETE /_fake/log` | fake | the request log as JSON ([`LoggedRequest`] array) / clear it |
+//! | `GET /_fake/usage`, `DELETE /_fake/usage` | fake | [`FakeProvider::usage_totals`] as JSON / reset them |
+//! | `GET /_fake/health` | fake | `ok` |
+//! | anything else | | 404 in OpenAI's error shape (Anthropic's under `/v1/messages`) |
+//!
+//! Query strings are ignored for routing (the Anthropic SDK's `?beta=true` works).
+//!
+//! # Authentication
+//!
+//! OpenAI routes need `Authorization: Bearer <openai_key>` (default `sk-fake-openai`); Anthropic
+//! routes need `x-api-key: <anthropic_key>` (default `sk-fake-anthropic`) and then an
+//! `anthropic-version` header. A missing/wrong key is a 401 in the provider's error shape
+//! (OpenAI: `invalid_request_error`, code `invalid_api_key` when wrong; Anthropic:
+//! `authentication_error`); a missing `anthropic-version` is a 400 `invalid_request_error`.
+//! So a test can prove the proxy injected the real key. `/_fake/*` needs no key.
+//!
+//! # Usage arithmetic (what the fake bills and reports)
+//!
+//! - **Input**: `T = ceil(request body bytes / 4)`, so `T <= body bytes` always.
+//!   - OpenAI: `prompt_tokens = T` (`input_tokens` in Responses, `prompt_tokens = total_tokens`
+//!     for embeddings); `cached_tokens = min(x-fake-cached-tokens, T)`, *included* in `T`.
+//!   - Anthropic: `cache_read_input_tokens = x-fake-cached-tokens` (K),
+//!     `cache_creation_input_tokens = x-fake-cache-write-tokens` (W), both *excluded*:
+//!     `input_tokens = max(T - K - W, 0)` (so K + W beyond T inflate the billed input).
+//! - **Output**: `O = min(max, N)` where `max` is the first of `max_tokens`,
+//!   `max_completion_tokens`, `max_output_tokens` present in the body (1000 when none, except
+//!   Anthropic `/v1/messages`, which requires `max_tokens`) and `N` is the configured output length
+//!   (default 40; header `x-fake-output-tokens: N` overrides). When `max < N` the response is
+//!   truncated: `finish_reason: "length"` (chat), `stop_reason: "max_tokens"` (Anthropic),
+//!   `status: "incomplete"` + `incomplete_details.reason: "max_output_tokens"` and a final
+//!   `response.incomplete` event instead of `response.completed` (Responses, as the real API).
+//! - **Text**: `O` words `tok0 tok1 … tok{O-1}`, one word per output token. Streams split it into
+//!   `min(x-fake-chunks (default 8), O)` deltas of consecutive words that concatenate back to the
+//!   text; `x-fake-chunk-delay-ms: D` (default 0) pauses `D` ms between consecutive deltas (so a
+//!   stream takes about `(chunks - 1) * D` ms).
+//! - **Model**: the response's `model` echoes the request's `model`, unless
+//!   `x-fake-served-model: NAME` is given.
+//! - OpenAI chat streaming: without `stream_options.include_usage` chunks have no `usage` field at
+//!   all (the request is still billed: the log marks it `usage_in_body: false`). With it, every
+//!   chunk has `"usage": null` and one extra final chunk with `"choices": []` and the full `usage`
+//!   comes right before `data: [DONE]`. Like the real API, `stream_options` on a non-streaming
+//!   chat request is a 400. Content deltas carry an `obfuscation` filler field (as OpenAI's do since
+//!   2025) unless `stream_options.include_obfuscation` is `false`.
+//!
+//! # Faults (request headers; a proxy forwards them from the app)
+//!
+//! | Header | Effect |
+//! |---|---|
+//! | `x-fake-fault: 429` (any 400–599, e.g. 500, 502, 503, 529) | that status with the provider's error body; 429 also sets `retry-after: 1` |
+//! | `x-fake-fault: garbage` | 200, `content-type: text/html`, body `<html>oops` |
+//! | `x-fake-fault: cut` | streams: about half of the events (never the usage / `[DONE]` / final event), then the connection is dropped; non-stream: the full `content-length`, half the JSON body, then dropped |
+//! | `x-fake-fault: slow-head:MS` | sleep MS ms before the response head, then a normal response |
+//! | `x-fake-fault: close` | the connection is closed without any response |
+//! | `x-fake-fail-models: gpt-5-mini=503,claude-haiku-4-5=429` | requests whose body `model` equals one of these get that fault (any fault value works, e.g. `gpt-5=cut`); `x-fake-fault` wins when both apply |
+//! | `x-fake-fault-times: K` + `x-fake-key: ID` | the fault (header or model) applies only to the first K requests carrying that ID; later ones are normal. Without `x-fake-key` the ID is the empty string |
+//!
+//! Faults are applied after authentication, header and body validation, so a 401/400 still wins.
+//! Model-level faults can also be configured at start ([`FakeConfig::fail_models`],
+//! `--fail-models`); header entries are checked first.
+//!
+//! # Other knobs
+//!
+//! `x-fake-output-tokens`, `x-fake-chunks`, `x-fake-chunk-delay-ms`, `x-fake-cached-tokens`,
+//! `x-fake-cache-write-tokens`, `x-fake-served-model` (above). A malformed `x-fake-*` value is a
+//! 400 naming the header.
+//!
+//! # Request log and usage totals
+//!
+//! Every provider request (not `/_fake/*`) is recorded as a [`LoggedRequest`]: method, path,
+//! headers (lowercase name → value), body, response status (`None` for `close`), the usage the
+//! fake billed ([`UsageReport`]; `None` for errors, faults, cut responses and free endpoints) and
+//! whether the response was cut. [`FakeProvider::log`] / `GET /_fake/log` return it;
+//! [`FakeConfig::log`] = `false` (`--no-log`) turns it off for benchmarks (the log is otherwise
+//! unbounded). [`FakeProvider::usage_totals`] / `GET /_fake/usage` sum the billed usage per served
+//! model (always on, log or not); a cut response bills nothing and counts in `cut_requests`.
+//!
+//! # The binary
+//!
+//! `fake-provider [--listen 127.0.0.1:0] [--output-tokens 40] [--chunks 8] [--chunk-delay-ms 0]
+//! [--openai-key K] [--anthropic-key K] [--fail-models SPEC] [--no-log] [--threads N]` (each also
+//! as `FAKE_PROVIDER_*` env var); SIGINT/SIGTERM stop it.
+//!
+//! Responses carry `x-request-id` (OpenAI routes) or `request-id` (Anthropic routes).
+//!
+//! # Simplifications
+//!
+//! One choice (`n` is ignored), no tool calls, no reasoning tokens, no audio; `created` is the wall
+//! clock; ids are `chatcmpl-fake…`, `resp_fake…`, `msg_fake…` from a counter; any model name is
+//! accepted; request bodies are only checked for the fields the fake needs.
+
+mod anthropic;
+mod body;
+mod knobs;
+mod openai;
+mod text;
+
+use std::collections::{BTreeMap, HashMap};
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::header::{CONTENT_TYPE, RETRY_AFTER};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tokio::task::{JoinHandle, JoinSet};
+
+use body::FakeBody;
+use knobs::{Fault, Knobs};
+use text::Words;
+
+/// Start-time settings. Per-request headers override the output shape.
+#[derive(Debug, Clone)]
+pub struct FakeConfig {
+    /// The only OpenAI key accepted (`Authorization: Bearer …`).
+    pub openai_key: String,
+    /// The only Anthropic key accepted (`x-api-key`).
+    pub anthropic_key: String,
+    /// Output tokens per response before `max_tokens` capping (`x-fake-output-tokens`).
+    pub output_tokens: u64,
+    /// Deltas per stream (`x-fake-chunks`).
+    pub chunks: usize,
+    /// Pause between stream deltas (`x-fake-chunk-delay-ms`).
+    pub chunk_delay_ms: u64,
+    /// Keep the request log (turn off for benchmarks).
+    pub log: bool,
+    /// Model-level faults, `x-fake-fail-models` syntax (`gpt-5-mini=503,claude-haiku-4-5=429`).
+    pub fail_models: String,
+}
+
+impl Default for FakeConfig {
+    fn default() -> Self {
+        FakeConfig {
+            openai_key: "sk-fake-openai".into(),
+            anthropic_key: "sk-fake-anthropic".into(),
+            output_tokens: 40,
+            chunks: 8,
+            chunk_delay_ms: 0,
+            log: true,
+            fail_models: String::new(),
+        }
+    }
+}
+
+/// The usage the fake billed for one request, in tokenwarden's terms.
+///
+/// `input_total` is every input token billed: OpenAI `prompt_tokens` (which includes
+/// `cache_read`); Anthropic `input_tokens + cache_read + cache_write`. Uncached input is
+/// `input_total - cache_read - cache_write` for both.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsageReport {
+    /// The served model (the `model` in the response).
+    pub model: String,
+    pub input_total: u64,
+    pub output: u64,
+    pub cache_read: u64,
+    pub cache_write: u64,
+}
+
+/// One request the fake received.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LoggedRequest {
+    pub method: String,
+    /// The path without the query string.
+    pub path: String,
+    pub query: Option<String>,
+    /// Lowercase header name → value (repeated headers joined with `, `).
+    pub headers: BTreeMap<String, String>,
+    /// The request body (JSON: a UTF-8 string, lossy).
+    #[serde(with = "body_as_text")]
+    pub body: Bytes,
+    /// `openai.chat`, `openai.responses`, `openai.embeddings`, `openai.models`,
+    /// `anthropic.messages`, `anthropic.count_tokens`, `anthropic.models` or `not_found`.
+    pub api: String,
+    /// The `model` of the request body, when it had one.
+    pub model: Option<String>,
+    /// The request asked for a stream.
+    pub stream: bool,
+    /// The response status; `None` when the connection was closed without a response.
+    pub status: Option<u16>,
+    /// The fault applied (`"503"`, `"cut"`, `"slow-head:200"`, …).
+    pub fault: Option<String>,
+    /// What the fake billed; `None` for errors, faults, cut responses and free endpoints.
+    pub usage: Option<UsageReport>,
+    /// The usage appeared in the response (false for an OpenAI chat stream without
+    /// `include_usage`: billed, but invisible to the client).
+    pub usage_in_body: bool,
+    /// The response was cut on purpose (`x-fake-fault: cut`).
+    pub cut: bool,
+}
+
+impl LoggedRequest {
+    /// A request header by lowercase name.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(String::as_str)
+    }
+
+    /// The body parsed as JSON.
+    pub fn body_json(&self) -> Option<serde_json::Value> {
+        serde_json::from_slice(&self.body).ok()
+    }
+}
+
+mod body_as_text {
+    use bytes::Bytes;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(body: &Bytes, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&String::from_utf8_lossy(body))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Bytes, D::Error> {
+        Ok(Bytes::from(String::deserialize(d)?))
+    }
+}
+
+/// Totals of the usage the fake billed for one served model.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReportedUsage {
+    /// Requests billed (successful, not cut).
+    pub requests: u64,
+    pub input_total: u64,
+    pub output: u64,
+    pub cache_read: u64,
+    pub cache_write: u64,
+    /// Responses cut on purpose: they report (and bill) nothing.
+    pub cut_requests: u64,
+    /// Billed requests whose response did not show the usage (chat stream without include_usage).
+    pub hidden_usage_requests: u64,
+}
+
+/// A running fake provider; stops (closing its connections) when dropped.
+pub struct FakeProvider {
+    addr: SocketAddr,
+    state: Arc<State>,
+    task: JoinHandle<()>,
+}
+
+impl std::fmt::Debug for FakeProvider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FakeProvider")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl FakeProvider {
+    /// Binds `127.0.0.1:0` and serves in a tokio task.
+    pub async fn start(cfg: FakeConfig) -> io::Result<FakeProvider> {
+        Self::start_on(SocketAddr::from(([127, 0, 0, 1], 0)), cfg).await
+    }
+
+    /// Binds `addr` and serves in a tokio task.
+    pub async fn start_on(addr: SocketAddr, cfg: FakeConfig) -> io::Result<FakeProvider> {
+        let fail_models = knobs::parse_fail_models(&cfg.fail_models)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let listener = TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let state = Arc::new(State::new(cfg, fail_models));
+        let task = tokio::spawn(accept_loop(listener, Arc::clone(&state)));
+        Ok(FakeProvider { addr, state, task })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://127.0.0.1:PORT` (no trailing slash, no `/v1`).
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// A copy of the request log, oldest first.
+    pub fn log(&self) -> Vec<LoggedRequest> {
+        lock(&self.state.log).clone()
+    }
+
+    pub fn clear_log(&self) {
+        lock(&self.state.log).clear();
+    }
+
+    /// Billed usage per served model.
+    pub fn usage_totals(&self) -> BTreeMap<String, ReportedUsage> {
+        self.state.usage_totals()
+    }
+
+    /// Clears the log, the usage totals and the `x-fake-fault-times` counters.
+    pub fn reset(&self) {
+        lock(&self.state.log).clear();
+        lock(&self.state.usage).clear();
+        lock(&self.state.fault_counts).clear();
+    }
+
+    /// Stops accepting and closes every open connection.
+    pub fn shutdown(self) {
+        self.task.abort();
+    }
+}
+
+impl Drop for FakeProvider {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+pub(crate) struct State {
+    pub cfg: FakeConfig,
+    fail_models: Vec<(String, Fault)>,
+    pub words: Words,
+    seq: AtomicU64,
+    log: Mutex<Vec<LoggedRequest>>,
+    usage: Mutex<HashMap<String, ReportedUsage>>,
+    fault_counts: Mutex<HashMap<String, u64>>,
+    openai_models: Bytes,
+    anthropic_models: Bytes,
+}
+
+impl State {
+    fn new(cfg: FakeConfig, fail_models: Vec<(String, Fault)>) -> State {
+        State {
+            words: Words::new(cfg.output_tokens.clamp(1024, 100_000)),
+            cfg,
+            fail_models,
+            seq: AtomicU64::new(1),
+            log: Mutex::new(Vec::new()),
+            usage: Mutex::new(HashMap::new()),
+            fault_counts: Mutex::new(HashMap::new()),
+            openai_models: openai::models_list(),
+            anthropic_models: anthropic::models_list(),
+        }
+    }
+
+    fn usage_totals(&self) -> BTreeMap<String, ReportedUsage> {
+        lock(&self.usage)
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
+    /// True when the fault applies to this request (counts it against `x-fake-fault-times`).
+    fn fault_applies(&self, knobs: &Knobs) -> bool {
+        let Some(times) = knobs.fault_times else {
+            return true;
+        };
+        let mut counts = lock(&self.fault_counts);
+        let seen = counts.entry(knobs.fault_key.clone()).or_insert(0);
+        *seen += 1;
+        *seen <= times
+    }
+}
+
+async fn accept_loop(listener: TcpListener, state: Arc<State>) {
+    let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
+    // Owning the connection tasks here means aborting this task closes them all.
+    let mut conns = JoinSet::new();
+    loop {
+        while conns.try_join_next().is_some() {}
+        let (stream, _) = match listener.accept().await {
+            Ok(s) => s,
+            Err(_) => {
+                // Out of file descriptors and the like: back off a little.
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let state = Arc::clone(&state);
+        let builder = Arc::clone(&builder);
+        conns.spawn(async move {
+            let service = hyper::service::service_fn(move |req| handle(Arc::clone(&state), req));
+            let _ = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+/// Which provider's conventions (auth, error shape) a route follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Provider {
+    OpenAi,
+    Anthropic,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Route {
+    Chat,
+    Responses,
+    Embeddings,
+    OpenAiModels,
+    OpenAiModel(String),
+    Messages,
+    CountTokens,
+    AnthropicModels,
+    NotFound(Provider),
+}
+
+impl Route {
+    fn of(method: &Method, path: &str, headers: &HeaderMap) -> Route {
+        let anthropic_caller =
+            headers.contains_key("x-api-key") && !headers.contains_key("authorization");
+        match (method, path) {
+            (&Method::POST, "/v1/chat/completions") => Route::Chat,
+            (&Method::POST, "/v1/responses") => Route::Responses,
+            (&Method::POST, "/v1/embeddings") => Route::Embeddings,
+            (&Method::POST, "/v1/messages") => Route::Messages,
+            (&Method::POST, "/v1/messages/count_tokens") => Route::CountTokens,
+            (&Method::GET, "/v1/models") if anthropic_caller => Route::AnthropicModels,
+            (&Method::GET, "/v1/models") => Route::OpenAiModels,
+            (&Method::GET, p) if p.starts_with("/v1/models/") && !anthropic_caller => {
+                Route::OpenAiModel(p["/v1/models/".len()..].to_string())
+            }
+            (_, p) if p.starts_with("/v1/messages") || anthropic_caller => {
+                Route::NotFound(Provider::Anthropic)
+            }
+            _ => Route::NotFound(Provider::OpenAi),
+        }
+    }
+
+    fn provider(&self) -> Provider {
+        match self {
+            Route::Messages | Route::CountTokens | Route::AnthropicModels => Provider::Anthropic,
+            Route::NotFound(p) => *p,
+            _ => Provider::OpenAi,
+        }
+    }
+
+    fn api(&self) -> &'static str {
+        match self {
+            Route::Chat => "openai.chat",
+            Route::Responses => "openai.responses",
+            Route::Embeddings => "openai.embeddings",
+            Route::OpenAiModels | Route::OpenAiModel(_) => "openai.models",
+            Route::Messages => "anthropic.messages",
+            Route::CountTokens => "anthropic.count_tokens",
+            Route::AnthropicModels => "anthropic.models",
+            Route::NotFound(_) => "not_found",
+        }
+    }
+
+    fn has_json_body(&self) -> bool {
+        matches!(
+            self,
+            Route::Chat
+                | Route::Responses
+                | Route::Embeddings
+                | Route::Messages
+                | Route::CountTokens
+        )
+    }
+}
+
+/// The fields of a request body the fake looks at.
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct Fields {
+    #[serde(default)]
+    pub model: Option<String>,
+    #[serde(default)]
+    pub stream: Option<bool>,
+    #[serde(default)]
+    pub max_tokens: Option<u64>,
+    #[serde(default)]
+    pub max_completion_tokens: Option<u64>,
+    #[serde(default)]
+    pub max_output_tokens: Option<u64>,
+    #[serde(default)]
+    pub stream_options: Option<StreamOptions>,
+    #[serde(default)]
+    pub messages: Option<serde::de::IgnoredAny>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct StreamOptions {
+    #[serde(default)]
+    pub include_usage: Option<bool>,
+    #[serde(default)]
+    pub include_obfuscation: Option<bool>,
+}
+
+impl Fields {
+    pub(crate) fn max_tokens(&self) -> Option<u64> {
+        self.max_tokens
+            .or(self.max_completion_tokens)
+            .or(self.max_output_tokens)
+    }
+
+    pub(crate) fn streaming(&self) -> bool {
+        self.stream == Some(true)
+    }
+}
+
+/// What a handler hands back: the response plus what it billed.
+pub(crate) struct Reply {
+    pub status: StatusCode,
+    pub content_type: &'static str,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    pub body: FakeBody,
+    pub usage: Option<UsageReport>,
+    pub usage_in_body: bool,
+    pub cut: bool,
+}
+
+pub(crate) const JSON: &str = "application/json";
+pub(crate) const SSE: &str = "text/event-stream; charset=utf-8";
+
+impl Reply {
+    pub(crate) fn json(status: StatusCode, body: &serde_json::Value) -> Reply {
+        Reply::bytes(status, JSON, Bytes::from(body.to_string()))
+    }
+
+    pub(crate) fn bytes(status: StatusCode, content_type: &'static str, body: Bytes) -> Reply {
+        Reply {
+            status,
+            content_type,
+            headers: Vec::new(),
+            body: FakeBody::full(body),
+            usage: None,
+            usage_in_body: false,
+            cut: false,
+        }
+    }
+
+    /// A successful, billed JSON body; with `cut`, half of it then a dropped connection.
+    pub(crate) fn billed_json(value: &serde_json::Value, usage: UsageReport, cut: bool) -> Reply {
+        let bytes = Bytes::from(value.to_string());
+        if cut {
+            Reply {
+                body: FakeBody::half_then_cut(bytes),
+                cut: true,
+                ..Reply::bytes(StatusCode::OK, JSON, Bytes::new())
+            }
+        } else {
+            Reply {
+                usage: Some(usage),
+                usage_in_body: true,
+                ..Reply::bytes(StatusCode::OK, JSON, bytes)
+            }
+        }
+    }
+
+    /// A successful JSON body that bills nothing; with `cut`, half of it then a dropped connection.
+    pub(crate) fn unbilled_json(bytes: Bytes, cut: bool) -> Reply {
+        if cut {
+            Reply {
+                body: FakeBody::half_then_cut(bytes),
+                cut: true,
+                ..Reply::bytes(StatusCode::OK, JSON, Bytes::new())
+            }
+        } else {
+            Reply::bytes(StatusCode::OK, JSON, bytes)
+        }
+    }
+
+    /// A successful, billed event stream; with `cut`, about half of it then a dropped connection.
+    pub(crate) fn billed_stream(
+        pieces: Vec<body::Piece>,
+        usage: UsageReport,
+        usage_in_body: bool,
+        cut: bool,
+    ) -> Reply {
+        let (pieces, usage) = if cut {
+            (cut_half(pieces), None)
+        } else {
+            (pieces, Some(usage))
+        };
+        Reply {
+            status: StatusCode::OK,
+            content_type: SSE,
+            headers: vec![(
+                http::header::CACHE_CONTROL,
+                HeaderValue::from_static("no-cache"),
+            )],
+            body: FakeBody::pieces(pieces),
+            usage,
+            usage_in_body: usage_in_body && !cut,
+            cut,
+        }
+    }
+
+    fn with_header(mut self, name: HeaderName, value: HeaderValue) -> Reply {
+        self.headers.push((name, value));
+        self
+    }
+
+    fn into_response(self, request_id: &str, provider: Provider) -> Response<FakeBody> {
+        let mut resp = Response::new(self.body);
+        *resp.status_mut() = self.status;
+        let h = resp.headers_mut();
+        h.insert(CONTENT_TYPE, HeaderValue::from_static(self.content_type));
+        if let Ok(v) = HeaderValue::from_str(request_id) {
+            let name = match provider {
+                Provider::OpenAi => HeaderName::from_static("x-request-id"),
+                Provider::Anthropic => HeaderName::from_static("request-id"),
+            };
+            h.insert(name, v);
+        }
+        for (k, v) in self.headers {
+            h.insert(k, v);
+        }
+        resp
+    }
+}
+
+/// Keeps the first half of the data pieces (and the pauses before them), then a cut.
+fn cut_half(pieces: Vec<body::Piece>) -> Vec<body::Piece> {
+    let data = pieces
+        .iter()
+        .filter(|p| matches!(p, body::Piece::Data(_)))
+        .count();
+    let keep = data / 2;
+    let mut out = Vec::with_capacity(pieces.len());
+    let mut kept = 0;
+    for p in pieces {
+        if matches!(p, body::Piece::Data(_)) {
+            if kept == keep {
+                break;
+            }
+            kept += 1;
+        }
+        out.push(p);
+    }
+    out.push(body::Piece::Cut);
+    out
+}
+
+/// Per-request context handed to the API handlers.
+pub(crate) struct Call<'a> {
+    pub state: &'a State,
+    pub knobs: &'a Knobs,
+    pub body_len: usize,
+    /// The model the response reports.
+    pub served_model: String,
+    pub cut: bool,
+    pub seq: u64,
+    pub created: u64,
+}
+
+impl Call<'_> {
+    /// `ceil(body bytes / 4)`.
+    pub(crate) fn input_total(&self) -> u64 {
+        text::tokens_for_bytes(self.body_len)
+    }
+
+    /// `(output tokens, truncated by max_tokens)`.
+    pub(crate) fn output(&self, max_tokens: Option<u64>) -> (u64, bool) {
+        let max = max_tokens.unwrap_or(1000);
+        let wanted = self.knobs.output_tokens;
+        if max < wanted {
+            (max, true)
+        } else {
+            (wanted, false)
+        }
+    }
+
+    /// Pieces for a stream: `before`, the deltas with pauses between them, then `after`.
+    pub(crate) fn paced(
+        &self,
+        before: Vec<Bytes>,
+        deltas: Vec<Bytes>,
+        after: Vec<Bytes>,
+    ) -> Vec<body::Piece> {
+        let delay = self.knobs.chunk_delay;
+        let mut out = Vec::with_capacity(before.len() + 2 * deltas.len() + after.len());
+        out.extend(before.into_iter().map(body::Piece::Data));
+        for (i, d) in deltas.into_iter().enumerate() {
+            if i > 0 && !delay.is_zero() {
+                out.push(body::Piece::Delay(delay));
+            }
+            out.push(body::Piece::Data(d));
+        }
+        out.extend(after.into_iter().map(body::Piece::Data));
+        out
+    }
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// The outcome of one provider request, before logging.
+struct Outcome {
+    reply: Option<Reply>,
+    model: Option<String>,
+    stream: bool,
+    fault: Option<Fault>,
+    slow_head: Option<Duration>,
+    served_model: Option<String>,
+}
+
+async fn handle(
+    state: Arc<State>,
+    req: Request<Incoming>,
+) -> Result<Response<FakeBody>, io::Error> {
+    let (parts, body) = req.into_parts();
+    let body = body.collect().await.map_err(io::Error::other)?.to_bytes();
+    let path = parts.uri.path();
+    if let Some(rest) = path.strip_prefix("/_fake/") {
+        return Ok(admin(&state, &parts.method, rest));
+    }
+    let route = Route::of(&parts.method, path, &parts.headers);
+    let provider = route.provider();
+    let seq = state.seq.fetch_add(1, Ordering::Relaxed);
+    let request_id = format!("req_fake{seq:012x}");
+    let outcome = process(&state, &route, &parts, &body, seq);
+
+    if let Some(reply) = &outcome.reply {
+        if let Some(usage) = &reply.usage {
+            let mut totals = lock(&state.usage);
+            let t = totals.entry(usage.model.clone()).or_default();
+            t.requests += 1;
+            t.input_total += usage.input_total;
+            t.output += usage.output;
+            t.cache_read += usage.cache_read;
+            t.cache_write += usage.cache_write;
+            if !reply.usage_in_body {
+                t.hidden_usage_requests += 1;
+            }
+        } else if reply.cut {
+            let model = outcome.served_model.clone().unwrap_or_default();
+            lock(&state.usage).entry(model).or_default().cut_requests += 1;
+        }
+    }
+    if state.cfg.log {
+        let mut headers = BTreeMap::new();
+        for (name, value) in &parts.headers {
+            let value = String::from_utf8_lossy(value.as_bytes());
+            headers
+                .entry(name.as_str().to_string())
+                .and_modify(|v: &mut String| {
+                    v.push_str(", ");
+                    v.push_str(&value);
+                })
+                .or_insert_with(|| value.into_owned());
+        }
+        let entry = LoggedRequest {
+            method: parts.method.to_string(),
+            path: path.to_string(),
+            query: parts.uri.query().map(str::to_string),
+            headers,
+            body: body.clone(),
+            api: route.api().to_string(),
+            model: outcome.model.clone(),
+            stream: outcome.stream,
+            status: outcome.reply.as_ref().map(|r| r.status.as_u16()),
+            fault: outcome.fault.as_ref().map(Fault::label),
+            usage: outcome.reply.as_ref().and_then(|r| r.usage.clone()),
+            usage_in_body: outcome.reply.as_ref().is_some_and(|r| r.usage_in_body),
+            cut: outcome.reply.as_ref().is_some_and(|r| r.cut),
+        };
+        lock(&state.log).push(entry);
+    }
+
+    if let Some(d) = outcome.slow_head {
+        tokio::time::sleep(d).await;
+    }
+    match outcome.reply {
+        Some(reply) => Ok(reply.into_response(&request_id, provider)),
+        None => Err(io::Error::new(
+            io::ErrorKind::ConnectionAborted,
+            "fake provider: close fault",
+        )),
+    }
+}
+
+fn process(
+    state: &State,
+    route: &Route,
+    parts: &http::request::Parts,
+    body: &Bytes,
+    seq: u64,
+) -> Outcome {
+    let provider = route.provider();
+    let headers = &parts.headers;
+    let mut outcome = Outcome {
+        reply: None,
+        model: None,
+        stream: false,
+        fault: None,
+        slow_head: None,
+        served_model: None,
+    };
+    let done = |mut outcome: Outcome, reply: Reply| {
+        outcome.reply = Some(reply);
+        outcome
+    };
+
+    if let Route::NotFound(_) = route {
+        return done(
+            outcome,
+            not_found(provider, &parts.method, parts.uri.path()),
+        );
+    }
+    if let Some(reply) = check_auth(state, provider, headers) {
+        return done(outcome, reply);
+    }
+    let knobs = match Knobs::from_headers(headers, &state.cfg) {
+        Ok(k) => k,
+        Err(msg) => return done(outcome, invalid_request(provider, &msg)),
+    };
+    let fields = if route.has_json_body() {
+        match serde_json::from_slice::<Fields>(body) {
+            Ok(f) => f,
+            Err(e) => return done(outcome, body_error(provider, &e)),
+        }
+    } else {
+        Fields::default()
+    };
+    outcome.model = fields.model.clone();
+    outcome.stream = fields.streaming();
+    if let Some(reply) = validate(route, &fields) {
+        return done(outcome, reply);
+    }
+
+    // Faults: the header first, then model-level ones (header list, then config).
+    let fault = knobs.fault.clone().or_else(|| {
+        let model = fields.model.as_deref()?;
+        knobs
+            .fail_models
+            .iter()
+            .chain(state.fail_models.iter())
+            .find(|(m, _)| m == model)
+            .map(|(_, f)| f.clone())
+    });
+    let fault = fault.filter(|_| state.fault_applies(&knobs));
+    outcome.fault = fault.clone();
+    let mut cut = false;
+    match fault {
+        None => {}
+        Some(Fault::Status(code)) => {
+            let reply = fault_error(provider, code, fields.model.as_deref());
+            return done(outcome, reply);
+        }
+        Some(Fault::Garbage) => {
+            let reply = Reply::bytes(
+                StatusCode::OK,
+                "text/html",
+                Bytes::from_static(b"<html>oops"),
+            );
+            return done(outcome, reply);
+        }
+        Some(Fault::Close) => return outcome,
+        Some(Fault::SlowHead(d)) => outcome.slow_head = Some(d),
+        Some(Fault::Cut) => cut = true,
+    }
+
+    let served_model = knobs
+        .served_model
+        .clone()
+        .or_else(|| fields.model.clone())
+        .unwrap_or_default();
+    outcome.served_model = Some(served_model.clone());
+    let call = Call {
+        state,
+        knobs: &knobs,
+        body_len: body.len(),
+        served_model,
+        cut,
+        seq,
+        created: now_secs(),
+    };
+    let reply = match route {
+        Route::Chat => openai::chat(&call, &fields),
+        Route::Responses => openai::responses(&call, &fields),
+        Route::Embeddings => openai::embeddings(&call, body),
+        Route::OpenAiModels => openai::models(state, cut),
+        Route::OpenAiModel(id) => openai::model(id, cut),
+        Route::Messages => anthropic::messages(&call, &fields),
+        Route::CountTokens => anthropic::count_tokens(&call),
+        Route::AnthropicModels => anthropic::models(state, cut),
+        Route::NotFound(_) => not_found(provider, &parts.method, parts.uri.path()),
+    };
+    done(outcome, reply)
+}
+
+fn check_auth(state: &State, provider: Provider, headers: &HeaderMap) -> Option<Reply> {
+    match provider {
+        Provider::OpenAi => {
+            let auth = headers
+                .get(http::header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok());
+            let key = auth.and_then(|a| {
+                let (scheme, key) = a.trim().split_once(' ')?;
+                scheme.eq_ignore_ascii_case("bearer").then(|| key.trim())
+            });
+            match key {
+                Some(k) if k == state.cfg.openai_key => None,
+                Some(k) => Some(openai::error(
+                    StatusCode::UNAUTHORIZED,
+                    &format!(
+                        "Incorrect API key provided: {}. You can find your API key at https://platform.openai.com/account/api-keys.",
+                        redact(k)
+                    ),
+                    "invalid_request_error",
+                    Some("invalid_api_key"),
+                    None,
+                )),
+                None => Some(openai::error(
+                    StatusCode::UNAUTHORIZED,
+                    "You didn't provide an API key. You need to provide your API key in an Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY), or as the password field (with blank username) if you're accessing the API from your browser and are prompted for a username and password. You can obtain an API key from https://platform.openai.com/account/api-keys.",
+                    "invalid_request_error",
+                    None,
+                    None,
+                )),
+            }
+        }
+        Provider::Anthropic => {
+            let key = headers.get("x-api-key").and_then(|v| v.to_str().ok());
+            match key {
+                Some(k) if k.trim() == state.cfg.anthropic_key => {}
+                Some(_) => {
+                    return Some(anthropic::error(
+                        StatusCode::UNAUTHORIZED,
+                        "authentication_error",
+                        "invalid x-api-key",
+                    ));
+                }
+                None => {
+                    return Some(anthropic::error(
+                        StatusCode::UNAUTHORIZED,
+                        "authentication_error",
+                        "x-api-key header is required",
+                    ));
+                }
+            }
+            if !headers.contains_key("anthropic-version") {
+                return Some(anthropic::error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request_error",
+                    "anthropic-version: header is required",
+                ));
+            }
+            None
+        }
+    }
+}
+
+/// OpenAI's way of echoing a wrong key: the first 3 and last 4 characters.
+fn redact(key: &str) -> String {
+    let chars: Vec<char> = key.chars().collect();
+    if chars.len() <= 8 {
+        return "*".repeat(chars.len());
+    }
+    let head: String = chars[..3].iter().collect();
+    let tail: String = chars[chars.len() - 4..].iter().collect();
+    format!("{head}{}{tail}", "*".repeat(chars.len() - 7))
+}
+
+/// The first missing/invalid field as the provider's 400, if any.
+fn validate(route: &Route, f: &Fields) -> Option<Reply> {
+    // (ok, OpenAI message, Anthropic message, param)
+    let checks: &[(bool, &str, &str, &str)] = match route {
+        Route::Chat => &[
+            (
+                f.model.is_some(),
+                "you must provide a model parameter",
+                "",
+                "model",
+            ),
+            (
+                f.messages.is_some(),
+                "Missing required parameter: 'messages'.",
+                "",
+                "messages",
+            ),
+            (
+                f.stream_options.is_none() || f.streaming(),
+                "The 'stream_options' parameter is only allowed when 'stream' is enabled.",
+                "",
+                "stream_options",
+            ),
+        ],
+        Route::Responses | Route::Embeddings => &[(
+            f.model.is_some(),
+            "you must provide a model parameter",
+            "",
+            "model",
+        )],
+        Route::Messages => &[
+            (f.model.is_some(), "", "model: Field required", ""),
+            (f.messages.is_some(), "", "messages: Field required", ""),
+            (f.max_tokens.is_some(), "", "max_tokens: Field required", ""),
+        ],
+        Route::CountTokens => &[
+            (f.model.is_some(), "", "model: Field required", ""),
+            (f.messages.is_some(), "", "messages: Field required", ""),
+        ],
+        _ => &[],
+    };
+    let &(_, openai_msg, anthropic_msg, param) = checks.iter().find(|c| !c.0)?;
+    Some(match route.provider() {
+        Provider::OpenAi => openai::error(
+            StatusCode::BAD_REQUEST,
+            openai_msg,
+            "invalid_request_error",
+            None,
+            Some(param),
+        ),
+        Provider::Anthropic => anthropic::error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            anthropic_msg,
+        ),
+    })
+}
+
+fn invalid_request(provider: Provider, msg: &str) -> Reply {
+    match provider {
+        Provider::OpenAi => openai::error(
+            StatusCode::BAD_REQUEST,
+            msg,
+            "invalid_request_error",
+            None,
+            None,
+        ),
+        Provider::Anthropic => {
+            anthropic::error(StatusCode::BAD_REQUEST, "invalid_request_error", msg)
+        }
+    }
+}
+
+fn body_error(provider: Provider, e: &serde_json::Error) -> Reply {
+    match provider {
+        Provider::OpenAi => {
+            let msg = if e.is_data() {
+                format!("Invalid request body: {e}")
+            } else {
+                "We could not parse the JSON body of your request. (HINT: This likely means you aren't using your HTTP library correctly. The OpenAI API expects a JSON payload, but what was sent was not valid JSON. If you have trouble figuring out how to fix this, please contact us through our help center at help.openai.com.)".to_string()
+            };
+            openai::error(
+                StatusCode::BAD_REQUEST,
+                &msg,
+                "invalid_request_error",
+                None,
+                None,
+            )
+        }
+        Provider::Anthropic => {
+            let msg = if e.is_data() {
+                format!("invalid request body: {e}")
+            } else {
+                "There was an issue with your request body: the body could not be parsed as JSON"
+                    .to_string()
+            };
+            anthropic::error(StatusCode::BAD_REQUEST, "invalid_request_error", &msg)
+        }
+    }
+}
+
+fn fault_error(provider: Provider, code: u16, model: Option<&str>) -> Reply {
+    let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let reply = match provider {
+        Provider::OpenAi => openai::fault_error(status, model),
+        Provider::Anthropic => anthropic::fault_error(status),
+    };
+    if code == 429 {
+        reply.with_header(RETRY_AFTER, HeaderValue::from_static("1"))
+    } else {
+        reply
+    }
+}
+
+fn not_found(provider: Provider, method: &Method, path: &str) -> Reply {
+    match provider {
+        Provider::OpenAi => openai::error(
+            StatusCode::NOT_FOUND,
+            &format!("Invalid URL ({method} {path})"),
+            "invalid_request_error",
+            None,
+            None,
+        ),
+        Provider::Anthropic => {
+            anthropic::error(StatusCode::NOT_FOUND, "not_found_error", "Not found")
+        }
+    }
+}
+
+fn admin(state: &State, method: &Method, path: &str) -> Response<FakeBody> {
+    let json = |value: Result<String, serde_json::Error>| {
+        let reply = match value {
+            Ok(s) => Reply::bytes(StatusCode::OK, JSON, Bytes::from(s)),
+            Err(e) => Reply::bytes(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "text/plain",
+                Bytes::from(e.to_string()),
+            ),
+        };
+        reply.into_response("", Provider::OpenAi)
+    };
+    let no_content = || {
+        let mut resp = Response::new(FakeBody::empty());
+        *resp.status_mut() = StatusCode::NO_CONTENT;
+        resp
+    };
+    match (method, path) {
+        (&Method::GET, "log") => json(serde_json::to_string(&*lock(&state.log))),
+        (&Method::DELETE, "log") => {
+            lock(&state.log).clear();
+            no_content()
+        }
+        (&Method::GET, "usage") => json(serde_json::to_string(&state.usage_totals())),
+        (&Method::DELETE, "usage") => {
+            lock(&state.usage).clear();
+            no_content()
+        }
+        (&Method::GET, "health") => {
+            Reply::bytes(StatusCode::OK, "text/plain", Bytes::from_static(b"ok"))
+                .into_response("", Provider::OpenAi)
+        }
+        _ => Reply::bytes(
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            Bytes::from_static(b"not found"),
+        )
+        .into_response("", Provider::OpenAi),
+    }
+}
