@@ -44,6 +44,49 @@ pub(super) fn members(body: &[u8]) -> Vec<(String, Value)> {
     out
 }
 
+/// The top-level members of a JSON object, in order, with the byte spans of
+/// their values.
+pub(super) fn member_spans(body: &[u8]) -> Vec<(String, std::ops::Range<usize>)> {
+    struct V;
+
+    impl<'de> Visitor<'de> for V {
+        type Value = Vec<(String, &'de serde_json::value::RawValue)>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("an object")
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut out = Vec::new();
+            while let Some(entry) = map.next_entry()? {
+                out.push(entry);
+            }
+            Ok(out)
+        }
+    }
+
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let pairs = (&mut de).deserialize_map(V).unwrap();
+    de.end().unwrap();
+    let base = body.as_ptr().addr();
+    pairs
+        .into_iter()
+        .map(|(k, v)| {
+            let start = v.get().as_ptr().addr() - base;
+            (k, start..start + v.get().len())
+        })
+        .collect()
+}
+
+/// The top-level members of a JSON object, in order, with their values'
+/// bytes as written.
+pub(super) fn raw_members(body: &[u8]) -> Vec<(String, String)> {
+    member_spans(body)
+        .into_iter()
+        .map(|(k, span)| (k, String::from_utf8(body[span].to_vec()).unwrap()))
+        .collect()
+}
+
 /// Parses, rewrites, and returns the output as a string.
 fn rw(endpoint: Endpoint, input: &str, model: Option<&str>, ensure_usage: bool) -> String {
     let body = Bytes::copy_from_slice(input.as_bytes());

@@ -1,0 +1,794 @@
+//! Black-box tests of the sidecar binary between a test app and the fake
+//! provider: bytes on the wire, headers, and the numbers in the ledger.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use std::time::Duration;
+
+use http::Method;
+use support::*;
+
+/// `"0.000123"` → picos.
+fn picos(s: &str) -> i128 {
+    let (int, frac) = s.split_once('.').unwrap_or((s, ""));
+    let frac = format!("{frac:0<12}");
+    int.parse::<i128>().unwrap() * 1_000_000_000_000 + frac.parse::<i128>().unwrap()
+}
+
+fn cost_str(v: &serde_json::Value) -> i128 {
+    picos(
+        v.as_str()
+            .unwrap_or_else(|| panic!("not a decimal string: {v}")),
+    )
+}
+
+const MINI_ROUTE: &str = r#"  tiers:
+    - {name: cheap, provider: anthropic, model: claude-haiku-4-5}
+    - {name: standard, provider: anthropic, model: claude-sonnet-4-5}
+    - {name: frontier, provider: anthropic, model: claude-opus-4-1}
+  routes:
+    - {name: mini, match: {apis: [ChatCompletions, Responses], models: ["gpt-5"]}, target: {provider: openai, model: gpt-5-mini}}
+    - {name: opus-to-cheap, match: {models: ["claude-opus-*"]}, target: {tier: cheap}}
+"#;
+
+const BIG_BUDGET: &str = r#"---
+apiVersion: tokenwarden.dev/v1alpha1
+kind: TokenBudget
+metadata: {name: team, namespace: apps}
+spec:
+  period: Daily
+  limit: {usd: "100.00"}
+"#;
+
+/// gpt-5-mini list prices in picos per token: $0.25 / $2.00 / $0.025 per MTok.
+const MINI_IN: i128 = 250_000;
+const MINI_OUT: i128 = 2_000_000;
+const MINI_CACHED: i128 = 25_000;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn chat_completion_is_routed_metered_and_byte_stable() {
+    let fake = FakeProvider::start(FakeConfig::default()).await.unwrap();
+    let sc = Sidecar::start(&policy(&fake, MINI_ROUTE, BIG_BUDGET));
+    // Unusual spacing and key order, an escape, a nested "model" key: only the
+    // top-level model value may change on the wire.
+    let body = "{\"messages\": [{\"role\":\"user\",\"content\":\"caf\\u00e9 {\\\"model\\\": 1}\",\"model\":\"keep-me\"}],\n  \"model\" : \"gpt-5\", \"max_tokens\": 100,\"temperature\":0.2}";
+    let r = sc
+        .openai(
+            "/v1/chat/completions",
+            body,
+            &[("x-fake-cached-tokens", "4")],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("x-tokenwarden-model"), Some("gpt-5-mini"));
+    assert_eq!(r.header("x-tokenwarden-route"), Some("mini"));
+    assert_eq!(r.header("x-tokenwarden-attempts"), Some("1"));
+
+    let log = fake.log();
+    assert_eq!(log.len(), 1);
+    let sent = &log[0];
+    let expected = body.replacen("\"model\" : \"gpt-5\"", "\"model\" : \"gpt-5-mini\"", 1);
+    assert_eq!(
+        std::str::from_utf8(&sent.body).unwrap(),
+        expected,
+        "only the model value changes"
+    );
+    assert_eq!(
+        sent.header("authorization"),
+        Some("Bearer sk-fake-openai"),
+        "the app's key is replaced"
+    );
+    let reported = sent.usage.clone().unwrap();
+
+    // What the app got is what the provider sent, including its usage.
+    let resp = r.json();
+    assert_eq!(resp["model"], "gpt-5-mini");
+    assert_eq!(resp["usage"]["prompt_tokens"], reported.input_total);
+    assert_eq!(resp["usage"]["prompt_tokens_details"]["cached_tokens"], 4);
+
+    // Ledger: disjoint kinds and the exact cost at the serving model's price.
+    let row = sc.model_row("gpt-5-mini").await;
+    let uncached = reported.input_total - 4;
+    assert_eq!(row["requests"], 1);
+    assert_eq!(row["input_tokens"], uncached);
+    assert_eq!(row["cache_read_tokens"], 4);
+    assert_eq!(row["output_tokens"], reported.output);
+    assert_eq!(row["cache_write_tokens"], 0);
+    let want =
+        i128::from(uncached) * MINI_IN + 4 * MINI_CACHED + i128::from(reported.output) * MINI_OUT;
+    assert_eq!(cost_str(&row["cost_usd"]), want);
+    assert_eq!(
+        picos(r.header("x-tokenwarden-cost-usd").unwrap()),
+        want,
+        "cost header"
+    );
+    let ledger = sc.ledger().await;
+    assert_eq!(
+        cost_str(&ledger["budgets"][0]["spent_usd"]),
+        want,
+        "the budget saw the same spend"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn streaming_chat_strips_the_usage_it_asked_for() {
+    let fake = FakeProvider::start(FakeConfig::default()).await.unwrap();
+    let sc = Sidecar::start(&policy(&fake, MINI_ROUTE, BIG_BUDGET));
+    let body = r#"{"model":"gpt-5","stream":true,"messages":[{"role":"user","content":"hello"}]}"#;
+    let r = sc.openai("/v1/chat/completions", body, &[]).await;
+    assert_eq!(r.status, 200);
+    let text = r.text();
+    assert!(
+        !text.contains("usage"),
+        "the app did not ask for usage: {text}"
+    );
+    let events = sse_data(&text);
+    assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
+    assert!(
+        events
+            .iter()
+            .all(|e| e == "[DONE]" || !e.contains("\"choices\":[]"))
+    );
+    // Upstream was asked for usage, appended without touching the other bytes.
+    let sent = fake.log()[0].clone();
+    assert_eq!(
+        std::str::from_utf8(&sent.body).unwrap(),
+        r#"{"model":"gpt-5-mini","stream":true,"messages":[{"role":"user","content":"hello"}],"stream_options":{"include_usage":true}}"#
+    );
+    let reported = sent.usage.unwrap();
+    let row = sc.model_row("gpt-5-mini").await;
+    assert_eq!(row["output_tokens"], reported.output);
+    assert_eq!(row["input_tokens"], reported.input_total);
+    assert_eq!(row["estimated_requests"], 0);
+
+    // When the app asks for usage it gets the usage chunk, untouched.
+    let body = r#"{"model":"gpt-5","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"hello"}]}"#;
+    let r = sc.openai("/v1/chat/completions", body, &[]).await;
+    let events = sse_data(&r.text());
+    let usage_chunk: serde_json::Value = serde_json::from_str(&events[events.len() - 2]).unwrap();
+    assert_eq!(usage_chunk["choices"], serde_json::json!([]));
+    assert_eq!(usage_chunk["usage"]["completion_tokens"], reported.output);
+    assert_eq!(sc.model_row("gpt-5-mini").await["requests"], 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn responses_and_embeddings_are_metered() {
+    let fake = FakeProvider::start(FakeConfig::default()).await.unwrap();
+    let sc = Sidecar::start(&policy(&fake, MINI_ROUTE, BIG_BUDGET));
+    let r = sc
+        .openai(
+            "/v1/responses",
+            r#"{"model":"gpt-5","input":"write a haiku","max_output_tokens":500}"#,
+            &[("x-fake-cached-tokens", "2")],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.json()["usage"]["input_tokens_details"]["cached_tokens"],
+        2
+    );
+    let r = sc
+        .openai(
+            "/v1/responses",
+            r#"{"model":"gpt-5","input":"write a haiku","stream":true}"#,
+            &[],
+        )
+        .await;
+    assert!(r.text().contains("response.completed"));
+    let reported: Vec<_> = fake.log().into_iter().map(|l| l.usage.unwrap()).collect();
+    let row = sc.model_row("gpt-5-mini").await;
+    assert_eq!(row["requests"], 2);
+    assert_eq!(row["cache_read_tokens"], 2);
+    assert_eq!(
+        row["input_tokens"],
+        reported[0].input_total - 2 + reported[1].input_total
+    );
+    assert_eq!(
+        row["output_tokens"],
+        reported[0].output + reported[1].output
+    );
+
+    let r = sc
+        .openai(
+            "/v1/embeddings",
+            r#"{"model":"text-embedding-3-small","input":["a b c","d e"]}"#,
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let row = sc.model_row("text-embedding-3-small").await;
+    assert_eq!(
+        row["input_tokens"],
+        fake.log()[2].usage.as_ref().unwrap().input_total
+    );
+    assert_eq!(row["output_tokens"], 0);
+    // $0.02 per MTok.
+    assert_eq!(
+        cost_str(&row["cost_usd"]),
+        i128::from(row["input_tokens"].as_u64().unwrap()) * 20_000
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn anthropic_messages_meter_all_four_kinds() {
+    let fake = FakeProvider::start(FakeConfig::default()).await.unwrap();
+    let sc = Sidecar::start(&policy(&fake, MINI_ROUTE, BIG_BUDGET));
+    let cache = [
+        ("x-fake-cached-tokens", "30"),
+        ("x-fake-cache-write-tokens", "20"),
+    ];
+    let prompt = format!(
+        r#"{{"model":"claude-opus-4-1","max_tokens":300,"messages":[{{"role":"user","content":"{}"}}]}}"#,
+        "x ".repeat(200)
+    );
+    let r = sc.anthropic(&prompt, &cache).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.header("x-tokenwarden-model"),
+        Some("claude-haiku-4-5"),
+        "opus routed to the cheap tier"
+    );
+    assert_eq!(fake.log()[0].header("x-api-key"), Some("sk-fake-anthropic"));
+    let stream = prompt.replacen(
+        "\"max_tokens\":300",
+        "\"max_tokens\":300,\"stream\":true",
+        1,
+    );
+    let r = sc.anthropic(&stream, &cache).await;
+    assert!(r.text().contains("event: message_stop"));
+
+    let u: Vec<_> = fake.log().into_iter().map(|l| l.usage.unwrap()).collect();
+    let row = sc.model_row("claude-haiku-4-5").await;
+    let uncached: u64 = u
+        .iter()
+        .map(|x| x.input_total - x.cache_read - x.cache_write)
+        .sum();
+    assert_eq!(row["input_tokens"], uncached);
+    assert_eq!(row["cache_read_tokens"], 60);
+    assert_eq!(row["cache_write_tokens"], 40);
+    let out: u64 = u.iter().map(|x| x.output).sum();
+    assert_eq!(row["output_tokens"], out);
+    // claude-haiku-4-5: $1 in, $5 out, $0.10 cache read, $1.25 cache write per MTok.
+    let want = i128::from(uncached) * 1_000_000
+        + i128::from(out) * 5_000_000
+        + 60 * 100_000
+        + 40 * 1_250_000;
+    assert_eq!(cost_str(&row["cost_usd"]), want);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_input_gets_provider_shaped_errors() {
+    let fake = FakeProvider::start(FakeConfig::default()).await.unwrap();
+    let sc = Sidecar::start_with(
+        &policy(&fake, MINI_ROUTE, BIG_BUDGET),
+        &["--max-body-bytes", "2000"],
+    );
+
+    let r = sc
+        .openai("/v1/chat/completions", "{\"model\": \"gpt-5\", ", &[])
+        .await;
+    assert_eq!(r.status, 400);
+    assert_eq!(r.json()["error"]["type"], "invalid_request_error");
+    assert_eq!(r.header("x-tokenwarden-error"), Some("invalid_request"));
+
+    let r = sc
+        .openai("/v1/chat/completions", r#"{"messages":[]}"#, &[])
+        .await;
+    assert_eq!(r.status, 400);
+    assert_eq!(r.json()["error"]["param"], "model");
+
+    let r = sc.anthropic("[1,2]", &[]).await;
+    assert_eq!(r.status, 400);
+    assert_eq!(
+        r.json()["type"],
+        "error",
+        "Anthropic's shape for Anthropic callers"
+    );
+    assert_eq!(r.json()["error"]["type"], "invalid_request_error");
+
+    let big = format!(
+        r#"{{"model":"gpt-5","messages":[{{"role":"user","content":"{}"}}]}}"#,
+        "a".repeat(3000)
+    );
+    let r = sc.openai("/v1/chat/completions", &big, &[]).await;
+    assert_eq!(r.status, 413);
+    assert!(
+        r.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("2000 bytes")
+    );
+
+    let r = sc
+        .send(
+            Method::GET,
+            "/v1/files",
+            &[("authorization", "Bearer x")],
+            "",
+        )
+        .await;
+    assert_eq!(r.status, 404);
+    assert_eq!(r.header("x-tokenwarden-error"), Some("unknown_path"));
+
+    // Upstream garbage is passed through; the attempt is still recorded.
+    let r = sc
+        .openai(
+            "/v1/chat/completions",
+            r#"{"model":"gpt-5","messages":[]}"#,
+            &[("x-fake-fault", "garbage")],
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    assert!(r.text().contains("oops"));
+    assert!(
+        fake.log()
+            .iter()
+            .all(|l| l.header("authorization") == Some("Bearer sk-fake-openai"))
+    );
+    assert_eq!(
+        fake.log().len(),
+        1,
+        "rejected requests never reached the provider"
+    );
+    assert_eq!(sc.model_row("gpt-5-mini").await["estimated_requests"], 1);
+
+    // Passthrough endpoints reach the provider with the real key and are not metered.
+    let before = sc.ledger().await["total"]["requests"].clone();
+    let r = sc
+        .send(
+            Method::GET,
+            "/v1/models",
+            &[("authorization", "Bearer x")],
+            "",
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = sc.anthropic("{\"model\":\"claude-haiku-4-5\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}", &[]).await;
+    let _ = r;
+    let r = sc
+        .send(
+            Method::POST,
+            "/v1/messages/count_tokens",
+            &[
+                ("x-api-key", "x"),
+                ("anthropic-version", "2023-06-01"),
+                ("content-type", "application/json"),
+            ],
+            r#"{"model":"claude-haiku-4-5","messages":[{"role":"user","content":"hi"}]}"#,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.json()["input_tokens"].as_u64().unwrap() > 0);
+    let metrics = sc.admin_get("/metrics").await.text();
+    assert!(
+        metrics.contains("tokenwarden_errors_total{reason=\"unknown_path\"} 1"),
+        "{metrics}"
+    );
+    let _ = before;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unknown_models_are_forwarded_and_counted_unpriced() {
+    let fake = FakeProvider::start(FakeConfig::default()).await.unwrap();
+    let sc = Sidecar::start(&policy(&fake, "", BIG_BUDGET));
+    let r = sc
+        .openai(
+            "/v1/chat/completions",
+            r#"{"model":"acme-internal-7b","messages":[]}"#,
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.header("x-tokenwarden-cost-usd"),
+        None,
+        "no price, no cost header"
+    );
+    let row = sc.model_row("acme-internal-7b").await;
+    assert_eq!(row["unpriced_requests"], 1);
+    assert_eq!(row["cost_usd"], "0.00");
+    assert!(
+        row["output_tokens"].as_u64().unwrap() > 0,
+        "tokens are still counted"
+    );
+    let metrics = sc.admin_get("/metrics").await.text();
+    assert!(
+        metrics
+            .contains("tokenwarden_unpriced_requests_total{served_model=\"acme-internal-7b\"} 1"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn upstream_errors_escalate_and_every_attempt_is_metered() {
+    let fake = FakeProvider::start(FakeConfig::default()).await.unwrap();
+    let sc = Sidecar::start(&policy(&fake, MINI_ROUTE, BIG_BUDGET));
+    let body = r#"{"model":"claude-opus-4-1","max_tokens":100,"messages":[{"role":"user","content":"hi"}]}"#;
+    let r = sc
+        .anthropic(body, &[("x-fake-fail-models", "claude-haiku-4-5=503")])
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("x-tokenwarden-model"), Some("claude-sonnet-4-5"));
+    assert_eq!(r.header("x-tokenwarden-attempts"), Some("2"));
+    assert_eq!(r.header("x-tokenwarden-adjusted"), Some("escalated"));
+    let sent: Vec<_> = fake
+        .log()
+        .iter()
+        .map(|l| l.model.clone().unwrap())
+        .collect();
+    assert_eq!(sent, ["claude-haiku-4-5", "claude-sonnet-4-5"]);
+    let failed = sc.model_row("claude-haiku-4-5").await;
+    assert_eq!(
+        (
+            failed["requests"].as_u64(),
+            failed["output_tokens"].as_u64()
+        ),
+        (Some(1), Some(0))
+    );
+    assert_eq!(sc.model_row("claude-sonnet-4-5").await["requests"], 1);
+
+    // A 429 that clears: retried (one tier up); the app never sees it.
+    let r = sc
+        .anthropic(
+            body,
+            &[
+                ("x-fake-fault", "429"),
+                ("x-fake-fault-times", "1"),
+                ("x-fake-key", "k1"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("x-tokenwarden-attempts"), Some("2"));
+
+    // Attempts are bounded (default 2): a persistent 500 reaches the app as is.
+    let r = sc.anthropic(body, &[("x-fake-fault", "500")]).await;
+    assert_eq!(r.status, 500);
+    assert_eq!(
+        r.json()["error"]["type"],
+        "api_error",
+        "the provider's own error body"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cut_stream_is_recorded_as_estimated() {
+    let fake = FakeProvider::start(FakeConfig::default()).await.unwrap();
+    let sc = Sidecar::start(&policy(&fake, MINI_ROUTE, BIG_BUDGET));
+    let body = r#"{"model":"claude-opus-4-1","max_tokens":100,"stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
+    let _ = sc
+        .anthropic(body, &[("x-fake-fault", "cut"), ("x-fake-chunks", "10")])
+        .await;
+    // The settle happens when the body ends; give the server a moment.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let row = sc.model_row("claude-haiku-4-5").await;
+    assert_eq!(row["requests"], 1);
+    assert_eq!(row["estimated_requests"], 1);
+    assert!(
+        row["input_tokens"].as_u64().unwrap() > 0,
+        "the prompt is counted: {row}"
+    );
+}
+
+fn budget(name: &str, spec: &str) -> String {
+    format!(
+        "---\napiVersion: tokenwarden.dev/v1alpha1\nkind: TokenBudget\nmetadata: {{name: {name}, namespace: apps}}\nspec:\n{spec}\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn budgets_block_with_a_provider_shaped_429() {
+    let fake = FakeProvider::start(FakeConfig::default()).await.unwrap();
+    let b = budget(
+        "tiny",
+        "  period: Daily\n  limit: {usd: \"0.0005\"}\n  perRequestMaxUsd: \"0.01\"",
+    );
+    let sc = Sidecar::start(&policy(&fake, MINI_ROUTE, &b));
+    let body = r#"{"model":"gpt-5","max_tokens":60,"messages":[{"role":"user","content":"hi"}]}"#;
+    let mut ok = 0;
+    let mut blocked = None;
+    for _ in 0..20 {
+        let r = sc.openai("/v1/chat/completions", body, &[]).await;
+        if r.status == 200 {
+            ok += 1;
+        } else {
+            blocked = Some(r);
+            break;
+        }
+    }
+    let r = blocked.expect("the budget blocks eventually");
+    assert!(ok >= 2, "some requests fit: {ok}");
+    assert_eq!(r.status, 429);
+    assert_eq!(r.header("x-should-retry"), Some("false"));
+    assert!(r.header("retry-after").unwrap().parse::<u64>().unwrap() > 0);
+    let msg = r.json()["error"]["message"].as_str().unwrap().to_string();
+    assert!(
+        msg.starts_with("TokenBudget apps/tiny is exhausted: spent $0.000"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("of $0.0005 this Daily period") && msg.contains("resets at"),
+        "{msg}"
+    );
+    assert_eq!(r.json()["error"]["type"], "insufficient_quota");
+    let ledger = sc.ledger().await;
+    assert!(cost_str(&ledger["budgets"][0]["spent_usd"]) <= picos("0.0005"));
+
+    let r = sc
+        .anthropic(
+            r#"{"model":"claude-opus-4-1","max_tokens":10,"messages":[]}"#,
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, 429);
+    assert_eq!(
+        r.json()["error"]["type"],
+        "rate_limit_error",
+        "Anthropic's shape"
+    );
+
+    // The per-request cap: a huge max_tokens is refused before anything is spent.
+    let r = sc
+        .openai(
+            "/v1/chat/completions",
+            r#"{"model":"gpt-5","max_tokens":100000,"messages":[]}"#,
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, 429);
+    assert!(
+        r.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("per-request cap of $0.01")
+    );
+    let metrics = sc.admin_get("/metrics").await.text();
+    assert!(metrics.contains("tokenwarden_budget_blocks_total{budget=\"apps/tiny\",reason=\"request_cap\",shadow=\"false\"} 1"), "{metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_hundred_concurrent_requests_never_overspend() {
+    let fake = FakeProvider::start(FakeConfig::default()).await.unwrap();
+    let b = budget("cap", "  period: Daily\n  limit: {usd: \"0.01\"}");
+    let sc = std::sync::Arc::new(Sidecar::start(&policy(&fake, MINI_ROUTE, &b)));
+    let mut tasks = Vec::new();
+    for i in 0..200 {
+        let sc = sc.clone();
+        tasks.push(tokio::spawn(async move {
+            // Every request is capped at 200 output tokens and uses them all.
+            let body = format!(r#"{{"model":"gpt-5","max_tokens":200,"messages":[{{"role":"user","content":"task {i}"}}]}}"#);
+            sc.openai("/v1/chat/completions", &body, &[("x-fake-output-tokens", "200")]).await.status.as_u16()
+        }));
+    }
+    let mut statuses = Vec::new();
+    for t in tasks {
+        statuses.push(t.await.unwrap());
+    }
+    let ok = statuses.iter().filter(|s| **s == 200).count();
+    let blocked = statuses.iter().filter(|s| **s == 429).count();
+    assert_eq!(ok + blocked, 200, "{statuses:?}");
+    assert!(ok > 0 && blocked > 0, "ok {ok}, blocked {blocked}");
+    let ledger = sc.ledger().await;
+    let spent = cost_str(&ledger["budgets"][0]["spent_usd"]);
+    assert!(
+        spent <= picos("0.01"),
+        "spent {spent} picos over the $0.01 limit"
+    );
+    // The ledger equals what the provider billed, at list price.
+    let billed: i128 = fake
+        .log()
+        .iter()
+        .filter_map(|l| l.usage.clone())
+        .map(|u| i128::from(u.input_total) * MINI_IN + i128::from(u.output) * MINI_OUT)
+        .sum();
+    assert_eq!(spent, billed);
+    assert_eq!(
+        fake.log().len(),
+        ok,
+        "blocked requests never reached the provider"
+    );
+    assert_eq!(
+        ledger["budgets"][0]["reserved_usd"], "0.00",
+        "every reservation settled"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_ledger_survives_kill_9() {
+    let fake = FakeProvider::start(FakeConfig::default()).await.unwrap();
+    let mut sc = Sidecar::start(&policy(&fake, MINI_ROUTE, BIG_BUDGET));
+    for _ in 0..5 {
+        let r = sc
+            .openai(
+                "/v1/chat/completions",
+                r#"{"model":"gpt-5","messages":[]}"#,
+                &[],
+            )
+            .await;
+        assert_eq!(r.status, 200);
+    }
+    let before = sc.ledger().await;
+    sc.kill();
+    sc.spawn();
+    let after = sc.ledger().await;
+    assert_eq!(after["models"], before["models"]);
+    assert_eq!(
+        after["budgets"][0]["spent_usd"], before["budgets"][0]["spent_usd"],
+        "the budget resumes its spend"
+    );
+    assert_eq!(after["last_seq"], 5);
+
+    // `report` prints the same numbers as a table.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tokenwarden-sidecar"))
+        .args(["report", "--state-dir"])
+        .arg(sc.state_dir())
+        .output()
+        .unwrap();
+    let table = String::from_utf8(out.stdout).unwrap();
+    let row = &before["models"][0];
+    let line = table
+        .lines()
+        .find(|l| l.starts_with("gpt-5-mini"))
+        .unwrap_or_else(|| panic!("{table}"));
+    let cols: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(cols[1], "5");
+    assert_eq!(cols[2], row["input_tokens"].to_string());
+    assert_eq!(cols[3], row["output_tokens"].to_string());
+    assert!(table.contains("TOTAL"), "{table}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn policy_changes_apply_without_restart_and_bad_ones_are_ignored() {
+    let fake = FakeProvider::start(FakeConfig::default()).await.unwrap();
+    let sc = Sidecar::start(&policy(&fake, MINI_ROUTE, BIG_BUDGET));
+    let body = r#"{"model":"gpt-5","messages":[]}"#;
+    assert_eq!(
+        sc.openai("/v1/chat/completions", body, &[])
+            .await
+            .header("x-tokenwarden-model"),
+        Some("gpt-5-mini")
+    );
+    let nano = MINI_ROUTE.replace("model: gpt-5-mini}", "model: gpt-5-nano}");
+    std::fs::write(sc.policy_path(), policy(&fake, &nano, BIG_BUDGET)).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let r = sc.openai("/v1/chat/completions", body, &[]).await;
+        if r.header("x-tokenwarden-model") == Some("gpt-5-nano") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "reload not picked up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // An invalid file is rejected; the last good config stays.
+    std::fs::write(sc.policy_path(), "apiVersion: tokenwarden.dev/v1alpha1\nkind: TokenBudget\nmetadata: {name: x}\nspec: {period: Daily, limit: {}}\n").unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let r = sc.openai("/v1/chat/completions", body, &[]).await;
+    assert_eq!(r.header("x-tokenwarden-model"), Some("gpt-5-nano"));
+    let metrics = sc.admin_get("/metrics").await.text();
+    assert!(
+        metrics.contains("tokenwarden_config_reloads_total{result=\"rejected\"} 1"),
+        "{metrics}"
+    );
+    assert_eq!(sc.admin_get("/readyz").await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn thresholds_downgrade_loop_guard_and_shadow() {
+    let fake = FakeProvider::start(FakeConfig::default()).await.unwrap();
+    let budgets = format!(
+        "{}{}{}",
+        budget(
+            "downgrade",
+            "  period: Daily\n  limit: {usd: \"1.00\"}\n  thresholds:\n    - {percent: 1, action: Downgrade, downgradeTo: {tier: cheap}}"
+        ),
+        budget(
+            "loops",
+            "  period: Hourly\n  limit: {usd: \"100\"}\n  loopGuard: {maxIdenticalRequests: 3, window: 60s, cooldown: 10m}"
+        ),
+        budget(
+            "trial",
+            "  period: Daily\n  limit: {usd: \"0.000001\"}\n  shadow: true"
+        ),
+    );
+    let routes = MINI_ROUTE.to_string()
+        + "    - {name: sonnet, match: {models: [\"claude-sonnet-*\"]}, target: {tier: standard}}\n";
+    let sc = Sidecar::start(&policy(&fake, &routes, &budgets));
+    let big = r#"{"model":"claude-sonnet-4-5","max_tokens":4000,"messages":[{"role":"user","content":"design"}]}"#;
+    // Spend past 1% ($0.01) on the standard tier: 4000 output tokens at $15/MTok = $0.06.
+    let r = sc
+        .anthropic(
+            big,
+            &[("x-fake-output-tokens", "4000"), ("x-fake-key", "a")],
+        )
+        .await;
+    assert_eq!(r.header("x-tokenwarden-model"), Some("claude-sonnet-4-5"));
+    assert!(
+        r.header("x-tokenwarden-shadow-block")
+            .unwrap()
+            .contains("apps/trial:limit"),
+        "shadow budgets report, never block"
+    );
+    let r = sc.anthropic(&big.replace("design", "design 2"), &[]).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.header("x-tokenwarden-model"),
+        Some("claude-haiku-4-5"),
+        "downgraded at the threshold"
+    );
+    assert_eq!(r.header("x-tokenwarden-adjusted"), Some("downgraded"));
+
+    // Loop guard: the third identical request within a minute is refused.
+    let same = r#"{"model":"gpt-5","messages":[{"role":"user","content":"again"}]}"#;
+    assert_eq!(
+        sc.openai("/v1/chat/completions", same, &[]).await.status,
+        200
+    );
+    assert_eq!(
+        sc.openai("/v1/chat/completions", same, &[]).await.status,
+        200
+    );
+    let r = sc.openai("/v1/chat/completions", same, &[]).await;
+    assert_eq!(r.status, 429);
+    assert!(
+        r.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("loop guard tripped")
+    );
+    assert_eq!(r.header("retry-after"), Some("600"));
+    let ledger = sc.ledger().await;
+    let trial = ledger["budgets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["name"] == "trial")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        trial["state"], "Exhausted",
+        "shadow budgets still account: {trial}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_prompt_repeated_within_the_window_moves_up_a_tier() {
+    let fake = FakeProvider::start(FakeConfig::default()).await.unwrap();
+    let routes =
+        MINI_ROUTE.to_string() + "  escalation:\n    repeatedPrompt: {count: 2, window: 1m}\n";
+    let sc = Sidecar::start(&policy(&fake, &routes, BIG_BUDGET));
+    let body = r#"{"model":"claude-opus-4-1","max_tokens":100,"messages":[{"role":"user","content":"this answer was wrong"}]}"#;
+    assert_eq!(
+        sc.anthropic(body, &[]).await.header("x-tokenwarden-model"),
+        Some("claude-haiku-4-5")
+    );
+    let r = sc.anthropic(body, &[]).await;
+    assert_eq!(r.header("x-tokenwarden-model"), Some("claude-sonnet-4-5"));
+    assert_eq!(r.header("x-tokenwarden-adjusted"), Some("escalated"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn h2c_clients_are_served() {
+    use http_body_util::{BodyExt, Full};
+    let fake = FakeProvider::start(FakeConfig::default()).await.unwrap();
+    let sc = Sidecar::start(&policy(&fake, MINI_ROUTE, BIG_BUDGET));
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .http2_only(true)
+        .build(hyper_util::client::legacy::connect::HttpConnector::new());
+    let req = http::Request::post(format!("http://{}/v1/chat/completions", sc.app))
+        .header("content-type", "application/json")
+        .body(Full::new(bytes::Bytes::from_static(
+            br#"{"model":"gpt-5","messages":[]}"#,
+        )))
+        .unwrap();
+    let resp = client.request(req).await.unwrap();
+    assert_eq!(resp.version(), http::Version::HTTP_2);
+    assert_eq!(resp.status(), 200);
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    assert!(
+        std::str::from_utf8(&body)
+            .unwrap()
+            .contains("chat.completion")
+    );
+}
