@@ -20,7 +20,10 @@ pub const SCAN_LAST_USER_BYTES: usize = 16 * 1024;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Features {
-    /// UTF-8 bytes of all message texts (every role).
+    /// UTF-8 bytes of the conversation's message texts. System messages are
+    /// not counted: an agent's system prompt (instructions, repository
+    /// rules, tool manuals) is the same on every call and says nothing about
+    /// how hard this request is.
     pub prompt_bytes: u64,
     /// Bytes actually scanned for the text features below.
     pub scanned_bytes: u64,
@@ -56,7 +59,9 @@ pub fn extract(req: &RequestView<'_>) -> Features {
     };
     let mut last_role = None;
     for &(role, text) in req.messages {
-        f.prompt_bytes = f.prompt_bytes.saturating_add(text.len() as u64);
+        if role != Role::System {
+            f.prompt_bytes = f.prompt_bytes.saturating_add(text.len() as u64);
+        }
         if role != Role::System && last_role != Some(role) {
             f.conversation_turns = f.conversation_turns.saturating_add(1);
         }
@@ -367,7 +372,7 @@ mod tests {
         });
         assert_eq!(f.conversation_turns, 4);
         assert_eq!(f.tool_definitions, 3);
-        assert_eq!(f.prompt_bytes, 13);
+        assert_eq!(f.prompt_bytes, 5, "the system message is not counted");
     }
 
     #[test]

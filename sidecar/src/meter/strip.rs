@@ -285,16 +285,23 @@ mod tests {
         prop::collection::vec((key(), value()), 0..6).prop_map(|kv| kv.into_iter().collect())
     }
 
-    /// Proptest cases: `n`, or `PROPTEST_CASES` when set (for long soak runs).
-    fn cases(n: u32) -> u32 {
-        std::env::var("PROPTEST_CASES")
+    /// `n` proptest cases (or `PROPTEST_CASES` when set, for long soak runs);
+    /// failing seeds are kept beside this file (`<file>.proptest-regressions`).
+    fn config(n: u32) -> ProptestConfig {
+        let cases = std::env::var("PROPTEST_CASES")
             .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(n)
+            .and_then(|v| v.parse().ok());
+        ProptestConfig {
+            cases: cases.unwrap_or(n),
+            failure_persistence: Some(Box::new(
+                proptest::test_runner::FileFailurePersistence::WithSource("proptest-regressions"),
+            )),
+            ..ProptestConfig::default()
+        }
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig { cases: cases(2000), ..ProptestConfig::default() })]
+        #![proptest_config(config(2000))]
 
         /// On valid JSON the fast path agrees with the full scan, and removing
         /// the span removes exactly the top-level member.

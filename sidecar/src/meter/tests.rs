@@ -934,16 +934,23 @@ fn sse_noise() -> impl Strategy<Value = Vec<u8>> {
     prop::collection::vec(pieces, 0..60).prop_map(|v| v.concat().into_bytes())
 }
 
-/// Proptest cases: `n`, or `PROPTEST_CASES` when set (for long soak runs).
-fn cases(n: u32) -> u32 {
-    std::env::var("PROPTEST_CASES")
+/// `n` proptest cases (or `PROPTEST_CASES` when set, for long soak runs);
+/// failing seeds are kept beside this file (`<file>.proptest-regressions`).
+fn config(n: u32) -> ProptestConfig {
+    let cases = std::env::var("PROPTEST_CASES")
         .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(n)
+        .and_then(|v| v.parse().ok());
+    ProptestConfig {
+        cases: cases.unwrap_or(n),
+        failure_persistence: Some(Box::new(
+            proptest::test_runner::FileFailurePersistence::WithSource("proptest-regressions"),
+        )),
+        ..ProptestConfig::default()
+    }
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: cases(512), ..ProptestConfig::default() })]
+    #![proptest_config(config(512))]
 
     #[test]
     fn any_split_of_a_fixture_matches_the_unsplit_run(

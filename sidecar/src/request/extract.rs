@@ -7,9 +7,9 @@
 //! `memchr` for `\`, an array by one more parse whose errors are swallowed),
 //! and anything of an unexpected shape is skipped.
 //!
-//! Strings are never read through `deserialize_any` / `deserialize_str`:
-//! serde_json rejects lone UTF-16 surrogates there, but accepts them (as
-//! WTF-8) through `deserialize_bytes` and in raw values.
+//! Strings that may be texts are never read through `deserialize_any` /
+//! `deserialize_str`: serde_json rejects lone UTF-16 surrogates there, but
+//! accepts them (as WTF-8) through `deserialize_bytes` and in raw values.
 
 use std::{borrow::Cow, fmt};
 
@@ -26,20 +26,21 @@ pub(super) struct Sink<'a> {
     pub(super) turns: usize,
 }
 
-/// Which content blocks carry text.
+/// Which content parts carry text.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Dialect {
-    /// OpenAI: `text` / `input_text` / `output_text` parts.
-    Chat,
-    /// Anthropic: `text` blocks, and `tool_result` blocks whose content is a
-    /// string or `text` blocks.
-    Anthropic,
+pub(super) enum Parts {
+    /// `text`, `input_text` and `output_text` parts (OpenAI; also the blocks
+    /// inside an Anthropic `tool_result`).
+    Text,
+    /// Those, and Anthropic `tool_result` blocks, whose content (a string or
+    /// text blocks) is a [`Role::Tool`] text.
+    TextAndToolResults,
 }
 
 /// The top-level `messages` array (chat completions, Anthropic).
 pub(super) struct Messages<'s, 'a> {
     pub(super) sink: &'s mut Sink<'a>,
-    pub(super) dialect: Dialect,
+    pub(super) parts: Parts,
 }
 
 /// Anthropic's top-level `system`: a string or text blocks.
@@ -81,12 +82,12 @@ struct Entry<'s, 'a> {
 
 #[derive(Clone, Copy)]
 enum EntryKind {
-    Message(Dialect),
+    Message(Parts),
     Item,
     /// A content part of a message of this role.
     Part {
         role: Role,
-        dialect: Dialect,
+        parts: Parts,
     },
 }
 
@@ -205,7 +206,7 @@ impl<'a> Sink<'a> {
     /// A `content` (or `output`) value: a string, or an array of parts read
     /// in a second parse; anything else, or an array that fails to parse,
     /// adds nothing.
-    fn content(&mut self, raw: &'a RawValue, role: Role, dialect: Dialect) {
+    fn content(&mut self, raw: &'a RawValue, role: Role, parts: Parts) {
         match raw.get().as_bytes().first() {
             Some(b'"') => {
                 if let Some(text) = raw_text(raw) {
@@ -216,7 +217,7 @@ impl<'a> Sink<'a> {
                 let start = self.texts.len();
                 let entries = Entries {
                     sink: self,
-                    kind: EntryKind::Part { role, dialect },
+                    kind: EntryKind::Part { role, parts },
                 };
                 let parsed = serde_json::Deserializer::from_str(raw.get()).deserialize_seq(entries);
                 if parsed.is_err() {
@@ -248,7 +249,7 @@ impl<'a> Visitor<'a> for Messages<'_, 'a> {
     fn visit_seq<A: SeqAccess<'a>>(self, seq: A) -> Result<(), A::Error> {
         Entries {
             sink: self.sink,
-            kind: EntryKind::Message(self.dialect),
+            kind: EntryKind::Message(self.parts),
         }
         .visit_seq(seq)
     }
@@ -283,7 +284,7 @@ impl<'a> Visitor<'a> for System<'_, 'a> {
     fn visit_seq<A: SeqAccess<'a>>(self, seq: A) -> Result<(), A::Error> {
         let kind = EntryKind::Part {
             role: Role::System,
-            dialect: Dialect::Anthropic,
+            parts: Parts::Text,
         };
         Entries {
             sink: self.sink,
@@ -501,10 +502,10 @@ impl<'a> Visitor<'a> for Entry<'_, 'a> {
         let role = role.and_then(raw_text).map(|r| role_of(&r));
         let sink = self.sink;
         match self.kind {
-            EntryKind::Message(dialect) => {
+            EntryKind::Message(parts) => {
                 let role = role.unwrap_or(Role::User);
                 if let Some(content) = content {
-                    sink.content(content, role, dialect);
+                    sink.content(content, role, parts);
                 }
                 if role != Role::System {
                     sink.turn();
@@ -517,10 +518,10 @@ impl<'a> Visitor<'a> for Entry<'_, 'a> {
                     _ => Role::User,
                 });
                 if let Some(content) = content {
-                    sink.content(content, role, Dialect::Chat);
+                    sink.content(content, role, Parts::Text);
                 }
                 if let Some(output) = output {
-                    sink.content(output, Role::Tool, Dialect::Chat);
+                    sink.content(output, Role::Tool, Parts::Text);
                 }
                 if role != Role::System {
                     sink.turn();
@@ -528,17 +529,16 @@ impl<'a> Visitor<'a> for Entry<'_, 'a> {
             }
             EntryKind::Part {
                 role: message_role,
-                dialect,
+                parts,
             } => match kind {
                 None | Some("text" | "input_text" | "output_text") => {
                     if let Some(text) = text.and_then(raw_text) {
                         sink.push(message_role, text);
                     }
                 }
-                Some("tool_result") if dialect == Dialect::Anthropic => {
+                Some("tool_result") if parts == Parts::TextAndToolResults => {
                     if let Some(content) = content {
-                        // Its blocks are plain text blocks (no nested results).
-                        sink.content(content, Role::Tool, Dialect::Chat);
+                        sink.content(content, Role::Tool, Parts::Text);
                     }
                 }
                 Some(_) => {}

@@ -25,7 +25,8 @@
 //!
 //! `null` counts as absent for every one of them (`"model": null` gives
 //! `model: None`, and a rewrite replaces the `null`). Every other member is
-//! skipped unread and passed through byte for byte.
+//! skipped unread and passed through byte for byte (serde_json skips values
+//! iteratively: no depth limit, no stack growth with nesting).
 //!
 //! Inside `messages` / `input` / `system` / `instructions` extraction is best
 //! effort: the texts the classifier reads are taken from the shapes the
@@ -34,7 +35,8 @@
 //! new content-part type never makes the proxy reject a request the provider
 //! would accept. Strings holding lone UTF-16 surrogates (`"\ud83d"`, which
 //! JavaScript clients produce when they cut a string inside an emoji) are
-//! accepted; their text is decoded lossily (U+FFFD).
+//! accepted wherever the providers' schemas put a string; the text handed to
+//! the classifier has U+FFFD in their place (the body keeps them).
 //!
 //! # Duplicate keys
 //!
@@ -49,8 +51,10 @@
 //!
 //! One pass of serde_json over the body; message contents are captured as
 //! borrowed [`serde_json::value::RawValue`]s and decoded after (a string
-//! without escapes costs a `memchr`; an array of parts is parsed once more).
-//! See the `perf_` test for numbers.
+//! without escapes costs a `memchr`, one with escapes a copy; an array of
+//! parts is parsed once more). About 1 GB/s on escape-heavy agent bodies
+//! (a 200 KB chat body in ~0.2 ms); `rewrite` is a copy with at most three
+//! splices; `digest` hashes at ~5 GB/s. See `perf_parse_rewrite_digest`.
 
 mod edit;
 mod extract;

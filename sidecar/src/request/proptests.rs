@@ -129,13 +129,13 @@ impl<'s> Writer<'s> {
             match c {
                 '"' => self.out.push_str("\\\""),
                 '\\' => self.out.push_str("\\\\"),
-                '\n' if p % 2 == 0 => self.out.push_str("\\n"),
-                '\t' if p % 2 == 0 => self.out.push_str("\\t"),
-                '/' if p % 2 == 0 => self.out.push_str("\\/"),
-                c if (c as u32) < 0x20 || p % 7 == 0 => {
+                '\n' if p.is_multiple_of(2) => self.out.push_str("\\n"),
+                '\t' if p.is_multiple_of(2) => self.out.push_str("\\t"),
+                '/' if p.is_multiple_of(2) => self.out.push_str("\\/"),
+                c if (c as u32) < 0x20 || p.is_multiple_of(7) => {
                     let mut units = [0u16; 2];
                     for unit in c.encode_utf16(&mut units) {
-                        if p % 3 == 0 {
+                        if p.is_multiple_of(3) {
                             write!(self.out, "\\u{unit:04X}").unwrap();
                         } else {
                             write!(self.out, "\\u{unit:04x}").unwrap();
@@ -367,7 +367,11 @@ fn never_panics(endpoint: Endpoint, body: &[u8]) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+    // 512 cases unless PROPTEST_CASES says otherwise.
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(512),
+        ..ProptestConfig::default()
+    })]
 
     /// Rewriting the model changes exactly the bytes of its value (or
     /// appends the member), and the result has the same members in order.
@@ -581,6 +585,40 @@ proptest! {
         }
     }
 
+    /// Conversations of random shape never fail a well-typed request, and
+    /// every extracted text is a string of the request.
+    #[test]
+    fn conversations_of_any_shape_are_read_best_effort(
+        endpoint in endpoint(),
+        conversation in vec(prop_oneof![3 => message_like(), 1 => json_value()], 0..6),
+        system in prop_oneof![text().prop_map(Value::String),
+            vec(message_like(), 0..3).prop_map(Value::Array)],
+        style in style(),
+    ) {
+        let key = match endpoint {
+            Endpoint::ChatCompletions | Endpoint::Messages => "messages",
+            Endpoint::Responses | Endpoint::Embeddings => "input",
+        };
+        let mut members = vec![
+            ("model".to_string(), json!("m")),
+            (key.to_string(), Value::Array(conversation.clone())),
+        ];
+        if endpoint == Endpoint::Messages {
+            members.push(("system".into(), system.clone()));
+        }
+        if endpoint == Endpoint::Responses {
+            members.push(("instructions".into(), system.clone()));
+        }
+        let body = Writer::document(&style, &members);
+        let parsed = parse(endpoint, &body).unwrap();
+        let mut strings = Vec::new();
+        collect_strings(&Value::Array(conversation), &mut strings);
+        collect_strings(&system, &mut strings);
+        for (_, text) in &parsed.messages {
+            prop_assert!(strings.iter().any(|s| s == text), "{text:?} not in the request");
+        }
+    }
+
     /// Message texts come back exactly, however they were escaped.
     #[test]
     fn message_texts_round_trip(
@@ -617,6 +655,18 @@ proptest! {
         never_panics(endpoint, &body);
     }
 
+    /// JSON-looking token soup: mostly invalid, sometimes valid and odd.
+    #[test]
+    fn token_soup_never_panics(endpoint in endpoint(), tokens in vec(select(&[
+        "{", "}", "[", "]", ":", ",", " ", "\n", "null", "true", "false", "0", "-1", "1e400",
+        "\"model\"", "\"stream\"", "\"stream_options\"", "\"include_usage\"",
+        "\"messages\"", "\"input\"", "\"system\"", "\"content\"", "\"role\"",
+        "\"type\"", "\"text\"", "\"tool_result\"", "\"user\"", "\"x\\ud800\"",
+        "\"\\u00e9\\\"\"", "\"",
+    ][..]), 0..48)) {
+        never_panics(endpoint, tokens.concat().as_bytes());
+    }
+
     #[test]
     fn mutated_bodies_never_panic(
         endpoint in endpoint(),
@@ -635,5 +685,14 @@ proptest! {
             }
         }
         never_panics(endpoint, &body);
+    }
+}
+
+fn collect_strings(value: &Value, out: &mut Vec<String>) {
+    match value {
+        Value::String(s) => out.push(s.clone()),
+        Value::Array(items) => items.iter().for_each(|v| collect_strings(v, out)),
+        Value::Object(map) => map.values().for_each(|v| collect_strings(v, out)),
+        _ => {}
     }
 }

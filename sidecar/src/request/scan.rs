@@ -10,7 +10,7 @@ use tokenwarden_core::{classify::Role, config::Endpoint};
 
 use super::{
     BodyError, Layout, ParsedRequest, StreamOptions,
-    extract::{self, Count, Dialect, KeyIn, Sink},
+    extract::{self, Count, KeyIn, Parts, Sink},
 };
 
 /// A top-level member the proxy reads. Which keys map to which field depends
@@ -267,11 +267,11 @@ impl<'a> Scan<'a> {
                 self.tools = self.tools.saturating_add(map.next_value_seed(Count)?);
             }
             Field::Messages => {
-                let dialect = match endpoint {
-                    Endpoint::Messages => Dialect::Anthropic,
-                    _ => Dialect::Chat,
+                let parts = match endpoint {
+                    Endpoint::Messages => Parts::TextAndToolResults,
+                    _ => Parts::Text,
                 };
-                map.next_value_seed(extract::Messages { sink, dialect })?;
+                map.next_value_seed(extract::Messages { sink, parts })?;
             }
             Field::System => map.next_value_seed(extract::System { sink })?,
             Field::Instructions => {
