@@ -24,6 +24,7 @@ pub mod run;
 pub mod secrets;
 pub mod server;
 pub mod state;
+pub mod tokens;
 pub mod upstream;
 
 use std::process::ExitCode;

@@ -429,15 +429,55 @@ async fn metered(
                 reason,
             })?;
 
-        reserve(
-            shared,
-            &active,
-            &mut ctx,
-            body.len() as u64,
-            max_output,
-            now,
-            &mut shadow_blocks,
-        )?;
+        // Reserve with the cheap bound (bytes); only if that would refuse,
+        // refine the prompt bound once (tokenizer / count_tokens) and retry.
+        let mut prompt_bound = body.len() as u64;
+        let mut refined = false;
+        loop {
+            match reserve(
+                shared,
+                &active,
+                &mut ctx,
+                prompt_bound,
+                max_output,
+                now,
+                &mut shadow_blocks,
+            ) {
+                Ok(()) => break,
+                Err(ProxyError::BudgetBlocked {
+                    reason,
+                    message,
+                    retry_after_secs,
+                }) if !refined && matches!(reason, "limit" | "threshold" | "request_cap") => {
+                    refined = true;
+                    let tighter = refine_prompt_bound(
+                        shared,
+                        &active,
+                        &ctx,
+                        &parts.headers,
+                        &body,
+                        key.expose(),
+                    )
+                    .await;
+                    match tighter {
+                        Some(b) if b < prompt_bound => {
+                            shared
+                                .metrics
+                                .route(&route_name, &ctx.choice.model, "bound_refined");
+                            prompt_bound = b;
+                        }
+                        _ => {
+                            return Err(ProxyError::BudgetBlocked {
+                                reason,
+                                message,
+                                retry_after_secs,
+                            });
+                        }
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
 
         let model_changed = ctx.choice.model != ctx.requested_model;
         let ensure_usage = endpoint == Endpoint::ChatCompletions
@@ -532,6 +572,67 @@ async fn metered(
             shared
                 .metrics
                 .route(&route_name, &ctx.choice.model, "fallback");
+        }
+    }
+}
+
+/// A tighter upper bound on the prompt tokens than the body's size (see
+/// [`crate::tokens`]); `None` when none can be had.
+async fn refine_prompt_bound(
+    shared: &Shared,
+    active: &Active,
+    ctx: &Context,
+    app_headers: &HeaderMap,
+    body: &Bytes,
+    key: &str,
+) -> Option<u64> {
+    match ctx.endpoint.api() {
+        Api::OpenAi => {
+            let model = ctx.choice.model.clone();
+            let body = body.clone();
+            tokio::task::spawn_blocking(move || crate::tokens::openai_prompt_bound(&model, &body))
+                .await
+                .ok()
+                .flatten()
+        }
+        Api::Anthropic => {
+            if ctx.endpoint != Endpoint::Messages {
+                return None;
+            }
+            let count_body = crate::tokens::count_tokens_body(&ctx.choice.model, body)?;
+            let mut req = Request::new(Full::new(Bytes::from(count_body)));
+            *req.method_mut() = Method::POST;
+            *req.uri_mut() =
+                upstream_uri(active, ctx.choice.provider, "/v1/messages/count_tokens").ok()?;
+            let mut h = upstream_headers(app_headers, Api::Anthropic, key).ok()?;
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            if !h.contains_key("anthropic-version") {
+                h.insert("anthropic-version", HeaderValue::from_static("2023-06-01"));
+            }
+            *req.headers_mut() = h;
+            let resp = tokio::time::timeout(
+                std::time::Duration::from_secs(10),
+                shared.client.request(req),
+            )
+            .await
+            .ok()?
+            .ok()?;
+            if !resp.status().is_success() {
+                return None;
+            }
+            let bytes = tokio::time::timeout(
+                std::time::Duration::from_secs(10),
+                resp.into_body().collect(),
+            )
+            .await
+            .ok()?
+            .ok()?
+            .to_bytes();
+            let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+            v.get("input_tokens")?.as_u64()
         }
     }
 }
@@ -763,7 +864,18 @@ async fn respond(
         set(h, headers::ADJUSTED, &adjusted.join(","));
     }
     if !shadow_blocks.is_empty() {
-        set(h, headers::SHADOW, &shadow_blocks.join(","));
+        let mut unique: Vec<&String> = shadow_blocks.iter().collect();
+        unique.sort();
+        unique.dedup();
+        set(
+            h,
+            headers::SHADOW,
+            &unique
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(","),
+        );
     }
     let flavor = match ctx.endpoint {
         Endpoint::ChatCompletions => Flavor::OpenAiChat,

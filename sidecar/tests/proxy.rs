@@ -792,3 +792,91 @@ async fn h2c_clients_are_served() {
             .contains("chat.completion")
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_byte_bound_is_refined_only_when_it_would_refuse() {
+    let fake = FakeProvider::start(FakeConfig::default()).await.unwrap();
+    let b = budget(
+        "capped",
+        "  period: Daily\n  limit: {usd: \"10\"}\n  perRequestMaxUsd: \"0.01\"",
+    );
+    let sc = Sidecar::start(&policy(&fake, MINI_ROUTE, &b));
+    // 60 KB of prose: the byte bound prices 60k prompt tokens at gpt-5-mini's
+    // $0.25/MTok = $0.015 > the $0.01 cap; tiktoken counts ~13k tokens.
+    let prose = "The quick brown fox jumps over the lazy dog. ".repeat(1350);
+    let body = serde_json::json!({"model": "gpt-5", "max_tokens": 100, "messages": [{"role": "user", "content": prose}]}).to_string();
+    assert!(body.len() > 60_000);
+    let r = sc.openai("/v1/chat/completions", &body, &[]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let metrics = sc.admin_get("/metrics").await.text();
+    assert!(metrics.contains("kind=\"bound_refined\""), "{metrics}");
+
+    // Anthropic: the provider's count_tokens gives the exact count
+    // (claude-haiku-4-5: $1.25/MTok cache write is the dearest prompt rate).
+    let b = budget(
+        "capped",
+        "  period: Daily\n  limit: {usd: \"10\"}\n  perRequestMaxUsd: \"0.05\"",
+    );
+    std::fs::write(sc.policy_path(), policy(&fake, MINI_ROUTE, &b)).unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let body = serde_json::json!({"model": "claude-opus-4-1", "max_tokens": 100, "messages": [{"role": "user", "content": prose}]}).to_string();
+    let r = sc.anthropic(&body, &[]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let paths: Vec<String> = fake.log().iter().map(|l| l.path.clone()).collect();
+    assert!(
+        paths.contains(&"/v1/messages/count_tokens".to_string()),
+        "{paths:?}"
+    );
+
+    // A request that is too expensive even when counted exactly stays
+    // refused: 30k output tokens at $2/MTok alone are $0.06 > $0.05.
+    let huge = serde_json::json!({"model": "gpt-5", "max_tokens": 30000, "messages": [{"role": "user", "content": prose}]}).to_string();
+    let r = sc.openai("/v1/chat/completions", &huge, &[]).await;
+    assert_eq!(r.status, 429, "{}", r.text());
+    assert!(
+        r.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("per-request cap")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn streams_are_forwarded_as_they_arrive_even_to_slow_readers() {
+    use http_body_util::BodyExt;
+    let fake = FakeProvider::start(FakeConfig::default()).await.unwrap();
+    let sc = Sidecar::start(&policy(&fake, MINI_ROUTE, BIG_BUDGET));
+    let body = r#"{"model":"gpt-5","stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
+    let req = http::Request::post(format!("http://{}/v1/chat/completions", sc.app))
+        .header("content-type", "application/json")
+        .header("x-fake-chunks", "10")
+        .header("x-fake-chunk-delay-ms", "150")
+        .body(http_body_util::Full::new(bytes::Bytes::from_static(
+            body.as_bytes(),
+        )))
+        .unwrap();
+    let start = std::time::Instant::now();
+    let resp = sc.client.request(req).await.unwrap();
+    let mut body = resp.into_body();
+    let first = body.frame().await.unwrap().unwrap();
+    let first_at = start.elapsed();
+    assert!(first.is_data());
+    // The upstream takes ~1.35 s; a buffering proxy would deliver nothing before the end.
+    assert!(
+        first_at < Duration::from_millis(700),
+        "first event after {first_at:?}"
+    );
+    // A slow reader: pause between frames; nothing is lost.
+    let mut text = String::from_utf8_lossy(first.data_ref().unwrap()).into_owned();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.unwrap();
+        if let Some(d) = frame.data_ref() {
+            text.push_str(&String::from_utf8_lossy(d));
+        }
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    assert!(start.elapsed() > Duration::from_millis(1200));
+    assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
+    let out: u64 = fake.log()[0].usage.as_ref().unwrap().output;
+    assert_eq!(sc.model_row("gpt-5-mini").await["output_tokens"], out);
+}
