@@ -90,7 +90,13 @@ pub fn ledger_json(shared: &Shared) -> serde_json::Value {
         Some(l) => l.aggregate().clone(),
         None => lock(&shared.memory_ledger).clone(),
     };
-    let budgets: Vec<_> = lock(&shared.budgets)
+    let now = jiff::Timestamp::now();
+    let mut states = lock(&shared.budgets);
+    // Periods roll over on schedule, with or without traffic.
+    for b in states.values_mut() {
+        b.roll(now);
+    }
+    let budgets: Vec<_> = states
         .values()
         .map(|b| {
             let cfg = b.config();
@@ -117,6 +123,7 @@ pub fn ledger_json(shared: &Shared) -> serde_json::Value {
             })
         })
         .collect();
+    drop(states);
     let total = agg.total();
     json!({
         "models": model_rows(&agg),

@@ -37,6 +37,11 @@ use prometheus_client::{
     registry::Registry,
 };
 
+/// USD as a float, for metrics only: ledgers keep integers.
+pub fn usd_f64(u: tokenwarden_core::money::Usd) -> f64 {
+    u.picos() as f64 / 1e12
+}
+
 /// Distinct model label values before folding into `other`.
 pub const MAX_MODEL_LABELS: usize = 200;
 
@@ -325,15 +330,23 @@ impl Metrics {
             .observe(seconds);
     }
 
-    /// Update a budget's gauges.
-    pub fn budget(&self, budget: &str, spent: f64, limit: Option<f64>, state: i64) {
+    /// Update a budget's gauges from its live state.
+    pub fn budget(&self, b: &tokenwarden_core::budget::BudgetState) {
+        use tokenwarden_core::budget::State;
         let l = BudgetLabel {
-            budget: budget.to_string(),
+            budget: b.config().source.to_string(),
         };
-        self.budget_spent.get_or_create(&l).set(spent);
-        if let Some(limit) = limit {
-            self.budget_limit.get_or_create(&l).set(limit);
+        self.budget_spent
+            .get_or_create(&l)
+            .set(usd_f64(b.totals().spent));
+        if let Some(limit) = b.config().limit_usd {
+            self.budget_limit.get_or_create(&l).set(usd_f64(limit));
         }
+        let state = match b.state() {
+            State::Ok => 0,
+            State::Threshold => 1,
+            State::Exhausted => 2,
+        };
         self.budget_state.get_or_create(&l).set(state);
     }
 

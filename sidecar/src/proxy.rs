@@ -775,17 +775,7 @@ pub(crate) fn settle(
                 budget: id.clone(),
                 period_start: state.window().start,
             });
-            let totals = state.totals();
-            shared.metrics.budget(
-                &id.to_string(),
-                usd_f64(totals.spent),
-                state.config().limit_usd.map(usd_f64),
-                match state.state() {
-                    tokenwarden_core::budget::State::Ok => 0,
-                    tokenwarden_core::budget::State::Threshold => 1,
-                    tokenwarden_core::budget::State::Exhausted => 2,
-                },
-            );
+            shared.metrics.budget(state);
         }
     }
     let record = UsageRecord {
@@ -811,7 +801,7 @@ pub(crate) fn settle(
         route: ctx.route.as_deref().unwrap_or("none"),
         status,
         usage: &usage,
-        cost_usd: cost.map(usd_f64),
+        cost_usd: cost.map(crate::metrics::usd_f64),
         estimated,
     });
     let mut ledger = lock(&shared.ledger);
@@ -826,11 +816,6 @@ pub(crate) fn settle(
         None => lock(&shared.memory_ledger).add(&record),
     }
     cost
-}
-
-/// For metrics only; money in ledgers stays integer.
-pub(crate) fn usd_f64(u: Usd) -> f64 {
-    u.picos() as f64 / 1e12
 }
 
 #[allow(clippy::too_many_arguments)]

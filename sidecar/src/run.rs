@@ -124,6 +124,7 @@ async fn serve(args: Args, policy: PathBuf, labels: Labels, set: PolicySet) -> E
         args.namespace.clone(),
         Duration::from_millis(args.reload_interval_ms.max(50)),
     ));
+    tokio::spawn(budget_ticker(shared.clone()));
     let s = shared.clone();
     tokio::spawn(crate::server::serve(admin, move |req| {
         crate::admin::handle(s.clone(), req)
@@ -135,6 +136,30 @@ async fn serve(args: Args, policy: PathBuf, labels: Labels, set: PolicySet) -> E
         () = shutdown_signal() => {
             tracing::info!("shutting down");
             ExitCode::SUCCESS
+        }
+    }
+}
+
+/// Once a second: roll budget periods that ended (they reset on schedule,
+/// not at the next request) and refresh the budget gauges.
+async fn budget_ticker(shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let now = Timestamp::now();
+        let mut budgets = crate::state::lock(&shared.budgets);
+        for (id, b) in budgets.iter_mut() {
+            if let Some((window, totals)) = b.roll(now) {
+                tracing::info!(
+                    budget = %id,
+                    period_start = %window.start,
+                    spent_usd = %totals.spent,
+                    requests = totals.requests,
+                    "budget period ended"
+                );
+            }
+            shared.metrics.budget(b);
         }
     }
 }
