@@ -433,50 +433,41 @@ async fn metered(
         // refine the prompt bound once (tokenizer / count_tokens) and retry.
         let mut prompt_bound = body.len() as u64;
         let mut refined = false;
+        let mut shadow = Vec::new();
         loop {
-            match reserve(
+            let Err((budget, e)) = reserve(
                 shared,
                 &active,
                 &mut ctx,
                 prompt_bound,
                 max_output,
                 now,
-                &mut shadow_blocks,
-            ) {
-                Ok(()) => break,
-                Err(ProxyError::BudgetBlocked {
-                    reason,
-                    message,
-                    retry_after_secs,
-                }) if !refined && matches!(reason, "limit" | "threshold" | "request_cap") => {
-                    refined = true;
-                    let tighter = refine_prompt_bound(
-                        shared,
-                        &active,
-                        &ctx,
-                        &parts.headers,
-                        &body,
-                        key.expose(),
-                    )
-                    .await;
-                    match tighter {
-                        Some(b) if b < prompt_bound => {
-                            shared
-                                .metrics
-                                .route(&route_name, &ctx.choice.model, "bound_refined");
-                            prompt_bound = b;
-                        }
-                        _ => {
-                            return Err(ProxyError::BudgetBlocked {
-                                reason,
-                                message,
-                                retry_after_secs,
-                            });
-                        }
-                    }
+                &mut shadow,
+            ) else {
+                break;
+            };
+            let refinable = !refined
+                && matches!(&e, ProxyError::BudgetBlocked { reason, .. }
+                    if matches!(*reason, "limit" | "threshold" | "request_cap"));
+            if refinable {
+                refined = true;
+                let tighter =
+                    refine_prompt_bound(shared, &active, &ctx, &parts.headers, &body, key.expose())
+                        .await;
+                if let Some(b) = tighter.filter(|b| *b < prompt_bound) {
+                    shared
+                        .metrics
+                        .route(&route_name, &ctx.choice.model, "bound_refined");
+                    prompt_bound = b;
+                    continue;
                 }
-                Err(e) => return Err(e),
             }
+            shared.metrics.budget_block(&budget, e.label(), false);
+            return Err(e);
+        }
+        for (budget, reason) in &shadow {
+            shared.metrics.budget_block(budget, reason, true);
+            shadow_blocks.push(format!("{budget}:{reason}"));
         }
 
         let model_changed = ctx.choice.model != ctx.requested_model;
@@ -644,6 +635,9 @@ enum Failure {
 }
 
 /// Reserve the worst case of this attempt in every budget (all or nothing).
+/// Counts nothing: the caller records the outcome once it is final (a
+/// refusal may be retried with a refined bound). `shadow` receives the
+/// shadow budgets that would have refused.
 fn reserve(
     shared: &Shared,
     active: &Active,
@@ -651,8 +645,9 @@ fn reserve(
     body_bytes: u64,
     max_output: u64,
     now: Timestamp,
-    shadow_blocks: &mut Vec<String>,
-) -> Result<(), ProxyError> {
+    shadow: &mut Vec<(String, &'static str)>,
+) -> Result<(), (String, ProxyError)> {
+    shadow.clear();
     if active.cfg.budgets.is_empty() {
         return Ok(());
     }
@@ -691,11 +686,8 @@ fn reserve(
         match state.reserve(now, ask) {
             Ok(h) => holds.push((b.source.clone(), Some(h))),
             Err(refusal) => {
-                shared
-                    .metrics
-                    .budget_block(&b.source.to_string(), refusal.reason, b.shadow);
                 if b.shadow {
-                    shadow_blocks.push(format!("{}:{}", b.source, refusal.reason));
+                    shadow.push((b.source.to_string(), refusal.reason));
                     holds.push((b.source.clone(), None));
                     continue;
                 }
@@ -704,11 +696,14 @@ fn reserve(
                         s.release(h);
                     }
                 }
-                return Err(ProxyError::BudgetBlocked {
-                    reason: refusal.reason,
-                    message: refusal.message,
-                    retry_after_secs: Some(refusal.retry_after_secs),
-                });
+                return Err((
+                    b.source.to_string(),
+                    ProxyError::BudgetBlocked {
+                        reason: refusal.reason,
+                        message: refusal.message,
+                        retry_after_secs: Some(refusal.retry_after_secs),
+                    },
+                ));
             }
         }
     }

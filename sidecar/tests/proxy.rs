@@ -518,7 +518,9 @@ async fn budgets_block_with_a_provider_shaped_429() {
 
     let r = sc
         .anthropic(
-            r#"{"model":"claude-opus-4-1","max_tokens":10,"messages":[]}"#,
+            // 1000 output tokens at $5/MTok: over what is left even when
+            // the prompt is counted exactly.
+            r#"{"model":"claude-opus-4-1","max_tokens":1000,"messages":[]}"#,
             &[],
         )
         .await;
