@@ -434,18 +434,15 @@ async fn metered(
         let mut prompt_bound = body.len() as u64;
         let mut refined = false;
         let mut shadow = Vec::new();
-        loop {
-            let Err((budget, e)) = reserve(
-                shared,
-                &active,
-                &mut ctx,
-                prompt_bound,
-                max_output,
-                now,
-                &mut shadow,
-            ) else {
-                break;
-            };
+        while let Err((budget, e)) = reserve(
+            shared,
+            &active,
+            &mut ctx,
+            prompt_bound,
+            max_output,
+            now,
+            &mut shadow,
+        ) {
             let refinable = !refined
                 && matches!(&e, ProxyError::BudgetBlocked { reason, .. }
                     if matches!(*reason, "limit" | "threshold" | "request_cap"));
