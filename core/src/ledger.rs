@@ -48,6 +48,9 @@ pub struct UsageRecord {
     pub route: Option<String>,
     /// Complexity score, when computed.
     pub score: Option<u16>,
+    /// Why the classifier scored it so (e.g. `score 72: +stack trace, +9 turns`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
     /// 1 for the first try, 2 for the first retry, ...
     pub attempt: u32,
     /// Upstream HTTP status (0 when no response arrived).
@@ -184,6 +187,7 @@ mod tests {
             provider: "anthropic".into(),
             route: Some("default".into()),
             score: Some(12),
+            reason: None,
             attempt: 1,
             status: 200,
             usage: Usage {

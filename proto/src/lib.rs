@@ -87,6 +87,7 @@ pub fn record_to_wire(sidecar_id: &str, pod_name: &str, r: &CoreRecord) -> Usage
             })
             .collect(),
         pod_name: pod_name.to_string(),
+        reason: r.reason.clone().unwrap_or_default(),
     }
 }
 
@@ -127,6 +128,7 @@ pub fn record_from_wire(r: &UsageRecord) -> Result<CoreRecord, InvalidRecord> {
         score: r
             .has_score
             .then(|| u16::try_from(r.score).unwrap_or(u16::MAX)),
+        reason: (!r.reason.is_empty()).then(|| r.reason.clone()),
         attempt: r.attempt,
         status: u16::try_from(r.status).unwrap_or(0),
         usage: CoreUsage {
@@ -156,6 +158,7 @@ mod tests {
             provider: "anthropic".into(),
             route: Some("easy".into()),
             score: Some(12),
+            reason: Some("score 12: +0.1 KB prompt".into()),
             attempt: 2,
             status: 200,
             usage: CoreUsage {
@@ -195,6 +198,7 @@ mod tests {
         let mut r = record();
         r.cost = None;
         r.score = None;
+        r.reason = None;
         r.route = None;
         let wire = record_to_wire("s", "p", &r);
         assert!(!wire.priced && !wire.has_score);

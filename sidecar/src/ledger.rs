@@ -250,6 +250,7 @@ mod tests {
             provider: "openai".into(),
             route: None,
             score: None,
+            reason: None,
             attempt: 1,
             status: 200,
             usage: Usage {

@@ -281,6 +281,8 @@ pub struct Context {
     pub route: Option<String>,
     /// Complexity score, when computed.
     pub score: Option<u16>,
+    /// The classifier's reason for the score.
+    pub reason: Option<String>,
     /// Attempt number, from 1.
     pub attempt: u32,
     /// Where this attempt goes.
@@ -405,6 +407,7 @@ async fn metered(
         requested_model,
         route: decision.route,
         score: classification.as_ref().map(|c| c.score),
+        reason: classification.as_ref().map(|c| c.reason.clone()),
         attempt: 0,
         choice,
         prompt_estimate,
@@ -779,6 +782,7 @@ pub(crate) fn settle(
         provider: provider.map(|p| p.name.clone()).unwrap_or_default(),
         route: ctx.route.clone(),
         score: ctx.score,
+        reason: ctx.reason.clone(),
         attempt: ctx.attempt,
         status,
         usage,

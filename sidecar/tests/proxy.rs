@@ -882,3 +882,33 @@ async fn streams_are_forwarded_as_they_arrive_even_to_slow_readers() {
     let out: u64 = fake.log()[0].usage.as_ref().unwrap().output;
     assert_eq!(sc.model_row("gpt-5-mini").await["output_tokens"], out);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_score_and_its_reason_are_recorded_per_request() {
+    let fake = FakeProvider::start(FakeConfig::default()).await.unwrap();
+    let routes = "  tiers:\n    - {name: cheap, provider: anthropic, model: claude-haiku-4-5}\n    - {name: strong, provider: anthropic, model: claude-sonnet-4-5}\n  routes:\n    - {name: hard, match: {complexityClass: Hard}, target: {tier: strong}}\n    - {name: easy, target: {tier: cheap}}\n";
+    let sc = Sidecar::start(&policy(&fake, routes, BIG_BUDGET));
+    let hard = r#"{"model":"claude-opus-4-1","max_tokens":100,"messages":[{"role":"user","content":"Why does this deadlock intermittently? Traceback (most recent call last):\n  File \"pool.py\", line 88, in acquire\n    self._lock.acquire()\nRuntimeError: deadlock detected\nExplain the root cause and redesign the locking to avoid the race."}]}"#;
+    let r = sc.anthropic(hard, &[]).await;
+    assert_eq!(r.header("x-tokenwarden-route"), Some("hard"));
+    let score: u16 = r.header("x-tokenwarden-score").unwrap().parse().unwrap();
+    assert!(score >= 50, "{score}");
+    let r = sc.anthropic(r#"{"model":"claude-opus-4-1","max_tokens":100,"messages":[{"role":"user","content":"rename variable x to y"}]}"#, &[]).await;
+    assert_eq!(r.header("x-tokenwarden-route"), Some("easy"));
+    let journal = std::fs::read_to_string(sc.state_dir().join("ledger.jsonl")).unwrap();
+    let records: Vec<serde_json::Value> = journal
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(records.len(), 2);
+    assert_eq!(records[0]["score"], score);
+    assert!(
+        records[0]["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("score {score}: ")),
+        "{}",
+        records[0]
+    );
+    assert!(records[1]["score"].as_u64().unwrap() < 50);
+}
