@@ -218,13 +218,7 @@ async fn passthrough(
             ))
         })?;
     let p = &cfg.providers[provider];
-    let key = active
-        .keys
-        .get(&p.api_key)
-        .map_err(|reason| ProxyError::MissingKey {
-            provider: p.name.clone(),
-            reason,
-        })?;
+    let key = active.key(p)?;
     let path_and_query = req
         .uri()
         .path_and_query()
@@ -424,13 +418,7 @@ async fn metered(
     loop {
         ctx.attempt += 1;
         let provider = &cfg.providers[ctx.choice.provider];
-        let key = active
-            .keys
-            .get(&provider.api_key)
-            .map_err(|reason| ProxyError::MissingKey {
-                provider: provider.name.clone(),
-                reason,
-            })?;
+        let key = active.key(provider)?;
 
         // Reserve with the cheap bound (bytes); only if that would refuse,
         // refine the prompt bound once (tokenizer / count_tokens) and retry.
@@ -448,7 +436,10 @@ async fn metered(
         ) {
             let refinable = !refined
                 && matches!(&e, ProxyError::BudgetBlocked { reason, .. }
-                    if matches!(*reason, "limit" | "threshold" | "request_cap"));
+                    if matches!(*reason, "limit" | "threshold" | "request_cap"))
+                // Refining only helps when the prompt is what does not fit:
+                // an exhausted budget refuses without asking anyone.
+                && fits_without_prompt(shared, &active, &mut ctx, max_output, now);
             if refinable {
                 refined = true;
                 let tighter =
@@ -565,6 +556,29 @@ async fn metered(
                 .route(&route_name, &ctx.choice.model, "fallback");
         }
     }
+}
+
+/// Whether the request would fit every budget with a prompt of zero tokens
+/// (probe: reserves and releases at once).
+fn fits_without_prompt(
+    shared: &Shared,
+    active: &Active,
+    ctx: &mut Context,
+    max_output: u64,
+    now: Timestamp,
+) -> bool {
+    let mut shadow = Vec::new();
+    if reserve(shared, active, ctx, 0, max_output, now, &mut shadow).is_err() {
+        return false;
+    }
+    let holds = std::mem::take(&mut ctx.holds);
+    let mut budgets = lock(&shared.budgets);
+    for (id, held) in holds {
+        if let (Some(state), Some(h)) = (budgets.get_mut(&id), held) {
+            state.release(h);
+        }
+    }
+    true
 }
 
 /// A tighter upper bound on the prompt tokens than the body's size (see

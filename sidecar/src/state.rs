@@ -115,6 +115,23 @@ impl Active {
     }
 }
 
+// === impl Active (keys) ===
+
+impl Active {
+    /// The API key of `provider`, or the provider-shaped 503 saying why not.
+    pub fn key(
+        &self,
+        provider: &tokenwarden_core::config::Provider,
+    ) -> Result<&crate::secrets::ApiKey, crate::error::ProxyError> {
+        self.keys
+            .get(&provider.api_key)
+            .map_err(|reason| crate::error::ProxyError::MissingKey {
+                provider: provider.name.clone(),
+                reason,
+            })
+    }
+}
+
 /// `https://host:port/prefix/` → (`https://host:port`, `/prefix`).
 fn split_base(url: &str) -> (String, String) {
     let url = url.trim_end_matches('/');
