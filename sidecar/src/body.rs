@@ -89,6 +89,7 @@ pub struct TapBody {
     pending: std::collections::VecDeque<Bytes>,
     settlement: Option<Settlement>,
     done: bool,
+    in_flight: Option<crate::proxy::InFlight>,
 }
 
 // === impl Settlement ===
@@ -175,6 +176,7 @@ impl TapBody {
             pending: Default::default(),
             settlement: Some(settlement),
             done: false,
+            in_flight: None,
         }
     }
 
@@ -186,7 +188,13 @@ impl TapBody {
             pending: Default::default(),
             settlement: None,
             done: false,
+            in_flight: None,
         }
+    }
+
+    /// Keep the request counted as in flight until this body is dropped.
+    pub fn hold(&mut self, in_flight: crate::proxy::InFlight) {
+        self.in_flight = Some(in_flight);
     }
 
     fn on_data(&mut self, data: Bytes) {

@@ -92,6 +92,8 @@ fn guess_api(headers: &HeaderMap) -> Api {
 
 /// Handle one app request. Never fails: every error becomes a provider-shaped response.
 pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<ProxyBody> {
+    // In flight until the response body is done (streams included).
+    let in_flight = InFlight::new(&shared);
     let kind = classify_path(req.method(), req.uri().path(), req.headers());
     let api = match kind {
         Some(Kind::Metered(e)) => e.api(),
@@ -106,10 +108,43 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Pro
             path: req.uri().path().chars().take(200).collect(),
         }),
     };
-    result.unwrap_or_else(|e| {
+    let mut resp = result.unwrap_or_else(|e| {
         shared.metrics.error(e.label());
         e.to_response(api)
-    })
+    });
+    if let ProxyBody::Tap(tap) = resp.body_mut() {
+        tap.hold(in_flight);
+    }
+    resp
+}
+
+/// Counts a request in `tokenwarden_in_flight_requests` while alive.
+pub struct InFlight(Arc<Shared>);
+
+impl InFlight {
+    fn new(shared: &Arc<Shared>) -> Self {
+        shared.metrics.in_flight().inc();
+        InFlight(shared.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.metrics.in_flight().dec();
+    }
+}
+
+impl std::fmt::Debug for InFlight {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("InFlight")
+    }
+}
+
+fn path_and_query(req: &Request<Incoming>) -> String {
+    req.uri()
+        .path_and_query()
+        .map_or("/", |pq| pq.as_str())
+        .to_string()
 }
 
 async fn read_body(
@@ -219,11 +254,7 @@ async fn passthrough(
         })?;
     let p = &cfg.providers[provider];
     let key = active.key(p)?;
-    let path_and_query = req
-        .uri()
-        .path_and_query()
-        .map_or("/", |pq| pq.as_str())
-        .to_string();
+    let path_and_query = path_and_query(&req);
     let (parts, body) = read_body(shared, req).await?;
     let mut up = Request::new(Full::new(body));
     *up.method_mut() = parts.method.clone();
@@ -294,11 +325,7 @@ async fn metered(
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let api = endpoint.api();
     let active = shared.active.load_full().ok_or(ProxyError::NotReady)?;
-    let path_and_query = req
-        .uri()
-        .path_and_query()
-        .map_or("/", |pq| pq.as_str())
-        .to_string();
+    let path_and_query = path_and_query(&req);
     let (parts, body) = read_body(shared, req).await?;
     let parsed =
         request::parse(endpoint, &body).map_err(|e| ProxyError::InvalidRequest(e.to_string()))?;

@@ -912,3 +912,30 @@ async fn the_score_and_its_reason_are_recorded_per_request() {
     );
     assert!(records[1]["score"].as_u64().unwrap() < 50);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_open_stream_counts_as_in_flight_until_it_ends() {
+    use http_body_util::BodyExt;
+    let fake = FakeProvider::start(FakeConfig::default()).await.unwrap();
+    let sc = Sidecar::start(&policy(&fake, MINI_ROUTE, BIG_BUDGET));
+    let req = http::Request::post(format!("http://{}/v1/chat/completions", sc.app))
+        .header("content-type", "application/json")
+        .header("x-fake-chunks", "4")
+        .header("x-fake-chunk-delay-ms", "300")
+        .body(http_body_util::Full::new(bytes::Bytes::from_static(
+            br#"{"model":"gpt-5","stream":true,"messages":[]}"#,
+        )))
+        .unwrap();
+    let resp = sc.client.request(req).await.unwrap();
+    let gauge = |m: &str| {
+        m.lines()
+            .find_map(|l| l.strip_prefix("tokenwarden_in_flight_requests "))
+            .map(|v| v.trim().to_string())
+    };
+    let m = sc.admin_get("/metrics").await.text();
+    assert_eq!(gauge(&m).as_deref(), Some("1"), "{m}");
+    let _ = resp.into_body().collect().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let m = sc.admin_get("/metrics").await.text();
+    assert_eq!(gauge(&m).as_deref(), Some("0"), "{m}");
+}
