@@ -46,6 +46,9 @@ pub struct Active {
     pub bases: Vec<(String, String)>,
     /// Whether any route looks at the complexity score.
     pub needs_score: bool,
+    /// Whether a rule needs the request digest (repeated-prompt escalation
+    /// or a loop guard).
+    pub needs_digest: bool,
 }
 
 /// Everything request handling shares.
@@ -104,6 +107,11 @@ impl Active {
             .routing
             .as_ref()
             .is_some_and(|r| r.routes.iter().any(|x| x.matcher.complexity.is_some()));
+        let needs_digest = cfg
+            .routing
+            .as_ref()
+            .is_some_and(|r| r.escalation.repeated_prompt.is_some())
+            || cfg.budgets.iter().any(|b| b.loop_guard.is_some());
         Active {
             cfg,
             router,
@@ -111,6 +119,7 @@ impl Active {
             keys,
             bases,
             needs_score,
+            needs_digest,
         }
     }
 }
