@@ -75,17 +75,32 @@ def samples(p):
     if os.path.exists(p):
         for ln in open(p):
             f = ln.split()
-            if len(f) >= 3:
-                rows.append((float(f[0]), int(f[1]), int(f[2])))
+            if len(f) >= 5:
+                rows.append([float(f[0])] + [int(x) for x in f[1:]])
     return rows
 
 
 def proc_summary(p):
-    """-> (cpu_seconds, wall_seconds, rss_peak_kb) over a sample file, or Nones."""
+    """-> (cpu_seconds, wall_seconds, rss_peak_kb) of the proxy over a sample file, or Nones.
+    cpu is None when there is no proxy (direct)."""
     rows = samples(p)
     if len(rows) < 2:
         return None, None, None
-    return (rows[-1][1] - rows[0][1]) / CLK, rows[-1][0] - rows[0][0], max(r[2] for r in rows)
+    rss = max(r[2] for r in rows)
+    cpu = (rows[-1][1] - rows[0][1]) / CLK if rss else None
+    return cpu, rows[-1][0] - rows[0][0], (rss or None)
+
+
+def foreign_load(p):
+    """% of the proxy CPU busy with anything but the proxy during the run (noise), or None."""
+    rows = samples(p)
+    if len(rows) < 2 or len(rows[0]) < 6:
+        return None
+    wall = rows[-1][0] - rows[0][0]
+    if wall <= 0:
+        return None
+    other = (rows[-1][5] - rows[0][5]) - (rows[-1][1] - rows[0][1])
+    return max(0.0, 100.0 * other / CLK / wall)
 
 
 def scenarios():
@@ -159,7 +174,9 @@ def nonstreaming(results, load_rss):
              "schedule). **+p50 / +p99** = this path minus `direct` in the same scenario: what the hop",
              "adds. **errors** = failed requests (non-200, connection errors; requests still in flight",
              "when a timed run ended are not errors). **CPU µs/req** = the proxy's utime+stime over the",
-             "run / requests served; **CPU %** of one core; **RSS** = the proxy's peak during the run.", ""]
+             "run / requests served; **CPU %** of one core; **RSS** = the proxy's peak during the run.",
+             "**other on proxy CPU %** = how busy the proxy's CPU was with anything else (other",
+             "processes on the machine): above a few % the row's tail latencies are not trustworthy.", ""]
     for scen in scenarios():
         rows = []
         base = results.get((scen, "direct"))
@@ -167,7 +184,9 @@ def nonstreaming(results, load_rss):
             r = results.get((scen, path))
             if r is None:
                 continue
-            cpu, wall, rss = proc_summary(os.path.join(RAW, "load", "%s--%s.proc" % (scen, path)))
+            pf = os.path.join(RAW, "load", "%s--%s.proc" % (scen, path))
+            cpu, wall, rss = proc_summary(pf)
+            noise = foreign_load(pf)
             load_rss.append((path, rss))
             add50 = add99 = None
             if base and path != "direct":
@@ -182,10 +201,10 @@ def nonstreaming(results, load_rss):
                          "%d" % r["err"] + (" (%s)" % ", ".join("%s: %d" % kv for kv in list(r["errors"].items())[:3]) if r["err"] else ""),
                          us(r["cpu_us"]) if r["cpu_us"] is None or r["cpu_us"] >= 10 else "%.1f" % r["cpu_us"],
                          "%.0f" % (100.0 * cpu / wall) if cpu is not None and wall else "–",
-                         mib(rss)])
+                         mib(rss), "%.0f" % noise if noise is not None else "–"])
         lines += ["### %s" % scen_title(scen), "",
                   table(["path", "ok req/s", "p50", "p99", "p99.9", "+p50", "+p99", "errors",
-                         "CPU µs/req", "CPU %", "RSS MiB"], rows), ""]
+                         "CPU µs/req", "CPU %", "RSS MiB", "other on proxy CPU %"], rows), ""]
     return lines
 
 

@@ -170,11 +170,11 @@ pid_of() {
     esac
 }
 
-# watch_start FILE PID MAXSECS INTERVAL: procwatch in the background (CPU 0); sets WATCH_PID
+# watch_start FILE PID|- MAXSECS INTERVAL: procwatch in the background (CPU 0), sampling the
+# proxy's CPU ticks and RSS plus the busy ticks of both CPUs; sets WATCH_PID
 watch_start() {
     WATCH_PID=""
-    [[ "$2" == - ]] && return 0
-    taskset -c "$LOAD_CPU" python3 "$BENCH_DIR/procwatch.py" watch "$2" "$4" "$3" >"$1" &
+    taskset -c "$LOAD_CPU" python3 "$BENCH_DIR/procwatch.py" watch "$2" "$4" "$3" "$PROXY_CPU,$LOAD_CPU" >"$1" &
     WATCH_PID=$!
     track "$WATCH_PID"
     local i
@@ -337,6 +337,7 @@ measure() {
         echo "date=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
         echo "cpu=$(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo) x $(nproc)"
         echo "kernel=$(uname -r)"
+        echo "loadavg_start=$(cut -d' ' -f1-3 /proc/loadavg)"
         echo "clk_tck=$(getconf CLK_TCK)"
         echo "netns=${BENCH_NETNS:-host loopback}"
         echo "pinning=proxy under test on CPU $PROXY_CPU; load generator, mock and probes on CPU $LOAD_CPU"
@@ -413,6 +414,7 @@ measure() {
         curl -s --max-time 5 "http://127.0.0.1:$PORT_ADMIN/metrics" >"$RAW/sidecar-metrics.txt" || true
         echo "ledger_dir_bytes=$(du -sb "$WORK/state" 2>/dev/null | cut -f1)" >>"$RAW/info.env"
     fi
+    echo "loadavg_end=$(cut -d' ' -f1-3 /proc/loadavg)" >>"$RAW/info.env"
     log "measurements done; writing the report"
     python3 "$BENCH_DIR/report.py" "$OUT" >"$OUT/report.md"
     cat "$OUT/report.md"
