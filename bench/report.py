@@ -403,11 +403,29 @@ def main():
             ["sidecar", "%s (built %s), git %s" % (INFO.get("sidecar_version", "?"),
                                                      INFO.get("sidecar_built", "?"), INFO.get("git", "?"))],
             ["settings", "`%s`%s" % (INFO.get("settings", ""), " (QUICK=1)" if INFO.get("quick") == "1" else "")]]
+    meta.append(["scheduling", "%s, nice %s; before the run the busiest CPU was %s%% busy (load average %s)" % (
+        INFO.get("scheduling", "?"), INFO.get("nice", "?"), INFO.get("busiest_cpu_before_pct", "?"),
+        INFO.get("loadavg_start", "?"))])
+    try:
+        busy = int(INFO.get("busiest_cpu_before_pct", "0"))
+    except ValueError:
+        busy = 0
+    if busy > 30 and "RR" not in INFO.get("scheduling", "") and "FIFO" not in INFO.get("scheduling", ""):
+        meta.append(["**warning**", "other work kept the CPUs busy: tail latencies (p99, p99.9) of every "
+                     "path are inflated by scheduler ticks; rerun on an idle machine or with RT=1"])
+    if INFO.get("sidecar_state_dir", "yes") != "yes":
+        meta.append(["**sidecar ledger file**", INFO["sidecar_state_dir"]])
     if INFO.get("sidecar_note"):
         meta.append(["note", INFO["sidecar_note"]])
     smoke = os.path.join(RAW, "smoke.tsv")
     if os.path.exists(smoke):
         meta.append(["smoke check", ", ".join(ln.strip().replace("\t", ": ") for ln in open(smoke) if ln.strip())])
+    if INFO.get("sidecar_log_errors") not in (None, "", "0"):
+        meta.append(["**sidecar log**", "%s ERROR and %s WARN lines while measured; first: `%s`" % (
+            INFO.get("sidecar_log_errors"), INFO.get("sidecar_log_warnings"),
+            INFO.get("sidecar_log_first_error", "").replace("|", "/"))])
+    elif INFO.get("sidecar_log_errors") == "0":
+        meta.append(["sidecar log", "no ERROR lines, %s WARN lines" % INFO.get("sidecar_log_warnings", "?")])
     led = jload(os.path.join(RAW, "sidecar-ledger.json"))
     if isinstance(led, dict):
         meta.append(["sidecar ledger", summarize_ledger(led)])

@@ -29,8 +29,16 @@
 #   TARGETS="direct nginx-hop sidecar"   SCENARIOS (default: all, e.g. "s1k-c1 s200k-c1")
 #   SKIP_STREAMS=0 SKIP_OPEN=0 SKIP_READY=0
 #   PROXY_CPU=1 LOAD_CPU=0
+#   NICE=-20 (niceness of everything the run starts: on a shared machine, background work such
+#            as compilers then gets little of the two CPUs while the bench runs; 0 to disable)
+#   RT=0     (1: run everything the bench starts under SCHED_RR priority 10, so background work
+#            cannot delay a wake-up by a scheduler tick; the kernel's RT throttling still leaves
+#            others 5% of each CPU. For a machine that others keep busy; see README)
+#   WAIT_QUIET=0 (up to this many seconds, wait until the CPUs are idle before measuring)
 #   SKIP_INSTALL=0 (apt-get nginx-light etc., cargo install oha)  OHA_VERSION=1.16.0
 #   SKIP_BUILD=0 (cargo build --release -p tokenwarden-sidecar)  SIDECAR_BIN=target/release/...
+#   SIDECAR_STATE=1 (0: no --state-dir, the ledger stays in memory: a diagnostic, to see what
+#            the ledger file costs)
 #   NO_NETNS=0 (1: run on the host's loopback instead of a private network namespace)
 #   OUT=bench/out/<timestamp>   KEEP_STATE=0 (1: keep the sidecar's ledger under OUT/work)
 #   PORT_BASE=18180 (mock, paced, hop, sidecar, admin, ready-check ports count up from it)
@@ -65,12 +73,16 @@ SKIP_OPEN=${SKIP_OPEN:-0}
 SKIP_READY=${SKIP_READY:-0}
 PROXY_CPU=${PROXY_CPU:-1}
 LOAD_CPU=${LOAD_CPU:-0}
+NICE=${NICE:--20}
+RT=${RT:-0}
+WAIT_QUIET=${WAIT_QUIET:-0}
 SKIP_INSTALL=${SKIP_INSTALL:-0}
 SKIP_BUILD=${SKIP_BUILD:-0}
 OHA_VERSION=${OHA_VERSION:-1.16.0}
 TOOLS=${TOOLS:-$BENCH_DIR/.tools}
 SIDECAR_BIN=${SIDECAR_BIN:-$REPO/target/release/tokenwarden-sidecar}
 KEEP_STATE=${KEEP_STATE:-0}
+SIDECAR_STATE=${SIDECAR_STATE:-1}
 PORT_BASE=${PORT_BASE:-18180}
 PORT_MOCK=$((PORT_BASE + 1)); PORT_PACED=$((PORT_BASE + 2)); PORT_HOP=$((PORT_BASE + 3))
 PORT_SIDECAR=$((PORT_BASE + 4)); PORT_ADMIN=$((PORT_BASE + 5))
@@ -124,7 +136,7 @@ cleanup() {
     done
     for p in "${PIDS[@]:-}"; do [[ -n "$p" ]] && kill -KILL "$p" 2>/dev/null || true; done
     wait 2>/dev/null || true
-    if [[ -n "${WORK:-}" && "$KEEP_STATE" != 1 ]]; then rm -rf "$WORK/state"; fi
+    if [[ -n "${WORK:-}" && "$KEEP_STATE" != 1 ]]; then rm -rf "$WORK/state" "$WORK/state-ready"; fi
     exit "$rc"
 }
 
@@ -304,6 +316,27 @@ ready_checks() {
         "$NGINX" -p "$WORK" -c "$WORK/hop-ready.conf" >"$RAW/ready-nginx-hop.json" || true
 }
 
+cpus_busy_pct() {  # busy % of the busiest CPU over 2 s, from /proc/stat
+    local a b
+    a=$(grep '^cpu[0-9]' /proc/stat); sleep 2; b=$(grep '^cpu[0-9]' /proc/stat)
+    paste <(echo "$a") <(echo "$b") | awk -v hz="$(getconf CLK_TCK)" '{
+        n = (NF) / 2; ba = 0; bb = 0
+        for (i = 2; i <= 9; i++) if (i != 5 && i != 6) { ba += $i; bb += $(i + n) }
+        p = 100 * (bb - ba) / hz / 2; if (p > m) m = p } END { printf "%d\n", m }'
+}
+
+wait_quiet() {
+    ((WAIT_QUIET > 0)) || return 0
+    local end=$((SECONDS + WAIT_QUIET)) b
+    while ((SECONDS < end)); do
+        b=$(cpus_busy_pct)
+        ((b < 15)) && { log "machine quiet (busiest CPU ${b}%)"; return 0; }
+        log "waiting for a quiet machine: busiest CPU ${b}% busy"
+        sleep 10
+    done
+    log "WARNING: the machine did not get quiet within ${WAIT_QUIET}s; measuring anyway"
+}
+
 # ------------------------------------------------------------------ measurement (inside the netns)
 measure() {
     RAW="$OUT/raw"; WORK="$OUT/work"
@@ -311,6 +344,9 @@ measure() {
     trap cleanup EXIT
     trap 'exit 130' INT TERM
     ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+    # everything started from here on inherits the niceness
+    [[ "$NICE" == 0 ]] || renice -n "$NICE" -p $$ >/dev/null 2>&1 || log "could not renice to $NICE"
+    if [[ "$RT" == 1 ]]; then chrt -r -p 10 $$ >/dev/null 2>&1 || log "could not switch to SCHED_RR"; fi
     NGINX=$(command -v nginx || echo /usr/sbin/nginx)
     OHA="$TOOLS/bin/oha"; [[ -x "$OHA" ]] || OHA=$(command -v oha) || die "oha not found (run without SKIP_INSTALL=1)"
     local p
@@ -318,6 +354,7 @@ measure() {
         port_free "$p" || die "port $p is in use on 127.0.0.1; set PORT_BASE"
     done
 
+    wait_quiet
     SIDECAR_NOTE=""
     if [[ " $TARGETS " == *" sidecar "* ]] && ! sidecar_usable; then
         SIDECAR_NOTE="the sidecar binary ($SIDECAR_BIN) is missing or has no --listen: measured direct and nginx-hop only"
@@ -338,6 +375,9 @@ measure() {
         echo "cpu=$(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo) x $(nproc)"
         echo "kernel=$(uname -r)"
         echo "loadavg_start=$(cut -d' ' -f1-3 /proc/loadavg)"
+        echo "busiest_cpu_before_pct=$(cpus_busy_pct)"
+        echo "nice=$NICE"
+        echo "scheduling=$(chrt -p $$ 2>/dev/null | sed -n 's/.*policy: //p' | head -1) (RT=$RT)"
         echo "clk_tck=$(getconf CLK_TCK)"
         echo "netns=${BENCH_NETNS:-host loopback}"
         echo "pinning=proxy under test on CPU $PROXY_CPU; load generator, mock and probes on CPU $LOAD_CPU"
@@ -350,6 +390,7 @@ measure() {
         echo "sidecar_built=$(sidecar_usable && date -u -r "$SIDECAR_BIN" +%Y-%m-%dT%H:%M:%SZ || echo -)"
         echo "git=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo -)$(git -C "$REPO" status --porcelain 2>/dev/null | grep -q . && echo ' (work tree modified)')"
         echo "sidecar_note=$SIDECAR_NOTE"
+        echo "sidecar_state_dir=$([[ "$SIDECAR_STATE" == 1 ]] && echo yes || echo 'no (SIDECAR_STATE=0: ledger in memory only)')"
         echo "quick=$QUICK"
         echo "settings=DURATION=$DURATION RATES=\"$RATES\" RATES_LARGE=\"$RATES_LARGE\" CONC=$CONC SAT_DURATION=$SAT_DURATION SAT_CONC=$SAT_CONC C1_REQUESTS=$C1_REQUESTS C1_LARGE_REQUESTS=$C1_LARGE_REQUESTS STREAM_N=$STREAM_N PACED_N=$PACED_N PACED_CHUNKS=$PACED_CHUNKS PACED_INTERVAL_MS=$PACED_INTERVAL_MS OPEN_STREAMS=$OPEN_STREAMS OPEN_CHUNKS=$OPEN_CHUNKS OPEN_INTERVAL_MS=$OPEN_INTERVAL_MS READY_TRIALS=$READY_TRIALS"
         echo "body_small_bytes=$(stat -c %s "$RAW/bodies/small.json")"
@@ -370,7 +411,9 @@ measure() {
 
     if [[ " $TARGETS " == *" sidecar "* ]]; then
         log "starting the sidecar (--threads 1, CPU $PROXY_CPU)"
-        start sidecar "$PROXY_CPU" "${SIDECAR_CMD[@]}" --state-dir "$WORK/state" \
+        local state=(--state-dir "$WORK/state")
+        [[ "$SIDECAR_STATE" == 1 ]] || state=()
+        start sidecar "$PROXY_CPU" "${SIDECAR_CMD[@]}" "${state[@]}" \
             --listen "127.0.0.1:$PORT_SIDECAR" --admin-listen "127.0.0.1:$PORT_ADMIN"
         wait_http "http://127.0.0.1:$PORT_ADMIN/readyz" 30 \
             || { tail -20 "$RAW/logs/sidecar.log" >&2; die "sidecar not ready"; }
@@ -413,6 +456,17 @@ measure() {
         curl -s --max-time 5 "http://127.0.0.1:$PORT_ADMIN/ledger" >"$RAW/sidecar-ledger.json" || true
         curl -s --max-time 5 "http://127.0.0.1:$PORT_ADMIN/metrics" >"$RAW/sidecar-metrics.txt" || true
         echo "ledger_dir_bytes=$(du -sb "$WORK/state" 2>/dev/null | cut -f1)" >>"$RAW/info.env"
+        # what the sidecar logged while measured: an error path taken per request costs CPU
+        # and latency, and the numbers then describe that path, not the normal one
+        local plain="$RAW/logs/sidecar.plain.log"
+        sed 's/\x1b\[[0-9;]*m//g' "$RAW/logs/sidecar.log" >"$plain" 2>/dev/null || true
+        {
+            echo "sidecar_log_errors=$(grep -c ' ERROR ' "$plain" || true)"
+            echo "sidecar_log_warnings=$(grep -c ' WARN ' "$plain" || true)"
+            echo "sidecar_log_first_error=$(grep -m1 ' ERROR ' "$plain" | cut -c1-240 | sed 's/ record=.*//')"
+        } >>"$RAW/info.env"
+        rm -f "$plain"
+        gzip -f "$RAW/logs/sidecar.log" 2>/dev/null || true
     fi
     echo "loadavg_end=$(cut -d' ' -f1-3 /proc/loadavg)" >>"$RAW/info.env"
     log "measurements done; writing the report"
