@@ -11,6 +11,7 @@
 # Knobs (env): MODE=sat|c1 (closed loop 32 connections | one connection back to back)
 #   BODY=small|large (1 KB | 200 KB)  SECONDS_=10 (load length)  FREQ=1999 (samples/s)
 #   SIDECAR_BIN=target/release/tokenwarden-sidecar  TOP=30  PORT_BASE=18280  NICE=-20
+#   SKIP_INSTALL=0 (apt-get linux-perf when neither perf nor valgrind is there)
 # Needs what run.sh installs (nginx, oha in bench/.tools); run run.sh once first.
 set -euo pipefail
 
@@ -31,6 +32,11 @@ OHA=${OHA:-$BENCH_DIR/.tools/bin/oha}
 log() { printf '[profile %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
 if [[ "${PROFILE_INNER:-0}" != 1 ]]; then
+    if ! command -v perf >/dev/null && ! command -v valgrind >/dev/null && [[ "${SKIP_INSTALL:-0}" != 1 ]]; then
+        log "apt-get install linux-perf"
+        apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq linux-perf >/dev/null \
+            || log "could not install linux-perf"
+    fi
     [[ -x "$OHA" ]] || { log "oha missing: run bench/run.sh once (it installs oha)"; exit 1; }
     [[ -x "$SIDECAR_BIN" ]] || { log "no sidecar binary at $SIDECAR_BIN"; exit 1; }
     export OUT=${OUT:-$BENCH_DIR/out/profile-$(date +%Y%m%d-%H%M%S)}
@@ -145,4 +151,5 @@ else
     kill -TERM "$SPID"; wait "$SPID" || true
     callgrind_annotate --inclusive=no "$OUT/callgrind.out" 2>/dev/null | head -n $((TOP + 20)) | tee "$OUT/top-self.txt"
 fi
+gzip -f "$OUT/sidecar.log" 2>/dev/null || true
 log "output in $OUT"

@@ -87,8 +87,41 @@ pub struct Aggregate {
     pub last_seq: u64,
     /// By serving model.
     pub models: BTreeMap<String, ModelTotals>,
-    /// By budget and period start.
+    /// By budget and period start. Serialized as a list of
+    /// `{budget, periods}` (JSON map keys must be strings).
+    #[serde(with = "budgets_as_list")]
     pub budgets: BTreeMap<ObjectRef, BTreeMap<Timestamp, Totals>>,
+}
+
+mod budgets_as_list {
+    use std::collections::BTreeMap;
+
+    use jiff::Timestamp;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use crate::{budget::Totals, config::ObjectRef};
+
+    type Map = BTreeMap<ObjectRef, BTreeMap<Timestamp, Totals>>;
+
+    #[derive(Serialize, Deserialize)]
+    struct Entry {
+        budget: ObjectRef,
+        periods: BTreeMap<Timestamp, Totals>,
+    }
+
+    pub fn serialize<S: Serializer>(m: &Map, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(m.iter().map(|(b, p)| Entry {
+            budget: b.clone(),
+            periods: p.clone(),
+        }))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Map, D::Error> {
+        Ok(Vec::<Entry>::deserialize(d)?
+            .into_iter()
+            .map(|e| (e.budget, e.periods))
+            .collect())
+    }
 }
 
 // === impl ModelTotals ===
@@ -235,6 +268,10 @@ mod tests {
             (2, 1, "0.01")
         );
         assert_eq!(a.total().cost.to_string(), "0.21");
+        // The aggregate (with budget periods) round-trips through JSON:
+        // it is the ledger's snapshot.
+        let snap = serde_json::to_string(&a).unwrap();
+        assert_eq!(serde_json::from_str::<Aggregate>(&snap).unwrap(), a);
         let json = serde_json::to_string(&rec(1, "m", Some("0.01"), None)).unwrap();
         let back: UsageRecord = serde_json::from_str(&json).unwrap();
         assert_eq!(back, rec(1, "m", Some("0.01"), None));

@@ -62,6 +62,7 @@ pub struct Ledger {
     fsync: bool,
     aggregate: Aggregate,
     next_seq: u64,
+    compact_at: u64,
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> LedgerError + '_ {
@@ -173,6 +174,7 @@ impl Ledger {
             fsync,
             aggregate,
             next_seq,
+            compact_at: COMPACT_BYTES,
         })
     }
 
@@ -203,8 +205,13 @@ impl Ledger {
         self.journal_len += line.len() as u64;
         self.next_seq += 1;
         self.aggregate.add(&record);
-        if self.journal_len >= COMPACT_BYTES {
-            self.compact()?;
+        if self.journal_len >= self.compact_at {
+            // The record is durable already: a failed compaction must not
+            // fail the append, nor be retried on every record.
+            if let Err(e) = self.compact() {
+                tracing::warn!(error = %e, "ledger compaction failed; retrying after more growth");
+                self.compact_at = self.journal_len.saturating_add(COMPACT_BYTES);
+            }
         }
         Ok(record)
     }
@@ -231,6 +238,7 @@ impl Ledger {
         self.journal.set_len(0).map_err(io(&path))?;
         self.journal.seek(SeekFrom::Start(0)).map_err(io(&path))?;
         self.journal_len = 0;
+        self.compact_at = COMPACT_BYTES;
         Ok(())
     }
 }
@@ -260,7 +268,10 @@ mod tests {
             },
             cost: Some("0.001".parse().unwrap()),
             estimated: false,
-            budgets: vec![],
+            budgets: vec![tokenwarden_core::ledger::BudgetPeriodRef {
+                budget: tokenwarden_core::config::ObjectRef::new("ns", "team"),
+                period_start: "2026-11-22T00:00:00Z".parse().unwrap(),
+            }],
         }
     }
 
