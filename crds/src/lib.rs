@@ -17,5 +17,7 @@ pub mod token_budget;
 pub mod validate;
 
 pub use routing_policy::{RoutingPolicy, RoutingPolicySpec, RoutingPolicyStatus};
-pub use token_budget::{TokenBudget, TokenBudgetSpec, TokenBudgetStatus};
+pub use token_budget::{
+    LedgerSpend, LedgerStatus, SidecarLedger, TokenBudget, TokenBudgetSpec, TokenBudgetStatus,
+};
 pub use validate::{FieldError, ValidationErrors};

@@ -342,4 +342,76 @@ pub struct TokenBudgetStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "conditions_schema")]
     pub conditions: Conditions,
+    /// The ledger's exact integer state, so a restarted operator resumes
+    /// where it stopped. Written by the operator; not for humans.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ledger: Option<LedgerStatus>,
+}
+
+/// The ledger of one budget period, exactly (money in integer pico-USD,
+/// as decimal strings, since it can exceed 64 bits).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LedgerStatus {
+    /// Start of the period this ledger counts (Unix seconds).
+    pub period_start_unix: i64,
+    /// Lease epoch: bumped when the limit changes, voiding older grants.
+    #[serde(default)]
+    pub epoch: i64,
+    /// Spent this period, pico-USD.
+    #[serde(default)]
+    pub spent_picos: String,
+    /// Tokens this period, all kinds.
+    #[serde(default)]
+    pub spent_tokens: i64,
+    /// Per sidecar: the dedupe watermark and its lease.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sidecars: Vec<SidecarLedger>,
+    /// Spend by model that served, exactly.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub models: Vec<LedgerSpend>,
+    /// Spend by workload (`namespace/name`), exactly.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub workloads: Vec<LedgerSpend>,
+}
+
+/// One sidecar's standing with a budget.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SidecarLedger {
+    /// Sidecar id.
+    pub id: String,
+    /// Highest usage-record sequence number counted (dedupe watermark).
+    #[serde(default)]
+    pub seq: i64,
+    /// Lease granted this period, pico-USD (cumulative).
+    #[serde(default)]
+    pub granted_picos: String,
+    /// Lease granted this period, tokens (cumulative).
+    #[serde(default)]
+    pub granted_tokens: i64,
+    /// Spend of this sidecar counted this period, pico-USD.
+    #[serde(default)]
+    pub charged_picos: String,
+    /// Tokens of this sidecar counted this period.
+    #[serde(default)]
+    pub charged_tokens: i64,
+    /// When the lease expires (Unix milliseconds; 0: no lease).
+    #[serde(default)]
+    pub expires_unix_millis: i64,
+}
+
+/// Exact spend of one model or workload.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LedgerSpend {
+    /// Model or `namespace/workload`.
+    pub name: String,
+    /// Pico-USD.
+    pub picos: String,
+    /// Requests.
+    pub requests: i64,
+    /// Tokens by kind.
+    #[serde(default)]
+    pub tokens: TokenCounts,
 }

@@ -7,6 +7,7 @@
 //! server and the ledger build on this (see the README's roadmap).
 
 pub mod local;
+pub mod source;
 
 use std::{path::PathBuf, process::ExitCode};
 
