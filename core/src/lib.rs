@@ -5,6 +5,7 @@
 //! here (arrows point inward), so every rule is unit-tested in one place.
 //!
 //! - [`budget`]: reservations, settlement, thresholds, caps and the loop guard of one budget.
+//! - [`cluster`]: the operator's ledger and lease pool of one budget, and the cluster ledger.
 //! - [`money`]: integer money (pico-USD) and prices (nano-USD per million tokens).
 //! - [`catalog`]: the built-in price catalog generated from genai-prices, and
 //!   the [`catalog::PriceBook`] that applies RoutingPolicy overrides on top.
@@ -19,6 +20,7 @@
 pub mod budget;
 pub mod catalog;
 pub mod classify;
+pub mod cluster;
 pub mod compile;
 pub mod config;
 pub mod ledger;

@@ -1,0 +1,635 @@
+//! The operator's side of budgets: the cluster-wide ledger of one budget
+//! period and its lease pool, plus the cluster ledger by namespace,
+//! workload and model. Pure: the caller passes the time, persists
+//! [`BookState`] / [`ClusterLedgerState`] and talks to the sidecars.
+//!
+//! # Exactly once
+//! Every usage record carries (sidecar id, seq), with seq increasing per
+//! sidecar, and a sidecar sends its records in seq order. Each book keeps,
+//! per sidecar, the highest seq it has counted (the watermark); a record at
+//! or below it is a replay and is skipped. The watermark is persisted in the
+//! same write as the totals it guards, so a crash between two books'
+//! writes is harmless: each book dedupes on its own.
+//!
+//! # Leases: the cap holds across pods
+//! A sidecar spends only from its lease: a cumulative grant for the period.
+//! Per sidecar the book knows `granted` and `charged` (what it has counted
+//! from that sidecar); the unspent part `granted - charged` is outstanding.
+//! A grant never makes `spent + Σ outstanding` exceed the effective cap, so
+//! as long as each sidecar spends at most its grant (true when requests
+//! carry max-tokens caps: the sidecar reserves the worst case before
+//! forwarding) the total spent never exceeds the cap.
+//!
+//! A grant expires `ttl` after it was made or renewed; the sidecar starts no
+//! new request on an expired lease, and the book reclaims the outstanding
+//! part once `grace` more has passed (for requests still in flight). A
+//! record that arrives after its lease was reclaimed is still counted (the
+//! ledger is never wrong), so the overshoot past the cap is bounded by what
+//! a sidecar had in flight when its lease expired, more than `grace` earlier.
+
+use std::collections::BTreeMap;
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    budget::{BudgetState, State, Totals},
+    catalog::Usage,
+    config::{BudgetConfig, ObjectRef},
+    ledger::UsageRecord,
+    money::Usd,
+    period::{PeriodError, Window},
+};
+
+/// The smallest grant, as a fraction of the cap (1/64), so a sidecar that
+/// asks for a little does not come back for every request.
+const MIN_CHUNK_DIVISOR: i128 = 64;
+
+/// One sidecar's standing with a budget in the current period.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SidecarEntry {
+    /// Highest seq counted (dedupe watermark). Survives period roll-over.
+    pub seq: u64,
+    /// Granted this period (cumulative).
+    pub granted: Usd,
+    /// Tokens granted this period (cumulative).
+    pub granted_tokens: u64,
+    /// Spend counted from this sidecar this period.
+    pub charged: Usd,
+    /// Tokens counted from this sidecar this period.
+    pub charged_tokens: u64,
+    /// Lease expiry, Unix milliseconds (0: no live lease).
+    pub expires_ms: i64,
+}
+
+impl SidecarEntry {
+    /// Granted but not yet spent.
+    pub fn outstanding(&self) -> (Usd, u64) {
+        (
+            self.granted.saturating_sub(self.charged).max(Usd::ZERO),
+            self.granted_tokens.saturating_sub(self.charged_tokens),
+        )
+    }
+}
+
+/// Spend of one model or workload.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Spend {
+    /// Priced spend.
+    pub cost: Usd,
+    /// Records (metered attempts).
+    pub requests: u64,
+    /// Tokens by kind.
+    pub usage: Usage,
+    /// Records whose model had no price.
+    pub unpriced: u64,
+    /// Records whose usage was estimated.
+    pub estimated: u64,
+}
+
+impl Spend {
+    fn add(&mut self, r: &UsageRecord) {
+        self.requests += 1;
+        match r.cost {
+            Some(c) => self.cost = self.cost.saturating_add(c),
+            None => self.unpriced += 1,
+        }
+        if r.estimated {
+            self.estimated += 1;
+        }
+        add_usage(&mut self.usage, &r.usage);
+    }
+}
+
+fn add_usage(into: &mut Usage, u: &Usage) {
+    into.input_tokens = into.input_tokens.saturating_add(u.input_tokens);
+    into.output_tokens = into.output_tokens.saturating_add(u.output_tokens);
+    into.cache_read_tokens = into.cache_read_tokens.saturating_add(u.cache_read_tokens);
+    into.cache_write_tokens = into.cache_write_tokens.saturating_add(u.cache_write_tokens);
+}
+
+/// What the book persists (in TokenBudget status, or a status file).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BookState {
+    /// Start of the period the totals are for.
+    pub period_start: Timestamp,
+    /// Lease epoch.
+    pub epoch: u64,
+    /// Totals of the period.
+    pub totals: Totals,
+    /// Per sidecar id.
+    pub sidecars: BTreeMap<String, SidecarEntry>,
+    /// By model that served.
+    pub models: BTreeMap<String, Spend>,
+    /// By workload (`namespace/name`).
+    pub workloads: BTreeMap<String, Spend>,
+    /// The smallest lease request this period that the remaining budget
+    /// could not cover (it makes the budget `Exhausted`).
+    pub unmet: Option<Usd>,
+    /// The same for tokens.
+    pub unmet_tokens: Option<u64>,
+}
+
+/// What happened to one record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Applied {
+    /// Counted in the current period.
+    Counted,
+    /// Already counted (a replay): skipped.
+    Duplicate,
+    /// For a period that has ended: the watermark moves, the totals do not
+    /// (the finished period's ledger is closed). Reported in metrics.
+    Late,
+}
+
+/// A sidecar's lease as the book sees it (what a `LeaseGrant` carries).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaseView {
+    /// Lease epoch.
+    pub epoch: u64,
+    /// The period.
+    pub period_start: Timestamp,
+    /// Cumulative grant.
+    pub granted: Usd,
+    /// Cumulative token grant.
+    pub granted_tokens: u64,
+    /// Counted from the sidecar.
+    pub charged: Usd,
+    /// Tokens counted from the sidecar.
+    pub charged_tokens: u64,
+    /// The sidecar's watermark: its records up to here are in `charged`.
+    pub charged_seq: u64,
+    /// Expiry, Unix milliseconds.
+    pub expires_ms: i64,
+    /// Whether the budget has a USD limit.
+    pub limits_usd: bool,
+    /// Whether it has a token limit.
+    pub limits_tokens: bool,
+}
+
+/// One budget's cluster-wide ledger and lease pool.
+#[derive(Clone, Debug)]
+pub struct Book {
+    state: BudgetState,
+    epoch: u64,
+    sidecars: BTreeMap<String, SidecarEntry>,
+    models: BTreeMap<String, Spend>,
+    workloads: BTreeMap<String, Spend>,
+    unmet: Option<Usd>,
+    unmet_tokens: Option<u64>,
+    generation: u64,
+}
+
+// === impl Book ===
+
+impl Book {
+    /// A new, empty book for the period containing `now`.
+    pub fn new(cfg: BudgetConfig, now: Timestamp) -> Result<Self, PeriodError> {
+        Ok(Self {
+            state: BudgetState::new(cfg, now, Totals::default())?,
+            epoch: 1,
+            sidecars: BTreeMap::new(),
+            models: BTreeMap::new(),
+            workloads: BTreeMap::new(),
+            unmet: None,
+            unmet_tokens: None,
+            generation: 0,
+        })
+    }
+
+    /// Resume from a persisted state. Totals, leases and breakdowns carry
+    /// over when `saved` is for the period containing `now`; the dedupe
+    /// watermarks always do.
+    pub fn restore(
+        cfg: BudgetConfig,
+        now: Timestamp,
+        saved: BookState,
+    ) -> Result<Self, PeriodError> {
+        let mut book = Self::new(cfg, now)?;
+        book.epoch = saved.epoch.max(1);
+        if saved.period_start == book.state.window().start {
+            book.state = BudgetState::new(book.state.config().clone(), now, saved.totals)?;
+            book.sidecars = saved.sidecars;
+            book.models = saved.models;
+            book.workloads = saved.workloads;
+            book.unmet = saved.unmet;
+            book.unmet_tokens = saved.unmet_tokens;
+        } else {
+            book.sidecars = saved
+                .sidecars
+                .into_iter()
+                .map(|(id, e)| {
+                    (
+                        id,
+                        SidecarEntry {
+                            seq: e.seq,
+                            ..SidecarEntry::default()
+                        },
+                    )
+                })
+                .collect();
+        }
+        Ok(book)
+    }
+
+    /// What to persist.
+    pub fn to_state(&self) -> BookState {
+        BookState {
+            period_start: self.state.window().start,
+            epoch: self.epoch,
+            totals: self.state.totals().clone(),
+            sidecars: self.sidecars.clone(),
+            models: self.models.clone(),
+            workloads: self.workloads.clone(),
+            unmet: self.unmet,
+            unmet_tokens: self.unmet_tokens,
+        }
+    }
+
+    /// Bumped by every change; persist when it moved.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// The budget's config.
+    pub fn config(&self) -> &BudgetConfig {
+        self.state.config()
+    }
+
+    /// The current period.
+    pub fn window(&self) -> Window {
+        self.state.window()
+    }
+
+    /// Totals of the current period.
+    pub fn totals(&self) -> &Totals {
+        self.state.totals()
+    }
+
+    /// Per-sidecar standing.
+    pub fn sidecars(&self) -> &BTreeMap<String, SidecarEntry> {
+        &self.sidecars
+    }
+
+    /// Spend by model.
+    pub fn models(&self) -> &BTreeMap<String, Spend> {
+        &self.models
+    }
+
+    /// Spend by workload.
+    pub fn workloads(&self) -> &BTreeMap<String, Spend> {
+        &self.workloads
+    }
+
+    /// Lease epoch.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// A new config for the same object (spec edit). A changed limit bumps
+    /// the epoch, so sidecars replace their grants.
+    pub fn reconfigure(&mut self, cfg: BudgetConfig, now: Timestamp) -> Result<(), PeriodError> {
+        let old = self.state.config();
+        let limits_changed = old.limit_usd != cfg.limit_usd
+            || old.limit_tokens != cfg.limit_tokens
+            || old.thresholds != cfg.thresholds;
+        let before = self.state.window();
+        self.state.reconfigure(cfg, now)?;
+        if self.state.window() != before {
+            self.reset_period();
+        }
+        if limits_changed {
+            self.epoch += 1;
+            self.unmet = None;
+            self.unmet_tokens = None;
+        }
+        self.generation += 1;
+        Ok(())
+    }
+
+    /// Move to the period containing `now` if the current one ended.
+    /// Returns the finished period and its totals.
+    pub fn roll(&mut self, now: Timestamp) -> Option<(Window, Totals)> {
+        let done = self.state.roll(now)?;
+        self.reset_period();
+        self.generation += 1;
+        Some(done)
+    }
+
+    fn reset_period(&mut self) {
+        self.models.clear();
+        self.workloads.clear();
+        self.unmet = None;
+        self.unmet_tokens = None;
+        for e in self.sidecars.values_mut() {
+            *e = SidecarEntry {
+                seq: e.seq,
+                ..SidecarEntry::default()
+            };
+        }
+    }
+
+    /// Count one record from `sidecar` (of `workload`, `namespace/name`)
+    /// that the sidecar attributed to this budget's period `period_start`.
+    pub fn apply(
+        &mut self,
+        sidecar: &str,
+        workload: &str,
+        period_start: Timestamp,
+        rec: &UsageRecord,
+        now: Timestamp,
+    ) -> Applied {
+        if self.sidecars.get(sidecar).is_some_and(|e| rec.seq <= e.seq) {
+            return Applied::Duplicate;
+        }
+        // The sidecar's clock may be ahead of ours at a period boundary.
+        self.roll(now.max(period_start));
+        self.generation += 1;
+        let current = self.state.window().start;
+        let entry = self.sidecars.entry(sidecar.to_string()).or_default();
+        entry.seq = rec.seq;
+        if period_start != current {
+            return Applied::Late;
+        }
+        if let Some(c) = rec.cost {
+            entry.charged = entry.charged.saturating_add(c);
+        }
+        entry.charged_tokens = entry
+            .charged_tokens
+            .saturating_add(rec.usage.total_tokens());
+        self.state.record(&rec.usage, rec.cost);
+        self.models
+            .entry(rec.served_model.clone())
+            .or_default()
+            .add(rec);
+        self.workloads
+            .entry(workload.to_string())
+            .or_default()
+            .add(rec);
+        Applied::Counted
+    }
+
+    /// Granted but unspent, over every sidecar.
+    pub fn outstanding(&self) -> (Usd, u64) {
+        self.sidecars
+            .values()
+            .fold((Usd::ZERO, 0), |(usd, tok), e| {
+                let (u, t) = e.outstanding();
+                (usd.saturating_add(u), tok.saturating_add(t))
+            })
+    }
+
+    /// What can still be granted: cap − spent − outstanding (never
+    /// negative); `None` for a unit the budget does not limit.
+    pub fn available(&self) -> (Option<Usd>, Option<u64>) {
+        let (out_usd, out_tok) = self.outstanding();
+        let usd = self.state.cap_usd().map(|cap| {
+            cap.saturating_sub(self.state.totals().spent)
+                .saturating_sub(out_usd)
+                .max(Usd::ZERO)
+        });
+        let tokens = self.state.cap_tokens().map(|cap| {
+            cap.saturating_sub(self.state.totals().tokens())
+                .saturating_sub(out_tok)
+        });
+        (usd, tokens)
+    }
+
+    /// Grant `sidecar` more lease: up to `want` (at least a minimum chunk),
+    /// never more than is available. `want` 0 renews without growing. The
+    /// lease expires `ttl_ms` from `now`.
+    pub fn grant(
+        &mut self,
+        sidecar: &str,
+        want: Usd,
+        want_tokens: u64,
+        now: Timestamp,
+        ttl_ms: i64,
+    ) -> LeaseView {
+        self.roll(now);
+        let (avail_usd, avail_tok) = self.available();
+        let cap_usd = self.state.cap_usd();
+        let cap_tok = self.state.cap_tokens();
+        let spent = self.state.totals().spent;
+        let spent_tok = self.state.totals().tokens();
+        let entry = self.sidecars.entry(sidecar.to_string()).or_default();
+        if let (Some(avail), Some(cap)) = (avail_usd, cap_usd)
+            && want > Usd::ZERO
+        {
+            let chunk = Usd::from_picos(cap.picos() / MIN_CHUNK_DIVISOR);
+            let add = want.max(chunk).min(avail);
+            entry.granted = entry.granted.saturating_add(add);
+            if cap.saturating_sub(spent) < want {
+                self.unmet = Some(self.unmet.map_or(want, |u| u.min(want)));
+            }
+        }
+        if let (Some(avail), Some(cap)) = (avail_tok, cap_tok)
+            && want_tokens > 0
+        {
+            let chunk = cap / 64;
+            let add = want_tokens.max(chunk).min(avail);
+            entry.granted_tokens = entry.granted_tokens.saturating_add(add);
+            if cap.saturating_sub(spent_tok) < want_tokens {
+                self.unmet_tokens = Some(
+                    self.unmet_tokens
+                        .map_or(want_tokens, |u| u.min(want_tokens)),
+                );
+            }
+        }
+        entry.expires_ms = now.as_millisecond().saturating_add(ttl_ms);
+        self.generation += 1;
+        self.lease(sidecar)
+    }
+
+    /// The lease of `sidecar` as it stands.
+    pub fn lease(&self, sidecar: &str) -> LeaseView {
+        let e = self.sidecars.get(sidecar).cloned().unwrap_or_default();
+        LeaseView {
+            epoch: self.epoch,
+            period_start: self.state.window().start,
+            granted: e.granted,
+            granted_tokens: e.granted_tokens,
+            charged: e.charged,
+            charged_tokens: e.charged_tokens,
+            charged_seq: e.seq,
+            expires_ms: e.expires_ms,
+            limits_usd: self.state.config().limit_usd.is_some(),
+            limits_tokens: self.state.config().limit_tokens.is_some(),
+        }
+    }
+
+    /// Reclaim the unspent part of leases that expired more than `grace_ms`
+    /// before `now`. Returns the sidecars whose lease was reclaimed.
+    pub fn reclaim(&mut self, now: Timestamp, grace_ms: i64) -> Vec<String> {
+        let now_ms = now.as_millisecond();
+        let mut out = Vec::new();
+        for (id, e) in &mut self.sidecars {
+            if e.expires_ms != 0 && e.expires_ms.saturating_add(grace_ms) < now_ms {
+                e.granted = e.charged.min(e.granted);
+                e.granted_tokens = e.charged_tokens.min(e.granted_tokens);
+                e.expires_ms = 0;
+                out.push(id.clone());
+            }
+        }
+        if !out.is_empty() {
+            self.generation += 1;
+        }
+        out
+    }
+
+    /// Forget sidecars with no lease and no spend this period whose
+    /// watermark is no longer needed (`keep` says which are still known,
+    /// e.g. connected or seen recently). Bounds the persisted state.
+    pub fn prune(&mut self, keep: impl Fn(&str) -> bool) {
+        let before = self.sidecars.len();
+        self.sidecars.retain(|id, e| {
+            keep(id) || e.expires_ms != 0 || e.charged > Usd::ZERO || e.charged_tokens > 0
+        });
+        if self.sidecars.len() != before {
+            self.generation += 1;
+        }
+    }
+
+    /// Committed spend as a percentage of the limit.
+    pub fn percent_spent(&self) -> u64 {
+        self.state.percent_spent()
+    }
+
+    /// `Ok`, `Threshold` or `Exhausted`. Exhausted: the cap is reached, or
+    /// what is left of it is less than a lease a sidecar needed this period.
+    pub fn budget_state(&self) -> State {
+        let s = self.state.state();
+        if s == State::Exhausted {
+            return s;
+        }
+        let t = self.state.totals();
+        let usd_short = match (self.state.cap_usd(), self.unmet) {
+            (Some(cap), Some(unmet)) => cap.saturating_sub(t.spent) < unmet,
+            _ => false,
+        };
+        let tok_short = match (self.state.cap_tokens(), self.unmet_tokens) {
+            (Some(cap), Some(unmet)) => cap.saturating_sub(t.tokens()) < unmet,
+            _ => false,
+        };
+        if usd_short || tok_short {
+            State::Exhausted
+        } else {
+            s
+        }
+    }
+
+    /// The smallest unmet lease request this period.
+    pub fn unmet(&self) -> (Option<Usd>, Option<u64>) {
+        (self.unmet, self.unmet_tokens)
+    }
+
+    /// The effective USD cap (limit or lowest Block threshold).
+    pub fn cap_usd(&self) -> Option<Usd> {
+        self.state.cap_usd()
+    }
+
+    /// The effective token cap.
+    pub fn cap_tokens(&self) -> Option<u64> {
+        self.state.cap_tokens()
+    }
+}
+
+/// Key of the cluster ledger: namespace, workload, model that served.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct LedgerKey {
+    /// Namespace.
+    pub namespace: String,
+    /// Workload name.
+    pub workload: String,
+    /// Model that served.
+    pub model: String,
+}
+
+/// What the cluster ledger persists.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterLedgerState {
+    /// Dedupe watermark per sidecar.
+    pub watermarks: BTreeMap<String, u64>,
+    /// All-time totals, as a list (JSON map keys must be strings).
+    pub rows: Vec<(LedgerKey, Spend)>,
+}
+
+/// Every record from every sidecar, by namespace, workload and model
+/// (all-time), deduplicated like a [`Book`].
+#[derive(Clone, Debug, Default)]
+pub struct ClusterLedger {
+    watermarks: BTreeMap<String, u64>,
+    rows: BTreeMap<LedgerKey, Spend>,
+    generation: u64,
+}
+
+// === impl ClusterLedger ===
+
+impl ClusterLedger {
+    /// Resume from a persisted state.
+    pub fn restore(saved: ClusterLedgerState) -> Self {
+        Self {
+            watermarks: saved.watermarks,
+            rows: saved.rows.into_iter().collect(),
+            generation: 0,
+        }
+    }
+
+    /// What to persist.
+    pub fn to_state(&self) -> ClusterLedgerState {
+        ClusterLedgerState {
+            watermarks: self.watermarks.clone(),
+            rows: self
+                .rows
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        }
+    }
+
+    /// Bumped by every change.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Count one record.
+    pub fn apply(
+        &mut self,
+        sidecar: &str,
+        namespace: &str,
+        workload: &str,
+        rec: &UsageRecord,
+    ) -> Applied {
+        let wm = self.watermarks.entry(sidecar.to_string()).or_insert(0);
+        if rec.seq <= *wm {
+            return Applied::Duplicate;
+        }
+        *wm = rec.seq;
+        self.generation += 1;
+        self.rows
+            .entry(LedgerKey {
+                namespace: namespace.to_string(),
+                workload: workload.to_string(),
+                model: rec.served_model.clone(),
+            })
+            .or_default()
+            .add(rec);
+        Applied::Counted
+    }
+
+    /// The rows, sorted by key.
+    pub fn rows(&self) -> &BTreeMap<LedgerKey, Spend> {
+        &self.rows
+    }
+
+    /// The watermark of `sidecar`.
+    pub fn watermark(&self, sidecar: &str) -> u64 {
+        self.watermarks.get(sidecar).copied().unwrap_or(0)
+    }
+}
+
+/// A budget's identity, for maps.
+pub type BudgetId = ObjectRef;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,305 @@
+use super::*;
+use crate::{
+    config::{Endpoint, FailMode},
+    ledger::BudgetPeriodRef,
+    period::Period,
+};
+
+fn cfg(limit: &str) -> BudgetConfig {
+    BudgetConfig {
+        source: ObjectRef::new("ns", "team"),
+        generation: 1,
+        period: Period::Daily,
+        time_zone: "UTC".into(),
+        limit_usd: Some(limit.parse().unwrap()),
+        limit_tokens: None,
+        thresholds: vec![],
+        per_request_cap_usd: None,
+        loop_guard: None,
+        fail_mode: FailMode::Closed,
+        shadow: false,
+    }
+}
+
+fn at(s: &str) -> Timestamp {
+    s.parse().unwrap()
+}
+
+fn now() -> Timestamp {
+    at("2026-11-22T10:00:00Z")
+}
+
+fn usd(s: &str) -> Usd {
+    s.parse().unwrap()
+}
+
+fn rec(seq: u64, cost: &str, model: &str) -> UsageRecord {
+    UsageRecord {
+        seq,
+        ts: now(),
+        endpoint: Endpoint::ChatCompletions,
+        requested_model: model.into(),
+        served_model: model.into(),
+        provider: "openai".into(),
+        route: None,
+        score: None,
+        reason: None,
+        attempt: 1,
+        status: 200,
+        usage: Usage {
+            input_tokens: 100,
+            output_tokens: 10,
+            cache_read_tokens: 5,
+            cache_write_tokens: 0,
+        },
+        cost: Some(usd(cost)),
+        estimated: false,
+        budgets: vec![BudgetPeriodRef {
+            budget: ObjectRef::new("ns", "team"),
+            period_start: at("2026-11-22T00:00:00Z"),
+        }],
+    }
+}
+
+fn day() -> Timestamp {
+    at("2026-11-22T00:00:00Z")
+}
+
+#[test]
+fn replays_are_counted_once() {
+    let mut b = Book::new(cfg("10"), now()).unwrap();
+    assert_eq!(
+        b.apply("a", "ns/web", day(), &rec(1, "0.10", "m"), now()),
+        Applied::Counted
+    );
+    assert_eq!(
+        b.apply("a", "ns/web", day(), &rec(2, "0.20", "m"), now()),
+        Applied::Counted
+    );
+    // The sidecar replays 1 and 2 after a reconnect, then sends 3.
+    assert_eq!(
+        b.apply("a", "ns/web", day(), &rec(1, "0.10", "m"), now()),
+        Applied::Duplicate
+    );
+    assert_eq!(
+        b.apply("a", "ns/web", day(), &rec(2, "0.20", "m"), now()),
+        Applied::Duplicate
+    );
+    assert_eq!(
+        b.apply("a", "ns/web", day(), &rec(3, "0.30", "n"), now()),
+        Applied::Counted
+    );
+    // Another sidecar's seq 1 is its own.
+    assert_eq!(
+        b.apply("b", "ns/api", day(), &rec(1, "1.00", "m"), now()),
+        Applied::Counted
+    );
+    assert_eq!(b.totals().spent, usd("1.60"));
+    assert_eq!(b.totals().requests, 4);
+    assert_eq!(b.totals().usage.input_tokens, 400);
+    assert_eq!(b.models()["m"].cost, usd("1.30"));
+    assert_eq!(b.models()["n"].requests, 1);
+    assert_eq!(b.workloads()["ns/web"].cost, usd("0.60"));
+    assert_eq!(b.sidecars()["a"].charged, usd("0.60"));
+    assert_eq!(b.sidecars()["a"].seq, 3);
+}
+
+#[test]
+fn restored_book_dedupes_what_it_persisted() {
+    let mut b = Book::new(cfg("10"), now()).unwrap();
+    b.apply("a", "ns/web", day(), &rec(1, "0.10", "m"), now());
+    b.grant("a", usd("1"), 0, now(), 30_000);
+    let saved = b.to_state();
+    // Through JSON, as it is persisted.
+    let json = serde_json::to_string(&saved).unwrap();
+    let saved: BookState = serde_json::from_str(&json).unwrap();
+    let mut r = Book::restore(cfg("10"), now(), saved).unwrap();
+    assert_eq!(
+        r.apply("a", "ns/web", day(), &rec(1, "0.10", "m"), now()),
+        Applied::Duplicate
+    );
+    assert_eq!(r.totals().spent, usd("0.10"));
+    assert_eq!(r.lease("a").granted, usd("1"));
+    assert_eq!(r.outstanding().0, usd("0.90"));
+}
+
+#[test]
+fn grants_never_exceed_the_cap() {
+    let mut b = Book::new(cfg("1.00"), now()).unwrap();
+    // Minimum chunk is 1/64 of the cap.
+    let g = b.grant("a", usd("0.001"), 0, now(), 30_000);
+    assert_eq!(g.granted, usd("0.015625"));
+    let g = b.grant("b", usd("0.60"), 0, now(), 30_000);
+    assert_eq!(g.granted, usd("0.60"));
+    // Only 0.384375 is left to grant.
+    let g = b.grant("c", usd("0.60"), 0, now(), 30_000);
+    assert_eq!(g.granted, usd("0.384375"));
+    assert_eq!(b.available().0, Some(Usd::ZERO));
+    let g = b.grant("c", usd("0.10"), 0, now(), 30_000);
+    assert_eq!(g.granted, usd("0.384375"), "nothing left");
+    // b spends 0.20 of its 0.60: the spend moves from outstanding to spent,
+    // the pool stays empty.
+    let mut r = rec(1, "0.20", "m");
+    r.budgets[0].period_start = day();
+    b.apply("b", "ns/w", day(), &r, now());
+    assert_eq!(b.available().0, Some(Usd::ZERO));
+    assert_eq!(b.totals().spent + b.outstanding().0, usd("1.00"));
+}
+
+#[test]
+fn expired_leases_return_to_the_pool_after_the_grace() {
+    let mut b = Book::new(cfg("1.00"), now()).unwrap();
+    b.grant("a", usd("1.00"), 0, now(), 30_000);
+    assert_eq!(b.available().0, Some(Usd::ZERO));
+    b.apply("a", "ns/w", day(), &rec(1, "0.25", "m"), now());
+    // Expired, but within the grace: still held.
+    let t = now() + jiff::SignedDuration::from_secs(40);
+    assert!(b.reclaim(t, 60_000).is_empty());
+    assert_eq!(b.available().0, Some(Usd::ZERO));
+    let t = now() + jiff::SignedDuration::from_secs(91);
+    assert_eq!(b.reclaim(t, 60_000), vec!["a".to_string()]);
+    assert_eq!(b.available().0, Some(usd("0.75")));
+    assert_eq!(b.lease("a").granted, usd("0.25"));
+    assert_eq!(b.lease("a").expires_ms, 0);
+}
+
+#[test]
+fn exhausted_when_what_is_left_cannot_cover_a_needed_lease() {
+    let mut b = Book::new(cfg("1.00"), now()).unwrap();
+    assert_eq!(b.budget_state(), State::Ok);
+    b.grant("a", usd("1.00"), 0, now(), 30_000);
+    b.apply("a", "ns/w", day(), &rec(1, "0.97", "m"), now());
+    assert_eq!(b.budget_state(), State::Ok);
+    // A sidecar needs 0.05 for its next request; 0.03 is left.
+    b.grant("a", usd("0.05"), 0, now(), 30_000);
+    assert_eq!(b.budget_state(), State::Exhausted);
+    assert_eq!(b.unmet().0, Some(usd("0.05")));
+}
+
+#[test]
+fn periods_roll_and_late_records_do_not_enter_the_new_period() {
+    let mut b = Book::new(cfg("1.00"), now()).unwrap();
+    b.grant("a", usd("0.50"), 0, now(), 30_000);
+    b.apply("a", "ns/w", day(), &rec(1, "0.25", "m"), now());
+    let tomorrow = at("2026-11-23T00:00:01Z");
+    let (w, totals) = b.roll(tomorrow).unwrap();
+    assert_eq!(w.start, day());
+    assert_eq!(totals.spent, usd("0.25"));
+    assert_eq!(b.totals().spent, Usd::ZERO);
+    assert_eq!(b.lease("a").granted, Usd::ZERO);
+    // A record of yesterday arrives late: watermark moves, totals do not.
+    assert_eq!(
+        b.apply("a", "ns/w", day(), &rec(2, "0.10", "m"), tomorrow),
+        Applied::Late
+    );
+    assert_eq!(b.totals().spent, Usd::ZERO);
+    assert_eq!(
+        b.apply("a", "ns/w", day(), &rec(2, "0.10", "m"), tomorrow),
+        Applied::Duplicate
+    );
+    // A record of the new period counts.
+    assert_eq!(
+        b.apply(
+            "a",
+            "ns/w",
+            b.window().start,
+            &rec(3, "0.10", "m"),
+            tomorrow
+        ),
+        Applied::Counted
+    );
+    assert_eq!(b.totals().spent, usd("0.10"));
+    // A saved state of yesterday restores only the watermarks.
+    let mut old = b.to_state();
+    old.period_start = day();
+    let r = Book::restore(cfg("1.00"), tomorrow, old).unwrap();
+    assert_eq!(r.totals().spent, Usd::ZERO);
+    assert_eq!(r.sidecars()["a"].seq, 3);
+}
+
+#[test]
+fn a_limit_change_bumps_the_epoch() {
+    let mut b = Book::new(cfg("1.00"), now()).unwrap();
+    let e = b.epoch();
+    b.reconfigure(cfg("1.00"), now()).unwrap();
+    assert_eq!(b.epoch(), e);
+    b.reconfigure(cfg("2.00"), now()).unwrap();
+    assert_eq!(b.epoch(), e + 1);
+}
+
+#[test]
+fn random_interleavings_never_overspend_or_double_count() {
+    // Eight sidecars each spend only from their lease (reserving the worst
+    // case first), in a random order with replays and expiries.
+    let mut b = Book::new(cfg("1.00"), now()).unwrap();
+    let mut rng: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut next = || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    let mut leases = [Usd::ZERO; 8];
+    let mut spent = [Usd::ZERO; 8];
+    let mut seqs = [0u64; 8];
+    let mut truth = Usd::ZERO;
+    for step in 0..5_000u64 {
+        let s = (next() % 8) as usize;
+        let id = format!("s{s}");
+        let t = now() + jiff::SignedDuration::from_millis(step as i64);
+        let worst = Usd::from_picos(i128::from(next() % 50_000_000_000) + 1);
+        if spent[s].saturating_add(worst) > leases[s] {
+            let g = b.grant(&id, worst, 0, t, 60_000);
+            leases[s] = g.granted;
+            continue;
+        }
+        // Actual cost at most the worst case.
+        let actual = Usd::from_picos(worst.picos() * i128::from(next() % 100) / 100);
+        spent[s] = spent[s].saturating_add(actual);
+        seqs[s] += 1;
+        let mut r = rec(seqs[s], "0", "m");
+        r.cost = Some(actual);
+        assert_eq!(b.apply(&id, "ns/w", day(), &r, t), Applied::Counted);
+        truth = truth.saturating_add(actual);
+        // Replay an old one now and then.
+        if next() % 5 == 0 && seqs[s] > 1 {
+            let mut old = rec(seqs[s] - 1, "0", "m");
+            old.cost = Some(actual);
+            assert_eq!(b.apply(&id, "ns/w", day(), &old, t), Applied::Duplicate);
+        }
+        assert!(b.totals().spent.saturating_add(b.outstanding().0) <= usd("1.00"));
+    }
+    assert_eq!(b.totals().spent, truth);
+    assert!(truth <= usd("1.00"));
+}
+
+#[test]
+fn cluster_ledger_groups_and_dedupes() {
+    let mut l = ClusterLedger::default();
+    assert_eq!(
+        l.apply("a", "ns", "web", &rec(1, "0.10", "m")),
+        Applied::Counted
+    );
+    assert_eq!(
+        l.apply("a", "ns", "web", &rec(1, "0.10", "m")),
+        Applied::Duplicate
+    );
+    assert_eq!(
+        l.apply("a", "ns", "web", &rec(2, "0.20", "n")),
+        Applied::Counted
+    );
+    assert_eq!(
+        l.apply("b", "ns", "api", &rec(1, "0.40", "m")),
+        Applied::Counted
+    );
+    let json = serde_json::to_string(&l.to_state()).unwrap();
+    let r = ClusterLedger::restore(serde_json::from_str(&json).unwrap());
+    let key = LedgerKey {
+        namespace: "ns".into(),
+        workload: "web".into(),
+        model: "m".into(),
+    };
+    assert_eq!(r.rows()[&key].cost, usd("0.10"));
+    assert_eq!(r.rows().len(), 3);
+    assert_eq!(r.watermark("a"), 2);
+}
