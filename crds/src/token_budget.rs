@@ -373,6 +373,13 @@ pub struct LedgerStatus {
     /// Spend by workload (`namespace/name`), exactly.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub workloads: Vec<LedgerSpend>,
+    /// The smallest lease a sidecar needed this period that what was left
+    /// could not cover (pico-USD); it makes the budget `Exhausted`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unmet_picos: Option<String>,
+    /// The same for tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unmet_tokens: Option<i64>,
 }
 
 /// One sidecar's standing with a budget.
@@ -414,4 +421,10 @@ pub struct LedgerSpend {
     /// Tokens by kind.
     #[serde(default)]
     pub tokens: TokenCounts,
+    /// Requests to models with no known price.
+    #[serde(default)]
+    pub unpriced: i64,
+    /// Requests whose usage was estimated (stream cut short).
+    #[serde(default)]
+    pub estimated: i64,
 }

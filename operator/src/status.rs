@@ -1,0 +1,381 @@
+//! Budget books ↔ TokenBudget status, and RoutingPolicy status.
+
+use std::collections::BTreeMap;
+
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use tokenwarden_core::{
+    budget::{State, Totals},
+    catalog::Usage,
+    cluster::{Book, BookState, SidecarEntry, Spend},
+    money::Usd,
+};
+use tokenwarden_crds::{
+    LedgerSpend, LedgerStatus, SidecarLedger, TokenBudgetStatus,
+    common::conditions as c,
+    token_budget::{BudgetState as CrdState, SpendEntry, TokenCounts},
+};
+
+/// How many models / workloads the status lists.
+const TOP: usize = 10;
+
+fn picos(s: &str) -> Usd {
+    Usd::from_picos(s.parse::<i128>().unwrap_or(0))
+}
+
+fn i64_of(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn u64_of(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+fn counts(u: &Usage) -> TokenCounts {
+    TokenCounts {
+        input: i64_of(u.input_tokens),
+        output: i64_of(u.output_tokens),
+        cache_read: i64_of(u.cache_read_tokens),
+        cache_write: i64_of(u.cache_write_tokens),
+        total: i64_of(u.total_tokens()),
+    }
+}
+
+fn usage(t: &TokenCounts) -> Usage {
+    Usage {
+        input_tokens: u64_of(t.input),
+        output_tokens: u64_of(t.output),
+        cache_read_tokens: u64_of(t.cache_read),
+        cache_write_tokens: u64_of(t.cache_write),
+    }
+}
+
+fn spend_out(name: &str, s: &Spend) -> LedgerSpend {
+    LedgerSpend {
+        name: name.to_string(),
+        picos: s.cost.picos().to_string(),
+        requests: i64_of(s.requests),
+        tokens: counts(&s.usage),
+        unpriced: i64_of(s.unpriced),
+        estimated: i64_of(s.estimated),
+    }
+}
+
+fn spend_in(s: &LedgerSpend) -> Spend {
+    Spend {
+        cost: picos(&s.picos),
+        requests: u64_of(s.requests),
+        usage: usage(&s.tokens),
+        unpriced: u64_of(s.unpriced),
+        estimated: u64_of(s.estimated),
+    }
+}
+
+/// The persisted ledger in a status → a book state (`None`: no ledger yet
+/// or unreadable, start empty).
+pub fn book_state(status: Option<&TokenBudgetStatus>) -> Option<BookState> {
+    let l = status?.ledger.as_ref()?;
+    let period_start = Timestamp::from_second(l.period_start_unix).ok()?;
+    let sum = |f: fn(&Usage) -> u64, m: &[LedgerSpend]| -> u64 {
+        m.iter().map(|s| f(&usage(&s.tokens))).sum()
+    };
+    Some(BookState {
+        period_start,
+        epoch: u64_of(l.epoch),
+        totals: Totals {
+            spent: picos(&l.spent_picos),
+            usage: Usage {
+                input_tokens: sum(|u| u.input_tokens, &l.models),
+                output_tokens: sum(|u| u.output_tokens, &l.models),
+                cache_read_tokens: sum(|u| u.cache_read_tokens, &l.models),
+                cache_write_tokens: sum(|u| u.cache_write_tokens, &l.models),
+            },
+            requests: l.models.iter().map(|m| u64_of(m.requests)).sum(),
+            unpriced_requests: l.models.iter().map(|m| u64_of(m.unpriced)).sum(),
+        },
+        sidecars: l
+            .sidecars
+            .iter()
+            .map(|s| {
+                (
+                    s.id.clone(),
+                    SidecarEntry {
+                        seq: u64_of(s.seq),
+                        granted: picos(&s.granted_picos),
+                        granted_tokens: u64_of(s.granted_tokens),
+                        charged: picos(&s.charged_picos),
+                        charged_tokens: u64_of(s.charged_tokens),
+                        expires_ms: s.expires_unix_millis,
+                    },
+                )
+            })
+            .collect(),
+        models: l
+            .models
+            .iter()
+            .map(|m| (m.name.clone(), spend_in(m)))
+            .collect(),
+        workloads: l
+            .workloads
+            .iter()
+            .map(|m| (m.name.clone(), spend_in(m)))
+            .collect(),
+        unmet: l.unmet_picos.as_deref().map(picos),
+        unmet_tokens: l.unmet_tokens.map(u64_of),
+    })
+}
+
+fn top(m: &BTreeMap<String, Spend>) -> Vec<SpendEntry> {
+    let mut v: Vec<_> = m.iter().collect();
+    v.sort_by(|a, b| b.1.cost.cmp(&a.1.cost).then(a.0.cmp(b.0)));
+    v.into_iter()
+        .take(TOP)
+        .map(|(name, s)| SpendEntry {
+            name: name.clone(),
+            spent_usd: s.cost.to_string(),
+            requests: i64_of(s.requests),
+        })
+        .collect()
+}
+
+fn rfc3339(t: Timestamp) -> String {
+    t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+/// Set a condition, keeping its transition time when the status is unchanged.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one call per condition field; a struct adds nothing"
+)]
+pub fn set_condition(
+    conds: &mut Vec<Condition>,
+    previous: &[Condition],
+    type_: &str,
+    status: bool,
+    reason: &str,
+    message: String,
+    generation: i64,
+    now: Timestamp,
+) {
+    let status = if status { "True" } else { "False" }.to_string();
+    let since = previous
+        .iter()
+        .find(|p| p.type_ == type_ && p.status == status)
+        .map(|p| p.last_transition_time.clone());
+    conds.push(Condition {
+        type_: type_.to_string(),
+        status,
+        reason: reason.to_string(),
+        message,
+        observed_generation: Some(generation),
+        last_transition_time: since.unwrap_or_else(|| Time(now_k8s(now))),
+    });
+}
+
+fn now_k8s(now: Timestamp) -> jiff::Timestamp {
+    // k8s-openapi 0.29 uses jiff timestamps; truncate to seconds (metav1.Time).
+    Timestamp::from_second(now.as_second()).unwrap_or(now)
+}
+
+/// The status of a budget from its book. `previous` keeps condition
+/// transition times.
+pub fn budget_status(
+    book: &Book,
+    previous: Option<&TokenBudgetStatus>,
+    now: Timestamp,
+) -> TokenBudgetStatus {
+    let cfg = book.config();
+    let t = book.totals();
+    let w = book.window();
+    let state = book.budget_state();
+    let pct = book.percent_spent();
+    let generation = cfg.generation;
+    let prev: &[Condition] = previous.map_or(&[], |p| &p.conditions);
+    let mut conds = Vec::new();
+    set_condition(
+        &mut conds,
+        prev,
+        c::READY,
+        true,
+        c::REASON_ACCEPTED,
+        "the budget is valid and enforced by leases".into(),
+        generation,
+        now,
+    );
+    let threshold = cfg.active_threshold(pct);
+    let (th_on, th_reason, th_msg) = match threshold {
+        Some(th) => (
+            true,
+            match th.action {
+                tokenwarden_core::config::ThresholdAction::Alert => c::REASON_ALERT,
+                tokenwarden_core::config::ThresholdAction::Downgrade(_) => c::REASON_DOWNGRADE,
+                tokenwarden_core::config::ThresholdAction::Block => c::REASON_BLOCK,
+            },
+            format!("{pct}% spent this period (threshold {}%)", th.percent),
+        ),
+        None => (
+            false,
+            c::REASON_WITHIN_BUDGET,
+            format!("{pct}% spent this period"),
+        ),
+    };
+    set_condition(
+        &mut conds,
+        prev,
+        c::THRESHOLD_CROSSED,
+        th_on,
+        th_reason,
+        th_msg,
+        generation,
+        now,
+    );
+    let limit = cfg.limit_usd;
+    let exhausted_msg = match (book.unmet(), limit) {
+        ((Some(need), _), Some(l)) if state == State::Exhausted && t.spent < l => format!(
+            "spent ${} of ${}; the ${} left is less than the ${need} a request needed; \
+             resets at {}",
+            t.spent,
+            l,
+            book.cap_usd().unwrap_or(l).saturating_sub(t.spent),
+            rfc3339(w.end)
+        ),
+        (_, Some(l)) if state == State::Exhausted => {
+            format!("spent ${} of ${}; resets at {}", t.spent, l, rfc3339(w.end))
+        }
+        _ if state == State::Exhausted => {
+            format!("token limit reached; resets at {}", rfc3339(w.end))
+        }
+        _ => format!("within the limit; the period ends at {}", rfc3339(w.end)),
+    };
+    set_condition(
+        &mut conds,
+        prev,
+        c::EXHAUSTED,
+        state == State::Exhausted,
+        if state == State::Exhausted {
+            c::REASON_LIMIT_REACHED
+        } else {
+            c::REASON_WITHIN_BUDGET
+        },
+        exhausted_msg,
+        generation,
+        now,
+    );
+    let sidecars = book
+        .sidecars()
+        .iter()
+        .map(|(id, e)| SidecarLedger {
+            id: id.clone(),
+            seq: i64_of(e.seq),
+            granted_picos: e.granted.picos().to_string(),
+            granted_tokens: i64_of(e.granted_tokens),
+            charged_picos: e.charged.picos().to_string(),
+            charged_tokens: i64_of(e.charged_tokens),
+            expires_unix_millis: e.expires_ms,
+        })
+        .collect();
+    let (unmet, unmet_tokens) = book.unmet();
+    TokenBudgetStatus {
+        observed_generation: Some(generation),
+        period_start: Some(rfc3339(w.start)),
+        period_end: Some(rfc3339(w.end)),
+        spent_usd: Some(t.spent.to_string()),
+        remaining_usd: limit.map(|l| l.saturating_sub(t.spent).max(Usd::ZERO).to_string()),
+        tokens: Some(counts(&t.usage)),
+        remaining_tokens: cfg
+            .limit_tokens
+            .map(|l| i64_of(l.saturating_sub(t.tokens()))),
+        requests: Some(i64_of(t.requests)),
+        unpriced_requests: Some(i64_of(t.unpriced_requests)),
+        top_models: top(book.models()),
+        top_workloads: top(book.workloads()),
+        state: Some(match state {
+            State::Ok => CrdState::Ok,
+            State::Threshold => CrdState::Threshold,
+            State::Exhausted => CrdState::Exhausted,
+        }),
+        conditions: conds,
+        ledger: Some(LedgerStatus {
+            period_start_unix: w.start.as_second(),
+            epoch: i64_of(book.epoch()),
+            spent_picos: t.spent.picos().to_string(),
+            spent_tokens: i64_of(t.tokens()),
+            sidecars,
+            models: book.models().iter().map(|(k, v)| spend_out(k, v)).collect(),
+            workloads: book
+                .workloads()
+                .iter()
+                .map(|(k, v)| spend_out(k, v))
+                .collect(),
+            unmet_picos: unmet.map(|u| u.picos().to_string()),
+            unmet_tokens: unmet_tokens.map(i64_of),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokenwarden_core::{
+        config::{BudgetConfig, Endpoint, FailMode, ObjectRef},
+        ledger::{BudgetPeriodRef, UsageRecord},
+        period::Period,
+    };
+
+    #[test]
+    fn a_book_round_trips_through_status() {
+        let now: Timestamp = "2026-11-22T10:00:00Z".parse().unwrap();
+        let cfg = BudgetConfig {
+            source: ObjectRef::new("ns", "team"),
+            generation: 3,
+            period: Period::Daily,
+            time_zone: "UTC".into(),
+            limit_usd: Some("5".parse().unwrap()),
+            limit_tokens: None,
+            thresholds: vec![],
+            per_request_cap_usd: None,
+            loop_guard: None,
+            fail_mode: FailMode::Closed,
+            shadow: false,
+        };
+        let mut book = Book::new(cfg.clone(), now).unwrap();
+        book.grant("s1", "1".parse().unwrap(), 0, now, 30_000);
+        let rec = UsageRecord {
+            seq: 7,
+            ts: now,
+            endpoint: Endpoint::Messages,
+            requested_model: "claude-x".into(),
+            served_model: "claude-y".into(),
+            provider: "anthropic".into(),
+            route: None,
+            score: None,
+            reason: None,
+            attempt: 1,
+            status: 200,
+            usage: Usage {
+                input_tokens: 10,
+                output_tokens: 20,
+                cache_read_tokens: 30,
+                cache_write_tokens: 40,
+            },
+            cost: Some("0.000123456789".parse().unwrap()),
+            estimated: true,
+            budgets: vec![BudgetPeriodRef {
+                budget: ObjectRef::new("ns", "team"),
+                period_start: book.window().start,
+            }],
+        };
+        book.apply("s1", "ns/web", book.window().start, &rec, now);
+        let st = budget_status(&book, None, now);
+        assert_eq!(st.spent_usd.as_deref(), Some("0.000123456789"));
+        assert_eq!(st.remaining_usd.as_deref(), Some("4.999876543211"));
+        assert_eq!(st.top_models[0].name, "claude-y");
+        assert_eq!(st.period_start.as_deref(), Some("2026-11-22T00:00:00Z"));
+        let json = serde_json::to_value(&st).unwrap();
+        let back: TokenBudgetStatus = serde_json::from_value(json).unwrap();
+        let state = book_state(Some(&back)).unwrap();
+        assert_eq!(state, book.to_state());
+        let restored = Book::restore(cfg, now, state).unwrap();
+        assert_eq!(restored.lease("s1"), book.lease("s1"));
+    }
+}

@@ -1,0 +1,567 @@
+//! The operator as a black box: the real binary in local mode, driven by a
+//! fake sidecar speaking the proto over real gRPC on 127.0.0.1.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::{
+    net::TcpListener,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use tokenwarden_proto::{
+    BudgetPeriod, ConfigAck, Hello, LeaseRequest, OperatorMessage, SidecarMessage, Usage,
+    UsageBatch, UsageRecord, control_client::ControlClient, operator_message::Msg as Out,
+    sidecar_message::Msg as In,
+};
+use tokio::sync::mpsc;
+use tonic::Streaming;
+
+const SECRET: &str = "local-shared-secret-0123456789";
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+const OBJECTS: &str = r#"
+apiVersion: tokenwarden.dev/v1alpha1
+kind: RoutingPolicy
+metadata: {name: web-routing, namespace: shop}
+spec:
+  workloadSelector: {matchLabels: {app: web}}
+  providers:
+    - {name: openai, api: openai, baseUrl: "http://127.0.0.1:9", apiKeySecretRef: {name: keys, key: openai}}
+---
+apiVersion: tokenwarden.dev/v1alpha1
+kind: TokenBudget
+metadata: {name: team, namespace: shop}
+spec:
+  workloadSelector: {matchLabels: {app: web}}
+  period: Daily
+  limit: {usd: "1.00"}
+"#;
+
+struct Operator {
+    dir: PathBuf,
+    state: PathBuf,
+    grpc: u16,
+    admin: u16,
+    child: Option<Child>,
+}
+
+impl Operator {
+    fn start(dir: &Path) -> Operator {
+        let state = dir.join("state");
+        let mut op = Operator {
+            dir: dir.to_path_buf(),
+            state,
+            grpc: free_port(),
+            admin: free_port(),
+            child: None,
+        };
+        op.spawn();
+        op
+    }
+
+    fn spawn(&mut self) {
+        std::fs::write(self.dir.join("secret"), SECRET).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_tokenwarden-operator"))
+            .args([
+                "--local-dir",
+                self.dir.join("objects").to_str().unwrap(),
+                "--state-dir",
+                self.state.to_str().unwrap(),
+                "--shared-secret-file",
+                self.dir.join("secret").to_str().unwrap(),
+                "--grpc-listen",
+                &format!("127.0.0.1:{}", self.grpc),
+                "--admin-listen",
+                &format!("127.0.0.1:{}", self.admin),
+                "--status-interval-ms",
+                "200",
+            ])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", self.admin)).is_err() {
+            assert!(Instant::now() < deadline, "operator did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.grpc)
+    }
+
+    fn budget_status(&self) -> serde_json::Value {
+        let p = self.state.join("status/tokenbudgets/shop.team.json");
+        serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
+    }
+
+    fn policy_status(&self) -> Option<serde_json::Value> {
+        let p = self
+            .state
+            .join("status/routingpolicies/shop.web-routing.json");
+        std::fs::read(p)
+            .ok()
+            .map(|b| serde_json::from_slice(&b).unwrap())
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+fn setup() -> (tempfile::TempDir, Operator) {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(tmp.path().join("objects")).unwrap();
+    std::fs::write(tmp.path().join("objects/shop.yaml"), OBJECTS).unwrap();
+    let op = Operator::start(tmp.path());
+    (tmp, op)
+}
+
+struct FakeSidecar {
+    tx: mpsc::Sender<SidecarMessage>,
+    rx: Streaming<OperatorMessage>,
+    first: Option<tokenwarden_proto::ConfigSnapshot>,
+}
+
+/// Connect as a sidecar would: retry while the operator is starting (not
+/// leading yet, objects not synced) until the first snapshot arrives.
+async fn connect_synced(url: &str, h: Hello) -> FakeSidecar {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        match connect(url, h.clone()).await {
+            Ok(mut c) => {
+                if let Ok(Some(OperatorMessage {
+                    msg: Some(Out::Config(snap)),
+                })) = c.rx.message().await
+                {
+                    c.first = Some(snap);
+                    return c;
+                }
+            }
+            Err(s) if s.code() == tonic::Code::Unavailable => {}
+            Err(s) => panic!("refused: {s}"),
+        }
+        assert!(Instant::now() < deadline, "operator never became ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn hello(id: &str, credential: &str) -> Hello {
+    Hello {
+        protocol_version: 1,
+        sidecar_id: id.into(),
+        namespace: "shop".into(),
+        pod_name: format!("web-{id}"),
+        pod_uid: format!("uid-{id}"),
+        labels: [("app".to_string(), "web".to_string())].into(),
+        sidecar_version: "test".into(),
+        credential: credential.into(),
+        config_version: String::new(),
+    }
+}
+
+async fn connect(url: &str, h: Hello) -> Result<FakeSidecar, tonic::Status> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut client = loop {
+        match ControlClient::connect(url.to_string()).await {
+            Ok(c) => break c,
+            Err(e) if Instant::now() < deadline => {
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("connect: {e}"),
+        }
+    };
+    let (tx, rx) = mpsc::channel(64);
+    tx.send(SidecarMessage {
+        msg: Some(In::Hello(h)),
+    })
+    .await
+    .unwrap();
+    let out =
+        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) });
+    let resp = client.session(out).await?;
+    Ok(FakeSidecar {
+        tx,
+        rx: resp.into_inner(),
+        first: None,
+    })
+}
+
+impl FakeSidecar {
+    async fn send(&self, m: In) {
+        self.tx.send(SidecarMessage { msg: Some(m) }).await.unwrap();
+    }
+
+    /// The next message matching `f`, within `secs`.
+    async fn next<T>(&mut self, secs: u64, mut f: impl FnMut(Out) -> Option<T>) -> T {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+        loop {
+            let m = tokio::time::timeout_at(deadline, self.rx.message())
+                .await
+                .expect("timed out waiting for a message")
+                .expect("stream error")
+                .expect("stream ended");
+            if let Some(t) = m.msg.and_then(&mut f) {
+                return t;
+            }
+        }
+    }
+
+    async fn snapshot(&mut self) -> tokenwarden_proto::ConfigSnapshot {
+        if let Some(s) = self.first.take() {
+            return s;
+        }
+        self.next(10, |m| match m {
+            Out::Config(c) => Some(c),
+            _ => None,
+        })
+        .await
+    }
+
+    async fn ack_up_to(&mut self, seq: u64) {
+        self.next(10, |m| match m {
+            Out::UsageAck(a) if a.up_to_seq >= seq => Some(()),
+            _ => None,
+        })
+        .await
+    }
+}
+
+fn record(sidecar: &str, seq: u64, cost_picos: i64, period_start: i64) -> UsageRecord {
+    UsageRecord {
+        sidecar_id: sidecar.into(),
+        seq,
+        ts_unix_nanos: jiff::Timestamp::now().as_nanosecond() as i64,
+        endpoint: "chatCompletions".into(),
+        requested_model: "gpt-4o".into(),
+        served_model: "gpt-4o-mini".into(),
+        provider: "openai".into(),
+        attempt: 1,
+        status: 200,
+        usage: Some(Usage {
+            input_tokens: 100,
+            output_tokens: 10,
+            cache_read_tokens: 0,
+            cache_write_tokens: 0,
+        }),
+        cost_picos,
+        priced: true,
+        budgets: vec![BudgetPeriod {
+            namespace: "shop".into(),
+            name: "team".into(),
+            period_start_unix: period_start,
+        }],
+        pod_name: "web".into(),
+        ..Default::default()
+    }
+}
+
+fn today() -> i64 {
+    let now = jiff::Timestamp::now();
+    now.as_second() - now.as_second().rem_euclid(86_400)
+}
+
+fn spent_picos(op: &Operator) -> i128 {
+    op.budget_status()["ledger"]["spentPicos"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn unauthenticated_streams_are_refused() {
+    let (_tmp, op) = setup();
+    let err = connect(&op.url(), hello("a", "not-the-secret-at-all"))
+        .await
+        .err()
+        .expect("refused");
+    assert_eq!(err.code(), tonic::Code::Unauthenticated);
+    assert!(
+        err.message()
+            .contains("the credential does not match the shared secret"),
+        "{}",
+        err.message()
+    );
+    let err = connect(&op.url(), hello("a", "")).await.err().unwrap();
+    assert_eq!(err.code(), tonic::Code::Unauthenticated);
+}
+
+#[tokio::test]
+async fn snapshot_usage_and_leases_end_to_end() {
+    let (_tmp, op) = setup();
+    let mut sc = connect_synced(&op.url(), hello("s1", SECRET)).await;
+    let snap = sc.snapshot().await;
+    assert_eq!(snap.protocol_version, 1);
+    let cfg: serde_json::Value = serde_json::from_slice(&snap.config_json).unwrap();
+    assert_eq!(cfg["routing"]["source"]["name"], "web-routing");
+    assert_eq!(cfg["budgets"][0]["source"]["name"], "team");
+    sc.send(In::ConfigAck(ConfigAck {
+        version: snap.version.clone(),
+        accepted: true,
+        reason: String::new(),
+    }))
+    .await;
+    let status = sc
+        .next(10, |m| match m {
+            Out::BudgetStatus(s) => Some(s),
+            _ => None,
+        })
+        .await;
+    assert_eq!(status.limit_picos, 1_000_000_000_000);
+    assert_eq!(status.period_start_unix, today());
+
+    // A lease: at least what was asked, request id echoed.
+    sc.send(In::LeaseRequest(LeaseRequest {
+        budget_namespace: "shop".into(),
+        budget_name: "team".into(),
+        want_picos: 100_000_000_000,
+        request_id: 7,
+        ..Default::default()
+    }))
+    .await;
+    let grant = sc
+        .next(10, |m| match m {
+            Out::LeaseGrant(g) if g.request_id == 7 => Some(g),
+            _ => None,
+        })
+        .await;
+    assert_eq!(grant.amount_picos, 100_000_000_000);
+    assert!(grant.expires_unix_millis > jiff::Timestamp::now().as_millisecond());
+    // The grant was durable before it was sent.
+    let st = op.budget_status();
+    assert_eq!(st["ledger"]["sidecars"][0]["grantedPicos"], "100000000000");
+
+    // Usage: acked once durable; replays are not counted twice.
+    let batch = |seqs: &[u64]| {
+        In::Usage(UsageBatch {
+            records: seqs
+                .iter()
+                .map(|s| record("s1", *s, 1_000_000_000 * *s as i64, today()))
+                .collect(),
+        })
+    };
+    sc.send(batch(&[1, 2, 3])).await;
+    sc.ack_up_to(3).await;
+    assert_eq!(spent_picos(&op), 6_000_000_000);
+    sc.send(batch(&[2, 3, 4])).await;
+    sc.ack_up_to(4).await;
+    assert_eq!(spent_picos(&op), 10_000_000_000);
+    let st = op.budget_status();
+    assert_eq!(st["spentUsd"], "0.01");
+    assert_eq!(st["requests"], 4);
+    assert_eq!(st["topModels"][0]["name"], "gpt-4o-mini");
+    assert_eq!(st["topWorkloads"][0]["name"], "shop/web");
+    assert_eq!(st["ledger"]["sidecars"][0]["seq"], 4);
+    assert_eq!(st["ledger"]["sidecars"][0]["chargedPicos"], "10000000000");
+
+    // The RoutingPolicy's Ready condition counts the sidecar on its version.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        if let Some(p) = op.policy_status()
+            && p["sidecars"] == "1/1"
+        {
+            let ready = p["conditions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|c| c["type"] == "Ready")
+                .unwrap();
+            assert_eq!(ready["status"], "True");
+            assert_eq!(ready["reason"], "AllSidecarsInSync");
+            break;
+        }
+        assert!(Instant::now() < deadline, "{:?}", op.policy_status());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The cluster ledger groups by namespace, workload and model.
+    let ledger: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(op.state.join("ledger.json")).unwrap()).unwrap();
+    assert_eq!(ledger["watermarks"]["s1"], 4);
+}
+
+#[tokio::test]
+async fn a_change_reaches_the_sidecar_within_a_second_and_nacks_show_in_status() {
+    let (tmp, op) = setup();
+    let mut sc = connect_synced(&op.url(), hello("s1", SECRET)).await;
+    let first = sc.snapshot().await;
+    sc.send(In::ConfigAck(ConfigAck {
+        version: first.version.clone(),
+        accepted: true,
+        reason: String::new(),
+    }))
+    .await;
+    let changed = OBJECTS.replace("limit: {usd: \"1.00\"}", "limit: {usd: \"2.00\"}");
+    let t = Instant::now();
+    std::fs::write(tmp.path().join("objects/shop.yaml"), changed).unwrap();
+    let second = sc.snapshot().await;
+    let took = t.elapsed();
+    assert!(took < Duration::from_secs(1), "took {took:?}");
+    assert_ne!(second.version, first.version);
+    let cfg: serde_json::Value = serde_json::from_slice(&second.config_json).unwrap();
+    assert_eq!(cfg["budgets"][0]["limit_usd"], "2.00");
+    sc.send(In::ConfigAck(ConfigAck {
+        version: second.version.clone(),
+        accepted: false,
+        reason: "routing.tiers[0]: unknown provider".into(),
+    }))
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        if let Some(p) = op.policy_status() {
+            let ready = p["conditions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|c| c["type"] == "Ready")
+                .cloned()
+                .unwrap();
+            if ready["status"] == "False" {
+                assert_eq!(ready["reason"], "RejectedBySidecar");
+                let msg = ready["message"].as_str().unwrap();
+                assert!(
+                    msg.contains("0/1 sidecars run the current version"),
+                    "{msg}"
+                );
+                assert!(msg.contains("pod shop/web-s1"), "{msg}");
+                assert!(msg.contains("routing.tiers[0]: unknown provider"), "{msg}");
+                break;
+            }
+        }
+        assert!(Instant::now() < deadline, "{:?}", op.policy_status());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn kill_9_of_the_operator_loses_nothing_and_counts_nothing_twice() {
+    let (_tmp, mut op) = setup();
+    let mut truth: i128 = 0;
+    let mut next_seq = 1u64;
+    let mut acked = 0u64;
+    let mut rng: u64 = 0x9e37_79b9_7f4a_7c15;
+    for round in 0..5 {
+        let mut sc = connect_synced(&op.url(), hello("s1", SECRET)).await;
+        sc.snapshot().await;
+        // Replay everything not acked (as the sidecar's spool does), then
+        // new records; kill at a random point.
+        let mut unacked: Vec<UsageRecord> = (acked + 1..next_seq)
+            .map(|s| record("s1", s, 1_000_000 * s as i64, today()))
+            .collect();
+        for _ in 0..20 {
+            let r = record("s1", next_seq, 1_000_000 * next_seq as i64, today());
+            truth += 1_000_000 * i128::from(next_seq);
+            next_seq += 1;
+            unacked.push(r);
+        }
+        for chunk in unacked.chunks(3) {
+            sc.send(In::Usage(UsageBatch {
+                records: chunk.to_vec(),
+            }))
+            .await;
+        }
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        let wait_ms = rng % 400;
+        let until = tokio::time::Instant::now() + Duration::from_millis(wait_ms);
+        while let Ok(Ok(Some(m))) = tokio::time::timeout_at(until, sc.rx.message()).await {
+            if let Some(Out::UsageAck(a)) = m.msg {
+                acked = acked.max(a.up_to_seq);
+            }
+        }
+        op.kill9();
+        op.spawn();
+        let _ = round;
+    }
+    // Final reconnect: replay the rest and wait for the last ack.
+    let mut sc = connect_synced(&op.url(), hello("s1", SECRET)).await;
+    sc.snapshot().await;
+    let rest: Vec<UsageRecord> = (acked + 1..next_seq)
+        .map(|s| record("s1", s, 1_000_000 * s as i64, today()))
+        .collect();
+    if !rest.is_empty() {
+        sc.send(In::Usage(UsageBatch { records: rest })).await;
+        sc.ack_up_to(next_seq - 1).await;
+    }
+    // Replaying everything once more changes nothing.
+    let all: Vec<UsageRecord> = (1..next_seq)
+        .map(|s| record("s1", s, 1_000_000 * s as i64, today()))
+        .collect();
+    sc.send(In::Usage(UsageBatch { records: all })).await;
+    sc.ack_up_to(next_seq - 1).await;
+    assert_eq!(spent_picos(&op), truth);
+    assert_eq!(
+        op.budget_status()["requests"].as_i64().unwrap() as u64,
+        next_seq - 1
+    );
+}
+
+#[tokio::test]
+async fn a_standby_redirects_and_takes_over_without_double_counting() {
+    let (tmp, mut leader) = setup();
+    // Make sure the first one holds the lock before the second starts.
+    let mut sc = connect_synced(&leader.url(), hello("s1", SECRET)).await;
+    sc.snapshot().await;
+    let mut standby = Operator {
+        dir: tmp.path().to_path_buf(),
+        state: leader.state.clone(),
+        grpc: free_port(),
+        admin: free_port(),
+        child: None,
+    };
+    standby.spawn();
+    let mut s2 = connect(&standby.url(), hello("s2", SECRET)).await.unwrap();
+    let redirect = s2
+        .next(10, |m| match m {
+            Out::Redirect(r) => Some(r),
+            _ => None,
+        })
+        .await;
+    assert_eq!(redirect.address, leader.url());
+    let end = s2.rx.message().await.unwrap_err();
+    assert_eq!(end.code(), tonic::Code::Unavailable);
+
+    let recs: Vec<UsageRecord> = (1..=5)
+        .map(|s| record("s1", s, 2_000_000, today()))
+        .collect();
+    sc.send(In::Usage(UsageBatch {
+        records: recs.clone(),
+    }))
+    .await;
+    sc.ack_up_to(5).await;
+    leader.kill9();
+    // The standby takes the lock, reads the statuses, and dedupes replays.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut sc = connect_synced(&standby.url(), hello("s1", SECRET)).await;
+    assert!(
+        Instant::now() < deadline,
+        "standby took too long to take over"
+    );
+    let mut replay = recs;
+    replay.push(record("s1", 6, 2_000_000, today()));
+    sc.send(In::Usage(UsageBatch { records: replay })).await;
+    sc.ack_up_to(6).await;
+    assert_eq!(spent_picos(&standby), 12_000_000);
+}
