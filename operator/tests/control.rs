@@ -51,6 +51,7 @@ struct Operator {
     state: PathBuf,
     grpc: u16,
     admin: u16,
+    extra: Vec<String>,
     child: Option<Child>,
 }
 
@@ -62,6 +63,7 @@ impl Operator {
             state,
             grpc: free_port(),
             admin: free_port(),
+            extra: Vec::new(),
             child: None,
         };
         op.spawn();
@@ -85,6 +87,7 @@ impl Operator {
                 "--status-interval-ms",
                 "200",
             ])
+            .args(&self.extra)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .spawn()
@@ -529,6 +532,7 @@ async fn a_standby_redirects_and_takes_over_without_double_counting() {
         state: leader.state.clone(),
         grpc: free_port(),
         admin: free_port(),
+        extra: Vec::new(),
         child: None,
     };
     standby.spawn();
@@ -564,4 +568,104 @@ async fn a_standby_redirects_and_takes_over_without_double_counting() {
     sc.send(In::Usage(UsageBatch { records: replay })).await;
     sc.ack_up_to(6).await;
     assert_eq!(spent_picos(&standby), 12_000_000);
+}
+
+#[tokio::test]
+async fn the_control_server_speaks_tls_with_a_certificate_from_files() {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    use tonic::transport::{Certificate, Channel, ClientTlsConfig};
+
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .signed_by(&leaf_key, &ca)
+        .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(tmp.path().join("objects")).unwrap();
+    std::fs::write(tmp.path().join("objects/shop.yaml"), OBJECTS).unwrap();
+    std::fs::write(tmp.path().join("tls.crt"), leaf.pem()).unwrap();
+    std::fs::write(tmp.path().join("tls.key"), leaf_key.serialize_pem()).unwrap();
+    let mut op = Operator {
+        dir: tmp.path().to_path_buf(),
+        state: tmp.path().join("state"),
+        grpc: free_port(),
+        admin: free_port(),
+        extra: vec![
+            "--tls-cert-file".into(),
+            tmp.path().join("tls.crt").display().to_string(),
+            "--tls-key-file".into(),
+            tmp.path().join("tls.key").display().to_string(),
+        ],
+        child: None,
+    };
+    op.spawn();
+    let url = format!("https://localhost:{}", op.grpc);
+
+    // Trusting the CA: a session works.
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(ca.pem()))
+        .domain_name("localhost");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let snap =
+        loop {
+            let channel = Channel::from_shared(url.clone())
+                .unwrap()
+                .tls_config(tls.clone())
+                .unwrap()
+                .connect()
+                .await
+                .unwrap();
+            let mut client = ControlClient::new(channel);
+            let (tx, rx) = mpsc::channel(4);
+            tx.send(SidecarMessage {
+                msg: Some(In::Hello(hello("tls", SECRET))),
+            })
+            .await
+            .unwrap();
+            let out = futures_util::stream::unfold(rx, |mut rx| async move {
+                rx.recv().await.map(|m| (m, rx))
+            });
+            if let Ok(resp) = client.session(out).await
+                && let Ok(Some(OperatorMessage {
+                    msg: Some(Out::Config(c)),
+                })) = resp.into_inner().message().await
+            {
+                break c;
+            }
+            assert!(Instant::now() < deadline, "no snapshot over TLS");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+    assert!(!snap.version.is_empty());
+
+    // Plaintext against the TLS port fails, and so does TLS without the CA.
+    let plain = ControlClient::connect(format!("http://127.0.0.1:{}", op.grpc)).await;
+    if let Ok(mut c) = plain {
+        let (_tx, rx) = mpsc::channel::<SidecarMessage>(1);
+        let out =
+            futures_util::stream::unfold(
+                rx,
+                |mut rx| async move { rx.recv().await.map(|m| (m, rx)) },
+            );
+        assert!(c.session(out).await.is_err());
+    }
+    let other_ca = {
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        CertifiedIssuer::self_signed(p, KeyPair::generate().unwrap()).unwrap()
+    };
+    let untrusted = Channel::from_shared(url).unwrap().tls_config(
+        ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(other_ca.pem()))
+            .domain_name("localhost"),
+    );
+    let refused = match untrusted {
+        Ok(ch) => ch.connect().await.is_err(),
+        Err(_) => true,
+    };
+    assert!(refused, "an unknown CA must be refused");
+    op.kill9();
 }
