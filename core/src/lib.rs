@@ -5,6 +5,7 @@
 //! here (arrows point inward), so every rule is unit-tested in one place.
 //!
 //! - [`budget`]: reservations, settlement, thresholds, caps and the loop guard of one budget.
+//! - [`lease_client`]: a sidecar's lease on a budget: what it may still reserve.
 //! - [`money`]: integer money (pico-USD) and prices (nano-USD per million tokens).
 //! - [`catalog`]: the built-in price catalog generated from genai-prices, and
 //!   the [`catalog::PriceBook`] that applies RoutingPolicy overrides on top.
@@ -21,6 +22,7 @@ pub mod catalog;
 pub mod classify;
 pub mod compile;
 pub mod config;
+pub mod lease_client;
 pub mod ledger;
 pub mod money;
 pub mod period;
