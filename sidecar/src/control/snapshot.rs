@@ -173,6 +173,11 @@ mod tests {
     fn rejections_name_the_field() {
         let ok = r#"{"namespace":"apps","routing":null,"budgets":[],"conflict":null,"warnings":[],"future_field":1}"#;
         assert!(check(&snap(ok), "apps").is_ok(), "unknown fields ignored");
+        let minimal = check(&snap(r#"{"namespace":"apps"}"#), "apps").unwrap();
+        assert!(
+            minimal.budgets.is_empty() && minimal.routing.is_none(),
+            "missing = default"
+        );
         let err = check(&snap(ok), "other").unwrap_err();
         assert!(err.starts_with("namespace:"), "{err}");
         let bad = r#"{"namespace":"apps","routing":null,"budgets":[{"source":{"namespace":"apps","name":"b"},"generation":1,"period":"Daily","time_zone":"UTC","limit_usd":"x"}],"conflict":null,"warnings":[]}"#;
