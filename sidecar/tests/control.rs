@@ -730,3 +730,36 @@ async fn redirect_is_followed() {
     );
     assert_eq!(leader.records(1).await[0].seq, 1);
 }
+
+#[test]
+fn exactly_one_of_policy_file_and_control_plane() {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tokenwarden-sidecar"))
+            .args(args)
+            .env_remove("TOKENWARDEN_POLICY_FILE")
+            .env_remove("TOKENWARDEN_CONTROL_PLANE")
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, err) = run(&[]);
+    assert_eq!(code, Some(64));
+    assert!(
+        err.contains("one of --policy-file (standalone mode) or --control-plane"),
+        "{err}"
+    );
+    let (code, err) = run(&[
+        "--policy-file",
+        "/x.yaml",
+        "--control-plane",
+        "http://127.0.0.1:1",
+    ]);
+    assert_eq!(code, Some(64));
+    assert!(err.contains("exclude each other"), "{err}");
+    let (code, err) = run(&["--control-plane", "grpc://x:1"]);
+    assert_eq!(code, Some(64));
+    assert!(err.contains("expected https://host:port"), "{err}");
+}
