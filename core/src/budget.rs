@@ -16,6 +16,11 @@
 //! - A request to an unpriced model reserves no USD (its cost is unknown; it
 //!   is counted and flagged) but still reserves tokens.
 //! - Shadow budgets compute every verdict and report it, but always allow.
+//! - Connected to an operator, thresholds act on the larger of this
+//!   sidecar's percentage and the cluster-wide one the operator reports
+//!   ([`BudgetState::set_cluster_percent`]), so crossing 80% anywhere
+//!   flips every sidecar to the downgrade target; a cluster-wide
+//!   percentage at or over the effective cap refuses new requests.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -96,6 +101,8 @@ pub struct BudgetState {
     totals: Totals,
     reserved: Held,
     loop_guard: HashMap<u64, LoopEntry>,
+    /// Cluster-wide percent spent (period start, percent), from the operator.
+    cluster: Option<(Timestamp, u64)>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -128,6 +135,7 @@ impl BudgetState {
             totals,
             reserved: Held::default(),
             loop_guard: HashMap::new(),
+            cluster: None,
         })
     }
 
@@ -203,9 +211,29 @@ impl BudgetState {
             .unwrap_or(100)
     }
 
+    /// Record the cluster-wide percent spent of the period starting at
+    /// `period_start` (from the operator's BudgetStatus).
+    pub fn set_cluster_percent(&mut self, period_start: Timestamp, percent: u64) {
+        self.cluster = Some((period_start, percent));
+    }
+
+    /// The cluster-wide percent spent of the current period, if known.
+    pub fn cluster_percent(&self) -> Option<u64> {
+        self.cluster
+            .filter(|(start, _)| *start == self.window.start)
+            .map(|(_, p)| p)
+    }
+
+    /// The percentage thresholds act on: the larger of this sidecar's
+    /// committed spend and the cluster-wide percentage (when connected).
+    pub fn percent_spent(&self) -> u64 {
+        self.local_percent_spent()
+            .max(self.cluster_percent().unwrap_or(0))
+    }
+
     /// Committed spend as a percentage of the limit (the larger of the USD
     /// and token percentages), rounded down.
-    pub fn percent_spent(&self) -> u64 {
+    pub fn local_percent_spent(&self) -> u64 {
         let usd = self.cfg.limit_usd.map_or(0, |l| {
             if l.picos() <= 0 {
                 100
@@ -225,13 +253,19 @@ impl BudgetState {
     pub fn state(&self) -> State {
         let usd_done = self.cap_usd().is_some_and(|c| self.totals.spent >= c);
         let tok_done = self.cap_tokens().is_some_and(|c| self.totals.tokens() >= c);
-        if usd_done || tok_done {
+        if usd_done || tok_done || self.cluster_exhausted() {
             State::Exhausted
         } else if self.cfg.active_threshold(self.percent_spent()).is_some() {
             State::Threshold
         } else {
             State::Ok
         }
+    }
+
+    /// Whether the operator reports the effective cap reached cluster-wide.
+    fn cluster_exhausted(&self) -> bool {
+        self.cluster_percent()
+            .is_some_and(|p| p >= u64::from(self.block_percent()))
     }
 
     /// The downgrade in force, if committed spend reached a Downgrade
@@ -331,6 +365,24 @@ impl BudgetState {
                     "TokenBudget {}: this request's worst-case cost ${cost} exceeds the \
                      per-request cap of ${cap}",
                     self.cfg.source
+                ),
+            ));
+        }
+        if self.cluster_exhausted() {
+            let pct = self.cluster_percent().unwrap_or(0);
+            let block = self.block_percent();
+            return Err(self.refusal(
+                now,
+                if block < 100 { "threshold" } else { "limit" },
+                format!(
+                    "TokenBudget {} is exhausted cluster-wide: {pct}% of its limit is spent \
+                     across all workloads{}",
+                    self.cfg.source,
+                    if block < 100 {
+                        format!(" (blocking from {block}%)")
+                    } else {
+                        String::new()
+                    }
                 ),
             ));
         }
@@ -690,6 +742,42 @@ mod tests {
         for i in 0..10 {
             b.check_loop(at(1000 + i * 61), 9).unwrap();
         }
+    }
+
+    #[test]
+    fn cluster_percent_drives_thresholds_in_its_period_only() {
+        let mut c = cfg("10.00");
+        c.thresholds = vec![
+            Threshold {
+                percent: 80,
+                action: ThresholdAction::Downgrade(DowngradeTarget::Tier("cheap".into())),
+            },
+            Threshold {
+                percent: 95,
+                action: ThresholdAction::Block,
+            },
+        ];
+        let mut b = BudgetState::new(c, now(), Totals::default()).unwrap();
+        b.record(&Usage::default(), Some(usd("1.00")));
+        assert_eq!(b.local_percent_spent(), 10);
+        assert_eq!(b.downgrade(), None);
+        // Another period's status does not count.
+        b.set_cluster_percent("2026-11-21T00:00:00Z".parse().unwrap(), 90);
+        assert_eq!(b.percent_spent(), 10);
+        b.set_cluster_percent(b.window().start, 80);
+        assert_eq!(b.percent_spent(), 80);
+        assert_eq!(b.downgrade(), Some(&DowngradeTarget::Tier("cheap".into())));
+        assert_eq!(b.state(), State::Threshold);
+        b.reserve(now(), ask("0.01")).unwrap();
+        b.set_cluster_percent(b.window().start, 95);
+        assert_eq!(b.state(), State::Exhausted);
+        let err = b.reserve(now(), ask("0.01")).unwrap_err();
+        assert_eq!(err.reason, "threshold");
+        assert!(
+            err.message.contains("exhausted cluster-wide: 95%"),
+            "{}",
+            err.message
+        );
     }
 
     #[test]

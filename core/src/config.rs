@@ -5,7 +5,9 @@
 //! types: the crds crate converts the API objects into the inputs of the
 //! compiler, and the operator ships the result to sidecars. Everything is
 //! serde-serializable, with a stable field order, so a snapshot has a stable
-//! digest.
+//! digest. Deserializing is lenient the way the control protocol promises
+//! (`proto/control.proto`): unknown fields are ignored, and collections and
+//! flags a newer or older compiler may leave out default to empty/false.
 
 use serde::{Deserialize, Serialize};
 
@@ -108,6 +110,7 @@ pub struct HeaderMatch {
 /// What a route matches on. Every stated condition must hold; an empty match
 /// matches every request.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(default)]
 pub struct RouteMatch {
     /// Globs on the model the app requested; empty = any.
     pub models: Vec<String>,
@@ -198,12 +201,15 @@ pub struct RoutingConfig {
     /// Upstream providers.
     pub providers: Vec<Provider>,
     /// Escalation ladder, cheapest first.
+    #[serde(default)]
     pub tiers: Vec<Tier>,
     /// Ordered routes.
+    #[serde(default)]
     pub routes: Vec<Route>,
     /// Escalation rules.
     pub escalation: Escalation,
     /// Fallback rules.
+    #[serde(default)]
     pub fallback: Fallback,
     /// Complexity classifier settings.
     pub classifier: ClassifierConfig,
@@ -279,6 +285,7 @@ pub struct BudgetConfig {
     /// Token limit per period (all four kinds summed).
     pub limit_tokens: Option<u64>,
     /// Ascending thresholds.
+    #[serde(default)]
     pub thresholds: Vec<Threshold>,
     /// Largest worst-case cost a single request may have.
     pub per_request_cap_usd: Option<Usd>,
@@ -287,6 +294,7 @@ pub struct BudgetConfig {
     /// Behaviour without control plane and lease.
     pub fail_mode: FailMode,
     /// Evaluate and report, never enforce.
+    #[serde(default)]
     pub shadow: bool,
 }
 
@@ -309,12 +317,14 @@ pub struct WorkloadConfig {
     pub routing: Option<RoutingConfig>,
     /// Every TokenBudget selecting the pod, in name order; each applies and
     /// the strictest decides each request.
+    #[serde(default)]
     pub budgets: Vec<BudgetConfig>,
     /// Present when more than one RoutingPolicy selected the pod.
     pub conflict: Option<PolicyConflict>,
     /// Cross-object problems found while compiling (e.g. a budget that
     /// downgrades to a tier the chosen policy does not define). The config is
     /// still usable; these surface as conditions and log lines.
+    #[serde(default)]
     pub warnings: Vec<String>,
 }
 

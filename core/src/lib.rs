@@ -6,6 +6,7 @@
 //!
 //! - [`budget`]: reservations, settlement, thresholds, caps and the loop guard of one budget.
 //! - [`cluster`]: the operator's ledger and lease pool of one budget, and the cluster ledger.
+//! - [`lease_client`]: a sidecar's lease on a budget: what it may still reserve.
 //! - [`money`]: integer money (pico-USD) and prices (nano-USD per million tokens).
 //! - [`catalog`]: the built-in price catalog generated from genai-prices, and
 //!   the [`catalog::PriceBook`] that applies RoutingPolicy overrides on top.
@@ -23,6 +24,7 @@ pub mod classify;
 pub mod cluster;
 pub mod compile;
 pub mod config;
+pub mod lease_client;
 pub mod ledger;
 pub mod money;
 pub mod period;

@@ -102,6 +102,21 @@ pub fn ledger_json(shared: &Shared) -> serde_json::Value {
             let cfg = b.config();
             let t = b.totals();
             let remaining = cfg.limit_usd.map(|l| l.saturating_sub(t.spent).max(tokenwarden_core::money::Usd::ZERO));
+            let (cluster, lease) = match &shared.control {
+                Some(c) => (
+                    c.leases.status(&cfg.source).map_or(serde_json::Value::Null, |s| {
+                        json!({
+                            "period_start_unix": s.period_start_unix,
+                            "spent_usd": tokenwarden_core::money::Usd::from_picos(i128::from(s.spent_picos)).to_string(),
+                            "spent_tokens": s.spent_tokens,
+                            "percent_spent": s.percent_spent,
+                            "state": s.state,
+                        })
+                    }),
+                    c.leases.describe(&cfg.source, b.window().start.as_second()),
+                ),
+                None => (serde_json::Value::Null, serde_json::Value::Null),
+            };
             json!({
                 "namespace": cfg.source.namespace,
                 "name": cfg.source.name,
@@ -120,6 +135,10 @@ pub fn ledger_json(shared: &Shared) -> serde_json::Value {
                 "reserved_usd": b.reserved().cost.to_string(),
                 "state": match b.state() { State::Ok => "Ok", State::Threshold => "Threshold", State::Exhausted => "Exhausted" },
                 "shadow": cfg.shadow,
+                "percent_spent": b.percent_spent(),
+                "local_percent_spent": b.local_percent_spent(),
+                "cluster": cluster,
+                "lease": lease,
             })
         })
         .collect();
@@ -137,5 +156,16 @@ pub fn ledger_json(shared: &Shared) -> serde_json::Value {
         },
         "budgets": budgets,
         "last_seq": agg.last_seq,
+        "control": shared.control.as_ref().map(|c| {
+            let spool = lock(&c.spool);
+            json!({
+                "sidecar_id": c.sidecar_id,
+                "connected": c.connected(),
+                "config_version": c.config_version(),
+                "spool_records": spool.depth(),
+                "acked_seq": spool.acked(),
+                "next_seq": spool.next_seq(),
+            })
+        }),
     })
 }

@@ -27,6 +27,40 @@ pub struct Args {
     #[arg(long, env = "TOKENWARDEN_POLICY_FILE", value_name = "FILE")]
     pub policy_file: Option<PathBuf>,
 
+    /// Connected mode: the operator's control plane, `https://host:port`
+    /// (TLS) or `http://host:port` (plaintext, for local mode and tests).
+    /// Config, leases and the cluster-wide ledger come from it.
+    #[arg(long, env = "TOKENWARDEN_CONTROL_PLANE", value_name = "URL")]
+    pub control_plane: Option<String>,
+
+    /// PEM CA bundle trusted for the control plane (default: webpki roots).
+    #[arg(long, env = "TOKENWARDEN_CONTROL_PLANE_CA", value_name = "FILE")]
+    pub control_plane_ca: Option<PathBuf>,
+
+    /// File holding the credential sent to the control plane (the projected
+    /// service-account token, or the local shared secret); read afresh on
+    /// every connect, never logged.
+    #[arg(long, env = "TOKENWARDEN_CREDENTIAL_FILE", value_name = "FILE")]
+    pub credential_file: Option<PathBuf>,
+
+    /// This pod's name (connected mode).
+    #[arg(long, env = "TOKENWARDEN_POD_NAME", default_value = "")]
+    pub pod_name: String,
+
+    /// This pod's UID (connected mode; prefix of the sidecar id).
+    #[arg(long, env = "TOKENWARDEN_POD_UID", default_value = "")]
+    pub pod_uid: String,
+
+    /// Labels from a downward-API file (`key="value"` per line); merged
+    /// under `--labels`.
+    #[arg(long, env = "TOKENWARDEN_LABELS_FILE", value_name = "FILE")]
+    pub labels_file: Option<PathBuf>,
+
+    /// How long a request may wait for a lease grant before it is refused
+    /// (connected mode), in milliseconds.
+    #[arg(long, env = "TOKENWARDEN_LEASE_WAIT_MS", default_value_t = 2000)]
+    pub lease_wait_ms: u64,
+
     /// Directory of provider keys, laid out as Kubernetes mounts a Secret:
     /// DIR/<secretName>/<key>.
     #[arg(long, env = "TOKENWARDEN_SECRETS_DIR", value_name = "DIR")]
@@ -141,12 +175,59 @@ pub fn run(args: Args) -> ExitCode {
             }
         };
     }
-    let labels = match parse_labels(&args.labels) {
+    let mut labels = match parse_labels(&args.labels) {
         Ok(l) => l,
         Err(e) => return config_error(&format!("--labels: {e}")),
     };
-    let Some(path) = args.policy_file.clone() else {
-        return config_error("--policy-file is required (standalone mode)");
+    if let Some(file) = &args.labels_file {
+        let text = match std::fs::read_to_string(file) {
+            Ok(t) => t,
+            Err(e) => return config_error(&format!("--labels-file {}: {e}", file.display())),
+        };
+        match crate::control::parse_labels_file(&text) {
+            Ok(from_file) => {
+                for (k, v) in from_file {
+                    labels.entry(k).or_insert(v);
+                }
+            }
+            Err(e) => return config_error(&format!("--labels-file {}: {e}", file.display())),
+        }
+    }
+    let path = match (args.policy_file.clone(), args.control_plane.clone()) {
+        (Some(_), Some(_)) => {
+            return config_error(
+                "--policy-file (standalone) and --control-plane (connected) exclude each other; give one",
+            );
+        }
+        (None, None) => {
+            return config_error(
+                "one of --policy-file (standalone mode) or --control-plane (connected mode) is required",
+            );
+        }
+        (None, Some(url)) => {
+            if args.check_config {
+                return config_error("--check-config needs --policy-file");
+            }
+            if !(url.starts_with("https://") || url.starts_with("http://")) {
+                return config_error(&format!(
+                    "--control-plane {url:?}: expected https://host:port or http://host:port"
+                ));
+            }
+            let settings = crate::control::Settings {
+                url,
+                ca_file: args.control_plane_ca.clone(),
+                credential_file: args.credential_file.clone(),
+                namespace: args.namespace.clone(),
+                pod_name: args.pod_name.clone(),
+                pod_uid: args.pod_uid.clone(),
+                labels,
+                lease_wait: std::time::Duration::from_millis(args.lease_wait_ms),
+                state_dir: args.state_dir.clone(),
+                fsync: args.ledger_fsync,
+            };
+            return crate::run::run(args, crate::run::Mode::Connected(settings));
+        }
+        (Some(path), None) => path,
     };
     let set = match PolicySet::from_path(&path) {
         Ok(s) => s,
@@ -166,7 +247,14 @@ pub fn run(args: Args) -> ExitCode {
         }
         return ExitCode::SUCCESS;
     }
-    crate::run::run(args, path, labels, set)
+    crate::run::run(
+        args,
+        crate::run::Mode::Standalone {
+            policy: path,
+            labels,
+            set,
+        },
+    )
 }
 
 pub(crate) fn config_error(msg: &str) -> ExitCode {

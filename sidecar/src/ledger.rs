@@ -188,9 +188,12 @@ impl Ledger {
         self.next_seq
     }
 
-    /// Assign the next sequence number, append durably, fold in.
+    /// Append durably and fold in. The record keeps its seq when it is
+    /// ahead of the ledger's (connected mode: the spool assigned it);
+    /// otherwise it gets the next one.
     pub fn append(&mut self, mut record: UsageRecord) -> Result<UsageRecord, LedgerError> {
-        record.seq = self.next_seq;
+        record.seq = record.seq.max(self.next_seq);
+        self.next_seq = record.seq;
         let mut line = serde_json::to_vec(&record).map_err(|e| LedgerError::Corrupt {
             path: JOURNAL.into(),
             line: 0,

@@ -8,11 +8,14 @@
 //! fallbacks, and streams the response back through a [`body`] tap that
 //! meters usage ([`meter`]) and settles the attempt in the budgets, the
 //! [`ledger`] and the [`metrics`]. [`admin`] serves health, readiness,
-//! metrics and the ledger; [`cli`] and [`run`] are the process.
+//! metrics and the ledger; [`cli`] and [`run`] are the process. In
+//! connected mode [`control`] talks to the operator: config snapshots, the
+//! usage spool and budget leases.
 
 pub mod admin;
 pub mod body;
 pub mod cli;
+pub mod control;
 pub mod error;
 pub mod ledger;
 pub mod meter;

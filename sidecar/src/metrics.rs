@@ -14,6 +14,14 @@
 //! | `tokenwarden_budget_blocks_total` | budget, reason, shadow |
 //! | `tokenwarden_config_reloads_total` | result (ok, rejected) |
 //! | `tokenwarden_in_flight_requests` | |
+//! | `tokenwarden_control_plane_connected` | (connected mode) 1 while the operator session is up |
+//! | `tokenwarden_config_snapshots_total` | result (accepted, rejected) |
+//! | `tokenwarden_config_info` | version (1 for the installed snapshot's version) |
+//! | `tokenwarden_spool_records`, `tokenwarden_spool_oldest_unacked_age_seconds` | |
+//! | `tokenwarden_lease_available_usd` | budget |
+//! | `tokenwarden_lease_waits_total`, `tokenwarden_lease_fail_open_total` | budget |
+//! | `tokenwarden_lease_refusals_total` | budget, reason (lease, fail_closed) |
+//! | `tokenwarden_budget_cluster_percent_spent`, `tokenwarden_budget_cluster_spent_usd` | budget (from the operator) |
 //!
 //! Model names come from apps, so their label values are bounded: at most
 //! [`MAX_MODEL_LABELS`] distinct values (then `other`), 64 characters each.
@@ -106,6 +114,17 @@ struct ResultLabel {
     result: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VersionLabel {
+    version: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RefusalLabels {
+    budget: String,
+    reason: &'static str,
+}
+
 /// One metered attempt, as metrics see it.
 #[derive(Debug, Clone, Copy)]
 pub struct Attempt<'a> {
@@ -146,6 +165,17 @@ pub struct Metrics {
     reloads: Family<ResultLabel, Counter>,
     in_flight: Gauge<i64, AtomicI64>,
     models_seen: Mutex<HashSet<String>>,
+    connected: Gauge<i64, AtomicI64>,
+    snapshots: Family<ResultLabel, Counter>,
+    config_info: Family<VersionLabel, Gauge<i64, AtomicI64>>,
+    spool_records: Gauge<i64, AtomicI64>,
+    spool_age: Gauge<f64, AtomicU64>,
+    lease_available: Family<BudgetLabel, Gauge<f64, AtomicU64>>,
+    lease_waits: Family<BudgetLabel, Counter>,
+    lease_fail_open: Family<BudgetLabel, Counter>,
+    lease_refusals: Family<RefusalLabels, Counter>,
+    cluster_percent: Family<BudgetLabel, Gauge<i64, AtomicI64>>,
+    cluster_spent: Family<BudgetLabel, Gauge<f64, AtomicU64>>,
 }
 
 impl Default for Metrics {
@@ -179,6 +209,17 @@ impl Metrics {
             reloads: Family::default(),
             in_flight: Gauge::default(),
             models_seen: Mutex::new(HashSet::new()),
+            connected: Gauge::default(),
+            snapshots: Family::default(),
+            config_info: Family::default(),
+            spool_records: Gauge::default(),
+            spool_age: Gauge::default(),
+            lease_available: Family::default(),
+            lease_waits: Family::default(),
+            lease_fail_open: Family::default(),
+            lease_refusals: Family::default(),
+            cluster_percent: Family::default(),
+            cluster_spent: Family::default(),
         };
         registry.register("requests", "Upstream attempts metered", m.requests.clone());
         registry.register(
@@ -230,7 +271,148 @@ impl Metrics {
             "Requests being proxied",
             m.in_flight.clone(),
         );
+        registry.register(
+            "control_plane_connected",
+            "1 while the session with the operator is up (connected mode)",
+            m.connected.clone(),
+        );
+        registry.register(
+            "config_snapshots",
+            "Config snapshots from the operator, by result",
+            m.snapshots.clone(),
+        );
+        registry.register(
+            "config_info",
+            "The installed config snapshot's version",
+            m.config_info.clone(),
+        );
+        registry.register(
+            "spool_records",
+            "Usage records not yet acked by the operator",
+            m.spool_records.clone(),
+        );
+        registry.register(
+            "spool_oldest_unacked_age_seconds",
+            "Age of the oldest unacked usage record",
+            m.spool_age.clone(),
+        );
+        registry.register(
+            "lease_available_usd",
+            "What is left of this sidecar's lease on a budget",
+            m.lease_available.clone(),
+        );
+        registry.register(
+            "lease_waits",
+            "Requests that waited for a lease grant",
+            m.lease_waits.clone(),
+        );
+        registry.register(
+            "lease_fail_open",
+            "Requests allowed without a lease (operator unreachable, failMode Open)",
+            m.lease_fail_open.clone(),
+        );
+        registry.register(
+            "lease_refusals",
+            "Requests refused for want of a lease",
+            m.lease_refusals.clone(),
+        );
+        registry.register(
+            "budget_cluster_percent_spent",
+            "Cluster-wide percent of the budget spent (from the operator)",
+            m.cluster_percent.clone(),
+        );
+        registry.register(
+            "budget_cluster_spent_usd",
+            "Cluster-wide spend this period (from the operator)",
+            m.cluster_spent.clone(),
+        );
         Metrics { registry, ..m }
+    }
+
+    /// The operator session went up or down.
+    pub fn control_connected(&self, up: bool) {
+        self.connected.set(i64::from(up));
+    }
+
+    /// A config snapshot was accepted or rejected.
+    pub fn snapshot(&self, accepted: bool, version: &str) {
+        self.snapshots
+            .get_or_create(&ResultLabel {
+                result: if accepted { "accepted" } else { "rejected" },
+            })
+            .inc();
+        if accepted {
+            self.config_info.clear();
+            self.config_info
+                .get_or_create(&VersionLabel {
+                    version: version.chars().take(64).collect(),
+                })
+                .set(1);
+        }
+    }
+
+    /// Spool depth and the settle time of the oldest unacked record.
+    pub fn spool(&self, depth: usize, oldest: Option<jiff::Timestamp>) {
+        self.spool_records
+            .set(i64::try_from(depth).unwrap_or(i64::MAX));
+        let age = oldest.map_or(0.0, |t| {
+            jiff::Timestamp::now()
+                .duration_since(t)
+                .as_secs_f64()
+                .max(0.0)
+        });
+        self.spool_age.set(age);
+    }
+
+    /// What is left of a lease, in picos.
+    pub fn lease_available(&self, budget: &str, picos: i128) {
+        self.lease_available
+            .get_or_create(&BudgetLabel {
+                budget: budget.to_string(),
+            })
+            .set(picos as f64 / 1e12);
+    }
+
+    /// A request waited for a grant.
+    pub fn lease_wait(&self, budget: &str) {
+        self.lease_waits
+            .get_or_create(&BudgetLabel {
+                budget: budget.to_string(),
+            })
+            .inc();
+    }
+
+    /// A request went through without a lease (fail open).
+    pub fn lease_fail_open(&self, budget: &str) {
+        self.lease_fail_open
+            .get_or_create(&BudgetLabel {
+                budget: budget.to_string(),
+            })
+            .inc();
+    }
+
+    /// A request was refused for want of a lease.
+    pub fn lease_refusal(&self, budget: &str, reason: &'static str) {
+        self.lease_refusals
+            .get_or_create(&RefusalLabels {
+                budget: budget.to_string(),
+                reason,
+            })
+            .inc();
+        self.budget_block(budget, reason, false);
+    }
+
+    /// The cluster-wide state of a budget.
+    pub fn cluster_status(&self, budget: &str, s: &tokenwarden_proto::BudgetStatus) {
+        let l = BudgetLabel {
+            budget: budget.to_string(),
+        };
+        self.cluster_percent
+            .get_or_create(&l)
+            .set(i64::from(s.percent_spent));
+        self.cluster_spent
+            .get_or_create(&l)
+            .set(s.spent_picos as f64 / 1e12);
     }
 
     /// Bound a model name for use as a label value.

@@ -316,6 +316,9 @@ pub struct Context {
     pub prompt_estimate: u64,
     /// Holds per budget (`None` for a shadow budget that would have refused).
     pub holds: Vec<(tokenwarden_core::config::ObjectRef, Option<Held>)>,
+    /// Connected mode: budgets whose lease also holds this attempt's
+    /// reservation (the same amount as its entry in `holds`).
+    pub leased: Vec<tokenwarden_core::config::ObjectRef>,
 }
 
 async fn metered(
@@ -438,6 +441,7 @@ async fn metered(
         choice,
         prompt_estimate,
         holds: Vec::new(),
+        leased: Vec::new(),
     };
     let max_attempts = cfg.fallback.max_attempts.max(1);
     let per_try = std::time::Duration::from_millis(cfg.fallback.per_try_timeout_ms);
@@ -487,6 +491,17 @@ async fn metered(
             }
             shared.metrics.budget_block(&budget, e.label(), false);
             return Err(e);
+        }
+        // Connected: the reservation must also fit this sidecar's leases.
+        if let Some(control) = &shared.control {
+            let wants = lease_wants(shared, &ctx);
+            match crate::control::leases::reserve(control, &shared.metrics, &wants).await {
+                Ok(r) => ctx.leased = r.leased,
+                Err(e) => {
+                    release_holds(shared, &mut ctx);
+                    return Err(e);
+                }
+            }
         }
         for (budget, reason) in &shadow {
             shared.metrics.budget_block(budget, reason, true);
@@ -586,6 +601,36 @@ async fn metered(
             shared
                 .metrics
                 .route(&route_name, &ctx.choice.model, "fallback");
+        }
+    }
+}
+
+/// What the leases must hold for this attempt: every enforcing budget's
+/// reservation, in its current period.
+fn lease_wants(shared: &Shared, ctx: &Context) -> Vec<crate::control::leases::Want> {
+    let budgets = lock(&shared.budgets);
+    ctx.holds
+        .iter()
+        .filter_map(|(id, held)| {
+            let held = (*held)?;
+            let state = budgets.get(id)?;
+            (!state.config().shadow).then(|| crate::control::leases::Want {
+                budget: id.clone(),
+                held,
+                period_start_unix: state.window().start.as_second(),
+                fail_mode: state.config().fail_mode,
+            })
+        })
+        .collect()
+}
+
+/// Give back every local hold of the attempt (it will not be forwarded).
+fn release_holds(shared: &Shared, ctx: &mut Context) {
+    let holds = std::mem::take(&mut ctx.holds);
+    let mut budgets = lock(&shared.budgets);
+    for (id, held) in holds {
+        if let (Some(state), Some(h)) = (budgets.get_mut(&id), held) {
+            state.release(h);
         }
     }
 }
@@ -771,6 +816,7 @@ fn settle_failed(shared: &Shared, active: &Active, ctx: &mut Context, status: u1
         model,
         false,
     );
+    ctx.leased.clear();
 }
 
 /// Replace holds by actual usage: budgets, ledger, metrics.
@@ -795,12 +841,18 @@ pub(crate) fn settle(
         active.prices.cost(hint, &served_model, &usage)
     };
     let mut periods = Vec::new();
+    let mut lease_holds = Vec::new();
     {
         let mut budgets = lock(&shared.budgets);
         for (id, held) in holds {
             let Some(state) = budgets.get_mut(&id) else {
                 continue;
             };
+            if let Some(h) = held
+                && ctx.leased.contains(&id)
+            {
+                lease_holds.push((id.clone(), h));
+            }
             if usage != Usage::default() || status != 0 {
                 match held {
                     Some(h) => state.settle(now, h, &usage, cost),
@@ -847,6 +899,22 @@ pub(crate) fn settle(
         estimated,
     });
     let mut ledger = lock(&shared.ledger);
+    // Connected: the spool assigns the seq and holds the record until the
+    // operator acks it. The record is settled once it is in the spool file.
+    let record = match &shared.control {
+        Some(control) => {
+            let mut spool = lock(&control.spool);
+            let (record, written) = spool.append(record);
+            if let Err(e) = written {
+                shared.metrics.error("spool_write");
+                // Kept in memory and sent; logged in full in case we die.
+                tracing::error!(error = %e, record = %serde_json::to_string(&record).unwrap_or_default(), "cannot append to the spool");
+            }
+            shared.metrics.spool(spool.depth(), spool.oldest());
+            record
+        }
+        None => record,
+    };
     match ledger.as_mut() {
         Some(l) => {
             if let Err(e) = l.append(record.clone()) {
@@ -856,6 +924,27 @@ pub(crate) fn settle(
             }
         }
         None => lock(&shared.memory_ledger).add(&record),
+    }
+    drop(ledger);
+    if let Some(control) = &shared.control {
+        let spent = usage != Usage::default() || status != 0;
+        let actual = Held {
+            cost: cost.unwrap_or(Usd::ZERO),
+            tokens: usage.total_tokens(),
+        };
+        for (id, h) in lease_holds {
+            if spent {
+                let period = record
+                    .budgets
+                    .iter()
+                    .find(|b| b.budget == id)
+                    .map_or(0, |b| b.period_start.as_second());
+                control.leases.settle(&id, h, record.seq, period, actual);
+            } else {
+                control.leases.release(&id, h);
+            }
+        }
+        control.spool_added.notify_one();
     }
     cost
 }

@@ -14,14 +14,31 @@ use tokio::net::TcpListener;
 
 use crate::{
     cli::{Args, LogFormat, config_error},
+    control::{Control, sidecar_id, spool::Spool},
     ledger::Ledger,
     metrics::Metrics,
     policy_file::PolicySet,
     state::{Active, Options, Shared},
 };
 
+/// Where the config comes from.
+#[derive(Debug)]
+pub enum Mode {
+    /// A policy file compiled for this workload.
+    Standalone {
+        /// The file or directory.
+        policy: PathBuf,
+        /// The workload's labels.
+        labels: Labels,
+        /// The policies as first read.
+        set: PolicySet,
+    },
+    /// Snapshots pushed by the operator.
+    Connected(crate::control::Settings),
+}
+
 /// Start the proxy; returns when it cannot continue.
-pub fn run(args: Args, policy: PathBuf, labels: Labels, set: PolicySet) -> ExitCode {
+pub fn run(args: Args, mode: Mode) -> ExitCode {
     init_logging(args.log_format);
     let mut rt = tokio::runtime::Builder::new_multi_thread();
     rt.enable_all();
@@ -35,7 +52,7 @@ pub fn run(args: Args, policy: PathBuf, labels: Labels, set: PolicySet) -> ExitC
             return ExitCode::from(1);
         }
     };
-    rt.block_on(serve(args, policy, labels, set))
+    rt.block_on(serve(args, mode))
 }
 
 fn init_logging(format: LogFormat) {
@@ -50,7 +67,7 @@ fn init_logging(format: LogFormat) {
     };
 }
 
-async fn serve(args: Args, policy: PathBuf, labels: Labels, set: PolicySet) -> ExitCode {
+async fn serve(args: Args, mode: Mode) -> ExitCode {
     let client = match crate::upstream::client(args.ca_bundle.as_deref()) {
         Ok(c) => c,
         Err(e) => return config_error(&format!("--ca-bundle: {e}")),
@@ -68,6 +85,43 @@ async fn serve(args: Args, policy: PathBuf, labels: Labels, set: PolicySet) -> E
             None
         }
     };
+    let (control, outbox) = match &mode {
+        Mode::Standalone { .. } => (None, None),
+        Mode::Connected(settings) => {
+            let first_seq = ledger.as_ref().map_or(1, Ledger::next_seq);
+            let (id, spool) = match &settings.state_dir {
+                Some(dir) => {
+                    let spool = match Spool::open(dir, settings.fsync, first_seq) {
+                        Ok(s) => s,
+                        Err(e) => {
+                            eprintln!("tokenwarden-sidecar: cannot open the usage spool: {e}");
+                            return ExitCode::from(1);
+                        }
+                    };
+                    (sidecar_id(Some(dir), &settings.pod_uid), spool)
+                }
+                None => {
+                    tracing::warn!(
+                        "no --state-dir: usage records not yet acked by the operator are kept in memory only and lost if the sidecar dies"
+                    );
+                    (
+                        sidecar_id(None, &settings.pod_uid),
+                        Spool::memory(first_seq),
+                    )
+                }
+            };
+            let id = match id {
+                Ok(id) => id,
+                Err(e) => {
+                    eprintln!("tokenwarden-sidecar: cannot create the sidecar id: {e}");
+                    return ExitCode::from(1);
+                }
+            };
+            let (control, outbox) =
+                Control::new(id, settings.pod_name.clone(), spool, settings.lease_wait);
+            (Some(Arc::new(control)), Some(outbox))
+        }
+    };
     let shared = Arc::new(Shared {
         options: Options {
             max_body_bytes: args.max_body_bytes,
@@ -81,17 +135,27 @@ async fn serve(args: Args, policy: PathBuf, labels: Labels, set: PolicySet) -> E
         metrics: Metrics::new(),
         client,
         repeats: Mutex::new(Default::default()),
+        control,
     });
-    let cfg = set.compile(&args.namespace, &labels);
-    for w in &cfg.warnings {
-        tracing::warn!(warning = %w, "configuration warning");
+    match &mode {
+        Mode::Standalone { labels, set, .. } => {
+            let cfg = set.compile(&args.namespace, labels);
+            for w in &cfg.warnings {
+                tracing::warn!(warning = %w, "configuration warning");
+            }
+            let active = Active::new(cfg, args.secrets_dir.as_deref());
+            for p in active.keys.problems() {
+                tracing::warn!(problem = %p, "provider key unavailable");
+            }
+            shared.install(active, Timestamp::now());
+            shared.metrics.reload(true);
+        }
+        Mode::Connected(settings) => {
+            if let Some(control) = &shared.control {
+                restore_connected(&shared, control, settings);
+            }
+        }
     }
-    let active = Active::new(cfg, args.secrets_dir.as_deref());
-    for p in active.keys.problems() {
-        tracing::warn!(problem = %p, "provider key unavailable");
-    }
-    shared.install(active, Timestamp::now());
-    shared.metrics.reload(true);
 
     let app = match TcpListener::bind(args.listen).await {
         Ok(l) => l,
@@ -110,20 +174,41 @@ async fn serve(args: Args, policy: PathBuf, labels: Labels, set: PolicySet) -> E
             return ExitCode::from(1);
         }
     };
-    tracing::info!(
-        listen = %app.local_addr().map_or_else(|_| args.listen.to_string(), |a| a.to_string()),
-        admin = %admin.local_addr().map_or_else(|_| args.admin_listen.to_string(), |a| a.to_string()),
-        policy = %policy.display(),
-        "tokenwarden sidecar ready"
-    );
-
-    tokio::spawn(reload_loop(
-        shared.clone(),
-        policy,
-        labels,
-        args.namespace.clone(),
-        Duration::from_millis(args.reload_interval_ms.max(50)),
-    ));
+    let every = Duration::from_millis(args.reload_interval_ms.max(50));
+    match mode {
+        Mode::Standalone { policy, labels, .. } => {
+            tracing::info!(
+                listen = %app.local_addr().map_or_else(|_| args.listen.to_string(), |a| a.to_string()),
+                admin = %admin.local_addr().map_or_else(|_| args.admin_listen.to_string(), |a| a.to_string()),
+                policy = %policy.display(),
+                "tokenwarden sidecar ready"
+            );
+            tokio::spawn(reload_loop(
+                shared.clone(),
+                policy,
+                labels,
+                args.namespace.clone(),
+                every,
+            ));
+        }
+        Mode::Connected(settings) => {
+            tracing::info!(
+                listen = %app.local_addr().map_or_else(|_| args.listen.to_string(), |a| a.to_string()),
+                admin = %admin.local_addr().map_or_else(|_| args.admin_listen.to_string(), |a| a.to_string()),
+                control_plane = %settings.url,
+                "tokenwarden sidecar started (connected mode)"
+            );
+            if let (Some(control), Some(outbox)) = (shared.control.clone(), outbox) {
+                tokio::spawn(crate::control::session::run(
+                    shared.clone(),
+                    control,
+                    settings,
+                    outbox,
+                ));
+            }
+            tokio::spawn(secrets_loop(shared.clone(), every));
+        }
+    }
     tokio::spawn(budget_ticker(shared.clone()));
     let s = shared.clone();
     tokio::spawn(crate::server::serve(admin, move |req| {
@@ -160,6 +245,62 @@ async fn budget_ticker(shared: Arc<Shared>) {
                 );
             }
             shared.metrics.budget(b);
+        }
+        drop(budgets);
+        if let Some(c) = &shared.control {
+            let spool = crate::state::lock(&c.spool);
+            shared.metrics.spool(spool.depth(), spool.oldest());
+        }
+    }
+}
+
+/// Connected mode at start-up: serve with the last good snapshot (if one
+/// was persisted) and count the spool's unacked records in the leases.
+fn restore_connected(shared: &Shared, control: &Control, settings: &crate::control::Settings) {
+    if let Some(dir) = &settings.state_dir
+        && let Some((version, cfg)) = crate::control::snapshot::load(dir, &settings.namespace)
+    {
+        let active = Active::new(cfg, shared.options.secrets_dir.as_deref());
+        shared.install(active, Timestamp::now());
+        *crate::state::lock(&control.config_version) = version.clone();
+        shared.metrics.snapshot(true, &version);
+        tracing::info!(version = %version, "serving with the last good config snapshot until the operator answers");
+    }
+    let spool = crate::state::lock(&control.spool);
+    for r in spool.unacked() {
+        let actual = tokenwarden_core::budget::Held {
+            cost: r.cost.unwrap_or(tokenwarden_core::money::Usd::ZERO),
+            tokens: r.usage.total_tokens(),
+        };
+        for b in &r.budgets {
+            control
+                .leases
+                .record(&b.budget, r.seq, b.period_start.as_second(), actual);
+        }
+    }
+    shared.metrics.spool(spool.depth(), spool.oldest());
+}
+
+/// Connected mode: re-read provider keys when the secrets dir changes.
+async fn secrets_loop(shared: Arc<Shared>, every: Duration) {
+    let Some(dir) = shared.options.secrets_dir.clone() else {
+        return;
+    };
+    let mut last = fingerprint(&dir, Some(&dir));
+    loop {
+        tokio::time::sleep(every).await;
+        let now = fingerprint(&dir, Some(&dir));
+        if now == last {
+            continue;
+        }
+        last = now;
+        if let Some(active) = shared.active.load_full() {
+            let fresh = Active::new(active.cfg.clone(), Some(&dir));
+            for p in fresh.keys.problems() {
+                tracing::warn!(problem = %p, "provider key unavailable");
+            }
+            shared.install(fresh, Timestamp::now());
+            tracing::info!("provider keys reloaded");
         }
     }
 }

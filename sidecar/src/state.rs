@@ -70,6 +70,8 @@ pub struct Shared {
     pub client: UpstreamClient,
     /// Recent request digests, for the repeated-prompt escalation rule.
     pub repeats: Mutex<HashMap<u64, VecDeque<Timestamp>>>,
+    /// Connected mode: the operator session's state (spool, leases).
+    pub control: Option<Arc<crate::control::Control>>,
 }
 
 /// Poison-tolerant lock: a panic elsewhere must not take the proxy down.

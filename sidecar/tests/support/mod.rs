@@ -36,6 +36,10 @@ pub struct Sidecar {
     pub child: Option<Child>,
     pub client: Client<HttpConnector, Full<Bytes>>,
     extra_args: Vec<String>,
+    /// Connected mode: the control plane URL (instead of the policy file).
+    pub control_plane: Option<String>,
+    /// Wait for /readyz after spawning.
+    pub wait_ready: bool,
 }
 
 /// A response as the app saw it.
@@ -102,6 +106,44 @@ impl Sidecar {
             child: None,
             client: Client::builder(TokioExecutor::new()).build(HttpConnector::new()),
             extra_args: extra.iter().map(|s| s.to_string()).collect(),
+            control_plane: None,
+            wait_ready: true,
+        };
+        s.spawn();
+        s
+    }
+
+    /// Start in connected mode against `url`, with the credential file
+    /// `DIR/credential` holding `credential`. Waits for /readyz when
+    /// `wait_ready` (the operator must send a snapshot).
+    pub fn start_connected(
+        url: &str,
+        credential: &str,
+        extra: &[&str],
+        wait_ready: bool,
+    ) -> Sidecar {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("secrets/llm-keys")).unwrap();
+        std::fs::write(
+            dir.path().join("secrets/llm-keys/openai"),
+            "sk-fake-openai\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("secrets/llm-keys/anthropic"),
+            "sk-fake-anthropic\n",
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("credential"), format!("{credential}\n")).unwrap();
+        let mut s = Sidecar {
+            app: SocketAddr::from(([127, 0, 0, 1], free_port())),
+            admin: SocketAddr::from(([127, 0, 0, 1], free_port())),
+            dir,
+            child: None,
+            client: Client::builder(TokioExecutor::new()).build(HttpConnector::new()),
+            extra_args: extra.iter().map(|s| s.to_string()).collect(),
+            control_plane: Some(url.to_string()),
+            wait_ready,
         };
         s.spawn();
         s
@@ -117,9 +159,15 @@ impl Sidecar {
 
     /// (Re)start the process on the same ports and state dir.
     pub fn spawn(&mut self) {
-        let child = Command::new(env!("CARGO_BIN_EXE_tokenwarden-sidecar"))
-            .arg("--policy-file")
-            .arg(self.policy_path())
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tokenwarden-sidecar"));
+        match &self.control_plane {
+            None => cmd.arg("--policy-file").arg(self.policy_path()),
+            Some(url) => cmd
+                .args(["--control-plane", url, "--credential-file"])
+                .arg(self.dir.path().join("credential"))
+                .args(["--pod-name", "agent-0", "--pod-uid", "uid-1234"]),
+        };
+        let child = cmd
             .arg("--secrets-dir")
             .arg(self.dir.path().join("secrets"))
             .arg("--state-dir")
@@ -139,7 +187,9 @@ impl Sidecar {
             .spawn()
             .unwrap();
         self.child = Some(child);
-        wait_ready(self.admin);
+        if self.wait_ready {
+            wait_ready(self.admin);
+        }
     }
 
     /// `kill -9`.

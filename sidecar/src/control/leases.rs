@@ -1,0 +1,329 @@
+//! Budget leases in connected mode.
+//!
+//! After the local checks (loop guard, per-request cap, thresholds) a
+//! request reserves its worst case from the lease of every enforcing budget
+//! (all or nothing). When one does not fit, the sidecar asks the operator
+//! for more (one outstanding request per budget) and waits up to
+//! `--lease-wait-ms` for a grant; then it refuses with the provider-shaped
+//! 429. When the operator is unreachable and a lease is spent, expired or
+//! missing, the budget's `failMode` decides: `Closed` refuses, `Open`
+//! allows and records (the record is still spooled and reported).
+
+use std::{
+    collections::BTreeMap,
+    sync::{
+        Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use jiff::Timestamp;
+use tokenwarden_core::{
+    budget::Held,
+    config::{FailMode, ObjectRef},
+    lease_client::{Amount, Grant, LeaseClient, Shortfall},
+    money::Usd,
+};
+use tokenwarden_proto::{
+    BudgetStatus, LeaseGrant, LeaseRequest, SidecarMessage, sidecar_message::Msg,
+};
+use tokio::sync::Notify;
+
+use super::Control;
+use crate::{error::ProxyError, metrics::Metrics, state::lock};
+
+/// Leases and cluster-wide budget status, by budget.
+#[derive(Debug, Default)]
+pub struct Leases {
+    inner: Mutex<BTreeMap<ObjectRef, LeaseClient>>,
+    status: Mutex<BTreeMap<ObjectRef, BudgetStatus>>,
+    /// Woken on every grant, revocation and connection change.
+    pub changed: Notify,
+    next_id: AtomicU64,
+}
+
+/// One budget a request must reserve from.
+#[derive(Debug, Clone)]
+pub struct Want {
+    /// The budget.
+    pub budget: ObjectRef,
+    /// What the local reservation held (worst case).
+    pub held: Held,
+    /// Start of the budget's current period (unix seconds).
+    pub period_start_unix: i64,
+    /// What to do without a control plane.
+    pub fail_mode: FailMode,
+}
+
+fn amount(h: Held) -> Amount {
+    Amount {
+        picos: h.cost.picos(),
+        tokens: h.tokens,
+    }
+}
+
+fn now_ms() -> i64 {
+    Timestamp::now().as_millisecond()
+}
+
+fn money(picos: i128) -> String {
+    Usd::from_picos(picos).to_string()
+}
+
+// === impl Leases ===
+
+impl Leases {
+    /// Apply a grant from the operator.
+    pub fn grant(&self, g: &LeaseGrant, metrics: &Metrics) {
+        let id = ObjectRef::new(g.budget_namespace.clone(), g.budget_name.clone());
+        let grant = Grant {
+            epoch: g.epoch,
+            amount_picos: i128::from(g.amount_picos),
+            amount_tokens: g.amount_tokens,
+            expires_unix_millis: g.expires_unix_millis,
+            period_start_unix: g.period_start_unix,
+            charged_picos: i128::from(g.charged_picos),
+            charged_tokens: g.charged_tokens,
+            charged_seq: g.charged_seq,
+            limits_usd: g.limits_usd,
+            limits_tokens: g.limits_tokens,
+        };
+        {
+            let mut inner = lock(&self.inner);
+            let l = inner.entry(id.clone()).or_default();
+            l.apply(grant, g.request_id);
+            if let Ok(a) = l.available(now_ms(), g.period_start_unix) {
+                metrics.lease_available(&id.to_string(), a.picos);
+            }
+        }
+        self.changed.notify_waiters();
+    }
+
+    /// The lease of `budget` up to `epoch` is void.
+    pub fn revoke(&self, budget: ObjectRef, epoch: u64) {
+        lock(&self.inner).entry(budget).or_default().revoke(epoch);
+        self.changed.notify_waiters();
+    }
+
+    /// Keep the cluster-wide status of a budget.
+    pub fn set_status(&self, s: BudgetStatus) {
+        let id = ObjectRef::new(s.namespace.clone(), s.name.clone());
+        lock(&self.status).insert(id, s);
+        self.changed.notify_waiters();
+    }
+
+    /// The cluster-wide status of a budget, if the operator sent one.
+    pub fn status(&self, budget: &ObjectRef) -> Option<BudgetStatus> {
+        lock(&self.status).get(budget).cloned()
+    }
+
+    /// The lease of a budget as JSON for `/ledger`.
+    pub fn describe(&self, budget: &ObjectRef, period_start_unix: i64) -> serde_json::Value {
+        let inner = lock(&self.inner);
+        let Some(l) = inner.get(budget) else {
+            return serde_json::Value::Null;
+        };
+        let spent = l.spent();
+        let available = l.available(now_ms(), period_start_unix);
+        serde_json::json!({
+            "granted_usd": l.grant().map(|g| money(g.amount_picos)),
+            "granted_tokens": l.grant().map(|g| g.amount_tokens),
+            "epoch": l.grant().map(|g| g.epoch),
+            "expires_unix_millis": l.grant().map(|g| g.expires_unix_millis),
+            "charged_seq": l.grant().map(|g| g.charged_seq),
+            "spent_usd": money(spent.picos),
+            "reserved_usd": money(l.reserved().picos),
+            "available_usd": available.ok().map(|a| money(a.picos)),
+            "unusable": available.err().map(|s| s.describe()),
+        })
+    }
+
+    /// Replace a lease hold by the settled record `seq`.
+    pub fn settle(&self, budget: &ObjectRef, held: Held, seq: u64, period: i64, actual: Held) {
+        let mut inner = lock(&self.inner);
+        inner
+            .entry(budget.clone())
+            .or_default()
+            .settle(amount(held), seq, period, amount(actual));
+    }
+
+    /// Give back a lease hold that spent nothing.
+    pub fn release(&self, budget: &ObjectRef, held: Held) {
+        if let Some(l) = lock(&self.inner).get_mut(budget) {
+            l.release(amount(held));
+        }
+        self.changed.notify_waiters();
+    }
+
+    /// Count an unacked record from the spool (after a restart).
+    pub fn record(&self, budget: &ObjectRef, seq: u64, period: i64, actual: Held) {
+        lock(&self.inner)
+            .entry(budget.clone())
+            .or_default()
+            .record(seq, period, amount(actual));
+    }
+
+    pub(crate) fn forget_pending(&self) {
+        for l in lock(&self.inner).values_mut() {
+            l.forget_pending();
+        }
+    }
+
+    /// Ask for more of every budget in `wants` that runs low.
+    fn top_up(&self, control: &Control, wants: &[Want]) {
+        if !control.connected() {
+            return;
+        }
+        let now = now_ms();
+        let mut inner = lock(&self.inner);
+        for w in wants {
+            let l = inner.entry(w.budget.clone()).or_default();
+            if let Some(more) = l.wants_more(now, w.period_start_unix) {
+                let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+                l.requested(id, now);
+                control.send(SidecarMessage {
+                    msg: Some(Msg::LeaseRequest(LeaseRequest {
+                        budget_namespace: w.budget.namespace.clone(),
+                        budget_name: w.budget.name.clone(),
+                        want_picos: i64::try_from(more.picos).unwrap_or(i64::MAX),
+                        want_tokens: more.tokens,
+                        request_id: id,
+                        period_start_unix: w.period_start_unix,
+                    })),
+                });
+            }
+        }
+    }
+}
+
+/// Outcome of the lease step of one request.
+#[derive(Debug, Default)]
+pub struct Reserved {
+    /// Budgets whose lease (or fail-open hold) holds the request.
+    pub leased: Vec<ObjectRef>,
+}
+
+/// Reserve from the lease of every budget in `wants` (all or nothing),
+/// waiting up to the control's lease wait for grants.
+pub async fn reserve(
+    control: &Control,
+    metrics: &Metrics,
+    wants: &[Want],
+) -> Result<Reserved, ProxyError> {
+    if wants.is_empty() {
+        return Ok(Reserved::default());
+    }
+    let leases = &control.leases;
+    let deadline = Instant::now() + control.lease_wait;
+    let mut waited = false;
+    loop {
+        let notified = leases.changed.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let connected = control.connected();
+        let now = now_ms();
+        let mut short: Vec<(usize, Shortfall)> = Vec::new();
+        {
+            let mut inner = lock(&leases.inner);
+            for (i, w) in wants.iter().enumerate() {
+                let l = inner.entry(w.budget.clone()).or_default();
+                if let Err(s) = l.try_reserve(now, w.period_start_unix, amount(w.held)) {
+                    short.push((i, s));
+                }
+            }
+            let fail_open = !connected
+                && short
+                    .iter()
+                    .all(|(i, _)| wants[*i].fail_mode == FailMode::Open);
+            if short.is_empty() || fail_open {
+                for (i, s) in &short {
+                    let w = &wants[*i];
+                    if let Some(l) = inner.get_mut(&w.budget) {
+                        l.hold(amount(w.held));
+                    }
+                    metrics.lease_fail_open(&w.budget.to_string());
+                    tracing::warn!(
+                        budget = %w.budget,
+                        reason = %s.describe(),
+                        "control plane unreachable and no usable lease: failMode Open allows the request"
+                    );
+                }
+                drop(inner);
+                leases.top_up(control, wants);
+                return Ok(Reserved {
+                    leased: wants.iter().map(|w| w.budget.clone()).collect(),
+                });
+            }
+            // Something does not fit: give back what did.
+            for (i, w) in wants.iter().enumerate() {
+                if !short.iter().any(|(j, _)| *j == i)
+                    && let Some(l) = inner.get_mut(&w.budget)
+                {
+                    l.release(amount(w.held));
+                }
+            }
+            if !connected
+                && let Some((i, s)) = short
+                    .iter()
+                    .find(|(i, _)| wants[*i].fail_mode == FailMode::Closed)
+            {
+                let w = &wants[*i];
+                let spent = inner
+                    .get(&w.budget)
+                    .map(LeaseClient::spent)
+                    .unwrap_or_default();
+                metrics.lease_refusal(&w.budget.to_string(), "fail_closed");
+                return Err(ProxyError::BudgetBlocked {
+                    reason: "fail_closed",
+                    message: format!(
+                        "TokenBudget {}: the tokenwarden control plane is unreachable and this \
+                         sidecar's lease cannot cover the request ({}; spent ${} this period, \
+                         worst-case cost ${}); failMode Closed refuses until the control plane \
+                         is back",
+                        w.budget,
+                        s.describe(),
+                        money(spent.picos),
+                        w.held.cost
+                    ),
+                    retry_after_secs: None,
+                });
+            }
+        }
+        leases.top_up(control, wants);
+        let now_i = Instant::now();
+        if now_i >= deadline {
+            let (i, s) = short[0];
+            let w = &wants[i];
+            let inner = lock(&leases.inner);
+            let l = inner.get(&w.budget);
+            let spent = l.map(LeaseClient::spent).unwrap_or_default();
+            let granted = l.and_then(|l| l.grant().map(|g| g.amount_picos));
+            drop(inner);
+            metrics.lease_refusal(&w.budget.to_string(), "lease");
+            return Err(ProxyError::BudgetBlocked {
+                reason: "lease",
+                message: format!(
+                    "TokenBudget {}: this request's worst-case cost ${} does not fit this \
+                     sidecar's lease ({}; spent ${} of a ${} lease this period) and the \
+                     operator granted no more within {} ms",
+                    w.budget,
+                    w.held.cost,
+                    s.describe(),
+                    money(spent.picos),
+                    money(granted.unwrap_or(0)),
+                    control.lease_wait.as_millis()
+                ),
+                retry_after_secs: Some(1),
+            });
+        }
+        if !waited {
+            waited = true;
+            for (i, _) in &short {
+                metrics.lease_wait(&wants[*i].budget.to_string());
+            }
+        }
+        let left = deadline.saturating_duration_since(now_i);
+        let _ = tokio::time::timeout(left.min(Duration::from_millis(250)), notified).await;
+    }
+}

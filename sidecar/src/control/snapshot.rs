@@ -1,0 +1,202 @@
+//! Config snapshots from the operator: check, install, persist.
+//!
+//! A snapshot is checked before it replaces anything (protocol and schema
+//! versions, the JSON against `WorkloadConfig` with the failing field's
+//! path, the namespace, and the references a sidecar relies on: tiers and
+//! routes naming known providers, upstream URLs, budget time zones). The
+//! last good one is written to `STATE/config-snapshot.json` (temp file,
+//! fsync, rename), so a sidecar restarted while the operator is down
+//! serves with it.
+
+use std::{io::Write, path::Path};
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use tokenwarden_core::config::{Target, WorkloadConfig};
+use tokenwarden_proto::{CONFIG_SCHEMA, ConfigSnapshot, PROTOCOL_VERSION};
+
+const FILE: &str = "config-snapshot.json";
+
+/// Write `bytes` to `path` atomically (temp file + rename), with fsync
+/// when asked.
+pub fn write_atomic(path: &Path, bytes: &[u8], fsync: bool) -> std::io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = std::path::PathBuf::from(tmp);
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        if fsync {
+            f.sync_all()?;
+        }
+    }
+    std::fs::rename(&tmp, path)
+}
+
+/// Check a snapshot for this pod; the config, or why it cannot be used.
+pub fn check(snap: &ConfigSnapshot, namespace: &str) -> Result<WorkloadConfig, String> {
+    // 0 = not stated (an older operator): the first version.
+    if snap.protocol_version > PROTOCOL_VERSION {
+        return Err(format!(
+            "protocol_version {} is newer than this sidecar speaks ({PROTOCOL_VERSION})",
+            snap.protocol_version
+        ));
+    }
+    if snap.config_schema > CONFIG_SCHEMA {
+        return Err(format!(
+            "config_schema {} is newer than this sidecar understands ({CONFIG_SCHEMA})",
+            snap.config_schema
+        ));
+    }
+    let de = &mut serde_json::Deserializer::from_slice(&snap.config_json);
+    let cfg: WorkloadConfig = serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        format!("config_json: {path}: {}", e.into_inner())
+    })?;
+    validate(&cfg, namespace)?;
+    Ok(cfg)
+}
+
+/// What the sidecar relies on beyond the types.
+pub fn validate(cfg: &WorkloadConfig, namespace: &str) -> Result<(), String> {
+    if cfg.namespace != namespace {
+        return Err(format!(
+            "namespace: the snapshot is for namespace {:?}, this pod runs in {namespace:?}",
+            cfg.namespace
+        ));
+    }
+    if let Some(r) = &cfg.routing {
+        for (i, p) in r.providers.iter().enumerate() {
+            let ok = p
+                .base_url
+                .parse::<http::Uri>()
+                .ok()
+                .is_some_and(|u| matches!(u.scheme_str(), Some("http" | "https")));
+            if !ok {
+                return Err(format!(
+                    "routing.providers[{i}].base_url: {:?} is not an http(s) URL",
+                    p.base_url
+                ));
+            }
+        }
+        for (i, t) in r.tiers.iter().enumerate() {
+            if r.provider(&t.provider).is_none() {
+                return Err(format!(
+                    "routing.tiers[{i}].provider: no provider named {:?}",
+                    t.provider
+                ));
+            }
+        }
+        for (i, route) in r.routes.iter().enumerate() {
+            match &route.target {
+                Target::Tier(t) if r.tier_index(t).is_none() => {
+                    return Err(format!(
+                        "routing.routes[{i}].target.tier: no tier named {t:?}"
+                    ));
+                }
+                Target::Model { provider, .. } if r.provider(provider).is_none() => {
+                    return Err(format!(
+                        "routing.routes[{i}].target.model.provider: no provider named {provider:?}"
+                    ));
+                }
+                _ => {}
+            }
+        }
+    }
+    for (i, b) in cfg.budgets.iter().enumerate() {
+        let tz = tokenwarden_core::period::time_zone(&b.time_zone)
+            .map_err(|e| format!("budgets[{i}].time_zone: {e}"))?;
+        b.period
+            .window(&tz, Timestamp::now())
+            .map_err(|e| format!("budgets[{i}].period: {e}"))?;
+    }
+    Ok(())
+}
+
+#[derive(Serialize, Deserialize)]
+struct Persisted<'a> {
+    version: String,
+    #[serde(borrow)]
+    config: &'a RawValue,
+}
+
+/// Write the last good snapshot.
+pub fn persist(dir: &Path, version: &str, config_json: &[u8]) -> std::io::Result<()> {
+    let raw: &RawValue = serde_json::from_slice(config_json)?;
+    let bytes = serde_json::to_vec(&Persisted {
+        version: version.to_string(),
+        config: raw,
+    })?;
+    write_atomic(&dir.join(FILE), &bytes, true)
+}
+
+/// The last good snapshot persisted in `dir`, re-checked.
+pub fn load(dir: &Path, namespace: &str) -> Option<(String, WorkloadConfig)> {
+    let bytes = std::fs::read(dir.join(FILE)).ok()?;
+    let p: Persisted<'_> = match serde_json::from_slice(&bytes) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!(error = %e, "ignoring an unreadable persisted config snapshot");
+            return None;
+        }
+    };
+    let snap = ConfigSnapshot {
+        version: p.version.clone(),
+        protocol_version: PROTOCOL_VERSION,
+        config_schema: CONFIG_SCHEMA,
+        config_json: p.config.get().as_bytes().to_vec(),
+    };
+    match check(&snap, namespace) {
+        Ok(cfg) => Some((p.version, cfg)),
+        Err(e) => {
+            tracing::warn!(reason = %e, "ignoring the persisted config snapshot");
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snap(json: &str) -> ConfigSnapshot {
+        ConfigSnapshot {
+            version: "v1".into(),
+            protocol_version: PROTOCOL_VERSION,
+            config_schema: CONFIG_SCHEMA,
+            config_json: json.as_bytes().to_vec(),
+        }
+    }
+
+    #[test]
+    fn rejections_name_the_field() {
+        let ok = r#"{"namespace":"apps","routing":null,"budgets":[],"conflict":null,"warnings":[],"future_field":1}"#;
+        assert!(check(&snap(ok), "apps").is_ok(), "unknown fields ignored");
+        let minimal = check(&snap(r#"{"namespace":"apps"}"#), "apps").unwrap();
+        assert!(
+            minimal.budgets.is_empty() && minimal.routing.is_none(),
+            "missing = default"
+        );
+        let err = check(&snap(ok), "other").unwrap_err();
+        assert!(err.starts_with("namespace:"), "{err}");
+        let bad = r#"{"namespace":"apps","routing":null,"budgets":[{"source":{"namespace":"apps","name":"b"},"generation":1,"period":"Daily","time_zone":"UTC","limit_usd":"x"}],"conflict":null,"warnings":[]}"#;
+        let err = check(&snap(bad), "apps").unwrap_err();
+        assert!(err.contains("budgets[0].limit_usd"), "{err}");
+        let mut s = snap(ok);
+        s.config_schema = CONFIG_SCHEMA + 1;
+        assert!(check(&s, "apps").unwrap_err().contains("config_schema"));
+    }
+
+    #[test]
+    fn persisted_snapshot_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let json =
+            r#"{"namespace":"apps","routing":null,"budgets":[],"conflict":null,"warnings":["w"]}"#;
+        persist(dir.path(), "abc", json.as_bytes()).unwrap();
+        let (v, cfg) = load(dir.path(), "apps").unwrap();
+        assert_eq!(v, "abc");
+        assert_eq!(cfg.warnings, vec!["w".to_string()]);
+        assert!(load(dir.path(), "elsewhere").is_none());
+    }
+}
