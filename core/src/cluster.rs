@@ -60,6 +60,9 @@ pub struct SidecarEntry {
     pub charged_tokens: u64,
     /// Lease expiry, Unix milliseconds (0: no live lease).
     pub expires_ms: i64,
+    /// Bumped whenever `granted` changes (see `LeaseGrant.version`).
+    #[serde(default)]
+    pub version: u64,
 }
 
 impl SidecarEntry {
@@ -142,6 +145,29 @@ pub enum Applied {
     Late,
 }
 
+/// What a sidecar asks of a budget (see `LeaseRequest`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LeaseAsk {
+    /// How much more it would like.
+    pub want: Usd,
+    /// Tokens it would like.
+    pub want_tokens: u64,
+    /// The worst case of a request waiting on the lease (0: topping up).
+    pub need: Usd,
+    /// Its worst-case tokens.
+    pub need_tokens: u64,
+}
+
+impl LeaseAsk {
+    /// Top up by `want` (no request waiting).
+    pub fn want(want: Usd) -> Self {
+        Self {
+            want,
+            ..Self::default()
+        }
+    }
+}
+
 /// A sidecar's lease as the book sees it (what a `LeaseGrant` carries).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LeaseView {
@@ -161,6 +187,8 @@ pub struct LeaseView {
     pub charged_seq: u64,
     /// Expiry, Unix milliseconds.
     pub expires_ms: i64,
+    /// Lease version (bumped when the amount changes).
+    pub version: u64,
     /// Whether the budget has a USD limit.
     pub limits_usd: bool,
     /// Whether it has a token limit.
@@ -223,6 +251,7 @@ impl Book {
                         id,
                         SidecarEntry {
                             seq: e.seq,
+                            version: e.version + 1,
                             ..SidecarEntry::default()
                         },
                     )
@@ -324,6 +353,7 @@ impl Book {
         for e in self.sidecars.values_mut() {
             *e = SidecarEntry {
                 seq: e.seq,
+                version: e.version + 1,
                 ..SidecarEntry::default()
             };
         }
@@ -395,14 +425,19 @@ impl Book {
         (usd, tokens)
     }
 
-    /// Grant `sidecar` more lease: up to `want` (at least a minimum chunk),
-    /// never more than is available. `want` 0 renews without growing. The
-    /// lease expires `ttl_ms` from `now`.
+    /// Grant `sidecar` more lease: up to `want` (at least a minimum chunk
+    /// and at least `need`, the worst case of a request waiting on it),
+    /// never more than is available, and — while other sidecars hold
+    /// leases — no more than half of what is left per holder, so one busy
+    /// sidecar cannot starve the rest. `want` and `need` 0 renew without
+    /// growing. The lease expires `ttl_ms` from `now`.
+    ///
+    /// When what is left of the budget (cap − spent) cannot cover `need`,
+    /// the budget is `Exhausted` (see [`Book::budget_state`]).
     pub fn grant(
         &mut self,
         sidecar: &str,
-        want: Usd,
-        want_tokens: u64,
+        ask: LeaseAsk,
         now: Timestamp,
         ttl_ms: i64,
     ) -> LeaseView {
@@ -412,32 +447,100 @@ impl Book {
         let cap_tok = self.state.cap_tokens();
         let spent = self.state.totals().spent;
         let spent_tok = self.state.totals().tokens();
+        let holders = self
+            .sidecars
+            .iter()
+            .filter(|(id, e)| id.as_str() != sidecar && e.expires_ms != 0)
+            .count();
         let entry = self.sidecars.entry(sidecar.to_string()).or_default();
+        let mut changed = false;
         if let (Some(avail), Some(cap)) = (avail_usd, cap_usd)
-            && want > Usd::ZERO
+            && (ask.want > Usd::ZERO || ask.need > Usd::ZERO)
         {
             let chunk = Usd::from_picos(cap.picos() / MIN_CHUNK_DIVISOR);
-            let add = want.max(chunk).min(avail);
-            entry.granted = entry.granted.saturating_add(add);
-            if cap.saturating_sub(spent) < want {
-                self.unmet = Some(self.unmet.map_or(want, |u| u.min(want)));
+            let mut add = ask.want.max(chunk).max(ask.need);
+            if holders > 0 {
+                let fair = Usd::from_picos(avail.picos() / (2 * (holders as i128 + 1)));
+                add = add.min(fair.max(ask.need));
+            }
+            let add = add.min(avail);
+            if add > Usd::ZERO {
+                entry.granted = entry.granted.saturating_add(add);
+                changed = true;
+            }
+            if ask.need > Usd::ZERO && cap.saturating_sub(spent) < ask.need {
+                self.unmet = Some(self.unmet.map_or(ask.need, |u| u.min(ask.need)));
             }
         }
         if let (Some(avail), Some(cap)) = (avail_tok, cap_tok)
-            && want_tokens > 0
+            && (ask.want_tokens > 0 || ask.need_tokens > 0)
         {
             let chunk = cap / 64;
-            let add = want_tokens.max(chunk).min(avail);
-            entry.granted_tokens = entry.granted_tokens.saturating_add(add);
-            if cap.saturating_sub(spent_tok) < want_tokens {
+            let mut add = ask.want_tokens.max(chunk).max(ask.need_tokens);
+            if holders > 0 {
+                let fair = avail / (2 * (holders as u64 + 1));
+                add = add.min(fair.max(ask.need_tokens));
+            }
+            let add = add.min(avail);
+            if add > 0 {
+                entry.granted_tokens = entry.granted_tokens.saturating_add(add);
+                changed = true;
+            }
+            if ask.need_tokens > 0 && cap.saturating_sub(spent_tok) < ask.need_tokens {
                 self.unmet_tokens = Some(
                     self.unmet_tokens
-                        .map_or(want_tokens, |u| u.min(want_tokens)),
+                        .map_or(ask.need_tokens, |u| u.min(ask.need_tokens)),
                 );
             }
         }
+        if changed {
+            entry.version += 1;
+        }
         entry.expires_ms = now.as_millisecond().saturating_add(ttl_ms);
         self.generation += 1;
+        self.lease(sidecar)
+    }
+
+    /// Whether a waiting request of `ask.need` could be covered if other
+    /// sidecars gave back their unused leases: the pool alone cannot cover
+    /// it but the cap minus spend can. Returns the sidecars to recall from.
+    pub fn recall_candidates(&self, sidecar: &str, ask: LeaseAsk) -> Vec<String> {
+        let (avail_usd, avail_tok) = self.available();
+        let short_usd = avail_usd.is_some_and(|a| a < ask.need);
+        let short_tok = avail_tok.is_some_and(|a| a < ask.need_tokens);
+        if !short_usd && !short_tok {
+            return Vec::new();
+        }
+        self.sidecars
+            .iter()
+            .filter(|(id, e)| {
+                let (u, t) = e.outstanding();
+                id.as_str() != sidecar && (u > Usd::ZERO || t > 0)
+            })
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    /// `sidecar` gives back the unused part of its lease: it keeps `keep`
+    /// (at least everything it spent or reserved). Applied only when the
+    /// lease is still at `version` (no newer grant crossed it); the
+    /// returned view is what to send back either way.
+    pub fn release(
+        &mut self,
+        sidecar: &str,
+        version: u64,
+        keep: Usd,
+        keep_tokens: u64,
+    ) -> LeaseView {
+        if let Some(e) = self.sidecars.get_mut(sidecar) {
+            if e.version == version {
+                e.granted = e.granted.min(keep.max(e.charged));
+                e.granted_tokens = e.granted_tokens.min(keep_tokens.max(e.charged_tokens));
+            }
+            // Newer than anything the sidecar saw, so it applies this view.
+            e.version += 1;
+            self.generation += 1;
+        }
         self.lease(sidecar)
     }
 
@@ -453,6 +556,7 @@ impl Book {
             charged_tokens: e.charged_tokens,
             charged_seq: e.seq,
             expires_ms: e.expires_ms,
+            version: e.version,
             limits_usd: self.state.config().limit_usd.is_some(),
             limits_tokens: self.state.config().limit_tokens.is_some(),
         }
@@ -468,6 +572,7 @@ impl Book {
                 e.granted = e.charged.min(e.granted);
                 e.granted_tokens = e.charged_tokens.min(e.granted_tokens);
                 e.expires_ms = 0;
+                e.version += 1;
                 out.push(id.clone());
             }
         }

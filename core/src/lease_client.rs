@@ -8,8 +8,10 @@
 //! its records with seq ≤ `charged_seq`) plus the cost of its own settled
 //! records the operator has not charged yet (seq > `charged_seq`) plus the
 //! reservations of requests in flight. Grants may arrive duplicated or out
-//! of order: the newest (period, then epoch, then amount, then
-//! `charged_seq`) wins.
+//! of order: the newest (period, then epoch, then version, then
+//! `charged_seq`, then expiry) wins. When the operator recalls unused
+//! lease, the sidecar lowers its own limit to what it has spent or reserved
+//! and from then on ignores grants of the version it released from.
 
 use serde::{Deserialize, Serialize};
 
@@ -36,6 +38,9 @@ pub struct Grant {
     pub limits_usd: bool,
     /// The budget has a token limit (else tokens are not leased).
     pub limits_tokens: bool,
+    /// Bumped by the operator whenever the amount changes.
+    #[serde(default)]
+    pub version: u64,
 }
 
 /// USD and tokens together.
@@ -78,9 +83,12 @@ pub struct LeaseClient {
     revoked_epoch: Option<u64>,
     uncharged: Vec<Uncharged>,
     reserved: Amount,
-    pending: Option<(u64, i64)>,
+    /// Request in flight: (id, sent at, whether it carried a need).
+    pending: Option<(u64, i64, bool)>,
     last_reservation: Amount,
     last_increment: i128,
+    /// Released from (period, epoch, version): grants at or below it are stale.
+    released: Option<(i64, u64, u64)>,
 }
 
 /// Most uncharged records remembered per budget (older ones are folded
@@ -110,12 +118,13 @@ impl Shortfall {
 // === impl Grant ===
 
 impl Grant {
-    fn key(&self) -> (i64, u64, i128, u64) {
+    fn key(&self) -> (i64, u64, u64, u64, i64) {
         (
             self.period_start_unix,
             self.epoch,
-            self.amount_picos,
+            self.version,
             self.charged_seq,
+            self.expires_unix_millis,
         )
     }
 }
@@ -137,8 +146,14 @@ impl LeaseClient {
     /// duplicate grants are ignored). `request_id` answers a pending
     /// request.
     pub fn apply(&mut self, g: Grant, request_id: u64) -> bool {
-        if request_id != 0 && self.pending.is_some_and(|(id, _)| id == request_id) {
+        if request_id != 0 && self.pending.is_some_and(|(id, _, _)| id == request_id) {
             self.pending = None;
+        }
+        if self
+            .released
+            .is_some_and(|(p, e, v)| g.period_start_unix == p && g.epoch == e && g.version <= v)
+        {
+            return false;
         }
         let newer = match &self.grant {
             None => true,
@@ -286,11 +301,12 @@ impl LeaseClient {
     /// what is left is below max(2× the last reservation, 25% of the last
     /// increment), or there is no usable lease. Want: max(4× the last
     /// reservation, the last increment).
-    pub fn wants_more(&self, now_ms: i64, period_start_unix: i64) -> Option<Amount> {
-        if self
-            .pending
-            .is_some_and(|(_, at)| now_ms.saturating_sub(at) < REQUEST_TIMEOUT_MS)
-        {
+    pub fn wants_more(&self, now_ms: i64, period_start_unix: i64, blocked: bool) -> Option<Amount> {
+        // One request in flight per budget; a blocked request may replace a
+        // mere top-up, so the operator learns what it needs.
+        if self.pending.is_some_and(|(_, at, had_need)| {
+            now_ms.saturating_sub(at) < REQUEST_TIMEOUT_MS && (had_need || !blocked)
+        }) {
             return None;
         }
         let want = Amount {
@@ -319,9 +335,40 @@ impl LeaseClient {
         }
     }
 
-    /// A request `id` was sent at `now_ms`.
-    pub fn requested(&mut self, id: u64, now_ms: i64) {
-        self.pending = Some((id, now_ms));
+    /// A request `id` was sent at `now_ms` (`with_need`: a request was
+    /// waiting on it).
+    pub fn requested(&mut self, id: u64, now_ms: i64, with_need: bool) {
+        self.pending = Some((id, now_ms, with_need));
+    }
+
+    /// The operator recalled unused lease: lower the limit to what is
+    /// spent or reserved. Returns the version released from and what is
+    /// kept, to send in `LeaseRelease` (`None`: nothing to give back).
+    pub fn release_unused(&mut self, period_start_unix: i64) -> Option<(u64, Amount)> {
+        let spent = self.spent();
+        let g = self.grant.as_mut()?;
+        if g.period_start_unix != period_start_unix {
+            return None;
+        }
+        let keep = Amount {
+            picos: if g.limits_usd {
+                spent.picos.min(g.amount_picos)
+            } else {
+                g.amount_picos
+            },
+            tokens: if g.limits_tokens {
+                spent.tokens.min(g.amount_tokens)
+            } else {
+                g.amount_tokens
+            },
+        };
+        if keep.picos == g.amount_picos && keep.tokens == g.amount_tokens {
+            return None;
+        }
+        g.amount_picos = keep.picos;
+        g.amount_tokens = keep.tokens;
+        self.released = Some((g.period_start_unix, g.epoch, g.version));
+        Some((g.version, keep))
     }
 
     /// The stream dropped: requests in flight are lost.
@@ -349,6 +396,9 @@ mod tests {
             charged_seq,
             limits_usd: true,
             limits_tokens: false,
+            // These tests only ever grow a lease, so its version grows
+            // with the amount (one step per 0.001 USD).
+            version: u64::try_from(amount / 1_000_000_000).unwrap_or(0),
         }
     }
 
@@ -418,7 +468,11 @@ mod tests {
         assert_eq!(l.spent().picos, 5);
         l.revoke(3);
         assert_eq!(l.try_reserve(0, P, usd(1)), Err(Shortfall::Revoked));
-        assert_eq!(l.wants_more(0, P), None, "a revoked lease is not renewed");
+        assert_eq!(
+            l.wants_more(0, P, false),
+            None,
+            "a revoked lease is not renewed"
+        );
         // A grant of a newer epoch lifts the revocation.
         l.apply(grant(4, USD, 0, 0), 0);
         l.try_reserve(0, P, usd(1)).unwrap();
@@ -427,23 +481,58 @@ mod tests {
     #[test]
     fn asks_for_more_when_low_with_one_request_outstanding() {
         let mut l = LeaseClient::default();
-        assert!(l.wants_more(0, P).is_some(), "no lease: ask");
+        assert!(l.wants_more(0, P, false).is_some(), "no lease: ask");
         l.apply(grant(1, USD, 0, 0), 0);
         l.try_reserve(0, P, usd(USD / 10)).unwrap();
-        assert_eq!(l.wants_more(0, P), None, "0.90 left, plenty");
+        assert_eq!(l.wants_more(0, P, false), None, "0.90 left, plenty");
         l.try_reserve(0, P, usd(USD / 2)).unwrap();
         // 0.40 left: below 25% of the last increment (1.00)? no; below 2× the
         // last reservation (1.00)? yes.
-        let want = l.wants_more(0, P).unwrap();
+        let want = l.wants_more(0, P, false).unwrap();
         assert_eq!(want.picos, 2 * USD);
-        l.requested(42, 0);
-        assert_eq!(l.wants_more(100, P), None, "one outstanding request");
+        l.requested(42, 0, false);
         assert!(
-            l.wants_more(REQUEST_TIMEOUT_MS, P).is_some(),
+            l.wants_more(100, P, true).is_some(),
+            "a blocked request replaces a pending top-up"
+        );
+        l.requested(43, 100, true);
+        assert_eq!(l.wants_more(200, P, true), None, "but only once");
+        assert_eq!(l.wants_more(100, P, false), None, "one outstanding request");
+        assert!(
+            l.wants_more(REQUEST_TIMEOUT_MS + 100, P, false).is_some(),
             "a lost request is resent"
         );
-        l.apply(grant(1, 3 * USD, 0, 0), 42);
-        assert_eq!(l.wants_more(0, P), None);
+        l.apply(grant(1, 3 * USD, 0, 0), 43);
+        assert_eq!(l.wants_more(0, P, false), None);
+    }
+
+    #[test]
+    fn a_recall_gives_back_what_is_not_spent_or_reserved_and_stale_grants_are_ignored() {
+        let mut l = LeaseClient::default();
+        let mut g = grant(1, USD, 0, 0);
+        g.version = 4;
+        l.apply(g, 0);
+        l.try_reserve(0, P, usd(USD / 10)).unwrap();
+        l.settle(usd(USD / 10), 1, P, usd(USD / 20));
+        l.try_reserve(0, P, usd(USD / 5)).unwrap();
+        // 0.05 spent + 0.20 in flight are kept.
+        let (version, keep) = l.release_unused(P).unwrap();
+        assert_eq!(version, 4);
+        assert_eq!(keep.picos, USD / 20 + USD / 5);
+        assert_eq!(l.available(0, P).unwrap().picos, 0);
+        // A renewal of version 4 sent before the operator saw the release
+        // must not bring the old amount back.
+        let mut stale = g;
+        stale.expires_unix_millis += 1_000;
+        assert!(!l.apply(stale, 0));
+        assert_eq!(l.available(0, P).unwrap().picos, 0);
+        // The operator's answer (version 5) is applied.
+        let mut answer = g;
+        answer.version = 5;
+        answer.amount_picos = USD / 20 + USD / 5;
+        assert!(l.apply(answer, 0));
+        // Nothing more to give back.
+        assert_eq!(l.release_unused(P), None);
     }
 
     #[test]

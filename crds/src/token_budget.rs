@@ -406,6 +406,9 @@ pub struct SidecarLedger {
     /// When the lease expires (Unix milliseconds; 0: no lease).
     #[serde(default)]
     pub expires_unix_millis: i64,
+    /// Lease version, bumped whenever the granted amount changes.
+    #[serde(default)]
+    pub version: i64,
 }
 
 /// Exact spend of one model or workload.

@@ -20,15 +20,15 @@ use std::{
 use jiff::Timestamp;
 use tokenwarden_core::{
     budget::State,
-    cluster::{Applied, Book, ClusterLedger, ClusterLedgerState, LeaseView},
+    cluster::{Applied, Book, ClusterLedger, ClusterLedgerState, LeaseAsk, LeaseView},
     compile::{BudgetInput, PolicyInput, compile},
     config::{ObjectRef, WorkloadConfig},
     money::Usd,
 };
 use tokenwarden_crds::{RoutingPolicyStatus, TokenBudgetStatus, common::conditions as c};
 use tokenwarden_proto::{
-    self as pb, BudgetStatus, ConfigSnapshot, LeaseGrant, LeaseRevoke, OperatorMessage, UsageAck,
-    operator_message::Msg as Out, sidecar_message::Msg as In,
+    self as pb, BudgetStatus, ConfigSnapshot, LeaseGrant, LeaseRecall, LeaseRevoke,
+    OperatorMessage, UsageAck, operator_message::Msg as Out, sidecar_message::Msg as In,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -122,6 +122,11 @@ struct BookSlot {
     evented: Option<(State, Option<u8>)>,
     /// Write even if the generation did not move.
     force_write: bool,
+    /// Requests that could not be met, retried when leases come back:
+    /// (session, sidecar, ask, request id).
+    waiters: Vec<(SessionId, String, LeaseAsk, u64)>,
+    /// When this budget last recalled leases.
+    last_recall: Option<Instant>,
 }
 
 struct LedgerSlot {
@@ -354,6 +359,8 @@ impl Engine {
                                     // Write once so the status shows the
                                     // period even when idle.
                                     force_write: true,
+                                    waiters: Vec::new(),
+                                    last_recall: None,
                                 },
                             );
                         }
@@ -527,6 +534,7 @@ impl Engine {
             );
             for slot in self.books.values_mut() {
                 slot.pending_grants.retain(|(sid, _, _)| *sid != id);
+                slot.waiters.retain(|(sid, _, _, _)| *sid != id);
             }
             self.metrics.sidecars.set(self.sessions.len() as i64);
             self.update_policy_statuses();
@@ -562,6 +570,7 @@ impl Engine {
             }
             In::Usage(batch) => self.usage(id, batch, now),
             In::LeaseRequest(req) => self.lease_request(id, req, now),
+            In::LeaseRelease(rel) => self.lease_release(id, rel, now),
         }
     }
 
@@ -691,15 +700,106 @@ impl Engine {
             );
             return;
         }
-        let want = Usd::from_picos(i128::from(req.want_picos.max(0)));
+        let ask = LeaseAsk {
+            want: Usd::from_picos(i128::from(req.want_picos.max(0))),
+            want_tokens: req.want_tokens,
+            need: Usd::from_picos(i128::from(req.need_picos.max(0))),
+            need_tokens: req.need_tokens,
+        };
+        self.metrics.lease_requests.inc();
+        self.serve_lease(&budget, id, &sidecar, ask, req.request_id, now);
+    }
+
+    /// Grant what can be granted; when a waiting request still cannot be
+    /// covered but other sidecars hold unused leases, recall them and keep
+    /// the request until they come back.
+    fn serve_lease(
+        &mut self,
+        budget: &ObjectRef,
+        id: SessionId,
+        sidecar: &str,
+        ask: LeaseAsk,
+        request_id: u64,
+        now: Timestamp,
+    ) {
         let ttl = i64::try_from(self.cfg.lease_ttl.as_millis()).unwrap_or(i64::MAX);
-        let view = slot.book.grant(&sidecar, want, req.want_tokens, now, ttl);
-        let generation = slot.book.generation();
-        let Some(Out::LeaseGrant(g)) = grant_msg(&budget, &view, req.request_id).msg else {
+        let Some(slot) = self.books.get_mut(budget) else {
             return;
         };
-        slot.pending_grants.push((id, generation, g));
-        self.metrics.lease_requests.inc();
+        let before = slot.book.lease(sidecar);
+        let recall = slot.book.recall_candidates(sidecar, ask);
+        let view = slot.book.grant(sidecar, ask, now, ttl);
+        let covered = view.granted.saturating_sub(before.granted) >= ask.need
+            && view.granted_tokens.saturating_sub(before.granted_tokens) >= ask.need_tokens;
+        let generation = slot.book.generation();
+        if let Some(Out::LeaseGrant(g)) = grant_msg(budget, &view, request_id).msg {
+            slot.pending_grants.push((id, generation, g));
+        }
+        if covered || recall.is_empty() {
+            return;
+        }
+        slot.waiters.retain(|(s, _, _, _)| *s != id);
+        slot.waiters
+            .push((id, sidecar.to_string(), ask, request_id));
+        if slot
+            .last_recall
+            .is_some_and(|t| t.elapsed() < Duration::from_millis(200))
+        {
+            return;
+        }
+        slot.last_recall = Some(Instant::now());
+        let period = slot.book.window().start.as_second();
+        let targets: Vec<(SessionId, u64)> = recall
+            .iter()
+            .filter_map(|s| {
+                let session = self.by_sidecar.get(s)?;
+                Some((*session, slot.book.lease(s).version))
+            })
+            .collect();
+        for (session, version) in targets {
+            self.metrics.lease_recalls.inc();
+            self.send(
+                session,
+                OperatorMessage {
+                    msg: Some(Out::LeaseRecall(LeaseRecall {
+                        budget_namespace: budget.namespace.clone(),
+                        budget_name: budget.name.clone(),
+                        period_start_unix: period,
+                        version,
+                        reason: format!("another sidecar ({sidecar}) needs this budget"),
+                    })),
+                },
+            );
+        }
+    }
+
+    fn lease_release(&mut self, id: SessionId, rel: pb::LeaseRelease, now: Timestamp) {
+        let Some(s) = self.sessions.get(&id) else {
+            return;
+        };
+        let sidecar = s.sidecar_id.clone();
+        let budget = ObjectRef::new(&rel.budget_namespace, &rel.budget_name);
+        let Some(slot) = self.books.get_mut(&budget) else {
+            return;
+        };
+        if rel.period_start_unix != slot.book.window().start.as_second() {
+            return;
+        }
+        let keep = Usd::from_picos(i128::from(rel.keep_picos.max(0)));
+        let view = slot
+            .book
+            .release(&sidecar, rel.version, keep, rel.keep_tokens);
+        let generation = slot.book.generation();
+        if let Some(Out::LeaseGrant(g)) = grant_msg(&budget, &view, 0).msg {
+            slot.pending_grants.push((id, generation, g));
+        }
+        // Serve the requests that were waiting for budget to come back.
+        let waiters = std::mem::take(&mut slot.waiters);
+        for (session, waiting, ask, request_id) in waiters {
+            if self.sessions.contains_key(&session) {
+                self.serve_lease(&budget, session, &waiting, ask, request_id, now);
+            }
+        }
     }
 
     // ---- durability -----------------------------------------------------------
@@ -954,7 +1054,7 @@ impl Engine {
                 .filter_map(|(sid, _)| connected.get(sid).map(|s| (sid.clone(), *s)))
                 .collect();
             for (sidecar, session) in renew {
-                let view = slot.book.grant(&sidecar, Usd::ZERO, 0, now, ttl);
+                let view = slot.book.grant(&sidecar, LeaseAsk::default(), now, ttl);
                 if let Some(Out::LeaseGrant(g)) = grant_msg(id, &view, 0).msg {
                     slot.pending_grants
                         .push((session, slot.book.generation(), g));
@@ -1278,6 +1378,7 @@ fn grant_msg(id: &ObjectRef, v: &LeaseView, request_id: u64) -> OperatorMessage 
             charged_seq: v.charged_seq,
             limits_usd: v.limits_usd,
             limits_tokens: v.limits_tokens,
+            version: v.version,
         })),
     }
 }

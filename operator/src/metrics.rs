@@ -54,6 +54,8 @@ pub struct Metrics {
     pub records_invalid: Counter,
     /// Lease requests answered.
     pub lease_requests: Counter,
+    /// Recalls sent (unused leases asked back for another sidecar).
+    pub lease_recalls: Counter,
     /// Usage batches received but not yet durable (acks outstanding).
     pub ledger_lag: Gauge,
     /// Status write latency.
@@ -89,6 +91,7 @@ impl Metrics {
             records_late: Counter::default(),
             records_invalid: Counter::default(),
             lease_requests: Counter::default(),
+            lease_recalls: Counter::default(),
             ledger_lag: Gauge::default(),
             status_write_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
             status_write_errors: Counter::default(),
@@ -150,6 +153,11 @@ impl Metrics {
             "lease_requests",
             "Lease requests answered",
             m.lease_requests.clone(),
+        );
+        registry.register(
+            "lease_recalls",
+            "Unused leases asked back because another sidecar needed the budget",
+            m.lease_recalls.clone(),
         );
         registry.register(
             "ledger_lag_batches",

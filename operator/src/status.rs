@@ -106,6 +106,7 @@ pub fn book_state(status: Option<&TokenBudgetStatus>) -> Option<BookState> {
                         charged: picos(&s.charged_picos),
                         charged_tokens: u64_of(s.charged_tokens),
                         expires_ms: s.expires_unix_millis,
+                        version: u64_of(s.version),
                     },
                 )
             })
@@ -272,6 +273,7 @@ pub fn budget_status(
             charged_picos: e.charged.picos().to_string(),
             charged_tokens: i64_of(e.charged_tokens),
             expires_unix_millis: e.expires_ms,
+            version: i64_of(e.version),
         })
         .collect();
     let (unmet, unmet_tokens) = book.unmet();
@@ -339,7 +341,12 @@ mod tests {
             shadow: false,
         };
         let mut book = Book::new(cfg.clone(), now).unwrap();
-        book.grant("s1", "1".parse().unwrap(), 0, now, 30_000);
+        book.grant(
+            "s1",
+            tokenwarden_core::cluster::LeaseAsk::want("1".parse().unwrap()),
+            now,
+            30_000,
+        );
         let rec = UsageRecord {
             seq: 7,
             ts: now,

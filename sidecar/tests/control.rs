@@ -304,6 +304,8 @@ fn grant(amount_picos: i64, expires_in_ms: i64, request_id: u64, fail_charged: i
         charged_seq: 0,
         limits_usd: true,
         limits_tokens: false,
+        // The fake operator only grows leases: the version follows the amount.
+        version: u64::try_from(amount_picos).unwrap_or(0),
     })
 }
 

@@ -108,7 +108,7 @@ fn replays_are_counted_once() {
 fn restored_book_dedupes_what_it_persisted() {
     let mut b = Book::new(cfg("10"), now()).unwrap();
     b.apply("a", "ns/web", day(), &rec(1, "0.10", "m"), now());
-    b.grant("a", usd("1"), 0, now(), 30_000);
+    b.grant("a", LeaseAsk::want(usd("1")), now(), 30_000);
     let saved = b.to_state();
     // Through JSON, as it is persisted.
     let json = serde_json::to_string(&saved).unwrap();
@@ -124,32 +124,97 @@ fn restored_book_dedupes_what_it_persisted() {
 }
 
 #[test]
-fn grants_never_exceed_the_cap() {
+fn grants_never_exceed_the_cap_and_leave_room_for_others() {
     let mut b = Book::new(cfg("1.00"), now()).unwrap();
     // Minimum chunk is 1/64 of the cap.
-    let g = b.grant("a", usd("0.001"), 0, now(), 30_000);
+    let g = b.grant("a", LeaseAsk::want(usd("0.001")), now(), 30_000);
     assert_eq!(g.granted, usd("0.015625"));
-    let g = b.grant("b", usd("0.60"), 0, now(), 30_000);
-    assert_eq!(g.granted, usd("0.60"));
-    // Only 0.384375 is left to grant.
-    let g = b.grant("c", usd("0.60"), 0, now(), 30_000);
-    assert_eq!(g.granted, usd("0.384375"));
+    assert_eq!(g.version, 1);
+    // With one other holder, a grant is at most half of what is left per
+    // holder: (1 - 0.015625) / 4.
+    let g = b.grant("b", LeaseAsk::want(usd("0.60")), now(), 30_000);
+    assert_eq!(g.granted, usd("0.24609375"));
+    // Unless a waiting request needs more.
+    let ask = LeaseAsk {
+        want: usd("0.60"),
+        need: usd("0.50"),
+        ..LeaseAsk::default()
+    };
+    let g = b.grant("c", ask, now(), 30_000);
+    assert_eq!(g.granted, usd("0.50"));
+    // Only what is left is granted, however much is asked.
+    let left = usd("1.00") - usd("0.015625") - usd("0.24609375") - usd("0.50");
+    let ask = LeaseAsk {
+        want: usd("0.60"),
+        need: usd("0.60"),
+        ..LeaseAsk::default()
+    };
+    let g = b.grant("d", ask, now(), 30_000);
+    assert_eq!(g.granted, left);
     assert_eq!(b.available().0, Some(Usd::ZERO));
-    let g = b.grant("c", usd("0.10"), 0, now(), 30_000);
-    assert_eq!(g.granted, usd("0.384375"), "nothing left");
-    // b spends 0.20 of its 0.60: the spend moves from outstanding to spent,
+    let g = b.grant("d", LeaseAsk::want(usd("0.10")), now(), 30_000);
+    assert_eq!(g.granted, left, "nothing left");
+    assert_eq!(g.version, 1, "an unchanged amount keeps its version");
+    // b spends 0.20 of its lease: the spend moves from outstanding to spent,
     // the pool stays empty.
-    let mut r = rec(1, "0.20", "m");
-    r.budgets[0].period_start = day();
-    b.apply("b", "ns/w", day(), &r, now());
+    b.apply("b", "ns/w", day(), &rec(1, "0.20", "m"), now());
     assert_eq!(b.available().0, Some(Usd::ZERO));
     assert_eq!(b.totals().spent + b.outstanding().0, usd("1.00"));
 }
 
 #[test]
+fn released_leases_return_to_the_pool_unless_a_grant_crossed_them() {
+    let mut b = Book::new(cfg("1.00"), now()).unwrap();
+    let need = LeaseAsk {
+        need: usd("0.60"),
+        ..LeaseAsk::default()
+    };
+    let a = b.grant("a", need, now(), 30_000);
+    assert_eq!(a.granted, usd("0.60"));
+    b.apply("a", "ns/w", day(), &rec(1, "0.10", "m"), now());
+    // b needs 0.50 but only 0.40 is in the pool: recall from a.
+    assert_eq!(
+        b.recall_candidates(
+            "b",
+            LeaseAsk {
+                need: usd("0.50"),
+                ..LeaseAsk::default()
+            }
+        ),
+        vec!["a".to_string()]
+    );
+    // a keeps what it spent and reserved (0.10 spent + 0.05 in flight).
+    let v = b.release("a", a.version, usd("0.15"), 0);
+    assert_eq!(v.granted, usd("0.15"));
+    assert!(v.version > a.version);
+    assert_eq!(b.available().0, Some(usd("0.85")));
+    let g = b.grant(
+        "b",
+        LeaseAsk {
+            need: usd("0.50"),
+            ..LeaseAsk::default()
+        },
+        now(),
+        30_000,
+    );
+    assert_eq!(g.granted, usd("0.50"));
+    // A release based on an old version is not applied (a newer grant
+    // crossed it), but still answered with a newer version.
+    let before = b.lease("a");
+    let more = b.grant("a", LeaseAsk::want(usd("0.05")), now(), 30_000);
+    assert!(more.granted > before.granted);
+    let v = b.release("a", before.version, usd("0.10"), 0);
+    assert_eq!(v.granted, more.granted);
+    assert!(v.version > more.version);
+    // Never below what was charged.
+    let v = b.release("a", v.version, usd("0.01"), 0);
+    assert_eq!(v.granted, usd("0.10"));
+}
+
+#[test]
 fn expired_leases_return_to_the_pool_after_the_grace() {
     let mut b = Book::new(cfg("1.00"), now()).unwrap();
-    b.grant("a", usd("1.00"), 0, now(), 30_000);
+    b.grant("a", LeaseAsk::want(usd("1.00")), now(), 30_000);
     assert_eq!(b.available().0, Some(Usd::ZERO));
     b.apply("a", "ns/w", day(), &rec(1, "0.25", "m"), now());
     // Expired, but within the grace: still held.
@@ -167,11 +232,17 @@ fn expired_leases_return_to_the_pool_after_the_grace() {
 fn exhausted_when_what_is_left_cannot_cover_a_needed_lease() {
     let mut b = Book::new(cfg("1.00"), now()).unwrap();
     assert_eq!(b.budget_state(), State::Ok);
-    b.grant("a", usd("1.00"), 0, now(), 30_000);
+    b.grant("a", LeaseAsk::want(usd("1.00")), now(), 30_000);
     b.apply("a", "ns/w", day(), &rec(1, "0.97", "m"), now());
+    // Topping up is not a need.
+    b.grant("a", LeaseAsk::want(usd("0.05")), now(), 30_000);
     assert_eq!(b.budget_state(), State::Ok);
-    // A sidecar needs 0.05 for its next request; 0.03 is left.
-    b.grant("a", usd("0.05"), 0, now(), 30_000);
+    // A request waiting on the lease needs 0.05; 0.03 is left.
+    let ask = LeaseAsk {
+        need: usd("0.05"),
+        ..LeaseAsk::default()
+    };
+    b.grant("a", ask, now(), 30_000);
     assert_eq!(b.budget_state(), State::Exhausted);
     assert_eq!(b.unmet().0, Some(usd("0.05")));
 }
@@ -179,7 +250,7 @@ fn exhausted_when_what_is_left_cannot_cover_a_needed_lease() {
 #[test]
 fn periods_roll_and_late_records_do_not_enter_the_new_period() {
     let mut b = Book::new(cfg("1.00"), now()).unwrap();
-    b.grant("a", usd("0.50"), 0, now(), 30_000);
+    b.grant("a", LeaseAsk::want(usd("0.50")), now(), 30_000);
     b.apply("a", "ns/w", day(), &rec(1, "0.25", "m"), now());
     let tomorrow = at("2026-11-23T00:00:01Z");
     let (w, totals) = b.roll(tomorrow).unwrap();
@@ -249,7 +320,12 @@ fn random_interleavings_never_overspend_or_double_count() {
         let t = now() + jiff::SignedDuration::from_millis(step as i64);
         let worst = Usd::from_picos(i128::from(next() % 50_000_000_000) + 1);
         if spent[s].saturating_add(worst) > leases[s] {
-            let g = b.grant(&id, worst, 0, t, 60_000);
+            let ask = LeaseAsk {
+                want: worst,
+                need: worst,
+                ..LeaseAsk::default()
+            };
+            let g = b.grant(&id, ask, t, 60_000);
             leases[s] = g.granted;
             continue;
         }

@@ -26,7 +26,8 @@ use tokenwarden_core::{
     money::Usd,
 };
 use tokenwarden_proto::{
-    BudgetStatus, LeaseGrant, LeaseRequest, SidecarMessage, sidecar_message::Msg,
+    BudgetStatus, LeaseGrant, LeaseRecall, LeaseRelease, LeaseRequest, SidecarMessage,
+    sidecar_message::Msg,
 };
 use tokio::sync::Notify;
 
@@ -88,6 +89,7 @@ impl Leases {
             charged_seq: g.charged_seq,
             limits_usd: g.limits_usd,
             limits_tokens: g.limits_tokens,
+            version: g.version,
         };
         {
             let mut inner = lock(&self.inner);
@@ -170,18 +172,45 @@ impl Leases {
         }
     }
 
-    /// Ask for more of every budget in `wants` that runs low.
-    fn top_up(&self, control: &Control, wants: &[Want]) {
+    /// The operator recalled unused lease (another sidecar needs the
+    /// budget): lower the limit to what is spent or reserved, then tell it.
+    pub fn recall(&self, control: &Control, r: &LeaseRecall) {
+        let id = ObjectRef::new(r.budget_namespace.clone(), r.budget_name.clone());
+        let released = lock(&self.inner)
+            .get_mut(&id)
+            .and_then(|l| l.release_unused(r.period_start_unix));
+        let Some((version, keep)) = released else {
+            return;
+        };
+        tracing::debug!(budget = %id, keep_usd = %money(keep.picos), "unused lease released");
+        control.send(SidecarMessage {
+            msg: Some(Msg::LeaseRelease(LeaseRelease {
+                budget_namespace: id.namespace,
+                budget_name: id.name,
+                period_start_unix: r.period_start_unix,
+                version,
+                keep_picos: i64::try_from(keep.picos).unwrap_or(i64::MAX),
+                keep_tokens: keep.tokens,
+            })),
+        });
+    }
+
+    /// Ask for more of every budget in `wants` that runs low. `blocked`
+    /// lists the budgets a request is waiting on: their request carries
+    /// the request's worst case as `need`.
+    fn top_up(&self, control: &Control, wants: &[Want], blocked: &[usize]) {
         if !control.connected() {
             return;
         }
         let now = now_ms();
         let mut inner = lock(&self.inner);
-        for w in wants {
+        for (i, w) in wants.iter().enumerate() {
             let l = inner.entry(w.budget.clone()).or_default();
-            if let Some(more) = l.wants_more(now, w.period_start_unix) {
+            let need = blocked.contains(&i).then(|| amount(w.held));
+            if let Some(more) = l.wants_more(now, w.period_start_unix, need.is_some()) {
                 let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
-                l.requested(id, now);
+                l.requested(id, now, need.is_some());
+                let need = need.unwrap_or_default();
                 control.send(SidecarMessage {
                     msg: Some(Msg::LeaseRequest(LeaseRequest {
                         budget_namespace: w.budget.namespace.clone(),
@@ -190,6 +219,8 @@ impl Leases {
                         want_tokens: more.tokens,
                         request_id: id,
                         period_start_unix: w.period_start_unix,
+                        need_picos: i64::try_from(need.picos).unwrap_or(i64::MAX),
+                        need_tokens: need.tokens,
                     })),
                 });
             }
@@ -250,7 +281,7 @@ pub async fn reserve(
                     );
                 }
                 drop(inner);
-                leases.top_up(control, wants);
+                leases.top_up(control, wants, &[]);
                 return Ok(Reserved {
                     leased: wants.iter().map(|w| w.budget.clone()).collect(),
                 });
@@ -290,7 +321,8 @@ pub async fn reserve(
                 });
             }
         }
-        leases.top_up(control, wants);
+        let blocked: Vec<usize> = short.iter().map(|(i, _)| *i).collect();
+        leases.top_up(control, wants, &blocked);
         let now_i = Instant::now();
         if now_i >= deadline {
             let (i, s) = short[0];

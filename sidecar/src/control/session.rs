@@ -281,6 +281,7 @@ async fn handle(
             }
         }
         M::LeaseGrant(g) => control.leases.grant(&g, &shared.metrics),
+        M::LeaseRecall(r) => control.leases.recall(control, &r),
         M::LeaseRevoke(r) => {
             tracing::warn!(budget = %format!("{}/{}", r.budget_namespace, r.budget_name), reason = %r.reason, "lease revoked");
             control.leases.revoke(

@@ -1,0 +1,490 @@
+//! The whole system on one machine: the real operator (local mode), real
+//! sidecar processes connected to it over gRPC, the fake provider, real
+//! HTTP. These are the hard-cap and exactly-once guarantees of issue 4.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::{
+    net::{SocketAddr, TcpListener},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::{
+    client::legacy::{Client, connect::HttpConnector},
+    rt::TokioExecutor,
+};
+use tokenwarden_tests::fake_provider::{FakeConfig, FakeProvider};
+
+const SECRET: &str = "cluster-test-shared-secret-0123";
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn bin(name: &str) -> PathBuf {
+    let demo = PathBuf::from(env!("CARGO_BIN_EXE_tokenwarden-demo"));
+    let p = demo.with_file_name(name);
+    assert!(p.exists(), "{} not built", p.display());
+    p
+}
+
+struct Proc(Option<Child>);
+
+impl Proc {
+    fn kill9(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+fn wait_http(addr: SocketAddr, path: &str, secs: u64) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Ok(mut s) = std::net::TcpStream::connect(addr) {
+            use std::io::{Read, Write};
+            let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+            let _ = write!(
+                s,
+                "GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
+            );
+            let mut buf = String::new();
+            let _ = s.read_to_string(&mut buf);
+            if buf.starts_with("HTTP/1.1 200") {
+                return;
+            }
+        }
+        assert!(Instant::now() < deadline, "{addr}{path} never returned 200");
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+struct Cluster {
+    dir: tempfile::TempDir,
+    grpc: u16,
+    admin: u16,
+    operator: Proc,
+}
+
+impl Cluster {
+    fn start(objects: &str) -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("objects")).unwrap();
+        std::fs::write(dir.path().join("objects/objects.yaml"), objects).unwrap();
+        std::fs::write(dir.path().join("secret"), SECRET).unwrap();
+        std::fs::create_dir_all(dir.path().join("keys/provider-keys")).unwrap();
+        std::fs::write(
+            dir.path().join("keys/provider-keys/openai"),
+            "sk-fake-openai",
+        )
+        .unwrap();
+        let mut c = Cluster {
+            dir,
+            grpc: free_port(),
+            admin: free_port(),
+            operator: Proc(None),
+        };
+        c.start_operator();
+        c
+    }
+
+    fn start_operator(&mut self) {
+        let d = self.dir.path();
+        let child = Command::new(bin("tokenwarden-operator"))
+            .args(["--local-dir", d.join("objects").to_str().unwrap()])
+            .args(["--state-dir", d.join("state").to_str().unwrap()])
+            .args(["--shared-secret-file", d.join("secret").to_str().unwrap()])
+            .args(["--grpc-listen", &format!("127.0.0.1:{}", self.grpc)])
+            .args(["--admin-listen", &format!("127.0.0.1:{}", self.admin)])
+            .args(["--status-interval-ms", "200"])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.operator = Proc(Some(child));
+        wait_http(
+            SocketAddr::from(([127, 0, 0, 1], self.admin)),
+            "/readyz",
+            20,
+        );
+    }
+
+    fn status(&self, budget: &str) -> serde_json::Value {
+        let p = self
+            .dir
+            .path()
+            .join(format!("state/status/tokenbudgets/{budget}.json"));
+        serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
+    }
+
+    fn spent_picos(&self, budget: &str) -> i128 {
+        self.status(budget)["ledger"]["spentPicos"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap()
+    }
+
+    fn sidecar(&self, name: &str, namespace: &str, labels: &str) -> Sidecar {
+        let mut s = Sidecar {
+            name: name.into(),
+            namespace: namespace.into(),
+            labels: labels.into(),
+            app: SocketAddr::from(([127, 0, 0, 1], free_port())),
+            admin: SocketAddr::from(([127, 0, 0, 1], free_port())),
+            state: self.dir.path().join(format!("sidecar-{name}")),
+            control: format!("http://127.0.0.1:{}", self.grpc),
+            root: self.dir.path().to_path_buf(),
+            proc: Proc(None),
+            client: Client::builder(TokioExecutor::new()).build_http(),
+        };
+        s.spawn();
+        s
+    }
+}
+
+struct Sidecar {
+    name: String,
+    namespace: String,
+    labels: String,
+    app: SocketAddr,
+    admin: SocketAddr,
+    state: PathBuf,
+    control: String,
+    root: PathBuf,
+    proc: Proc,
+    client: Client<HttpConnector, Full<Bytes>>,
+}
+
+impl Sidecar {
+    fn spawn(&mut self) {
+        let root: &Path = &self.root;
+        let child = Command::new(bin("tokenwarden-sidecar"))
+            .args(["--control-plane", &self.control])
+            .args(["--credential-file", root.join("secret").to_str().unwrap()])
+            .args(["--pod-name", &self.name])
+            .args(["--pod-uid", &format!("uid-{}", self.name)])
+            .args(["--namespace", &self.namespace])
+            .args(["--labels", &self.labels])
+            .args(["--state-dir", self.state.to_str().unwrap()])
+            .args(["--secrets-dir", root.join("keys").to_str().unwrap()])
+            .args(["--listen", &self.app.to_string()])
+            .args(["--admin-listen", &self.admin.to_string()])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.proc = Proc(Some(child));
+        wait_http(self.admin, "/readyz", 20);
+    }
+
+    async fn chat(&self, body: &str, headers: &[(&str, &str)]) -> (u16, Bytes) {
+        let mut req = http::Request::post(format!("http://{}/v1/chat/completions", self.app))
+            .header("content-type", "application/json")
+            .header("authorization", "Bearer app-key-not-real");
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let resp = tokio::time::timeout(
+            Duration::from_secs(30),
+            self.client
+                .request(req.body(Full::new(Bytes::from(body.to_string()))).unwrap()),
+        )
+        .await
+        .expect("answered within 30 s")
+        .unwrap();
+        let status = resp.status().as_u16();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        (status, body)
+    }
+
+    async fn served_model(&self, body: &str) -> (u16, String) {
+        let req = http::Request::post(format!("http://{}/v1/chat/completions", self.app))
+            .header("content-type", "application/json")
+            .header("authorization", "Bearer app-key-not-real")
+            .body(Full::new(Bytes::from(body.to_string())))
+            .unwrap();
+        let resp = self.client.request(req).await.unwrap();
+        let status = resp.status().as_u16();
+        let served = resp
+            .headers()
+            .get("x-tokenwarden-model")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        let _ = resp.into_body().collect().await;
+        (status, served)
+    }
+}
+
+fn objects(fake: &FakeProvider, budget_spec: &str) -> String {
+    format!(
+        r#"apiVersion: tokenwarden.dev/v1alpha1
+kind: RoutingPolicy
+metadata: {{name: load, namespace: team}}
+spec:
+  workloadSelector: {{matchLabels: {{app: load}}}}
+  providers:
+    - name: openai
+      api: openai
+      baseUrl: "{base}"
+      apiKeySecretRef: {{name: provider-keys, key: openai}}
+      prices:
+        - {{model: tw-test, inputPerMTok: "1", outputPerMTok: "10"}}
+        - {{model: tw-cheap, inputPerMTok: "0.1", outputPerMTok: "1"}}
+---
+apiVersion: tokenwarden.dev/v1alpha1
+kind: TokenBudget
+metadata: {{name: cap, namespace: team}}
+spec:
+  workloadSelector: {{matchLabels: {{app: load}}}}
+  period: Daily
+{budget_spec}
+"#,
+        base = fake.base_url()
+    )
+}
+
+/// The cost the fake billed, priced per request as the sidecar prices it
+/// (the policy's price overrides: tokens × nano-USD per MTok / 1000 =
+/// pico-USD, rounded up per token kind).
+fn billed_picos(fake: &FakeProvider) -> i128 {
+    let mut total = 0i128;
+    for r in fake.log() {
+        let Some(u) = r.usage else { continue };
+        let (input, output) = match u.model.as_str() {
+            "tw-test" => (1_000_000_000i128, 10_000_000_000i128),
+            "tw-cheap" => (100_000_000, 1_000_000_000),
+            other => panic!("unexpected model {other}"),
+        };
+        let part = |tokens: u64, price: i128| (i128::from(tokens) * price + 999) / 1000;
+        total += part(u.input_total - u.cache_read - u.cache_write, input) + part(u.output, output);
+    }
+    total
+}
+
+fn request(model: &str, max_tokens: u32) -> String {
+    format!(
+        r#"{{"model":"{model}","max_tokens":{max_tokens},"messages":[{{"role":"user","content":"write a haiku about budgets"}}]}}"#
+    )
+}
+
+async fn settle(cluster: &Cluster, budget: &str, fake: &FakeProvider) -> i128 {
+    let want = billed_picos(fake);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let got = cluster.spent_picos(budget);
+        if got == want {
+            return got;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "ledger {got} never reached the billed {want}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn leases_hold_a_one_dollar_cap_across_8_sidecars_with_50_concurrent_requests_each() {
+    let fake = FakeProvider::start(FakeConfig::default()).await.unwrap();
+    let cluster = Cluster::start(&objects(&fake, "  limit: {usd: \"1.00\"}"));
+    let sidecars: Vec<Arc<Sidecar>> = (0..8)
+        .map(|i| Arc::new(cluster.sidecar(&format!("load-{i}"), "team", "app=load")))
+        .collect();
+    let ok = Arc::new(AtomicU64::new(0));
+    let refused = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for s in &sidecars {
+        for _ in 0..50 {
+            let s = s.clone();
+            let ok = ok.clone();
+            let refused = refused.clone();
+            tasks.push(tokio::spawn(async move {
+                // Each worker sends until the budget refuses it (bounded).
+                for _ in 0..20 {
+                    let (status, body) = s
+                        .chat(
+                            &request("tw-test", 1000),
+                            &[("x-fake-output-tokens", "800")],
+                        )
+                        .await;
+                    match status {
+                        200 => {
+                            ok.fetch_add(1, Ordering::Relaxed);
+                        }
+                        429 => {
+                            let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                            assert_eq!(v["error"]["type"], "insufficient_quota", "{v}");
+                            refused.fetch_add(1, Ordering::Relaxed);
+                            return;
+                        }
+                        other => panic!("unexpected {other}: {}", String::from_utf8_lossy(&body)),
+                    }
+                }
+            }));
+        }
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let spent = settle(&cluster, "team.cap", &fake).await;
+    let ok = ok.load(Ordering::Relaxed);
+    assert!(spent <= 1_000_000_000_000, "spent {spent} picos > $1.00");
+    // Each request costs $0.00804 (7 input tokens at $1 + 800 output at $10
+    // per MTok): the budget must have been used, not refused early.
+    assert!(ok >= 100, "only {ok} requests served");
+    assert!(refused.load(Ordering::Relaxed) > 0, "nobody was refused");
+    // The budget ends Exhausted with the reason.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let st = cluster.status("team.cap");
+        if st["state"] == "Exhausted" {
+            let cond = st["conditions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|c| c["type"] == "Exhausted")
+                .unwrap()
+                .clone();
+            assert_eq!(cond["status"], "True", "{cond}");
+            assert_eq!(cond["reason"], "LimitReached", "{cond}");
+            assert!(
+                cond["message"].as_str().unwrap().contains("of $1.00"),
+                "{cond}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "never Exhausted: {st}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_9_of_the_operator_while_4_sidecars_push_traffic_loses_and_doubles_nothing() {
+    let fake = FakeProvider::start(FakeConfig::default()).await.unwrap();
+    let mut cluster = Cluster::start(&objects(&fake, "  limit: {usd: \"1000\"}"));
+    let sidecars: Vec<Arc<Sidecar>> = (0..4)
+        .map(|i| Arc::new(cluster.sidecar(&format!("push-{i}"), "team", "app=load")))
+        .collect();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for s in &sidecars {
+        for _ in 0..4 {
+            let s = s.clone();
+            let stop = stop.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut n = 0;
+                while !stop.load(Ordering::Relaxed) && n < 2000 {
+                    let (status, body) = s
+                        .chat(&request("tw-cheap", 200), &[("x-fake-output-tokens", "50")])
+                        .await;
+                    // While the operator is down the sidecars spend from
+                    // their leases; nothing may fail.
+                    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+                    n += 1;
+                }
+            }));
+        }
+    }
+    let mut rng: u64 = 0x5851_f42d_4c95_7f2d;
+    for _ in 0..4 {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        tokio::time::sleep(Duration::from_millis(300 + rng % 700)).await;
+        cluster.operator.kill9();
+        tokio::time::sleep(Duration::from_millis(rng % 300)).await;
+        cluster.start_operator();
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let spent = settle(&cluster, "team.cap", &fake).await;
+    assert!(spent > 0);
+    let st = cluster.status("team.cap");
+    let served: u64 = fake.log().iter().filter(|r| r.usage.is_some()).count() as u64;
+    assert_eq!(st["requests"].as_u64().unwrap(), served);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_9_of_a_sidecar_keeps_its_spool_and_seq() {
+    let fake = FakeProvider::start(FakeConfig::default()).await.unwrap();
+    let mut cluster = Cluster::start(&objects(
+        &fake,
+        "  limit: {usd: \"1000\"}\n  failMode: Open",
+    ));
+    let mut s = cluster.sidecar("victim", "team", "app=load");
+    // Operator down (failMode Open: allowed and recorded): the records pile
+    // up in the sidecar's spool.
+    cluster.operator.kill9();
+    for _ in 0..10 {
+        let (status, body) = s
+            .chat(&request("tw-cheap", 100), &[("x-fake-output-tokens", "20")])
+            .await;
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    }
+    s.proc.kill9();
+    s.spawn();
+    cluster.start_operator();
+    let spent = settle(&cluster, "team.cap", &fake).await;
+    assert!(spent > 0);
+    assert_eq!(cluster.status("team.cap")["requests"], 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn crossing_80_percent_flips_every_sidecar_to_the_downgrade_target() {
+    let fake = FakeProvider::start(FakeConfig::default()).await.unwrap();
+    let cluster = Cluster::start(&objects(
+        &fake,
+        "  limit: {usd: \"0.10\"}\n  thresholds:\n    - {percent: 80, action: Downgrade, downgradeTo: {model: tw-cheap}}",
+    ));
+    let spender = cluster.sidecar("spender", "team", "app=load");
+    let bystander = cluster.sidecar("bystander", "team", "app=load");
+    let (status, served) = bystander.served_model(&request("tw-test", 100)).await;
+    assert_eq!((status, served.as_str()), (200, "tw-test"));
+    // $0.00804 each: 11 requests pass 80% of $0.10.
+    for _ in 0..11 {
+        let (status, body) = spender
+            .chat(
+                &request("tw-test", 1000),
+                &[("x-fake-output-tokens", "800")],
+            )
+            .await;
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, served) = bystander.served_model(&request("tw-test", 100)).await;
+        assert_eq!(status, 200);
+        if served == "tw-cheap" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the bystander never downgraded (served {served})"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
