@@ -400,7 +400,7 @@ impl BudgetState {
                     now,
                     reason,
                     format!(
-                        "TokenBudget {} is exhausted: spent ${} of ${} this {} period{}; this \
+                        "TokenBudget {} is exhausted: spent ${} of ${} this {} period{}{}; this \
                          request's worst-case cost ${cost} exceeds the ${remaining} left",
                         self.cfg.source,
                         self.totals.spent,
@@ -408,6 +408,15 @@ impl BudgetState {
                         self.cfg.period,
                         if reason == "threshold" {
                             format!(" (blocking from {}%, ${cap})", self.block_percent())
+                        } else {
+                            String::new()
+                        },
+                        if self.reserved.cost > Usd::ZERO {
+                            format!(
+                                ", and ${} more is reserved by requests in flight (their \
+                                 worst case, released as they finish)",
+                                self.reserved.cost
+                            )
                         } else {
                             String::new()
                         },
@@ -556,6 +565,12 @@ mod tests {
             err.message
         );
         assert!(err.message.contains("$0.20 left"), "{}", err.message);
+        assert!(
+            err.message
+                .contains("and $0.80 more is reserved by requests in flight"),
+            "{}",
+            err.message
+        );
         assert!(
             err.message
                 .contains("resets at 2026-11-23T00:00:00+00:00 (UTC)"),

@@ -41,9 +41,9 @@ use crate::{
     period::{PeriodError, Window},
 };
 
-/// The smallest grant, as a fraction of the cap (1/64), so a sidecar that
+/// The smallest grant, as a fraction of the cap (1/32), so a sidecar that
 /// asks for a little does not come back for every request.
-const MIN_CHUNK_DIVISOR: i128 = 64;
+const MIN_CHUNK_DIVISOR: i128 = 32;
 
 /// One sidecar's standing with a budget in the current period.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -475,7 +475,7 @@ impl Book {
         if let (Some(avail), Some(cap)) = (avail_tok, cap_tok)
             && (ask.want_tokens > 0 || ask.need_tokens > 0)
         {
-            let chunk = cap / 64;
+            let chunk = cap / MIN_CHUNK_DIVISOR as u64;
             let mut add = ask.want_tokens.max(chunk).max(ask.need_tokens);
             if holders > 0 {
                 let fair = avail / (2 * (holders as u64 + 1));

@@ -89,6 +89,8 @@ pub struct LeaseClient {
     last_increment: i128,
     /// Released from (period, epoch, version): grants at or below it are stale.
     released: Option<(i64, u64, u64)>,
+    /// Reservations waiting for more lease (they did not fit).
+    waiting: Amount,
 }
 
 /// Most uncharged records remembered per budget (older ones are folded
@@ -299,8 +301,9 @@ impl LeaseClient {
 
     /// Whether to ask for more, and how much: when nothing is pending and
     /// what is left is below max(2× the last reservation, 25% of the last
-    /// increment), or there is no usable lease. Want: max(4× the last
-    /// reservation, the last increment).
+    /// increment, what is in flight), or there is no usable lease. Want:
+    /// max(4× the last reservation, the last increment, 2× what is in
+    /// flight).
     pub fn wants_more(&self, now_ms: i64, period_start_unix: i64, blocked: bool) -> Option<Amount> {
         // One request in flight per budget; a blocked request may replace a
         // mere top-up, so the operator learns what it needs.
@@ -309,13 +312,26 @@ impl LeaseClient {
         }) {
             return None;
         }
+        // Enough for the requests in flight twice over: grants take up to a
+        // status-write interval (1 s) to arrive, so ask for a second's worth.
         let want = Amount {
             picos: self
                 .last_reservation
                 .picos
                 .saturating_mul(4)
-                .max(self.last_increment),
-            tokens: self.last_reservation.tokens.saturating_mul(4),
+                .max(self.last_increment)
+                .max(
+                    self.reserved
+                        .picos
+                        .saturating_add(self.waiting.picos)
+                        .saturating_mul(2),
+                ),
+            tokens: self.last_reservation.tokens.saturating_mul(4).max(
+                self.reserved
+                    .tokens
+                    .saturating_add(self.waiting.tokens)
+                    .saturating_mul(2),
+            ),
         };
         match self.available(now_ms, period_start_unix) {
             Err(Shortfall::Revoked) => None,
@@ -325,14 +341,32 @@ impl LeaseClient {
                     .last_reservation
                     .picos
                     .saturating_mul(2)
-                    .max(self.last_increment / 4);
-                let low_tokens = self.last_reservation.tokens.saturating_mul(2);
+                    .max(self.last_increment / 4)
+                    .max(self.reserved.picos);
+                let low_tokens = self
+                    .last_reservation
+                    .tokens
+                    .saturating_mul(2)
+                    .max(self.reserved.tokens);
                 let usd = self.grant.is_some_and(|g| g.limits_usd);
                 let tok = self.grant.is_some_and(|g| g.limits_tokens);
                 ((usd && left.picos < low_picos) || (tok && left.tokens < low_tokens))
                     .then_some(want)
             }
         }
+    }
+
+    /// A reservation of `a` starts waiting for more lease (counted in the
+    /// next request's want).
+    pub fn wait_begin(&mut self, a: Amount) {
+        self.waiting.picos = self.waiting.picos.saturating_add(a.picos);
+        self.waiting.tokens = self.waiting.tokens.saturating_add(a.tokens);
+    }
+
+    /// It stopped waiting (reserved or refused).
+    pub fn wait_end(&mut self, a: Amount) {
+        self.waiting.picos = self.waiting.picos.saturating_sub(a.picos).max(0);
+        self.waiting.tokens = self.waiting.tokens.saturating_sub(a.tokens);
     }
 
     /// A request `id` was sent at `now_ms` (`with_need`: a request was

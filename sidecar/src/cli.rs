@@ -58,7 +58,7 @@ pub struct Args {
 
     /// How long a request may wait for a lease grant before it is refused
     /// (connected mode), in milliseconds.
-    #[arg(long, env = "TOKENWARDEN_LEASE_WAIT_MS", default_value_t = 2000)]
+    #[arg(long, env = "TOKENWARDEN_LEASE_WAIT_MS", default_value_t = 5000)]
     pub lease_wait_ms: u64,
 
     /// Directory of provider keys, laid out as Kubernetes mounts a Secret:

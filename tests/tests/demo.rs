@@ -1,22 +1,23 @@
-//! The README's first command: the demo runs end to end and tells the story.
+//! The README's first command: the demo runs the whole system on one
+//! machine (operator in local mode, four sidecars, the fake provider) and
+//! tells the story.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::{path::PathBuf, process::Command};
 
 #[test]
-fn the_demo_routes_meters_and_compares_with_the_flagship() {
+fn the_demo_runs_the_cluster_and_prints_the_cluster_ledger() {
     let demo = PathBuf::from(env!("CARGO_BIN_EXE_tokenwarden-demo"));
-    let sidecar = demo.with_file_name("tokenwarden-sidecar");
-    assert!(
-        sidecar.exists(),
-        "{} is missing: run the workspace tests (cargo test --workspace builds it)",
-        sidecar.display()
-    );
-    let out = Command::new(&demo)
-        .env("TOKENWARDEN_SIDECAR_BIN", &sidecar)
-        .output()
-        .unwrap();
+    for bin in ["tokenwarden-sidecar", "tokenwarden-operator"] {
+        let p = demo.with_file_name(bin);
+        assert!(
+            p.exists(),
+            "{} is missing: run the workspace tests (cargo test --workspace builds it)",
+            p.display()
+        );
+    }
+    let out = Command::new(&demo).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -24,11 +25,20 @@ fn the_demo_routes_meters_and_compares_with_the_flagship() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        stdout
-            .contains("229 requests (137 trivial edits/exercises, 92 hard design/debugging tasks)"),
+        stdout.contains("one operator (local mode), 4 sidecars"),
         "{stdout}"
     );
-    assert!(stdout.contains("; 0 failed"), "{stdout}");
+    assert!(
+        stdout
+            .contains("229 requests for claude-opus-4-1 (137 trivial edits/exercises, 92 hard design/debugging tasks)"),
+        "{stdout}"
+    );
+    // Nothing failed, and the operator's ledger equals what the provider billed
+    // (the demo waits for that and fails otherwise).
+    assert!(
+        stdout.contains("\n0 failed; the ledger equals what the provider billed"),
+        "{stdout}"
+    );
     let saved: f64 = stdout
         .lines()
         .find_map(|l| l.strip_prefix("saved ").and_then(|r| r.split('%').next()))
@@ -39,10 +49,39 @@ fn the_demo_routes_meters_and_compares_with_the_flagship() {
         saved > 50.0,
         "routing should save most of the flagship bill: {saved}%\n{stdout}"
     );
-    for model in ["claude-haiku-4-5", "claude-sonnet-4-5"] {
+    // The cluster ledger has a row per namespace, workload and model.
+    for (ns, workload, model) in [
+        ("agents", "coding-agent", "claude-haiku-4-5"),
+        ("agents", "coding-agent", "claude-sonnet-4-5"),
+        ("search", "search-agent", "gpt-4o-mini"),
+        ("research", "summarizer", "gpt-4.1-mini"),
+    ] {
         assert!(
-            stdout.lines().any(|l| l.starts_with(model)),
-            "no ledger row for {model}: {stdout}"
+            stdout.lines().any(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                f.len() > 3 && f[0] == ns && f[1] == workload && f[2] == model
+            }),
+            "no ledger row for {ns}/{workload}/{model}: {stdout}"
         );
     }
+    // The token budget shared by the two summarizer pods capped them.
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("summarizer (2 pods"))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    let refused: u64 = line
+        .split(", ")
+        .nth(2)
+        .and_then(|r| r.split(' ').next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(refused > 0, "{line}");
+    let budget = stdout
+        .lines()
+        .find(|l| l.contains("summarizer-tokens"))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert!(budget.trim_end().ends_with("Exhausted"), "{budget}");
+    let used: u64 = budget.split_whitespace().nth(3).unwrap().parse().unwrap();
+    assert!(used <= 150_000, "the token cap held: {budget}");
 }

@@ -126,14 +126,14 @@ fn restored_book_dedupes_what_it_persisted() {
 #[test]
 fn grants_never_exceed_the_cap_and_leave_room_for_others() {
     let mut b = Book::new(cfg("1.00"), now()).unwrap();
-    // Minimum chunk is 1/64 of the cap.
+    // Minimum chunk is 1/32 of the cap.
     let g = b.grant("a", LeaseAsk::want(usd("0.001")), now(), 30_000);
-    assert_eq!(g.granted, usd("0.015625"));
+    assert_eq!(g.granted, usd("0.03125"));
     assert_eq!(g.version, 1);
     // With one other holder, a grant is at most half of what is left per
-    // holder: (1 - 0.015625) / 4.
+    // holder: (1 - 0.03125) / 4.
     let g = b.grant("b", LeaseAsk::want(usd("0.60")), now(), 30_000);
-    assert_eq!(g.granted, usd("0.24609375"));
+    assert_eq!(g.granted, usd("0.2421875"));
     // Unless a waiting request needs more.
     let ask = LeaseAsk {
         want: usd("0.60"),
@@ -143,7 +143,7 @@ fn grants_never_exceed_the_cap_and_leave_room_for_others() {
     let g = b.grant("c", ask, now(), 30_000);
     assert_eq!(g.granted, usd("0.50"));
     // Only what is left is granted, however much is asked.
-    let left = usd("1.00") - usd("0.015625") - usd("0.24609375") - usd("0.50");
+    let left = usd("1.00") - usd("0.03125") - usd("0.2421875") - usd("0.50");
     let ask = LeaseAsk {
         want: usd("0.60"),
         need: usd("0.60"),

@@ -236,7 +236,9 @@ pub struct Reserved {
 }
 
 /// Reserve from the lease of every budget in `wants` (all or nothing),
-/// waiting up to the control's lease wait for grants.
+/// waiting up to the control's lease wait for grants. While a request
+/// waits, its worst case counts in what the sidecar asks for, so a burst of
+/// waiting requests is served by one grant.
 pub async fn reserve(
     control: &Control,
     metrics: &Metrics,
@@ -245,6 +247,26 @@ pub async fn reserve(
     if wants.is_empty() {
         return Ok(Reserved::default());
     }
+    let mut waiting = Vec::new();
+    let out = reserve_waiting(control, metrics, wants, &mut waiting).await;
+    if !waiting.is_empty() {
+        let mut inner = lock(&control.leases.inner);
+        for i in waiting {
+            let w: &Want = &wants[i];
+            if let Some(l) = inner.get_mut(&w.budget) {
+                l.wait_end(amount(w.held));
+            }
+        }
+    }
+    out
+}
+
+async fn reserve_waiting(
+    control: &Control,
+    metrics: &Metrics,
+    wants: &[Want],
+    waiting: &mut Vec<usize>,
+) -> Result<Reserved, ProxyError> {
     let leases = &control.leases;
     let deadline = Instant::now() + control.lease_wait;
     let mut waited = false;
@@ -322,6 +344,17 @@ pub async fn reserve(
             }
         }
         let blocked: Vec<usize> = short.iter().map(|(i, _)| *i).collect();
+        {
+            let mut inner = lock(&leases.inner);
+            for i in &blocked {
+                if !waiting.contains(i) {
+                    waiting.push(*i);
+                    if let Some(l) = inner.get_mut(&wants[*i].budget) {
+                        l.wait_begin(amount(wants[*i].held));
+                    }
+                }
+            }
+        }
         leases.top_up(control, wants, &blocked);
         let now_i = Instant::now();
         if now_i >= deadline {
