@@ -6,6 +6,8 @@
 # Knobs (environment):
 #   SIDECARS=500 CONNECTIONS=10 RATE=20000 DURATION=30 NAMESPACES=5
 #   STATUS_INTERVAL_MS=   operator --status-interval-ms (empty: its default, 1000)
+#   PERF=0                1: `perf record` the operator during the load and add
+#                         its hottest functions to the result
 #   BUILD=1               0: use the binaries already built
 #   CARGO_TARGET_DIR      where the binaries are (default: target)
 #   OUT=                  result file (default: bench/control/results/<date>.md)
@@ -20,6 +22,7 @@ DURATION=${DURATION:-30}
 NAMESPACES=${NAMESPACES:-5}
 STATUS_INTERVAL_MS=${STATUS_INTERVAL_MS:-}
 BUILD=${BUILD:-1}
+PERF=${PERF:-0}
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 BIN=$TARGET/release
 
@@ -38,7 +41,9 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 WORK=$(mktemp -d -t tw-control-bench.XXXXXX)
 OP_PID=
+PERF_PID=
 cleanup() {
+  if [ -n "$PERF_PID" ] && kill -0 "$PERF_PID" 2>/dev/null; then kill -INT "$PERF_PID" 2>/dev/null || true; fi
   if [ -n "$OP_PID" ] && kill -0 "$OP_PID" 2>/dev/null; then
     kill -TERM "$OP_PID" 2>/dev/null || true
     for _ in $(seq 50); do kill -0 "$OP_PID" 2>/dev/null || break; sleep 0.1; done
@@ -81,6 +86,13 @@ rss() { awk '/^VmRSS:/ {printf "%.1f", $2/1024}' "/proc/$OP_PID/status"; }
 RSS_IDLE=$(rss)
 
 echo "==> load: $SIDECARS sidecars, $RATE records/s, ${DURATION}s" >&2
+if [ "$PERF" = 1 ]; then
+  # Starts with the load tool (its connect phase is well under a second);
+  # bounded by the load's duration.
+  perf record -q -F 499 -g -p "$OP_PID" -o "$WORK/perf.data" -- sleep "$((DURATION + 1))" \
+    >/dev/null 2>&1 &
+  PERF_PID=$!
+fi
 set +e
 "$BIN/tokenwarden-control-load" run \
   --url "http://$GRPC" --secret-file "$WORK/secret" \
@@ -92,6 +104,20 @@ set +e
 LOAD_RC=$?
 set -e
 RSS_END=$(rss)
+PERF_TOP=
+if [ -n "$PERF_PID" ]; then
+  wait "$PERF_PID" || true
+  PERF_PID=
+  PERF_TOP=$(perf report -i "$WORK/perf.data" --no-children --sort symbol --stdio -g none 2>/dev/null \
+    | grep -E '^ +[0-9]' | sed -E 's/[ -]+$//' | head -25 || true)
+  PERF_THREADS=$(perf report -i "$WORK/perf.data" --no-children --sort comm --stdio -g none 2>/dev/null \
+    | grep -E '^ +[0-9]' | sed -E 's/[ -]+$//' | head -8 || true)
+  # Kept for `perf report -i` (bench/out is not committed).
+  mkdir -p "$ROOT/bench/out"
+  PERF_KEPT=$ROOT/bench/out/control-perf-$(date -u +%Y%m%dT%H%M%SZ).data
+  cp "$WORK/perf.data" "$PERF_KEPT"
+  echo "==> perf data kept in $PERF_KEPT" >&2
+fi
 METRICS=$(curl -fsS --max-time 5 "http://$ADMIN/metrics" \
   | grep -E '^tokenwarden_operator_(usage_records_[a-z]+_total|config_snapshots_sent_total|config_acks_total|streams_refused_total|status_write_errors_total)' || true)
 WARNINGS=$(grep -E '"level":"(WARN|ERROR)"' "$WORK/operator.log" | grep -vc 'speaks plaintext' || true)
@@ -125,6 +151,16 @@ mkdir -p "$(dirname "$OUT")"
   echo '```'
   echo "$METRICS"
   echo '```'
+  if [ -n "$PERF_TOP" ]; then
+    echo
+    echo "Operator profile during the load (\`perf record -F 499 -g\`, self time; by thread, then by function):"
+    echo
+    echo '```'
+    echo "$PERF_THREADS"
+    echo
+    echo "$PERF_TOP"
+    echo '```'
+  fi
 } >"$OUT"
 cat "$OUT"
 echo >&2

@@ -374,7 +374,19 @@ struct Identity {
 fn identity(i: usize, namespaces: usize, seed: u64) -> Identity {
     let namespace = format!("bench-{}", i % namespaces);
     let app = APPS[(i / namespaces) % APPS.len()];
-    let pod_uid = format!("00000000-0000-4000-8000-{i:012}");
+    // Random-looking UUIDs, as real pod UIDs are (they key the
+    // operator's per-sidecar maps, so a shared prefix would cost it more
+    // string comparisons than a cluster does).
+    let mut r = Rng::new(seed.wrapping_mul(1_000_003).wrapping_add(i as u64));
+    let (a, b) = (r.next(), r.next());
+    let pod_uid = format!(
+        "{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}",
+        a >> 32,
+        (a >> 16) & 0xffff,
+        a & 0xfff,
+        (b >> 48) & 0xfff,
+        b & 0xffff_ffff_ffff
+    );
     Identity {
         sidecar_id: format!("{pod_uid}:{:08x}", Rng::new(seed ^ 0xb5).next() as u32),
         namespace,
