@@ -6,6 +6,7 @@
 //! shared `validate()` (`--check-config`). The controllers, the gRPC control
 //! server and the ledger build on this (see the README's roadmap).
 
+pub mod kube;
 pub mod local;
 pub mod source;
 
