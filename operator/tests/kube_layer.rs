@@ -788,6 +788,8 @@ fn merge(target: &mut Value, patch: &Value) {
 struct Cluster {
     lease: Option<Value>,
     pods: BTreeMap<String, Value>,
+    /// Answer Lease patches with 500 (the API server is unreachable for writes).
+    fail_lease_patches: bool,
 }
 
 type Shared = Arc<Mutex<Cluster>>;
@@ -823,6 +825,14 @@ fn serve_cluster(mut api: ApiServer, cluster: Shared) -> tokio::task::JoinHandle
                     lease["metadata"]["namespace"] = json!(OPERATOR_NS);
                     c.lease = Some(lease.clone());
                     respond(send, 201, &lease);
+                }
+                ("PATCH", _) if c.fail_lease_patches && path.contains("/leases/") => {
+                    respond(
+                        send,
+                        500,
+                        &json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
+                        "status": "Failure", "message": "etcdserver: request timed out", "reason": "InternalError", "code": 500}),
+                    );
                 }
                 ("PATCH", p) if p == format!("{lease_path}/tokenwarden-operator") => {
                     let lease = c
@@ -992,6 +1002,60 @@ async fn scenario_leader(log: &Log) {
     server.abort();
 }
 
+/// The leader's renewals fail: kube-lease-manager still says "leader", but
+/// the fence stops this replica (and takes its label) before the Lease
+/// expires, so no other replica can lead at the same time.
+async fn scenario_leader_fence(log: &Log) {
+    let (client, api) = mock(log);
+    let cluster: Shared = Arc::default();
+    cluster
+        .lock()
+        .unwrap()
+        .pods
+        .insert("op-0".into(), leader_pod("op-0", false));
+    let server = serve_cluster(api, cluster.clone());
+    let config = leader::LeaderConfig {
+        lease_duration: 2,
+        grace: 1,
+        poll: Duration::from_millis(100),
+        ..leader::LeaderConfig::new(OPERATOR_NS, "op-0", "https://10.0.0.7:15900")
+    };
+    let mut rx = leader::run(client, config);
+    tokio::time::timeout(Duration::from_secs(5), rx.wait_for(|l| l.leader))
+        .await
+        .expect("leader")
+        .unwrap();
+    eventually("the leader label on op-0", || {
+        has_leader_label(&cluster, "op-0")
+    })
+    .await;
+    let renewed_at = std::time::Instant::now();
+    cluster.lock().unwrap().fail_lease_patches = true;
+    tokio::time::timeout(Duration::from_secs(5), rx.wait_for(|l| !l.leader))
+        .await
+        .expect("fenced")
+        .unwrap();
+    // Before the 2 s Lease could expire for the others.
+    assert!(
+        renewed_at.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        renewed_at.elapsed()
+    );
+    assert_eq!(
+        *rx.borrow(),
+        Leadership {
+            leader: false,
+            leader_address: None
+        }
+    );
+    eventually("no leader label on op-0", || {
+        !has_leader_label(&cluster, "op-0")
+    })
+    .await;
+    drop(rx);
+    server.abort();
+}
+
 // === tests ===
 
 fn new_log() -> Log {
@@ -1029,6 +1093,11 @@ async fn token_review_refusals_say_why() {
 }
 
 #[tokio::test]
+async fn leader_steps_down_when_renewals_fail() {
+    scenario_leader_fence(&new_log()).await;
+}
+
+#[tokio::test]
 async fn leader_labels_its_pod_and_redirects_after_losing_the_lease() {
     scenario_leader(&new_log()).await;
 }
@@ -1045,6 +1114,7 @@ async fn every_api_call_is_declared_and_exercised() {
     scenario_token_review_ok(&log).await;
     scenario_token_review_refusals(&log).await;
     scenario_leader(&log).await;
+    scenario_leader_fence(&log).await;
 
     let calls = api_calls();
     let mut used = BTreeSet::new();

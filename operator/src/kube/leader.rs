@@ -18,7 +18,7 @@
 //! as "leader" before the label is added: a replica never routes sidecars to
 //! itself while it would refuse them.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use ::kube::{
     Api, Client,
@@ -118,11 +118,23 @@ async fn elect(client: Client, config: LeaderConfig, tx: watch::Sender<Leadershi
     let (mut is_leader, manager_task) = manager.watch().await;
     let pods: Api<Pod> = Api::namespaced(client.clone(), &config.namespace);
     let leases: Api<Lease> = Api::namespaced(client, &config.namespace);
+    // What kube-lease-manager says.
+    let mut elected = false;
+    // What is published: elected, and the Lease shows a recent enough renewal
+    // of ours. The manager keeps saying "leader" while its renewals fail; the
+    // fence stops this replica before another one can take the Lease.
     let mut leading = false;
+    let mut valid_until: Option<SystemTime> = None;
     // What the label on our Pod is known to be (None: unknown, patch it).
     let mut labeled: Option<bool> = None;
     let mut announced = false;
-    let mut tick = tokio::time::interval(config.poll);
+    let fence_margin = Duration::from_millis(config.grace.saturating_mul(500));
+    // Poll fast enough to see each renewal before the fence closes.
+    let period = config
+        .poll
+        .min(Duration::from_millis(config.grace.saturating_mul(250)))
+        .max(Duration::from_millis(50));
+    let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
@@ -132,17 +144,45 @@ async fn elect(client: Client, config: LeaderConfig, tx: watch::Sender<Leadershi
                     tracing::error!("leader election stopped");
                     break;
                 }
-                let now = *is_leader.borrow_and_update();
-                if now != leading {
-                    leading = now;
-                    announced = false;
-                    tracing::info!(leader = leading, pod = %config.pod_name, "leadership changed");
-                    // Publish first: stop acting as leader before the label goes,
-                    // act as leader before sidecars are routed here.
-                    tx.send_replace(Leadership { leader: leading, leader_address: None });
-                }
+                elected = *is_leader.borrow_and_update();
             }
             _ = tick.tick() => {}
+        }
+        let mut address = None;
+        match read_lease(&leases, &config.lease_name).await {
+            Ok(view) => {
+                valid_until = match (&view.holder, view.renewed, view.duration) {
+                    (Some(holder), Some(renewed), Some(duration)) if *holder == config.pod_name => {
+                        (renewed + duration).checked_sub(fence_margin)
+                    }
+                    _ => None,
+                };
+                if view.holder.is_some() && view.holder != Some(config.pod_name.clone()) {
+                    address = view.address;
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "reading the Lease failed"),
+        }
+        let now_leading = elected && valid_until.is_some_and(|t| SystemTime::now() < t);
+        if now_leading != leading {
+            leading = now_leading;
+            announced = false;
+            tracing::info!(leader = leading, elected, pod = %config.pod_name, "leadership changed");
+            // Publish first: stop acting as leader before the label goes,
+            // act as leader before sidecars are routed here.
+            tx.send_replace(Leadership {
+                leader: leading,
+                leader_address: None,
+            });
+        }
+        if !leading {
+            tx.send_if_modified(|l| {
+                let changed = l.leader_address != address;
+                if changed {
+                    l.leader_address.clone_from(&address);
+                }
+                changed
+            });
         }
         if labeled != Some(leading) {
             match set_label(&pods, &config.pod_name, leading).await {
@@ -150,25 +190,10 @@ async fn elect(client: Client, config: LeaderConfig, tx: watch::Sender<Leadershi
                 Err(e) => tracing::warn!(error = %e, "leader label patch failed; retrying"),
             }
         }
-        if leading {
-            if !announced {
-                match announce(&leases, &pods, &config).await {
-                    Ok(()) => announced = true,
-                    Err(e) => tracing::warn!(error = %e, "leader announcement failed; retrying"),
-                }
-            }
-        } else {
-            match leader_address(&leases, &config).await {
-                Ok(address) => {
-                    tx.send_if_modified(|l| {
-                        let changed = !l.leader && l.leader_address != address;
-                        if changed {
-                            l.leader_address = address;
-                        }
-                        changed
-                    });
-                }
-                Err(e) => tracing::warn!(error = %e, "reading the leader's address failed"),
+        if leading && !announced {
+            match announce(&leases, &pods, &config).await {
+                Ok(()) => announced = true,
+                Err(e) => tracing::warn!(error = %e, "leader announcement failed; retrying"),
             }
         }
     }
@@ -262,23 +287,40 @@ async fn announce(
     Ok(())
 }
 
-/// The leader's address from the Lease, if its holder wrote one.
-async fn leader_address(
-    leases: &Api<Lease>,
-    config: &LeaderConfig,
-) -> Result<Option<String>, ::kube::Error> {
-    let Some(lease) = leases.get_opt(&config.lease_name).await? else {
-        return Ok(None);
+/// What a follower and the fence need from the Lease.
+struct LeaseView {
+    holder: Option<String>,
+    renewed: Option<SystemTime>,
+    duration: Option<Duration>,
+    /// The address the holder announced (only when the annotated identity is
+    /// the holder: a stale annotation from a previous leader is ignored).
+    address: Option<String>,
+}
+
+async fn read_lease(leases: &Api<Lease>, name: &str) -> Result<LeaseView, ::kube::Error> {
+    let Some(lease) = leases.get_opt(name).await? else {
+        return Ok(LeaseView {
+            holder: None,
+            renewed: None,
+            duration: None,
+            address: None,
+        });
     };
-    let holder = lease.spec.and_then(|s| s.holder_identity);
+    let spec = lease.spec.unwrap_or_default();
     let annotations = lease.metadata.annotations.unwrap_or_default();
-    Ok(match holder {
-        Some(holder)
-            if holder != config.pod_name
-                && annotations.get(IDENTITY_ANNOTATION) == Some(&holder) =>
-        {
+    let address = match &spec.holder_identity {
+        Some(holder) if annotations.get(IDENTITY_ANNOTATION) == Some(holder) => {
             annotations.get(ADDRESS_ANNOTATION).cloned()
         }
         _ => None,
+    };
+    Ok(LeaseView {
+        holder: spec.holder_identity,
+        renewed: spec.renew_time.map(|t| SystemTime::from(t.0)),
+        duration: spec
+            .lease_duration_seconds
+            .and_then(|d| u64::try_from(d).ok())
+            .map(Duration::from_secs),
+        address,
     })
 }
