@@ -13,6 +13,7 @@
 pub mod admin;
 pub mod control;
 pub mod engine;
+pub mod kube;
 pub mod local;
 pub mod metrics;
 pub mod source;
