@@ -8,6 +8,7 @@
 
 pub mod local;
 pub mod source;
+pub mod webhook;
 
 use std::{path::PathBuf, process::ExitCode};
 
