@@ -307,14 +307,7 @@ fn env_ops(
 }
 
 fn sidecar_container(secrets: &[String], cfg: &InjectConfig) -> Value {
-    let field = |path: &str| json!({"valueFrom": {"fieldRef": {"fieldPath": path}}});
-    let env_field = |name: &str, path: &str| {
-        let mut v = field(path);
-        if let Value::Object(m) = &mut v {
-            m.insert("name".into(), Value::String(name.into()));
-        }
-        v
-    };
+    let env_field = |name: &str, path: &str| json!({"name": name, "valueFrom": {"fieldRef": {"fieldPath": path}}});
     let mut mounts = vec![
         json!({"name": VOL_STATE, "mountPath": DIR_STATE}),
         json!({"name": VOL_TOKEN, "mountPath": DIR_TOKEN, "readOnly": true}),

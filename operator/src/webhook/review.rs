@@ -104,7 +104,10 @@ pub fn validate(body: &[u8]) -> Vec<u8> {
                 &uid,
                 422,
                 "Invalid",
-                &format!("{kind} {name} is invalid: {path}: {message}"),
+                &format!(
+                    "{kind} {}/{name} is invalid: {path}: {message}",
+                    req.namespace.as_deref().unwrap_or_default()
+                ),
             );
         }
         Err(e) => return denied(&uid, 422, "Invalid", &e.to_string()),
