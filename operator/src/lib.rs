@@ -18,6 +18,7 @@ pub mod local;
 pub mod metrics;
 pub mod source;
 pub mod status;
+pub mod webhook;
 
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode, sync::Arc, time::Duration};
 

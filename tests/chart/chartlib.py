@@ -1,0 +1,77 @@
+"""Render the chart offline with helm-python-sdk (the real Helm v4 library).
+
+Also the generator of deploy/tokenwarden.yaml:
+    python tests/chart/chartlib.py            # rewrite deploy/tokenwarden.yaml
+    python tests/chart/chartlib.py --check    # exit 1 when it differs (drift)
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import helm_python
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "charts" / "tokenwarden"
+DEPLOY = ROOT / "deploy" / "tokenwarden.yaml"
+RELEASE = "tokenwarden"
+NAMESPACE = "tokenwarden"
+
+HEADER = f"""\
+# Generated from charts/tokenwarden with default values (release {RELEASE!r},
+# namespace {NAMESPACE!r}); do not edit. Regenerate with:
+#   .venv/bin/python tests/chart/chartlib.py
+# Install: kubectl apply --server-side -f deploy/
+# (deploy/crds.yaml holds the CRDs; examples/ is not applied by that command.)
+"""
+
+
+def render(values: dict | None = None, *, release: str = RELEASE, namespace: str = NAMESPACE) -> dict[str, str]:
+    """Template path -> rendered text (NOTES.txt and empty files dropped)."""
+    chart = helm_python.Chart.load(str(CHART))
+    out = chart.render(values or {}, name=release, namespace=namespace, is_install=True)
+    return {k: v for k, v in sorted(out.items()) if not k.endswith("NOTES.txt") and v.strip()}
+
+
+def objects(values: dict | None = None, **kw) -> list[dict]:
+    """Every rendered object, in template order."""
+    docs = []
+    for text in render(values, **kw).values():
+        docs.extend(d for d in yaml.safe_load_all(text) if d)
+    return docs
+
+
+def manifest() -> str:
+    """deploy/tokenwarden.yaml: a Namespace, then the default render."""
+    ns = {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {"name": NAMESPACE, "labels": {"app.kubernetes.io/name": "tokenwarden"}},
+    }
+    parts = [HEADER + "---\n" + yaml.safe_dump(ns, sort_keys=False)]
+    for path, text in render().items():
+        body = text.strip("\n")
+        if body.startswith("---"):
+            body = body[3:].lstrip("\n")
+        parts.append(f"---\n# Source: {path}\n{body}\n")
+    return "".join(parts)
+
+
+def main(argv: list[str]) -> int:
+    text = manifest()
+    if "--check" in argv:
+        current = DEPLOY.read_text() if DEPLOY.exists() else ""
+        if current != text:
+            print(f"{DEPLOY.relative_to(ROOT)} is out of date: run .venv/bin/python tests/chart/chartlib.py", file=sys.stderr)
+            return 1
+        print(f"ok: {DEPLOY.relative_to(ROOT)} matches the chart")
+        return 0
+    DEPLOY.write_text(text)
+    print(f"wrote {DEPLOY.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,232 @@
+"""The Helm chart, rendered offline by the real Helm library (helm-python-sdk)
+for the default values and each option, validated with kubernetes-validate
+(strict) at the oldest (1.33) and newest (1.37) Kubernetes we know, linted
+strictly, and checked for what each option must change."""
+
+from __future__ import annotations
+
+import copy
+
+import helm_python
+import kubernetes_validate
+import pytest
+import yaml
+
+from chartlib import CHART, DEPLOY, NAMESPACE, ROOT, manifest, objects
+
+KUBE_VERSIONS = ["1.33.0", "1.37.0"]
+
+OPTIONS = {
+    "default": {},
+    "cert-manager": {"certManager": {"enabled": True}},
+    "cert-manager-issuer": {"certManager": {"enabled": True, "issuerRef": {"name": "corp-ca", "kind": "ClusterIssuer"}}},
+    "monitoring": {"serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}}},
+    "network-policy": {"networkPolicy": {"enabled": True, "webhookFrom": [{"ipBlock": {"cidr": "10.0.0.0/16"}}]}},
+    "single-replica-fail-closed": {
+        "replicaCount": 1,
+        "webhook": {"failurePolicy": "Fail", "timeoutSeconds": 5, "reinvocationPolicy": "Never",
+                    "validation": {"enabled": False}},
+        "sidecar": {"resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"cpu": "1", "memory": "512Mi"}}},
+    },
+}
+
+# Kinds of CRDs that are not part of Kubernetes: checked field by field below.
+FOREIGN = {
+    ("cert-manager.io/v1", "Issuer"),
+    ("cert-manager.io/v1", "Certificate"),
+    ("monitoring.coreos.com/v1", "ServiceMonitor"),
+}
+
+
+def by_kind(docs: list[dict], kind: str) -> list[dict]:
+    return [d for d in docs if d["kind"] == kind]
+
+
+def one(docs: list[dict], kind: str, name: str | None = None) -> dict:
+    found = [d for d in by_kind(docs, kind) if name is None or d["metadata"]["name"] == name]
+    assert len(found) == 1, f"{kind} {name}: {len(found)} found"
+    return found[0]
+
+
+def env_of(docs: list[dict]) -> dict[str, str]:
+    c = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    return {e["name"]: e.get("value") for e in c["env"]}
+
+
+@pytest.mark.parametrize("kube", KUBE_VERSIONS)
+@pytest.mark.parametrize("option", sorted(OPTIONS))
+def test_rendered_objects_validate(option: str, kube: str) -> None:
+    docs = objects(OPTIONS[option])
+    assert docs, "nothing rendered"
+    for d in docs:
+        if (d["apiVersion"], d["kind"]) in FOREIGN:
+            continue
+        # Raises ValidationError (with the path) on any schema violation or unknown field.
+        kubernetes_validate.validate(d, kube, strict=True)
+
+
+def test_the_validator_can_fail() -> None:
+    deployment = copy.deepcopy(one(objects(), "Deployment"))
+    deployment["spec"]["template"]["spec"]["containers"][0]["imagePullPolicyy"] = "Always"
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(deployment, "1.33.0", strict=True)
+
+
+@pytest.mark.parametrize("option", sorted(OPTIONS))
+def test_lint_strict(option: str) -> None:
+    report = helm_python.lint(str(CHART), OPTIONS[option], strict=True, namespace=NAMESPACE, kube_version="v1.33.0")
+    assert report["errors"] == [], report
+    assert [m for m in report["messages"] if m["severity"] >= 2] == [], report
+
+
+def test_schema_rejects_bad_values() -> None:
+    for bad in (
+        {"webhook": {"failurePolicy": "Sometimes"}},
+        {"webhook": {"timeoutSeconds": 31}},
+        {"replicaCount": 0},
+        {"sidecar": {"resources": {"requests": {"memory": "lots"}}}},
+        {"unknownKey": True},
+    ):
+        with pytest.raises(helm_python.HelmValuesError):
+            objects(bad)
+
+
+def test_defaults_ha_operator() -> None:
+    docs = objects()
+    dep = one(docs, "Deployment", "tokenwarden")
+    spec = dep["spec"]
+    assert spec["replicas"] == 2
+    assert one(docs, "PodDisruptionBudget")["spec"]["minAvailable"] == 1
+    pod = spec["template"]["spec"]
+    keys = [c["topologyKey"] for c in pod["topologySpreadConstraints"]]
+    assert keys == ["kubernetes.io/hostname", "topology.kubernetes.io/zone"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    c = pod["containers"][0]
+    assert c["securityContext"]["readOnlyRootFilesystem"] is True
+    assert {p["containerPort"] for p in c["ports"]} == {15810, 15811, 15812}
+    env = env_of(docs)
+    assert env["TOKENWARDEN_WEBHOOK_CERT_MODE"] == "secret"
+    assert env["TOKENWARDEN_SIDECAR_REQUESTS"] == "cpu=50m,memory=64Mi"
+    assert env["TOKENWARDEN_SIDECAR_LIMITS"] == "memory=256Mi"
+    assert env["TOKENWARDEN_SIDECAR_IMAGE"] == "ghcr.io/tokenwarden/sidecar:0.1.0"
+    for name in ("POD_NAMESPACE", "POD_NAME", "POD_IP"):
+        assert name in env
+    # The Secret the operator writes is mounted optionally for the gRPC server.
+    vol = pod["volumes"][0]
+    assert vol["secret"] == {"secretName": "tokenwarden-tls", "optional": True}
+    assert not by_kind(docs, "Certificate") and not by_kind(docs, "ServiceMonitor") and not by_kind(docs, "NetworkPolicy")
+
+
+def test_services() -> None:
+    docs = objects()
+    control = one(docs, "Service", "tokenwarden-control")
+    assert control["spec"]["selector"]["tokenwarden.dev/leader"] == "true"
+    assert control["spec"]["ports"][0]["port"] == 15810
+    webhook = one(docs, "Service", "tokenwarden-webhook")
+    assert "tokenwarden.dev/leader" not in webhook["spec"]["selector"]
+    assert webhook["spec"]["ports"][0] == {"name": "https-webhook", "port": 443, "targetPort": "https-webhook", "protocol": "TCP"}
+    assert one(docs, "Service", "tokenwarden-metrics")["spec"]["ports"][0]["port"] == 15811
+
+
+def test_webhook_configuration_defaults() -> None:
+    docs = objects()
+    mwc = one(docs, "MutatingWebhookConfiguration", "tokenwarden-injector")
+    assert [w["name"] for w in mwc["webhooks"]] == ["namespace.inject.tokenwarden.dev", "pod.inject.tokenwarden.dev"]
+    for w in mwc["webhooks"]:
+        assert w["failurePolicy"] == "Ignore"
+        assert w["timeoutSeconds"] == 10
+        assert w["reinvocationPolicy"] == "IfNeeded"
+        assert w["sideEffects"] == "None"
+        assert w["clientConfig"]["service"] == {"name": "tokenwarden-webhook", "namespace": NAMESPACE, "path": "/inject", "port": 443}
+        assert "caBundle" not in w["clientConfig"]
+        exprs = {e["key"]: e for e in w["namespaceSelector"]["matchExpressions"]}
+        excluded = exprs["kubernetes.io/metadata.name"]
+        assert excluded["operator"] == "NotIn"
+        assert excluded["values"][:2] == [NAMESPACE, "kube-system"]
+    ns_hook, pod_hook = mwc["webhooks"]
+    ns_sel = {e["key"]: e for e in ns_hook["namespaceSelector"]["matchExpressions"]}
+    assert ns_sel["tokenwarden.dev/inject"] == {"key": "tokenwarden.dev/inject", "operator": "In", "values": ["enabled"]}
+    assert ns_hook["objectSelector"]["matchExpressions"] == [{"key": "tokenwarden.dev/inject", "operator": "NotIn", "values": ["disabled"]}]
+    assert pod_hook["objectSelector"] == {"matchLabels": {"tokenwarden.dev/inject": "enabled"}}
+    vwc = one(docs, "ValidatingWebhookConfiguration", "tokenwarden-validator")
+    (v,) = vwc["webhooks"]
+    assert v["clientConfig"]["service"]["path"] == "/validate"
+    assert v["rules"][0]["resources"] == ["routingpolicies", "tokenbudgets"]
+    env = env_of(docs)
+    assert env["TOKENWARDEN_MUTATING_WEBHOOK"] == mwc["metadata"]["name"]
+    assert env["TOKENWARDEN_VALIDATING_WEBHOOK"] == vwc["metadata"]["name"]
+
+
+def test_webhook_options() -> None:
+    docs = objects(OPTIONS["single-replica-fail-closed"])
+    for w in one(docs, "MutatingWebhookConfiguration")["webhooks"]:
+        assert (w["failurePolicy"], w["timeoutSeconds"], w["reinvocationPolicy"]) == ("Fail", 5, "Never")
+    assert not by_kind(docs, "ValidatingWebhookConfiguration")
+    assert not by_kind(docs, "PodDisruptionBudget"), "a PDB of 1 with 1 replica blocks node drains"
+    env = env_of(docs)
+    assert env["TOKENWARDEN_SIDECAR_REQUESTS"] == "cpu=100m,memory=128Mi"
+    assert env["TOKENWARDEN_SIDECAR_LIMITS"] == "cpu=1,memory=512Mi"
+
+
+def test_release_namespace_is_always_excluded() -> None:
+    docs = objects({"webhook": {"excludeNamespaces": []}}, release="tw", namespace="llm-platform")
+    mwc = one(docs, "MutatingWebhookConfiguration", "tw-tokenwarden-injector")
+    for w in mwc["webhooks"]:
+        exprs = {e["key"]: e for e in w["namespaceSelector"]["matchExpressions"]}
+        assert exprs["kubernetes.io/metadata.name"]["values"] == ["llm-platform"]
+    assert one(docs, "Service", "tw-tokenwarden-control")
+
+
+@pytest.mark.parametrize("option", ["cert-manager", "cert-manager-issuer"])
+def test_cert_manager(option: str) -> None:
+    docs = objects(OPTIONS[option])
+    assert env_of(docs)["TOKENWARDEN_WEBHOOK_CERT_MODE"] == "files"
+    serving = one(docs, "Certificate", "tokenwarden-serving")
+    assert serving["spec"]["secretName"] == "tokenwarden-tls"
+    assert "tokenwarden-webhook.tokenwarden.svc" in serving["spec"]["dnsNames"]
+    assert "tokenwarden-control.tokenwarden.svc" in serving["spec"]["dnsNames"]
+    for kind in ("MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"):
+        ann = one(docs, kind)["metadata"]["annotations"]
+        assert ann == {"cert-manager.io/inject-ca-from": "tokenwarden/tokenwarden-serving"}
+    if option == "cert-manager":
+        ca = one(docs, "Certificate", "tokenwarden-ca")
+        assert ca["spec"]["isCA"] is True
+        assert serving["spec"]["issuerRef"] == {"name": "tokenwarden-ca", "kind": "Issuer", "group": "cert-manager.io"}
+        assert {d["metadata"]["name"] for d in by_kind(docs, "Issuer")} == {"tokenwarden-selfsigned", "tokenwarden-ca"}
+    else:
+        assert serving["spec"]["issuerRef"] == {"name": "corp-ca", "kind": "ClusterIssuer"}
+        assert not by_kind(docs, "Issuer")
+
+
+def test_monitoring() -> None:
+    docs = objects(OPTIONS["monitoring"])
+    sm = one(docs, "ServiceMonitor")
+    assert sm["metadata"]["labels"]["release"] == "prometheus"
+    (ep,) = sm["spec"]["endpoints"]
+    assert (ep["port"], ep["path"]) == ("http-admin", "/metrics")
+    metrics = one(docs, "Service", "tokenwarden-metrics")
+    assert all(metrics["metadata"]["labels"].get(k) == v for k, v in sm["spec"]["selector"]["matchLabels"].items())
+
+
+def test_network_policy() -> None:
+    docs = objects(OPTIONS["network-policy"])
+    np = one(docs, "NetworkPolicy")
+    ports = [r["ports"][0]["port"] for r in np["spec"]["ingress"]]
+    assert ports == [15810, 15812, 15811]
+    assert np["spec"]["ingress"][1]["from"] == [{"ipBlock": {"cidr": "10.0.0.0/16"}}]
+
+
+def test_chart_crds_equal_the_generated() -> None:
+    chart = helm_python.Chart.load(str(CHART))
+    from_chart = sorted((yaml.safe_load(c["data"]) for c in chart.crds), key=lambda d: d["metadata"]["name"])
+    generated = sorted((d for d in yaml.safe_load_all((ROOT / "deploy" / "crds.yaml").read_text()) if d),
+                       key=lambda d: d["metadata"]["name"])
+    assert [d["metadata"]["name"] for d in from_chart] == ["routingpolicies.tokenwarden.dev", "tokenbudgets.tokenwarden.dev"]
+    assert from_chart == generated
+
+
+def test_deploy_manifest_is_current() -> None:
+    assert DEPLOY.read_text() == manifest(), "run .venv/bin/python tests/chart/chartlib.py"
+    for d in yaml.safe_load_all(DEPLOY.read_text()):
+        if d:
+            kubernetes_validate.validate(d, "1.33.0", strict=True)
