@@ -289,7 +289,7 @@ impl Engine {
                 tx,
                 reply,
             } => {
-                let r = self.open(id, identity, *hello, tx, now);
+                let r = self.open(id, identity, *hello, tx);
                 let _ = reply.send(r);
             }
             Cmd::Msg(id, msg) => self.message(id, msg, now),
@@ -375,7 +375,7 @@ impl Engine {
         self.books.retain(|id, _| wanted.contains(id));
         let ids: Vec<SessionId> = self.sessions.keys().copied().collect();
         for id in ids {
-            self.push_config(id, now);
+            self.push_config(id);
         }
         self.update_policy_statuses();
         self.metrics
@@ -393,7 +393,7 @@ impl Engine {
     }
 
     /// Compile for the session's pod; send a snapshot if it changed.
-    fn push_config(&mut self, id: SessionId, now: Timestamp) {
+    fn push_config(&mut self, id: SessionId) {
         let Some(s) = self.sessions.get(&id) else {
             return;
         };
@@ -456,7 +456,6 @@ impl Engine {
                 self.send(id, st);
             }
         }
-        let _ = now;
     }
 
     fn send(&mut self, id: SessionId, msg: OperatorMessage) {
@@ -482,7 +481,6 @@ impl Engine {
         identity: Identity,
         hello: pb::Hello,
         tx: mpsc::Sender<Result<OperatorMessage, tonic::Status>>,
-        now: Timestamp,
     ) -> Result<(), tonic::Status> {
         if hello.sidecar_id.is_empty() || hello.sidecar_id.len() > 253 {
             return Err(tonic::Status::invalid_argument(
@@ -518,7 +516,7 @@ impl Engine {
             },
         );
         self.metrics.sidecars.set(self.sessions.len() as i64);
-        self.push_config(id, now);
+        self.push_config(id);
         Ok(())
     }
 
@@ -581,7 +579,7 @@ impl Engine {
         let sidecar = s.sidecar_id.clone();
         let workload = s.workload.clone();
         let namespace = s.identity.namespace.clone();
-        let mut touched: BTreeMap<Sink, ()> = BTreeMap::new();
+        let mut touched: BTreeSet<Sink> = BTreeSet::new();
         let mut last_seq = 0;
         for wire in &batch.records {
             if wire.sidecar_id != sidecar {
@@ -623,7 +621,7 @@ impl Engine {
                         self.metrics.records_late.inc();
                     }
                 }
-                touched.insert(Sink::Budget(p.budget.clone()), ());
+                touched.insert(Sink::Budget(p.budget.clone()));
             }
             if let Some(l) = self.ledger.as_mut() {
                 let wl = workload.rsplit('/').next().unwrap_or(&workload).to_string();
@@ -632,7 +630,7 @@ impl Engine {
                     Applied::Duplicate => duplicate = true,
                     Applied::Late => {}
                 }
-                touched.insert(Sink::Ledger, ());
+                touched.insert(Sink::Ledger);
             }
             if counted {
                 self.metrics.records_ingested.inc();
@@ -645,7 +643,7 @@ impl Engine {
             return;
         }
         let needs: Vec<(Sink, u64)> = touched
-            .into_keys()
+            .into_iter()
             .filter_map(|sink| {
                 let generation = match &sink {
                     Sink::Budget(b) => self.books.get(b)?.book.generation(),
@@ -906,7 +904,6 @@ impl Engine {
                     .await
                     .map_err(|e| e.to_string());
                 let _ = tx.send(Cmd::Written(Sink::Policy(id), 0, r)).await;
-                let _ = st;
             });
         }
     }
