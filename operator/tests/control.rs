@@ -296,6 +296,9 @@ fn spent_picos(op: &Operator) -> i128 {
 #[tokio::test]
 async fn unauthenticated_streams_are_refused() {
     let (_tmp, op) = setup();
+    // Wait until the operator leads: a standby redirects before it checks
+    // credentials.
+    connect_synced(&op.url(), hello("ok", SECRET)).await;
     let err = connect(&op.url(), hello("a", "not-the-secret-at-all"))
         .await
         .err()
