@@ -26,6 +26,9 @@ pub struct AdminState {
     pub leadership: tokio::sync::watch::Receiver<Leadership>,
     /// Whether the object source has synced.
     pub synced: tokio::sync::watch::Receiver<bool>,
+    /// The control server's certificate, when it speaks TLS (not ready
+    /// until one is loaded).
+    pub tls: Option<crate::webhook::server::CertStore>,
 }
 
 fn reply(status: StatusCode, ctype: &str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
@@ -43,7 +46,13 @@ async fn handle(state: AdminState, req: Request<Incoming>) -> Response<Full<Byte
         "/readyz" => {
             // Ready once the objects are synced: every replica serves the
             // webhook; only the leader serves sidecars (see the leader label).
-            if *state.synced.borrow() {
+            if state.tls.as_ref().is_some_and(|t| t.current().is_none()) {
+                reply(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain",
+                    "no TLS certificate loaded yet\n",
+                )
+            } else if *state.synced.borrow() {
                 let role = if state.leadership.borrow().leader {
                     "leader"
                 } else {

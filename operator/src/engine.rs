@@ -95,6 +95,11 @@ pub enum Cmd {
     Written(Sink, u64, Result<(), String>),
     /// Render the cluster ledger and budgets (admin `/ledger`).
     Ledger(oneshot::Sender<serde_json::Value>),
+    /// Stop: start no more writes, wait for the ones in flight, end every
+    /// session, answer, and exit. Unacked usage stays in the sidecars'
+    /// spools and is replayed to the next leader; after the answer nothing
+    /// of this engine writes any more, so leadership can be handed over.
+    Shutdown(oneshot::Sender<()>),
 }
 
 /// A unit of durability.
@@ -173,6 +178,8 @@ pub struct Engine {
     sessions: HashMap<SessionId, Session>,
     by_sidecar: HashMap<String, SessionId>,
     policy_slots: BTreeMap<ObjectRef, PolicySlot>,
+    /// Set by [`Cmd::Shutdown`]: answered once no write is in flight.
+    stopping: Option<oneshot::Sender<()>>,
 }
 
 fn digest(bytes: &[u8]) -> String {
@@ -247,6 +254,7 @@ impl Engine {
             sessions: HashMap::new(),
             by_sidecar: HashMap::new(),
             policy_slots: BTreeMap::new(),
+            stopping: None,
         };
         engine.set_objects(objects, Timestamp::now());
         tokio::spawn(engine.run(rx));
@@ -266,10 +274,16 @@ impl Engine {
                     while let Ok(cmd) = rx.try_recv() {
                         self.handle(cmd);
                     }
+                    if self.stopped() {
+                        return;
+                    }
                 }
                 _ = tick.tick() => {
+                    if self.stopped() {
+                        return;
+                    }
                     let now = Timestamp::now();
-                    if housekeeping.elapsed() >= Duration::from_secs(1) {
+                    if self.stopping.is_none() && housekeeping.elapsed() >= Duration::from_secs(1) {
                         housekeeping = Instant::now();
                         self.housekeeping(now);
                     }
@@ -289,6 +303,12 @@ impl Engine {
                 tx,
                 reply,
             } => {
+                if self.stopping.is_some() {
+                    let _ = reply.send(Err(tonic::Status::unavailable(
+                        "the operator is shutting down; reconnect",
+                    )));
+                    return;
+                }
                 let r = self.open(id, identity, *hello, tx);
                 let _ = reply.send(r);
             }
@@ -299,7 +319,35 @@ impl Engine {
             Cmd::Ledger(reply) => {
                 let _ = reply.send(self.render_ledger());
             }
+            Cmd::Shutdown(reply) => {
+                tracing::info!("engine stopping: finishing the writes in flight");
+                self.stopping = Some(reply);
+            }
         }
+    }
+
+    /// When stopping and no write is in flight: end the sessions, answer the
+    /// shutdown and say the engine is done.
+    fn stopped(&mut self) -> bool {
+        if self.stopping.is_none() {
+            return false;
+        }
+        let busy = self.books.values().any(|b| b.writing)
+            || self.ledger.as_ref().is_some_and(|l| l.writing)
+            || self.policy_slots.values().any(|p| p.writing);
+        if busy {
+            return false;
+        }
+        for (_, session) in self.sessions.drain() {
+            let _ = session.tx.try_send(Err(tonic::Status::unavailable(
+                "the operator is shutting down; reconnect",
+            )));
+        }
+        self.by_sidecar.clear();
+        if let Some(reply) = self.stopping.take() {
+            let _ = reply.send(());
+        }
+        true
     }
 
     // ---- objects and config push ------------------------------------------
@@ -829,6 +877,9 @@ impl Engine {
     }
 
     fn flush(&mut self, now: Timestamp) {
+        if self.stopping.is_some() {
+            return;
+        }
         let ids: Vec<ObjectRef> = self.books.keys().cloned().collect();
         for id in &ids {
             self.release_grants(id);

@@ -18,17 +18,24 @@ pub mod local;
 pub mod metrics;
 pub mod source;
 pub mod status;
+pub mod tls;
 pub mod webhook;
 
-use std::{net::SocketAddr, path::PathBuf, process::ExitCode, sync::Arc, time::Duration};
+use std::{
+    future::Future, net::SocketAddr, path::PathBuf, process::ExitCode, sync::Arc, time::Duration,
+};
 
 use clap::Parser;
-use tokio::sync::watch;
+use tokio::{
+    sync::{oneshot, watch},
+    task::JoinHandle,
+};
 
 use crate::{
     engine::{Engine, EngineConfig, LedgerStore},
     metrics::Metrics,
     source::{Authenticator, Leadership, ObjectSource},
+    webhook::server::CertStore,
 };
 
 /// Exit code for invalid configuration (sysexits `EX_USAGE`).
@@ -43,10 +50,28 @@ pub enum LogFormat {
     Json,
 }
 
+/// Subcommands (without one, the operator runs).
+#[derive(Debug, Clone, Copy, clap::Subcommand)]
+pub enum Command {
+    /// Print every Kubernetes API call the operator makes (the RBAC it
+    /// needs) as JSON: `[{apiGroup, resource, subresource, verbs, scope,
+    /// reason}]`, with `scope` `Cluster` or `Namespace` (the operator's).
+    Rbac,
+}
+
 /// tokenwarden operator.
+///
+/// Kubernetes mode (the default) reads RoutingPolicies and TokenBudgets
+/// from the API server (in-cluster config or `KUBECONFIG`), elects a leader
+/// on a Lease and serves the admission webhooks. With `--local-dir` it runs
+/// on one machine instead, from a directory of YAML files.
 #[derive(Debug, Parser)]
 #[command(name = "tokenwarden-operator", version, about)]
 pub struct Args {
+    /// What to do instead of running.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// Local mode: a directory of RoutingPolicy/TokenBudget YAML files
     /// (`*.yaml`, `*.yml`), watched, used instead of the Kubernetes API.
     #[arg(long, env = "TOKENWARDEN_LOCAL_DIR", value_name = "DIR")]
@@ -120,11 +145,50 @@ pub struct Args {
     /// Log format.
     #[arg(long, env = "TOKENWARDEN_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+
+    /// Kubernetes mode: the operator's namespace (its Lease, certificate
+    /// Secret and Pods). Default: the service account's namespace.
+    #[arg(long, env = "POD_NAMESPACE", value_name = "NAMESPACE")]
+    pub namespace: Option<String>,
+
+    /// Kubernetes mode: this replica's Pod name (the Lease identity, and the
+    /// Pod the leader labels).
+    #[arg(long, env = "POD_NAME", value_name = "NAME")]
+    pub pod_name: Option<String>,
+
+    /// Kubernetes mode: this replica's Pod IP, for the default advertise
+    /// address `https://<pod-ip>:<grpc port>`.
+    #[arg(long, env = "POD_IP", value_name = "IP")]
+    pub pod_ip: Option<String>,
+
+    /// Kubernetes mode: the Lease replicas elect a leader on.
+    #[arg(
+        long,
+        env = "TOKENWARDEN_LEASE_NAME",
+        default_value = kube::leader::DEFAULT_LEASE_NAME
+    )]
+    pub lease_name: String,
+
+    /// Admission webhooks and their certificates (Kubernetes mode).
+    #[command(flatten)]
+    pub webhook: webhook::WebhookArgs,
 }
 
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(Command::Rbac) = args.command {
+        return match serde_json::to_string_pretty(&rbac()) {
+            Ok(s) => {
+                println!("{s}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("tokenwarden-operator: {e}");
+                ExitCode::from(1)
+            }
+        };
+    }
     if args.check_config {
         let Some(dir) = &args.local_dir else {
             eprintln!("tokenwarden-operator: --check-config needs --local-dir");
@@ -150,6 +214,27 @@ pub fn main() -> ExitCode {
         }
     };
     rt.block_on(run(args))
+}
+
+/// Every Kubernetes API call of the operator: the kube layer's and the
+/// webhook's, one entry per rule.
+pub fn rbac() -> Vec<webhook::ApiCall> {
+    let mut calls: Vec<webhook::ApiCall> = kube::api_calls()
+        .into_iter()
+        .map(|c| webhook::ApiCall {
+            api_group: c.group,
+            resource: c.resource,
+            subresource: c.subresource,
+            verbs: c.verbs.to_vec(),
+            scope: match c.scope {
+                kube::Scope::Cluster => "Cluster",
+                kube::Scope::OperatorNamespace => "Namespace",
+            },
+            reason: c.reason,
+        })
+        .collect();
+    calls.extend(webhook::api_calls());
+    calls
 }
 
 fn init_logging(format: LogFormat) {
@@ -179,6 +264,13 @@ pub struct Mode {
     pub leadership: watch::Receiver<Leadership>,
     /// The cluster ledger store (local mode), and its saved state loader.
     pub ledger: Option<Arc<local::FileLedger>>,
+    /// The control server's certificate (`None`: plaintext).
+    pub tls: Option<CertStore>,
+    /// Work whose end ends the process (the webhook server).
+    pub fatal: Option<JoinHandle<anyhow::Result<()>>>,
+    /// Hands leadership over on shutdown: completing the sender makes the
+    /// elector release; the task ends when it has.
+    pub release: Option<(oneshot::Sender<()>, JoinHandle<()>)>,
 }
 
 async fn run(args: Args) -> ExitCode {
@@ -192,33 +284,18 @@ async fn run(args: Args) -> ExitCode {
     };
     let grpc_addr = grpc.local_addr().map_or(args.grpc_listen, |a| a);
     let admin_addr = admin.local_addr().map_or(args.admin_listen, |a| a);
-    let tls = match (&args.tls_cert_file, &args.tls_key_file) {
-        (Some(c), Some(k)) => match (std::fs::read(c), std::fs::read(k)) {
-            (Ok(cert), Ok(key)) => Some(tonic::transport::Identity::from_pem(cert, key)),
-            (Err(e), _) => return config_error(&format!("{}: {e}", c.display())),
-            (_, Err(e)) => return config_error(&format!("{}: {e}", k.display())),
-        },
-        _ => None,
-    };
-    let advertise = args.advertise_address.clone().unwrap_or_else(|| {
-        let scheme = if tls.is_some() { "https" } else { "http" };
-        format!("{scheme}://{grpc_addr}")
-    });
     let mode = match &args.local_dir {
-        Some(dir) => match local_mode(&args, dir, advertise.clone()) {
-            Ok(m) => m,
-            Err(e) => return config_error(&e),
-        },
-        None => {
-            return config_error(
-                "Kubernetes mode is not available in this build; run with --local-dir DIR",
-            );
-        }
+        Some(dir) => local_mode(&args, dir, grpc_addr),
+        None => kube_mode(&args, grpc_addr).await,
+    };
+    let mut mode = match mode {
+        Ok(m) => m,
+        Err(e) => return config_error(&e),
     };
     let metrics = Arc::new(Metrics::new());
     let (engine_tx, engine_rx) = watch::channel(None);
     let (synced_tx, synced_rx) = watch::channel(false);
-    tokio::spawn(drive(
+    let driver = tokio::spawn(drive(
         mode.source.clone(),
         mode.ledger.clone(),
         mode.leadership.clone(),
@@ -238,45 +315,95 @@ async fn run(args: Args) -> ExitCode {
             engine: engine_rx.clone(),
             leadership: mode.leadership.clone(),
             synced: synced_rx,
+            tls: mode.tls.clone(),
         },
     ));
     let service = control::ControlService::new(
         mode.auth.clone(),
         mode.leadership.clone(),
-        engine_rx,
+        engine_rx.clone(),
         metrics.clone(),
     );
-    let mut server = tonic::transport::Server::builder()
+    let server = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(20)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-        .tcp_nodelay(true);
-    if let Some(identity) = tls {
-        server =
-            match server.tls_config(tonic::transport::ServerTlsConfig::new().identity(identity)) {
-                Ok(s) => s,
-                Err(e) => return config_error(&format!("TLS: {e}")),
-            };
-    } else {
-        tracing::warn!("the control server speaks plaintext (no --tls-cert-file)");
-    }
-    tracing::info!(grpc = %grpc_addr, admin = %admin_addr, advertise = %advertise, "tokenwarden operator listening");
-    let incoming = tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true));
-    let serve = server.add_service(service).serve_with_incoming(incoming);
-    tokio::select! {
+        .tcp_nodelay(true)
+        .add_service(service);
+    type Serve =
+        std::pin::Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>>;
+    let serve: Serve = match &mode.tls {
+        Some(store) => match tls::server_config(store) {
+            Ok(cfg) => Box::pin(server.serve_with_incoming(tls::incoming(grpc, cfg))),
+            Err(e) => return config_error(&format!("TLS: {e}")),
+        },
+        None => {
+            tracing::warn!("the control server speaks plaintext (no --tls-cert-file)");
+            let incoming =
+                tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true));
+            Box::pin(server.serve_with_incoming(incoming))
+        }
+    };
+    tracing::info!(
+        grpc = %grpc_addr,
+        admin = %admin_addr,
+        tls = mode.tls.is_some(),
+        "tokenwarden operator listening"
+    );
+    let fatal = async {
+        match mode.fatal.as_mut() {
+            Some(task) => match task.await {
+                Ok(Ok(())) => tracing::error!("the webhook server stopped"),
+                Ok(Err(e)) => {
+                    tracing::error!(error = format!("{e:#}"), "the webhook server failed")
+                }
+                Err(e) => tracing::error!(error = %e, "the webhook server panicked"),
+            },
+            None => std::future::pending().await,
+        }
+    };
+    let code = tokio::select! {
         r = serve => {
             if let Err(e) = r {
                 tracing::error!(error = %e, "control server failed");
             }
             ExitCode::from(1)
         }
+        () = fatal => ExitCode::from(1),
         () = shutdown_signal() => {
             tracing::info!("shutting down");
             ExitCode::SUCCESS
         }
+    };
+    // Hand over cleanly: the engine finishes its writes and ends the
+    // sessions; only then may another replica lead.
+    driver.abort();
+    let engine = engine_rx.borrow().clone();
+    if let Some(engine) = engine {
+        let (done_tx, done_rx) = oneshot::channel();
+        if engine.send(engine::Cmd::Shutdown(done_tx)).await.is_ok()
+            && tokio::time::timeout(SHUTDOWN_WRITE_TIMEOUT, done_rx)
+                .await
+                .is_err()
+        {
+            tracing::warn!("status writes still in flight at shutdown");
+        }
     }
+    if let Some((stop, task)) = mode.release.take() {
+        let _ = stop.send(());
+        if tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .is_err()
+        {
+            tracing::warn!("the Lease was not released in time; it expires on its own");
+        }
+    }
+    code
 }
 
-fn local_mode(args: &Args, dir: &std::path::Path, advertise: String) -> Result<Mode, String> {
+/// How long a stopping leader waits for its status writes.
+const SHUTDOWN_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn local_mode(args: &Args, dir: &std::path::Path, grpc_addr: SocketAddr) -> Result<Mode, String> {
     let state = args
         .state_dir
         .clone()
@@ -286,6 +413,24 @@ fn local_mode(args: &Args, dir: &std::path::Path, advertise: String) -> Result<M
         .as_deref()
         .ok_or("local mode needs --shared-secret-file (the secret sidecars present)")?;
     let auth = local::SharedSecret::from_file(secret)?;
+    let tls = match (&args.tls_cert_file, &args.tls_key_file) {
+        (Some(cert), Some(key)) => {
+            let store = CertStore::default();
+            tls::load_files(&store, cert, key)?;
+            tls::reload_files(
+                store.clone(),
+                cert.clone(),
+                key.clone(),
+                tls::FILE_RELOAD_INTERVAL,
+            );
+            Some(store)
+        }
+        _ => None,
+    };
+    let advertise = args.advertise_address.clone().unwrap_or_else(|| {
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{grpc_addr}")
+    });
     let source =
         local::LocalSource::start(dir.to_path_buf(), state.clone(), Duration::from_millis(200))
             .map_err(|e| format!("{}: {e}", state.display()))?;
@@ -296,7 +441,108 @@ fn local_mode(args: &Args, dir: &std::path::Path, advertise: String) -> Result<M
         auth: Arc::new(auth),
         leadership,
         ledger: Some(Arc::new(local::FileLedger::new(&state))),
+        tls,
+        fatal: None,
+        release: None,
     })
+}
+
+/// Kubernetes mode: reflectors, TokenReview, leader election on a Lease, the
+/// webhook server on every replica, TLS from the webhook's certificate.
+async fn kube_mode(args: &Args, grpc_addr: SocketAddr) -> Result<Mode, String> {
+    let client = ::kube::Client::try_default().await.map_err(|e| {
+        format!(
+            "no Kubernetes API configuration (in-cluster service account or KUBECONFIG): {e}; \
+             to run without a cluster, use --local-dir DIR"
+        )
+    })?;
+    let namespace = args
+        .namespace
+        .clone()
+        .unwrap_or_else(|| client.default_namespace().to_string());
+    let pod_name = args.pod_name.clone().ok_or(
+        "Kubernetes mode needs this replica's pod name: --pod-name, or POD_NAME from the downward API",
+    )?;
+    // Validate the injection settings now rather than in the first review.
+    args.webhook
+        .inject_config(&namespace)
+        .map_err(|e| format!("{e:#}"))?;
+    let source = kube::KubeSource::start_with(
+        client.clone(),
+        kube::SourceOptions {
+            instance: Some(pod_name.clone()),
+            ..kube::SourceOptions::default()
+        },
+    );
+    let auth = kube::TokenReviewAuth::new(client.clone());
+    let webhook_certs = CertStore::default();
+    let tls = match (&args.tls_cert_file, &args.tls_key_file) {
+        (Some(cert), Some(key)) => {
+            let store = CertStore::default();
+            tls::reload_files(
+                store.clone(),
+                cert.clone(),
+                key.clone(),
+                tls::FILE_RELOAD_INTERVAL,
+            );
+            store
+        }
+        // The webhook certificate names the control Service too.
+        _ => webhook_certs.clone(),
+    };
+    let advertise = args
+        .advertise_address
+        .clone()
+        .unwrap_or_else(|| default_advertise(args, &namespace, grpc_addr.port()));
+    let mut leader = kube::leader::LeaderConfig::new(&namespace, &pod_name, &advertise);
+    leader.lease_name.clone_from(&args.lease_name);
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let (leadership, elector) = kube::leader::run_until(client.clone(), leader, async move {
+        let _ = stop_rx.await;
+    });
+    let webhook = tokio::spawn(webhook::run(
+        args.webhook.clone(),
+        client,
+        namespace.clone(),
+        source.objects(),
+        webhook_certs,
+    ));
+    tracing::info!(
+        namespace = %namespace,
+        pod = %pod_name,
+        advertise = %advertise,
+        lease = %args.lease_name,
+        "Kubernetes mode"
+    );
+    Ok(Mode {
+        source,
+        auth: Arc::new(auth),
+        leadership,
+        ledger: None,
+        tls: Some(tls),
+        fatal: Some(webhook),
+        release: Some((stop_tx, elector)),
+    })
+}
+
+/// The address a replica announces for `Redirect`: its pod IP when known
+/// (sidecars verify the certificate against the control Service's name, see
+/// docs/control-plane.md), else the control Service.
+fn default_advertise(args: &Args, namespace: &str, port: u16) -> String {
+    match args.pod_ip.as_deref().map(str::trim) {
+        Some(ip) if ip.contains(':') => format!("https://[{ip}]:{port}"),
+        Some(ip) if !ip.is_empty() => format!("https://{ip}:{port}"),
+        _ => args
+            .webhook
+            .control_plane_address
+            .clone()
+            .unwrap_or_else(|| {
+                format!(
+                    "https://{}.{namespace}.svc:{}",
+                    args.webhook.control_service, args.webhook.control_port
+                )
+            }),
+    }
 }
 
 /// Wait until this replica leads and the objects are synced, then run the

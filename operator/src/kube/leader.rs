@@ -107,11 +107,32 @@ impl LeaderConfig {
 /// election, removes this Pod's label and releases the Lease.
 pub fn run(client: Client, config: LeaderConfig) -> watch::Receiver<Leadership> {
     let (tx, rx) = watch::channel(Leadership::default());
-    tokio::spawn(elect(client, config, tx));
+    tokio::spawn(elect(client, config, tx, std::future::pending()));
     rx
 }
 
-async fn elect(client: Client, config: LeaderConfig, tx: watch::Sender<Leadership>) {
+/// [`run`], stopped by `stop`: once `stop` completes the replica publishes
+/// "not leader", removes its label and releases the Lease (so another
+/// replica takes over at once instead of after the Lease expires); the
+/// returned task ends when that is done. The caller must have stopped
+/// everything that acts as leader before completing `stop`.
+pub fn run_until(
+    client: Client,
+    config: LeaderConfig,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> (watch::Receiver<Leadership>, tokio::task::JoinHandle<()>) {
+    let (tx, rx) = watch::channel(Leadership::default());
+    let task = tokio::spawn(elect(client, config, tx, stop));
+    (rx, task)
+}
+
+async fn elect(
+    client: Client,
+    config: LeaderConfig,
+    tx: watch::Sender<Leadership>,
+    stop: impl std::future::Future<Output = ()> + Send,
+) {
+    let mut stop = std::pin::pin!(stop);
     let Some(manager) = build_manager(&client, &config, &tx).await else {
         return;
     };
@@ -139,6 +160,10 @@ async fn elect(client: Client, config: LeaderConfig, tx: watch::Sender<Leadershi
     loop {
         tokio::select! {
             () = tx.closed() => break,
+            () = &mut stop => {
+                tx.send_replace(Leadership::default());
+                break;
+            }
             changed = is_leader.changed() => {
                 if changed.is_err() {
                     tracing::error!("leader election stopped");

@@ -314,15 +314,17 @@ fn parse_quantities(flag: &str, s: &str) -> anyhow::Result<BTreeMap<String, Stri
 /// caBundles; files mode: from `--webhook-cert-dir`), then listens on
 /// `--webhook-listen`, and keeps renewing / reloading every
 /// `--cert-check-interval` seconds. `namespace` is the operator's
-/// (`POD_NAMESPACE`); `objects` is the source's watch of all policies.
+/// (`POD_NAMESPACE`); `objects` is the source's watch of all policies;
+/// `certs` receives the certificate (the gRPC control server shares it: its
+/// names cover the control Service too).
 pub async fn run(
     args: WebhookArgs,
     client: kube::Client,
     namespace: String,
     objects: watch::Receiver<Option<Arc<Objects>>>,
+    certs: CertStore,
 ) -> anyhow::Result<()> {
     let config = Arc::new(args.inject_config(&namespace)?);
-    let certs = CertStore::default();
     let interval = Duration::from_secs(args.cert_check_interval.max(1));
     let refresher = CertRefresher {
         args: args.clone(),
