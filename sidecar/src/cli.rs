@@ -37,6 +37,17 @@ pub struct Args {
     #[arg(long, env = "TOKENWARDEN_CONTROL_PLANE_CA", value_name = "FILE")]
     pub control_plane_ca: Option<PathBuf>,
 
+    /// The name the control plane's TLS certificate must carry (default: the
+    /// host of `--control-plane`). Also checked on the address a `Redirect`
+    /// points to, which is usually a replica's pod IP: every replica serves
+    /// the same certificate, issued for the control Service's name.
+    #[arg(
+        long,
+        env = "TOKENWARDEN_CONTROL_PLANE_SERVER_NAME",
+        value_name = "DNS"
+    )]
+    pub control_plane_server_name: Option<String>,
+
     /// File holding the credential sent to the control plane (the projected
     /// service-account token, or the local shared secret); read afresh on
     /// every connect, never logged.
@@ -216,6 +227,7 @@ pub fn run(args: Args) -> ExitCode {
             let settings = crate::control::Settings {
                 url,
                 ca_file: args.control_plane_ca.clone(),
+                server_name: args.control_plane_server_name.clone(),
                 credential_file: args.credential_file.clone(),
                 namespace: args.namespace.clone(),
                 pod_name: args.pod_name.clone(),

@@ -38,6 +38,9 @@ pub struct Settings {
     pub url: String,
     /// PEM CA bundle trusted for the control plane (else webpki roots).
     pub ca_file: Option<PathBuf>,
+    /// Name the certificate must carry (default: the host of `url`), for the
+    /// configured address and for redirect targets alike.
+    pub server_name: Option<String>,
     /// Credential file, read on every connect.
     pub credential_file: Option<PathBuf>,
     /// This pod.

@@ -88,10 +88,16 @@ pub async fn run(
         control.set_connected(false);
         shared.metrics.control_connected(false);
         match end {
-            End::Redirect(to) => {
+            End::Redirect(to) if target.is_none() => {
                 tracing::info!(to = %to, "redirected by the operator");
                 redirect = Some(to);
                 continue;
+            }
+            End::Redirect(to) => {
+                // Redirected again by the replica we were sent to (a
+                // failover in progress): back off before following it.
+                tracing::info!(to = %to, "redirected again; backing off");
+                redirect = Some(to);
             }
             End::Healthy => backoff.reset(),
             End::Failed if target.is_some() => {
@@ -128,11 +134,34 @@ fn endpoint(settings: &Settings, addr: &str) -> Result<Endpoint, String> {
             }
             None => ClientTlsConfig::new().trust_anchors(webpki_roots::TLS_SERVER_ROOTS.to_vec()),
         };
+        // A redirect points at a replica's address; its certificate names
+        // the configured control plane, so that is the name checked.
+        let tls = match tls_server_name(settings) {
+            Some(name) => tls.domain_name(name),
+            None => tls,
+        };
         ep = ep
             .tls_config(tls)
             .map_err(|e| format!("control plane TLS: {e}"))?;
     }
     Ok(ep)
+}
+
+/// The name the control plane's certificate must carry: `--control-plane-server-name`,
+/// else the host of the configured URL.
+fn tls_server_name(settings: &Settings) -> Option<String> {
+    if let Some(name) = settings.server_name.as_deref().map(str::trim)
+        && !name.is_empty()
+    {
+        return Some(name.to_string());
+    }
+    let uri: http::Uri = settings.url.parse().ok()?;
+    let host = uri.host()?;
+    Some(
+        host.trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string(),
+    )
 }
 
 fn read_credential(settings: &Settings) -> Result<String, String> {
