@@ -557,14 +557,14 @@ async fn drive(
     synced_tx: watch::Sender<bool>,
 ) {
     let mut objects = source.objects();
-    let first = loop {
-        if let Some(o) = objects.borrow_and_update().clone() {
-            break o;
+    loop {
+        if objects.borrow_and_update().is_some() {
+            break;
         }
         if objects.changed().await.is_err() {
             return;
         }
-    };
+    }
     synced_tx.send_replace(true);
     loop {
         if leadership.borrow_and_update().leader {
@@ -575,9 +575,24 @@ async fn drive(
         }
     }
     metrics.leader.set(1);
-    // Leading: statuses are ours now; read them fresh (a previous leader
-    // may have written since the first load).
-    let latest = objects.borrow_and_update().clone().unwrap_or(first);
+    // Leading: statuses are ours now. Read them fresh, not from the watch: a
+    // previous leader may have written since, and the watch may lag.
+    let mut backoff = Duration::from_millis(200);
+    let latest = loop {
+        match source.fresh().await {
+            Ok(o) => break o,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the objects fresh; not serving yet");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+                if !leadership.borrow().leader {
+                    tracing::error!("lost leadership; exiting so a clean process takes over");
+                    std::process::exit(1);
+                }
+            }
+        }
+    };
+    objects.borrow_and_update();
     let saved = match &ledger {
         Some(l) => match l.load() {
             Ok(s) => Some((s, l.clone() as Arc<dyn LedgerStore>)),

@@ -88,6 +88,15 @@ pub trait ObjectSource: Send + Sync + 'static {
 
     /// Record an Event (best effort: failures are logged, not returned).
     fn event<'a>(&'a self, event: &'a Event) -> BoxFuture<'a, ()>;
+
+    /// A fresh, consistent read of every object with its status (a quorum
+    /// LIST on Kubernetes, a re-read of the directory and status files in
+    /// local mode). A new leader starts from this, not from the watch: the
+    /// watch may not have delivered the previous leader's last status write
+    /// yet, and a book restored from an older status would lose what that
+    /// write counted (acked records are never replayed) or count replays
+    /// twice.
+    fn fresh(&self) -> BoxFuture<'_, Result<Arc<Objects>, SourceError>>;
 }
 
 /// Who a sidecar is, once its credential checked out.

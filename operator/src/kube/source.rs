@@ -5,7 +5,7 @@ use std::{sync::Arc, time::Duration};
 
 use ::kube::{
     Api, Client, Resource, ResourceExt,
-    api::{Patch, PatchParams},
+    api::{ListParams, Patch, PatchParams},
     runtime::{
         WatchStreamExt,
         events::{Event as KubeEvent, EventType as KubeEventType, Recorder, Reporter},
@@ -253,6 +253,30 @@ impl ObjectSource for KubeSource {
 
     fn event<'a>(&'a self, event: &'a Event) -> BoxFuture<'a, ()> {
         Box::pin(self.record(event))
+    }
+
+    fn fresh(&self) -> BoxFuture<'_, Result<Arc<Objects>, SourceError>> {
+        Box::pin(async move {
+            // No resourceVersion: served from etcd with a quorum read, so it
+            // includes every write acknowledged before it.
+            let params = ListParams::default();
+            let policies = Api::<RoutingPolicy>::all(self.client.clone())
+                .list(&params)
+                .await
+                .map_err(|e| SourceError(format!("listing RoutingPolicies: {e}")))?;
+            let budgets = Api::<TokenBudget>::all(self.client.clone())
+                .list(&params)
+                .await
+                .map_err(|e| SourceError(format!("listing TokenBudgets: {e}")))?;
+            let mut objects = Objects::default();
+            for p in policies {
+                objects.policies.insert(object_ref(&p), Arc::new(p));
+            }
+            for b in budgets {
+                objects.budgets.insert(object_ref(&b), Arc::new(b));
+            }
+            Ok(Arc::new(objects))
+        })
     }
 }
 
