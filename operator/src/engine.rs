@@ -60,10 +60,17 @@ impl Default for EngineConfig {
     }
 }
 
-/// Where the cluster ledger is persisted (local mode).
+/// The cluster ledger forgets the dedupe watermark of a sidecar that sent
+/// nothing for this long (pods come and go; the state must stay small).
+pub const LEDGER_WATERMARK_KEEP_SECS: i64 = 7 * 24 * 3600;
+
+/// Where the cluster ledger is persisted: a file in local mode, a
+/// ConfigMap on Kubernetes. Both calls block (they run on blocking threads).
 pub trait LedgerStore: Send + Sync + 'static {
     /// Write durably.
     fn save(&self, state: &ClusterLedgerState) -> Result<(), String>;
+    /// Read what was saved (empty when nothing was saved yet).
+    fn load(&self) -> Result<ClusterLedgerState, String>;
 }
 
 /// Session handle.
@@ -673,7 +680,10 @@ impl Engine {
             }
             if let Some(l) = self.ledger.as_mut() {
                 let wl = workload.rsplit('/').next().unwrap_or(&workload).to_string();
-                match l.ledger.apply(&sidecar, &namespace, &wl, &rec) {
+                match l
+                    .ledger
+                    .apply(&sidecar, &namespace, &wl, &rec, now.as_second())
+                {
                     Applied::Counted => counted = true,
                     Applied::Duplicate => duplicate = true,
                     Applied::Late => {}
@@ -1061,6 +1071,15 @@ impl Engine {
     // ---- housekeeping ---------------------------------------------------------
 
     fn housekeeping(&mut self, now: Timestamp) {
+        if let Some(l) = self.ledger.as_mut() {
+            let dropped = l.ledger.prune(now.as_second(), LEDGER_WATERMARK_KEEP_SECS);
+            if dropped > 0 {
+                tracing::info!(
+                    sidecars = dropped,
+                    "cluster ledger: forgot sidecars silent for 7 days"
+                );
+            }
+        }
         let ttl = i64::try_from(self.cfg.lease_ttl.as_millis()).unwrap_or(i64::MAX);
         let grace = i64::try_from(self.cfg.lease_grace.as_millis()).unwrap_or(i64::MAX);
         let connected: BTreeMap<String, SessionId> = self

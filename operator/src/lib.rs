@@ -169,6 +169,15 @@ pub struct Args {
     )]
     pub lease_name: String,
 
+    /// Kubernetes mode: the ConfigMap (operator namespace) that holds the
+    /// cluster ledger by namespace, workload and model.
+    #[arg(
+        long,
+        env = "TOKENWARDEN_LEDGER_CONFIGMAP",
+        default_value = kube::ledger::DEFAULT_NAME
+    )]
+    pub ledger_configmap: String,
+
     /// Admission webhooks and their certificates (Kubernetes mode).
     #[command(flatten)]
     pub webhook: webhook::WebhookArgs,
@@ -262,8 +271,8 @@ pub struct Mode {
     pub auth: Arc<dyn Authenticator>,
     /// Leadership.
     pub leadership: watch::Receiver<Leadership>,
-    /// The cluster ledger store (local mode), and its saved state loader.
-    pub ledger: Option<Arc<local::FileLedger>>,
+    /// Where the cluster ledger (namespace, workload, model) is kept.
+    pub ledger: Option<Arc<dyn LedgerStore>>,
     /// The control server's certificate (`None`: plaintext).
     pub tls: Option<CertStore>,
     /// Work whose end ends the process (the webhook server).
@@ -500,6 +509,8 @@ async fn kube_mode(args: &Args, grpc_addr: SocketAddr) -> Result<Mode, String> {
     let (leadership, elector) = kube::leader::run_until(client.clone(), leader, async move {
         let _ = stop_rx.await;
     });
+    let ledger =
+        kube::ledger::ConfigMapLedger::new(client.clone(), &namespace, &args.ledger_configmap);
     let webhook = tokio::spawn(webhook::run(
         args.webhook.clone(),
         client,
@@ -518,7 +529,7 @@ async fn kube_mode(args: &Args, grpc_addr: SocketAddr) -> Result<Mode, String> {
         source,
         auth: Arc::new(auth),
         leadership,
-        ledger: None,
+        ledger: Some(Arc::new(ledger)),
         tls: Some(tls),
         fatal: Some(webhook),
         release: Some((stop_tx, elector)),
@@ -549,7 +560,7 @@ fn default_advertise(args: &Args, namespace: &str, port: u16) -> String {
 /// engine and feed it object changes.
 async fn drive(
     source: Arc<dyn ObjectSource>,
-    ledger: Option<Arc<local::FileLedger>>,
+    ledger: Option<Arc<dyn LedgerStore>>,
     mut leadership: watch::Receiver<Leadership>,
     cfg: EngineConfig,
     metrics: Arc<Metrics>,
@@ -593,12 +604,23 @@ async fn drive(
         }
     };
     objects.borrow_and_update();
-    let saved = match &ledger {
-        Some(l) => match l.load() {
-            Ok(s) => Some((s, l.clone() as Arc<dyn LedgerStore>)),
-            Err(e) => {
-                tracing::error!(error = %e, "cannot read the cluster ledger; refusing to lead");
-                std::process::exit(1);
+    let saved = match ledger {
+        Some(l) => loop {
+            let store = l.clone();
+            let loaded = tokio::task::spawn_blocking(move || store.load())
+                .await
+                .unwrap_or_else(|e| Err(e.to_string()));
+            match loaded {
+                Ok(s) => break Some((s, l)),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot read the cluster ledger; not serving yet");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                    if !leadership.borrow().leader {
+                        tracing::error!("lost leadership; exiting so a clean process takes over");
+                        std::process::exit(1);
+                    }
+                }
             }
         },
         None => None,

@@ -407,8 +407,7 @@ impl FileLedger {
         }
     }
 
-    /// Load what was saved (empty when there is no file yet).
-    pub fn load(&self) -> Result<ClusterLedgerState, String> {
+    fn read(&self) -> Result<ClusterLedgerState, String> {
         match std::fs::read(&self.path) {
             Ok(b) => {
                 serde_json::from_slice(&b).map_err(|e| format!("{}: {e}", self.path.display()))
@@ -423,6 +422,10 @@ impl LedgerStore for FileLedger {
     fn save(&self, state: &ClusterLedgerState) -> Result<(), String> {
         let bytes = serde_json::to_vec(state).map_err(|e| e.to_string())?;
         write_atomic(&self.path, &bytes).map_err(|e| format!("{}: {e}", self.path.display()))
+    }
+
+    fn load(&self) -> Result<ClusterLedgerState, String> {
+        self.read()
     }
 }
 

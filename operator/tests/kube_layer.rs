@@ -15,10 +15,13 @@ use http_body_util::BodyExt;
 use kube::{Client, client::Body};
 use pretty_assertions::assert_eq;
 use serde_json::{Value, json};
-use tokenwarden_core::config::ObjectRef;
+use tokenwarden_core::{cluster::ClusterLedgerState, config::ObjectRef};
 use tokenwarden_crds::{RoutingPolicyStatus, TokenBudgetStatus};
 use tokenwarden_operator::{
-    kube::{KubeSource, SourceOptions, TokenReviewAuth, api_calls, grants, leader, rbac_request},
+    kube::{
+        KubeSource, SourceOptions, TokenReviewAuth, api_calls, grants, leader,
+        ledger::ConfigMapLedger, rbac_request,
+    },
     source::{
         Authenticator, Claim, Event, EventType, Identity, Leadership, ObjectSource, Objects,
         Regarding,
@@ -366,6 +369,122 @@ fn source_with_objects(log: &Log) -> (Arc<KubeSource>, ApiServer) {
         },
     );
     (source, api)
+}
+
+/// A new leader's fresh read: both kinds listed again, cluster-wide, without
+/// a resourceVersion (a quorum read, not the watch cache), statuses included.
+async fn scenario_fresh_read(log: &Log) {
+    let (source, mut api) = source_with_objects(log);
+    let mut rx = source.objects();
+    let sync = tokio::spawn(async move { synced(&mut rx).await });
+    api.silent(Duration::from_millis(300)).await;
+    sync.await.unwrap();
+    let before = log.lock().unwrap().len();
+    let fresh = {
+        let source = source.clone();
+        tokio::spawn(async move { source.fresh().await })
+    };
+    api.silent(Duration::from_millis(300)).await;
+    let objects = fresh.await.unwrap().expect("fresh read");
+    assert_eq!(
+        objects.budgets.keys().cloned().collect::<Vec<_>>(),
+        vec![id("team-a", "b1")]
+    );
+    assert_eq!(budget_tokens(&objects, "team-a", "b1"), Some(json!(1000)));
+    assert_eq!(
+        objects.policies.keys().cloned().collect::<Vec<_>>(),
+        vec![id("team-a", "route")]
+    );
+    let lists: Vec<String> = log.lock().unwrap()[before..]
+        .iter()
+        .filter(|s| s.method == "GET" && !s.uri.contains("watch=true"))
+        .map(|s| s.uri.clone())
+        .collect();
+    assert_eq!(
+        lists,
+        vec![
+            "/apis/tokenwarden.dev/v1alpha1/routingpolicies?".to_string(),
+            "/apis/tokenwarden.dev/v1alpha1/tokenbudgets?".to_string(),
+        ]
+    );
+}
+
+/// The cluster ledger ConfigMap: read (absent = empty), written by forced
+/// server-side apply with our field manager, read back; errors surface.
+async fn scenario_cluster_ledger_configmap(log: &Log) {
+    let (client, mut api) = mock(log);
+    let store = Arc::new(ConfigMapLedger::new(
+        client,
+        OPERATOR_NS,
+        "tokenwarden-ledger",
+    ));
+    let path = format!("/api/v1/namespaces/{OPERATOR_NS}/configmaps/tokenwarden-ledger");
+    let read = |store: &Arc<ConfigMapLedger>| {
+        let store = store.clone();
+        tokio::spawn(async move { store.read().await })
+    };
+
+    let t = read(&store);
+    let (seen, send) = api.next().await;
+    assert_eq!((seen.method.as_str(), seen.path()), ("GET", path.as_str()));
+    respond(send, 404, &not_found("configmaps", "tokenwarden-ledger"));
+    assert_eq!(t.await.unwrap().unwrap(), ClusterLedgerState::default());
+
+    let state: ClusterLedgerState = serde_json::from_value(json!({
+        "watermarks": {"pod-a": 7, "pod-b": 2},
+        "seen": {"pod-a": 1_700_000_000, "pod-b": 1_700_000_100},
+        "rows": []
+    }))
+    .unwrap();
+    let t = {
+        let store = store.clone();
+        let state = state.clone();
+        tokio::spawn(async move { store.write(&state).await })
+    };
+    let (seen, send) = api.next().await;
+    assert_eq!(seen.method, "PATCH");
+    assert_eq!(
+        seen.uri,
+        format!("{path}?&force=true&fieldManager=tokenwarden-operator")
+    );
+    assert_eq!(
+        seen.content_type.as_deref(),
+        Some("application/apply-patch+yaml")
+    );
+    let body = seen.json();
+    assert_eq!(body["kind"], "ConfigMap");
+    assert_eq!(body["metadata"]["name"], "tokenwarden-ledger");
+    let written: ClusterLedgerState =
+        serde_json::from_str(body["data"]["ledger.json"].as_str().unwrap()).unwrap();
+    assert_eq!(written, state);
+    let mut stored = body.clone();
+    stored["metadata"]["namespace"] = json!(OPERATOR_NS);
+    stored["metadata"]["resourceVersion"] = json!("5");
+    respond(send, 200, &stored);
+    t.await.unwrap().expect("ledger write succeeds");
+
+    let t = read(&store);
+    let (_, send) = api.next().await;
+    respond(send, 200, &stored);
+    assert_eq!(t.await.unwrap().unwrap(), state);
+
+    // A failed write is an error (the engine then does not ack).
+    let t = {
+        let store = store.clone();
+        tokio::spawn(async move { store.write(&state).await })
+    };
+    let (_, send) = api.next().await;
+    respond(
+        send,
+        500,
+        &json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                "message": "etcdserver: request timed out", "reason": "InternalError", "code": 500}),
+    );
+    let err = t.await.unwrap().unwrap_err();
+    assert!(
+        err.starts_with("server-side apply of ConfigMap tokenwarden-ledger: "),
+        "{err}"
+    );
 }
 
 /// TokenBudget status: one server-side apply on /status, forced, our field manager.
@@ -1102,6 +1221,16 @@ async fn leader_labels_its_pod_and_redirects_after_losing_the_lease() {
     scenario_leader(&new_log()).await;
 }
 
+#[tokio::test]
+async fn a_new_leader_reads_fresh_from_the_api_server() {
+    scenario_fresh_read(&new_log()).await;
+}
+
+#[tokio::test]
+async fn cluster_ledger_lives_in_a_configmap() {
+    scenario_cluster_ledger_configmap(&new_log()).await;
+}
+
 /// Every request the scenarios make is granted by an `api_calls()` entry,
 /// and every entry's every verb is used by some scenario.
 #[tokio::test]
@@ -1115,6 +1244,8 @@ async fn every_api_call_is_declared_and_exercised() {
     scenario_token_review_refusals(&log).await;
     scenario_leader(&log).await;
     scenario_leader_fence(&log).await;
+    scenario_fresh_read(&log).await;
+    scenario_cluster_ledger_configmap(&log).await;
 
     let calls = api_calls();
     let mut used = BTreeSet::new();

@@ -353,19 +353,19 @@ fn random_interleavings_never_overspend_or_double_count() {
 fn cluster_ledger_groups_and_dedupes() {
     let mut l = ClusterLedger::default();
     assert_eq!(
-        l.apply("a", "ns", "web", &rec(1, "0.10", "m")),
+        l.apply("a", "ns", "web", &rec(1, "0.10", "m"), 100),
         Applied::Counted
     );
     assert_eq!(
-        l.apply("a", "ns", "web", &rec(1, "0.10", "m")),
+        l.apply("a", "ns", "web", &rec(1, "0.10", "m"), 100),
         Applied::Duplicate
     );
     assert_eq!(
-        l.apply("a", "ns", "web", &rec(2, "0.20", "n")),
+        l.apply("a", "ns", "web", &rec(2, "0.20", "n"), 100),
         Applied::Counted
     );
     assert_eq!(
-        l.apply("b", "ns", "api", &rec(1, "0.40", "m")),
+        l.apply("b", "ns", "api", &rec(1, "0.40", "m"), 5_000),
         Applied::Counted
     );
     let json = serde_json::to_string(&l.to_state()).unwrap();
@@ -378,4 +378,19 @@ fn cluster_ledger_groups_and_dedupes() {
     assert_eq!(r.rows()[&key].cost, usd("0.10"));
     assert_eq!(r.rows().len(), 3);
     assert_eq!(r.watermark("a"), 2);
+
+    // Pruning forgets sidecars silent for longer than the window, and only them.
+    let mut p = r;
+    assert_eq!(p.prune(1_000, 3_600), 0, "nothing is older than an hour");
+    assert_eq!(p.prune(100 + 3_601, 3_600), 1, "a was last seen at 100");
+    assert_eq!(p.watermark("a"), 0);
+    assert_eq!(p.watermark("b"), 1);
+    assert_eq!(p.rows().len(), 3, "totals are kept");
+    // State from before last-seen times existed: treated as seen at the prune.
+    let legacy: ClusterLedgerState =
+        serde_json::from_str(r#"{"watermarks":{"x":7},"rows":[]}"#).unwrap();
+    let mut legacy = ClusterLedger::restore(legacy);
+    assert_eq!(legacy.prune(10_000, 3_600), 0);
+    assert_eq!(legacy.watermark("x"), 7);
+    assert_eq!(legacy.prune(10_000 + 3_601, 3_600), 1);
 }

@@ -8,6 +8,7 @@
 //! - [`leader`]: leader election on a Lease (kube-lease-manager); the leader
 //!   labels its own Pod so the control Service routes only to it, and
 //!   publishes its control address on the Lease for `Redirect`.
+//! - [`ledger`]: the cluster ledger in a ConfigMap.
 //! - [`api_calls`]: every Kubernetes API call this layer makes, for the
 //!   chart's RBAC. Each module declares the calls next to the code that makes
 //!   them; `tests/kube_layer.rs` runs every mock scenario through a recording
@@ -19,6 +20,7 @@
 
 mod auth;
 pub mod leader;
+pub mod ledger;
 mod source;
 
 pub use auth::{AUDIENCE, DEFAULT_CACHE_TTL, TokenReviewAuth};
@@ -69,7 +71,7 @@ pub struct RbacRequest {
 /// Every Kubernetes API call the kube layer makes (the chart's RBAC must
 /// grant each of these).
 pub fn api_calls() -> Vec<ApiCall> {
-    [source::CALLS, auth::CALLS, leader::CALLS].concat()
+    [source::CALLS, auth::CALLS, leader::CALLS, ledger::CALLS].concat()
 }
 
 /// Parse a request's method and path (with query) into what RBAC checks.
