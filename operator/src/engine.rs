@@ -187,6 +187,10 @@ pub struct Engine {
     policy_slots: BTreeMap<ObjectRef, PolicySlot>,
     /// Set by [`Cmd::Shutdown`]: answered once no write is in flight.
     stopping: Option<oneshot::Sender<()>>,
+    /// An ACK, NACK, session or object change may have moved a policy's
+    /// Ready condition: recomputed once per tick, not per message (a
+    /// reconnect storm would otherwise cost O(sessions²)).
+    policy_statuses_dirty: bool,
 }
 
 fn digest(bytes: &[u8]) -> String {
@@ -262,6 +266,7 @@ impl Engine {
             by_sidecar: HashMap::new(),
             policy_slots: BTreeMap::new(),
             stopping: None,
+            policy_statuses_dirty: false,
         };
         engine.set_objects(objects, Timestamp::now());
         tokio::spawn(engine.run(rx));
@@ -288,6 +293,10 @@ impl Engine {
                 _ = tick.tick() => {
                     if self.stopped() {
                         return;
+                    }
+                    if self.policy_statuses_dirty {
+                        self.policy_statuses_dirty = false;
+                        self.update_policy_statuses();
                     }
                     let now = Timestamp::now();
                     if self.stopping.is_none() && housekeeping.elapsed() >= Duration::from_secs(1) {
@@ -432,7 +441,7 @@ impl Engine {
         for id in ids {
             self.push_config(id);
         }
-        self.update_policy_statuses();
+        self.policy_statuses_dirty = true;
         self.metrics
             .budgets
             .set(i64::try_from(self.books.len()).unwrap_or(0));
@@ -590,7 +599,7 @@ impl Engine {
                 slot.waiters.retain(|(sid, _, _, _)| *sid != id);
             }
             self.metrics.sidecars.set(self.sessions.len() as i64);
-            self.update_policy_statuses();
+            self.policy_statuses_dirty = true;
         }
     }
 
@@ -619,7 +628,7 @@ impl Engine {
                     s.nack = Some((ack.version, ack.reason));
                     self.metrics.nacks.inc();
                 }
-                self.update_policy_statuses();
+                self.policy_statuses_dirty = true;
             }
             In::Usage(batch) => self.usage(id, batch, now),
             In::LeaseRequest(req) => self.lease_request(id, req, now),
