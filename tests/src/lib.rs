@@ -1,3 +1,4 @@
 //! Helpers for black-box tests.
 
+pub mod apiserver;
 pub mod fake_provider;

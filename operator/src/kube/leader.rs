@@ -112,10 +112,11 @@ pub fn run(client: Client, config: LeaderConfig) -> watch::Receiver<Leadership> 
 }
 
 /// [`run`], stopped by `stop`: once `stop` completes the replica publishes
-/// "not leader", removes its label and releases the Lease (so another
-/// replica takes over at once instead of after the Lease expires); the
-/// returned task ends when that is done. The caller must have stopped
-/// everything that acts as leader before completing `stop`.
+/// "not leader", removes its label (the Service stops routing to it) and
+/// releases the Lease; the returned task ends when that is done. A standby
+/// takes the Lease when its own view of it expires (kube-lease-manager
+/// re-reads a Lease only then). The caller must have stopped everything that
+/// acts as leader before completing `stop`.
 pub fn run_until(
     client: Client,
     config: LeaderConfig,
