@@ -588,41 +588,21 @@ async fn drive(
     metrics.leader.set(1);
     // Leading: statuses are ours now. Read them fresh, not from the watch: a
     // previous leader may have written since, and the watch may lag.
-    let mut backoff = Duration::from_millis(200);
-    let latest = loop {
-        match source.fresh().await {
-            Ok(o) => break o,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot read the objects fresh; not serving yet");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(10));
-                if !leadership.borrow().leader {
-                    tracing::error!("lost leadership; exiting so a clean process takes over");
-                    std::process::exit(1);
-                }
-            }
-        }
-    };
+    let latest = until_ok("the objects", &leadership, || source.fresh()).await;
     objects.borrow_and_update();
     let saved = match ledger {
-        Some(l) => loop {
-            let store = l.clone();
-            let loaded = tokio::task::spawn_blocking(move || store.load())
-                .await
-                .unwrap_or_else(|e| Err(e.to_string()));
-            match loaded {
-                Ok(s) => break Some((s, l)),
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot read the cluster ledger; not serving yet");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(10));
-                    if !leadership.borrow().leader {
-                        tracing::error!("lost leadership; exiting so a clean process takes over");
-                        std::process::exit(1);
-                    }
+        Some(l) => {
+            let state = until_ok("the cluster ledger", &leadership, || {
+                let store = l.clone();
+                async move {
+                    tokio::task::spawn_blocking(move || store.load())
+                        .await
+                        .unwrap_or_else(|e| Err(e.to_string()))
                 }
-            }
-        },
+            })
+            .await;
+            Some((state, l))
+        }
         None => None,
     };
     let tx = Engine::spawn(cfg, source.clone(), saved, metrics, latest);
@@ -640,6 +620,35 @@ async fn drive(
             r = leadership.changed() => {
                 if r.is_err() || !leadership.borrow().leader {
                     // Another replica may now write ledgers: stop at once.
+                    tracing::error!("lost leadership; exiting so a clean process takes over");
+                    std::process::exit(1);
+                }
+            }
+        }
+    }
+}
+
+/// Retry `read` with backoff until it succeeds; a new leader serves nothing
+/// before. Exits if leadership is lost meanwhile.
+async fn until_ok<T, E, F, Fut>(
+    what: &str,
+    leadership: &watch::Receiver<Leadership>,
+    mut read: F,
+) -> T
+where
+    E: std::fmt::Display,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        match read().await {
+            Ok(t) => return t,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read {what}; not serving yet");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+                if !leadership.borrow().leader {
                     tracing::error!("lost leadership; exiting so a clean process takes over");
                     std::process::exit(1);
                 }

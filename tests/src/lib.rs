@@ -2,3 +2,4 @@
 
 pub mod apiserver;
 pub mod fake_provider;
+pub mod process;

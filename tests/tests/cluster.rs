@@ -5,9 +5,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::{
-    net::{SocketAddr, TcpListener},
+    net::SocketAddr,
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
@@ -21,40 +21,15 @@ use hyper_util::{
     client::legacy::{Client, connect::HttpConnector},
     rt::TokioExecutor,
 };
-use tokenwarden_tests::fake_provider::{FakeConfig, FakeProvider};
+use tokenwarden_tests::{
+    fake_provider::{FakeConfig, FakeProvider},
+    process::{Proc, free_port, sibling_bin},
+};
 
 const SECRET: &str = "cluster-test-shared-secret-0123";
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn bin(name: &str) -> PathBuf {
-    let demo = PathBuf::from(env!("CARGO_BIN_EXE_tokenwarden-demo"));
-    let p = demo.with_file_name(name);
-    assert!(p.exists(), "{} not built", p.display());
-    p
-}
-
-struct Proc(Option<Child>);
-
-impl Proc {
-    fn kill9(&mut self) {
-        if let Some(mut c) = self.0.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.kill9();
-    }
+    sibling_bin(env!("CARGO_BIN_EXE_tokenwarden-demo"), name)
 }
 
 fn wait_http(addr: SocketAddr, path: &str, secs: u64) {

@@ -11,9 +11,9 @@
 
 use std::{
     io::{Read, Write},
-    net::{SocketAddr, TcpListener},
+    net::SocketAddr,
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -30,63 +30,15 @@ use tokenwarden_core::money::Usd;
 use tokenwarden_tests::{
     apiserver::{FakeApiServer, TokenIdentity},
     fake_provider::{FakeConfig, FakeProvider},
+    process::{Proc, free_port, sibling_bin},
 };
 
 const NS: &str = "tokenwarden-system";
 const CONTROL_NAME: &str = "tokenwarden-control.tokenwarden-system.svc";
 const WEBHOOK_NAME: &str = "tokenwarden-webhook.tokenwarden-system.svc";
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn bin(name: &str) -> PathBuf {
-    let demo = PathBuf::from(env!("CARGO_BIN_EXE_tokenwarden-demo"));
-    let p = demo.with_file_name(name);
-    assert!(p.exists(), "{} not built", p.display());
-    p
-}
-
-/// A child process killed with SIGKILL when dropped.
-struct Proc(Option<Child>);
-
-impl Proc {
-    fn kill9(&mut self) {
-        if let Some(mut c) = self.0.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    /// SIGTERM, then wait (bounded) for the exit.
-    fn terminate(&mut self) -> Option<std::process::ExitStatus> {
-        let mut c = self.0.take()?;
-        let _ = Command::new("kill")
-            .args(["-TERM", &c.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok(Some(s)) = c.try_wait() {
-                return Some(s);
-            }
-            if Instant::now() > deadline {
-                let _ = c.kill();
-                let _ = c.wait();
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.kill9();
-    }
+    sibling_bin(env!("CARGO_BIN_EXE_tokenwarden-demo"), name)
 }
 
 /// GET over plain HTTP/1.1: (status, body).
@@ -647,7 +599,7 @@ async fn operator_in_kubernetes_mode_end_to_end() {
     // sidecars follow.
     let exit = ops[li]
         .proc
-        .terminate()
+        .terminate(Duration::from_secs(20))
         .expect("the leader exits on SIGTERM");
     assert!(exit.success(), "clean exit: {exit:?}\n{}", ops[li].log());
     let lease = w

@@ -1,0 +1,73 @@
+//! Child processes and ports for the black-box tests.
+
+use std::{
+    net::TcpListener,
+    path::{Path, PathBuf},
+    process::{Child, Command, ExitStatus},
+    time::{Duration, Instant},
+};
+
+/// A free port on 127.0.0.1 (bound, then released).
+///
+/// # Panics
+/// When no port can be bound.
+#[allow(clippy::expect_used)]
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free loopback port")
+        .port()
+}
+
+/// The workspace binary `name` next to `anchor` (an integration test's
+/// `env!("CARGO_BIN_EXE_…")`): cargo builds every binary of the workspace
+/// into the same directory.
+///
+/// # Panics
+/// When it was not built.
+pub fn sibling_bin(anchor: &str, name: &str) -> PathBuf {
+    let p = Path::new(anchor).with_file_name(name);
+    assert!(p.exists(), "{} not built", p.display());
+    p
+}
+
+/// A child process, killed with SIGKILL when dropped.
+#[derive(Debug, Default)]
+pub struct Proc(pub Option<Child>);
+
+impl Proc {
+    /// SIGKILL and reap.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM, then wait up to `within` for the exit (SIGKILL after that,
+    /// and `None`).
+    pub fn terminate(&mut self, within: Duration) -> Option<ExitStatus> {
+        let mut c = self.0.take()?;
+        let _ = Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status();
+        let deadline = Instant::now() + within;
+        loop {
+            if let Ok(Some(s)) = c.try_wait() {
+                return Some(s);
+            }
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                let _ = c.wait();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
