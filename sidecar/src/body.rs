@@ -83,6 +83,17 @@ pub struct Settlement {
 }
 
 /// A provider body forwarded frame by frame.
+///
+/// Bookkeeping waits until the bytes before it are on their way to the app:
+/// a chunk an SSE tap does not change is forwarded first and parsed after,
+/// and an event stream's settlement (ledger write, metrics) runs after its
+/// last event, before the end of the body. When
+/// such work is due right after a frame was handed out, `poll_frame` wakes
+/// itself and returns `Pending` once, so the server writes what it has
+/// before polling again. Without it hyper polls on at once and writes only
+/// when the body goes pending or ends: a stream that arrived whole (its
+/// first event next to its usage) would reach the app only after the parse
+/// and the ledger write.
 pub struct TapBody {
     upstream: Incoming,
     mode: Option<TapMode>,
@@ -90,6 +101,12 @@ pub struct TapBody {
     settlement: Option<Settlement>,
     done: bool,
     in_flight: Option<crate::proxy::InFlight>,
+    /// A chunk already forwarded, not yet read by the SSE tap.
+    unread: Option<Bytes>,
+    /// The upstream ended (cleanly or not) and the settlement is still due.
+    ended: Option<bool>,
+    /// A frame was handed out since this body last returned `Pending`.
+    handed_out: bool,
 }
 
 // === impl Settlement ===
@@ -177,6 +194,9 @@ impl TapBody {
             settlement: Some(settlement),
             done: false,
             in_flight: None,
+            unread: None,
+            ended: None,
+            handed_out: false,
         }
     }
 
@@ -189,6 +209,9 @@ impl TapBody {
             settlement: None,
             done: false,
             in_flight: None,
+            unread: None,
+            ended: None,
+            handed_out: false,
         }
     }
 
@@ -199,6 +222,11 @@ impl TapBody {
 
     fn on_data(&mut self, data: Bytes) {
         match self.mode.as_mut() {
+            Some(TapMode::Sse(tap)) if !tap.strips() => {
+                // Forward now, read after (see the type's docs).
+                self.pending.push_back(data.clone());
+                self.unread = Some(data);
+            }
             Some(TapMode::Sse(tap)) => {
                 let mut out = Vec::new();
                 tap.push(data, &mut out);
@@ -217,8 +245,18 @@ impl TapBody {
         }
     }
 
-    /// The upstream body ended cleanly (`clean`) or not: settle once.
+    /// Reads the chunk forwarded last, if the tap has not yet.
+    fn read_unread(&mut self) {
+        if let Some(chunk) = self.unread.take()
+            && let Some(TapMode::Sse(tap)) = self.mode.as_mut()
+        {
+            tap.observe(chunk);
+        }
+    }
+
+    /// The upstream ended cleanly (`clean`) or not: settle once.
     fn finish(&mut self, clean: bool) {
+        self.read_unread();
         let mode = self.mode.take();
         let Some(settlement) = self.settlement.take() else {
             return;
@@ -253,8 +291,9 @@ impl Drop for TapBody {
     fn drop(&mut self) {
         // The app went away (or hyper dropped the body) before the end: the
         // attempt still counts, from what passed.
+        // An upstream that had ended cleanly still counts as complete.
         if !self.done {
-            self.finish(false);
+            self.finish(self.ended.unwrap_or(false));
         }
     }
 }
@@ -269,13 +308,36 @@ impl Body for TapBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         loop {
             if let Some(b) = self.pending.pop_front() {
+                self.handed_out = true;
                 return Poll::Ready(Some(Ok(Frame::data(b))));
+            }
+            // Only event streams: their end (the last chunk) is written after the
+            // settlement either way, so an app that reads to the end sees it in
+            // the ledger. A body with a length would be complete without that.
+            let settle_due = self.ended.is_some() && matches!(self.mode, Some(TapMode::Sse(_)));
+            if self.handed_out && (self.unread.is_some() || settle_due) {
+                // Let the server write what it has first (see the type's docs).
+                self.handed_out = false;
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            if self.unread.is_some() {
+                self.read_unread();
+                continue;
+            }
+            if let Some(clean) = self.ended.take() {
+                self.finish(clean);
+                self.done = true;
+                continue;
             }
             if self.done {
                 return Poll::Ready(None);
             }
             match Pin::new(&mut self.upstream).poll_frame(cx) {
-                Poll::Pending => return Poll::Pending,
+                Poll::Pending => {
+                    self.handed_out = false;
+                    return Poll::Pending;
+                }
                 Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
                     Ok(data) => self.on_data(data),
                     Err(frame) => {
@@ -289,10 +351,7 @@ impl Body for TapBody {
                     self.done = true;
                     return Poll::Ready(Some(Err(Box::new(e))));
                 }
-                Poll::Ready(None) => {
-                    self.finish(true);
-                    self.done = true;
-                }
+                Poll::Ready(None) => self.ended = Some(true),
             }
         }
     }

@@ -200,17 +200,35 @@ impl SseTap {
         }
     }
 
+    /// Whether this tap changes the bytes (strip mode). A tap that does not
+    /// lets the caller forward each chunk first and [`observe`](Self::observe)
+    /// it afterwards.
+    pub fn strips(&self) -> bool {
+        self.strip
+    }
+
     /// Feeds the next chunk of upstream bytes; appends what must be forwarded
     /// to `out` (possibly nothing yet, possibly several slices).
     pub fn push(&mut self, chunk: Bytes, out: &mut Vec<Bytes>) {
+        if !self.strip && !chunk.is_empty() {
+            out.push(chunk.clone());
+        }
+        self.scan(chunk, out);
+    }
+
+    /// Reads a chunk the caller has already forwarded unchanged. Only for a
+    /// tap that does not strip: it would have forwarded exactly that chunk.
+    pub fn observe(&mut self, chunk: Bytes) {
+        debug_assert!(!self.strip, "a stripping tap decides what is forwarded");
+        self.scan(chunk, &mut Vec::new());
+    }
+
+    fn scan(&mut self, chunk: Bytes, out: &mut Vec<Bytes>) {
         if chunk.is_empty() {
             return;
         }
         let base = self.pos;
         self.pos += chunk.len() as u64;
-        if !self.strip {
-            out.push(chunk.clone());
-        }
         let buf: &[u8] = &chunk;
         let mut i = 0;
         // Strip mode: `chunk[..emit_from]` is already forwarded, dropped or held.
