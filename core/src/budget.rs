@@ -18,9 +18,13 @@
 //! - Shadow budgets compute every verdict and report it, but always allow.
 //! - Connected to an operator, thresholds act on the larger of this
 //!   sidecar's percentage and the cluster-wide one the operator reports
-//!   ([`BudgetState::set_cluster_percent`]), so crossing 80% anywhere
+//!   ([`BudgetState::set_cluster`]), so crossing 80% anywhere
 //!   flips every sidecar to the downgrade target; a cluster-wide
-//!   percentage at or over the effective cap refuses new requests.
+//!   percentage at or over the effective cap refuses new requests. The
+//!   caps are checked against the larger of this sidecar's spend and the
+//!   cluster-wide spend reported: a request whose worst case exceeds what
+//!   is left cluster-wide is refused at once (spend only grows within a
+//!   period, so a late report can only understate it).
 
 use std::collections::{HashMap, VecDeque};
 
@@ -59,6 +63,10 @@ pub struct Refusal {
     pub message: String,
     /// Seconds until the refusal lifts (period end or cool-down end).
     pub retry_after_secs: u64,
+    /// The request fits what is spent; only the worst cases reserved by
+    /// requests in flight leave no room for it. It may fit once they
+    /// settle (they usually cost less than their worst case).
+    pub in_flight: bool,
 }
 
 /// What one request asks of a budget.
@@ -101,8 +109,21 @@ pub struct BudgetState {
     totals: Totals,
     reserved: Held,
     loop_guard: HashMap<u64, LoopEntry>,
-    /// Cluster-wide percent spent (period start, percent), from the operator.
-    cluster: Option<(Timestamp, u64)>,
+    /// Cluster-wide spend of a period, from the operator.
+    cluster: Option<ClusterSpend>,
+}
+
+/// What the operator reports as spent by every workload a budget selects.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClusterSpend {
+    /// Start of the period it is about.
+    pub period_start: Timestamp,
+    /// Percent of the limit spent (the larger of USD and tokens).
+    pub percent: u64,
+    /// USD spent.
+    pub spent: Usd,
+    /// Tokens used (all kinds).
+    pub tokens: u64,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -211,17 +232,36 @@ impl BudgetState {
             .unwrap_or(100)
     }
 
-    /// Record the cluster-wide percent spent of the period starting at
-    /// `period_start` (from the operator's BudgetStatus).
-    pub fn set_cluster_percent(&mut self, period_start: Timestamp, percent: u64) {
-        self.cluster = Some((period_start, percent));
+    /// Record the cluster-wide spend the operator reports (its
+    /// BudgetStatus).
+    pub fn set_cluster(&mut self, spend: ClusterSpend) {
+        self.cluster = Some(spend);
+    }
+
+    /// The cluster-wide spend of the current period, if known.
+    fn cluster_now(&self) -> Option<&ClusterSpend> {
+        self.cluster
+            .as_ref()
+            .filter(|c| c.period_start == self.window.start)
     }
 
     /// The cluster-wide percent spent of the current period, if known.
     pub fn cluster_percent(&self) -> Option<u64> {
-        self.cluster
-            .filter(|(start, _)| *start == self.window.start)
-            .map(|(_, p)| p)
+        self.cluster_now().map(|c| c.percent)
+    }
+
+    /// USD and tokens spent as the caps see them: the larger of this
+    /// sidecar's committed spend and the cluster-wide spend reported, and
+    /// whether the cluster-wide figure is known.
+    fn spent_for_caps(&self) -> (Usd, u64, bool) {
+        match self.cluster_now() {
+            Some(c) => (
+                self.totals.spent.max(c.spent),
+                self.totals.tokens().max(c.tokens),
+                true,
+            ),
+            None => (self.totals.spent, self.totals.tokens(), false),
+        }
     }
 
     /// The percentage thresholds act on: the larger of this sidecar's
@@ -347,6 +387,7 @@ impl BudgetState {
                     .strftime("%Y-%m-%dT%H:%M:%S%:z"),
             ),
             retry_after_secs: secs_until(now, until),
+            in_flight: false,
         }
     }
 
@@ -387,8 +428,10 @@ impl BudgetState {
             ));
         }
         let cost = ask.cost.unwrap_or(Usd::ZERO);
+        let (spent, used, cluster) = self.spent_for_caps();
+        let scope = if cluster { " across all workloads" } else { "" };
         if let Some(cap) = self.cap_usd() {
-            let committed = self.totals.spent.saturating_add(self.reserved.cost);
+            let committed = spent.saturating_add(self.reserved.cost);
             if committed.saturating_add(cost) > cap {
                 let reason = if cap < self.cfg.limit_usd.unwrap_or(cap) {
                     "threshold"
@@ -396,50 +439,59 @@ impl BudgetState {
                     "limit"
                 };
                 let remaining = cap.saturating_sub(committed).max(Usd::ZERO);
-                return Err(self.refusal(
-                    now,
-                    reason,
+                let in_flight = spent.saturating_add(cost) <= cap;
+                let spend = format!(
+                    "spent ${spent} of ${} this {} period{scope}{}",
+                    self.cfg.limit_usd.unwrap_or(cap),
+                    self.cfg.period,
+                    if reason == "threshold" {
+                        format!(" (blocking from {}%, ${cap})", self.block_percent())
+                    } else {
+                        String::new()
+                    },
+                );
+                let message = if in_flight {
                     format!(
-                        "TokenBudget {} is exhausted: spent ${} of ${} this {} period{}{}; this \
-                         request's worst-case cost ${cost} exceeds the ${remaining} left",
+                        "TokenBudget {} has no room for this request now: {spend}, and requests \
+                         in flight have reserved ${} more (their worst case, released as they \
+                         finish); this request's worst-case cost ${cost} exceeds the ${remaining} \
+                         left",
+                        self.cfg.source, self.reserved.cost,
+                    )
+                } else {
+                    format!(
+                        "TokenBudget {} is exhausted: {spend}; this request's worst-case cost \
+                         ${cost} exceeds the ${} left",
                         self.cfg.source,
-                        self.totals.spent,
-                        self.cfg.limit_usd.unwrap_or(cap),
-                        self.cfg.period,
-                        if reason == "threshold" {
-                            format!(" (blocking from {}%, ${cap})", self.block_percent())
-                        } else {
-                            String::new()
-                        },
-                        if self.reserved.cost > Usd::ZERO {
-                            format!(
-                                ", and ${} more is reserved by requests in flight (their \
-                                 worst case, released as they finish)",
-                                self.reserved.cost
-                            )
-                        } else {
-                            String::new()
-                        },
-                    ),
-                ));
+                        cap.saturating_sub(spent).max(Usd::ZERO),
+                    )
+                };
+                return Err(self.refusal_in_flight(now, reason, in_flight, message));
             }
         }
         if let Some(cap) = self.cap_tokens() {
-            let committed = self.totals.tokens().saturating_add(self.reserved.tokens);
+            let committed = used.saturating_add(self.reserved.tokens);
             if committed.saturating_add(ask.tokens) > cap {
-                return Err(self.refusal(
-                    now,
-                    "limit",
+                let in_flight = used.saturating_add(ask.tokens) <= cap;
+                let used = format!(
+                    "used {used} of {} tokens this {} period{scope}",
+                    self.cfg.limit_tokens.unwrap_or(cap),
+                    self.cfg.period,
+                );
+                let message = if in_flight {
                     format!(
-                        "TokenBudget {} is exhausted: used {} of {} tokens this {} period; this \
-                         request may use up to {} tokens",
-                        self.cfg.source,
-                        self.totals.tokens(),
-                        self.cfg.limit_tokens.unwrap_or(cap),
-                        self.cfg.period,
-                        ask.tokens
-                    ),
-                ));
+                        "TokenBudget {} has no room for this request now: {used}, and requests \
+                         in flight have reserved {} more (their worst case, released as they \
+                         finish); this request may use up to {} tokens",
+                        self.cfg.source, self.reserved.tokens, ask.tokens
+                    )
+                } else {
+                    format!(
+                        "TokenBudget {} is exhausted: {used}; this request may use up to {} tokens",
+                        self.cfg.source, ask.tokens
+                    )
+                };
+                return Err(self.refusal_in_flight(now, "limit", in_flight, message));
             }
         }
         let held = Held {
@@ -487,8 +539,19 @@ impl BudgetState {
     }
 
     fn refusal(&self, now: Timestamp, reason: &'static str, message: String) -> Refusal {
+        self.refusal_in_flight(now, reason, false, message)
+    }
+
+    fn refusal_in_flight(
+        &self,
+        now: Timestamp,
+        reason: &'static str,
+        in_flight: bool,
+        message: String,
+    ) -> Refusal {
         let reset = self.window.end.to_zoned(self.tz.clone());
         Refusal {
+            in_flight,
             budget: self.cfg.source.clone(),
             reason,
             message: format!(
@@ -557,17 +620,19 @@ mod tests {
         // 0.80 reserved: a third 0.40 would pass 1.00.
         let err = b.reserve(now(), ask("0.40")).unwrap_err();
         assert_eq!(err.reason, "limit");
+        // Only the worst cases in flight leave no room: it may fit later.
+        assert!(err.in_flight);
         assert!(
             err.message.contains(
-                "TokenBudget ns/team is exhausted: spent $0.00 of $1.00 this Daily period"
+                "TokenBudget ns/team has no room for this request now: spent $0.00 of $1.00 \
+                 this Daily period, and requests in flight have reserved $0.80 more"
             ),
             "{}",
             err.message
         );
-        assert!(err.message.contains("$0.20 left"), "{}", err.message);
         assert!(
             err.message
-                .contains("and $0.80 more is reserved by requests in flight"),
+                .contains("worst-case cost $0.40 exceeds the $0.20 left"),
             "{}",
             err.message
         );
@@ -593,6 +658,60 @@ mod tests {
         assert_eq!(b.reserved(), Held::default());
         assert_eq!(b.totals().requests, 1);
         assert_eq!(b.totals().tokens(), 15);
+        // What is spent leaves no room: exhausted, nothing to wait for,
+        // whatever is in flight.
+        let _h4 = b.reserve(now(), ask("0.10")).unwrap();
+        let err = b.reserve(now(), ask("0.95")).unwrap_err();
+        assert!(!err.in_flight);
+        assert!(
+            err.message.starts_with(
+                "TokenBudget ns/team is exhausted: spent $0.10 of $1.00 this Daily period; \
+                 this request's worst-case cost $0.95 exceeds the $0.90 left"
+            ),
+            "{}",
+            err.message
+        );
+    }
+
+    #[test]
+    fn token_refusals_say_whether_requests_in_flight_hold_the_room() {
+        let mut c = cfg("1000.00");
+        c.limit_usd = None;
+        c.limit_tokens = Some(1000);
+        let mut b = BudgetState::new(c, now(), Totals::default()).unwrap();
+        let tokens = |n| Ask {
+            cost: None,
+            tokens: n,
+        };
+        let held = b.reserve(now(), tokens(700)).unwrap();
+        let err = b.reserve(now(), tokens(400)).unwrap_err();
+        assert!(err.in_flight);
+        assert!(
+            err.message.starts_with(
+                "TokenBudget ns/team has no room for this request now: used 0 of 1000 tokens \
+                 this Daily period, and requests in flight have reserved 700 more (their \
+                 worst case, released as they finish); this request may use up to 400 tokens"
+            ),
+            "{}",
+            err.message
+        );
+        let u = Usage {
+            input_tokens: 500,
+            output_tokens: 200,
+            ..Default::default()
+        };
+        b.settle(now(), held, &u, None);
+        let err = b.reserve(now(), tokens(400)).unwrap_err();
+        assert!(!err.in_flight);
+        assert!(
+            err.message.starts_with(
+                "TokenBudget ns/team is exhausted: used 700 of 1000 tokens this Daily period; \
+                 this request may use up to 400 tokens"
+            ),
+            "{}",
+            err.message
+        );
+        assert!(b.reserve(now(), tokens(300)).is_ok());
     }
 
     #[test]
@@ -777,14 +896,34 @@ mod tests {
         assert_eq!(b.local_percent_spent(), 10);
         assert_eq!(b.downgrade(), None);
         // Another period's status does not count.
-        b.set_cluster_percent("2026-11-21T00:00:00Z".parse().unwrap(), 90);
+        let cluster = |start, percent, spent: &str| ClusterSpend {
+            period_start: start,
+            percent,
+            spent: usd(spent),
+            tokens: 0,
+        };
+        b.set_cluster(cluster("2026-11-21T00:00:00Z".parse().unwrap(), 90, "9.00"));
         assert_eq!(b.percent_spent(), 10);
-        b.set_cluster_percent(b.window().start, 80);
+        b.set_cluster(cluster(b.window().start, 80, "8.00"));
         assert_eq!(b.percent_spent(), 80);
         assert_eq!(b.downgrade(), Some(&DowngradeTarget::Tier("cheap".into())));
         assert_eq!(b.state(), State::Threshold);
         b.reserve(now(), ask("0.01")).unwrap();
-        b.set_cluster_percent(b.window().start, 95);
+        // The cap (95% of $10) is checked against the cluster-wide spend:
+        // $0.99 more cannot fit beside $8.60 whatever this sidecar spent.
+        b.set_cluster(cluster(b.window().start, 86, "8.60"));
+        let err = b.reserve(now(), ask("0.99")).unwrap_err();
+        assert!(!err.in_flight);
+        assert!(
+            err.message.starts_with(
+                "TokenBudget ns/team is exhausted: spent $8.60 of $10.00 this Daily period \
+                 across all workloads (blocking from 95%, $9.50); this request's worst-case \
+                 cost $0.99 exceeds the $0.90 left"
+            ),
+            "{}",
+            err.message
+        );
+        b.set_cluster(cluster(b.window().start, 95, "9.50"));
         assert_eq!(b.state(), State::Exhausted);
         let err = b.reserve(now(), ask("0.01")).unwrap_err();
         assert_eq!(err.reason, "threshold");

@@ -133,6 +133,7 @@ pub fn ledger_json(shared: &Shared) -> serde_json::Value {
                 "requests": t.requests,
                 "unpriced_requests": t.unpriced_requests,
                 "reserved_usd": b.reserved().cost.to_string(),
+                "reserved_tokens": b.reserved().tokens,
                 "state": match b.state() { State::Ok => "Ok", State::Threshold => "Threshold", State::Exhausted => "Exhausted" },
                 "shadow": cfg.shadow,
                 "percent_spent": b.percent_spent(),

@@ -111,6 +111,12 @@ pub struct Args {
     #[arg(long, env = "TOKENWARDEN_MAX_BODY_BYTES", default_value_t = 32 * 1024 * 1024)]
     pub max_body_bytes: usize,
 
+    /// How long a request that fits a budget's spend, but not the worst
+    /// cases other requests in flight have reserved, waits for them to
+    /// settle before it is refused (ms; 0 refuses at once).
+    #[arg(long, env = "TOKENWARDEN_RESERVATION_WAIT_MS", default_value_t = 5000)]
+    pub reservation_wait_ms: u64,
+
     /// Extra PEM CA bundle trusted for provider connections (in addition to
     /// the webpki roots).
     #[arg(long, env = "TOKENWARDEN_CA_BUNDLE", value_name = "FILE")]

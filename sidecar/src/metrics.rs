@@ -12,6 +12,7 @@
 //! | `tokenwarden_upstream_duration_seconds` | provider (time to response head) |
 //! | `tokenwarden_budget_spent_usd`, `_limit_usd`, `_state` | budget (`namespace/name`); state 0 Ok, 1 Threshold, 2 Exhausted |
 //! | `tokenwarden_budget_blocks_total` | budget, reason, shadow |
+//! | `tokenwarden_budget_reservation_waits_total` | budget (requests that waited for in-flight reservations to settle) |
 //! | `tokenwarden_config_reloads_total` | result (ok, rejected) |
 //! | `tokenwarden_in_flight_requests` | |
 //! | `tokenwarden_control_plane_connected` | (connected mode) 1 while the operator session is up |
@@ -162,6 +163,7 @@ pub struct Metrics {
     budget_limit: Family<BudgetLabel, Gauge<f64, AtomicU64>>,
     budget_state: Family<BudgetLabel, Gauge<i64, AtomicI64>>,
     budget_blocks: Family<BlockLabels, Counter>,
+    reservation_waits: Family<BudgetLabel, Counter>,
     reloads: Family<ResultLabel, Counter>,
     in_flight: Gauge<i64, AtomicI64>,
     models_seen: Mutex<HashSet<String>>,
@@ -206,6 +208,7 @@ impl Metrics {
             budget_limit: Family::default(),
             budget_state: Family::default(),
             budget_blocks: Family::default(),
+            reservation_waits: Family::default(),
             reloads: Family::default(),
             in_flight: Gauge::default(),
             models_seen: Mutex::new(HashSet::new()),
@@ -264,6 +267,11 @@ impl Metrics {
             "budget_blocks",
             "Requests a budget refused (or would have, in shadow mode)",
             m.budget_blocks.clone(),
+        );
+        registry.register(
+            "budget_reservation_waits",
+            "Requests that fit a budget's spend but waited for the worst cases reserved by requests in flight to settle",
+            m.reservation_waits.clone(),
         );
         registry.register("config_reloads", "Configuration reloads", m.reloads.clone());
         registry.register(
@@ -371,6 +379,15 @@ impl Metrics {
                 budget: budget.to_string(),
             })
             .set(picos as f64 / 1e12);
+    }
+
+    /// A request waited for in-flight reservations to settle.
+    pub fn reservation_wait(&self, budget: &str) {
+        self.reservation_waits
+            .get_or_create(&BudgetLabel {
+                budget: budget.to_string(),
+            })
+            .inc();
     }
 
     /// A request waited for a grant.

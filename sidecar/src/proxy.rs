@@ -458,24 +458,37 @@ async fn metered(
 
         // Reserve with the cheap bound (bytes); only if that would refuse,
         // refine the prompt bound once (tokenizer / count_tokens) and retry.
+        // When only what other requests in flight reserved leaves no room,
+        // wait (bounded) for them to settle: they usually cost less than
+        // their worst case.
         let mut prompt_bound = body.len() as u64;
         let mut refined = false;
         let mut shadow = Vec::new();
-        while let Err((budget, e)) = reserve(
-            shared,
-            &active,
-            &mut ctx,
-            prompt_bound,
-            max_output,
-            now,
-            &mut shadow,
-        ) {
+        let mut at = now;
+        let reserving = Instant::now();
+        let wait_until = reserving + shared.options.reservation_wait;
+        let mut waited = false;
+        loop {
+            let freed = shared.reservations_freed.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            let Err(blocked) = reserve(
+                shared,
+                &active,
+                &mut ctx,
+                prompt_bound,
+                max_output,
+                at,
+                &mut shadow,
+            ) else {
+                break;
+            };
             let refinable = !refined
-                && matches!(&e, ProxyError::BudgetBlocked { reason, .. }
+                && matches!(&blocked.error, ProxyError::BudgetBlocked { reason, .. }
                     if matches!(*reason, "limit" | "threshold" | "request_cap"))
                 // Refining only helps when the prompt is what does not fit:
                 // an exhausted budget refuses without asking anyone.
-                && fits_without_prompt(shared, &active, &mut ctx, max_output, now);
+                && fits_without_prompt(shared, &active, &mut ctx, max_output, at);
             if refinable {
                 refined = true;
                 let tighter =
@@ -489,13 +502,26 @@ async fn metered(
                     continue;
                 }
             }
-            shared.metrics.budget_block(&budget, e.label(), false);
-            return Err(e);
+            let left = wait_until.saturating_duration_since(Instant::now());
+            if blocked.in_flight && !left.is_zero() {
+                if !waited {
+                    waited = true;
+                    shared.metrics.reservation_wait(&blocked.budget);
+                }
+                let _ = tokio::time::timeout(left, freed).await;
+                at = Timestamp::now();
+                continue;
+            }
+            shared
+                .metrics
+                .budget_block(&blocked.budget, blocked.error.label(), false);
+            return Err(blocked.error);
         }
         // Connected: the reservation must also fit this sidecar's leases.
         if let Some(control) = &shared.control {
             let wants = lease_wants(shared, &ctx);
-            match crate::control::leases::reserve(control, &shared.metrics, &wants).await {
+            match crate::control::leases::reserve(control, &shared.metrics, &wants, reserving).await
+            {
                 Ok(r) => ctx.leased = r.leased,
                 Err(e) => {
                     release_holds(shared, &mut ctx);
@@ -633,6 +659,8 @@ fn release_holds(shared: &Shared, ctx: &mut Context) {
             state.release(h);
         }
     }
+    drop(budgets);
+    shared.reservations_freed.notify_waiters();
 }
 
 /// Whether the request would fit every budget with a prompt of zero tokens
@@ -719,6 +747,17 @@ async fn refine_prompt_bound(
     }
 }
 
+/// A budget refused a reservation.
+struct Blocked {
+    /// The budget, as `namespace/name`.
+    budget: String,
+    /// The request fits the budget's spend; only what requests in flight
+    /// reserved leaves no room (it may fit once they settle).
+    in_flight: bool,
+    /// The refusal for the app.
+    error: ProxyError,
+}
+
 enum Failure {
     Status(u16),
     Connect(#[allow(dead_code)] String),
@@ -737,7 +776,7 @@ fn reserve(
     max_output: u64,
     now: Timestamp,
     shadow: &mut Vec<(String, &'static str)>,
-) -> Result<(), (String, ProxyError)> {
+) -> Result<(), Blocked> {
     shadow.clear();
     if active.cfg.budgets.is_empty() {
         return Ok(());
@@ -782,19 +821,25 @@ fn reserve(
                     holds.push((b.source.clone(), None));
                     continue;
                 }
+                let gave_back = holds.iter().any(|(_, h)| h.is_some());
                 for (id, h) in holds {
                     if let (Some(s), Some(h)) = (budgets.get_mut(&id), h) {
                         s.release(h);
                     }
                 }
-                return Err((
-                    b.source.to_string(),
-                    ProxyError::BudgetBlocked {
+                drop(budgets);
+                if gave_back {
+                    shared.reservations_freed.notify_waiters();
+                }
+                return Err(Blocked {
+                    budget: b.source.to_string(),
+                    in_flight: refusal.in_flight,
+                    error: ProxyError::BudgetBlocked {
                         reason: refusal.reason,
                         message: refusal.message,
                         retry_after_secs: Some(refusal.retry_after_secs),
                     },
-                ));
+                });
             }
         }
     }
@@ -870,6 +915,9 @@ pub(crate) fn settle(
             });
             shared.metrics.budget(state);
         }
+    }
+    if !periods.is_empty() {
+        shared.reservations_freed.notify_waiters();
     }
     let record = UsageRecord {
         seq: 0,

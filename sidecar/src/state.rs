@@ -29,6 +29,9 @@ pub struct Options {
     /// Response bodies up to this size are buffered so the cost can be sent
     /// in a header; larger ones (and every stream) are forwarded as they come.
     pub buffer_response_bytes: usize,
+    /// How long a request waits for in-flight reservations to settle when
+    /// only they leave no room for it in a budget.
+    pub reservation_wait: std::time::Duration,
 }
 
 /// One loaded, valid configuration.
@@ -60,6 +63,9 @@ pub struct Shared {
     pub active: ArcSwapOption<Active>,
     /// Live budgets, by object.
     pub budgets: Mutex<BTreeMap<ObjectRef, BudgetState>>,
+    /// Woken whenever budget reservations are settled or released (room
+    /// may have been made for a waiting request).
+    pub reservations_freed: tokio::sync::Notify,
     /// The durable ledger (`None` without `--state-dir`).
     pub ledger: Mutex<Option<Ledger>>,
     /// Ledger totals when running without a state dir.

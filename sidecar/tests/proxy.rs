@@ -550,6 +550,110 @@ async fn budgets_block_with_a_provider_shaped_429() {
     assert!(metrics.contains("tokenwarden_budget_blocks_total{budget=\"apps/tiny\",reason=\"request_cap\",shadow=\"false\"} 1"), "{metrics}");
 }
 
+/// Sends a slow stream whose worst case leaves no room for a second
+/// request of the same size under a 2000-token cap, and returns once the
+/// sidecar holds its reservation.
+async fn hold_room_with_a_slow_stream(
+    sc: &std::sync::Arc<Sidecar>,
+) -> tokio::task::JoinHandle<Reply> {
+    let slow = sc.clone();
+    let stream = tokio::spawn(async move {
+        let body = r#"{"model":"gpt-5","max_tokens":1000,"stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"slow"}]}"#;
+        let h = [
+            ("x-fake-chunks", "4"),
+            ("x-fake-chunk-delay-ms", "400"),
+            ("x-fake-output-tokens", "20"),
+        ];
+        slow.openai("/v1/chat/completions", body, &h).await
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while sc.ledger().await["budgets"][0]["reserved_tokens"] == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the stream never reserved"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    stream
+}
+
+const ROOM_BUDGET: &str = "  period: Daily\n  limit: {tokens: 2000}";
+const SECOND: &str =
+    r#"{"model":"gpt-5","max_tokens":1000,"messages":[{"role":"user","content":"next"}]}"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_that_fits_the_spend_waits_for_reservations_in_flight() {
+    let fake = FakeProvider::start(FakeConfig::default()).await.unwrap();
+    let b = budget("room", ROOM_BUDGET);
+    let sc = std::sync::Arc::new(Sidecar::start(&policy(&fake, MINI_ROUTE, &b)));
+    let stream = hold_room_with_a_slow_stream(&sc).await;
+    // ~1100 tokens reserved, nothing spent: a second ~1100-token worst case
+    // fits the spend but not the reservation. It waits for the stream to
+    // settle (it uses far less than its worst case) instead of a 429.
+    let r = sc
+        .openai(
+            "/v1/chat/completions",
+            SECOND,
+            &[("x-fake-output-tokens", "20")],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let first = stream.await.unwrap();
+    assert_eq!(first.status, 200);
+    assert!(first.text().contains("[DONE]"));
+    let ledger = sc.ledger().await;
+    let budget = &ledger["budgets"][0];
+    assert_eq!(budget["requests"], 2, "{budget}");
+    assert_eq!(budget["reserved_tokens"], 0, "{budget}");
+    let billed: u64 = fake
+        .log()
+        .iter()
+        .filter_map(|l| l.usage.clone())
+        .map(|u| u.input_total + u.output)
+        .sum();
+    assert_eq!(budget["tokens_used"], billed);
+    let metrics = sc.admin_get("/metrics").await.text();
+    assert!(
+        metrics.contains("tokenwarden_budget_reservation_waits_total{budget=\"apps/room\"} 1"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_a_wait_the_refusal_says_requests_in_flight_hold_the_room() {
+    let fake = FakeProvider::start(FakeConfig::default()).await.unwrap();
+    let b = budget("room", ROOM_BUDGET);
+    let sc = std::sync::Arc::new(Sidecar::start_with(
+        &policy(&fake, MINI_ROUTE, &b),
+        &["--reservation-wait-ms", "0"],
+    ));
+    let stream = hold_room_with_a_slow_stream(&sc).await;
+    let r = sc.openai("/v1/chat/completions", SECOND, &[]).await;
+    assert_eq!(r.status, 429, "{}", r.text());
+    assert_eq!(r.header("x-should-retry"), Some("false"));
+    let msg = r.json()["error"]["message"].as_str().unwrap().to_string();
+    assert!(
+        msg.starts_with(
+            "TokenBudget apps/room has no room for this request now: used 0 of 2000 tokens this \
+             Daily period, and requests in flight have reserved "
+        ),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("(their worst case, released as they finish)"),
+        "{msg}"
+    );
+    assert_eq!(stream.await.unwrap().status, 200);
+    // Once the stream settled, the same request fits.
+    let r = sc.openai("/v1/chat/completions", SECOND, &[]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        fake.log().len(),
+        2,
+        "the refused request never reached the provider"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn two_hundred_concurrent_requests_never_overspend() {
     let fake = FakeProvider::start(FakeConfig::default()).await.unwrap();

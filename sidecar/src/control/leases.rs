@@ -3,9 +3,10 @@
 //! After the local checks (loop guard, per-request cap, thresholds) a
 //! request reserves its worst case from the lease of every enforcing budget
 //! (all or nothing). When one does not fit, the sidecar asks the operator
-//! for more (one outstanding request per budget) and waits up to
-//! `--lease-wait-ms` for a grant; then it refuses with the provider-shaped
-//! 429. When the operator is unreachable and a lease is spent, expired or
+//! for more (one outstanding request per budget) and waits for a grant
+//! until `--lease-wait-ms` after the request began reserving (time it
+//! already spent waiting for local reservations counts); then it refuses
+//! with the provider-shaped 429. When the operator is unreachable and a lease is spent, expired or
 //! missing, the budget's `failMode` decides: `Closed` refuses, `Open`
 //! allows and records (the record is still spooled and reported).
 
@@ -243,12 +244,13 @@ pub async fn reserve(
     control: &Control,
     metrics: &Metrics,
     wants: &[Want],
+    since: Instant,
 ) -> Result<Reserved, ProxyError> {
     if wants.is_empty() {
         return Ok(Reserved::default());
     }
     let mut waiting = Vec::new();
-    let out = reserve_waiting(control, metrics, wants, &mut waiting).await;
+    let out = reserve_waiting(control, metrics, wants, since, &mut waiting).await;
     if !waiting.is_empty() {
         let mut inner = lock(&control.leases.inner);
         for i in waiting {
@@ -265,10 +267,11 @@ async fn reserve_waiting(
     control: &Control,
     metrics: &Metrics,
     wants: &[Want],
+    since: Instant,
     waiting: &mut Vec<usize>,
 ) -> Result<Reserved, ProxyError> {
     let leases = &control.leases;
-    let deadline = Instant::now() + control.lease_wait;
+    let deadline = since + control.lease_wait;
     let mut waited = false;
     loop {
         let notified = leases.changed.notified();

@@ -13,7 +13,7 @@
 use std::{sync::Arc, time::Duration};
 
 use jiff::Timestamp;
-use tokenwarden_core::config::ObjectRef;
+use tokenwarden_core::{budget::ClusterSpend, config::ObjectRef, money::Usd};
 use tokenwarden_proto::{
     ConfigAck, ConfigSnapshot, Hello, OperatorMessage, PROTOCOL_VERSION, SidecarMessage,
     UsageBatch, control_client::ControlClient, operator_message, record_to_wire,
@@ -323,7 +323,7 @@ async fn handle(
             if let Ok(start) = Timestamp::from_second(s.period_start_unix) {
                 let mut budgets = lock(&shared.budgets);
                 if let Some(b) = budgets.get_mut(&id) {
-                    b.set_cluster_percent(start, u64::from(s.percent_spent));
+                    b.set_cluster(cluster_spend(start, &s));
                     shared.metrics.budget(b);
                 }
             }
@@ -383,6 +383,16 @@ pub fn apply_snapshot(
     }
 }
 
+/// The cluster-wide spend a BudgetStatus reports.
+fn cluster_spend(period_start: Timestamp, s: &tokenwarden_proto::BudgetStatus) -> ClusterSpend {
+    ClusterSpend {
+        period_start,
+        percent: u64::from(s.percent_spent),
+        spent: Usd::from_picos(i128::from(s.spent_picos)),
+        tokens: s.spent_tokens,
+    }
+}
+
 /// Budgets created by a new config learn the cluster-wide status known.
 fn reapply_cluster_status(shared: &Shared, control: &Control) {
     let mut budgets = lock(&shared.budgets);
@@ -390,7 +400,7 @@ fn reapply_cluster_status(shared: &Shared, control: &Control) {
         if let Some(s) = control.leases.status(id)
             && let Ok(start) = Timestamp::from_second(s.period_start_unix)
         {
-            b.set_cluster_percent(start, u64::from(s.percent_spent));
+            b.set_cluster(cluster_spend(start, &s));
         }
     }
 }
