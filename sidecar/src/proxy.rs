@@ -676,13 +676,7 @@ fn fits_without_prompt(
     if reserve(shared, active, ctx, 0, max_output, now, &mut shadow).is_err() {
         return false;
     }
-    let holds = std::mem::take(&mut ctx.holds);
-    let mut budgets = lock(&shared.budgets);
-    for (id, held) in holds {
-        if let (Some(state), Some(h)) = (budgets.get_mut(&id), held) {
-            state.release(h);
-        }
-    }
+    release_holds(shared, ctx);
     true
 }
 
