@@ -473,21 +473,21 @@ impl BudgetState {
             let committed = used.saturating_add(self.reserved.tokens);
             if committed.saturating_add(ask.tokens) > cap {
                 let in_flight = used.saturating_add(ask.tokens) <= cap;
-                let used = format!(
+                let usage = format!(
                     "used {used} of {} tokens this {} period{scope}",
                     self.cfg.limit_tokens.unwrap_or(cap),
                     self.cfg.period,
                 );
                 let message = if in_flight {
                     format!(
-                        "TokenBudget {} has no room for this request now: {used}, and requests \
+                        "TokenBudget {} has no room for this request now: {usage}, and requests \
                          in flight have reserved {} more (their worst case, released as they \
                          finish); this request may use up to {} tokens",
                         self.cfg.source, self.reserved.tokens, ask.tokens
                     )
                 } else {
                     format!(
-                        "TokenBudget {} is exhausted: {used}; this request may use up to {} tokens",
+                        "TokenBudget {} is exhausted: {usage}; this request may use up to {} tokens",
                         self.cfg.source, ask.tokens
                     )
                 };
