@@ -46,6 +46,15 @@ use prometheus_client::{
     registry::Registry,
 };
 
+/// Count one event of `budget` in `family`.
+fn count_for(family: &Family<BudgetLabel, Counter>, budget: &str) {
+    family
+        .get_or_create(&BudgetLabel {
+            budget: budget.to_string(),
+        })
+        .inc();
+}
+
 /// USD as a float, for metrics only: ledgers keep integers.
 pub fn usd_f64(u: tokenwarden_core::money::Usd) -> f64 {
     u.picos() as f64 / 1e12
@@ -383,29 +392,17 @@ impl Metrics {
 
     /// A request waited for in-flight reservations to settle.
     pub fn reservation_wait(&self, budget: &str) {
-        self.reservation_waits
-            .get_or_create(&BudgetLabel {
-                budget: budget.to_string(),
-            })
-            .inc();
+        count_for(&self.reservation_waits, budget);
     }
 
     /// A request waited for a grant.
     pub fn lease_wait(&self, budget: &str) {
-        self.lease_waits
-            .get_or_create(&BudgetLabel {
-                budget: budget.to_string(),
-            })
-            .inc();
+        count_for(&self.lease_waits, budget);
     }
 
     /// A request went through without a lease (fail open).
     pub fn lease_fail_open(&self, budget: &str) {
-        self.lease_fail_open
-            .get_or_create(&BudgetLabel {
-                budget: budget.to_string(),
-            })
-            .inc();
+        count_for(&self.lease_fail_open, budget);
     }
 
     /// A request was refused for want of a lease.
