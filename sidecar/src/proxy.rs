@@ -469,9 +469,13 @@ async fn metered(
         let wait_until = reserving + shared.options.reservation_wait;
         let mut waited = false;
         loop {
+            // Registered for wake-ups only once a request has to wait (then
+            // before the retry, so a release in between is not missed).
             let freed = shared.reservations_freed.notified();
             tokio::pin!(freed);
-            freed.as_mut().enable();
+            if waited {
+                freed.as_mut().enable();
+            }
             let Err(blocked) = reserve(
                 shared,
                 &active,
@@ -507,6 +511,7 @@ async fn metered(
                 if !waited {
                     waited = true;
                     shared.metrics.reservation_wait(&blocked.budget);
+                    continue;
                 }
                 let _ = tokio::time::timeout(left, freed).await;
                 at = Timestamp::now();

@@ -6,9 +6,10 @@
 //! for more (one outstanding request per budget) and waits for a grant
 //! until `--lease-wait-ms` after the request began reserving (time it
 //! already spent waiting for local reservations counts); then it refuses
-//! with the provider-shaped 429. When the operator is unreachable and a lease is spent, expired or
-//! missing, the budget's `failMode` decides: `Closed` refuses, `Open`
-//! allows and records (the record is still spooled and reported).
+//! with the provider-shaped 429. When the operator is unreachable and a
+//! lease is spent, expired or missing, the budget's `failMode` decides:
+//! `Closed` refuses, `Open` allows and records (the record is still spooled
+//! and reported).
 
 use std::{
     collections::BTreeMap,
