@@ -18,11 +18,11 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use tokenwarden_core::{budget::Held, catalog::Usage, config::ObjectRef, money::Usd};
+use tokenwarden_core::{budget::Held, catalog::Usage, config::ObjectRef};
 
 use crate::{
     meter::{self, Flavor, Metered, SseTap, TapOutcome},
-    proxy::{Context, settle},
+    proxy::{Commit, Context, Settled, settle},
     state::{Active, Shared},
 };
 
@@ -80,6 +80,8 @@ pub struct Settlement {
     pub status: u16,
     /// Response flavor.
     pub flavor: Flavor,
+    /// When the ledger line is written.
+    pub commit: Commit,
 }
 
 /// A provider body forwarded frame by frame.
@@ -112,7 +114,7 @@ pub struct TapBody {
 // === impl Settlement ===
 
 impl Settlement {
-    fn run(self, usage: Usage, served: Option<String>, estimated: bool) -> Option<Usd> {
+    fn run(self, usage: Usage, served: Option<String>, estimated: bool) -> Settled {
         let served = served.unwrap_or_else(|| self.ctx.choice.model.clone());
         settle(
             &self.shared,
@@ -123,11 +125,12 @@ impl Settlement {
             usage,
             served,
             estimated,
+            self.commit,
         )
     }
 
     /// A complete JSON body was read; `metered` is its usage, if any.
-    pub fn finish_json(self, metered: Option<Metered>) -> Option<Usd> {
+    pub fn finish_json(self, metered: Option<Metered>) -> Settled {
         match metered {
             Some(m) => self.run(m.usage, m.served_model, false),
             None if (200..300).contains(&self.status) => {

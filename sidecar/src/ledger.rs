@@ -2,10 +2,12 @@
 //! `--state-dir`.
 //!
 //! Layout:
-//! - `ledger.jsonl`: one JSON [`UsageRecord`] per line, appended with one
-//!   `write(2)` per record. A record is in the page cache once `append`
-//!   returns, so it survives `kill -9` of the sidecar; `fsync` (off by
-//!   default, `--ledger-fsync`) also makes it survive a power loss.
+//! - `ledger.jsonl`: one JSON [`UsageRecord`] per line. Records are
+//!   staged and written in groups: the requests that settle in one turn of
+//!   the runtime share a `write(2)`, made before any of their responses
+//!   leave. A record is in the page cache once `flush` returns, so it
+//!   survives `kill -9` of the sidecar; `fsync` (off by default,
+//!   `--ledger-fsync`) also makes it survive a power loss.
 //! - `ledger.snapshot.json`: the folded [`Aggregate`] up to some sequence
 //!   number, written atomically (temp file, fsync, rename) when the journal
 //!   grows past [`COMPACT_BYTES`]; the journal is then truncated.
@@ -63,6 +65,10 @@ pub struct Ledger {
     aggregate: Aggregate,
     next_seq: u64,
     compact_at: u64,
+    /// Lines staged for the next flush, and the seq of the last of them.
+    staged: Vec<u8>,
+    staged_seq: u64,
+    written_seq: u64,
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> LedgerError + '_ {
@@ -175,6 +181,9 @@ impl Ledger {
             aggregate,
             next_seq,
             compact_at: COMPACT_BYTES,
+            staged: Vec::with_capacity(4096),
+            staged_seq: next_seq - 1,
+            written_seq: next_seq - 1,
         })
     }
 
@@ -188,35 +197,82 @@ impl Ledger {
         self.next_seq
     }
 
-    /// Append durably and fold in. The record keeps its seq when it is
-    /// ahead of the ledger's (connected mode: the spool assigned it);
-    /// otherwise it gets the next one.
+    /// Append durably and fold in: [`stage`](Self::stage) then
+    /// [`flush`](Self::flush). The record keeps its seq when it is ahead of
+    /// the ledger's (connected mode: the spool assigned it); otherwise it
+    /// gets the next one.
     pub fn append(&mut self, mut record: UsageRecord) -> Result<UsageRecord, LedgerError> {
+        self.stage(&mut record)?;
+        self.flush()?;
+        Ok(record)
+    }
+
+    /// Give the record its seq, fold it in and queue its line for the next
+    /// [`flush`](Self::flush). Lines staged by requests that settle close
+    /// together share one `write(2)` (group commit); a caller must flush
+    /// before it tells anyone the record exists (before the response
+    /// leaves). On error nothing is staged and the record is not folded.
+    pub fn stage(&mut self, record: &mut UsageRecord) -> Result<u64, LedgerError> {
         record.seq = record.seq.max(self.next_seq);
-        self.next_seq = record.seq;
-        let mut line = serde_json::to_vec(&record).map_err(|e| LedgerError::Corrupt {
-            path: JOURNAL.into(),
-            line: 0,
-            message: e.to_string(),
-        })?;
-        line.push(b'\n');
-        let path = self.dir.join(JOURNAL);
-        self.journal.write_all(&line).map_err(io(&path))?;
-        if self.fsync {
-            self.journal.sync_data().map_err(io(&path))?;
+        let at = self.staged.len();
+        if let Err(e) = serde_json::to_writer(&mut self.staged, &*record) {
+            self.staged.truncate(at);
+            return Err(LedgerError::Corrupt {
+                path: JOURNAL.into(),
+                line: 0,
+                message: e.to_string(),
+            });
         }
-        self.journal_len += line.len() as u64;
-        self.next_seq += 1;
-        self.aggregate.add(&record);
+        self.staged.push(b'\n');
+        self.staged_seq = record.seq;
+        self.next_seq = record.seq + 1;
+        self.aggregate.add(record);
+        Ok(record.seq)
+    }
+
+    /// The highest seq whose line is in the journal (or was given up on by
+    /// a failed flush, which logs the lines it could not write).
+    pub fn written_seq(&self) -> u64 {
+        self.written_seq
+    }
+
+    /// Write every staged line with one `write(2)` (and `fsync` with
+    /// `--ledger-fsync`). On error the journal is cut back to its last
+    /// whole line (a later write must not follow a torn one, which replay
+    /// would take for corruption), the lines are logged in full so no
+    /// record is lost, and they are dropped from the queue.
+    pub fn flush(&mut self) -> Result<(), LedgerError> {
+        if self.staged.is_empty() {
+            return Ok(());
+        }
+        let path = self.dir.join(JOURNAL);
+        let written = self.journal.write_all(&self.staged).and_then(|()| {
+            if self.fsync {
+                self.journal.sync_data()
+            } else {
+                Ok(())
+            }
+        });
+        self.written_seq = self.staged_seq;
+        if let Err(e) = written {
+            let _ = self.journal.set_len(self.journal_len);
+            for line in String::from_utf8_lossy(&self.staged).lines() {
+                tracing::error!(error = %e, record = %line, "cannot append to the ledger");
+            }
+            self.staged.clear();
+            return Err(io(&path)(e));
+        }
+        self.journal_len += self.staged.len() as u64;
+        self.staged.clear();
         if self.journal_len >= self.compact_at {
-            // The record is durable already: a failed compaction must not
-            // fail the append, nor be retried on every record.
+            // The records are durable already: a failed compaction must not
+            // fail the flush, nor be retried on every record.
             if let Err(e) = self.compact() {
                 tracing::warn!(error = %e, "ledger compaction failed; retrying after more growth");
                 self.compact_at = self.journal_len.saturating_add(COMPACT_BYTES);
             }
         }
-        Ok(record)
+        Ok(())
     }
 
     /// Write the snapshot and truncate the journal.
@@ -319,6 +375,76 @@ mod tests {
         assert_eq!(l.aggregate(), &before);
         assert_eq!(l.next_seq(), 12);
         assert_eq!(l.aggregate().models["gpt-5-mini"].requests, 11);
+    }
+
+    #[test]
+    fn staged_lines_share_one_write_and_reach_the_journal_on_flush() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(JOURNAL);
+        let mut l = Ledger::open(dir.path(), false).unwrap();
+        let mut a = rec("gpt-5-mini", 1);
+        let mut b = rec("gpt-5-mini", 2);
+        assert_eq!(l.stage(&mut a).unwrap(), 1);
+        assert_eq!(l.stage(&mut b).unwrap(), 2);
+        assert_eq!((a.seq, b.seq), (1, 2));
+        assert_eq!(l.written_seq(), 0);
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().len(),
+            0,
+            "nothing written yet"
+        );
+        // Folded at once: /ledger and the budgets agree with the responses.
+        assert_eq!(l.aggregate().models["gpt-5-mini"].requests, 2);
+        l.flush().unwrap();
+        assert_eq!(l.written_seq(), 2);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let seqs: Vec<u64> = text
+            .lines()
+            .map(|line| serde_json::from_str::<UsageRecord>(line).unwrap().seq)
+            .collect();
+        assert_eq!(seqs, [1, 2]);
+        l.flush().unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            text,
+            "flushing nothing writes nothing"
+        );
+        drop(l);
+        let l = Ledger::open(dir.path(), false).unwrap();
+        assert_eq!(l.aggregate().models["gpt-5-mini"].usage.output_tokens, 3);
+        assert_eq!(l.next_seq(), 3);
+    }
+
+    #[test]
+    fn a_failed_flush_reports_and_the_next_lines_still_land() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(JOURNAL);
+        let mut l = Ledger::open(dir.path(), false).unwrap();
+        l.append(rec("a", 1)).unwrap();
+        let good = std::fs::read_to_string(&path).unwrap();
+        // A full disk: every write fails with ENOSPC.
+        let real = std::mem::replace(
+            &mut l.journal,
+            OpenOptions::new().write(true).open("/dev/full").unwrap(),
+        );
+        l.stage(&mut rec("a", 2)).unwrap();
+        let err = l.flush().unwrap_err().to_string();
+        assert!(err.contains("ledger.jsonl"), "{err}");
+        assert_eq!(
+            l.written_seq(),
+            2,
+            "the failed lines were logged, not retried"
+        );
+        l.journal = real;
+        l.append(rec("a", 3)).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.starts_with(&good));
+        assert_eq!(text.lines().count(), 2, "{text}");
+        drop(l);
+        // The journal replays cleanly: no torn line in the middle.
+        let l = Ledger::open(dir.path(), false).unwrap();
+        assert_eq!(l.aggregate().models["a"].usage.output_tokens, 4);
+        assert_eq!(l.next_seq(), 4);
     }
 
     #[test]

@@ -859,8 +859,51 @@ fn settle_failed(shared: &Shared, active: &Active, ctx: &mut Context, status: u1
         Usage::default(),
         model,
         false,
+        Commit::Now,
     );
     ctx.leased.clear();
+}
+
+/// How a settlement's ledger line reaches the journal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Commit {
+    /// Written before `settle` returns.
+    Now,
+    /// Staged; the caller holds a [`LedgerFlush`] that writes it, together
+    /// with the lines other requests staged meanwhile, before the response
+    /// leaves.
+    Deferred,
+}
+
+/// What [`settle`] did.
+pub struct Settled {
+    /// The attempt's cost, when its model is priced.
+    pub cost: Option<Usd>,
+    /// With [`Commit::Deferred`] and a durable ledger: the seq of the staged
+    /// line, not yet written.
+    pub staged: Option<u64>,
+}
+
+/// Writes a staged ledger line when dropped, unless a flush by another
+/// request took it along already. Dropped after the response future
+/// yielded once, so the requests that settled in the same turn of the
+/// runtime share one `write(2)`; dropped as well when the future is
+/// cancelled (the client went away), so a line is never left behind.
+pub(crate) struct LedgerFlush<'a> {
+    shared: &'a Shared,
+    seq: u64,
+}
+
+impl Drop for LedgerFlush<'_> {
+    fn drop(&mut self) {
+        let mut ledger = lock(&self.shared.ledger);
+        if let Some(l) = ledger.as_mut()
+            && l.written_seq() < self.seq
+            && l.flush().is_err()
+        {
+            self.shared.metrics.error("ledger_write");
+        }
+    }
 }
 
 /// Replace holds by actual usage: budgets, ledger, metrics.
@@ -874,7 +917,8 @@ pub(crate) fn settle(
     usage: Usage,
     served_model: String,
     estimated: bool,
-) -> Option<Usd> {
+    commit: Commit,
+) -> Settled {
     let now = Timestamp::now();
     let cfg = active.router.as_ref().map(|r| r.config());
     let provider = cfg.map(|c| &c.providers[ctx.choice.provider]);
@@ -948,7 +992,7 @@ pub(crate) fn settle(
     let mut ledger = lock(&shared.ledger);
     // Connected: the spool assigns the seq and holds the record until the
     // operator acks it. The record is settled once it is in the spool file.
-    let record = match &shared.control {
+    let mut record = match &shared.control {
         Some(control) => {
             let mut spool = lock(&control.spool);
             let (record, written) = spool.append(record);
@@ -962,12 +1006,27 @@ pub(crate) fn settle(
         }
         None => record,
     };
+    let mut staged = None;
     match ledger.as_mut() {
         Some(l) => {
-            if let Err(e) = l.append(record.clone()) {
-                shared.metrics.error("ledger_write");
-                // The record must not be lost: it goes to the log in full.
-                tracing::error!(error = %e, record = %serde_json::to_string(&record).unwrap_or_default(), "cannot append to the ledger");
+            // The ledger may number the line past the spool's seq; the
+            // leases below settle under the spool's.
+            let spool_seq = record.seq;
+            match l.stage(&mut record) {
+                Ok(seq) if commit == Commit::Deferred => staged = Some(seq),
+                Ok(_) => {
+                    if l.flush().is_err() {
+                        shared.metrics.error("ledger_write");
+                    }
+                }
+                Err(e) => {
+                    shared.metrics.error("ledger_write");
+                    // The record must not be lost: it goes to the log in full.
+                    tracing::error!(error = %e, record = %serde_json::to_string(&record).unwrap_or_default(), "cannot append to the ledger");
+                }
+            }
+            if shared.control.is_some() {
+                record.seq = spool_seq;
             }
         }
         None => lock(&shared.memory_ledger).add(&record),
@@ -993,7 +1052,7 @@ pub(crate) fn settle(
         }
         control.spool_added.notify_one();
     }
-    cost
+    Settled { cost, staged }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -1059,6 +1118,7 @@ async fn respond(
         holds,
         status: status.as_u16(),
         flavor,
+        commit: Commit::Now,
     };
 
     if is_sse {
@@ -1091,9 +1151,20 @@ async fn respond(
                 } else {
                     None
                 };
-                let cost = settlement.finish_json(metered);
-                if let Some(c) = cost {
+                let mut settlement = settlement;
+                settlement.commit = Commit::Deferred;
+                let settled = settlement.finish_json(metered);
+                if let Some(c) = settled.cost {
                     set(&mut parts.headers, headers::COST, &c.to_string());
+                }
+                if let Some(seq) = settled.staged {
+                    let flush = LedgerFlush {
+                        shared: shared.as_ref(),
+                        seq,
+                    };
+                    // Let the other requests that are ready settle first.
+                    tokio::task::yield_now().await;
+                    drop(flush);
                 }
                 return Response::from_parts(parts, ProxyBody::Full(Full::new(bytes)));
             }

@@ -702,6 +702,55 @@ async fn two_hundred_concurrent_requests_never_overspend() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn every_answered_request_is_in_the_journal_before_its_response() {
+    // Concurrent requests share the journal's writes (group commit); each
+    // response still leaves only once its line is on file.
+    let fake = FakeProvider::start(FakeConfig::default()).await.unwrap();
+    let sc = std::sync::Arc::new(Sidecar::start(&policy(&fake, MINI_ROUTE, BIG_BUDGET)));
+    let journal = sc.state_dir().join("ledger.jsonl");
+    let answered = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for i in 0..64 {
+        let (sc, journal, answered) = (sc.clone(), journal.clone(), answered.clone());
+        tasks.push(tokio::spawn(async move {
+            let body = format!(
+                r#"{{"model":"gpt-5","messages":[{{"role":"user","content":"task {i}"}}]}}"#
+            );
+            let r = sc.openai("/v1/chat/completions", &body, &[]).await;
+            assert_eq!(r.status, 200);
+            let k = answered.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+            let lines = std::fs::read_to_string(&journal).unwrap().lines().count();
+            assert!(
+                lines >= k,
+                "{k} responses seen, {lines} lines in the journal"
+            );
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let text = std::fs::read_to_string(&journal).unwrap();
+    let mut seqs: Vec<u64> = text
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["seq"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    seqs.sort_unstable();
+    assert_eq!(seqs, (1..=64).collect::<Vec<u64>>());
+    let Ok(mut sc) = std::sync::Arc::try_unwrap(sc) else {
+        panic!("the tasks are done")
+    };
+    sc.kill();
+    sc.spawn();
+    let after = sc.ledger().await;
+    assert_eq!(after["last_seq"], 64);
+    assert_eq!(after["models"][0]["requests"], 64);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn the_ledger_survives_kill_9() {
     let fake = FakeProvider::start(FakeConfig::default()).await.unwrap();
     let mut sc = Sidecar::start(&policy(&fake, MINI_ROUTE, BIG_BUDGET));
