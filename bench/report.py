@@ -216,9 +216,14 @@ def stream_section(streams):
              "`data: [DONE]`. *instant*: the mock sends the whole SSE body at once; *paced*: %s chunks"
              % INFO_SETTING("PACED_CHUNKS"),
              "%s ms apart. A proxy that buffers shows first event ≈ done on the paced upstream."
-             % INFO_SETTING("PACED_INTERVAL_MS"), ""]
+             % INFO_SETTING("PACED_INTERVAL_MS"),
+             "*idle* (a diagnostic, not a target): the instant upstream with %s ms of idle before"
+             % INFO_SETTING("IDLE_GAP_MS"),
+             "each request, so every path starts cold, as it does on the paced upstream (idle 20 ms",
+             "between chunks, about 1 s between streams). Where *idle* and *paced* add alike, the",
+             "paced row measures a cold wake-up, not buffering.", ""]
     rows = []
-    for kind in ("instant", "paced"):
+    for kind in ("instant", "idle", "paced"):
         base = streams.get((kind, "direct"))
         for path in TARGETS:
             d = streams.get((kind, path))
@@ -373,7 +378,7 @@ def main():
             if r is not None:
                 results[(scen, path)] = r
     streams = {}
-    for kind in ("instant", "paced"):
+    for kind in ("instant", "idle", "paced"):
         for path in TARGETS:
             d = jload(os.path.join(RAW, "streams", "%s--%s.json" % (kind, path)))
             if d is not None:

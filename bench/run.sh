@@ -11,8 +11,9 @@
 #     rN     open loop at N req/s for DURATION s (oha -q N --latency-correction: queueing
 #            counts as latency)   RATES for 1 KB, RATES_LARGE for 200 KB
 #     sat    closed loop, SAT_CONC connections for SAT_DURATION s (throughput, CPU/request)
-#   streams: time to first event, sequential, instant upstream (whole SSE body at once) and
-#            paced upstream (PACED_CHUNKS chunks PACED_INTERVAL_MS apart)
+#   streams: time to first event, sequential, instant upstream (whole SSE body at once),
+#            the same after IDLE_GAP_MS of idle before each request (a diagnostic: what waking
+#            up cold costs), and paced upstream (PACED_CHUNKS chunks PACED_INTERVAL_MS apart)
 #   open streams: OPEN_STREAMS concurrent paced streams, each must end cleanly
 #   footprint: proxy CPU time per request (/proc/<pid>/stat utime+stime), RSS idle, under
 #            load, with the open streams; sidecar time to ready (spawn -> /readyz 200)
@@ -23,7 +24,7 @@
 #   DURATION=20 RATES="1000 5000" RATES_LARGE="1000" CONC=64   open-loop runs
 #   SAT_DURATION=10 SAT_CONC=32        closed-loop saturation
 #   C1_REQUESTS=5000 C1_LARGE_REQUESTS=2000 WARMUP_REQUESTS=2000
-#   STREAM_N=300 PACED_N=60 PACED_CHUNKS=50 PACED_INTERVAL_MS=20
+#   STREAM_N=300 IDLE_N=150 IDLE_GAP_MS=20 PACED_N=60 PACED_CHUNKS=50 PACED_INTERVAL_MS=20
 #   OPEN_STREAMS=1000 OPEN_CHUNKS=20 OPEN_INTERVAL_MS=500 (each stream lasts 10 s)
 #   READY_TRIALS=10 READY_POLL_MS=1
 #   TARGETS="direct nginx-hop sidecar"   SCENARIOS (default: all, e.g. "s1k-c1 s200k-c1")
@@ -59,6 +60,8 @@ C1_LARGE_REQUESTS=${C1_LARGE_REQUESTS:-$(q 300 2000)}
 WARMUP_REQUESTS=${WARMUP_REQUESTS:-$(q 500 2000)}
 STREAM_N=${STREAM_N:-$(q 50 300)}
 PACED_N=${PACED_N:-$(q 3 60)}
+IDLE_N=${IDLE_N:-$(q 20 150)}
+IDLE_GAP_MS=${IDLE_GAP_MS:-20}
 PACED_CHUNKS=${PACED_CHUNKS:-50}
 PACED_INTERVAL_MS=${PACED_INTERVAL_MS:-20}
 OPEN_STREAMS=${OPEN_STREAMS:-1000}
@@ -270,12 +273,16 @@ smoke() {  # TARGET: one request of each kind must work before anything is measu
 
 streams() {
     local tgt kind
-    for kind in instant paced; do
+    for kind in instant idle paced; do
         for tgt in $TARGETS; do
             log "stream TTFT, $kind upstream, $tgt"
             if [[ $kind == instant ]]; then
                 PROBE_MAX_SECONDS=300 taskset -c "$LOAD_CPU" python3 "$BENCH_DIR/stream_probe.py" \
                     "$(url_of "$tgt")" "$STREAM_N" 20 "x-bench-mock:sse" \
+                    >"$RAW/streams/$kind--$tgt.json" 2>>"$RAW/logs/probe.log" || true
+            elif [[ $kind == idle ]]; then
+                PROBE_GAP_MS=$IDLE_GAP_MS PROBE_MAX_SECONDS=300 taskset -c "$LOAD_CPU" python3 \
+                    "$BENCH_DIR/stream_probe.py" "$(url_of "$tgt")" "$IDLE_N" 2 "x-bench-mock:sse" \
                     >"$RAW/streams/$kind--$tgt.json" 2>>"$RAW/logs/probe.log" || true
             else
                 PROBE_MAX_SECONDS=600 taskset -c "$LOAD_CPU" python3 "$BENCH_DIR/stream_probe.py" \
@@ -392,7 +399,7 @@ measure() {
         echo "sidecar_note=$SIDECAR_NOTE"
         echo "sidecar_state_dir=$([[ "$SIDECAR_STATE" == 1 ]] && echo yes || echo 'no (SIDECAR_STATE=0: ledger in memory only)')"
         echo "quick=$QUICK"
-        echo "settings=DURATION=$DURATION RATES=\"$RATES\" RATES_LARGE=\"$RATES_LARGE\" CONC=$CONC SAT_DURATION=$SAT_DURATION SAT_CONC=$SAT_CONC C1_REQUESTS=$C1_REQUESTS C1_LARGE_REQUESTS=$C1_LARGE_REQUESTS STREAM_N=$STREAM_N PACED_N=$PACED_N PACED_CHUNKS=$PACED_CHUNKS PACED_INTERVAL_MS=$PACED_INTERVAL_MS OPEN_STREAMS=$OPEN_STREAMS OPEN_CHUNKS=$OPEN_CHUNKS OPEN_INTERVAL_MS=$OPEN_INTERVAL_MS READY_TRIALS=$READY_TRIALS"
+        echo "settings=DURATION=$DURATION RATES=\"$RATES\" RATES_LARGE=\"$RATES_LARGE\" CONC=$CONC SAT_DURATION=$SAT_DURATION SAT_CONC=$SAT_CONC C1_REQUESTS=$C1_REQUESTS C1_LARGE_REQUESTS=$C1_LARGE_REQUESTS STREAM_N=$STREAM_N IDLE_N=$IDLE_N IDLE_GAP_MS=$IDLE_GAP_MS PACED_N=$PACED_N PACED_CHUNKS=$PACED_CHUNKS PACED_INTERVAL_MS=$PACED_INTERVAL_MS OPEN_STREAMS=$OPEN_STREAMS OPEN_CHUNKS=$OPEN_CHUNKS OPEN_INTERVAL_MS=$OPEN_INTERVAL_MS READY_TRIALS=$READY_TRIALS"
         echo "body_small_bytes=$(stat -c %s "$RAW/bodies/small.json")"
         echo "body_large_bytes=$(stat -c %s "$RAW/bodies/large.json")"
     } >"$RAW/info.env"

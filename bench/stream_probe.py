@@ -9,6 +9,9 @@ Sends WARMUP + N streaming POST /v1/chat/completions over one keep-alive connect
 A buffering proxy shows first_event close to done. The client's own cost is the same on
 every path, so differences between paths are what the proxy adds.
 
+PROBE_GAP_MS (env, default 0): idle time before each request, to see what a proxy pays when
+it wakes up cold (the paced upstream leaves it idle between chunks and streams).
+
 usage: stream_probe.py URL N WARMUP [HEADER:VALUE ...]   -> one JSON object on stdout
 """
 import json
@@ -61,12 +64,15 @@ def main():
     host, port, path = loopback_target(url)
     req = request_bytes(host, port, path, stream_body(), headers)
     deadline = time.monotonic() + float(os.environ.get("PROBE_MAX_SECONDS", "600"))
+    gap = float(os.environ.get("PROBE_GAP_MS", "0")) / 1000.0
     fe, ft, dn, evs, errors, reasons = [], [], [], [], 0, {}
     sock = None
     for i in range(warm + n):
         if time.monotonic() > deadline:
             reasons["probe time limit"] = reasons.get("probe time limit", 0) + 1
             break
+        if gap:
+            time.sleep(gap)
         try:
             if sock is None:
                 sock = socket.create_connection((host, port), timeout=30)
