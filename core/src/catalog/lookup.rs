@@ -41,7 +41,7 @@ pub struct Catalog {
     by_id: HashMap<&'static str, usize>,
     /// Provider indexes in search-preference order.
     search_order: Vec<usize>,
-    /// Answers already found, by provider hint (`""`: none) and model name
+    /// Answers already found, by provider hint (`"\0"`: none) and model name
     /// as given: the lookup runs several times per request, and a name
     /// matched by a `starts_with`/`regex` clause costs a scan of hundreds
     /// of clauses. Bounded by [`MEMO_MAX`] names, so arbitrary names sent
@@ -164,7 +164,8 @@ impl Catalog {
     /// whose clauses are not plain `equals` (~170 of ~1,300): 50–300 ns
     /// for a literal name, several µs for a dated or unknown one.
     pub fn lookup(&self, provider_hint: Option<&str>, model: &str) -> Option<PricedModel<'_>> {
-        let hint = provider_hint.unwrap_or("");
+        // No hint is keyed apart from every hint an app could send.
+        let hint = provider_hint.unwrap_or("\0");
         let found = self
             .memo
             .read()
@@ -383,7 +384,8 @@ mod tests {
                 let want = cat
                     .search(hint, name)
                     .map(|(p, i)| cat.providers[p].priced(i));
-                // The first call fills the memo, the second reads it.
+                // The first call fills the memo while it has room, the
+                // second reads it.
                 assert_eq!(cat.lookup(hint, name), want, "{hint:?} {name}");
                 assert_eq!(cat.lookup(hint, name), want, "{hint:?} {name} (remembered)");
             }
