@@ -1162,8 +1162,12 @@ async fn respond(
                         shared: shared.as_ref(),
                         seq,
                     };
-                    // Let the other requests that are ready settle first.
-                    tokio::task::yield_now().await;
+                    // Let the other requests that are ready settle first and
+                    // share the write; alone, write at once (a yield would
+                    // only cost a trip through the scheduler).
+                    if shared.metrics.in_flight().get() > 1 {
+                        tokio::task::yield_now().await;
+                    }
                     drop(flush);
                 }
                 return Response::from_parts(parts, ProxyBody::Full(Full::new(bytes)));
