@@ -219,8 +219,9 @@ def stream_section(streams):
              % INFO_SETTING("PACED_INTERVAL_MS"),
              "*idle* (a diagnostic, not a target): the instant upstream with %s ms of idle before"
              % INFO_SETTING("IDLE_GAP_MS"),
-             "each request, so every path starts cold, as it does on the paced upstream (idle 20 ms",
-             "between chunks, about 1 s between streams). Where *idle* and *paced* add alike, the",
+             "each request, so every path starts cold, as it does on the paced upstream (idle %s ms"
+             % INFO_SETTING("PACED_INTERVAL_MS"),
+             "between chunks, a whole stream between streams). Where *idle* and *paced* add alike, the",
              "paced row measures a cold wake-up, not buffering.", ""]
     rows = []
     for kind in ("instant", "idle", "paced"):
