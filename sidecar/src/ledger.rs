@@ -65,9 +65,8 @@ pub struct Ledger {
     aggregate: Aggregate,
     next_seq: u64,
     compact_at: u64,
-    /// Lines staged for the next flush, and the seq of the last of them.
+    /// Lines staged for the next flush (the last is `next_seq - 1`).
     staged: Vec<u8>,
-    staged_seq: u64,
     written_seq: u64,
 }
 
@@ -182,7 +181,6 @@ impl Ledger {
             next_seq,
             compact_at: COMPACT_BYTES,
             staged: Vec::with_capacity(4096),
-            staged_seq: next_seq - 1,
             written_seq: next_seq - 1,
         })
     }
@@ -224,7 +222,6 @@ impl Ledger {
             });
         }
         self.staged.push(b'\n');
-        self.staged_seq = record.seq;
         self.next_seq = record.seq + 1;
         self.aggregate.add(record);
         Ok(record.seq)
@@ -253,7 +250,7 @@ impl Ledger {
                 Ok(())
             }
         });
-        self.written_seq = self.staged_seq;
+        self.written_seq = self.next_seq - 1;
         if let Err(e) = written {
             let _ = self.journal.set_len(self.journal_len);
             for line in String::from_utf8_lossy(&self.staged).lines() {
