@@ -2,9 +2,12 @@
 # tokenwarden sidecar benchmark: what the sidecar adds to an LLM call, next to a plain nginx
 # proxy_pass hop (the floor any per-pod HTTP proxy pays), in one run, on loopback only.
 #
-#   load (oha / python probes, CPU 0) ──> [ direct | nginx hop | sidecar ] ──> fake provider
-#                                          (proxy under test alone on CPU 1)   (nginx + paced
-#                                                                                SSE, CPU 0)
+#   load (oha / python probes, CPU 0) ──> [ direct | nginx hop | hyper floor | sidecar ] ──> fake provider
+#                                          (proxy under test alone on CPU 1)                (nginx + paced
+#                                                                                             SSE, CPU 0)
+# hyper floor = sidecar/examples/hyper_floor.rs: the sidecar's own stack (tokio runtime, hyper-util
+# server, pooled upstream client) forwarding with none of the sidecar's work, to tell the cost
+# of the stack from the cost of routing, budgets and metering.
 # Scenarios (every one runs for every path, interleaved, so rows of a table share conditions):
 #   non-streaming POST /v1/chat/completions, 1 KB and 200 KB bodies:
 #     c1     one connection, back to back (C1_REQUESTS / C1_LARGE_REQUESTS requests)
@@ -27,7 +30,7 @@
 #   STREAM_N=300 IDLE_N=150 IDLE_GAP_MS=20 PACED_N=60 PACED_CHUNKS=50 PACED_INTERVAL_MS=20
 #   OPEN_STREAMS=1000 OPEN_CHUNKS=20 OPEN_INTERVAL_MS=500 (each stream lasts 10 s)
 #   READY_TRIALS=10 READY_POLL_MS=1
-#   TARGETS="direct nginx-hop sidecar"   SCENARIOS (default: all, e.g. "s1k-c1 s200k-c1")
+#   TARGETS="direct nginx-hop hyper-floor sidecar"   SCENARIOS (default: all, e.g. "s1k-c1 s200k-c1")
 #   SKIP_STREAMS=0 SKIP_OPEN=0 SKIP_READY=0
 #   PROXY_CPU=1 LOAD_CPU=0
 #   NICE=-20 (niceness of everything the run starts: on a shared machine, background work such
@@ -37,12 +40,13 @@
 #            others 5% of each CPU. For a machine that others keep busy; see README)
 #   WAIT_QUIET=0 (up to this many seconds, wait until the CPUs are idle before measuring)
 #   SKIP_INSTALL=0 (apt-get nginx-light etc., cargo install oha)  OHA_VERSION=1.16.0
-#   SKIP_BUILD=0 (cargo build --release -p tokenwarden-sidecar)  SIDECAR_BIN=target/release/...
+#   SKIP_BUILD=0 (cargo build --release -p tokenwarden-sidecar, and its hyper_floor example)
+#   SIDECAR_BIN=target/release/tokenwarden-sidecar  FLOOR_BIN=target/release/examples/hyper_floor
 #   SIDECAR_STATE=1 (0: no --state-dir, the ledger stays in memory: a diagnostic, to see what
 #            the ledger file costs)
 #   NO_NETNS=0 (1: run on the host's loopback instead of a private network namespace)
 #   OUT=bench/out/<timestamp>   KEEP_STATE=0 (1: keep the sidecar's ledger under OUT/work)
-#   PORT_BASE=18180 (mock, paced, hop, sidecar, admin, ready-check ports count up from it)
+#   PORT_BASE=18180 (mock, paced, hop, sidecar, admin, ready-check, floor ports count up from it)
 set -euo pipefail
 
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -69,7 +73,7 @@ OPEN_CHUNKS=${OPEN_CHUNKS:-$(q 10 20)}
 OPEN_INTERVAL_MS=${OPEN_INTERVAL_MS:-$(q 400 500)}
 READY_TRIALS=${READY_TRIALS:-$(q 3 10)}
 READY_POLL_MS=${READY_POLL_MS:-1}
-TARGETS=${TARGETS:-"direct nginx-hop sidecar"}
+TARGETS=${TARGETS:-"direct nginx-hop hyper-floor sidecar"}
 SCENARIOS=${SCENARIOS:-}
 SKIP_STREAMS=${SKIP_STREAMS:-0}
 SKIP_OPEN=${SKIP_OPEN:-0}
@@ -84,12 +88,13 @@ SKIP_BUILD=${SKIP_BUILD:-0}
 OHA_VERSION=${OHA_VERSION:-1.16.0}
 TOOLS=${TOOLS:-$BENCH_DIR/.tools}
 SIDECAR_BIN=${SIDECAR_BIN:-$REPO/target/release/tokenwarden-sidecar}
+FLOOR_BIN=${FLOOR_BIN:-$REPO/target/release/examples/hyper_floor}
 KEEP_STATE=${KEEP_STATE:-0}
 SIDECAR_STATE=${SIDECAR_STATE:-1}
 PORT_BASE=${PORT_BASE:-18180}
 PORT_MOCK=$((PORT_BASE + 1)); PORT_PACED=$((PORT_BASE + 2)); PORT_HOP=$((PORT_BASE + 3))
 PORT_SIDECAR=$((PORT_BASE + 4)); PORT_ADMIN=$((PORT_BASE + 5))
-PORT_READY=$((PORT_BASE + 6)); PORT_READY_ADMIN=$((PORT_BASE + 7))
+PORT_READY=$((PORT_BASE + 6)); PORT_READY_ADMIN=$((PORT_BASE + 7)); PORT_FLOOR=$((PORT_BASE + 8))
 APP_KEY=sk-app-placeholder   # the app's own key; the sidecar drops it and sends its own
 
 log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
@@ -121,6 +126,11 @@ setup() {
         log "cargo build --release -p tokenwarden-sidecar"
         (cd "$REPO" && cargo build --release --quiet -p tokenwarden-sidecar) \
             || log "WARNING: the sidecar did not build; using the existing binary if there is one"
+    fi
+    if [[ " $TARGETS " == *" hyper-floor "* && "$SKIP_BUILD" != 1 ]]; then
+        log "cargo build --release -p tokenwarden-sidecar --example hyper_floor"
+        (cd "$REPO" && cargo build --release --quiet -p tokenwarden-sidecar --example hyper_floor) \
+            || log "WARNING: hyper_floor did not build; using the existing binary if there is one"
     fi
 }
 
@@ -175,6 +185,7 @@ url_of() {
         direct) echo "http://127.0.0.1:$PORT_MOCK/v1/chat/completions" ;;
         nginx-hop) echo "http://127.0.0.1:$PORT_HOP/v1/chat/completions" ;;
         sidecar) echo "http://127.0.0.1:$PORT_SIDECAR/v1/chat/completions" ;;
+        hyper-floor) echo "http://127.0.0.1:$PORT_FLOOR/v1/chat/completions" ;;
     esac
 }
 pid_of() {
@@ -182,6 +193,7 @@ pid_of() {
         direct) echo - ;;
         nginx-hop) echo "$PID_hop" ;;
         sidecar) echo "$PID_sidecar" ;;
+        hyper-floor) echo "$PID_hyper_floor" ;;
     esac
 }
 
@@ -357,7 +369,7 @@ measure() {
     NGINX=$(command -v nginx || echo /usr/sbin/nginx)
     OHA="$TOOLS/bin/oha"; [[ -x "$OHA" ]] || OHA=$(command -v oha) || die "oha not found (run without SKIP_INSTALL=1)"
     local p
-    for p in $PORT_MOCK $PORT_PACED $PORT_HOP $PORT_SIDECAR $PORT_ADMIN $PORT_READY $PORT_READY_ADMIN; do
+    for p in $PORT_MOCK $PORT_PACED $PORT_HOP $PORT_SIDECAR $PORT_ADMIN $PORT_READY $PORT_READY_ADMIN $PORT_FLOOR; do
         port_free "$p" || die "port $p is in use on 127.0.0.1; set PORT_BASE"
     done
 
@@ -367,6 +379,10 @@ measure() {
         SIDECAR_NOTE="the sidecar binary ($SIDECAR_BIN) is missing or has no --listen: measured direct and nginx-hop only"
         log "WARNING: $SIDECAR_NOTE"
         TARGETS=$(echo " $TARGETS " | sed 's/ sidecar / /; s/^ *//; s/ *$//')
+    fi
+    if [[ " $TARGETS " == *" hyper-floor "* && ! -x "$FLOOR_BIN" ]]; then
+        log "WARNING: $FLOOR_BIN is missing: not measuring hyper-floor"
+        TARGETS=$(echo " $TARGETS " | sed 's/ hyper-floor / /; s/^ *//; s/ *$//')
     fi
 
     python3 "$BENCH_DIR/make_bodies.py" "$RAW/bodies" >/dev/null
@@ -397,6 +413,7 @@ measure() {
         echo "sidecar_built=$(sidecar_usable && date -u -r "$SIDECAR_BIN" +%Y-%m-%dT%H:%M:%SZ || echo -)"
         echo "git=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo -)$(git -C "$REPO" status --porcelain 2>/dev/null | grep -q . && echo ' (work tree modified)')"
         echo "sidecar_note=$SIDECAR_NOTE"
+        echo "floor_bin=$FLOOR_BIN"
         echo "sidecar_state_dir=$([[ "$SIDECAR_STATE" == 1 ]] && echo yes || echo 'no (SIDECAR_STATE=0: ledger in memory only)')"
         echo "quick=$QUICK"
         echo "settings=DURATION=$DURATION RATES=\"$RATES\" RATES_LARGE=\"$RATES_LARGE\" CONC=$CONC SAT_DURATION=$SAT_DURATION SAT_CONC=$SAT_CONC C1_REQUESTS=$C1_REQUESTS C1_LARGE_REQUESTS=$C1_LARGE_REQUESTS STREAM_N=$STREAM_N IDLE_N=$IDLE_N IDLE_GAP_MS=$IDLE_GAP_MS PACED_N=$PACED_N PACED_CHUNKS=$PACED_CHUNKS PACED_INTERVAL_MS=$PACED_INTERVAL_MS OPEN_STREAMS=$OPEN_STREAMS OPEN_CHUNKS=$OPEN_CHUNKS OPEN_INTERVAL_MS=$OPEN_INTERVAL_MS READY_TRIALS=$READY_TRIALS"
@@ -413,6 +430,11 @@ measure() {
     wait_http "http://127.0.0.1:$PORT_MOCK/health" 20 || die "nginx mock did not start (see $RAW/logs/mock.log)"
     wait_http "http://127.0.0.1:$PORT_HOP/health" 20 || die "nginx hop did not start (see $RAW/logs/hop.log)"
     track_children "$PID_mock"; track_children "$PID_hop"
+    if [[ " $TARGETS " == *" hyper-floor "* ]]; then
+        log "starting hyper-floor (1 worker thread, CPU $PROXY_CPU)"
+        start hyper-floor "$PROXY_CPU" "$FLOOR_BIN" "127.0.0.1:$PORT_FLOOR" "http://127.0.0.1:$PORT_MOCK" 1
+        wait_http "http://127.0.0.1:$PORT_FLOOR/health" 20 || die "hyper-floor did not start (see $RAW/logs/hyper-floor.log)"
+    fi
 
     [[ "$SKIP_READY" == 1 ]] || ready_checks
 
