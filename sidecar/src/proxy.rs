@@ -330,8 +330,13 @@ async fn metered(
     let active = shared.active.load_full().ok_or(ProxyError::NotReady)?;
     let path_and_query = path_and_query(&req);
     let (parts, body) = read_body(shared, req).await?;
-    let parsed =
-        request::parse(endpoint, &body).map_err(|e| ProxyError::InvalidRequest(e.to_string()))?;
+    // The classifier is the only reader of the conversation's texts.
+    let parsed = if active.needs_score {
+        request::parse(endpoint, &body)
+    } else {
+        request::parse_without_texts(endpoint, &body)
+    }
+    .map_err(|e| ProxyError::InvalidRequest(e.to_string()))?;
     let requested_model = parsed
         .model
         .as_deref()

@@ -20,10 +20,13 @@ use serde_json::value::RawValue;
 use tokenwarden_core::classify::Role;
 
 /// Where extracted texts go.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct Sink<'a> {
     pub(super) texts: Vec<(Role, Cow<'a, str>)>,
     pub(super) turns: usize,
+    /// False when nobody reads the texts (no route looks at the complexity
+    /// score): then nothing is decoded, copied or kept, only `turns` counted.
+    keep: bool,
 }
 
 /// Which content parts carry text.
@@ -195,8 +198,34 @@ fn text_of_bytes(bytes: &[u8]) -> Cow<'_, str> {
 // === impl Sink ===
 
 impl<'a> Sink<'a> {
+    /// A sink that keeps texts (`keep`) or only counts turns.
+    pub(super) fn new(keep: bool) -> Self {
+        Sink {
+            texts: Vec::new(),
+            turns: 0,
+            keep,
+        }
+    }
+
     fn push(&mut self, role: Role, text: Cow<'a, str>) {
-        self.texts.push((role, text));
+        if self.keep {
+            self.texts.push((role, text));
+        }
+    }
+
+    /// A string borrowed from the body, decoded only when texts are kept.
+    fn push_bytes(&mut self, role: Role, v: &'a [u8]) {
+        if self.keep {
+            self.texts.push((role, text_of_bytes(v)));
+        }
+    }
+
+    /// A string serde_json had to copy (it had escapes).
+    fn push_owned_bytes(&mut self, role: Role, v: &[u8]) {
+        if self.keep {
+            self.texts
+                .push((role, Cow::Owned(text_of_bytes(v).into_owned())));
+        }
     }
 
     fn turn(&mut self) {
@@ -207,6 +236,9 @@ impl<'a> Sink<'a> {
     /// in a second parse; anything else, or an array that fails to parse,
     /// adds nothing.
     fn content(&mut self, raw: &'a RawValue, role: Role, parts: Parts) {
+        if !self.keep {
+            return;
+        }
         match raw.get().as_bytes().first() {
             Some(b'"') => {
                 if let Some(text) = raw_text(raw) {
@@ -271,13 +303,12 @@ impl<'a> Visitor<'a> for System<'_, 'a> {
     }
 
     fn visit_borrowed_bytes<E: de::Error>(self, v: &'a [u8]) -> Result<(), E> {
-        self.sink.push(Role::System, text_of_bytes(v));
+        self.sink.push_bytes(Role::System, v);
         Ok(())
     }
 
     fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<(), E> {
-        self.sink
-            .push(Role::System, Cow::Owned(text_of_bytes(v).into_owned()));
+        self.sink.push_owned_bytes(Role::System, v);
         Ok(())
     }
 
@@ -310,7 +341,7 @@ impl<'a> Visitor<'a> for Input<'_, 'a> {
     }
 
     fn visit_borrowed_bytes<E: de::Error>(self, v: &'a [u8]) -> Result<(), E> {
-        self.sink.push(self.role, text_of_bytes(v));
+        self.sink.push_bytes(self.role, v);
         if self.turn {
             self.sink.turn();
         }
@@ -318,8 +349,7 @@ impl<'a> Visitor<'a> for Input<'_, 'a> {
     }
 
     fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<(), E> {
-        self.sink
-            .push(self.role, Cow::Owned(text_of_bytes(v).into_owned()));
+        self.sink.push_owned_bytes(self.role, v);
         if self.turn {
             self.sink.turn();
         }
@@ -351,19 +381,20 @@ impl<'a> Visitor<'a> for EmbeddingInput<'_, 'a> {
     }
 
     fn visit_borrowed_bytes<E: de::Error>(self, v: &'a [u8]) -> Result<(), E> {
-        self.sink.push(Role::User, text_of_bytes(v));
+        self.sink.push_bytes(Role::User, v);
         Ok(())
     }
 
     fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<(), E> {
-        self.sink
-            .push(Role::User, Cow::Owned(text_of_bytes(v).into_owned()));
+        self.sink.push_owned_bytes(Role::User, v);
         Ok(())
     }
 
     fn visit_seq<A: SeqAccess<'a>>(self, mut seq: A) -> Result<(), A::Error> {
         while let Some(raw) = seq.next_element::<&'a RawValue>()? {
-            if let Some(text) = raw_text(raw) {
+            if self.sink.keep
+                && let Some(text) = raw_text(raw)
+            {
                 self.sink.push(Role::User, text);
             }
         }

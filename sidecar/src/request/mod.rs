@@ -53,8 +53,10 @@
 //! borrowed [`serde_json::value::RawValue`]s and decoded after (a string
 //! without escapes costs a `memchr`, one with escapes a copy; an array of
 //! parts is parsed once more). About 1 GB/s on escape-heavy agent bodies
-//! (a 200 KB chat body in ~0.2 ms); `rewrite` is a copy with at most three
-//! splices; `digest` hashes at ~5 GB/s. See `perf_parse_rewrite_digest`.
+//! (a 200 KB chat body in ~0.2 ms); [`parse_without_texts`] skips the
+//! decoding, for when no route reads the complexity score. `rewrite` is a
+//! copy with at most three splices; `digest` hashes at ~5 GB/s. See
+//! `perf_parse_rewrite_digest`.
 
 mod edit;
 mod extract;
@@ -167,7 +169,19 @@ enum StreamOptions {
 /// Parses a request body for `endpoint`. See the module docs for what is
 /// checked.
 pub fn parse(endpoint: Endpoint, body: &[u8]) -> Result<ParsedRequest<'_>, BodyError> {
-    scan::parse(endpoint, body)
+    scan::parse(endpoint, body, true)
+}
+
+/// [`parse`] for when nothing reads the conversation's texts (no route looks
+/// at the complexity score): the same checks, fields, spans and `turns`, but
+/// [`ParsedRequest::messages`] stays empty, because message contents are
+/// skipped instead of decoded. On agent contexts full of escapes, decoding
+/// them is most of the parse (a 200 KB body: about a third of it).
+pub fn parse_without_texts(
+    endpoint: Endpoint,
+    body: &[u8],
+) -> Result<ParsedRequest<'_>, BodyError> {
+    scan::parse(endpoint, body, false)
 }
 
 /// The body to send upstream.

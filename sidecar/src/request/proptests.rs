@@ -11,7 +11,7 @@ use tokenwarden_core::config::Endpoint;
 use super::{
     BodyError, StreamOptions, digest,
     extract::unescape,
-    parse, rewrite,
+    parse, parse_without_texts, rewrite,
     tests::{member_spans, members as ordered, raw_members},
 };
 
@@ -582,6 +582,33 @@ proptest! {
                     "{}: {:?}", field, members);
             }
             Err(e) => prop_assert!(false, "{e}: {:?}", members),
+        }
+    }
+
+    /// Without texts, a parse answers exactly as the full one (the same
+    /// fields, spans, turns and errors) with no texts.
+    #[test]
+    fn parsing_without_texts_differs_only_in_the_texts(
+        endpoint in endpoint(),
+        members in any_members(),
+        conversation in vec(prop_oneof![3 => message_like(), 1 => json_value()], 0..6),
+        style in style(),
+    ) {
+        let key = match endpoint {
+            Endpoint::ChatCompletions | Endpoint::Messages => "messages",
+            Endpoint::Responses | Endpoint::Embeddings => "input",
+        };
+        let mut members = members;
+        members.push((key.to_string(), Value::Array(conversation)));
+        let body = Writer::document(&style, &members);
+        match (parse(endpoint, &body), parse_without_texts(endpoint, &body)) {
+            (Ok(mut full), Ok(lite)) => {
+                prop_assert!(lite.messages.is_empty());
+                full.messages.clear();
+                prop_assert_eq!(format!("{full:?}"), format!("{lite:?}"));
+            }
+            (Err(a), Err(b)) => prop_assert_eq!(a, b),
+            (a, b) => prop_assert!(false, "full {:?}, without texts {:?}", a.err(), b.err()),
         }
     }
 

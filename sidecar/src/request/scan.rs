@@ -66,8 +66,12 @@ struct Members<'a> {
 
 const INCLUDE_USAGE: &str = "stream_options.include_usage";
 
-pub(super) fn parse(endpoint: Endpoint, body: &[u8]) -> Result<ParsedRequest<'_>, BodyError> {
-    let mut scan = Scan::new(endpoint, body);
+pub(super) fn parse(
+    endpoint: Endpoint,
+    body: &[u8],
+    keep_texts: bool,
+) -> Result<ParsedRequest<'_>, BodyError> {
+    let mut scan = Scan::new(endpoint, body, keep_texts);
     let mut de = serde_json::Deserializer::from_slice(body);
     let walked = (&mut de).deserialize_map(&mut scan).and_then(|()| de.end());
     match walked {
@@ -180,7 +184,7 @@ impl<'de> Visitor<'de> for Key {
 // === impl Scan ===
 
 impl<'a> Scan<'a> {
-    fn new(endpoint: Endpoint, body: &'a [u8]) -> Self {
+    fn new(endpoint: Endpoint, body: &'a [u8], keep_texts: bool) -> Self {
         Self {
             endpoint,
             body,
@@ -197,7 +201,7 @@ impl<'a> Scan<'a> {
             max_completion_tokens: None,
             max_output_tokens: None,
             tools: 0,
-            sink: Sink::default(),
+            sink: Sink::new(keep_texts),
         }
     }
 

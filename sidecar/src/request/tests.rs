@@ -8,7 +8,7 @@ use serde::de::{Deserializer as _, MapAccess, Visitor};
 use serde_json::{Value, json};
 use tokenwarden_core::{classify::Role, config::Endpoint};
 
-use super::{BodyError, ParsedRequest, digest, parse, rewrite};
+use super::{BodyError, ParsedRequest, digest, parse, parse_without_texts, rewrite};
 
 const CHAT: Endpoint = Endpoint::ChatCompletions;
 const MESSAGES: Endpoint = Endpoint::Messages;
@@ -522,6 +522,20 @@ fn anthropic_extraction() {
         ]
     );
     assert_eq!(parsed.turns, 4);
+    // Without texts: everything else the same, and the same bytes go out.
+    let lite = parse_without_texts(MESSAGES, input.as_bytes()).unwrap();
+    assert!(lite.messages.is_empty());
+    assert!(lite.stream);
+    assert_eq!(lite.model.as_deref(), Some("claude-sonnet-4-5"));
+    assert_eq!(lite.max_output_tokens, Some(2048));
+    assert_eq!(lite.tool_definitions, 1);
+    assert_eq!(lite.turns, 4);
+    let body = Bytes::from(input);
+    assert_eq!(
+        rewrite(&body, &lite, Some("claude-haiku-4-5"), false),
+        rewrite(&body, &parsed, Some("claude-haiku-4-5"), false)
+    );
+    assert_eq!(digest(&body, &lite), digest(&body, &parsed));
     // stream_options is not an Anthropic field: ignored, never rewritten.
     let other = r#"{"model":"m","stream":true,"stream_options":5}"#;
     assert_eq!(
@@ -940,6 +954,9 @@ fn perf_parse_rewrite_digest() {
         let endpoint = if kind == "chat" { CHAT } else { MESSAGES };
         println!("{kind} body: {messages} messages, {} KB", n / 1024);
         time("parse", n, iterations, || parse(endpoint, &body).unwrap());
+        time("parse without texts", n, iterations, || {
+            parse_without_texts(endpoint, &body).unwrap()
+        });
         let parsed = parse(endpoint, &body).unwrap();
         assert_eq!(
             parsed.messages.len(),
