@@ -50,7 +50,14 @@ fn main() -> std::process::ExitCode {
         }
     };
     let origin = origin.trim_end_matches('/').to_string();
-    rt.block_on(serve(listen, origin))
+    // As the sidecar: the accept loop runs on a worker, not in `block_on`.
+    match rt.block_on(async move { tokio::spawn(serve(listen, origin)).await }) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("hyper_floor: the accept loop failed: {e}");
+            std::process::ExitCode::from(1)
+        }
+    }
 }
 
 async fn serve(listen: SocketAddr, origin: String) -> std::process::ExitCode {

@@ -217,9 +217,13 @@ async fn serve(args: Args, mode: Mode) -> ExitCode {
         crate::admin::handle(s.clone(), req)
     }));
     let s = shared.clone();
-    let proxy = crate::server::serve(app, move |req| crate::proxy::handle(s.clone(), req));
+    // Accept on a worker, not in `block_on` on the main thread: a connection
+    // accepted there is handed to a worker with a cross-thread wake-up.
+    let proxy = tokio::spawn(crate::server::serve(app, move |req| {
+        crate::proxy::handle(s.clone(), req)
+    }));
     tokio::select! {
-        () = proxy => ExitCode::from(1),
+        _ = proxy => ExitCode::from(1),
         () = shutdown_signal() => {
             tracing::info!("shutting down");
             ExitCode::SUCCESS
