@@ -28,7 +28,7 @@
 //! [`MAX_MODEL_LABELS`] distinct values (then `other`), 64 characters each.
 
 use std::{
-    collections::HashSet,
+    collections::{HashMap, HashSet},
     sync::{
         Mutex,
         atomic::{AtomicI64, AtomicU64},
@@ -62,6 +62,76 @@ pub fn usd_f64(u: tokenwarden_core::money::Usd) -> f64 {
 
 /// Distinct model label values before folding into `other`.
 pub const MAX_MODEL_LABELS: usize = 200;
+
+/// Label tuples of attempts whose counters are kept at hand (past that,
+/// attempts are counted through the families' own lookups).
+const MAX_CACHED_ATTEMPT_SERIES: usize = 4096;
+
+/// A label value's first 64 characters (as label values are cut).
+fn label_prefix(s: &str) -> &str {
+    s.char_indices().nth(64).map_or(s, |(i, _)| &s[..i])
+}
+
+/// The label tuple of an attempt, as the app and the provider named things
+/// (cut to 64 characters): `model` maps these names to label values.
+#[derive(Debug, PartialEq, Eq)]
+struct AttemptKey {
+    endpoint: &'static str,
+    requested: String,
+    served: String,
+    route: String,
+    status: u16,
+}
+
+impl AttemptKey {
+    fn is(&self, endpoint: &str, requested: &str, served: &str, route: &str, status: u16) -> bool {
+        self.status == status
+            && self.endpoint == endpoint
+            && self.requested == requested
+            && self.served == served
+            && self.route == route
+    }
+}
+
+/// FNV-1a over the tuple: cheap for these short strings (SipHash, the
+/// families' hasher, is the cost this cache saves).
+fn attempt_hash(endpoint: &str, requested: &str, served: &str, route: &str, status: u16) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in [endpoint, requested, served, route] {
+        for &b in part.as_bytes() {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        // A byte no UTF-8 string holds ends each part: ("ab","c") ≠ ("a","bc").
+        h = (h ^ 0xff).wrapping_mul(0x0100_0000_01b3);
+    }
+    for b in status.to_le_bytes() {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+/// The counters one attempt label tuple updates, each taken from its family
+/// when first needed (a series still appears only once it is counted) and
+/// kept: later attempts of the tuple neither build nor hash label sets.
+#[derive(Debug, Default)]
+struct AttemptSeries {
+    /// `model(requested)`, `model(served)`: the label values.
+    labels: Option<(String, String)>,
+    requests: Option<Counter>,
+    tokens: [Option<Counter>; 4],
+    cost: Option<Counter<f64, AtomicU64>>,
+    unpriced: Option<Counter>,
+    estimated: Option<Counter>,
+}
+
+#[derive(Debug, Default)]
+struct AttemptCache {
+    by_hash: HashMap<u64, Vec<(AttemptKey, AttemptSeries)>>,
+    len: usize,
+}
+
+/// The token kinds, in `AttemptSeries::tokens` order.
+const TOKEN_KINDS: [&str; 4] = ["input", "output", "cache_read", "cache_write"];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -176,6 +246,7 @@ pub struct Metrics {
     reloads: Family<ResultLabel, Counter>,
     in_flight: Gauge<i64, AtomicI64>,
     models_seen: Mutex<HashSet<String>>,
+    attempt_series: Mutex<AttemptCache>,
     connected: Gauge<i64, AtomicI64>,
     snapshots: Family<ResultLabel, Counter>,
     config_info: Family<VersionLabel, Gauge<i64, AtomicI64>>,
@@ -221,6 +292,7 @@ impl Metrics {
             reloads: Family::default(),
             in_flight: Gauge::default(),
             models_seen: Mutex::new(HashSet::new()),
+            attempt_series: Mutex::new(AttemptCache::default()),
             connected: Gauge::default(),
             snapshots: Family::default(),
             config_info: Family::default(),
@@ -447,6 +519,132 @@ impl Metrics {
 
     /// Record one metered attempt.
     pub fn attempt(&self, a: &Attempt<'_>) {
+        let (requested, served, route) = (
+            label_prefix(a.requested_model),
+            label_prefix(a.served_model),
+            label_prefix(a.route),
+        );
+        let hash = attempt_hash(a.endpoint, requested, served, route, a.status);
+        let Ok(mut guard) = self.attempt_series.lock() else {
+            return self.attempt_uncached(a);
+        };
+        let cache = &mut *guard;
+        let known = cache.by_hash.get(&hash).and_then(|bucket| {
+            bucket
+                .iter()
+                .position(|(k, _)| k.is(a.endpoint, requested, served, route, a.status))
+        });
+        let index = match known {
+            Some(i) => i,
+            None if cache.len >= MAX_CACHED_ATTEMPT_SERIES => {
+                drop(guard);
+                return self.attempt_uncached(a);
+            }
+            None => {
+                let bucket = cache.by_hash.entry(hash).or_default();
+                bucket.push((
+                    AttemptKey {
+                        endpoint: a.endpoint,
+                        requested: requested.to_string(),
+                        served: served.to_string(),
+                        route: route.to_string(),
+                        status: a.status,
+                    },
+                    AttemptSeries::default(),
+                ));
+                cache.len += 1;
+                bucket.len() - 1
+            }
+        };
+        let Some((_, series)) = cache
+            .by_hash
+            .get_mut(&hash)
+            .and_then(|bucket| bucket.get_mut(index))
+        else {
+            return;
+        };
+        let (requested, served) = series
+            .labels
+            .get_or_insert_with(|| (self.model(a.requested_model), self.model(a.served_model)))
+            .clone();
+        series
+            .requests
+            .get_or_insert_with(|| {
+                self.requests
+                    .get_or_create(&RequestLabels {
+                        endpoint: a.endpoint,
+                        requested_model: requested.clone(),
+                        served_model: served.clone(),
+                        route: route.to_string(),
+                        status: a.status,
+                    })
+                    .clone()
+            })
+            .inc();
+        let counts = [
+            a.usage.input_tokens,
+            a.usage.output_tokens,
+            a.usage.cache_read_tokens,
+            a.usage.cache_write_tokens,
+        ];
+        for ((slot, kind), n) in series.tokens.iter_mut().zip(TOKEN_KINDS).zip(counts) {
+            if n > 0 {
+                slot.get_or_insert_with(|| {
+                    self.tokens
+                        .get_or_create(&TokenLabels {
+                            kind,
+                            requested_model: requested.clone(),
+                            served_model: served.clone(),
+                        })
+                        .clone()
+                })
+                .inc_by(n);
+            }
+        }
+        match a.cost_usd {
+            Some(c) => {
+                series
+                    .cost
+                    .get_or_insert_with(|| {
+                        self.cost
+                            .get_or_create(&CostLabels {
+                                requested_model: requested.clone(),
+                                served_model: served.clone(),
+                            })
+                            .clone()
+                    })
+                    .inc_by(c);
+            }
+            None if a.status != 0 && a.status < 400 => {
+                series
+                    .unpriced
+                    .get_or_insert_with(|| {
+                        self.unpriced
+                            .get_or_create(&ModelLabel {
+                                served_model: served.clone(),
+                            })
+                            .clone()
+                    })
+                    .inc();
+            }
+            None => {}
+        }
+        if a.estimated {
+            series
+                .estimated
+                .get_or_insert_with(|| {
+                    self.estimated
+                        .get_or_create(&ModelLabel {
+                            served_model: served.clone(),
+                        })
+                        .clone()
+                })
+                .inc();
+        }
+    }
+
+    /// [`attempt`](Self::attempt) through the families' lookups.
+    fn attempt_uncached(&self, a: &Attempt<'_>) {
         let requested = self.model(a.requested_model);
         let served = self.model(a.served_model);
         self.requests
@@ -578,5 +776,195 @@ impl Metrics {
             out.clear();
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokenwarden_core::catalog::Usage;
+
+    use super::{Attempt, MAX_CACHED_ATTEMPT_SERIES, MAX_MODEL_LABELS, Metrics};
+
+    fn usage(input: u64, output: u64, cache_read: u64, cache_write: u64) -> Usage {
+        Usage {
+            input_tokens: input,
+            output_tokens: output,
+            cache_read_tokens: cache_read,
+            cache_write_tokens: cache_write,
+        }
+    }
+
+    /// The exposition's sample lines, sorted (series order within a family
+    /// follows a hash map's order, which differs between two registries).
+    fn samples(m: &Metrics) -> Vec<String> {
+        let mut lines: Vec<String> = m
+            .render()
+            .lines()
+            .filter(|l| l.starts_with("tokenwarden_") && !l.starts_with("tokenwarden_in_flight"))
+            .map(str::to_string)
+            .collect();
+        lines.sort();
+        lines
+    }
+
+    /// Records every attempt on two registries, one through the cache and
+    /// one through the families' lookups, and returns both expositions.
+    fn both(attempts: &[Attempt<'_>]) -> (Vec<String>, Vec<String>) {
+        let (cached, plain) = (Metrics::new(), Metrics::new());
+        for a in attempts {
+            cached.attempt(a);
+            plain.attempt_uncached(a);
+        }
+        (samples(&cached), samples(&plain))
+    }
+
+    #[test]
+    fn cached_series_count_exactly_what_the_families_count() {
+        let small = usage(10, 5, 0, 0);
+        let all_kinds = usage(1, 2, 3, 4);
+        let none = usage(0, 0, 0, 0);
+        let long = format!("{}é-tail", "m".repeat(63));
+        let a = |requested, served, route, status, usage, cost, estimated| Attempt {
+            endpoint: "chat_completions",
+            requested_model: requested,
+            served_model: served,
+            route,
+            status,
+            usage,
+            cost_usd: cost,
+            estimated,
+        };
+        let attempts = vec![
+            a(
+                "gpt-4o-mini",
+                "gpt-4o-mini",
+                "none",
+                200,
+                &small,
+                Some(0.25),
+                false,
+            ),
+            a(
+                "gpt-4o-mini",
+                "gpt-4o-mini",
+                "none",
+                200,
+                &small,
+                Some(0.5),
+                false,
+            ),
+            a(
+                "gpt-4o-mini",
+                "gpt-4o-mini",
+                "none",
+                200,
+                &all_kinds,
+                Some(0.125),
+                true,
+            ),
+            a(
+                "gpt-4o-mini",
+                "gpt-4o-mini",
+                "none",
+                500,
+                &none,
+                None,
+                false,
+            ),
+            a("acme-7b", "acme-7b", "none", 200, &small, None, false),
+            a("acme-7b", "acme-7b", "none", 200, &small, None, true),
+            // A tuple that only differs in where one string ends.
+            a("ab", "c", "r", 200, &small, Some(1.0), false),
+            a("a", "bc", "r", 200, &small, Some(2.0), false),
+            a(&long, &long, &long, 200, &small, Some(0.0625), false),
+            a(&long, &long, &long, 200, &small, Some(0.0625), false),
+        ];
+        let (cached, plain) = both(&attempts);
+        assert_eq!(cached, plain);
+        // And what they count is what was recorded.
+        let find = |prefix: &str| {
+            cached
+                .iter()
+                .find(|l| l.starts_with(prefix))
+                .cloned()
+                .unwrap_or_default()
+        };
+        assert!(
+            find("tokenwarden_requests_total{endpoint=\"chat_completions\",requested_model=\"gpt-4o-mini\",served_model=\"gpt-4o-mini\",route=\"none\",status=\"200\"}")
+                .ends_with(" 3"),
+            "{cached:#?}"
+        );
+        assert!(
+            find("tokenwarden_tokens_total{kind=\"input\",requested_model=\"gpt-4o-mini\"")
+                .ends_with(" 21"),
+            "{cached:#?}"
+        );
+        assert!(
+            find("tokenwarden_tokens_total{kind=\"cache_write\",requested_model=\"gpt-4o-mini\"")
+                .ends_with(" 4"),
+            "{cached:#?}"
+        );
+        assert!(
+            find("tokenwarden_cost_usd_total{requested_model=\"gpt-4o-mini\"").ends_with(" 0.875")
+        );
+        assert!(
+            find("tokenwarden_unpriced_requests_total{served_model=\"acme-7b\"}").ends_with(" 2")
+        );
+        assert!(
+            find("tokenwarden_estimated_usage_total{served_model=\"acme-7b\"}").ends_with(" 1")
+        );
+        assert!(
+            find("tokenwarden_cost_usd_total{requested_model=\"ab\",served_model=\"c\"}")
+                .ends_with(" 1.0")
+        );
+        assert!(
+            find("tokenwarden_cost_usd_total{requested_model=\"a\",served_model=\"bc\"}")
+                .ends_with(" 2.0")
+        );
+        let cut = format!("{}é", "m".repeat(63));
+        assert!(
+            find(&format!("tokenwarden_requests_total{{endpoint=\"chat_completions\",requested_model=\"{cut}\",served_model=\"{cut}\",route=\"{cut}\",status=\"200\"}}"))
+                .ends_with(" 2"),
+            "{cached:#?}"
+        );
+        // No series for a kind that was never counted.
+        assert!(
+            !cached
+                .iter()
+                .any(|l| l.contains("kind=\"cache_read\",requested_model=\"acme-7b\""))
+        );
+    }
+
+    #[test]
+    fn past_the_bounds_the_cache_still_counts_like_the_families() {
+        // More tuples than the cache keeps, over more models than get labels.
+        let u = usage(3, 1, 0, 0);
+        let names: Vec<String> = (0..MAX_MODEL_LABELS + 10)
+            .map(|i| format!("model-{i}"))
+            .collect();
+        let routes: Vec<String> = (0..MAX_CACHED_ATTEMPT_SERIES / names.len() + 2)
+            .map(|i| format!("route-{i}"))
+            .collect();
+        let mut attempts = Vec::new();
+        for route in &routes {
+            for name in &names {
+                attempts.push(Attempt {
+                    endpoint: "messages",
+                    requested_model: name,
+                    served_model: name,
+                    route,
+                    status: 200,
+                    usage: &u,
+                    cost_usd: Some(0.5),
+                    estimated: false,
+                });
+            }
+        }
+        assert!(attempts.len() > MAX_CACHED_ATTEMPT_SERIES);
+        // Twice over: the second pass hits cached series and uncached ones.
+        let twice: Vec<Attempt<'_>> = attempts.iter().chain(attempts.iter()).copied().collect();
+        let (cached, plain) = both(&twice);
+        assert_eq!(cached, plain);
+        assert!(cached.iter().any(|l| l.contains("served_model=\"other\"")));
     }
 }
