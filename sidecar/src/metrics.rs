@@ -113,6 +113,8 @@ fn attempt_hash(endpoint: &str, requested: &str, served: &str, route: &str, stat
 /// The counters one attempt label tuple updates, each taken from its family
 /// when first needed (a series still appears only once it is counted) and
 /// kept: later attempts of the tuple neither build nor hash label sets.
+/// A kept counter shares its value with the family's series, so this holds
+/// only while those families are never cleared (only `config_info` is).
 #[derive(Debug, Default)]
 struct AttemptSeries {
     /// `model(requested)`, `model(served)`: the label values.
