@@ -436,7 +436,7 @@ impl Metrics {
             self.config_info.clear();
             self.config_info
                 .get_or_create(&VersionLabel {
-                    version: version.chars().take(64).collect(),
+                    version: label_prefix(version).to_string(),
                 })
                 .set(1);
         }
@@ -505,7 +505,7 @@ impl Metrics {
 
     /// Bound a model name for use as a label value.
     fn model(&self, name: &str) -> String {
-        let name: String = name.chars().take(64).collect();
+        let name = label_prefix(name).to_string();
         let Ok(mut seen) = self.models_seen.lock() else {
             return "other".into();
         };
@@ -530,20 +530,20 @@ impl Metrics {
         let Ok(mut guard) = self.attempt_series.lock() else {
             return self.attempt_uncached(a);
         };
-        let cache = &mut *guard;
-        let known = cache.by_hash.get(&hash).and_then(|bucket| {
+        let AttemptCache { by_hash, len } = &mut *guard;
+        let known = by_hash.get(&hash).and_then(|bucket| {
             bucket
                 .iter()
                 .position(|(k, _)| k.is(a.endpoint, requested, served, route, a.status))
         });
-        let index = match known {
-            Some(i) => i,
-            None if cache.len >= MAX_CACHED_ATTEMPT_SERIES => {
-                drop(guard);
-                return self.attempt_uncached(a);
-            }
+        if known.is_none() && *len >= MAX_CACHED_ATTEMPT_SERIES {
+            drop(guard);
+            return self.attempt_uncached(a);
+        }
+        let bucket = by_hash.entry(hash).or_default();
+        let series = match known {
+            Some(i) => bucket.get_mut(i),
             None => {
-                let bucket = cache.by_hash.entry(hash).or_default();
                 bucket.push((
                     AttemptKey {
                         endpoint: a.endpoint,
@@ -554,23 +554,36 @@ impl Metrics {
                     },
                     AttemptSeries::default(),
                 ));
-                cache.len += 1;
-                bucket.len() - 1
+                *len += 1;
+                bucket.last_mut()
             }
         };
-        let Some((_, series)) = cache
-            .by_hash
-            .get_mut(&hash)
-            .and_then(|bucket| bucket.get_mut(index))
-        else {
-            return;
-        };
-        let (requested, served) = series
-            .labels
-            .get_or_insert_with(|| (self.model(a.requested_model), self.model(a.served_model)))
-            .clone();
-        series
-            .requests
+        match series {
+            Some((_, series)) => self.record(series, a, route),
+            None => self.record(&mut AttemptSeries::default(), a, route),
+        }
+    }
+
+    /// [`attempt`](Self::attempt) through the families' lookups alone: each
+    /// counter is looked up for this attempt and not kept.
+    fn attempt_uncached(&self, a: &Attempt<'_>) {
+        self.record(&mut AttemptSeries::default(), a, label_prefix(a.route));
+    }
+
+    /// Counts `a` in `series`, taking from its family each counter the
+    /// series does not hold yet (`route`: the route label value).
+    fn record(&self, series: &mut AttemptSeries, a: &Attempt<'_>, route: &str) {
+        let AttemptSeries {
+            labels,
+            requests,
+            tokens,
+            cost,
+            unpriced,
+            estimated,
+        } = series;
+        let (requested, served) = &*labels
+            .get_or_insert_with(|| (self.model(a.requested_model), self.model(a.served_model)));
+        requests
             .get_or_insert_with(|| {
                 self.requests
                     .get_or_create(&RequestLabels {
@@ -589,7 +602,7 @@ impl Metrics {
             a.usage.cache_read_tokens,
             a.usage.cache_write_tokens,
         ];
-        for ((slot, kind), n) in series.tokens.iter_mut().zip(TOKEN_KINDS).zip(counts) {
+        for ((slot, kind), n) in tokens.iter_mut().zip(TOKEN_KINDS).zip(counts) {
             if n > 0 {
                 slot.get_or_insert_with(|| {
                     self.tokens
@@ -605,21 +618,18 @@ impl Metrics {
         }
         match a.cost_usd {
             Some(c) => {
-                series
-                    .cost
-                    .get_or_insert_with(|| {
-                        self.cost
-                            .get_or_create(&CostLabels {
-                                requested_model: requested.clone(),
-                                served_model: served.clone(),
-                            })
-                            .clone()
-                    })
-                    .inc_by(c);
+                cost.get_or_insert_with(|| {
+                    self.cost
+                        .get_or_create(&CostLabels {
+                            requested_model: requested.clone(),
+                            served_model: served.clone(),
+                        })
+                        .clone()
+                })
+                .inc_by(c);
             }
             None if a.status != 0 && a.status < 400 => {
-                series
-                    .unpriced
+                unpriced
                     .get_or_insert_with(|| {
                         self.unpriced
                             .get_or_create(&ModelLabel {
@@ -632,8 +642,7 @@ impl Metrics {
             None => {}
         }
         if a.estimated {
-            series
-                .estimated
+            estimated
                 .get_or_insert_with(|| {
                     self.estimated
                         .get_or_create(&ModelLabel {
@@ -645,67 +654,11 @@ impl Metrics {
         }
     }
 
-    /// [`attempt`](Self::attempt) through the families' lookups.
-    fn attempt_uncached(&self, a: &Attempt<'_>) {
-        let requested = self.model(a.requested_model);
-        let served = self.model(a.served_model);
-        self.requests
-            .get_or_create(&RequestLabels {
-                endpoint: a.endpoint,
-                requested_model: requested.clone(),
-                served_model: served.clone(),
-                route: a.route.chars().take(64).collect(),
-                status: a.status,
-            })
-            .inc();
-        for (kind, n) in [
-            ("input", a.usage.input_tokens),
-            ("output", a.usage.output_tokens),
-            ("cache_read", a.usage.cache_read_tokens),
-            ("cache_write", a.usage.cache_write_tokens),
-        ] {
-            if n > 0 {
-                self.tokens
-                    .get_or_create(&TokenLabels {
-                        kind,
-                        requested_model: requested.clone(),
-                        served_model: served.clone(),
-                    })
-                    .inc_by(n);
-            }
-        }
-        match a.cost_usd {
-            Some(c) => {
-                self.cost
-                    .get_or_create(&CostLabels {
-                        requested_model: requested,
-                        served_model: served.clone(),
-                    })
-                    .inc_by(c);
-            }
-            None if a.status != 0 && a.status < 400 => {
-                self.unpriced
-                    .get_or_create(&ModelLabel {
-                        served_model: served.clone(),
-                    })
-                    .inc();
-            }
-            None => {}
-        }
-        if a.estimated {
-            self.estimated
-                .get_or_create(&ModelLabel {
-                    served_model: served,
-                })
-                .inc();
-        }
-    }
-
     /// Record a routing decision (`kind`: routed, escalated, downgraded, fallback).
     pub fn route(&self, route: &str, model: &str, kind: &'static str) {
         self.routes
             .get_or_create(&RouteLabels {
-                route: route.chars().take(64).collect(),
+                route: label_prefix(route).to_string(),
                 model: self.model(model),
                 kind,
             })
