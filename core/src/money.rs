@@ -206,8 +206,7 @@ impl FromStr for Usd {
 
 impl fmt::Display for Usd {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let sign = if self.0 < 0 { "-" } else { "" };
-        f.write_str(&format_decimal(sign, self.0.unsigned_abs(), USD_DECIMALS))
+        write_decimal(f, self.0 < 0, self.0.unsigned_abs(), USD_DECIMALS)
     }
 }
 
@@ -360,7 +359,7 @@ impl FromStr for PricePerMtok {
 
 impl fmt::Display for PricePerMtok {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&format_decimal("", u128::from(self.0), PRICE_DECIMALS))
+        write_decimal(f, false, u128::from(self.0), PRICE_DECIMALS)
     }
 }
 
@@ -447,19 +446,53 @@ fn parse_decimal(s: &str, decimals: u32) -> Result<u128, DecimalError> {
         .ok_or(DecimalError::Overflow)
 }
 
-/// Formats `value / 10^decimals` with at least two decimals and no trailing
-/// zeros beyond them.
-fn format_decimal(sign: &str, value: u128, decimals: u32) -> String {
-    let scale = 10u128.pow(decimals);
-    let int = value / scale;
-    let frac = format!("{:0width$}", value % scale, width = decimals as usize);
-    let trimmed = frac.trim_end_matches('0');
-    let frac = if trimmed.len() < 2 {
-        &frac[..2]
-    } else {
-        trimmed
-    };
-    format!("{sign}{int}.{frac}")
+/// Writes `value / 10^decimals` with at least two decimals and no trailing
+/// zeros beyond them, preceded by `-` when `negative`.
+///
+/// Every settled request prints its cost at least twice (the ledger line
+/// and the cost header), so this works in a stack buffer: no allocation and
+/// no `u128` division while the value fits in a `u64` (below $18M as Usd).
+fn write_decimal(
+    f: &mut fmt::Formatter<'_>,
+    negative: bool,
+    value: u128,
+    decimals: u32,
+) -> fmt::Result {
+    // u128::MAX has 39 digits; `decimals` is at most 12.
+    const DIGITS: usize = 40;
+    let decimals = decimals as usize;
+    let mut digits = [b'0'; DIGITS];
+    let mut at = DIGITS;
+    let mut rest = value;
+    while rest > u128::from(u64::MAX) {
+        at -= 1;
+        digits[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+    }
+    let mut rest = rest as u64;
+    while rest > 0 {
+        at -= 1;
+        digits[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+    }
+    // At least one integer digit ("0.05"); the buffer is pre-filled with '0'.
+    let point = DIGITS - decimals;
+    let start = at.min(point - 1);
+    let mut end = DIGITS;
+    while end > point + 2 && digits[end - 1] == b'0' {
+        end -= 1;
+    }
+    let mut out = [0u8; DIGITS + 2];
+    let mut n = 0;
+    if negative {
+        out[0] = b'-';
+        n = 1;
+    }
+    for part in [&digits[start..point], b".", &digits[point..end]] {
+        out[n..n + part.len()].copy_from_slice(part);
+        n += part.len();
+    }
+    f.write_str(std::str::from_utf8(&out[..n]).map_err(|_| fmt::Error)?)
 }
 
 #[cfg(test)]
@@ -663,7 +696,90 @@ mod tests {
         assert_eq!(max.picos(), i128::try_from(expected).unwrap());
     }
 
+    /// The plain way to print a decimal (what `write_decimal` replaced).
+    fn reference_decimal(sign: &str, value: u128, decimals: u32) -> String {
+        let scale = 10u128.pow(decimals);
+        let frac = format!("{:0width$}", value % scale, width = decimals as usize);
+        let trimmed = frac.trim_end_matches('0');
+        let frac = if trimmed.len() < 2 {
+            &frac[..2]
+        } else {
+            trimmed
+        };
+        format!("{sign}{}.{frac}", value / scale)
+    }
+
+    /// The text form's rules, checked on the text itself.
+    fn assert_canonical(text: &str) {
+        let digits = text.strip_prefix('-').unwrap_or(text);
+        let (int, frac) = digits.split_once('.').expect("a decimal point");
+        assert!(
+            !int.is_empty() && (int == "0" || !int.starts_with('0')),
+            "{text}"
+        );
+        assert!(frac.len() >= 2, "{text}: at least two decimals");
+        assert!(
+            frac.len() == 2 || !frac.ends_with('0'),
+            "{text}: trailing zero"
+        );
+        assert!(
+            int.bytes().chain(frac.bytes()).all(|b| b.is_ascii_digit()),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn decimals_at_the_edges_of_the_fast_path() {
+        let edge = i128::from(u64::MAX);
+        for picos in [
+            edge - 1,
+            edge,
+            edge + 1,
+            edge * 10,
+            -edge,
+            -edge - 1,
+            i128::MAX,
+        ] {
+            let v = Usd::from_picos(picos);
+            let text = v.to_string();
+            let sign = if picos < 0 { "-" } else { "" };
+            assert_eq!(
+                text,
+                reference_decimal(sign, picos.unsigned_abs(), USD_DECIMALS)
+            );
+            assert_canonical(&text);
+            assert_eq!(Usd::parse_signed(&text), Ok(v));
+        }
+        assert_eq!(Usd::from_picos(edge).to_string(), "18446744.073709551615");
+        assert_eq!(Usd::from_picos(10 * PICOS_PER_USD).to_string(), "10.00");
+        assert_eq!(Usd::from_picos(100_000_000_000).to_string(), "0.10");
+        assert_eq!(
+            PricePerMtok::from_nanos(u64::MAX).to_string(),
+            "18446744073.709551615"
+        );
+        assert_eq!(PricePerMtok::from_nanos(0).to_string(), "0.00");
+    }
+
     proptest! {
+        #[test]
+        fn usd_display_is_the_plain_decimal(picos in any::<i128>(), small in -10_000_000_000_000_000_i128..10_000_000_000_000_000) {
+            for p in [picos, small] {
+                let text = Usd::from_picos(p).to_string();
+                let sign = if p < 0 { "-" } else { "" };
+                prop_assert_eq!(&text, &reference_decimal(sign, p.unsigned_abs(), USD_DECIMALS));
+                assert_canonical(&text);
+            }
+        }
+
+        #[test]
+        fn price_display_is_the_plain_decimal(nanos in any::<u64>(), small in 0u64..100_000_000_000) {
+            for n in [nanos, small] {
+                let text = PricePerMtok::from_nanos(n).to_string();
+                prop_assert_eq!(&text, &reference_decimal("", u128::from(n), PRICE_DECIMALS));
+                assert_canonical(&text);
+            }
+        }
+
         #[test]
         fn usd_display_round_trips(picos in any::<i128>()) {
             let v = Usd::from_picos(picos);
