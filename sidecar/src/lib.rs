@@ -18,6 +18,7 @@ pub mod cli;
 pub mod control;
 pub mod error;
 pub mod ledger;
+pub mod link;
 pub mod meter;
 pub mod metrics;
 pub mod policy_file;

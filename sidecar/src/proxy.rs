@@ -15,7 +15,8 @@ use std::{sync::Arc, time::Instant};
 
 use bytes::Bytes;
 use http::{
-    HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, header,
+    HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, header,
+    uri::PathAndQuery,
 };
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
@@ -33,6 +34,7 @@ use tokenwarden_core::{
 use crate::{
     body::{ProxyBody, Settlement, TapBody, TapMode},
     error::ProxyError,
+    link::Link,
     meter::{self, Flavor, SseTap},
     request,
     state::{Active, Shared, lock},
@@ -140,11 +142,11 @@ impl std::fmt::Debug for InFlight {
     }
 }
 
-fn path_and_query(req: &Request<Incoming>) -> String {
+fn path_and_query(req: &Request<Incoming>) -> PathAndQuery {
     req.uri()
         .path_and_query()
-        .map_or("/", |pq| pq.as_str())
-        .to_string()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"))
 }
 
 async fn read_body(
@@ -179,8 +181,9 @@ async fn read_body(
 
 /// Copy app headers that may go upstream: not hop-by-hop, not the app's own
 /// credentials, not `accept-encoding` (the sidecar must read usage from the
-/// response, so it asks for identity encoding).
-fn upstream_headers(from: &HeaderMap, api: Api, key: &str) -> Result<HeaderMap, ProxyError> {
+/// response, so it asks for identity encoding). Then add the provider's
+/// credential header.
+fn upstream_headers(from: &HeaderMap, auth: (&HeaderName, &HeaderValue)) -> HeaderMap {
     let mut h = HeaderMap::with_capacity(from.len() + 2);
     for (name, value) in from {
         if matches!(
@@ -204,33 +207,8 @@ fn upstream_headers(from: &HeaderMap, api: Api, key: &str) -> Result<HeaderMap, 
         }
         h.append(name.clone(), value.clone());
     }
-    let bad_key = |_| ProxyError::MissingKey {
-        provider: String::new(),
-        reason: "the key is not a valid header value".into(),
-    };
-    match api {
-        Api::OpenAi => {
-            let mut v = HeaderValue::from_str(&format!("Bearer {key}")).map_err(bad_key)?;
-            v.set_sensitive(true);
-            h.insert(header::AUTHORIZATION, v);
-        }
-        Api::Anthropic => {
-            let mut v = HeaderValue::from_str(key).map_err(bad_key)?;
-            v.set_sensitive(true);
-            h.insert(HeaderName::from_static("x-api-key"), v);
-        }
-    }
-    Ok(h)
-}
-
-fn upstream_uri(active: &Active, provider: usize, path_and_query: &str) -> Result<Uri, ProxyError> {
-    let (origin, prefix) = active
-        .bases
-        .get(provider)
-        .ok_or_else(|| ProxyError::NoRoute("provider index out of range".into()))?;
-    format!("{origin}{prefix}{path_and_query}")
-        .parse()
-        .map_err(|e| ProxyError::NoRoute(format!("invalid upstream URL: {e}")))
+    h.insert(auth.0.clone(), auth.1.clone());
+    h
 }
 
 async fn passthrough(
@@ -252,14 +230,14 @@ async fn passthrough(
                 api.as_str()
             ))
         })?;
-    let p = &cfg.providers[provider];
-    let key = active.key(p)?;
+    let link = active.link(provider)?;
+    let auth = link.auth()?;
     let path_and_query = path_and_query(&req);
     let (parts, body) = read_body(shared, req).await?;
     let mut up = Request::new(Full::new(body));
     *up.method_mut() = parts.method.clone();
-    *up.uri_mut() = upstream_uri(&active, provider, &path_and_query)?;
-    *up.headers_mut() = upstream_headers(&parts.headers, api, key.expose())?;
+    *up.uri_mut() = link.uri(&path_and_query)?;
+    *up.headers_mut() = upstream_headers(&parts.headers, auth);
     let resp = shared
         .client
         .request(up)
@@ -281,16 +259,28 @@ fn no_policy(active: &Active) -> ProxyError {
     ))
 }
 
+/// Hop-by-hop headers of an upstream response: not forwarded to the app.
+fn is_hop_header(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+    )
+}
+
 fn strip_hop_headers(h: &mut HeaderMap) {
-    for name in [
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-    ] {
+    // One look at the names the response has (usually a handful, and none
+    // of these) rather than a hashed lookup per hop-by-hop name.
+    if !h.keys().any(is_hop_header) {
+        return;
+    }
+    let hop: Vec<HeaderName> = h.keys().filter(|n| is_hop_header(n)).cloned().collect();
+    for name in hop {
         h.remove(name);
     }
 }
@@ -459,7 +449,8 @@ async fn metered(
     loop {
         ctx.attempt += 1;
         let provider = &cfg.providers[ctx.choice.provider];
-        let key = active.key(provider)?;
+        let link = active.link(ctx.choice.provider)?;
+        let auth = link.auth()?;
 
         // Reserve with the cheap bound (bytes); only if that would refuse,
         // refine the prompt bound once (tokenizer / count_tokens) and retry.
@@ -500,9 +491,7 @@ async fn metered(
                 && fits_without_prompt(shared, &active, &mut ctx, max_output, at);
             if refinable {
                 refined = true;
-                let tighter =
-                    refine_prompt_bound(shared, &active, &ctx, &parts.headers, &body, key.expose())
-                        .await;
+                let tighter = refine_prompt_bound(shared, link, &ctx, &parts.headers, &body).await;
                 if let Some(b) = tighter.filter(|b| *b < prompt_bound) {
                     shared
                         .metrics
@@ -556,8 +545,8 @@ async fn metered(
         );
         let mut up = Request::new(Full::new(out_body));
         *up.method_mut() = Method::POST;
-        *up.uri_mut() = upstream_uri(&active, ctx.choice.provider, &path_and_query)?;
-        *up.headers_mut() = upstream_headers(&parts.headers, api, key.expose())?;
+        *up.uri_mut() = link.uri(&path_and_query)?;
+        *up.headers_mut() = upstream_headers(&parts.headers, auth);
         up.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
@@ -694,11 +683,10 @@ fn fits_without_prompt(
 /// [`crate::tokens`]); `None` when none can be had.
 async fn refine_prompt_bound(
     shared: &Shared,
-    active: &Active,
+    link: &Link,
     ctx: &Context,
     app_headers: &HeaderMap,
     body: &Bytes,
-    key: &str,
 ) -> Option<u64> {
     match ctx.endpoint.api() {
         Api::OpenAi => {
@@ -716,9 +704,10 @@ async fn refine_prompt_bound(
             let count_body = crate::tokens::count_tokens_body(&ctx.choice.model, body)?;
             let mut req = Request::new(Full::new(Bytes::from(count_body)));
             *req.method_mut() = Method::POST;
-            *req.uri_mut() =
-                upstream_uri(active, ctx.choice.provider, "/v1/messages/count_tokens").ok()?;
-            let mut h = upstream_headers(app_headers, Api::Anthropic, key).ok()?;
+            *req.uri_mut() = link
+                .uri(&PathAndQuery::from_static("/v1/messages/count_tokens"))
+                .ok()?;
+            let mut h = upstream_headers(app_headers, link.auth().ok()?);
             h.insert(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("application/json"),
@@ -1202,5 +1191,84 @@ fn flavor_api(f: Flavor) -> Api {
     match f {
         Flavor::Anthropic => Api::Anthropic,
         _ => Api::OpenAi,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_response_headers_are_dropped_and_the_rest_kept() {
+        let mut h = HeaderMap::new();
+        for (n, v) in [
+            ("content-type", "application/json"),
+            ("connection", "keep-alive"),
+            ("keep-alive", "timeout=5"),
+            ("transfer-encoding", "chunked"),
+            ("x-request-id", "req_1"),
+            ("upgrade", "h2c"),
+            ("set-cookie", "a=1"),
+            ("set-cookie", "b=2"),
+            ("te", "trailers"),
+            ("trailer", "x-done"),
+            ("proxy-connection", "close"),
+        ] {
+            h.append(HeaderName::from_static(n), HeaderValue::from_static(v));
+        }
+        strip_hop_headers(&mut h);
+        let mut left: Vec<(&str, &str)> = h
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.to_str().unwrap()))
+            .collect();
+        // HeaderMap keeps the order of one name's values, not across names.
+        left.sort_by_key(|(n, _)| *n);
+        assert_eq!(
+            left,
+            [
+                ("content-type", "application/json"),
+                ("set-cookie", "a=1"),
+                ("set-cookie", "b=2"),
+                ("x-request-id", "req_1"),
+            ]
+        );
+        // Nothing to drop: untouched.
+        let before = h.clone();
+        strip_hop_headers(&mut h);
+        assert_eq!(h, before);
+    }
+
+    #[test]
+    fn app_credentials_and_hop_headers_never_go_upstream() {
+        let mut from = HeaderMap::new();
+        for (n, v) in [
+            ("authorization", "Bearer app-token"),
+            ("x-api-key", "app-key"),
+            ("host", "127.0.0.1:15800"),
+            ("connection", "keep-alive"),
+            ("content-length", "12"),
+            ("accept-encoding", "gzip"),
+            ("anthropic-version", "2023-06-01"),
+            ("x-trace", "t1"),
+        ] {
+            from.append(HeaderName::from_static(n), HeaderValue::from_static(v));
+        }
+        let name = HeaderName::from_static("x-api-key");
+        let mut value = HeaderValue::from_static("sk-provider");
+        value.set_sensitive(true);
+        let h = upstream_headers(&from, (&name, &value));
+        let sent: Vec<(&str, &str)> = h
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.to_str().unwrap()))
+            .collect();
+        assert_eq!(
+            sent,
+            [
+                ("anthropic-version", "2023-06-01"),
+                ("x-trace", "t1"),
+                ("x-api-key", "sk-provider"),
+            ]
+        );
+        assert!(h["x-api-key"].is_sensitive());
     }
 }

@@ -17,7 +17,9 @@ use tokenwarden_core::{
     route::Router,
 };
 
-use crate::{ledger::Ledger, metrics::Metrics, secrets::Keys, upstream::UpstreamClient};
+use crate::{
+    ledger::Ledger, link::Link, metrics::Metrics, secrets::Keys, upstream::UpstreamClient,
+};
 
 /// Settings fixed at start-up.
 #[derive(Debug, Clone)]
@@ -45,8 +47,8 @@ pub struct Active {
     pub prices: PriceBook,
     /// Provider keys.
     pub keys: Keys,
-    /// Upstream base URIs by provider index: (scheme://authority, path prefix).
-    pub bases: Vec<(String, String)>,
+    /// How each provider is reached (base URL, credential), by provider index.
+    pub links: Vec<Link>,
     /// Whether any route looks at the complexity score.
     pub needs_score: bool,
     /// Whether a rule needs the request digest (repeated-prompt escalation
@@ -105,11 +107,11 @@ impl Active {
                 .iter()
                 .flat_map(|r| r.providers.iter().map(|p| &p.api_key)),
         );
-        let bases = cfg
+        let links = cfg
             .routing
             .iter()
             .flat_map(|r| r.providers.iter())
-            .map(|p| split_base(&p.base_url))
+            .map(|p| Link::new(p, &keys))
             .collect();
         let needs_score = cfg
             .routing
@@ -125,40 +127,21 @@ impl Active {
             router,
             prices: PriceBook::new(overrides),
             keys,
-            bases,
+            links,
             needs_score,
             needs_digest,
         }
     }
 }
 
-// === impl Active (keys) ===
+// === impl Active (links) ===
 
 impl Active {
-    /// The API key of `provider`, or the provider-shaped 503 saying why not.
-    pub fn key(
-        &self,
-        provider: &tokenwarden_core::config::Provider,
-    ) -> Result<&crate::secrets::ApiKey, crate::error::ProxyError> {
-        self.keys
-            .get(&provider.api_key)
-            .map_err(|reason| crate::error::ProxyError::MissingKey {
-                provider: provider.name.clone(),
-                reason,
-            })
-    }
-}
-
-/// `https://host:port/prefix/` → (`https://host:port`, `/prefix`).
-fn split_base(url: &str) -> (String, String) {
-    let url = url.trim_end_matches('/');
-    let after_scheme = url.find("://").map_or(0, |i| i + 3);
-    match url[after_scheme..].find('/') {
-        Some(i) => (
-            url[..after_scheme + i].to_string(),
-            url[after_scheme + i..].to_string(),
-        ),
-        None => (url.to_string(), String::new()),
+    /// How to reach the provider at `index` in the routing config.
+    pub fn link(&self, index: usize) -> Result<&Link, crate::error::ProxyError> {
+        self.links
+            .get(index)
+            .ok_or_else(|| crate::error::ProxyError::NoRoute("provider index out of range".into()))
     }
 }
 
@@ -231,26 +214,5 @@ impl Shared {
         }
         seen.push_back(now);
         seen.len() >= rule.count as usize
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn base_urls_split_into_origin_and_prefix() {
-        assert_eq!(
-            split_base("https://api.openai.com"),
-            ("https://api.openai.com".into(), "".into())
-        );
-        assert_eq!(
-            split_base("https://api.openai.com/"),
-            ("https://api.openai.com".into(), "".into())
-        );
-        assert_eq!(
-            split_base("http://gw.infra:8080/openai/"),
-            ("http://gw.infra:8080".into(), "/openai".into())
-        );
     }
 }

@@ -1092,3 +1092,64 @@ async fn an_open_stream_counts_as_in_flight_until_it_ends() {
     let m = sc.admin_get("/metrics").await.text();
     assert_eq!(gauge(&m).as_deref(), Some("0"), "{m}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_base_url_path_prefixes_every_upstream_path_and_the_query_is_kept() {
+    let fake = FakeProvider::start(FakeConfig::default()).await.unwrap();
+    // A gateway in front of the provider: the base URL carries a path.
+    let yaml = policy(&fake, "", "").replace(
+        &format!("baseUrl: \"{}\"", fake.base_url()),
+        &format!("baseUrl: \"{}/gw/openai/\"", fake.base_url()),
+    );
+    assert!(yaml.contains("/gw/openai/"), "{yaml}");
+    let sc = Sidecar::start(&yaml);
+    let r = sc
+        .openai(
+            "/v1/chat/completions?api-version=2024-10-21",
+            r#"{"model":"gpt-5-mini","messages":[{"role":"user","content":"hi"}]}"#,
+            &[],
+        )
+        .await;
+    // The fake serves no /gw/ paths: its 404 comes back as it is, in its shape.
+    assert_eq!(r.status, 404, "{}", r.text());
+    assert!(r.json()["error"]["message"].is_string(), "{}", r.text());
+    let models = sc
+        .send(
+            Method::GET,
+            "/v1/models",
+            &[("authorization", "Bearer app-key-not-real")],
+            "",
+        )
+        .await;
+    assert_eq!(models.status, 404, "{}", models.text());
+
+    let log = fake.log();
+    let sent: Vec<(&str, &str, Option<&str>, Option<&str>)> = log
+        .iter()
+        .map(|l| {
+            (
+                l.method.as_str(),
+                l.path.as_str(),
+                l.query.as_deref(),
+                l.header("authorization"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        sent,
+        [
+            (
+                "POST",
+                "/gw/openai/v1/chat/completions",
+                Some("api-version=2024-10-21"),
+                Some("Bearer sk-fake-openai")
+            ),
+            (
+                "GET",
+                "/gw/openai/v1/models",
+                None,
+                Some("Bearer sk-fake-openai")
+            ),
+        ]
+    );
+}
