@@ -45,6 +45,7 @@ use prometheus_client::{
     },
     registry::Registry,
 };
+use tokenwarden_core::config::ObjectRef;
 
 /// Count one event of `budget` in `family`.
 fn count_for(family: &Family<BudgetLabel, Counter>, budget: &str) {
@@ -64,8 +65,12 @@ pub fn usd_f64(u: tokenwarden_core::money::Usd) -> f64 {
 pub const MAX_MODEL_LABELS: usize = 200;
 
 /// Label tuples of attempts whose counters are kept at hand (past that,
-/// attempts are counted through the families' own lookups).
+/// attempts are counted through the families' own lookups). The same bound
+/// holds for route decisions.
 const MAX_CACHED_ATTEMPT_SERIES: usize = 4096;
+
+/// Budgets whose gauges are kept at hand.
+const MAX_CACHED_BUDGETS: usize = 1024;
 
 /// A label value's first 64 characters (as label values are cut).
 fn label_prefix(s: &str) -> &str {
@@ -93,28 +98,85 @@ impl AttemptKey {
     }
 }
 
-/// FNV-1a over the tuple: cheap for these short strings (SipHash, the
-/// families' hasher, is the cost this cache saves).
-fn attempt_hash(endpoint: &str, requested: &str, served: &str, route: &str, status: u16) -> u64 {
+/// FNV-1a over a label tuple's parts and `tail`: cheap for these short
+/// strings (SipHash, the families' hasher, is the cost the kept series save).
+fn tuple_hash(parts: &[&str], tail: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for part in [endpoint, requested, served, route] {
+    for part in parts {
         for &b in part.as_bytes() {
             h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
         }
         // A byte no UTF-8 string holds ends each part: ("ab","c") ≠ ("a","bc").
         h = (h ^ 0xff).wrapping_mul(0x0100_0000_01b3);
     }
-    for b in status.to_le_bytes() {
+    for &b in tail {
         h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
     }
     h
 }
 
+/// Metric handles kept per label tuple (`K`), found by [`tuple_hash`] plus
+/// an exact key compare, at most `max` tuples.
+///
+/// A kept handle shares its value with the family's series, so this holds
+/// only while those families are never cleared (only `config_info` is).
+#[derive(Debug)]
+struct Kept<K, S> {
+    by_hash: HashMap<u64, Vec<(K, S)>>,
+    len: usize,
+    max: usize,
+}
+
+impl<K, S: Default> Kept<K, S> {
+    fn new(max: usize) -> Self {
+        Kept {
+            by_hash: HashMap::new(),
+            len: 0,
+            max,
+        }
+    }
+
+    /// The handles of the tuple that `is` recognises, kept under `key()`
+    /// when new; `None` when it is new and `max` tuples are kept already.
+    fn get(
+        &mut self,
+        hash: u64,
+        is: impl Fn(&K) -> bool,
+        key: impl FnOnce() -> K,
+    ) -> Option<&mut S> {
+        let bucket = self.by_hash.entry(hash).or_default();
+        match bucket.iter().position(|(k, _)| is(k)) {
+            Some(i) => Some(&mut bucket[i].1),
+            None if self.len >= self.max => None,
+            None => {
+                self.len += 1;
+                bucket.push((key(), S::default()));
+                bucket.last_mut().map(|(_, s)| s)
+            }
+        }
+    }
+}
+
+/// A route decision's label tuple, as routing named things (cut to 64
+/// characters).
+#[derive(Debug, PartialEq, Eq)]
+struct RouteKey {
+    route: String,
+    model: String,
+    kind: &'static str,
+}
+
+/// The gauges of one budget, each taken from its family when first set.
+#[derive(Debug, Default)]
+struct BudgetGauges {
+    spent: Option<Gauge<f64, AtomicU64>>,
+    limit: Option<Gauge<f64, AtomicU64>>,
+    state: Option<Gauge<i64, AtomicI64>>,
+}
+
 /// The counters one attempt label tuple updates, each taken from its family
 /// when first needed (a series still appears only once it is counted) and
 /// kept: later attempts of the tuple neither build nor hash label sets.
-/// A kept counter shares its value with the family's series, so this holds
-/// only while those families are never cleared (only `config_info` is).
 #[derive(Debug, Default)]
 struct AttemptSeries {
     /// `model(requested)`, `model(served)`: the label values.
@@ -124,12 +186,6 @@ struct AttemptSeries {
     cost: Option<Counter<f64, AtomicU64>>,
     unpriced: Option<Counter>,
     estimated: Option<Counter>,
-}
-
-#[derive(Debug, Default)]
-struct AttemptCache {
-    by_hash: HashMap<u64, Vec<(AttemptKey, AttemptSeries)>>,
-    len: usize,
 }
 
 /// The token kinds, in `AttemptSeries::tokens` order.
@@ -248,7 +304,9 @@ pub struct Metrics {
     reloads: Family<ResultLabel, Counter>,
     in_flight: Gauge<i64, AtomicI64>,
     models_seen: Mutex<HashSet<String>>,
-    attempt_series: Mutex<AttemptCache>,
+    attempt_series: Mutex<Kept<AttemptKey, AttemptSeries>>,
+    route_series: Mutex<Kept<RouteKey, Option<Counter>>>,
+    budget_gauges: Mutex<Kept<ObjectRef, BudgetGauges>>,
     connected: Gauge<i64, AtomicI64>,
     snapshots: Family<ResultLabel, Counter>,
     config_info: Family<VersionLabel, Gauge<i64, AtomicI64>>,
@@ -294,7 +352,9 @@ impl Metrics {
             reloads: Family::default(),
             in_flight: Gauge::default(),
             models_seen: Mutex::new(HashSet::new()),
-            attempt_series: Mutex::new(AttemptCache::default()),
+            attempt_series: Mutex::new(Kept::new(MAX_CACHED_ATTEMPT_SERIES)),
+            route_series: Mutex::new(Kept::new(MAX_CACHED_ATTEMPT_SERIES)),
+            budget_gauges: Mutex::new(Kept::new(MAX_CACHED_BUDGETS)),
             connected: Gauge::default(),
             snapshots: Family::default(),
             config_info: Family::default(),
@@ -526,41 +586,30 @@ impl Metrics {
             label_prefix(a.served_model),
             label_prefix(a.route),
         );
-        let hash = attempt_hash(a.endpoint, requested, served, route, a.status);
-        let Ok(mut guard) = self.attempt_series.lock() else {
+        let hash = tuple_hash(
+            &[a.endpoint, requested, served, route],
+            &a.status.to_le_bytes(),
+        );
+        let Ok(mut kept) = self.attempt_series.lock() else {
             return self.attempt_uncached(a);
         };
-        let AttemptCache { by_hash, len } = &mut *guard;
-        let known = by_hash.get(&hash).and_then(|bucket| {
-            bucket
-                .iter()
-                .position(|(k, _)| k.is(a.endpoint, requested, served, route, a.status))
-        });
-        if known.is_none() && *len >= MAX_CACHED_ATTEMPT_SERIES {
-            drop(guard);
-            return self.attempt_uncached(a);
-        }
-        let bucket = by_hash.entry(hash).or_default();
-        let series = match known {
-            Some(i) => bucket.get_mut(i),
-            None => {
-                bucket.push((
-                    AttemptKey {
-                        endpoint: a.endpoint,
-                        requested: requested.to_string(),
-                        served: served.to_string(),
-                        route: route.to_string(),
-                        status: a.status,
-                    },
-                    AttemptSeries::default(),
-                ));
-                *len += 1;
-                bucket.last_mut()
-            }
-        };
+        let series = kept.get(
+            hash,
+            |k| k.is(a.endpoint, requested, served, route, a.status),
+            || AttemptKey {
+                endpoint: a.endpoint,
+                requested: requested.to_string(),
+                served: served.to_string(),
+                route: route.to_string(),
+                status: a.status,
+            },
+        );
         match series {
-            Some((_, series)) => self.record(series, a, route),
-            None => self.record(&mut AttemptSeries::default(), a, route),
+            Some(series) => self.record(series, a, route),
+            None => {
+                drop(kept);
+                self.attempt_uncached(a);
+            }
         }
     }
 
@@ -656,13 +705,45 @@ impl Metrics {
 
     /// Record a routing decision (`kind`: routed, escalated, downgraded, fallback).
     pub fn route(&self, route: &str, model: &str, kind: &'static str) {
+        let (route, model) = (label_prefix(route), label_prefix(model));
+        let hash = tuple_hash(&[route, model, kind], &[]);
+        let Ok(mut kept) = self.route_series.lock() else {
+            return self.route_uncached(route, model, kind);
+        };
+        let counter = kept.get(
+            hash,
+            |k| k.kind == kind && k.route == route && k.model == model,
+            || RouteKey {
+                route: route.to_string(),
+                model: model.to_string(),
+                kind,
+            },
+        );
+        match counter {
+            Some(c) => {
+                c.get_or_insert_with(|| self.route_counter(route, model, kind))
+                    .inc();
+            }
+            None => {
+                drop(kept);
+                self.route_uncached(route, model, kind);
+            }
+        }
+    }
+
+    /// [`route`](Self::route) through the family's lookup alone.
+    fn route_uncached(&self, route: &str, model: &str, kind: &'static str) {
+        self.route_counter(route, model, kind).inc();
+    }
+
+    fn route_counter(&self, route: &str, model: &str, kind: &'static str) -> Counter {
         self.routes
             .get_or_create(&RouteLabels {
                 route: label_prefix(route).to_string(),
                 model: self.model(model),
                 kind,
             })
-            .inc();
+            .clone()
     }
 
     /// Count an error by its label.
@@ -681,22 +762,50 @@ impl Metrics {
 
     /// Update a budget's gauges from its live state.
     pub fn budget(&self, b: &tokenwarden_core::budget::BudgetState) {
+        let id = &b.config().source;
+        let hash = tuple_hash(&[&id.namespace, &id.name], &[]);
+        let Ok(mut kept) = self.budget_gauges.lock() else {
+            return self.budget_uncached(b);
+        };
+        match kept.get(hash, |k| k == id, || id.clone()) {
+            Some(gauges) => self.set_budget(gauges, b),
+            None => {
+                drop(kept);
+                self.budget_uncached(b);
+            }
+        }
+    }
+
+    /// [`budget`](Self::budget) through the families' lookups alone.
+    fn budget_uncached(&self, b: &tokenwarden_core::budget::BudgetState) {
+        self.set_budget(&mut BudgetGauges::default(), b);
+    }
+
+    /// Sets `b`'s gauges, taking from its family each one `gauges` does not hold yet.
+    fn set_budget(&self, gauges: &mut BudgetGauges, b: &tokenwarden_core::budget::BudgetState) {
         use tokenwarden_core::budget::State;
-        let l = BudgetLabel {
+        let label = || BudgetLabel {
             budget: b.config().source.to_string(),
         };
-        self.budget_spent
-            .get_or_create(&l)
+        gauges
+            .spent
+            .get_or_insert_with(|| self.budget_spent.get_or_create(&label()).clone())
             .set(usd_f64(b.totals().spent));
         if let Some(limit) = b.config().limit_usd {
-            self.budget_limit.get_or_create(&l).set(usd_f64(limit));
+            gauges
+                .limit
+                .get_or_insert_with(|| self.budget_limit.get_or_create(&label()).clone())
+                .set(usd_f64(limit));
         }
         let state = match b.state() {
             State::Ok => 0,
             State::Threshold => 1,
             State::Exhausted => 2,
         };
-        self.budget_state.get_or_create(&l).set(state);
+        gauges
+            .state
+            .get_or_insert_with(|| self.budget_state.get_or_create(&label()).clone())
+            .set(state);
     }
 
     /// Count a budget refusal.
@@ -738,7 +847,17 @@ impl Metrics {
 mod tests {
     use tokenwarden_core::catalog::Usage;
 
-    use super::{Attempt, MAX_CACHED_ATTEMPT_SERIES, MAX_MODEL_LABELS, Metrics};
+    use jiff::Timestamp;
+    use tokenwarden_core::{
+        budget::{BudgetState, Totals},
+        config::{BudgetConfig, FailMode, ObjectRef},
+        money::Usd,
+        period::Period,
+    };
+
+    use super::{
+        Attempt, MAX_CACHED_ATTEMPT_SERIES, MAX_CACHED_BUDGETS, MAX_MODEL_LABELS, Metrics,
+    };
 
     fn usage(input: u64, output: u64, cache_read: u64, cache_write: u64) -> Usage {
         Usage {
@@ -921,5 +1040,131 @@ mod tests {
         let (cached, plain) = both(&twice);
         assert_eq!(cached, plain);
         assert!(cached.iter().any(|l| l.contains("served_model=\"other\"")));
+    }
+
+    #[test]
+    fn kept_route_counters_count_what_the_family_counts() {
+        let long = format!("{}é-tail", "r".repeat(63));
+        let mut decisions: Vec<(String, String, &'static str)> = vec![
+            ("mini".into(), "gpt-5-mini".into(), "routed"),
+            ("mini".into(), "gpt-5-mini".into(), "routed"),
+            ("mini".into(), "gpt-5-mini".into(), "escalated"),
+            ("mini".into(), "gpt-5".into(), "routed"),
+            // Only where one string ends differs.
+            ("ab".into(), "c".into(), "routed"),
+            ("a".into(), "bc".into(), "routed"),
+            (long.clone(), long.clone(), "fallback"),
+            (long.clone(), long.clone(), "fallback"),
+        ];
+        // Past the kept bound and the model-label bound, twice over.
+        for i in 0..MAX_CACHED_ATTEMPT_SERIES / MAX_MODEL_LABELS + 2 {
+            for j in 0..MAX_MODEL_LABELS + 10 {
+                decisions.push((format!("route-{i}"), format!("model-{j}"), "routed"));
+            }
+        }
+        assert!(decisions.len() > MAX_CACHED_ATTEMPT_SERIES);
+        let (kept, plain) = (Metrics::new(), Metrics::new());
+        for _ in 0..2 {
+            for (route, model, kind) in &decisions {
+                kept.route(route, model, kind);
+                plain.route_uncached(route, model, kind);
+            }
+        }
+        let (kept, plain) = (samples(&kept), samples(&plain));
+        assert_eq!(kept, plain);
+        let value = |prefix: &str| {
+            kept.iter()
+                .find(|l| l.starts_with(prefix))
+                .and_then(|l| l.rsplit(' ').next())
+                .unwrap_or("missing")
+                .to_string()
+        };
+        let line = |r: &str, m: &str, k: &str| {
+            format!("tokenwarden_route_decisions_total{{route=\"{r}\",model=\"{m}\",kind=\"{k}\"}}")
+        };
+        assert_eq!(
+            value(&line("mini", "gpt-5-mini", "routed")),
+            "4",
+            "{kept:#?}"
+        );
+        assert_eq!(value(&line("mini", "gpt-5-mini", "escalated")), "2");
+        assert_eq!(value(&line("ab", "c", "routed")), "2");
+        assert_eq!(value(&line("a", "bc", "routed")), "2");
+        let cut = format!("{}é", "r".repeat(63));
+        assert_eq!(value(&line(&cut, &cut, "fallback")), "4");
+        assert!(kept.iter().any(|l| l.contains("model=\"other\"")));
+    }
+
+    fn budget_state(ns: &str, name: &str, limit: Option<&str>, spent: &str) -> BudgetState {
+        let cfg = BudgetConfig {
+            source: ObjectRef::new(ns, name),
+            generation: 1,
+            period: Period::Daily,
+            time_zone: "UTC".into(),
+            limit_usd: limit.map(|l| l.parse().unwrap()),
+            limit_tokens: None,
+            thresholds: vec![],
+            per_request_cap_usd: None,
+            loop_guard: None,
+            fail_mode: FailMode::Closed,
+            shadow: false,
+        };
+        let now: Timestamp = "2026-12-02T10:00:00Z".parse().unwrap();
+        let mut b = BudgetState::new(cfg, now, Totals::default()).unwrap();
+        b.record(&usage(1, 1, 0, 0), Some(spent.parse::<Usd>().unwrap()));
+        b
+    }
+
+    #[test]
+    fn kept_budget_gauges_show_the_latest_state() {
+        let (kept, plain) = (Metrics::new(), Metrics::new());
+        let mut states = vec![
+            budget_state("apps", "team", Some("10.00"), "2.50"),
+            budget_state("apps", "team", Some("10.00"), "10.00"),
+            budget_state("apps", "tea", None, "1.25"),
+            // Only where one string ends differs.
+            budget_state("ab", "c", Some("3.00"), "1.00"),
+            budget_state("a", "bc", Some("3.00"), "2.00"),
+        ];
+        for i in 0..MAX_CACHED_BUDGETS + 5 {
+            states.push(budget_state(
+                "apps",
+                &format!("b-{i}"),
+                Some("1.00"),
+                "0.50",
+            ));
+        }
+        for b in states.iter().chain(states.iter()) {
+            kept.budget(b);
+            plain.budget_uncached(b);
+        }
+        let (kept, plain) = (samples(&kept), samples(&plain));
+        assert_eq!(kept, plain);
+        let has = |l: &str| kept.iter().any(|x| x == l);
+        assert!(
+            has("tokenwarden_budget_spent_usd{budget=\"apps/team\"} 10.0"),
+            "{kept:#?}"
+        );
+        assert!(has(
+            "tokenwarden_budget_limit_usd{budget=\"apps/team\"} 10.0"
+        ));
+        assert!(has("tokenwarden_budget_state{budget=\"apps/team\"} 2"));
+        assert!(has(
+            "tokenwarden_budget_spent_usd{budget=\"apps/tea\"} 1.25"
+        ));
+        assert!(has("tokenwarden_budget_state{budget=\"apps/tea\"} 0"));
+        assert!(has("tokenwarden_budget_spent_usd{budget=\"ab/c\"} 1.0"));
+        assert!(has("tokenwarden_budget_spent_usd{budget=\"a/bc\"} 2.0"));
+        // No limit, no limit series.
+        assert!(
+            !kept
+                .iter()
+                .any(|l| l.contains("limit_usd{budget=\"apps/tea\"}"))
+        );
+        let last = format!(
+            "tokenwarden_budget_spent_usd{{budget=\"apps/b-{}\"}} 0.5",
+            MAX_CACHED_BUDGETS + 4
+        );
+        assert!(has(&last), "{last}");
     }
 }
