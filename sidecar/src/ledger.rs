@@ -242,7 +242,6 @@ impl Ledger {
         if self.staged.is_empty() {
             return Ok(());
         }
-        let path = self.dir.join(JOURNAL);
         let written = self.journal.write_all(&self.staged).and_then(|()| {
             if self.fsync {
                 self.journal.sync_data()
@@ -257,7 +256,7 @@ impl Ledger {
                 tracing::error!(error = %e, record = %line, "cannot append to the ledger");
             }
             self.staged.clear();
-            return Err(io(&path)(e));
+            return Err(io(&self.dir.join(JOURNAL))(e));
         }
         self.journal_len += self.staged.len() as u64;
         self.staged.clear();

@@ -789,13 +789,11 @@ fn reserve(
         output_tokens: max_output,
         ..Default::default()
     };
-    let cost = match (
-        active.prices.cost(hint, &ctx.choice.model, &as_input),
-        active.prices.cost(hint, &ctx.choice.model, &as_write),
-    ) {
-        (Some(a), Some(b)) => Some(a.max(b)),
-        (a, b) => a.or(b),
-    };
+    let cost = active
+        .prices
+        .price(hint, &ctx.choice.model)
+        .prices()
+        .map(|p| p.cost(&as_input).max(p.cost(&as_write)));
     let ask = Ask {
         cost,
         tokens: body_bytes.saturating_add(max_output),
