@@ -10,6 +10,8 @@
 
 use std::collections::BTreeMap;
 
+mod line;
+
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 

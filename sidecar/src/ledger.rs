@@ -200,7 +200,7 @@ impl Ledger {
     /// the ledger's (connected mode: the spool assigned it); otherwise it
     /// gets the next one.
     pub fn append(&mut self, mut record: UsageRecord) -> Result<UsageRecord, LedgerError> {
-        self.stage(&mut record)?;
+        self.stage(&mut record);
         self.flush()?;
         Ok(record)
     }
@@ -209,22 +209,14 @@ impl Ledger {
     /// [`flush`](Self::flush). Lines staged by requests that settle close
     /// together share one `write(2)` (group commit); a caller must flush
     /// before it tells anyone the record exists (before the response
-    /// leaves). On error nothing is staged and the record is not folded.
-    pub fn stage(&mut self, record: &mut UsageRecord) -> Result<u64, LedgerError> {
+    /// leaves).
+    pub fn stage(&mut self, record: &mut UsageRecord) -> u64 {
         record.seq = record.seq.max(self.next_seq);
-        let at = self.staged.len();
-        if let Err(e) = serde_json::to_writer(&mut self.staged, &*record) {
-            self.staged.truncate(at);
-            return Err(LedgerError::Corrupt {
-                path: JOURNAL.into(),
-                line: 0,
-                message: e.to_string(),
-            });
-        }
+        record.write_json(&mut self.staged);
         self.staged.push(b'\n');
         self.next_seq = record.seq + 1;
         self.aggregate.add(record);
-        Ok(record.seq)
+        record.seq
     }
 
     /// The highest seq whose line is in the journal (or was given up on by
@@ -380,8 +372,8 @@ mod tests {
         let mut l = Ledger::open(dir.path(), false).unwrap();
         let mut a = rec("gpt-5-mini", 1);
         let mut b = rec("gpt-5-mini", 2);
-        assert_eq!(l.stage(&mut a).unwrap(), 1);
-        assert_eq!(l.stage(&mut b).unwrap(), 2);
+        assert_eq!(l.stage(&mut a), 1);
+        assert_eq!(l.stage(&mut b), 2);
         assert_eq!((a.seq, b.seq), (1, 2));
         assert_eq!(l.written_seq(), 0);
         assert_eq!(
@@ -423,7 +415,7 @@ mod tests {
             &mut l.journal,
             OpenOptions::new().write(true).open("/dev/full").unwrap(),
         );
-        l.stage(&mut rec("a", 2)).unwrap();
+        l.stage(&mut rec("a", 2));
         let err = l.flush().unwrap_err().to_string();
         assert!(err.contains("ledger.jsonl"), "{err}");
         assert_eq!(

@@ -1004,18 +1004,12 @@ pub(crate) fn settle(
             // The ledger may number the line past the spool's seq; the
             // leases below settle under the spool's.
             let spool_seq = record.seq;
-            match l.stage(&mut record) {
-                Ok(seq) if commit == Commit::Deferred => staged = Some(seq),
-                Ok(_) => {
-                    if l.flush().is_err() {
-                        shared.metrics.error("ledger_write");
-                    }
-                }
-                Err(e) => {
-                    shared.metrics.error("ledger_write");
-                    // The record must not be lost: it goes to the log in full.
-                    tracing::error!(error = %e, record = %serde_json::to_string(&record).unwrap_or_default(), "cannot append to the ledger");
-                }
+            let seq = l.stage(&mut record);
+            if commit == Commit::Deferred {
+                staged = Some(seq);
+            } else if l.flush().is_err() {
+                // flush() logged the lines it could not write.
+                shared.metrics.error("ledger_write");
             }
             if shared.control.is_some() {
                 record.seq = spool_seq;

@@ -153,7 +153,8 @@ impl Spool {
         let Some(file) = self.file.as_mut() else {
             return Ok(());
         };
-        let mut line = serde_json::to_vec(record)?;
+        let mut line = Vec::with_capacity(512);
+        record.write_json(&mut line);
         line.push(b'\n');
         file.write_all(&line)?;
         if self.fsync {
@@ -205,7 +206,7 @@ impl Spool {
         write_atomic(&dir.join(META), &serde_json::to_vec(&meta)?, true)?;
         let mut bytes = Vec::new();
         for r in &self.records {
-            serde_json::to_writer(&mut bytes, r)?;
+            r.write_json(&mut bytes);
             bytes.push(b'\n');
         }
         let path = dir.join(FILE);

@@ -1,0 +1,319 @@
+//! A [`UsageRecord`]'s journal line, written without serde.
+//!
+//! Every metered attempt writes one line before its response leaves, so
+//! the encoding is on the request path. serde_json spent ~8k instructions
+//! a record, most of them escaping the fifteen field names and driving the
+//! generic serializer; this writes the same bytes directly (the tests hold
+//! it to `serde_json::to_vec` byte for byte, so `Deserialize` and every
+//! reader of the journal see no difference).
+
+use std::io::Write as _;
+
+use super::UsageRecord;
+use crate::config::Endpoint;
+
+impl UsageRecord {
+    /// Appends the record as JSON, byte for byte what `serde_json::to_vec`
+    /// writes for it.
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        // Every field, so a new one cannot be left out of the line.
+        let UsageRecord {
+            seq,
+            ts,
+            endpoint,
+            requested_model,
+            served_model,
+            provider,
+            route,
+            score,
+            reason,
+            attempt,
+            status,
+            usage,
+            cost,
+            estimated,
+            budgets,
+        } = self;
+        out.extend_from_slice(b"{\"seq\":");
+        push_u64(out, *seq);
+        out.extend_from_slice(b",\"ts\":");
+        push_display(out, ts);
+        out.extend_from_slice(b",\"endpoint\":\"");
+        out.extend_from_slice(endpoint_name(*endpoint).as_bytes());
+        out.extend_from_slice(b"\",\"requested_model\":");
+        push_str(out, requested_model);
+        out.extend_from_slice(b",\"served_model\":");
+        push_str(out, served_model);
+        out.extend_from_slice(b",\"provider\":");
+        push_str(out, provider);
+        out.extend_from_slice(b",\"route\":");
+        match route {
+            Some(r) => push_str(out, r),
+            None => out.extend_from_slice(b"null"),
+        }
+        out.extend_from_slice(b",\"score\":");
+        match score {
+            Some(s) => push_u64(out, u64::from(*s)),
+            None => out.extend_from_slice(b"null"),
+        }
+        if let Some(r) = reason {
+            out.extend_from_slice(b",\"reason\":");
+            push_str(out, r);
+        }
+        out.extend_from_slice(b",\"attempt\":");
+        push_u64(out, u64::from(*attempt));
+        out.extend_from_slice(b",\"status\":");
+        push_u64(out, u64::from(*status));
+        out.extend_from_slice(b",\"usage\":{\"input_tokens\":");
+        push_u64(out, usage.input_tokens);
+        out.extend_from_slice(b",\"output_tokens\":");
+        push_u64(out, usage.output_tokens);
+        out.extend_from_slice(b",\"cache_read_tokens\":");
+        push_u64(out, usage.cache_read_tokens);
+        out.extend_from_slice(b",\"cache_write_tokens\":");
+        push_u64(out, usage.cache_write_tokens);
+        out.extend_from_slice(b"},\"cost\":");
+        match cost {
+            Some(c) => push_display(out, c),
+            None => out.extend_from_slice(b"null"),
+        }
+        out.extend_from_slice(if *estimated {
+            b",\"estimated\":true,\"budgets\":["
+        } else {
+            b",\"estimated\":false,\"budgets\":["
+        });
+        for (i, b) in budgets.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(b"{\"budget\":{\"namespace\":");
+            push_str(out, &b.budget.namespace);
+            out.extend_from_slice(b",\"name\":");
+            push_str(out, &b.budget.name);
+            out.extend_from_slice(b"},\"period_start\":");
+            push_display(out, &b.period_start);
+            out.push(b'}');
+        }
+        out.extend_from_slice(b"]}");
+    }
+}
+
+/// The serde name of an endpoint (`rename_all = "camelCase"`).
+fn endpoint_name(e: Endpoint) -> &'static str {
+    match e {
+        Endpoint::ChatCompletions => "chatCompletions",
+        Endpoint::Responses => "responses",
+        Endpoint::Embeddings => "embeddings",
+        Endpoint::Messages => "messages",
+    }
+}
+
+fn push_u64(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
+}
+
+/// A value serialized through its `Display` (`collect_str`), as a JSON
+/// string. The texts written here (timestamps, decimal amounts) never hold
+/// a character JSON escapes; the tests check both forms against serde.
+fn push_display(out: &mut Vec<u8>, v: &impl std::fmt::Display) {
+    out.push(b'"');
+    let at = out.len();
+    // Writing to a Vec cannot fail.
+    let _ = write!(out, "{v}");
+    debug_assert!(!out[at..].iter().any(|&b| needs_escape(b)));
+    out.push(b'"');
+}
+
+fn needs_escape(b: u8) -> bool {
+    b < 0x20 || b == b'"' || b == b'\\'
+}
+
+/// A JSON string, escaped as serde_json escapes: `"` and `\`, the short
+/// forms `\b \t \n \f \r`, other control characters as `\u00XX`; nothing
+/// else (not `/`, not DEL, not non-ASCII).
+fn push_str(out: &mut Vec<u8>, s: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.push(b'"');
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        if !needs_escape(b) {
+            continue;
+        }
+        out.extend_from_slice(&bytes[start..i]);
+        match b {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            0x08 => out.extend_from_slice(b"\\b"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            0x0c => out.extend_from_slice(b"\\f"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            _ => out.extend_from_slice(&[
+                b'\\',
+                b'u',
+                b'0',
+                b'0',
+                HEX[usize::from(b >> 4)],
+                HEX[usize::from(b & 0xf)],
+            ]),
+        }
+        start = i + 1;
+    }
+    out.extend_from_slice(&bytes[start..]);
+    out.push(b'"');
+}
+
+#[cfg(test)]
+mod tests {
+    use jiff::Timestamp;
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::{catalog::Usage, config::ObjectRef, ledger::BudgetPeriodRef, money::Usd};
+
+    fn endpoint() -> impl Strategy<Value = Endpoint> {
+        prop_oneof![
+            Just(Endpoint::ChatCompletions),
+            Just(Endpoint::Responses),
+            Just(Endpoint::Embeddings),
+            Just(Endpoint::Messages),
+        ]
+    }
+
+    /// Any instant jiff can hold, down to the nanosecond (whole seconds too,
+    /// which print without a fraction).
+    fn timestamp() -> impl Strategy<Value = Timestamp> {
+        let (min, max) = (Timestamp::MIN.as_second(), Timestamp::MAX.as_second() - 1);
+        (min..max, prop_oneof![Just(0i32), 0..1_000_000_000i32])
+            .prop_map(|(s, n)| Timestamp::new(s, n).unwrap())
+    }
+
+    /// Text with what JSON escapes: quotes, backslashes, every control
+    /// character, DEL, `/` and non-ASCII.
+    fn text() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "[a-z0-9./-]{0,24}",
+            "[\\x00-\\x1f\"\\\\/\\x7f a-zé€😀]{0,24}",
+            any::<String>(),
+        ]
+    }
+
+    fn record() -> impl Strategy<Value = UsageRecord> {
+        let budget = (text(), text(), timestamp()).prop_map(|(namespace, name, period_start)| {
+            BudgetPeriodRef {
+                budget: ObjectRef { namespace, name },
+                period_start,
+            }
+        });
+        (
+            (
+                any::<u64>(),
+                timestamp(),
+                endpoint(),
+                text(),
+                text(),
+                text(),
+            ),
+            (
+                proptest::option::of(text()),
+                proptest::option::of(any::<u16>()),
+                proptest::option::of(text()),
+                any::<u32>(),
+                any::<u16>(),
+            ),
+            (
+                any::<[u64; 4]>(),
+                proptest::option::of(any::<i128>()),
+                any::<bool>(),
+                proptest::collection::vec(budget, 0..3),
+            ),
+        )
+            .prop_map(
+                |(
+                    (seq, ts, endpoint, requested_model, served_model, provider),
+                    (route, score, reason, attempt, status),
+                    (u, cost, estimated, budgets),
+                )| UsageRecord {
+                    seq,
+                    ts,
+                    endpoint,
+                    requested_model,
+                    served_model,
+                    provider,
+                    route,
+                    score,
+                    reason,
+                    attempt,
+                    status,
+                    usage: Usage {
+                        input_tokens: u[0],
+                        output_tokens: u[1],
+                        cache_read_tokens: u[2],
+                        cache_write_tokens: u[3],
+                    },
+                    cost: cost.map(Usd::from_picos),
+                    estimated,
+                    budgets,
+                },
+            )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn the_line_is_what_serde_json_writes(r in record()) {
+            let mut line = Vec::new();
+            r.write_json(&mut line);
+            let serde = serde_json::to_vec(&r).unwrap();
+            prop_assert_eq!(String::from_utf8_lossy(&line), String::from_utf8_lossy(&serde));
+            prop_assert_eq!(serde_json::from_slice::<UsageRecord>(&line).unwrap(), r);
+        }
+    }
+
+    #[test]
+    fn a_real_record_line() {
+        let r = UsageRecord {
+            seq: 400063,
+            ts: "2026-12-02T20:06:21.555909212Z".parse().unwrap(),
+            endpoint: Endpoint::ChatCompletions,
+            requested_model: "gpt-4o-mini".into(),
+            served_model: "gpt-4o-mini-2024-07-18".into(),
+            provider: "openai".into(),
+            route: None,
+            score: Some(42),
+            reason: Some("score 42: +code \"block\"\n".into()),
+            attempt: 1,
+            status: 200,
+            usage: Usage {
+                input_tokens: 12,
+                output_tokens: 7,
+                cache_read_tokens: 0,
+                cache_write_tokens: 0,
+            },
+            cost: Some(Usd::from_picos(6_000_000)),
+            estimated: false,
+            budgets: vec![BudgetPeriodRef {
+                budget: ObjectRef::new("bench", "bench-budget"),
+                period_start: "2026-12-02T00:00:00Z".parse().unwrap(),
+            }],
+        };
+        let mut line = Vec::new();
+        r.write_json(&mut line);
+        assert_eq!(
+            String::from_utf8(line).unwrap(),
+            r#"{"seq":400063,"ts":"2026-12-02T20:06:21.555909212Z","endpoint":"chatCompletions","requested_model":"gpt-4o-mini","served_model":"gpt-4o-mini-2024-07-18","provider":"openai","route":null,"score":42,"reason":"score 42: +code \"block\"\n","attempt":1,"status":200,"usage":{"input_tokens":12,"output_tokens":7,"cache_read_tokens":0,"cache_write_tokens":0},"cost":"0.000006","estimated":false,"budgets":[{"budget":{"namespace":"bench","name":"bench-budget"},"period_start":"2026-12-02T00:00:00Z"}]}"#
+        );
+    }
+}
