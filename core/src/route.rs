@@ -98,6 +98,29 @@ impl Endpoint {
             Endpoint::Messages => "messages",
         }
     }
+
+    /// Every endpoint.
+    pub const ALL: [Endpoint; 4] = [
+        Endpoint::ChatCompletions,
+        Endpoint::Responses,
+        Endpoint::Embeddings,
+        Endpoint::Messages,
+    ];
+
+    /// The name in the API objects, records and the wire (its serde form).
+    pub fn serde_name(self) -> &'static str {
+        match self {
+            Endpoint::ChatCompletions => "chatCompletions",
+            Endpoint::Responses => "responses",
+            Endpoint::Embeddings => "embeddings",
+            Endpoint::Messages => "messages",
+        }
+    }
+
+    /// The endpoint a [`serde_name`](Self::serde_name) names.
+    pub fn from_serde_name(name: &str) -> Option<Endpoint> {
+        Endpoint::ALL.into_iter().find(|e| e.serde_name() == name)
+    }
 }
 
 impl Api {
@@ -297,6 +320,17 @@ mod tests {
             Tier,
         },
     };
+
+    #[test]
+    fn endpoint_serde_names_are_the_serde_form() {
+        for e in Endpoint::ALL {
+            let json = serde_json::to_string(&e).unwrap();
+            assert_eq!(json, format!("\"{}\"", e.serde_name()));
+            assert_eq!(Endpoint::from_serde_name(e.serde_name()), Some(e));
+            assert_eq!(serde_json::from_str::<Endpoint>(&json).unwrap(), e);
+        }
+        assert_eq!(Endpoint::from_serde_name("chat_completions"), None);
+    }
 
     fn provider(name: &str, api: Api) -> Provider {
         Provider {

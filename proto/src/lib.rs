@@ -42,22 +42,13 @@ impl std::fmt::Display for InvalidRecord {
 
 impl std::error::Error for InvalidRecord {}
 
-fn endpoint_name(e: Endpoint) -> &'static str {
-    match e {
-        Endpoint::ChatCompletions => "chatCompletions",
-        Endpoint::Responses => "responses",
-        Endpoint::Embeddings => "embeddings",
-        Endpoint::Messages => "messages",
-    }
-}
-
 /// Core record → wire record.
 pub fn record_to_wire(sidecar_id: &str, pod_name: &str, r: &CoreRecord) -> UsageRecord {
     UsageRecord {
         sidecar_id: sidecar_id.to_string(),
         seq: r.seq,
         ts_unix_nanos: i64::try_from(r.ts.as_nanosecond()).unwrap_or(i64::MAX),
-        endpoint: endpoint_name(r.endpoint).to_string(),
+        endpoint: r.endpoint.serde_name().to_string(),
         requested_model: r.requested_model.clone(),
         served_model: r.served_model.clone(),
         provider: r.provider.clone(),
@@ -93,13 +84,8 @@ pub fn record_to_wire(sidecar_id: &str, pod_name: &str, r: &CoreRecord) -> Usage
 
 /// Wire record → core record.
 pub fn record_from_wire(r: &UsageRecord) -> Result<CoreRecord, InvalidRecord> {
-    let endpoint = match r.endpoint.as_str() {
-        "chatCompletions" => Endpoint::ChatCompletions,
-        "responses" => Endpoint::Responses,
-        "embeddings" => Endpoint::Embeddings,
-        "messages" => Endpoint::Messages,
-        other => return Err(InvalidRecord(format!("unknown endpoint {other:?}"))),
-    };
+    let endpoint = Endpoint::from_serde_name(&r.endpoint)
+        .ok_or_else(|| InvalidRecord(format!("unknown endpoint {:?}", r.endpoint)))?;
     let ts = Timestamp::from_nanosecond(i128::from(r.ts_unix_nanos))
         .map_err(|e| InvalidRecord(format!("timestamp: {e}")))?;
     if r.cost_picos < 0 {

@@ -10,7 +10,6 @@
 use std::io::Write as _;
 
 use super::UsageRecord;
-use crate::config::Endpoint;
 
 impl UsageRecord {
     /// Appends the record as JSON, byte for byte what `serde_json::to_vec`
@@ -39,7 +38,7 @@ impl UsageRecord {
         out.extend_from_slice(b",\"ts\":");
         push_display(out, ts);
         out.extend_from_slice(b",\"endpoint\":\"");
-        out.extend_from_slice(endpoint_name(*endpoint).as_bytes());
+        out.extend_from_slice(endpoint.serde_name().as_bytes());
         out.extend_from_slice(b"\",\"requested_model\":");
         push_str(out, requested_model);
         out.extend_from_slice(b",\"served_model\":");
@@ -95,16 +94,6 @@ impl UsageRecord {
             out.push(b'}');
         }
         out.extend_from_slice(b"]}");
-    }
-}
-
-/// The serde name of an endpoint (`rename_all = "camelCase"`).
-fn endpoint_name(e: Endpoint) -> &'static str {
-    match e {
-        Endpoint::ChatCompletions => "chatCompletions",
-        Endpoint::Responses => "responses",
-        Endpoint::Embeddings => "embeddings",
-        Endpoint::Messages => "messages",
     }
 }
 
@@ -180,15 +169,15 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::{catalog::Usage, config::ObjectRef, ledger::BudgetPeriodRef, money::Usd};
+    use crate::{
+        catalog::Usage,
+        config::{Endpoint, ObjectRef},
+        ledger::BudgetPeriodRef,
+        money::Usd,
+    };
 
     fn endpoint() -> impl Strategy<Value = Endpoint> {
-        prop_oneof![
-            Just(Endpoint::ChatCompletions),
-            Just(Endpoint::Responses),
-            Just(Endpoint::Embeddings),
-            Just(Endpoint::Messages),
-        ]
+        proptest::sample::select(Endpoint::ALL.to_vec())
     }
 
     /// Any instant jiff can hold, down to the nanosecond (whole seconds too,
