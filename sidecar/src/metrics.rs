@@ -144,10 +144,18 @@ impl<K, S: Default> Kept<K, S> {
         is: impl Fn(&K) -> bool,
         key: impl FnOnce() -> K,
     ) -> Option<&mut S> {
+        // Looked up before any insert: past `max`, new tuples must not
+        // leave (empty) buckets behind either.
+        let known = self
+            .by_hash
+            .get(&hash)
+            .and_then(|bucket| bucket.iter().position(|(k, _)| is(k)));
+        if known.is_none() && self.len >= self.max {
+            return None;
+        }
         let bucket = self.by_hash.entry(hash).or_default();
-        match bucket.iter().position(|(k, _)| is(k)) {
-            Some(i) => Some(&mut bucket[i].1),
-            None if self.len >= self.max => None,
+        match known {
+            Some(i) => bucket.get_mut(i).map(|(_, s)| s),
             None => {
                 self.len += 1;
                 bucket.push((key(), S::default()));
@@ -856,7 +864,7 @@ mod tests {
     };
 
     use super::{
-        Attempt, MAX_CACHED_ATTEMPT_SERIES, MAX_CACHED_BUDGETS, MAX_MODEL_LABELS, Metrics,
+        Attempt, Kept, MAX_CACHED_ATTEMPT_SERIES, MAX_CACHED_BUDGETS, MAX_MODEL_LABELS, Metrics,
     };
 
     fn usage(input: u64, output: u64, cache_read: u64, cache_write: u64) -> Usage {
@@ -1007,6 +1015,28 @@ mod tests {
                 .iter()
                 .any(|l| l.contains("kind=\"cache_read\",requested_model=\"acme-7b\""))
         );
+    }
+
+    #[test]
+    fn a_full_kept_cache_grows_no_further() {
+        let mut kept: Kept<u64, u64> = Kept::new(3);
+        for t in 0..3u64 {
+            *kept.get(t, |k| *k == t, || t).unwrap() += 10 + t;
+        }
+        // Known tuples are still found, new ones are refused and leave nothing behind.
+        for t in 3..1000u64 {
+            assert!(kept.get(t, |k| *k == t, || t).is_none());
+        }
+        assert_eq!(kept.by_hash.len(), 3);
+        assert_eq!(kept.len, 3);
+        assert_eq!(kept.get(1, |k| *k == 1, || 1).copied(), Some(11));
+        // Two tuples in one bucket (a hash collision) stay apart.
+        let mut kept: Kept<u64, u64> = Kept::new(4);
+        *kept.get(7, |k| *k == 1, || 1).unwrap() += 1;
+        *kept.get(7, |k| *k == 2, || 2).unwrap() += 2;
+        assert_eq!(kept.get(7, |k| *k == 1, || 1).copied(), Some(1));
+        assert_eq!(kept.get(7, |k| *k == 2, || 2).copied(), Some(2));
+        assert_eq!((kept.by_hash.len(), kept.len), (1, 2));
     }
 
     #[test]
