@@ -186,23 +186,18 @@ async fn read_body(
 fn upstream_headers(from: &HeaderMap, auth: (&HeaderName, &HeaderValue)) -> HeaderMap {
     let mut h = HeaderMap::with_capacity(from.len() + 2);
     for (name, value) in from {
-        if matches!(
-            name.as_str(),
-            "host"
-                | "connection"
-                | "keep-alive"
-                | "proxy-connection"
-                | "proxy-authorization"
-                | "te"
-                | "trailer"
-                | "transfer-encoding"
-                | "upgrade"
-                | "content-length"
-                | "authorization"
-                | "x-api-key"
-                | "accept-encoding"
-                | "http2-settings"
-        ) {
+        if is_hop_header(name)
+            || matches!(
+                name.as_str(),
+                "host"
+                    | "proxy-authorization"
+                    | "content-length"
+                    | "authorization"
+                    | "x-api-key"
+                    | "accept-encoding"
+                    | "http2-settings"
+            )
+        {
             continue;
         }
         h.append(name.clone(), value.clone());
@@ -259,7 +254,7 @@ fn no_policy(active: &Active) -> ProxyError {
     ))
 }
 
-/// Hop-by-hop headers of an upstream response: not forwarded to the app.
+/// Hop-by-hop headers: never forwarded, to the provider or back to the app.
 fn is_hop_header(name: &HeaderName) -> bool {
     matches!(
         name.as_str(),
@@ -1190,10 +1185,23 @@ fn flavor_api(f: Flavor) -> Api {
 mod tests {
     use super::*;
 
+    fn header_map(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (n, v) in pairs {
+            h.append(HeaderName::from_static(n), HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    fn pairs(h: &HeaderMap) -> Vec<(&str, &str)> {
+        h.iter()
+            .map(|(n, v)| (n.as_str(), v.to_str().unwrap()))
+            .collect()
+    }
+
     #[test]
     fn hop_by_hop_response_headers_are_dropped_and_the_rest_kept() {
-        let mut h = HeaderMap::new();
-        for (n, v) in [
+        let mut h = header_map(&[
             ("content-type", "application/json"),
             ("connection", "keep-alive"),
             ("keep-alive", "timeout=5"),
@@ -1205,14 +1213,9 @@ mod tests {
             ("te", "trailers"),
             ("trailer", "x-done"),
             ("proxy-connection", "close"),
-        ] {
-            h.append(HeaderName::from_static(n), HeaderValue::from_static(v));
-        }
+        ]);
         strip_hop_headers(&mut h);
-        let mut left: Vec<(&str, &str)> = h
-            .iter()
-            .map(|(n, v)| (n.as_str(), v.to_str().unwrap()))
-            .collect();
+        let mut left = pairs(&h);
         // HeaderMap keeps the order of one name's values, not across names.
         left.sort_by_key(|(n, _)| *n);
         assert_eq!(
@@ -1232,8 +1235,7 @@ mod tests {
 
     #[test]
     fn app_credentials_and_hop_headers_never_go_upstream() {
-        let mut from = HeaderMap::new();
-        for (n, v) in [
+        let from = header_map(&[
             ("authorization", "Bearer app-token"),
             ("x-api-key", "app-key"),
             ("host", "127.0.0.1:15800"),
@@ -1242,19 +1244,15 @@ mod tests {
             ("accept-encoding", "gzip"),
             ("anthropic-version", "2023-06-01"),
             ("x-trace", "t1"),
-        ] {
-            from.append(HeaderName::from_static(n), HeaderValue::from_static(v));
-        }
+            ("te", "trailers"),
+            ("upgrade", "h2c"),
+        ]);
         let name = HeaderName::from_static("x-api-key");
         let mut value = HeaderValue::from_static("sk-provider");
         value.set_sensitive(true);
         let h = upstream_headers(&from, (&name, &value));
-        let sent: Vec<(&str, &str)> = h
-            .iter()
-            .map(|(n, v)| (n.as_str(), v.to_str().unwrap()))
-            .collect();
         assert_eq!(
-            sent,
+            pairs(&h),
             [
                 ("anthropic-version", "2023-06-01"),
                 ("x-trace", "t1"),
