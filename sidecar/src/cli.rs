@@ -152,11 +152,29 @@ pub struct Args {
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Print the ledger kept under a state dir as a table: which model eats the bill.
+    /// Print the ledger kept under a state dir as a table: which model eats
+    /// the bill, and each budget's current period. With the sidecar's
+    /// --policy-file, --namespace and --labels (or their environment
+    /// variables) the budgets show limit, remaining and state as
+    /// `GET /ledger` does.
     Report {
         /// The sidecar's --state-dir.
         #[arg(long, env = "TOKENWARDEN_STATE_DIR", value_name = "DIR")]
         state_dir: PathBuf,
+        /// The sidecar's policy file: budget limits, periods and time zones.
+        #[arg(long, env = "TOKENWARDEN_POLICY_FILE", value_name = "FILE")]
+        policy_file: Option<PathBuf>,
+        /// The workload's namespace (with --policy-file).
+        #[arg(long, env = "TOKENWARDEN_NAMESPACE", default_value = "default")]
+        namespace: String,
+        /// The workload's labels, `k=v,...` (with --policy-file).
+        #[arg(
+            long,
+            env = "TOKENWARDEN_LABELS",
+            default_value = "",
+            value_name = "LABELS"
+        )]
+        labels: String,
     },
 }
 
@@ -180,17 +198,14 @@ pub enum LogFormat {
 
 /// Run the parsed command line.
 pub fn run(args: Args) -> ExitCode {
-    if let Some(Command::Report { state_dir }) = &args.command {
-        return match crate::ledger::read(state_dir) {
-            Ok(agg) => {
-                print!("{}", report(&agg));
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("tokenwarden-sidecar report: {e}");
-                ExitCode::from(1)
-            }
-        };
+    if let Some(Command::Report {
+        state_dir,
+        policy_file,
+        namespace,
+        labels,
+    }) = &args.command
+    {
+        return report_command(state_dir, policy_file.as_deref(), namespace, labels);
     }
     let mut labels = match parse_labels(&args.labels) {
         Ok(l) => l,
@@ -280,6 +295,146 @@ pub(crate) fn config_error(msg: &str) -> ExitCode {
     ExitCode::from(EXIT_CONFIG)
 }
 
+fn report_command(
+    state_dir: &std::path::Path,
+    policy: Option<&std::path::Path>,
+    namespace: &str,
+    labels: &str,
+) -> ExitCode {
+    let budgets = match policy {
+        None => None,
+        Some(path) => {
+            let labels = match parse_labels(labels) {
+                Ok(l) => l,
+                Err(e) => return config_error(&format!("--labels: {e}")),
+            };
+            match PolicySet::from_path(path) {
+                Ok(set) => Some(set.compile(namespace, &labels).budgets),
+                Err(e) => return config_error(&e.to_string()),
+            }
+        }
+    };
+    match crate::ledger::read(state_dir) {
+        Ok(agg) => {
+            print!("{}", report(&agg));
+            print!(
+                "{}",
+                report_budgets(&agg, budgets.as_deref(), jiff::Timestamp::now())
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("tokenwarden-sidecar report: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// The budget part of `report`. With the compiled budgets (`configured`):
+/// a table of each one's current period at `now`, as `GET /ledger` shows
+/// it, then a line for each budget the ledger holds that the config no
+/// longer has. Without: the ledger's latest period of each budget.
+pub fn report_budgets(
+    agg: &Aggregate,
+    configured: Option<&[tokenwarden_core::config::BudgetConfig]>,
+    now: jiff::Timestamp,
+) -> String {
+    use tokenwarden_core::budget::{BudgetState, State};
+    let mut s = String::new();
+    let note = match configured {
+        None => {
+            " (limits and state: give report the sidecar's --policy-file, --namespace and --labels)"
+        }
+        Some([]) => {
+            " (no TokenBudget in the policy file selects this workload: check --namespace and --labels)"
+        }
+        Some(_) => " (no longer in the policy file)",
+    };
+    let configured = configured.unwrap_or_default();
+    if !configured.is_empty() {
+        let _ = writeln!(
+            s,
+            "\n{:<32} {:<8} {:<22} {:<22} {:>14} {:>14} {:>14} {:>6} {:>11} {:>11} {:<9}",
+            "BUDGET",
+            "PERIOD",
+            "START",
+            "END",
+            "SPENT USD",
+            "LIMIT USD",
+            "REMAINING USD",
+            "USED",
+            "TOKENS",
+            "LIMIT TOK",
+            "STATE"
+        );
+    }
+    for cfg in configured {
+        let id = cfg.source.to_string();
+        let state = tokenwarden_core::period::time_zone(&cfg.time_zone)
+            .ok()
+            .and_then(|tz| cfg.period.window(&tz, now).ok())
+            .and_then(|w| {
+                BudgetState::new(cfg.clone(), now, agg.budget_period(&cfg.source, w.start)).ok()
+            });
+        let Some(b) = state else {
+            let _ = writeln!(s, "{:<32} invalid period or time zone", truncate(&id, 32));
+            continue;
+        };
+        let t = b.totals();
+        let dash = || "-".to_string();
+        let _ = writeln!(
+            s,
+            "{:<32} {:<8} {:<22} {:<22} {:>14} {:>14} {:>14} {:>6} {:>11} {:>11} {:<9}",
+            truncate(&id, 32),
+            cfg.period.to_string(),
+            b.window().start.to_string(),
+            b.window().end.to_string(),
+            money(t.spent),
+            cfg.limit_usd.map_or_else(dash, money),
+            cfg.limit_usd
+                .map_or_else(dash, |l| money(l.saturating_sub(t.spent).max(Usd::ZERO))),
+            format!("{}%", b.percent_spent()),
+            t.tokens(),
+            cfg.limit_tokens.map_or_else(dash, |l| l.to_string()),
+            format!(
+                "{}{}",
+                match b.state() {
+                    State::Ok => "Ok",
+                    State::Threshold => "Threshold",
+                    State::Exhausted => "Exhausted",
+                },
+                if cfg.shadow { " (shadow)" } else { "" }
+            ),
+        );
+    }
+    for (budget, periods) in &agg.budgets {
+        if configured.iter().any(|c| &c.source == budget) {
+            continue;
+        }
+        if let Some((start, t)) = periods.last_key_value() {
+            let _ = writeln!(
+                s,
+                "budget {budget}: period from {start}: spent {} over {} requests, {} tokens{}",
+                money(t.spent),
+                t.requests,
+                t.tokens(),
+                note
+            );
+        }
+    }
+    trim_lines(&s)
+}
+
+/// The text with no padding left at the ends of its lines.
+fn trim_lines(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for line in s.lines() {
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
 /// The per-model table of `report`.
 pub fn report(agg: &Aggregate) -> String {
     let mut s = String::new();
@@ -355,24 +510,24 @@ pub fn report(agg: &Aggregate) -> String {
             total.estimated_requests
         );
     }
-    for (budget, periods) in &agg.budgets {
-        if let Some((start, t)) = periods.last_key_value() {
-            let _ = writeln!(
-                s,
-                "budget {budget}: period from {start}: spent {} over {} requests, {} tokens",
-                money(t.spent),
-                t.requests,
-                t.tokens()
-            );
-        }
-    }
-    s
+    trim_lines(&s)
 }
 
-/// `$1.234567` with 6 decimals.
+/// The exact amount in dollars, at least to the cent: `$8.50`,
+/// `$0.00041125`, `-$1.00`. Never rounded, so the columns of a report add
+/// up to its total and match `GET /ledger` digit for digit.
 pub fn money(u: Usd) -> String {
-    let micros = u.picos() / 1_000_000;
-    format!("${}.{:06}", micros / 1_000_000, (micros % 1_000_000).abs())
+    let exact = u.to_string();
+    let (sign, digits) = match exact.strip_prefix('-') {
+        Some(rest) => ("-", rest),
+        None => ("", exact.as_str()),
+    };
+    let pad = match digits.find('.') {
+        None => ".00",
+        Some(dot) if digits.len() - dot == 2 => "0",
+        Some(_) => "",
+    };
+    format!("{sign}${digits}{pad}")
 }
 
 fn truncate(s: &str, n: usize) -> String {
@@ -504,4 +659,166 @@ pub fn summary(origin: &str, set: &PolicySet, labels: &Labels, cfg: &WorkloadCon
         let _ = writeln!(s, "warning: {w}");
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use tokenwarden_core::{budget::Totals, catalog::Usage, config::ObjectRef};
+
+    use super::*;
+
+    const BUDGETS: &str = r#"
+apiVersion: tokenwarden.dev/v1alpha1
+kind: TokenBudget
+metadata: {name: team, namespace: apps}
+spec:
+  workloadSelector: {matchLabels: {app: agent}}
+  period: Daily
+  timeZone: Europe/Berlin
+  limit: {usd: "10.00"}
+  thresholds:
+    - {percent: 80, action: Alert}
+    - {percent: 100, action: Block}
+---
+apiVersion: tokenwarden.dev/v1alpha1
+kind: TokenBudget
+metadata: {name: tokens, namespace: apps}
+spec:
+  workloadSelector: {matchLabels: {app: agent}}
+  period: Monthly
+  limit: {tokens: 1000}
+  thresholds:
+    - {percent: 100, action: Block}
+"#;
+
+    fn id(name: &str) -> ObjectRef {
+        ObjectRef {
+            namespace: "apps".into(),
+            name: name.into(),
+        }
+    }
+
+    fn spent(agg: &mut Aggregate, name: &str, start: &str, usd: &str, tokens: u64) {
+        let totals = Totals {
+            spent: usd.parse().unwrap(),
+            usage: Usage {
+                input_tokens: tokens,
+                ..Usage::default()
+            },
+            requests: 3,
+            unpriced_requests: 0,
+        };
+        agg.budgets
+            .entry(id(name))
+            .or_default()
+            .insert(start.parse().unwrap(), totals);
+    }
+
+    fn configured(labels: &str) -> Vec<tokenwarden_core::config::BudgetConfig> {
+        let set = PolicySet::from_yaml("budgets.yaml", BUDGETS).unwrap();
+        set.compile("apps", &parse_labels(labels).unwrap()).budgets
+    }
+
+    fn row<'a>(table: &'a str, name: &str) -> Vec<&'a str> {
+        table
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("no {name} row in\n{table}"))
+            .split_whitespace()
+            .collect()
+    }
+
+    #[test]
+    fn money_is_exact_and_at_least_to_the_cent() {
+        let m = |s: &str| money(s.parse().unwrap());
+        assert_eq!(m("0"), "$0.00");
+        assert_eq!(m("100"), "$100.00");
+        assert_eq!(m("8.5"), "$8.50");
+        assert_eq!(m("2.25"), "$2.25");
+        assert_eq!(m("0.00041125"), "$0.00041125");
+        assert_eq!(m("0.000000000001"), "$0.000000000001");
+        assert_eq!(money(Usd::from_picos(-1_000_000_000_000)), "-$1.00");
+        assert_eq!(money(Usd::from_picos(-500_000_000_000)), "-$0.50");
+    }
+
+    #[test]
+    fn budgets_show_the_current_period_with_limit_remaining_and_state() {
+        let mut agg = Aggregate::default();
+        // Berlin is UTC+1 in December: the day began at 23:00 UTC.
+        spent(&mut agg, "team", "2026-12-02T23:00:00Z", "8.5", 40);
+        spent(&mut agg, "tokens", "2026-11-30T23:00:00Z", "0.01", 1000);
+        let now = "2026-12-03T10:00:00Z".parse().unwrap();
+        let text = report_budgets(&agg, Some(&configured("app=agent")), now);
+        assert_eq!(
+            row(&text, "apps/team"),
+            [
+                "apps/team",
+                "Daily",
+                "2026-12-02T23:00:00Z",
+                "2026-12-03T23:00:00Z",
+                "$8.50",
+                "$10.00",
+                "$1.50",
+                "85%",
+                "40",
+                "-",
+                "Threshold"
+            ]
+        );
+        // No time zone: UTC; the month's tokens are used up.
+        let tokens = row(&text, "apps/tokens");
+        assert_eq!(tokens[2], "2026-12-01T00:00:00Z");
+        assert_eq!(tokens[3], "2027-01-01T00:00:00Z");
+        // The ledger's period began in Berlin's November 30th, 23:00 UTC;
+        // the UTC month begins an hour later: another period, nothing spent.
+        assert_eq!(&tokens[4..], ["$0.00", "-", "-", "0%", "0", "1000", "Ok"]);
+        assert!(text.lines().all(|l| l == l.trim_end()), "{text:?}");
+        let models = report(&agg);
+        assert!(models.lines().all(|l| l == l.trim_end()), "{models:?}");
+    }
+
+    #[test]
+    fn a_period_that_ended_counts_nothing_in_the_current_one() {
+        let mut agg = Aggregate::default();
+        spent(&mut agg, "team", "2026-12-01T23:00:00Z", "9.99", 10);
+        let now = "2026-12-03T10:00:00Z".parse().unwrap();
+        let text = report_budgets(&agg, Some(&configured("app=agent")), now);
+        let team = row(&text, "apps/team");
+        assert_eq!(team[2], "2026-12-02T23:00:00Z");
+        assert_eq!(&team[4..8], ["$0.00", "$10.00", "$10.00", "0%"]);
+        assert_eq!(team[10], "Ok");
+    }
+
+    #[test]
+    fn without_a_matching_policy_the_ledger_s_latest_period_is_shown_and_why() {
+        let mut agg = Aggregate::default();
+        spent(&mut agg, "team", "2026-12-01T23:00:00Z", "1", 10);
+        spent(&mut agg, "team", "2026-12-02T23:00:00Z", "2.25", 20);
+        let now = "2026-12-03T10:00:00Z".parse().unwrap();
+        let line = "budget apps/team: period from 2026-12-02T23:00:00Z: spent $2.25 over 3 requests, 20 tokens";
+
+        let text = report_budgets(&agg, None, now);
+        assert_eq!(text.lines().count(), 1, "{text}");
+        assert!(text.starts_with(line), "{text}");
+        assert!(
+            text.contains("give report the sidecar's --policy-file"),
+            "{text}"
+        );
+
+        let text = report_budgets(&agg, Some(&configured("app=other")), now);
+        assert!(text.starts_with(line), "{text}");
+        assert!(text.contains("check --namespace and --labels"), "{text}");
+
+        // A budget the policy dropped is still listed, after the table.
+        let only_tokens: Vec<_> = configured("app=agent")
+            .into_iter()
+            .filter(|b| b.source.name == "tokens")
+            .collect();
+        let text = report_budgets(&agg, Some(&only_tokens), now);
+        assert!(row(&text, "apps/tokens").len() == 11, "{text}");
+        assert!(
+            text.contains(&format!("{line} (no longer in the policy file)")),
+            "{text}"
+        );
+    }
 }

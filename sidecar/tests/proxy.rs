@@ -792,6 +792,37 @@ async fn the_ledger_survives_kill_9() {
     assert_eq!(cols[2], row["input_tokens"].to_string());
     assert_eq!(cols[3], row["output_tokens"].to_string());
     assert!(table.contains("TOTAL"), "{table}");
+
+    // With the sidecar's policy and workload, the budget's current period,
+    // limit, remaining and state, as `/ledger` has them.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tokenwarden-sidecar"))
+        .args(["report", "--state-dir"])
+        .arg(sc.state_dir())
+        .arg("--policy-file")
+        .arg(sc.policy_path())
+        .args(["--namespace", "apps", "--labels", "app=agent,team=search"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let table = String::from_utf8(out.stdout).unwrap();
+    let cols: Vec<&str> = table
+        .lines()
+        .find(|l| l.starts_with("apps/team "))
+        .unwrap_or_else(|| panic!("{table}"))
+        .split_whitespace()
+        .collect();
+    let b = &before["budgets"][0];
+    let usd = |v: &serde_json::Value| {
+        tokenwarden_sidecar::cli::money(v.as_str().unwrap().parse().unwrap())
+    };
+    assert_eq!(cols[1], "Daily");
+    assert_eq!(cols[2], b["period_start"].as_str().unwrap());
+    assert_eq!(cols[3], b["period_end"].as_str().unwrap());
+    assert_eq!(cols[4], usd(&b["spent_usd"]));
+    assert_eq!(cols[5], "$100.00");
+    assert_eq!(cols[6], usd(&b["remaining_usd"]));
+    assert_eq!(cols[8], b["tokens_used"].to_string());
+    assert_eq!(cols[10], b["state"].as_str().unwrap());
 }
 
 #[tokio::test(flavor = "multi_thread")]
