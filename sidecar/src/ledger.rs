@@ -77,10 +77,31 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> LedgerError + '_ {
     }
 }
 
-/// Read snapshot and journal without opening for writing (for `report`).
+/// How often [`read`] starts over when compactions keep overtaking it.
+const READ_ATTEMPTS: usize = 20;
+
+/// Read snapshot and journal without opening for writing (for `report`,
+/// also next to a running sidecar). A compaction between reading the
+/// snapshot and reading the journal would pair the old snapshot with the
+/// truncated journal and miss every record it folded in, so the snapshot is
+/// read again afterwards and the whole read starts over if it changed.
 pub fn read(dir: &Path) -> Result<Aggregate, LedgerError> {
-    let (agg, _, _) = replay(dir, false)?;
-    Ok(agg)
+    let snap = dir.join(SNAPSHOT);
+    let snapshot = || match std::fs::read(&snap) {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io(&snap)(e)),
+    };
+    for _ in 0..READ_ATTEMPTS {
+        let before = snapshot()?;
+        let (agg, _, _) = replay(dir, false)?;
+        if snapshot()? == before {
+            return Ok(agg);
+        }
+    }
+    Err(io(&snap)(std::io::Error::other(format!(
+        "compacted {READ_ATTEMPTS} times while being read; try again"
+    ))))
 }
 
 /// Fold snapshot + journal; with `repair`, truncate a torn last line.
@@ -346,6 +367,42 @@ mod tests {
         let text = std::fs::read_to_string(dir.path().join(JOURNAL)).unwrap();
         assert_eq!(text.lines().count(), 3, "torn line replaced: {text}");
         assert!(read(dir.path()).unwrap().models.contains_key("gpt-5"));
+    }
+
+    #[test]
+    fn a_read_during_compactions_never_misses_a_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_path_buf();
+        let mut l = Ledger::open(&path, false).unwrap();
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let writer = {
+            let done = done.clone();
+            std::thread::spawn(move || {
+                // Every record is durable before the next; compact often.
+                for i in 0..3000 {
+                    l.append(rec("gpt-5-mini", 1)).unwrap();
+                    if i % 10 == 9 {
+                        l.compact().unwrap();
+                    }
+                }
+                done.store(true, std::sync::atomic::Ordering::SeqCst);
+            })
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let (mut seen, mut reads) = (0, 0);
+        while !done.load(std::sync::atomic::Ordering::SeqCst) {
+            assert!(std::time::Instant::now() < deadline, "writer too slow");
+            let agg = read(&path).unwrap();
+            let n = agg.models.get("gpt-5-mini").map_or(0, |m| m.requests);
+            // Each read sees at least what the one before saw: a read that
+            // paired an old snapshot with a truncated journal would not.
+            assert!(n >= seen, "read {n} requests after {seen}");
+            assert_eq!(n, agg.last_seq, "every record up to the last, once");
+            (seen, reads) = (n, reads + 1);
+        }
+        writer.join().unwrap();
+        assert_eq!(read(&path).unwrap().models["gpt-5-mini"].requests, 3000);
+        assert!(reads > 10, "only {reads} reads overlapped the writer");
     }
 
     #[test]
