@@ -11,6 +11,8 @@
 //! - `ledger.snapshot.json`: the folded [`Aggregate`] up to some sequence
 //!   number, written atomically (temp file, fsync, rename) when the journal
 //!   grows past [`COMPACT_BYTES`]; the journal is then truncated.
+//! - `ledger.lock`: held (`flock`) by the sidecar that has the ledger open,
+//!   with its pid inside; a second sidecar on the same dir is refused.
 //!
 //! Opening replays snapshot + journal. A torn last line (the process died
 //! mid-write) is cut off; a corrupt line elsewhere is an error that names
@@ -31,6 +33,8 @@ const KEEP_PERIODS: usize = 24;
 
 const JOURNAL: &str = "ledger.jsonl";
 const SNAPSHOT: &str = "ledger.snapshot.json";
+/// The lock a writing sidecar holds (`report` does not take it).
+const LOCK: &str = "ledger.lock";
 
 /// Ledger I/O errors.
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +46,16 @@ pub enum LedgerError {
         path: String,
         /// The error.
         source: std::io::Error,
+    },
+    /// Another process holds the ledger of this state dir.
+    #[error(
+        "{dir} is in use by another tokenwarden-sidecar{holder} (it holds {dir}/{LOCK}); give each sidecar its own --state-dir"
+    )]
+    InUse {
+        /// The state dir.
+        dir: String,
+        /// ` (pid N)` when the holder wrote its pid, else empty.
+        holder: String,
     },
     /// A line or the snapshot cannot be parsed.
     #[error("{path}:{line}: corrupt ledger entry: {message}")]
@@ -59,6 +73,9 @@ pub enum LedgerError {
 #[derive(Debug)]
 pub struct Ledger {
     dir: PathBuf,
+    /// Holds the state dir's exclusive lock while the ledger is open (the
+    /// kernel releases it when the process ends, `kill -9` included).
+    _lock: Option<File>,
     journal: File,
     journal_len: u64,
     fsync: bool,
@@ -74,6 +91,46 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> LedgerError + '_ {
     move |source| LedgerError::Io {
         path: path.display().to_string(),
         source,
+    }
+}
+
+/// Take the state dir's exclusive lock: two sidecars appending to one
+/// journal would write the same sequence numbers and each compact away the
+/// other's records. The holder's pid is written into the lock file for the
+/// error the next one gets. A file system without locks (some network
+/// mounts) is warned about, not refused.
+fn lock(dir: &Path) -> Result<Option<File>, LedgerError> {
+    let path = dir.join(LOCK);
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(io(&path))?;
+    match file.try_lock() {
+        Ok(()) => {
+            // Best effort: the pid only makes the error clearer.
+            let _ = file.set_len(0);
+            let _ = writeln!(file, "{}", std::process::id());
+            Ok(Some(file))
+        }
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let pid = std::fs::read_to_string(&path).unwrap_or_default();
+            let pid = pid.trim();
+            Err(LedgerError::InUse {
+                dir: dir.display().to_string(),
+                holder: if pid.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (pid {pid})")
+                },
+            })
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            tracing::warn!(path = %path.display(), error = %e, "cannot lock the state dir; make sure no other sidecar uses it");
+            Ok(None)
+        }
     }
 }
 
@@ -185,6 +242,7 @@ impl Ledger {
     /// Open (creating) the ledger in `dir`.
     pub fn open(dir: &Path, fsync: bool) -> Result<Self, LedgerError> {
         std::fs::create_dir_all(dir).map_err(io(dir))?;
+        let lock = lock(dir)?;
         let (aggregate, journal_len, next_seq) = replay(dir, true)?;
         let path = dir.join(JOURNAL);
         let mut journal = OpenOptions::new()
@@ -195,6 +253,7 @@ impl Ledger {
         journal.seek(SeekFrom::End(0)).map_err(io(&path))?;
         Ok(Self {
             dir: dir.to_path_buf(),
+            _lock: lock,
             journal,
             journal_len,
             fsync,
@@ -403,6 +462,30 @@ mod tests {
         writer.join().unwrap();
         assert_eq!(read(&path).unwrap().models["gpt-5-mini"].requests, 3000);
         assert!(reads > 10, "only {reads} reads overlapped the writer");
+    }
+
+    #[test]
+    fn one_sidecar_at_a_time_holds_a_state_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut first = Ledger::open(dir.path(), false).unwrap();
+        first.append(rec("gpt-5-mini", 1)).unwrap();
+        let err = Ledger::open(dir.path(), false).unwrap_err().to_string();
+        assert!(
+            err.contains(&format!(
+                "in use by another tokenwarden-sidecar (pid {})",
+                std::process::id()
+            )),
+            "{err}"
+        );
+        assert!(
+            err.contains("give each sidecar its own --state-dir"),
+            "{err}"
+        );
+        // Reading (report) does not need the lock.
+        assert_eq!(read(dir.path()).unwrap().models["gpt-5-mini"].requests, 1);
+        drop(first);
+        let mut second = Ledger::open(dir.path(), false).unwrap();
+        assert_eq!(second.append(rec("gpt-5-mini", 1)).unwrap().seq, 2);
     }
 
     #[test]

@@ -826,6 +826,48 @@ async fn the_ledger_survives_kill_9() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_second_sidecar_on_the_same_state_dir_is_refused() {
+    let fake = FakeProvider::start(FakeConfig::default()).await.unwrap();
+    let sc = Sidecar::start(&policy(&fake, MINI_ROUTE, BIG_BUDGET));
+    let r = sc
+        .openai(
+            "/v1/chat/completions",
+            r#"{"model":"gpt-5","messages":[]}"#,
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    let secrets = sc.state_dir().parent().unwrap().join("secrets");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tokenwarden-sidecar"))
+        .arg("--policy-file")
+        .arg(sc.policy_path())
+        .arg("--secrets-dir")
+        .arg(secrets)
+        .arg("--state-dir")
+        .arg(sc.state_dir())
+        .args(["--namespace", "apps", "--labels", "app=agent,team=search"])
+        .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("is in use by another tokenwarden-sidecar (pid "),
+        "{stderr}"
+    );
+    // The first one is unharmed: its ledger still counts.
+    let r = sc
+        .openai(
+            "/v1/chat/completions",
+            r#"{"model":"gpt-5","messages":[]}"#,
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(sc.ledger().await["last_seq"], 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn policy_changes_apply_without_restart_and_bad_ones_are_ignored() {
     let fake = FakeProvider::start(FakeConfig::default()).await.unwrap();
     let sc = Sidecar::start(&policy(&fake, MINI_ROUTE, BIG_BUDGET));
