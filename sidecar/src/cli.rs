@@ -262,6 +262,8 @@ pub fn run(args: Args) -> ExitCode {
         }
         (Some(path), None) => path,
     };
+    // Before the read: a change made after it is seen by the first poll.
+    let seen = crate::run::fingerprint(&path, args.secrets_dir.as_deref());
     let set = match PolicySet::from_path(&path) {
         Ok(s) => s,
         Err(e) => return config_error(&e.to_string()),
@@ -286,6 +288,7 @@ pub fn run(args: Args) -> ExitCode {
             policy: path,
             labels,
             set,
+            seen,
         },
     )
 }

@@ -96,6 +96,11 @@ impl PolicySet {
         Ok(set)
     }
 
+    /// No RoutingPolicy and no TokenBudget (an empty or comment-only file).
+    pub fn is_empty(&self) -> bool {
+        self.policies.is_empty() && self.budgets.is_empty()
+    }
+
     /// Compile the config for a workload in `namespace` with `labels`.
     pub fn compile(&self, namespace: &str, labels: &Labels) -> WorkloadConfig {
         compile(namespace, labels, &self.policies, &self.budgets)

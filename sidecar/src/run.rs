@@ -32,6 +32,9 @@ pub enum Mode {
         labels: Labels,
         /// The policies as first read.
         set: PolicySet,
+        /// What the files looked like just before that read (so a change
+        /// made between the read and the first poll is not missed).
+        seen: Fingerprint,
     },
     /// Snapshots pushed by the operator.
     Connected(crate::control::Settings),
@@ -178,7 +181,12 @@ async fn serve(args: Args, mode: Mode) -> ExitCode {
     };
     let every = Duration::from_millis(args.reload_interval_ms.max(50));
     match mode {
-        Mode::Standalone { policy, labels, .. } => {
+        Mode::Standalone {
+            policy,
+            labels,
+            set,
+            seen,
+        } => {
             tracing::info!(
                 listen = %app.local_addr().map_or_else(|_| args.listen.to_string(), |a| a.to_string()),
                 admin = %admin.local_addr().map_or_else(|_| args.admin_listen.to_string(), |a| a.to_string()),
@@ -187,10 +195,14 @@ async fn serve(args: Args, mode: Mode) -> ExitCode {
             );
             tokio::spawn(reload_loop(
                 shared.clone(),
-                policy,
-                labels,
-                args.namespace.clone(),
-                every,
+                Watch {
+                    policy,
+                    labels,
+                    namespace: args.namespace.clone(),
+                    every,
+                    seen,
+                    has_objects: !set.is_empty(),
+                },
             ));
         }
         Mode::Connected(settings) => {
@@ -326,8 +338,17 @@ async fn shutdown_signal() {
     }
 }
 
+/// What identifies a version of the policy file(s) and secrets on disk:
+/// each file's path, length and modification time.
+pub type Fingerprint = Vec<(PathBuf, u64, Option<SystemTime>)>;
+
+/// How long a changed fingerprint must hold before the files are read: a
+/// file rewritten in place (truncated, then written) is read whole, not
+/// caught empty or cut at a document boundary.
+const SETTLE: Duration = Duration::from_millis(100);
+
 /// What identifies a version of the policy file(s) and secrets on disk.
-fn fingerprint(policy: &Path, secrets: Option<&Path>) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
+pub fn fingerprint(policy: &Path, secrets: Option<&Path>) -> Fingerprint {
     let mut out = Vec::new();
     let mut visit = |p: &Path, depth: usize| {
         fn walk(p: &Path, depth: usize, out: &mut Vec<(PathBuf, u64, Option<SystemTime>)>) {
@@ -357,17 +378,34 @@ fn fingerprint(policy: &Path, secrets: Option<&Path>) -> Vec<(PathBuf, u64, Opti
     out
 }
 
-/// Poll the policy file and secrets; reload on change or SIGHUP, keeping
-/// the last good config when the new one is invalid.
-async fn reload_loop(
-    shared: Arc<Shared>,
+/// What the standalone reload loop watches.
+struct Watch {
     policy: PathBuf,
     labels: Labels,
     namespace: String,
     every: Duration,
-) {
+    /// The files' fingerprint when the running config was read.
+    seen: Fingerprint,
+    /// The running config came from files with at least one object.
+    has_objects: bool,
+}
+
+/// Poll the policy file and secrets; reload on change or SIGHUP, keeping
+/// the last good config when the new one is invalid. A change is read once
+/// it has held for [`SETTLE`]; files that hold no object at all, where the
+/// running config had some, are taken for a file caught mid-write and
+/// rejected (a restart runs without policies on purpose).
+async fn reload_loop(shared: Arc<Shared>, watch: Watch) {
+    let Watch {
+        policy,
+        labels,
+        namespace,
+        every,
+        seen,
+        mut has_objects,
+    } = watch;
     let secrets = shared.options.secrets_dir.clone();
-    let mut last = fingerprint(&policy, secrets.as_deref());
+    let mut last = seen;
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     loop {
         let forced = match hup.as_mut() {
@@ -384,9 +422,22 @@ async fn reload_loop(
         if !forced && now == last {
             continue;
         }
+        tokio::time::sleep(SETTLE.min(every)).await;
+        if fingerprint(&policy, secrets.as_deref()) != now {
+            // Still being written: look again at the next poll.
+            continue;
+        }
         last = now;
         match PolicySet::from_path(&policy) {
+            Ok(set) if set.is_empty() && has_objects => {
+                shared.metrics.reload(false);
+                tracing::error!(
+                    policy = %policy.display(),
+                    "configuration rejected: the policy file holds no RoutingPolicy or TokenBudget (caught mid-write?); keeping the last good one (restart to run without policies)"
+                );
+            }
             Ok(set) => {
+                has_objects = !set.is_empty();
                 let cfg = set.compile(&namespace, &labels);
                 for w in &cfg.warnings {
                     tracing::warn!(warning = %w, "configuration warning");

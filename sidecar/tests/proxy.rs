@@ -903,6 +903,89 @@ async fn policy_changes_apply_without_restart_and_bad_ones_are_ignored() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_policy_file_rewritten_in_place_is_never_read_half_written() {
+    use std::io::Write as _;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let fake = FakeProvider::start(FakeConfig::default()).await.unwrap();
+    // The budget first: cut after it, the file is valid YAML with no routing.
+    let routing = policy(&fake, MINI_ROUTE, "");
+    let full = format!("{BIG_BUDGET}---\n{routing}");
+    let sc = std::sync::Arc::new(Sidecar::start(&full));
+    let body = r#"{"model":"gpt-5","messages":[]}"#;
+    let routed = |r: &support::Reply| {
+        r.status == 200 && r.header("x-tokenwarden-model") == Some("gpt-5-mini")
+    };
+    assert!(routed(&sc.openai("/v1/chat/completions", body, &[]).await));
+
+    // Requests all along; each must see the whole config.
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let (seen, wrong) = (
+        std::sync::Arc::new(AtomicU64::new(0)),
+        std::sync::Arc::new(AtomicU64::new(0)),
+    );
+    let checker = {
+        let (sc, stop, seen, wrong) = (sc.clone(), stop.clone(), seen.clone(), wrong.clone());
+        tokio::spawn(async move {
+            while !stop.load(Ordering::SeqCst) {
+                let r = sc.openai("/v1/chat/completions", body, &[]).await;
+                seen.fetch_add(1, Ordering::SeqCst);
+                if !routed(&r) {
+                    wrong.fetch_add(1, Ordering::SeqCst);
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+    };
+    // Rewritten in place, as `cat > file` or a template tool does: truncate,
+    // the first document, a pause, the rest. The reload polls every 100 ms
+    // and reads a change once it held for 100 ms; the pause is far shorter
+    // (on an OS thread, so the test's own runtime cannot stretch it).
+    let (path, text) = (sc.policy_path(), full.clone());
+    tokio::task::spawn_blocking(move || {
+        let cut = BIG_BUDGET.len();
+        for _ in 0..16 {
+            let mut f = std::fs::File::create(&path).unwrap();
+            f.write_all(&text.as_bytes()[..cut]).unwrap();
+            std::thread::sleep(Duration::from_millis(15));
+            f.write_all(&text.as_bytes()[cut..]).unwrap();
+            drop(f);
+            std::thread::sleep(Duration::from_millis(120));
+        }
+    })
+    .await
+    .unwrap();
+    // Emptied (and left so for a while): taken for a file caught mid-write.
+    std::fs::write(sc.policy_path(), "").unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::SeqCst);
+    checker.await.unwrap();
+    let (seen, wrong) = (seen.load(Ordering::SeqCst), wrong.load(Ordering::SeqCst));
+    assert!(seen > 50, "only {seen} requests ran during the rewrites");
+    assert_eq!(
+        wrong, 0,
+        "{wrong} of {seen} requests ran under a half-read config"
+    );
+    let metrics = sc.admin_get("/metrics").await.text();
+    assert!(
+        metrics.contains("tokenwarden_config_reloads_total{result=\"rejected\"} 1"),
+        "{metrics}"
+    );
+    // Written whole again, it is read again.
+    let nano = full.replace("model: gpt-5-mini}", "model: gpt-5-nano}");
+    std::fs::write(sc.policy_path(), &nano).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while sc
+        .openai("/v1/chat/completions", body, &[])
+        .await
+        .header("x-tokenwarden-model")
+        != Some("gpt-5-nano")
+    {
+        assert!(std::time::Instant::now() < deadline, "reload not picked up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn thresholds_downgrade_loop_guard_and_shadow() {
     let fake = FakeProvider::start(FakeConfig::default()).await.unwrap();
     let budgets = format!(
