@@ -170,6 +170,9 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
+/// How long a changed directory must hold still before it is read.
+const SETTLE: Duration = Duration::from_millis(100);
+
 fn fingerprint(dir: &Path) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
     yaml_files(dir)
         .unwrap_or_default()
@@ -200,21 +203,29 @@ impl LocalSource {
             generations: Mutex::new(HashMap::new()),
             events: Mutex::new(events),
         });
+        // Taken before the first read: an edit made after it is seen below.
+        let mut last = fingerprint(&me.dir);
         me.reload();
         let weak = Arc::downgrade(&me);
         tokio::spawn(async move {
-            let mut last = None;
             loop {
-                let Some(me) = weak.upgrade() else { return };
-                let now = fingerprint(&me.dir);
-                if last.as_ref() != Some(&now) {
-                    if last.is_some() {
-                        me.reload();
-                    }
-                    last = Some(now);
-                }
-                drop(me);
                 tokio::time::sleep(every).await;
+                let Some(dir) = weak.upgrade().map(|me| me.dir.clone()) else {
+                    return;
+                };
+                let now = fingerprint(&dir);
+                if now == last {
+                    continue;
+                }
+                // A file rewritten in place (truncated, then written) is
+                // read once it held still, not caught half-written.
+                tokio::time::sleep(SETTLE.min(every)).await;
+                if fingerprint(&dir) != now {
+                    continue;
+                }
+                let Some(me) = weak.upgrade() else { return };
+                me.reload();
+                last = now;
             }
         });
         Ok(me)
@@ -551,4 +562,67 @@ pub fn local_leadership(
             }
         })?;
     Ok(rx)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BUDGET: &str = include_str!("../../deploy/examples/02-team-daily-budget.yaml");
+    const ROUTING: &str = include_str!("../../deploy/examples/01-coding-agent-routing.yaml");
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_file_rewritten_in_place_is_never_published_half_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let (yaml, state) = (dir.path().join("yaml"), dir.path().join("state"));
+        std::fs::create_dir_all(&yaml).unwrap();
+        let file = yaml.join("team.yaml");
+        let full = format!("{BUDGET}\n---\n{ROUTING}");
+        std::fs::write(&file, &full).unwrap();
+        let source = LocalSource::start(yaml, state, Duration::from_millis(100)).unwrap();
+        let mut rx = source.objects();
+        let count = |o: &Objects| (o.budgets.len(), o.policies.len(), o.errors.len());
+        let first = rx.borrow_and_update().clone().unwrap();
+        assert_eq!(count(&first), (1, 1, 0), "{:?}", first.errors);
+
+        // Every version published while the file is rewritten, recorded.
+        let recorder = tokio::spawn(async move {
+            let mut seen = Vec::new();
+            while rx.changed().await.is_ok() {
+                if let Some(o) = rx.borrow_and_update().clone() {
+                    seen.push(count(&o));
+                }
+            }
+            seen
+        });
+        let path = file.clone();
+        tokio::task::spawn_blocking(move || {
+            use std::io::Write as _;
+            let cut = BUDGET.len();
+            for i in 0..12 {
+                // Truncate, the first document, a pause, the rest (with a
+                // change, so each rewrite is a new version).
+                let text = full.replace("usd: \"50.00\"", &format!("usd: \"{}.00\"", 50 + i));
+                let mut f = std::fs::File::create(&path).unwrap();
+                f.write_all(&text.as_bytes()[..cut]).unwrap();
+                std::thread::sleep(Duration::from_millis(30));
+                f.write_all(&text.as_bytes()[cut..]).unwrap();
+                drop(f);
+                std::thread::sleep(Duration::from_millis(250));
+            }
+        })
+        .await
+        .unwrap();
+        drop(source);
+        let seen = recorder.await.unwrap();
+        assert!(
+            seen.len() >= 6,
+            "only {} versions published: {seen:?}",
+            seen.len()
+        );
+        assert!(
+            seen.iter().all(|c| *c == (1, 1, 0)),
+            "a half-written file was published: {seen:?}"
+        );
+    }
 }
