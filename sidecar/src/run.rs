@@ -142,6 +142,13 @@ async fn serve(args: Args, mode: Mode) -> ExitCode {
         repeats: Mutex::new(Default::default()),
         control,
     });
+    // Connected mode: the keys' fingerprint before they are first read, so a
+    // rotation during start-up is seen by the first poll.
+    let secrets_seen = args
+        .secrets_dir
+        .as_deref()
+        .map(|d| fingerprint(d, Some(d)))
+        .unwrap_or_default();
     match &mode {
         Mode::Standalone { labels, set, .. } => {
             let cfg = set.compile(&args.namespace, labels);
@@ -220,7 +227,7 @@ async fn serve(args: Args, mode: Mode) -> ExitCode {
                     outbox,
                 ));
             }
-            tokio::spawn(secrets_loop(shared.clone(), every));
+            tokio::spawn(secrets_loop(shared.clone(), every, secrets_seen));
         }
     }
     tokio::spawn(budget_ticker(shared.clone()));
@@ -300,11 +307,11 @@ fn restore_connected(shared: &Shared, control: &Control, settings: &crate::contr
 }
 
 /// Connected mode: re-read provider keys when the secrets dir changes.
-async fn secrets_loop(shared: Arc<Shared>, every: Duration) {
+async fn secrets_loop(shared: Arc<Shared>, every: Duration, seen: Fingerprint) {
     let Some(dir) = shared.options.secrets_dir.clone() else {
         return;
     };
-    let mut last = fingerprint(&dir, Some(&dir));
+    let mut last = seen;
     loop {
         tokio::time::sleep(every).await;
         let now = fingerprint(&dir, Some(&dir));
