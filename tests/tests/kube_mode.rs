@@ -517,13 +517,20 @@ async fn operator_in_kubernetes_mode_end_to_end() {
         w.sidecar("load-0", "token-load-0", ops[fi].grpc),
         w.sidecar("load-1", "token-load-1", ops[fi].grpc),
     ];
-    for s in &sidecars {
-        eventually("sidecar connected", 30, || {
-            s.metrics()
-                .contains("tokenwarden_control_plane_connected 1")
-                .then_some(())
-        })
-        .await;
+    for (s, name) in sidecars.iter().zip(["load-0", "load-1"]) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !s
+            .metrics()
+            .contains("tokenwarden_control_plane_connected 1")
+        {
+            if Instant::now() >= deadline {
+                // Its log says why (it lives in the test's temp dir, gone after).
+                let log = std::fs::read_to_string(w.dir.path().join(format!("{name}.log")))
+                    .unwrap_or_else(|e| format!("(no log: {e})"));
+                panic!("sidecar {name} connected: not within 30 s; its log:\n{log}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
     // A sidecar whose token TokenReview rejects never gets config.
     let intruder = w.sidecar("intruder", "token-stolen", ops[li].grpc);
