@@ -52,6 +52,19 @@ pub enum State {
     Exhausted,
 }
 
+// === impl State ===
+
+impl State {
+    /// The name `/ledger`, `report` and status conditions use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Ok => "Ok",
+            State::Threshold => "Threshold",
+            State::Exhausted => "Exhausted",
+        }
+    }
+}
+
 /// Why a budget refused a request.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Refusal {
@@ -147,8 +160,20 @@ impl BudgetState {
     /// Start tracking a budget at `now`, with `totals` already spent in the
     /// period that contains `now` (from a ledger or the operator).
     pub fn new(cfg: BudgetConfig, now: Timestamp, totals: Totals) -> Result<Self, PeriodError> {
+        Self::from_ledger(cfg, now, |_| totals)
+    }
+
+    /// Start tracking a budget at `now` with what a ledger holds for the
+    /// period that contains it: `spent_in(start)` is the totals of the
+    /// period beginning at `start`.
+    pub fn from_ledger(
+        cfg: BudgetConfig,
+        now: Timestamp,
+        spent_in: impl FnOnce(Timestamp) -> Totals,
+    ) -> Result<Self, PeriodError> {
         let tz = time_zone(&cfg.time_zone)?;
         let window = cfg.period.window(&tz, now)?;
+        let totals = spent_in(window.start);
         Ok(Self {
             cfg,
             tz,
@@ -287,6 +312,13 @@ impl BudgetState {
                 .unwrap_or(u64::MAX)
         });
         usd.max(tokens)
+    }
+
+    /// What is left of the USD limit (never below zero); `None` without one.
+    pub fn remaining_usd(&self) -> Option<Usd> {
+        self.cfg
+            .limit_usd
+            .map(|l| l.saturating_sub(self.totals.spent).max(Usd::ZERO))
     }
 
     /// `Ok`, `Threshold` or `Exhausted` from committed spend.
@@ -610,6 +642,35 @@ mod tests {
             cost: Some(usd(cost)),
             tokens: 100,
         }
+    }
+
+    #[test]
+    fn from_ledger_asks_for_the_period_containing_now_and_remaining_never_goes_negative() {
+        let now: Timestamp = "2026-12-03T10:00:00Z".parse().unwrap();
+        let mut asked = None;
+        let b = BudgetState::from_ledger(cfg("1.00"), now, |start| {
+            asked = Some(start);
+            Totals {
+                spent: "0.25".parse().unwrap(),
+                ..Totals::default()
+            }
+        })
+        .unwrap();
+        assert_eq!(asked, Some("2026-12-03T00:00:00Z".parse().unwrap()));
+        assert_eq!(b.remaining_usd(), Some("0.75".parse().unwrap()));
+        assert_eq!(b.state().as_str(), "Ok");
+        let over = Totals {
+            spent: "3".parse().unwrap(),
+            ..Totals::default()
+        };
+        let b = BudgetState::new(cfg("1.00"), now, over).unwrap();
+        assert_eq!(b.remaining_usd(), Some(Usd::ZERO));
+        assert_eq!(b.state().as_str(), "Exhausted");
+        let mut tokens_only = cfg("1.00");
+        tokens_only.limit_usd = None;
+        tokens_only.limit_tokens = Some(10);
+        let b = BudgetState::new(tokens_only, now, Totals::default()).unwrap();
+        assert_eq!(b.remaining_usd(), None);
     }
 
     #[test]

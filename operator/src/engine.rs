@@ -202,14 +202,6 @@ fn i64_picos(u: Usd) -> i64 {
     i64::try_from(u.picos()).unwrap_or(i64::MAX)
 }
 
-fn state_name(s: State) -> &'static str {
-    match s {
-        State::Ok => "Ok",
-        State::Threshold => "Threshold",
-        State::Exhausted => "Exhausted",
-    }
-}
-
 /// The workload a pod belongs to: `app.kubernetes.io/name`, `app`, else
 /// the pod name without its generated suffixes.
 pub fn workload_of(identity: &Identity) -> String {
@@ -1396,7 +1388,7 @@ impl Engine {
                     "leased_usd": out.to_string(),
                     "requests": b.totals().requests,
                     "tokens": b.totals().tokens(),
-                    "state": state_name(b.budget_state()),
+                    "state": b.budget_state().as_str(),
                     "percent_spent": b.percent_spent(),
                 })
             })
@@ -1431,7 +1423,7 @@ fn budget_status_msg(id: &ObjectRef, b: &Book) -> OperatorMessage {
             spent_picos: i64_picos(b.totals().spent),
             spent_tokens: b.totals().tokens(),
             percent_spent: u32::try_from(b.percent_spent()).unwrap_or(u32::MAX),
-            state: state_name(b.budget_state()).into(),
+            state: b.budget_state().as_str().into(),
             limit_picos: cfg.limit_usd.map_or(0, i64_picos),
             has_limit_usd: cfg.limit_usd.is_some(),
             limit_tokens: cfg.limit_tokens.unwrap_or(0),

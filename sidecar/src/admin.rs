@@ -6,7 +6,7 @@ use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use serde_json::json;
-use tokenwarden_core::{budget::State, ledger::Aggregate};
+use tokenwarden_core::ledger::Aggregate;
 
 use crate::{
     body::ProxyBody,
@@ -101,7 +101,6 @@ pub fn ledger_json(shared: &Shared) -> serde_json::Value {
         .map(|b| {
             let cfg = b.config();
             let t = b.totals();
-            let remaining = cfg.limit_usd.map(|l| l.saturating_sub(t.spent).max(tokenwarden_core::money::Usd::ZERO));
             let (cluster, lease) = match &shared.control {
                 Some(c) => (
                     c.leases.status(&cfg.source).map_or(serde_json::Value::Null, |s| {
@@ -126,7 +125,7 @@ pub fn ledger_json(shared: &Shared) -> serde_json::Value {
                 "period_end": b.window().end.to_string(),
                 "spent_usd": t.spent.to_string(),
                 "limit_usd": cfg.limit_usd.map(|l| l.to_string()),
-                "remaining_usd": remaining.map(|r| r.to_string()),
+                "remaining_usd": b.remaining_usd().map(|r| r.to_string()),
                 "tokens_used": t.tokens(),
                 "limit_tokens": cfg.limit_tokens,
                 "remaining_tokens": cfg.limit_tokens.map(|l| l.saturating_sub(t.tokens())),
@@ -134,7 +133,7 @@ pub fn ledger_json(shared: &Shared) -> serde_json::Value {
                 "unpriced_requests": t.unpriced_requests,
                 "reserved_usd": b.reserved().cost.to_string(),
                 "reserved_tokens": b.reserved().tokens,
-                "state": match b.state() { State::Ok => "Ok", State::Threshold => "Threshold", State::Exhausted => "Exhausted" },
+                "state": b.state().as_str(),
                 "shadow": cfg.shadow,
                 "percent_spent": b.percent_spent(),
                 "local_percent_spent": b.local_percent_spent(),

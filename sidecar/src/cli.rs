@@ -342,7 +342,7 @@ pub fn report_budgets(
     configured: Option<&[tokenwarden_core::config::BudgetConfig]>,
     now: jiff::Timestamp,
 ) -> String {
-    use tokenwarden_core::budget::{BudgetState, State};
+    use tokenwarden_core::budget::BudgetState;
     let mut s = String::new();
     let note = match configured {
         None => {
@@ -373,13 +373,10 @@ pub fn report_budgets(
     }
     for cfg in configured {
         let id = cfg.source.to_string();
-        let state = tokenwarden_core::period::time_zone(&cfg.time_zone)
-            .ok()
-            .and_then(|tz| cfg.period.window(&tz, now).ok())
-            .and_then(|w| {
-                BudgetState::new(cfg.clone(), now, agg.budget_period(&cfg.source, w.start)).ok()
-            });
-        let Some(b) = state else {
+        let state = BudgetState::from_ledger(cfg.clone(), now, |start| {
+            agg.budget_period(&cfg.source, start)
+        });
+        let Ok(b) = state else {
             let _ = writeln!(s, "{:<32} invalid period or time zone", truncate(&id, 32));
             continue;
         };
@@ -394,18 +391,13 @@ pub fn report_budgets(
             b.window().end.to_string(),
             money(t.spent),
             cfg.limit_usd.map_or_else(dash, money),
-            cfg.limit_usd
-                .map_or_else(dash, |l| money(l.saturating_sub(t.spent).max(Usd::ZERO))),
+            b.remaining_usd().map_or_else(dash, money),
             format!("{}%", b.percent_spent()),
             t.tokens(),
             cfg.limit_tokens.map_or_else(dash, |l| l.to_string()),
             format!(
                 "{}{}",
-                match b.state() {
-                    State::Ok => "Ok",
-                    State::Threshold => "Threshold",
-                    State::Exhausted => "Exhausted",
-                },
+                b.state().as_str(),
                 if cfg.shadow { " (shadow)" } else { "" }
             ),
         );

@@ -176,14 +176,10 @@ impl Shared {
                         }
                     }
                     None => {
-                        let Ok(tz) = tokenwarden_core::period::time_zone(&cfg.time_zone) else {
-                            continue;
-                        };
-                        let Ok(window) = cfg.period.window(&tz, now) else {
-                            continue;
-                        };
-                        let totals = self.ledger_period(&id, window.start);
-                        if let Ok(state) = BudgetState::new(cfg, now, totals) {
+                        let state = BudgetState::from_ledger(cfg, now, |start| {
+                            self.ledger_period(&id, start)
+                        });
+                        if let Ok(state) = state {
                             budgets.insert(id, state);
                         }
                     }
