@@ -143,36 +143,49 @@ const READ_ATTEMPTS: usize = 20;
 /// truncated journal and miss every record it folded in, so the snapshot is
 /// read again afterwards and the whole read starts over if it changed.
 pub fn read(dir: &Path) -> Result<Aggregate, LedgerError> {
-    let snap = dir.join(SNAPSHOT);
-    let snapshot = || match std::fs::read(&snap) {
-        Ok(bytes) => Ok(Some(bytes)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(io(&snap)(e)),
-    };
+    let mut snapshot = read_snapshot(dir)?;
     for _ in 0..READ_ATTEMPTS {
-        let before = snapshot()?;
-        let (agg, _, _) = replay(dir, false)?;
-        if snapshot()? == before {
+        let (agg, _, _) = replay_from(dir, snapshot.as_deref(), false)?;
+        let after = read_snapshot(dir)?;
+        if after == snapshot {
             return Ok(agg);
         }
+        snapshot = after;
     }
-    Err(io(&snap)(std::io::Error::other(format!(
+    Err(io(&dir.join(SNAPSHOT))(std::io::Error::other(format!(
         "compacted {READ_ATTEMPTS} times while being read; try again"
     ))))
+}
+
+/// The snapshot's bytes; `None` before the first compaction.
+fn read_snapshot(dir: &Path) -> Result<Option<Vec<u8>>, LedgerError> {
+    let path = dir.join(SNAPSHOT);
+    match std::fs::read(&path) {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io(&path)(e)),
+    }
 }
 
 /// Fold snapshot + journal; with `repair`, truncate a torn last line.
 /// Returns the aggregate, the journal's good length and the next sequence.
 fn replay(dir: &Path, repair: bool) -> Result<(Aggregate, u64, u64), LedgerError> {
-    let snap_path = dir.join(SNAPSHOT);
-    let mut agg: Aggregate = match std::fs::read(&snap_path) {
-        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| LedgerError::Corrupt {
-            path: snap_path.display().to_string(),
+    replay_from(dir, read_snapshot(dir)?.as_deref(), repair)
+}
+
+/// [`replay`] from snapshot bytes already read (`None`: no snapshot).
+fn replay_from(
+    dir: &Path,
+    snapshot: Option<&[u8]>,
+    repair: bool,
+) -> Result<(Aggregate, u64, u64), LedgerError> {
+    let mut agg: Aggregate = match snapshot {
+        Some(bytes) => serde_json::from_slice(bytes).map_err(|e| LedgerError::Corrupt {
+            path: dir.join(SNAPSHOT).display().to_string(),
             line: e.line(),
             message: e.to_string(),
         })?,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Aggregate::default(),
-        Err(e) => return Err(io(&snap_path)(e)),
+        None => Aggregate::default(),
     };
     let path = dir.join(JOURNAL);
     let file = match File::open(&path) {
