@@ -142,14 +142,7 @@ async fn serve(args: Args, mode: Mode) -> ExitCode {
         repeats: Mutex::new(Default::default()),
         control,
     });
-    // Connected mode: the keys' fingerprint before they are first read, so a
-    // rotation during start-up is seen by the first poll.
-    let secrets_seen = args
-        .secrets_dir
-        .as_deref()
-        .map(|d| fingerprint(d, Some(d)))
-        .unwrap_or_default();
-    match &mode {
+    let secrets_seen = match &mode {
         Mode::Standalone { labels, set, .. } => {
             let cfg = set.compile(&args.namespace, labels);
             for w in &cfg.warnings {
@@ -161,13 +154,22 @@ async fn serve(args: Args, mode: Mode) -> ExitCode {
             }
             shared.install(active, Timestamp::now());
             shared.metrics.reload(true);
+            Fingerprint::new()
         }
         Mode::Connected(settings) => {
+            // The keys' fingerprint before they are first read, so a
+            // rotation during start-up is seen by the first poll.
+            let seen = args
+                .secrets_dir
+                .as_deref()
+                .map(|d| fingerprint(d, Some(d)))
+                .unwrap_or_default();
             if let Some(control) = &shared.control {
                 restore_connected(&shared, control, settings);
             }
+            seen
         }
-    }
+    };
 
     let app = match TcpListener::bind(args.listen).await {
         Ok(l) => l,
@@ -354,11 +356,12 @@ pub type Fingerprint = Vec<(PathBuf, u64, Option<SystemTime>)>;
 /// caught empty or cut at a document boundary.
 const SETTLE: Duration = Duration::from_millis(100);
 
-/// What identifies a version of the policy file(s) and secrets on disk.
+/// The [`Fingerprint`] of the policy file (or directory) and, with
+/// `secrets`, of the keys under it.
 pub fn fingerprint(policy: &Path, secrets: Option<&Path>) -> Fingerprint {
     let mut out = Vec::new();
     let mut visit = |p: &Path, depth: usize| {
-        fn walk(p: &Path, depth: usize, out: &mut Vec<(PathBuf, u64, Option<SystemTime>)>) {
+        fn walk(p: &Path, depth: usize, out: &mut Fingerprint) {
             let Ok(meta) = std::fs::metadata(p) else {
                 out.push((p.to_path_buf(), u64::MAX, None));
                 return;
