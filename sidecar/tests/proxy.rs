@@ -837,12 +837,11 @@ async fn a_second_sidecar_on_the_same_state_dir_is_refused() {
         )
         .await;
     assert_eq!(r.status, 200);
-    let secrets = sc.state_dir().parent().unwrap().join("secrets");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_tokenwarden-sidecar"))
         .arg("--policy-file")
         .arg(sc.policy_path())
         .arg("--secrets-dir")
-        .arg(secrets)
+        .arg(sc.secrets_dir())
         .arg("--state-dir")
         .arg(sc.state_dir())
         .args(["--namespace", "apps", "--labels", "app=agent,team=search"])

@@ -157,6 +157,10 @@ impl Sidecar {
         self.dir.path().join("state")
     }
 
+    pub fn secrets_dir(&self) -> PathBuf {
+        self.dir.path().join("secrets")
+    }
+
     /// (Re)start the process on the same ports and state dir.
     pub fn spawn(&mut self) {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_tokenwarden-sidecar"));
@@ -169,7 +173,7 @@ impl Sidecar {
         };
         let child = cmd
             .arg("--secrets-dir")
-            .arg(self.dir.path().join("secrets"))
+            .arg(self.secrets_dir())
             .arg("--state-dir")
             .arg(self.state_dir())
             .args(["--namespace", "apps", "--labels", "app=agent,team=search"])
