@@ -1382,3 +1382,875 @@ async fn binary_prints_its_address_and_serves() {
     assert_eq!(v["choices"][0]["message"]["content"], "tok0 tok1");
     child.kill().await.unwrap();
 }
+
+// ---------------------------------------------------------------- chat `n`
+
+#[tokio::test]
+async fn chat_n_choices_are_billed_n_times() {
+    let fake = start().await;
+    let mut body = chat_body(false);
+    body["n"] = json!(3);
+    let r = openai(
+        &fake,
+        "/v1/chat/completions",
+        &body,
+        &[("x-fake-output-tokens", "5")],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let v = r.json();
+    let choices = v["choices"].as_array().unwrap();
+    assert_eq!(choices.len(), 3);
+    for (i, c) in choices.iter().enumerate() {
+        assert_eq!(c["index"], i as u64);
+        assert_eq!(c["message"]["content"], words(5));
+        assert_eq!(c["finish_reason"], "stop");
+    }
+    let p = tokens(&body);
+    assert_eq!(v["usage"]["completion_tokens"], 15);
+    assert_eq!(v["usage"]["total_tokens"], p + 15);
+    assert_eq!(fake.log()[0].usage.as_ref().unwrap().output, 15);
+
+    // Capped per choice: O = min(max, N), billed O × n.
+    let mut body = chat_body(false);
+    body["n"] = json!(2);
+    body["max_completion_tokens"] = json!(2);
+    let v = openai(&fake, "/v1/chat/completions", &body, &[])
+        .await
+        .json();
+    assert_eq!(v["choices"].as_array().unwrap().len(), 2);
+    assert_eq!(v["choices"][1]["message"]["content"], "tok0 tok1");
+    assert_eq!(v["choices"][1]["finish_reason"], "length");
+    assert_eq!(v["usage"]["completion_tokens"], 4);
+
+    // null means 1.
+    let mut body = chat_body(false);
+    body["n"] = Value::Null;
+    let v = openai(&fake, "/v1/chat/completions", &body, &[])
+        .await
+        .json();
+    assert_eq!(v["choices"].as_array().unwrap().len(), 1);
+    assert_eq!(v["usage"]["completion_tokens"], 40);
+
+    // Out of range or not an integer: OpenAI's 400 on param n.
+    for (n, code) in [
+        (json!(0), "integer_below_min_value"),
+        (json!(-3), "integer_below_min_value"),
+        (json!(129), "integer_above_max_value"),
+        (json!(u64::MAX), "integer_above_max_value"),
+        (json!("two"), "invalid_type"),
+        (json!(1.5), "invalid_type"),
+    ] {
+        let mut body = chat_body(false);
+        body["n"] = n.clone();
+        let r = openai(&fake, "/v1/chat/completions", &body, &[]).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "n = {n}");
+        let v = r.json();
+        assert_eq!(v["error"]["type"], "invalid_request_error");
+        assert_eq!(v["error"]["param"], "n");
+        assert_eq!(v["error"]["code"], code, "n = {n}");
+        assert!(v["error"]["message"].as_str().unwrap().contains("'n'"));
+    }
+    let mut body = chat_body(false);
+    body["n"] = json!(128);
+    let v = openai(
+        &fake,
+        "/v1/chat/completions",
+        &body,
+        &[("x-fake-output-tokens", "1")],
+    )
+    .await
+    .json();
+    assert_eq!(v["choices"].as_array().unwrap().len(), 128);
+    assert_eq!(v["usage"]["completion_tokens"], 128);
+
+    let totals = fake.usage_totals();
+    assert_eq!(totals["gpt-5-mini"].requests, 4);
+    assert_eq!(totals["gpt-5-mini"].output, 15 + 4 + 40 + 128);
+}
+
+#[tokio::test]
+async fn chat_n_choices_stream() {
+    let fake = start().await;
+    let mut body = chat_body(true);
+    body["n"] = json!(2);
+    body["stream_options"] = json!({"include_usage": true});
+    let r = openai(
+        &fake,
+        "/v1/chat/completions",
+        &body,
+        &[("x-fake-output-tokens", "6"), ("x-fake-chunks", "3")],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let events = sse(&r.text());
+    assert_eq!(events.last().unwrap().1, "[DONE]");
+    let chunks: Vec<Value> = events[..events.len() - 1]
+        .iter()
+        .map(|(_, d)| serde_json::from_str(d).unwrap())
+        .collect();
+    // 2 role chunks + 3 steps × 2 choices + 2 finish chunks + the usage chunk.
+    assert_eq!(chunks.len(), 11);
+    let indexes: Vec<u64> = chunks[..10]
+        .iter()
+        .map(|c| {
+            let choices = c["choices"].as_array().unwrap();
+            assert_eq!(choices.len(), 1, "one choice per chunk: {c}");
+            choices[0]["index"].as_u64().unwrap()
+        })
+        .collect();
+    assert_eq!(indexes, [0, 1, 0, 1, 0, 1, 0, 1, 0, 1]);
+    assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
+    assert_eq!(chunks[1]["choices"][0]["delta"]["role"], "assistant");
+    for index in 0..2u64 {
+        let text: String = chunks[2..8]
+            .iter()
+            .filter(|c| c["choices"][0]["index"] == index)
+            .map(|c| c["choices"][0]["delta"]["content"].as_str().unwrap())
+            .collect();
+        assert_eq!(text, words(6), "choice {index}");
+    }
+    assert_eq!(chunks[8]["choices"][0]["finish_reason"], "stop");
+    assert_eq!(chunks[9]["choices"][0]["finish_reason"], "stop");
+    let usage = &chunks[10];
+    assert_eq!(usage["choices"], json!([]));
+    let p = tokens(&body);
+    assert_eq!(usage["usage"]["completion_tokens"], 12);
+    assert_eq!(usage["usage"]["total_tokens"], p + 12);
+    let log = fake.log();
+    assert_eq!(log[0].usage.as_ref().unwrap().output, 12);
+    assert!(log[0].usage_in_body);
+}
+
+// ---------------------------------------------------------------- extra input tokens
+
+#[tokio::test]
+async fn extra_input_tokens_are_billed_everywhere() {
+    let fake = start().await;
+    let body = chat_body(false);
+    let v = openai(
+        &fake,
+        "/v1/chat/completions",
+        &body,
+        &[
+            ("x-fake-extra-input-tokens", "1000"),
+            ("x-fake-cached-tokens", "7"),
+        ],
+    )
+    .await
+    .json();
+    let p = tokens(&body) + 1000;
+    assert_eq!(v["usage"]["prompt_tokens"], p);
+    assert_eq!(v["usage"]["total_tokens"], p + 40);
+    assert_eq!(v["usage"]["prompt_tokens_details"]["cached_tokens"], 7);
+
+    // Cached tokens may cover the invisible input too.
+    let v = openai(
+        &fake,
+        "/v1/chat/completions",
+        &body,
+        &[
+            ("x-fake-extra-input-tokens", "1000"),
+            ("x-fake-cached-tokens", "999999"),
+        ],
+    )
+    .await
+    .json();
+    assert_eq!(v["usage"]["prompt_tokens_details"]["cached_tokens"], p);
+
+    let rbody =
+        json!({"model": "gpt-5", "input": "hi", "previous_response_id": "resp_x", "stream": true});
+    let r = openai(
+        &fake,
+        "/v1/responses",
+        &rbody,
+        &[("x-fake-extra-input-tokens", "500")],
+    )
+    .await;
+    let events = sse(&r.text());
+    let done: Value = serde_json::from_str(&events.last().unwrap().1).unwrap();
+    assert_eq!(done["type"], "response.completed");
+    assert_eq!(
+        done["response"]["usage"]["input_tokens"],
+        tokens(&rbody) + 500
+    );
+    assert_eq!(
+        done["response"]["usage"]["total_tokens"],
+        tokens(&rbody) + 540
+    );
+
+    let ebody = json!({"model": "text-embedding-3-small", "input": "hello"});
+    let v = openai(
+        &fake,
+        "/v1/embeddings",
+        &ebody,
+        &[("x-fake-extra-input-tokens", "300")],
+    )
+    .await
+    .json();
+    let e = tokens(&ebody) + 300;
+    assert_eq!(v["usage"], json!({"prompt_tokens": e, "total_tokens": e}));
+
+    let mbody = messages_body(false);
+    let v = anthropic(
+        &fake,
+        "/v1/messages",
+        &mbody,
+        &[
+            ("x-fake-extra-input-tokens", "200"),
+            ("x-fake-cached-tokens", "5"),
+            ("x-fake-cache-write-tokens", "3"),
+        ],
+    )
+    .await
+    .json();
+    let t = tokens(&mbody) + 200;
+    assert_eq!(v["usage"]["input_tokens"], t - 8);
+    assert_eq!(v["usage"]["cache_read_input_tokens"], 5);
+    assert_eq!(v["usage"]["cache_creation_input_tokens"], 3);
+
+    // count_tokens counts what the body shows.
+    let cbody =
+        json!({"model": "claude-haiku-4-5", "messages": [{"role": "user", "content": "hi"}]});
+    let v = anthropic(
+        &fake,
+        "/v1/messages/count_tokens",
+        &cbody,
+        &[("x-fake-extra-input-tokens", "200")],
+    )
+    .await
+    .json();
+    assert_eq!(v["input_tokens"], tokens(&cbody));
+
+    let log = fake.log();
+    let inputs: Vec<Option<u64>> = log
+        .iter()
+        .map(|l| l.usage.as_ref().map(|u| u.input_total))
+        .collect();
+    assert_eq!(
+        inputs,
+        [
+            Some(p),
+            Some(p),
+            Some(tokens(&rbody) + 500),
+            Some(e),
+            Some(t),
+            None
+        ]
+    );
+    let totals = fake.usage_totals();
+    assert_eq!(totals["gpt-5-mini"].input_total, 2 * p);
+    assert_eq!(totals["claude-haiku-4-5"].input_total, t);
+
+    let r = openai(
+        &fake,
+        "/v1/chat/completions",
+        &body,
+        &[("x-fake-extra-input-tokens", "-1")],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(
+        r.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("x-fake-extra-input-tokens")
+    );
+}
+
+// ---------------------------------------------------------------- stall, no-usage, echo-key
+
+/// Sends a request and collects the body frames with their arrival time (since the head).
+async fn timed_frames(
+    req: Request<Full<Bytes>>,
+) -> (StatusCode, HeaderMap, Vec<(Duration, Bytes)>) {
+    let resp = client().request(req).await.unwrap();
+    let started = Instant::now();
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let mut body = resp.into_body();
+    let mut frames = Vec::new();
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame.unwrap().into_data() {
+            frames.push((started.elapsed(), data));
+        }
+    }
+    (status, headers, frames)
+}
+
+/// The bytes that arrived more than `gap` before the last frame, and all of them.
+fn split_by_pause(frames: &[(Duration, Bytes)], gap: Duration) -> (Vec<u8>, Vec<u8>) {
+    let last = frames.last().unwrap().0;
+    let mut before = Vec::new();
+    let mut all = Vec::new();
+    for (t, data) in frames {
+        if *t + gap < last {
+            before.extend_from_slice(data);
+        }
+        all.extend_from_slice(data);
+    }
+    (before, all)
+}
+
+#[tokio::test]
+async fn stall_fault_pauses_mid_body() {
+    let fake = start().await;
+    let auth = format!("Bearer {OPENAI_KEY}");
+
+    // JSON: full content-length, the first half, a pause, the rest.
+    let req = request(
+        &fake,
+        Method::POST,
+        "/v1/chat/completions",
+        &[("authorization", &auth), ("x-fake-fault", "stall:400")],
+        Some(&chat_body(false)),
+    );
+    let (status, headers, frames) = timed_frames(req).await;
+    assert_eq!(status, StatusCode::OK);
+    let (before, all) = split_by_pause(&frames, Duration::from_millis(200));
+    let len: usize = headers["content-length"].to_str().unwrap().parse().unwrap();
+    assert_eq!(all.len(), len);
+    assert_eq!(before.len(), len / 2, "half of the body before the pause");
+    assert!(frames.last().unwrap().0 >= Duration::from_millis(400));
+    let v: Value = serde_json::from_slice(&all).unwrap();
+    assert_eq!(v["usage"]["completion_tokens"], 40);
+    assert_eq!(v["choices"][0]["message"]["content"], words(40));
+
+    // Stream: half of the 12 events, the pause, the other half.
+    let mut body = chat_body(true);
+    body["stream_options"] = json!({"include_usage": true});
+    let req = request(
+        &fake,
+        Method::POST,
+        "/v1/chat/completions",
+        &[("authorization", &auth), ("x-fake-fault", "stall:400")],
+        Some(&body),
+    );
+    let (status, headers, frames) = timed_frames(req).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(headers.get("content-length").is_none());
+    let (before, all) = split_by_pause(&frames, Duration::from_millis(200));
+    let before = sse(std::str::from_utf8(&before).unwrap());
+    let all = sse(std::str::from_utf8(&all).unwrap());
+    assert_eq!(before.len(), 6);
+    assert_eq!(all.len(), 12);
+    assert_eq!(all.last().unwrap().1, "[DONE]");
+    assert!(all[10].1.contains("\"completion_tokens\":40"));
+
+    // Model-level syntax, Anthropic stream.
+    let r = anthropic(
+        &fake,
+        "/v1/messages",
+        &messages_body(true),
+        &[("x-fake-fail-models", "claude-haiku-4-5=stall:50")],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(
+        r.text()
+            .ends_with("event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n")
+    );
+
+    let log = fake.log();
+    let faults: Vec<Option<&str>> = log.iter().map(|l| l.fault.as_deref()).collect();
+    assert_eq!(
+        faults,
+        [Some("stall:400"), Some("stall:400"), Some("stall:50")]
+    );
+    assert!(
+        log.iter()
+            .all(|l| l.usage.is_some() && l.usage_in_body && !l.cut)
+    );
+    let totals = fake.usage_totals();
+    assert_eq!(totals["gpt-5-mini"].requests, 2);
+    assert_eq!(totals["gpt-5-mini"].output, 80);
+    assert_eq!(totals["claude-haiku-4-5"].output, 40);
+    assert_eq!(totals["gpt-5-mini"].cut_requests, 0);
+}
+
+#[tokio::test]
+async fn no_usage_fault_bills_but_hides_usage() {
+    let fake = start().await;
+    let nu = [("x-fake-fault", "no-usage")];
+
+    let body = chat_body(false);
+    let r = openai(&fake, "/v1/chat/completions", &body, &nu).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let v = r.json();
+    assert!(v.get("usage").is_none(), "{v}");
+    assert_eq!(v["choices"][0]["message"]["content"], words(40));
+    assert!(!r.text().contains("usage"));
+
+    let mut sbody = chat_body(true);
+    sbody["stream_options"] = json!({"include_usage": true});
+    let text = openai(&fake, "/v1/chat/completions", &sbody, &nu)
+        .await
+        .text();
+    assert!(!text.contains("usage"), "{text}");
+    assert!(!text.contains("\"choices\":[]"));
+    let events = sse(&text);
+    assert_eq!(events.len(), 11); // role + 8 deltas + finish + [DONE]
+    assert_eq!(events.last().unwrap().1, "[DONE]");
+
+    let rbody = json!({"model": "gpt-5", "input": "hi"});
+    let v = openai(&fake, "/v1/responses", &rbody, &nu).await.json();
+    assert!(v.get("usage").is_none());
+    assert_eq!(v["status"], "completed");
+    let mut rsbody = rbody.clone();
+    rsbody["stream"] = json!(true);
+    let text = openai(&fake, "/v1/responses", &rsbody, &nu).await.text();
+    assert!(!text.contains("usage"));
+    assert!(text.contains("event: response.completed"));
+
+    let ebody = json!({"model": "text-embedding-3-small", "input": "hello"});
+    let v = openai(&fake, "/v1/embeddings", &ebody, &nu).await.json();
+    assert!(v.get("usage").is_none());
+    assert_eq!(v["data"].as_array().unwrap().len(), 1);
+
+    let v = anthropic(&fake, "/v1/messages", &messages_body(false), &nu)
+        .await
+        .json();
+    assert!(v.get("usage").is_none());
+    assert_eq!(v["stop_reason"], "end_turn");
+    let text = anthropic(&fake, "/v1/messages", &messages_body(true), &nu)
+        .await
+        .text();
+    assert!(!text.contains("usage"));
+    let events = sse(&text);
+    let kinds: Vec<&str> = events.iter().map(|(e, _)| e.as_deref().unwrap()).collect();
+    assert!(kinds.contains(&"message_start") && kinds.contains(&"message_delta"));
+
+    let log = fake.log();
+    assert_eq!(log.len(), 7);
+    for l in &log {
+        assert_eq!(l.status, Some(200));
+        assert_eq!(l.fault.as_deref(), Some("no-usage"));
+        assert!(!l.usage_in_body);
+        assert!(l.usage.is_some());
+    }
+    assert_eq!(log[0].usage.as_ref().unwrap().input_total, tokens(&body));
+    assert_eq!(log[0].usage.as_ref().unwrap().output, 40);
+    let totals = fake.usage_totals();
+    assert_eq!(totals["gpt-5-mini"].requests, 2);
+    assert_eq!(totals["gpt-5-mini"].hidden_usage_requests, 2);
+    assert_eq!(totals["gpt-5-mini"].output, 80);
+    assert_eq!(totals["gpt-5"].hidden_usage_requests, 2);
+    assert_eq!(totals["gpt-5"].output, 80);
+    assert_eq!(totals["text-embedding-3-small"].hidden_usage_requests, 1);
+    assert_eq!(totals["text-embedding-3-small"].input_total, tokens(&ebody));
+    assert_eq!(totals["claude-haiku-4-5"].hidden_usage_requests, 2);
+    assert_eq!(totals["claude-haiku-4-5"].output, 80);
+}
+
+#[tokio::test]
+async fn echo_key_fault_leaks_the_credential() {
+    let fake = start().await;
+    let r = openai(
+        &fake,
+        "/v1/chat/completions",
+        &chat_body(false),
+        &[("x-fake-fault", "echo-key")],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(r.header("x-echo-credential"), Some("Bearer sk-fake-openai"));
+    let v = r.json();
+    assert_eq!(v["error"]["type"], "invalid_request_error");
+    assert!(v["error"].get("param").is_some());
+    let message = v["error"]["message"].as_str().unwrap();
+    assert!(message.contains("Bearer sk-fake-openai"), "{message}");
+
+    let r = anthropic(
+        &fake,
+        "/v1/messages",
+        &messages_body(true),
+        &[("x-fake-fail-models", "claude-haiku-4-5=echo-key")],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(r.header("x-echo-credential"), Some(ANTHROPIC_KEY));
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    let v = r.json();
+    assert_eq!(v["type"], "error");
+    assert_eq!(v["error"]["type"], "invalid_request_error");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains(ANTHROPIC_KEY)
+    );
+
+    let log = fake.log();
+    let faults: Vec<Option<&str>> = log.iter().map(|l| l.fault.as_deref()).collect();
+    assert_eq!(faults, [Some("echo-key"), Some("echo-key")]);
+    assert!(
+        log.iter()
+            .all(|l| l.usage.is_none() && l.status == Some(400))
+    );
+    assert!(fake.usage_totals().is_empty());
+}
+
+// ---------------------------------------------------------------- content codings
+
+const CODINGS: [&str; 4] = ["gzip", "deflate", "br", "zstd"];
+
+fn decode(coding: &str, bytes: &[u8]) -> Vec<u8> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    match coding {
+        "gzip" => {
+            flate2::read::GzDecoder::new(bytes)
+                .read_to_end(&mut out)
+                .unwrap();
+        }
+        // HTTP's deflate is the zlib format.
+        "deflate" => {
+            flate2::read::ZlibDecoder::new(bytes)
+                .read_to_end(&mut out)
+                .unwrap();
+        }
+        "br" => {
+            brotli::Decompressor::new(bytes, 4096)
+                .read_to_end(&mut out)
+                .unwrap();
+        }
+        "zstd" => out = zstd::stream::decode_all(bytes).unwrap(),
+        other => panic!("no decoder for {other}"),
+    }
+    out
+}
+
+/// A decoder fed frame by frame: what has been decoded so far.
+enum StreamDecoder {
+    Gzip(flate2::write::GzDecoder<Vec<u8>>),
+    Zlib(flate2::write::ZlibDecoder<Vec<u8>>),
+    Br(Box<brotli::DecompressorWriter<Vec<u8>>>),
+    Zstd(zstd::stream::write::Decoder<'static, Vec<u8>>),
+}
+
+impl StreamDecoder {
+    fn new(coding: &str) -> StreamDecoder {
+        match coding {
+            "gzip" => StreamDecoder::Gzip(flate2::write::GzDecoder::new(Vec::new())),
+            "deflate" => StreamDecoder::Zlib(flate2::write::ZlibDecoder::new(Vec::new())),
+            "br" => StreamDecoder::Br(Box::new(brotli::DecompressorWriter::new(Vec::new(), 4096))),
+            "zstd" => StreamDecoder::Zstd(zstd::stream::write::Decoder::new(Vec::new()).unwrap()),
+            other => panic!("no decoder for {other}"),
+        }
+    }
+
+    fn feed(&mut self, data: &[u8]) -> &[u8] {
+        use std::io::Write;
+        match self {
+            StreamDecoder::Gzip(d) => {
+                d.write_all(data).unwrap();
+                d.flush().unwrap();
+                d.get_ref()
+            }
+            StreamDecoder::Zlib(d) => {
+                d.write_all(data).unwrap();
+                d.flush().unwrap();
+                d.get_ref()
+            }
+            StreamDecoder::Br(d) => {
+                d.write_all(data).unwrap();
+                d.flush().unwrap();
+                d.get_ref()
+            }
+            StreamDecoder::Zstd(d) => {
+                d.write_all(data).unwrap();
+                d.flush().unwrap();
+                d.get_ref()
+            }
+        }
+    }
+}
+
+/// A JSON body without the per-request `id` and `created`.
+fn normalized(mut v: Value) -> Value {
+    let map = v.as_object_mut().unwrap();
+    map.remove("id");
+    map.remove("created");
+    v
+}
+
+#[tokio::test]
+async fn encoded_json_bodies() {
+    let fake = start().await;
+    let body = chat_body(false);
+    let plain = openai(&fake, "/v1/chat/completions", &body, &[]).await;
+    assert_eq!(plain.header("content-encoding"), None);
+    let plain = normalized(plain.json());
+    let mplain = normalized(
+        anthropic(&fake, "/v1/messages", &messages_body(false), &[])
+            .await
+            .json(),
+    );
+
+    for coding in CODINGS {
+        let r = openai(
+            &fake,
+            "/v1/chat/completions",
+            &body,
+            &[("accept-encoding", "identity"), ("x-fake-encoding", coding)],
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::OK);
+        assert_eq!(r.header("content-encoding"), Some(coding));
+        assert_eq!(r.header("content-type"), Some("application/json"));
+        let len: usize = r.header("content-length").unwrap().parse().unwrap();
+        assert_eq!(
+            len,
+            r.body.len(),
+            "{coding}: content-length of the coded bytes"
+        );
+        assert!(
+            serde_json::from_slice::<Value>(&r.body).is_err(),
+            "{coding}: coded"
+        );
+        let decoded: Value = serde_json::from_slice(&decode(coding, &r.body)).unwrap();
+        assert_eq!(normalized(decoded), plain, "{coding}");
+
+        let r = anthropic(
+            &fake,
+            "/v1/messages",
+            &messages_body(false),
+            &[("x-fake-encoding", coding)],
+        )
+        .await;
+        assert_eq!(r.header("content-encoding"), Some(coding));
+        let decoded: Value = serde_json::from_slice(&decode(coding, &r.body)).unwrap();
+        assert_eq!(normalized(decoded), mplain, "{coding}");
+    }
+
+    // Error bodies are coded too: a fault and a wrong key.
+    let r = openai(
+        &fake,
+        "/v1/chat/completions",
+        &body,
+        &[("x-fake-encoding", "br"), ("x-fake-fault", "429")],
+    )
+    .await;
+    assert_eq!(r.status.as_u16(), 429);
+    assert_eq!(r.header("content-encoding"), Some("br"));
+    let v: Value = serde_json::from_slice(&decode("br", &r.body)).unwrap();
+    assert_eq!(v["error"]["code"], "rate_limit_exceeded");
+    let r = send(
+        &fake,
+        Method::POST,
+        "/v1/chat/completions",
+        &[
+            ("authorization", "Bearer wrong"),
+            ("x-fake-encoding", "gzip"),
+        ],
+        Some(&body),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    let v: Value = serde_json::from_slice(&decode("gzip", &r.body)).unwrap();
+    assert_eq!(v["error"]["code"], "invalid_api_key");
+
+    // identity: no header, plain bytes; x-unknown: the label on plain bytes.
+    let r = openai(
+        &fake,
+        "/v1/chat/completions",
+        &body,
+        &[("x-fake-encoding", "identity")],
+    )
+    .await;
+    assert_eq!(r.header("content-encoding"), None);
+    assert_eq!(normalized(r.json()), plain);
+    let r = openai(
+        &fake,
+        "/v1/chat/completions",
+        &body,
+        &[("x-fake-encoding", "x-unknown")],
+    )
+    .await;
+    assert_eq!(r.header("content-encoding"), Some("x-unknown"));
+    assert_eq!(normalized(r.json()), plain);
+
+    let r = openai(
+        &fake,
+        "/v1/chat/completions",
+        &body,
+        &[("x-fake-encoding", "lz4")],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(r.header("content-encoding"), None);
+    assert!(
+        r.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("x-fake-encoding")
+    );
+
+    // Billing ignores the coding: 1 + 4 + identity + x-unknown chat requests, all alike.
+    let totals = fake.usage_totals();
+    assert_eq!(totals["gpt-5-mini"].requests, 7);
+    assert_eq!(totals["gpt-5-mini"].input_total, 7 * tokens(&body));
+    assert_eq!(totals["gpt-5-mini"].output, 7 * 40);
+    assert_eq!(totals["claude-haiku-4-5"].requests, 5);
+    assert_eq!(totals["claude-haiku-4-5"].output, 5 * 40);
+}
+
+/// Parses an SSE body into its data JSONs without `id`/`created` (`[DONE]` as a string).
+fn normalized_events(text: &str) -> Vec<(Option<String>, Value)> {
+    sse(text)
+        .into_iter()
+        .map(|(e, d)| match serde_json::from_str::<Value>(&d) {
+            Ok(v) => (e, normalized(v)),
+            Err(_) => (e, Value::String(d)),
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn encoded_streams_decode_event_by_event() {
+    let fake = start().await;
+    let auth = format!("Bearer {OPENAI_KEY}");
+    let mut body = chat_body(true);
+    body["stream_options"] = json!({"include_usage": true});
+    let knobs = [
+        ("authorization", auth.as_str()),
+        ("x-fake-chunks", "4"),
+        ("x-fake-chunk-delay-ms", "100"),
+    ];
+    let plain = openai(&fake, "/v1/chat/completions", &body, &knobs[1..]).await;
+    let plain = normalized_events(&plain.text());
+    assert_eq!(plain.len(), 8); // role + 4 deltas + finish + usage + [DONE]
+
+    for coding in CODINGS {
+        let mut headers = knobs.to_vec();
+        headers.push(("x-fake-encoding", coding));
+        headers.push(("accept-encoding", "identity"));
+        let req = request(
+            &fake,
+            Method::POST,
+            "/v1/chat/completions",
+            &headers,
+            Some(&body),
+        );
+        let (status, h, frames) = timed_frames(req).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(h["content-encoding"], coding);
+        assert!(h.get("content-length").is_none(), "{coding}: chunked");
+
+        let mut decoder = StreamDecoder::new(coding);
+        let mut first_delta_at = None;
+        let mut wire = Vec::new();
+        for (t, data) in &frames {
+            wire.extend_from_slice(data);
+            let so_far = String::from_utf8(decoder.feed(data).to_vec()).unwrap();
+            if first_delta_at.is_none() && so_far.contains("\"content\":\"tok0") {
+                // Decodable as it arrives: the whole first delta event is there.
+                assert!(so_far.ends_with("\n\n"), "{coding}: {so_far:?}");
+                first_delta_at = Some(*t);
+            }
+        }
+        let end = frames.last().unwrap().0;
+        let first = first_delta_at.unwrap();
+        assert!(
+            end - first >= Duration::from_millis(200),
+            "{coding}: the first delta decoded at {first:?}, the stream ended at {end:?}"
+        );
+        let text = String::from_utf8(decode(coding, &wire)).unwrap();
+        assert_eq!(normalized_events(&text), plain, "{coding}");
+        assert!(text.contains("\"completion_tokens\":40"));
+    }
+
+    // Responses and Anthropic streams too.
+    for coding in CODINGS {
+        let rbody = json!({"model": "gpt-5", "input": "hi", "stream": true});
+        let r = openai(
+            &fake,
+            "/v1/responses",
+            &rbody,
+            &[("x-fake-encoding", coding)],
+        )
+        .await;
+        assert_eq!(r.header("content-encoding"), Some(coding));
+        let text = String::from_utf8(decode(coding, &r.body)).unwrap();
+        let events = sse(&text);
+        assert_eq!(events.len(), 16); // 4 + 8 deltas + 4
+        assert_eq!(
+            events.last().unwrap().0.as_deref(),
+            Some("response.completed")
+        );
+
+        let r = anthropic(
+            &fake,
+            "/v1/messages",
+            &messages_body(true),
+            &[("x-fake-encoding", coding)],
+        )
+        .await;
+        assert_eq!(r.header("content-encoding"), Some(coding));
+        let text = String::from_utf8(decode(coding, &r.body)).unwrap();
+        assert!(text.ends_with("event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n"));
+        assert!(text.contains("\"output_tokens\":40"));
+    }
+
+    // x-unknown: the label on the plain event stream.
+    let r = openai(
+        &fake,
+        "/v1/chat/completions",
+        &body,
+        &[("x-fake-encoding", "x-unknown")],
+    )
+    .await;
+    assert_eq!(r.header("content-encoding"), Some("x-unknown"));
+    assert!(r.text().ends_with("data: [DONE]\n\n"));
+
+    let totals = fake.usage_totals();
+    assert_eq!(totals["gpt-5-mini"].requests, 6);
+    assert_eq!(totals["gpt-5-mini"].output, 6 * 40);
+    assert_eq!(totals["gpt-5-mini"].input_total, 6 * tokens(&body));
+    assert_eq!(totals["gpt-5"].requests, 4);
+    assert_eq!(totals["claude-haiku-4-5"].requests, 4);
+}
+
+// ---------------------------------------------------------------- large responses
+
+#[tokio::test]
+async fn large_non_stream_completion() {
+    let fake = start().await;
+    let mut body = chat_body(false);
+    body["max_completion_tokens"] = json!(200_000);
+    let r = openai(
+        &fake,
+        "/v1/chat/completions",
+        &body,
+        &[("x-fake-output-tokens", "200000")],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.body.len() > 1 << 20, "{} bytes", r.body.len());
+    let len: usize = r.header("content-length").unwrap().parse().unwrap();
+    assert_eq!(len, r.body.len());
+    let v = r.json();
+    assert_eq!(v["usage"]["completion_tokens"], 200_000);
+    assert_eq!(v["choices"][0]["finish_reason"], "stop");
+    let content = v["choices"][0]["message"]["content"].as_str().unwrap();
+    assert_eq!(content, words(200_000));
+    assert!(content.ends_with(" tok199999"));
+    assert_eq!(fake.usage_totals()["gpt-5-mini"].output, 200_000);
+
+    let r = openai(
+        &fake,
+        "/v1/chat/completions",
+        &body,
+        &[("x-fake-output-tokens", "1000001")],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(
+        FakeProvider::start(FakeConfig {
+            output_tokens: 2_000_000,
+            ..FakeConfig::default()
+        })
+        .await
+        .is_err()
+    );
+}

@@ -97,6 +97,14 @@ pub(crate) fn messages(call: &Call, f: &Fields) -> Reply {
         })
     };
 
+    // The no-usage fault drops the member from the body and the events.
+    let with_usage = |mut value: Value, usage: Value| {
+        if let (Value::Object(map), false) = (&mut value, call.no_usage) {
+            map.insert("usage".into(), usage);
+        }
+        value
+    };
+
     if !f.streaming() {
         let body = json!({
             "id": id,
@@ -105,25 +113,25 @@ pub(crate) fn messages(call: &Call, f: &Fields) -> Reply {
             "model": call.served_model,
             "content": [{"type": "text", "text": content}],
             "stop_reason": stop,
-            "stop_sequence": null,
-            "usage": usage(out)
+            "stop_sequence": null
         });
+        let body = with_usage(body, usage(out));
         return Reply::billed_json(&body, billed, call.cut);
     }
 
+    let start = json!({
+        "id": id,
+        "type": "message",
+        "role": "assistant",
+        "model": call.served_model,
+        "content": [],
+        "stop_reason": null,
+        "stop_sequence": null
+    });
     let before = vec![
         sse_event(
             "message_start",
-            &json!({"type": "message_start", "message": {
-                "id": id,
-                "type": "message",
-                "role": "assistant",
-                "model": call.served_model,
-                "content": [],
-                "stop_reason": null,
-                "stop_sequence": null,
-                "usage": usage(1)
-            }}),
+            &json!({"type": "message_start", "message": with_usage(start, usage(1))}),
         ),
         sse_event(
             "content_block_start",
@@ -146,11 +154,13 @@ pub(crate) fn messages(call: &Call, f: &Fields) -> Reply {
         ),
         sse_event(
             "message_delta",
-            &json!({
-                "type": "message_delta",
-                "delta": {"stop_reason": stop, "stop_sequence": null},
-                "usage": {"output_tokens": out}
-            }),
+            &with_usage(
+                json!({
+                    "type": "message_delta",
+                    "delta": {"stop_reason": stop, "stop_sequence": null}
+                }),
+                json!({"output_tokens": out}),
+            ),
         ),
         Bytes::from_static(b"event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n"),
     ];
@@ -160,7 +170,8 @@ pub(crate) fn messages(call: &Call, f: &Fields) -> Reply {
 
 /// `POST /v1/messages/count_tokens` (free: bills nothing).
 pub(crate) fn count_tokens(call: &Call) -> Reply {
-    let body = json!({"input_tokens": call.input_total()});
+    // What the body shows: x-fake-extra-input-tokens stands for input only billing sees.
+    let body = json!({"input_tokens": call.body_tokens()});
     Reply::unbilled_json(Bytes::from(body.to_string()), call.cut)
 }
 

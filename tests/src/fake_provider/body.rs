@@ -1,4 +1,5 @@
-//! The response body: a precomputed list of pieces (data, pauses, a cut).
+//! The response body: a precomputed list of pieces (data, pauses, a cut), and the
+//! [`Payload`] a handler produces before its content coding is applied.
 
 use std::collections::VecDeque;
 use std::io;
@@ -9,6 +10,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 
+use super::encoding::Encoding;
+
 /// One step of a response body.
 #[derive(Debug)]
 pub(crate) enum Piece {
@@ -18,6 +21,113 @@ pub(crate) enum Piece {
     Delay(Duration),
     /// Drop the connection: hand hyper an error so it aborts without ending the message.
     Cut,
+}
+
+/// How a whole body (sent with its `content-length`) is delivered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Delivery {
+    /// All at once.
+    Whole,
+    /// The first half, then the connection is dropped (`cut`).
+    HalfThenCut,
+    /// The first half, a pause, then the rest (`stall:MS`).
+    Stall(Duration),
+}
+
+/// A response body as a handler builds it, before the content coding.
+#[derive(Debug)]
+pub(crate) enum Payload {
+    /// A whole body with a `content-length`.
+    Full(Bytes, Delivery),
+    /// A stream (chunked on HTTP/1.1): one `Data` piece per event (or group of events).
+    Stream(Vec<Piece>),
+}
+
+impl Payload {
+    /// Delivers the body in two parts with a pause of `d` between them: a whole body after
+    /// half of its bytes, a stream after about half of its data pieces.
+    pub(crate) fn stalled(self, d: Duration) -> Payload {
+        match self {
+            Payload::Full(bytes, Delivery::Whole) => Payload::Full(bytes, Delivery::Stall(d)),
+            Payload::Full(bytes, delivery) => Payload::Full(bytes, delivery),
+            Payload::Stream(pieces) => {
+                let (mut first, rest) = split_half(pieces);
+                first.push(Piece::Delay(d));
+                first.extend(rest);
+                Payload::Stream(first)
+            }
+        }
+    }
+
+    /// The body on the wire in `encoding`. A whole body is compressed at once (its
+    /// `content-length` is the compressed size; cut and stall split the compressed bytes). A
+    /// stream is compressed incrementally with a flush after every data piece, so each piece is
+    /// decodable when it arrives; a cut stream never gets its trailer.
+    pub(crate) fn into_body(self, encoding: Encoding) -> io::Result<FakeBody> {
+        match self {
+            Payload::Full(bytes, delivery) => {
+                let bytes = encoding.compress(bytes)?;
+                Ok(match delivery {
+                    Delivery::Whole => FakeBody::full(bytes),
+                    Delivery::HalfThenCut => FakeBody::half_then_cut(bytes),
+                    Delivery::Stall(d) => FakeBody::half_pause_rest(bytes, d),
+                })
+            }
+            Payload::Stream(pieces) if encoding.passes_through() => Ok(FakeBody::pieces(pieces)),
+            Payload::Stream(pieces) => {
+                let mut enc = encoding.encoder()?;
+                let mut out = Vec::with_capacity(pieces.len() + 1);
+                for piece in pieces {
+                    match piece {
+                        Piece::Data(bytes) => {
+                            let bytes = enc.push(bytes)?;
+                            if !bytes.is_empty() {
+                                out.push(Piece::Data(bytes));
+                            }
+                        }
+                        Piece::Delay(d) => out.push(Piece::Delay(d)),
+                        Piece::Cut => {
+                            out.push(Piece::Cut);
+                            return Ok(FakeBody::pieces(out));
+                        }
+                    }
+                }
+                let tail = enc.finish()?;
+                if !tail.is_empty() {
+                    out.push(Piece::Data(tail));
+                }
+                Ok(FakeBody::pieces(out))
+            }
+        }
+    }
+}
+
+/// Splits stream pieces after the first half of the data pieces: `(first, rest)`. The pauses
+/// that follow the last kept data piece stay in `first`.
+pub(crate) fn split_half(pieces: Vec<Piece>) -> (Vec<Piece>, Vec<Piece>) {
+    let data = pieces
+        .iter()
+        .filter(|p| matches!(p, Piece::Data(_)))
+        .count();
+    let keep = data / 2;
+    let mut first = Vec::with_capacity(pieces.len());
+    let mut rest = Vec::new();
+    let mut kept = 0;
+    for p in pieces {
+        if !rest.is_empty() {
+            rest.push(p);
+            continue;
+        }
+        if matches!(p, Piece::Data(_)) {
+            if kept == keep {
+                rest.push(p);
+                continue;
+            }
+            kept += 1;
+        }
+        first.push(p);
+    }
+    (first, rest)
 }
 
 /// The fake's response body: precomputed frames, pauses between stream deltas, and cuts.
@@ -66,6 +176,28 @@ impl FakeBody {
         let half = bytes.slice(..bytes.len() / 2);
         FakeBody {
             pieces: VecDeque::from([Piece::Data(half), Piece::Cut]),
+            sleep: None,
+            flushed_before_cut: false,
+            exact_len: Some(len),
+        }
+    }
+
+    /// The first half of `bytes`, a pause of `d`, then the rest, announced with the full
+    /// `content-length` (hyper flushes the first half while the body is pending).
+    pub(crate) fn half_pause_rest(bytes: Bytes, d: Duration) -> Self {
+        let len = bytes.len() as u64;
+        let mid = bytes.len() / 2;
+        let (first, rest) = (bytes.slice(..mid), bytes.slice(mid..));
+        let mut pieces = VecDeque::with_capacity(3);
+        if !first.is_empty() {
+            pieces.push_back(Piece::Data(first));
+        }
+        pieces.push_back(Piece::Delay(d));
+        if !rest.is_empty() {
+            pieces.push_back(Piece::Data(rest));
+        }
+        FakeBody {
+            pieces,
             sleep: None,
             flushed_before_cut: false,
             exact_len: Some(len),

@@ -5,9 +5,13 @@ use std::time::Duration;
 use http::HeaderMap;
 
 use super::FakeConfig;
+use super::encoding::Encoding;
 
 /// Largest `x-fake-output-tokens` accepted (keeps a typo from allocating gigabytes).
 pub(crate) const MAX_OUTPUT_TOKENS: u64 = 1_000_000;
+
+/// Largest `x-fake-extra-input-tokens` accepted (keeps the usage sums far from overflowing).
+pub(crate) const MAX_EXTRA_INPUT_TOKENS: u64 = 1_000_000_000_000;
 
 /// A fault the fake injects instead of (or around) the normal response.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,6 +26,12 @@ pub(crate) enum Fault {
     SlowHead(Duration),
     /// Close the connection without any response.
     Close,
+    /// A normal, billed response delivered in two parts with this pause in between.
+    Stall(Duration),
+    /// A normal, billed response without any usage in its body or events.
+    NoUsage,
+    /// A 400 whose message and `x-echo-credential` header carry the request's raw credential.
+    EchoKey,
 }
 
 impl Fault {
@@ -31,24 +41,32 @@ impl Fault {
             "garbage" => return Ok(Fault::Garbage),
             "cut" => return Ok(Fault::Cut),
             "close" => return Ok(Fault::Close),
+            "no-usage" => return Ok(Fault::NoUsage),
+            "echo-key" => return Ok(Fault::EchoKey),
             _ => {}
         }
-        if let Some(ms) = s.strip_prefix("slow-head:") {
-            return ms
-                .trim()
+        let millis = |ms: &str, name: &str| {
+            ms.trim()
                 .parse::<u64>()
-                .map(|ms| Fault::SlowHead(Duration::from_millis(ms)))
-                .map_err(|_| format!("bad slow-head milliseconds in fault {s:?}"));
+                .map(Duration::from_millis)
+                .map_err(|_| format!("bad {name} milliseconds in fault {s:?}"))
+        };
+        if let Some(ms) = s.strip_prefix("slow-head:") {
+            return millis(ms, "slow-head").map(Fault::SlowHead);
+        }
+        if let Some(ms) = s.strip_prefix("stall:") {
+            return millis(ms, "stall").map(Fault::Stall);
         }
         match s.parse::<u16>() {
             Ok(code) if (400..=599).contains(&code) => Ok(Fault::Status(code)),
             _ => Err(format!(
-                "unknown fault {s:?} (expected a 4xx/5xx status, garbage, cut, close or slow-head:MS)"
+                "unknown fault {s:?} (expected a 4xx/5xx status, garbage, cut, close, slow-head:MS, stall:MS, no-usage or echo-key)"
             )),
         }
     }
 
-    /// The short label used in the request log (`"503"`, `"cut"`, `"slow-head:200"`).
+    /// The short label used in the request log (`"503"`, `"cut"`, `"slow-head:200"`,
+    /// `"stall:200"`, `"no-usage"`, `"echo-key"`).
     pub(crate) fn label(&self) -> String {
         match self {
             Fault::Status(code) => code.to_string(),
@@ -56,6 +74,9 @@ impl Fault {
             Fault::Cut => "cut".into(),
             Fault::SlowHead(d) => format!("slow-head:{}", d.as_millis()),
             Fault::Close => "close".into(),
+            Fault::Stall(d) => format!("stall:{}", d.as_millis()),
+            Fault::NoUsage => "no-usage".into(),
+            Fault::EchoKey => "echo-key".into(),
         }
     }
 }
@@ -86,6 +107,8 @@ pub(crate) struct Knobs {
     pub chunk_delay: Duration,
     pub cached_tokens: u64,
     pub cache_write_tokens: u64,
+    /// Billed input the body does not show (`x-fake-extra-input-tokens`).
+    pub extra_input_tokens: u64,
     pub served_model: Option<String>,
     pub fault: Option<Fault>,
     pub fault_times: Option<u64>,
@@ -110,6 +133,11 @@ fn number(headers: &HeaderMap, name: &str) -> Result<Option<u64>, String> {
     }
 }
 
+/// The `x-fake-encoding` of a request (identity when absent).
+pub(crate) fn encoding(headers: &HeaderMap) -> Result<Encoding, String> {
+    header(headers, "x-fake-encoding").map_or(Ok(Encoding::Identity), Encoding::parse)
+}
+
 impl Knobs {
     pub(crate) fn from_headers(headers: &HeaderMap, cfg: &FakeConfig) -> Result<Knobs, String> {
         let output_tokens = number(headers, "x-fake-output-tokens")?.unwrap_or(cfg.output_tokens);
@@ -126,6 +154,15 @@ impl Knobs {
         let fault = header(headers, "x-fake-fault")
             .map(Fault::parse)
             .transpose()?;
+        let extra_input_tokens = number(headers, "x-fake-extra-input-tokens")?.unwrap_or(0);
+        if extra_input_tokens > MAX_EXTRA_INPUT_TOKENS {
+            return Err(format!(
+                "x-fake-extra-input-tokens: at most {MAX_EXTRA_INPUT_TOKENS}"
+            ));
+        }
+        // Applied by the caller before authentication (so error bodies are encoded too);
+        // checked here so a bad value is a 400 like any other knob.
+        encoding(headers)?;
         let fail_models = match header(headers, "x-fake-fail-models") {
             Some(v) => parse_fail_models(v)?,
             None => Vec::new(),
@@ -136,6 +173,7 @@ impl Knobs {
             chunk_delay,
             cached_tokens: number(headers, "x-fake-cached-tokens")?.unwrap_or(0),
             cache_write_tokens: number(headers, "x-fake-cache-write-tokens")?.unwrap_or(0),
+            extra_input_tokens,
             served_model: header(headers, "x-fake-served-model").map(str::to_string),
             fault,
             fault_times: number(headers, "x-fake-fault-times")?,

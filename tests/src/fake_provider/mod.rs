@@ -36,12 +36,15 @@
 //!
 //! # Usage arithmetic (what the fake bills and reports)
 //!
-//! - **Input**: `T = ceil(request body bytes / 4)`, so `T <= body bytes` always.
+//! - **Input**: `T = ceil(request body bytes / 4) + X`, where `X` is `x-fake-extra-input-tokens`
+//!   (default 0): input the proxy cannot see in the body (`previous_response_id`, file ids, image
+//!   URLs). Without `X`, `T <= body bytes` always.
 //!   - OpenAI: `prompt_tokens = T` (`input_tokens` in Responses, `prompt_tokens = total_tokens`
 //!     for embeddings); `cached_tokens = min(x-fake-cached-tokens, T)`, *included* in `T`.
 //!   - Anthropic: `cache_read_input_tokens = x-fake-cached-tokens` (K),
 //!     `cache_creation_input_tokens = x-fake-cache-write-tokens` (W), both *excluded*:
 //!     `input_tokens = max(T - K - W, 0)` (so K + W beyond T inflate the billed input).
+//!   - `count_tokens` answers `ceil(body bytes / 4)`: what the body shows, without `X`.
 //! - **Output**: `O = min(max, N)` where `max` is the first of `max_tokens`,
 //!   `max_completion_tokens`, `max_output_tokens` present in the body (1000 when none, except
 //!   Anthropic `/v1/messages`, which requires `max_tokens`) and `N` is the configured output length
@@ -49,6 +52,14 @@
 //!   truncated: `finish_reason: "length"` (chat), `stop_reason: "max_tokens"` (Anthropic),
 //!   `status: "incomplete"` + `incomplete_details.reason: "max_output_tokens"` and a final
 //!   `response.incomplete` event instead of `response.completed` (Responses, as the real API).
+//!   `N` is at most 1,000,000 (9–10 bytes of text per token: a 200k-token chat completion is a
+//!   1.9 MB body; it needs `max_completion_tokens` too, the cap being 1000 without it).
+//! - **Choices** (chat only): the body's `n` (1..=128; absent or null = 1; anything else is
+//!   OpenAI's 400 with `param: "n"`, code `integer_below_min_value` / `integer_above_max_value` /
+//!   `invalid_type`) gives `n` choices, indexes `0..n`, each with the same text and finish reason;
+//!   billed output is `O × n` (`completion_tokens`, [`UsageReport::output`]). Streams send, for
+//!   the role, every delta step and the finish, one chunk per choice index (index order); the
+//!   pause of `x-fake-chunk-delay-ms` goes between delta steps.
 //! - **Text**: `O` words `tok0 tok1 … tok{O-1}`, one word per output token. Streams split it into
 //!   `min(x-fake-chunks (default 8), O)` deltas of consecutive words that concatenate back to the
 //!   text; `x-fake-chunk-delay-ms: D` (default 0) pauses `D` ms between consecutive deltas (so a
@@ -71,25 +82,38 @@
 //! | `x-fake-fault: cut` | streams: about half of the events (never the usage / `[DONE]` / final event), then the connection is dropped; non-stream: the full `content-length`, half the JSON body, then dropped |
 //! | `x-fake-fault: slow-head:MS` | sleep MS ms before the response head, then a normal response |
 //! | `x-fake-fault: close` | the connection is closed without any response |
-//! | `x-fake-fail-models: gpt-5-mini=503,claude-haiku-4-5=429` | requests whose body `model` equals one of these get that fault (any fault value works, e.g. `gpt-5=cut`); `x-fake-fault` wins when both apply |
+//! | `x-fake-fault: stall:MS` | a normal, billed response delivered in two parts with a pause of MS ms: non-stream: the full `content-length`, the first half of the body bytes, the pause, the rest; streams: about half of the events (as `cut`), the pause, the rest |
+//! | `x-fake-fault: no-usage` | a normal 200, billed (`usage_in_body: false`, counted in `hidden_usage_requests`) but without any usage: JSON bodies (chat, responses, embeddings, messages) have no `usage` member; chat streams have no usage chunk and no `"usage": null` even with `include_usage`; Responses events (`response.completed` included) have no `usage`; Anthropic `message_start` / `message_delta` have no `usage` |
+//! | `x-fake-fault: echo-key` | a misbehaving gateway: 400 in the provider's error shape whose message contains the raw credential header value (`Authorization` on OpenAI routes, e.g. `Bearer sk-…`; `x-api-key` on Anthropic routes), also echoed as response header `x-echo-credential`; not billed |
+//! | `x-fake-fail-models: gpt-5-mini=503,claude-haiku-4-5=429` | requests whose body `model` equals one of these get that fault (any fault value works, e.g. `gpt-5=cut`, `gpt-5=stall:500`, `gpt-5=no-usage`); `x-fake-fault` wins when both apply |
 //! | `x-fake-fault-times: K` + `x-fake-key: ID` | the fault (header or model) applies only to the first K requests carrying that ID; later ones are normal. Without `x-fake-key` the ID is the empty string |
 //!
 //! Faults are applied after authentication, header and body validation, so a 401/400 still wins.
 //! Model-level faults can also be configured at start ([`FakeConfig::fail_models`],
-//! `--fail-models`); header entries are checked first.
+//! `--fail-models`); header entries are checked first. The log labels are the header values
+//! (`"503"`, `"cut"`, `"slow-head:200"`, `"stall:200"`, `"no-usage"`, `"echo-key"`, …).
 //!
 //! # Other knobs
 //!
-//! `x-fake-output-tokens`, `x-fake-chunks`, `x-fake-chunk-delay-ms`, `x-fake-cached-tokens`,
-//! `x-fake-cache-write-tokens`, `x-fake-served-model` (above). A malformed `x-fake-*` value is a
-//! 400 naming the header.
+//! | Header | Effect |
+//! |---|---|
+//! | `x-fake-output-tokens: N` | output length `N` before `max_tokens` capping (0..=1,000,000; default [`FakeConfig::output_tokens`]) |
+//! | `x-fake-chunks: C` | deltas per stream (default [`FakeConfig::chunks`]) |
+//! | `x-fake-chunk-delay-ms: D` | pause between stream deltas (default [`FakeConfig::chunk_delay_ms`]) |
+//! | `x-fake-cached-tokens: K`, `x-fake-cache-write-tokens: W` | cache reads / writes (see the usage arithmetic) |
+//! | `x-fake-extra-input-tokens: X` | adds `X` (0..=10^12) to the billed input of chat, responses, embeddings and Anthropic messages (`prompt_tokens` / `input_tokens`, [`UsageReport::input_total`]); not to `count_tokens` |
+//! | `x-fake-served-model: NAME` | the `model` the response reports (and bills under) |
+//! | `x-fake-encoding: CODING` (`gzip`, `deflate`, `br`, `zstd`, `identity`, `x-unknown`) | every provider response body (JSON and SSE; success, error and fault bodies, 401s included) in that content coding whatever `accept-encoding` said, with `content-encoding: CODING`. `deflate` is the zlib format (RFC 9110); `identity`: no header, no coding; `x-unknown`: `content-encoding: x-unknown` on the plain bytes (a coding nobody can decode). Whole bodies: the compressed bytes with their `content-length` (`cut` / `stall` split the compressed bytes). Streams: chunked, compressed incrementally with a flush after every event (deflate sync flush, brotli flush, zstd block flush) so each event decodes as it arrives; pauses still apply; a cut stream lacks the coding's trailer. Billing is unchanged |
+//!
+//! A malformed `x-fake-*` value is a 400 naming the header (not encoded).
 //!
 //! # Request log and usage totals
 //!
 //! Every provider request (not `/_fake/*`) is recorded as a [`LoggedRequest`]: method, path,
 //! headers (lowercase name → value), body, response status (`None` for `close`), the usage the
-//! fake billed ([`UsageReport`]; `None` for errors, faults, cut responses and free endpoints) and
-//! whether the response was cut. [`FakeProvider::log`] / `GET /_fake/log` return it;
+//! fake billed ([`UsageReport`]; `None` for errors, error-like faults (status, `garbage`,
+//! `close`, `echo-key`), cut responses and free endpoints), whether the usage was visible in the
+//! response and whether the response was cut. [`FakeProvider::log`] / `GET /_fake/log` return it;
 //! [`FakeConfig::log`] = `false` (`--no-log`) turns it off for benchmarks (the log is otherwise
 //! unbounded). [`FakeProvider::usage_totals`] / `GET /_fake/usage` sum the billed usage per served
 //! model (always on, log or not); a cut response bills nothing and counts in `cut_requests`.
@@ -104,12 +128,14 @@
 //!
 //! # Simplifications
 //!
-//! One choice (`n` is ignored), no tool calls, no reasoning tokens, no audio; `created` is the wall
-//! clock; ids are `chatcmpl-fake…`, `resp_fake…`, `msg_fake…` from a counter; any model name is
-//! accepted; request bodies are only checked for the fields the fake needs.
+//! Chat's `n` choices all carry the same text (the other APIs have one output); no tool calls, no
+//! reasoning tokens, no audio; `created` is the wall clock; ids are `chatcmpl-fake…`,
+//! `resp_fake…`, `msg_fake…` from a counter; any model name is accepted; request bodies are only
+//! checked for the fields the fake needs.
 
 mod anthropic;
 mod body;
+mod encoding;
 mod knobs;
 mod openai;
 mod text;
@@ -122,7 +148,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use http::header::{CONTENT_TYPE, RETRY_AFTER};
+use http::header::{CONTENT_ENCODING, CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -132,7 +158,8 @@ use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio::task::{JoinHandle, JoinSet};
 
-use body::FakeBody;
+use body::{Delivery, FakeBody, Payload};
+use encoding::Encoding;
 use knobs::{Fault, Knobs};
 use text::Words;
 
@@ -143,7 +170,8 @@ pub struct FakeConfig {
     pub openai_key: String,
     /// The only Anthropic key accepted (`x-api-key`).
     pub anthropic_key: String,
-    /// Output tokens per response before `max_tokens` capping (`x-fake-output-tokens`).
+    /// Output tokens per response before `max_tokens` capping (`x-fake-output-tokens`); at most
+    /// 1,000,000 ([`FakeProvider::start`] refuses more).
     pub output_tokens: u64,
     /// Deltas per stream (`x-fake-chunks`).
     pub chunks: usize,
@@ -205,12 +233,13 @@ pub struct LoggedRequest {
     pub stream: bool,
     /// The response status; `None` when the connection was closed without a response.
     pub status: Option<u16>,
-    /// The fault applied (`"503"`, `"cut"`, `"slow-head:200"`, …).
+    /// The fault applied (`"503"`, `"cut"`, `"slow-head:200"`, `"stall:200"`, `"no-usage"`,
+    /// `"echo-key"`, …).
     pub fault: Option<String>,
     /// What the fake billed; `None` for errors, faults, cut responses and free endpoints.
     pub usage: Option<UsageReport>,
     /// The usage appeared in the response (false for an OpenAI chat stream without
-    /// `include_usage`: billed, but invisible to the client).
+    /// `include_usage` and for the `no-usage` fault: billed, but invisible to the client).
     pub usage_in_body: bool,
     /// The response was cut on purpose (`x-fake-fault: cut`).
     pub cut: bool,
@@ -252,7 +281,8 @@ pub struct ReportedUsage {
     pub cache_write: u64,
     /// Responses cut on purpose: they report (and bill) nothing.
     pub cut_requests: u64,
-    /// Billed requests whose response did not show the usage (chat stream without include_usage).
+    /// Billed requests whose response did not show the usage (chat stream without
+    /// include_usage, `no-usage` fault).
     pub hidden_usage_requests: u64,
 }
 
@@ -281,6 +311,12 @@ impl FakeProvider {
     pub async fn start_on(addr: SocketAddr, cfg: FakeConfig) -> io::Result<FakeProvider> {
         let fail_models = knobs::parse_fail_models(&cfg.fail_models)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        if cfg.output_tokens > knobs::MAX_OUTPUT_TOKENS {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("output_tokens: at most {}", knobs::MAX_OUTPUT_TOKENS),
+            ));
+        }
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let state = Arc::new(State::new(cfg, fail_models));
@@ -349,7 +385,7 @@ pub(crate) struct State {
 impl State {
     fn new(cfg: FakeConfig, fail_models: Vec<(String, Fault)>) -> State {
         State {
-            words: Words::new(cfg.output_tokens.clamp(1024, 100_000)),
+            words: Words::new(cfg.output_tokens.clamp(1024, text::PRECOMPUTED_WORDS)),
             cfg,
             fail_models,
             seq: AtomicU64::new(1),
@@ -498,6 +534,9 @@ pub(crate) struct Fields {
     pub stream_options: Option<StreamOptions>,
     #[serde(default)]
     pub messages: Option<serde::de::IgnoredAny>,
+    /// Chat completions: the number of choices (checked by [`Fields::choices`]).
+    #[serde(default)]
+    pub n: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -518,6 +557,45 @@ impl Fields {
     pub(crate) fn streaming(&self) -> bool {
         self.stream == Some(true)
     }
+
+    /// Chat's `n` (absent or null: 1), or OpenAI's error message and code for a value
+    /// outside `1..=128` (a 400 on param `n`).
+    pub(crate) fn choices(&self) -> Result<u64, (String, &'static str)> {
+        const MAX_N: i64 = 128;
+        let n = match &self.n {
+            None | Some(serde_json::Value::Null) => return Ok(1),
+            Some(v) => v,
+        };
+        match n.as_i64() {
+            Some(n) if n < 1 => Err((
+                format!(
+                    "Invalid 'n': integer below minimum value. Expected a value >= 1, but got {n} instead."
+                ),
+                "integer_below_min_value",
+            )),
+            Some(n) if n <= MAX_N => Ok(n.unsigned_abs()),
+            // Above the maximum (possibly beyond i64).
+            _ if n.is_u64() => Err((
+                format!(
+                    "Invalid 'n': integer above maximum value. Expected a value <= {MAX_N}, but got {n} instead."
+                ),
+                "integer_above_max_value",
+            )),
+            _ => {
+                let kind = match n {
+                    serde_json::Value::Bool(_) => "a boolean",
+                    serde_json::Value::Number(_) => "a decimal",
+                    serde_json::Value::String(_) => "a string",
+                    serde_json::Value::Array(_) => "an array",
+                    _ => "an object",
+                };
+                Err((
+                    format!("Invalid type for 'n': expected an integer, but got {kind} instead."),
+                    "invalid_type",
+                ))
+            }
+        }
+    }
 }
 
 /// What a handler hands back: the response plus what it billed.
@@ -525,7 +603,7 @@ pub(crate) struct Reply {
     pub status: StatusCode,
     pub content_type: &'static str,
     pub headers: Vec<(HeaderName, HeaderValue)>,
-    pub body: FakeBody,
+    pub body: Payload,
     pub usage: Option<UsageReport>,
     pub usage_in_body: bool,
     pub cut: bool,
@@ -544,7 +622,7 @@ impl Reply {
             status,
             content_type,
             headers: Vec::new(),
-            body: FakeBody::full(body),
+            body: Payload::Full(body, Delivery::Whole),
             usage: None,
             usage_in_body: false,
             cut: false,
@@ -556,7 +634,7 @@ impl Reply {
         let bytes = Bytes::from(value.to_string());
         if cut {
             Reply {
-                body: FakeBody::half_then_cut(bytes),
+                body: Payload::Full(bytes, Delivery::HalfThenCut),
                 cut: true,
                 ..Reply::bytes(StatusCode::OK, JSON, Bytes::new())
             }
@@ -573,7 +651,7 @@ impl Reply {
     pub(crate) fn unbilled_json(bytes: Bytes, cut: bool) -> Reply {
         if cut {
             Reply {
-                body: FakeBody::half_then_cut(bytes),
+                body: Payload::Full(bytes, Delivery::HalfThenCut),
                 cut: true,
                 ..Reply::bytes(StatusCode::OK, JSON, Bytes::new())
             }
@@ -601,7 +679,7 @@ impl Reply {
                 http::header::CACHE_CONTROL,
                 HeaderValue::from_static("no-cache"),
             )],
-            body: FakeBody::pieces(pieces),
+            body: Payload::Stream(pieces),
             usage,
             usage_in_body: usage_in_body && !cut,
             cut,
@@ -613,11 +691,29 @@ impl Reply {
         self
     }
 
-    fn into_response(self, request_id: &str, provider: Provider) -> Response<FakeBody> {
-        let mut resp = Response::new(self.body);
+    /// The response with its body in `encoding` (and `content-encoding` unless identity).
+    fn into_response(
+        self,
+        request_id: &str,
+        provider: Provider,
+        encoding: Encoding,
+    ) -> Response<FakeBody> {
+        let body = match self.body.into_body(encoding) {
+            Ok(body) => body,
+            Err(e) => {
+                let msg = format!("fake provider: {encoding:?} encoding failed: {e}");
+                let mut resp = Response::new(FakeBody::full(Bytes::from(msg)));
+                *resp.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+                return resp;
+            }
+        };
+        let mut resp = Response::new(body);
         *resp.status_mut() = self.status;
         let h = resp.headers_mut();
         h.insert(CONTENT_TYPE, HeaderValue::from_static(self.content_type));
+        if let Some(coding) = encoding.header() {
+            h.insert(CONTENT_ENCODING, HeaderValue::from_static(coding));
+        }
         if let Ok(v) = HeaderValue::from_str(request_id) {
             let name = match provider {
                 Provider::OpenAi => HeaderName::from_static("x-request-id"),
@@ -634,24 +730,9 @@ impl Reply {
 
 /// Keeps the first half of the data pieces (and the pauses before them), then a cut.
 fn cut_half(pieces: Vec<body::Piece>) -> Vec<body::Piece> {
-    let data = pieces
-        .iter()
-        .filter(|p| matches!(p, body::Piece::Data(_)))
-        .count();
-    let keep = data / 2;
-    let mut out = Vec::with_capacity(pieces.len());
-    let mut kept = 0;
-    for p in pieces {
-        if matches!(p, body::Piece::Data(_)) {
-            if kept == keep {
-                break;
-            }
-            kept += 1;
-        }
-        out.push(p);
-    }
-    out.push(body::Piece::Cut);
-    out
+    let (mut first, _) = body::split_half(pieces);
+    first.push(body::Piece::Cut);
+    first
 }
 
 /// Per-request context handed to the API handlers.
@@ -662,14 +743,22 @@ pub(crate) struct Call<'a> {
     /// The model the response reports.
     pub served_model: String,
     pub cut: bool,
+    /// `no-usage` fault: leave every usage member out of the body and the events.
+    pub no_usage: bool,
     pub seq: u64,
     pub created: u64,
 }
 
 impl Call<'_> {
-    /// `ceil(body bytes / 4)`.
-    pub(crate) fn input_total(&self) -> u64 {
+    /// `ceil(body bytes / 4)`: the input the body shows.
+    pub(crate) fn body_tokens(&self) -> u64 {
         text::tokens_for_bytes(self.body_len)
+    }
+
+    /// The billed input: the body's tokens plus `x-fake-extra-input-tokens`.
+    pub(crate) fn input_total(&self) -> u64 {
+        self.body_tokens()
+            .saturating_add(self.knobs.extra_input_tokens)
     }
 
     /// `(output tokens, truncated by max_tokens)`.
@@ -690,14 +779,27 @@ impl Call<'_> {
         deltas: Vec<Bytes>,
         after: Vec<Bytes>,
     ) -> Vec<body::Piece> {
+        let steps = deltas.into_iter().map(|d| vec![d]).collect();
+        self.paced_steps(before, steps, after)
+    }
+
+    /// Like [`Call::paced`] with several events per delta step (one per choice): the pauses
+    /// go between steps, every event is its own data piece.
+    pub(crate) fn paced_steps(
+        &self,
+        before: Vec<Bytes>,
+        steps: Vec<Vec<Bytes>>,
+        after: Vec<Bytes>,
+    ) -> Vec<body::Piece> {
         let delay = self.knobs.chunk_delay;
-        let mut out = Vec::with_capacity(before.len() + 2 * deltas.len() + after.len());
+        let events: usize = steps.iter().map(Vec::len).sum();
+        let mut out = Vec::with_capacity(before.len() + events + steps.len() + after.len());
         out.extend(before.into_iter().map(body::Piece::Data));
-        for (i, d) in deltas.into_iter().enumerate() {
+        for (i, step) in steps.into_iter().enumerate() {
             if i > 0 && !delay.is_zero() {
                 out.push(body::Piece::Delay(delay));
             }
-            out.push(body::Piece::Data(d));
+            out.extend(step.into_iter().map(body::Piece::Data));
         }
         out.extend(after.into_iter().map(body::Piece::Data));
         out
@@ -719,6 +821,8 @@ struct Outcome {
     fault: Option<Fault>,
     slow_head: Option<Duration>,
     served_model: Option<String>,
+    /// `x-fake-encoding` (identity when absent or malformed: the 400 is not encoded).
+    encoding: Encoding,
 }
 
 async fn handle(
@@ -788,7 +892,7 @@ async fn handle(
         tokio::time::sleep(d).await;
     }
     match outcome.reply {
-        Some(reply) => Ok(reply.into_response(&request_id, provider)),
+        Some(reply) => Ok(reply.into_response(&request_id, provider, outcome.encoding)),
         None => Err(io::Error::new(
             io::ErrorKind::ConnectionAborted,
             "fake provider: close fault",
@@ -812,6 +916,7 @@ fn process(
         fault: None,
         slow_head: None,
         served_model: None,
+        encoding: knobs::encoding(headers).unwrap_or_default(),
     };
     let done = |mut outcome: Outcome, reply: Reply| {
         outcome.reply = Some(reply);
@@ -858,6 +963,8 @@ fn process(
     let fault = fault.filter(|_| state.fault_applies(&knobs));
     outcome.fault = fault.clone();
     let mut cut = false;
+    let mut stall = None;
+    let mut no_usage = false;
     match fault {
         None => {}
         Some(Fault::Status(code)) => {
@@ -875,6 +982,9 @@ fn process(
         Some(Fault::Close) => return outcome,
         Some(Fault::SlowHead(d)) => outcome.slow_head = Some(d),
         Some(Fault::Cut) => cut = true,
+        Some(Fault::Stall(d)) => stall = Some(d),
+        Some(Fault::NoUsage) => no_usage = true,
+        Some(Fault::EchoKey) => return done(outcome, echo_key(provider, headers)),
     }
 
     let served_model = knobs
@@ -889,10 +999,11 @@ fn process(
         body_len: body.len(),
         served_model,
         cut,
+        no_usage,
         seq,
         created: now_secs(),
     };
-    let reply = match route {
+    let mut reply = match route {
         Route::Chat => openai::chat(&call, &fields),
         Route::Responses => openai::responses(&call, &fields),
         Route::Embeddings => openai::embeddings(&call, body),
@@ -903,6 +1014,13 @@ fn process(
         Route::AnthropicModels => anthropic::models(state, cut),
         Route::NotFound(_) => not_found(provider, &parts.method, parts.uri.path()),
     };
+    if let Some(d) = stall {
+        reply.body = reply.body.stalled(d);
+    }
+    if no_usage {
+        // Billed all the same: the client just cannot see it.
+        reply.usage_in_body = false;
+    }
     done(outcome, reply)
 }
 
@@ -968,6 +1086,38 @@ fn check_auth(state: &State, provider: Provider, headers: &HeaderMap) -> Option<
     }
 }
 
+/// The `echo-key` fault: a misbehaving gateway's 400 that leaks the raw credential header
+/// (`Authorization` for OpenAI routes, `x-api-key` for Anthropic ones) in its message and in an
+/// `x-echo-credential` header.
+fn echo_key(provider: Provider, headers: &HeaderMap) -> Reply {
+    let name = match provider {
+        Provider::OpenAi => http::header::AUTHORIZATION.as_str(),
+        Provider::Anthropic => "x-api-key",
+    };
+    let raw = headers.get(name).cloned();
+    let shown = raw
+        .as_ref()
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .unwrap_or_default();
+    let message = format!("Upstream gateway rejected the request made with {name}: {shown}");
+    let reply = match provider {
+        Provider::OpenAi => openai::error(
+            StatusCode::BAD_REQUEST,
+            &message,
+            "invalid_request_error",
+            Some("gateway_error"),
+            None,
+        ),
+        Provider::Anthropic => {
+            anthropic::error(StatusCode::BAD_REQUEST, "invalid_request_error", &message)
+        }
+    };
+    match raw {
+        Some(v) => reply.with_header(HeaderName::from_static("x-echo-credential"), v),
+        None => reply,
+    }
+}
+
 /// OpenAI's way of echoing a wrong key: the first 3 and last 4 characters.
 fn redact(key: &str) -> String {
     let chars: Vec<char> = key.chars().collect();
@@ -1020,7 +1170,19 @@ fn validate(route: &Route, f: &Fields) -> Option<Reply> {
         ],
         _ => &[],
     };
-    let &(_, openai_msg, anthropic_msg, param) = checks.iter().find(|c| !c.0)?;
+    let Some(&(_, openai_msg, anthropic_msg, param)) = checks.iter().find(|c| !c.0) else {
+        let (message, code) = match route {
+            Route::Chat => f.choices().err()?,
+            _ => return None,
+        };
+        return Some(openai::error(
+            StatusCode::BAD_REQUEST,
+            &message,
+            "invalid_request_error",
+            Some(code),
+            Some("n"),
+        ));
+    };
     Some(match route.provider() {
         Provider::OpenAi => openai::error(
             StatusCode::BAD_REQUEST,
@@ -1118,7 +1280,7 @@ fn admin(state: &State, method: &Method, path: &str) -> Response<FakeBody> {
                 Bytes::from(e.to_string()),
             ),
         };
-        reply.into_response("", Provider::OpenAi)
+        reply.into_response("", Provider::OpenAi, Encoding::Identity)
     };
     let no_content = || {
         let mut resp = Response::new(FakeBody::empty());
@@ -1136,15 +1298,17 @@ fn admin(state: &State, method: &Method, path: &str) -> Response<FakeBody> {
             lock(&state.usage).clear();
             no_content()
         }
-        (&Method::GET, "health") => {
-            Reply::bytes(StatusCode::OK, "text/plain", Bytes::from_static(b"ok"))
-                .into_response("", Provider::OpenAi)
-        }
+        (&Method::GET, "health") => Reply::bytes(
+            StatusCode::OK,
+            "text/plain",
+            Bytes::from_static(b"ok"),
+        )
+        .into_response("", Provider::OpenAi, Encoding::Identity),
         _ => Reply::bytes(
             StatusCode::NOT_FOUND,
             "text/plain",
             Bytes::from_static(b"not found"),
         )
-        .into_response("", Provider::OpenAi),
+        .into_response("", Provider::OpenAi, Encoding::Identity),
     }
 }

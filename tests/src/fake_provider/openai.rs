@@ -100,13 +100,23 @@ fn usage_json(prompt: u64, cached: u64, completion: u64) -> Value {
     })
 }
 
-/// `POST /v1/chat/completions`.
+/// The `no-usage` fault: removes the `usage` member (keeping the other members' order).
+fn without_usage(value: &mut Value, no_usage: bool) {
+    if let (Value::Object(map), true) = (value, no_usage) {
+        map.shift_remove("usage");
+    }
+}
+
+/// `POST /v1/chat/completions`: `n` choices with the same text, billed `n` times.
 pub(crate) fn chat(call: &Call, f: &Fields) -> Reply {
     let prompt = call.input_total();
     let cached = call.knobs.cached_tokens.min(prompt);
-    let (out, capped) = call.output(f.max_tokens());
+    // `n` was validated with the rest of the body.
+    let n = f.choices().unwrap_or(1);
+    let (per_choice, capped) = call.output(f.max_tokens());
+    let out = per_choice * n;
     let finish = if capped { "length" } else { "stop" };
-    let content = call.state.words.text(out);
+    let content = call.state.words.text(per_choice);
     let id = format!("chatcmpl-fake{:012x}", call.seq);
     let usage = UsageReport {
         model: call.served_model.clone(),
@@ -117,26 +127,33 @@ pub(crate) fn chat(call: &Call, f: &Fields) -> Reply {
     };
 
     if !f.streaming() {
-        let body = json!({
+        let choices: Vec<Value> = (0..n)
+            .map(|i| {
+                json!({
+                    "index": i,
+                    "message": {"role": "assistant", "content": content, "refusal": null, "annotations": []},
+                    "logprobs": null,
+                    "finish_reason": finish
+                })
+            })
+            .collect();
+        let mut body = json!({
             "id": id,
             "object": "chat.completion",
             "created": call.created,
             "model": call.served_model,
-            "choices": [{
-                "index": 0,
-                "message": {"role": "assistant", "content": content, "refusal": null, "annotations": []},
-                "logprobs": null,
-                "finish_reason": finish
-            }],
+            "choices": choices,
             "usage": usage_json(prompt, cached, out),
             "service_tier": "default",
             "system_fingerprint": FINGERPRINT
         });
+        without_usage(&mut body, call.no_usage);
         return Reply::billed_json(&body, usage, call.cut);
     }
 
     let opts = f.stream_options.as_ref();
-    let include_usage = opts.and_then(|o| o.include_usage).unwrap_or(false);
+    // The no-usage fault: no usage chunk and no `"usage": null`, whatever the request asked.
+    let include_usage = opts.and_then(|o| o.include_usage).unwrap_or(false) && !call.no_usage;
     let obfuscate = opts.and_then(|o| o.include_obfuscation).unwrap_or(true);
     let head = format!(
         r#"{{"id":"{id}","object":"chat.completion.chunk","created":{},"model":{},"service_tier":"default","system_fingerprint":"{FINGERPRINT}","choices":["#,
@@ -156,30 +173,47 @@ pub(crate) fn chat(call: &Call, f: &Fields) -> Reply {
         sse_data(&s)
     };
 
-    let first = chunk(
-        r#"{"index":0,"delta":{"role":"assistant","content":"","refusal":null},"logprobs":null,"finish_reason":null}"#,
-        "",
-    );
-    let deltas: Vec<Bytes> = split_deltas(&content, call.knobs.chunks)
-        .into_iter()
-        .enumerate()
-        .map(|(i, d)| {
-            let choice = format!(
-                r#"{{"index":0,"delta":{{"content":{}}},"logprobs":null,"finish_reason":null}}"#,
-                json_str(d)
-            );
-            let extra = if obfuscate {
-                format!(r#","obfuscation":"{}""#, obfuscation(i))
-            } else {
-                String::new()
-            };
-            chunk(&choice, &extra)
+    // One chunk per choice index for the role, every delta step and the finish.
+    let first = (0..n)
+        .map(|i| {
+            chunk(
+                &format!(
+                    r#"{{"index":{i},"delta":{{"role":"assistant","content":"","refusal":null}},"logprobs":null,"finish_reason":null}}"#
+                ),
+                "",
+            )
         })
         .collect();
-    let mut after = vec![chunk(
-        &format!(r#"{{"index":0,"delta":{{}},"logprobs":null,"finish_reason":"{finish}"}}"#),
-        "",
-    )];
+    let steps: Vec<Vec<Bytes>> = split_deltas(&content, call.knobs.chunks)
+        .into_iter()
+        .enumerate()
+        .map(|(step, d)| {
+            let text = json_str(d);
+            (0..n)
+                .map(|i| {
+                    let choice = format!(
+                        r#"{{"index":{i},"delta":{{"content":{text}}},"logprobs":null,"finish_reason":null}}"#
+                    );
+                    let extra = if obfuscate {
+                        format!(r#","obfuscation":"{}""#, obfuscation(step))
+                    } else {
+                        String::new()
+                    };
+                    chunk(&choice, &extra)
+                })
+                .collect()
+        })
+        .collect();
+    let mut after: Vec<Bytes> = (0..n)
+        .map(|i| {
+            chunk(
+                &format!(
+                    r#"{{"index":{i},"delta":{{}},"logprobs":null,"finish_reason":"{finish}"}}"#
+                ),
+                "",
+            )
+        })
+        .collect();
     if include_usage {
         let mut s = head.clone();
         s.push_str(r#"],"usage":"#);
@@ -188,7 +222,7 @@ pub(crate) fn chat(call: &Call, f: &Fields) -> Reply {
         after.push(sse_data(&s));
     }
     after.push(Bytes::from_static(b"data: [DONE]\n\n"));
-    let pieces = call.paced(vec![first], deltas, after);
+    let pieces = call.paced_steps(first, steps, after);
     Reply::billed_stream(pieces, usage, include_usage, call.cut)
 }
 
@@ -221,8 +255,9 @@ pub(crate) fn responses(call: &Call, f: &Fields) -> Reply {
     };
     let part = |text: &str| json!({"type": "output_text", "annotations": [], "logprobs": [], "text": text});
     let item = |status: &str, content: Value| json!({"id": msg_id, "type": "message", "status": status, "content": content, "role": "assistant"});
+    // The no-usage fault leaves the `usage` member out of every response object.
     let response = |status: &str, incomplete: Value, output: Value, usage: Value| {
-        json!({
+        let mut value = json!({
             "id": resp_id,
             "object": "response",
             "created_at": call.created,
@@ -250,7 +285,9 @@ pub(crate) fn responses(call: &Call, f: &Fields) -> Reply {
             "usage": usage,
             "user": null,
             "metadata": {}
-        })
+        });
+        without_usage(&mut value, call.no_usage);
+        value
     };
     let done_item = item(final_status, json!([part(&content)]));
 
@@ -410,12 +447,13 @@ pub(crate) fn embeddings(call: &Call, body: &Bytes) -> Reply {
         })
         .collect();
     let prompt = call.input_total();
-    let body = json!({
+    let mut body = json!({
         "object": "list",
         "data": data,
         "model": call.served_model,
         "usage": {"prompt_tokens": prompt, "total_tokens": prompt}
     });
+    without_usage(&mut body, call.no_usage);
     let usage = UsageReport {
         model: call.served_model.clone(),
         input_total: prompt,

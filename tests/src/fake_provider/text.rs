@@ -4,6 +4,9 @@ use std::borrow::Cow;
 
 use bytes::Bytes;
 
+/// Words precomputed at start at most; longer texts are built per request.
+pub(crate) const PRECOMPUTED_WORDS: u64 = 100_000;
+
 /// The words `tok0 tok1 …`, precomputed for the first `count` words.
 #[derive(Debug)]
 pub(crate) struct Words {
@@ -17,24 +20,43 @@ impl Words {
         let mut text = String::new();
         let mut ends = Vec::new();
         for i in 0..count {
-            if i > 0 {
-                text.push(' ');
-            }
-            text.push_str("tok");
-            text.push_str(&i.to_string());
+            push_word(&mut text, i);
             ends.push(text.len());
         }
         Words { text, ends }
     }
 
-    /// The text of the first `n` words, borrowed when precomputed.
+    /// The text of the first `n` words: borrowed when precomputed, else the precomputed text
+    /// extended with the missing words (up to 10 bytes per word: 1M words are 9.9 MB).
     pub(crate) fn text(&self, n: u64) -> Cow<'_, str> {
+        let have = self.ends.len();
         match usize::try_from(n) {
             Ok(0) => Cow::Borrowed(""),
-            Ok(n) if n <= self.ends.len() => Cow::Borrowed(&self.text[..self.ends[n - 1]]),
-            _ => Cow::Owned(Words::new(n).text),
+            Ok(n) if n <= have => Cow::Borrowed(&self.text[..self.ends[n - 1]]),
+            _ => {
+                let extra = usize::try_from(n)
+                    .unwrap_or(usize::MAX)
+                    .saturating_sub(have);
+                let mut text =
+                    String::with_capacity(self.text.len().saturating_add(extra.saturating_mul(10)));
+                text.push_str(&self.text);
+                for i in have as u64..n {
+                    push_word(&mut text, i);
+                }
+                Cow::Owned(text)
+            }
         }
     }
+}
+
+/// Appends word `i` (`tok{i}`, after a space unless it is the first).
+fn push_word(text: &mut String, i: u64) {
+    use std::fmt::Write;
+    if i > 0 {
+        text.push(' ');
+    }
+    // Writing into a String cannot fail.
+    let _ = write!(text, "tok{i}");
 }
 
 /// Splits `text` (whose words are separated by single spaces) into at most `chunks` deltas of
@@ -175,6 +197,18 @@ mod tests {
         assert_eq!(split_deltas(&text, 8).concat(), text);
         assert_eq!(split_deltas(&text, 1), vec![&*text]);
         assert!(split_deltas("", 3).is_empty());
+    }
+
+    #[test]
+    fn texts_beyond_the_precomputed_words() {
+        let w = Words::new(3);
+        let long = w.text(250_000);
+        assert!(long.starts_with("tok0 tok1 tok2 tok3 "));
+        assert!(long.ends_with(" tok249998 tok249999"));
+        assert_eq!(long.split(' ').count(), 250_000);
+        assert_eq!(long, Words::new(250_000).text(250_000));
+        let empty = Words::new(0);
+        assert_eq!(empty.text(2), "tok0 tok1");
     }
 
     #[test]
