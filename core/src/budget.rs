@@ -491,10 +491,17 @@ impl BudgetState {
                         self.cfg.source, self.reserved.cost,
                     )
                 } else {
+                    // Exhausted only when nothing is left; otherwise it is
+                    // this request that is too big for what is left.
                     format!(
-                        "TokenBudget {} is exhausted: {spend}; this request's worst-case cost \
-                         ${cost} exceeds the ${} left",
+                        "TokenBudget {} {}: {spend}; this request's worst-case cost ${cost} \
+                         exceeds the ${} left",
                         self.cfg.source,
+                        if spent >= cap {
+                            "is exhausted"
+                        } else {
+                            "cannot cover this request"
+                        },
                         cap.saturating_sub(spent).max(Usd::ZERO),
                     )
                 };
@@ -519,8 +526,14 @@ impl BudgetState {
                     )
                 } else {
                     format!(
-                        "TokenBudget {} is exhausted: {usage}; this request may use up to {} tokens",
-                        self.cfg.source, ask.tokens
+                        "TokenBudget {} {}: {usage}; this request may use up to {} tokens",
+                        self.cfg.source,
+                        if used >= cap {
+                            "is exhausted"
+                        } else {
+                            "cannot cover this request"
+                        },
+                        ask.tokens
                     )
                 };
                 return Err(self.refusal_in_flight(now, "limit", in_flight, message));
@@ -674,6 +687,49 @@ mod tests {
     }
 
     #[test]
+    fn a_refusal_says_exhausted_only_when_nothing_is_left() {
+        let spent = |usd: &str, tokens: u64| Totals {
+            spent: usd.parse().unwrap(),
+            usage: Usage {
+                input_tokens: tokens,
+                ..Default::default()
+            },
+            ..Totals::default()
+        };
+        let mut b = BudgetState::new(cfg("1.00"), now(), spent("1.00", 0)).unwrap();
+        let err = b.reserve(now(), ask("0.01")).unwrap_err();
+        assert!(
+            err.message
+                .starts_with("TokenBudget ns/team is exhausted: spent $1.00 of $1.00"),
+            "{}",
+            err.message
+        );
+        let mut b = BudgetState::new(cfg("1.00"), now(), spent("0", 0)).unwrap();
+        let err = b.reserve(now(), ask("1.50")).unwrap_err();
+        assert!(
+            err.message
+                .starts_with("TokenBudget ns/team cannot cover this request: spent $0.00 of $1.00"),
+            "{}",
+            err.message
+        );
+        assert!(
+            err.message
+                .contains("worst-case cost $1.50 exceeds the $1.00 left")
+        );
+        let mut c = cfg("1.00");
+        c.limit_usd = None;
+        c.limit_tokens = Some(100);
+        let mut b = BudgetState::new(c, now(), spent("0", 100)).unwrap();
+        let err = b.reserve(now(), ask("0")).unwrap_err();
+        assert!(
+            err.message
+                .starts_with("TokenBudget ns/team is exhausted: used 100 of 100 tokens"),
+            "{}",
+            err.message
+        );
+    }
+
+    #[test]
     fn reservations_never_let_spend_pass_the_limit() {
         let mut b = BudgetState::new(cfg("1.00"), now(), Totals::default()).unwrap();
         let h1 = b.reserve(now(), ask("0.40")).unwrap();
@@ -726,8 +782,8 @@ mod tests {
         assert!(!err.in_flight);
         assert!(
             err.message.starts_with(
-                "TokenBudget ns/team is exhausted: spent $0.10 of $1.00 this Daily period; \
-                 this request's worst-case cost $0.95 exceeds the $0.90 left"
+                "TokenBudget ns/team cannot cover this request: spent $0.10 of $1.00 this \
+                 Daily period; this request's worst-case cost $0.95 exceeds the $0.90 left"
             ),
             "{}",
             err.message
@@ -766,8 +822,8 @@ mod tests {
         assert!(!err.in_flight);
         assert!(
             err.message.starts_with(
-                "TokenBudget ns/team is exhausted: used 700 of 1000 tokens this Daily period; \
-                 this request may use up to 400 tokens"
+                "TokenBudget ns/team cannot cover this request: used 700 of 1000 tokens this \
+                 Daily period; this request may use up to 400 tokens"
             ),
             "{}",
             err.message
@@ -977,8 +1033,8 @@ mod tests {
         assert!(!err.in_flight);
         assert!(
             err.message.starts_with(
-                "TokenBudget ns/team is exhausted: spent $8.60 of $10.00 this Daily period \
-                 across all workloads (blocking from 95%, $9.50); this request's worst-case \
+                "TokenBudget ns/team cannot cover this request: spent $8.60 of $10.00 this \
+                 Daily period across all workloads (blocking from 95%, $9.50); this request's worst-case \
                  cost $0.99 exceeds the $0.90 left"
             ),
             "{}",

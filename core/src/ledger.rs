@@ -65,6 +65,26 @@ pub struct UsageRecord {
     pub estimated: bool,
     /// Budget periods this attempt counted in.
     pub budgets: Vec<BudgetPeriodRef>,
+    /// The sidecar's intent record this attempt settles (see
+    /// [`IntentLine`]); local bookkeeping of a sidecar's journal, not
+    /// sent to the operator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub intent: Option<u64>,
+}
+
+/// An attempt about to be forwarded, written to the sidecar's journal
+/// before the request leaves: `record` is its worst case (the usage and
+/// cost its reservation held, `estimated`, status 0). The attempt's
+/// settled [`UsageRecord`] carries the same `intent` id; an intent without
+/// one after a restart (the sidecar died with the request in flight) is
+/// recorded as `record`, so the ledger never counts less than the
+/// provider billed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IntentLine {
+    /// The intent's id, unique among the journal's lines.
+    pub intent: u64,
+    /// The attempt's worst case, as it is recorded if never settled.
+    pub record: UsageRecord,
 }
 
 /// Per-model totals.
@@ -240,6 +260,7 @@ mod tests {
                 })
                 .into_iter()
                 .collect(),
+            intent: None,
         }
     }
 

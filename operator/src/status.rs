@@ -371,6 +371,7 @@ mod tests {
                 budget: ObjectRef::new("ns", "team"),
                 period_start: book.window().start,
             }],
+            intent: None,
         };
         book.apply("s1", "ns/web", book.window().start, &rec, now);
         let st = budget_status(&book, None, now);

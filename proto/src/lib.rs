@@ -126,6 +126,8 @@ pub fn record_from_wire(r: &UsageRecord) -> Result<CoreRecord, InvalidRecord> {
         cost: r.priced.then(|| Usd::from_picos(i128::from(r.cost_picos))),
         estimated: r.estimated,
         budgets,
+        // A sidecar's journal bookkeeping; never on the wire.
+        intent: None,
     })
 }
 
@@ -159,6 +161,7 @@ mod tests {
                 budget: ObjectRef::new("ns", "team"),
                 period_start: "2026-11-22T00:00:00Z".parse().unwrap(),
             }],
+            intent: None,
         }
     }
 

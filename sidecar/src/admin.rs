@@ -33,15 +33,23 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Pro
     match req.uri().path() {
         "/healthz" => text(StatusCode::OK, "text/plain", "ok\n"),
         "/readyz" => {
-            if shared.active.load().is_some() {
-                text(StatusCode::OK, "text/plain", "ready\n")
-            } else {
-                text(
+            if shared.active.load().is_none() {
+                return text(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "text/plain",
                     "no valid configuration loaded\n",
-                )
+                );
             }
+            if let Some(why) = ledger_broken(&shared) {
+                return text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain",
+                    format!(
+                        "the ledger cannot be written ({why}): requests are refused until it can\n"
+                    ),
+                );
+            }
+            text(StatusCode::OK, "text/plain", "ready\n")
         }
         "/metrics" => text(
             StatusCode::OK,
@@ -59,6 +67,22 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Pro
             "admin endpoints: /healthz /readyz /metrics /ledger\n",
         ),
     }
+}
+
+/// Why the durable ledger refuses writes, when it does and requests are
+/// refused for it (not with `--ledger-fail-open`). Probes the state dir
+/// first, so readiness comes back once there is room again.
+fn ledger_broken(shared: &Shared) -> Option<String> {
+    if shared.options.ledger_fail_open {
+        return None;
+    }
+    let mut ledger = lock(&shared.ledger);
+    let l = ledger.as_mut()?;
+    if l.probe() {
+        shared.metrics.ledger_writable(true);
+        return None;
+    }
+    l.broken().map(str::to_string)
 }
 
 /// Per-model rows of an aggregate, dearest first.

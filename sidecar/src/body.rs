@@ -2,13 +2,20 @@
 //!
 //! A [`TapBody`] forwards the provider's body frame by frame as it arrives
 //! (never buffered whole) while a tap reads usage from it: the SSE tap for
-//! event streams, a bounded JSON accumulator for large non-streaming
-//! responses. When the body ends the attempt is settled with the provider's
-//! usage; when it ends early — the provider cut the stream, or the app went
-//! away and the body was dropped — it is settled with an estimate, marked
-//! estimated. Either way exactly once.
+//! event streams, the JSON tap ([`JsonTap`], constant memory) for large
+//! non-streaming responses. When the body ends the attempt is settled with
+//! the provider's usage; when it ends early — the provider cut the stream,
+//! or the app went away and the body was dropped — it is settled with the
+//! usage that already passed, else an estimate, marked estimated. Either
+//! way exactly once.
+//!
+//! A JSON body is complete when its top-level object closed, not when the
+//! transport says so: over HTTP/1.1 hyper stops polling a body with a
+//! `content-length` once that many bytes were written, and drops it
+//! without reading its end.
 
 use std::{
+    future::Future,
     pin::Pin,
     sync::Arc,
     task::{Context as TaskContext, Poll},
@@ -21,14 +28,10 @@ use hyper::body::Incoming;
 use tokenwarden_core::{budget::Held, catalog::Usage, config::ObjectRef};
 
 use crate::{
-    meter::{self, Flavor, Metered, SseTap, TapOutcome},
+    meter::{self, Decoder, Flavor, JsonOutcome, JsonTap, SseTap, TapOutcome},
     proxy::{Commit, Context, Settled, settle},
     state::{Active, Shared},
 };
-
-/// Largest non-streaming body kept for usage parsing; beyond it the usage is
-/// estimated (the body is still forwarded in full).
-pub const MAX_JSON_TAP_BYTES: usize = 64 * 1024 * 1024;
 
 /// Errors surfaced to hyper while streaming a response.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -60,8 +63,8 @@ impl std::fmt::Debug for ProxyBody {
 pub enum TapMode {
     /// Server-sent events: the SSE tap reads usage (and may strip the usage chunk).
     Sse(Box<SseTap>),
-    /// A JSON body too large to buffer: accumulated (bounded) and parsed at the end.
-    Json(Vec<u8>),
+    /// A JSON body too large to buffer: scanned as it passes.
+    Json(Box<JsonTap>),
     /// Not metered (errors, passthrough paths).
     Plain,
 }
@@ -109,6 +112,14 @@ pub struct TapBody {
     ended: Option<bool>,
     /// A frame was handed out since this body last returned `Pending`.
     handed_out: bool,
+    /// The body's content coding, when the provider compressed it: the
+    /// taps read the decoded text.
+    decoder: Option<Decoder>,
+    /// Bytes received from the provider (as sent, before any decoding).
+    raw_bytes: u64,
+    /// How long the provider may stay silent, and the timer of the
+    /// current silence (reset by every frame).
+    idle: Option<(std::time::Duration, Pin<Box<tokio::time::Sleep>>)>,
 }
 
 // === impl Settlement ===
@@ -129,16 +140,33 @@ impl Settlement {
         )
     }
 
-    /// A complete JSON body was read; `metered` is its usage, if any.
-    pub fn finish_json(self, metered: Option<Metered>) -> Settled {
-        match metered {
-            Some(m) => self.run(m.usage, m.served_model, false),
+    /// A JSON body read whole (`complete`: to its end): its usage, else an
+    /// estimate from its text.
+    pub fn finish_json(self, body: &[u8], complete: bool) -> Settled {
+        if !(200..300).contains(&self.status) {
+            return self.run(Usage::default(), None, false);
+        }
+        if let Ok(Some(m)) = meter::from_json(self.flavor, body) {
+            return self.run(m.usage, m.served_model, false);
+        }
+        let mut tap = JsonTap::new();
+        tap.push(body);
+        let mut outcome = tap.finish(self.flavor);
+        outcome.complete &= complete;
+        self.finish_tapped(&outcome)
+    }
+
+    /// A JSON body went past the tap: the provider's usage if it passed,
+    /// else (a success without usage, or cut before it) an estimate from
+    /// the text that passed, marked estimated.
+    pub fn finish_tapped(self, outcome: &JsonOutcome) -> Settled {
+        match &outcome.metered {
+            Some(m) => {
+                let m = m.clone();
+                self.run(m.usage, m.served_model, false)
+            }
             None if (200..300).contains(&self.status) => {
-                // A success without usage: count the prompt estimate.
-                let usage = Usage {
-                    input_tokens: self.ctx.prompt_estimate,
-                    ..Default::default()
-                };
+                let usage = meter::estimate_json(self.ctx.prompt_estimate, outcome);
                 self.run(usage, None, true)
             }
             None => self.run(Usage::default(), None, false),
@@ -190,6 +218,7 @@ impl Settlement {
 impl TapBody {
     /// Tap `upstream` in `mode`, settling with `settlement` at the end.
     pub fn new(upstream: Incoming, mode: TapMode, settlement: Settlement) -> Self {
+        let after = settlement.shared.options.upstream_idle;
         TapBody {
             upstream,
             mode: Some(mode),
@@ -200,7 +229,18 @@ impl TapBody {
             unread: None,
             ended: None,
             handed_out: false,
+            decoder: None,
+            raw_bytes: 0,
+            idle: Some((after, Box::pin(tokio::time::sleep(after)))),
         }
+    }
+
+    /// Read a body the provider compressed through `decoder`. An SSE tap
+    /// that strips then forwards the decoded events (the caller drops the
+    /// `content-encoding`); every other mode forwards the bytes as sent.
+    pub fn decoding(mut self, decoder: Option<Decoder>) -> Self {
+        self.decoder = decoder;
+        self
     }
 
     /// Forward without metering.
@@ -215,6 +255,9 @@ impl TapBody {
             unread: None,
             ended: None,
             handed_out: false,
+            decoder: None,
+            raw_bytes: 0,
+            idle: None,
         }
     }
 
@@ -224,6 +267,30 @@ impl TapBody {
     }
 
     fn on_data(&mut self, data: Bytes) {
+        self.raw_bytes = self.raw_bytes.saturating_add(data.len() as u64);
+        if let Some(decoder) = self.decoder.as_mut() {
+            let mut decoded = Vec::new();
+            decoder.push(&data, |piece| decoded.extend_from_slice(piece));
+            match self.mode.as_mut() {
+                Some(TapMode::Sse(tap)) if tap.strips() => {
+                    let mut out = Vec::new();
+                    tap.push(Bytes::from(decoded), &mut out);
+                    self.pending.extend(out);
+                }
+                Some(TapMode::Sse(_)) => {
+                    self.pending.push_back(data);
+                    if !decoded.is_empty() {
+                        self.unread = Some(Bytes::from(decoded));
+                    }
+                }
+                Some(TapMode::Json(tap)) => {
+                    tap.push(&decoded);
+                    self.pending.push_back(data);
+                }
+                Some(TapMode::Plain) | None => self.pending.push_back(data),
+            }
+            return;
+        }
         match self.mode.as_mut() {
             Some(TapMode::Sse(tap)) if !tap.strips() => {
                 // Forward now, read after (see the type's docs).
@@ -235,13 +302,8 @@ impl TapBody {
                 tap.push(data, &mut out);
                 self.pending.extend(out);
             }
-            Some(TapMode::Json(buf)) => {
-                if buf.len() + data.len() <= MAX_JSON_TAP_BYTES {
-                    buf.extend_from_slice(&data);
-                } else {
-                    // Too large to parse: stop accumulating; usage will be estimated.
-                    self.mode = Some(TapMode::Plain);
-                }
+            Some(TapMode::Json(tap)) => {
+                tap.push(&data);
                 self.pending.push_back(data);
             }
             Some(TapMode::Plain) | None => self.pending.push_back(data),
@@ -264,6 +326,12 @@ impl TapBody {
         let Some(settlement) = self.settlement.take() else {
             return;
         };
+        // A body that did not decode is counted by the bytes that passed.
+        let undecodable = self
+            .decoder
+            .as_ref()
+            .is_some_and(Decoder::failed)
+            .then_some(self.raw_bytes);
         match mode {
             Some(TapMode::Sse(tap)) => {
                 let mut out = Vec::new();
@@ -272,16 +340,21 @@ impl TapBody {
                 if !clean {
                     outcome.complete = false;
                 }
+                if let Some(raw) = undecodable {
+                    outcome.output_text_bytes = outcome.output_text_bytes.max(raw);
+                }
                 settlement.finish_stream(outcome);
             }
-            Some(TapMode::Json(buf)) if clean => {
-                let metered = meter::from_json(settlement.flavor, &buf).ok().flatten();
-                settlement.finish_json(metered);
+            Some(TapMode::Json(tap)) => {
+                let mut outcome = tap.finish(settlement.flavor);
+                if let Some(raw) = undecodable {
+                    outcome.text_bytes = outcome.text_bytes.max(raw);
+                }
+                settlement.finish_tapped(&outcome);
             }
-            Some(TapMode::Json(_)) => settlement.finish_cut(None),
             Some(TapMode::Plain) | None => {
                 if clean {
-                    settlement.finish_json(None);
+                    settlement.finish_json(&[], true);
                 } else {
                     settlement.finish_cut(None);
                 }
@@ -339,7 +412,39 @@ impl Body for TapBody {
             match Pin::new(&mut self.upstream).poll_frame(cx) {
                 Poll::Pending => {
                     self.handed_out = false;
+                    if let Some((after, timer)) = self.idle.as_mut()
+                        && timer.as_mut().poll(cx).is_ready()
+                    {
+                        // The provider went silent mid-body: cut it.
+                        let after = *after;
+                        self.idle = None;
+                        let shared = self.settlement.as_ref().map(|s| s.shared.clone());
+                        self.finish(false);
+                        self.done = true;
+                        if let Some(shared) = shared {
+                            shared.metrics.error("upstream_stalled");
+                        }
+                        return Poll::Ready(Some(Err(format!(
+                            "tokenwarden sidecar: the provider sent nothing for {} ms; response cut",
+                            after.as_millis()
+                        )
+                        .into())));
+                    }
                     return Poll::Pending;
+                }
+                Poll::Ready(Some(Ok(frame))) if self.idle.is_some() => {
+                    if let Some((after, timer)) = self.idle.as_mut() {
+                        let at = tokio::time::Instant::now() + *after;
+                        timer.as_mut().reset(at);
+                    }
+                    match frame.into_data() {
+                        Ok(data) => self.on_data(data),
+                        Err(frame) => {
+                            if frame.is_trailers() {
+                                return Poll::Ready(Some(Ok(frame)));
+                            }
+                        }
+                    }
                 }
                 Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
                     Ok(data) => self.on_data(data),

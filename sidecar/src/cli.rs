@@ -12,6 +12,10 @@ use tokenwarden_core::{
 
 use crate::{EXIT_CONFIG, policy_file::PolicySet};
 
+/// How long a response whose app went away is still read, when no
+/// RoutingPolicy sets a per-try timeout.
+pub const DEFAULT_DRAIN: std::time::Duration = std::time::Duration::from_secs(120);
+
 /// tokenwarden sidecar: routes, meters and caps a workload's LLM calls.
 #[derive(Debug, Parser)]
 #[command(name = "tokenwarden-sidecar", version, about)]
@@ -117,6 +121,28 @@ pub struct Args {
     #[arg(long, env = "TOKENWARDEN_RESERVATION_WAIT_MS", default_value_t = 5000)]
     pub reservation_wait_ms: u64,
 
+    /// How long a new connection may take to send its first bytes, and
+    /// each HTTP/1.1 request its head (ms); also how long a keep-alive
+    /// connection may sit idle. Bounds slow or silent clients.
+    #[arg(long, env = "TOKENWARDEN_HEADER_TIMEOUT_MS", default_value_t = 30_000)]
+    pub header_timeout_ms: u64,
+
+    /// How long a request body may take to arrive (ms); a slower one gets
+    /// 408 in the provider's error shape.
+    #[arg(long, env = "TOKENWARDEN_BODY_TIMEOUT_MS", default_value_t = 60_000)]
+    pub body_timeout_ms: u64,
+
+    /// How long a provider may stay silent after its response head (ms):
+    /// a stream or body stalled longer is cut, the app's response ends with
+    /// an error, and the attempt is settled from what passed (estimated).
+    /// Long enough for reasoning models that think before they write.
+    #[arg(
+        long,
+        env = "TOKENWARDEN_UPSTREAM_IDLE_TIMEOUT_MS",
+        default_value_t = 300_000
+    )]
+    pub upstream_idle_timeout_ms: u64,
+
     /// Extra PEM CA bundle trusted for provider connections (in addition to
     /// the webpki roots).
     #[arg(long, env = "TOKENWARDEN_CA_BUNDLE", value_name = "FILE")]
@@ -126,6 +152,13 @@ pub struct Args {
     /// process death; slower).
     #[arg(long, env = "TOKENWARDEN_LEDGER_FSYNC")]
     pub ledger_fsync: bool,
+
+    /// Forward requests even when their record cannot be written to the
+    /// ledger (a full disk): their spend is then kept in memory only and
+    /// lost on restart. The default refuses them with a 503 and reports
+    /// not ready until the state dir takes writes again.
+    #[arg(long, env = "TOKENWARDEN_LEDGER_FAIL_OPEN")]
+    pub ledger_fail_open: bool,
 
     /// How often the policy file and secrets are checked for changes (ms).
     #[arg(long, env = "TOKENWARDEN_RELOAD_INTERVAL_MS", default_value_t = 1000)]

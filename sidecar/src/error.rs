@@ -31,6 +31,9 @@ pub enum ProxyError {
         /// The limit.
         limit: usize,
     },
+    /// The request body did not arrive within `--body-timeout-ms`.
+    #[error("tokenwarden sidecar: the request body did not arrive within {0} ms")]
+    RequestTimeout(u64),
     /// A path the sidecar does not proxy.
     #[error(
         "tokenwarden sidecar: no route for {method} {path}; supported: POST /v1/chat/completions, /v1/responses, /v1/embeddings, /v1/messages, /v1/messages/count_tokens, GET /v1/models"
@@ -72,6 +75,16 @@ pub enum ProxyError {
     /// The provider did not answer within the per-try timeout, on every attempt.
     #[error("tokenwarden sidecar: the provider did not respond within {0} ms")]
     UpstreamTimeout(u64),
+    /// The durable ledger cannot be written (a full disk): the request was
+    /// not forwarded (fail-closed).
+    #[error(
+        "tokenwarden sidecar cannot record this request durably, so it was not sent to the provider: {0}"
+    )]
+    LedgerUnavailable(String),
+    /// The app went away before the response head (nobody receives this;
+    /// it names the outcome in metrics).
+    #[error("tokenwarden sidecar: the client closed the request")]
+    ClientGone,
 }
 
 // === impl ProxyError ===
@@ -82,13 +95,17 @@ impl ProxyError {
         match self {
             ProxyError::InvalidRequest(_) | ProxyError::MissingModel => StatusCode::BAD_REQUEST,
             ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ProxyError::UnknownPath { .. } => StatusCode::NOT_FOUND,
-            ProxyError::NotReady | ProxyError::NoRoute(_) | ProxyError::MissingKey { .. } => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ProxyError::NotReady
+            | ProxyError::NoRoute(_)
+            | ProxyError::MissingKey { .. }
+            | ProxyError::LedgerUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::BudgetBlocked { .. } => StatusCode::TOO_MANY_REQUESTS,
             ProxyError::UpstreamUnreachable(_) => StatusCode::BAD_GATEWAY,
             ProxyError::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            // nginx's "client closed request".
+            ProxyError::ClientGone => StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
         }
     }
 
@@ -98,6 +115,7 @@ impl ProxyError {
             ProxyError::InvalidRequest(_) => "invalid_request",
             ProxyError::MissingModel => "missing_model",
             ProxyError::BodyTooLarge { .. } => "body_too_large",
+            ProxyError::RequestTimeout(_) => "request_timeout",
             ProxyError::UnknownPath { .. } => "unknown_path",
             ProxyError::NotReady => "not_ready",
             ProxyError::NoRoute(_) => "no_route",
@@ -105,6 +123,8 @@ impl ProxyError {
             ProxyError::BudgetBlocked { reason, .. } => reason,
             ProxyError::UpstreamUnreachable(_) => "upstream_unreachable",
             ProxyError::UpstreamTimeout(_) => "upstream_timeout",
+            ProxyError::ClientGone => "client_gone",
+            ProxyError::LedgerUnavailable(_) => "ledger_unavailable",
         }
     }
 
@@ -113,15 +133,17 @@ impl ProxyError {
         match self {
             ProxyError::InvalidRequest(_)
             | ProxyError::MissingModel
-            | ProxyError::UnknownPath { .. } => ("invalid_request_error", "invalid_request_error"),
+            | ProxyError::UnknownPath { .. }
+            | ProxyError::RequestTimeout(_) => ("invalid_request_error", "invalid_request_error"),
             ProxyError::BodyTooLarge { .. } => ("invalid_request_error", "request_too_large"),
-            ProxyError::NotReady | ProxyError::NoRoute(_) | ProxyError::MissingKey { .. } => {
-                ("server_error", "api_error")
-            }
+            ProxyError::NotReady
+            | ProxyError::NoRoute(_)
+            | ProxyError::MissingKey { .. }
+            | ProxyError::LedgerUnavailable(_) => ("server_error", "api_error"),
             ProxyError::BudgetBlocked { .. } => ("insufficient_quota", "rate_limit_error"),
-            ProxyError::UpstreamUnreachable(_) | ProxyError::UpstreamTimeout(_) => {
-                ("server_error", "api_error")
-            }
+            ProxyError::UpstreamUnreachable(_)
+            | ProxyError::UpstreamTimeout(_)
+            | ProxyError::ClientGone => ("server_error", "api_error"),
         }
     }
 
@@ -229,8 +251,11 @@ mod tests {
             },
             ProxyError::UpstreamUnreachable("x".into()),
             ProxyError::UpstreamTimeout(5),
+            ProxyError::ClientGone,
+            ProxyError::LedgerUnavailable("disk full".into()),
+            ProxyError::RequestTimeout(60_000),
         ];
-        let expected = [400, 400, 413, 404, 503, 503, 503, 502, 504];
+        let expected = [400, 400, 413, 404, 503, 503, 503, 502, 504, 499, 503, 408];
         for (e, s) in all.iter().zip(expected) {
             assert_eq!(e.status().as_u16(), s, "{e:?}");
             assert!(!e.label().is_empty());

@@ -2,12 +2,22 @@
 //! `--state-dir`.
 //!
 //! Layout:
-//! - `ledger.jsonl`: one JSON [`UsageRecord`] per line. Records are
-//!   staged and written in groups: the requests that settle in one turn of
-//!   the runtime share a `write(2)`, made before any of their responses
-//!   leave. A record is in the page cache once `flush` returns, so it
-//!   survives `kill -9` of the sidecar; `fsync` (off by default,
-//!   `--ledger-fsync`) also makes it survive a power loss.
+//! - `ledger.jsonl`: one JSON line per settled attempt ([`UsageRecord`]) or
+//!   per attempt about to be forwarded ([`IntentLine`], written before the
+//!   request leaves). Records are staged and written in groups: the
+//!   requests that settle in one turn of the runtime share a `write(2)`,
+//!   made before any of their responses leave. A line is in the page cache
+//!   once `flush` returns, so it survives `kill -9` of the sidecar; `fsync`
+//!   (off by default, `--ledger-fsync`) also makes it survive a power loss.
+//!
+//! Intents: an attempt's [`IntentLine`] holds its worst case (what its
+//! reservation held); its record carries the same intent id. An intent
+//! left without a record when the sidecar died (the request was in flight,
+//! the provider may have billed it) is recorded at its worst case, marked
+//! estimated, when the ledger is next opened ([`Ledger::take_unsettled`]):
+//! the ledger may count more than the provider billed, never less. A
+//! compaction carries the open intents over into the new journal. A
+//! ledger whose writes fail is [`Ledger::broken`] until one succeeds.
 //! - `ledger.snapshot.json`: the folded [`Aggregate`] up to some sequence
 //!   number, written atomically (temp file, fsync, rename) when the journal
 //!   grows past [`COMPACT_BYTES`]; the journal is then truncated.
@@ -24,7 +34,9 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use tokenwarden_core::ledger::{Aggregate, UsageRecord};
+use std::collections::BTreeMap;
+
+use tokenwarden_core::ledger::{Aggregate, IntentLine, UsageRecord};
 
 /// Journal size that triggers compaction into the snapshot.
 pub const COMPACT_BYTES: u64 = 16 * 1024 * 1024;
@@ -85,6 +97,24 @@ pub struct Ledger {
     /// Lines staged for the next flush (the last is `next_seq - 1`).
     staged: Vec<u8>,
     written_seq: u64,
+    /// Intents written and not yet settled, with their lines.
+    open: BTreeMap<u64, Vec<u8>>,
+    next_intent: u64,
+    /// Intents found open when the ledger was opened, not yet recorded.
+    unsettled: Vec<IntentLine>,
+    /// Why the last write failed, until one succeeds.
+    broken: Option<String>,
+}
+
+/// What a replay of snapshot and journal found.
+struct Replayed {
+    aggregate: Aggregate,
+    /// The journal's good length.
+    good_len: u64,
+    /// Intents without a record, by id.
+    open: BTreeMap<u64, IntentLine>,
+    /// One past the highest intent id seen.
+    next_intent: u64,
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> LedgerError + '_ {
@@ -145,10 +175,10 @@ const READ_ATTEMPTS: usize = 20;
 pub fn read(dir: &Path) -> Result<Aggregate, LedgerError> {
     let mut snapshot = read_snapshot(dir)?;
     for _ in 0..READ_ATTEMPTS {
-        let (agg, _, _) = replay_from(dir, snapshot.as_deref(), false)?;
+        let replayed = replay_from(dir, snapshot.as_deref(), false)?;
         let after = read_snapshot(dir)?;
         if after == snapshot {
-            return Ok(agg);
+            return Ok(replayed.aggregate);
         }
         snapshot = after;
     }
@@ -168,17 +198,21 @@ fn read_snapshot(dir: &Path) -> Result<Option<Vec<u8>>, LedgerError> {
 }
 
 /// Fold snapshot + journal; with `repair`, truncate a torn last line.
-/// Returns the aggregate, the journal's good length and the next sequence.
-fn replay(dir: &Path, repair: bool) -> Result<(Aggregate, u64, u64), LedgerError> {
+fn replay(dir: &Path, repair: bool) -> Result<Replayed, LedgerError> {
     replay_from(dir, read_snapshot(dir)?.as_deref(), repair)
 }
 
+/// One journal line: a record or an intent.
+fn parse_line(buf: &[u8]) -> Result<Result<UsageRecord, IntentLine>, serde_json::Error> {
+    if buf.starts_with(b"{\"intent\":") {
+        serde_json::from_slice::<IntentLine>(buf).map(Err)
+    } else {
+        serde_json::from_slice::<UsageRecord>(buf).map(Ok)
+    }
+}
+
 /// [`replay`] from snapshot bytes already read (`None`: no snapshot).
-fn replay_from(
-    dir: &Path,
-    snapshot: Option<&[u8]>,
-    repair: bool,
-) -> Result<(Aggregate, u64, u64), LedgerError> {
+fn replay_from(dir: &Path, snapshot: Option<&[u8]>, repair: bool) -> Result<Replayed, LedgerError> {
     let mut agg: Aggregate = match snapshot {
         Some(bytes) => serde_json::from_slice(bytes).map_err(|e| LedgerError::Corrupt {
             path: dir.join(SNAPSHOT).display().to_string(),
@@ -188,11 +222,17 @@ fn replay_from(
         None => Aggregate::default(),
     };
     let path = dir.join(JOURNAL);
+    let mut open = BTreeMap::new();
+    let mut next_intent = 1;
     let file = match File::open(&path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let next = agg.last_seq + 1;
-            return Ok((agg, 0, next));
+            return Ok(Replayed {
+                aggregate: agg,
+                good_len: 0,
+                open,
+                next_intent,
+            });
         }
         Err(e) => return Err(io(&path)(e)),
     };
@@ -210,13 +250,22 @@ fn replay_from(
         if buf.last() != Some(&b'\n') {
             break; // torn tail: the write never finished
         }
-        match serde_json::from_slice::<UsageRecord>(&buf) {
+        match parse_line(&buf) {
             // Records already in the snapshot (a crash between snapshot and
             // truncation) are skipped: nothing is counted twice.
-            Ok(r) => {
+            Ok(Ok(r)) => {
+                if let Some(i) = r.intent {
+                    open.remove(&i);
+                    next_intent = next_intent.max(i.saturating_add(1));
+                }
                 if r.seq > agg.last_seq {
                     agg.add(&r);
                 }
+                good_len += n as u64;
+            }
+            Ok(Err(intent)) => {
+                next_intent = next_intent.max(intent.intent.saturating_add(1));
+                open.insert(intent.intent, intent);
                 good_len += n as u64;
             }
             Err(e) => {
@@ -245,8 +294,12 @@ fn replay_from(
             f.set_len(good_len).map_err(io(&path))?;
         }
     }
-    let next = agg.last_seq + 1;
-    Ok((agg, good_len, next))
+    Ok(Replayed {
+        aggregate: agg,
+        good_len,
+        open,
+        next_intent,
+    })
 }
 
 // === impl Ledger ===
@@ -256,7 +309,13 @@ impl Ledger {
     pub fn open(dir: &Path, fsync: bool) -> Result<Self, LedgerError> {
         std::fs::create_dir_all(dir).map_err(io(dir))?;
         let lock = lock(dir)?;
-        let (aggregate, journal_len, next_seq) = replay(dir, true)?;
+        let Replayed {
+            aggregate,
+            good_len: journal_len,
+            open,
+            next_intent,
+        } = replay(dir, true)?;
+        let next_seq = aggregate.last_seq + 1;
         let path = dir.join(JOURNAL);
         let mut journal = OpenOptions::new()
             .create(true)
@@ -275,7 +334,67 @@ impl Ledger {
             compact_at: COMPACT_BYTES,
             staged: Vec::with_capacity(4096),
             written_seq: next_seq - 1,
+            open: BTreeMap::new(),
+            next_intent,
+            unsettled: open.into_values().collect(),
+            broken: None,
         })
+    }
+
+    /// The records of the intents found open when the ledger was opened
+    /// (the sidecar died with them in flight): each at its worst case,
+    /// estimated, settling its intent. The caller stages them (through
+    /// the spool first, in connected mode) before serving.
+    pub fn take_unsettled(&mut self) -> Vec<UsageRecord> {
+        std::mem::take(&mut self.unsettled)
+            .into_iter()
+            .map(|i| UsageRecord {
+                seq: 0,
+                estimated: true,
+                status: 0,
+                intent: Some(i.intent),
+                ..i.record
+            })
+            .collect()
+    }
+
+    /// Write the intent of an attempt about to be forwarded (its worst
+    /// case, `record`) before it leaves; returns its id for the record
+    /// that settles it. Lines staged by other requests go in the same
+    /// `write(2)`.
+    pub fn intend(&mut self, record: UsageRecord) -> Result<u64, LedgerError> {
+        let id = self.next_intent;
+        self.next_intent += 1;
+        let line = IntentLine { intent: id, record };
+        let at = self.staged.len();
+        line.write_json(&mut self.staged);
+        self.staged.push(b'\n');
+        let bytes = self.staged[at..].to_vec();
+        self.flush()?;
+        self.open.insert(id, bytes);
+        Ok(id)
+    }
+
+    /// Why writes to the journal fail, while they do.
+    pub fn broken(&self) -> Option<&str> {
+        self.broken.as_deref()
+    }
+
+    /// While [`broken`](Self::broken): whether the state dir takes writes
+    /// again (a 64 KiB file written, synced and removed). Clears the state
+    /// when it does.
+    pub fn probe(&mut self) -> bool {
+        if self.broken.is_none() {
+            return true;
+        }
+        let path = self.dir.join("ledger.probe");
+        let wrote = File::create(&path)
+            .and_then(|mut f| f.write_all(&[0u8; 64 * 1024]).and_then(|()| f.sync_all()));
+        let _ = std::fs::remove_file(&path);
+        if wrote.is_ok() {
+            self.broken = None;
+        }
+        wrote.is_ok()
     }
 
     /// The folded totals.
@@ -304,6 +423,9 @@ impl Ledger {
     /// before it tells anyone the record exists (before the response
     /// leaves).
     pub fn stage(&mut self, record: &mut UsageRecord) -> u64 {
+        if let Some(i) = record.intent {
+            self.open.remove(&i);
+        }
         record.seq = record.seq.max(self.next_seq);
         record.write_json(&mut self.staged);
         self.staged.push(b'\n');
@@ -341,8 +463,11 @@ impl Ledger {
                 tracing::error!(error = %e, record = %line, "cannot append to the ledger");
             }
             self.staged.clear();
-            return Err(io(&self.dir.join(JOURNAL))(e));
+            let e = io(&self.dir.join(JOURNAL))(e);
+            self.broken = Some(e.to_string());
+            return Err(e);
         }
+        self.broken = None;
         self.journal_len += self.staged.len() as u64;
         self.staged.clear();
         if self.journal_len >= self.compact_at {
@@ -379,6 +504,17 @@ impl Ledger {
         self.journal.seek(SeekFrom::Start(0)).map_err(io(&path))?;
         self.journal_len = 0;
         self.compact_at = COMPACT_BYTES;
+        // The attempts in flight keep their intents in the new journal.
+        let carried: Vec<u8> = self.open.values().flatten().copied().collect();
+        if !carried.is_empty() {
+            if let Err(e) = self.journal.write_all(&carried) {
+                let _ = self.journal.set_len(0);
+                let e = io(&path)(e);
+                self.broken = Some(e.to_string());
+                return Err(e);
+            }
+            self.journal_len = carried.len() as u64;
+        }
         Ok(())
     }
 }
@@ -412,6 +548,7 @@ mod tests {
                 budget: tokenwarden_core::config::ObjectRef::new("ns", "team"),
                 period_start: "2026-11-22T00:00:00Z".parse().unwrap(),
             }],
+            intent: None,
         }
     }
 
@@ -603,5 +740,58 @@ mod tests {
             err.contains("ledger.jsonl:2: corrupt ledger entry"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn intents_without_a_record_are_recorded_once_at_their_worst_case() {
+        let dir = tempfile::tempdir().unwrap();
+        let worst = |out| UsageRecord {
+            estimated: true,
+            status: 0,
+            ..rec("gpt-5-mini", out)
+        };
+        {
+            let mut l = Ledger::open(dir.path(), false).unwrap();
+            // Settled: its record carries the intent's id.
+            let a = l.intend(worst(1000)).unwrap();
+            let mut settled = UsageRecord {
+                intent: Some(a),
+                ..rec("gpt-5-mini", 7)
+            };
+            l.stage(&mut settled);
+            l.flush().unwrap();
+            // In flight through a compaction, then the process dies.
+            let b = l.intend(worst(2000)).unwrap();
+            assert_ne!(a, b);
+            l.compact().unwrap();
+            let c = l.intend(worst(3000)).unwrap();
+            assert!(c > b);
+            assert_eq!(l.aggregate().models["gpt-5-mini"].requests, 1);
+        }
+        let mut l = Ledger::open(dir.path(), false).unwrap();
+        let mut unsettled = l.take_unsettled();
+        assert_eq!(
+            unsettled
+                .iter()
+                .map(|r| (r.usage.output_tokens, r.estimated, r.status))
+                .collect::<Vec<_>>(),
+            [(2000, true, 0), (3000, true, 0)]
+        );
+        for r in &mut unsettled {
+            l.stage(r);
+        }
+        l.flush().unwrap();
+        let totals = l.aggregate().models["gpt-5-mini"].clone();
+        assert_eq!((totals.requests, totals.estimated_requests), (3, 2));
+        assert_eq!(totals.usage.output_tokens, 5007);
+        // A new intent's id is past every id in the journal.
+        assert!(l.intend(worst(1)).unwrap() > unsettled[1].intent.unwrap());
+        drop(l);
+        // Recorded once: reopening finds the one just written, nothing more.
+        let mut l = Ledger::open(dir.path(), false).unwrap();
+        assert_eq!(l.take_unsettled().len(), 1);
+        assert_eq!(l.aggregate().models["gpt-5-mini"].requests, 3);
+        // `read` (report) sees the same totals.
+        assert_eq!(read(dir.path()).unwrap().models["gpt-5-mini"], totals);
     }
 }

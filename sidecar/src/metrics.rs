@@ -25,7 +25,8 @@
 //! | `tokenwarden_budget_cluster_percent_spent`, `tokenwarden_budget_cluster_spent_usd` | budget (from the operator) |
 //!
 //! Model names come from apps, so their label values are bounded: at most
-//! [`MAX_MODEL_LABELS`] distinct values (then `other`), 64 characters each.
+//! [`MAX_MODEL_LABELS`] distinct values (then `other`), 64 characters each,
+//! control characters replaced by U+FFFD.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -75,6 +76,16 @@ const MAX_CACHED_BUDGETS: usize = 1024;
 /// A label value's first 64 characters (as label values are cut).
 fn label_prefix(s: &str) -> &str {
     s.char_indices().nth(64).map_or(s, |(i, _)| &s[..i])
+}
+
+/// A label value from a name that apps or providers chose: its first 64
+/// characters, control characters (CR, NUL, …; the exposition format
+/// escapes only `\n`, `\\` and `"`) replaced by U+FFFD.
+fn label_text(s: &str) -> String {
+    label_prefix(s)
+        .chars()
+        .map(|c| if c.is_control() { '\u{FFFD}' } else { c })
+        .collect()
 }
 
 /// The label tuple of an attempt, as the app and the provider named things
@@ -311,6 +322,7 @@ pub struct Metrics {
     reservation_waits: Family<BudgetLabel, Counter>,
     reloads: Family<ResultLabel, Counter>,
     in_flight: Gauge<i64, AtomicI64>,
+    ledger_writable: Gauge<i64, AtomicI64>,
     models_seen: Mutex<HashSet<String>>,
     attempt_series: Mutex<Kept<AttemptKey, AttemptSeries>>,
     route_series: Mutex<Kept<RouteKey, Option<Counter>>>,
@@ -359,6 +371,7 @@ impl Metrics {
             reservation_waits: Family::default(),
             reloads: Family::default(),
             in_flight: Gauge::default(),
+            ledger_writable: Gauge::default(),
             models_seen: Mutex::new(HashSet::new()),
             attempt_series: Mutex::new(Kept::new(MAX_CACHED_ATTEMPT_SERIES)),
             route_series: Mutex::new(Kept::new(MAX_CACHED_ATTEMPT_SERIES)),
@@ -431,6 +444,11 @@ impl Metrics {
             m.in_flight.clone(),
         );
         registry.register(
+            "ledger_writable",
+            "1 while the durable ledger takes writes, 0 after a write failed (requests are refused unless --ledger-fail-open)",
+            m.ledger_writable.clone(),
+        );
+        registry.register(
             "control_plane_connected",
             "1 while the session with the operator is up (connected mode)",
             m.connected.clone(),
@@ -486,6 +504,11 @@ impl Metrics {
             m.cluster_spent.clone(),
         );
         Metrics { registry, ..m }
+    }
+
+    /// Whether the last write to the durable ledger succeeded.
+    pub fn ledger_writable(&self, ok: bool) {
+        self.ledger_writable.set(i64::from(ok));
     }
 
     /// The operator session went up or down.
@@ -573,7 +596,7 @@ impl Metrics {
 
     /// Bound a model name for use as a label value.
     fn model(&self, name: &str) -> String {
-        let name = label_prefix(name).to_string();
+        let name = label_text(name);
         let Ok(mut seen) = self.models_seen.lock() else {
             return "other".into();
         };
@@ -647,7 +670,7 @@ impl Metrics {
                         endpoint: a.endpoint,
                         requested_model: requested.clone(),
                         served_model: served.clone(),
-                        route: route.to_string(),
+                        route: label_text(route),
                         status: a.status,
                     })
                     .clone()
@@ -747,7 +770,7 @@ impl Metrics {
     fn route_counter(&self, route: &str, model: &str, kind: &'static str) -> Counter {
         self.routes
             .get_or_create(&RouteLabels {
-                route: label_prefix(route).to_string(),
+                route: label_text(route),
                 model: self.model(model),
                 kind,
             })

@@ -58,6 +58,9 @@ pub mod headers {
     pub const SHADOW: &str = "x-tokenwarden-shadow-block";
 }
 
+/// The longest `model` a request may name (real ones are under 100 bytes).
+pub const MAX_MODEL_BYTES: usize = 256;
+
 /// What kind of request this is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -103,7 +106,7 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Pro
         None => guess_api(req.headers()),
     };
     let result = match kind {
-        Some(Kind::Metered(endpoint)) => metered(&shared, endpoint, req).await,
+        Some(Kind::Metered(endpoint)) => detached(shared.clone(), endpoint, req).await,
         Some(Kind::Passthrough(api)) => passthrough(&shared, api, req).await,
         None => Err(ProxyError::UnknownPath {
             method: req.method().to_string(),
@@ -118,6 +121,65 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Pro
         tap.hold(in_flight);
     }
     resp
+}
+
+/// Run a metered request in a task of its own, so that it outlives the
+/// app's connection: an app that goes away (an HTTP/1.1 close, an h2
+/// `RST_STREAM`, a client timeout) while the upstream request is in flight
+/// drops only this future, not the request. The provider bills a request
+/// it answers whether or not anyone reads the answer; the task reads it to
+/// its end (bounded by the per-try timeout) so the attempt is settled from
+/// the provider's usage, and its reservation released, either way. A
+/// request whose app left before it was forwarded is not forwarded.
+async fn detached(
+    shared: Arc<Shared>,
+    endpoint: Endpoint,
+    req: Request<Incoming>,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let app = AppLink(tx);
+        let result = metered(&shared, endpoint, req, &app).await;
+        if let Err(Ok(resp)) = app.0.send(result) {
+            shared.metrics.error("client_gone");
+            drain(&shared, resp).await;
+        }
+    });
+    rx.await.unwrap_or(Err(ProxyError::ClientGone))
+}
+
+/// The way back to the app's connection.
+struct AppLink(tokio::sync::oneshot::Sender<Result<Response<ProxyBody>, ProxyError>>);
+
+impl AppLink {
+    /// The app went away (its connection closed or its stream was reset).
+    fn gone(&self) -> bool {
+        self.0.is_closed()
+    }
+}
+
+/// Read a response nobody will receive to its end, so its tap settles the
+/// attempt from the provider's usage. Bounded by the per-try timeout of
+/// the active config: past it the body is dropped and the attempt settled
+/// as cut (an estimate from what passed).
+async fn drain(shared: &Shared, mut resp: Response<ProxyBody>) {
+    let bound = shared
+        .active
+        .load()
+        .as_ref()
+        .and_then(|a| a.router.as_ref())
+        .map_or(crate::cli::DEFAULT_DRAIN, |r| {
+            std::time::Duration::from_millis(r.config().fallback.per_try_timeout_ms)
+        });
+    let body = resp.body_mut();
+    let _ = tokio::time::timeout(bound, async {
+        while let Some(frame) = body.frame().await {
+            if frame.is_err() {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 /// Counts a request in `tokenwarden_in_flight_requests` while alive.
@@ -163,9 +225,10 @@ async fn read_body(
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(ProxyError::BodyTooLarge { limit });
     }
-    let bytes = Limited::new(body, limit)
-        .collect()
+    let timeout = shared.options.body_timeout;
+    let bytes = tokio::time::timeout(timeout, Limited::new(body, limit).collect())
         .await
+        .map_err(|_| ProxyError::RequestTimeout(timeout.as_millis() as u64))?
         .map_err(|e| {
             if e.downcast_ref::<http_body_util::LengthLimitError>()
                 .is_some()
@@ -180,9 +243,10 @@ async fn read_body(
 }
 
 /// Copy app headers that may go upstream: not hop-by-hop, not the app's own
-/// credentials, not `accept-encoding` (the sidecar must read usage from the
-/// response, so it asks for identity encoding). Then add the provider's
-/// credential header.
+/// credentials, not the app's `accept-encoding`: the sidecar reads usage
+/// from the response, so it asks for `accept-encoding: identity` (a reply
+/// compressed anyway is decoded for the taps, see [`meter::Coding`]). Then
+/// add the provider's credential header.
 fn upstream_headers(from: &HeaderMap, auth: (&HeaderName, &HeaderValue)) -> HeaderMap {
     let mut h = HeaderMap::with_capacity(from.len() + 2);
     for (name, value) in from {
@@ -202,6 +266,10 @@ fn upstream_headers(from: &HeaderMap, auth: (&HeaderName, &HeaderValue)) -> Head
         }
         h.append(name.clone(), value.clone());
     }
+    h.insert(
+        header::ACCEPT_ENCODING,
+        HeaderValue::from_static("identity"),
+    );
     h.insert(auth.0.clone(), auth.1.clone());
     h
 }
@@ -304,12 +372,15 @@ pub struct Context {
     /// Connected mode: budgets whose lease also holds this attempt's
     /// reservation (the same amount as its entry in `holds`).
     pub leased: Vec<tokenwarden_core::config::ObjectRef>,
+    /// The attempt's intent in the durable ledger, once written.
+    pub intent: Option<u64>,
 }
 
 async fn metered(
     shared: &Arc<Shared>,
     endpoint: Endpoint,
     req: Request<Incoming>,
+    app: &AppLink,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let api = endpoint.api();
     let active = shared.active.load_full().ok_or(ProxyError::NotReady)?;
@@ -327,6 +398,14 @@ async fn metered(
         .as_deref()
         .ok_or(ProxyError::MissingModel)?
         .to_string();
+    // Model names are short; an unbounded one would be copied into every
+    // ledger line, snapshot and metric of the request.
+    if requested_model.len() > MAX_MODEL_BYTES {
+        return Err(ProxyError::InvalidRequest(format!(
+            "`model` is {} bytes long; the longest model name accepted is {MAX_MODEL_BYTES} bytes",
+            requested_model.len()
+        )));
+    }
     let router = active.router.as_ref().ok_or_else(|| no_policy(&active))?;
     let cfg = router.config();
     let now = Timestamp::now();
@@ -432,14 +511,17 @@ async fn metered(
         prompt_estimate,
         holds: Vec::new(),
         leased: Vec::new(),
+        intent: None,
     };
     let max_attempts = cfg.fallback.max_attempts.max(1);
     let per_try = std::time::Duration::from_millis(cfg.fallback.per_try_timeout_ms);
+    // Every choice (`n`) may use the whole output cap: all are billed.
     let max_output = match endpoint {
         Endpoint::Embeddings => 0,
         _ => parsed
             .max_output_tokens
-            .unwrap_or(u64::from(cfg.default_max_output_tokens)),
+            .unwrap_or(u64::from(cfg.default_max_output_tokens))
+            .saturating_mul(parsed.choices),
     };
     loop {
         ctx.attempt += 1;
@@ -547,6 +629,15 @@ async fn metered(
             HeaderValue::from_static("application/json"),
         );
 
+        if app.gone() {
+            // Nobody waits for the answer: do not buy it.
+            release_unforwarded(shared, &mut ctx);
+            return Err(ProxyError::ClientGone);
+        }
+        if let Err(e) = intend(shared, &active, &mut ctx, prompt_bound, max_output) {
+            release_unforwarded(shared, &mut ctx);
+            return Err(e);
+        }
         let started = Instant::now();
         let result = tokio::time::timeout(per_try, shared.client.request(up)).await;
         shared
@@ -655,6 +746,22 @@ fn release_holds(shared: &Shared, ctx: &mut Context) {
     }
     drop(budgets);
     shared.reservations_freed.notify_waiters();
+}
+
+/// Give back every hold of an attempt that was reserved but will not be
+/// forwarded: the local ones and the lease holds.
+fn release_unforwarded(shared: &Shared, ctx: &mut Context) {
+    if let Some(control) = &shared.control {
+        for (id, held) in &ctx.holds {
+            if let Some(h) = held
+                && ctx.leased.contains(id)
+            {
+                control.leases.release(id, *h);
+            }
+        }
+    }
+    ctx.leased.clear();
+    release_holds(shared, ctx);
 }
 
 /// Whether the request would fit every budget with a prompt of zero tokens
@@ -769,26 +876,7 @@ fn reserve(
     if active.cfg.budgets.is_empty() {
         return Ok(());
     }
-    let cfg = active.router.as_ref().map(|r| r.config());
-    let hint = cfg.map(|c| c.providers[ctx.choice.provider].api.as_str());
-    // A BPE token covers at least one byte, so the body's size bounds the
-    // prompt tokens from above; every prompt token is priced at the dearest
-    // input rate (uncached input or cache write).
-    let as_input = Usage {
-        input_tokens: body_bytes,
-        output_tokens: max_output,
-        ..Default::default()
-    };
-    let as_write = Usage {
-        cache_write_tokens: body_bytes,
-        output_tokens: max_output,
-        ..Default::default()
-    };
-    let cost = active
-        .prices
-        .price(hint, &ctx.choice.model)
-        .prices()
-        .map(|p| p.cost(&as_input).max(p.cost(&as_write)));
+    let (_, cost) = worst_case(active, ctx, body_bytes, max_output);
     let ask = Ask {
         cost,
         tokens: body_bytes.saturating_add(max_output),
@@ -833,6 +921,108 @@ fn reserve(
     Ok(())
 }
 
+/// The worst case of an attempt: `prompt` tokens (an upper bound) as
+/// uncached input plus `max_output` output tokens, and its cost with every
+/// prompt token at the dearest input rate of the target model (uncached
+/// input or cache write); `None` when the model is unpriced.
+fn worst_case(
+    active: &Active,
+    ctx: &Context,
+    prompt: u64,
+    max_output: u64,
+) -> (Usage, Option<Usd>) {
+    let cfg = active.router.as_ref().map(|r| r.config());
+    let hint = cfg.map(|c| c.providers[ctx.choice.provider].api.as_str());
+    let as_input = Usage {
+        input_tokens: prompt,
+        output_tokens: max_output,
+        ..Default::default()
+    };
+    let as_write = Usage {
+        cache_write_tokens: prompt,
+        output_tokens: max_output,
+        ..Default::default()
+    };
+    let cost = active
+        .prices
+        .price(hint, &ctx.choice.model)
+        .prices()
+        .map(|p| p.cost(&as_input).max(p.cost(&as_write)));
+    (as_input, cost)
+}
+
+/// Write the attempt's intent (its worst case) to the durable ledger
+/// before it is forwarded, so that a sidecar killed with the request in
+/// flight still records it. Without a state dir there is nothing to write.
+/// A failed write refuses the request (a provider-shaped 503), unless
+/// `--ledger-fail-open`.
+fn intend(
+    shared: &Shared,
+    active: &Active,
+    ctx: &mut Context,
+    prompt: u64,
+    max_output: u64,
+) -> Result<(), ProxyError> {
+    let mut ledger = lock(&shared.ledger);
+    let Some(l) = ledger.as_mut() else {
+        return Ok(());
+    };
+    let (usage, cost) = worst_case(active, ctx, prompt, max_output);
+    let budgets = {
+        let states = lock(&shared.budgets);
+        ctx.holds
+            .iter()
+            .filter_map(|(id, _)| {
+                Some(BudgetPeriodRef {
+                    budget: id.clone(),
+                    period_start: states.get(id)?.window().start,
+                })
+            })
+            .collect()
+    };
+    let provider = active
+        .router
+        .as_ref()
+        .map(|r| r.config().providers[ctx.choice.provider].name.clone())
+        .unwrap_or_default();
+    let record = UsageRecord {
+        seq: 0,
+        ts: Timestamp::now(),
+        endpoint: ctx.endpoint,
+        requested_model: ctx.requested_model.clone(),
+        served_model: ctx.choice.model.clone(),
+        provider,
+        route: ctx.route.clone(),
+        score: ctx.score,
+        reason: None,
+        attempt: ctx.attempt,
+        status: 0,
+        usage,
+        cost,
+        estimated: true,
+        budgets,
+        intent: None,
+    };
+    match l.intend(record) {
+        Ok(id) => {
+            ctx.intent = Some(id);
+            shared.metrics.ledger_writable(true);
+            Ok(())
+        }
+        Err(e) => {
+            shared.metrics.ledger_writable(false);
+            shared.metrics.error("ledger_write");
+            if shared.options.ledger_fail_open {
+                tracing::error!(error = %e, "cannot write the ledger; forwarding anyway (--ledger-fail-open): this request's spend is kept in memory only");
+                Ok(())
+            } else {
+                tracing::error!(error = %e, "cannot write the ledger; refusing the request (fail-closed)");
+                Err(ProxyError::LedgerUnavailable(e.to_string()))
+            }
+        }
+    }
+}
+
 /// Meter an attempt that produced no usage.
 fn settle_failed(shared: &Shared, active: &Active, ctx: &mut Context, status: u16) {
     let holds = std::mem::take(&mut ctx.holds);
@@ -849,6 +1039,7 @@ fn settle_failed(shared: &Shared, active: &Active, ctx: &mut Context, status: u1
         Commit::Now,
     );
     ctx.leased.clear();
+    ctx.intent = None;
 }
 
 /// How a settlement's ledger line reaches the journal.
@@ -889,6 +1080,7 @@ impl Drop for LedgerFlush<'_> {
             && l.flush().is_err()
         {
             self.shared.metrics.error("ledger_write");
+            self.shared.metrics.ledger_writable(false);
         }
     }
 }
@@ -965,6 +1157,7 @@ pub(crate) fn settle(
         cost,
         estimated,
         budgets: periods,
+        intent: ctx.intent,
     };
     shared.metrics.attempt(&crate::metrics::Attempt {
         endpoint: ctx.endpoint.as_str(),
@@ -1005,6 +1198,7 @@ pub(crate) fn settle(
             } else if l.flush().is_err() {
                 // flush() logged the lines it could not write.
                 shared.metrics.error("ledger_write");
+                shared.metrics.ledger_writable(false);
             }
             if shared.control.is_some() {
                 record.seq = spool_seq;
@@ -1102,75 +1296,97 @@ async fn respond(
         commit: Commit::Now,
     };
 
-    if is_sse {
+    // A provider may compress although asked not to: the taps read the
+    // decoded body. A coding the sidecar cannot decode is counted by its
+    // size (the JSON tap reads it as text).
+    let coding = meter::Coding::of(&parts.headers);
+    let unreadable = matches!(coding, meter::Coding::Unknown(_));
+    if is_sse && !unreadable {
         // Forward event by event; the stripped usage chunk changes the length.
         parts.headers.remove(header::CONTENT_LENGTH);
         let _ = stream_requested;
         let tap = SseTap::new(flavor, strip_usage);
+        let decoder = coding.decoder();
+        if strip_usage && decoder.is_some() {
+            // Stripping rewrites events: they go to the app decoded.
+            parts.headers.remove(header::CONTENT_ENCODING);
+        }
         return Response::from_parts(
             parts,
-            ProxyBody::Tap(Box::new(TapBody::new(
-                body,
-                TapMode::Sse(Box::new(tap)),
-                settlement,
-            ))),
+            ProxyBody::Tap(Box::new(
+                TapBody::new(body, TapMode::Sse(Box::new(tap)), settlement).decoding(decoder),
+            )),
         );
     }
-    let small = parts
-        .headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok())
-        .is_some_and(|n| n <= shared.options.buffer_response_bytes);
+    let small = !is_sse
+        && parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok())
+            .is_some_and(|n| n <= shared.options.buffer_response_bytes);
     if small {
         // Buffer (it is small and arrives at once) to put the cost in a header.
-        match body.collect().await {
-            Ok(collected) => {
-                let bytes = collected.to_bytes();
-                let metered = if status.is_success() {
-                    meter::from_json(flavor, &bytes).ok().flatten()
-                } else {
-                    None
-                };
-                let mut settlement = settlement;
-                settlement.commit = Commit::Deferred;
-                let settled = settlement.finish_json(metered);
-                if let Some(c) = settled.cost {
-                    set(&mut parts.headers, headers::COST, &c.to_string());
-                }
-                if let Some(seq) = settled.staged {
-                    let flush = LedgerFlush {
-                        shared: shared.as_ref(),
-                        seq,
-                    };
-                    // Let the other requests that are ready settle first and
-                    // share the write; alone, write at once (a yield would
-                    // only cost a trip through the scheduler).
-                    if shared.metrics.in_flight().get() > 1 {
-                        tokio::task::yield_now().await;
+        let mut body = body;
+        let mut buf = Vec::new();
+        let idle = shared.options.upstream_idle;
+        let broke = loop {
+            match tokio::time::timeout(idle, body.frame()).await {
+                Ok(None) => break false,
+                Ok(Some(Ok(frame))) => {
+                    if let Ok(data) = frame.into_data() {
+                        buf.extend_from_slice(&data);
                     }
-                    drop(flush);
                 }
-                return Response::from_parts(parts, ProxyBody::Full(Full::new(bytes)));
+                Ok(Some(Err(_))) => break true,
+                Err(_) => {
+                    shared.metrics.error("upstream_stalled");
+                    break true;
+                }
             }
-            Err(_) => {
-                settlement.finish_cut(None);
-                shared.metrics.error("upstream_body_error");
-                let e = ProxyError::UpstreamUnreachable(
-                    "the provider closed the connection mid-response".into(),
-                );
-                return e.to_response(flavor_api(flavor));
-            }
+        };
+        if broke {
+            // What passed still counts (its usage, else an estimate).
+            let decoded = meter::decode_all(&coding, &buf);
+            settlement.finish_json(decoded.as_deref().unwrap_or(&buf), false);
+            shared.metrics.error("upstream_body_error");
+            let e = ProxyError::UpstreamUnreachable(
+                "the provider closed the connection mid-response".into(),
+            );
+            return e.to_response(flavor_api(flavor));
         }
+        let mut settlement = settlement;
+        settlement.commit = Commit::Deferred;
+        let decoded = meter::decode_all(&coding, &buf);
+        let settled = settlement.finish_json(decoded.as_deref().unwrap_or(&buf), true);
+        if let Some(c) = settled.cost {
+            set(&mut parts.headers, headers::COST, &c.to_string());
+        }
+        if let Some(seq) = settled.staged {
+            let flush = LedgerFlush {
+                shared: shared.as_ref(),
+                seq,
+            };
+            // Let the other requests that are ready settle first and
+            // share the write; alone, write at once (a yield would
+            // only cost a trip through the scheduler).
+            if shared.metrics.in_flight().get() > 1 {
+                tokio::task::yield_now().await;
+            }
+            drop(flush);
+        }
+        return Response::from_parts(parts, ProxyBody::Full(Full::new(Bytes::from(buf))));
     }
     let mode = if status.is_success() {
-        TapMode::Json(Vec::new())
+        TapMode::Json(Box::default())
     } else {
         TapMode::Plain
     };
     Response::from_parts(
         parts,
-        ProxyBody::Tap(Box::new(TapBody::new(body, mode, settlement))),
+        ProxyBody::Tap(Box::new(
+            TapBody::new(body, mode, settlement).decoding(coding.decoder()),
+        )),
     )
 }
 
@@ -1256,6 +1472,7 @@ mod tests {
             [
                 ("anthropic-version", "2023-06-01"),
                 ("x-trace", "t1"),
+                ("accept-encoding", "identity"),
                 ("x-api-key", "sk-provider"),
             ]
         );

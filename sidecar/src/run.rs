@@ -61,8 +61,11 @@ pub fn run(args: Args, mode: Mode) -> ExitCode {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colour only for a person at a terminal, never into a file or a
+    // log collector.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Text => builder.try_init(),
@@ -125,12 +128,19 @@ async fn serve(args: Args, mode: Mode) -> ExitCode {
             (Some(Arc::new(control)), Some(outbox))
         }
     };
+    let mut ledger = ledger;
+    if let Some(l) = ledger.as_mut() {
+        recover_unsettled(l, control.as_deref());
+    }
     let shared = Arc::new(Shared {
         options: Options {
             max_body_bytes: args.max_body_bytes,
             secrets_dir: args.secrets_dir.clone(),
             buffer_response_bytes: 1024 * 1024,
             reservation_wait: std::time::Duration::from_millis(args.reservation_wait_ms),
+            ledger_fail_open: args.ledger_fail_open,
+            body_timeout: Duration::from_millis(args.body_timeout_ms.max(1)),
+            upstream_idle: Duration::from_millis(args.upstream_idle_timeout_ms.max(1)),
         },
         reservations_freed: Default::default(),
         active: ArcSwapOption::empty(),
@@ -142,6 +152,7 @@ async fn serve(args: Args, mode: Mode) -> ExitCode {
         repeats: Mutex::new(Default::default()),
         control,
     });
+    shared.metrics.ledger_writable(true);
     let secrets_seen = match &mode {
         Mode::Standalone { labels, set, .. } => {
             let cfg = set.compile(&args.namespace, labels);
@@ -234,13 +245,16 @@ async fn serve(args: Args, mode: Mode) -> ExitCode {
     }
     tokio::spawn(budget_ticker(shared.clone()));
     let s = shared.clone();
-    tokio::spawn(crate::server::serve(admin, move |req| {
+    let limits = crate::server::Limits {
+        header_timeout: Duration::from_millis(args.header_timeout_ms.max(1)),
+    };
+    tokio::spawn(crate::server::serve(admin, limits, move |req| {
         crate::admin::handle(s.clone(), req)
     }));
     let s = shared.clone();
     // Accept on a worker, not in `block_on` on the main thread: a connection
     // accepted there is handed to a worker with a cross-thread wake-up.
-    let proxy = tokio::spawn(crate::server::serve(app, move |req| {
+    let proxy = tokio::spawn(crate::server::serve(app, limits, move |req| {
         crate::proxy::handle(s.clone(), req)
     }));
     tokio::select! {
@@ -248,6 +262,40 @@ async fn serve(args: Args, mode: Mode) -> ExitCode {
         () = shutdown_signal() => {
             tracing::info!("shutting down");
             ExitCode::SUCCESS
+        }
+    }
+}
+
+/// Record the attempts the sidecar had in flight when it last stopped
+/// (their intents have no record): each at its worst case, marked
+/// estimated, through the spool in connected mode so the operator counts
+/// them too. Before budgets are built, so their spend includes them.
+fn recover_unsettled(ledger: &mut Ledger, control: Option<&Control>) {
+    let unsettled = ledger.take_unsettled();
+    if unsettled.is_empty() {
+        return;
+    }
+    let n = unsettled.len();
+    for record in unsettled {
+        let mut record = match control {
+            Some(c) => {
+                let (record, written) = crate::state::lock(&c.spool).append(record);
+                if let Err(e) = written {
+                    tracing::error!(error = %e, "cannot append a recovered record to the spool");
+                }
+                record
+            }
+            None => record,
+        };
+        ledger.stage(&mut record);
+    }
+    match ledger.flush() {
+        Ok(()) => tracing::warn!(
+            requests = n,
+            "requests were in flight when the sidecar stopped: recorded at their worst case, marked estimated"
+        ),
+        Err(e) => {
+            tracing::error!(error = %e, requests = n, "cannot record the requests that were in flight when the sidecar stopped; counted in memory, recorded at the next start")
         }
     }
 }

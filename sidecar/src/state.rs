@@ -34,6 +34,14 @@ pub struct Options {
     /// How long a request waits for in-flight reservations to settle when
     /// only they leave no room for it in a budget.
     pub reservation_wait: std::time::Duration,
+    /// Forward requests whose intent cannot be written to the ledger
+    /// (default: refuse them).
+    pub ledger_fail_open: bool,
+    /// How long an app may take to send a request body.
+    pub body_timeout: std::time::Duration,
+    /// How long the provider may stay silent after its response head (a
+    /// stream stalled mid-body) before the attempt is cut.
+    pub upstream_idle: std::time::Duration,
 }
 
 /// One loaded, valid configuration.

@@ -58,6 +58,7 @@ fn rec(seq: u64, cost: &str, model: &str) -> UsageRecord {
             budget: ObjectRef::new("ns", "team"),
             period_start: at("2026-11-22T00:00:00Z"),
         }],
+        intent: None,
     }
 }
 

@@ -9,7 +9,7 @@
 
 use std::io::Write as _;
 
-use super::UsageRecord;
+use super::{IntentLine, UsageRecord};
 
 impl UsageRecord {
     /// Appends the record as JSON, byte for byte what `serde_json::to_vec`
@@ -32,6 +32,7 @@ impl UsageRecord {
             cost,
             estimated,
             budgets,
+            intent,
         } = self;
         out.extend_from_slice(b"{\"seq\":");
         push_u64(out, *seq);
@@ -93,7 +94,24 @@ impl UsageRecord {
             push_display(out, &b.period_start);
             out.push(b'}');
         }
-        out.extend_from_slice(b"]}");
+        out.push(b']');
+        if let Some(i) = intent {
+            out.extend_from_slice(b",\"intent\":");
+            push_u64(out, *i);
+        }
+        out.push(b'}');
+    }
+}
+
+impl IntentLine {
+    /// Appends the line as JSON, byte for byte what `serde_json::to_vec`
+    /// writes for it.
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"{\"intent\":");
+        push_u64(out, self.intent);
+        out.extend_from_slice(b",\"record\":");
+        self.record.write_json(out);
+        out.push(b'}');
     }
 }
 
@@ -226,13 +244,14 @@ mod tests {
                 proptest::option::of(any::<i128>()),
                 any::<bool>(),
                 proptest::collection::vec(budget, 0..3),
+                proptest::option::of(any::<u64>()),
             ),
         )
             .prop_map(
                 |(
                     (seq, ts, endpoint, requested_model, served_model, provider),
                     (route, score, reason, attempt, status),
-                    (u, cost, estimated, budgets),
+                    (u, cost, estimated, budgets, intent),
                 )| UsageRecord {
                     seq,
                     ts,
@@ -254,6 +273,7 @@ mod tests {
                     cost: cost.map(Usd::from_picos),
                     estimated,
                     budgets,
+                    intent,
                 },
             )
     }
@@ -267,7 +287,13 @@ mod tests {
             r.write_json(&mut line);
             let serde = serde_json::to_vec(&r).unwrap();
             prop_assert_eq!(String::from_utf8_lossy(&line), String::from_utf8_lossy(&serde));
-            prop_assert_eq!(serde_json::from_slice::<UsageRecord>(&line).unwrap(), r);
+            prop_assert_eq!(serde_json::from_slice::<UsageRecord>(&line).unwrap(), r.clone());
+            let intent = IntentLine { intent: r.seq ^ 7, record: r };
+            let mut line = Vec::new();
+            intent.write_json(&mut line);
+            let serde = serde_json::to_vec(&intent).unwrap();
+            prop_assert_eq!(String::from_utf8_lossy(&line), String::from_utf8_lossy(&serde));
+            prop_assert_eq!(serde_json::from_slice::<IntentLine>(&line).unwrap(), intent);
         }
     }
 
@@ -297,6 +323,7 @@ mod tests {
                 budget: ObjectRef::new("bench", "bench-budget"),
                 period_start: "2026-12-02T00:00:00Z".parse().unwrap(),
             }],
+            intent: None,
         };
         let mut line = Vec::new();
         r.write_json(&mut line);

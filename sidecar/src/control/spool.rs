@@ -278,6 +278,7 @@ mod tests {
             cost: Some("0.001".parse().unwrap()),
             estimated: false,
             budgets: vec![],
+            intent: None,
         }
     }
 

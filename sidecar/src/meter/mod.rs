@@ -5,6 +5,9 @@
 //! output, cache read, cache write), plus the model that actually served.
 //!
 //! - [`from_json`]: a complete non-streaming JSON body.
+//! - [`JsonTap`]: a non-streaming JSON body of any size, scanned chunk by
+//!   chunk as it is forwarded, in constant memory; [`estimate_json`] when
+//!   its usage never came.
 //! - [`SseTap`]: a streaming (`text/event-stream`) body, tapped chunk by chunk
 //!   while it is forwarded. It never buffers a stream whole and never breaks
 //!   it: without stripping, every upstream chunk is forwarded as is (the same
@@ -44,13 +47,17 @@
 //! kinds. Missing or `null` counts are 0. Reasoning tokens are part of the
 //! output counts of both providers.
 
+mod decode;
 mod json;
+mod json_tap;
 mod sse;
 mod strip;
 
 #[cfg(test)]
 mod tests;
 
+pub use decode::{Coding, Decoder, decode_all};
+pub use json_tap::{JsonOutcome, JsonTap, MAX_CAPTURE_BYTES, estimate as estimate_json};
 pub use sse::{MAX_EVENT_BYTES, SseTap, TapOutcome};
 pub use tokenwarden_core::catalog::Usage;
 

@@ -18,7 +18,7 @@
 //!
 //! | endpoint | fields |
 //! |---|---|
-//! | chat completions | `model`, `stream`, `stream_options` (and its `include_usage`), `max_tokens`, `max_completion_tokens`, `tools`, `functions`, `messages` |
+//! | chat completions | `model`, `stream`, `stream_options` (and its `include_usage`), `max_tokens`, `max_completion_tokens`, `n`, `tools`, `functions`, `messages` |
 //! | responses | `model`, `stream`, `max_output_tokens`, `tools`, `instructions`, `input` |
 //! | embeddings | `model`, `input` |
 //! | messages (Anthropic) | `model`, `stream`, `max_tokens`, `tools`, `system`, `messages` |
@@ -89,6 +89,11 @@ pub struct ParsedRequest<'a> {
     /// larger when both are sent: it is a worst case for the reservation),
     /// responses `max_output_tokens`, Anthropic `max_tokens`.
     pub max_output_tokens: Option<u64>,
+    /// How many answers the request asks for, each up to
+    /// `max_output_tokens`: chat `n` (1 when absent, `null` or 0). The
+    /// provider bills every choice, so the worst case counts them all.
+    /// The other APIs generate one answer per request.
+    pub choices: u64,
     /// Tool definitions: the length of `tools` (+ the legacy chat `functions`).
     pub tool_definitions: usize,
     /// Texts for the complexity classifier, in request order: chat

@@ -30,6 +30,7 @@ const READ_KEYS: &[&str] = &[
     "max_tokens",
     "max_completion_tokens",
     "max_output_tokens",
+    "n",
     "tools",
     "functions",
     "messages",
@@ -47,6 +48,7 @@ fn read_keys(endpoint: Endpoint) -> &'static [&'static str] {
             "stream_options",
             "max_tokens",
             "max_completion_tokens",
+            "n",
             "tools",
             "functions",
             "messages",
@@ -81,7 +83,7 @@ fn accepted(key: &str, value: &Value) -> bool {
             .get("include_usage")
             .is_none_or(|v| v.is_boolean() || v.is_null()),
         ("stream_options", _) => false,
-        ("max_tokens" | "max_completion_tokens" | "max_output_tokens", v) => v.is_u64(),
+        ("max_tokens" | "max_completion_tokens" | "max_output_tokens" | "n", v) => v.is_u64(),
         ("tools" | "functions" | "messages", v) => v.is_array(),
         ("system" | "instructions" | "input", v) => v.is_string() || v.is_array(),
         _ => true,
@@ -301,7 +303,7 @@ fn top_value(key: &str) -> BoxedStrategy<Value> {
             1 => json_value()
         ]
         .boxed(),
-        "max_tokens" | "max_completion_tokens" | "max_output_tokens" => {
+        "max_tokens" | "max_completion_tokens" | "max_output_tokens" | "n" => {
             prop_oneof![any::<u32>().prop_map(Value::from), json_value()].boxed()
         }
         "stream_options" => prop_oneof![

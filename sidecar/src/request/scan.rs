@@ -23,6 +23,7 @@ enum Field {
     MaxTokens,
     MaxCompletionTokens,
     MaxOutputTokens,
+    Choices,
     Tools,
     Functions,
     Messages,
@@ -53,6 +54,7 @@ struct Scan<'a> {
     max_tokens: Option<u64>,
     max_completion_tokens: Option<u64>,
     max_output_tokens: Option<u64>,
+    choices: Option<u64>,
     tools: usize,
     sink: Sink<'a>,
 }
@@ -92,6 +94,7 @@ impl Field {
             (b"max_tokens", Chat | Messages) => Self::MaxTokens,
             (b"max_completion_tokens", Chat) => Self::MaxCompletionTokens,
             (b"max_output_tokens", Responses) => Self::MaxOutputTokens,
+            (b"n", Chat) => Self::Choices,
             (b"tools", Chat | Responses | Messages) => Self::Tools,
             (b"functions", Chat) => Self::Functions,
             (b"messages", Chat | Messages) => Self::Messages,
@@ -110,6 +113,7 @@ impl Field {
             Self::MaxTokens => "max_tokens",
             Self::MaxCompletionTokens => "max_completion_tokens",
             Self::MaxOutputTokens => "max_output_tokens",
+            Self::Choices => "n",
             Self::Tools => "tools",
             Self::Functions => "functions",
             Self::Messages => "messages",
@@ -125,7 +129,7 @@ impl Field {
             Self::Model | Self::Instructions => "a string",
             Self::Stream => "a boolean",
             Self::StreamOptions => "an object",
-            Self::MaxTokens | Self::MaxCompletionTokens | Self::MaxOutputTokens => {
+            Self::MaxTokens | Self::MaxCompletionTokens | Self::MaxOutputTokens | Self::Choices => {
                 "a non-negative integer"
             }
             Self::Tools | Self::Functions => "an array",
@@ -200,6 +204,7 @@ impl<'a> Scan<'a> {
             max_tokens: None,
             max_completion_tokens: None,
             max_output_tokens: None,
+            choices: None,
             tools: 0,
             sink: Sink::new(keep_texts),
         }
@@ -267,6 +272,7 @@ impl<'a> Scan<'a> {
             Field::MaxTokens => self.max_tokens = map.next_value()?,
             Field::MaxCompletionTokens => self.max_completion_tokens = map.next_value()?,
             Field::MaxOutputTokens => self.max_output_tokens = map.next_value()?,
+            Field::Choices => self.choices = map.next_value()?,
             Field::Tools | Field::Functions => {
                 self.tools = self.tools.saturating_add(map.next_value_seed(Count)?);
             }
@@ -377,6 +383,7 @@ impl<'a> Scan<'a> {
             stream: self.stream.unwrap_or(false),
             include_usage: self.include_usage,
             max_output_tokens,
+            choices: self.choices.unwrap_or(1).max(1),
             tool_definitions: self.tools,
             messages: self.sink.texts,
             turns: self.sink.turns,

@@ -977,3 +977,34 @@ fn perf_parse_rewrite_digest() {
         });
     }
 }
+
+#[test]
+fn chat_n_multiplies_the_answers_and_other_apis_have_one() {
+    let n = |endpoint, body: &str| parse(endpoint, body.as_bytes()).map(|p| p.choices);
+    assert_eq!(n(CHAT, r#"{"n":100,"max_tokens":1000}"#), Ok(100));
+    assert_eq!(n(CHAT, r#"{"n":null}"#), Ok(1));
+    assert_eq!(n(CHAT, r#"{"n":0}"#), Ok(1));
+    assert_eq!(n(CHAT, r#"{}"#), Ok(1));
+    assert_eq!(
+        n(CHAT, r#"{"n":"100"}"#),
+        Err(BodyError::FieldType {
+            field: "n",
+            expected: "a non-negative integer"
+        })
+    );
+    assert_eq!(
+        n(CHAT, r#"{"n":-1}"#).unwrap_err(),
+        BodyError::FieldType {
+            field: "n",
+            expected: "a non-negative integer"
+        }
+    );
+    assert_eq!(
+        n(CHAT, r#"{"n":2,"n":100}"#),
+        Err(BodyError::DuplicateKey { field: "n" }),
+        "a second n the provider might read instead is refused"
+    );
+    // `n` means nothing to the other APIs (passed through, not read).
+    assert_eq!(n(MESSAGES, r#"{"n":"x"}"#), Ok(1));
+    assert_eq!(n(RESPONSES, r#"{"n":5}"#), Ok(1));
+}

@@ -86,6 +86,14 @@ impl Sidecar {
     }
 
     pub fn start_with(policy_yaml: &str, extra: &[&str]) -> Sidecar {
+        let mut s = Self::unstarted(policy_yaml, extra);
+        s.spawn();
+        s
+    }
+
+    /// Everything laid out (keys, policy, ports), the process not started:
+    /// for tests that prepare the state dir first.
+    pub fn unstarted(policy_yaml: &str, extra: &[&str]) -> Sidecar {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("secrets/llm-keys")).unwrap();
         std::fs::write(
@@ -99,7 +107,7 @@ impl Sidecar {
         )
         .unwrap();
         std::fs::write(dir.path().join("policy.yaml"), policy_yaml).unwrap();
-        let mut s = Sidecar {
+        Sidecar {
             app: SocketAddr::from(([127, 0, 0, 1], free_port())),
             admin: SocketAddr::from(([127, 0, 0, 1], free_port())),
             dir,
@@ -108,9 +116,7 @@ impl Sidecar {
             extra_args: extra.iter().map(|s| s.to_string()).collect(),
             control_plane: None,
             wait_ready: true,
-        };
-        s.spawn();
-        s
+        }
     }
 
     /// Start in connected mode against `url`, with the credential file

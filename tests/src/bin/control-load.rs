@@ -357,6 +357,7 @@ fn make_record(
         cost: Some(cost),
         estimated: false,
         budgets: budgets.to_vec(),
+        intent: None,
     };
     (rec, cost.picos())
 }
