@@ -1,4 +1,10 @@
 //! The admin port: `/healthz`, `/readyz`, `/metrics`, `/ledger`.
+//!
+//! In a pod the admin port listens on the pod network (kubelet probes,
+//! Prometheus), so usage data stays behind loopback: `/ledger` answers
+//! only clients on the pod's own loopback (an app or `kubectl exec` in the
+//! pod, `kubectl port-forward`); others get 403. Health and metrics carry
+//! no per-request data and are open.
 
 use std::sync::Arc;
 
@@ -25,8 +31,12 @@ fn text(
     r
 }
 
-/// Handle one admin request.
-pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<ProxyBody> {
+/// Handle one admin request from `peer`.
+pub async fn handle(
+    shared: Arc<Shared>,
+    req: Request<Incoming>,
+    peer: std::net::SocketAddr,
+) -> Response<ProxyBody> {
     if req.method() != Method::GET {
         return text(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "only GET\n");
     }
@@ -56,6 +66,11 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Pro
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
             shared.metrics.render(),
         ),
+        "/ledger" if !usage_visible_to(peer.ip()) => text(
+            StatusCode::FORBIDDEN,
+            "text/plain",
+            "/ledger is served to loopback clients only (from inside the pod, or through kubectl port-forward)\n",
+        ),
         "/ledger" => text(
             StatusCode::OK,
             "application/json",
@@ -67,6 +82,12 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Pro
             "admin endpoints: /healthz /readyz /metrics /ledger\n",
         ),
     }
+}
+
+/// Whether `peer` may read usage data: a loopback client (IPv4, IPv6, or
+/// IPv4 loopback mapped into IPv6 on a dual-stack listener).
+fn usage_visible_to(peer: std::net::IpAddr) -> bool {
+    peer.to_canonical().is_loopback()
 }
 
 /// Why the durable ledger refuses writes, when it does and requests are
@@ -192,4 +213,25 @@ pub fn ledger_json(shared: &Shared) -> serde_json::Value {
             })
         }),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usage_data_is_for_loopback_clients_only() {
+        for ip in ["127.0.0.1", "127.0.0.2", "::1", "::ffff:127.0.0.1"] {
+            assert!(usage_visible_to(ip.parse().unwrap()), "{ip}");
+        }
+        for ip in [
+            "10.0.0.7",
+            "192.168.1.2",
+            "::ffff:10.0.0.7",
+            "fd00::2",
+            "0.0.0.0",
+        ] {
+            assert!(!usage_visible_to(ip.parse().unwrap()), "{ip}");
+        }
+    }
 }

@@ -248,13 +248,13 @@ async fn serve(args: Args, mode: Mode) -> ExitCode {
     let limits = crate::server::Limits {
         header_timeout: Duration::from_millis(args.header_timeout_ms.max(1)),
     };
-    tokio::spawn(crate::server::serve(admin, limits, move |req| {
-        crate::admin::handle(s.clone(), req)
+    tokio::spawn(crate::server::serve(admin, limits, move |req, peer| {
+        crate::admin::handle(s.clone(), req, peer)
     }));
     let s = shared.clone();
     // Accept on a worker, not in `block_on` on the main thread: a connection
     // accepted there is handed to a worker with a cross-thread wake-up.
-    let proxy = tokio::spawn(crate::server::serve(app, limits, move |req| {
+    let proxy = tokio::spawn(crate::server::serve(app, limits, move |req, _peer| {
         crate::proxy::handle(s.clone(), req)
     }));
     tokio::select! {

@@ -33,10 +33,11 @@ pub struct Limits {
 
 /// Serve `handler` on `listener` until the process ends: one task per
 /// connection, `TCP_NODELAY`, HTTP/1.1 with keep-alive or h2c (prior
-/// knowledge), chosen per connection from its first bytes.
+/// knowledge), chosen per connection from its first bytes. The handler
+/// is told the peer's address.
 pub async fn serve<F, Fut>(listener: TcpListener, limits: Limits, handler: F)
 where
-    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    F: Fn(Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Response<ProxyBody>> + Send + 'static,
 {
     let mut h1 = auto::Builder::new(TokioExecutor::new()).http1_only();
@@ -50,7 +51,7 @@ where
         .keep_alive_timeout(Duration::from_secs(20));
     let builders = Arc::new((h1, h2));
     loop {
-        let (stream, _peer): (_, SocketAddr) = match listener.accept().await {
+        let (stream, peer): (_, SocketAddr) = match listener.accept().await {
             Ok(s) => s,
             Err(e) => {
                 // Out of file descriptors and the like: back off briefly.
@@ -69,7 +70,7 @@ where
             };
             let svc = service_fn(move |req| {
                 let handler = handler.clone();
-                async move { Ok::<_, std::convert::Infallible>(handler(req).await) }
+                async move { Ok::<_, std::convert::Infallible>(handler(req, peer).await) }
             });
             let builder = if h2 { &builders.1 } else { &builders.0 };
             if let Err(e) = builder.serve_connection(TokioIo::new(stream), svc).await {
