@@ -178,6 +178,7 @@ mod tests {
             fallback: Fallback::default(),
             classifier: ClassifierConfig::default(),
             default_max_output_tokens: 4096,
+            unseen_input_tokens: None,
         }
     }
 

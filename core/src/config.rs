@@ -16,6 +16,9 @@ use crate::{catalog::PriceOverride, classify::ClassifierConfig, money::Usd, peri
 /// Default `defaultMaxOutputTokens`: the output tokens assumed for budget
 /// reservations when a request sets no max-tokens field.
 pub const DEFAULT_MAX_OUTPUT_TOKENS: u32 = 4096;
+/// Input tokens assumed for what a request references but does not carry,
+/// when neither the policy nor the catalog (a context window) says.
+pub const DEFAULT_UNSEEN_INPUT_TOKENS: u64 = 200_000;
 /// Default per-try timeout for upstream calls, in milliseconds.
 pub const DEFAULT_PER_TRY_TIMEOUT_MS: u64 = 120_000;
 /// Default bound on upstream attempts per request (first try included).
@@ -215,6 +218,11 @@ pub struct RoutingConfig {
     pub classifier: ClassifierConfig,
     /// Output tokens assumed when a request sets no max-tokens field.
     pub default_max_output_tokens: u32,
+    /// Input tokens assumed for what a request references but does not
+    /// carry (`None`: the target model's context window, else
+    /// [`DEFAULT_UNSEEN_INPUT_TOKENS`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unseen_input_tokens: Option<u32>,
 }
 
 /// What a budget threshold does once spend reaches it.

@@ -286,6 +286,7 @@ impl RoutingPolicy {
                 fallback,
                 classifier,
                 default_max_output_tokens,
+                unseen_input_tokens: spec.unseen_input_tokens,
             },
         };
         e.finish(object, input)

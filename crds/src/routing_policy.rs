@@ -119,6 +119,20 @@ pub struct RoutingPolicySpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 1_000_000))]
     pub default_max_output_tokens: Option<u32>,
+
+    /// Input tokens assumed, on top of what the request body carries, for a
+    /// request that references input the sidecar cannot see: a Responses
+    /// `previous_response_id`, `conversation` or stored `prompt`; files and
+    /// images given by id or URL; server-side tools (web search, file
+    /// search, code execution, MCP servers) whose results the provider
+    /// bills as input. Counted in the worst case reserved against budgets,
+    /// so the hard cap holds as long as the hidden input stays within it.
+    /// Default: the target model's context window from the price catalog,
+    /// else 200000. 0 counts nothing beyond the body (the cap then holds
+    /// only for requests that carry their whole prompt).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 10_000_000))]
+    pub unseen_input_tokens: Option<u32>,
 }
 
 /// The wire API a provider speaks.

@@ -30,6 +30,7 @@ use tokenwarden_core::{budget::Held, catalog::Usage, config::ObjectRef};
 use crate::{
     meter::{self, Decoder, Flavor, JsonOutcome, JsonTap, SseTap, TapOutcome},
     proxy::{Commit, Context, Settled, settle},
+    redact::Redactor,
     state::{Active, Shared},
 };
 
@@ -120,6 +121,8 @@ pub struct TapBody {
     /// How long the provider may stay silent, and the timer of the
     /// current silence (reset by every frame).
     idle: Option<(std::time::Duration, Pin<Box<tokio::time::Sleep>>)>,
+    /// Masks the provider key in an error body (see [`crate::redact`]).
+    redactor: Option<Redactor>,
 }
 
 // === impl Settlement ===
@@ -232,7 +235,16 @@ impl TapBody {
             decoder: None,
             raw_bytes: 0,
             idle: Some((after, Box::pin(tokio::time::sleep(after)))),
+            redactor: None,
         }
+    }
+
+    /// Mask `secret` in the body as it passes (error bodies; see
+    /// [`crate::redact`]). Only for [`TapMode::Plain`]: taps read bodies
+    /// the provider answered with success.
+    pub fn redacting(mut self, secret: Option<&[u8]>) -> Self {
+        self.redactor = secret.and_then(Redactor::new);
+        self
     }
 
     /// Read a body the provider compressed through `decoder`. An SSE tap
@@ -258,6 +270,7 @@ impl TapBody {
             decoder: None,
             raw_bytes: 0,
             idle: None,
+            redactor: None,
         }
     }
 
@@ -268,6 +281,13 @@ impl TapBody {
 
     fn on_data(&mut self, data: Bytes) {
         self.raw_bytes = self.raw_bytes.saturating_add(data.len() as u64);
+        if let Some(r) = self.redactor.as_mut() {
+            let ready = r.push(&data);
+            if !ready.is_empty() {
+                self.pending.push_back(ready);
+            }
+            return;
+        }
         if let Some(decoder) = self.decoder.as_mut() {
             let mut decoded = Vec::new();
             decoder.push(&data, |piece| decoded.extend_from_slice(piece));
@@ -322,6 +342,14 @@ impl TapBody {
     /// The upstream ended cleanly (`clean`) or not: settle once.
     fn finish(&mut self, clean: bool) {
         self.read_unread();
+        if let Some(mut r) = self.redactor.take() {
+            // The held-back tail cannot hold the whole key; after a cut
+            // it is dropped all the same (it may start it).
+            let tail = r.finish();
+            if clean && !tail.is_empty() {
+                self.pending.push_back(tail);
+            }
+        }
         let mode = self.mode.take();
         let Some(settlement) = self.settlement.take() else {
             return;

@@ -23,6 +23,7 @@ pub mod meter;
 pub mod metrics;
 pub mod policy_file;
 pub mod proxy;
+pub mod redact;
 pub mod request;
 pub mod run;
 pub mod secrets;

@@ -86,6 +86,18 @@ impl Link {
             .map_err(|e| ProxyError::NoRoute(format!("invalid upstream URL: {e}")))
     }
 
+    /// The key itself (the credential header's value without its scheme),
+    /// for redacting it from what the provider sends back.
+    pub fn secret(&self) -> Option<&[u8]> {
+        let (name, value) = self.auth.as_ref().ok()?;
+        let bytes = value.as_bytes();
+        Some(if name == AUTHORIZATION {
+            bytes.strip_prefix(b"Bearer ").unwrap_or(bytes)
+        } else {
+            bytes
+        })
+    }
+
     /// The credential header, or the provider-shaped 503 saying why there is none.
     pub fn auth(&self) -> Result<(&HeaderName, &HeaderValue), ProxyError> {
         match &self.auth {
@@ -185,11 +197,13 @@ mod tests {
         assert_eq!(name, "authorization");
         assert_eq!(value, "Bearer sk-live-1");
         assert!(value.is_sensitive());
+        assert_eq!(openai.secret(), Some(&b"sk-live-1"[..]));
         let anthropic = Link::new(&provider(Api::Anthropic, "https://api.anthropic.com"), &k);
         let (name, value) = anthropic.auth().unwrap();
         assert_eq!(name, "x-api-key");
         assert_eq!(value, "sk-live-1");
         assert!(value.is_sensitive());
+        assert_eq!(anthropic.secret(), Some(&b"sk-live-1"[..]));
         assert!(!format!("{openai:?}{anthropic:?}").contains("sk-live"));
     }
 

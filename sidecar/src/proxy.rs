@@ -36,7 +36,7 @@ use crate::{
     error::ProxyError,
     link::Link,
     meter::{self, Flavor, SseTap},
-    request,
+    redact, request,
     state::{Active, Shared, lock},
 };
 
@@ -309,10 +309,16 @@ async fn passthrough(
     shared.metrics.route("passthrough", "", "routed");
     let (mut parts, body) = resp.into_parts();
     strip_hop_headers(&mut parts.headers);
-    Ok(Response::from_parts(
-        parts,
-        ProxyBody::Tap(Box::new(TapBody::plain(body))),
-    ))
+    let secret = link.secret();
+    if let Some(s) = secret {
+        redact::redact_headers(s, &mut parts.headers);
+    }
+    let tap = if parts.status.is_success() {
+        TapBody::plain(body)
+    } else {
+        TapBody::plain(body).redacting(secret)
+    };
+    Ok(Response::from_parts(parts, ProxyBody::Tap(Box::new(tap))))
 }
 
 fn no_policy(active: &Active) -> ProxyError {
@@ -534,7 +540,13 @@ async fn metered(
         // When only what other requests in flight reserved leaves no room,
         // wait (bounded) for them to settle: they usually cost less than
         // their worst case.
-        let mut prompt_bound = body.len() as u64;
+        // Input the request references but does not carry (a
+        // previous_response_id, a file by id, a server-side tool) is billed
+        // too: the policy's allowance for it, else the model's context.
+        let unseen = parsed
+            .unseen_input
+            .map_or(0, |_| unseen_input_tokens(&active, cfg, &ctx));
+        let mut prompt_bound = (body.len() as u64).saturating_add(unseen);
         let mut refined = false;
         let mut shadow = Vec::new();
         let mut at = now;
@@ -569,7 +581,10 @@ async fn metered(
             if refinable {
                 refined = true;
                 let tighter = refine_prompt_bound(shared, link, &ctx, &parts.headers, &body).await;
-                if let Some(b) = tighter.filter(|b| *b < prompt_bound) {
+                if let Some(b) = tighter
+                    .map(|b| b.saturating_add(unseen))
+                    .filter(|b| *b < prompt_bound)
+                {
                     shared
                         .metrics
                         .route(&route_name, &ctx.choice.model, "bound_refined");
@@ -591,7 +606,16 @@ async fn metered(
             shared
                 .metrics
                 .budget_block(&blocked.budget, blocked.error.label(), false);
-            return Err(blocked.error);
+            let mut error = blocked.error;
+            if let (Some(what), ProxyError::BudgetBlocked { message, .. }) =
+                (parsed.unseen_input, &mut error)
+            {
+                message.push_str(&format!(
+                    " The worst case counts {unseen} input tokens for {what} that the request \
+                     references but does not carry (RoutingPolicy spec.unseenInputTokens)."
+                ));
+            }
+            return Err(error);
         }
         // Connected: the reservation must also fit this sidecar's leases.
         if let Some(control) = &shared.control {
@@ -951,6 +975,27 @@ fn worst_case(
     (as_input, cost)
 }
 
+/// The input tokens assumed for what a request references but does not
+/// carry, on the attempt's target model: the policy's
+/// `unseenInputTokens`, else the model's context window, else
+/// [`tokenwarden_core::config::DEFAULT_UNSEEN_INPUT_TOKENS`].
+fn unseen_input_tokens(
+    active: &Active,
+    cfg: &tokenwarden_core::config::RoutingConfig,
+    ctx: &Context,
+) -> u64 {
+    match cfg.unseen_input_tokens {
+        Some(n) => u64::from(n),
+        None => {
+            let hint = cfg.providers[ctx.choice.provider].api.as_str();
+            active
+                .prices
+                .context_window(Some(hint), &ctx.choice.model)
+                .unwrap_or(tokenwarden_core::config::DEFAULT_UNSEEN_INPUT_TOKENS)
+        }
+    }
+}
+
 /// Write the attempt's intent (its worst case) to the durable ledger
 /// before it is forwarded, so that a sidecar killed with the request in
 /// flight still records it. Without a state dir there is nothing to write.
@@ -1245,6 +1290,16 @@ async fn respond(
     let (mut parts, body) = resp.into_parts();
     strip_hop_headers(&mut parts.headers);
     let status = parts.status;
+    // The provider key never reaches the app, even when an upstream
+    // echoes it: masked in every header and in error bodies.
+    let secret = active
+        .link(ctx.choice.provider)
+        .ok()
+        .and_then(Link::secret)
+        .map(<[u8]>::to_vec);
+    if let Some(s) = &secret {
+        redact::redact_headers(s, &mut parts.headers);
+    }
     let h = &mut parts.headers;
     let set = |h: &mut HeaderMap, name: &'static str, v: &str| {
         if let Ok(v) = HeaderValue::from_str(v) {
@@ -1280,11 +1335,13 @@ async fn respond(
         Endpoint::Embeddings => Flavor::OpenAiEmbeddings,
         Endpoint::Messages => Flavor::Anthropic,
     };
-    let is_sse = parts
-        .headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("text/event-stream"));
+    // Error bodies are never tapped (their usage is 0), only redacted.
+    let is_sse = status.is_success()
+        && parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("text/event-stream"));
     let holds = std::mem::take(&mut ctx.holds);
     let settlement = Settlement {
         shared: shared.clone(),
@@ -1355,6 +1412,11 @@ async fn respond(
             );
             return e.to_response(flavor_api(flavor));
         }
+        if !status.is_success()
+            && let Some(s) = &secret
+        {
+            redact::redact_body(s, &mut buf);
+        }
         let mut settlement = settlement;
         settlement.commit = Commit::Deferred;
         let decoded = meter::decode_all(&coding, &buf);
@@ -1382,12 +1444,12 @@ async fn respond(
     } else {
         TapMode::Plain
     };
-    Response::from_parts(
-        parts,
-        ProxyBody::Tap(Box::new(
-            TapBody::new(body, mode, settlement).decoding(coding.decoder()),
-        )),
-    )
+    let tap = if status.is_success() {
+        TapBody::new(body, mode, settlement).decoding(coding.decoder())
+    } else {
+        TapBody::new(body, mode, settlement).redacting(secret.as_deref())
+    };
+    Response::from_parts(parts, ProxyBody::Tap(Box::new(tap)))
 }
 
 fn flavor_api(f: Flavor) -> Api {

@@ -817,3 +817,104 @@ async fn a_provider_that_stalls_mid_body_is_cut() {
         "{metrics}"
     );
 }
+
+/// Risk 12: an upstream that echoes the credential it was sent (in an
+/// error body or a header) never hands the provider key to the app.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_echoed_provider_key_is_masked() {
+    let fake = FakeProvider::start(FakeConfig::default()).await.unwrap();
+    let sc = Sidecar::start(&policy(&fake, "", BIG_BUDGET));
+    let masked = |key: &str| "*".repeat(key.len());
+    let checks = [
+        (
+            sc.openai(
+                "/v1/chat/completions",
+                r#"{"model":"gpt-4o-mini","messages":[]}"#,
+                &[("x-fake-fault", "echo-key")],
+            )
+            .await,
+            "sk-fake-openai",
+        ),
+        (
+            sc.anthropic(
+                r#"{"model":"claude-haiku-4-5","max_tokens":5,"messages":[]}"#,
+                &[("x-fake-fault", "echo-key")],
+            )
+            .await,
+            "sk-fake-anthropic",
+        ),
+        (
+            sc.send(
+                http::Method::GET,
+                "/v1/models",
+                &[("x-fake-fault", "echo-key")],
+                "",
+            )
+            .await,
+            "sk-fake-openai",
+        ),
+    ];
+    for (r, key) in checks {
+        assert_eq!(r.status, 400, "{}", r.text());
+        let text = r.text();
+        assert!(!text.contains(key), "{text}");
+        assert!(text.contains(&masked(key)), "{text}");
+        let echoed = r.header("x-echo-credential").unwrap();
+        assert!(
+            !echoed.contains(key) && echoed.contains(&masked(key)),
+            "{echoed}"
+        );
+        // The content-length still matches the (masked) body.
+        if let Some(len) = r.header("content-length") {
+            assert_eq!(len.parse::<usize>().unwrap(), r.body.len());
+        }
+    }
+}
+
+/// Risk 10: a request that makes the provider bill input its body does
+/// not carry (here a `previous_response_id`) reserves an allowance for it:
+/// the model's context window by default, the policy's `unseenInputTokens`
+/// when set. The ledger counts what the provider billed either way.
+#[tokio::test(flavor = "multi_thread")]
+async fn input_the_body_does_not_carry_is_in_the_worst_case() {
+    let fake = FakeProvider::start(FakeConfig::default()).await.unwrap();
+    let b = budget("small", "  period: Daily\n  limit: {usd: \"0.10\"}");
+    let sc = Sidecar::start(&policy(&fake, "", &b));
+    let follow_up = r#"{"model":"gpt-4o","input":"and then?","max_output_tokens":100,"previous_response_id":"resp_abc"}"#;
+    // gpt-4o's context window is 128000 tokens: $0.32 at $2.50/MTok.
+    let r = sc.openai("/v1/responses", follow_up, &[]).await;
+    assert_eq!(r.status, 429, "{}", r.text());
+    let msg = r.json()["error"]["message"].as_str().unwrap().to_string();
+    assert!(
+        msg.contains("counts 128000 input tokens for a previous_response_id"),
+        "{msg}"
+    );
+    assert!(fake.log().is_empty());
+    // The same request carrying its whole prompt fits.
+    let r = sc
+        .openai(
+            "/v1/responses",
+            r#"{"model":"gpt-4o","input":"and then?","max_output_tokens":100}"#,
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+
+    // A policy that allows 1000 unseen tokens lets it through; the ledger
+    // then counts what the provider billed, hidden input included.
+    let with_allowance = policy(&fake, "  unseenInputTokens: 1000", &b);
+    std::fs::write(sc.policy_path(), with_allowance).unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let r = sc
+        .openai(
+            "/v1/responses",
+            follow_up,
+            &[("x-fake-extra-input-tokens", "2000")],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let billed = &fake.usage_totals()["gpt-4o"];
+    let row = sc.model_row("gpt-4o").await;
+    assert_eq!(row["input_tokens"], billed.input_total, "{row}");
+    assert!(billed.input_total > 2000);
+}

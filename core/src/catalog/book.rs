@@ -173,6 +173,14 @@ impl PriceBook {
         }
     }
 
+    /// The model's context window (its most input tokens), when the
+    /// catalog knows it.
+    pub fn context_window(&self, provider_hint: Option<&str>, model: &str) -> Option<u64> {
+        self.catalog
+            .lookup(provider_hint, model)
+            .and_then(|m| m.context_window)
+    }
+
     /// The cost of `usage` on `model`; `None` when the model is unpriced
     /// (never $0 for an unknown model).
     pub fn cost(&self, provider_hint: Option<&str>, model: &str, usage: &Usage) -> Option<Usd> {

@@ -24,6 +24,9 @@ use tokenwarden_core::classify::Role;
 pub(super) struct Sink<'a> {
     pub(super) texts: Vec<(Role, Cow<'a, str>)>,
     pub(super) turns: usize,
+    /// The first input the request references without carrying it (an
+    /// image or file by URL or id, an item reference), if any.
+    pub(super) unseen: Option<&'static str>,
     /// False when nobody reads the texts (no route looks at the complexity
     /// score): then nothing is decoded, copied or kept, only `turns` counted.
     keep: bool,
@@ -101,7 +104,18 @@ struct Entries<'s, 'a> {
 }
 
 /// The keys an [`Entry`] reads.
-const ENTRY_KEYS: &[&str] = &["role", "content", "type", "text", "output"];
+const ENTRY_KEYS: &[&str] = &[
+    "role",
+    "content",
+    "type",
+    "text",
+    "output",
+    "image_url",
+    "file",
+    "file_id",
+    "file_url",
+    "source",
+];
 
 /// The text of a raw JSON value if it is a string: borrowed from the body
 /// when it has no escapes; decoded otherwise (lone surrogates become U+FFFD).
@@ -176,6 +190,52 @@ fn unicode_escape(s: &str) -> (char, &str) {
     )
 }
 
+/// Whether a value is there and not `null`.
+fn present(v: Option<&RawValue>) -> bool {
+    v.is_some_and(|v| v.get() != "null")
+}
+
+/// The raw value of `key` in the object `raw` (none when `raw` is not an
+/// object or lacks it).
+fn member<'a>(raw: &'a RawValue, key: &'static str) -> Option<&'a RawValue> {
+    let keys = [key];
+    struct V<'k>(&'k [&'k str]);
+    impl<'a> Visitor<'a> for V<'_> {
+        type Value = Option<&'a RawValue>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("an object")
+        }
+        fn visit_map<A: MapAccess<'a>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut found = None;
+            while let Some(k) = map.next_key_seed(KeyIn(self.0))? {
+                let value: &'a RawValue = map.next_value()?;
+                if k.is_some() {
+                    found = Some(value);
+                }
+            }
+            Ok(found)
+        }
+    }
+    if !raw.get().starts_with('{') {
+        return None;
+    }
+    serde_json::Deserializer::from_str(raw.get())
+        .deserialize_map(V(&keys))
+        .ok()
+        .flatten()
+}
+
+/// Whether an image reference carries its data (a `data:` URL), as a
+/// string or as `{"url": …}`; anything else is fetched by the provider.
+fn inline_url(raw: &RawValue) -> bool {
+    let url = if raw.get().starts_with('{') {
+        member(raw, "url").and_then(raw_text)
+    } else {
+        raw_text(raw)
+    };
+    url.is_some_and(|u| u.trim_start().starts_with("data:"))
+}
+
 fn role_of(name: &str) -> Role {
     match name {
         "system" | "developer" => Role::System,
@@ -203,6 +263,7 @@ impl<'a> Sink<'a> {
         Sink {
             texts: Vec::new(),
             turns: 0,
+            unseen: None,
             keep,
         }
     }
@@ -228,19 +289,22 @@ impl<'a> Sink<'a> {
         }
     }
 
+    /// The request references input it does not carry.
+    pub(super) fn unseen(&mut self, what: &'static str) {
+        self.unseen.get_or_insert(what);
+    }
+
     fn turn(&mut self) {
         self.turns = self.turns.saturating_add(1);
     }
 
     /// A `content` (or `output`) value: a string, or an array of parts read
     /// in a second parse; anything else, or an array that fails to parse,
-    /// adds nothing.
+    /// adds nothing. Arrays are read even when texts are not kept: a part
+    /// may reference input the body does not carry.
     fn content(&mut self, raw: &'a RawValue, role: Role, parts: Parts) {
-        if !self.keep {
-            return;
-        }
         match raw.get().as_bytes().first() {
-            Some(b'"') => {
+            Some(b'"') if self.keep => {
                 if let Some(text) = raw_text(raw) {
                     self.push(role, text);
                 }
@@ -527,7 +591,18 @@ impl<'a> Visitor<'a> for Entry<'_, 'a> {
                 }
             }
         }
-        let [role, content, kind, text, output] = values;
+        let [
+            role,
+            content,
+            kind,
+            text,
+            output,
+            image_url,
+            file,
+            file_id,
+            file_url,
+            source,
+        ] = values;
         let kind = kind.and_then(raw_text);
         let kind = kind.as_deref();
         let role = role.and_then(raw_text).map(|r| role_of(&r));
@@ -543,6 +618,9 @@ impl<'a> Visitor<'a> for Entry<'_, 'a> {
                 }
             }
             EntryKind::Item => {
+                if kind == Some("item_reference") {
+                    sink.unseen("an item_reference");
+                }
                 let role = role.unwrap_or(match kind {
                     Some(k) if k.ends_with("_output") => Role::Tool,
                     Some(k) if k.ends_with("_call") || k == "reasoning" => Role::Assistant,
@@ -563,10 +641,36 @@ impl<'a> Visitor<'a> for Entry<'_, 'a> {
                 parts,
             } => match kind {
                 None | Some("text" | "input_text" | "output_text") => {
-                    if let Some(text) = text.and_then(raw_text) {
+                    if sink.keep
+                        && let Some(text) = text.and_then(raw_text)
+                    {
                         sink.push(message_role, text);
                     }
                 }
+                Some("image_url" | "input_image") => {
+                    if image_url.is_some_and(|u| !inline_url(u)) {
+                        sink.unseen("an image by URL");
+                    } else if present(file_id) {
+                        sink.unseen("an image by file id");
+                    }
+                }
+                Some("input_file") => {
+                    if present(file_id) || present(file_url) {
+                        sink.unseen("a file by id or URL");
+                    }
+                }
+                Some("file") => {
+                    if file.is_some_and(|f| present(member(f, "file_id"))) {
+                        sink.unseen("a file by id");
+                    }
+                }
+                Some("image" | "document") => {
+                    let by = source.and_then(|s| member(s, "type")).and_then(raw_text);
+                    if matches!(by.as_deref(), Some("url" | "file")) {
+                        sink.unseen("an image or document by URL or file id");
+                    }
+                }
+                Some("container_upload") => sink.unseen("a container upload"),
                 Some("tool_result") if parts == Parts::TextAndToolResults => {
                     if let Some(content) = content {
                         sink.content(content, Role::Tool, Parts::Text);

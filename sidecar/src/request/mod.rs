@@ -18,10 +18,17 @@
 //!
 //! | endpoint | fields |
 //! |---|---|
-//! | chat completions | `model`, `stream`, `stream_options` (and its `include_usage`), `max_tokens`, `max_completion_tokens`, `n`, `tools`, `functions`, `messages` |
-//! | responses | `model`, `stream`, `max_output_tokens`, `tools`, `instructions`, `input` |
+//! | chat completions | `model`, `stream`, `stream_options` (and its `include_usage`), `max_tokens`, `max_completion_tokens`, `n`, `tools`, `functions`, `messages`, `web_search_options` |
+//! | responses | `model`, `stream`, `max_output_tokens`, `tools`, `instructions`, `input`, `previous_response_id`, `conversation`, `prompt` |
 //! | embeddings | `model`, `input` |
-//! | messages (Anthropic) | `model`, `stream`, `max_tokens`, `tools`, `system`, `messages` |
+//! | messages (Anthropic) | `model`, `stream`, `max_tokens`, `tools`, `system`, `messages`, `mcp_servers`, `container` |
+//!
+//! The members that make the provider bill input the body does not carry
+//! (`previous_response_id`, `conversation`, `prompt`, `mcp_servers`,
+//! `container`, `web_search_options`) are read as any JSON (only `null`,
+//! or an empty list, means absent); with server-side tools in `tools` and
+//! content parts that reference images, files or items by URL or id, they
+//! set [`ParsedRequest::unseen_input`].
 //!
 //! `null` counts as absent for every one of them (`"model": null` gives
 //! `model: None`, and a rewrite replaces the `null`). Every other member is
@@ -106,6 +113,13 @@ pub struct ParsedRequest<'a> {
     /// items (a string `input` is one), not counting `system` / `developer`
     /// ones. Zero for embeddings.
     pub turns: usize,
+    /// The first input the request makes the provider bill without
+    /// carrying it, if any: a Responses `previous_response_id`,
+    /// `conversation` or stored `prompt`, an `item_reference`; an image,
+    /// file or document by URL or id; a server-side tool (web search, file
+    /// search, code execution, MCP, …) or MCP servers, a container, web
+    /// search options. The body's size then does not bound the prompt.
+    pub unseen_input: Option<&'static str>,
     layout: Layout,
 }
 

@@ -24,6 +24,12 @@ enum Field {
     MaxCompletionTokens,
     MaxOutputTokens,
     Choices,
+    PreviousResponseId,
+    Conversation,
+    Prompt,
+    McpServers,
+    Container,
+    WebSearchOptions,
     Tools,
     Functions,
     Messages,
@@ -44,7 +50,7 @@ struct Scan<'a> {
     /// while reading it is a type error of this field.
     current: Option<Field>,
     /// Fields seen so far, one bit each (duplicates are rejected).
-    seen: u16,
+    seen: u32,
     members: usize,
     model: Option<Range<usize>>,
     model_text: Option<Cow<'a, str>>,
@@ -95,6 +101,12 @@ impl Field {
             (b"max_completion_tokens", Chat) => Self::MaxCompletionTokens,
             (b"max_output_tokens", Responses) => Self::MaxOutputTokens,
             (b"n", Chat) => Self::Choices,
+            (b"previous_response_id", Responses) => Self::PreviousResponseId,
+            (b"conversation", Responses) => Self::Conversation,
+            (b"prompt", Responses) => Self::Prompt,
+            (b"mcp_servers", Messages) => Self::McpServers,
+            (b"container", Messages) => Self::Container,
+            (b"web_search_options", Chat) => Self::WebSearchOptions,
             (b"tools", Chat | Responses | Messages) => Self::Tools,
             (b"functions", Chat) => Self::Functions,
             (b"messages", Chat | Messages) => Self::Messages,
@@ -114,6 +126,12 @@ impl Field {
             Self::MaxCompletionTokens => "max_completion_tokens",
             Self::MaxOutputTokens => "max_output_tokens",
             Self::Choices => "n",
+            Self::PreviousResponseId => "previous_response_id",
+            Self::Conversation => "conversation",
+            Self::Prompt => "prompt",
+            Self::McpServers => "mcp_servers",
+            Self::Container => "container",
+            Self::WebSearchOptions => "web_search_options",
             Self::Tools => "tools",
             Self::Functions => "functions",
             Self::Messages => "messages",
@@ -133,6 +151,12 @@ impl Field {
                 "a non-negative integer"
             }
             Self::Tools | Self::Functions => "an array",
+            Self::PreviousResponseId
+            | Self::Conversation
+            | Self::Prompt
+            | Self::McpServers
+            | Self::Container
+            | Self::WebSearchOptions => "valid JSON",
             Self::Messages => "an array of messages",
             Self::System => "a string or an array of content blocks",
             Self::Input if endpoint == Endpoint::Embeddings => "a string or an array",
@@ -141,11 +165,25 @@ impl Field {
         }
     }
 
-    fn bit(self) -> u16 {
+    fn bit(self) -> u32 {
         match self {
             Self::Other => 0,
-            field => 1 << (field as u16),
+            field => 1 << (field as u32),
         }
+    }
+
+    /// For a member that makes the provider bill input the body does not
+    /// carry: what it references.
+    fn reference(self) -> Option<&'static str> {
+        Some(match self {
+            Self::PreviousResponseId => "a previous_response_id",
+            Self::Conversation => "a conversation",
+            Self::Prompt => "a stored prompt",
+            Self::McpServers => "MCP servers",
+            Self::Container => "a container",
+            Self::WebSearchOptions => "web search",
+            _ => return None,
+        })
     }
 
     fn type_error(self, endpoint: Endpoint) -> BodyError {
@@ -273,8 +311,29 @@ impl<'a> Scan<'a> {
             Field::MaxCompletionTokens => self.max_completion_tokens = map.next_value()?,
             Field::MaxOutputTokens => self.max_output_tokens = map.next_value()?,
             Field::Choices => self.choices = map.next_value()?,
-            Field::Tools | Field::Functions => {
+            Field::Tools => {
+                let (n, hidden) = map.next_value_seed(Tools(endpoint))?;
+                self.tools = self.tools.saturating_add(n);
+                if let Some(kind) = hidden {
+                    sink.unseen(kind);
+                }
+            }
+            Field::Functions => {
                 self.tools = self.tools.saturating_add(map.next_value_seed(Count)?);
+            }
+            Field::PreviousResponseId
+            | Field::Conversation
+            | Field::Prompt
+            | Field::McpServers
+            | Field::Container
+            | Field::WebSearchOptions => {
+                let raw: &'a RawValue = map.next_value()?;
+                // `{}` counts: `web_search_options: {}` turns search on.
+                if !matches!(raw.get(), "null" | "[]")
+                    && let Some(what) = field.reference()
+                {
+                    sink.unseen(what);
+                }
             }
             Field::Messages => {
                 let parts = match endpoint {
@@ -385,6 +444,7 @@ impl<'a> Scan<'a> {
             max_output_tokens,
             choices: self.choices.unwrap_or(1).max(1),
             tool_definitions: self.tools,
+            unseen_input: self.sink.unseen,
             messages: self.sink.texts,
             turns: self.sink.turns,
             layout: Layout {
@@ -452,4 +512,84 @@ fn members<'a>(raw: &'a RawValue, key: &'static str) -> Result<Members<'a>, serd
     }
 
     serde_json::Deserializer::from_str(raw.get()).deserialize_map(V(key))
+}
+
+/// The `tools` array: how many, and whether one runs on the provider's side
+/// (its results are input the body does not carry): returns the first such
+/// tool's kind.
+struct Tools(Endpoint);
+
+impl<'de> DeserializeSeed<'de> for Tools {
+    type Value = (usize, Option<&'static str>);
+
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_option(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Tools {
+    type Value = (usize, Option<&'static str>);
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an array")
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok((0, None))
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok((0, None))
+    }
+
+    fn visit_some<D: de::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_seq(self)
+    }
+
+    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let (mut n, mut hidden) = (0usize, None);
+        while let Some(raw) = seq.next_element::<&'de RawValue>()? {
+            n = n.saturating_add(1);
+            if hidden.is_none() {
+                hidden = server_side_tool(self.0, raw);
+            }
+        }
+        Ok((n, hidden))
+    }
+}
+
+/// A tool the provider runs itself (web search, file search, code
+/// execution, MCP, image generation, …): its results are billed as input
+/// the request does not carry. Client tools (functions, custom tools, and
+/// the tools whose calls the client executes and answers in its next
+/// request) are not.
+fn server_side_tool(endpoint: Endpoint, raw: &RawValue) -> Option<&'static str> {
+    #[derive(serde::Deserialize)]
+    struct Tool<'a> {
+        #[serde(default, borrow, rename = "type")]
+        kind: Option<Cow<'a, str>>,
+    }
+    let tool = serde_json::from_str::<Tool<'_>>(raw.get()).ok()?;
+    let kind = tool.kind?;
+    let client = match endpoint {
+        Endpoint::ChatCompletions => matches!(kind.as_ref(), "function" | "custom"),
+        Endpoint::Responses => matches!(
+            kind.as_ref(),
+            "function"
+                | "custom"
+                | "computer_use_preview"
+                | "computer-preview"
+                | "local_shell"
+                | "shell"
+                | "apply_patch"
+        ),
+        Endpoint::Messages => {
+            kind == "custom"
+                || ["bash_", "text_editor_", "computer_", "memory_"]
+                    .iter()
+                    .any(|p| kind.starts_with(p))
+        }
+        Endpoint::Embeddings => true,
+    };
+    (!client).then_some("a server-side tool")
 }

@@ -1008,3 +1008,112 @@ fn chat_n_multiplies_the_answers_and_other_apis_have_one() {
     assert_eq!(n(MESSAGES, r#"{"n":"x"}"#), Ok(1));
     assert_eq!(n(RESPONSES, r#"{"n":5}"#), Ok(1));
 }
+
+#[test]
+fn input_the_body_does_not_carry_is_noticed() {
+    let unseen = |endpoint, body: &str| {
+        let full = parse(endpoint, body.as_bytes()).unwrap().unseen_input;
+        let bare = parse_without_texts(endpoint, body.as_bytes())
+            .unwrap()
+            .unseen_input;
+        assert_eq!(full, bare, "{body}");
+        full
+    };
+    // Carried in full: no allowance needed.
+    for (e, body) in [
+        (
+            CHAT,
+            r#"{"messages":[{"role":"user","content":[{"type":"text","text":"hi"},{"type":"image_url","image_url":{"url":"data:image/png;base64,AAAA"}}]}],"tools":[{"type":"function","function":{"name":"f"}}]}"#,
+        ),
+        (
+            RESPONSES,
+            r#"{"input":[{"role":"user","content":[{"type":"input_image","image_url":"data:image/png;base64,AA"},{"type":"input_file","file_data":"JVBERi0"}]}],"previous_response_id":null,"tools":[{"type":"function","name":"f"}]}"#,
+        ),
+        (
+            MESSAGES,
+            r#"{"messages":[{"role":"user","content":[{"type":"image","source":{"type":"base64","data":"AA"}}]}],"tools":[{"name":"f","input_schema":{}},{"type":"bash_20250124","name":"bash"}]}"#,
+        ),
+    ] {
+        assert_eq!(unseen(e, body), None, "{body}");
+    }
+    for (e, body, what) in [
+        (
+            RESPONSES,
+            r#"{"input":"go on","previous_response_id":"resp_1"}"#,
+            "a previous_response_id",
+        ),
+        (
+            RESPONSES,
+            r#"{"input":"go on","conversation":"conv_1"}"#,
+            "a conversation",
+        ),
+        (
+            RESPONSES,
+            r#"{"prompt":{"id":"pmpt_1","variables":{}}}"#,
+            "a stored prompt",
+        ),
+        (
+            RESPONSES,
+            r#"{"input":[{"type":"item_reference","id":"msg_1"}]}"#,
+            "an item_reference",
+        ),
+        (
+            RESPONSES,
+            r#"{"input":[{"role":"user","content":[{"type":"input_file","file_id":"file-1"}]}]}"#,
+            "a file by id or URL",
+        ),
+        (
+            RESPONSES,
+            r#"{"input":[{"role":"user","content":[{"type":"input_image","image_url":"https://x/y.png"}]}]}"#,
+            "an image by URL",
+        ),
+        (
+            RESPONSES,
+            r#"{"input":"q","tools":[{"type":"web_search"}]}"#,
+            "a server-side tool",
+        ),
+        (
+            CHAT,
+            r#"{"messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"https://x/y.png"}}]}]}"#,
+            "an image by URL",
+        ),
+        (
+            CHAT,
+            r#"{"messages":[{"role":"user","content":[{"type":"file","file":{"file_id":"file-1"}}]}]}"#,
+            "a file by id",
+        ),
+        (
+            CHAT,
+            r#"{"messages":[],"web_search_options":{}}"#,
+            "web search",
+        ),
+        (
+            MESSAGES,
+            r#"{"messages":[{"role":"user","content":[{"type":"document","source":{"type":"url","url":"https://x/a.pdf"}}]}]}"#,
+            "an image or document by URL or file id",
+        ),
+        (
+            MESSAGES,
+            r#"{"messages":[{"role":"user","content":[{"type":"tool_result","tool_use_id":"t","content":[{"type":"image","source":{"type":"file","file_id":"f"}}]}]}]}"#,
+            "an image or document by URL or file id",
+        ),
+        (
+            MESSAGES,
+            r#"{"messages":[],"tools":[{"type":"web_search_20250305","name":"web_search"}]}"#,
+            "a server-side tool",
+        ),
+        (
+            MESSAGES,
+            r#"{"messages":[],"mcp_servers":[{"type":"url","url":"https://mcp"}]}"#,
+            "MCP servers",
+        ),
+    ] {
+        assert_eq!(unseen(e, body), Some(what), "{body}");
+    }
+    // A reference with a misspelled-by-escape key is still a reference
+    // (providers unescape keys).
+    assert_eq!(
+        unseen(RESPONSES, r#"{"previous_resp\u006fnse_id":"resp_1"}"#),
+        Some("a previous_response_id")
+    );
+}
