@@ -562,7 +562,7 @@ pub fn report(agg: &Aggregate) -> String {
     if total.estimated_requests > 0 {
         let _ = writeln!(
             s,
-            "{} requests have estimated usage (streams cut off before the usage event)",
+            "{} requests have estimated usage (cut off or answered without usage, or in flight when the sidecar stopped: see docs/guarantees.md)",
             total.estimated_requests
         );
     }
@@ -782,6 +782,40 @@ spec:
             .unwrap_or_else(|| panic!("no {name} row in\n{table}"))
             .split_whitespace()
             .collect()
+    }
+
+    #[test]
+    fn estimated_rows_are_explained_for_every_cause() {
+        let mut agg = Aggregate::default();
+        let mut rec = |estimated| {
+            let r = tokenwarden_core::ledger::UsageRecord {
+                seq: agg.last_seq + 1,
+                ts: "2026-12-03T10:00:00Z".parse().unwrap(),
+                endpoint: tokenwarden_core::config::Endpoint::ChatCompletions,
+                requested_model: "m".into(),
+                served_model: "m".into(),
+                provider: "openai".into(),
+                route: None,
+                score: None,
+                reason: None,
+                attempt: 1,
+                status: 200,
+                usage: Usage::default(),
+                cost: Some(Usd::ZERO),
+                estimated,
+                budgets: vec![],
+                intent: None,
+            };
+            agg.add(&r);
+        };
+        rec(true);
+        rec(false);
+        let text = report(&agg);
+        assert!(
+            text.contains("1 requests have estimated usage (cut off or answered without usage, or in flight when the sidecar stopped"),
+            "{text}"
+        );
+        assert!(!text.contains("streams cut off"), "{text}");
     }
 
     #[test]
