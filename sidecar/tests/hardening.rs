@@ -26,17 +26,6 @@ spec:
 const MINI_IN: i128 = 150_000;
 const MINI_OUT: i128 = 600_000;
 
-/// `"0.000123"` → picos.
-fn picos(s: &str) -> i128 {
-    let (int, frac) = s.split_once('.').unwrap_or((s, ""));
-    let frac = format!("{frac:0<12}");
-    int.parse::<i128>().unwrap() * 1_000_000_000_000 + frac.parse::<i128>().unwrap()
-}
-
-fn cost(v: &serde_json::Value) -> i128 {
-    picos(v.as_str().unwrap_or_else(|| panic!("not a decimal: {v}")))
-}
-
 /// Defect 1: a JSON response over 1 MiB with a `content-length` is metered
 /// from its usage (over HTTP/1.1 hyper drops such a body once its length is
 /// written, without polling its end), and so is one over h2c.
@@ -79,7 +68,7 @@ async fn a_large_json_response_is_metered_from_its_usage_over_http1_and_h2c() {
     assert_eq!(row["output_tokens"], 2 * 160_000);
     assert_eq!(row["input_tokens"], billed.input_total);
     let want = i128::from(billed.input_total) * MINI_IN + 2 * out_tokens * MINI_OUT;
-    assert_eq!(cost(&row["cost_usd"]), want, "{row}");
+    assert_eq!(cost_str(&row["cost_usd"]), want, "{row}");
 }
 
 /// Risk 8: a 200 whose body carries no usage (or is not JSON) is recorded
@@ -124,13 +113,6 @@ async fn wait_for_requests(sc: &Sidecar, model: &str, n: u64) -> serde_json::Val
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-}
-
-/// A TokenBudget document with `spec` lines (indented two spaces).
-fn budget(name: &str, spec: &str) -> String {
-    format!(
-        "---\napiVersion: tokenwarden.dev/v1alpha1\nkind: TokenBudget\nmetadata: {{name: {name}, namespace: apps}}\nspec:\n{spec}\n"
-    )
 }
 
 /// Defect 2: every choice `n` asks for is billed, so the worst case counts
@@ -475,7 +457,10 @@ async fn a_full_state_disk_fails_closed() {
     // the full disk after its intent was written, at its worst case.
     let after = sc.ledger().await;
     assert_eq!(after["total"]["requests"], served + 1, "{after}");
-    let (before, now) = (cost(&before), cost(&after["budgets"][0]["spent_usd"]));
+    let (before, now) = (
+        cost_str(&before),
+        cost_str(&after["budgets"][0]["spent_usd"]),
+    );
     assert!(now >= before, "{now} < {before}: {after}");
     assert!(
         after["models"][0]["estimated_requests"].as_u64().unwrap() <= 1,
@@ -559,7 +544,7 @@ async fn requests_in_flight_at_kill_9_are_recorded_at_their_worst_case() {
     );
     let billed_cost =
         i128::from(billed.input_total) * MINI_IN + i128::from(billed.output) * MINI_OUT;
-    assert!(cost(&row["cost_usd"]) >= billed_cost, "{row}");
+    assert!(cost_str(&row["cost_usd"]) >= billed_cost, "{row}");
     assert_eq!(
         l["budgets"][0]["spent_usd"], row["cost_usd"],
         "the budget counts them"

@@ -11,19 +11,6 @@ use http::Method;
 use support::*;
 
 /// `"0.000123"` → picos.
-fn picos(s: &str) -> i128 {
-    let (int, frac) = s.split_once('.').unwrap_or((s, ""));
-    let frac = format!("{frac:0<12}");
-    int.parse::<i128>().unwrap() * 1_000_000_000_000 + frac.parse::<i128>().unwrap()
-}
-
-fn cost_str(v: &serde_json::Value) -> i128 {
-    picos(
-        v.as_str()
-            .unwrap_or_else(|| panic!("not a decimal string: {v}")),
-    )
-}
-
 const MINI_ROUTE: &str = r#"  tiers:
     - {name: cheap, provider: anthropic, model: claude-haiku-4-5}
     - {name: standard, provider: anthropic, model: claude-sonnet-4-5}
@@ -470,12 +457,6 @@ async fn a_cut_stream_is_recorded_as_estimated() {
         row["input_tokens"].as_u64().unwrap() > 0,
         "the prompt is counted: {row}"
     );
-}
-
-fn budget(name: &str, spec: &str) -> String {
-    format!(
-        "---\napiVersion: tokenwarden.dev/v1alpha1\nkind: TokenBudget\nmetadata: {{name: {name}, namespace: apps}}\nspec:\n{spec}\n"
-    )
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -335,3 +335,26 @@ pub fn sse_data(body: &str) -> Vec<String> {
 pub fn path_exists(p: &Path) -> bool {
     p.exists()
 }
+
+/// `"0.000123"` (a decimal amount in USD) → picodollars.
+pub fn picos(s: &str) -> i128 {
+    let (int, frac) = s.split_once('.').unwrap_or((s, ""));
+    let frac = format!("{frac:0<12}");
+    int.parse::<i128>().unwrap() * 1_000_000_000_000 + frac.parse::<i128>().unwrap()
+}
+
+/// A JSON decimal string (`cost_usd`, `spent_usd`) → picodollars.
+pub fn cost_str(v: &serde_json::Value) -> i128 {
+    picos(
+        v.as_str()
+            .unwrap_or_else(|| panic!("not a decimal string: {v}")),
+    )
+}
+
+/// A TokenBudget document in namespace `apps` with `spec` lines (indented
+/// two spaces), to append to [`policy`].
+pub fn budget(name: &str, spec: &str) -> String {
+    format!(
+        "---\napiVersion: tokenwarden.dev/v1alpha1\nkind: TokenBudget\nmetadata: {{name: {name}, namespace: apps}}\nspec:\n{spec}\n"
+    )
+}
