@@ -81,6 +81,9 @@ pub enum ProxyError {
         "tokenwarden sidecar cannot record this request durably, so it was not sent to the provider: {0}"
     )]
     LedgerUnavailable(String),
+    /// The request's task ended without an answer (a bug: it panicked).
+    #[error("tokenwarden sidecar: internal error while handling the request")]
+    Internal,
     /// The app went away before the response head (nobody receives this;
     /// it names the outcome in metrics).
     #[error("tokenwarden sidecar: the client closed the request")]
@@ -104,6 +107,7 @@ impl ProxyError {
             ProxyError::BudgetBlocked { .. } => StatusCode::TOO_MANY_REQUESTS,
             ProxyError::UpstreamUnreachable(_) => StatusCode::BAD_GATEWAY,
             ProxyError::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             // nginx's "client closed request".
             ProxyError::ClientGone => StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
         }
@@ -124,6 +128,7 @@ impl ProxyError {
             ProxyError::UpstreamUnreachable(_) => "upstream_unreachable",
             ProxyError::UpstreamTimeout(_) => "upstream_timeout",
             ProxyError::ClientGone => "client_gone",
+            ProxyError::Internal => "internal",
             ProxyError::LedgerUnavailable(_) => "ledger_unavailable",
         }
     }
@@ -143,7 +148,8 @@ impl ProxyError {
             ProxyError::BudgetBlocked { .. } => ("insufficient_quota", "rate_limit_error"),
             ProxyError::UpstreamUnreachable(_)
             | ProxyError::UpstreamTimeout(_)
-            | ProxyError::ClientGone => ("server_error", "api_error"),
+            | ProxyError::ClientGone
+            | ProxyError::Internal => ("server_error", "api_error"),
         }
     }
 
@@ -254,8 +260,11 @@ mod tests {
             ProxyError::ClientGone,
             ProxyError::LedgerUnavailable("disk full".into()),
             ProxyError::RequestTimeout(60_000),
+            ProxyError::Internal,
         ];
-        let expected = [400, 400, 413, 404, 503, 503, 503, 502, 504, 499, 503, 408];
+        let expected = [
+            400, 400, 413, 404, 503, 503, 503, 502, 504, 499, 503, 408, 500,
+        ];
         for (e, s) in all.iter().zip(expected) {
             assert_eq!(e.status().as_u16(), s, "{e:?}");
             assert!(!e.label().is_empty());

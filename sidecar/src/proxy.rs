@@ -145,7 +145,8 @@ async fn detached(
             drain(&shared, resp).await;
         }
     });
-    rx.await.unwrap_or(Err(ProxyError::ClientGone))
+    // The task only drops its sender unanswered if it panicked.
+    rx.await.unwrap_or(Err(ProxyError::Internal))
 }
 
 /// The way back to the app's connection.
@@ -1008,11 +1009,12 @@ fn intend(
     prompt: u64,
     max_output: u64,
 ) -> Result<(), ProxyError> {
-    let mut ledger = lock(&shared.ledger);
-    let Some(l) = ledger.as_mut() else {
+    if lock(&shared.ledger).is_none() {
         return Ok(());
-    };
+    }
     let (usage, cost) = worst_case(active, ctx, prompt, max_output);
+    // Before the ledger's lock: a reload takes the budgets' lock, then the
+    // ledger's (new budgets start from the ledger's totals).
     let budgets = {
         let states = lock(&shared.budgets);
         ctx.holds
@@ -1047,6 +1049,10 @@ fn intend(
         estimated: true,
         budgets,
         intent: None,
+    };
+    let mut ledger = lock(&shared.ledger);
+    let Some(l) = ledger.as_mut() else {
+        return Ok(());
     };
     match l.intend(record) {
         Ok(id) => {
