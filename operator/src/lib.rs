@@ -74,7 +74,7 @@ pub struct Args {
 
     /// Local mode: a directory of RoutingPolicy/TokenBudget YAML files
     /// (`*.yaml`, `*.yml`), watched, used instead of the Kubernetes API.
-    #[arg(long, env = "TOKENWARDEN_LOCAL_DIR", value_name = "DIR")]
+    #[arg(long, env = "TOKENWARDEN_OPERATOR_LOCAL_DIR", value_name = "DIR")]
     pub local_dir: Option<PathBuf>,
 
     /// Validate every object in `--local-dir`, print one line per object and
@@ -83,32 +83,56 @@ pub struct Args {
     pub check_config: bool,
 
     /// Local mode: where status files, the cluster ledger, events and the
-    /// leader lock live (default: `<local-dir>/.tokenwarden`).
-    #[arg(long, env = "TOKENWARDEN_STATE_DIR", value_name = "DIR")]
+    /// leader lock live (default: `<local-dir>.state`, beside the watched
+    /// directory, never inside it).
+    #[arg(long, env = "TOKENWARDEN_OPERATOR_STATE_DIR", value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
 
     /// Local mode: a file holding the secret every sidecar presents
     /// (at least 16 characters).
-    #[arg(long, env = "TOKENWARDEN_SHARED_SECRET_FILE", value_name = "FILE")]
-    pub shared_secret_file: Option<PathBuf>,
-
-    /// gRPC control server (sidecars connect here).
-    #[arg(long, env = "TOKENWARDEN_GRPC_LISTEN", default_value = "0.0.0.0:15810")]
-    pub grpc_listen: SocketAddr,
-
-    /// Admin endpoints: /healthz, /readyz, /metrics, /ledger.
     #[arg(
         long,
-        env = "TOKENWARDEN_ADMIN_LISTEN",
-        default_value = "0.0.0.0:15811"
+        env = "TOKENWARDEN_OPERATOR_SHARED_SECRET_FILE",
+        value_name = "FILE"
+    )]
+    pub shared_secret_file: Option<PathBuf>,
+
+    /// gRPC control server (sidecars connect here). Loopback by default;
+    /// in a cluster the chart sets `0.0.0.0:15810`. Without
+    /// `--tls-cert-file` a non-loopback address is refused unless
+    /// `--allow-plaintext-control` is given.
+    #[arg(
+        long,
+        env = "TOKENWARDEN_OPERATOR_GRPC_LISTEN",
+        default_value = "127.0.0.1:15810"
+    )]
+    pub grpc_listen: SocketAddr,
+
+    /// Admin endpoints: /healthz, /readyz, /metrics (open to every client)
+    /// and /ledger (cluster usage: loopback clients only, and in Kubernetes
+    /// mode a bearer token whose user may get tokenbudgets in all
+    /// namespaces). Loopback by default; the chart sets `0.0.0.0:15811`.
+    #[arg(
+        long,
+        env = "TOKENWARDEN_OPERATOR_ADMIN_LISTEN",
+        default_value = "127.0.0.1:15811"
     )]
     pub admin_listen: SocketAddr,
 
-    /// PEM certificate (chain) of the gRPC server. Without it the control
-    /// server speaks plaintext (local mode on loopback only).
+    /// Local mode: serve the gRPC control plane in plaintext on a
+    /// non-loopback `--grpc-listen` (the shared secret and all usage then
+    /// cross the network unencrypted). Without it the operator refuses to
+    /// start (exit 64); prefer `--tls-cert-file`.
+    #[arg(long, env = "TOKENWARDEN_OPERATOR_ALLOW_PLAINTEXT_CONTROL")]
+    pub allow_plaintext_control: bool,
+
+    /// PEM certificate (chain) of the gRPC server. Local mode without it:
+    /// plaintext, on a loopback `--grpc-listen` only (see
+    /// `--allow-plaintext-control`). Kubernetes mode without it: the
+    /// webhook's certificate, which names the control Service too.
     #[arg(
         long,
-        env = "TOKENWARDEN_TLS_CERT_FILE",
+        env = "TOKENWARDEN_OPERATOR_TLS_CERT_FILE",
         value_name = "FILE",
         requires = "tls_key_file"
     )]
@@ -117,7 +141,7 @@ pub struct Args {
     /// PEM private key of the gRPC server.
     #[arg(
         long,
-        env = "TOKENWARDEN_TLS_KEY_FILE",
+        env = "TOKENWARDEN_OPERATOR_TLS_KEY_FILE",
         value_name = "FILE",
         requires = "tls_cert_file"
     )]
@@ -125,25 +149,41 @@ pub struct Args {
 
     /// This replica's control address, given to sidecars that reach a
     /// replica that does not lead (default: derived from the listen address).
-    #[arg(long, env = "TOKENWARDEN_ADVERTISE_ADDRESS", value_name = "URL")]
+    #[arg(
+        long,
+        env = "TOKENWARDEN_OPERATOR_ADVERTISE_ADDRESS",
+        value_name = "URL"
+    )]
     pub advertise_address: Option<String>,
 
     /// Lease lifetime: a sidecar cut off from the operator may spend its
     /// lease this long.
-    #[arg(long, env = "TOKENWARDEN_LEASE_TTL_SECS", default_value_t = 30)]
+    #[arg(
+        long,
+        env = "TOKENWARDEN_OPERATOR_LEASE_TTL_SECS",
+        default_value_t = 30
+    )]
     pub lease_ttl_secs: u64,
 
     /// How long after expiry an unspent lease is still held back (for
     /// requests in flight when it expired) before it returns to the pool.
-    #[arg(long, env = "TOKENWARDEN_LEASE_GRACE_SECS", default_value_t = 60)]
+    #[arg(
+        long,
+        env = "TOKENWARDEN_OPERATOR_LEASE_GRACE_SECS",
+        default_value_t = 60
+    )]
     pub lease_grace_secs: u64,
 
     /// At most one status write per budget per this interval.
-    #[arg(long, env = "TOKENWARDEN_STATUS_INTERVAL_MS", default_value_t = 1000)]
+    #[arg(
+        long,
+        env = "TOKENWARDEN_OPERATOR_STATUS_INTERVAL_MS",
+        default_value_t = 1000
+    )]
     pub status_interval_ms: u64,
 
     /// Log format.
-    #[arg(long, env = "TOKENWARDEN_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    #[arg(long, env = "TOKENWARDEN_OPERATOR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 
     /// Kubernetes mode: the operator's namespace (its Lease, certificate
@@ -164,7 +204,7 @@ pub struct Args {
     /// Kubernetes mode: the Lease replicas elect a leader on.
     #[arg(
         long,
-        env = "TOKENWARDEN_LEASE_NAME",
+        env = "TOKENWARDEN_OPERATOR_LEASE_NAME",
         default_value = kube::leader::DEFAULT_LEASE_NAME
     )]
     pub lease_name: String,
@@ -173,7 +213,7 @@ pub struct Args {
     /// cluster ledger by namespace, workload and model.
     #[arg(
         long,
-        env = "TOKENWARDEN_LEDGER_CONFIGMAP",
+        env = "TOKENWARDEN_OPERATOR_LEDGER_CONFIGMAP",
         default_value = kube::ledger::DEFAULT_NAME
     )]
     pub ledger_configmap: String,
@@ -249,8 +289,10 @@ pub fn rbac() -> Vec<webhook::ApiCall> {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colour only on a terminal: a log file or a collector gets no escape codes.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Text => builder.try_init(),
@@ -275,6 +317,8 @@ pub struct Mode {
     pub ledger: Option<Arc<dyn LedgerStore>>,
     /// The control server's certificate (`None`: plaintext).
     pub tls: Option<CertStore>,
+    /// Who besides loopback clients may read `/ledger` (`None`: nobody).
+    pub ledger_access: Option<Arc<dyn admin::LedgerAccess>>,
     /// Work whose end ends the process (the webhook server).
     pub fatal: Option<JoinHandle<anyhow::Result<()>>>,
     /// Hands leadership over on shutdown: completing the sender makes the
@@ -282,7 +326,55 @@ pub struct Mode {
     pub release: Option<(oneshot::Sender<()>, JoinHandle<()>)>,
 }
 
+/// Refuse a plaintext control server on an address other hosts can reach:
+/// local mode without `--tls-cert-file`, `--grpc-listen` not loopback, no
+/// `--allow-plaintext-control`. (Kubernetes mode always speaks TLS.)
+pub fn check_listeners(args: &Args) -> Result<(), String> {
+    let plaintext = args.local_dir.is_some() && args.tls_cert_file.is_none();
+    if plaintext && !is_loopback(args.grpc_listen.ip()) && !args.allow_plaintext_control {
+        return Err(format!(
+            "refusing to serve the control plane in plaintext on {} (not a loopback address): \
+             the shared secret and every usage record would cross the network unencrypted. \
+             Give --tls-cert-file and --tls-key-file, listen on loopback \
+             (--grpc-listen 127.0.0.1:15810), or pass --allow-plaintext-control",
+            args.grpc_listen
+        ));
+    }
+    Ok(())
+}
+
+/// Loopback, also as an IPv4-mapped IPv6 address (`::ffff:127.0.0.1`).
+pub fn is_loopback(ip: std::net::IpAddr) -> bool {
+    ip.to_canonical().is_loopback()
+}
+
+/// Local mode's default `--state-dir`: `<local-dir>.state`, beside the
+/// watched directory (never inside it, where it would be part of what is
+/// watched, copied or committed with the objects).
+pub fn default_state_dir(local_dir: &std::path::Path) -> Result<PathBuf, String> {
+    let need = || {
+        format!(
+            "cannot derive a state directory beside {}: give --state-dir",
+            local_dir.display()
+        )
+    };
+    let mut abs = std::path::absolute(local_dir).map_err(|e| format!("{}: {e}", need()))?;
+    // `.`, `..` or a trailing `..`: name the directory itself.
+    if abs.file_name().is_none() {
+        abs = std::fs::canonicalize(&abs).map_err(|e| format!("{}: {e}", need()))?;
+    }
+    let (Some(parent), Some(name)) = (abs.parent(), abs.file_name()) else {
+        return Err(need());
+    };
+    let mut state = name.to_os_string();
+    state.push(".state");
+    Ok(parent.join(state))
+}
+
 async fn run(args: Args) -> ExitCode {
+    if let Err(e) = check_listeners(&args) {
+        return config_error(&e);
+    }
     let grpc = match tokio::net::TcpListener::bind(args.grpc_listen).await {
         Ok(l) => l,
         Err(e) => return config_error(&format!("cannot listen on {}: {e}", args.grpc_listen)),
@@ -325,6 +417,7 @@ async fn run(args: Args) -> ExitCode {
             leadership: mode.leadership.clone(),
             synced: synced_rx,
             tls: mode.tls.clone(),
+            ledger_access: mode.ledger_access.clone(),
         },
     ));
     let service = control::ControlService::new(
@@ -346,7 +439,15 @@ async fn run(args: Args) -> ExitCode {
             Err(e) => return config_error(&format!("TLS: {e}")),
         },
         None => {
-            tracing::warn!("the control server speaks plaintext (no --tls-cert-file)");
+            if is_loopback(grpc_addr.ip()) {
+                tracing::info!(
+                    "the control server speaks plaintext on loopback (no --tls-cert-file)"
+                );
+            } else {
+                tracing::warn!(
+                    "the control server speaks plaintext on {grpc_addr} (--allow-plaintext-control)"
+                );
+            }
             let incoming =
                 tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true));
             Box::pin(server.serve_with_incoming(incoming))
@@ -413,10 +514,10 @@ async fn run(args: Args) -> ExitCode {
 const SHUTDOWN_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn local_mode(args: &Args, dir: &std::path::Path, grpc_addr: SocketAddr) -> Result<Mode, String> {
-    let state = args
-        .state_dir
-        .clone()
-        .unwrap_or_else(|| dir.join(".tokenwarden"));
+    let state = match &args.state_dir {
+        Some(state) => state.clone(),
+        None => default_state_dir(dir)?,
+    };
     let secret = args
         .shared_secret_file
         .as_deref()
@@ -451,13 +552,15 @@ fn local_mode(args: &Args, dir: &std::path::Path, grpc_addr: SocketAddr) -> Resu
         leadership,
         ledger: Some(Arc::new(local::FileLedger::new(&state))),
         tls,
+        ledger_access: None,
         fatal: None,
         release: None,
     })
 }
 
 /// Kubernetes mode: reflectors, TokenReview, leader election on a Lease, the
-/// webhook server on every replica, TLS from the webhook's certificate.
+/// webhook server on every replica, TLS from the webhook's certificate,
+/// `/ledger` for bearer tokens that pass TokenReview and SubjectAccessReview.
 async fn kube_mode(args: &Args, grpc_addr: SocketAddr) -> Result<Mode, String> {
     let client = ::kube::Client::try_default().await.map_err(|e| {
         format!(
@@ -484,6 +587,7 @@ async fn kube_mode(args: &Args, grpc_addr: SocketAddr) -> Result<Mode, String> {
         },
     );
     let auth = kube::TokenReviewAuth::new(client.clone());
+    let ledger_access = kube::LedgerReview::new(client.clone());
     let webhook_certs = CertStore::default();
     let tls = match (&args.tls_cert_file, &args.tls_key_file) {
         (Some(cert), Some(key)) => {
@@ -531,6 +635,7 @@ async fn kube_mode(args: &Args, grpc_addr: SocketAddr) -> Result<Mode, String> {
         leadership,
         ledger: Some(Arc::new(ledger)),
         tls: Some(tls),
+        ledger_access: Some(Arc::new(ledger_access)),
         fatal: Some(webhook),
         release: Some((stop_tx, elector)),
     })
@@ -669,5 +774,140 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         () = term => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory as _;
+
+    fn parse(args: &[&str]) -> Args {
+        Args::try_parse_from(std::iter::once("tokenwarden-operator").chain(args.iter().copied()))
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// The operator and the sidecar never read the same variable: exporting
+    /// one binary's setting must not configure the other.
+    #[test]
+    fn every_environment_variable_has_the_operator_prefix() {
+        let cmd = Args::command();
+        let mut names = Vec::new();
+        for arg in cmd.get_arguments() {
+            if let Some(env) = arg.get_env() {
+                names.push(env.to_string_lossy().into_owned());
+            }
+        }
+        assert!(names.len() > 30, "{names:?}");
+        let downward_api = ["POD_NAMESPACE", "POD_NAME", "POD_IP"];
+        let stray: Vec<&String> = names
+            .iter()
+            .filter(|n| {
+                !(n.starts_with("TOKENWARDEN_OPERATOR_") || downward_api.contains(&n.as_str()))
+            })
+            .collect();
+        assert!(stray.is_empty(), "without the operator prefix: {stray:?}");
+        assert!(names.contains(&"TOKENWARDEN_OPERATOR_STATE_DIR".to_string()));
+        assert!(names.contains(&"TOKENWARDEN_OPERATOR_ALLOW_PLAINTEXT_CONTROL".to_string()));
+    }
+
+    #[test]
+    fn listeners_default_to_loopback() {
+        let args = parse(&[]);
+        assert_eq!(args.grpc_listen, "127.0.0.1:15810".parse().unwrap());
+        assert_eq!(args.admin_listen, "127.0.0.1:15811".parse().unwrap());
+        assert!(!args.allow_plaintext_control);
+    }
+
+    #[test]
+    fn plaintext_control_is_refused_off_loopback() {
+        let local = ["--local-dir", "objects", "--shared-secret-file", "secret"];
+        let with = |extra: &[&str]| {
+            let mut a = local.to_vec();
+            a.extend_from_slice(extra);
+            check_listeners(&parse(&a))
+        };
+        // Loopback, any form: fine.
+        assert_eq!(with(&[]), Ok(()));
+        assert_eq!(with(&["--grpc-listen", "127.0.0.2:1"]), Ok(()));
+        assert_eq!(with(&["--grpc-listen", "[::1]:1"]), Ok(()));
+        assert_eq!(with(&["--grpc-listen", "[::ffff:127.0.0.1]:1"]), Ok(()));
+        // Anything else: refused, naming the flag that allows it.
+        for addr in ["0.0.0.0:15810", "[::]:15810", "10.1.2.3:15810"] {
+            let err = with(&["--grpc-listen", addr]).unwrap_err();
+            assert!(
+                err.starts_with(&format!(
+                    "refusing to serve the control plane in plaintext on {}",
+                    addr.parse::<SocketAddr>().unwrap()
+                )),
+                "{err}"
+            );
+            assert!(err.contains("--allow-plaintext-control"), "{err}");
+            assert!(err.contains("--tls-cert-file"), "{err}");
+        }
+        assert_eq!(
+            with(&["--grpc-listen", "0.0.0.0:1", "--allow-plaintext-control"]),
+            Ok(())
+        );
+        assert_eq!(
+            with(&[
+                "--grpc-listen",
+                "0.0.0.0:1",
+                "--tls-cert-file",
+                "c",
+                "--tls-key-file",
+                "k"
+            ]),
+            Ok(())
+        );
+        // Kubernetes mode always serves TLS (the webhook's certificate).
+        assert_eq!(
+            check_listeners(&parse(&["--grpc-listen", "0.0.0.0:15810"])),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn the_default_state_dir_lies_beside_the_watched_dir() {
+        let p = |s: &str| PathBuf::from(s);
+        assert_eq!(
+            default_state_dir(&p("/srv/objects")),
+            Ok(p("/srv/objects.state"))
+        );
+        assert_eq!(
+            default_state_dir(&p("/srv/objects/")),
+            Ok(p("/srv/objects.state"))
+        );
+        let cwd = std::env::current_dir().unwrap();
+        assert_eq!(
+            default_state_dir(&p("objects")),
+            Ok(cwd.join("objects.state"))
+        );
+        let here = std::fs::canonicalize(&cwd).unwrap();
+        let mut name = here.file_name().unwrap().to_os_string();
+        name.push(".state");
+        let expected = here.parent().unwrap().join(&name);
+        for dot in [".", "./"] {
+            let got = default_state_dir(&p(dot)).unwrap();
+            assert_eq!(
+                std::fs::canonicalize(got.parent().unwrap()).unwrap(),
+                std::fs::canonicalize(expected.parent().unwrap()).unwrap()
+            );
+            assert_eq!(got.file_name().unwrap(), name.as_os_str());
+        }
+        assert_eq!(
+            default_state_dir(&p("/")),
+            Err("cannot derive a state directory beside /: give --state-dir".to_string())
+        );
+        for dir in ["/srv/objects", "objects", ".", "/srv/a/../objects"] {
+            let state = default_state_dir(&p(dir)).unwrap();
+            let watched = std::path::absolute(dir).unwrap();
+            assert!(
+                !state.starts_with(&watched),
+                "{} inside {}",
+                state.display(),
+                watched.display()
+            );
+        }
     }
 }

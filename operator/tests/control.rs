@@ -4,9 +4,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::{
-    net::TcpListener,
+    io::{Read as _, Write as _},
+    net::{SocketAddr, TcpListener},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -679,4 +681,316 @@ async fn the_control_server_speaks_tls_with_a_certificate_from_files() {
     };
     assert!(refused, "an unknown CA must be refused");
     op.kill9();
+}
+
+// === listeners, /ledger, the state dir, logs ===
+
+/// GET over plain HTTP/1.1: (status, body); `None` when nothing answers.
+fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut buf = String::new();
+    let _ = s.read_to_string(&mut buf);
+    let status = buf.get(9..12)?.parse().ok()?;
+    let body = buf.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
+    Some((status, body))
+}
+
+/// GET until the answer has `status`, within 15 s; returns the body.
+fn get_until(addr: SocketAddr, path: &str, status: u16) -> String {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let got = http_get(addr, path);
+        if let Some((s, body)) = &got
+            && *s == status
+        {
+            return body.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "GET {addr}{path}: wanted {status}, last {got:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A directory with `objects/shop.yaml` and the shared secret.
+fn local_dir() -> tempfile::TempDir {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(tmp.path().join("objects")).unwrap();
+    std::fs::write(tmp.path().join("objects/shop.yaml"), OBJECTS).unwrap();
+    std::fs::write(tmp.path().join("secret"), SECRET).unwrap();
+    tmp
+}
+
+/// The operator in local mode on `tmp` with exactly `args` besides the
+/// objects and the secret; stderr into `tmp/operator.log`.
+fn operator_command(tmp: &Path, args: &[String]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tokenwarden-operator"));
+    cmd.arg("--local-dir")
+        .arg(tmp.join("objects"))
+        .arg("--shared-secret-file")
+        .arg(tmp.join("secret"))
+        .args(args)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(tmp.join("operator.log")).unwrap());
+    cmd
+}
+
+/// Kills the child when dropped.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn wait_listening(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "operator did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn plaintext_control_off_loopback_is_refused_unless_allowed() {
+    let tmp = local_dir();
+    let grpc = free_port();
+    let admin = free_port();
+    let args = vec![
+        "--state-dir".to_string(),
+        tmp.path().join("state").display().to_string(),
+        "--grpc-listen".into(),
+        format!("0.0.0.0:{grpc}"),
+        "--admin-listen".into(),
+        format!("127.0.0.1:{admin}"),
+    ];
+    let out = operator_command(tmp.path(), &args)
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.starts_with(&format!(
+            "tokenwarden-operator: refusing to serve the control plane in plaintext on 0.0.0.0:{grpc} \
+             (not a loopback address)"
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("pass --allow-plaintext-control"),
+        "{stderr}"
+    );
+    // Refused before anything started.
+    assert!(!tmp.path().join("state").exists());
+    assert!(std::net::TcpStream::connect(("127.0.0.1", admin)).is_err());
+
+    // Allowed by the variable (the flag's env): it serves, and says so.
+    let child = operator_command(tmp.path(), &args)
+        .env("TOKENWARDEN_OPERATOR_ALLOW_PLAINTEXT_CONTROL", "true")
+        .spawn()
+        .unwrap();
+    let _child = Killed(child);
+    wait_listening(admin);
+    wait_listening(grpc);
+    let admin_addr = SocketAddr::from(([127, 0, 0, 1], admin));
+    get_until(admin_addr, "/ledger", 200);
+    let log = std::fs::read_to_string(tmp.path().join("operator.log")).unwrap();
+    assert!(
+        log.contains(&format!(
+            "the control server speaks plaintext on 0.0.0.0:{grpc} (--allow-plaintext-control)"
+        )),
+        "{log}"
+    );
+}
+
+#[test]
+fn ledger_answers_loopback_clients_only() {
+    let tmp = local_dir();
+    let admin = free_port();
+    let child = operator_command(
+        tmp.path(),
+        &[
+            "--state-dir".into(),
+            tmp.path().join("state").display().to_string(),
+            "--grpc-listen".into(),
+            format!("127.0.0.1:{}", free_port()),
+            // Network tests stay on 127.0.0.1: the refusal of other
+            // clients is ledger_refuses_clients_off_loopback_in_local_mode's.
+            "--admin-listen".into(),
+            format!("127.0.0.1:{admin}"),
+        ],
+    )
+    .spawn()
+    .unwrap();
+    let _child = Killed(child);
+    wait_listening(admin);
+    let loopback = SocketAddr::from(([127, 0, 0, 1], admin));
+    let ledger = get_until(loopback, "/ledger", 200);
+    let ledger: serde_json::Value = serde_json::from_str(&ledger).unwrap();
+    assert!(ledger.is_object(), "{ledger}");
+
+    assert_eq!(http_get(loopback, "/healthz").map(|r| r.0), Some(200));
+}
+
+/// The peer rule itself, with any peer address (an in-memory connection):
+/// local mode has no token check, so only loopback reads `/ledger`.
+#[tokio::test]
+async fn ledger_refuses_clients_off_loopback_in_local_mode() {
+    use http_body_util::BodyExt as _;
+    use tokenwarden_operator::{admin, engine::Cmd, metrics::Metrics, source::Leadership};
+
+    let (tx, mut rx) = mpsc::channel::<Cmd>(4);
+    tokio::spawn(async move {
+        while let Some(cmd) = rx.recv().await {
+            if let Cmd::Ledger(reply) = cmd {
+                let _ = reply.send(serde_json::json!({"ledger": []}));
+            }
+        }
+    });
+    let state = admin::AdminState {
+        metrics: Arc::new(Metrics::new()),
+        engine: tokio::sync::watch::channel(Some(tx)).1,
+        leadership: tokio::sync::watch::channel(Leadership {
+            leader: true,
+            leader_address: None,
+        })
+        .1,
+        synced: tokio::sync::watch::channel(true).1,
+        tls: None,
+        ledger_access: None,
+    };
+    let get = |peer: &str, path: &str, auth: Option<&str>| {
+        let (client_io, server_io) = tokio::io::duplex(64 * 1024);
+        tokio::spawn(admin::serve_connection(
+            server_io,
+            peer.parse().unwrap(),
+            state.clone(),
+        ));
+        let mut req = http::Request::get(path).header("host", "x");
+        if let Some(a) = auth {
+            req = req.header("authorization", a);
+        }
+        let req = req
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap();
+        async move {
+            let (mut send, conn) =
+                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(client_io))
+                    .await
+                    .unwrap();
+            tokio::spawn(conn);
+            let resp = send.send_request(req).await.unwrap();
+            let status = resp.status().as_u16();
+            let body = resp.into_body().collect().await.unwrap().to_bytes();
+            (status, String::from_utf8(body.to_vec()).unwrap())
+        }
+    };
+    for peer in [
+        "192.0.2.77:5000",
+        "[fd00::7]:5000",
+        "[::ffff:10.0.0.7]:5000",
+    ] {
+        // A token changes nothing: there is nobody to check it with.
+        for auth in [None, Some("Bearer anything")] {
+            assert_eq!(
+                get(peer, "/ledger", auth).await,
+                (
+                    403,
+                    "forbidden: /ledger answers loopback clients only\n".to_string()
+                ),
+                "{peer}"
+            );
+        }
+        assert_eq!(get(peer, "/healthz", None).await.0, 200);
+        assert_eq!(get(peer, "/metrics", None).await.0, 200);
+    }
+    for peer in [
+        "127.0.0.1:5000",
+        "127.0.0.2:5000",
+        "[::1]:5000",
+        "[::ffff:127.0.0.1]:5000",
+    ] {
+        assert_eq!(
+            get(peer, "/ledger", None).await,
+            (200, "{\n  \"ledger\": []\n}".to_string()),
+            "{peer}"
+        );
+    }
+}
+
+#[test]
+fn the_default_state_dir_lies_beside_the_watched_dir() {
+    let tmp = local_dir();
+    let admin = free_port();
+    let child = operator_command(
+        tmp.path(),
+        &[
+            "--grpc-listen".into(),
+            format!("127.0.0.1:{}", free_port()),
+            "--admin-listen".into(),
+            format!("127.0.0.1:{admin}"),
+        ],
+    )
+    .spawn()
+    .unwrap();
+    let _child = Killed(child);
+    wait_listening(admin);
+    get_until(SocketAddr::from(([127, 0, 0, 1], admin)), "/ledger", 200);
+    let state = tmp.path().join("objects.state");
+    assert!(state.join("leader.lock").is_file());
+    assert!(!tmp.path().join("objects/.tokenwarden").exists());
+    let watched: Vec<String> = std::fs::read_dir(tmp.path().join("objects"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(watched, vec!["shop.yaml".to_string()]);
+}
+
+#[test]
+fn logs_carry_no_colour_codes_off_a_terminal() {
+    let tmp = local_dir();
+    let admin = free_port();
+    let child = operator_command(
+        tmp.path(),
+        &[
+            "--state-dir".into(),
+            tmp.path().join("state").display().to_string(),
+            "--grpc-listen".into(),
+            format!("127.0.0.1:{}", free_port()),
+            "--admin-listen".into(),
+            format!("127.0.0.1:{admin}"),
+        ],
+    )
+    .env_remove("NO_COLOR")
+    .env_remove("TOKENWARDEN_OPERATOR_LOG_FORMAT")
+    .spawn()
+    .unwrap();
+    let _child = Killed(child);
+    wait_listening(admin);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let log = loop {
+        let log = std::fs::read_to_string(tmp.path().join("operator.log")).unwrap();
+        if log.contains("leading") {
+            break log;
+        }
+        assert!(Instant::now() < deadline, "no log lines: {log:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(log.contains(" INFO "), "{log}");
+    assert!(log.contains("tokenwarden operator listening"), "{log}");
+    assert!(
+        !log.contains('\u{1b}'),
+        "escape codes in a log file: {log:?}"
+    );
 }

@@ -18,16 +18,19 @@ use serde_json::{Value, json};
 use tokenwarden_core::{cluster::ClusterLedgerState, config::ObjectRef};
 use tokenwarden_crds::{RoutingPolicyStatus, TokenBudgetStatus};
 use tokenwarden_operator::{
+    admin::{self, AdminState},
+    engine::Cmd,
     kube::{
-        KubeSource, SourceOptions, TokenReviewAuth, api_calls, grants, leader,
+        KubeSource, LedgerReview, SourceOptions, TokenReviewAuth, api_calls, grants, leader,
         ledger::ConfigMapLedger, rbac_request,
     },
+    metrics::Metrics,
     source::{
         Authenticator, Claim, Event, EventType, Identity, Leadership, ObjectSource, Objects,
         Regarding,
     },
 };
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tower_test::mock::{Handle, SendResponse};
 
 const OPERATOR_NS: &str = "tokenwarden-system";
@@ -885,6 +888,299 @@ async fn scenario_token_review_refusals(log: &Log) {
     );
 }
 
+// === /ledger on the admin port: TokenReview + SubjectAccessReview ===
+
+/// A client on the pod network (not loopback).
+const REMOTE: &str = "10.244.1.7:40312";
+const READER: &str = "system:serviceaccount:monitoring:dashboards";
+/// What the fake engine answers to `Cmd::Ledger`.
+fn ledger_body() -> Value {
+    json!({"ledger": [{"namespace": "team-a", "workload": "chat", "model": "gpt-5-nano"}]})
+}
+
+/// An admin server with `LedgerReview` over `client` and a leading engine
+/// that answers `/ledger` with [`ledger_body`].
+fn admin_state(client: Client) -> AdminState {
+    let (tx, mut rx) = mpsc::channel::<Cmd>(4);
+    tokio::spawn(async move {
+        while let Some(cmd) = rx.recv().await {
+            if let Cmd::Ledger(reply) = cmd {
+                let _ = reply.send(ledger_body());
+            }
+        }
+    });
+    let engine = watch::channel(Some(tx)).1;
+    AdminState {
+        metrics: Arc::new(Metrics::new()),
+        engine,
+        leadership: watch::channel(Leadership {
+            leader: true,
+            leader_address: None,
+        })
+        .1,
+        synced: watch::channel(true).1,
+        tls: None,
+        ledger_access: Some(Arc::new(LedgerReview::new(client))),
+    }
+}
+
+/// The admin answer to `GET path` from `peer`: (status, WWW-Authenticate, body).
+type AdminAnswer = (u16, Option<String>, String);
+
+/// Send `GET path` from `peer` to the admin server (over an in-memory
+/// connection, so the peer address can be any address).
+fn admin_get(
+    state: &AdminState,
+    peer: &str,
+    path: &str,
+    authorization: Option<&str>,
+) -> tokio::task::JoinHandle<AdminAnswer> {
+    let (client_io, server_io) = tokio::io::duplex(64 * 1024);
+    tokio::spawn(admin::serve_connection(
+        server_io,
+        peer.parse().unwrap(),
+        state.clone(),
+    ));
+    let mut req = Request::get(path).header("host", "tokenwarden-operator");
+    if let Some(a) = authorization {
+        req = req.header("authorization", a);
+    }
+    let req = req
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    tokio::spawn(async move {
+        let (mut send, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(client_io))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        let resp = send.send_request(req).await.unwrap();
+        let status = resp.status().as_u16();
+        let www = resp
+            .headers()
+            .get("www-authenticate")
+            .map(|v| v.to_str().unwrap().to_string());
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        (status, www, String::from_utf8(body.to_vec()).unwrap())
+    })
+}
+
+fn access_review(authenticated: bool, error: Option<&str>) -> Value {
+    let mut review = json!({
+        "apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "metadata": {},
+        "spec": {"token": TOKEN},
+        "status": {"authenticated": authenticated,
+                   "audiences": ["https://kubernetes.default.svc.cluster.local"]}
+    });
+    if authenticated {
+        review["status"]["user"] = json!({
+            "username": READER, "uid": "sa-uid-9",
+            "groups": ["system:serviceaccounts", "system:serviceaccounts:monitoring", "system:authenticated"],
+            "extra": {"authentication.kubernetes.io/credential-id": ["JTI=def"]}
+        });
+    }
+    if let Some(e) = error {
+        review["status"]["error"] = json!(e);
+    }
+    review
+}
+
+/// Asserts the TokenReview for the bearer token: the API server's own
+/// audience (no `audiences`), the token as sent.
+async fn expect_token_review(api: &mut ApiServer) -> SendResponse<Response<Body>> {
+    let (seen, send) = api.next().await;
+    assert_eq!(
+        (seen.method.as_str(), seen.uri.as_str()),
+        ("POST", "/apis/authentication.k8s.io/v1/tokenreviews?")
+    );
+    assert_eq!(seen.content_type.as_deref(), Some("application/json"));
+    assert_eq!(
+        seen.json(),
+        json!({
+            "apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "metadata": {},
+            "spec": {"token": TOKEN}
+        })
+    );
+    send
+}
+
+/// Asserts the SubjectAccessReview for the reviewed user: `get` on
+/// tokenbudgets.tokenwarden.dev, no namespace (all of them), with the
+/// user's groups, uid and extras; answers `allowed`.
+async fn expect_access_review(api: &mut ApiServer, allowed: bool, reason: &str) {
+    let (seen, send) = api.next().await;
+    assert_eq!(
+        (seen.method.as_str(), seen.uri.as_str()),
+        (
+            "POST",
+            "/apis/authorization.k8s.io/v1/subjectaccessreviews?"
+        )
+    );
+    assert_eq!(seen.content_type.as_deref(), Some("application/json"));
+    let spec = json!({
+        "user": READER, "uid": "sa-uid-9",
+        "groups": ["system:serviceaccounts", "system:serviceaccounts:monitoring", "system:authenticated"],
+        "extra": {"authentication.kubernetes.io/credential-id": ["JTI=def"]},
+        "resourceAttributes": {"verb": "get", "group": "tokenwarden.dev", "resource": "tokenbudgets"}
+    });
+    assert_eq!(
+        seen.json(),
+        json!({
+            "apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
+            "metadata": {}, "spec": spec
+        })
+    );
+    let mut status = json!({"allowed": allowed});
+    if !reason.is_empty() {
+        status["reason"] = json!(reason);
+    }
+    respond(
+        send,
+        201,
+        &json!({"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
+                "metadata": {}, "spec": spec, "status": status}),
+    );
+}
+
+/// A token the API server authenticates, whose user RBAC allows to get
+/// tokenbudgets everywhere: the ledger.
+async fn scenario_ledger_allowed(log: &Log) {
+    let (client, mut api) = mock(log);
+    let state = admin_state(client);
+    let get = admin_get(&state, REMOTE, "/ledger", Some(&format!("Bearer {TOKEN}")));
+    let send = expect_token_review(&mut api).await;
+    respond(send, 201, &access_review(true, None));
+    expect_access_review(
+        &mut api,
+        true,
+        "RBAC: allowed by ClusterRoleBinding \"ledger-readers\"",
+    )
+    .await;
+    let (status, www, body) = get.await.unwrap();
+    assert_eq!((status, www), (200, None), "{body}");
+    assert_eq!(serde_json::from_str::<Value>(&body).unwrap(), ledger_body());
+}
+
+/// Authenticated, but RBAC does not allow it: 403 with the reason.
+async fn scenario_ledger_forbidden(log: &Log) {
+    let (client, mut api) = mock(log);
+    let state = admin_state(client);
+    // The scheme is case-insensitive (RFC 9110).
+    let get = admin_get(&state, REMOTE, "/ledger", Some(&format!("bearer {TOKEN}")));
+    let send = expect_token_review(&mut api).await;
+    respond(send, 201, &access_review(true, None));
+    expect_access_review(&mut api, false, "").await;
+    let (status, www, body) = get.await.unwrap();
+    assert_eq!((status, www), (403, None));
+    assert_eq!(
+        body,
+        "forbidden: user \"system:serviceaccount:monitoring:dashboards\" may not get \
+         tokenbudgets.tokenwarden.dev in all namespaces\n"
+    );
+    assert!(!body.contains(TOKEN));
+}
+
+/// A token the API server does not authenticate: 401, no SubjectAccessReview.
+async fn scenario_ledger_invalid_token(log: &Log) {
+    let (client, mut api) = mock(log);
+    let state = admin_state(client);
+    let get = admin_get(&state, REMOTE, "/ledger", Some(&format!("Bearer {TOKEN}")));
+    let send = expect_token_review(&mut api).await;
+    respond(
+        send,
+        201,
+        &access_review(false, Some("[invalid bearer token, token has expired]")),
+    );
+    let (status, www, body) = get.await.unwrap();
+    assert_eq!(status, 401);
+    assert_eq!(
+        www.as_deref(),
+        Some("Bearer realm=\"tokenwarden-operator\"")
+    );
+    assert_eq!(
+        body,
+        "unauthorized: invalid bearer token: [invalid bearer token, token has expired]\n"
+    );
+    api.silent(Duration::from_millis(200)).await;
+}
+
+#[tokio::test]
+async fn ledger_with_an_allowed_token_is_served() {
+    scenario_ledger_allowed(&new_log()).await;
+}
+
+#[tokio::test]
+async fn ledger_with_a_token_rbac_denies_is_403() {
+    scenario_ledger_forbidden(&new_log()).await;
+}
+
+#[tokio::test]
+async fn ledger_with_an_invalid_token_is_401() {
+    scenario_ledger_invalid_token(&new_log()).await;
+}
+
+/// No token from the pod network: 401 (with the header saying how), and
+/// the API server is not asked; health and metrics stay open; a loopback
+/// client (`kubectl port-forward`) needs no token.
+#[tokio::test]
+async fn ledger_without_a_token_is_401_and_other_endpoints_stay_open() {
+    let log = new_log();
+    let (client, mut api) = mock(&log);
+    let state = admin_state(client);
+    for auth in [
+        None,
+        Some("Basic dXNlcjpwYXNz"),
+        Some("Bearer "),
+        Some(TOKEN),
+    ] {
+        let (status, www, body) = admin_get(&state, REMOTE, "/ledger", auth).await.unwrap();
+        assert_eq!(status, 401, "{auth:?}: {body}");
+        assert_eq!(
+            www.as_deref(),
+            Some("Bearer realm=\"tokenwarden-operator\"")
+        );
+        assert_eq!(
+            body,
+            "unauthorized: /ledger needs `Authorization: Bearer <token>` (a service-account \
+             token whose user may get tokenbudgets.tokenwarden.dev)\n"
+        );
+    }
+    for path in ["/healthz", "/readyz", "/metrics"] {
+        let (status, _, body) = admin_get(&state, REMOTE, path, None).await.unwrap();
+        assert_eq!(status, 200, "{path}: {body}");
+    }
+    for peer in ["127.0.0.1:50000", "[::1]:50000", "[::ffff:127.0.0.1]:50000"] {
+        let (status, _, body) = admin_get(&state, peer, "/ledger", None).await.unwrap();
+        assert_eq!(status, 200, "{peer}: {body}");
+        assert_eq!(serde_json::from_str::<Value>(&body).unwrap(), ledger_body());
+    }
+    api.silent(Duration::from_millis(200)).await;
+}
+
+/// The API server fails the TokenReview: 503 (the token is neither valid
+/// nor invalid), never the ledger.
+#[tokio::test]
+async fn ledger_when_the_token_cannot_be_checked_is_503() {
+    let log = new_log();
+    let (client, mut api) = mock(&log);
+    let state = admin_state(client);
+    let get = admin_get(&state, REMOTE, "/ledger", Some(&format!("Bearer {TOKEN}")));
+    let send = expect_token_review(&mut api).await;
+    respond(
+        send,
+        500,
+        &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                "message": "etcdserver: request timed out", "reason": "InternalError", "code": 500}),
+    );
+    let (status, _, body) = get.await.unwrap();
+    assert_eq!(status, 503);
+    assert!(
+        body.starts_with("cannot check the bearer token: TokenReview failed: "),
+        "{body}"
+    );
+    assert!(!body.contains(TOKEN));
+}
+
 // === the fake Lease/Pod API for leader election ===
 
 /// RFC 7386 merge.
@@ -1246,6 +1542,9 @@ async fn every_api_call_is_declared_and_exercised() {
     scenario_leader_fence(&log).await;
     scenario_fresh_read(&log).await;
     scenario_cluster_ledger_configmap(&log).await;
+    scenario_ledger_allowed(&log).await;
+    scenario_ledger_forbidden(&log).await;
+    scenario_ledger_invalid_token(&log).await;
 
     let calls = api_calls();
     let mut used = BTreeSet::new();

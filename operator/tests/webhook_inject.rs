@@ -270,6 +270,15 @@ fn one_container_pod_gets_the_sidecar() {
     assert_eq!(sidecar["restartPolicy"], "Always");
     assert_eq!(sidecar["securityContext"]["runAsNonRoot"], true);
     assert_eq!(sidecar["readinessProbe"]["httpGet"]["path"], "/readyz");
+    // The sidecar's own variables (never the operator's, nor unprefixed).
+    assert_eq!(
+        sidecar["env"],
+        json!([
+            {"name": "TOKENWARDEN_SIDECAR_POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+            {"name": "TOKENWARDEN_SIDECAR_POD_UID", "valueFrom": {"fieldRef": {"fieldPath": "metadata.uid"}}},
+            {"name": "TOKENWARDEN_SIDECAR_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+        ])
+    );
     assert_eq!(
         sidecar["volumeMounts"][3],
         json!({"name": "tokenwarden-key-0", "mountPath": "/var/run/tokenwarden/secrets/llm-keys", "readOnly": true})

@@ -7,6 +7,7 @@ Also the generator of deploy/tokenwarden.yaml:
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -26,6 +27,14 @@ HEADER = f"""\
 # Install: kubectl apply --server-side -f deploy/
 # (deploy/crds.yaml holds the CRDs; examples/ is not applied by that command.)
 """
+
+
+def operator_bin() -> Path:
+    """The operator binary: $TOKENWARDEN_OPERATOR_BIN, else $CARGO_TARGET_DIR/debug or target/debug."""
+    if os.environ.get("TOKENWARDEN_OPERATOR_BIN"):
+        return Path(os.environ["TOKENWARDEN_OPERATOR_BIN"])
+    target = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
+    return target / "debug" / "tokenwarden-operator"
 
 
 def render(values: dict | None = None, *, release: str = RELEASE, namespace: str = NAMESPACE) -> dict[str, str]:

@@ -6,13 +6,15 @@ strictly, and checked for what each option must change."""
 from __future__ import annotations
 
 import copy
+import re
+import subprocess
 
 import helm_python
 import kubernetes_validate
 import pytest
 import yaml
 
-from chartlib import CHART, DEPLOY, NAMESPACE, ROOT, manifest, objects
+from chartlib import CHART, DEPLOY, NAMESPACE, ROOT, manifest, objects, operator_bin
 
 KUBE_VERSIONS = ["1.33.0", "1.37.0"]
 
@@ -105,16 +107,38 @@ def test_defaults_ha_operator() -> None:
     assert c["securityContext"]["readOnlyRootFilesystem"] is True
     assert {p["containerPort"] for p in c["ports"]} == {15810, 15811, 15812}
     env = env_of(docs)
-    assert env["TOKENWARDEN_WEBHOOK_CERT_MODE"] == "secret"
-    assert env["TOKENWARDEN_SIDECAR_REQUESTS"] == "cpu=50m,memory=64Mi"
-    assert env["TOKENWARDEN_SIDECAR_LIMITS"] == "memory=256Mi"
-    assert env["TOKENWARDEN_SIDECAR_IMAGE"] == "ghcr.io/tokenwarden/sidecar:0.1.0"
+    assert env["TOKENWARDEN_OPERATOR_WEBHOOK_CERT_MODE"] == "secret"
+    assert env["TOKENWARDEN_OPERATOR_SIDECAR_REQUESTS"] == "cpu=50m,memory=64Mi"
+    assert env["TOKENWARDEN_OPERATOR_SIDECAR_LIMITS"] == "memory=256Mi"
+    assert env["TOKENWARDEN_OPERATOR_SIDECAR_IMAGE"] == "ghcr.io/tokenwarden/sidecar:0.1.0"
     for name in ("POD_NAMESPACE", "POD_NAME", "POD_IP"):
         assert name in env
+    # The operator defaults to loopback; in the pod, sidecars, probes and
+    # scrapers come over the pod network (/ledger is guarded by the operator).
+    assert env["TOKENWARDEN_OPERATOR_GRPC_LISTEN"] == "0.0.0.0:15810"
+    assert env["TOKENWARDEN_OPERATOR_ADMIN_LISTEN"] == "0.0.0.0:15811"
+    assert env["TOKENWARDEN_OPERATOR_WEBHOOK_LISTEN"] == "0.0.0.0:15812"
+    # Only the operator's own variables (the sidecar reads TOKENWARDEN_SIDECAR_*).
+    assert [n for n in env if n.startswith("TOKENWARDEN_") and not n.startswith("TOKENWARDEN_OPERATOR_")] == []
     # The Secret the operator writes is mounted optionally for the gRPC server.
     vol = pod["volumes"][0]
     assert vol["secret"] == {"secretName": "tokenwarden-tls", "optional": True}
     assert not by_kind(docs, "Certificate") and not by_kind(docs, "ServiceMonitor") and not by_kind(docs, "NetworkPolicy")
+
+
+@pytest.mark.parametrize("option", sorted(OPTIONS))
+def test_every_variable_set_is_one_the_operator_reads(option: str) -> None:
+    """A misspelt or renamed variable would be ignored silently: every one the
+    chart sets must be listed in the operator's --help (`[env: NAME=...]`)."""
+    exe = operator_bin()
+    if not exe.exists():
+        pytest.fail(f"{exe} missing: build it with `cargo build -p tokenwarden-operator`")
+    out = subprocess.run([str(exe), "--help"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    read = set(re.findall(r"\[env:\s+([A-Z0-9_]+)=", out.stdout))
+    assert "TOKENWARDEN_OPERATOR_ADMIN_LISTEN" in read, out.stdout
+    unread = sorted(set(env_of(objects(OPTIONS[option]))) - read - {"RUST_LOG"})
+    assert unread == [], f"the operator does not read {unread}"
 
 
 def test_services() -> None:
@@ -153,8 +177,8 @@ def test_webhook_configuration_defaults() -> None:
     assert v["clientConfig"]["service"]["path"] == "/validate"
     assert v["rules"][0]["resources"] == ["routingpolicies", "tokenbudgets"]
     env = env_of(docs)
-    assert env["TOKENWARDEN_MUTATING_WEBHOOK"] == mwc["metadata"]["name"]
-    assert env["TOKENWARDEN_VALIDATING_WEBHOOK"] == vwc["metadata"]["name"]
+    assert env["TOKENWARDEN_OPERATOR_MUTATING_WEBHOOK"] == mwc["metadata"]["name"]
+    assert env["TOKENWARDEN_OPERATOR_VALIDATING_WEBHOOK"] == vwc["metadata"]["name"]
 
 
 def test_webhook_options() -> None:
@@ -164,8 +188,8 @@ def test_webhook_options() -> None:
     assert not by_kind(docs, "ValidatingWebhookConfiguration")
     assert not by_kind(docs, "PodDisruptionBudget"), "a PDB of 1 with 1 replica blocks node drains"
     env = env_of(docs)
-    assert env["TOKENWARDEN_SIDECAR_REQUESTS"] == "cpu=100m,memory=128Mi"
-    assert env["TOKENWARDEN_SIDECAR_LIMITS"] == "cpu=1,memory=512Mi"
+    assert env["TOKENWARDEN_OPERATOR_SIDECAR_REQUESTS"] == "cpu=100m,memory=128Mi"
+    assert env["TOKENWARDEN_OPERATOR_SIDECAR_LIMITS"] == "cpu=1,memory=512Mi"
 
 
 def test_release_namespace_is_always_excluded() -> None:
@@ -180,7 +204,7 @@ def test_release_namespace_is_always_excluded() -> None:
 @pytest.mark.parametrize("option", ["cert-manager", "cert-manager-issuer"])
 def test_cert_manager(option: str) -> None:
     docs = objects(OPTIONS[option])
-    assert env_of(docs)["TOKENWARDEN_WEBHOOK_CERT_MODE"] == "files"
+    assert env_of(docs)["TOKENWARDEN_OPERATOR_WEBHOOK_CERT_MODE"] == "files"
     serving = one(docs, "Certificate", "tokenwarden-serving")
     assert serving["spec"]["secretName"] == "tokenwarden-tls"
     assert "tokenwarden-webhook.tokenwarden.svc" in serving["spec"]["dnsNames"]

@@ -10,23 +10,14 @@ $CARGO_TARGET_DIR/debug or target/debug.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-from pathlib import Path
 
 import pytest
 
-from chartlib import NAMESPACE, ROOT, objects
+from chartlib import NAMESPACE, objects, operator_bin
 
 # Verbs a rule restricted by resourceNames cannot grant.
 UNNAMEABLE = {"list", "watch", "create", "deletecollection"}
-
-
-def operator_bin() -> Path:
-    if os.environ.get("TOKENWARDEN_OPERATOR_BIN"):
-        return Path(os.environ["TOKENWARDEN_OPERATOR_BIN"])
-    target = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
-    return target / "debug" / "tokenwarden-operator"
 
 
 def api_calls() -> list[dict]:

@@ -509,6 +509,51 @@ async fn operator_in_kubernetes_mode_end_to_end() {
             text.contains("provider-keys"),
             "the policy's key Secret is mounted: {text}"
         );
+        // Every flag and variable the webhook gives the sidecar is one the
+        // sidecar binary reads (a renamed one would be ignored silently).
+        let sidecar = patch
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|o| o["path"] == "/spec/initContainers")
+            .map(|o| o["value"][0].clone())
+            .expect("the sidecar added as the first init container");
+        let help = Command::new(bin("tokenwarden-sidecar"))
+            .arg("--help")
+            .output()
+            .unwrap();
+        let help = String::from_utf8(help.stdout).unwrap();
+        let env: Vec<&str> = sidecar["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            env,
+            [
+                "TOKENWARDEN_SIDECAR_POD_NAME",
+                "TOKENWARDEN_SIDECAR_POD_UID",
+                "TOKENWARDEN_SIDECAR_NAMESPACE"
+            ]
+        );
+        for name in env {
+            assert!(
+                help.contains(&format!("[env: {name}=")),
+                "the sidecar does not read {name}:\n{help}"
+            );
+        }
+        for flag in sidecar["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|a| a.as_str().filter(|a| a.starts_with("--")))
+        {
+            assert!(
+                help.contains(&format!("{flag} ")) || help.contains(&format!("{flag}\n")),
+                "the sidecar has no {flag}:\n{help}"
+            );
+        }
     }
 
     // Sidecars dial the standby: redirected to the leader (its pod IP, the
@@ -576,6 +621,13 @@ async fn operator_in_kubernetes_mode_end_to_end() {
         .map(|s| s["id"].as_str().unwrap())
         .collect();
     assert_eq!(ids.len(), 2, "one watermark per sidecar: {status}");
+    // The leader's /ledger answers a loopback client without a token (as
+    // `kubectl port-forward` arrives); others need a bearer token (tested
+    // in operator/tests/kube_layer.rs).
+    let (code, body) = http_get(ops[li].admin, "/ledger").unwrap();
+    assert_eq!(code, 200, "{body}");
+    let ledger: Value = serde_json::from_str(&body).unwrap();
+    assert!(ledger.is_object(), "{ledger}");
     assert!(
         ops[li].log().contains("TokenReview") || ops[li].log().contains("refused"),
         "the intruder's refusal is logged"

@@ -5,6 +5,9 @@
 //!   Events (events.k8s.io/v1) on the objects.
 //! - [`TokenReviewAuth`]: a sidecar's projected service-account token checked
 //!   with a TokenReview and matched to the Pod it claims to be.
+//! - [`LedgerReview`]: who may read the admin `/ledger` from outside the
+//!   pod: a bearer token checked with TokenReview, its user with a
+//!   SubjectAccessReview (`get` on tokenbudgets in all namespaces).
 //! - [`leader`]: leader election on a Lease (kube-lease-manager); the leader
 //!   labels its own Pod so the control Service routes only to it, and
 //!   publishes its control address on the Lease for `Redirect`.
@@ -18,11 +21,13 @@
 //! `docs/kubernetes-layer.md` describes the design and what only a real
 //! cluster verifies.
 
+mod access;
 mod auth;
 pub mod leader;
 pub mod ledger;
 mod source;
 
+pub use access::{LEDGER_GROUP, LEDGER_RESOURCE, LEDGER_VERB, LedgerReview};
 pub use auth::{AUDIENCE, DEFAULT_CACHE_TTL, TokenReviewAuth};
 pub use source::{FIELD_MANAGER, KubeSource, SourceOptions};
 
@@ -71,7 +76,14 @@ pub struct RbacRequest {
 /// Every Kubernetes API call the kube layer makes (the chart's RBAC must
 /// grant each of these).
 pub fn api_calls() -> Vec<ApiCall> {
-    [source::CALLS, auth::CALLS, leader::CALLS, ledger::CALLS].concat()
+    [
+        source::CALLS,
+        auth::CALLS,
+        access::CALLS,
+        leader::CALLS,
+        ledger::CALLS,
+    ]
+    .concat()
 }
 
 /// Parse a request's method and path (with query) into what RBAC checks.

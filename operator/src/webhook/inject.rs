@@ -353,9 +353,9 @@ fn sidecar_container(secrets: &[String], cfg: &InjectConfig) -> Value {
             "--admin-listen", format!("0.0.0.0:{}", cfg.admin_port),
         ],
         "env": [
-            env_field("TOKENWARDEN_POD_NAME", "metadata.name"),
-            env_field("TOKENWARDEN_POD_UID", "metadata.uid"),
-            env_field("TOKENWARDEN_NAMESPACE", "metadata.namespace"),
+            env_field("TOKENWARDEN_SIDECAR_POD_NAME", "metadata.name"),
+            env_field("TOKENWARDEN_SIDECAR_POD_UID", "metadata.uid"),
+            env_field("TOKENWARDEN_SIDECAR_NAMESPACE", "metadata.namespace"),
         ],
         "ports": [{"name": "tw-admin", "containerPort": cfg.admin_port, "protocol": "TCP"}],
         // The app containers start once the proxy listens (startup), and the

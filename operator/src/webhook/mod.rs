@@ -38,13 +38,13 @@ use crate::source::Objects;
 
 const DAY: i64 = 24 * 3600;
 
-/// Flags of the webhook (each also from a `TOKENWARDEN_*` variable).
+/// Flags of the webhook (each also from a `TOKENWARDEN_OPERATOR_*` variable).
 #[derive(Debug, Clone, clap::Args)]
 pub struct WebhookArgs {
     /// Address of the HTTPS webhook server.
     #[arg(
         long,
-        env = "TOKENWARDEN_WEBHOOK_LISTEN",
+        env = "TOKENWARDEN_OPERATOR_WEBHOOK_LISTEN",
         default_value = "0.0.0.0:15812"
     )]
     pub webhook_listen: SocketAddr,
@@ -54,13 +54,13 @@ pub struct WebhookArgs {
     /// `--webhook-cert-secret` and patches the caBundles) or `files`
     /// (cert-manager or another tool writes `tls.crt`, `tls.key`, `ca.crt`
     /// into `--webhook-cert-dir` and injects the caBundles).
-    #[arg(long, env = "TOKENWARDEN_WEBHOOK_CERT_MODE", value_enum, default_value_t = CertMode::Secret)]
+    #[arg(long, env = "TOKENWARDEN_OPERATOR_WEBHOOK_CERT_MODE", value_enum, default_value_t = CertMode::Secret)]
     pub webhook_cert_mode: CertMode,
 
     /// Secret (in the operator's namespace) holding the CA and serving certificate.
     #[arg(
         long,
-        env = "TOKENWARDEN_WEBHOOK_CERT_SECRET",
+        env = "TOKENWARDEN_OPERATOR_WEBHOOK_CERT_SECRET",
         default_value = "tokenwarden-tls"
     )]
     pub webhook_cert_secret: String,
@@ -68,7 +68,7 @@ pub struct WebhookArgs {
     /// Directory of `tls.crt`, `tls.key` and `ca.crt` in `files` mode.
     #[arg(
         long,
-        env = "TOKENWARDEN_WEBHOOK_CERT_DIR",
+        env = "TOKENWARDEN_OPERATOR_WEBHOOK_CERT_DIR",
         default_value = "/etc/tokenwarden/tls"
     )]
     pub webhook_cert_dir: PathBuf,
@@ -76,7 +76,7 @@ pub struct WebhookArgs {
     /// Service in front of the webhook port (a DNS name of the certificate).
     #[arg(
         long,
-        env = "TOKENWARDEN_WEBHOOK_SERVICE",
+        env = "TOKENWARDEN_OPERATOR_WEBHOOK_SERVICE",
         default_value = "tokenwarden-webhook"
     )]
     pub webhook_service: String,
@@ -85,24 +85,28 @@ pub struct WebhookArgs {
     /// certificate, so the control server can serve the same files).
     #[arg(
         long,
-        env = "TOKENWARDEN_CONTROL_SERVICE",
+        env = "TOKENWARDEN_OPERATOR_CONTROL_SERVICE",
         default_value = "tokenwarden-control"
     )]
     pub control_service: String,
 
     /// Port of the control Service.
-    #[arg(long, env = "TOKENWARDEN_CONTROL_PORT", default_value_t = 15810)]
+    #[arg(
+        long,
+        env = "TOKENWARDEN_OPERATOR_CONTROL_PORT",
+        default_value_t = 15810
+    )]
     pub control_port: u16,
 
     /// Control-plane address given to sidecars. Default:
     /// `https://<control-service>.<namespace>.svc:<control-port>`.
-    #[arg(long, env = "TOKENWARDEN_CONTROL_PLANE_ADDRESS")]
+    #[arg(long, env = "TOKENWARDEN_OPERATOR_CONTROL_PLANE_ADDRESS")]
     pub control_plane_address: Option<String>,
 
     /// MutatingWebhookConfiguration whose caBundle the operator keeps current.
     #[arg(
         long,
-        env = "TOKENWARDEN_MUTATING_WEBHOOK",
+        env = "TOKENWARDEN_OPERATOR_MUTATING_WEBHOOK",
         default_value = "tokenwarden-injector"
     )]
     pub mutating_webhook: String,
@@ -110,36 +114,52 @@ pub struct WebhookArgs {
     /// ValidatingWebhookConfiguration whose caBundle the operator keeps current.
     #[arg(
         long,
-        env = "TOKENWARDEN_VALIDATING_WEBHOOK",
+        env = "TOKENWARDEN_OPERATOR_VALIDATING_WEBHOOK",
         default_value = "tokenwarden-validator"
     )]
     pub validating_webhook: String,
 
     /// Lifetime of a serving certificate, days.
-    #[arg(long, env = "TOKENWARDEN_CERT_VALIDITY_DAYS", default_value_t = 90)]
+    #[arg(
+        long,
+        env = "TOKENWARDEN_OPERATOR_CERT_VALIDITY_DAYS",
+        default_value_t = 90
+    )]
     pub cert_validity_days: i64,
 
     /// Renew the serving certificate when fewer days than this are left.
-    #[arg(long, env = "TOKENWARDEN_CERT_RENEW_BEFORE_DAYS", default_value_t = 30)]
+    #[arg(
+        long,
+        env = "TOKENWARDEN_OPERATOR_CERT_RENEW_BEFORE_DAYS",
+        default_value_t = 30
+    )]
     pub cert_renew_before_days: i64,
 
     /// Lifetime of the CA, days.
-    #[arg(long, env = "TOKENWARDEN_CA_VALIDITY_DAYS", default_value_t = 3650)]
+    #[arg(
+        long,
+        env = "TOKENWARDEN_OPERATOR_CA_VALIDITY_DAYS",
+        default_value_t = 3650
+    )]
     pub ca_validity_days: i64,
 
     /// How often certificates and caBundles are checked (seconds); also how
     /// soon a caBundle reset by `helm upgrade` is restored.
-    #[arg(long, env = "TOKENWARDEN_CERT_CHECK_INTERVAL", default_value_t = 30)]
+    #[arg(
+        long,
+        env = "TOKENWARDEN_OPERATOR_CERT_CHECK_INTERVAL",
+        default_value_t = 30
+    )]
     pub cert_check_interval: u64,
 
     /// Sidecar image.
-    #[arg(long, env = "TOKENWARDEN_SIDECAR_IMAGE", default_value = concat!("ghcr.io/tokenwarden/sidecar:", env!("CARGO_PKG_VERSION")))]
+    #[arg(long, env = "TOKENWARDEN_OPERATOR_SIDECAR_IMAGE", default_value = concat!("ghcr.io/tokenwarden/sidecar:", env!("CARGO_PKG_VERSION")))]
     pub sidecar_image: String,
 
     /// Sidecar image pull policy.
     #[arg(
         long,
-        env = "TOKENWARDEN_SIDECAR_IMAGE_PULL_POLICY",
+        env = "TOKENWARDEN_OPERATOR_SIDECAR_IMAGE_PULL_POLICY",
         default_value = "IfNotPresent"
     )]
     pub sidecar_image_pull_policy: String,
@@ -147,7 +167,7 @@ pub struct WebhookArgs {
     /// Sidecar resource requests, `cpu=50m,memory=64Mi`.
     #[arg(
         long,
-        env = "TOKENWARDEN_SIDECAR_REQUESTS",
+        env = "TOKENWARDEN_OPERATOR_SIDECAR_REQUESTS",
         default_value = "cpu=50m,memory=64Mi"
     )]
     pub sidecar_requests: String,
@@ -155,27 +175,39 @@ pub struct WebhookArgs {
     /// Sidecar resource limits, `memory=256Mi` (empty: none).
     #[arg(
         long,
-        env = "TOKENWARDEN_SIDECAR_LIMITS",
+        env = "TOKENWARDEN_OPERATOR_SIDECAR_LIMITS",
         default_value = "memory=256Mi"
     )]
     pub sidecar_limits: String,
 
     /// Port of the sidecar on 127.0.0.1 for app traffic.
-    #[arg(long, env = "TOKENWARDEN_SIDECAR_PORT", default_value_t = 15800)]
+    #[arg(
+        long,
+        env = "TOKENWARDEN_OPERATOR_SIDECAR_PORT",
+        default_value_t = 15800
+    )]
     pub sidecar_port: u16,
 
     /// Sidecar admin port (probes, metrics); listens on the pod IP.
-    #[arg(long, env = "TOKENWARDEN_SIDECAR_ADMIN_PORT", default_value_t = 15801)]
+    #[arg(
+        long,
+        env = "TOKENWARDEN_OPERATOR_SIDECAR_ADMIN_PORT",
+        default_value_t = 15801
+    )]
     pub sidecar_admin_port: u16,
 
     /// UID/GID of the sidecar.
-    #[arg(long, env = "TOKENWARDEN_SIDECAR_RUN_AS_USER", default_value_t = 65532)]
+    #[arg(
+        long,
+        env = "TOKENWARDEN_OPERATOR_SIDECAR_RUN_AS_USER",
+        default_value_t = 65532
+    )]
     pub sidecar_run_as_user: i64,
 
     /// Size limit of the sidecar's state emptyDir (empty: none).
     #[arg(
         long,
-        env = "TOKENWARDEN_SIDECAR_STATE_SIZE_LIMIT",
+        env = "TOKENWARDEN_OPERATOR_SIDECAR_STATE_SIZE_LIMIT",
         default_value = "256Mi"
     )]
     pub sidecar_state_size_limit: String,
@@ -183,7 +215,7 @@ pub struct WebhookArgs {
     /// Namespaces never injected besides the operator's own (comma-separated).
     #[arg(
         long,
-        env = "TOKENWARDEN_INJECT_EXCLUDE_NAMESPACES",
+        env = "TOKENWARDEN_OPERATOR_INJECT_EXCLUDE_NAMESPACES",
         value_delimiter = ',',
         default_value = "kube-system"
     )]
