@@ -26,6 +26,17 @@
 //! record that arrives after its lease was reclaimed is still counted (the
 //! ledger is never wrong), so the overshoot past the cap is bounded by what
 //! a sidecar had in flight when its lease expired, more than `grace` earlier.
+//!
+//! # A need that cannot be covered
+//! A request waiting on a lease carries its worst case (`need`). When the
+//! pool cannot cover it but the cap minus the spend can, other sidecars
+//! hold the rest: they are recalled ([`Book::recall_candidates`]) and the
+//! request waits. When even the cap minus the spend cannot cover it, no
+//! recall, release or expiry ever will in this period: the spend only grows
+//! while the period and the epoch (the limit) stay the same. Then
+//! [`Book::cannot_cover`] says so, with what is left, and the sidecar
+//! refuses the request at once instead of waiting for a grant. The verdict
+//! only ever refuses: it grants nothing, so it cannot move the cap.
 
 use std::collections::BTreeMap;
 
@@ -193,6 +204,21 @@ pub struct LeaseView {
     pub limits_usd: bool,
     /// Whether it has a token limit.
     pub limits_tokens: bool,
+}
+
+/// A need no lease can cover in the current period (see
+/// [`Book::cannot_cover`]; what a `LeaseUnmet` carries).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Unmet {
+    /// Lease epoch the verdict is for.
+    pub epoch: u64,
+    /// The period.
+    pub period_start: Timestamp,
+    /// Effective USD cap − spent, never negative; `None` without a USD
+    /// limit.
+    pub remaining: Option<Usd>,
+    /// Effective token cap − tokens used; `None` without a token limit.
+    pub remaining_tokens: Option<u64>,
 }
 
 /// One budget's cluster-wide ledger and lease pool.
@@ -468,7 +494,7 @@ impl Book {
                 entry.granted = entry.granted.saturating_add(add);
                 changed = true;
             }
-            if ask.need > Usd::ZERO && cap.saturating_sub(spent) < ask.need {
+            if short_usd(Some(cap), spent, ask.need) {
                 self.unmet = Some(self.unmet.map_or(ask.need, |u| u.min(ask.need)));
             }
         }
@@ -486,7 +512,7 @@ impl Book {
                 entry.granted_tokens = entry.granted_tokens.saturating_add(add);
                 changed = true;
             }
-            if ask.need_tokens > 0 && cap.saturating_sub(spent_tok) < ask.need_tokens {
+            if short_tokens(Some(cap), spent_tok, ask.need_tokens) {
                 self.unmet_tokens = Some(
                     self.unmet_tokens
                         .map_or(ask.need_tokens, |u| u.min(ask.need_tokens)),
@@ -503,8 +529,12 @@ impl Book {
 
     /// Whether a waiting request of `ask.need` could be covered if other
     /// sidecars gave back their unused leases: the pool alone cannot cover
-    /// it but the cap minus spend can. Returns the sidecars to recall from.
+    /// it but the cap minus spend can. Returns the sidecars to recall from
+    /// (none when [`Book::cannot_cover`]: recalling would not help).
     pub fn recall_candidates(&self, sidecar: &str, ask: LeaseAsk) -> Vec<String> {
+        if self.cannot_cover(ask).is_some() {
+            return Vec::new();
+        }
         let (avail_usd, avail_tok) = self.available();
         let short_usd = avail_usd.is_some_and(|a| a < ask.need);
         let short_tok = avail_tok.is_some_and(|a| a < ask.need_tokens);
@@ -519,6 +549,48 @@ impl Book {
             })
             .map(|(id, _)| id.clone())
             .collect()
+    }
+
+    /// What is left of the budget in the current period whatever the
+    /// leases: effective cap − spent (never negative); `None` for a unit
+    /// the budget does not limit. Within one period and epoch it only
+    /// shrinks.
+    pub fn remaining(&self) -> (Option<Usd>, Option<u64>) {
+        let t = self.state.totals();
+        (
+            self.state
+                .cap_usd()
+                .map(|cap| cap.saturating_sub(t.spent).max(Usd::ZERO)),
+            self.state
+                .cap_tokens()
+                .map(|cap| cap.saturating_sub(t.tokens())),
+        )
+    }
+
+    /// Whether the need of `ask` cannot be covered in this period however
+    /// leases move: in a unit the budget limits, it exceeds the cap minus
+    /// the spend, so even if every lease (the asker's own included) came
+    /// back unspent, no grant could cover it. Call after [`Book::grant`] or
+    /// [`Book::apply`] (they move the book to the current period).
+    ///
+    /// Never wrong later in the same period and epoch: the spend only
+    /// grows and the cap changes only with the epoch. A need that only the
+    /// pool cannot cover (other sidecars hold the rest) is not unmet: see
+    /// [`Book::recall_candidates`].
+    pub fn cannot_cover(&self, ask: LeaseAsk) -> Option<Unmet> {
+        let t = self.state.totals();
+        let usd = short_usd(self.state.cap_usd(), t.spent, ask.need);
+        let tokens = short_tokens(self.state.cap_tokens(), t.tokens(), ask.need_tokens);
+        if !usd && !tokens {
+            return None;
+        }
+        let (remaining, remaining_tokens) = self.remaining();
+        Some(Unmet {
+            epoch: self.epoch,
+            period_start: self.state.window().start,
+            remaining,
+            remaining_tokens,
+        })
     }
 
     /// `sidecar` gives back the unused part of its lease: it keeps `keep`
@@ -637,6 +709,16 @@ impl Book {
     pub fn cap_tokens(&self) -> Option<u64> {
         self.state.cap_tokens()
     }
+}
+
+/// Whether a USD `need` exceeds what `cap` leaves after `spent`.
+fn short_usd(cap: Option<Usd>, spent: Usd, need: Usd) -> bool {
+    need > Usd::ZERO && cap.is_some_and(|cap| cap.saturating_sub(spent) < need)
+}
+
+/// Whether a token `need` exceeds what `cap` leaves after `spent`.
+fn short_tokens(cap: Option<u64>, spent: u64, need: u64) -> bool {
+    need > 0 && cap.is_some_and(|cap| cap.saturating_sub(spent) < need)
 }
 
 /// Key of the cluster ledger: namespace, workload, model that served.

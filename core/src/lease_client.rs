@@ -12,6 +12,14 @@
 //! `charged_seq`, then expiry) wins. When the operator recalls unused
 //! lease, the sidecar lowers its own limit to what it has spent or reserved
 //! and from then on ignores grants of the version it released from.
+//!
+//! When the operator answers that a request's need cannot be covered at all
+//! this period (`LeaseUnmet`: the budget's cap minus its spend is below the
+//! need), the sidecar keeps the verdict and refuses at once the requests
+//! that were already waiting when it asked and need more than what is left
+//! ([`LeaseClient::cannot_cover`]). A request that began waiting later asks
+//! again, so a verdict is never applied to a request it was not computed
+//! for.
 
 use serde::{Deserialize, Serialize};
 
@@ -50,6 +58,23 @@ pub struct Amount {
     pub picos: i128,
     /// Tokens (all kinds).
     pub tokens: u64,
+}
+
+/// The operator's answer that a need cannot be covered this period
+/// (`LeaseUnmet`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Unmet {
+    /// The period it is about (unix seconds).
+    pub period_start_unix: i64,
+    /// The epoch it is about (a newer grant epoch makes it stale).
+    pub epoch: u64,
+    /// The lease request it answers. Request ids increase, so it was
+    /// computed after every request that began waiting before this id was
+    /// taken.
+    pub request_id: u64,
+    /// Cap − spend cluster-wide: picos, tokens (`i128::MAX` / `u64::MAX`
+    /// for a unit the budget does not limit).
+    pub remaining: Amount,
 }
 
 /// Why a reservation does not fit the lease.
@@ -91,6 +116,8 @@ pub struct LeaseClient {
     released: Option<(i64, u64, u64)>,
     /// Reservations waiting for more lease (they did not fit).
     waiting: Amount,
+    /// The newest `LeaseUnmet` (highest request id).
+    unmet: Option<Unmet>,
 }
 
 /// Most uncharged records remembered per budget (older ones are folded
@@ -180,8 +207,57 @@ impl LeaseClient {
             u.period_start_unix > g.period_start_unix
                 || (u.period_start_unix == g.period_start_unix && u.seq > g.charged_seq)
         });
+        // A verdict about an older period or epoch (the limit changed) no
+        // longer holds.
+        if self
+            .unmet
+            .is_some_and(|u| (u.period_start_unix, u.epoch) < (g.period_start_unix, g.epoch))
+        {
+            self.unmet = None;
+        }
         self.grant = Some(g);
         true
+    }
+
+    /// The operator answered request `u.request_id`: its need cannot be
+    /// covered this period. The newest verdict is kept (request ids
+    /// increase; within a period and epoch what is left only shrinks). It
+    /// answers the request, so another may be sent at once.
+    pub fn unmet(&mut self, u: Unmet) {
+        if self.pending.is_some_and(|(id, _, _)| id == u.request_id) {
+            self.pending = None;
+        }
+        if self
+            .grant
+            .is_some_and(|g| (g.period_start_unix, g.epoch) > (u.period_start_unix, u.epoch))
+        {
+            return;
+        }
+        if self.unmet.is_none_or(|old| u.request_id > old.request_id) {
+            self.unmet = Some(u);
+        }
+    }
+
+    /// What is left cluster-wide, when the operator said that a request
+    /// needing `ask` in the period starting at `period_start_unix` cannot
+    /// be covered: it answered a lease request with an id above
+    /// `waiting_since` (taken after the request began waiting), for that
+    /// period and an epoch not older than the grant held, and `ask` exceeds
+    /// what is left in a unit the budget limits. `None`: keep waiting.
+    pub fn cannot_cover(
+        &self,
+        period_start_unix: i64,
+        ask: Amount,
+        waiting_since: u64,
+    ) -> Option<Amount> {
+        let u = self.unmet?;
+        let current = u.period_start_unix == period_start_unix
+            && u.request_id > waiting_since
+            && self
+                .grant
+                .is_none_or(|g| (g.period_start_unix, g.epoch) <= (u.period_start_unix, u.epoch));
+        (current && (ask.picos > u.remaining.picos || ask.tokens > u.remaining.tokens))
+            .then_some(u.remaining)
     }
 
     /// Void the lease of `epoch` (and older): no new reservations.
@@ -567,6 +643,59 @@ mod tests {
         assert!(l.apply(answer, 0));
         // Nothing more to give back.
         assert_eq!(l.release_unused(P), None);
+    }
+
+    fn unmet(request_id: u64, remaining: i128) -> Unmet {
+        Unmet {
+            period_start_unix: P,
+            epoch: 1,
+            request_id,
+            remaining: Amount {
+                picos: remaining,
+                tokens: u64::MAX,
+            },
+        }
+    }
+
+    #[test]
+    fn an_unmet_need_refuses_only_what_waited_for_the_answer_and_needs_more() {
+        let mut l = LeaseClient::default();
+        l.apply(grant(1, USD / 10, 0, 0), 0);
+        l.try_reserve(0, P, usd(USD / 10)).unwrap();
+        let big = usd(USD / 20);
+        let small = usd(USD / 100);
+        assert_eq!(l.cannot_cover(P, big, 0), None, "no verdict yet");
+        // A request waiting since id 4 asked (id 5): 0.03 is left.
+        l.requested(5, 0, true);
+        l.unmet(unmet(5, USD * 3 / 100));
+        assert_eq!(l.wants_more(0, P, true).map(|_| ()), Some(()), "answered");
+        assert_eq!(
+            l.cannot_cover(P, big, 4).map(|a| a.picos),
+            Some(USD * 3 / 100)
+        );
+        // A request that fits what is left keeps waiting (a recall may
+        // make room); so does one that began waiting after the request was
+        // sent: it asks again.
+        assert_eq!(l.cannot_cover(P, small, 4), None);
+        assert_eq!(l.cannot_cover(P, big, 5), None);
+        // Another period, or a grant of a newer epoch (the limit changed):
+        // the verdict no longer holds.
+        assert_eq!(l.cannot_cover(P + 86_400, big, 4), None);
+        // An older answer does not replace a newer one.
+        l.unmet(unmet(3, USD));
+        assert!(l.cannot_cover(P, big, 2).is_some());
+        l.apply(grant(2, USD / 10, 0, 0), 0);
+        assert_eq!(l.cannot_cover(P, big, 4), None);
+        // Nor is a verdict of the old epoch taken in afterwards.
+        l.unmet(unmet(9, 0));
+        assert_eq!(l.cannot_cover(P, big, 4), None);
+        // One of the new epoch is.
+        l.unmet(Unmet {
+            epoch: 2,
+            ..unmet(10, USD / 100)
+        });
+        assert_eq!(l.cannot_cover(P, big, 4).map(|a| a.picos), Some(USD / 100));
+        assert_eq!(l.cannot_cover(P, small, 4), None, "0.01 fits 0.01");
     }
 
     #[test]

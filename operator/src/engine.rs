@@ -9,6 +9,10 @@
 //!   ledger) has been written at a generation that includes it.
 //! - A lease grant is sent only after the write that records it, so a
 //!   restarted operator knows every lease it handed out.
+//! - A lease request whose need the budget cannot cover at all this period
+//!   (cap − spent < need) is also answered at once with `LeaseUnmet`, so
+//!   the sidecar refuses the request instead of waiting for a grant; it
+//!   grants nothing, so it needs no write.
 //! - Each book is written at most once per `status_interval`.
 
 use std::{
@@ -20,14 +24,14 @@ use std::{
 use jiff::Timestamp;
 use tokenwarden_core::{
     budget::State,
-    cluster::{Applied, Book, ClusterLedger, ClusterLedgerState, LeaseAsk, LeaseView},
+    cluster::{Applied, Book, ClusterLedger, ClusterLedgerState, LeaseAsk, LeaseView, Unmet},
     compile::{BudgetInput, PolicyInput, compile},
     config::{ObjectRef, WorkloadConfig},
     money::Usd,
 };
 use tokenwarden_crds::{RoutingPolicyStatus, TokenBudgetStatus, common::conditions as c};
 use tokenwarden_proto::{
-    self as pb, BudgetStatus, ConfigSnapshot, LeaseGrant, LeaseRecall, LeaseRevoke,
+    self as pb, BudgetStatus, ConfigSnapshot, LeaseGrant, LeaseRecall, LeaseRevoke, LeaseUnmet,
     OperatorMessage, UsageAck, operator_message::Msg as Out, sidecar_message::Msg as In,
 };
 use tokio::sync::{mpsc, oneshot};
@@ -712,10 +716,50 @@ impl Engine {
                 Some((sink, generation))
             })
             .collect();
+        let books: Vec<ObjectRef> = needs
+            .iter()
+            .filter_map(|(sink, _)| match sink {
+                Sink::Budget(b) => Some(b.clone()),
+                _ => None,
+            })
+            .collect();
         if let Some(s) = self.sessions.get_mut(&id) {
             s.pending.push_back((last_seq, needs));
         }
         self.ack(id);
+        // The spend grew: requests waiting on a recall may have become
+        // impossible.
+        for b in &books {
+            self.answer_unmet_waiters(b);
+        }
+    }
+
+    /// Answer `LeaseUnmet` to the waiting requests of `budget` whose need
+    /// can no longer be covered this period, and stop holding them.
+    fn answer_unmet_waiters(&mut self, budget: &ObjectRef) {
+        let Some(slot) = self.books.get_mut(budget) else {
+            return;
+        };
+        if slot.waiters.is_empty() {
+            return;
+        }
+        let book = &slot.book;
+        let mut answers = Vec::new();
+        slot.waiters.retain(|(session, _, ask, request_id)| {
+            let Some(u) = book.cannot_cover(*ask) else {
+                return true;
+            };
+            answers.push((*session, unmet_msg(budget, &u, *request_id)));
+            false
+        });
+        if answers.is_empty() {
+            return;
+        }
+        let status = budget_status_msg(budget, &slot.book);
+        for (session, msg) in answers {
+            self.send(session, msg);
+            self.send(session, status.clone());
+        }
     }
 
     fn lease_request(&mut self, id: SessionId, req: pb::LeaseRequest, now: Timestamp) {
@@ -767,9 +811,10 @@ impl Engine {
         self.serve_lease(&budget, id, &sidecar, ask, req.request_id, now);
     }
 
-    /// Grant what can be granted; when a waiting request still cannot be
-    /// covered but other sidecars hold unused leases, recall them and keep
-    /// the request until they come back.
+    /// Grant what can be granted; when a waiting request cannot be covered
+    /// at all this period, say so at once (`LeaseUnmet`); when it still
+    /// cannot be covered but other sidecars hold unused leases, recall them
+    /// and keep the request until they come back.
     fn serve_lease(
         &mut self,
         budget: &ObjectRef,
@@ -791,6 +836,25 @@ impl Engine {
         let generation = slot.book.generation();
         if let Some(Out::LeaseGrant(g)) = grant_msg(budget, &view, request_id).msg {
             slot.pending_grants.push((id, generation, g));
+        }
+        // Spent + this need > cap: nothing that comes back can cover it
+        // (and nothing is recalled for it). The grant above still follows
+        // once written; the verdict needs no write, it grants nothing. The
+        // spend it is based on goes along, so the sidecar's own check
+        // refuses the next such request without asking.
+        if let Some(u) = slot.book.cannot_cover(ask) {
+            slot.waiters.retain(|(s, _, _, _)| *s != id);
+            let status = budget_status_msg(budget, &slot.book);
+            tracing::debug!(
+                budget = %budget,
+                sidecar = %sidecar,
+                need_usd = %ask.need,
+                remaining_usd = ?u.remaining,
+                "lease request cannot be covered this period"
+            );
+            self.send(id, unmet_msg(budget, &u, request_id));
+            self.send(id, status);
+            return;
         }
         if covered || recall.is_empty() {
             return;
@@ -1428,6 +1492,22 @@ fn budget_status_msg(id: &ObjectRef, b: &Book) -> OperatorMessage {
             has_limit_usd: cfg.limit_usd.is_some(),
             limit_tokens: cfg.limit_tokens.unwrap_or(0),
             has_limit_tokens: cfg.limit_tokens.is_some(),
+        })),
+    }
+}
+
+fn unmet_msg(id: &ObjectRef, u: &Unmet, request_id: u64) -> OperatorMessage {
+    OperatorMessage {
+        msg: Some(Out::LeaseUnmet(LeaseUnmet {
+            budget_namespace: id.namespace.clone(),
+            budget_name: id.name.clone(),
+            period_start_unix: u.period_start.as_second(),
+            epoch: u.epoch,
+            request_id,
+            remaining_picos: u.remaining.map_or(0, i64_picos),
+            remaining_tokens: u.remaining_tokens.unwrap_or(0),
+            limits_usd: u.remaining.is_some(),
+            limits_tokens: u.remaining_tokens.is_some(),
         })),
     }
 }

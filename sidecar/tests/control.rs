@@ -16,9 +16,10 @@ use std::{
 
 use futures_util::Stream;
 use support::*;
+use tokenwarden_core::money::Usd;
 use tokenwarden_proto::{
-    BudgetStatus, ConfigSnapshot, LeaseGrant, OperatorMessage, PROTOCOL_VERSION, Redirect,
-    SidecarMessage, UsageAck,
+    BudgetStatus, ConfigSnapshot, LeaseGrant, LeaseUnmet, OperatorMessage, PROTOCOL_VERSION,
+    Redirect, SidecarMessage, UsageAck,
     control_server::{Control, ControlServer},
     operator_message::Msg as Op,
     sidecar_message::Msg as Sc,
@@ -601,6 +602,139 @@ async fn a_request_waits_for_a_lease_grant_and_is_refused_without_one() {
     );
     let ledger = sc.ledger().await;
     assert_eq!(ledger["budgets"][0]["lease"]["epoch"], 2);
+}
+
+/// What the operator answers when a lease request's need cannot be
+/// covered this period: `remaining_picos` is left cluster-wide.
+fn unmet(request_id: u64, remaining_picos: i64) -> Op {
+    Op::LeaseUnmet(LeaseUnmet {
+        budget_namespace: "apps".into(),
+        budget_name: "team".into(),
+        period_start_unix: day_start(),
+        epoch: 1,
+        request_id,
+        remaining_picos,
+        remaining_tokens: 0,
+        limits_usd: true,
+        limits_tokens: false,
+    })
+}
+
+/// Send CHAT as the app, in the background.
+fn spawn_chat(sc: &Sidecar) -> tokio::task::JoinHandle<Reply> {
+    let client = sc.client.clone();
+    let url = format!("http://{}/v1/chat/completions", sc.app);
+    tokio::spawn(async move {
+        use http_body_util::BodyExt;
+        let req = http::Request::post(url)
+            .header("content-type", "application/json")
+            .header("authorization", "Bearer app-key-not-real")
+            .body(http_body_util::Full::new(bytes::Bytes::from(CHAT)))
+            .unwrap();
+        let resp = client.request(req).await.unwrap();
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        Reply {
+            status,
+            headers,
+            body,
+        }
+    })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_need_the_budget_cannot_cover_is_refused_at_once_with_what_is_left() {
+    let fake = FakeProvider::start(FakeConfig::default()).await.unwrap();
+    let mut op = Operator::start().await;
+    let budget = budget("  period: Daily\n  timeZone: UTC\n  limit: {usd: \"100.00\"}");
+    op.on_hello(vec![
+        snapshot("v1", compile(&policy(&fake, ROUTES, &budget))),
+        // The period (for retry-after); the spend it reports is older than
+        // the answer below.
+        OperatorMessage {
+            msg: Some(Op::BudgetStatus(BudgetStatus {
+                namespace: "apps".into(),
+                name: "team".into(),
+                period_start_unix: day_start(),
+                period_end_unix: day_start() + 86_400,
+                spent_picos: 0,
+                spent_tokens: 0,
+                percent_spent: 0,
+                state: "Ok".into(),
+                limit_picos: 100_000_000_000_000,
+                has_limit_usd: true,
+                limit_tokens: 0,
+                has_limit_tokens: false,
+            })),
+        },
+    ]);
+    // A long lease wait: the refusal must not come from it running out.
+    let sc = Sidecar::start_connected(&op.url(), "t", &["--lease-wait-ms", "8000"], true);
+    op.ack().await;
+    let lease_request = |m| match m {
+        Sc::LeaseRequest(r) if r.need_picos > 0 => Some(r),
+        _ => None,
+    };
+
+    // No lease: the request asks for its worst case, and the operator
+    // answers that only half of it is left of the budget cluster-wide.
+    let started = std::time::Instant::now();
+    let app = spawn_chat(&sc);
+    let req = op.next("LeaseRequest with a need", lease_request).await;
+    let left = req.need_picos / 2;
+    op.send(unmet(req.request_id, left));
+    let r = app.await.unwrap();
+    let took = started.elapsed();
+    assert_eq!(r.status, 429, "{}", r.text());
+    assert!(
+        took < Duration::from_millis(2000),
+        "refused after {took:?}, not at once"
+    );
+    assert_eq!(r.header("x-tokenwarden-error"), Some("limit"));
+    let v = r.json();
+    assert_eq!(v["error"]["type"], "insufficient_quota");
+    assert_eq!(v["error"]["code"], "tokenwarden_budget_exceeded");
+    let msg = v["error"]["message"].as_str().unwrap();
+    let worst = Usd::from_picos(i128::from(req.need_picos));
+    let left_usd = Usd::from_picos(i128::from(left));
+    assert!(
+        msg.contains("TokenBudget apps/team cannot cover this request")
+            && msg.contains(&format!("worst-case cost ${worst}"))
+            && msg.contains(&format!("${left_usd} left of it cluster-wide")),
+        "{msg}"
+    );
+    let retry: u64 = r.header("retry-after").unwrap().parse().unwrap();
+    let to_reset =
+        u64::try_from(day_start() + 86_400 - jiff::Timestamp::now().as_second()).unwrap();
+    assert!(
+        retry <= to_reset && retry + 5 >= to_reset,
+        "{retry} vs {to_reset}"
+    );
+    assert!(fake.log().is_empty(), "the provider never saw it");
+    let metrics = sc.admin_get("/metrics").await.text();
+    assert!(
+        metrics.contains(
+            "tokenwarden_budget_blocks_total{budget=\"apps/team\",reason=\"limit\",shadow=\"false\"} 1"
+        ),
+        "{metrics}"
+    );
+
+    // A request that begins after that answer is not refused by it: it
+    // asks again.
+    let app = spawn_chat(&sc);
+    let again = op.next("LeaseRequest with a need", lease_request).await;
+    assert!(again.request_id > req.request_id);
+    // An answer whose remaining it fits (as when it answers a bigger
+    // request waiting on the same lease) does not refuse it either: it
+    // keeps waiting, and the grant lets it through.
+    op.send(unmet(again.request_id, again.need_picos));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!app.is_finished(), "still waiting for a grant");
+    op.send(grant(1_000_000_000_000, 60_000, again.request_id, 0));
+    let r = app.await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(fake.log().len(), 1);
 }
 
 async fn expired_lease_with_operator_down(

@@ -21,6 +21,11 @@ use hyper_util::{
     client::legacy::{Client, connect::HttpConnector},
     rt::TokioExecutor,
 };
+use tokenwarden_proto::{
+    BudgetPeriod, Hello, LeaseRequest, LeaseUnmet, OperatorMessage, SidecarMessage, Usage,
+    UsageBatch, UsageRecord, control_client::ControlClient, operator_message::Msg as Out,
+    sidecar_message::Msg as In,
+};
 use tokenwarden_tests::{
     fake_provider::{FakeConfig, FakeProvider},
     process::{Proc, free_port, sibling_bin},
@@ -173,6 +178,12 @@ impl Sidecar {
     }
 
     async fn chat(&self, body: &str, headers: &[(&str, &str)]) -> (u16, Bytes) {
+        let (status, _, body) = self.chat_with_error(body, headers).await;
+        (status, body)
+    }
+
+    /// Like [`Sidecar::chat`], with the `x-tokenwarden-error` header.
+    async fn chat_with_error(&self, body: &str, headers: &[(&str, &str)]) -> (u16, String, Bytes) {
         let mut req = http::Request::post(format!("http://{}/v1/chat/completions", self.app))
             .header("content-type", "application/json")
             .header("authorization", "Bearer app-key-not-real");
@@ -188,8 +199,14 @@ impl Sidecar {
         .expect("answered within 30 s")
         .unwrap();
         let status = resp.status().as_u16();
+        let error = resp
+            .headers()
+            .get("x-tokenwarden-error")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
         let body = resp.into_body().collect().await.unwrap().to_bytes();
-        (status, body)
+        (status, error, body)
     }
 
     async fn served_model(&self, body: &str) -> (u16, String) {
@@ -209,6 +226,181 @@ impl Sidecar {
         let _ = resp.into_body().collect().await;
         (status, served)
     }
+}
+
+/// A sidecar played on the wire by the test (gRPC to the real operator).
+struct WireSidecar {
+    id: String,
+    tx: tokio::sync::mpsc::Sender<SidecarMessage>,
+    rx: tonic::Streaming<OperatorMessage>,
+}
+
+impl WireSidecar {
+    /// Connect and say hello as a pod of the `load` workload; returns once
+    /// the operator sent its config.
+    async fn connect(cluster: &Cluster, id: &str) -> WireSidecar {
+        let url = format!("http://127.0.0.1:{}", cluster.grpc);
+        let hello = Hello {
+            protocol_version: tokenwarden_proto::PROTOCOL_VERSION,
+            sidecar_id: id.into(),
+            namespace: "team".into(),
+            pod_name: format!("load-{id}"),
+            pod_uid: format!("uid-{id}"),
+            labels: [("app".to_string(), "load".to_string())].into(),
+            sidecar_version: "test".into(),
+            credential: SECRET.into(),
+            config_version: String::new(),
+        };
+        // The operator refuses streams until it leads and its objects are
+        // synced: retry until the first snapshot arrives.
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let mut client = ControlClient::connect(url.clone()).await.unwrap();
+            let (tx, rx) = tokio::sync::mpsc::channel(64);
+            tx.send(SidecarMessage {
+                msg: Some(In::Hello(hello.clone())),
+            })
+            .await
+            .unwrap();
+            let out = futures_util::stream::unfold(rx, |mut rx| async move {
+                rx.recv().await.map(|m| (m, rx))
+            });
+            let first = match client.session(out).await {
+                Ok(r) => {
+                    let mut rx = r.into_inner();
+                    rx.message().await.map(|m| (m, rx))
+                }
+                Err(e) => Err(e),
+            };
+            match first {
+                Ok((
+                    Some(OperatorMessage {
+                        msg: Some(Out::Config(_)),
+                    }),
+                    rx,
+                )) => {
+                    return WireSidecar {
+                        id: id.into(),
+                        tx,
+                        rx,
+                    };
+                }
+                Err(e) if e.code() != tonic::Code::Unavailable => {
+                    panic!("{id}: session refused: {e}")
+                }
+                _ => {}
+            }
+            assert!(Instant::now() < deadline, "{id}: the operator never served");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn send(&self, m: In) {
+        self.tx.send(SidecarMessage { msg: Some(m) }).await.unwrap();
+    }
+
+    /// Ask for a lease for a request that needs `need_picos`.
+    async fn need(&self, request_id: u64, need_picos: i64) {
+        self.send(In::LeaseRequest(LeaseRequest {
+            budget_namespace: "team".into(),
+            budget_name: "cap".into(),
+            want_picos: need_picos,
+            request_id,
+            period_start_unix: today(),
+            need_picos,
+            ..Default::default()
+        }))
+        .await;
+    }
+
+    /// Report one settled request of `cost_picos`.
+    async fn spend(&mut self, seq: u64, cost_picos: i64) {
+        let record = UsageRecord {
+            sidecar_id: self.id.clone(),
+            seq,
+            ts_unix_nanos: i64::try_from(jiff::Timestamp::now().as_nanosecond()).unwrap(),
+            endpoint: "chatCompletions".into(),
+            requested_model: "tw-test".into(),
+            served_model: "tw-test".into(),
+            provider: "openai".into(),
+            attempt: 1,
+            status: 200,
+            usage: Some(Usage {
+                input_tokens: 10,
+                output_tokens: 800,
+                ..Default::default()
+            }),
+            cost_picos,
+            priced: true,
+            budgets: vec![BudgetPeriod {
+                namespace: "team".into(),
+                name: "cap".into(),
+                period_start_unix: today(),
+            }],
+            pod_name: format!("load-{}", self.id),
+            ..Default::default()
+        };
+        self.send(In::Usage(UsageBatch {
+            records: vec![record],
+        }))
+        .await;
+        self.next("UsageAck", |m| match m {
+            Out::UsageAck(a) if a.up_to_seq >= seq => Some(()),
+            _ => None,
+        })
+        .await;
+    }
+
+    /// The next message `pick` takes within 5 s (others are skipped).
+    async fn next<T>(&mut self, what: &str, mut pick: impl FnMut(Out) -> Option<T>) -> T {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let m = tokio::time::timeout_at(deadline, self.rx.message())
+                .await
+                .unwrap_or_else(|_| panic!("{}: no {what} within 5 s", self.id))
+                .unwrap()
+                .expect("stream open");
+            if let Some(t) = m.msg.and_then(&mut pick) {
+                return t;
+            }
+        }
+    }
+
+    /// The answers to lease request `request_id` up to its grant: the
+    /// `LeaseUnmet` that came before the grant, if any.
+    async fn answer(&mut self, request_id: u64) -> Option<LeaseUnmet> {
+        let mut unmet = None;
+        loop {
+            let m = self
+                .next("an answer", |m| match m {
+                    Out::LeaseUnmet(u) if u.request_id == request_id => Some(Some(u)),
+                    Out::LeaseGrant(g) if g.request_id == request_id => Some(None),
+                    _ => None,
+                })
+                .await;
+            match m {
+                Some(u) => unmet = Some(u),
+                None => return unmet,
+            }
+        }
+    }
+
+    /// Whether a `LeaseRecall` arrives within `ms`.
+    async fn recalled_within(&mut self, ms: u64) -> bool {
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(ms);
+        while let Ok(m) = tokio::time::timeout_at(deadline, self.rx.message()).await {
+            match m.unwrap().expect("stream open").msg {
+                Some(Out::LeaseRecall(_)) => return true,
+                _ => continue,
+            }
+        }
+        false
+    }
+}
+
+fn today() -> i64 {
+    let now = jiff::Timestamp::now().as_second();
+    now - now.rem_euclid(86_400)
 }
 
 fn objects(fake: &FakeProvider, budget_spec: &str) -> String {
@@ -352,6 +544,120 @@ async fn leases_hold_a_one_dollar_cap_across_8_sidecars_with_50_concurrent_reque
         assert!(Instant::now() < deadline, "never Exhausted: {st}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_last_percent_of_a_budget_is_spent_or_refused_without_waiting_for_leases() {
+    // Three sidecars share $0.25; each request's worst case is about
+    // $0.0101 and it costs $0.00804. Near the cap the leases are scattered
+    // over the sidecars: a request that the rest of the budget cannot cover
+    // must be refused at once, not after the 5 s lease wait.
+    let fake = FakeProvider::start(FakeConfig::default()).await.unwrap();
+    let cluster = Cluster::start(&objects(&fake, "  limit: {usd: \"0.25\"}"));
+    let sidecars: Vec<Arc<Sidecar>> = (0..3)
+        .map(|i| Arc::new(cluster.sidecar(&format!("tail-{i}"), "team", "app=load")))
+        .collect();
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for s in &sidecars {
+        for _ in 0..4 {
+            let s = s.clone();
+            tasks.push(tokio::spawn(async move {
+                // (status, how long it took, x-tokenwarden-error, body)
+                let mut seen = Vec::new();
+                for _ in 0..40 {
+                    let t = Instant::now();
+                    let (status, error, body) = s
+                        .chat_with_error(
+                            &request("tw-test", 1000),
+                            &[("x-fake-output-tokens", "800")],
+                        )
+                        .await;
+                    seen.push((status, t.elapsed(), error, body));
+                    if status != 200 {
+                        break;
+                    }
+                }
+                seen
+            }));
+        }
+    }
+    let mut seen = Vec::new();
+    for t in tasks {
+        seen.extend(t.await.unwrap());
+    }
+    let took = started.elapsed();
+    let spent = settle(&cluster, "team.cap", &fake).await;
+    assert!(spent <= 250_000_000_000, "spent {spent} picos > $0.25");
+    let served = seen.iter().filter(|r| r.0 == 200).count();
+    assert!(served >= 25, "only {served} requests served");
+    for (status, elapsed, error, body) in &seen {
+        if *status == 200 {
+            continue;
+        }
+        let body = String::from_utf8_lossy(body);
+        assert_eq!(*status, 429, "{body}");
+        // The budget's limit refused it (what is left cannot cover it),
+        // not a lease wait that ran out.
+        assert_eq!(error, "limit", "after {elapsed:?}: {body}");
+        assert!(body.contains("TokenBudget team/cap"), "{body}");
+    }
+    // No request waited anywhere near the 5 s lease wait...
+    let slowest = seen.iter().map(|r| r.1).max().unwrap();
+    assert!(
+        slowest < Duration::from_millis(2500),
+        "a request took {slowest:?}"
+    );
+    // ...and the budget was used up to less than one request's worst case.
+    assert!(
+        250_000_000_000 - spent < 10_200_000_000,
+        "only {spent} picos of $0.25 spent"
+    );
+    assert!(took < Duration::from_secs(20), "took {took:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_operator_recalls_for_a_need_it_can_cover_and_answers_one_it_cannot_at_once() {
+    const CENT: i64 = 10_000_000_000;
+    let fake = FakeProvider::start(FakeConfig::default()).await.unwrap();
+    let cluster = Cluster::start(&objects(&fake, "  limit: {usd: \"0.10\"}"));
+    let mut a = WireSidecar::connect(&cluster, "a").await;
+    let mut b = WireSidecar::connect(&cluster, "b").await;
+    // a holds $0.06 and spends $0.05 of it: $0.05 is left, $0.04 in the pool.
+    a.need(1, 6 * CENT).await;
+    assert_eq!(a.answer(1).await, None);
+    a.spend(1, 5 * CENT).await;
+
+    // b needs $0.045: the pool cannot cover it, the rest of the budget can.
+    // a's unused lease is recalled and b waits; no LeaseUnmet.
+    b.need(2, 9 * CENT / 2).await;
+    assert!(a.recalled_within(2_000).await, "a was not recalled");
+    assert_eq!(b.answer(2).await, None, "coverable once a gives back");
+
+    // a spends another $0.01 before answering the recall: now $0.04 is
+    // left, less than b's waiting request needs. b hears so at once.
+    a.spend(2, CENT).await;
+    let u = b
+        .next("LeaseUnmet", |m| match m {
+            Out::LeaseUnmet(u) => Some(u),
+            _ => None,
+        })
+        .await;
+    assert_eq!(u.request_id, 2);
+    assert_eq!((u.remaining_picos, u.limits_usd), (4 * CENT, true));
+    assert_eq!(u.period_start_unix, today());
+
+    // A new need of $0.05: answered LeaseUnmet before its grant (which
+    // waits for a status write), and nobody is recalled for it.
+    tokio::time::sleep(Duration::from_millis(300)).await; // past the recall rate limit
+    b.need(3, 5 * CENT).await;
+    let u = b.answer(3).await.expect("LeaseUnmet before the grant");
+    assert_eq!(u.remaining_picos, 4 * CENT);
+    assert!(!a.recalled_within(500).await, "a recalled for nothing");
+    // A need within what is left gets no LeaseUnmet, even with nothing in
+    // the pool now: leases held (here b's own) may still come back.
+    b.need(4, 3 * CENT).await;
+    assert_eq!(b.answer(4).await, None);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

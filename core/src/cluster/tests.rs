@@ -248,6 +248,128 @@ fn exhausted_when_what_is_left_cannot_cover_a_needed_lease() {
     assert_eq!(b.unmet().0, Some(usd("0.05")));
 }
 
+fn need(n: &str) -> LeaseAsk {
+    LeaseAsk {
+        need: usd(n),
+        ..LeaseAsk::default()
+    }
+}
+
+/// Three sidecars have spent $0.97 of $1.00; $0.03 is leased to a and b.
+fn nearly_spent() -> Book {
+    let mut b = Book::new(cfg("1.00"), now()).unwrap();
+    for (id, lease, spend) in [
+        ("a", "0.40", "0.38"),
+        ("b", "0.40", "0.39"),
+        ("c", "0.20", "0.20"),
+    ] {
+        let g = b.grant(id, need(lease), now(), 30_000);
+        assert_eq!(g.granted, usd(lease));
+        b.apply(id, "ns/w", day(), &rec(1, spend, "m"), now());
+    }
+    assert_eq!(b.available().0, Some(Usd::ZERO));
+    assert_eq!(b.remaining().0, Some(usd("0.03")));
+    b
+}
+
+#[test]
+fn a_need_only_the_pool_cannot_cover_is_recalled_not_unmet() {
+    let mut b = nearly_spent();
+    // c needs 0.02: the pool is empty but a and b hold 0.03 unused, so
+    // they are recalled and the request waits.
+    assert_eq!(b.cannot_cover(need("0.02")), None);
+    assert_eq!(
+        b.recall_candidates("c", need("0.02")),
+        vec!["a".to_string(), "b".to_string()]
+    );
+    // Exactly what is left is still coverable.
+    assert_eq!(b.cannot_cover(need("0.03")), None);
+    let g = b.grant("c", need("0.02"), now(), 30_000);
+    assert_eq!(g.granted, usd("0.20"), "nothing in the pool yet");
+    assert_eq!(b.budget_state(), State::Ok);
+    // Once a and b give back what they do not use, it is covered.
+    let (va, vb) = (b.lease("a").version, b.lease("b").version);
+    b.release("a", va, usd("0.38"), 0);
+    b.release("b", vb, usd("0.39"), 0);
+    let g = b.grant("c", need("0.02"), now(), 30_000);
+    assert!(g.granted >= usd("0.22"), "{}", g.granted);
+}
+
+#[test]
+fn a_need_the_cap_minus_spend_cannot_cover_is_unmet_at_once_and_recalls_nobody() {
+    let mut b = nearly_spent();
+    // c needs 0.05 but only 0.03 is left cluster-wide: even if a and b gave
+    // everything back, no grant could cover it.
+    let u = b.cannot_cover(need("0.05")).unwrap();
+    assert_eq!(u.remaining, Some(usd("0.03")));
+    assert_eq!(u.remaining_tokens, None, "no token limit");
+    assert_eq!((u.epoch, u.period_start), (b.epoch(), day()));
+    assert!(
+        b.recall_candidates("c", need("0.05")).is_empty(),
+        "recalling would not help"
+    );
+    let before = b.lease("c").granted;
+    let g = b.grant("c", need("0.05"), now(), 30_000);
+    assert!(g.granted.saturating_sub(before) < usd("0.05"));
+    assert_eq!(b.budget_state(), State::Exhausted);
+    // Topping up (no need) is never unmet.
+    assert_eq!(b.cannot_cover(LeaseAsk::want(usd("5"))), None);
+
+    // The verdict stays true in the period and epoch: releases and
+    // expiries move leases, not the spend...
+    let (va, vb) = (b.lease("a").version, b.lease("b").version);
+    b.release("a", va, Usd::ZERO, 0);
+    b.release("b", vb, Usd::ZERO, 0);
+    let t = now() + jiff::SignedDuration::from_secs(120);
+    b.reclaim(t, 60_000);
+    let u = b.cannot_cover(need("0.05")).unwrap();
+    assert_eq!(u.remaining, Some(usd("0.03")));
+    let before = b.lease("c").granted;
+    let g = b.grant("c", need("0.05"), t, 30_000);
+    assert_eq!(
+        g.granted.saturating_sub(before),
+        usd("0.03"),
+        "all there is"
+    );
+    // ...and more spend only shrinks what is left.
+    b.apply("c", "ns/w", day(), &rec(2, "0.01", "m"), t);
+    assert_eq!(
+        b.cannot_cover(need("0.025")).unwrap().remaining,
+        Some(usd("0.02"))
+    );
+    // A raised limit is a new epoch: the need can be covered again.
+    let epoch = b.epoch();
+    b.reconfigure(cfg("2.00"), t).unwrap();
+    assert_eq!(b.epoch(), epoch + 1);
+    assert_eq!(b.cannot_cover(need("0.05")), None);
+    // A new period starts from nothing spent.
+    let mut b = nearly_spent();
+    let tomorrow = at("2026-11-23T00:00:01Z");
+    b.roll(tomorrow);
+    assert_eq!(b.cannot_cover(need("0.05")), None);
+}
+
+#[test]
+fn token_needs_are_unmet_against_the_token_cap() {
+    let mut c = cfg("1.00");
+    c.limit_usd = None;
+    c.limit_tokens = Some(1_000);
+    let mut b = Book::new(c, now()).unwrap();
+    let ask = |n: u64| LeaseAsk {
+        need_tokens: n,
+        ..LeaseAsk::default()
+    };
+    b.grant("a", ask(1_000), now(), 30_000);
+    // rec() uses 115 tokens.
+    b.apply("a", "ns/w", day(), &rec(1, "0", "m"), now());
+    assert_eq!(b.remaining(), (None, Some(885)));
+    assert_eq!(b.cannot_cover(ask(885)), None);
+    let u = b.cannot_cover(ask(886)).unwrap();
+    assert_eq!((u.remaining, u.remaining_tokens), (None, Some(885)));
+    // A USD need means nothing to a budget without a USD limit.
+    assert_eq!(b.cannot_cover(need("1000")), None);
+}
+
 #[test]
 fn periods_roll_and_late_records_do_not_enter_the_new_period() {
     let mut b = Book::new(cfg("1.00"), now()).unwrap();
@@ -315,6 +437,7 @@ fn random_interleavings_never_overspend_or_double_count() {
     let mut spent = [Usd::ZERO; 8];
     let mut seqs = [0u64; 8];
     let mut truth = Usd::ZERO;
+    let mut smallest_unmet: Option<Usd> = None;
     for step in 0..5_000u64 {
         let s = (next() % 8) as usize;
         let id = format!("s{s}");
@@ -326,8 +449,33 @@ fn random_interleavings_never_overspend_or_double_count() {
                 need: worst,
                 ..LeaseAsk::default()
             };
+            // The verdict says exactly whether the need could be covered if
+            // every lease (the asker's own included) came back unspent...
+            let unmet = b.cannot_cover(ask);
+            let mut all_back = b.clone();
+            for (sid, e) in b.sidecars() {
+                all_back.release(sid, e.version, Usd::ZERO, 0);
+            }
+            let before = all_back.lease(&id).granted;
+            let after = all_back.grant(&id, ask, t, 60_000).granted;
+            assert_eq!(
+                unmet.is_some(),
+                after.saturating_sub(before) < worst,
+                "step {step}: need {worst}, {unmet:?}"
+            );
+            // ...says what is left...
+            if let Some(u) = unmet {
+                assert_eq!(u.remaining, Some(usd("1.00").saturating_sub(truth)));
+                smallest_unmet = Some(smallest_unmet.map_or(worst, |m: Usd| m.min(worst)));
+            }
+            // ...and never turns false later in the period: a need at least
+            // as large as one found unmet stays unmet.
+            if smallest_unmet.is_some_and(|m| worst >= m) {
+                assert!(unmet.is_some(), "step {step}: {worst} became coverable");
+            }
             let g = b.grant(&id, ask, t, 60_000);
             leases[s] = g.granted;
+            assert!(b.totals().spent.saturating_add(b.outstanding().0) <= usd("1.00"));
             continue;
         }
         // Actual cost at most the worst case.
@@ -348,6 +496,7 @@ fn random_interleavings_never_overspend_or_double_count() {
     }
     assert_eq!(b.totals().spent, truth);
     assert!(truth <= usd("1.00"));
+    assert!(smallest_unmet.is_some(), "the run reached the cap");
 }
 
 #[test]

@@ -6,10 +6,14 @@
 //! for more (one outstanding request per budget) and waits for a grant
 //! until `--lease-wait-ms` after the request began reserving (time it
 //! already spent waiting for local reservations counts); then it refuses
-//! with the provider-shaped 429. When the operator is unreachable and a
-//! lease is spent, expired or missing, the budget's `failMode` decides:
-//! `Closed` refuses, `Open` allows and records (the record is still spooled
-//! and reported).
+//! with the provider-shaped 429. When the operator answers that the need
+//! cannot be covered at all this period (`LeaseUnmet`: the budget's cap
+//! minus its spend is below it), a request that was waiting when the
+//! request was sent and needs more than what is left is refused at once
+//! (reason `limit`), without waiting out the lease wait. When the operator
+//! is unreachable and a lease is spent, expired or missing, the budget's
+//! `failMode` decides: `Closed` refuses, `Open` allows and records (the
+//! record is still spooled and reported).
 
 use std::{
     collections::BTreeMap,
@@ -24,11 +28,11 @@ use jiff::Timestamp;
 use tokenwarden_core::{
     budget::Held,
     config::{FailMode, ObjectRef},
-    lease_client::{Amount, Grant, LeaseClient, Shortfall},
+    lease_client::{Amount, Grant, LeaseClient, Shortfall, Unmet},
     money::Usd,
 };
 use tokenwarden_proto::{
-    BudgetStatus, LeaseGrant, LeaseRecall, LeaseRelease, LeaseRequest, SidecarMessage,
+    BudgetStatus, LeaseGrant, LeaseRecall, LeaseRelease, LeaseRequest, LeaseUnmet, SidecarMessage,
     sidecar_message::Msg,
 };
 use tokio::sync::Notify;
@@ -101,6 +105,39 @@ impl Leases {
                 metrics.lease_available(&id.to_string(), a.picos);
             }
         }
+        self.changed.notify_waiters();
+    }
+
+    /// The operator says a lease request's need cannot be covered this
+    /// period: wake the waiting requests so those it applies to are
+    /// refused at once.
+    pub fn unmet(&self, u: &LeaseUnmet) {
+        let id = ObjectRef::new(u.budget_namespace.clone(), u.budget_name.clone());
+        let verdict = Unmet {
+            period_start_unix: u.period_start_unix,
+            epoch: u.epoch,
+            request_id: u.request_id,
+            remaining: Amount {
+                picos: if u.limits_usd {
+                    i128::from(u.remaining_picos.max(0))
+                } else {
+                    i128::MAX
+                },
+                tokens: if u.limits_tokens {
+                    u.remaining_tokens
+                } else {
+                    u64::MAX
+                },
+            },
+        };
+        tracing::debug!(
+            budget = %id,
+            request_id = u.request_id,
+            remaining_picos = u.remaining_picos,
+            remaining_tokens = u.remaining_tokens,
+            "the operator cannot cover a lease request's need this period"
+        );
+        lock(&self.inner).entry(id).or_default().unmet(verdict);
         self.changed.notify_waiters();
     }
 
@@ -210,7 +247,9 @@ impl Leases {
             let l = inner.entry(w.budget.clone()).or_default();
             let need = blocked.contains(&i).then(|| amount(w.held));
             if let Some(more) = l.wants_more(now, w.period_start_unix, need.is_some()) {
-                let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+                // Ids increase: a `LeaseUnmet` for an id above the one a
+                // waiting request noted was computed after it began.
+                let id = self.next_id.fetch_add(1, Ordering::SeqCst) + 1;
                 l.requested(id, now, need.is_some());
                 let need = need.unwrap_or_default();
                 control.send(SidecarMessage {
@@ -250,8 +289,10 @@ pub async fn reserve(
     if wants.is_empty() {
         return Ok(Reserved::default());
     }
+    // Lease requests sent from now on are answered about this request.
+    let asked_after = control.leases.next_id.load(Ordering::SeqCst);
     let mut waiting = Vec::new();
-    let out = reserve_waiting(control, metrics, wants, since, &mut waiting).await;
+    let out = reserve_waiting(control, metrics, wants, since, asked_after, &mut waiting).await;
     if !waiting.is_empty() {
         let mut inner = lock(&control.leases.inner);
         for i in waiting {
@@ -269,6 +310,7 @@ async fn reserve_waiting(
     metrics: &Metrics,
     wants: &[Want],
     since: Instant,
+    asked_after: u64,
     waiting: &mut Vec<usize>,
 ) -> Result<Reserved, ProxyError> {
     let leases = &control.leases;
@@ -346,6 +388,19 @@ async fn reserve_waiting(
                     retry_after_secs: None,
                 });
             }
+            // The operator said no lease can cover it this period: refuse
+            // now rather than wait for a grant that cannot come.
+            for (i, _) in &short {
+                let w = &wants[*i];
+                let left = inner
+                    .get(&w.budget)
+                    .and_then(|l| l.cannot_cover(w.period_start_unix, amount(w.held), asked_after));
+                if let Some(left) = left {
+                    drop(inner);
+                    metrics.budget_block(&w.budget.to_string(), "limit", false);
+                    return Err(unmet_refusal(leases, w, left));
+                }
+            }
         }
         let blocked: Vec<usize> = short.iter().map(|(i, _)| *i).collect();
         {
@@ -394,5 +449,41 @@ async fn reserve_waiting(
         }
         let left = deadline.saturating_duration_since(now_i);
         let _ = tokio::time::timeout(left.min(Duration::from_millis(250)), notified).await;
+    }
+}
+
+/// The 429 for a request the operator said no lease can cover this period:
+/// names the budget, what is left of it cluster-wide and the request's
+/// worst case (like a standalone budget's `limit` refusal).
+fn unmet_refusal(leases: &Leases, w: &Want, left: Amount) -> ProxyError {
+    let what = if amount(w.held).picos > left.picos {
+        format!(
+            "this request's worst-case cost ${} exceeds the ${} left of it cluster-wide this \
+             period",
+            w.held.cost,
+            money(left.picos)
+        )
+    } else {
+        format!(
+            "this request may use up to {} tokens, more than the {} tokens left of it \
+             cluster-wide this period",
+            w.held.tokens, left.tokens
+        )
+    };
+    let now = Timestamp::now();
+    let reset = leases
+        .status(&w.budget)
+        .filter(|s| s.period_start_unix == w.period_start_unix)
+        .and_then(|s| Timestamp::from_second(s.period_end_unix).ok())
+        .filter(|end| *end > now);
+    ProxyError::BudgetBlocked {
+        reason: "limit",
+        message: format!(
+            "TokenBudget {} cannot cover this request: {what}, so no lease can cover it{}",
+            w.budget,
+            reset.map_or_else(|| ".".to_string(), |end| format!(". It resets at {end}.")),
+        ),
+        retry_after_secs: reset
+            .map(|end| u64::try_from(end.duration_since(now).as_secs()).unwrap_or(0)),
     }
 }

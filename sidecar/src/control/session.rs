@@ -311,6 +311,7 @@ async fn handle(
         }
         M::LeaseGrant(g) => control.leases.grant(&g, &shared.metrics),
         M::LeaseRecall(r) => control.leases.recall(control, &r),
+        M::LeaseUnmet(u) => control.leases.unmet(&u),
         M::LeaseRevoke(r) => {
             tracing::warn!(budget = %format!("{}/{}", r.budget_namespace, r.budget_name), reason = %r.reason, "lease revoked");
             control.leases.revoke(
