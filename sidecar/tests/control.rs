@@ -872,8 +872,8 @@ fn exactly_one_of_policy_file_and_control_plane() {
     let run = |args: &[&str]| {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_tokenwarden-sidecar"))
             .args(args)
-            .env_remove("TOKENWARDEN_POLICY_FILE")
-            .env_remove("TOKENWARDEN_CONTROL_PLANE")
+            .env_remove("TOKENWARDEN_SIDECAR_POLICY_FILE")
+            .env_remove("TOKENWARDEN_SIDECAR_CONTROL_PLANE")
             .output()
             .unwrap();
         (
@@ -898,4 +898,35 @@ fn exactly_one_of_policy_file_and_control_plane() {
     let (code, err) = run(&["--control-plane", "grpc://x:1"]);
     assert_eq!(code, Some(64));
     assert!(err.contains("expected https://host:port"), "{err}");
+}
+
+/// The log says why the control plane cannot be reached (here: nothing
+/// listens), not only tonic's "transport error".
+#[test]
+fn an_unreachable_control_plane_is_logged_with_its_cause() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tokenwarden-sidecar"))
+        .args(["--control-plane", &format!("http://127.0.0.1:{port}")])
+        .args(["--listen", &format!("127.0.0.1:{}", free_port())])
+        .args(["--admin-listen", &format!("127.0.0.1:{}", free_port())])
+        .arg("--state-dir")
+        .arg(dir.path())
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    let line = log
+        .lines()
+        .find(|l| l.contains("cannot connect to the control plane"))
+        .unwrap_or_else(|| panic!("no connect error in {log}"));
+    assert!(
+        line.to_lowercase().contains("connection refused"),
+        "the cause is missing: {line}"
+    );
 }

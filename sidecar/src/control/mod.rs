@@ -133,6 +133,22 @@ impl Control {
     }
 }
 
+/// An error with its causes, `outer: cause: root cause` (each source once,
+/// skipping a cause whose text its parent already shows).
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.ends_with(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
+}
+
 /// The sidecar id: read from `STATE/sidecar-id`, or created there once as
 /// `<pod uid or hostname>-<8 random hex>`. Without a state dir a fresh id
 /// per process.
@@ -264,6 +280,24 @@ mod tests {
                 .unwrap_err()
                 .contains("line 1")
         );
+    }
+
+    #[test]
+    fn error_chains_name_every_cause() {
+        #[derive(Debug)]
+        struct Outer(std::io::Error);
+        impl std::fmt::Display for Outer {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("transport error")
+            }
+        }
+        impl std::error::Error for Outer {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let e = Outer(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        assert_eq!(error_chain(&e), "transport error: connection refused");
     }
 
     #[test]

@@ -197,7 +197,9 @@ async fn session(
     let channel = match ep.connect().await {
         Ok(c) => c,
         Err(e) => {
-            tracing::warn!(address = %addr, error = %e, "cannot connect to the control plane");
+            // tonic says only "transport error"; the cause (refused, TLS,
+            // DNS, timeout) is down its source chain.
+            tracing::warn!(address = %addr, error = %super::error_chain(&e), "cannot connect to the control plane");
             return End::Failed;
         }
     };
