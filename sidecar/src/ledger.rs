@@ -47,6 +47,8 @@ const JOURNAL: &str = "ledger.jsonl";
 const SNAPSHOT: &str = "ledger.snapshot.json";
 /// The lock a writing sidecar holds (`report` does not take it).
 const LOCK: &str = "ledger.lock";
+/// Held shared by readers, exclusive by a compaction.
+const COMPACT_LOCK: &str = "ledger.compact.lock";
 
 /// Ledger I/O errors.
 #[derive(Debug, thiserror::Error)]
@@ -170,9 +172,12 @@ const READ_ATTEMPTS: usize = 20;
 /// Read snapshot and journal without opening for writing (for `report`,
 /// also next to a running sidecar). A compaction between reading the
 /// snapshot and reading the journal would pair the old snapshot with the
-/// truncated journal and miss every record it folded in, so the snapshot is
+/// truncated journal and miss every record it folded in: the read holds
+/// `ledger.compact.lock` shared, and a compaction that finds it held waits
+/// for more growth. Where the file system has no locks, the snapshot is
 /// read again afterwards and the whole read starts over if it changed.
 pub fn read(dir: &Path) -> Result<Aggregate, LedgerError> {
+    let _reading = compaction_lock(dir).and_then(|f| f.lock_shared().ok().map(|()| f));
     let mut snapshot = read_snapshot(dir)?;
     for _ in 0..READ_ATTEMPTS {
         let replayed = replay_from(dir, snapshot.as_deref(), false)?;
@@ -185,6 +190,19 @@ pub fn read(dir: &Path) -> Result<Aggregate, LedgerError> {
     Err(io(&dir.join(SNAPSHOT))(std::io::Error::other(format!(
         "compacted {READ_ATTEMPTS} times while being read; try again"
     ))))
+}
+
+/// The file readers hold shared and a compaction exclusive, so a read never
+/// overlaps a compaction. `None` where it cannot be opened (a read-only
+/// state dir, say): the read then relies on its retries.
+fn compaction_lock(dir: &Path) -> Option<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(dir.join(COMPACT_LOCK))
+        .ok()
 }
 
 /// The snapshot's bytes; `None` before the first compaction.
@@ -483,6 +501,17 @@ impl Ledger {
 
     /// Write the snapshot and truncate the journal.
     pub fn compact(&mut self) -> Result<(), LedgerError> {
+        // Never wait for a reader on the request path: a compaction that
+        // finds one retries after more growth.
+        let lock = compaction_lock(&self.dir);
+        if let Some(f) = &lock
+            && let Err(std::fs::TryLockError::WouldBlock) = f.try_lock()
+        {
+            return Err(io(&self.dir.join(COMPACT_LOCK))(std::io::Error::new(
+                std::io::ErrorKind::WouldBlock,
+                "a reader holds the journal; compacting later",
+            )));
+        }
         self.aggregate.prune_periods(KEEP_PERIODS);
         let snap = self.dir.join(SNAPSHOT);
         let tmp = self.dir.join(format!("{SNAPSHOT}.tmp"));
@@ -590,8 +619,11 @@ mod tests {
                 // Every record is durable before the next; compact often.
                 for i in 0..3000 {
                     l.append(rec("gpt-5-mini", 1)).unwrap();
-                    if i % 10 == 9 {
-                        l.compact().unwrap();
+                    if i % 10 == 9
+                        && let Err(e) = l.compact()
+                    {
+                        // Only a read in progress may put it off.
+                        assert!(e.to_string().contains("compacting later"), "{e}");
                     }
                 }
                 done.store(true, std::sync::atomic::Ordering::SeqCst);
