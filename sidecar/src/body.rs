@@ -242,8 +242,8 @@ impl TapBody {
     /// Mask `secret` in the body as it passes (error bodies; see
     /// [`crate::redact`]). Only for [`TapMode::Plain`]: taps read bodies
     /// the provider answered with success.
-    pub fn redacting(mut self, secret: Option<&[u8]>) -> Self {
-        self.redactor = secret.and_then(Redactor::new);
+    pub fn redacting(mut self, secret: Option<&memchr::memmem::Finder<'static>>) -> Self {
+        self.redactor = secret.map(Redactor::new);
         self
     }
 

@@ -26,6 +26,9 @@ pub struct Link {
     auth: Result<(HeaderName, HeaderValue), String>,
     /// The provider's name, for errors.
     name: String,
+    /// Searches responses for the key (see [`crate::redact`]), when the key
+    /// is long enough to search for.
+    finder: Option<memchr::memmem::Finder<'static>>,
 }
 
 impl Link {
@@ -57,12 +60,23 @@ impl Link {
             value.set_sensitive(true);
             Ok((name, value))
         });
-        Link {
+        let mut link = Link {
             origin,
             prefix: prefix.to_string(),
             auth,
             name: provider.name.clone(),
-        }
+            finder: None,
+        };
+        link.finder = link
+            .secret()
+            .filter(|s| s.len() >= crate::redact::MIN_SECRET_BYTES)
+            .map(|s| memchr::memmem::Finder::new(s).into_owned());
+        link
+    }
+
+    /// The key's searcher, prepared with the config (see [`Link::secret`]).
+    pub fn secret_finder(&self) -> Option<&memchr::memmem::Finder<'static>> {
+        self.finder.as_ref()
     }
 
     /// The upstream URI for the app's `path_and_query`.

@@ -137,14 +137,15 @@ async fn detached(
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let (tx, rx) = tokio::sync::oneshot::channel();
-    tokio::spawn(async move {
+    // Boxed: the request's future is several KB, and spawning moves it.
+    tokio::spawn(Box::pin(async move {
         let app = AppLink(tx);
         let result = metered(&shared, endpoint, req, &app).await;
         if let Err(Ok(resp)) = app.0.send(result) {
             shared.metrics.error("client_gone");
             drain(&shared, resp).await;
         }
-    });
+    }));
     // The task only drops its sender unanswered if it panicked.
     rx.await.unwrap_or(Err(ProxyError::Internal))
 }
@@ -310,7 +311,7 @@ async fn passthrough(
     shared.metrics.route("passthrough", "", "routed");
     let (mut parts, body) = resp.into_parts();
     strip_hop_headers(&mut parts.headers);
-    let secret = link.secret();
+    let secret = link.secret_finder();
     if let Some(s) = secret {
         redact::redact_headers(s, &mut parts.headers);
     }
@@ -1301,9 +1302,8 @@ async fn respond(
     let secret = active
         .link(ctx.choice.provider)
         .ok()
-        .and_then(Link::secret)
-        .map(<[u8]>::to_vec);
-    if let Some(s) = &secret {
+        .and_then(Link::secret_finder);
+    if let Some(s) = secret {
         redact::redact_headers(s, &mut parts.headers);
     }
     let h = &mut parts.headers;
@@ -1419,7 +1419,7 @@ async fn respond(
             return e.to_response(flavor_api(flavor));
         }
         if !status.is_success()
-            && let Some(s) = &secret
+            && let Some(s) = secret
         {
             redact::redact_body(s, &mut buf);
         }
@@ -1453,7 +1453,7 @@ async fn respond(
     let tap = if status.is_success() {
         TapBody::new(body, mode, settlement).decoding(coding.decoder())
     } else {
-        TapBody::new(body, mode, settlement).redacting(secret.as_deref())
+        TapBody::new(body, mode, settlement).redacting(secret)
     };
     Response::from_parts(parts, ProxyBody::Tap(Box::new(tap)))
 }

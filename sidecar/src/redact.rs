@@ -31,12 +31,17 @@ pub struct Redactor {
 // === impl Redactor ===
 
 impl Redactor {
-    /// A redactor for `secret`; `None` when it is too short to search for.
-    pub fn new(secret: &[u8]) -> Option<Self> {
-        (secret.len() >= MIN_SECRET_BYTES).then(|| Redactor {
-            finder: memmem::Finder::new(secret).into_owned(),
+    /// A redactor for the secret `finder` looks for.
+    pub fn new(finder: &memmem::Finder<'static>) -> Self {
+        Redactor {
+            finder: finder.clone(),
             carry: BytesMut::new(),
-        })
+        }
+    }
+
+    /// A redactor for `secret`; `None` when it is too short to search for.
+    pub fn for_secret(secret: &[u8]) -> Option<Self> {
+        finder(secret).map(|f| Self::new(&f))
     }
 
     /// The next chunk: returns what can be forwarded now (possibly empty),
@@ -66,23 +71,22 @@ fn mask(finder: &memmem::Finder<'_>, buf: &mut [u8]) {
     }
 }
 
-/// Redact `secret` from a whole body in place.
-pub fn redact_body(secret: &[u8], body: &mut [u8]) {
-    if secret.len() >= MIN_SECRET_BYTES {
-        mask(&memmem::Finder::new(secret), body);
-    }
+/// The searcher for `secret`; `None` when it is too short to search for.
+pub fn finder(secret: &[u8]) -> Option<memmem::Finder<'static>> {
+    (secret.len() >= MIN_SECRET_BYTES).then(|| memmem::Finder::new(secret).into_owned())
 }
 
-/// Redact `secret` from every header value.
-pub fn redact_headers(secret: &[u8], headers: &mut HeaderMap) {
-    if secret.len() < MIN_SECRET_BYTES {
-        return;
-    }
-    let finder = memmem::Finder::new(secret);
+/// Redact the secret `finder` looks for from a whole body in place.
+pub fn redact_body(finder: &memmem::Finder<'_>, body: &mut [u8]) {
+    mask(finder, body);
+}
+
+/// Redact the secret `finder` looks for from every header value.
+pub fn redact_headers(finder: &memmem::Finder<'_>, headers: &mut HeaderMap) {
     for value in headers.values_mut() {
         if finder.find(value.as_bytes()).is_some() {
             let mut bytes = value.as_bytes().to_vec();
-            mask(&finder, &mut bytes);
+            mask(finder, &mut bytes);
             if let Ok(v) = HeaderValue::from_bytes(&bytes) {
                 *value = v;
             }
@@ -102,7 +106,8 @@ mod tests {
     fn every_occurrence_is_masked_at_full_length() {
         let mut body = b"key sk-live-0123456789abcdef and again sk-live-0123456789abcdef.".to_vec();
         let len = body.len();
-        redact_body(KEY, &mut body);
+        let f = finder(KEY).unwrap();
+        redact_body(&f, &mut body);
         assert_eq!(body.len(), len);
         assert_eq!(
             String::from_utf8(body).unwrap(),
@@ -114,10 +119,11 @@ mod tests {
             HeaderValue::from_static("Bearer sk-live-0123456789abcdef"),
         );
         h.insert("x-ok", HeaderValue::from_static("fine"));
-        redact_headers(KEY, &mut h);
+        redact_headers(&f, &mut h);
         assert_eq!(h["x-echo"], format!("Bearer {}", "*".repeat(KEY.len())));
         assert_eq!(h["x-ok"], "fine");
-        assert!(Redactor::new(b"short").is_none());
+        assert!(Redactor::for_secret(b"short").is_none());
+        assert!(finder(b"short").is_none());
     }
 
     proptest! {
@@ -131,8 +137,8 @@ mod tests {
         ) {
             let body = format!("{prefix}{}{suffix}{}", String::from_utf8_lossy(KEY), String::from_utf8_lossy(KEY));
             let mut expected = body.clone().into_bytes();
-            redact_body(KEY, &mut expected);
-            let mut r = Redactor::new(KEY).unwrap();
+            redact_body(&finder(KEY).unwrap(), &mut expected);
+            let mut r = Redactor::for_secret(KEY).unwrap();
             let mut cuts = cuts;
             cuts.sort_unstable();
             let bytes = body.as_bytes();
