@@ -7,15 +7,45 @@
 //! like any other. Decoding is incremental (a chunk at a time, whatever its
 //! boundaries) and bounded: input is fed in small slices and the output of
 //! each is handed on at once, so a highly compressed body never sits
-//! decoded in memory.
+//! decoded in memory: a step that would decode to more than
+//! [`MAX_STEP_OUTPUT`] fails the body's decoding. brotli emits output at
+//! its meta-block boundaries, so a brotli stream cut between two of them
+//! loses what the decoder held (an encoder that flushes per event, as
+//! servers do for event streams, leaves nothing held).
 
 use std::io::Write;
 
 use http::{HeaderMap, header::CONTENT_ENCODING};
 
-/// Input fed to a decoder per step; its output is drained after each, so
-/// at most this times the coding's ratio is held at once.
+/// Input fed to a decoder per step; its output is drained after each.
 const STEP: usize = 1024;
+
+/// Most output one step may produce. deflate cannot pass ~1 MiB from a
+/// 1 KiB step, but brotli and zstd can describe gigabytes in a few bytes
+/// (fuzzing found 1 GiB from one brotli step): past this the body counts
+/// as undecodable (the taps then count it by its size).
+pub const MAX_STEP_OUTPUT: usize = 8 << 20;
+
+/// A decoder's output buffer that refuses to grow past
+/// [`MAX_STEP_OUTPUT`].
+#[derive(Default)]
+struct Bounded(Vec<u8>);
+
+impl Write for Bounded {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        if self.0.len() + data.len() > MAX_STEP_OUTPUT {
+            return Err(std::io::Error::other(
+                "decoded output too large for one step",
+            ));
+        }
+        self.0.extend_from_slice(data);
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
 
 /// A response's content coding.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -61,7 +91,7 @@ impl Coding {
 
     /// A decoder for this coding; `None` for identity and unknown codings.
     pub fn decoder(&self) -> Option<Decoder> {
-        let sink = Vec::new();
+        let sink = Bounded::default();
         let inner = match self {
             Coding::Identity | Coding::Unknown(_) => return None,
             Coding::Gzip => Inner::Gzip(Box::new(flate2::write::MultiGzDecoder::new(sink))),
@@ -82,10 +112,10 @@ impl Coding {
 }
 
 enum Inner {
-    Gzip(Box<flate2::write::MultiGzDecoder<Vec<u8>>>),
-    Deflate(Box<flate2::write::ZlibDecoder<Vec<u8>>>),
-    Brotli(Box<brotli_decompressor::DecompressorWriter<Vec<u8>>>),
-    Zstd(Box<zstd::stream::write::Decoder<'static, Vec<u8>>>),
+    Gzip(Box<flate2::write::MultiGzDecoder<Bounded>>),
+    Deflate(Box<flate2::write::ZlibDecoder<Bounded>>),
+    Brotli(Box<brotli_decompressor::DecompressorWriter<Bounded>>),
+    Zstd(Box<zstd::stream::write::Decoder<'static, Bounded>>),
 }
 
 /// An incremental decoder of one response body.
@@ -132,10 +162,10 @@ impl Decoder {
 
     fn drain(&mut self, out: &mut impl FnMut(&[u8])) {
         let sink = match &mut self.inner {
-            Inner::Gzip(d) => d.get_mut(),
-            Inner::Deflate(d) => d.get_mut(),
-            Inner::Brotli(d) => d.get_mut(),
-            Inner::Zstd(d) => d.get_mut(),
+            Inner::Gzip(d) => &mut d.get_mut().0,
+            Inner::Deflate(d) => &mut d.get_mut().0,
+            Inner::Brotli(d) => &mut d.get_mut().0,
+            Inner::Zstd(d) => &mut d.get_mut().0,
         };
         if !sink.is_empty() {
             out(sink);
@@ -249,6 +279,19 @@ mod tests {
         });
         assert_eq!(total, 64 << 20);
         assert!(largest <= 4 << 20, "{largest}");
+    }
+
+    /// Fuzzing found a brotli body of 841 bytes that decodes to 1 GiB in
+    /// one step: it fails instead of allocating it.
+    #[test]
+    fn a_step_that_decodes_to_too_much_fails() {
+        let bomb = brotli(&vec![0u8; 64 << 20]);
+        assert!(bomb.len() < 1024, "{}", bomb.len());
+        let mut d = Coding::Brotli.decoder().unwrap();
+        let mut largest = 0;
+        d.push(&bomb, |p| largest = largest.max(p.len()));
+        assert!(d.failed());
+        assert!(largest <= MAX_STEP_OUTPUT);
     }
 
     proptest! {

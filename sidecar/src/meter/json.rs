@@ -114,15 +114,47 @@ impl AnthropicUsage {
 // ------------------------------------------------------------ non-streaming
 
 #[derive(Deserialize)]
+#[serde(bound(deserialize = "U: Deserialize<'de>"))]
 struct Body<U> {
     #[serde(default)]
     model: Option<String>,
-    // No `#[serde(default)]`: it would require `U: Default`; a missing
-    // `Option` member is `None` anyway.
+    // `default` with `deserialize_with`: a missing member is `None`.
+    #[serde(default = "none", deserialize_with = "object_only")]
     usage: Option<U>,
 }
 
+fn none<U>() -> Option<U> {
+    None
+}
+
+/// A usage must be a JSON object (or `null`: none). serde's derived
+/// structs also accept an array, read by position (fuzzing found
+/// `"usage":[1000,20]` read as 1000 input and 20 output tokens): any other
+/// value is a malformed usage.
+fn object_only<'de, D, U>(d: D) -> Result<Option<U>, D::Error>
+where
+    D: Deserializer<'de>,
+    U: Deserialize<'de>,
+{
+    let raw: Option<&'de serde_json::value::RawValue> = Option::deserialize(d)?;
+    match raw {
+        None => Ok(None),
+        Some(r) if r.get().starts_with('{') => serde_json::from_str(r.get())
+            .map(Some)
+            .map_err(de::Error::custom),
+        Some(_) => Err(de::Error::custom("usage is not an object")),
+    }
+}
+
 pub(super) fn from_json(flavor: Flavor, body: &[u8]) -> Result<Option<Metered>, MeterError> {
+    // A response is an object; a struct would also read an array by
+    // position.
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return match serde_json::from_slice::<de::IgnoredAny>(body) {
+            Ok(_) => Ok(None),
+            Err(e) => Err(MeterError::InvalidJson(e)),
+        };
+    }
     let parsed =
         match flavor {
             Flavor::OpenAiChat => {

@@ -516,7 +516,7 @@ impl SseTap {
             self.complete = true;
             return Action::Forward;
         }
-        let Ok(chunk) = serde_json::from_slice::<ChatChunk<'_>>(data) else {
+        let Some(chunk) = object::<ChatChunk<'_>>(data) else {
             return Action::Forward;
         };
         if let Some(model) = &chunk.model {
@@ -552,7 +552,7 @@ impl SseTap {
     }
 
     fn responses_event(&mut self, data: &[u8]) {
-        let parsed = serde_json::from_slice::<ResponsesEvent<'_>>(data).ok();
+        let parsed = object::<ResponsesEvent<'_>>(data);
         let kind: &[u8] = match parsed.as_ref().and_then(|e| e.kind.as_deref()) {
             Some(kind) => kind.as_bytes(),
             None => &self.event_name,
@@ -594,7 +594,7 @@ impl SseTap {
     }
 
     fn anthropic_event(&mut self, data: &[u8]) {
-        let parsed = serde_json::from_slice::<AnthropicEvent<'_>>(data).ok();
+        let parsed = object::<AnthropicEvent<'_>>(data);
         // The JSON `type`, else the SSE event name (Anthropic sends both).
         let kind: &[u8] = match parsed.as_ref().and_then(|e| e.kind.as_deref()) {
             Some(kind) => kind.as_bytes(),
@@ -718,4 +718,14 @@ fn extend_capped(buf: &mut Vec<u8>, part: &[u8]) {
         buf.reserve_exact(target - buf.len());
     }
     buf.extend_from_slice(part);
+}
+
+/// An event's data read as `T` when it is a JSON object: serde's derived
+/// structs would also read an array by position (fuzzing found
+/// `["gpt-x",[],[1000,20]]` metered as a chat chunk with usage).
+fn object<'a, T: serde::Deserialize<'a>>(data: &'a [u8]) -> Option<T> {
+    if data.trim_ascii_start().first() != Some(&b'{') {
+        return None;
+    }
+    serde_json::from_slice(data).ok()
 }

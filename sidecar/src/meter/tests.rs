@@ -1106,3 +1106,31 @@ fn tap_cost() {
         (start.elapsed() / 20_000).as_nanos()
     );
 }
+
+/// Fuzzing found arrays read by position as a response or a usage.
+#[test]
+fn arrays_are_never_read_as_responses_or_usage() {
+    for flavor in ALL_FLAVORS {
+        assert_eq!(from_json(flavor, br#"["gpt-x",[1000,20]]"#).unwrap(), None);
+        assert!(matches!(
+            from_json(flavor, br#"{"model":"m","usage":[1000,20]}"#),
+            Err(MeterError::BadUsage(_))
+        ));
+        let mut tap = super::JsonTap::new();
+        tap.push(br#"{"model":"m","usage":[1000,20]}"#);
+        assert_eq!(tap.finish(flavor).metered, None);
+    }
+}
+
+/// Fuzzing found a chat chunk that is an array metered by position.
+#[test]
+fn an_array_event_is_no_chunk() {
+    let mut tap = SseTap::new(Flavor::OpenAiChat, false);
+    let mut out = Vec::new();
+    tap.push(
+        Bytes::from_static(b"data: [\"gpt-x\",[],[1000,20]]\n\ndata: [DONE]\n\n"),
+        &mut out,
+    );
+    let outcome = tap.finish(&mut out);
+    assert_eq!(outcome.usage, None);
+}

@@ -79,6 +79,20 @@ pub(super) fn parse(
     body: &[u8],
     keep_texts: bool,
 ) -> Result<ParsedRequest<'_>, BodyError> {
+    // JSON text is UTF-8: serde_json checks it only in the strings it
+    // decodes, not in those it skips or reads as bytes (found by fuzzing).
+    // Nor raw control characters in strings it reads as bytes: outside
+    // \t \n \r (whitespace) none may appear raw anywhere in JSON text.
+    if let Err(e) = std::str::from_utf8(body) {
+        return Err(BodyError::InvalidJson {
+            message: format!("invalid UTF-8 at byte {}", e.valid_up_to()),
+        });
+    }
+    if let Some(at) = raw_control(body) {
+        return Err(BodyError::InvalidJson {
+            message: format!("raw control character at byte {at}"),
+        });
+    }
     let mut scan = Scan::new(endpoint, body, keep_texts);
     let mut de = serde_json::Deserializer::from_slice(body);
     let walked = (&mut de).deserialize_map(&mut scan).and_then(|()| de.end());
@@ -86,6 +100,21 @@ pub(super) fn parse(
         Ok(()) => scan.finish(),
         Err(e) => Err(scan.error(&e)),
     }
+}
+
+/// The offset of the first control character other than `\t`, `\n`, `\r`
+/// (checked 64 bytes at a time, which compiles to vector compares).
+fn raw_control(body: &[u8]) -> Option<usize> {
+    let bad = |b: u8| b < 0x20 && !matches!(b, b'\t' | b'\n' | b'\r');
+    body.chunks(64)
+        .position(|c| c.iter().fold(false, |acc, &b| acc | bad(b)))
+        .and_then(|chunk| {
+            let start = chunk * 64;
+            body[start..]
+                .iter()
+                .position(|&b| bad(b))
+                .map(|i| start + i)
+        })
 }
 
 // === impl Field ===

@@ -1117,3 +1117,24 @@ fn input_the_body_does_not_carry_is_noticed() {
         Some("a previous_response_id")
     );
 }
+
+/// Fuzzing found bodies that are not JSON text accepted: bytes that are not
+/// UTF-8 where nothing decodes them, raw control characters in keys.
+#[test]
+fn invalid_json_text_found_by_fuzzing_is_refused() {
+    for body in [
+        &b"{\"model\":\"m\",\"x\":\"\xff\"}"[..],
+        b"{\"\xc3\":1}",
+        b"{\"messages\":[{\"role\":\"user\",\"name\":\"\xfe\"}]}",
+        b"{\"\x00\":true}",
+        b"{\"mo\x01del\":\"m\"}",
+    ] {
+        for endpoint in [CHAT, RESPONSES, EMBEDDINGS, MESSAGES] {
+            assert!(
+                matches!(parse(endpoint, body), Err(BodyError::InvalidJson { .. })),
+                "{endpoint:?} {:?}",
+                String::from_utf8_lossy(body)
+            );
+        }
+    }
+}
