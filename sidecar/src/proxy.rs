@@ -536,6 +536,8 @@ async fn metered(
         let provider = &cfg.providers[ctx.choice.provider];
         let link = active.link(ctx.choice.provider)?;
         let auth = link.auth()?;
+        // Before anything is reserved: an early return here holds nothing.
+        let uri = link.uri(&path_and_query)?;
 
         // Reserve with the cheap bound (bytes); only if that would refuse,
         // refine the prompt bound once (tokenizer / count_tokens) and retry.
@@ -648,7 +650,7 @@ async fn metered(
         );
         let mut up = Request::new(Full::new(out_body));
         *up.method_mut() = Method::POST;
-        *up.uri_mut() = link.uri(&path_and_query)?;
+        *up.uri_mut() = uri;
         *up.headers_mut() = upstream_headers(&parts.headers, auth);
         up.headers_mut().insert(
             header::CONTENT_TYPE,
