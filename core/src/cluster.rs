@@ -567,6 +567,25 @@ impl Book {
         )
     }
 
+    /// Count `ask`'s need as one the period cannot cover, when it cannot
+    /// (the budget's state turns `Exhausted`, as [`Book::grant`] does for a
+    /// need it meets). For a waiter found impossible after its grant, once
+    /// later spend arrived.
+    pub fn note_unmet(&mut self, ask: LeaseAsk) {
+        let t = self.state.totals();
+        if short_usd(self.state.cap_usd(), t.spent, ask.need) {
+            self.unmet = Some(self.unmet.map_or(ask.need, |u| u.min(ask.need)));
+            self.generation += 1;
+        }
+        if short_tokens(self.state.cap_tokens(), t.tokens(), ask.need_tokens) {
+            self.unmet_tokens = Some(
+                self.unmet_tokens
+                    .map_or(ask.need_tokens, |u| u.min(ask.need_tokens)),
+            );
+            self.generation += 1;
+        }
+    }
+
     /// Whether the need of `ask` cannot be covered in this period however
     /// leases move: in a unit the budget limits, it exceeds the cap minus
     /// the spend, so even if every lease (the asker's own included) came

@@ -745,15 +745,22 @@ impl Engine {
         }
         let book = &slot.book;
         let mut answers = Vec::new();
+        let mut unmet = Vec::new();
         slot.waiters.retain(|(session, _, ask, request_id)| {
             let Some(u) = book.cannot_cover(*ask) else {
                 return true;
             };
             answers.push((*session, unmet_msg(budget, &u, *request_id)));
+            unmet.push(*ask);
             false
         });
         if answers.is_empty() {
             return;
+        }
+        // The grant that parked them saw less spend: the budget's state
+        // must still say no request of that size can be served.
+        for ask in unmet {
+            slot.book.note_unmet(ask);
         }
         let status = budget_status_msg(budget, &slot.book);
         for (session, msg) in answers {

@@ -544,3 +544,17 @@ fn cluster_ledger_groups_and_dedupes() {
     assert_eq!(legacy.watermark("x"), 7);
     assert_eq!(legacy.prune(10_000 + 3_601, 3_600), 1);
 }
+
+/// A waiter parked while the book still had room, found impossible once
+/// more spend arrived: noting it turns the budget Exhausted, as a grant of
+/// an impossible need does (the state is what status shows).
+#[test]
+fn an_impossible_waiter_noted_later_makes_the_budget_exhausted() {
+    let mut b = nearly_spent();
+    assert_ne!(b.budget_state(), State::Exhausted);
+    // Within what is left: not unmet, nothing noted.
+    b.note_unmet(need("0.02"));
+    assert_ne!(b.budget_state(), State::Exhausted);
+    b.note_unmet(need("0.05"));
+    assert_eq!(b.budget_state(), State::Exhausted);
+}
