@@ -143,9 +143,9 @@ impl Settlement {
         )
     }
 
-    /// A JSON body read whole (`complete`: to its end): its usage, else an
-    /// estimate from its text.
-    pub fn finish_json(self, body: &[u8], complete: bool) -> Settled {
+    /// A JSON body read (whole, or what passed before it broke): its
+    /// usage, else an estimate from its text.
+    pub fn finish_json(self, body: &[u8]) -> Settled {
         if !(200..300).contains(&self.status) {
             return self.run(Usage::default(), None, false);
         }
@@ -154,8 +154,7 @@ impl Settlement {
         }
         let mut tap = JsonTap::new();
         tap.push(body);
-        let mut outcome = tap.finish(self.flavor);
-        outcome.complete &= complete;
+        let outcome = tap.finish(self.flavor);
         self.finish_tapped(&outcome)
     }
 
@@ -382,7 +381,7 @@ impl TapBody {
             }
             Some(TapMode::Plain) | None => {
                 if clean {
-                    settlement.finish_json(&[], true);
+                    settlement.finish_json(&[]);
                 } else {
                     settlement.finish_cut(None);
                 }

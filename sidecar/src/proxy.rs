@@ -1413,7 +1413,7 @@ async fn respond(
         if broke {
             // What passed still counts (its usage, else an estimate).
             let decoded = meter::decode_all(&coding, &buf);
-            settlement.finish_json(decoded.as_deref().unwrap_or(&buf), false);
+            settlement.finish_json(decoded.as_deref().unwrap_or(&buf));
             shared.metrics.error("upstream_body_error");
             let e = ProxyError::UpstreamUnreachable(
                 "the provider closed the connection mid-response".into(),
@@ -1428,7 +1428,7 @@ async fn respond(
         let mut settlement = settlement;
         settlement.commit = Commit::Deferred;
         let decoded = meter::decode_all(&coding, &buf);
-        let settled = settlement.finish_json(decoded.as_deref().unwrap_or(&buf), true);
+        let settled = settlement.finish_json(decoded.as_deref().unwrap_or(&buf));
         if let Some(c) = settled.cost {
             set(&mut parts.headers, headers::COST, &c.to_string());
         }
