@@ -65,13 +65,66 @@ impl State {
     }
 }
 
+/// What kind of refusal a budget made: the label of the 429's
+/// `x-tokenwarden-error` header and of `tokenwarden_budget_blocks_total`
+/// ([`as_str`](Self::as_str)).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RefusalReason {
+    /// The request does not fit under the limit.
+    Limit,
+    /// The request does not fit under a `Block` threshold below the limit.
+    Threshold,
+    /// The request's worst case exceeds the per-request cap.
+    RequestCap,
+    /// The same request was sent too often (the loop guard).
+    LoopGuard,
+    /// Connected mode: the sidecar's lease could not cover the request and
+    /// the operator granted no more in time.
+    Lease,
+    /// Connected mode: the control plane is unreachable, no lease covers
+    /// the request and the budget's `failMode` is `Closed`.
+    FailClosed,
+}
+
+// === impl RefusalReason ===
+
+impl RefusalReason {
+    /// The label on the wire and in metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RefusalReason::Limit => "limit",
+            RefusalReason::Threshold => "threshold",
+            RefusalReason::RequestCap => "request_cap",
+            RefusalReason::LoopGuard => "loop_guard",
+            RefusalReason::Lease => "lease",
+            RefusalReason::FailClosed => "fail_closed",
+        }
+    }
+
+    /// A refusal about the size of the request against what is left (a
+    /// tighter bound on the request may fit), as opposed to one that no
+    /// smaller request would avoid.
+    pub fn is_about_size(self) -> bool {
+        matches!(
+            self,
+            RefusalReason::Limit | RefusalReason::Threshold | RefusalReason::RequestCap
+        )
+    }
+}
+
+impl std::fmt::Display for RefusalReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Why a budget refused a request.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Refusal {
     /// The budget.
     pub budget: ObjectRef,
-    /// `limit`, `threshold`, `request_cap` or `loop_guard`.
-    pub reason: &'static str,
+    /// What kind of refusal.
+    pub reason: RefusalReason,
     /// For the app: names the budget, the spend, the limit and the reset.
     pub message: String,
     /// Seconds until the refusal lifts (period end or cool-down end).
@@ -408,7 +461,7 @@ impl BudgetState {
     fn refuse_loop(&self, until: Timestamp, now: Timestamp, max: u32) -> Refusal {
         Refusal {
             budget: self.cfg.source.clone(),
-            reason: "loop_guard",
+            reason: RefusalReason::LoopGuard,
             message: format!(
                 "TokenBudget {}: loop guard tripped: the same request was sent {max} times within {}s; \
                  identical requests are blocked until {}",
@@ -428,117 +481,13 @@ impl BudgetState {
     /// returned [`Held`].
     pub fn reserve(&mut self, now: Timestamp, ask: Ask) -> Result<Held, Refusal> {
         self.roll(now);
-        if let (Some(cap), Some(cost)) = (self.cfg.per_request_cap_usd, ask.cost)
-            && cost > cap
-        {
-            return Err(self.refusal(
-                now,
-                "request_cap",
-                format!(
-                    "TokenBudget {}: this request's worst-case cost ${cost} exceeds the \
-                     per-request cap of ${cap}",
-                    self.cfg.source
-                ),
-            ));
-        }
-        if self.cluster_exhausted() {
-            let pct = self.cluster_percent().unwrap_or(0);
-            let block = self.block_percent();
-            return Err(self.refusal(
-                now,
-                if block < 100 { "threshold" } else { "limit" },
-                format!(
-                    "TokenBudget {} is exhausted cluster-wide: {pct}% of its limit is spent \
-                     across all workloads{}",
-                    self.cfg.source,
-                    if block < 100 {
-                        format!(" (blocking from {block}%)")
-                    } else {
-                        String::new()
-                    }
-                ),
-            ));
-        }
-        let cost = ask.cost.unwrap_or(Usd::ZERO);
+        self.check_request_cap(now, ask)?;
+        self.check_cluster(now)?;
         let (spent, used, cluster) = self.spent_for_caps();
         let scope = if cluster { " across all workloads" } else { "" };
-        if let Some(cap) = self.cap_usd() {
-            let committed = spent.saturating_add(self.reserved.cost);
-            if committed.saturating_add(cost) > cap {
-                let reason = if cap < self.cfg.limit_usd.unwrap_or(cap) {
-                    "threshold"
-                } else {
-                    "limit"
-                };
-                let remaining = cap.saturating_sub(committed).max(Usd::ZERO);
-                let in_flight = spent.saturating_add(cost) <= cap;
-                let spend = format!(
-                    "spent ${spent} of ${} this {} period{scope}{}",
-                    self.cfg.limit_usd.unwrap_or(cap),
-                    self.cfg.period,
-                    if reason == "threshold" {
-                        format!(" (blocking from {}%, ${cap})", self.block_percent())
-                    } else {
-                        String::new()
-                    },
-                );
-                let message = if in_flight {
-                    format!(
-                        "TokenBudget {} has no room for this request now: {spend}, and requests \
-                         in flight have reserved ${} more (their worst case, released as they \
-                         finish); this request's worst-case cost ${cost} exceeds the ${remaining} \
-                         left",
-                        self.cfg.source, self.reserved.cost,
-                    )
-                } else {
-                    // Exhausted only when nothing is left; otherwise it is
-                    // this request that is too big for what is left.
-                    format!(
-                        "TokenBudget {} {}: {spend}; this request's worst-case cost ${cost} \
-                         exceeds the ${} left",
-                        self.cfg.source,
-                        if spent >= cap {
-                            "is exhausted"
-                        } else {
-                            "cannot cover this request"
-                        },
-                        cap.saturating_sub(spent).max(Usd::ZERO),
-                    )
-                };
-                return Err(self.refusal_in_flight(now, reason, in_flight, message));
-            }
-        }
-        if let Some(cap) = self.cap_tokens() {
-            let committed = used.saturating_add(self.reserved.tokens);
-            if committed.saturating_add(ask.tokens) > cap {
-                let in_flight = used.saturating_add(ask.tokens) <= cap;
-                let usage = format!(
-                    "used {used} of {} tokens this {} period{scope}",
-                    self.cfg.limit_tokens.unwrap_or(cap),
-                    self.cfg.period,
-                );
-                let message = if in_flight {
-                    format!(
-                        "TokenBudget {} has no room for this request now: {usage}, and requests \
-                         in flight have reserved {} more (their worst case, released as they \
-                         finish); this request may use up to {} tokens",
-                        self.cfg.source, self.reserved.tokens, ask.tokens
-                    )
-                } else {
-                    format!(
-                        "TokenBudget {} {}: {usage}; this request may use up to {} tokens",
-                        self.cfg.source,
-                        if used >= cap {
-                            "is exhausted"
-                        } else {
-                            "cannot cover this request"
-                        },
-                        ask.tokens
-                    )
-                };
-                return Err(self.refusal_in_flight(now, "limit", in_flight, message));
-            }
-        }
+        let cost = ask.cost.unwrap_or(Usd::ZERO);
+        self.check_usd_cap(now, cost, spent, scope)?;
+        self.check_token_cap(now, ask.tokens, used, scope)?;
         let held = Held {
             cost,
             tokens: ask.tokens,
@@ -546,6 +495,152 @@ impl BudgetState {
         self.reserved.cost = self.reserved.cost.saturating_add(held.cost);
         self.reserved.tokens = self.reserved.tokens.saturating_add(held.tokens);
         Ok(held)
+    }
+
+    /// The per-request cap: a worst case above it is refused whatever is left.
+    fn check_request_cap(&self, now: Timestamp, ask: Ask) -> Result<(), Refusal> {
+        if let (Some(cap), Some(cost)) = (self.cfg.per_request_cap_usd, ask.cost)
+            && cost > cap
+        {
+            return Err(self.refusal(
+                now,
+                RefusalReason::RequestCap,
+                format!(
+                    "TokenBudget {}: this request's worst-case cost ${cost} exceeds the \
+                     per-request cap of ${cap}",
+                    self.cfg.source
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Connected: the cluster-wide percentage at or over the effective cap
+    /// refuses every new request.
+    fn check_cluster(&self, now: Timestamp) -> Result<(), Refusal> {
+        if !self.cluster_exhausted() {
+            return Ok(());
+        }
+        let pct = self.cluster_percent().unwrap_or(0);
+        let block = self.block_percent();
+        Err(self.refusal(
+            now,
+            if block < 100 {
+                RefusalReason::Threshold
+            } else {
+                RefusalReason::Limit
+            },
+            format!(
+                "TokenBudget {} is exhausted cluster-wide: {pct}% of its limit is spent \
+                 across all workloads{}",
+                self.cfg.source,
+                if block < 100 {
+                    format!(" (blocking from {block}%)")
+                } else {
+                    String::new()
+                }
+            ),
+        ))
+    }
+
+    /// The USD cap: `cost` must fit with what is `spent` and reserved.
+    fn check_usd_cap(
+        &self,
+        now: Timestamp,
+        cost: Usd,
+        spent: Usd,
+        scope: &str,
+    ) -> Result<(), Refusal> {
+        let Some(cap) = self.cap_usd() else {
+            return Ok(());
+        };
+        let committed = spent.saturating_add(self.reserved.cost);
+        if committed.saturating_add(cost) <= cap {
+            return Ok(());
+        }
+        let reason = if cap < self.cfg.limit_usd.unwrap_or(cap) {
+            RefusalReason::Threshold
+        } else {
+            RefusalReason::Limit
+        };
+        let remaining = cap.saturating_sub(committed).max(Usd::ZERO);
+        let in_flight = spent.saturating_add(cost) <= cap;
+        let spend = format!(
+            "spent ${spent} of ${} this {} period{scope}{}",
+            self.cfg.limit_usd.unwrap_or(cap),
+            self.cfg.period,
+            if reason == RefusalReason::Threshold {
+                format!(" (blocking from {}%, ${cap})", self.block_percent())
+            } else {
+                String::new()
+            },
+        );
+        let message = if in_flight {
+            format!(
+                "TokenBudget {} has no room for this request now: {spend}, and requests \
+                 in flight have reserved ${} more (their worst case, released as they \
+                 finish); this request's worst-case cost ${cost} exceeds the ${remaining} \
+                 left",
+                self.cfg.source, self.reserved.cost,
+            )
+        } else {
+            // Exhausted only when nothing is left; otherwise it is
+            // this request that is too big for what is left.
+            format!(
+                "TokenBudget {} {}: {spend}; this request's worst-case cost ${cost} \
+                 exceeds the ${} left",
+                self.cfg.source,
+                if spent >= cap {
+                    "is exhausted"
+                } else {
+                    "cannot cover this request"
+                },
+                cap.saturating_sub(spent).max(Usd::ZERO),
+            )
+        };
+        Err(self.refusal_in_flight(now, reason, in_flight, message))
+    }
+
+    /// The token cap: `tokens` must fit with what is `used` and reserved.
+    fn check_token_cap(
+        &self,
+        now: Timestamp,
+        tokens: u64,
+        used: u64,
+        scope: &str,
+    ) -> Result<(), Refusal> {
+        let Some(cap) = self.cap_tokens() else {
+            return Ok(());
+        };
+        let committed = used.saturating_add(self.reserved.tokens);
+        if committed.saturating_add(tokens) <= cap {
+            return Ok(());
+        }
+        let in_flight = used.saturating_add(tokens) <= cap;
+        let usage = format!(
+            "used {used} of {} tokens this {} period{scope}",
+            self.cfg.limit_tokens.unwrap_or(cap),
+            self.cfg.period,
+        );
+        let message = if in_flight {
+            format!(
+                "TokenBudget {} has no room for this request now: {usage}, and requests \
+                 in flight have reserved {} more (their worst case, released as they \
+                 finish); this request may use up to {tokens} tokens",
+                self.cfg.source, self.reserved.tokens
+            )
+        } else {
+            format!(
+                "TokenBudget {} {}: {usage}; this request may use up to {tokens} tokens",
+                self.cfg.source,
+                if used >= cap {
+                    "is exhausted"
+                } else {
+                    "cannot cover this request"
+                },
+            )
+        };
+        Err(self.refusal_in_flight(now, RefusalReason::Limit, in_flight, message))
     }
 
     /// Give back a reservation without spending (the request never reached
@@ -583,14 +678,14 @@ impl BudgetState {
         }
     }
 
-    fn refusal(&self, now: Timestamp, reason: &'static str, message: String) -> Refusal {
+    fn refusal(&self, now: Timestamp, reason: RefusalReason, message: String) -> Refusal {
         self.refusal_in_flight(now, reason, false, message)
     }
 
     fn refusal_in_flight(
         &self,
         now: Timestamp,
-        reason: &'static str,
+        reason: RefusalReason,
         in_flight: bool,
         message: String,
     ) -> Refusal {
@@ -736,7 +831,7 @@ mod tests {
         let h2 = b.reserve(now(), ask("0.40")).unwrap();
         // 0.80 reserved: a third 0.40 would pass 1.00.
         let err = b.reserve(now(), ask("0.40")).unwrap_err();
-        assert_eq!(err.reason, "limit");
+        assert_eq!(err.reason.as_str(), "limit");
         // Only the worst cases in flight leave no room: it may fit later.
         assert!(err.in_flight);
         assert!(
@@ -857,7 +952,7 @@ mod tests {
         b.record(&Usage::default(), Some(usd("3.00")));
         assert_eq!(b.downgrade(), Some(&DowngradeTarget::Tier("cheap".into())));
         let err = b.reserve(now(), ask("1.01")).unwrap_err();
-        assert_eq!(err.reason, "threshold");
+        assert_eq!(err.reason.as_str(), "threshold");
         assert!(
             err.message.contains("(blocking from 90%, $9.00)"),
             "{}",
@@ -874,7 +969,7 @@ mod tests {
         c.per_request_cap_usd = Some(usd("0.50"));
         let mut b = BudgetState::new(c, now(), Totals::default()).unwrap();
         let err = b.reserve(now(), ask("0.51")).unwrap_err();
-        assert_eq!(err.reason, "request_cap");
+        assert_eq!(err.reason.as_str(), "request_cap");
         assert!(
             err.message
                 .contains("worst-case cost $0.51 exceeds the per-request cap of $0.50")
@@ -926,7 +1021,8 @@ mod tests {
                 }
             )
             .unwrap_err()
-            .reason,
+            .reason
+            .as_str(),
             "limit"
         );
         b.settle(
@@ -980,7 +1076,7 @@ mod tests {
         b.check_loop(at(1), 7).unwrap();
         b.check_loop(at(1), 8).unwrap();
         let err = b.check_loop(at(2), 7).unwrap_err();
-        assert_eq!(err.reason, "loop_guard");
+        assert_eq!(err.reason.as_str(), "loop_guard");
         assert_eq!(err.retry_after_secs, 600);
         assert!(
             err.message.contains("sent 3 times within 60s"),
@@ -1043,7 +1139,7 @@ mod tests {
         b.set_cluster(cluster(b.window().start, 95, "9.50"));
         assert_eq!(b.state(), State::Exhausted);
         let err = b.reserve(now(), ask("0.01")).unwrap_err();
-        assert_eq!(err.reason, "threshold");
+        assert_eq!(err.reason.as_str(), "threshold");
         assert!(
             err.message.contains("exhausted cluster-wide: 95%"),
             "{}",

@@ -9,6 +9,9 @@
 //! usage that already passed, else an estimate, marked estimated. Either
 //! way exactly once.
 //!
+//! The body settles through a [`Settle`] it is handed (the proxy's
+//! settlement): it knows nothing of budgets or ledgers.
+//!
 //! A JSON body is complete when its top-level object closed, not when the
 //! transport says so: over HTTP/1.1 hyper stops polling a body with a
 //! `content-length` once that many bytes were written, and drops it
@@ -25,13 +28,11 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use tokenwarden_core::{budget::Held, catalog::Usage, config::ObjectRef};
 
 use crate::{
-    meter::{self, Decoder, Flavor, JsonOutcome, JsonTap, SseTap, TapOutcome},
-    proxy::{Commit, Context, Settled, settle},
+    meter::{Decoder, Flavor, JsonOutcome, JsonTap, SseTap, TapOutcome},
     redact::Redactor,
-    state::{Active, Shared},
+    state::Shared,
 };
 
 /// Errors surfaced to hyper while streaming a response.
@@ -70,22 +71,42 @@ pub enum TapMode {
     Plain,
 }
 
-/// What settles an attempt once its body is done.
-pub struct Settlement {
-    /// Shared state.
-    pub shared: Arc<Shared>,
-    /// The config the request ran under.
-    pub active: Arc<Active>,
-    /// The request.
-    pub ctx: Context,
-    /// Budget holds to replace by actual usage.
-    pub holds: Vec<(ObjectRef, Option<Held>)>,
-    /// Upstream status.
-    pub status: u16,
-    /// Response flavor.
-    pub flavor: Flavor,
-    /// When the ledger line is written.
-    pub commit: Commit,
+/// What a metered body reports to, exactly once, when it is done: it
+/// settles the attempt from what passed.
+pub trait Settle: Send {
+    /// The response's flavor (how the JSON tap reads usage).
+    fn flavor(&self) -> Flavor;
+    /// The provider went silent mid-body and the body is cut (counted).
+    fn stalled(&self);
+    /// An event stream ended (`outcome.complete` when cleanly).
+    fn stream(self: Box<Self>, outcome: TapOutcome);
+    /// A JSON body went past the tap (whole or not).
+    fn tapped(self: Box<Self>, outcome: &JsonOutcome);
+    /// An untapped body ended, `clean`ly or cut.
+    fn plain(self: Box<Self>, clean: bool);
+}
+
+/// Counts a request in `tokenwarden_in_flight_requests` while alive.
+pub struct InFlight(Arc<Shared>);
+
+impl InFlight {
+    /// Count one more request in flight.
+    pub fn new(shared: &Arc<Shared>) -> Self {
+        shared.metrics.in_flight().inc();
+        InFlight(shared.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.metrics.in_flight().dec();
+    }
+}
+
+impl std::fmt::Debug for InFlight {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("InFlight")
+    }
 }
 
 /// A provider body forwarded frame by frame.
@@ -104,9 +125,9 @@ pub struct TapBody {
     upstream: Incoming,
     mode: Option<TapMode>,
     pending: std::collections::VecDeque<Bytes>,
-    settlement: Option<Settlement>,
+    settlement: Option<Box<dyn Settle>>,
     done: bool,
-    in_flight: Option<crate::proxy::InFlight>,
+    in_flight: Option<InFlight>,
     /// A chunk already forwarded, not yet read by the SSE tap.
     unread: Option<Bytes>,
     /// The upstream ended (cleanly or not) and the settlement is still due.
@@ -125,102 +146,18 @@ pub struct TapBody {
     redactor: Option<Redactor>,
 }
 
-// === impl Settlement ===
-
-impl Settlement {
-    fn run(self, usage: Usage, served: Option<String>, estimated: bool) -> Settled {
-        let served = served.unwrap_or_else(|| self.ctx.choice.model.clone());
-        settle(
-            &self.shared,
-            &self.active,
-            &self.ctx,
-            self.holds,
-            self.status,
-            usage,
-            served,
-            estimated,
-            self.commit,
-        )
-    }
-
-    /// A JSON body read (whole, or what passed before it broke): its
-    /// usage, else an estimate from its text.
-    pub fn finish_json(self, body: &[u8]) -> Settled {
-        if !(200..300).contains(&self.status) {
-            return self.run(Usage::default(), None, false);
-        }
-        if let Ok(Some(m)) = meter::from_json(self.flavor, body) {
-            return self.run(m.usage, m.served_model, false);
-        }
-        let mut tap = JsonTap::new();
-        tap.push(body);
-        let outcome = tap.finish(self.flavor);
-        self.finish_tapped(&outcome)
-    }
-
-    /// A JSON body went past the tap: the provider's usage if it passed,
-    /// else (a success without usage, or cut before it) an estimate from
-    /// the text that passed, marked estimated.
-    pub fn finish_tapped(self, outcome: &JsonOutcome) -> Settled {
-        match &outcome.metered {
-            Some(m) => {
-                let m = m.clone();
-                self.run(m.usage, m.served_model, false)
-            }
-            None if (200..300).contains(&self.status) => {
-                let usage = meter::estimate_json(self.ctx.prompt_estimate, outcome);
-                self.run(usage, None, true)
-            }
-            None => self.run(Usage::default(), None, false),
-        }
-    }
-
-    /// A stream ended; settle with its usage, or an estimate when it ended early.
-    pub fn finish_stream(self, outcome: TapOutcome) {
-        match (&outcome.usage, outcome.complete) {
-            (Some(u), true) => {
-                let u = *u;
-                self.run(u, outcome.served_model, false);
-            }
-            _ if !(200..300).contains(&self.status) => {
-                self.run(Usage::default(), outcome.served_model, false);
-            }
-            _ => {
-                let usage =
-                    meter::estimate_cut_stream(self.flavor, self.ctx.prompt_estimate, &outcome);
-                self.run(usage, outcome.served_model, true);
-            }
-        }
-    }
-
-    /// The body broke before any usage could be read.
-    pub fn finish_cut(self, outcome: Option<TapOutcome>) {
-        match outcome {
-            Some(o) => {
-                let mut o = o;
-                o.complete = false;
-                self.finish_stream(o);
-            }
-            None if (200..300).contains(&self.status) => {
-                let usage = Usage {
-                    input_tokens: self.ctx.prompt_estimate,
-                    ..Default::default()
-                };
-                self.run(usage, None, true);
-            }
-            None => {
-                self.run(Usage::default(), None, false);
-            }
-        }
-    }
-}
-
 // === impl TapBody ===
 
 impl TapBody {
-    /// Tap `upstream` in `mode`, settling with `settlement` at the end.
-    pub fn new(upstream: Incoming, mode: TapMode, settlement: Settlement) -> Self {
-        let after = settlement.shared.options.upstream_idle;
+    /// Tap `upstream` in `mode`, settling with `settlement` at the end; a
+    /// provider silent for `idle` mid-body is cut.
+    pub fn new(
+        upstream: Incoming,
+        mode: TapMode,
+        settlement: Box<dyn Settle>,
+        idle: std::time::Duration,
+    ) -> Self {
+        let after = idle;
         TapBody {
             upstream,
             mode: Some(mode),
@@ -274,7 +211,7 @@ impl TapBody {
     }
 
     /// Keep the request counted as in flight until this body is dropped.
-    pub fn hold(&mut self, in_flight: crate::proxy::InFlight) {
+    pub fn hold(&mut self, in_flight: InFlight) {
         self.in_flight = Some(in_flight);
     }
 
@@ -370,22 +307,16 @@ impl TapBody {
                 if let Some(raw) = undecodable {
                     outcome.output_text_bytes = outcome.output_text_bytes.max(raw);
                 }
-                settlement.finish_stream(outcome);
+                settlement.stream(outcome);
             }
             Some(TapMode::Json(tap)) => {
-                let mut outcome = tap.finish(settlement.flavor);
+                let mut outcome = tap.finish(settlement.flavor());
                 if let Some(raw) = undecodable {
                     outcome.text_bytes = outcome.text_bytes.max(raw);
                 }
-                settlement.finish_tapped(&outcome);
+                settlement.tapped(&outcome);
             }
-            Some(TapMode::Plain) | None => {
-                if clean {
-                    settlement.finish_json(&[]);
-                } else {
-                    settlement.finish_cut(None);
-                }
-            }
+            Some(TapMode::Plain) | None => settlement.plain(clean),
         }
     }
 }
@@ -445,12 +376,11 @@ impl Body for TapBody {
                         // The provider went silent mid-body: cut it.
                         let after = *after;
                         self.idle = None;
-                        let shared = self.settlement.as_ref().map(|s| s.shared.clone());
+                        if let Some(s) = self.settlement.as_ref() {
+                            s.stalled();
+                        }
                         self.finish(false);
                         self.done = true;
-                        if let Some(shared) = shared {
-                            shared.metrics.error("upstream_stalled");
-                        }
                         return Poll::Ready(Some(Err(format!(
                             "tokenwarden sidecar: the provider sent nothing for {} ms; response cut",
                             after.as_millis()

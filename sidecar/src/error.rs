@@ -11,7 +11,7 @@
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 use serde_json::json;
-use tokenwarden_core::config::Api;
+use tokenwarden_core::{budget::RefusalReason, config::Api};
 
 /// Marks a response produced by the sidecar, with the error's metric label.
 pub const ERROR_HEADER: &str = "x-tokenwarden-error";
@@ -62,8 +62,10 @@ pub enum ProxyError {
     /// loop guard, or fail-closed without lease).
     #[error("{message}")]
     BudgetBlocked {
-        /// What kind of refusal, for metrics: `limit`, `threshold`, `request_cap`, `loop_guard`, `fail_closed`.
-        reason: &'static str,
+        /// What kind of refusal: the metric label and the
+        /// `x-tokenwarden-error` header (`limit`, `threshold`, `request_cap`,
+        /// `loop_guard`, `lease`, `fail_closed`).
+        reason: RefusalReason,
         /// Names the budget, the spend, the limit and when it resets.
         message: String,
         /// Seconds until the budget resets (for `retry-after`), if known.
@@ -124,7 +126,7 @@ impl ProxyError {
             ProxyError::NotReady => "not_ready",
             ProxyError::NoRoute(_) => "no_route",
             ProxyError::MissingKey { .. } => "missing_key",
-            ProxyError::BudgetBlocked { reason, .. } => reason,
+            ProxyError::BudgetBlocked { reason, .. } => reason.as_str(),
             ProxyError::UpstreamUnreachable(_) => "upstream_unreachable",
             ProxyError::UpstreamTimeout(_) => "upstream_timeout",
             ProxyError::ClientGone => "client_gone",
@@ -218,7 +220,7 @@ mod tests {
     #[test]
     fn budget_block_is_a_provider_shaped_429() {
         let e = ProxyError::BudgetBlocked {
-            reason: "limit",
+            reason: RefusalReason::Limit,
             message: "TokenBudget ns/b is exhausted".into(),
             retry_after_secs: Some(3600),
         };

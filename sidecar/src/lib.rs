@@ -1,13 +1,15 @@
 //! The tokenwarden sidecar: the per-pod proxy between an app and its LLM
 //! providers.
 //!
-//! Request path: [`server`] accepts (HTTP/1.1 or h2c) → [`proxy`] parses the
-//! body ([`request`]), classifies and routes it (core's router), applies
-//! budgets (core's budget arithmetic, held in [`state`]), rewrites only the
-//! fields it changes, forwards over the pooled [`upstream`] client with
-//! fallbacks, and streams the response back through a [`body`] tap that
-//! meters usage ([`meter`]) and settles the attempt in the budgets, the
-//! [`ledger`] and the [`metrics`]. [`admin`] serves health, readiness,
+//! Request path: [`server`] accepts (HTTP/1.1 or h2c) → [`proxy`] runs a
+//! metered request through named stages, one file each: `route` parses the
+//! body ([`request`]), classifies and routes it (core's router);
+//! `enforce` applies the budgets (core's budget arithmetic, held in
+//! [`state`]; the leases in connected mode); `forward` rewrites only the
+//! fields it changes and sends each attempt over the pooled [`upstream`]
+//! client with fallbacks; `respond` streams the answer back through a
+//! [`body`] tap that meters usage ([`meter`]); `settle` settles the
+//! attempt in the budgets, the [`ledger`] and the [`metrics`]. [`admin`] serves health, readiness,
 //! metrics and the ledger; [`cli`] and [`run`] are the process. In
 //! connected mode [`control`] talks to the operator: config snapshots, the
 //! usage spool and budget leases.

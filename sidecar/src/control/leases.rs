@@ -26,7 +26,7 @@ use std::{
 
 use jiff::Timestamp;
 use tokenwarden_core::{
-    budget::Held,
+    budget::{Held, RefusalReason},
     config::{FailMode, ObjectRef},
     lease_client::{Amount, Grant, LeaseClient, Shortfall, Unmet},
     money::Usd,
@@ -372,9 +372,9 @@ async fn reserve_waiting(
                     .get(&w.budget)
                     .map(LeaseClient::spent)
                     .unwrap_or_default();
-                metrics.lease_refusal(&w.budget.to_string(), "fail_closed");
+                metrics.lease_refusal(&w.budget.to_string(), RefusalReason::FailClosed.as_str());
                 return Err(ProxyError::BudgetBlocked {
-                    reason: "fail_closed",
+                    reason: RefusalReason::FailClosed,
                     message: format!(
                         "TokenBudget {}: the tokenwarden control plane is unreachable and this \
                          sidecar's lease cannot cover the request ({}; spent ${} this period, \
@@ -397,7 +397,11 @@ async fn reserve_waiting(
                     .and_then(|l| l.cannot_cover(w.period_start_unix, amount(w.held), asked_after));
                 if let Some(left) = left {
                     drop(inner);
-                    metrics.budget_block(&w.budget.to_string(), "limit", false);
+                    metrics.budget_block(
+                        &w.budget.to_string(),
+                        RefusalReason::Limit.as_str(),
+                        false,
+                    );
                     return Err(unmet_refusal(leases, w, left));
                 }
             }
@@ -424,9 +428,9 @@ async fn reserve_waiting(
             let spent = l.map(LeaseClient::spent).unwrap_or_default();
             let granted = l.and_then(|l| l.grant().map(|g| g.amount_picos));
             drop(inner);
-            metrics.lease_refusal(&w.budget.to_string(), "lease");
+            metrics.lease_refusal(&w.budget.to_string(), RefusalReason::Lease.as_str());
             return Err(ProxyError::BudgetBlocked {
-                reason: "lease",
+                reason: RefusalReason::Lease,
                 message: format!(
                     "TokenBudget {}: this request's worst-case cost ${} does not fit this \
                      sidecar's lease ({}; spent ${} of a ${} lease this period) and the \
@@ -477,7 +481,7 @@ fn unmet_refusal(leases: &Leases, w: &Want, left: Amount) -> ProxyError {
         .and_then(|s| Timestamp::from_second(s.period_end_unix).ok())
         .filter(|end| *end > now);
     ProxyError::BudgetBlocked {
-        reason: "limit",
+        reason: RefusalReason::Limit,
         message: format!(
             "TokenBudget {} cannot cover this request: {what}, so no lease can cover it{}",
             w.budget,

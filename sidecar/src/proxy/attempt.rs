@@ -1,0 +1,125 @@
+//! The context the request path's stages pass along: the request once
+//! read and routed ([`Plan`], the same for every attempt) and the current
+//! upstream attempt ([`Attempt`], what its budgets, journal and metrics
+//! record).
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderMap, uri::PathAndQuery};
+use jiff::Timestamp;
+use tokenwarden_core::{
+    budget::Held,
+    catalog::Usage,
+    classify::Classification,
+    config::{Endpoint, ObjectRef, RoutingConfig},
+    money::Usd,
+    route::{Choice, Router},
+};
+
+use crate::{
+    request::ParsedRequest,
+    state::{Active, Shared},
+};
+
+/// A metered request once read, parsed and routed: what every attempt
+/// shares. Borrows the request's head and body.
+pub(crate) struct Plan<'a> {
+    /// Shared state.
+    pub shared: &'a Arc<Shared>,
+    /// The config the request runs under.
+    pub active: &'a Arc<Active>,
+    /// The routing policy's router.
+    pub router: &'a Router,
+    /// The routing policy.
+    pub cfg: &'a RoutingConfig,
+    /// The app's request headers.
+    pub app_headers: &'a HeaderMap,
+    /// The app's path and query, sent upstream as is.
+    pub path_and_query: PathAndQuery,
+    /// The app's request body.
+    pub body: &'a Bytes,
+    /// What the body says.
+    pub parsed: ParsedRequest<'a>,
+    /// The route that matched, or `none` (for metrics).
+    pub route_name: String,
+    /// The classifier's verdict, when a route looks at the score.
+    pub classification: Option<Classification>,
+    /// The body's digest for the repeat and loop rules (`0` when no rule
+    /// needs it).
+    pub digest: u64,
+    /// When the request was routed; its budgets are checked at this time.
+    pub now: Timestamp,
+    /// The output tokens every attempt reserves (all choices of `n`).
+    pub max_output: u64,
+    /// A streamed chat completion that did not ask for usage: the sidecar
+    /// asks for it and strips the usage chunk from the app's stream.
+    pub ensure_usage: bool,
+    /// What changed the model (`escalated`, `downgraded`, `fallback`), in order.
+    pub adjusted: Vec<&'static str>,
+    /// Shadow budgets that would have refused, as `budget:reason`.
+    pub shadow_blocks: Vec<String>,
+}
+
+/// One upstream attempt of a request: where it goes, what it holds in the
+/// budgets and leases, and what its journal line and metrics say.
+#[derive(Debug)]
+pub struct Attempt {
+    /// Endpoint called.
+    pub endpoint: Endpoint,
+    /// Model the app asked for.
+    pub requested_model: String,
+    /// Route that matched.
+    pub route: Option<String>,
+    /// Complexity score, when computed.
+    pub score: Option<u16>,
+    /// The classifier's reason for the score.
+    pub reason: Option<String>,
+    /// Attempt number, from 1.
+    pub number: u32,
+    /// Where this attempt goes.
+    pub choice: Choice,
+    /// Rough prompt-token estimate (bytes / 4) for routing and cut streams.
+    pub prompt_estimate: u64,
+    /// Holds per budget (`None` for a shadow budget that would have refused).
+    pub holds: Vec<(ObjectRef, Option<Held>)>,
+    /// Connected mode: budgets whose lease also holds this attempt's
+    /// reservation (the same amount as its entry in `holds`).
+    pub leased: Vec<ObjectRef>,
+    /// The attempt's intent in the durable ledger, once written.
+    pub intent: Option<u64>,
+}
+
+// === impl Attempt ===
+
+impl Attempt {
+    /// The worst case of this attempt: `prompt` tokens (an upper bound) as
+    /// uncached input plus `max_output` output tokens, and its cost with
+    /// every prompt token at the dearest input rate of the target model
+    /// (uncached input or cache write); `None` when the model is unpriced.
+    pub fn worst_case(
+        &self,
+        active: &Active,
+        prompt: u64,
+        max_output: u64,
+    ) -> (Usage, Option<Usd>) {
+        let cfg = active.router.as_ref().map(|r| r.config());
+        let hint = cfg.map(|c| c.providers[self.choice.provider].api.as_str());
+        let as_input = Usage {
+            input_tokens: prompt,
+            output_tokens: max_output,
+            ..Default::default()
+        };
+        let as_write = Usage {
+            cache_write_tokens: prompt,
+            output_tokens: max_output,
+            ..Default::default()
+        };
+        let cost = active
+            .prices
+            .price(hint, &self.choice.model)
+            .prices()
+            .map(|p| p.cost(&as_input).max(p.cost(&as_write)));
+        (as_input, cost)
+    }
+}

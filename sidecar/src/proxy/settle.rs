@@ -1,0 +1,506 @@
+//! Settling an attempt: its intent in the durable ledger before it is
+//! forwarded ([`intend`]); once its usage is known (or it failed), its
+//! price, the replacement of its budget and lease holds by what it spent,
+//! its metrics and its journal line ([`settle`]). A response body settles
+//! through a [`Settlement`], which it knows only as a [`body::Settle`].
+
+use std::sync::Arc;
+
+use jiff::Timestamp;
+use tokenwarden_core::{
+    budget::Held,
+    catalog::Usage,
+    config::ObjectRef,
+    ledger::{BudgetPeriodRef, UsageRecord},
+    money::Usd,
+};
+
+use super::attempt::{Attempt, Plan};
+use crate::{
+    body,
+    error::ProxyError,
+    meter::{self, Flavor, JsonOutcome, JsonTap, TapOutcome},
+    state::{Active, Shared, lock},
+};
+
+/// How a settlement's ledger line reaches the journal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Commit {
+    /// Written before `settle` returns.
+    Now,
+    /// Staged; the caller flushes it with [`flush_staged`], together with
+    /// the lines other requests staged meanwhile, before the response
+    /// leaves.
+    Deferred,
+}
+
+/// What [`settle`] did.
+pub struct Settled {
+    /// The attempt's cost, when its model is priced.
+    pub cost: Option<Usd>,
+    /// With [`Commit::Deferred`] and a durable ledger: the seq of the staged
+    /// line, not yet written.
+    pub staged: Option<u64>,
+}
+
+/// What an attempt came to.
+pub(crate) struct Outcome {
+    /// Upstream status (`0`: no answer).
+    pub status: u16,
+    /// The usage the provider reported, or an estimate.
+    pub usage: Usage,
+    /// The model that served (the provider's exact name when it said).
+    pub served_model: String,
+    /// `usage` is an estimate.
+    pub estimated: bool,
+}
+
+/// What settles an attempt once its body is done.
+pub struct Settlement {
+    /// Shared state.
+    pub shared: Arc<Shared>,
+    /// The config the request ran under.
+    pub active: Arc<Active>,
+    /// The attempt, with the budget holds to replace by actual usage.
+    pub attempt: Attempt,
+    /// Upstream status.
+    pub status: u16,
+    /// Response flavor.
+    pub flavor: Flavor,
+    /// When the ledger line is written.
+    pub commit: Commit,
+}
+
+// === impl Settlement ===
+
+impl Settlement {
+    fn run(mut self, usage: Usage, served: Option<String>, estimated: bool) -> Settled {
+        let served_model = served.unwrap_or_else(|| self.attempt.choice.model.clone());
+        let outcome = Outcome {
+            status: self.status,
+            usage,
+            served_model,
+            estimated,
+        };
+        settle(
+            &self.shared,
+            &self.active,
+            &mut self.attempt,
+            outcome,
+            self.commit,
+        )
+    }
+
+    fn succeeded(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+
+    /// A JSON body read (whole, or what passed before it broke): its
+    /// usage, else an estimate from its text.
+    pub fn finish_json(self, body: &[u8]) -> Settled {
+        if !self.succeeded() {
+            return self.run(Usage::default(), None, false);
+        }
+        if let Ok(Some(m)) = meter::from_json(self.flavor, body) {
+            return self.run(m.usage, m.served_model, false);
+        }
+        let mut tap = JsonTap::new();
+        tap.push(body);
+        let outcome = tap.finish(self.flavor);
+        self.finish_tapped(&outcome)
+    }
+
+    /// A JSON body went past the tap: the provider's usage if it passed,
+    /// else (a success without usage, or cut before it) an estimate from
+    /// the text that passed, marked estimated.
+    pub fn finish_tapped(self, outcome: &JsonOutcome) -> Settled {
+        match &outcome.metered {
+            Some(m) => {
+                let m = m.clone();
+                self.run(m.usage, m.served_model, false)
+            }
+            None if self.succeeded() => {
+                let usage = meter::estimate_json(self.attempt.prompt_estimate, outcome);
+                self.run(usage, None, true)
+            }
+            None => self.run(Usage::default(), None, false),
+        }
+    }
+
+    /// A stream ended; settle with its usage, or an estimate when it ended early.
+    pub fn finish_stream(self, outcome: TapOutcome) {
+        match (&outcome.usage, outcome.complete) {
+            (Some(u), true) => {
+                let u = *u;
+                self.run(u, outcome.served_model, false);
+            }
+            _ if !self.succeeded() => {
+                self.run(Usage::default(), outcome.served_model, false);
+            }
+            _ => {
+                let usage =
+                    meter::estimate_cut_stream(self.flavor, self.attempt.prompt_estimate, &outcome);
+                self.run(usage, outcome.served_model, true);
+            }
+        }
+    }
+
+    /// The body broke before any usage could be read.
+    pub fn finish_cut(self) {
+        if self.succeeded() {
+            let usage = Usage {
+                input_tokens: self.attempt.prompt_estimate,
+                ..Default::default()
+            };
+            self.run(usage, None, true);
+        } else {
+            self.run(Usage::default(), None, false);
+        }
+    }
+}
+
+impl body::Settle for Settlement {
+    fn flavor(&self) -> Flavor {
+        self.flavor
+    }
+
+    fn stalled(&self) {
+        self.shared.metrics.error("upstream_stalled");
+    }
+
+    fn stream(self: Box<Self>, outcome: TapOutcome) {
+        self.finish_stream(outcome);
+    }
+
+    fn tapped(self: Box<Self>, outcome: &JsonOutcome) {
+        self.finish_tapped(outcome);
+    }
+
+    fn plain(self: Box<Self>, clean: bool) {
+        if clean {
+            self.finish_json(&[]);
+        } else {
+            self.finish_cut();
+        }
+    }
+}
+
+/// Writes a staged ledger line when dropped, unless a flush by another
+/// request took it along already. Dropped as well when the future holding
+/// it is cancelled (the client went away), so a line is never left behind.
+struct LedgerFlush<'a> {
+    shared: &'a Shared,
+    seq: u64,
+}
+
+impl Drop for LedgerFlush<'_> {
+    fn drop(&mut self) {
+        let mut ledger = lock(&self.shared.ledger);
+        if let Some(l) = ledger.as_mut()
+            && l.written_seq() < self.seq
+            && l.flush().is_err()
+        {
+            self.shared.metrics.error("ledger_write");
+            self.shared.metrics.ledger_writable(false);
+        }
+    }
+}
+
+/// Write the line [`Commit::Deferred`] staged (if any) once the other
+/// requests that are ready settled too, so that the requests that settled
+/// in the same turn of the runtime share one `write(2)`; alone, write at
+/// once (a yield would only cost a trip through the scheduler).
+pub(super) async fn flush_staged(shared: &Shared, staged: Option<u64>) {
+    let Some(seq) = staged else {
+        return;
+    };
+    let flush = LedgerFlush { shared, seq };
+    if shared.metrics.in_flight().get() > 1 {
+        tokio::task::yield_now().await;
+    }
+    drop(flush);
+}
+
+/// Meter an attempt that produced no usage.
+pub(super) fn failed(shared: &Shared, active: &Active, attempt: &mut Attempt, status: u16) {
+    let outcome = Outcome {
+        status,
+        usage: Usage::default(),
+        served_model: attempt.choice.model.clone(),
+        estimated: false,
+    };
+    settle(shared, active, attempt, outcome, Commit::Now);
+}
+
+/// Replace the attempt's holds by its actual usage: budgets, metrics,
+/// journal, leases. Leaves the attempt holding nothing.
+pub(crate) fn settle(
+    shared: &Shared,
+    active: &Active,
+    attempt: &mut Attempt,
+    outcome: Outcome,
+    commit: Commit,
+) -> Settled {
+    let now = Timestamp::now();
+    let provider = active
+        .router
+        .as_ref()
+        .map(|r| &r.config().providers[attempt.choice.provider]);
+    let hint = provider.map(|p| p.api.as_str());
+    let Outcome {
+        status,
+        usage,
+        served_model,
+        estimated,
+    } = outcome;
+    let cost: Option<Usd> = if usage == Usage::default() {
+        Some(Usd::ZERO)
+    } else {
+        active.prices.cost(hint, &served_model, &usage)
+    };
+    let spent = usage != Usage::default() || status != 0;
+    let holds = std::mem::take(&mut attempt.holds);
+    let (periods, lease_holds) = charge_budgets(shared, attempt, holds, spent, &usage, cost, now);
+    let record = UsageRecord {
+        seq: 0,
+        ts: now,
+        endpoint: attempt.endpoint,
+        requested_model: attempt.requested_model.clone(),
+        served_model,
+        provider: provider.map(|p| p.name.clone()).unwrap_or_default(),
+        route: attempt.route.clone(),
+        score: attempt.score,
+        reason: attempt.reason.clone(),
+        attempt: attempt.number,
+        status,
+        usage,
+        cost,
+        estimated,
+        budgets: periods,
+        intent: attempt.intent,
+    };
+    shared.metrics.attempt(&crate::metrics::Attempt {
+        endpoint: attempt.endpoint.as_str(),
+        requested_model: &attempt.requested_model,
+        served_model: &record.served_model,
+        route: attempt.route.as_deref().unwrap_or("none"),
+        status,
+        usage: &record.usage,
+        cost_usd: cost.map(crate::metrics::usd_f64),
+        estimated,
+    });
+    let (record, staged) = journal(shared, record, commit);
+    settle_leases(shared, lease_holds, &record, spent);
+    attempt.leased.clear();
+    attempt.intent = None;
+    Settled { cost, staged }
+}
+
+/// Settle (what was `spent`) or release (nothing was) every budget hold;
+/// returns the budgets' periods the attempt counts in, and the holds its
+/// leases also have.
+fn charge_budgets(
+    shared: &Shared,
+    attempt: &Attempt,
+    holds: Vec<(ObjectRef, Option<Held>)>,
+    spent: bool,
+    usage: &Usage,
+    cost: Option<Usd>,
+    now: Timestamp,
+) -> (Vec<BudgetPeriodRef>, Vec<(ObjectRef, Held)>) {
+    let mut periods = Vec::new();
+    let mut lease_holds = Vec::new();
+    let mut budgets = lock(&shared.budgets);
+    for (id, held) in holds {
+        let Some(state) = budgets.get_mut(&id) else {
+            continue;
+        };
+        if let Some(h) = held
+            && attempt.leased.contains(&id)
+        {
+            lease_holds.push((id.clone(), h));
+        }
+        if spent {
+            match held {
+                Some(h) => state.settle(now, h, usage, cost),
+                None => {
+                    state.roll(now);
+                    state.record(usage, cost);
+                }
+            }
+        } else if let Some(h) = held {
+            state.release(h);
+        }
+        periods.push(BudgetPeriodRef {
+            budget: id.clone(),
+            period_start: state.window().start,
+        });
+        shared.metrics.budget(state);
+    }
+    drop(budgets);
+    if !periods.is_empty() {
+        shared.reservations_freed.notify_waiters();
+    }
+    (periods, lease_holds)
+}
+
+/// Append the attempt's line to the journals: connected, the spool (which
+/// assigns the seq and holds the record until the operator acks it); with
+/// a state dir, the durable ledger (staged, or written now); else the
+/// in-memory ledger. Returns the record under the seq its leases settle
+/// under, and the staged ledger seq with [`Commit::Deferred`].
+fn journal(shared: &Shared, record: UsageRecord, commit: Commit) -> (UsageRecord, Option<u64>) {
+    let mut ledger = lock(&shared.ledger);
+    // Connected: the spool assigns the seq and holds the record until the
+    // operator acks it. The record is settled once it is in the spool file.
+    let mut record = match &shared.control {
+        Some(control) => {
+            let mut spool = lock(&control.spool);
+            let (record, written) = spool.append(record);
+            if let Err(e) = written {
+                shared.metrics.error("spool_write");
+                // Kept in memory and sent; logged in full in case we die.
+                tracing::error!(error = %e, record = %serde_json::to_string(&record).unwrap_or_default(), "cannot append to the spool");
+            }
+            shared.metrics.spool(spool.depth(), spool.oldest());
+            record
+        }
+        None => record,
+    };
+    let mut staged = None;
+    match ledger.as_mut() {
+        Some(l) => {
+            // The ledger may number the line past the spool's seq; the
+            // leases settle under the spool's.
+            let spool_seq = record.seq;
+            let seq = l.stage(&mut record);
+            if commit == Commit::Deferred {
+                staged = Some(seq);
+            } else if l.flush().is_err() {
+                // flush() logged the lines it could not write.
+                shared.metrics.error("ledger_write");
+                shared.metrics.ledger_writable(false);
+            }
+            if shared.control.is_some() {
+                record.seq = spool_seq;
+            }
+        }
+        None => lock(&shared.memory_ledger).add(&record),
+    }
+    drop(ledger);
+    (record, staged)
+}
+
+/// Connected: settle the lease holds with what was `spent` (under the
+/// record's seq and period), or release them; wake the spool's sender.
+fn settle_leases(
+    shared: &Shared,
+    lease_holds: Vec<(ObjectRef, Held)>,
+    record: &UsageRecord,
+    spent: bool,
+) {
+    let Some(control) = &shared.control else {
+        return;
+    };
+    let actual = Held {
+        cost: record.cost.unwrap_or(Usd::ZERO),
+        tokens: record.usage.total_tokens(),
+    };
+    for (id, h) in lease_holds {
+        if spent {
+            let period = record
+                .budgets
+                .iter()
+                .find(|b| b.budget == id)
+                .map_or(0, |b| b.period_start.as_second());
+            control.leases.settle(&id, h, record.seq, period, actual);
+        } else {
+            control.leases.release(&id, h);
+        }
+    }
+    control.spool_added.notify_one();
+}
+
+/// Write the attempt's intent (its worst case) to the durable ledger
+/// before it is forwarded, so that a sidecar killed with the request in
+/// flight still records it. Without a state dir there is nothing to write.
+/// A failed write refuses the request (a provider-shaped 503), unless
+/// `--ledger-fail-open`.
+pub(super) fn intend(
+    plan: &Plan<'_>,
+    attempt: &mut Attempt,
+    prompt_bound: u64,
+) -> Result<(), ProxyError> {
+    let shared = plan.shared;
+    if lock(&shared.ledger).is_none() {
+        return Ok(());
+    }
+    let record = intent_record(plan, attempt, prompt_bound);
+    let mut ledger = lock(&shared.ledger);
+    let Some(l) = ledger.as_mut() else {
+        return Ok(());
+    };
+    match l.intend(record) {
+        Ok(id) => {
+            attempt.intent = Some(id);
+            shared.metrics.ledger_writable(true);
+            Ok(())
+        }
+        Err(e) => {
+            shared.metrics.ledger_writable(false);
+            shared.metrics.error("ledger_write");
+            if shared.options.ledger_fail_open {
+                tracing::error!(error = %e, "cannot write the ledger; forwarding anyway (--ledger-fail-open): this request's spend is kept in memory only");
+                Ok(())
+            } else {
+                tracing::error!(error = %e, "cannot write the ledger; refusing the request (fail-closed)");
+                Err(ProxyError::LedgerUnavailable(e.to_string()))
+            }
+        }
+    }
+}
+
+/// The intent's line: the attempt's worst case, estimated, in the periods
+/// of the budgets it holds.
+fn intent_record(plan: &Plan<'_>, attempt: &Attempt, prompt_bound: u64) -> UsageRecord {
+    let active = plan.active;
+    let (usage, cost) = attempt.worst_case(active, prompt_bound, plan.max_output);
+    // Before the ledger's lock: a reload takes the budgets' lock, then the
+    // ledger's (new budgets start from the ledger's totals).
+    let budgets = {
+        let states = lock(&plan.shared.budgets);
+        attempt
+            .holds
+            .iter()
+            .filter_map(|(id, _)| {
+                Some(BudgetPeriodRef {
+                    budget: id.clone(),
+                    period_start: states.get(id)?.window().start,
+                })
+            })
+            .collect()
+    };
+    let provider = active
+        .router
+        .as_ref()
+        .map(|r| r.config().providers[attempt.choice.provider].name.clone())
+        .unwrap_or_default();
+    UsageRecord {
+        seq: 0,
+        ts: Timestamp::now(),
+        endpoint: attempt.endpoint,
+        requested_model: attempt.requested_model.clone(),
+        served_model: attempt.choice.model.clone(),
+        provider,
+        route: attempt.route.clone(),
+        score: attempt.score,
+        reason: None,
+        attempt: attempt.number,
+        status: 0,
+        usage,
+        cost,
+        estimated: true,
+        budgets,
+        intent: None,
+    }
+}
