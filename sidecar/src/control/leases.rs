@@ -320,130 +320,16 @@ async fn reserve_waiting(
         let notified = leases.changed.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        let connected = control.connected();
-        let now = now_ms();
-        let mut short: Vec<(usize, Shortfall)> = Vec::new();
-        {
-            let mut inner = lock(&leases.inner);
-            for (i, w) in wants.iter().enumerate() {
-                let l = inner.entry(w.budget.clone()).or_default();
-                if let Err(s) = l.try_reserve(now, w.period_start_unix, amount(w.held)) {
-                    short.push((i, s));
-                }
-            }
-            let fail_open = !connected
-                && short
-                    .iter()
-                    .all(|(i, _)| wants[*i].fail_mode == FailMode::Open);
-            if short.is_empty() || fail_open {
-                for (i, s) in &short {
-                    let w = &wants[*i];
-                    if let Some(l) = inner.get_mut(&w.budget) {
-                        l.hold(amount(w.held));
-                    }
-                    metrics.lease_fail_open(&w.budget.to_string());
-                    tracing::warn!(
-                        budget = %w.budget,
-                        reason = %s.describe(),
-                        "control plane unreachable and no usable lease: failMode Open allows the request"
-                    );
-                }
-                drop(inner);
-                leases.top_up(control, wants, &[]);
-                return Ok(Reserved {
-                    leased: wants.iter().map(|w| w.budget.clone()).collect(),
-                });
-            }
-            // Something does not fit: give back what did.
-            for (i, w) in wants.iter().enumerate() {
-                if !short.iter().any(|(j, _)| *j == i)
-                    && let Some(l) = inner.get_mut(&w.budget)
-                {
-                    l.release(amount(w.held));
-                }
-            }
-            if !connected
-                && let Some((i, s)) = short
-                    .iter()
-                    .find(|(i, _)| wants[*i].fail_mode == FailMode::Closed)
-            {
-                let w = &wants[*i];
-                let spent = inner
-                    .get(&w.budget)
-                    .map(LeaseClient::spent)
-                    .unwrap_or_default();
-                metrics.lease_refusal(&w.budget.to_string(), RefusalReason::FailClosed.as_str());
-                return Err(ProxyError::BudgetBlocked {
-                    reason: RefusalReason::FailClosed,
-                    message: format!(
-                        "TokenBudget {}: the tokenwarden control plane is unreachable and this \
-                         sidecar's lease cannot cover the request ({}; spent ${} this period, \
-                         worst-case cost ${}); failMode Closed refuses until the control plane \
-                         is back",
-                        w.budget,
-                        s.describe(),
-                        money(spent.picos),
-                        w.held.cost
-                    ),
-                    retry_after_secs: None,
-                });
-            }
-            // The operator said no lease can cover it this period: refuse
-            // now rather than wait for a grant that cannot come.
-            for (i, _) in &short {
-                let w = &wants[*i];
-                let left = inner
-                    .get(&w.budget)
-                    .and_then(|l| l.cannot_cover(w.period_start_unix, amount(w.held), asked_after));
-                if let Some(left) = left {
-                    drop(inner);
-                    metrics.budget_block(
-                        &w.budget.to_string(),
-                        RefusalReason::Limit.as_str(),
-                        false,
-                    );
-                    return Err(unmet_refusal(leases, w, left));
-                }
-            }
-        }
+        let short = match try_reserve(control, metrics, wants, asked_after)? {
+            Tried::Reserved(r) => return Ok(r),
+            Tried::Short(short) => short,
+        };
         let blocked: Vec<usize> = short.iter().map(|(i, _)| *i).collect();
-        {
-            let mut inner = lock(&leases.inner);
-            for i in &blocked {
-                if !waiting.contains(i) {
-                    waiting.push(*i);
-                    if let Some(l) = inner.get_mut(&wants[*i].budget) {
-                        l.wait_begin(amount(wants[*i].held));
-                    }
-                }
-            }
-        }
+        begin_waiting(leases, wants, &blocked, waiting);
         leases.top_up(control, wants, &blocked);
         let now_i = Instant::now();
         if now_i >= deadline {
-            let (i, s) = short[0];
-            let w = &wants[i];
-            let inner = lock(&leases.inner);
-            let l = inner.get(&w.budget);
-            let spent = l.map(LeaseClient::spent).unwrap_or_default();
-            let granted = l.and_then(|l| l.grant().map(|g| g.amount_picos));
-            drop(inner);
-            metrics.lease_refusal(&w.budget.to_string(), RefusalReason::Lease.as_str());
-            return Err(ProxyError::BudgetBlocked {
-                reason: RefusalReason::Lease,
-                message: format!(
-                    "TokenBudget {}: this request's worst-case cost ${} does not fit this \
-                     sidecar's lease ({}; spent ${} of a ${} lease this period) and the \
-                     operator granted no more within {} ms",
-                    w.budget,
-                    w.held.cost,
-                    s.describe(),
-                    money(spent.picos),
-                    money(granted.unwrap_or(0)),
-                    control.lease_wait.as_millis()
-                ),
-                retry_after_secs: Some(1),
-            });
+            return Err(lease_refusal(control, metrics, wants, short[0]));
         }
         if !waited {
             waited = true;
@@ -453,6 +339,171 @@ async fn reserve_waiting(
         }
         let left = deadline.saturating_duration_since(now_i);
         let _ = tokio::time::timeout(left.min(Duration::from_millis(250)), notified).await;
+    }
+}
+
+/// What one try to reserve from every lease came to.
+enum Tried {
+    /// Every lease holds the request (or failMode Open allows it).
+    Reserved(Reserved),
+    /// These wants (by index) do not fit; nothing is held.
+    Short(Vec<(usize, Shortfall)>),
+}
+
+/// Reserve from every lease at once (all or nothing). Disconnected, a
+/// shortfall is allowed when every short budget fails open, and refused
+/// when one fails closed; a shortfall the operator said no lease can
+/// cover this period is refused at once.
+fn try_reserve(
+    control: &Control,
+    metrics: &Metrics,
+    wants: &[Want],
+    asked_after: u64,
+) -> Result<Tried, ProxyError> {
+    let leases = &control.leases;
+    let connected = control.connected();
+    let now = now_ms();
+    let mut short: Vec<(usize, Shortfall)> = Vec::new();
+    let mut inner = lock(&leases.inner);
+    for (i, w) in wants.iter().enumerate() {
+        let l = inner.entry(w.budget.clone()).or_default();
+        if let Err(s) = l.try_reserve(now, w.period_start_unix, amount(w.held)) {
+            short.push((i, s));
+        }
+    }
+    let fail_open = !connected
+        && short
+            .iter()
+            .all(|(i, _)| wants[*i].fail_mode == FailMode::Open);
+    if short.is_empty() || fail_open {
+        hold_failing_open(&mut inner, metrics, wants, &short);
+        drop(inner);
+        leases.top_up(control, wants, &[]);
+        return Ok(Tried::Reserved(Reserved {
+            leased: wants.iter().map(|w| w.budget.clone()).collect(),
+        }));
+    }
+    // Something does not fit: give back what did.
+    for (i, w) in wants.iter().enumerate() {
+        if !short.iter().any(|(j, _)| *j == i)
+            && let Some(l) = inner.get_mut(&w.budget)
+        {
+            l.release(amount(w.held));
+        }
+    }
+    if !connected
+        && let Some((i, s)) = short
+            .iter()
+            .find(|(i, _)| wants[*i].fail_mode == FailMode::Closed)
+    {
+        let w = &wants[*i];
+        let spent = inner
+            .get(&w.budget)
+            .map(LeaseClient::spent)
+            .unwrap_or_default();
+        metrics.lease_refusal(&w.budget.to_string(), RefusalReason::FailClosed.as_str());
+        return Err(fail_closed_refusal(w, s, spent));
+    }
+    // The operator said no lease can cover it this period: refuse
+    // now rather than wait for a grant that cannot come.
+    for (i, _) in &short {
+        let w = &wants[*i];
+        let left = inner
+            .get(&w.budget)
+            .and_then(|l| l.cannot_cover(w.period_start_unix, amount(w.held), asked_after));
+        if let Some(left) = left {
+            drop(inner);
+            metrics.budget_block(&w.budget.to_string(), RefusalReason::Limit.as_str(), false);
+            return Err(unmet_refusal(leases, w, left));
+        }
+    }
+    Ok(Tried::Short(short))
+}
+
+/// The control plane is unreachable and every short budget fails open:
+/// hold the request in their leases anyway (counted and logged).
+fn hold_failing_open(
+    inner: &mut BTreeMap<ObjectRef, LeaseClient>,
+    metrics: &Metrics,
+    wants: &[Want],
+    short: &[(usize, Shortfall)],
+) {
+    for (i, s) in short {
+        let w = &wants[*i];
+        if let Some(l) = inner.get_mut(&w.budget) {
+            l.hold(amount(w.held));
+        }
+        metrics.lease_fail_open(&w.budget.to_string());
+        tracing::warn!(
+            budget = %w.budget,
+            reason = %s.describe(),
+            "control plane unreachable and no usable lease: failMode Open allows the request"
+        );
+    }
+}
+
+/// Count the `blocked` wants the request did not wait for yet as waiting
+/// (their worst case goes into what the sidecar asks for).
+fn begin_waiting(leases: &Leases, wants: &[Want], blocked: &[usize], waiting: &mut Vec<usize>) {
+    let mut inner = lock(&leases.inner);
+    for i in blocked {
+        if !waiting.contains(i) {
+            waiting.push(*i);
+            if let Some(l) = inner.get_mut(&wants[*i].budget) {
+                l.wait_begin(amount(wants[*i].held));
+            }
+        }
+    }
+}
+
+/// The 429 of failMode Closed: the control plane is unreachable and the
+/// lease cannot cover the request.
+fn fail_closed_refusal(w: &Want, s: &Shortfall, spent: Amount) -> ProxyError {
+    ProxyError::BudgetBlocked {
+        reason: RefusalReason::FailClosed,
+        message: format!(
+            "TokenBudget {}: the tokenwarden control plane is unreachable and this \
+             sidecar's lease cannot cover the request ({}; spent ${} this period, \
+             worst-case cost ${}); failMode Closed refuses until the control plane \
+             is back",
+            w.budget,
+            s.describe(),
+            money(spent.picos),
+            w.held.cost
+        ),
+        retry_after_secs: None,
+    }
+}
+
+/// The 429 of a request whose lease wait ran out: the first short
+/// budget, its lease and what it spent (counted).
+fn lease_refusal(
+    control: &Control,
+    metrics: &Metrics,
+    wants: &[Want],
+    (i, s): (usize, Shortfall),
+) -> ProxyError {
+    let w = &wants[i];
+    let inner = lock(&control.leases.inner);
+    let l = inner.get(&w.budget);
+    let spent = l.map(LeaseClient::spent).unwrap_or_default();
+    let granted = l.and_then(|l| l.grant().map(|g| g.amount_picos));
+    drop(inner);
+    metrics.lease_refusal(&w.budget.to_string(), RefusalReason::Lease.as_str());
+    ProxyError::BudgetBlocked {
+        reason: RefusalReason::Lease,
+        message: format!(
+            "TokenBudget {}: this request's worst-case cost ${} does not fit this \
+             sidecar's lease ({}; spent ${} of a ${} lease this period) and the \
+             operator granted no more within {} ms",
+            w.budget,
+            w.held.cost,
+            s.describe(),
+            money(spent.picos),
+            money(granted.unwrap_or(0)),
+            control.lease_wait.as_millis()
+        ),
+        retry_after_secs: Some(1),
     }
 }
 
