@@ -825,6 +825,26 @@ mod tests {
     }
 
     #[test]
+    fn refusal_reasons_keep_their_labels_on_the_wire() {
+        use RefusalReason::*;
+        let all = [Limit, Threshold, RequestCap, LoopGuard, Lease, FailClosed];
+        let labels: Vec<String> = all.iter().map(|r| r.to_string()).collect();
+        assert_eq!(
+            labels,
+            [
+                "limit",
+                "threshold",
+                "request_cap",
+                "loop_guard",
+                "lease",
+                "fail_closed"
+            ]
+        );
+        let sized: Vec<bool> = all.iter().map(|r| r.is_about_size()).collect();
+        assert_eq!(sized, [true, true, true, false, false, false]);
+    }
+
+    #[test]
     fn reservations_never_let_spend_pass_the_limit() {
         let mut b = BudgetState::new(cfg("1.00"), now(), Totals::default()).unwrap();
         let h1 = b.reserve(now(), ask("0.40")).unwrap();

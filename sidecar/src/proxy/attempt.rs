@@ -61,6 +61,23 @@ pub(crate) struct Plan<'a> {
     pub shadow_blocks: Vec<String>,
 }
 
+// === impl Plan ===
+
+impl Plan<'_> {
+    /// Send the attempt to another model (`to`; `None` keeps it, for a
+    /// fallback to the same one): said in `x-tokenwarden-adjusted` and
+    /// counted as `how` (`escalated`, `downgraded`, `fallback`).
+    pub fn adjust(&mut self, attempt: &mut Attempt, how: &'static str, to: Option<Choice>) {
+        if let Some(choice) = to {
+            attempt.choice = choice;
+        }
+        self.adjusted.push(how);
+        self.shared
+            .metrics
+            .route(&self.route_name, &attempt.choice.model, how);
+    }
+}
+
 /// One upstream attempt of a request: where it goes, what it holds in the
 /// budgets and leases, and what its journal line and metrics say.
 #[derive(Debug)]

@@ -25,9 +25,9 @@ use crate::{
 /// Once per request, before any attempt: the loop guard of every budget
 /// (a shadow budget only reports), then each budget's downgrade target.
 pub(super) fn screen(plan: &mut Plan<'_>, attempt: &mut Attempt) -> Result<(), ProxyError> {
-    let shared = plan.shared;
+    let (shared, active) = (plan.shared, plan.active);
     let mut budgets = lock(&shared.budgets);
-    for b in &plan.active.cfg.budgets {
+    for b in &active.cfg.budgets {
         let Some(state) = budgets.get_mut(&b.source) else {
             continue;
         };
@@ -52,11 +52,7 @@ pub(super) fn screen(plan: &mut Plan<'_>, attempt: &mut Attempt) -> Result<(), P
                     .downgrade(&attempt.choice, target, attempt.endpoint.api())
             && down != attempt.choice
         {
-            attempt.choice = down;
-            plan.adjusted.push("downgraded");
-            shared
-                .metrics
-                .route(&plan.route_name, &attempt.choice.model, "downgraded");
+            plan.adjust(attempt, "downgraded", Some(down));
         }
     }
     Ok(())

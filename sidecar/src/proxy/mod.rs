@@ -34,15 +34,17 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use tokenwarden_core::config::{Api, Endpoint};
 
+pub use self::route::MAX_MODEL_BYTES;
 use self::{
     attempt::{Attempt, Plan},
     forward::{Sent, path_and_query, read_body, strip_hop_headers, upstream_headers},
+    route::no_policy,
 };
 use crate::{
     body::{InFlight, ProxyBody, TapBody},
     error::ProxyError,
     redact,
-    state::{Active, Shared},
+    state::Shared,
 };
 
 /// Response headers set by the sidecar.
@@ -62,9 +64,6 @@ pub mod headers {
     /// Budgets that would have refused the request in shadow mode.
     pub const SHADOW: &str = "x-tokenwarden-shadow-block";
 }
-
-/// The longest `model` a request may name (real ones are under 100 bytes).
-pub const MAX_MODEL_BYTES: usize = 256;
 
 /// What kind of request this is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -234,13 +233,6 @@ async fn passthrough(
         TapBody::plain(body).redacting(secret)
     };
     Ok(Response::from_parts(parts, ProxyBody::Tap(Box::new(tap))))
-}
-
-fn no_policy(active: &Active) -> ProxyError {
-    ProxyError::NoRoute(format!(
-        "no RoutingPolicy selects this workload (namespace {}): there is no provider to send the request to",
-        active.cfg.namespace
-    ))
 }
 
 /// A metered request, stage by stage: routed once, screened by the

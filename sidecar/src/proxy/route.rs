@@ -15,16 +15,17 @@ use tokenwarden_core::{
 };
 
 use super::{
-    MAX_MODEL_BYTES,
     attempt::{Attempt, Plan},
     forward::Failure,
-    no_policy,
 };
 use crate::{
     error::ProxyError,
     request::{self, ParsedRequest},
     state::{Active, Shared},
 };
+
+/// The longest `model` a request may name (real ones are under 100 bytes).
+pub const MAX_MODEL_BYTES: usize = 256;
 
 /// Parse, classify and route a metered request; the first attempt goes to
 /// the routed model (one tier up when its prompt repeats).
@@ -173,11 +174,7 @@ fn escalate_repeated(plan: &mut Plan<'_>, attempt: &mut Attempt) {
             .router
             .escalate(&attempt.choice, attempt.endpoint.api())
     {
-        attempt.choice = up;
-        plan.adjusted.push("escalated");
-        plan.shared
-            .metrics
-            .route(&plan.route_name, &attempt.choice.model, "escalated");
+        plan.adjust(attempt, "escalated", Some(up));
     }
 }
 
@@ -191,15 +188,16 @@ pub(super) fn next_choice(plan: &mut Plan<'_>, attempt: &mut Attempt, failure: &
             .router
             .escalate(&attempt.choice, attempt.endpoint.api())
     {
-        attempt.choice = up;
-        plan.adjusted.push("escalated");
-        plan.shared
-            .metrics
-            .route(&plan.route_name, &attempt.choice.model, "escalated");
+        plan.adjust(attempt, "escalated", Some(up));
     } else {
-        plan.adjusted.push("fallback");
-        plan.shared
-            .metrics
-            .route(&plan.route_name, &attempt.choice.model, "fallback");
+        plan.adjust(attempt, "fallback", None);
     }
+}
+
+/// No RoutingPolicy selects the workload: nothing to route to.
+pub(super) fn no_policy(active: &Active) -> ProxyError {
+    ProxyError::NoRoute(format!(
+        "no RoutingPolicy selects this workload (namespace {}): there is no provider to send the request to",
+        active.cfg.namespace
+    ))
 }
