@@ -34,36 +34,18 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use tokenwarden_core::config::{Api, Endpoint};
 
-pub use self::route::MAX_MODEL_BYTES;
 use self::{
     attempt::{Attempt, Plan},
     forward::{Sent, path_and_query, read_body, strip_hop_headers, upstream_headers},
     route::no_policy,
 };
+pub use self::{respond::headers, route::MAX_MODEL_BYTES};
 use crate::{
     body::{InFlight, ProxyBody, TapBody},
     error::ProxyError,
     redact,
     state::Shared,
 };
-
-/// Response headers set by the sidecar.
-pub mod headers {
-    /// The model that served (as routed; the body's `model` has the provider's exact name).
-    pub const MODEL: &str = "x-tokenwarden-model";
-    /// The route that matched, or `none`.
-    pub const ROUTE: &str = "x-tokenwarden-route";
-    /// Upstream attempts made.
-    pub const ATTEMPTS: &str = "x-tokenwarden-attempts";
-    /// Complexity score and why, when computed.
-    pub const SCORE: &str = "x-tokenwarden-score";
-    /// Cost of the response in USD, when known before the body is sent.
-    pub const COST: &str = "x-tokenwarden-cost-usd";
-    /// What changed the model: `escalated`, `downgraded`, `fallback`.
-    pub const ADJUSTED: &str = "x-tokenwarden-adjusted";
-    /// Budgets that would have refused the request in shadow mode.
-    pub const SHADOW: &str = "x-tokenwarden-shadow-block";
-}
 
 /// What kind of request this is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

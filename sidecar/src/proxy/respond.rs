@@ -12,7 +12,6 @@ use tokenwarden_core::config::{Api, Endpoint};
 use super::{
     attempt::{Attempt, Plan},
     forward::strip_hop_headers,
-    headers,
     settle::{self, Commit, Settlement},
 };
 use crate::{
@@ -22,6 +21,24 @@ use crate::{
     meter::{self, Flavor, SseTap},
     redact,
 };
+
+/// Response headers set by the sidecar.
+pub mod headers {
+    /// The model that served (as routed; the body's `model` has the provider's exact name).
+    pub const MODEL: &str = "x-tokenwarden-model";
+    /// The route that matched, or `none`.
+    pub const ROUTE: &str = "x-tokenwarden-route";
+    /// Upstream attempts made.
+    pub const ATTEMPTS: &str = "x-tokenwarden-attempts";
+    /// Complexity score and why, when computed.
+    pub const SCORE: &str = "x-tokenwarden-score";
+    /// Cost of the response in USD, when known before the body is sent.
+    pub const COST: &str = "x-tokenwarden-cost-usd";
+    /// What changed the model: `escalated`, `downgraded`, `fallback`.
+    pub const ADJUSTED: &str = "x-tokenwarden-adjusted";
+    /// Budgets that would have refused the request in shadow mode.
+    pub const SHADOW: &str = "x-tokenwarden-shadow-block";
+}
 
 type Secret = memchr::memmem::Finder<'static>;
 
