@@ -157,7 +157,6 @@ impl TapBody {
         settlement: Box<dyn Settle>,
         idle: std::time::Duration,
     ) -> Self {
-        let after = idle;
         TapBody {
             upstream,
             mode: Some(mode),
@@ -170,7 +169,7 @@ impl TapBody {
             handed_out: false,
             decoder: None,
             raw_bytes: 0,
-            idle: Some((after, Box::pin(tokio::time::sleep(after)))),
+            idle: Some((idle, Box::pin(tokio::time::sleep(idle)))),
             redactor: None,
         }
     }
