@@ -170,7 +170,7 @@ async fn drain(shared: &Shared, mut resp: Response<ProxyBody>) {
         .load()
         .as_ref()
         .and_then(|a| a.router.as_ref())
-        .map_or(crate::cli::DEFAULT_DRAIN, |r| {
+        .map_or(crate::args::DEFAULT_DRAIN, |r| {
             std::time::Duration::from_millis(r.config().fallback.per_try_timeout_ms)
         });
     let body = resp.body_mut();
@@ -1012,7 +1012,7 @@ fn intend(
     prompt: u64,
     max_output: u64,
 ) -> Result<(), ProxyError> {
-    if lock(&shared.ledger).is_none() {
+    if !lock(&shared.journal).is_durable() {
         return Ok(());
     }
     let (usage, cost) = worst_case(active, ctx, prompt, max_output);
@@ -1053,11 +1053,8 @@ fn intend(
         budgets,
         intent: None,
     };
-    let mut ledger = lock(&shared.ledger);
-    let Some(l) = ledger.as_mut() else {
-        return Ok(());
-    };
-    match l.intend(record) {
+    let intended = lock(&shared.journal).intend(record);
+    match intended {
         Ok(id) => {
             ctx.intent = Some(id);
             shared.metrics.ledger_writable(true);
@@ -1128,13 +1125,16 @@ pub(crate) struct LedgerFlush<'a> {
 
 impl Drop for LedgerFlush<'_> {
     fn drop(&mut self) {
-        let mut ledger = lock(&self.shared.ledger);
-        if let Some(l) = ledger.as_mut()
-            && l.written_seq() < self.seq
-            && l.flush().is_err()
-        {
+        let mut journal = lock(&self.shared.journal);
+        if journal.written_seq() < self.seq && journal.flush().is_err() {
             self.shared.metrics.error("ledger_write");
             self.shared.metrics.ledger_writable(false);
+        }
+        drop(journal);
+        // The record is on file (by this flush or an earlier one): the
+        // session may send it.
+        if let Some(control) = &self.shared.control {
+            control.spool_added.notify_one();
         }
     }
 }
@@ -1195,7 +1195,7 @@ pub(crate) fn settle(
     if !periods.is_empty() {
         shared.reservations_freed.notify_waiters();
     }
-    let record = UsageRecord {
+    let mut record = UsageRecord {
         seq: 0,
         ts: now,
         endpoint: ctx.endpoint,
@@ -1223,44 +1223,24 @@ pub(crate) fn settle(
         cost_usd: cost.map(crate::metrics::usd_f64),
         estimated,
     });
-    let mut ledger = lock(&shared.ledger);
-    // Connected: the spool assigns the seq and holds the record until the
-    // operator acks it. The record is settled once it is in the spool file.
-    let mut record = match &shared.control {
-        Some(control) => {
-            let mut spool = lock(&control.spool);
-            let (record, written) = spool.append(record);
-            if let Err(e) = written {
-                shared.metrics.error("spool_write");
-                // Kept in memory and sent; logged in full in case we die.
-                tracing::error!(error = %e, record = %serde_json::to_string(&record).unwrap_or_default(), "cannot append to the spool");
-            }
-            shared.metrics.spool(spool.depth(), spool.oldest());
-            record
-        }
-        None => record,
-    };
+    // One journal line, one seq: the ledger's record and, in connected
+    // mode, the spool's (held until the operator acks it).
     let mut staged = None;
-    match ledger.as_mut() {
-        Some(l) => {
-            // The ledger may number the line past the spool's seq; the
-            // leases below settle under the spool's.
-            let spool_seq = record.seq;
-            let seq = l.stage(&mut record);
-            if commit == Commit::Deferred {
-                staged = Some(seq);
-            } else if l.flush().is_err() {
-                // flush() logged the lines it could not write.
-                shared.metrics.error("ledger_write");
-                shared.metrics.ledger_writable(false);
-            }
-            if shared.control.is_some() {
-                record.seq = spool_seq;
-            }
+    let mut journal = lock(&shared.journal);
+    let seq = journal.stage(&mut record);
+    if journal.is_durable() {
+        if commit == Commit::Deferred {
+            staged = Some(seq);
+        } else if journal.flush().is_err() {
+            // flush() logged the lines it could not write.
+            shared.metrics.error("ledger_write");
+            shared.metrics.ledger_writable(false);
         }
-        None => lock(&shared.memory_ledger).add(&record),
     }
-    drop(ledger);
+    if shared.control.is_some() {
+        shared.metrics.spool(journal.depth(), journal.oldest());
+    }
+    drop(journal);
     if let Some(control) = &shared.control {
         let spent = usage != Usage::default() || status != 0;
         let actual = Held {

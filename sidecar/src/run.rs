@@ -9,13 +9,13 @@ use std::{
 
 use arc_swap::ArcSwapOption;
 use jiff::Timestamp;
-use tokenwarden_core::{ledger::Aggregate, selector::Labels};
+use tokenwarden_core::selector::Labels;
+use tokenwarden_durable::Journal;
 use tokio::net::TcpListener;
 
 use crate::{
-    cli::{Args, LogFormat, config_error},
-    control::{Control, sidecar_id, spool::Spool},
-    ledger::Ledger,
+    args::{Args, LogFormat, config_error},
+    control::{Control, sidecar_id},
     metrics::Metrics,
     policy_file::PolicySet,
     state::{Active, Options, Shared},
@@ -78,9 +78,10 @@ async fn serve(args: Args, mode: Mode) -> ExitCode {
         Ok(c) => c,
         Err(e) => return config_error(&format!("--ca-bundle: {e}")),
     };
-    let ledger = match &args.state_dir {
-        Some(dir) => match Ledger::open(dir, args.ledger_fsync) {
-            Ok(l) => Some(l),
+    let connected = matches!(mode, Mode::Connected(_));
+    let mut journal = match &args.state_dir {
+        Some(dir) => match Journal::open(dir, args.ledger_fsync, connected) {
+            Ok(j) => j,
             Err(e) => {
                 eprintln!("tokenwarden-sidecar: cannot open the ledger: {e}");
                 return ExitCode::from(1);
@@ -88,35 +89,18 @@ async fn serve(args: Args, mode: Mode) -> ExitCode {
         },
         None => {
             tracing::warn!("no --state-dir: the ledger is kept in memory and lost on exit");
-            None
+            if connected {
+                tracing::warn!(
+                    "no --state-dir: usage records not yet acked by the operator are kept in memory only and lost if the sidecar dies"
+                );
+            }
+            Journal::memory(connected)
         }
     };
     let (control, outbox) = match &mode {
         Mode::Standalone { .. } => (None, None),
         Mode::Connected(settings) => {
-            let first_seq = ledger.as_ref().map_or(1, Ledger::next_seq);
-            let (id, spool) = match &settings.state_dir {
-                Some(dir) => {
-                    let spool = match Spool::open(dir, settings.fsync, first_seq) {
-                        Ok(s) => s,
-                        Err(e) => {
-                            eprintln!("tokenwarden-sidecar: cannot open the usage spool: {e}");
-                            return ExitCode::from(1);
-                        }
-                    };
-                    (sidecar_id(Some(dir), &settings.pod_uid), spool)
-                }
-                None => {
-                    tracing::warn!(
-                        "no --state-dir: usage records not yet acked by the operator are kept in memory only and lost if the sidecar dies"
-                    );
-                    (
-                        sidecar_id(None, &settings.pod_uid),
-                        Spool::memory(first_seq),
-                    )
-                }
-            };
-            let id = match id {
+            let id = match sidecar_id(settings.state_dir.as_deref(), &settings.pod_uid) {
                 Ok(id) => id,
                 Err(e) => {
                     eprintln!("tokenwarden-sidecar: cannot create the sidecar id: {e}");
@@ -124,14 +108,11 @@ async fn serve(args: Args, mode: Mode) -> ExitCode {
                 }
             };
             let (control, outbox) =
-                Control::new(id, settings.pod_name.clone(), spool, settings.lease_wait);
+                Control::new(id, settings.pod_name.clone(), settings.lease_wait);
             (Some(Arc::new(control)), Some(outbox))
         }
     };
-    let mut ledger = ledger;
-    if let Some(l) = ledger.as_mut() {
-        recover_unsettled(l, control.as_deref());
-    }
+    recover_unsettled(&mut journal);
     let shared = Arc::new(Shared {
         options: Options {
             max_body_bytes: args.max_body_bytes,
@@ -145,8 +126,7 @@ async fn serve(args: Args, mode: Mode) -> ExitCode {
         reservations_freed: Default::default(),
         active: ArcSwapOption::empty(),
         budgets: Mutex::new(Default::default()),
-        ledger: Mutex::new(ledger),
-        memory_ledger: Mutex::new(Aggregate::default()),
+        journal: Mutex::new(journal),
         metrics: Metrics::new(),
         client,
         repeats: Mutex::new(Default::default()),
@@ -268,28 +248,18 @@ async fn serve(args: Args, mode: Mode) -> ExitCode {
 
 /// Record the attempts the sidecar had in flight when it last stopped
 /// (their intents have no record): each at its worst case, marked
-/// estimated, through the spool in connected mode so the operator counts
-/// them too. Before budgets are built, so their spend includes them.
-fn recover_unsettled(ledger: &mut Ledger, control: Option<&Control>) {
-    let unsettled = ledger.take_unsettled();
+/// estimated, spooled in connected mode so the operator counts them too.
+/// Before budgets are built, so their spend includes them.
+fn recover_unsettled(journal: &mut Journal) {
+    let unsettled = journal.take_unsettled();
     if unsettled.is_empty() {
         return;
     }
     let n = unsettled.len();
-    for record in unsettled {
-        let mut record = match control {
-            Some(c) => {
-                let (record, written) = crate::state::lock(&c.spool).append(record);
-                if let Err(e) = written {
-                    tracing::error!(error = %e, "cannot append a recovered record to the spool");
-                }
-                record
-            }
-            None => record,
-        };
-        ledger.stage(&mut record);
+    for mut record in unsettled {
+        journal.stage(&mut record);
     }
-    match ledger.flush() {
+    match journal.flush() {
         Ok(()) => tracing::warn!(
             requests = n,
             "requests were in flight when the sidecar stopped: recorded at their worst case, marked estimated"
@@ -322,9 +292,9 @@ async fn budget_ticker(shared: Arc<Shared>) {
             shared.metrics.budget(b);
         }
         drop(budgets);
-        if let Some(c) = &shared.control {
-            let spool = crate::state::lock(&c.spool);
-            shared.metrics.spool(spool.depth(), spool.oldest());
+        if shared.control.is_some() {
+            let journal = crate::state::lock(&shared.journal);
+            shared.metrics.spool(journal.depth(), journal.oldest());
         }
     }
 }
@@ -341,8 +311,8 @@ fn restore_connected(shared: &Shared, control: &Control, settings: &crate::contr
         shared.metrics.snapshot(true, &version);
         tracing::info!(version = %version, "serving with the last good config snapshot until the operator answers");
     }
-    let spool = crate::state::lock(&control.spool);
-    for r in spool.unacked() {
+    let journal = crate::state::lock(&shared.journal);
+    for r in journal.unacked() {
         let actual = tokenwarden_core::budget::Held {
             cost: r.cost.unwrap_or(tokenwarden_core::money::Usd::ZERO),
             tokens: r.usage.total_tokens(),
@@ -353,7 +323,7 @@ fn restore_connected(shared: &Shared, control: &Control, settings: &crate::contr
                 .record(&b.budget, r.seq, b.period_start.as_second(), actual);
         }
     }
-    shared.metrics.spool(spool.depth(), spool.oldest());
+    shared.metrics.spool(journal.depth(), journal.oldest());
 }
 
 /// Connected mode: re-read provider keys when the secrets dir changes.

@@ -242,9 +242,9 @@ async fn session(
     while outbox.try_recv().is_ok() {}
     let mut answered = false;
     // Replay from the ack watermark: everything unacked, in seq order.
-    let mut sent = lock(&control.spool).acked();
+    let mut sent = lock(&shared.journal).acked();
     loop {
-        let more = lock(&control.spool).has_after(sent);
+        let more = lock(&shared.journal).has_after(sent);
         tokio::select! {
             msg = inbound.message() => match msg {
                 Ok(Some(m)) => {
@@ -264,7 +264,7 @@ async fn session(
             },
             permit = tx.reserve(), if more => {
                 let Ok(permit) = permit else { return End::Failed };
-                let batch = lock(&control.spool).after(sent, BATCH);
+                let batch = lock(&shared.journal).after(sent, BATCH);
                 if let Some(last) = batch.last() {
                     sent = last.seq;
                 }
@@ -304,11 +304,11 @@ async fn handle(
         }
         M::UsageAck(a) => {
             if a.sidecar_id.is_empty() || a.sidecar_id == control.sidecar_id {
-                let mut spool = lock(&control.spool);
-                if let Err(e) = spool.ack(a.up_to_seq) {
+                let mut journal = lock(&shared.journal);
+                if let Err(e) = journal.ack(a.up_to_seq) {
                     tracing::warn!(error = %e, "cannot record the usage ack (records may be resent)");
                 }
-                shared.metrics.spool(spool.depth(), spool.oldest());
+                shared.metrics.spool(journal.depth(), journal.oldest());
             }
         }
         M::LeaseGrant(g) => control.leases.grant(&g, &shared.metrics),
