@@ -7,11 +7,11 @@
 //! fields it changes, forwards over the pooled [`upstream`] client with
 //! fallbacks, and streams the response back through a [`body`] tap that
 //! meters usage ([`meter`]) and settles the attempt in the budgets, the
-//! usage journal (`tokenwarden-durable`) and the [`metrics`]. [`admin`] serves health, readiness,
-//! metrics and the ledger; [`args`], [`cli`] and [`run`] are the process
-//! ([`report`] prints the tables people read). In
-//! connected mode [`control`] talks to the operator: config snapshots, the
-//! usage spool and budget leases.
+//! usage journal (`tokenwarden-durable`) and the [`metrics`]. [`admin`]
+//! serves health, readiness, metrics and the ledger; [`args`], [`cli`] and
+//! [`run`] are the process ([`report`] prints the tables people read). In
+//! connected mode [`session`] talks to the operator (config snapshots, the
+//! usage spool, budget leases) over the state in [`control`].
 
 pub mod admin;
 pub mod args;
@@ -30,6 +30,7 @@ pub mod request;
 pub mod run;
 pub mod secrets;
 pub mod server;
+pub mod session;
 pub mod state;
 pub mod sync;
 pub mod tokens;

@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 
 use tokenwarden_core::{
-    config::{DowngradeTarget, FailMode, Target, ThresholdAction, WorkloadConfig},
+    config::{BudgetConfig, DowngradeTarget, FailMode, Target, ThresholdAction, WorkloadConfig},
     ledger::Aggregate,
     money::Usd,
     selector::Labels,
@@ -18,7 +18,7 @@ use crate::policy_file::PolicySet;
 /// longer has. Without: the ledger's latest period of each budget.
 pub fn report_budgets(
     agg: &Aggregate,
-    configured: Option<&[tokenwarden_core::config::BudgetConfig]>,
+    configured: Option<&[BudgetConfig]>,
     now: jiff::Timestamp,
 ) -> String {
     use tokenwarden_core::budget::BudgetState;
@@ -235,37 +235,7 @@ pub fn summary(origin: &str, set: &PolicySet, labels: &Labels, cfg: &WorkloadCon
         "workload: namespace {}, labels {label_text}",
         cfg.namespace
     );
-    match &cfg.routing {
-        None => {
-            let _ = writeln!(s, "routing: no RoutingPolicy selects this workload");
-        }
-        Some(r) => {
-            let _ = writeln!(
-                s,
-                "routing: RoutingPolicy {} ({} providers, {} tiers, {} routes)",
-                r.source,
-                r.providers.len(),
-                r.tiers.len(),
-                r.routes.len()
-            );
-            if !r.tiers.is_empty() {
-                let ladder: Vec<_> = r
-                    .tiers
-                    .iter()
-                    .map(|t| format!("{} ({}/{})", t.name, t.provider, t.model))
-                    .collect();
-                let _ = writeln!(s, "  tiers: {}", ladder.join(" -> "));
-            }
-            for route in &r.routes {
-                let target = match &route.target {
-                    Target::Tier(t) => format!("tier {t}"),
-                    Target::Model { provider, model } => format!("{provider}/{model}"),
-                    Target::Passthrough => "passthrough".to_string(),
-                };
-                let _ = writeln!(s, "  route {:<20} -> {target}", route.name);
-            }
-        }
-    }
+    summary_routing(&mut s, cfg);
     if let Some(c) = &cfg.conflict {
         let shadowed: Vec<_> = c.shadowed.iter().map(ToString::to_string).collect();
         let _ = writeln!(
@@ -279,60 +249,96 @@ pub fn summary(origin: &str, set: &PolicySet, labels: &Labels, cfg: &WorkloadCon
         let _ = writeln!(s, "budgets: none select this workload");
     }
     for b in &cfg.budgets {
-        let mut limit = Vec::new();
-        if let Some(u) = b.limit_usd {
-            limit.push(format!("${u}"));
-        }
-        if let Some(t) = b.limit_tokens {
-            limit.push(format!("{t} tokens"));
-        }
-        let mut notes: Vec<_> = b
-            .thresholds
-            .iter()
-            .map(|t| match &t.action {
-                ThresholdAction::Alert => format!("{}% alert", t.percent),
-                ThresholdAction::Block => format!("{}% block", t.percent),
-                ThresholdAction::Downgrade(DowngradeTarget::Tier(tier)) => {
-                    format!("{}% downgrade to tier {tier}", t.percent)
-                }
-                ThresholdAction::Downgrade(DowngradeTarget::Model(m)) => {
-                    format!("{}% downgrade to model {m}", t.percent)
-                }
-            })
-            .collect();
-        if let Some(cap) = b.per_request_cap_usd {
-            notes.push(format!("per-request cap ${cap}"));
-        }
-        if let Some(lg) = b.loop_guard {
-            notes.push(format!(
-                "loop guard {} identical in {}s, cool-down {}s",
-                lg.max_identical,
-                lg.window_ms / 1000,
-                lg.cooldown_ms / 1000
-            ));
-        }
-        if b.fail_mode == FailMode::Open {
-            notes.push("fail open".to_string());
-        }
-        let _ = writeln!(
-            s,
-            "budget: TokenBudget {} {} {} ({}){}{}",
-            b.source,
-            b.period,
-            limit.join(" / "),
-            b.time_zone,
-            if notes.is_empty() {
-                String::new()
-            } else {
-                format!(": {}", notes.join(", "))
-            },
-            if b.shadow { " [shadow]" } else { "" }
-        );
+        let _ = writeln!(s, "{}", summary_budget(b));
     }
     for w in &cfg.warnings {
         let _ = writeln!(s, "warning: {w}");
     }
     s
+}
+
+/// The summary's routing lines: the policy, its tier ladder and routes.
+fn summary_routing(s: &mut String, cfg: &WorkloadConfig) {
+    let Some(r) = &cfg.routing else {
+        let _ = writeln!(s, "routing: no RoutingPolicy selects this workload");
+        return;
+    };
+    let _ = writeln!(
+        s,
+        "routing: RoutingPolicy {} ({} providers, {} tiers, {} routes)",
+        r.source,
+        r.providers.len(),
+        r.tiers.len(),
+        r.routes.len()
+    );
+    if !r.tiers.is_empty() {
+        let ladder: Vec<_> = r
+            .tiers
+            .iter()
+            .map(|t| format!("{} ({}/{})", t.name, t.provider, t.model))
+            .collect();
+        let _ = writeln!(s, "  tiers: {}", ladder.join(" -> "));
+    }
+    for route in &r.routes {
+        let target = match &route.target {
+            Target::Tier(t) => format!("tier {t}"),
+            Target::Model { provider, model } => format!("{provider}/{model}"),
+            Target::Passthrough => "passthrough".to_string(),
+        };
+        let _ = writeln!(s, "  route {:<20} -> {target}", route.name);
+    }
+}
+
+/// The summary's line of one budget: limits, thresholds and rules.
+fn summary_budget(b: &BudgetConfig) -> String {
+    let mut limit = Vec::new();
+    if let Some(u) = b.limit_usd {
+        limit.push(format!("${u}"));
+    }
+    if let Some(t) = b.limit_tokens {
+        limit.push(format!("{t} tokens"));
+    }
+    let mut notes: Vec<_> = b
+        .thresholds
+        .iter()
+        .map(|t| match &t.action {
+            ThresholdAction::Alert => format!("{}% alert", t.percent),
+            ThresholdAction::Block => format!("{}% block", t.percent),
+            ThresholdAction::Downgrade(DowngradeTarget::Tier(tier)) => {
+                format!("{}% downgrade to tier {tier}", t.percent)
+            }
+            ThresholdAction::Downgrade(DowngradeTarget::Model(m)) => {
+                format!("{}% downgrade to model {m}", t.percent)
+            }
+        })
+        .collect();
+    if let Some(cap) = b.per_request_cap_usd {
+        notes.push(format!("per-request cap ${cap}"));
+    }
+    if let Some(lg) = b.loop_guard {
+        notes.push(format!(
+            "loop guard {} identical in {}s, cool-down {}s",
+            lg.max_identical,
+            lg.window_ms / 1000,
+            lg.cooldown_ms / 1000
+        ));
+    }
+    if b.fail_mode == FailMode::Open {
+        notes.push("fail open".to_string());
+    }
+    format!(
+        "budget: TokenBudget {} {} {} ({}){}{}",
+        b.source,
+        b.period,
+        limit.join(" / "),
+        b.time_zone,
+        if notes.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", notes.join(", "))
+        },
+        if b.shadow { " [shadow]" } else { "" }
+    )
 }
 
 #[cfg(test)]

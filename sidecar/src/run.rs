@@ -73,43 +73,46 @@ fn init_logging(format: LogFormat) {
     };
 }
 
+/// The process, step by step: state, first config, listeners, the
+/// background tasks; returns when the proxy stops or a signal arrives.
 async fn serve(args: Args, mode: Mode) -> ExitCode {
-    let client = match crate::upstream::client(args.ca_bundle.as_deref()) {
-        Ok(c) => c,
-        Err(e) => return config_error(&format!("--ca-bundle: {e}")),
+    let (shared, outbox) = match shared_state(&args, &mode) {
+        Ok(s) => s,
+        Err(code) => return code,
     };
-    let connected = matches!(mode, Mode::Connected(_));
-    let mut journal = match &args.state_dir {
-        Some(dir) => match Journal::open(dir, args.ledger_fsync, connected) {
-            Ok(j) => j,
-            Err(e) => {
-                eprintln!("tokenwarden-sidecar: cannot open the ledger: {e}");
-                return ExitCode::from(1);
-            }
-        },
-        None => {
-            tracing::warn!("no --state-dir: the ledger is kept in memory and lost on exit");
-            if connected {
-                tracing::warn!(
-                    "no --state-dir: usage records not yet acked by the operator are kept in memory only and lost if the sidecar dies"
-                );
-            }
-            Journal::memory(connected)
+    let secrets_seen = first_config(&shared, &args, &mode);
+    let (app, admin) = match bind(&args).await {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
+    announce(&args, &mode, &app, &admin);
+    spawn_config_source(&shared, &args, mode, outbox, secrets_seen);
+    tokio::spawn(budget_ticker(shared.clone()));
+    let proxy = spawn_listeners(&shared, &args, app, admin);
+    tokio::select! {
+        _ = proxy => ExitCode::from(1),
+        () = shutdown_signal() => {
+            tracing::info!("shutting down");
+            ExitCode::SUCCESS
         }
-    };
-    let (control, outbox) = match &mode {
+    }
+}
+
+/// The session's outbox (lease requests), in connected mode.
+type Outbox = tokio::sync::mpsc::UnboundedReceiver<tokenwarden_proto::SidecarMessage>;
+
+/// Everything request handling shares, built before anything listens: the
+/// upstream client, the journal (with the attempts a previous run left in
+/// flight recorded), the connected-mode state.
+fn shared_state(args: &Args, mode: &Mode) -> Result<(Arc<Shared>, Option<Outbox>), ExitCode> {
+    let client = crate::upstream::client(args.ca_bundle.as_deref())
+        .map_err(|e| config_error(&format!("--ca-bundle: {e}")))?;
+    let mut journal = open_journal(args, matches!(mode, Mode::Connected(_)))?;
+    let (control, outbox) = match mode {
         Mode::Standalone { .. } => (None, None),
         Mode::Connected(settings) => {
-            let id = match sidecar_id(settings.state_dir.as_deref(), &settings.pod_uid) {
-                Ok(id) => id,
-                Err(e) => {
-                    eprintln!("tokenwarden-sidecar: cannot create the sidecar id: {e}");
-                    return ExitCode::from(1);
-                }
-            };
-            let (control, outbox) =
-                Control::new(id, settings.pod_name.clone(), settings.lease_wait);
-            (Some(Arc::new(control)), Some(outbox))
+            let (control, outbox) = control_state(settings)?;
+            (Some(control), Some(outbox))
         }
     };
     recover_unsettled(&mut journal);
@@ -133,7 +136,44 @@ async fn serve(args: Args, mode: Mode) -> ExitCode {
         control,
     });
     shared.metrics.ledger_writable(true);
-    let secrets_seen = match &mode {
+    Ok((shared, outbox))
+}
+
+/// The usage journal: under `--state-dir`, else in memory; spooling
+/// records for the operator when `connected`.
+fn open_journal(args: &Args, connected: bool) -> Result<Journal, ExitCode> {
+    match &args.state_dir {
+        Some(dir) => Journal::open(dir, args.ledger_fsync, connected).map_err(|e| {
+            eprintln!("tokenwarden-sidecar: cannot open the ledger: {e}");
+            ExitCode::from(1)
+        }),
+        None => {
+            tracing::warn!("no --state-dir: the ledger is kept in memory and lost on exit");
+            if connected {
+                tracing::warn!(
+                    "no --state-dir: usage records not yet acked by the operator are kept in memory only and lost if the sidecar dies"
+                );
+            }
+            Ok(Journal::memory(connected))
+        }
+    }
+}
+
+/// Connected mode's shared state, under this sidecar's id.
+fn control_state(settings: &crate::control::Settings) -> Result<(Arc<Control>, Outbox), ExitCode> {
+    let id = sidecar_id(settings.state_dir.as_deref(), &settings.pod_uid).map_err(|e| {
+        eprintln!("tokenwarden-sidecar: cannot create the sidecar id: {e}");
+        ExitCode::from(1)
+    })?;
+    let (control, outbox) = Control::new(id, settings.pod_name.clone(), settings.lease_wait);
+    Ok((Arc::new(control), outbox))
+}
+
+/// Install the config the proxy starts with: the policy file compiled
+/// (standalone), or the last good snapshot (connected). Returns the
+/// fingerprint of the keys the secrets loop starts from.
+fn first_config(shared: &Shared, args: &Args, mode: &Mode) -> Fingerprint {
+    match mode {
         Mode::Standalone { labels, set, .. } => {
             let cfg = set.compile(&args.namespace, labels);
             for w in &cfg.warnings {
@@ -156,29 +196,60 @@ async fn serve(args: Args, mode: Mode) -> ExitCode {
                 .map(|d| fingerprint(d, Some(d)))
                 .unwrap_or_default();
             if let Some(control) = &shared.control {
-                restore_connected(&shared, control, settings);
+                restore_connected(shared, control, settings);
             }
             seen
         }
-    };
+    }
+}
 
-    let app = match TcpListener::bind(args.listen).await {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("tokenwarden-sidecar: cannot listen on {}: {e}", args.listen);
-            return ExitCode::from(1);
-        }
+/// The app's and the admin listener.
+async fn bind(args: &Args) -> Result<(TcpListener, TcpListener), ExitCode> {
+    let listen = |addr: std::net::SocketAddr| async move {
+        TcpListener::bind(addr).await.map_err(|e| {
+            eprintln!("tokenwarden-sidecar: cannot listen on {addr}: {e}");
+            ExitCode::from(1)
+        })
     };
-    let admin = match TcpListener::bind(args.admin_listen).await {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!(
-                "tokenwarden-sidecar: cannot listen on {}: {e}",
-                args.admin_listen
-            );
-            return ExitCode::from(1);
-        }
-    };
+    let app = listen(args.listen).await?;
+    let admin = listen(args.admin_listen).await?;
+    Ok((app, admin))
+}
+
+/// The start-up log line: where the sidecar listens and what it serves.
+fn announce(args: &Args, mode: &Mode, app: &TcpListener, admin: &TcpListener) {
+    let listen = app
+        .local_addr()
+        .map_or_else(|_| args.listen.to_string(), |a| a.to_string());
+    let admin = admin
+        .local_addr()
+        .map_or_else(|_| args.admin_listen.to_string(), |a| a.to_string());
+    match mode {
+        Mode::Standalone { policy, .. } => tracing::info!(
+            listen = %listen,
+            admin = %admin,
+            policy = %policy.display(),
+            "tokenwarden sidecar ready"
+        ),
+        Mode::Connected(settings) => tracing::info!(
+            listen = %listen,
+            admin = %admin,
+            control_plane = %settings.url,
+            "tokenwarden sidecar started (connected mode)"
+        ),
+    }
+}
+
+/// Where config changes come from: the policy file's reload loop
+/// (standalone), or the operator's session and the provider keys' loop
+/// (connected).
+fn spawn_config_source(
+    shared: &Arc<Shared>,
+    args: &Args,
+    mode: Mode,
+    outbox: Option<Outbox>,
+    secrets_seen: Fingerprint,
+) {
     let every = Duration::from_millis(args.reload_interval_ms.max(50));
     match mode {
         Mode::Standalone {
@@ -187,12 +258,6 @@ async fn serve(args: Args, mode: Mode) -> ExitCode {
             set,
             seen,
         } => {
-            tracing::info!(
-                listen = %app.local_addr().map_or_else(|_| args.listen.to_string(), |a| a.to_string()),
-                admin = %admin.local_addr().map_or_else(|_| args.admin_listen.to_string(), |a| a.to_string()),
-                policy = %policy.display(),
-                "tokenwarden sidecar ready"
-            );
             tokio::spawn(reload_loop(
                 shared.clone(),
                 Watch {
@@ -206,14 +271,8 @@ async fn serve(args: Args, mode: Mode) -> ExitCode {
             ));
         }
         Mode::Connected(settings) => {
-            tracing::info!(
-                listen = %app.local_addr().map_or_else(|_| args.listen.to_string(), |a| a.to_string()),
-                admin = %admin.local_addr().map_or_else(|_| args.admin_listen.to_string(), |a| a.to_string()),
-                control_plane = %settings.url,
-                "tokenwarden sidecar started (connected mode)"
-            );
             if let (Some(control), Some(outbox)) = (shared.control.clone(), outbox) {
-                tokio::spawn(crate::control::session::run(
+                tokio::spawn(crate::session::run(
                     shared.clone(),
                     control,
                     settings,
@@ -223,27 +282,29 @@ async fn serve(args: Args, mode: Mode) -> ExitCode {
             tokio::spawn(secrets_loop(shared.clone(), every, secrets_seen));
         }
     }
-    tokio::spawn(budget_ticker(shared.clone()));
-    let s = shared.clone();
+}
+
+/// Serve the admin port and the proxy; the proxy's task, which ends only
+/// when it cannot go on.
+fn spawn_listeners(
+    shared: &Arc<Shared>,
+    args: &Args,
+    app: TcpListener,
+    admin: TcpListener,
+) -> tokio::task::JoinHandle<()> {
     let limits = crate::server::Limits {
         header_timeout: Duration::from_millis(args.header_timeout_ms.max(1)),
     };
+    let s = shared.clone();
     tokio::spawn(crate::server::serve(admin, limits, move |req, peer| {
         crate::admin::handle(s.clone(), req, peer)
     }));
     let s = shared.clone();
     // Accept on a worker, not in `block_on` on the main thread: a connection
     // accepted there is handed to a worker with a cross-thread wake-up.
-    let proxy = tokio::spawn(crate::server::serve(app, limits, move |req, _peer| {
+    tokio::spawn(crate::server::serve(app, limits, move |req, _peer| {
         crate::proxy::handle(s.clone(), req)
-    }));
-    tokio::select! {
-        _ = proxy => ExitCode::from(1),
-        () = shutdown_signal() => {
-            tracing::info!("shutting down");
-            ExitCode::SUCCESS
-        }
-    }
+    }))
 }
 
 /// Record the attempts the sidecar had in flight when it last stopped

@@ -1,15 +1,15 @@
-//! Connected mode: the sidecar's side of the operator's control stream.
+//! Connected mode: the state the operator's control stream and request
+//! handling share. The stream itself (connect with backoff and jitter,
+//! `Hello`, config snapshots (ACK/NACK), usage replay, lease requests,
+//! redirects) is the sidecar's `session` module, which works on this and
+//! on the shared state; nothing here reaches back into either.
 //!
-//! - [`session`]: the `Control.Session` client: connect with backoff and
-//!   jitter, `Hello`, config snapshots (ACK/NACK), usage replay, lease
-//!   requests, redirects.
 //! - [`leases`]: per-budget leases and the wait for a grant.
 //! - [`snapshot`]: validating, installing and persisting config snapshots.
 //!
 //! See `docs/sidecar-connected.md` for the behaviour users see.
 
 pub mod leases;
-pub mod session;
 pub mod snapshot;
 
 use std::{

@@ -1,4 +1,6 @@
-//! The `Control.Session` client.
+//! Connected mode's process: the `Control.Session` client, between the
+//! operator and the shared state ([`control`](crate::control) holds what
+//! the session and request handling share).
 //!
 //! One stream at a time. Connect (exponential backoff with full jitter,
 //! 100 ms doubling to 10 s, reset after a session that got an answer),
@@ -22,8 +24,10 @@ use tokenwarden_proto::{
 use tokio::sync::mpsc;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
 
-use super::{Control, Settings, snapshot};
-use crate::state::{Active, Shared, lock};
+use crate::{
+    control::{Control, Settings, error_chain, snapshot},
+    state::{Active, Shared, lock},
+};
 
 /// Most records in one `UsageBatch`.
 pub const BATCH: usize = 500;
@@ -199,7 +203,7 @@ async fn session(
         Err(e) => {
             // tonic says only "transport error"; the cause (refused, TLS,
             // DNS, timeout) is down its source chain.
-            tracing::warn!(address = %addr, error = %super::error_chain(&e), "cannot connect to the control plane");
+            tracing::warn!(address = %addr, error = %error_chain(&e), "cannot connect to the control plane");
             return End::Failed;
         }
     };
