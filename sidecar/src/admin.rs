@@ -97,13 +97,12 @@ fn ledger_broken(shared: &Shared) -> Option<String> {
     if shared.options.ledger_fail_open {
         return None;
     }
-    let mut ledger = lock(&shared.ledger);
-    let l = ledger.as_mut()?;
-    if l.probe() {
+    let mut journal = lock(&shared.journal);
+    if journal.probe() {
         shared.metrics.ledger_writable(true);
         return None;
     }
-    l.broken().map(str::to_string)
+    journal.broken().map(str::to_string)
 }
 
 /// Per-model rows of an aggregate, dearest first.
@@ -131,10 +130,7 @@ pub fn model_rows(agg: &Aggregate) -> Vec<serde_json::Value> {
 /// The `/ledger` document: per-model totals (by the model that served)
 /// and the live per-budget totals of the current periods.
 pub fn ledger_json(shared: &Shared) -> serde_json::Value {
-    let agg = match lock(&shared.ledger).as_ref() {
-        Some(l) => l.aggregate().clone(),
-        None => lock(&shared.memory_ledger).clone(),
-    };
+    let agg = lock(&shared.journal).aggregate().clone();
     let now = jiff::Timestamp::now();
     let mut states = lock(&shared.budgets);
     // Periods roll over on schedule, with or without traffic.
@@ -202,7 +198,7 @@ pub fn ledger_json(shared: &Shared) -> serde_json::Value {
         "budgets": budgets,
         "last_seq": agg.last_seq,
         "control": shared.control.as_ref().map(|c| {
-            let spool = lock(&c.spool);
+            let spool = lock(&shared.journal);
             json!({
                 "sidecar_id": c.sidecar_id,
                 "connected": c.connected(),

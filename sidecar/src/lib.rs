@@ -9,28 +9,33 @@
 //! fields it changes and sends each attempt over the pooled [`upstream`]
 //! client with fallbacks; `respond` streams the answer back through a
 //! [`body`] tap that meters usage ([`meter`]); `settle` settles the
-//! attempt in the budgets, the [`ledger`] and the [`metrics`]. [`admin`] serves health, readiness,
-//! metrics and the ledger; [`cli`] and [`run`] are the process. In
-//! connected mode [`control`] talks to the operator: config snapshots, the
-//! usage spool and budget leases.
+//! attempt in the budgets, the usage journal (`tokenwarden-durable`) and
+//! the [`metrics`]. [`admin`] serves health, readiness, metrics and the
+//! `/ledger` view; [`args`], [`cli`] and [`run`] are the process
+//! ([`report`] prints the tables people read). In connected mode
+//! [`session`] talks to the operator (config snapshots, the usage spool,
+//! budget leases) over the state in [`control`].
 
 pub mod admin;
+pub mod args;
 pub mod body;
 pub mod cli;
 pub mod control;
 pub mod error;
-pub mod ledger;
 pub mod link;
 pub mod meter;
 pub mod metrics;
 pub mod policy_file;
 pub mod proxy;
 pub mod redact;
+pub mod report;
 pub mod request;
 pub mod run;
 pub mod secrets;
 pub mod server;
+pub mod session;
 pub mod state;
+pub mod sync;
 pub mod tokens;
 pub mod upstream;
 
@@ -43,6 +48,6 @@ pub const EXIT_CONFIG: u8 = 64;
 
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
-    let args = cli::Args::parse();
+    let args = args::Args::parse();
     cli::run(args)
 }

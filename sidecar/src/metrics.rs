@@ -388,122 +388,154 @@ impl Metrics {
             cluster_percent: Family::default(),
             cluster_spent: Family::default(),
         };
-        registry.register("requests", "Upstream attempts metered", m.requests.clone());
+        m.register_traffic(&mut registry);
+        m.register_budgets(&mut registry);
+        m.register_process(&mut registry);
+        m.register_control(&mut registry);
+        Metrics { registry, ..m }
+    }
+
+    /// Register the traffic: attempts, tokens, cost, routes, errors, upstream latency.
+    fn register_traffic(&self, registry: &mut Registry) {
+        registry.register(
+            "requests",
+            "Upstream attempts metered",
+            self.requests.clone(),
+        );
         registry.register(
             "tokens",
             "Tokens metered, by kind (disjoint kinds)",
-            m.tokens.clone(),
+            self.tokens.clone(),
         );
         registry.register(
             "cost_usd",
             "Cost in USD at the serving model's price",
-            m.cost.clone(),
+            self.cost.clone(),
         );
         registry.register(
             "unpriced_requests",
             "Attempts to models with no known price",
-            m.unpriced.clone(),
+            self.unpriced.clone(),
         );
         registry.register(
             "estimated_usage",
             "Attempts whose usage was estimated (stream cut off)",
-            m.estimated.clone(),
+            self.estimated.clone(),
         );
-        registry.register("route_decisions", "Routing decisions", m.routes.clone());
-        registry.register("errors", "Errors, by reason", m.errors.clone());
+        registry.register("route_decisions", "Routing decisions", self.routes.clone());
+        registry.register("errors", "Errors, by reason", self.errors.clone());
         registry.register(
             "upstream_duration_seconds",
             "Time to the upstream response head",
-            m.upstream.clone(),
+            self.upstream.clone(),
         );
+    }
+
+    /// Register the local budgets: spend, limits, state, refusals, waits.
+    fn register_budgets(&self, registry: &mut Registry) {
         registry.register(
             "budget_spent_usd",
             "Committed spend this period",
-            m.budget_spent.clone(),
+            self.budget_spent.clone(),
         );
-        registry.register("budget_limit_usd", "Budget limit", m.budget_limit.clone());
+        registry.register(
+            "budget_limit_usd",
+            "Budget limit",
+            self.budget_limit.clone(),
+        );
         registry.register(
             "budget_state",
             "Budget state: 0 Ok, 1 Threshold, 2 Exhausted",
-            m.budget_state.clone(),
+            self.budget_state.clone(),
         );
         registry.register(
             "budget_blocks",
             "Requests a budget refused (or would have, in shadow mode)",
-            m.budget_blocks.clone(),
+            self.budget_blocks.clone(),
         );
         registry.register(
             "budget_reservation_waits",
             "Requests that fit a budget's spend but waited for the worst cases reserved by requests in flight to settle",
-            m.reservation_waits.clone(),
+            self.reservation_waits.clone(),
         );
-        registry.register("config_reloads", "Configuration reloads", m.reloads.clone());
+    }
+
+    /// Register the process: reloads, requests in flight, the ledger's health.
+    fn register_process(&self, registry: &mut Registry) {
+        registry.register(
+            "config_reloads",
+            "Configuration reloads",
+            self.reloads.clone(),
+        );
         registry.register(
             "in_flight_requests",
             "Requests being proxied",
-            m.in_flight.clone(),
+            self.in_flight.clone(),
         );
         registry.register(
             "ledger_writable",
             "1 while the durable ledger takes writes, 0 after a write failed (requests are refused unless --ledger-fail-open)",
-            m.ledger_writable.clone(),
+            self.ledger_writable.clone(),
         );
+    }
+
+    /// Register connected mode: the session, snapshots, the spool, leases, the cluster's view.
+    fn register_control(&self, registry: &mut Registry) {
         registry.register(
             "control_plane_connected",
             "1 while the session with the operator is up (connected mode)",
-            m.connected.clone(),
+            self.connected.clone(),
         );
         registry.register(
             "config_snapshots",
             "Config snapshots from the operator, by result",
-            m.snapshots.clone(),
+            self.snapshots.clone(),
         );
         registry.register(
             "config_info",
             "The installed config snapshot's version",
-            m.config_info.clone(),
+            self.config_info.clone(),
         );
         registry.register(
             "spool_records",
             "Usage records not yet acked by the operator",
-            m.spool_records.clone(),
+            self.spool_records.clone(),
         );
         registry.register(
             "spool_oldest_unacked_age_seconds",
             "Age of the oldest unacked usage record",
-            m.spool_age.clone(),
+            self.spool_age.clone(),
         );
         registry.register(
             "lease_available_usd",
             "What is left of this sidecar's lease on a budget",
-            m.lease_available.clone(),
+            self.lease_available.clone(),
         );
         registry.register(
             "lease_waits",
             "Requests that waited for a lease grant",
-            m.lease_waits.clone(),
+            self.lease_waits.clone(),
         );
         registry.register(
             "lease_fail_open",
             "Requests allowed without a lease (operator unreachable, failMode Open)",
-            m.lease_fail_open.clone(),
+            self.lease_fail_open.clone(),
         );
         registry.register(
             "lease_refusals",
             "Requests refused for want of a lease",
-            m.lease_refusals.clone(),
+            self.lease_refusals.clone(),
         );
         registry.register(
             "budget_cluster_percent_spent",
             "Cluster-wide percent of the budget spent (from the operator)",
-            m.cluster_percent.clone(),
+            self.cluster_percent.clone(),
         );
         registry.register(
             "budget_cluster_spent_usd",
             "Cluster-wide spend this period (from the operator)",
-            m.cluster_spent.clone(),
+            self.cluster_spent.clone(),
         );
-        Metrics { registry, ..m }
     }
 
     /// Whether the last write to the durable ledger succeeded.

@@ -9,13 +9,13 @@ use std::{
 
 use arc_swap::ArcSwapOption;
 use jiff::Timestamp;
-use tokenwarden_core::{ledger::Aggregate, selector::Labels};
+use tokenwarden_core::selector::Labels;
+use tokenwarden_durable::Journal;
 use tokio::net::TcpListener;
 
 use crate::{
-    cli::{Args, LogFormat, config_error},
-    control::{Control, sidecar_id, spool::Spool},
-    ledger::Ledger,
+    args::{Args, LogFormat, config_error},
+    control::{Control, sidecar_id},
     metrics::Metrics,
     policy_file::PolicySet,
     state::{Active, Options, Shared},
@@ -73,65 +73,49 @@ fn init_logging(format: LogFormat) {
     };
 }
 
+/// The process, step by step: state, first config, listeners, the
+/// background tasks; returns when the proxy stops or a signal arrives.
 async fn serve(args: Args, mode: Mode) -> ExitCode {
-    let client = match crate::upstream::client(args.ca_bundle.as_deref()) {
-        Ok(c) => c,
-        Err(e) => return config_error(&format!("--ca-bundle: {e}")),
+    let (shared, outbox) = match shared_state(&args, &mode) {
+        Ok(s) => s,
+        Err(code) => return code,
     };
-    let ledger = match &args.state_dir {
-        Some(dir) => match Ledger::open(dir, args.ledger_fsync) {
-            Ok(l) => Some(l),
-            Err(e) => {
-                eprintln!("tokenwarden-sidecar: cannot open the ledger: {e}");
-                return ExitCode::from(1);
-            }
-        },
-        None => {
-            tracing::warn!("no --state-dir: the ledger is kept in memory and lost on exit");
-            None
+    let secrets_seen = first_config(&shared, &args, &mode);
+    let (app, admin) = match bind(&args).await {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
+    announce(&args, &mode, &app, &admin);
+    spawn_config_source(&shared, &args, mode, outbox, secrets_seen);
+    tokio::spawn(budget_ticker(shared.clone()));
+    let proxy = spawn_listeners(&shared, &args, app, admin);
+    tokio::select! {
+        _ = proxy => ExitCode::from(1),
+        () = shutdown_signal() => {
+            tracing::info!("shutting down");
+            ExitCode::SUCCESS
         }
-    };
-    let (control, outbox) = match &mode {
+    }
+}
+
+/// The session's outbox (lease requests), in connected mode.
+type Outbox = tokio::sync::mpsc::UnboundedReceiver<tokenwarden_proto::SidecarMessage>;
+
+/// Everything request handling shares, built before anything listens: the
+/// upstream client, the journal (with the attempts a previous run left in
+/// flight recorded), the connected-mode state.
+fn shared_state(args: &Args, mode: &Mode) -> Result<(Arc<Shared>, Option<Outbox>), ExitCode> {
+    let client = crate::upstream::client(args.ca_bundle.as_deref())
+        .map_err(|e| config_error(&format!("--ca-bundle: {e}")))?;
+    let mut journal = open_journal(args, matches!(mode, Mode::Connected(_)))?;
+    let (control, outbox) = match mode {
         Mode::Standalone { .. } => (None, None),
         Mode::Connected(settings) => {
-            let first_seq = ledger.as_ref().map_or(1, Ledger::next_seq);
-            let (id, spool) = match &settings.state_dir {
-                Some(dir) => {
-                    let spool = match Spool::open(dir, settings.fsync, first_seq) {
-                        Ok(s) => s,
-                        Err(e) => {
-                            eprintln!("tokenwarden-sidecar: cannot open the usage spool: {e}");
-                            return ExitCode::from(1);
-                        }
-                    };
-                    (sidecar_id(Some(dir), &settings.pod_uid), spool)
-                }
-                None => {
-                    tracing::warn!(
-                        "no --state-dir: usage records not yet acked by the operator are kept in memory only and lost if the sidecar dies"
-                    );
-                    (
-                        sidecar_id(None, &settings.pod_uid),
-                        Spool::memory(first_seq),
-                    )
-                }
-            };
-            let id = match id {
-                Ok(id) => id,
-                Err(e) => {
-                    eprintln!("tokenwarden-sidecar: cannot create the sidecar id: {e}");
-                    return ExitCode::from(1);
-                }
-            };
-            let (control, outbox) =
-                Control::new(id, settings.pod_name.clone(), spool, settings.lease_wait);
-            (Some(Arc::new(control)), Some(outbox))
+            let (control, outbox) = control_state(settings)?;
+            (Some(control), Some(outbox))
         }
     };
-    let mut ledger = ledger;
-    if let Some(l) = ledger.as_mut() {
-        recover_unsettled(l, control.as_deref());
-    }
+    recover_unsettled(&mut journal);
     let shared = Arc::new(Shared {
         options: Options {
             max_body_bytes: args.max_body_bytes,
@@ -145,15 +129,51 @@ async fn serve(args: Args, mode: Mode) -> ExitCode {
         reservations_freed: Default::default(),
         active: ArcSwapOption::empty(),
         budgets: Mutex::new(Default::default()),
-        ledger: Mutex::new(ledger),
-        memory_ledger: Mutex::new(Aggregate::default()),
+        journal: Mutex::new(journal),
         metrics: Metrics::new(),
         client,
         repeats: Mutex::new(Default::default()),
         control,
     });
     shared.metrics.ledger_writable(true);
-    let secrets_seen = match &mode {
+    Ok((shared, outbox))
+}
+
+/// The usage journal: under `--state-dir`, else in memory; spooling
+/// records for the operator when `connected`.
+fn open_journal(args: &Args, connected: bool) -> Result<Journal, ExitCode> {
+    match &args.state_dir {
+        Some(dir) => Journal::open(dir, args.ledger_fsync, connected).map_err(|e| {
+            eprintln!("tokenwarden-sidecar: cannot open the ledger: {e}");
+            ExitCode::from(1)
+        }),
+        None => {
+            tracing::warn!("no --state-dir: the ledger is kept in memory and lost on exit");
+            if connected {
+                tracing::warn!(
+                    "no --state-dir: usage records not yet acked by the operator are kept in memory only and lost if the sidecar dies"
+                );
+            }
+            Ok(Journal::memory(connected))
+        }
+    }
+}
+
+/// Connected mode's shared state, under this sidecar's id.
+fn control_state(settings: &crate::control::Settings) -> Result<(Arc<Control>, Outbox), ExitCode> {
+    let id = sidecar_id(settings.state_dir.as_deref(), &settings.pod_uid).map_err(|e| {
+        eprintln!("tokenwarden-sidecar: cannot create the sidecar id: {e}");
+        ExitCode::from(1)
+    })?;
+    let (control, outbox) = Control::new(id, settings.pod_name.clone(), settings.lease_wait);
+    Ok((Arc::new(control), outbox))
+}
+
+/// Install the config the proxy starts with: the policy file compiled
+/// (standalone), or the last good snapshot (connected). Returns the
+/// fingerprint of the keys the secrets loop starts from.
+fn first_config(shared: &Shared, args: &Args, mode: &Mode) -> Fingerprint {
+    match mode {
         Mode::Standalone { labels, set, .. } => {
             let cfg = set.compile(&args.namespace, labels);
             for w in &cfg.warnings {
@@ -176,29 +196,60 @@ async fn serve(args: Args, mode: Mode) -> ExitCode {
                 .map(|d| fingerprint(d, Some(d)))
                 .unwrap_or_default();
             if let Some(control) = &shared.control {
-                restore_connected(&shared, control, settings);
+                restore_connected(shared, control, settings);
             }
             seen
         }
-    };
+    }
+}
 
-    let app = match TcpListener::bind(args.listen).await {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("tokenwarden-sidecar: cannot listen on {}: {e}", args.listen);
-            return ExitCode::from(1);
-        }
+/// The app's and the admin listener.
+async fn bind(args: &Args) -> Result<(TcpListener, TcpListener), ExitCode> {
+    let listen = |addr: std::net::SocketAddr| async move {
+        TcpListener::bind(addr).await.map_err(|e| {
+            eprintln!("tokenwarden-sidecar: cannot listen on {addr}: {e}");
+            ExitCode::from(1)
+        })
     };
-    let admin = match TcpListener::bind(args.admin_listen).await {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!(
-                "tokenwarden-sidecar: cannot listen on {}: {e}",
-                args.admin_listen
-            );
-            return ExitCode::from(1);
-        }
-    };
+    let app = listen(args.listen).await?;
+    let admin = listen(args.admin_listen).await?;
+    Ok((app, admin))
+}
+
+/// The start-up log line: where the sidecar listens and what it serves.
+fn announce(args: &Args, mode: &Mode, app: &TcpListener, admin: &TcpListener) {
+    let listen = app
+        .local_addr()
+        .map_or_else(|_| args.listen.to_string(), |a| a.to_string());
+    let admin = admin
+        .local_addr()
+        .map_or_else(|_| args.admin_listen.to_string(), |a| a.to_string());
+    match mode {
+        Mode::Standalone { policy, .. } => tracing::info!(
+            listen = %listen,
+            admin = %admin,
+            policy = %policy.display(),
+            "tokenwarden sidecar ready"
+        ),
+        Mode::Connected(settings) => tracing::info!(
+            listen = %listen,
+            admin = %admin,
+            control_plane = %settings.url,
+            "tokenwarden sidecar started (connected mode)"
+        ),
+    }
+}
+
+/// Where config changes come from: the policy file's reload loop
+/// (standalone), or the operator's session and the provider keys' loop
+/// (connected).
+fn spawn_config_source(
+    shared: &Arc<Shared>,
+    args: &Args,
+    mode: Mode,
+    outbox: Option<Outbox>,
+    secrets_seen: Fingerprint,
+) {
     let every = Duration::from_millis(args.reload_interval_ms.max(50));
     match mode {
         Mode::Standalone {
@@ -207,12 +258,6 @@ async fn serve(args: Args, mode: Mode) -> ExitCode {
             set,
             seen,
         } => {
-            tracing::info!(
-                listen = %app.local_addr().map_or_else(|_| args.listen.to_string(), |a| a.to_string()),
-                admin = %admin.local_addr().map_or_else(|_| args.admin_listen.to_string(), |a| a.to_string()),
-                policy = %policy.display(),
-                "tokenwarden sidecar ready"
-            );
             tokio::spawn(reload_loop(
                 shared.clone(),
                 Watch {
@@ -226,14 +271,8 @@ async fn serve(args: Args, mode: Mode) -> ExitCode {
             ));
         }
         Mode::Connected(settings) => {
-            tracing::info!(
-                listen = %app.local_addr().map_or_else(|_| args.listen.to_string(), |a| a.to_string()),
-                admin = %admin.local_addr().map_or_else(|_| args.admin_listen.to_string(), |a| a.to_string()),
-                control_plane = %settings.url,
-                "tokenwarden sidecar started (connected mode)"
-            );
             if let (Some(control), Some(outbox)) = (shared.control.clone(), outbox) {
-                tokio::spawn(crate::control::session::run(
+                tokio::spawn(crate::session::run(
                     shared.clone(),
                     control,
                     settings,
@@ -243,53 +282,45 @@ async fn serve(args: Args, mode: Mode) -> ExitCode {
             tokio::spawn(secrets_loop(shared.clone(), every, secrets_seen));
         }
     }
-    tokio::spawn(budget_ticker(shared.clone()));
-    let s = shared.clone();
+}
+
+/// Serve the admin port and the proxy; the proxy's task, which ends only
+/// when it cannot go on.
+fn spawn_listeners(
+    shared: &Arc<Shared>,
+    args: &Args,
+    app: TcpListener,
+    admin: TcpListener,
+) -> tokio::task::JoinHandle<()> {
     let limits = crate::server::Limits {
         header_timeout: Duration::from_millis(args.header_timeout_ms.max(1)),
     };
+    let s = shared.clone();
     tokio::spawn(crate::server::serve(admin, limits, move |req, peer| {
         crate::admin::handle(s.clone(), req, peer)
     }));
     let s = shared.clone();
     // Accept on a worker, not in `block_on` on the main thread: a connection
     // accepted there is handed to a worker with a cross-thread wake-up.
-    let proxy = tokio::spawn(crate::server::serve(app, limits, move |req, _peer| {
+    tokio::spawn(crate::server::serve(app, limits, move |req, _peer| {
         crate::proxy::handle(s.clone(), req)
-    }));
-    tokio::select! {
-        _ = proxy => ExitCode::from(1),
-        () = shutdown_signal() => {
-            tracing::info!("shutting down");
-            ExitCode::SUCCESS
-        }
-    }
+    }))
 }
 
 /// Record the attempts the sidecar had in flight when it last stopped
 /// (their intents have no record): each at its worst case, marked
-/// estimated, through the spool in connected mode so the operator counts
-/// them too. Before budgets are built, so their spend includes them.
-fn recover_unsettled(ledger: &mut Ledger, control: Option<&Control>) {
-    let unsettled = ledger.take_unsettled();
+/// estimated, spooled in connected mode so the operator counts them too.
+/// Before budgets are built, so their spend includes them.
+fn recover_unsettled(journal: &mut Journal) {
+    let unsettled = journal.take_unsettled();
     if unsettled.is_empty() {
         return;
     }
     let n = unsettled.len();
-    for record in unsettled {
-        let mut record = match control {
-            Some(c) => {
-                let (record, written) = crate::state::lock(&c.spool).append(record);
-                if let Err(e) = written {
-                    tracing::error!(error = %e, "cannot append a recovered record to the spool");
-                }
-                record
-            }
-            None => record,
-        };
-        ledger.stage(&mut record);
+    for mut record in unsettled {
+        journal.stage(&mut record);
     }
-    match ledger.flush() {
+    match journal.flush() {
         Ok(()) => tracing::warn!(
             requests = n,
             "requests were in flight when the sidecar stopped: recorded at their worst case, marked estimated"
@@ -322,9 +353,9 @@ async fn budget_ticker(shared: Arc<Shared>) {
             shared.metrics.budget(b);
         }
         drop(budgets);
-        if let Some(c) = &shared.control {
-            let spool = crate::state::lock(&c.spool);
-            shared.metrics.spool(spool.depth(), spool.oldest());
+        if shared.control.is_some() {
+            let journal = crate::state::lock(&shared.journal);
+            shared.metrics.spool(journal.depth(), journal.oldest());
         }
     }
 }
@@ -341,8 +372,8 @@ fn restore_connected(shared: &Shared, control: &Control, settings: &crate::contr
         shared.metrics.snapshot(true, &version);
         tracing::info!(version = %version, "serving with the last good config snapshot until the operator answers");
     }
-    let spool = crate::state::lock(&control.spool);
-    for r in spool.unacked() {
+    let journal = crate::state::lock(&shared.journal);
+    for r in journal.unacked() {
         let actual = tokenwarden_core::budget::Held {
             cost: r.cost.unwrap_or(tokenwarden_core::money::Usd::ZERO),
             tokens: r.usage.total_tokens(),
@@ -353,7 +384,7 @@ fn restore_connected(shared: &Shared, control: &Control, settings: &crate::contr
                 .record(&b.budget, r.seq, b.period_start.as_second(), actual);
         }
     }
-    shared.metrics.spool(spool.depth(), spool.oldest());
+    shared.metrics.spool(journal.depth(), journal.oldest());
 }
 
 /// Connected mode: re-read provider keys when the secrets dir changes.

@@ -1,10 +1,11 @@
 //! The sidecar's shared state: the active config (swapped atomically on
-//! reload), the live budgets, the ledger, metrics and the upstream client.
+//! reload), the live budgets, the usage journal, metrics and the upstream
+//! client.
 
 use std::{
     collections::{BTreeMap, HashMap, VecDeque},
     path::PathBuf,
-    sync::{Arc, Mutex, MutexGuard},
+    sync::{Arc, Mutex},
 };
 
 use arc_swap::ArcSwapOption;
@@ -13,13 +14,12 @@ use tokenwarden_core::{
     budget::{BudgetState, Totals},
     catalog::{PriceBook, PriceOverride},
     config::{ObjectRef, RepeatRule, WorkloadConfig},
-    ledger::Aggregate,
     route::Router,
 };
+use tokenwarden_durable::Journal;
 
-use crate::{
-    ledger::Ledger, link::Link, metrics::Metrics, secrets::Keys, upstream::UpstreamClient,
-};
+pub use crate::sync::lock;
+use crate::{link::Link, metrics::Metrics, secrets::Keys, upstream::UpstreamClient};
 
 /// Settings fixed at start-up.
 #[derive(Debug, Clone)]
@@ -76,10 +76,10 @@ pub struct Shared {
     /// Woken whenever budget reservations are settled or released (room
     /// may have been made for a waiting request).
     pub reservations_freed: tokio::sync::Notify,
-    /// The durable ledger (`None` without `--state-dir`).
-    pub ledger: Mutex<Option<Ledger>>,
-    /// Ledger totals when running without a state dir.
-    pub memory_ledger: Mutex<Aggregate>,
+    /// The usage journal: the ledger's totals and, in connected mode, the
+    /// records the operator has not acked (on file under `--state-dir`,
+    /// else in memory).
+    pub journal: Mutex<Journal>,
     /// Metrics.
     pub metrics: Metrics,
     /// Pooled upstream client.
@@ -88,11 +88,6 @@ pub struct Shared {
     pub repeats: Mutex<HashMap<u64, VecDeque<Timestamp>>>,
     /// Connected mode: the operator session's state (spool, leases).
     pub control: Option<Arc<crate::control::Control>>,
-}
-
-/// Poison-tolerant lock: a panic elsewhere must not take the proxy down.
-pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Most digests the repeated-prompt tracker remembers.
@@ -158,10 +153,7 @@ impl Active {
 impl Shared {
     /// Totals of a budget period from the ledger.
     pub fn ledger_period(&self, budget: &ObjectRef, start: Timestamp) -> Totals {
-        match lock(&self.ledger).as_ref() {
-            Some(l) => l.aggregate().budget_period(budget, start),
-            None => lock(&self.memory_ledger).budget_period(budget, start),
-        }
+        lock(&self.journal).aggregate().budget_period(budget, start)
     }
 
     /// Install a new config: swap it in and bring the live budgets in line

@@ -792,7 +792,7 @@ async fn the_ledger_survives_kill_9() {
         .collect();
     let b = &before["budgets"][0];
     let usd = |v: &serde_json::Value| {
-        tokenwarden_sidecar::cli::money(v.as_str().unwrap().parse().unwrap())
+        tokenwarden_sidecar::report::money(v.as_str().unwrap().parse().unwrap())
     };
     assert_eq!(cols[1], "Daily");
     assert_eq!(cols[2], b["period_start"].as_str().unwrap());

@@ -38,7 +38,7 @@ use tokenwarden_proto::{
 use tokio::sync::Notify;
 
 use super::Control;
-use crate::{error::ProxyError, metrics::Metrics, state::lock};
+use crate::{error::ProxyError, metrics::Metrics, sync::lock};
 
 /// Leases and cluster-wide budget status, by budget.
 #[derive(Debug, Default)]

@@ -1,19 +1,16 @@
-//! Connected mode: the sidecar's side of the operator's control stream.
+//! Connected mode: the state the operator's control stream and request
+//! handling share. The stream itself (connect with backoff and jitter,
+//! `Hello`, config snapshots (ACK/NACK), usage replay, lease requests,
+//! redirects) is the sidecar's `session` module, which works on this and
+//! on the shared state; nothing here reaches back into either.
 //!
-//! - [`session`]: the `Control.Session` client: connect with backoff and
-//!   jitter, `Hello`, config snapshots (ACK/NACK), usage replay, lease
-//!   requests, redirects.
-//! - [`spool`]: settled usage records kept (memory + file) until the
-//!   operator acks them.
 //! - [`leases`]: per-budget leases and the wait for a grant.
 //! - [`snapshot`]: validating, installing and persisting config snapshots.
 //!
 //! See `docs/sidecar-connected.md` for the behaviour users see.
 
 pub mod leases;
-pub mod session;
 pub mod snapshot;
-pub mod spool;
 
 use std::{
     io::Read,
@@ -29,7 +26,7 @@ use tokenwarden_core::selector::Labels;
 use tokenwarden_proto::SidecarMessage;
 use tokio::sync::{Notify, mpsc};
 
-use crate::state::lock;
+use crate::sync::lock;
 
 /// Settings of connected mode, from the command line.
 #[derive(Debug, Clone)]
@@ -53,10 +50,8 @@ pub struct Settings {
     pub labels: Labels,
     /// How long a request waits for a lease grant.
     pub lease_wait: Duration,
-    /// Where the spool, the sidecar id and the last good snapshot live.
+    /// Where the sidecar id and the last good snapshot live.
     pub state_dir: Option<PathBuf>,
-    /// fsync spool appends.
-    pub fsync: bool,
 }
 
 /// Connected-mode state shared with request handling.
@@ -66,9 +61,8 @@ pub struct Control {
     pub sidecar_id: String,
     /// Pod name (in usage records).
     pub pod_name: String,
-    /// Unacked usage records.
-    pub spool: Mutex<spool::Spool>,
-    /// Woken when a record is appended to the spool.
+    /// Woken when records the operator has not seen are on file (the
+    /// spool: the unacked end of the usage journal).
     pub spool_added: Notify,
     /// Budget leases.
     pub leases: leases::Leases,
@@ -87,7 +81,6 @@ impl Control {
     pub fn new(
         sidecar_id: String,
         pod_name: String,
-        spool: spool::Spool,
         lease_wait: Duration,
     ) -> (Self, mpsc::UnboundedReceiver<SidecarMessage>) {
         let (tx, rx) = mpsc::unbounded_channel();
@@ -95,7 +88,6 @@ impl Control {
             Control {
                 sidecar_id,
                 pod_name,
-                spool: Mutex::new(spool),
                 spool_added: Notify::new(),
                 leases: leases::Leases::default(),
                 lease_wait,
@@ -171,7 +163,7 @@ pub fn sidecar_id(state_dir: Option<&Path>, pod_uid: &str) -> std::io::Result<St
         Err(e) => return Err(e),
     }
     let id = fresh()?;
-    crate::control::snapshot::write_atomic(&path, format!("{id}\n").as_bytes(), true)?;
+    tokenwarden_durable::write_atomic(&path, format!("{id}\n").as_bytes(), true)?;
     Ok(id)
 }
 

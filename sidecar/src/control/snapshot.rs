@@ -8,31 +8,16 @@
 //! fsync, rename), so a sidecar restarted while the operator is down
 //! serves with it.
 
-use std::{io::Write, path::Path};
+use std::path::Path;
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use tokenwarden_core::config::{Target, WorkloadConfig};
+use tokenwarden_durable::write_atomic;
 use tokenwarden_proto::{CONFIG_SCHEMA, ConfigSnapshot, PROTOCOL_VERSION};
 
 const FILE: &str = "config-snapshot.json";
-
-/// Write `bytes` to `path` atomically (temp file + rename), with fsync
-/// when asked.
-pub fn write_atomic(path: &Path, bytes: &[u8], fsync: bool) -> std::io::Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = std::path::PathBuf::from(tmp);
-    {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        if fsync {
-            f.sync_all()?;
-        }
-    }
-    std::fs::rename(&tmp, path)
-}
 
 /// Check a snapshot for this pod; the config, or why it cannot be used.
 pub fn check(snap: &ConfigSnapshot, namespace: &str) -> Result<WorkloadConfig, String> {

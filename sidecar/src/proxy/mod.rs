@@ -156,7 +156,7 @@ async fn drain(shared: &Shared, mut resp: Response<ProxyBody>) {
         .load()
         .as_ref()
         .and_then(|a| a.router.as_ref())
-        .map_or(crate::cli::DEFAULT_DRAIN, |r| {
+        .map_or(crate::args::DEFAULT_DRAIN, |r| {
             std::time::Duration::from_millis(r.config().fallback.per_try_timeout_ms)
         });
     let body = resp.body_mut();

@@ -195,13 +195,16 @@ struct LedgerFlush<'a> {
 
 impl Drop for LedgerFlush<'_> {
     fn drop(&mut self) {
-        let mut ledger = lock(&self.shared.ledger);
-        if let Some(l) = ledger.as_mut()
-            && l.written_seq() < self.seq
-            && l.flush().is_err()
-        {
+        let mut journal = lock(&self.shared.journal);
+        if journal.written_seq() < self.seq && journal.flush().is_err() {
             self.shared.metrics.error("ledger_write");
             self.shared.metrics.ledger_writable(false);
+        }
+        drop(journal);
+        // The record is on file (by this flush or an earlier one): the
+        // session may send it.
+        if let Some(control) = &self.shared.control {
+            control.spool_added.notify_one();
         }
     }
 }
@@ -344,50 +347,28 @@ fn charge_budgets(
     (periods, lease_holds)
 }
 
-/// Append the attempt's line to the journals: connected, the spool (which
-/// assigns the seq and holds the record until the operator acks it); with
-/// a state dir, the durable ledger (staged, or written now); else the
-/// in-memory ledger. Returns the record under the seq its leases settle
-/// under, and the staged ledger seq with [`Commit::Deferred`].
-fn journal(shared: &Shared, record: UsageRecord, commit: Commit) -> (UsageRecord, Option<u64>) {
-    let mut ledger = lock(&shared.ledger);
-    // Connected: the spool assigns the seq and holds the record until the
-    // operator acks it. The record is settled once it is in the spool file.
-    let mut record = match &shared.control {
-        Some(control) => {
-            let mut spool = lock(&control.spool);
-            let (record, written) = spool.append(record);
-            if let Err(e) = written {
-                shared.metrics.error("spool_write");
-                // Kept in memory and sent; logged in full in case we die.
-                tracing::error!(error = %e, record = %serde_json::to_string(&record).unwrap_or_default(), "cannot append to the spool");
-            }
-            shared.metrics.spool(spool.depth(), spool.oldest());
-            record
-        }
-        None => record,
-    };
+/// Append the attempt's line to the journal: one line, one seq, which is
+/// also the spool's in connected mode (the record is held until the
+/// operator acks it). With a state dir the line is staged, or written now;
+/// without one the journal is in memory. Returns the record under its seq,
+/// and the staged seq with [`Commit::Deferred`].
+fn journal(shared: &Shared, mut record: UsageRecord, commit: Commit) -> (UsageRecord, Option<u64>) {
     let mut staged = None;
-    match ledger.as_mut() {
-        Some(l) => {
-            // The ledger may number the line past the spool's seq; the
-            // leases settle under the spool's.
-            let spool_seq = record.seq;
-            let seq = l.stage(&mut record);
-            if commit == Commit::Deferred {
-                staged = Some(seq);
-            } else if l.flush().is_err() {
-                // flush() logged the lines it could not write.
-                shared.metrics.error("ledger_write");
-                shared.metrics.ledger_writable(false);
-            }
-            if shared.control.is_some() {
-                record.seq = spool_seq;
-            }
+    let mut journal = lock(&shared.journal);
+    let seq = journal.stage(&mut record);
+    if journal.is_durable() {
+        if commit == Commit::Deferred {
+            staged = Some(seq);
+        } else if journal.flush().is_err() {
+            // flush() logged the lines it could not write.
+            shared.metrics.error("ledger_write");
+            shared.metrics.ledger_writable(false);
         }
-        None => lock(&shared.memory_ledger).add(&record),
     }
-    drop(ledger);
+    if shared.control.is_some() {
+        shared.metrics.spool(journal.depth(), journal.oldest());
+    }
+    drop(journal);
     (record, staged)
 }
 
@@ -432,15 +413,12 @@ pub(super) fn intend(
     prompt_bound: u64,
 ) -> Result<(), ProxyError> {
     let shared = plan.shared;
-    if lock(&shared.ledger).is_none() {
+    if !lock(&shared.journal).is_durable() {
         return Ok(());
     }
     let record = intent_record(plan, attempt, prompt_bound);
-    let mut ledger = lock(&shared.ledger);
-    let Some(l) = ledger.as_mut() else {
-        return Ok(());
-    };
-    match l.intend(record) {
+    let intended = lock(&shared.journal).intend(record);
+    match intended {
         Ok(id) => {
             attempt.intent = Some(id);
             shared.metrics.ledger_writable(true);

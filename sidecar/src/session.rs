@@ -1,4 +1,6 @@
-//! The `Control.Session` client.
+//! Connected mode's process: the `Control.Session` client, between the
+//! operator and the shared state ([`control`](crate::control) holds what
+//! the session and request handling share).
 //!
 //! One stream at a time. Connect (exponential backoff with full jitter,
 //! 100 ms doubling to 10 s, reset after a session that got an answer),
@@ -22,8 +24,10 @@ use tokenwarden_proto::{
 use tokio::sync::mpsc;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
 
-use super::{Control, Settings, snapshot};
-use crate::state::{Active, Shared, lock};
+use crate::{
+    control::{Control, Settings, error_chain, snapshot},
+    state::{Active, Shared, lock},
+};
 
 /// Most records in one `UsageBatch`.
 pub const BATCH: usize = 500;
@@ -199,7 +203,7 @@ async fn session(
         Err(e) => {
             // tonic says only "transport error"; the cause (refused, TLS,
             // DNS, timeout) is down its source chain.
-            tracing::warn!(address = %addr, error = %super::error_chain(&e), "cannot connect to the control plane");
+            tracing::warn!(address = %addr, error = %error_chain(&e), "cannot connect to the control plane");
             return End::Failed;
         }
     };
@@ -242,9 +246,9 @@ async fn session(
     while outbox.try_recv().is_ok() {}
     let mut answered = false;
     // Replay from the ack watermark: everything unacked, in seq order.
-    let mut sent = lock(&control.spool).acked();
+    let mut sent = lock(&shared.journal).acked();
     loop {
-        let more = lock(&control.spool).has_after(sent);
+        let more = lock(&shared.journal).has_after(sent);
         tokio::select! {
             msg = inbound.message() => match msg {
                 Ok(Some(m)) => {
@@ -264,7 +268,7 @@ async fn session(
             },
             permit = tx.reserve(), if more => {
                 let Ok(permit) = permit else { return End::Failed };
-                let batch = lock(&control.spool).after(sent, BATCH);
+                let batch = lock(&shared.journal).after(sent, BATCH);
                 if let Some(last) = batch.last() {
                     sent = last.seq;
                 }
@@ -304,11 +308,11 @@ async fn handle(
         }
         M::UsageAck(a) => {
             if a.sidecar_id.is_empty() || a.sidecar_id == control.sidecar_id {
-                let mut spool = lock(&control.spool);
-                if let Err(e) = spool.ack(a.up_to_seq) {
+                let mut journal = lock(&shared.journal);
+                if let Err(e) = journal.ack(a.up_to_seq) {
                     tracing::warn!(error = %e, "cannot record the usage ack (records may be resent)");
                 }
-                shared.metrics.spool(spool.depth(), spool.oldest());
+                shared.metrics.spool(journal.depth(), journal.oldest());
             }
         }
         M::LeaseGrant(g) => control.leases.grant(&g, &shared.metrics),

@@ -1,0 +1,540 @@
+//! The tables people read: `report` (the ledger under a state dir, per
+//! model and per budget) and the `--check-config` summary.
+
+use std::fmt::Write as _;
+
+use tokenwarden_core::{
+    config::{BudgetConfig, DowngradeTarget, FailMode, Target, ThresholdAction, WorkloadConfig},
+    ledger::Aggregate,
+    money::Usd,
+    selector::Labels,
+};
+
+use crate::policy_file::PolicySet;
+
+/// The budget part of `report`. With the compiled budgets (`configured`):
+/// a table of each one's current period at `now`, as `GET /ledger` shows
+/// it, then a line for each budget the ledger holds that the config no
+/// longer has. Without: the ledger's latest period of each budget.
+pub fn report_budgets(
+    agg: &Aggregate,
+    configured: Option<&[BudgetConfig]>,
+    now: jiff::Timestamp,
+) -> String {
+    use tokenwarden_core::budget::BudgetState;
+    let mut s = String::new();
+    let note = match configured {
+        None => {
+            " (limits and state: give report the sidecar's --policy-file, --namespace and --labels)"
+        }
+        Some([]) => {
+            " (no TokenBudget in the policy file selects this workload: check --namespace and --labels)"
+        }
+        Some(_) => " (no longer in the policy file)",
+    };
+    let configured = configured.unwrap_or_default();
+    if !configured.is_empty() {
+        let _ = writeln!(
+            s,
+            "\n{:<32} {:<8} {:<22} {:<22} {:>14} {:>14} {:>14} {:>6} {:>11} {:>11} {:<9}",
+            "BUDGET",
+            "PERIOD",
+            "START",
+            "END",
+            "SPENT USD",
+            "LIMIT USD",
+            "REMAINING USD",
+            "USED",
+            "TOKENS",
+            "LIMIT TOK",
+            "STATE"
+        );
+    }
+    for cfg in configured {
+        let id = cfg.source.to_string();
+        let state = BudgetState::from_ledger(cfg.clone(), now, |start| {
+            agg.budget_period(&cfg.source, start)
+        });
+        let Ok(b) = state else {
+            let _ = writeln!(s, "{:<32} invalid period or time zone", truncate(&id, 32));
+            continue;
+        };
+        let t = b.totals();
+        let dash = || "-".to_string();
+        let _ = writeln!(
+            s,
+            "{:<32} {:<8} {:<22} {:<22} {:>14} {:>14} {:>14} {:>6} {:>11} {:>11} {:<9}",
+            truncate(&id, 32),
+            cfg.period.to_string(),
+            b.window().start.to_string(),
+            b.window().end.to_string(),
+            money(t.spent),
+            cfg.limit_usd.map_or_else(dash, money),
+            b.remaining_usd().map_or_else(dash, money),
+            format!("{}%", b.percent_spent()),
+            t.tokens(),
+            cfg.limit_tokens.map_or_else(dash, |l| l.to_string()),
+            format!(
+                "{}{}",
+                b.state().as_str(),
+                if cfg.shadow { " (shadow)" } else { "" }
+            ),
+        );
+    }
+    for (budget, periods) in &agg.budgets {
+        if configured.iter().any(|c| &c.source == budget) {
+            continue;
+        }
+        if let Some((start, t)) = periods.last_key_value() {
+            let _ = writeln!(
+                s,
+                "budget {budget}: period from {start}: spent {} over {} requests, {} tokens{}",
+                money(t.spent),
+                t.requests,
+                t.tokens(),
+                note
+            );
+        }
+    }
+    trim_lines(&s)
+}
+
+/// The text with no padding left at the ends of its lines.
+fn trim_lines(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for line in s.lines() {
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// The per-model table of `report`.
+pub fn report(agg: &Aggregate) -> String {
+    let mut s = String::new();
+    let total = agg.total();
+    let mut models: Vec<_> = agg.models.iter().collect();
+    models.sort_by(|a, b| b.1.cost.cmp(&a.1.cost).then(a.0.cmp(b.0)));
+    let _ = writeln!(
+        s,
+        "{:<32} {:>9} {:>12} {:>11} {:>11} {:>11} {:>14} {:>6}",
+        "MODEL (served)",
+        "REQUESTS",
+        "INPUT",
+        "OUTPUT",
+        "CACHE READ",
+        "CACHE WRITE",
+        "COST USD",
+        "SHARE"
+    );
+    for (model, t) in &models {
+        let share = if total.cost.picos() > 0 {
+            format!(
+                "{:.1}%",
+                t.cost.picos() as f64 * 100.0 / total.cost.picos() as f64
+            )
+        } else {
+            "-".into()
+        };
+        let cost = if t.unpriced_requests == t.requests && t.requests > 0 {
+            "unpriced".to_string()
+        } else {
+            format!(
+                "{}{}",
+                money(t.cost),
+                if t.unpriced_requests > 0 { "+?" } else { "" }
+            )
+        };
+        let _ = writeln!(
+            s,
+            "{:<32} {:>9} {:>12} {:>11} {:>11} {:>11} {:>14} {:>6}",
+            truncate(model, 32),
+            t.requests,
+            t.usage.input_tokens,
+            t.usage.output_tokens,
+            t.usage.cache_read_tokens,
+            t.usage.cache_write_tokens,
+            cost,
+            share
+        );
+    }
+    let _ = writeln!(
+        s,
+        "{:<32} {:>9} {:>12} {:>11} {:>11} {:>11} {:>14} {:>6}",
+        "TOTAL",
+        total.requests,
+        total.usage.input_tokens,
+        total.usage.output_tokens,
+        total.usage.cache_read_tokens,
+        total.usage.cache_write_tokens,
+        money(total.cost),
+        ""
+    );
+    if total.unpriced_requests > 0 {
+        let _ = writeln!(
+            s,
+            "{} requests to unpriced models are not in the cost (marked +? / unpriced)",
+            total.unpriced_requests
+        );
+    }
+    if total.estimated_requests > 0 {
+        let _ = writeln!(
+            s,
+            "{} requests have estimated usage (cut off or answered without usage, or in flight when the sidecar stopped: see docs/guarantees.md)",
+            total.estimated_requests
+        );
+    }
+    trim_lines(&s)
+}
+
+/// The exact amount in dollars, at least to the cent: `$8.50`,
+/// `$0.00041125`, `-$1.00`. Never rounded, so the columns of a report add
+/// up to its total and match `GET /ledger` digit for digit.
+pub fn money(u: Usd) -> String {
+    let exact = u.to_string();
+    let (sign, digits) = match exact.strip_prefix('-') {
+        Some(rest) => ("-", rest),
+        None => ("", exact.as_str()),
+    };
+    let pad = match digits.find('.') {
+        None => ".00",
+        Some(dot) if digits.len() - dot == 2 => "0",
+        Some(_) => "",
+    };
+    format!("{sign}${digits}{pad}")
+}
+
+fn truncate(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        s.to_string()
+    } else {
+        format!("{}…", s.chars().take(n - 1).collect::<String>())
+    }
+}
+
+/// The human summary of a compiled config.
+pub fn summary(origin: &str, set: &PolicySet, labels: &Labels, cfg: &WorkloadConfig) -> String {
+    let mut s = String::new();
+    let label_text = if labels.is_empty() {
+        "(none)".to_string()
+    } else {
+        labels
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let _ = writeln!(
+        s,
+        "{origin}: {} RoutingPolicy, {} TokenBudget, all valid",
+        set.policies.len(),
+        set.budgets.len()
+    );
+    let _ = writeln!(
+        s,
+        "workload: namespace {}, labels {label_text}",
+        cfg.namespace
+    );
+    summary_routing(&mut s, cfg);
+    if let Some(c) = &cfg.conflict {
+        let shadowed: Vec<_> = c.shadowed.iter().map(ToString::to_string).collect();
+        let _ = writeln!(
+            s,
+            "conflict: {} applies; shadowed: {}",
+            c.chosen,
+            shadowed.join(", ")
+        );
+    }
+    if cfg.budgets.is_empty() {
+        let _ = writeln!(s, "budgets: none select this workload");
+    }
+    for b in &cfg.budgets {
+        let _ = writeln!(s, "{}", summary_budget(b));
+    }
+    for w in &cfg.warnings {
+        let _ = writeln!(s, "warning: {w}");
+    }
+    s
+}
+
+/// The summary's routing lines: the policy, its tier ladder and routes.
+fn summary_routing(s: &mut String, cfg: &WorkloadConfig) {
+    let Some(r) = &cfg.routing else {
+        let _ = writeln!(s, "routing: no RoutingPolicy selects this workload");
+        return;
+    };
+    let _ = writeln!(
+        s,
+        "routing: RoutingPolicy {} ({} providers, {} tiers, {} routes)",
+        r.source,
+        r.providers.len(),
+        r.tiers.len(),
+        r.routes.len()
+    );
+    if !r.tiers.is_empty() {
+        let ladder: Vec<_> = r
+            .tiers
+            .iter()
+            .map(|t| format!("{} ({}/{})", t.name, t.provider, t.model))
+            .collect();
+        let _ = writeln!(s, "  tiers: {}", ladder.join(" -> "));
+    }
+    for route in &r.routes {
+        let target = match &route.target {
+            Target::Tier(t) => format!("tier {t}"),
+            Target::Model { provider, model } => format!("{provider}/{model}"),
+            Target::Passthrough => "passthrough".to_string(),
+        };
+        let _ = writeln!(s, "  route {:<20} -> {target}", route.name);
+    }
+}
+
+/// The summary's line of one budget: limits, thresholds and rules.
+fn summary_budget(b: &BudgetConfig) -> String {
+    let mut limit = Vec::new();
+    if let Some(u) = b.limit_usd {
+        limit.push(format!("${u}"));
+    }
+    if let Some(t) = b.limit_tokens {
+        limit.push(format!("{t} tokens"));
+    }
+    let mut notes: Vec<_> = b
+        .thresholds
+        .iter()
+        .map(|t| match &t.action {
+            ThresholdAction::Alert => format!("{}% alert", t.percent),
+            ThresholdAction::Block => format!("{}% block", t.percent),
+            ThresholdAction::Downgrade(DowngradeTarget::Tier(tier)) => {
+                format!("{}% downgrade to tier {tier}", t.percent)
+            }
+            ThresholdAction::Downgrade(DowngradeTarget::Model(m)) => {
+                format!("{}% downgrade to model {m}", t.percent)
+            }
+        })
+        .collect();
+    if let Some(cap) = b.per_request_cap_usd {
+        notes.push(format!("per-request cap ${cap}"));
+    }
+    if let Some(lg) = b.loop_guard {
+        notes.push(format!(
+            "loop guard {} identical in {}s, cool-down {}s",
+            lg.max_identical,
+            lg.window_ms / 1000,
+            lg.cooldown_ms / 1000
+        ));
+    }
+    if b.fail_mode == FailMode::Open {
+        notes.push("fail open".to_string());
+    }
+    format!(
+        "budget: TokenBudget {} {} {} ({}){}{}",
+        b.source,
+        b.period,
+        limit.join(" / "),
+        b.time_zone,
+        if notes.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", notes.join(", "))
+        },
+        if b.shadow { " [shadow]" } else { "" }
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use tokenwarden_core::{
+        budget::Totals, catalog::Usage, config::ObjectRef, selector::parse_labels,
+    };
+
+    use super::*;
+
+    const BUDGETS: &str = r#"
+apiVersion: tokenwarden.dev/v1alpha1
+kind: TokenBudget
+metadata: {name: team, namespace: apps}
+spec:
+  workloadSelector: {matchLabels: {app: agent}}
+  period: Daily
+  timeZone: Europe/Berlin
+  limit: {usd: "10.00"}
+  thresholds:
+    - {percent: 80, action: Alert}
+    - {percent: 100, action: Block}
+---
+apiVersion: tokenwarden.dev/v1alpha1
+kind: TokenBudget
+metadata: {name: tokens, namespace: apps}
+spec:
+  workloadSelector: {matchLabels: {app: agent}}
+  period: Monthly
+  limit: {tokens: 1000}
+  thresholds:
+    - {percent: 100, action: Block}
+"#;
+
+    fn id(name: &str) -> ObjectRef {
+        ObjectRef {
+            namespace: "apps".into(),
+            name: name.into(),
+        }
+    }
+
+    fn spent(agg: &mut Aggregate, name: &str, start: &str, usd: &str, tokens: u64) {
+        let totals = Totals {
+            spent: usd.parse().unwrap(),
+            usage: Usage {
+                input_tokens: tokens,
+                ..Usage::default()
+            },
+            requests: 3,
+            unpriced_requests: 0,
+        };
+        agg.budgets
+            .entry(id(name))
+            .or_default()
+            .insert(start.parse().unwrap(), totals);
+    }
+
+    fn configured(labels: &str) -> Vec<tokenwarden_core::config::BudgetConfig> {
+        let set = PolicySet::from_yaml("budgets.yaml", BUDGETS).unwrap();
+        set.compile("apps", &parse_labels(labels).unwrap()).budgets
+    }
+
+    fn row<'a>(table: &'a str, name: &str) -> Vec<&'a str> {
+        table
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("no {name} row in\n{table}"))
+            .split_whitespace()
+            .collect()
+    }
+
+    #[test]
+    fn estimated_rows_are_explained_for_every_cause() {
+        let mut agg = Aggregate::default();
+        let mut rec = |estimated| {
+            let r = tokenwarden_core::ledger::UsageRecord {
+                seq: agg.last_seq + 1,
+                ts: "2026-12-03T10:00:00Z".parse().unwrap(),
+                endpoint: tokenwarden_core::config::Endpoint::ChatCompletions,
+                requested_model: "m".into(),
+                served_model: "m".into(),
+                provider: "openai".into(),
+                route: None,
+                score: None,
+                reason: None,
+                attempt: 1,
+                status: 200,
+                usage: Usage::default(),
+                cost: Some(Usd::ZERO),
+                estimated,
+                budgets: vec![],
+                intent: None,
+            };
+            agg.add(&r);
+        };
+        rec(true);
+        rec(false);
+        let text = report(&agg);
+        assert!(
+            text.contains("1 requests have estimated usage (cut off or answered without usage, or in flight when the sidecar stopped"),
+            "{text}"
+        );
+        assert!(!text.contains("streams cut off"), "{text}");
+    }
+
+    #[test]
+    fn money_is_exact_and_at_least_to_the_cent() {
+        let m = |s: &str| money(s.parse().unwrap());
+        assert_eq!(m("0"), "$0.00");
+        assert_eq!(m("100"), "$100.00");
+        assert_eq!(m("8.5"), "$8.50");
+        assert_eq!(m("2.25"), "$2.25");
+        assert_eq!(m("0.00041125"), "$0.00041125");
+        assert_eq!(m("0.000000000001"), "$0.000000000001");
+        assert_eq!(money(Usd::from_picos(-1_000_000_000_000)), "-$1.00");
+        assert_eq!(money(Usd::from_picos(-500_000_000_000)), "-$0.50");
+    }
+
+    #[test]
+    fn budgets_show_the_current_period_with_limit_remaining_and_state() {
+        let mut agg = Aggregate::default();
+        // Berlin is UTC+1 in December: the day began at 23:00 UTC.
+        spent(&mut agg, "team", "2026-12-02T23:00:00Z", "8.5", 40);
+        spent(&mut agg, "tokens", "2026-11-30T23:00:00Z", "0.01", 1000);
+        let now = "2026-12-03T10:00:00Z".parse().unwrap();
+        let text = report_budgets(&agg, Some(&configured("app=agent")), now);
+        assert_eq!(
+            row(&text, "apps/team"),
+            [
+                "apps/team",
+                "Daily",
+                "2026-12-02T23:00:00Z",
+                "2026-12-03T23:00:00Z",
+                "$8.50",
+                "$10.00",
+                "$1.50",
+                "85%",
+                "40",
+                "-",
+                "Threshold"
+            ]
+        );
+        // No time zone: UTC; the month's tokens are used up.
+        let tokens = row(&text, "apps/tokens");
+        assert_eq!(tokens[2], "2026-12-01T00:00:00Z");
+        assert_eq!(tokens[3], "2027-01-01T00:00:00Z");
+        // The ledger's period began in Berlin's November 30th, 23:00 UTC;
+        // the UTC month begins an hour later: another period, nothing spent.
+        assert_eq!(&tokens[4..], ["$0.00", "-", "-", "0%", "0", "1000", "Ok"]);
+        assert!(text.lines().all(|l| l == l.trim_end()), "{text:?}");
+        let models = report(&agg);
+        assert!(models.lines().all(|l| l == l.trim_end()), "{models:?}");
+    }
+
+    #[test]
+    fn a_period_that_ended_counts_nothing_in_the_current_one() {
+        let mut agg = Aggregate::default();
+        spent(&mut agg, "team", "2026-12-01T23:00:00Z", "9.99", 10);
+        let now = "2026-12-03T10:00:00Z".parse().unwrap();
+        let text = report_budgets(&agg, Some(&configured("app=agent")), now);
+        let team = row(&text, "apps/team");
+        assert_eq!(team[2], "2026-12-02T23:00:00Z");
+        assert_eq!(&team[4..8], ["$0.00", "$10.00", "$10.00", "0%"]);
+        assert_eq!(team[10], "Ok");
+    }
+
+    #[test]
+    fn without_a_matching_policy_the_ledger_s_latest_period_is_shown_and_why() {
+        let mut agg = Aggregate::default();
+        spent(&mut agg, "team", "2026-12-01T23:00:00Z", "1", 10);
+        spent(&mut agg, "team", "2026-12-02T23:00:00Z", "2.25", 20);
+        let now = "2026-12-03T10:00:00Z".parse().unwrap();
+        let line = "budget apps/team: period from 2026-12-02T23:00:00Z: spent $2.25 over 3 requests, 20 tokens";
+
+        let text = report_budgets(&agg, None, now);
+        assert_eq!(text.lines().count(), 1, "{text}");
+        assert!(text.starts_with(line), "{text}");
+        assert!(
+            text.contains("give report the sidecar's --policy-file"),
+            "{text}"
+        );
+
+        let text = report_budgets(&agg, Some(&configured("app=other")), now);
+        assert!(text.starts_with(line), "{text}");
+        assert!(text.contains("check --namespace and --labels"), "{text}");
+
+        // A budget the policy dropped is still listed, after the table.
+        let only_tokens: Vec<_> = configured("app=agent")
+            .into_iter()
+            .filter(|b| b.source.name == "tokens")
+            .collect();
+        let text = report_budgets(&agg, Some(&only_tokens), now);
+        assert!(row(&text, "apps/tokens").len() == 11, "{text}");
+        assert!(
+            text.contains(&format!("{line} (no longer in the policy file)")),
+            "{text}"
+        );
+    }
+}
