@@ -32,10 +32,10 @@ use jiff::{Timestamp, tz::TimeZone};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    catalog::Usage,
-    config::{BudgetConfig, DowngradeTarget, ObjectRef, ThresholdAction},
     money::Usd,
     period::{PeriodError, Window, time_zone},
+    usage::TokenCounts,
+    workload::{BudgetConfig, DowngradeTarget, ObjectRef, ThresholdAction},
 };
 
 /// Most distinct request digests a loop guard remembers.
@@ -159,7 +159,7 @@ pub struct Totals {
     /// Committed spend (priced requests).
     pub spent: Usd,
     /// Tokens by kind.
-    pub usage: Usage,
+    pub usage: TokenCounts,
     /// Requests settled.
     pub requests: u64,
     /// Requests whose model had no price.
@@ -652,14 +652,14 @@ impl BudgetState {
 
     /// Replace a reservation by the actual usage and cost (`None` =
     /// unpriced) of one attempt.
-    pub fn settle(&mut self, now: Timestamp, held: Held, usage: &Usage, cost: Option<Usd>) {
+    pub fn settle(&mut self, now: Timestamp, held: Held, usage: &TokenCounts, cost: Option<Usd>) {
         self.roll(now);
         self.release(held);
         self.record(usage, cost);
     }
 
     /// Add usage that was not reserved here (e.g. replayed from a ledger).
-    pub fn record(&mut self, usage: &Usage, cost: Option<Usd>) {
+    pub fn record(&mut self, usage: &TokenCounts, cost: Option<Usd>) {
         let t = &mut self.totals;
         t.usage.input_tokens = t.usage.input_tokens.saturating_add(usage.input_tokens);
         t.usage.output_tokens = t.usage.output_tokens.saturating_add(usage.output_tokens);
@@ -717,8 +717,8 @@ fn scale(amount: Usd, percent: u8) -> Usd {
 mod tests {
     use super::*;
     use crate::{
-        config::{FailMode, LoopGuard, Threshold},
         period::Period,
+        workload::{FailMode, LoopGuard, Threshold},
     };
 
     fn cfg(limit: &str) -> BudgetConfig {
@@ -785,7 +785,7 @@ mod tests {
     fn a_refusal_says_exhausted_only_when_nothing_is_left() {
         let spent = |usd: &str, tokens: u64| Totals {
             spent: usd.parse().unwrap(),
-            usage: Usage {
+            usage: TokenCounts {
                 input_tokens: tokens,
                 ..Default::default()
             },
@@ -876,7 +876,7 @@ mod tests {
         );
         assert_eq!(err.retry_after_secs, 14 * 3600);
         // Settling below the reservation frees room.
-        let u = Usage {
+        let u = TokenCounts {
             input_tokens: 10,
             output_tokens: 5,
             ..Default::default()
@@ -927,7 +927,7 @@ mod tests {
             "{}",
             err.message
         );
-        let u = Usage {
+        let u = TokenCounts {
             input_tokens: 500,
             output_tokens: 200,
             ..Default::default()
@@ -966,10 +966,10 @@ mod tests {
         let mut b = BudgetState::new(c, now(), Totals::default()).unwrap();
         assert_eq!(b.cap_usd(), Some(usd("9.00")));
         assert_eq!(b.state(), State::Ok);
-        b.record(&Usage::default(), Some(usd("5.00")));
+        b.record(&TokenCounts::default(), Some(usd("5.00")));
         assert_eq!(b.state(), State::Threshold);
         assert_eq!(b.downgrade(), None, "alert only");
-        b.record(&Usage::default(), Some(usd("3.00")));
+        b.record(&TokenCounts::default(), Some(usd("3.00")));
         assert_eq!(b.downgrade(), Some(&DowngradeTarget::Tier("cheap".into())));
         let err = b.reserve(now(), ask("1.01")).unwrap_err();
         assert_eq!(err.reason.as_str(), "threshold");
@@ -979,7 +979,7 @@ mod tests {
             err.message
         );
         b.reserve(now(), ask("1.00")).unwrap();
-        b.record(&Usage::default(), Some(usd("1.00")));
+        b.record(&TokenCounts::default(), Some(usd("1.00")));
         assert_eq!(b.state(), State::Exhausted);
     }
 
@@ -1007,7 +1007,7 @@ mod tests {
         b.settle(
             now(),
             h,
-            &Usage {
+            &TokenCounts {
                 output_tokens: 3,
                 ..Default::default()
             },
@@ -1048,7 +1048,7 @@ mod tests {
         b.settle(
             now(),
             h,
-            &Usage {
+            &TokenCounts {
                 input_tokens: 400,
                 output_tokens: 100,
                 ..Default::default()
@@ -1069,7 +1069,7 @@ mod tests {
     #[test]
     fn periods_roll_over() {
         let mut b = BudgetState::new(cfg("1"), now(), Totals::default()).unwrap();
-        b.record(&Usage::default(), Some(usd("1")));
+        b.record(&TokenCounts::default(), Some(usd("1")));
         assert_eq!(b.state(), State::Exhausted);
         assert!(b.reserve(now(), ask("0.01")).is_err());
         let tomorrow: Timestamp = "2026-11-23T00:00:01Z".parse().unwrap();
@@ -1125,7 +1125,7 @@ mod tests {
             },
         ];
         let mut b = BudgetState::new(c, now(), Totals::default()).unwrap();
-        b.record(&Usage::default(), Some(usd("1.00")));
+        b.record(&TokenCounts::default(), Some(usd("1.00")));
         assert_eq!(b.local_percent_spent(), 10);
         assert_eq!(b.downgrade(), None);
         // Another period's status does not count.
@@ -1176,7 +1176,7 @@ mod tests {
             action: ThresholdAction::Downgrade(DowngradeTarget::Model("m".into())),
         }];
         let mut b = BudgetState::new(c, now(), Totals::default()).unwrap();
-        b.record(&Usage::default(), Some(usd("0.5")));
+        b.record(&TokenCounts::default(), Some(usd("0.5")));
         assert_eq!(b.state(), State::Threshold);
         assert_eq!(b.downgrade(), None);
     }

@@ -16,11 +16,11 @@
 //! order compile to the same config (property-tested below).
 
 use crate::{
-    config::{
+    selector::{LabelSelector, Labels},
+    workload::{
         BudgetConfig, DowngradeTarget, ObjectRef, PolicyConflict, RoutingConfig, ThresholdAction,
         WorkloadConfig,
     },
-    selector::{LabelSelector, Labels},
 };
 
 /// A validated RoutingPolicy, ready to compile.
@@ -139,11 +139,11 @@ mod tests {
     use super::*;
     use crate::{
         classify::ClassifierConfig,
-        config::{
-            Api, Escalation, FailMode, Fallback, Provider, SecretRef, Target, Threshold, Tier,
-        },
         period::Period,
         selector::{Operator, Requirement},
+        workload::{
+            Api, Escalation, FailMode, Fallback, Provider, SecretRef, Target, Threshold, Tier,
+        },
     };
     use proptest::prelude::*;
 
@@ -166,7 +166,7 @@ mod tests {
                 provider: "openai".into(),
                 model: "m".into(),
             }],
-            routes: vec![crate::config::Route {
+            routes: vec![crate::workload::Route {
                 name: "all".into(),
                 matcher: Default::default(),
                 target: Target::Tier("cheap".into()),

@@ -13,7 +13,7 @@
 //!    provider speaks another API; [`Router::downgrade`] applies a budget's
 //!    downgrade target.
 
-use crate::config::{Api, DowngradeTarget, Endpoint, Route, RoutingConfig, Target};
+use crate::workload::{Api, DowngradeTarget, Endpoint, Route, RoutingConfig, Target};
 
 /// What routes match on, extracted from one request.
 #[derive(Debug, Clone, Copy)]
@@ -315,7 +315,7 @@ mod tests {
     use super::*;
     use crate::{
         classify::ClassifierConfig,
-        config::{
+        workload::{
             Escalation, Fallback, HeaderMatch, ObjectRef, Provider, Range, RouteMatch, SecretRef,
             Tier,
         },

@@ -12,14 +12,14 @@ use tokenwarden_core::{
     catalog::{ModelPrices, Price, PriceOverride},
     classify::ClassifierConfig,
     compile::{BudgetInput, PolicyInput},
-    config::{
+    money::{PricePerMtok, Usd},
+    period::{self, Period},
+    selector::{LabelSelector, Operator, Requirement},
+    workload::{
         Api, BudgetConfig, DEFAULT_MAX_OUTPUT_TOKENS, DowngradeTarget, Endpoint, Escalation,
         FailMode, Fallback, HeaderMatch, LoopGuard, ObjectRef, Provider, Range, RepeatRule, Route,
         RouteMatch, RoutingConfig, SecretRef, Target, Threshold, ThresholdAction, Tier,
     },
-    money::{PricePerMtok, Usd},
-    period::{self, Period},
-    selector::{LabelSelector, Operator, Requirement},
 };
 
 use crate::{

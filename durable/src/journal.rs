@@ -9,7 +9,7 @@ use std::{
 };
 
 use jiff::Timestamp;
-use tokenwarden_core::ledger::{Aggregate, IntentLine, UsageRecord};
+use tokenwarden_core::usage::{Aggregate, IntentLine, UsageRecord};
 
 use crate::{
     COMPACT_BYTES, COMPACT_LOCK, JOURNAL, JournalError, KEEP_PERIODS, SNAPSHOT, io, legacy,

@@ -3,7 +3,7 @@
 
 use std::{fs::OpenOptions, io::Write};
 
-use tokenwarden_core::{catalog::Usage, config::Endpoint, ledger::UsageRecord};
+use tokenwarden_core::{usage::TokenCounts, usage::UsageRecord, workload::Endpoint};
 
 use super::Journal;
 use crate::{JOURNAL, read};
@@ -21,15 +21,15 @@ fn rec(model: &str, out: u64) -> UsageRecord {
         reason: None,
         attempt: 1,
         status: 200,
-        usage: Usage {
+        usage: TokenCounts {
             input_tokens: 100,
             output_tokens: out,
             ..Default::default()
         },
         cost: Some("0.001".parse().unwrap()),
         estimated: false,
-        budgets: vec![tokenwarden_core::ledger::BudgetPeriodRef {
-            budget: tokenwarden_core::config::ObjectRef::new("ns", "team"),
+        budgets: vec![tokenwarden_core::usage::BudgetPeriodRef {
+            budget: tokenwarden_core::workload::ObjectRef::new("ns", "team"),
             period_start: "2026-11-22T00:00:00Z".parse().unwrap(),
         }],
         intent: None,
@@ -415,7 +415,7 @@ fn old_state_dir(dir: &std::path::Path) {
         r.write_json(&mut spool);
         spool.push(b'\n');
     }
-    tokenwarden_core::ledger::IntentLine {
+    tokenwarden_core::usage::IntentLine {
         intent: 7,
         record: rec("gpt-5-mini", 1000),
     }

@@ -9,7 +9,7 @@ use std::{
 };
 
 use serde::Deserialize;
-use tokenwarden_core::ledger::UsageRecord;
+use tokenwarden_core::usage::UsageRecord;
 
 use crate::{JournalError, io};
 

@@ -70,7 +70,7 @@ pub use atomic::write_atomic;
 pub use journal::Journal;
 pub use replay::read;
 #[cfg(doc)]
-use tokenwarden_core::ledger::{Aggregate, IntentLine, UsageRecord};
+use tokenwarden_core::usage::{Aggregate, IntentLine, UsageRecord};
 
 /// Journal size that triggers compaction into the snapshot.
 pub const COMPACT_BYTES: u64 = 16 * 1024 * 1024;

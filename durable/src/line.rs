@@ -1,7 +1,7 @@
 //! The journal's line kinds and how they are told apart.
 
 use serde::{Deserialize, Serialize};
-use tokenwarden_core::ledger::{IntentLine, UsageRecord};
+use tokenwarden_core::usage::{IntentLine, UsageRecord};
 
 /// One journal line.
 pub(crate) enum Line {

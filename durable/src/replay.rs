@@ -8,7 +8,7 @@ use std::{
     path::Path,
 };
 
-use tokenwarden_core::ledger::{Aggregate, IntentLine, UsageRecord};
+use tokenwarden_core::usage::{Aggregate, IntentLine, UsageRecord};
 
 use crate::{
     JOURNAL, JournalError, SNAPSHOT, io,

@@ -24,7 +24,7 @@ use libfuzzer_sys::fuzz_target;
 use serde::Deserialize;
 use serde::de::{Deserializer as _, MapAccess, Visitor};
 use serde_json::value::RawValue;
-use tokenwarden_core::config::Endpoint;
+use tokenwarden_core::workload::Endpoint;
 use tokenwarden_fuzz::{Input, check_known};
 use tokenwarden_sidecar::request::{ParsedRequest, digest, parse, parse_without_texts, rewrite};
 

@@ -23,11 +23,12 @@ use std::{
 
 use jiff::Timestamp;
 use tokenwarden_core::{
+    book::{Applied, Book, LeaseAsk, LeaseView, Unmet},
     budget::State,
-    cluster::{Applied, Book, ClusterLedger, ClusterLedgerState, LeaseAsk, LeaseView, Unmet},
+    cluster_ledger::{ClusterLedger, ClusterLedgerState},
     compile::{BudgetInput, PolicyInput, compile},
-    config::{ObjectRef, WorkloadConfig},
     money::Usd,
+    workload::{ObjectRef, WorkloadConfig},
 };
 use tokenwarden_crds::{RoutingPolicyStatus, TokenBudgetStatus, common::conditions as c};
 use tokenwarden_proto::{

@@ -119,7 +119,7 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use tokenwarden_core::{cluster::ClusterLedgerState, config::ObjectRef};
+use tokenwarden_core::{cluster_ledger::ClusterLedgerState, workload::ObjectRef};
 use tokenwarden_crds::{RoutingPolicyStatus, TokenBudgetStatus};
 use tokio::sync::watch;
 

@@ -10,7 +10,7 @@ use prometheus_client::{
     },
     registry::Registry,
 };
-use tokenwarden_core::{config::ObjectRef, ledger::UsageRecord, money::Usd};
+use tokenwarden_core::{money::Usd, usage::UsageRecord, workload::ObjectRef};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BudgetLabels {

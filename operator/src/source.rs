@@ -10,7 +10,7 @@
 
 use std::{collections::BTreeMap, future::Future, pin::Pin, sync::Arc};
 
-use tokenwarden_core::config::ObjectRef;
+use tokenwarden_core::workload::ObjectRef;
 use tokenwarden_crds::{RoutingPolicy, RoutingPolicyStatus, TokenBudget, TokenBudgetStatus};
 
 /// A boxed future, so the traits stay object-safe.

@@ -5,15 +5,15 @@ use std::collections::BTreeMap;
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use tokenwarden_core::{
+    book::{Book, BookState, SidecarEntry, Spend},
     budget::{State, Totals},
-    catalog::Usage,
-    cluster::{Book, BookState, SidecarEntry, Spend},
     money::Usd,
+    usage::TokenCounts,
 };
 use tokenwarden_crds::{
     LedgerSpend, LedgerStatus, SidecarLedger, TokenBudgetStatus,
     common::conditions as c,
-    token_budget::{BudgetState as CrdState, SpendEntry, TokenCounts},
+    token_budget::{BudgetState as CrdState, SpendEntry, TokenCounts as CrdCounts},
 };
 
 /// How many models / workloads the status lists.
@@ -31,8 +31,8 @@ fn u64_of(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
 }
 
-fn counts(u: &Usage) -> TokenCounts {
-    TokenCounts {
+fn counts(u: &TokenCounts) -> CrdCounts {
+    CrdCounts {
         input: i64_of(u.input_tokens),
         output: i64_of(u.output_tokens),
         cache_read: i64_of(u.cache_read_tokens),
@@ -41,8 +41,8 @@ fn counts(u: &Usage) -> TokenCounts {
     }
 }
 
-fn usage(t: &TokenCounts) -> Usage {
-    Usage {
+fn usage(t: &CrdCounts) -> TokenCounts {
+    TokenCounts {
         input_tokens: u64_of(t.input),
         output_tokens: u64_of(t.output),
         cache_read_tokens: u64_of(t.cache_read),
@@ -76,7 +76,7 @@ fn spend_in(s: &LedgerSpend) -> Spend {
 pub fn book_state(status: Option<&TokenBudgetStatus>) -> Option<BookState> {
     let l = status?.ledger.as_ref()?;
     let period_start = Timestamp::from_second(l.period_start_unix).ok()?;
-    let sum = |f: fn(&Usage) -> u64, m: &[LedgerSpend]| -> u64 {
+    let sum = |f: fn(&TokenCounts) -> u64, m: &[LedgerSpend]| -> u64 {
         m.iter().map(|s| f(&usage(&s.tokens))).sum()
     };
     Some(BookState {
@@ -84,7 +84,7 @@ pub fn book_state(status: Option<&TokenBudgetStatus>) -> Option<BookState> {
         epoch: u64_of(l.epoch),
         totals: Totals {
             spent: picos(&l.spent_picos),
-            usage: Usage {
+            usage: TokenCounts {
                 input_tokens: sum(|u| u.input_tokens, &l.models),
                 output_tokens: sum(|u| u.output_tokens, &l.models),
                 cache_read_tokens: sum(|u| u.cache_read_tokens, &l.models),
@@ -208,9 +208,9 @@ pub fn budget_status(
         Some(th) => (
             true,
             match th.action {
-                tokenwarden_core::config::ThresholdAction::Alert => c::REASON_ALERT,
-                tokenwarden_core::config::ThresholdAction::Downgrade(_) => c::REASON_DOWNGRADE,
-                tokenwarden_core::config::ThresholdAction::Block => c::REASON_BLOCK,
+                tokenwarden_core::workload::ThresholdAction::Alert => c::REASON_ALERT,
+                tokenwarden_core::workload::ThresholdAction::Downgrade(_) => c::REASON_DOWNGRADE,
+                tokenwarden_core::workload::ThresholdAction::Block => c::REASON_BLOCK,
             },
             format!("{pct}% spent this period (threshold {}%)", th.percent),
         ),
@@ -319,9 +319,9 @@ pub fn budget_status(
 mod tests {
     use super::*;
     use tokenwarden_core::{
-        config::{BudgetConfig, Endpoint, FailMode, ObjectRef},
-        ledger::{BudgetPeriodRef, UsageRecord},
         period::Period,
+        usage::{BudgetPeriodRef, UsageRecord},
+        workload::{BudgetConfig, Endpoint, FailMode, ObjectRef},
     };
 
     #[test]
@@ -343,7 +343,7 @@ mod tests {
         let mut book = Book::new(cfg.clone(), now).unwrap();
         book.grant(
             "s1",
-            tokenwarden_core::cluster::LeaseAsk::want("1".parse().unwrap()),
+            tokenwarden_core::book::LeaseAsk::want("1".parse().unwrap()),
             now,
             30_000,
         );
@@ -359,7 +359,7 @@ mod tests {
             reason: None,
             attempt: 1,
             status: 200,
-            usage: Usage {
+            usage: TokenCounts {
                 input_tokens: 10,
                 output_tokens: 20,
                 cache_read_tokens: 30,

@@ -15,7 +15,7 @@ use kube::{
     api::{DeleteParams, PostParams},
 };
 use serde_json::json;
-use tokenwarden_core::config::ObjectRef;
+use tokenwarden_core::workload::ObjectRef;
 use tokenwarden_crds::{TokenBudget, TokenBudgetStatus};
 use tokenwarden_operator::{
     kube::{KubeSource, leader},

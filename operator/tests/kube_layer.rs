@@ -15,7 +15,7 @@ use http_body_util::BodyExt;
 use kube::{Client, client::Body};
 use pretty_assertions::assert_eq;
 use serde_json::{Value, json};
-use tokenwarden_core::{cluster::ClusterLedgerState, config::ObjectRef};
+use tokenwarden_core::{cluster_ledger::ClusterLedgerState, workload::ObjectRef};
 use tokenwarden_crds::{RoutingPolicyStatus, TokenBudgetStatus};
 use tokenwarden_operator::{
     admin::{self, AdminState},

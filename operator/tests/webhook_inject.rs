@@ -17,7 +17,7 @@ use std::{
 use base64::Engine as _;
 use pretty_assertions::assert_eq;
 use serde_json::{Value, json};
-use tokenwarden_core::config::ObjectRef;
+use tokenwarden_core::workload::ObjectRef;
 use tokenwarden_crds::{RoutingPolicy, TokenBudget, load};
 use tokenwarden_operator::{
     source::Objects,

@@ -19,10 +19,10 @@ pub use generated::*;
 
 use jiff::Timestamp;
 use tokenwarden_core::{
-    catalog::Usage as CoreUsage,
-    config::{Endpoint, ObjectRef},
-    ledger::{BudgetPeriodRef, UsageRecord as CoreRecord},
     money::Usd,
+    usage::TokenCounts,
+    usage::{BudgetPeriodRef, UsageRecord as CoreRecord},
+    workload::{Endpoint, ObjectRef},
 };
 
 /// The protocol version this build speaks (see `Hello.protocol_version`).
@@ -117,7 +117,7 @@ pub fn record_from_wire(r: &UsageRecord) -> Result<CoreRecord, InvalidRecord> {
         reason: (!r.reason.is_empty()).then(|| r.reason.clone()),
         attempt: r.attempt,
         status: u16::try_from(r.status).unwrap_or(0),
-        usage: CoreUsage {
+        usage: TokenCounts {
             input_tokens: u.input_tokens,
             output_tokens: u.output_tokens,
             cache_read_tokens: u.cache_read_tokens,
@@ -149,7 +149,7 @@ mod tests {
             reason: Some("score 12: +0.1 KB prompt".into()),
             attempt: 2,
             status: 200,
-            usage: CoreUsage {
+            usage: TokenCounts {
                 input_tokens: 10,
                 output_tokens: 20,
                 cache_read_tokens: 30,

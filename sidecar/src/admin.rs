@@ -12,7 +12,7 @@ use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use serde_json::json;
-use tokenwarden_core::ledger::Aggregate;
+use tokenwarden_core::usage::Aggregate;
 
 use crate::{
     body::ProxyBody,

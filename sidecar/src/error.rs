@@ -11,7 +11,7 @@
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 use serde_json::json;
-use tokenwarden_core::{budget::RefusalReason, config::Api};
+use tokenwarden_core::{budget::RefusalReason, workload::Api};
 
 /// Marks a response produced by the sidecar, with the error's metric label.
 pub const ERROR_HEADER: &str = "x-tokenwarden-error";

@@ -10,7 +10,7 @@ use http::{
     header::AUTHORIZATION,
     uri::{Authority, PathAndQuery, Scheme},
 };
-use tokenwarden_core::config::{Api, Provider};
+use tokenwarden_core::workload::{Api, Provider};
 
 use crate::{error::ProxyError, secrets::Keys};
 
@@ -136,7 +136,7 @@ fn split_base(url: &str) -> (&str, &str) {
 
 #[cfg(test)]
 mod tests {
-    use tokenwarden_core::config::SecretRef;
+    use tokenwarden_core::workload::SecretRef;
 
     use super::*;
 

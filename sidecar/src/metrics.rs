@@ -46,7 +46,7 @@ use prometheus_client::{
     },
     registry::Registry,
 };
-use tokenwarden_core::config::ObjectRef;
+use tokenwarden_core::workload::ObjectRef;
 
 /// Count one event of `budget` in `family`.
 fn count_for(family: &Family<BudgetLabel, Counter>, budget: &str) {
@@ -296,7 +296,7 @@ pub struct Attempt<'a> {
     /// Upstream status (0 = none).
     pub status: u16,
     /// Tokens by kind.
-    pub usage: &'a tokenwarden_core::catalog::Usage,
+    pub usage: &'a tokenwarden_core::usage::TokenCounts,
     /// Cost in USD (for the metric only; the ledger keeps integers).
     pub cost_usd: Option<f64>,
     /// Usage was estimated.
@@ -908,22 +908,22 @@ impl Metrics {
 
 #[cfg(test)]
 mod tests {
-    use tokenwarden_core::catalog::Usage;
+    use tokenwarden_core::usage::TokenCounts;
 
     use jiff::Timestamp;
     use tokenwarden_core::{
         budget::{BudgetState, Totals},
-        config::{BudgetConfig, FailMode, ObjectRef},
         money::Usd,
         period::Period,
+        workload::{BudgetConfig, FailMode, ObjectRef},
     };
 
     use super::{
         Attempt, Kept, MAX_CACHED_ATTEMPT_SERIES, MAX_CACHED_BUDGETS, MAX_MODEL_LABELS, Metrics,
     };
 
-    fn usage(input: u64, output: u64, cache_read: u64, cache_write: u64) -> Usage {
-        Usage {
+    fn usage(input: u64, output: u64, cache_read: u64, cache_write: u64) -> TokenCounts {
+        TokenCounts {
             input_tokens: input,
             output_tokens: output,
             cache_read_tokens: cache_read,

@@ -5,8 +5,8 @@ use std::path::Path;
 
 use tokenwarden_core::{
     compile::{BudgetInput, PolicyInput, compile},
-    config::WorkloadConfig,
     selector::Labels,
+    workload::WorkloadConfig,
 };
 use tokenwarden_crds::load::{self, LoadError, Object};
 

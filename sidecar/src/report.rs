@@ -4,10 +4,10 @@
 use std::fmt::Write as _;
 
 use tokenwarden_core::{
-    config::{BudgetConfig, DowngradeTarget, FailMode, Target, ThresholdAction, WorkloadConfig},
-    ledger::Aggregate,
     money::Usd,
     selector::Labels,
+    usage::Aggregate,
+    workload::{BudgetConfig, DowngradeTarget, FailMode, Target, ThresholdAction, WorkloadConfig},
 };
 
 use crate::policy_file::PolicySet;
@@ -344,7 +344,7 @@ fn summary_budget(b: &BudgetConfig) -> String {
 #[cfg(test)]
 mod tests {
     use tokenwarden_core::{
-        budget::Totals, catalog::Usage, config::ObjectRef, selector::parse_labels,
+        budget::Totals, selector::parse_labels, usage::TokenCounts, workload::ObjectRef,
     };
 
     use super::*;
@@ -383,9 +383,9 @@ spec:
     fn spent(agg: &mut Aggregate, name: &str, start: &str, usd: &str, tokens: u64) {
         let totals = Totals {
             spent: usd.parse().unwrap(),
-            usage: Usage {
+            usage: TokenCounts {
                 input_tokens: tokens,
-                ..Usage::default()
+                ..TokenCounts::default()
             },
             requests: 3,
             unpriced_requests: 0,
@@ -396,7 +396,7 @@ spec:
             .insert(start.parse().unwrap(), totals);
     }
 
-    fn configured(labels: &str) -> Vec<tokenwarden_core::config::BudgetConfig> {
+    fn configured(labels: &str) -> Vec<tokenwarden_core::workload::BudgetConfig> {
         let set = PolicySet::from_yaml("budgets.yaml", BUDGETS).unwrap();
         set.compile("apps", &parse_labels(labels).unwrap()).budgets
     }
@@ -414,10 +414,10 @@ spec:
     fn estimated_rows_are_explained_for_every_cause() {
         let mut agg = Aggregate::default();
         let mut rec = |estimated| {
-            let r = tokenwarden_core::ledger::UsageRecord {
+            let r = tokenwarden_core::usage::UsageRecord {
                 seq: agg.last_seq + 1,
                 ts: "2026-12-03T10:00:00Z".parse().unwrap(),
-                endpoint: tokenwarden_core::config::Endpoint::ChatCompletions,
+                endpoint: tokenwarden_core::workload::Endpoint::ChatCompletions,
                 requested_model: "m".into(),
                 served_model: "m".into(),
                 provider: "openai".into(),
@@ -426,7 +426,7 @@ spec:
                 reason: None,
                 attempt: 1,
                 status: 200,
-                usage: Usage::default(),
+                usage: TokenCounts::default(),
                 cost: Some(Usd::ZERO),
                 estimated,
                 budgets: vec![],

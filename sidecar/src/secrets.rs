@@ -11,7 +11,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use tokenwarden_core::config::SecretRef;
+use tokenwarden_core::workload::SecretRef;
 
 /// A provider API key. Its `Debug`/`Display` never show the value.
 #[derive(Clone, PartialEq, Eq)]

@@ -15,7 +15,7 @@
 use std::{sync::Arc, time::Duration};
 
 use jiff::Timestamp;
-use tokenwarden_core::{budget::ClusterSpend, config::ObjectRef, money::Usd};
+use tokenwarden_core::{budget::ClusterSpend, money::Usd, workload::ObjectRef};
 use tokenwarden_proto::{
     ConfigAck, ConfigSnapshot, Hello, OperatorMessage, PROTOCOL_VERSION, SidecarMessage,
     UsageBatch, control_client::ControlClient, operator_message, record_to_wire,

@@ -13,8 +13,8 @@ use jiff::Timestamp;
 use tokenwarden_core::{
     budget::{BudgetState, Totals},
     catalog::{PriceBook, PriceOverride},
-    config::{ObjectRef, RepeatRule, WorkloadConfig},
     route::Router,
+    workload::{ObjectRef, RepeatRule, WorkloadConfig},
 };
 use tokenwarden_durable::Journal;
 

@@ -5,8 +5,9 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Catalog, ModelPrices, Usage, lookup::lower};
+use super::{Catalog, ModelPrices, lookup::lower};
 use crate::money::Usd;
+use crate::usage::TokenCounts;
 
 /// A price override from a RoutingPolicy: prices for one model name or a
 /// family of names, taking precedence over the built-in catalog.
@@ -183,7 +184,12 @@ impl PriceBook {
 
     /// The cost of `usage` on `model`; `None` when the model is unpriced
     /// (never $0 for an unknown model).
-    pub fn cost(&self, provider_hint: Option<&str>, model: &str, usage: &Usage) -> Option<Usd> {
+    pub fn cost(
+        &self,
+        provider_hint: Option<&str>,
+        model: &str,
+        usage: &TokenCounts,
+    ) -> Option<Usd> {
         self.price(provider_hint, model)
             .prices()
             .map(|p| p.cost(usage))

@@ -1,31 +1,13 @@
-//! Token usage, per-model prices and the cost arithmetic.
+//! Per-model prices and the cost arithmetic of [`TokenCounts`].
 
 use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize, de};
 
-use crate::money::{PricePerMtok, PriceVisitor, Usd};
-
-/// Tokens billed for one request, in four disjoint kinds that add up to
-/// everything the provider billed.
-///
-/// Adapters convert provider usage into this: OpenAI's `prompt_tokens`
-/// *includes* its `cached_tokens` (so `input_tokens = prompt_tokens -
-/// cached_tokens`, `cache_read_tokens = cached_tokens`), Anthropic's
-/// `input_tokens` already *excludes* `cache_creation_input_tokens` and
-/// `cache_read_input_tokens`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct Usage {
-    /// Uncached input (prompt) tokens only.
-    pub input_tokens: u64,
-    /// Output (completion) tokens, reasoning tokens included.
-    pub output_tokens: u64,
-    /// Input tokens read from the provider's prompt cache.
-    pub cache_read_tokens: u64,
-    /// Input tokens written to the provider's prompt cache.
-    pub cache_write_tokens: u64,
-}
+use crate::{
+    money::{PricePerMtok, PriceVisitor, Usd},
+    usage::TokenCounts,
+};
 
 /// A price per million tokens: flat, or tiered by the request's input size.
 ///
@@ -93,23 +75,6 @@ pub struct ModelPrices {
     /// Cache writes; `None`: billed at the input price.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache_write: Option<Price>,
-}
-
-// === impl Usage ===
-
-impl Usage {
-    /// All input tokens: uncached + cache reads + cache writes (saturating).
-    /// This is what selects a tier.
-    pub const fn total_input_tokens(&self) -> u64 {
-        self.input_tokens
-            .saturating_add(self.cache_read_tokens)
-            .saturating_add(self.cache_write_tokens)
-    }
-
-    /// All tokens of all four kinds (saturating).
-    pub const fn total_tokens(&self) -> u64 {
-        self.total_input_tokens().saturating_add(self.output_tokens)
-    }
 }
 
 // === impl Price ===
@@ -200,7 +165,7 @@ impl ModelPrices {
     /// The cost of `usage`: each kind's tokens at that kind's rate for the
     /// request's total input size, each product rounded up to the pico-USD
     /// (see [`PricePerMtok::cost`]; exact for every real price).
-    pub fn cost(&self, usage: &Usage) -> Usd {
+    pub fn cost(&self, usage: &TokenCounts) -> Usd {
         let total_input = usage.total_input_tokens();
         let input = self.input.rate(total_input);
         let rate = |p: &Option<Price>| p.as_ref().map_or(input, |p| p.rate(total_input));
@@ -257,19 +222,19 @@ mod tests {
             cache_read: None,
             cache_write: None,
         };
-        let usage = Usage {
+        let usage = TokenCounts {
             input_tokens: 1_000_000,
             output_tokens: 1_000_000,
             cache_read_tokens: 1_000_000,
             cache_write_tokens: 1_000_000,
         };
         assert_eq!(prices.cost(&usage), Usd::from_dollars(8));
-        assert_eq!(prices.cost(&Usage::default()), Usd::ZERO);
+        assert_eq!(prices.cost(&TokenCounts::default()), Usd::ZERO);
     }
 
     #[test]
     fn usage_totals_saturate() {
-        let u = Usage {
+        let u = TokenCounts {
             input_tokens: u64::MAX,
             output_tokens: 1,
             cache_read_tokens: 1,
@@ -308,13 +273,14 @@ mod tests {
             serde_json::from_str::<ModelPrices>(r#"{"input":{"base":"1","tier":[]}}"#).unwrap_err();
         assert!(err.to_string().contains("unknown field"), "{err}");
 
-        let usage: Usage = serde_json::from_str(r#"{"input_tokens":5,"output_tokens":7}"#).unwrap();
+        let usage: TokenCounts =
+            serde_json::from_str(r#"{"input_tokens":5,"output_tokens":7}"#).unwrap();
         assert_eq!(
             usage,
-            Usage {
+            TokenCounts {
                 input_tokens: 5,
                 output_tokens: 7,
-                ..Usage::default()
+                ..TokenCounts::default()
             }
         );
     }

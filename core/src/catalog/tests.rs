@@ -8,10 +8,13 @@
 use pretty_assertions::assert_eq;
 
 use super::*;
-use crate::money::{PricePerMtok, Usd};
+use crate::{
+    money::{PricePerMtok, Usd},
+    usage::TokenCounts,
+};
 
-fn usage(input: u64, cache_write: u64, cache_read: u64, output: u64) -> Usage {
-    Usage {
+fn usage(input: u64, cache_write: u64, cache_read: u64, output: u64) -> TokenCounts {
+    TokenCounts {
         input_tokens: input,
         output_tokens: output,
         cache_read_tokens: cache_read,
@@ -21,7 +24,7 @@ fn usage(input: u64, cache_write: u64, cache_read: u64, output: u64) -> Usage {
 
 /// The catalog cost of `model`, asserting which catalog entry it resolved to.
 #[track_caller]
-fn cost(hint: Option<&str>, model: &str, expect: (&str, &str), u: Usage) -> i128 {
+fn cost(hint: Option<&str>, model: &str, expect: (&str, &str), u: TokenCounts) -> i128 {
     let Some(m) = Catalog::builtin().lookup(hint, model) else {
         panic!("{model} is not in the catalog");
     };

@@ -12,7 +12,7 @@ use ::kube::{
     api::{Patch, PatchParams},
 };
 use k8s_openapi::api::core::v1::ConfigMap;
-use tokenwarden_core::cluster::ClusterLedgerState;
+use tokenwarden_core::cluster_ledger::ClusterLedgerState;
 use tokio::runtime::Handle;
 
 use super::{ApiCall, FIELD_MANAGER, Scope};

@@ -15,7 +15,7 @@ use ::kube::{
 };
 use futures_util::StreamExt;
 use serde::{Serialize, de::DeserializeOwned};
-use tokenwarden_core::config::ObjectRef;
+use tokenwarden_core::workload::ObjectRef;
 use tokenwarden_crds::{RoutingPolicy, RoutingPolicyStatus, TokenBudget, TokenBudgetStatus};
 use tokio::{
     sync::{Notify, watch},

@@ -27,9 +27,9 @@ use std::{
 use jiff::Timestamp;
 use tokenwarden_core::{
     budget::{Held, RefusalReason},
-    config::{FailMode, ObjectRef},
-    lease_client::{Amount, Grant, LeaseClient, Shortfall, Unmet},
+    lease::{Amount, Grant, LeaseClient, Shortfall, Unmet},
     money::Usd,
+    workload::{FailMode, ObjectRef},
 };
 use tokenwarden_proto::{
     BudgetStatus, LeaseGrant, LeaseRecall, LeaseRelease, LeaseRequest, LeaseUnmet, SidecarMessage,

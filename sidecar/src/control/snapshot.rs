@@ -13,7 +13,7 @@ use std::path::Path;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
-use tokenwarden_core::config::{Target, WorkloadConfig};
+use tokenwarden_core::workload::{Target, WorkloadConfig};
 use tokenwarden_durable::write_atomic;
 use tokenwarden_proto::{CONFIG_SCHEMA, ConfigSnapshot, PROTOCOL_VERSION};
 

@@ -11,7 +11,7 @@ use std::fmt;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
-use super::{Flavor, MeterError, Metered, Usage};
+use super::{Flavor, MeterError, Metered, TokenCounts};
 
 // ---------------------------------------------------------------- usage shapes
 
@@ -32,10 +32,10 @@ pub(super) struct ChatUsage {
 }
 
 impl ChatUsage {
-    pub(super) fn to_usage(&self) -> Usage {
+    pub(super) fn to_usage(&self) -> TokenCounts {
         let prompt = self.prompt_tokens.unwrap_or(0);
         let cached = cached(self.prompt_tokens_details.as_ref());
-        Usage {
+        TokenCounts {
             input_tokens: prompt.saturating_sub(cached),
             output_tokens: self.completion_tokens.unwrap_or(0),
             cache_read_tokens: cached,
@@ -43,10 +43,10 @@ impl ChatUsage {
         }
     }
 
-    fn to_embeddings_usage(&self) -> Usage {
-        Usage {
+    fn to_embeddings_usage(&self) -> TokenCounts {
+        TokenCounts {
             input_tokens: self.prompt_tokens.unwrap_or(0),
-            ..Usage::default()
+            ..TokenCounts::default()
         }
     }
 }
@@ -61,10 +61,10 @@ pub(super) struct ResponsesUsage {
 }
 
 impl ResponsesUsage {
-    pub(super) fn to_usage(&self) -> Usage {
+    pub(super) fn to_usage(&self) -> TokenCounts {
         let input = self.input_tokens.unwrap_or(0);
         let cached = cached(self.input_tokens_details.as_ref());
-        Usage {
+        TokenCounts {
             input_tokens: input.saturating_sub(cached),
             output_tokens: self.output_tokens.unwrap_or(0),
             cache_read_tokens: cached,
@@ -88,14 +88,14 @@ pub(super) struct AnthropicUsage {
 }
 
 impl AnthropicUsage {
-    pub(super) fn to_usage(&self) -> Usage {
-        let mut usage = Usage::default();
+    pub(super) fn to_usage(&self) -> TokenCounts {
+        let mut usage = TokenCounts::default();
         self.merge_into(&mut usage);
         usage
     }
 
     /// Overwrites the counts this usage carries (non-null), keeps the others.
-    pub(super) fn merge_into(&self, usage: &mut Usage) {
+    pub(super) fn merge_into(&self, usage: &mut TokenCounts) {
         if let Some(n) = self.input_tokens {
             usage.input_tokens = n;
         }
@@ -186,7 +186,7 @@ fn parse<'a, U: Deserialize<'a>>(body: &'a [u8]) -> Result<Body<U>, serde_json::
     serde_json::from_slice(body)
 }
 
-fn metered(model: Option<String>, usage: Option<Usage>) -> Option<Metered> {
+fn metered(model: Option<String>, usage: Option<TokenCounts>) -> Option<Metered> {
     usage.map(|usage| Metered {
         usage,
         served_model: model.filter(|m| !m.is_empty()),

@@ -19,7 +19,7 @@
 
 use memchr::memchr2;
 
-use super::{Flavor, Metered, Usage, json};
+use super::{Flavor, Metered, TokenCounts, json};
 
 /// Largest `usage` or `model` value kept; a larger one is dropped (the
 /// usage is then estimated). Real usage objects are a few hundred bytes.
@@ -400,8 +400,8 @@ fn member_of(raw: &[u8]) -> Option<Member> {
 /// (missing, malformed, not JSON, cut): the prompt estimate as uncached
 /// input, and a quarter token per byte of text seen as output (the same
 /// rule as a cut stream's).
-pub fn estimate(prompt_estimate: u64, outcome: &JsonOutcome) -> Usage {
-    Usage {
+pub fn estimate(prompt_estimate: u64, outcome: &JsonOutcome) -> TokenCounts {
+    TokenCounts {
         input_tokens: prompt_estimate,
         output_tokens: outcome.text_bytes.div_ceil(4),
         cache_read_tokens: 0,
@@ -469,7 +469,7 @@ mod tests {
         let m = out.metered.unwrap();
         assert_eq!(
             m.usage,
-            Usage {
+            TokenCounts {
                 input_tokens: 10,
                 output_tokens: 20,
                 cache_read_tokens: 3,

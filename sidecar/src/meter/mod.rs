@@ -1,7 +1,7 @@
 //! Metering: the provider's own usage numbers, read from its responses.
 //!
 //! Pure and I/O-free: the proxy hands this module response bytes and gets back
-//! [`Usage`] in the four disjoint kinds the ledgers keep (uncached input,
+//! [`TokenCounts`] in the four disjoint kinds the ledgers keep (uncached input,
 //! output, cache read, cache write), plus the model that actually served.
 //!
 //! - [`from_json`]: a complete non-streaming JSON body.
@@ -33,7 +33,7 @@
 //! };
 //! ```
 //!
-//! # Provider usage → [`Usage`]
+//! # Provider usage → [`TokenCounts`]
 //!
 //! | flavor | uncached input | cache read | cache write | output |
 //! |---|---|---|---|---|
@@ -59,7 +59,7 @@ mod tests;
 pub use decode::{Coding, Decoder, decode_all};
 pub use json_tap::{JsonOutcome, JsonTap, MAX_CAPTURE_BYTES, estimate as estimate_json};
 pub use sse::{MAX_EVENT_BYTES, SseTap, TapOutcome};
-pub use tokenwarden_core::catalog::Usage;
+pub use tokenwarden_core::usage::TokenCounts;
 
 /// The wire format of an upstream API, which decides where its usage lives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -78,7 +78,7 @@ pub enum Flavor {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Metered {
     /// The four disjoint token kinds the provider billed.
-    pub usage: Usage,
+    pub usage: TokenCounts,
     /// The model the provider says served the request (its top-level
     /// `model`), when present and non-empty.
     pub served_model: Option<String>,
@@ -130,18 +130,18 @@ pub fn estimate_cut_stream(
     flavor: Flavor,
     reserved_input_tokens_estimate: u64,
     outcome: &TapOutcome,
-) -> Usage {
+) -> TokenCounts {
     let reported = match flavor {
         Flavor::Anthropic => outcome.usage.or(outcome.start_usage),
         Flavor::OpenAiChat | Flavor::OpenAiResponses | Flavor::OpenAiEmbeddings => outcome.usage,
     };
     let from_text = outcome.output_text_bytes.div_ceil(4);
     match reported {
-        Some(usage) => Usage {
+        Some(usage) => TokenCounts {
             output_tokens: usage.output_tokens.max(from_text),
             ..usage
         },
-        None => Usage {
+        None => TokenCounts {
             input_tokens: reserved_input_tokens_estimate,
             output_tokens: from_text,
             cache_read_tokens: 0,

@@ -18,7 +18,7 @@ use bytes::Bytes;
 use memchr::{memchr, memchr2};
 
 use super::json::{AnthropicEvent, ChatChunk, ResponsesEvent};
-use super::{Flavor, Usage, strip};
+use super::{Flavor, TokenCounts, strip};
 
 /// The largest event (from its first line to its terminating blank line) the
 /// tap parses; larger events are forwarded unparsed and unchanged.
@@ -45,11 +45,11 @@ pub struct TapOutcome {
     /// `response.usage`, Anthropic's `message_delta` usage merged over
     /// `message_start`'s. `None` when it never came. Every flavor sends it
     /// after generation ended, so it is exact even when `complete` is false.
-    pub usage: Option<Usage>,
+    pub usage: Option<TokenCounts>,
     /// Anthropic only: the usage `message_start` reported — exact input and
     /// cache numbers, provisional output. Lets [`super::estimate_cut_stream`]
     /// count a cut stream's input exactly.
-    pub start_usage: Option<Usage>,
+    pub start_usage: Option<TokenCounts>,
     /// The model the provider says is serving (chat: the chunks' `model`;
     /// Responses: `response.model`; Anthropic: `message_start.message.model`).
     pub served_model: Option<String>,
@@ -149,9 +149,9 @@ pub struct SseTap {
     split_lf: SplitLf,
 
     // What was learned.
-    usage: Option<Usage>,
+    usage: Option<TokenCounts>,
     usage_final: bool,
-    start_usage: Option<Usage>,
+    start_usage: Option<TokenCounts>,
     served_model: Option<String>,
     complete: bool,
     output_text_bytes: u64,
@@ -323,7 +323,7 @@ impl SseTap {
 
     /// The usage seen so far: the final usage once it arrived; for Anthropic,
     /// `message_start`'s usage (with the latest cumulative output) before that.
-    pub fn usage_so_far(&self) -> Option<&Usage> {
+    pub fn usage_so_far(&self) -> Option<&TokenCounts> {
         self.usage.as_ref()
     }
 
@@ -629,7 +629,7 @@ impl SseTap {
             }
             AnthropicKind::MessageDelta => {
                 if let Some(delta_usage) = &event.usage {
-                    let usage = self.usage.get_or_insert_with(Usage::default);
+                    let usage = self.usage.get_or_insert_with(TokenCounts::default);
                     delta_usage.merge_into(usage);
                     self.usage_final = true;
                 }

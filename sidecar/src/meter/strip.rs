@@ -234,7 +234,7 @@ mod tests {
     #[test]
     fn only_top_level_and_exact_key() {
         assert_eq!(strip(r#"{"x":{"usage":null},"y":"\"usage\":null"}"#), None);
-        assert_eq!(strip(r#"{"usages":null,"Usage":1}"#), None);
+        assert_eq!(strip(r#"{"usages":null,"TokenCounts":1}"#), None);
         assert_eq!(
             strip(r#"{"a\"usage":null,"usage":true}"#).unwrap(),
             r#"{"a\"usage":null}"#

@@ -48,8 +48,8 @@ const STREAMS: &[(&str, Flavor, &str, bool)] = &[
     ),
 ];
 
-fn usage(input: u64, output: u64, cache_read: u64, cache_write: u64) -> Usage {
-    Usage {
+fn usage(input: u64, output: u64, cache_read: u64, cache_write: u64) -> TokenCounts {
+    TokenCounts {
         input_tokens: input,
         output_tokens: output,
         cache_read_tokens: cache_read,
@@ -168,7 +168,7 @@ fn json_anthropic_input_excludes_cache() {
 
 #[test]
 fn json_missing_and_null_counts_are_zero() {
-    let cases: &[(Flavor, &str, Usage)] = &[
+    let cases: &[(Flavor, &str, TokenCounts)] = &[
         (
             Flavor::OpenAiChat,
             r#"{"usage":{"prompt_tokens":10}}"#,
@@ -799,7 +799,7 @@ fn memory_stays_bounded_on_an_endless_line() {
 // ------------------------------------------------------------------ cut streams
 
 /// The estimate rule, restated independently.
-fn expected_estimate(flavor: Flavor, reserved: u64, o: &TapOutcome) -> Usage {
+fn expected_estimate(flavor: Flavor, reserved: u64, o: &TapOutcome) -> TokenCounts {
     let text = o.output_text_bytes.div_ceil(4);
     let reported = o.usage.or(if flavor == Flavor::Anthropic {
         o.start_usage
@@ -807,7 +807,7 @@ fn expected_estimate(flavor: Flavor, reserved: u64, o: &TapOutcome) -> Usage {
         None
     });
     match reported {
-        Some(u) => Usage {
+        Some(u) => TokenCounts {
             output_tokens: u.output_tokens.max(text),
             ..u
         },

@@ -10,11 +10,11 @@ use http::{HeaderMap, uri::PathAndQuery};
 use jiff::Timestamp;
 use tokenwarden_core::{
     budget::Held,
-    catalog::Usage,
     classify::Classification,
-    config::{Endpoint, ObjectRef, RoutingConfig},
     money::Usd,
     route::{Choice, Router},
+    usage::TokenCounts,
+    workload::{Endpoint, ObjectRef, RoutingConfig},
 };
 
 use crate::{
@@ -119,15 +119,15 @@ impl Attempt {
         active: &Active,
         prompt: u64,
         max_output: u64,
-    ) -> (Usage, Option<Usd>) {
+    ) -> (TokenCounts, Option<Usd>) {
         let cfg = active.router.as_ref().map(|r| r.config());
         let hint = cfg.map(|c| c.providers[self.choice.provider].api.as_str());
-        let as_input = Usage {
+        let as_input = TokenCounts {
             input_tokens: prompt,
             output_tokens: max_output,
             ..Default::default()
         };
-        let as_write = Usage {
+        let as_write = TokenCounts {
             cache_write_tokens: prompt,
             output_tokens: max_output,
             ..Default::default()

@@ -353,7 +353,7 @@ fn reserve(
 /// The input tokens assumed for what a request references but does not
 /// carry, on the attempt's target model: the policy's
 /// `unseenInputTokens`, else the model's context window, else
-/// [`tokenwarden_core::config::DEFAULT_UNSEEN_INPUT_TOKENS`].
+/// [`tokenwarden_core::workload::DEFAULT_UNSEEN_INPUT_TOKENS`].
 fn unseen_input_tokens(plan: &Plan<'_>, attempt: &Attempt) -> u64 {
     match plan.cfg.unseen_input_tokens {
         Some(n) => u64::from(n),
@@ -362,7 +362,7 @@ fn unseen_input_tokens(plan: &Plan<'_>, attempt: &Attempt) -> u64 {
             plan.active
                 .prices
                 .context_window(Some(hint), &attempt.choice.model)
-                .unwrap_or(tokenwarden_core::config::DEFAULT_UNSEEN_INPUT_TOKENS)
+                .unwrap_or(tokenwarden_core::workload::DEFAULT_UNSEEN_INPUT_TOKENS)
         }
     }
 }

@@ -10,7 +10,7 @@ use http::{
 };
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use tokenwarden_core::config::{Api, Endpoint};
+use tokenwarden_core::workload::{Api, Endpoint};
 
 use super::attempt::{Attempt, Plan};
 use crate::{error::ProxyError, link::Link, request, state::Shared};

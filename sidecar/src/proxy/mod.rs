@@ -32,7 +32,7 @@ use std::sync::Arc;
 use http::{HeaderMap, Method, Request, Response};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use tokenwarden_core::config::{Api, Endpoint};
+use tokenwarden_core::workload::{Api, Endpoint};
 
 use self::{
     attempt::{Attempt, Plan},

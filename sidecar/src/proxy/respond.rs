@@ -7,7 +7,7 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Response, header, response::Parts};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use tokenwarden_core::config::{Api, Endpoint};
+use tokenwarden_core::workload::{Api, Endpoint};
 
 use super::{
     attempt::{Attempt, Plan},

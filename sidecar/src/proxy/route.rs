@@ -10,8 +10,8 @@ use http::{HeaderMap, uri::PathAndQuery};
 use jiff::Timestamp;
 use tokenwarden_core::{
     classify::{self, Classification, RequestView},
-    config::{Endpoint, RoutingConfig},
     route::RequestFacts,
+    workload::{Endpoint, RoutingConfig},
 };
 
 use super::{

@@ -9,10 +9,10 @@ use std::sync::Arc;
 use jiff::Timestamp;
 use tokenwarden_core::{
     budget::Held,
-    catalog::Usage,
-    config::ObjectRef,
-    ledger::{BudgetPeriodRef, UsageRecord},
     money::Usd,
+    usage::TokenCounts,
+    usage::{BudgetPeriodRef, UsageRecord},
+    workload::ObjectRef,
 };
 
 use super::attempt::{Attempt, Plan};
@@ -48,7 +48,7 @@ pub(crate) struct Outcome {
     /// Upstream status (`0`: no answer).
     pub status: u16,
     /// The usage the provider reported, or an estimate.
-    pub usage: Usage,
+    pub usage: TokenCounts,
     /// The model that served (the provider's exact name when it said).
     pub served_model: String,
     /// `usage` is an estimate.
@@ -74,7 +74,7 @@ pub struct Settlement {
 // === impl Settlement ===
 
 impl Settlement {
-    fn run(mut self, usage: Usage, served: Option<String>, estimated: bool) -> Settled {
+    fn run(mut self, usage: TokenCounts, served: Option<String>, estimated: bool) -> Settled {
         let served_model = served.unwrap_or_else(|| self.attempt.choice.model.clone());
         let outcome = Outcome {
             status: self.status,
@@ -99,7 +99,7 @@ impl Settlement {
     /// usage, else an estimate from its text.
     pub fn finish_json(self, body: &[u8]) -> Settled {
         if !self.succeeded() {
-            return self.run(Usage::default(), None, false);
+            return self.run(TokenCounts::default(), None, false);
         }
         if let Ok(Some(m)) = meter::from_json(self.flavor, body) {
             return self.run(m.usage, m.served_model, false);
@@ -123,7 +123,7 @@ impl Settlement {
                 let usage = meter::estimate_json(self.attempt.prompt_estimate, outcome);
                 self.run(usage, None, true)
             }
-            None => self.run(Usage::default(), None, false),
+            None => self.run(TokenCounts::default(), None, false),
         }
     }
 
@@ -135,7 +135,7 @@ impl Settlement {
                 self.run(u, outcome.served_model, false);
             }
             _ if !self.succeeded() => {
-                self.run(Usage::default(), outcome.served_model, false);
+                self.run(TokenCounts::default(), outcome.served_model, false);
             }
             _ => {
                 let usage =
@@ -148,13 +148,13 @@ impl Settlement {
     /// The body broke before any usage could be read.
     pub fn finish_cut(self) {
         if self.succeeded() {
-            let usage = Usage {
+            let usage = TokenCounts {
                 input_tokens: self.attempt.prompt_estimate,
                 ..Default::default()
             };
             self.run(usage, None, true);
         } else {
-            self.run(Usage::default(), None, false);
+            self.run(TokenCounts::default(), None, false);
         }
     }
 }
@@ -228,7 +228,7 @@ pub(super) async fn flush_staged(shared: &Shared, staged: Option<u64>) {
 pub(super) fn failed(shared: &Shared, active: &Active, attempt: &mut Attempt, status: u16) {
     let outcome = Outcome {
         status,
-        usage: Usage::default(),
+        usage: TokenCounts::default(),
         served_model: attempt.choice.model.clone(),
         estimated: false,
     };
@@ -256,12 +256,12 @@ pub(crate) fn settle(
         served_model,
         estimated,
     } = outcome;
-    let cost: Option<Usd> = if usage == Usage::default() {
+    let cost: Option<Usd> = if usage == TokenCounts::default() {
         Some(Usd::ZERO)
     } else {
         active.prices.cost(hint, &served_model, &usage)
     };
-    let spent = usage != Usage::default() || status != 0;
+    let spent = usage != TokenCounts::default() || status != 0;
     let holds = std::mem::take(&mut attempt.holds);
     let (periods, lease_holds) = charge_budgets(shared, attempt, holds, spent, &usage, cost, now);
     let record = UsageRecord {
@@ -307,7 +307,7 @@ fn charge_budgets(
     attempt: &Attempt,
     holds: Vec<(ObjectRef, Option<Held>)>,
     spent: bool,
-    usage: &Usage,
+    usage: &TokenCounts,
     cost: Option<Usd>,
     now: Timestamp,
 ) -> (Vec<BudgetPeriodRef>, Vec<(ObjectRef, Held)>) {

@@ -6,7 +6,7 @@ use std::{
 };
 
 use bytes::Bytes;
-use tokenwarden_core::config::Endpoint;
+use tokenwarden_core::workload::Endpoint;
 
 use super::{Layout, ParsedRequest, StreamOptions, parse};
 

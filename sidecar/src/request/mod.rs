@@ -77,7 +77,7 @@ mod tests;
 use std::{borrow::Cow, ops::Range};
 
 use bytes::Bytes;
-use tokenwarden_core::{classify::Role, config::Endpoint};
+use tokenwarden_core::{classify::Role, workload::Endpoint};
 
 /// What the proxy reads from a request body, plus the byte spans it needs to
 /// rewrite it. Strings borrow from the body unless they contain escapes.

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use bytes::Bytes;
 use proptest::{collection::vec, prelude::*, sample::select};
 use serde_json::{Map, Value, json};
-use tokenwarden_core::config::Endpoint;
+use tokenwarden_core::workload::Endpoint;
 
 use super::{
     BodyError, StreamOptions, digest,

@@ -6,7 +6,7 @@ use std::{borrow::Cow, fmt, ops::Range};
 
 use serde::de::{self, DeserializeSeed, Deserializer as _, IgnoredAny, MapAccess, Visitor};
 use serde_json::{error::Category, value::RawValue};
-use tokenwarden_core::{classify::Role, config::Endpoint};
+use tokenwarden_core::{classify::Role, workload::Endpoint};
 
 use super::{
     BodyError, Layout, ParsedRequest, StreamOptions,

@@ -6,7 +6,7 @@ use std::{borrow::Cow, fmt, time::Instant};
 use bytes::Bytes;
 use serde::de::{Deserializer as _, MapAccess, Visitor};
 use serde_json::{Value, json};
-use tokenwarden_core::{classify::Role, config::Endpoint};
+use tokenwarden_core::{classify::Role, workload::Endpoint};
 
 use super::{BodyError, ParsedRequest, digest, parse, parse_without_texts, rewrite};
 

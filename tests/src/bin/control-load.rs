@@ -34,10 +34,11 @@ use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
 use futures_util::StreamExt as _;
 use tokenwarden_core::{
-    catalog::{Catalog, ModelPrices, Usage},
-    config::{Endpoint, ObjectRef},
-    ledger::{BudgetPeriodRef, UsageRecord},
+    catalog::{Catalog, ModelPrices},
     money::Usd,
+    usage::TokenCounts,
+    usage::{BudgetPeriodRef, UsageRecord},
+    workload::{Endpoint, ObjectRef},
 };
 use tokenwarden_proto::{
     self as pb, ConfigAck, Hello, OperatorMessage, SidecarMessage, UsageBatch,
@@ -321,13 +322,13 @@ fn make_record(
 ) -> (UsageRecord, i128) {
     let k = &kinds[(rng.next() % kinds.len() as u64) as usize];
     let usage = if k.endpoint == Endpoint::Embeddings {
-        Usage {
+        TokenCounts {
             input_tokens: rng.range(50, 2_000),
-            ..Usage::default()
+            ..TokenCounts::default()
         }
     } else {
         let cached = rng.next().is_multiple_of(3);
-        Usage {
+        TokenCounts {
             input_tokens: rng.range(200, 6_000),
             output_tokens: rng.range(20, 1_500),
             cache_read_tokens: if cached { rng.range(1_000, 20_000) } else { 0 },

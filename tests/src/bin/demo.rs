@@ -37,7 +37,7 @@ use hyper_util::{
     rt::TokioExecutor,
 };
 use serde::Deserialize;
-use tokenwarden_core::{catalog::Catalog, catalog::Usage, money::Usd};
+use tokenwarden_core::{catalog::Catalog, money::Usd, usage::TokenCounts};
 use tokenwarden_tests::fake_provider::{FakeConfig, FakeProvider};
 
 const DEV_SET: &str = include_str!("../../../core/data/routing-eval/dev.jsonl");
@@ -534,7 +534,7 @@ fn print_ledger(ledger: &serde_json::Value) -> anyhow::Result<()> {
     let mut baseline = Usd::ZERO;
     let mut total = Usd::ZERO;
     for r in rows {
-        let usage = Usage {
+        let usage = TokenCounts {
             input_tokens: r["input_tokens"].as_u64().unwrap_or(0),
             output_tokens: r["output_tokens"].as_u64().unwrap_or(0),
             cache_read_tokens: r["cache_read_tokens"].as_u64().unwrap_or(0),

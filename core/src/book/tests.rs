@@ -1,8 +1,9 @@
 use super::*;
 use crate::{
-    config::{Endpoint, FailMode},
-    ledger::BudgetPeriodRef,
+    cluster_ledger::{ClusterLedger, ClusterLedgerState, LedgerKey},
     period::Period,
+    usage::BudgetPeriodRef,
+    workload::{Endpoint, FailMode},
 };
 
 fn cfg(limit: &str) -> BudgetConfig {
@@ -46,7 +47,7 @@ fn rec(seq: u64, cost: &str, model: &str) -> UsageRecord {
         reason: None,
         attempt: 1,
         status: 200,
-        usage: Usage {
+        usage: TokenCounts {
             input_tokens: 100,
             output_tokens: 10,
             cache_read_tokens: 5,

@@ -1,4 +1,7 @@
-//! Usage records and their aggregation.
+//! Token counts, usage records and their aggregation.
+//!
+//! [`TokenCounts`] are the four disjoint token kinds of one request, which
+//! prices apply to and everything else adds up.
 //!
 //! A [`UsageRecord`] is written for every upstream attempt the sidecar makes:
 //! what was asked, what served it, the four disjoint token kinds, the cost
@@ -17,10 +20,47 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     budget::Totals,
-    catalog::Usage,
-    config::{Endpoint, ObjectRef},
     money::Usd,
+    workload::{Endpoint, ObjectRef},
 };
+
+/// Tokens billed for one request, in four disjoint kinds that add up to
+/// everything the provider billed.
+///
+/// Adapters convert provider usage into this: OpenAI's `prompt_tokens`
+/// *includes* its `cached_tokens` (so `input_tokens = prompt_tokens -
+/// cached_tokens`, `cache_read_tokens = cached_tokens`), Anthropic's
+/// `input_tokens` already *excludes* `cache_creation_input_tokens` and
+/// `cache_read_input_tokens`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TokenCounts {
+    /// Uncached input (prompt) tokens only.
+    pub input_tokens: u64,
+    /// Output (completion) tokens, reasoning tokens included.
+    pub output_tokens: u64,
+    /// Input tokens read from the provider's prompt cache.
+    pub cache_read_tokens: u64,
+    /// Input tokens written to the provider's prompt cache.
+    pub cache_write_tokens: u64,
+}
+
+// === impl TokenCounts ===
+
+impl TokenCounts {
+    /// All input tokens: uncached + cache reads + cache writes (saturating).
+    /// This is what selects a tier.
+    pub const fn total_input_tokens(&self) -> u64 {
+        self.input_tokens
+            .saturating_add(self.cache_read_tokens)
+            .saturating_add(self.cache_write_tokens)
+    }
+
+    /// All tokens of all four kinds (saturating).
+    pub const fn total_tokens(&self) -> u64 {
+        self.total_input_tokens().saturating_add(self.output_tokens)
+    }
+}
 
 /// A budget period a record was counted in.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -58,7 +98,7 @@ pub struct UsageRecord {
     /// Upstream HTTP status (0 when no response arrived).
     pub status: u16,
     /// Tokens by kind.
-    pub usage: Usage,
+    pub usage: TokenCounts,
     /// Cost at the serving model's price; `None` when unpriced.
     pub cost: Option<Usd>,
     /// True when usage was estimated (stream ended before the usage event).
@@ -93,7 +133,7 @@ pub struct ModelTotals {
     /// Attempts that reached the provider and were metered.
     pub requests: u64,
     /// Tokens by kind.
-    pub usage: Usage,
+    pub usage: TokenCounts,
     /// Priced spend.
     pub cost: Usd,
     /// Attempts with no known price.
@@ -121,7 +161,7 @@ mod budgets_as_list {
     use jiff::Timestamp;
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-    use crate::{budget::Totals, config::ObjectRef};
+    use crate::{budget::Totals, workload::ObjectRef};
 
     type Map = BTreeMap<ObjectRef, BTreeMap<Timestamp, Totals>>;
 
@@ -163,7 +203,7 @@ impl ModelTotals {
 }
 
 /// `a += b`, kind by kind.
-pub fn add_usage(a: &mut Usage, b: &Usage) {
+pub fn add_usage(a: &mut TokenCounts, b: &TokenCounts) {
     a.input_tokens = a.input_tokens.saturating_add(b.input_tokens);
     a.output_tokens = a.output_tokens.saturating_add(b.output_tokens);
     a.cache_read_tokens = a.cache_read_tokens.saturating_add(b.cache_read_tokens);
@@ -245,7 +285,7 @@ mod tests {
             reason: None,
             attempt: 1,
             status: 200,
-            usage: Usage {
+            usage: TokenCounts {
                 input_tokens: 10,
                 output_tokens: 5,
                 cache_read_tokens: 2,

@@ -188,10 +188,10 @@ mod tests {
 
     use super::*;
     use crate::{
-        catalog::Usage,
-        config::{Endpoint, ObjectRef},
-        ledger::BudgetPeriodRef,
         money::Usd,
+        usage::BudgetPeriodRef,
+        usage::TokenCounts,
+        workload::{Endpoint, ObjectRef},
     };
 
     fn endpoint() -> impl Strategy<Value = Endpoint> {
@@ -264,7 +264,7 @@ mod tests {
                     reason,
                     attempt,
                     status,
-                    usage: Usage {
+                    usage: TokenCounts {
                         input_tokens: u[0],
                         output_tokens: u[1],
                         cache_read_tokens: u[2],
@@ -311,7 +311,7 @@ mod tests {
             reason: Some("score 42: +code \"block\"\n".into()),
             attempt: 1,
             status: 200,
-            usage: Usage {
+            usage: TokenCounts {
                 input_tokens: 12,
                 output_tokens: 7,
                 cache_read_tokens: 0,

@@ -1,7 +1,8 @@
-//! The operator's side of budgets: the cluster-wide ledger of one budget
-//! period and its lease pool, plus the cluster ledger by namespace,
-//! workload and model. Pure: the caller passes the time, persists
-//! [`BookState`] / [`ClusterLedgerState`] and talks to the sidecars.
+//! The operator's book of one budget period: the cluster-wide spend of the
+//! budget (every sidecar's records, counted once) and its lease pool. Pure:
+//! the caller passes the time, persists [`BookState`] and talks to the
+//! sidecars. The totals by namespace, workload and model are the
+//! [`crate::cluster_ledger`].
 //!
 //! # Exactly once
 //! Every usage record carries (sidecar id, seq), with seq increasing per
@@ -45,11 +46,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     budget::{BudgetState, State, Totals},
-    catalog::Usage,
-    config::{BudgetConfig, ObjectRef},
-    ledger::UsageRecord,
     money::Usd,
     period::{PeriodError, Window},
+    usage::TokenCounts,
+    usage::UsageRecord,
+    workload::{BudgetConfig, ObjectRef},
 };
 
 /// The smallest grant, as a fraction of the cap (1/32), so a sidecar that
@@ -94,7 +95,7 @@ pub struct Spend {
     /// Records (metered attempts).
     pub requests: u64,
     /// Tokens by kind.
-    pub usage: Usage,
+    pub usage: TokenCounts,
     /// Records whose model had no price.
     pub unpriced: u64,
     /// Records whose usage was estimated.
@@ -102,7 +103,7 @@ pub struct Spend {
 }
 
 impl Spend {
-    fn add(&mut self, r: &UsageRecord) {
+    pub(crate) fn add(&mut self, r: &UsageRecord) {
         self.requests += 1;
         match r.cost {
             Some(c) => self.cost = self.cost.saturating_add(c),
@@ -115,7 +116,7 @@ impl Spend {
     }
 }
 
-fn add_usage(into: &mut Usage, u: &Usage) {
+fn add_usage(into: &mut TokenCounts, u: &TokenCounts) {
     into.input_tokens = into.input_tokens.saturating_add(u.input_tokens);
     into.output_tokens = into.output_tokens.saturating_add(u.output_tokens);
     into.cache_read_tokens = into.cache_read_tokens.saturating_add(u.cache_read_tokens);
@@ -738,137 +739,6 @@ fn short_usd(cap: Option<Usd>, spent: Usd, need: Usd) -> bool {
 /// Whether a token `need` exceeds what `cap` leaves after `spent`.
 fn short_tokens(cap: Option<u64>, spent: u64, need: u64) -> bool {
     need > 0 && cap.is_some_and(|cap| cap.saturating_sub(spent) < need)
-}
-
-/// Key of the cluster ledger: namespace, workload, model that served.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct LedgerKey {
-    /// Namespace.
-    pub namespace: String,
-    /// Workload name.
-    pub workload: String,
-    /// Model that served.
-    pub model: String,
-}
-
-/// What the cluster ledger persists.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ClusterLedgerState {
-    /// Dedupe watermark per sidecar.
-    pub watermarks: BTreeMap<String, u64>,
-    /// When each sidecar last sent a record (unix seconds), for pruning.
-    #[serde(default)]
-    pub seen: BTreeMap<String, i64>,
-    /// All-time totals, as a list (JSON map keys must be strings).
-    pub rows: Vec<(LedgerKey, Spend)>,
-}
-
-/// Every record from every sidecar, by namespace, workload and model
-/// (all-time), deduplicated like a [`Book`].
-#[derive(Clone, Debug, Default)]
-pub struct ClusterLedger {
-    watermarks: BTreeMap<String, u64>,
-    seen: BTreeMap<String, i64>,
-    rows: BTreeMap<LedgerKey, Spend>,
-    generation: u64,
-}
-
-// === impl ClusterLedger ===
-
-impl ClusterLedger {
-    /// Resume from a persisted state.
-    pub fn restore(saved: ClusterLedgerState) -> Self {
-        Self {
-            watermarks: saved.watermarks,
-            seen: saved.seen,
-            rows: saved.rows.into_iter().collect(),
-            generation: 0,
-        }
-    }
-
-    /// What to persist.
-    pub fn to_state(&self) -> ClusterLedgerState {
-        ClusterLedgerState {
-            watermarks: self.watermarks.clone(),
-            seen: self.seen.clone(),
-            rows: self
-                .rows
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
-        }
-    }
-
-    /// Bumped by every change.
-    pub fn generation(&self) -> u64 {
-        self.generation
-    }
-
-    /// Count one record, received at `now_unix` (seconds).
-    pub fn apply(
-        &mut self,
-        sidecar: &str,
-        namespace: &str,
-        workload: &str,
-        rec: &UsageRecord,
-        now_unix: i64,
-    ) -> Applied {
-        let wm = self.watermarks.entry(sidecar.to_string()).or_insert(0);
-        if rec.seq <= *wm {
-            return Applied::Duplicate;
-        }
-        *wm = rec.seq;
-        self.seen.insert(sidecar.to_string(), now_unix);
-        self.generation += 1;
-        self.rows
-            .entry(LedgerKey {
-                namespace: namespace.to_string(),
-                workload: workload.to_string(),
-                model: rec.served_model.clone(),
-            })
-            .or_default()
-            .add(rec);
-        Applied::Counted
-    }
-
-    /// The rows, sorted by key.
-    pub fn rows(&self) -> &BTreeMap<LedgerKey, Spend> {
-        &self.rows
-    }
-
-    /// The watermark of `sidecar`.
-    pub fn watermark(&self, sidecar: &str) -> u64 {
-        self.watermarks.get(sidecar).copied().unwrap_or(0)
-    }
-
-    /// Forget the watermarks of sidecars that sent nothing for `keep_secs`
-    /// (pods come and go; the state must not grow forever). A sidecar
-    /// without a last-seen time (state from an older version) is treated as
-    /// seen now. Returns how many were dropped. A pruned sidecar that
-    /// replays later would be counted again: keep `keep_secs` far above any
-    /// outage a spool outlives.
-    pub fn prune(&mut self, now_unix: i64, keep_secs: i64) -> usize {
-        for id in self.watermarks.keys() {
-            if !self.seen.contains_key(id) {
-                self.seen.insert(id.clone(), now_unix);
-            }
-        }
-        let cutoff = now_unix.saturating_sub(keep_secs);
-        let stale: Vec<String> = self
-            .seen
-            .iter()
-            .filter(|(_, t)| **t < cutoff)
-            .map(|(id, _)| id.clone())
-            .collect();
-        for id in &stale {
-            self.seen.remove(id);
-            self.watermarks.remove(id);
-        }
-        if !stale.is_empty() {
-            self.generation += 1;
-        }
-        stale.len()
-    }
 }
 
 /// A budget's identity, for maps.
