@@ -710,7 +710,14 @@ async fn drive(
         }
         None => None,
     };
-    let tx = Engine::spawn(cfg, source.clone(), saved, metrics, latest);
+    let tx = Engine::spawn(
+        cfg,
+        source.clone(),
+        saved,
+        metrics,
+        latest,
+        leadership.clone(),
+    );
     engine_tx.send_replace(Some(tx.clone()));
     tracing::info!("leading: granting leases and writing ledgers");
     loop {
