@@ -90,7 +90,7 @@ async fn load_ledger(
         async move {
             tokio::task::spawn_blocking(move || store.load())
                 .await
-                .unwrap_or_else(|e| Err(e.to_string()))
+                .unwrap_or_else(|e| Err(e.into()))
         }
     })
     .await

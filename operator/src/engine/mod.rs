@@ -55,7 +55,7 @@ pub use self::sessions::workload_of;
 use self::state::{BookSlot, LedgerSlot, PolicySlot, Session};
 use crate::{
     metrics::Metrics,
-    source::{Identity, Leadership, ObjectSource, Objects},
+    source::{BoxError, Identity, Leadership, ObjectSource, Objects, SourceError},
 };
 
 /// Tunables.
@@ -88,9 +88,60 @@ pub const LEDGER_WATERMARK_KEEP_SECS: i64 = 7 * 24 * 3600;
 /// ConfigMap on Kubernetes. Both calls block (they run on blocking threads).
 pub trait LedgerStore: Send + Sync + 'static {
     /// Write durably.
-    fn save(&self, state: &ClusterLedgerState) -> Result<(), String>;
+    fn save(&self, state: &ClusterLedgerState) -> Result<(), LedgerError>;
     /// Read what was saved (empty when nothing was saved yet).
-    fn load(&self) -> Result<ClusterLedgerState, String>;
+    fn load(&self) -> Result<ClusterLedgerState, LedgerError>;
+}
+
+/// Why the cluster ledger could not be saved or loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    /// The store failed; `context` says where (a file, a ConfigMap).
+    #[error("{context}: {source}")]
+    Store {
+        /// The file or ConfigMap, and the step.
+        context: String,
+        /// Why it failed.
+        source: BoxError,
+    },
+    /// The ledger could not be encoded.
+    #[error("{0}")]
+    Encode(#[from] serde_json::Error),
+    /// The ledger is larger than the store holds.
+    #[error(
+        "the cluster ledger is {size} bytes, more than a ConfigMap holds ({max}); \
+         too many sidecars were seen in the last 7 days"
+    )]
+    TooLarge {
+        /// Its size.
+        size: usize,
+        /// What the store holds.
+        max: usize,
+    },
+    /// The blocking task that ran the call failed.
+    #[error("{0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+impl LedgerError {
+    /// A failed store call, with where it failed.
+    pub fn store(context: impl Into<String>, source: impl Into<BoxError>) -> Self {
+        Self::Store {
+            context: context.into(),
+            source: source.into(),
+        }
+    }
+}
+
+/// Why a status or ledger write failed (it is retried).
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    /// A TokenBudget or RoutingPolicy status.
+    #[error(transparent)]
+    Status(#[from] SourceError),
+    /// The cluster ledger.
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
 }
 
 /// Session handle.
@@ -119,7 +170,7 @@ pub enum Cmd {
     /// The objects changed.
     Objects(Arc<Objects>),
     /// A write finished.
-    Written(Sink, u64, Result<(), String>),
+    Written(Sink, u64, Result<(), WriteError>),
     /// Render the cluster ledger and budgets (admin `/ledger`).
     Ledger(oneshot::Sender<serde_json::Value>),
     /// Stop: start no more writes, wait for the ones in flight, end every

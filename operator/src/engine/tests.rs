@@ -110,12 +110,12 @@ struct FakeLedger {
 }
 
 impl LedgerStore for FakeLedger {
-    fn save(&self, state: &ClusterLedgerState) -> Result<(), String> {
+    fn save(&self, state: &ClusterLedgerState) -> Result<(), LedgerError> {
         self.saved.lock().unwrap().push(state.clone());
         Ok(())
     }
 
-    fn load(&self) -> Result<ClusterLedgerState, String> {
+    fn load(&self) -> Result<ClusterLedgerState, LedgerError> {
         Ok(self
             .saved
             .lock()

@@ -8,7 +8,7 @@ use std::time::Instant;
 use jiff::Timestamp;
 use tokenwarden_core::config::ObjectRef;
 
-use super::{Cmd, Engine, SessionId, Sink};
+use super::{Cmd, Engine, SessionId, Sink, WriteError};
 use crate::status;
 
 impl Engine {
@@ -70,7 +70,7 @@ impl Engine {
             let r = source
                 .write_budget_status(&id, &st)
                 .await
-                .map_err(|e| e.to_string());
+                .map_err(WriteError::from);
             metrics
                 .status_write_seconds
                 .observe(t.elapsed().as_secs_f64());
@@ -96,7 +96,7 @@ impl Engine {
         let store = l.store.clone();
         let tx = self.tx.clone();
         tokio::task::spawn_blocking(move || {
-            let r = store.save(&state);
+            let r = store.save(&state).map_err(WriteError::from);
             let _ = tx.blocking_send(Cmd::Written(Sink::Ledger, generation, r));
         });
     }
@@ -120,14 +120,14 @@ impl Engine {
             let r = source
                 .write_policy_status(&id, &st)
                 .await
-                .map_err(|e| e.to_string());
+                .map_err(WriteError::from);
             let _ = tx.send(Cmd::Written(Sink::Policy(id), 0, r)).await;
         });
     }
 
     /// A write finished: on success its generation is durable (release the
     /// grants and acks it covers); on failure it is retried next interval.
-    pub(super) fn written(&mut self, sink: Sink, generation: u64, result: Result<(), String>) {
+    pub(super) fn written(&mut self, sink: Sink, generation: u64, result: Result<(), WriteError>) {
         match &sink {
             Sink::Budget(id) => {
                 let Some(slot) = self.books.get_mut(id) else {

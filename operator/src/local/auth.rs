@@ -72,16 +72,16 @@ impl Authenticator for SharedSecret {
         Box::pin(async move {
             let given = claim.credential.trim().as_bytes();
             if given.is_empty() {
-                return Err(AuthError("no credential in Hello".into()));
+                return Err(AuthError::refused("no credential in Hello"));
             }
             if !same_secret(given, &self.secret) {
-                return Err(AuthError(
-                    "the credential does not match the shared secret".into(),
+                return Err(AuthError::refused(
+                    "the credential does not match the shared secret",
                 ));
             }
             if claim.namespace.is_empty() || claim.pod_name.is_empty() {
-                return Err(AuthError(
-                    "Hello must name the pod's namespace and name".into(),
+                return Err(AuthError::refused(
+                    "Hello must name the pod's namespace and name",
                 ));
             }
             Ok(Identity {

@@ -16,7 +16,18 @@ pub struct FileReport {
     /// The file.
     pub path: PathBuf,
     /// One line per object (`ok Kind ns/name`), or the error.
-    pub result: Result<Vec<String>, String>,
+    pub result: Result<Vec<String>, FileError>,
+}
+
+/// Why a file does not check out.
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    /// It cannot be read.
+    #[error("{0}")]
+    Read(#[from] std::io::Error),
+    /// An object in it does not parse or is invalid.
+    #[error("{0}")]
+    Invalid(#[from] load::LoadError),
 }
 
 /// The outcome for a directory.
@@ -75,8 +86,8 @@ pub fn check_dir(dir: &Path) -> DirReport {
     }
     for path in files {
         let result = std::fs::read_to_string(&path)
-            .map_err(|e| e.to_string())
-            .and_then(|text| load::load_yaml(&text).map_err(|e| e.to_string()))
+            .map_err(FileError::from)
+            .and_then(|text| Ok(load::load_yaml(&text)?))
             .map(|objects| {
                 objects
                     .iter()

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use tokenwarden_core::cluster::ClusterLedgerState;
 
 use super::write_atomic;
-use crate::engine::LedgerStore;
+use crate::engine::{LedgerError, LedgerStore};
 
 /// The cluster ledger in `<state>/ledger.json`.
 #[derive(Debug)]
@@ -21,24 +21,24 @@ impl FileLedger {
         }
     }
 
-    fn read(&self) -> Result<ClusterLedgerState, String> {
+    fn read(&self) -> Result<ClusterLedgerState, LedgerError> {
+        let at = || self.path.display().to_string();
         match std::fs::read(&self.path) {
-            Ok(b) => {
-                serde_json::from_slice(&b).map_err(|e| format!("{}: {e}", self.path.display()))
-            }
+            Ok(b) => serde_json::from_slice(&b).map_err(|e| LedgerError::store(at(), e)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(ClusterLedgerState::default()),
-            Err(e) => Err(format!("{}: {e}", self.path.display())),
+            Err(e) => Err(LedgerError::store(at(), e)),
         }
     }
 }
 
 impl LedgerStore for FileLedger {
-    fn save(&self, state: &ClusterLedgerState) -> Result<(), String> {
-        let bytes = serde_json::to_vec(state).map_err(|e| e.to_string())?;
-        write_atomic(&self.path, &bytes).map_err(|e| format!("{}: {e}", self.path.display()))
+    fn save(&self, state: &ClusterLedgerState) -> Result<(), LedgerError> {
+        let bytes = serde_json::to_vec(state)?;
+        write_atomic(&self.path, &bytes)
+            .map_err(|e| LedgerError::store(self.path.display().to_string(), e))
     }
 
-    fn load(&self) -> Result<ClusterLedgerState, String> {
+    fn load(&self) -> Result<ClusterLedgerState, LedgerError> {
         self.read()
     }
 }

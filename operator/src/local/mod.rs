@@ -21,7 +21,7 @@ use std::{
 
 pub use self::{
     auth::{SecretError, SharedSecret},
-    check::{DirReport, FileReport, check_dir},
+    check::{DirReport, FileError, FileReport, check_dir},
     leader::local_leadership,
     ledger::FileLedger,
     source::LocalSource,

@@ -213,9 +213,7 @@ impl ObjectSource for LocalSource {
         // written by another process are read here.
         self.reload();
         let current = self.tx.borrow().clone();
-        Box::pin(async move {
-            current.ok_or_else(|| SourceError(format!("{}: not readable", self.dir.display())))
-        })
+        Box::pin(async move { current.ok_or_else(|| SourceError::Unreadable(self.dir.clone())) })
     }
 
     fn write_budget_status<'a>(
@@ -266,11 +264,11 @@ async fn write_status(
     path: PathBuf,
     bytes: Result<Vec<u8>, serde_json::Error>,
 ) -> Result<(), SourceError> {
-    let bytes = bytes.map_err(|e| SourceError(e.to_string()))?;
+    let bytes = bytes.map_err(|e| SourceError::Write(e.into()))?;
     tokio::task::spawn_blocking(move || write_atomic(&path, &bytes))
         .await
-        .map_err(|e| SourceError(e.to_string()))?
-        .map_err(|e| SourceError(e.to_string()))
+        .map_err(|e| SourceError::Write(e.into()))?
+        .map_err(|e| SourceError::Write(e.into()))
 }
 
 #[cfg(test)]
