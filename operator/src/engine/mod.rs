@@ -17,20 +17,26 @@
 //! - Only a leader writes: once leadership is lost no write starts, the
 //!   sessions end and the engine stops (the fence).
 //!
-//! The rooms: [`messages`] (the wire edge), `objects` (objects and config
-//! push), `sessions`, `ingest` (usage and acks), `leases`, `writes`
-//! (status batching and durability), `housekeeping`, `policies` (the
-//! RoutingPolicy statuses) and `render` (admin `/ledger`).
+//! The rooms: `messages` (the wire edge: [`Cmd`] carries sidecar messages
+//! as they arrive and each session streams `OperatorMessage`s; `messages`
+//! turns them into core types and back, so no other room reads or builds
+//! one), `objects` (objects and config push), `sessions`, `ingest` (usage and
+//! acks), `leases`, `writes` (status batching and durability), `store`
+//! (the ledger store and write errors), `housekeeping`, `policies` (the
+//! RoutingPolicy statuses), `render` (admin `/ledger`) and `state` (the
+//! slots). Each room adds methods to [`Engine`]; `tests` runs the rules
+//! in-process against fakes.
 
 mod housekeeping;
 mod ingest;
 mod leases;
-pub(crate) mod messages;
+mod messages;
 mod objects;
 mod policies;
 mod render;
 mod sessions;
 mod state;
+mod store;
 mod writes;
 
 #[cfg(test)]
@@ -51,11 +57,15 @@ use tokenwarden_core::{
 use tokenwarden_proto::{self as pb, OperatorMessage, sidecar_message::Msg as In};
 use tokio::sync::{mpsc, oneshot, watch};
 
-pub use self::sessions::workload_of;
 use self::state::{BookSlot, LedgerSlot, PolicySlot, Session};
+pub use self::{
+    sessions::workload_of,
+    state::{SessionId, Sink},
+    store::{LedgerError, LedgerStore, WriteError},
+};
 use crate::{
     metrics::Metrics,
-    source::{BoxError, Identity, Leadership, ObjectSource, Objects, SourceError},
+    source::{Identity, Leadership, ObjectSource, Objects},
 };
 
 /// Tunables.
@@ -83,69 +93,6 @@ impl Default for EngineConfig {
 /// The cluster ledger forgets the dedupe watermark of a sidecar that sent
 /// nothing for this long (pods come and go; the state must stay small).
 pub const LEDGER_WATERMARK_KEEP_SECS: i64 = 7 * 24 * 3600;
-
-/// Where the cluster ledger is persisted: a file in local mode, a
-/// ConfigMap on Kubernetes. Both calls block (they run on blocking threads).
-pub trait LedgerStore: Send + Sync + 'static {
-    /// Write durably.
-    fn save(&self, state: &ClusterLedgerState) -> Result<(), LedgerError>;
-    /// Read what was saved (empty when nothing was saved yet).
-    fn load(&self) -> Result<ClusterLedgerState, LedgerError>;
-}
-
-/// Why the cluster ledger could not be saved or loaded.
-#[derive(Debug, thiserror::Error)]
-pub enum LedgerError {
-    /// The store failed; `context` says where (a file, a ConfigMap).
-    #[error("{context}: {source}")]
-    Store {
-        /// The file or ConfigMap, and the step.
-        context: String,
-        /// Why it failed.
-        source: BoxError,
-    },
-    /// The ledger could not be encoded.
-    #[error("{0}")]
-    Encode(#[from] serde_json::Error),
-    /// The ledger is larger than the store holds.
-    #[error(
-        "the cluster ledger is {size} bytes, more than a ConfigMap holds ({max}); \
-         too many sidecars were seen in the last 7 days"
-    )]
-    TooLarge {
-        /// Its size.
-        size: usize,
-        /// What the store holds.
-        max: usize,
-    },
-    /// The blocking task that ran the call failed.
-    #[error("{0}")]
-    Task(#[from] tokio::task::JoinError),
-}
-
-impl LedgerError {
-    /// A failed store call, with where it failed.
-    pub fn store(context: impl Into<String>, source: impl Into<BoxError>) -> Self {
-        Self::Store {
-            context: context.into(),
-            source: source.into(),
-        }
-    }
-}
-
-/// Why a status or ledger write failed (it is retried).
-#[derive(Debug, thiserror::Error)]
-pub enum WriteError {
-    /// A TokenBudget or RoutingPolicy status.
-    #[error(transparent)]
-    Status(#[from] SourceError),
-    /// The cluster ledger.
-    #[error(transparent)]
-    Ledger(#[from] LedgerError),
-}
-
-/// Session handle.
-pub type SessionId = u64;
 
 /// Input to the engine.
 #[derive(Debug)]
@@ -178,17 +125,6 @@ pub enum Cmd {
     /// spools and is replayed to the next leader; after the answer nothing
     /// of this engine writes any more, so leadership can be handed over.
     Shutdown(oneshot::Sender<()>),
-}
-
-/// A unit of durability.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Sink {
-    /// A TokenBudget's status.
-    Budget(ObjectRef),
-    /// The cluster ledger file.
-    Ledger,
-    /// A RoutingPolicy's status (not a ledger sink, but written the same way).
-    Policy(ObjectRef),
 }
 
 /// The engine.

@@ -1,20 +1,35 @@
 //! What the engine holds: one slot per budget book, the cluster ledger,
-//! one per sidecar session and one per RoutingPolicy status.
+//! one per sidecar session and one per RoutingPolicy status; the session
+//! handle and the units of durability.
 
 use std::{collections::VecDeque, sync::Arc, time::Instant};
 
 use tokenwarden_core::{
     budget::State,
     cluster::{Book, ClusterLedger, LeaseAsk},
-    config::WorkloadConfig,
+    config::{ObjectRef, WorkloadConfig},
     money::Usd,
 };
 use tokenwarden_crds::{RoutingPolicyStatus, TokenBudgetStatus};
 use tokenwarden_proto::OperatorMessage;
 use tokio::sync::mpsc;
 
-use super::{LedgerStore, SessionId, Sink, messages::Grant};
+use super::{messages::Grant, store::LedgerStore};
 use crate::source::Identity;
+
+/// Session handle.
+pub type SessionId = u64;
+
+/// A unit of durability.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Sink {
+    /// A TokenBudget's status.
+    Budget(ObjectRef),
+    /// The cluster ledger file.
+    Ledger,
+    /// A RoutingPolicy's status (not a ledger sink, but written the same way).
+    Policy(ObjectRef),
+}
 
 /// A request that could not be met, retried when leases come back.
 #[derive(Debug, Clone)]
