@@ -3,13 +3,18 @@
 //! write in flight per sink; a finished write releases the grants and the
 //! acks it made durable. Only a leader starts a write.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 use tokenwarden_core::config::ObjectRef;
 
 use super::{Cmd, Engine, SessionId, Sink, WriteError};
 use crate::status;
+
+/// Whether a sink last written at `last` may be written again.
+fn due(last: Option<Instant>, interval: Duration) -> bool {
+    last.is_none_or(|t| t.elapsed() >= interval)
+}
 
 impl Engine {
     /// Whether a status or ledger write is in flight.
@@ -38,24 +43,17 @@ impl Engine {
         }
     }
 
-    fn due(&self, last: Option<Instant>) -> bool {
-        last.is_none_or(|t| t.elapsed() >= self.cfg.status_interval)
-    }
-
     fn write_book(&mut self, id: ObjectRef, now: Timestamp) {
-        let due = |last| self.due(last);
-        let Some(slot) = self.books.get(&id) else {
+        let interval = self.cfg.status_interval;
+        let Some(slot) = self.books.get_mut(&id) else {
             return;
         };
         if slot.writing
             || (slot.book.generation() == slot.written_gen && !slot.force_write)
-            || !due(slot.last_write)
+            || !due(slot.last_write, interval)
         {
             return;
         }
-        let Some(slot) = self.books.get_mut(&id) else {
-            return;
-        };
         slot.force_write = false;
         let st = status::budget_status(&slot.book, slot.last_status.as_ref(), now);
         slot.writing = true;
@@ -83,10 +81,7 @@ impl Engine {
         let Some(l) = self.ledger.as_mut() else {
             return;
         };
-        if l.writing
-            || l.ledger.generation() == l.written_gen
-            || l.last_write.is_some_and(|t| t.elapsed() < interval)
-        {
+        if l.writing || l.ledger.generation() == l.written_gen || !due(l.last_write, interval) {
             return;
         }
         l.writing = true;
@@ -106,7 +101,7 @@ impl Engine {
         let Some(slot) = self.policy_slots.get_mut(&id) else {
             return;
         };
-        if slot.writing || slot.last_write.is_some_and(|t| t.elapsed() < interval) {
+        if slot.writing || !due(slot.last_write, interval) {
             return;
         }
         let Some(st) = slot.pending.take() else {
