@@ -8,7 +8,7 @@
 //!
 //! The control server, the ledger and the webhook only see this module.
 
-use std::{collections::BTreeMap, future::Future, pin::Pin, sync::Arc};
+use std::{collections::BTreeMap, future::Future, path::PathBuf, pin::Pin, sync::Arc};
 
 use tokenwarden_core::workload::ObjectRef;
 use tokenwarden_crds::{RoutingPolicy, RoutingPolicyStatus, TokenBudget, TokenBudgetStatus};
@@ -28,10 +28,38 @@ pub struct Objects {
     pub errors: Vec<String>,
 }
 
-/// An error from a source's write.
+/// Any error of the store behind a source (the Kubernetes API, the file
+/// system), kept as the source of ours.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// An error from a source's read or write.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct SourceError(pub String);
+pub enum SourceError {
+    /// A call to the store failed; `context` says which.
+    #[error("{context}: {source}")]
+    Call {
+        /// What was being done, e.g. `listing TokenBudgets`.
+        context: String,
+        /// Why it failed.
+        source: BoxError,
+    },
+    /// A status file could not be written.
+    #[error("{0}")]
+    Write(#[source] BoxError),
+    /// The watched directory could not be read.
+    #[error("{}: not readable", .0.display())]
+    Unreadable(PathBuf),
+}
+
+impl SourceError {
+    /// A failed call, with what it was doing.
+    pub fn call(context: impl Into<String>, source: impl Into<BoxError>) -> Self {
+        Self::Call {
+            context: context.into(),
+            source: source.into(),
+        }
+    }
+}
 
 /// Severity of an Event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -129,9 +157,53 @@ pub struct Claim {
 }
 
 /// Why a sidecar was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct AuthError(pub String);
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum AuthError {
+    /// The credential does not prove the claim: why.
+    #[error("{0}")]
+    Refused(String),
+    /// The credential could not be checked; `context` says which step.
+    #[error("{context}: {source}")]
+    Unchecked {
+        /// The step, e.g. `pod team-a/app: TokenReview failed`.
+        context: String,
+        /// Why it failed.
+        source: Arc<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+impl AuthError {
+    /// A refusal with its reason.
+    pub fn refused(reason: impl Into<String>) -> Self {
+        Self::Refused(reason.into())
+    }
+
+    /// A check that could not be made.
+    pub fn unchecked(
+        context: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Self::Unchecked {
+            context: context.into(),
+            source: Arc::new(source),
+        }
+    }
+}
+
+/// Two errors are equal when they are of the same kind and say the same.
+impl PartialEq for AuthError {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Self::Refused(a), Self::Refused(b)) => a == b,
+            (Self::Unchecked { .. }, Self::Unchecked { .. }) => {
+                self.to_string() == other.to_string()
+            }
+            _ => false,
+        }
+    }
+}
+
+impl Eq for AuthError {}
 
 /// Checks a sidecar's credential and says who it is.
 pub trait Authenticator: Send + Sync + 'static {

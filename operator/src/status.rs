@@ -9,6 +9,7 @@ use tokenwarden_core::{
     budget::{State, Totals},
     money::Usd,
     usage::TokenCounts,
+    workload::ThresholdAction,
 };
 use tokenwarden_crds::{
     LedgerSpend, LedgerStatus, SidecarLedger, TokenBudgetStatus,
@@ -188,10 +189,37 @@ pub fn budget_status(
     let cfg = book.config();
     let t = book.totals();
     let w = book.window();
-    let state = book.budget_state();
-    let pct = book.percent_spent();
-    let generation = cfg.generation;
     let prev: &[Condition] = previous.map_or(&[], |p| &p.conditions);
+    TokenBudgetStatus {
+        observed_generation: Some(cfg.generation),
+        period_start: Some(rfc3339(w.start)),
+        period_end: Some(rfc3339(w.end)),
+        spent_usd: Some(t.spent.to_string()),
+        remaining_usd: cfg
+            .limit_usd
+            .map(|l| l.saturating_sub(t.spent).max(Usd::ZERO).to_string()),
+        tokens: Some(counts(&t.usage)),
+        remaining_tokens: cfg
+            .limit_tokens
+            .map(|l| i64_of(l.saturating_sub(t.tokens()))),
+        requests: Some(i64_of(t.requests)),
+        unpriced_requests: Some(i64_of(t.unpriced_requests)),
+        top_models: top(book.models()),
+        top_workloads: top(book.workloads()),
+        state: Some(match book.budget_state() {
+            State::Ok => CrdState::Ok,
+            State::Threshold => CrdState::Threshold,
+            State::Exhausted => CrdState::Exhausted,
+        }),
+        conditions: budget_conditions(book, prev, now),
+        ledger: Some(ledger_status(book)),
+    }
+}
+
+/// Ready, ThresholdCrossed and Exhausted of a budget.
+fn budget_conditions(book: &Book, prev: &[Condition], now: Timestamp) -> Vec<Condition> {
+    let generation = book.config().generation;
+    let pct = book.percent_spent();
     let mut conds = Vec::new();
     set_condition(
         &mut conds,
@@ -203,14 +231,13 @@ pub fn budget_status(
         generation,
         now,
     );
-    let threshold = cfg.active_threshold(pct);
-    let (th_on, th_reason, th_msg) = match threshold {
+    let (th_on, th_reason, th_msg) = match book.config().active_threshold(pct) {
         Some(th) => (
             true,
             match th.action {
-                tokenwarden_core::workload::ThresholdAction::Alert => c::REASON_ALERT,
-                tokenwarden_core::workload::ThresholdAction::Downgrade(_) => c::REASON_DOWNGRADE,
-                tokenwarden_core::workload::ThresholdAction::Block => c::REASON_BLOCK,
+                ThresholdAction::Alert => c::REASON_ALERT,
+                ThresholdAction::Downgrade(_) => c::REASON_DOWNGRADE,
+                ThresholdAction::Block => c::REASON_BLOCK,
             },
             format!("{pct}% spent this period (threshold {}%)", th.percent),
         ),
@@ -230,38 +257,47 @@ pub fn budget_status(
         generation,
         now,
     );
-    let limit = cfg.limit_usd;
-    let exhausted_msg = match (book.unmet(), limit) {
-        ((Some(need), _), Some(l)) if state == State::Exhausted && t.spent < l => format!(
-            "spent ${} of ${}; the ${} left is less than the ${need} a request needed; \
-             resets at {}",
-            t.spent,
-            l,
-            book.cap_usd().unwrap_or(l).saturating_sub(t.spent),
-            rfc3339(w.end)
-        ),
-        (_, Some(l)) if state == State::Exhausted => {
-            format!("spent ${} of ${}; resets at {}", t.spent, l, rfc3339(w.end))
-        }
-        _ if state == State::Exhausted => {
-            format!("token limit reached; resets at {}", rfc3339(w.end))
-        }
-        _ => format!("within the limit; the period ends at {}", rfc3339(w.end)),
-    };
+    let exhausted = book.budget_state() == State::Exhausted;
     set_condition(
         &mut conds,
         prev,
         c::EXHAUSTED,
-        state == State::Exhausted,
-        if state == State::Exhausted {
+        exhausted,
+        if exhausted {
             c::REASON_LIMIT_REACHED
         } else {
             c::REASON_WITHIN_BUDGET
         },
-        exhausted_msg,
+        exhausted_message(book),
         generation,
         now,
     );
+    conds
+}
+
+/// What the Exhausted condition says: why the budget is exhausted (and
+/// when it resets), or that it is not.
+fn exhausted_message(book: &Book) -> String {
+    let t = book.totals();
+    let end = rfc3339(book.window().end);
+    let exhausted = book.budget_state() == State::Exhausted;
+    match (book.unmet(), book.config().limit_usd) {
+        ((Some(need), _), Some(l)) if exhausted && t.spent < l => format!(
+            "spent ${} of ${}; the ${} left is less than the ${need} a request needed; \
+             resets at {end}",
+            t.spent,
+            l,
+            book.cap_usd().unwrap_or(l).saturating_sub(t.spent),
+        ),
+        (_, Some(l)) if exhausted => format!("spent ${} of ${}; resets at {end}", t.spent, l),
+        _ if exhausted => format!("token limit reached; resets at {end}"),
+        _ => format!("within the limit; the period ends at {end}"),
+    }
+}
+
+/// The persisted ledger of a book (what a new leader restores from).
+fn ledger_status(book: &Book) -> LedgerStatus {
+    let t = book.totals();
     let sidecars = book
         .sidecars()
         .iter()
@@ -277,41 +313,20 @@ pub fn budget_status(
         })
         .collect();
     let (unmet, unmet_tokens) = book.unmet();
-    TokenBudgetStatus {
-        observed_generation: Some(generation),
-        period_start: Some(rfc3339(w.start)),
-        period_end: Some(rfc3339(w.end)),
-        spent_usd: Some(t.spent.to_string()),
-        remaining_usd: limit.map(|l| l.saturating_sub(t.spent).max(Usd::ZERO).to_string()),
-        tokens: Some(counts(&t.usage)),
-        remaining_tokens: cfg
-            .limit_tokens
-            .map(|l| i64_of(l.saturating_sub(t.tokens()))),
-        requests: Some(i64_of(t.requests)),
-        unpriced_requests: Some(i64_of(t.unpriced_requests)),
-        top_models: top(book.models()),
-        top_workloads: top(book.workloads()),
-        state: Some(match state {
-            State::Ok => CrdState::Ok,
-            State::Threshold => CrdState::Threshold,
-            State::Exhausted => CrdState::Exhausted,
-        }),
-        conditions: conds,
-        ledger: Some(LedgerStatus {
-            period_start_unix: w.start.as_second(),
-            epoch: i64_of(book.epoch()),
-            spent_picos: t.spent.picos().to_string(),
-            spent_tokens: i64_of(t.tokens()),
-            sidecars,
-            models: book.models().iter().map(|(k, v)| spend_out(k, v)).collect(),
-            workloads: book
-                .workloads()
-                .iter()
-                .map(|(k, v)| spend_out(k, v))
-                .collect(),
-            unmet_picos: unmet.map(|u| u.picos().to_string()),
-            unmet_tokens: unmet_tokens.map(i64_of),
-        }),
+    LedgerStatus {
+        period_start_unix: book.window().start.as_second(),
+        epoch: i64_of(book.epoch()),
+        spent_picos: t.spent.picos().to_string(),
+        spent_tokens: i64_of(t.tokens()),
+        sidecars,
+        models: book.models().iter().map(|(k, v)| spend_out(k, v)).collect(),
+        workloads: book
+            .workloads()
+            .iter()
+            .map(|(k, v)| spend_out(k, v))
+            .collect(),
+        unmet_picos: unmet.map(|u| u.picos().to_string()),
+        unmet_tokens: unmet_tokens.map(i64_of),
     }
 }
 

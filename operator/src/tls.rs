@@ -24,7 +24,10 @@ use tokio::{
 };
 use tokio_rustls::{TlsAcceptor, server::TlsStream};
 
-use crate::webhook::{certs::CertBundle, server::CertStore};
+use crate::webhook::{
+    certs::CertBundle,
+    server::{CertStore, LoadError},
+};
 
 /// How often `--tls-cert-file`/`--tls-key-file` are re-read.
 pub const FILE_RELOAD_INTERVAL: Duration = Duration::from_secs(30);
@@ -34,16 +37,49 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Read a PEM certificate chain and key into `store`. Returns whether the
 /// certificate changed.
-pub fn load_files(store: &CertStore, cert: &Path, key: &Path) -> Result<bool, String> {
-    let cert_pem = std::fs::read_to_string(cert).map_err(|e| format!("{}: {e}", cert.display()))?;
-    let key_pem = std::fs::read_to_string(key).map_err(|e| format!("{}: {e}", key.display()))?;
+pub fn load_files(store: &CertStore, cert: &Path, key: &Path) -> Result<bool, TlsFileError> {
+    let read = |path: &Path| {
+        std::fs::read_to_string(path).map_err(|source| TlsFileError::Read {
+            path: path.to_path_buf(),
+            source,
+        })
+    };
+    let cert_pem = read(cert)?;
+    let key_pem = read(key)?;
     store
         .set(CertBundle {
             cert_pem,
             key_pem,
             ca_pem: String::new(),
         })
-        .map_err(|e| format!("{} / {}: {e}", cert.display(), key.display()))
+        .map_err(|source| TlsFileError::Load {
+            cert: cert.to_path_buf(),
+            key: key.to_path_buf(),
+            source,
+        })
+}
+
+/// Why the certificate files cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsFileError {
+    /// A file cannot be read.
+    #[error("{}: {source}", .path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The certificate and key do not make a usable pair.
+    #[error("{} / {}: {source}", .cert.display(), .key.display())]
+    Load {
+        /// The certificate file.
+        cert: PathBuf,
+        /// The key file.
+        key: PathBuf,
+        /// Why.
+        source: LoadError,
+    },
 }
 
 /// Re-read the files every `interval` in the background (waiting for them

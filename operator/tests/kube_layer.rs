@@ -483,7 +483,7 @@ async fn scenario_cluster_ledger_configmap(log: &Log) {
         &json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
                 "message": "etcdserver: request timed out", "reason": "InternalError", "code": 500}),
     );
-    let err = t.await.unwrap().unwrap_err();
+    let err = t.await.unwrap().unwrap_err().to_string();
     assert!(
         err.starts_with("server-side apply of ConfigMap tokenwarden-ledger: "),
         "{err}"
@@ -552,7 +552,7 @@ async fn scenario_budget_status(log: &Log) {
     );
     let err = writer.await.unwrap().unwrap_err();
     assert!(
-        err.0
+        err.to_string()
             .starts_with("server-side apply of TokenBudget team-a/gone status: "),
         "{err}"
     );
@@ -763,7 +763,7 @@ async fn authenticate(
         );
         respond(send, status, &body);
     }
-    let result = task.await.unwrap().map_err(|e| e.0);
+    let result = task.await.unwrap().map_err(|e| e.to_string());
     if let Err(e) = &result {
         assert!(
             !e.contains("secret-token"),

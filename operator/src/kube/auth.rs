@@ -77,13 +77,13 @@ impl TokenReviewAuth {
     async fn check(&self, claim: &Claim) -> Result<Identity, AuthError> {
         let pod = format!("{}/{}", claim.namespace, claim.pod_name);
         if claim.credential.is_empty() {
-            return Err(AuthError(format!(
+            return Err(AuthError::refused(format!(
                 "pod {pod}: no service-account token in the hello"
             )));
         }
         if claim.namespace.is_empty() || claim.pod_name.is_empty() || claim.pod_uid.is_empty() {
-            return Err(AuthError(
-                "the hello must name the pod's namespace, name and uid".to_string(),
+            return Err(AuthError::refused(
+                "the hello must name the pod's namespace, name and uid",
             ));
         }
         let key = token_key(&claim.credential);
@@ -101,22 +101,22 @@ impl TokenReviewAuth {
         let review = Api::<TokenReview>::all(self.client.clone())
             .create(&PostParams::default(), &review)
             .await
-            .map_err(|e| AuthError(format!("pod {pod}: TokenReview failed: {e}")))?;
-        let status = review
-            .status
-            .ok_or_else(|| AuthError(format!("pod {pod}: TokenReview returned no status")))?;
+            .map_err(|e| AuthError::unchecked(format!("pod {pod}: TokenReview failed"), e))?;
+        let status = review.status.ok_or_else(|| {
+            AuthError::refused(format!("pod {pod}: TokenReview returned no status"))
+        })?;
         if status.authenticated != Some(true) {
             let why = status
                 .error
                 .filter(|e| !e.is_empty())
                 .unwrap_or_else(|| "not authenticated".to_string());
-            return Err(AuthError(format!(
+            return Err(AuthError::refused(format!(
                 "pod {pod}: the API server rejected the service-account token: {why}"
             )));
         }
         let audiences = status.audiences.unwrap_or_default();
         if !audiences.iter().any(|a| a == AUDIENCE) {
-            return Err(AuthError(format!(
+            return Err(AuthError::refused(format!(
                 "pod {pod}: the token is valid for audiences {audiences:?}, not {AUDIENCE:?} \
                  (mount a projected service-account token with audience {AUDIENCE})"
             )));
@@ -127,7 +127,7 @@ impl TokenReviewAuth {
         let service_account = match username.strip_prefix(&prefix) {
             Some(sa) if !sa.is_empty() && !sa.contains(':') => sa.to_string(),
             _ => {
-                return Err(AuthError(format!(
+                return Err(AuthError::refused(format!(
                     "pod {pod}: the token belongs to {username:?}, not to a service account \
                      in namespace {:?}",
                     claim.namespace
@@ -138,7 +138,7 @@ impl TokenReviewAuth {
         let bound = |key: &str| -> Result<String, AuthError> {
             match extra.get(key).map(Vec::as_slice) {
                 Some([value]) => Ok(value.clone()),
-                _ => Err(AuthError(format!(
+                _ => Err(AuthError::refused(format!(
                     "pod {pod}: the token is not bound to a pod (no {key}); \
                      use a projected service-account token"
                 ))),
@@ -146,14 +146,14 @@ impl TokenReviewAuth {
         };
         let bound_name = bound(POD_NAME_EXTRA)?;
         if bound_name != claim.pod_name {
-            return Err(AuthError(format!(
+            return Err(AuthError::refused(format!(
                 "pod {pod}: the token is bound to pod {bound_name:?}, not {:?}",
                 claim.pod_name
             )));
         }
         let bound_uid = bound(POD_UID_EXTRA)?;
         if bound_uid != claim.pod_uid {
-            return Err(AuthError(format!(
+            return Err(AuthError::refused(format!(
                 "pod {pod}: the token is bound to pod uid {bound_uid:?}, not {:?}",
                 claim.pod_uid
             )));
@@ -162,11 +162,11 @@ impl TokenReviewAuth {
         let found = Api::<Pod>::namespaced(self.client.clone(), &claim.namespace)
             .get_opt(&claim.pod_name)
             .await
-            .map_err(|e| AuthError(format!("pod {pod}: reading the pod failed: {e}")))?
-            .ok_or_else(|| AuthError(format!("pod {pod} does not exist")))?;
+            .map_err(|e| AuthError::unchecked(format!("pod {pod}: reading the pod failed"), e))?
+            .ok_or_else(|| AuthError::refused(format!("pod {pod} does not exist")))?;
         let uid = found.metadata.uid.clone().unwrap_or_default();
         if uid != claim.pod_uid {
-            return Err(AuthError(format!(
+            return Err(AuthError::refused(format!(
                 "pod {pod} has uid {uid:?}, the token is bound to {:?} (the pod was replaced)",
                 claim.pod_uid
             )));
@@ -177,7 +177,7 @@ impl TokenReviewAuth {
             .and_then(|s| s.service_account_name.clone())
             .unwrap_or_else(|| "default".to_string());
         if pod_sa != service_account {
-            return Err(AuthError(format!(
+            return Err(AuthError::refused(format!(
                 "pod {pod} runs as service account {pod_sa:?}, the token is for {service_account:?}"
             )));
         }

@@ -16,7 +16,7 @@ use tokenwarden_core::cluster_ledger::ClusterLedgerState;
 use tokio::runtime::Handle;
 
 use super::{ApiCall, FIELD_MANAGER, Scope};
-use crate::engine::LedgerStore;
+use crate::engine::{LedgerError, LedgerStore};
 
 /// Default ConfigMap name.
 pub const DEFAULT_NAME: &str = "tokenwarden-ledger";
@@ -54,27 +54,27 @@ impl ConfigMapLedger {
     }
 
     /// [`LedgerStore::load`] without blocking.
-    pub async fn read(&self) -> Result<ClusterLedgerState, String> {
+    pub async fn read(&self) -> Result<ClusterLedgerState, LedgerError> {
         let cm = self
             .api
             .get_opt(&self.name)
             .await
-            .map_err(|e| format!("reading ConfigMap {}: {e}", self.name))?;
+            .map_err(|e| LedgerError::store(format!("reading ConfigMap {}", self.name), e))?;
         let Some(json) = cm.and_then(|c| c.data).and_then(|mut d| d.remove(KEY)) else {
             return Ok(ClusterLedgerState::default());
         };
-        serde_json::from_str(&json).map_err(|e| format!("ConfigMap {} key {KEY}: {e}", self.name))
+        serde_json::from_str(&json)
+            .map_err(|e| LedgerError::store(format!("ConfigMap {} key {KEY}", self.name), e))
     }
 
     /// [`LedgerStore::save`] without blocking.
-    pub async fn write(&self, state: &ClusterLedgerState) -> Result<(), String> {
-        let json = serde_json::to_string(state).map_err(|e| e.to_string())?;
+    pub async fn write(&self, state: &ClusterLedgerState) -> Result<(), LedgerError> {
+        let json = serde_json::to_string(state)?;
         if json.len() > MAX_BYTES {
-            return Err(format!(
-                "the cluster ledger is {} bytes, more than a ConfigMap holds ({MAX_BYTES}); \
-                 too many sidecars were seen in the last 7 days",
-                json.len()
-            ));
+            return Err(LedgerError::TooLarge {
+                size: json.len(),
+                max: MAX_BYTES,
+            });
         }
         let body = serde_json::json!({
             "apiVersion": "v1",
@@ -93,16 +93,18 @@ impl ConfigMapLedger {
             )
             .await
             .map(|_| ())
-            .map_err(|e| format!("server-side apply of ConfigMap {}: {e}", self.name))
+            .map_err(|e| {
+                LedgerError::store(format!("server-side apply of ConfigMap {}", self.name), e)
+            })
     }
 }
 
 impl LedgerStore for ConfigMapLedger {
-    fn save(&self, state: &ClusterLedgerState) -> Result<(), String> {
+    fn save(&self, state: &ClusterLedgerState) -> Result<(), LedgerError> {
         self.runtime.block_on(self.write(state))
     }
 
-    fn load(&self) -> Result<ClusterLedgerState, String> {
+    fn load(&self) -> Result<ClusterLedgerState, LedgerError> {
         self.runtime.block_on(self.read())
     }
 }

@@ -172,10 +172,13 @@ impl KubeSource {
         .await
         .map(|_| ())
         .map_err(|e| {
-            SourceError(format!(
-                "server-side apply of {kind} {}/{} status: {e}",
-                id.namespace, id.name
-            ))
+            SourceError::call(
+                format!(
+                    "server-side apply of {kind} {}/{} status",
+                    id.namespace, id.name
+                ),
+                e,
+            )
         })
     }
 
@@ -263,11 +266,11 @@ impl ObjectSource for KubeSource {
             let policies = Api::<RoutingPolicy>::all(self.client.clone())
                 .list(&params)
                 .await
-                .map_err(|e| SourceError(format!("listing RoutingPolicies: {e}")))?;
+                .map_err(|e| SourceError::call("listing RoutingPolicies", e))?;
             let budgets = Api::<TokenBudget>::all(self.client.clone())
                 .list(&params)
                 .await
-                .map_err(|e| SourceError(format!("listing TokenBudgets: {e}")))?;
+                .map_err(|e| SourceError::call("listing TokenBudgets", e))?;
             let mut objects = Objects::default();
             for p in policies {
                 objects.policies.insert(object_ref(&p), Arc::new(p));

@@ -57,8 +57,20 @@ pub struct Handlers {
 
 /// Why a certificate could not be loaded.
 #[derive(Debug, thiserror::Error)]
-#[error("loading the serving certificate: {0}")]
-pub struct LoadError(String);
+pub enum LoadError {
+    /// `tls.crt` is not PEM.
+    #[error("loading the serving certificate: {0}")]
+    Certificate(#[source] rustls::pki_types::pem::Error),
+    /// `tls.crt` holds no certificate.
+    #[error("loading the serving certificate: no certificate in tls.crt")]
+    NoCertificate,
+    /// `tls.key` is not a PEM private key.
+    #[error("loading the serving certificate: {0}")]
+    Key(#[source] rustls::pki_types::pem::Error),
+    /// The key does not go with the certificate (or is of no usable kind).
+    #[error("loading the serving certificate: {0}")]
+    Pair(#[source] rustls::Error),
+}
 
 // === impl CertStore ===
 
@@ -76,15 +88,14 @@ impl CertStore {
         let chain: Vec<CertificateDer<'static>> =
             CertificateDer::pem_slice_iter(bundle.cert_pem.as_bytes())
                 .collect::<Result<_, _>>()
-                .map_err(|e| LoadError(e.to_string()))?;
+                .map_err(LoadError::Certificate)?;
         if chain.is_empty() {
-            return Err(LoadError("no certificate in tls.crt".into()));
+            return Err(LoadError::NoCertificate);
         }
-        let key = PrivateKeyDer::from_pem_slice(bundle.key_pem.as_bytes())
-            .map_err(|e| LoadError(e.to_string()))?;
+        let key =
+            PrivateKeyDer::from_pem_slice(bundle.key_pem.as_bytes()).map_err(LoadError::Key)?;
         let provider = ring_provider::default_provider();
-        let certified =
-            CertifiedKey::from_der(chain, key, &provider).map_err(|e| LoadError(e.to_string()))?;
+        let certified = CertifiedKey::from_der(chain, key, &provider).map_err(LoadError::Pair)?;
         self.inner.store(Some(Arc::new(Loaded {
             bundle,
             key: Arc::new(certified),

@@ -1,135 +1,25 @@
-//! The local object source: a directory of YAML files.
-
-use std::{
-    fmt::Write as _,
-    path::{Path, PathBuf},
-};
-
-use tokenwarden_crds::load::{self, Object};
-
-/// The outcome for one file.
-#[derive(Debug)]
-pub struct FileReport {
-    /// The file.
-    pub path: PathBuf,
-    /// One line per object (`ok Kind ns/name`), or the error.
-    pub result: Result<Vec<String>, String>,
-}
-
-/// The outcome for a directory.
-#[derive(Debug, Default)]
-pub struct DirReport {
-    /// Per file, in name order.
-    pub files: Vec<FileReport>,
-    /// A problem with the directory itself.
-    pub error: Option<String>,
-}
-
-// === impl DirReport ===
-
-impl DirReport {
-    /// Whether every object in every file is valid.
-    pub fn ok(&self) -> bool {
-        self.error.is_none() && self.files.iter().all(|f| f.result.is_ok())
-    }
-
-    /// One line per object or error.
-    pub fn render(&self) -> String {
-        let mut s = String::new();
-        if let Some(e) = &self.error {
-            let _ = writeln!(s, "error: {e}");
-        }
-        for f in &self.files {
-            match &f.result {
-                Ok(lines) => {
-                    for l in lines {
-                        let _ = writeln!(s, "{}: {l}", f.path.display());
-                    }
-                }
-                Err(e) => {
-                    let _ = writeln!(s, "{}: invalid: {e}", f.path.display());
-                }
-            }
-        }
-        s
-    }
-}
-
-/// The YAML files of a directory, sorted by name.
-pub fn yaml_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
-    let mut files = Vec::new();
-    for entry in std::fs::read_dir(dir)? {
-        let path = entry?.path();
-        if path.is_file() && path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
-            files.push(path);
-        }
-    }
-    files.sort();
-    Ok(files)
-}
-
-/// Validate every object of every YAML file in `dir`.
-pub fn check_dir(dir: &Path) -> DirReport {
-    let files = match yaml_files(dir) {
-        Ok(f) => f,
-        Err(e) => {
-            return DirReport {
-                files: vec![],
-                error: Some(format!("cannot read {}: {e}", dir.display())),
-            };
-        }
-    };
-    let mut report = DirReport::default();
-    if files.is_empty() {
-        report.error = Some(format!("{} has no *.yaml or *.yml files", dir.display()));
-    }
-    for path in files {
-        let result = std::fs::read_to_string(&path)
-            .map_err(|e| e.to_string())
-            .and_then(|text| load::load_yaml(&text).map_err(|e| e.to_string()))
-            .map(|objects| {
-                objects
-                    .iter()
-                    .map(|o| match o {
-                        Object::RoutingPolicy(p) => format!(
-                            "ok RoutingPolicy {}/{}",
-                            p.metadata.namespace.as_deref().unwrap_or("default"),
-                            p.metadata.name.as_deref().unwrap_or_default()
-                        ),
-                        Object::TokenBudget(b) => format!(
-                            "ok TokenBudget {}/{}",
-                            b.metadata.namespace.as_deref().unwrap_or("default"),
-                            b.metadata.name.as_deref().unwrap_or_default()
-                        ),
-                    })
-                    .collect()
-            });
-        report.files.push(FileReport { path, result });
-    }
-    report
-}
-
-// ---- the running local source ------------------------------------------------
+//! The local object source: a watched directory of RoutingPolicy and
+//! TokenBudget YAML, each object's status in a JSON file under
+//! `<state>/status/`, Events appended to `<state>/events.jsonl`.
 
 use std::{
     collections::HashMap,
     fs::File,
     io::Write as _,
+    path::{Path, PathBuf},
     sync::{Arc, Mutex},
     time::{Duration, SystemTime},
 };
 
-use tokenwarden_core::{cluster_ledger::ClusterLedgerState, workload::ObjectRef};
-use tokenwarden_crds::{RoutingPolicyStatus, TokenBudgetStatus};
+use tokenwarden_core::workload::ObjectRef;
+use tokenwarden_crds::{
+    RoutingPolicyStatus, TokenBudgetStatus,
+    load::{self, Object},
+};
 use tokio::sync::watch;
 
-use crate::{
-    engine::LedgerStore,
-    source::{
-        AuthError, Authenticator, BoxFuture, Claim, Event, EventType, Identity, Leadership,
-        ObjectSource, Objects, Regarding, SourceError,
-    },
-};
+use super::{write_atomic, yaml_files};
+use crate::source::{BoxFuture, Event, EventType, ObjectSource, Objects, Regarding, SourceError};
 
 /// Local mode: a watched directory of RoutingPolicy/TokenBudget YAML, with
 /// each object's status in a JSON file under `<state>/status/`.
@@ -147,27 +37,6 @@ fn status_path(state: &Path, kind: &str, id: &ObjectRef) -> PathBuf {
         .join("status")
         .join(kind)
         .join(format!("{}.{}.json", id.namespace, id.name))
-}
-
-/// Write `bytes` to `path` atomically and durably: a temporary file,
-/// fsync, rename, fsync of the directory.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or_else(|| Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let tmp = dir.join(format!(
-        ".{}.tmp",
-        path.file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or("status")
-    ));
-    {
-        let mut f = File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)?;
-    File::open(dir)?.sync_all()?;
-    Ok(())
 }
 
 /// How long a changed directory must hold still before it is read.
@@ -344,9 +213,7 @@ impl ObjectSource for LocalSource {
         // written by another process are read here.
         self.reload();
         let current = self.tx.borrow().clone();
-        Box::pin(async move {
-            current.ok_or_else(|| SourceError(format!("{}: not readable", self.dir.display())))
-        })
+        Box::pin(async move { current.ok_or_else(|| SourceError::Unreadable(self.dir.clone())) })
     }
 
     fn write_budget_status<'a>(
@@ -397,179 +264,19 @@ async fn write_status(
     path: PathBuf,
     bytes: Result<Vec<u8>, serde_json::Error>,
 ) -> Result<(), SourceError> {
-    let bytes = bytes.map_err(|e| SourceError(e.to_string()))?;
+    let bytes = bytes.map_err(|e| SourceError::Write(e.into()))?;
     tokio::task::spawn_blocking(move || write_atomic(&path, &bytes))
         .await
-        .map_err(|e| SourceError(e.to_string()))?
-        .map_err(|e| SourceError(e.to_string()))
-}
-
-/// The cluster ledger in `<state>/ledger.json`.
-#[derive(Debug)]
-pub struct FileLedger {
-    path: PathBuf,
-}
-
-impl FileLedger {
-    /// The ledger file under `state`.
-    pub fn new(state: &Path) -> Self {
-        Self {
-            path: state.join("ledger.json"),
-        }
-    }
-
-    fn read(&self) -> Result<ClusterLedgerState, String> {
-        match std::fs::read(&self.path) {
-            Ok(b) => {
-                serde_json::from_slice(&b).map_err(|e| format!("{}: {e}", self.path.display()))
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(ClusterLedgerState::default()),
-            Err(e) => Err(format!("{}: {e}", self.path.display())),
-        }
-    }
-}
-
-impl LedgerStore for FileLedger {
-    fn save(&self, state: &ClusterLedgerState) -> Result<(), String> {
-        let bytes = serde_json::to_vec(state).map_err(|e| e.to_string())?;
-        write_atomic(&self.path, &bytes).map_err(|e| format!("{}: {e}", self.path.display()))
-    }
-
-    fn load(&self) -> Result<ClusterLedgerState, String> {
-        self.read()
-    }
-}
-
-/// Local mode identity: every sidecar presents the same shared secret; its
-/// pod identity and labels are taken from its Hello.
-pub struct SharedSecret {
-    secret: Vec<u8>,
-}
-
-impl std::fmt::Debug for SharedSecret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("SharedSecret(<redacted>)")
-    }
-}
-
-impl SharedSecret {
-    /// Read the secret from a file (surrounding whitespace ignored).
-    pub fn from_file(path: &Path) -> Result<Self, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        let secret = text.trim().as_bytes().to_vec();
-        if secret.len() < 16 {
-            return Err(format!(
-                "{}: the shared secret must be at least 16 characters",
-                path.display()
-            ));
-        }
-        Ok(Self { secret })
-    }
-}
-
-/// Compare in time independent of where the inputs differ: hash both, then
-/// fold the XOR of the digests.
-fn same_secret(a: &[u8], b: &[u8]) -> bool {
-    let da = ring::digest::digest(&ring::digest::SHA256, a);
-    let db = ring::digest::digest(&ring::digest::SHA256, b);
-    da.as_ref()
-        .iter()
-        .zip(db.as_ref())
-        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-        == 0
-}
-
-impl Authenticator for SharedSecret {
-    fn authenticate<'a>(&'a self, claim: &'a Claim) -> BoxFuture<'a, Result<Identity, AuthError>> {
-        Box::pin(async move {
-            let given = claim.credential.trim().as_bytes();
-            if given.is_empty() {
-                return Err(AuthError("no credential in Hello".into()));
-            }
-            if !same_secret(given, &self.secret) {
-                return Err(AuthError(
-                    "the credential does not match the shared secret".into(),
-                ));
-            }
-            if claim.namespace.is_empty() || claim.pod_name.is_empty() {
-                return Err(AuthError(
-                    "Hello must name the pod's namespace and name".into(),
-                ));
-            }
-            Ok(Identity {
-                namespace: claim.namespace.clone(),
-                pod_name: claim.pod_name.clone(),
-                pod_uid: claim.pod_uid.clone(),
-                labels: claim.labels.clone(),
-            })
-        })
-    }
-}
-
-/// Local mode leader election: an exclusive lock on `<state>/leader.lock`
-/// (released by the kernel when the process dies, even by `kill -9`). The
-/// leader writes its control address to `<state>/leader.addr` for
-/// redirects.
-pub fn local_leadership(
-    state: &Path,
-    address: String,
-) -> std::io::Result<watch::Receiver<Leadership>> {
-    let lock = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .read(true)
-        .write(true)
-        .open(state.join("leader.lock"))?;
-    let addr_file = state.join("leader.addr");
-    let (tx, rx) = watch::channel(Leadership::default());
-    std::thread::Builder::new()
-        .name("leader-lock".into())
-        .spawn(move || {
-            loop {
-                match lock.try_lock() {
-                    Ok(()) => {
-                        if let Err(e) = write_atomic(&addr_file, address.as_bytes()) {
-                            tracing::warn!(error = %e, "cannot publish the leader address");
-                        }
-                        tracing::info!("acquired leadership (local lock)");
-                        tx.send_replace(Leadership {
-                            leader: true,
-                            leader_address: None,
-                        });
-                        // Held until the process exits.
-                        loop {
-                            std::thread::park();
-                        }
-                    }
-                    Err(_) => {
-                        let leader = std::fs::read_to_string(&addr_file)
-                            .ok()
-                            .map(|s| s.trim().to_string())
-                            .filter(|s| !s.is_empty());
-                        tx.send_if_modified(|l| {
-                            let new = Leadership {
-                                leader: false,
-                                leader_address: leader.clone(),
-                            };
-                            let changed = *l != new;
-                            *l = new;
-                            changed
-                        });
-                        std::thread::sleep(Duration::from_millis(200));
-                    }
-                }
-            }
-        })?;
-    Ok(rx)
+        .map_err(|e| SourceError::Write(e.into()))?
+        .map_err(|e| SourceError::Write(e.into()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const BUDGET: &str = include_str!("../../deploy/examples/02-team-daily-budget.yaml");
-    const ROUTING: &str = include_str!("../../deploy/examples/01-coding-agent-routing.yaml");
+    const BUDGET: &str = include_str!("../../../deploy/examples/02-team-daily-budget.yaml");
+    const ROUTING: &str = include_str!("../../../deploy/examples/01-coding-agent-routing.yaml");
 
     #[tokio::test(flavor = "multi_thread")]
     async fn a_file_rewritten_in_place_is_never_published_half_read() {

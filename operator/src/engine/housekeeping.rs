@@ -1,0 +1,193 @@
+//! Housekeeping, once a second: the cluster ledger forgets silent
+//! sidecars; each book rolls its period, reclaims expired leases, renews
+//! the leases of connected sidecars, broadcasts a changed state and
+//! records an Event when its state crosses a threshold.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use jiff::Timestamp;
+use tokenwarden_core::{book::LeaseAsk, budget::State, workload::ObjectRef};
+use tokenwarden_crds::common::conditions as c;
+
+use super::{
+    Engine, LEDGER_WATERMARK_KEEP_SECS, SessionId,
+    messages::{BudgetSnapshot, Grant, Outbound},
+    state::BookSlot,
+};
+use crate::source::{Event, EventType, Regarding};
+
+/// Lease lifetimes in milliseconds.
+#[derive(Clone, Copy)]
+struct Lifetimes {
+    ttl: i64,
+    grace: i64,
+}
+
+impl Engine {
+    pub(super) fn housekeeping(&mut self, now: Timestamp) {
+        if let Some(l) = self.ledger.as_mut() {
+            let dropped = l.ledger.prune(now.as_second(), LEDGER_WATERMARK_KEEP_SECS);
+            if dropped > 0 {
+                tracing::info!(
+                    sidecars = dropped,
+                    "cluster ledger: forgot sidecars silent for 7 days"
+                );
+            }
+        }
+        let lifetimes = Lifetimes {
+            ttl: i64::try_from(self.cfg.lease_ttl.as_millis()).unwrap_or(i64::MAX),
+            grace: i64::try_from(self.cfg.lease_grace.as_millis()).unwrap_or(i64::MAX),
+        };
+        let connected: BTreeMap<String, SessionId> = self
+            .by_sidecar
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect();
+        let mut events = Vec::new();
+        let mut broadcasts = Vec::new();
+        for (id, slot) in &mut self.books {
+            events.extend(keep_book(id, slot, &connected, lifetimes, now));
+            let state = slot.book.budget_state();
+            let pct = slot.book.percent_spent();
+            let spent = slot.book.totals().spent;
+            if slot.broadcast != Some((pct, state, spent)) {
+                slot.broadcast = Some((pct, state, spent));
+                broadcasts.push(id.clone());
+            }
+            events.extend(state_event(id, slot));
+            let (out, _) = slot.book.outstanding();
+            self.metrics.lease_outstanding(id, out);
+        }
+        for b in broadcasts {
+            self.broadcast_status(&b);
+        }
+        let lag: usize = self.sessions.values().map(|s| s.pending.len()).sum();
+        self.metrics
+            .ledger_lag
+            .set(i64::try_from(lag).unwrap_or(i64::MAX));
+        let source = self.source.clone();
+        if !events.is_empty() {
+            tokio::spawn(async move {
+                for e in &events {
+                    source.event(e).await;
+                }
+            });
+        }
+    }
+
+    /// Send budget `b`'s state to every session it selects.
+    fn broadcast_status(&mut self, b: &ObjectRef) {
+        let Some(slot) = self.books.get(b) else {
+            return;
+        };
+        let msg = Outbound::BudgetStatus(BudgetSnapshot::of(b, &slot.book));
+        let targets: Vec<SessionId> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| {
+                s.cfg
+                    .as_ref()
+                    .is_some_and(|c| c.budgets.iter().any(|x| x.source == *b))
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for t in targets {
+            self.send(t, msg.clone());
+        }
+    }
+}
+
+/// Roll the period, reclaim expired leases, renew the leases of connected
+/// sidecars halfway to expiry and forget sidecars gone. Returns the Event
+/// of a period that ended.
+fn keep_book(
+    id: &ObjectRef,
+    slot: &mut BookSlot,
+    connected: &BTreeMap<String, SessionId>,
+    lifetimes: Lifetimes,
+    now: Timestamp,
+) -> Option<Event> {
+    let mut event = None;
+    if let Some((w, totals)) = slot.book.roll(now) {
+        tracing::info!(
+            budget = %id,
+            period_start = %w.start,
+            spent_usd = %totals.spent,
+            requests = totals.requests,
+            "budget period ended"
+        );
+        event = Some(Event {
+            regarding: Regarding::Budget(id.clone()),
+            type_: EventType::Normal,
+            reason: c::REASON_PERIOD_RESET.into(),
+            message: format!(
+                "period from {} ended: spent ${} in {} requests",
+                w.start, totals.spent, totals.requests
+            ),
+        });
+    }
+    for sidecar in slot.book.reclaim(now, lifetimes.grace) {
+        tracing::info!(budget = %id, sidecar = %sidecar, "expired lease reclaimed");
+    }
+    let ttl = lifetimes.ttl;
+    let renew: Vec<(String, SessionId)> = slot
+        .book
+        .sidecars()
+        .iter()
+        .filter(|(_, e)| e.expires_ms != 0 && e.expires_ms - now.as_millisecond() < ttl / 2)
+        .filter_map(|(sid, _)| connected.get(sid).map(|s| (sid.clone(), *s)))
+        .collect();
+    for (sidecar, session) in renew {
+        let view = slot.book.grant(&sidecar, LeaseAsk::default(), now, ttl);
+        let grant = Grant {
+            budget: id.clone(),
+            view,
+            request_id: 0,
+        };
+        slot.pending_grants
+            .push((session, slot.book.generation(), grant));
+    }
+    let sidecars_known: BTreeSet<String> = connected.keys().cloned().collect();
+    slot.book.prune(|s| sidecars_known.contains(s));
+    event
+}
+
+/// The Event for a budget whose state or active threshold changed since
+/// the last one (none for a budget that has always been Ok).
+fn state_event(id: &ObjectRef, slot: &mut BookSlot) -> Option<Event> {
+    let state = slot.book.budget_state();
+    let pct = slot.book.percent_spent();
+    let spent = slot.book.totals().spent;
+    let threshold = slot.book.config().active_threshold(pct).map(|t| t.percent);
+    if slot.evented == Some((state, threshold)) {
+        return None;
+    }
+    let first_ok = slot.evented.is_none() && state == State::Ok;
+    slot.evented = Some((state, threshold));
+    if first_ok {
+        return None;
+    }
+    let (type_, reason, message) = match (state, threshold) {
+        (State::Exhausted, _) => (
+            EventType::Warning,
+            c::EXHAUSTED,
+            format!("budget exhausted: spent ${spent} ({pct}%)"),
+        ),
+        (_, Some(p)) => (
+            EventType::Warning,
+            c::THRESHOLD_CROSSED,
+            format!("{pct}% of the budget spent (threshold {p}%)"),
+        ),
+        _ => (
+            EventType::Normal,
+            c::REASON_WITHIN_BUDGET,
+            format!("{pct}% of the budget spent"),
+        ),
+    };
+    Some(Event {
+        regarding: Regarding::Budget(id.clone()),
+        type_,
+        reason: reason.into(),
+        message,
+    })
+}

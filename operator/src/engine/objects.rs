@@ -1,0 +1,169 @@
+//! Objects and config push: a new set of objects rebuilds the compile
+//! inputs and the books; each session gets a snapshot when its compiled
+//! config changed (and revokes or grants for the budgets that left or
+//! joined it).
+
+use std::{collections::BTreeSet, sync::Arc};
+
+use jiff::Timestamp;
+use tokenwarden_core::{
+    book::Book,
+    compile::compile,
+    workload::{BudgetConfig, ObjectRef, WorkloadConfig},
+};
+use tokenwarden_crds::TokenBudget;
+
+use super::{
+    Engine, SessionId,
+    messages::{BudgetSnapshot, Grant, Outbound},
+    state::BookSlot,
+};
+use crate::{
+    source::{Identity, Objects},
+    status,
+};
+
+/// A short content hash: the config version.
+fn digest(bytes: &[u8]) -> String {
+    let d = ring::digest::digest(&ring::digest::SHA256, bytes);
+    d.as_ref()[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl Engine {
+    pub(super) fn set_objects(&mut self, objects: Arc<Objects>, now: Timestamp) {
+        self.objects = objects.clone();
+        self.policies.clear();
+        self.budgets_in.clear();
+        self.policy_errors.clear();
+        for (id, p) in &objects.policies {
+            match p.to_input() {
+                Ok(i) => self.policies.push(i),
+                Err(e) => {
+                    self.policy_errors.insert(id.clone(), e.to_string());
+                }
+            }
+        }
+        let mut wanted = BTreeSet::new();
+        for (id, b) in &objects.budgets {
+            let input = match b.to_input() {
+                Ok(i) => i,
+                Err(e) => {
+                    tracing::warn!(budget = %id, error = %e, "invalid TokenBudget ignored");
+                    continue;
+                }
+            };
+            wanted.insert(id.clone());
+            self.update_book(id, b, input.budget.clone(), now);
+            self.budgets_in.push(input);
+        }
+        self.books.retain(|id, _| wanted.contains(id));
+        let ids: Vec<SessionId> = self.sessions.keys().copied().collect();
+        for id in ids {
+            self.push_config(id);
+        }
+        self.policy_statuses_dirty = true;
+        self.metrics
+            .budgets
+            .set(i64::try_from(self.books.len()).unwrap_or(0));
+    }
+
+    /// Reconfigure a known book, or start one from the budget's saved status.
+    fn update_book(
+        &mut self,
+        id: &ObjectRef,
+        budget: &TokenBudget,
+        cfg: BudgetConfig,
+        now: Timestamp,
+    ) {
+        if let Some(slot) = self.books.get_mut(id) {
+            if slot.book.config() != &cfg
+                && let Err(e) = slot.book.reconfigure(cfg, now)
+            {
+                tracing::warn!(budget = %id, error = %e, "budget reconfigure failed");
+            }
+            return;
+        }
+        let book = match status::book_state(budget.status.as_ref()) {
+            Some(s) => Book::restore(cfg, now, s),
+            None => Book::new(cfg, now),
+        };
+        match book {
+            Ok(book) => {
+                self.books
+                    .insert(id.clone(), BookSlot::new(book, budget.status.clone()));
+            }
+            Err(e) => {
+                tracing::warn!(budget = %id, error = %e, "budget period invalid");
+            }
+        }
+    }
+
+    fn compile_for(&self, identity: &Identity) -> WorkloadConfig {
+        compile(
+            &identity.namespace,
+            &identity.labels,
+            &self.policies,
+            &self.budgets_in,
+        )
+    }
+
+    /// Compile for the session's pod; send a snapshot if it changed.
+    pub(super) fn push_config(&mut self, id: SessionId) {
+        let Some(s) = self.sessions.get(&id) else {
+            return;
+        };
+        let cfg = self.compile_for(&s.identity);
+        let json = match serde_json::to_vec(&cfg) {
+            Ok(j) => j,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot serialize a config");
+                return;
+            }
+        };
+        let version = digest(&json);
+        let old_budgets: BTreeSet<ObjectRef> = s
+            .cfg
+            .iter()
+            .flat_map(|c| c.budgets.iter().map(|b| b.source.clone()))
+            .collect();
+        if version == s.sent_version {
+            return;
+        }
+        let new_budgets: BTreeSet<ObjectRef> =
+            cfg.budgets.iter().map(|b| b.source.clone()).collect();
+        let sidecar = s.sidecar_id.clone();
+        if let Some(s) = self.sessions.get_mut(&id) {
+            s.sent_version.clone_from(&version);
+            s.cfg = Some(cfg);
+        }
+        self.send(id, Outbound::Config { version, json });
+        self.metrics.snapshots_sent.inc();
+        // Revoke leases of budgets that no longer select the pod.
+        for gone in old_budgets.difference(&new_budgets) {
+            let epoch = self.books.get(gone).map_or(0, |b| b.book.epoch());
+            self.send(
+                id,
+                Outbound::Revoke {
+                    budget: gone.clone(),
+                    epoch,
+                    reason: "the TokenBudget no longer selects this pod".into(),
+                },
+            );
+        }
+        // Budget state and current leases of newly selecting budgets.
+        // Their current leases go out once what they show is durable.
+        for b in new_budgets.difference(&old_budgets) {
+            if let Some(slot) = self.books.get_mut(b) {
+                let st = BudgetSnapshot::of(b, &slot.book);
+                let grant = Grant {
+                    budget: b.clone(),
+                    view: slot.book.lease(&sidecar),
+                    request_id: 0,
+                };
+                slot.pending_grants
+                    .push((id, slot.book.generation(), grant));
+                self.send(id, Outbound::BudgetStatus(st));
+            }
+        }
+    }
+}

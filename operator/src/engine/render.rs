@@ -1,0 +1,78 @@
+//! The admin `/ledger` view: the cluster ledger's rows, each budget's
+//! period and spend, and the connected sidecars.
+
+use serde_json::{Value, json};
+use tokenwarden_core::{
+    book::{Book, Spend},
+    cluster_ledger::LedgerKey,
+    money::Usd,
+    workload::ObjectRef,
+};
+
+use super::{Engine, state::Session};
+
+impl Engine {
+    pub(super) fn render_ledger(&self) -> Value {
+        let rows: Vec<Value> = self
+            .ledger
+            .iter()
+            .flat_map(|l| l.ledger.rows().iter())
+            .map(|(k, v)| ledger_row(k, v))
+            .collect();
+        let budgets: Vec<Value> = self
+            .books
+            .iter()
+            .map(|(id, s)| budget_row(id, &s.book))
+            .collect();
+        let sidecars: Vec<Value> = self.sessions.values().map(sidecar_row).collect();
+        json!({ "ledger": rows, "budgets": budgets, "sidecars": sidecars })
+    }
+}
+
+fn ledger_row(k: &LedgerKey, v: &Spend) -> Value {
+    json!({
+        "namespace": k.namespace,
+        "workload": k.workload,
+        "model": k.model,
+        "requests": v.requests,
+        "input_tokens": v.usage.input_tokens,
+        "output_tokens": v.usage.output_tokens,
+        "cache_read_tokens": v.usage.cache_read_tokens,
+        "cache_write_tokens": v.usage.cache_write_tokens,
+        "cost_usd": v.cost.to_string(),
+        "unpriced_requests": v.unpriced,
+        "estimated_requests": v.estimated,
+    })
+}
+
+fn budget_row(id: &ObjectRef, b: &Book) -> Value {
+    let w = b.window();
+    let (out, _) = b.outstanding();
+    json!({
+        "namespace": id.namespace,
+        "name": id.name,
+        "period_start": w.start.to_string(),
+        "period_end": w.end.to_string(),
+        "spent_usd": b.totals().spent.to_string(),
+        "period": b.config().period.to_string(),
+        "limit_usd": b.config().limit_usd.map(|l| l.to_string()),
+        "limit_tokens": b.config().limit_tokens,
+        "remaining_usd": b.config().limit_usd.map(|l| l.saturating_sub(b.totals().spent).max(Usd::ZERO).to_string()),
+        "leased_usd": out.to_string(),
+        "requests": b.totals().requests,
+        "tokens": b.totals().tokens(),
+        "state": b.budget_state().as_str(),
+        "percent_spent": b.percent_spent(),
+    })
+}
+
+fn sidecar_row(s: &Session) -> Value {
+    json!({
+        "sidecar_id": s.sidecar_id,
+        "pod": format!("{}/{}", s.identity.namespace, s.identity.pod_name),
+        "workload": s.workload,
+        "config_version": s.sent_version,
+        "acked_version": s.acked_version,
+        "unacked_batches": s.pending.len(),
+    })
+}

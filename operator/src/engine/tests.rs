@@ -1,0 +1,488 @@
+//! In-process tests of the engine's rules, against fakes of the object
+//! source and the ledger store: a batch is acked only once its status
+//! write is durable, a lease grant goes out only after the write that
+//! records it, a replayed record counts once, and a replica that lost
+//! leadership writes nothing more.
+
+use std::{
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
+use tokenwarden_core::cluster_ledger::ClusterLedgerState;
+use tokenwarden_crds::{
+    RoutingPolicyStatus, TokenBudgetStatus,
+    load::{Object, parse_yaml},
+};
+use tokenwarden_proto::{
+    BudgetPeriod, LeaseRequest, UsageBatch, UsageRecord, operator_message::Msg as Out,
+};
+
+use super::*;
+use crate::source::{BoxFuture, Event, SourceError};
+
+const BUDGET_YAML: &str = include_str!("../../../deploy/examples/02-team-daily-budget.yaml");
+const NS: &str = "agents";
+const BUDGET: &str = "search-team-daily";
+/// Long enough for the engine to have done what it would do (it ticks
+/// every 50 ms); short enough to keep the tests fast.
+const QUIET: Duration = Duration::from_millis(400);
+const PATIENCE: Duration = Duration::from_secs(10);
+
+#[test]
+fn workload_names_come_from_labels_or_the_pod_name() {
+    let mut id = Identity {
+        namespace: "shop".into(),
+        pod_name: "checkout-7d9f8b6c5d-x2x4p".into(),
+        pod_uid: "u".into(),
+        labels: [("pod-template-hash".to_string(), "7d9f8b6c5d".to_string())].into(),
+    };
+    assert_eq!(workload_of(&id), "checkout");
+    id.labels.insert("app".into(), "cart".into());
+    assert_eq!(workload_of(&id), "cart");
+    id.labels
+        .insert("app.kubernetes.io/name".into(), "cart-api".into());
+    assert_eq!(workload_of(&id), "cart-api");
+}
+
+// === fakes ===
+
+/// An object source whose budget status writes complete only while its
+/// gate is open; it records every write started and finished.
+struct FakeSource {
+    objects: watch::Sender<Option<Arc<Objects>>>,
+    gate: watch::Sender<bool>,
+    started: Mutex<Vec<TokenBudgetStatus>>,
+    finished: Mutex<Vec<TokenBudgetStatus>>,
+}
+
+impl FakeSource {
+    fn started(&self) -> Vec<TokenBudgetStatus> {
+        self.started.lock().unwrap().clone()
+    }
+
+    fn finished(&self) -> Vec<TokenBudgetStatus> {
+        self.finished.lock().unwrap().clone()
+    }
+}
+
+impl ObjectSource for FakeSource {
+    fn objects(&self) -> watch::Receiver<Option<Arc<Objects>>> {
+        self.objects.subscribe()
+    }
+
+    fn write_budget_status<'a>(
+        &'a self,
+        _id: &'a ObjectRef,
+        status: &'a TokenBudgetStatus,
+    ) -> BoxFuture<'a, Result<(), SourceError>> {
+        Box::pin(async move {
+            self.started.lock().unwrap().push(status.clone());
+            let mut gate = self.gate.subscribe();
+            let _ = gate.wait_for(|open| *open).await;
+            self.finished.lock().unwrap().push(status.clone());
+            Ok(())
+        })
+    }
+
+    fn write_policy_status<'a>(
+        &'a self,
+        _id: &'a ObjectRef,
+        _status: &'a RoutingPolicyStatus,
+    ) -> BoxFuture<'a, Result<(), SourceError>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    fn event<'a>(&'a self, _event: &'a Event) -> BoxFuture<'a, ()> {
+        Box::pin(async {})
+    }
+
+    fn fresh(&self) -> BoxFuture<'_, Result<Arc<Objects>, SourceError>> {
+        let current = self.objects.borrow().clone().unwrap_or_default();
+        Box::pin(async move { Ok(current) })
+    }
+}
+
+/// A cluster ledger kept in memory; counts its saves.
+#[derive(Default)]
+struct FakeLedger {
+    saved: Mutex<Vec<ClusterLedgerState>>,
+}
+
+impl LedgerStore for FakeLedger {
+    fn save(&self, state: &ClusterLedgerState) -> Result<(), LedgerError> {
+        self.saved.lock().unwrap().push(state.clone());
+        Ok(())
+    }
+
+    fn load(&self) -> Result<ClusterLedgerState, LedgerError> {
+        Ok(self
+            .saved
+            .lock()
+            .unwrap()
+            .last()
+            .cloned()
+            .unwrap_or_default())
+    }
+}
+
+// === harness ===
+
+struct Harness {
+    engine: mpsc::Sender<Cmd>,
+    source: Arc<FakeSource>,
+    ledger: Arc<FakeLedger>,
+    leadership: watch::Sender<Leadership>,
+}
+
+fn objects() -> Arc<Objects> {
+    let mut objects = Objects::default();
+    for o in parse_yaml(BUDGET_YAML).unwrap() {
+        if let Object::TokenBudget(mut b) = o {
+            b.metadata.generation = Some(1);
+            objects
+                .budgets
+                .insert(ObjectRef::new(NS, BUDGET), Arc::new(*b));
+        }
+    }
+    assert_eq!(objects.budgets.len(), 1);
+    Arc::new(objects)
+}
+
+/// An engine leading on the example budget; status writes complete only
+/// while `gate_open`.
+fn start(gate_open: bool) -> Harness {
+    let objects = objects();
+    let source = Arc::new(FakeSource {
+        objects: watch::channel(Some(objects.clone())).0,
+        gate: watch::channel(gate_open).0,
+        started: Mutex::default(),
+        finished: Mutex::default(),
+    });
+    let ledger = Arc::new(FakeLedger::default());
+    let (leadership, leading) = watch::channel(Leadership {
+        leader: true,
+        leader_address: None,
+    });
+    let cfg = EngineConfig {
+        status_interval: Duration::from_millis(10),
+        ..EngineConfig::default()
+    };
+    let engine = Engine::spawn(
+        cfg,
+        source.clone(),
+        Some((ClusterLedgerState::default(), ledger.clone())),
+        Arc::new(Metrics::new()),
+        objects,
+        leading,
+    );
+    Harness {
+        engine,
+        source,
+        ledger,
+        leadership,
+    }
+}
+
+/// One sidecar stream, as the engine sees it.
+struct Sidecar {
+    id: SessionId,
+    sidecar_id: String,
+    rx: mpsc::Receiver<Result<OperatorMessage, tonic::Status>>,
+    /// The budget period its snapshot named.
+    period_start_unix: i64,
+}
+
+impl Harness {
+    /// Open session `id` for sidecar `sidecar_id` of a pod the budget
+    /// selects; wait for its config and budget state.
+    async fn connect(&self, id: SessionId, sidecar_id: &str) -> Sidecar {
+        let (tx, rx) = mpsc::channel(256);
+        let (reply, answer) = oneshot::channel();
+        let identity = Identity {
+            namespace: NS.into(),
+            pod_name: format!("search-{sidecar_id}"),
+            pod_uid: format!("uid-{sidecar_id}"),
+            labels: [("team".to_string(), "search".to_string())].into(),
+        };
+        let hello = pb::Hello {
+            sidecar_id: sidecar_id.into(),
+            ..pb::Hello::default()
+        };
+        self.engine
+            .send(Cmd::Open {
+                id,
+                identity,
+                hello: Box::new(hello),
+                tx,
+                reply,
+            })
+            .await
+            .unwrap();
+        answer.await.unwrap().unwrap();
+        let mut sidecar = Sidecar {
+            id,
+            sidecar_id: sidecar_id.into(),
+            rx,
+            period_start_unix: 0,
+        };
+        let status = sidecar.next(|m| matches!(m, Out::BudgetStatus(_))).await;
+        let Out::BudgetStatus(s) = status else {
+            unreachable!()
+        };
+        sidecar.period_start_unix = s.period_start_unix;
+        sidecar
+    }
+
+    async fn send(&self, sidecar: &Sidecar, msg: In) {
+        self.engine.send(Cmd::Msg(sidecar.id, msg)).await.unwrap();
+    }
+
+    /// Send usage records `seqs` ($1 each) of `sidecar`.
+    async fn usage(&self, sidecar: &Sidecar, seqs: &[u64]) {
+        let records = seqs.iter().map(|&seq| sidecar.record(seq)).collect();
+        self.send(sidecar, In::Usage(UsageBatch { records })).await;
+    }
+
+    async fn render(&self) -> serde_json::Value {
+        let (tx, rx) = oneshot::channel();
+        self.engine.send(Cmd::Ledger(tx)).await.unwrap();
+        rx.await.unwrap()
+    }
+}
+
+const DOLLAR_PICOS: i64 = 1_000_000_000_000;
+
+impl Sidecar {
+    fn record(&self, seq: u64) -> UsageRecord {
+        UsageRecord {
+            sidecar_id: self.sidecar_id.clone(),
+            seq,
+            ts_unix_nanos: i64::try_from(Timestamp::now().as_nanosecond()).unwrap(),
+            endpoint: "chatCompletions".into(),
+            requested_model: "gpt-4o-mini".into(),
+            served_model: "gpt-4o-mini".into(),
+            provider: "openai".into(),
+            status: 200,
+            usage: Some(pb::Usage {
+                input_tokens: 10,
+                output_tokens: 5,
+                ..pb::Usage::default()
+            }),
+            cost_picos: DOLLAR_PICOS,
+            priced: true,
+            budgets: vec![BudgetPeriod {
+                namespace: NS.into(),
+                name: BUDGET.into(),
+                period_start_unix: self.period_start_unix,
+            }],
+            ..UsageRecord::default()
+        }
+    }
+
+    /// The next message matching `want` (others are skipped).
+    async fn next(&mut self, want: impl Fn(&Out) -> bool) -> Out {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let msg = tokio::time::timeout_at(deadline, self.rx.recv())
+                .await
+                .expect("no such message in time")
+                .expect("the stream ended")
+                .expect("the stream failed");
+            if let Some(m) = msg.msg
+                && want(&m)
+            {
+                return m;
+            }
+        }
+    }
+
+    /// Every message that arrives within [`QUIET`] (and whether the
+    /// stream ended or failed meanwhile).
+    async fn quiet(&mut self) -> (Vec<Out>, Option<tonic::Status>) {
+        let deadline = tokio::time::Instant::now() + QUIET;
+        let mut seen = Vec::new();
+        while let Ok(Some(msg)) = tokio::time::timeout_at(deadline, self.rx.recv()).await {
+            match msg {
+                Ok(m) => seen.extend(m.msg),
+                Err(status) => return (seen, Some(status)),
+            }
+        }
+        (seen, None)
+    }
+}
+
+fn acks(msgs: &[Out]) -> Vec<u64> {
+    msgs.iter()
+        .filter_map(|m| match m {
+            Out::UsageAck(a) => Some(a.up_to_seq),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Wait until `cond` holds.
+async fn until(what: &str, cond: impl Fn() -> bool) {
+    let deadline = Instant::now() + PATIENCE;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn requests(status: &TokenBudgetStatus) -> i64 {
+    status.requests.unwrap_or(0)
+}
+
+// === the rules ===
+
+#[tokio::test]
+async fn a_batch_is_acked_only_once_its_status_write_is_durable() {
+    let h = start(false);
+    let mut sidecar = h.connect(1, "sc-1").await;
+    h.usage(&sidecar, &[1, 2]).await;
+    // A status write is under way, and held (the one counting the batch,
+    // or the first one, which the batch's must wait for).
+    until("a status write", || !h.source.started().is_empty()).await;
+    let (seen, _) = sidecar.quiet().await;
+    assert_eq!(acks(&seen), Vec::<u64>::new(), "acked before durable");
+    assert!(h.source.finished().is_empty());
+
+    h.source.gate.send_replace(true);
+    let ack = sidecar.next(|m| matches!(m, Out::UsageAck(_))).await;
+    let Out::UsageAck(ack) = ack else {
+        unreachable!()
+    };
+    assert_eq!(ack.up_to_seq, 2);
+    assert!(
+        h.source.finished().iter().any(|s| requests(s) == 2),
+        "acked, yet no finished write holds the batch"
+    );
+}
+
+#[tokio::test]
+async fn a_lease_grant_goes_out_only_after_the_write_that_records_it() {
+    let h = start(false);
+    let mut sidecar = h.connect(1, "sc-1").await;
+    let request = LeaseRequest {
+        budget_namespace: NS.into(),
+        budget_name: BUDGET.into(),
+        want_picos: 2 * DOLLAR_PICOS,
+        need_picos: DOLLAR_PICOS,
+        request_id: 7,
+        ..LeaseRequest::default()
+    };
+    h.send(&sidecar, In::LeaseRequest(request)).await;
+    let (seen, _) = sidecar.quiet().await;
+    assert!(
+        !seen
+            .iter()
+            .any(|m| matches!(m, Out::LeaseGrant(g) if g.request_id == 7)),
+        "granted before the write: {seen:?}"
+    );
+
+    h.source.gate.send_replace(true);
+    let grant = sidecar
+        .next(|m| matches!(m, Out::LeaseGrant(g) if g.request_id == 7))
+        .await;
+    let Out::LeaseGrant(grant) = grant else {
+        unreachable!()
+    };
+    assert!(grant.amount_picos >= DOLLAR_PICOS, "{grant:?}");
+    // A restarted operator would find the lease in a finished write.
+    let recorded = h.source.finished().iter().any(|s| {
+        s.ledger.as_ref().is_some_and(|l| {
+            l.sidecars
+                .iter()
+                .any(|e| e.id == "sc-1" && e.granted_picos == grant.amount_picos.to_string())
+        })
+    });
+    assert!(recorded, "the grant is in no finished write");
+}
+
+#[tokio::test]
+async fn a_replayed_record_counts_once() {
+    let h = start(true);
+    let mut first = h.connect(1, "sc-1").await;
+    h.usage(&first, &[1, 2]).await;
+    let ack = first.next(|m| matches!(m, Out::UsageAck(_))).await;
+    assert!(matches!(ack, Out::UsageAck(a) if a.up_to_seq == 2));
+
+    // The sidecar reconnects and replays what it had sent (its ack may
+    // have been lost), then a new record.
+    h.engine.send(Cmd::Close(first.id)).await.unwrap();
+    let mut again = h.connect(2, "sc-1").await;
+    h.usage(&again, &[1, 2, 3]).await;
+    let ack = again.next(|m| matches!(m, Out::UsageAck(_))).await;
+    assert!(matches!(ack, Out::UsageAck(a) if a.up_to_seq == 3));
+
+    let view = h.render().await;
+    assert_eq!(view["budgets"][0]["requests"], 3, "{view}");
+    assert_eq!(view["budgets"][0]["spent_usd"], "3.00", "{view}");
+    assert_eq!(view["ledger"].as_array().map(Vec::len), Some(1), "{view}");
+    assert_eq!(view["ledger"][0]["requests"], 3, "{view}");
+    until("the status write of the third record", || {
+        h.source.finished().iter().any(|s| requests(s) == 3)
+    })
+    .await;
+    assert!(
+        h.source.finished().iter().all(|s| requests(s) <= 3),
+        "a replay was counted twice: {:?}",
+        h.source.finished()
+    );
+    let saved = h.ledger.saved.lock().unwrap().clone();
+    let last = saved.last().unwrap();
+    assert_eq!(
+        last.rows.iter().map(|(_, r)| r.requests).sum::<u64>(),
+        3,
+        "{last:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_replica_that_lost_leadership_writes_nothing_more() {
+    let h = start(true);
+    let mut sidecar = h.connect(1, "sc-1").await;
+    h.usage(&sidecar, &[1]).await;
+    let ack = sidecar.next(|m| matches!(m, Out::UsageAck(_))).await;
+    assert!(matches!(ack, Out::UsageAck(a) if a.up_to_seq == 1));
+    let (writes, saves) = (
+        h.source.started().len(),
+        h.ledger.saved.lock().unwrap().len(),
+    );
+
+    // Another replica leads now.
+    h.leadership.send_replace(Leadership {
+        leader: false,
+        leader_address: Some("https://other:15810".into()),
+    });
+    // Whatever still reaches this engine is not written (the channel may
+    // already be closed).
+    let _ = h
+        .engine
+        .send(Cmd::Msg(
+            sidecar.id,
+            In::Usage(UsageBatch {
+                records: vec![sidecar.record(2)],
+            }),
+        ))
+        .await;
+    let (seen, ended) = sidecar.quiet().await;
+    assert_eq!(
+        acks(&seen),
+        Vec::<u64>::new(),
+        "acked after losing leadership"
+    );
+    let ended = ended.expect("the session ends when leadership is lost");
+    assert_eq!(ended.code(), tonic::Code::Unavailable, "{ended:?}");
+    assert_eq!(
+        h.source.started().len(),
+        writes,
+        "a status write after the fence"
+    );
+    assert_eq!(
+        h.ledger.saved.lock().unwrap().len(),
+        saves,
+        "a ledger write after the fence"
+    );
+}
