@@ -6,11 +6,12 @@
 //!   field-path errors, reused by the webhook, the operator and standalone
 //!   mode; `to_input()` also converts into the core compiler's input.
 //! - [`load`]: reading the same objects from YAML files.
-//! - [`generate`]: the CRD YAML written by the `crdgen` binary, with a drift check.
+//!
+//! The CRD YAML is generated from these types by `cargo xtask gen`
+//! (`xtask/src/generate/crds.rs`).
 
 pub mod common;
 pub mod convert;
-pub mod generate;
 pub mod load;
 pub mod routing_policy;
 pub mod token_budget;
