@@ -26,7 +26,10 @@ fn cycle_names(krate: &Crate) -> Vec<Vec<String>> {
 fn siblings_using_each_other_are_a_cycle() {
     let (dir, k) = krate(&[
         ("lib.rs", "mod a;\nmod b;\nmod c;\n"),
-        ("a.rs", "use crate::b::B;\npub struct A(B);\npub fn helper() {}\n"),
+        (
+            "a.rs",
+            "use crate::b::B;\npub struct A(B);\npub fn helper() {}\n",
+        ),
         (
             "b.rs",
             "pub struct B;\npub fn f() { super::a::helper(); }\n",
