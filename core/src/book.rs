@@ -45,10 +45,11 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    budget::{BudgetState, State, Totals},
+    budget::{BudgetState, State},
     money::Usd,
     period::{PeriodError, Window},
-    usage::TokenCounts,
+    tokens::TokenCounts,
+    usage::Totals,
     usage::UsageRecord,
     workload::{BudgetConfig, ObjectRef},
 };

@@ -34,7 +34,8 @@ use serde::{Deserialize, Serialize};
 use crate::{
     money::Usd,
     period::{PeriodError, Window, time_zone},
-    usage::TokenCounts,
+    tokens::TokenCounts,
+    usage::Totals,
     workload::{BudgetConfig, DowngradeTarget, ObjectRef, ThresholdAction},
 };
 
@@ -151,19 +152,6 @@ pub struct Held {
     pub cost: Usd,
     /// Tokens held.
     pub tokens: u64,
-}
-
-/// Totals of one period.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Totals {
-    /// Committed spend (priced requests).
-    pub spent: Usd,
-    /// Tokens by kind.
-    pub usage: TokenCounts,
-    /// Requests settled.
-    pub requests: u64,
-    /// Requests whose model had no price.
-    pub unpriced_requests: u64,
 }
 
 /// One budget's live state.

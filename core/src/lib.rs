@@ -15,7 +15,8 @@
 //! - [`selector`]: Kubernetes label-selector semantics.
 //! - [`period`]: calendar-aligned budget periods in an IANA time zone.
 //! - [`workload`]: the compiled per-workload configuration a sidecar runs.
-//! - [`usage`]: token counts, usage records and their aggregation.
+//! - [`tokens`]: the four disjoint token kinds of a request ([`tokens::TokenCounts`]).
+//! - [`usage`]: usage records and their aggregation.
 //! - [`compile`]: the compiler from policies + budgets + pod labels to that config.
 //! - [`route`]: the routing decision (routes, escalation, downgrade).
 
@@ -30,5 +31,6 @@ pub mod money;
 pub mod period;
 pub mod route;
 pub mod selector;
+pub mod tokens;
 pub mod usage;
 pub mod workload;

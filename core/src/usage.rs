@@ -1,7 +1,4 @@
-//! Token counts, usage records and their aggregation.
-//!
-//! [`TokenCounts`] are the four disjoint token kinds of one request, which
-//! prices apply to and everything else adds up.
+//! Usage records and their aggregation.
 //!
 //! A [`UsageRecord`] is written for every upstream attempt the sidecar makes:
 //! what was asked, what served it, the four disjoint token kinds, the cost
@@ -19,47 +16,23 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    budget::Totals,
     money::Usd,
+    tokens::TokenCounts,
     workload::{Endpoint, ObjectRef},
 };
 
-/// Tokens billed for one request, in four disjoint kinds that add up to
-/// everything the provider billed.
-///
-/// Adapters convert provider usage into this: OpenAI's `prompt_tokens`
-/// *includes* its `cached_tokens` (so `input_tokens = prompt_tokens -
-/// cached_tokens`, `cache_read_tokens = cached_tokens`), Anthropic's
-/// `input_tokens` already *excludes* `cache_creation_input_tokens` and
-/// `cache_read_input_tokens`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct TokenCounts {
-    /// Uncached input (prompt) tokens only.
-    pub input_tokens: u64,
-    /// Output (completion) tokens, reasoning tokens included.
-    pub output_tokens: u64,
-    /// Input tokens read from the provider's prompt cache.
-    pub cache_read_tokens: u64,
-    /// Input tokens written to the provider's prompt cache.
-    pub cache_write_tokens: u64,
-}
-
-// === impl TokenCounts ===
-
-impl TokenCounts {
-    /// All input tokens: uncached + cache reads + cache writes (saturating).
-    /// This is what selects a tier.
-    pub const fn total_input_tokens(&self) -> u64 {
-        self.input_tokens
-            .saturating_add(self.cache_read_tokens)
-            .saturating_add(self.cache_write_tokens)
-    }
-
-    /// All tokens of all four kinds (saturating).
-    pub const fn total_tokens(&self) -> u64 {
-        self.total_input_tokens().saturating_add(self.output_tokens)
-    }
+/// Totals of one budget period (or of any set of records): spend, tokens
+/// and requests.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Totals {
+    /// Committed spend (priced requests).
+    pub spent: Usd,
+    /// Tokens by kind.
+    pub usage: TokenCounts,
+    /// Requests settled.
+    pub requests: u64,
+    /// Requests whose model had no price.
+    pub unpriced_requests: u64,
 }
 
 /// A budget period a record was counted in.
@@ -161,7 +134,8 @@ mod budgets_as_list {
     use jiff::Timestamp;
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-    use crate::{budget::Totals, workload::ObjectRef};
+    use super::Totals;
+    use crate::workload::ObjectRef;
 
     type Map = BTreeMap<ObjectRef, BTreeMap<Timestamp, Totals>>;
 

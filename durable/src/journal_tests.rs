@@ -3,7 +3,7 @@
 
 use std::{fs::OpenOptions, io::Write};
 
-use tokenwarden_core::{usage::TokenCounts, usage::UsageRecord, workload::Endpoint};
+use tokenwarden_core::{tokens::TokenCounts, usage::UsageRecord, workload::Endpoint};
 
 use super::Journal;
 use crate::{JOURNAL, read};

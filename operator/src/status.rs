@@ -6,9 +6,10 @@ use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use tokenwarden_core::{
     book::{Book, BookState, SidecarEntry, Spend},
-    budget::{State, Totals},
+    budget::State,
     money::Usd,
-    usage::TokenCounts,
+    tokens::TokenCounts,
+    usage::Totals,
     workload::ThresholdAction,
 };
 use tokenwarden_crds::{

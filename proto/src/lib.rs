@@ -20,7 +20,7 @@ pub use generated::*;
 use jiff::Timestamp;
 use tokenwarden_core::{
     money::Usd,
-    usage::TokenCounts,
+    tokens::TokenCounts,
     usage::{BudgetPeriodRef, UsageRecord as CoreRecord},
     workload::{Endpoint, ObjectRef},
 };

@@ -296,7 +296,7 @@ pub struct Attempt<'a> {
     /// Upstream status (0 = none).
     pub status: u16,
     /// Tokens by kind.
-    pub usage: &'a tokenwarden_core::usage::TokenCounts,
+    pub usage: &'a tokenwarden_core::tokens::TokenCounts,
     /// Cost in USD (for the metric only; the ledger keeps integers).
     pub cost_usd: Option<f64>,
     /// Usage was estimated.
@@ -908,13 +908,14 @@ impl Metrics {
 
 #[cfg(test)]
 mod tests {
-    use tokenwarden_core::usage::TokenCounts;
+    use tokenwarden_core::tokens::TokenCounts;
 
     use jiff::Timestamp;
     use tokenwarden_core::{
-        budget::{BudgetState, Totals},
+        budget::BudgetState,
         money::Usd,
         period::Period,
+        usage::Totals,
         workload::{BudgetConfig, FailMode, ObjectRef},
     };
 

@@ -344,7 +344,7 @@ fn summary_budget(b: &BudgetConfig) -> String {
 #[cfg(test)]
 mod tests {
     use tokenwarden_core::{
-        budget::Totals, selector::parse_labels, usage::TokenCounts, workload::ObjectRef,
+        selector::parse_labels, tokens::TokenCounts, usage::Totals, workload::ObjectRef,
     };
 
     use super::*;

@@ -11,9 +11,10 @@ use std::{
 use arc_swap::ArcSwapOption;
 use jiff::Timestamp;
 use tokenwarden_core::{
-    budget::{BudgetState, Totals},
+    budget::BudgetState,
     catalog::{PriceBook, PriceOverride},
     route::Router,
+    usage::Totals,
     workload::{ObjectRef, RepeatRule, WorkloadConfig},
 };
 use tokenwarden_durable::Journal;

@@ -1,14 +1,13 @@
 """Render the chart offline with helm-python-sdk (the real Helm v4 library).
 
-Also the generator of deploy/tokenwarden.yaml:
-    python tests/chart/chartlib.py            # rewrite deploy/tokenwarden.yaml
-    python tests/chart/chartlib.py --check    # exit 1 when it differs (drift)
+Also the generator of deploy/tokenwarden.yaml, run by `cargo xtask gen`
+(`cargo xtask gen --check` fails when the committed file differs); `manifest()`
+is the generated text.
 """
 
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import helm_python
@@ -22,8 +21,7 @@ NAMESPACE = "tokenwarden"
 
 HEADER = f"""\
 # Generated from charts/tokenwarden with default values (release {RELEASE!r},
-# namespace {NAMESPACE!r}); do not edit. Regenerate with:
-#   .venv/bin/python tests/chart/chartlib.py
+# namespace {NAMESPACE!r}); do not edit. Regenerate with: cargo xtask gen
 # Install: kubectl apply --server-side -f deploy/
 # (deploy/crds.yaml holds the CRDs; examples/ is not applied by that command.)
 """
@@ -66,21 +64,3 @@ def manifest() -> str:
             body = body[3:].lstrip("\n")
         parts.append(f"---\n# Source: {path}\n{body}\n")
     return "".join(parts)
-
-
-def main(argv: list[str]) -> int:
-    text = manifest()
-    if "--check" in argv:
-        current = DEPLOY.read_text() if DEPLOY.exists() else ""
-        if current != text:
-            print(f"{DEPLOY.relative_to(ROOT)} is out of date: run .venv/bin/python tests/chart/chartlib.py", file=sys.stderr)
-            return 1
-        print(f"ok: {DEPLOY.relative_to(ROOT)} matches the chart")
-        return 0
-    DEPLOY.write_text(text)
-    print(f"wrote {DEPLOY.relative_to(ROOT)}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

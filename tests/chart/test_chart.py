@@ -250,7 +250,7 @@ def test_chart_crds_equal_the_generated() -> None:
 
 
 def test_deploy_manifest_is_current() -> None:
-    assert DEPLOY.read_text() == manifest(), "run .venv/bin/python tests/chart/chartlib.py"
+    assert DEPLOY.read_text() == manifest(), "run cargo xtask gen"
     for d in yaml.safe_load_all(DEPLOY.read_text()):
         if d:
             kubernetes_validate.validate(d, "1.33.0", strict=True)

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Catalog, ModelPrices, lookup::lower};
 use crate::money::Usd;
-use crate::usage::TokenCounts;
+use crate::tokens::TokenCounts;
 
 /// A price override from a RoutingPolicy: prices for one model name or a
 /// family of names, taking precedence over the built-in catalog.

@@ -3,8 +3,8 @@
 //! - [`Catalog::builtin`]: prices of ~1,300 models from 34 providers,
 //!   generated at build time from the genai-prices data (pydantic/genai-prices,
 //!   MIT; a copy with its licence is in `core/data/genai-prices/`). The
-//!   generator and its rules are in [`codegen`]; regenerate with
-//!   `cargo run -p tokenwarden-core --bin catalog-gen`.
+//!   generator and its rules are in `xtask/src/generate/catalog.rs`; regenerate
+//!   with `cargo xtask gen`.
 //! - [`PriceBook`]: the catalog with RoutingPolicy overrides on top; what
 //!   the sidecar and the operator price usage with. An unknown model is
 //!   [`Pricing::Unpriced`] and [`PriceBook::cost`] returns `None`: it is
@@ -27,11 +27,10 @@
 //! audio, image and video token prices and per-request prices are ignored.
 //! Prices that genai-prices conditions on the date are resolved as of the
 //! date the data was copied; time-of-day discounts (DeepSeek off-peak) are
-//! not applied. The details are in [`codegen`].
+//! not applied. The details are in the generator, `xtask/src/generate/catalog.rs`.
 
 mod book;
 mod clause;
-pub mod codegen;
 #[rustfmt::skip]
 mod generated;
 mod lookup;

@@ -6,7 +6,7 @@ use serde::{Deserialize, Deserializer, Serialize, de};
 
 use crate::{
     money::{PricePerMtok, PriceVisitor, Usd},
-    usage::TokenCounts,
+    tokens::TokenCounts,
 };
 
 /// A price per million tokens: flat, or tiered by the request's input size.

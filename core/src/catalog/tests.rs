@@ -10,7 +10,7 @@ use pretty_assertions::assert_eq;
 use super::*;
 use crate::{
     money::{PricePerMtok, Usd},
-    usage::TokenCounts,
+    tokens::TokenCounts,
 };
 
 fn usage(input: u64, cache_write: u64, cache_read: u64, output: u64) -> TokenCounts {

@@ -15,10 +15,9 @@
 //! workload labels than scored per request.
 //!
 //! See `docs/classifier.md` for the features, the defaults and the evaluation
-//! on `core/data/routing-eval/dev.jsonl`.
+//! on `core/data/routing-eval/dev.jsonl` (`cargo xtask classifier-eval`).
 
 mod config;
-pub mod eval;
 mod features;
 mod keywords;
 

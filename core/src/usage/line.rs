@@ -189,8 +189,8 @@ mod tests {
     use super::*;
     use crate::{
         money::Usd,
+        tokens::TokenCounts,
         usage::BudgetPeriodRef,
-        usage::TokenCounts,
         workload::{Endpoint, ObjectRef},
     };
 

@@ -59,7 +59,7 @@ mod tests;
 pub use decode::{Coding, Decoder, decode_all};
 pub use json_tap::{JsonOutcome, JsonTap, MAX_CAPTURE_BYTES, estimate as estimate_json};
 pub use sse::{MAX_EVENT_BYTES, SseTap, TapOutcome};
-pub use tokenwarden_core::usage::TokenCounts;
+pub use tokenwarden_core::tokens::TokenCounts;
 
 /// The wire format of an upstream API, which decides where its usage lives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -13,7 +13,7 @@ use tokenwarden_core::{
     classify::Classification,
     money::Usd,
     route::{Choice, Router},
-    usage::TokenCounts,
+    tokens::TokenCounts,
     workload::{Endpoint, ObjectRef, RoutingConfig},
 };
 

@@ -10,7 +10,7 @@ use jiff::Timestamp;
 use tokenwarden_core::{
     budget::Held,
     money::Usd,
-    usage::TokenCounts,
+    tokens::TokenCounts,
     usage::{BudgetPeriodRef, UsageRecord},
     workload::ObjectRef,
 };

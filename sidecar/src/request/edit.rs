@@ -8,7 +8,7 @@ use std::{
 use bytes::Bytes;
 use tokenwarden_core::workload::Endpoint;
 
-use super::{Layout, ParsedRequest, StreamOptions, parse};
+use super::{Layout, ParsedRequest, StreamOptions, scan};
 
 /// The value `stream_options` gets when the app sent none (or `null`).
 const STREAM_OPTIONS: &str = r#"{"include_usage":true}"#;
@@ -27,7 +27,7 @@ pub(super) fn rewrite(
     ensure_include_usage: bool,
 ) -> Bytes {
     if !parsed.layout.describes(body) {
-        return match parse(parsed.endpoint, body) {
+        return match scan::parse(parsed.endpoint, body, true) {
             Ok(again) if again.layout.describes(body) => {
                 rewrite(body, &again, new_model, ensure_include_usage)
             }
@@ -43,7 +43,7 @@ pub(super) fn rewrite(
 
 pub(super) fn digest(body: &[u8], parsed: &ParsedRequest<'_>) -> u64 {
     if !parsed.layout.describes(body) {
-        return match parse(parsed.endpoint, body) {
+        return match scan::parse(parsed.endpoint, body, true) {
             Ok(again) if again.layout.describes(body) => digest(body, &again),
             _ => hash(body, None),
         };

@@ -36,7 +36,7 @@ use futures_util::StreamExt as _;
 use tokenwarden_core::{
     catalog::{Catalog, ModelPrices},
     money::Usd,
-    usage::TokenCounts,
+    tokens::TokenCounts,
     usage::{BudgetPeriodRef, UsageRecord},
     workload::{Endpoint, ObjectRef},
 };

@@ -37,7 +37,7 @@ use hyper_util::{
     rt::TokioExecutor,
 };
 use serde::Deserialize;
-use tokenwarden_core::{catalog::Catalog, money::Usd, usage::TokenCounts};
+use tokenwarden_core::{catalog::Catalog, money::Usd, tokens::TokenCounts};
 use tokenwarden_tests::fake_provider::{FakeConfig, FakeProvider};
 
 const DEV_SET: &str = include_str!("../../../core/data/routing-eval/dev.jsonl");

@@ -1,10 +1,9 @@
-//! Evaluation helpers shared by the `classifier_eval` example and the tests:
-//! the labelled-request JSONL format of `core/data/routing-eval/` and the AUC.
+//! The labelled-request JSONL format of `core/data/routing-eval/`, and the
+//! AUC the evaluation and its regression floors measure with.
 
 use serde::Deserialize;
 use thiserror::Error;
-
-use super::{RequestView, Role};
+use tokenwarden_core::classify::{RequestView, Role};
 
 /// One labelled request.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -1,7 +1,9 @@
-//! Evaluates the complexity classifier on a labelled request set.
+//! `cargo xtask classifier-eval`: evaluates the complexity classifier on a
+//! labelled request set.
 //!
 //! ```text
-//! cargo run -p tokenwarden-core --example classifier_eval --release [-- [PATH.jsonl] [--threshold N] [--verbose]]
+//! cargo xtask classifier-eval [PATH.jsonl] [--threshold N] [--verbose]
+//! cargo run --release -p xtask -- classifier-eval    # representative timings
 //! ```
 //!
 //! PATH defaults to `core/data/routing-eval/dev.jsonl`. Prints, per source and
@@ -9,14 +11,38 @@
 //! ones go cheap; the AUC of the score vs the AUC of prompt length alone
 //! (overall and on the same-format pairs); the threshold trade-off; the cost
 //! of all-strong vs routed; and the classification time per request.
+//!
+//! - [`dataset`]: the labelled-request format and the AUC.
+//! - `tests`: the regression floors on the development set.
 
-use std::collections::BTreeMap;
-use std::error::Error;
-use std::hint::black_box;
-use std::time::{Duration, Instant};
+mod dataset;
+#[cfg(test)]
+mod tests;
 
-use tokenwarden_core::classify::eval::{LabeledRequest, auc, parse_jsonl, view};
-use tokenwarden_core::classify::{ClassifierConfig, classify};
+use std::{
+    collections::BTreeMap,
+    hint::black_box,
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use anyhow::Context as _;
+use tokenwarden_core::classify::{ClassifierConfig, Role, classify};
+
+use dataset::{LabeledRequest, auc, parse_jsonl, view};
+
+/// The arguments of `cargo xtask classifier-eval`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Labelled requests, one JSON object a line (default: core/data/routing-eval/dev.jsonl).
+    path: Option<PathBuf>,
+    /// The hard threshold to evaluate (default: the classifier's default).
+    #[arg(long)]
+    threshold: Option<u16>,
+    /// Print every item's label, score and reason.
+    #[arg(long, short)]
+    verbose: bool,
+}
 
 /// Output tokens assumed per request.
 const OUTPUT_TOKENS: u64 = 500;
@@ -118,48 +144,31 @@ fn costs(items: &[Item], threshold: u16) -> Costs {
     c
 }
 
-fn main() -> Result<(), Box<dyn Error>> {
-    let mut path = concat!(env!("CARGO_MANIFEST_DIR"), "/data/routing-eval/dev.jsonl").to_owned();
+/// Runs the evaluation and prints the report.
+pub fn run(args: &Args) -> anyhow::Result<()> {
+    let path = args.path.clone().unwrap_or_else(|| {
+        let xtask_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+        xtask_dir
+            .parent()
+            .unwrap_or(xtask_dir)
+            .join("core/data/routing-eval/dev.jsonl")
+    });
     let mut cfg = ClassifierConfig::default();
-    let mut verbose = false;
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--verbose" | "-v" => verbose = true,
-            "--threshold" => {
-                cfg.hard_threshold = args.next().ok_or("--threshold needs a value")?.parse()?;
-            }
-            "--help" | "-h" => {
-                println!("usage: classifier_eval [PATH.jsonl] [--threshold N] [--verbose]");
-                return Ok(());
-            }
-            _ => path = arg,
-        }
+    if let Some(t) = args.threshold {
+        cfg.hard_threshold = t;
     }
     cfg.validate()?;
-    let threshold = cfg.hard_threshold;
-    let requests: Vec<LabeledRequest> = parse_jsonl(&std::fs::read_to_string(&path)?)?;
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    let requests: Vec<LabeledRequest> =
+        parse_jsonl(&text).with_context(|| format!("{}", path.display()))?;
+    let items = score_all(&cfg, &requests);
 
-    let items: Vec<Item> = requests
-        .iter()
-        .map(|r| {
-            let refs = r.message_refs();
-            let c = classify(&cfg, &view(&refs));
-            Item {
-                id: r.id.clone(),
-                source: r.source.clone(),
-                hard: r.hard,
-                score: c.score,
-                bytes: r.prompt_bytes(),
-                reason: c.reason,
-            }
-        })
-        .collect();
-
-    println!("# classifier eval: {path}");
+    println!("# classifier eval: {}", path.display());
     println!(
-        "{} requests, hardThreshold {threshold} (score >= threshold stays strong)",
-        items.len()
+        "{} requests, hardThreshold {} (score >= threshold stays strong)",
+        items.len(),
+        cfg.hard_threshold
     );
     let weights: Vec<String> = cfg
         .weights
@@ -169,20 +178,48 @@ fn main() -> Result<(), Box<dyn Error>> {
         .collect();
     println!("bias={} {}", cfg.bias, weights.join(" "));
     println!();
-
-    if verbose {
-        let mut sorted: Vec<&Item> = items.iter().collect();
-        sorted.sort_by(|a, b| (&a.source, a.hard, a.score).cmp(&(&b.source, b.hard, b.score)));
-        for i in sorted {
-            let label = if i.hard { "hard" } else { "easy" };
-            println!("{label} {:>3} {:<55} {}", i.score, i.id, i.reason);
-        }
-        println!();
+    if args.verbose {
+        print_items(&items);
     }
+    print_sources(&items, cfg.hard_threshold);
+    print_pairs(&items);
+    print_thresholds(&items, cfg.hard_threshold);
+    print_timing(&cfg, &requests, &items);
+    Ok(())
+}
 
-    // Per source.
+fn score_all(cfg: &ClassifierConfig, requests: &[LabeledRequest]) -> Vec<Item> {
+    requests
+        .iter()
+        .map(|r| {
+            let refs = r.message_refs();
+            let c = classify(cfg, &view(&refs));
+            Item {
+                id: r.id.clone(),
+                source: r.source.clone(),
+                hard: r.hard,
+                score: c.score,
+                bytes: r.prompt_bytes(),
+                reason: c.reason,
+            }
+        })
+        .collect()
+}
+
+fn print_items(items: &[Item]) {
+    let mut sorted: Vec<&Item> = items.iter().collect();
+    sorted.sort_by(|a, b| (&a.source, a.hard, a.score).cmp(&(&b.source, b.hard, b.score)));
+    for i in sorted {
+        let label = if i.hard { "hard" } else { "easy" };
+        println!("{label} {:>3} {:<55} {}", i.score, i.id, i.reason);
+    }
+    println!();
+}
+
+/// Per source, then overall.
+fn print_sources(items: &[Item], threshold: u16) {
     let mut by_source: BTreeMap<&str, Vec<&Item>> = BTreeMap::new();
-    for i in &items {
+    for i in items {
         by_source.entry(i.source.as_str()).or_default().push(i);
     }
     println!(
@@ -209,8 +246,10 @@ fn main() -> Result<(), Box<dyn Error>> {
         frac(total.easy_cheap, total.easy)
     );
     println!();
+}
 
-    // Same-format pairs.
+/// Same-format pairs, where prompt length says little.
+fn print_pairs(items: &[Item]) {
     println!("| same-format pair | AUC score | AUC length |\n|---|---|---|");
     for (name, sources) in [
         (
@@ -228,8 +267,10 @@ fn main() -> Result<(), Box<dyn Error>> {
         println!("| {name} | {a} | {l} |");
     }
     println!();
+}
 
-    // Threshold trade-off and cost.
+/// Threshold trade-off and cost.
+fn print_thresholds(items: &[Item], threshold: u16) {
     println!(
         "Cost: prompt tokens = bytes/4, {OUTPUT_TOKENS} output tokens; strong = claude-sonnet-4-5 \
          ($3/$15 per MTok), cheap = claude-haiku-4-5 ($1/$5)."
@@ -242,10 +283,10 @@ fn main() -> Result<(), Box<dyn Error>> {
     thresholds.dedup();
     for t in thresholds {
         let mut tally = Tally::default();
-        for i in &items {
+        for i in items {
             tally.add(i, t);
         }
-        let c = costs(&items, t);
+        let c = costs(items, t);
         let marker = if t == threshold { " (default)" } else { "" };
         println!(
             "| {t}{marker} | {} | {} | {} | {} | {} | {} |",
@@ -258,14 +299,21 @@ fn main() -> Result<(), Box<dyn Error>> {
         );
     }
     println!();
+}
 
-    // Timing.
+/// Classification time per request, and on one huge request.
+fn print_timing(cfg: &ClassifierConfig, requests: &[LabeledRequest], items: &[Item]) {
+    if cfg!(debug_assertions) {
+        println!(
+            "(a debug build: for representative timings run `cargo run --release -p xtask -- classifier-eval`)"
+        );
+    }
     let views: Vec<Vec<_>> = requests.iter().map(LabeledRequest::message_refs).collect();
     let mut runs = 0u64;
     let start = Instant::now();
     while start.elapsed() < Duration::from_millis(500) {
         for refs in &views {
-            black_box(classify(&cfg, &view(black_box(refs))));
+            black_box(classify(cfg, &view(black_box(refs))));
         }
         runs += 1;
     }
@@ -280,18 +328,17 @@ fn main() -> Result<(), Box<dyn Error>> {
         .flat_map(|r| r.messages.iter().map(|(_, t)| t.as_str()))
         .collect::<Vec<_>>()
         .join("\n\n");
-    let big_refs = [(tokenwarden_core::classify::Role::User, big.as_str())];
+    let big_refs = [(Role::User, big.as_str())];
     let start = Instant::now();
     let n = 200;
     for _ in 0..n {
-        black_box(classify(&cfg, &view(black_box(&big_refs))));
+        black_box(classify(cfg, &view(black_box(&big_refs))));
     }
     println!(
         "classification time on a {} KB prompt (scan capped): {:.1} µs",
         big.len() / 1024,
         start.elapsed().as_secs_f64() * 1e6 / f64::from(n)
     );
-    Ok(())
 }
 
 fn frac(part: u64, whole: u64) -> String {
