@@ -5,8 +5,8 @@ use std::{path::Path, time::Duration};
 
 use tokio::sync::watch;
 
-use super::write_atomic;
 use crate::source::Leadership;
+use tokenwarden_durable::write_atomic;
 
 /// Local mode leader election: an exclusive lock on `<state>/leader.lock`
 /// (released by the kernel when the process dies, even by `kill -9`). The
@@ -30,7 +30,7 @@ pub fn local_leadership(
             loop {
                 match lock.try_lock() {
                     Ok(()) => {
-                        if let Err(e) = write_atomic(&addr_file, address.as_bytes()) {
+                        if let Err(e) = write_atomic(&addr_file, address.as_bytes(), true) {
                             tracing::warn!(error = %e, "cannot publish the leader address");
                         }
                         tracing::info!("acquired leadership (local lock)");

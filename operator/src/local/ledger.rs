@@ -4,8 +4,8 @@ use std::path::{Path, PathBuf};
 
 use tokenwarden_core::cluster_ledger::ClusterLedgerState;
 
-use super::write_atomic;
 use crate::engine::{LedgerError, LedgerStore};
+use tokenwarden_durable::write_atomic;
 
 /// The cluster ledger in `<state>/ledger.json`.
 #[derive(Debug)]
@@ -34,7 +34,7 @@ impl FileLedger {
 impl LedgerStore for FileLedger {
     fn save(&self, state: &ClusterLedgerState) -> Result<(), LedgerError> {
         let bytes = serde_json::to_vec(state)?;
-        write_atomic(&self.path, &bytes)
+        write_atomic(&self.path, &bytes, true)
             .map_err(|e| LedgerError::store(self.path.display().to_string(), e))
     }
 

@@ -18,7 +18,9 @@ use tokenwarden_crds::{
 };
 use tokio::sync::watch;
 
-use super::{write_atomic, yaml_files};
+use tokenwarden_durable::write_atomic;
+
+use super::yaml_files;
 use crate::source::{BoxFuture, Event, EventType, ObjectSource, Objects, Regarding, SourceError};
 
 /// Local mode: a watched directory of RoutingPolicy/TokenBudget YAML, with
@@ -265,7 +267,7 @@ async fn write_status(
     bytes: Result<Vec<u8>, serde_json::Error>,
 ) -> Result<(), SourceError> {
     let bytes = bytes.map_err(|e| SourceError::Write(e.into()))?;
-    tokio::task::spawn_blocking(move || write_atomic(&path, &bytes))
+    tokio::task::spawn_blocking(move || write_atomic(&path, &bytes, true))
         .await
         .map_err(|e| SourceError::Write(e.into()))?
         .map_err(|e| SourceError::Write(e.into()))
