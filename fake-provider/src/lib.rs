@@ -5,7 +5,7 @@
 //! `127.0.0.1`, needs no network, and every number it reports is a pure function of the request,
 //! so a test can predict usage exactly and check that a proxy metered what the provider billed.
 //!
-//! Start it in-process with [`FakeProvider::start`] or as the `fake-provider` binary
+//! Start it in-process with [`FakeProvider::start`] or as the `tokenwarden-fake-provider` binary
 //! (`--listen 127.0.0.1:0` prints `listening on 127.0.0.1:PORT` as its first stdout line).
 //!
 //! # Endpoints
@@ -120,7 +120,7 @@
 //!
 //! # The binary
 //!
-//! `fake-provider [--listen 127.0.0.1:0] [--output-tokens 40] [--chunks 8] [--chunk-delay-ms 0]
+//! `tokenwarden-fake-provider [--listen 127.0.0.1:0] [--output-tokens 40] [--chunks 8] [--chunk-delay-ms 0]
 //! [--openai-key K] [--anthropic-key K] [--fail-models SPEC] [--no-log] [--threads N]` (each also
 //! as `FAKE_PROVIDER_*` env var); SIGINT/SIGTERM stop it.
 //!

@@ -41,8 +41,9 @@ use tokenwarden_core::{
 };
 use tokenwarden_proto::{
     self as pb, ConfigAck, Hello, OperatorMessage, SidecarMessage, UsageBatch,
-    control_client::ControlClient, operator_message::Msg as Out, sidecar_message::Msg as In,
+    operator_message::Msg as Out, sidecar_message::Msg as In,
 };
+use tokenwarden_tests::fake_sidecar::FakeSidecar;
 use tokio::sync::{mpsc, watch};
 use tonic::transport::{Channel, Endpoint as GrpcEndpoint};
 
@@ -425,26 +426,6 @@ struct Shared {
     secret: String,
 }
 
-struct Stream {
-    tx: mpsc::UnboundedSender<SidecarMessage>,
-    rx: tonic::Streaming<OperatorMessage>,
-}
-
-async fn open(channel: Channel, hello: Hello) -> Result<Stream, tonic::Status> {
-    let (tx, rx) = mpsc::unbounded_channel();
-    tx.send(SidecarMessage {
-        msg: Some(In::Hello(hello)),
-    })
-    .map_err(|_| tonic::Status::internal("outbound queue closed"))?;
-    let out =
-        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) });
-    let resp = ControlClient::new(channel).session(out).await?;
-    Ok(Stream {
-        tx,
-        rx: resp.into_inner(),
-    })
-}
-
 fn budgets_of(config_json: &[u8]) -> anyhow::Result<Vec<ObjectRef>> {
     let v: serde_json::Value = serde_json::from_slice(config_json).context("config_json")?;
     let Some(list) = v["budgets"].as_array() else {
@@ -520,7 +501,7 @@ async fn sidecar_inner(
     ready: &mpsc::Sender<Result<(), String>>,
     window: &mut Window,
     res: &mut SidecarResult,
-) -> anyhow::Result<Stream> {
+) -> anyhow::Result<FakeSidecar> {
     let args = &shared.args;
     let id = identity(i, args.namespaces, args.seed);
     let hello = Hello {
@@ -543,7 +524,9 @@ async fn sidecar_inner(
     // first snapshot and the status of every budget that selects the pod.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(args.connect_timeout_secs);
     let mut stream = loop {
-        match tokio::time::timeout_at(deadline, open(channel.clone(), hello.clone())).await {
+        match tokio::time::timeout_at(deadline, FakeSidecar::open(channel.clone(), hello.clone()))
+            .await
+        {
             Ok(Ok(s)) => break s,
             Ok(Err(s)) if s.code() == tonic::Code::Unavailable => {}
             Ok(Err(s)) => bail!("refused: {s}"),
