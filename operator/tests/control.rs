@@ -20,7 +20,7 @@ use tokenwarden_proto::{
 use tokenwarden_tests::{
     fake_sidecar::FakeSidecar,
     operator::Stderr,
-    probe::{http_get, wait_listening},
+    probe::{get_over, http_get, wait_listening},
     process::{Proc, free_port},
     tls::TestCa,
 };
@@ -654,7 +654,6 @@ fn ledger_answers_loopback_clients_only() {
 /// local mode has no token check, so only loopback reads `/ledger`.
 #[tokio::test]
 async fn ledger_refuses_clients_off_loopback_in_local_mode() {
-    use http_body_util::BodyExt as _;
     use tokenwarden_operator::{admin, engine::Cmd, metrics::Metrics, source::Leadership};
 
     let (tx, mut rx) = mpsc::channel::<Cmd>(4);
@@ -677,30 +676,20 @@ async fn ledger_refuses_clients_off_loopback_in_local_mode() {
         tls: None,
         ledger_access: None,
     };
-    let get = |peer: &str, path: &str, auth: Option<&str>| {
+    let get = |peer: &str, path: &'static str, auth: Option<&'static str>| {
         let (client_io, server_io) = tokio::io::duplex(64 * 1024);
         tokio::spawn(admin::serve_connection(
             server_io,
             peer.parse().unwrap(),
             state.clone(),
         ));
-        let mut req = http::Request::get(path).header("host", "x");
+        let mut headers = vec![("host", "x")];
         if let Some(a) = auth {
-            req = req.header("authorization", a);
+            headers.push(("authorization", a));
         }
-        let req = req
-            .body(http_body_util::Empty::<bytes::Bytes>::new())
-            .unwrap();
         async move {
-            let (mut send, conn) =
-                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(client_io))
-                    .await
-                    .unwrap();
-            tokio::spawn(conn);
-            let resp = send.send_request(req).await.unwrap();
-            let status = resp.status().as_u16();
-            let body = resp.into_body().collect().await.unwrap().to_bytes();
-            (status, String::from_utf8(body.to_vec()).unwrap())
+            let (status, _, body) = get_over(client_io, path, &headers).await;
+            (status, body)
         }
     };
     for peer in [

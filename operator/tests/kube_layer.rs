@@ -10,8 +10,7 @@ use std::{
     time::Duration,
 };
 
-use http::{Method, Request};
-use http_body_util::BodyExt;
+use http::Method;
 use kube::{Client, client::Body};
 use pretty_assertions::assert_eq;
 use serde_json::{Value, json};
@@ -30,7 +29,10 @@ use tokenwarden_operator::{
         Regarding,
     },
 };
-use tokenwarden_tests::mock_api::{self, Auto, Log, MockApi, Scenario, Seen, new_log};
+use tokenwarden_tests::{
+    mock_api::{self, Auto, Log, MockApi, Scenario, Seen, new_log},
+    probe::get_over,
+};
 use tokio::sync::{mpsc, watch};
 
 const OPERATOR_NS: &str = "tokenwarden-system";
@@ -831,27 +833,18 @@ fn admin_get(
         peer.parse().unwrap(),
         state.clone(),
     ));
-    let mut req = Request::get(path).header("host", "tokenwarden-operator");
+    let mut headers = vec![("host", "tokenwarden-operator".to_string())];
     if let Some(a) = authorization {
-        req = req.header("authorization", a);
+        headers.push(("authorization", a.to_string()));
     }
-    let req = req
-        .body(http_body_util::Empty::<bytes::Bytes>::new())
-        .unwrap();
+    let path = path.to_string();
     tokio::spawn(async move {
-        let (mut send, conn) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(client_io))
-                .await
-                .unwrap();
-        tokio::spawn(conn);
-        let resp = send.send_request(req).await.unwrap();
-        let status = resp.status().as_u16();
-        let www = resp
-            .headers()
+        let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let (status, headers, body) = get_over(client_io, &path, &headers).await;
+        let www = headers
             .get("www-authenticate")
             .map(|v| v.to_str().unwrap().to_string());
-        let body = resp.into_body().collect().await.unwrap().to_bytes();
-        (status, www, String::from_utf8(body.to_vec()).unwrap())
+        (status, www, body)
     })
 }
 

@@ -12,9 +12,11 @@ use kube::{Api, Client, client::Body};
 use pretty_assertions::assert_eq;
 use serde_json::{Value, json};
 use tokenwarden_operator::webhook::certs::{
-    CertPolicy, Plan, ensure_secret, inspect, patch_ca_bundles, pem_blocks, plan, renew,
+    CertBundle, CertError, CertPolicy, Plan, ensure_secret, inspect, patch_ca_bundles, pem_blocks,
+    plan, renew,
 };
 use tokenwarden_tests::mock_api::{self, MockApi, Scenario};
+use tokio::task::JoinHandle;
 
 const NOW: i64 = 1_790_000_000; // 2026-09-21
 const DAY: i64 = 86_400;
@@ -34,6 +36,16 @@ fn policy() -> CertPolicy {
 fn mock() -> (Client, Handle) {
     let (svc, api) = mock_api::pair(&mock_api::new_log());
     (Client::new(svc, NS), api)
+}
+
+/// `ensure_secret` of `tokenwarden-tls` at `now`, in the background
+/// against a mock API.
+fn ensure_secret_at(now: i64) -> (JoinHandle<Result<CertBundle, CertError>>, Handle) {
+    let (client, handle) = mock();
+    let api: Api<Secret> = Api::namespaced(client, NS);
+    let task =
+        tokio::spawn(async move { ensure_secret(&api, "tokenwarden-tls", now, &policy()).await });
+    (task, handle)
 }
 
 fn status(code: u16, reason: &str) -> Value {
@@ -114,10 +126,7 @@ fn renewal_decisions() {
 
 #[tokio::test]
 async fn first_replica_creates_the_secret() {
-    let (client, mut handle) = mock();
-    let api: Api<Secret> = Api::namespaced(client, NS);
-    let task =
-        tokio::spawn(async move { ensure_secret(&api, "tokenwarden-tls", NOW, &policy()).await });
+    let (task, mut handle) = ensure_secret_at(NOW);
     let seen = Scenario::new()
         .request(Method::GET, SECRET_URI)
         .reply(404, status(404, "NotFound"))
@@ -147,10 +156,7 @@ async fn first_replica_creates_the_secret() {
 #[tokio::test]
 async fn a_valid_secret_is_only_read() {
     let data = renew(Plan::Create, None, NOW, &policy()).unwrap();
-    let (client, mut handle) = mock();
-    let api: Api<Secret> = Api::namespaced(client, NS);
-    let task =
-        tokio::spawn(async move { ensure_secret(&api, "tokenwarden-tls", NOW, &policy()).await });
+    let (task, mut handle) = ensure_secret_at(NOW);
     Scenario::new()
         .request(Method::GET, SECRET_URI)
         .reply(200, secret_json(&data, "41"))
@@ -167,10 +173,7 @@ async fn a_valid_secret_is_only_read() {
 async fn an_expiring_certificate_is_renewed_with_the_resource_version() {
     let data = renew(Plan::Create, None, NOW, &policy()).unwrap();
     let later = NOW + 70 * DAY;
-    let (client, mut handle) = mock();
-    let api: Api<Secret> = Api::namespaced(client, NS);
-    let task =
-        tokio::spawn(async move { ensure_secret(&api, "tokenwarden-tls", later, &policy()).await });
+    let (task, mut handle) = ensure_secret_at(later);
     let seen = Scenario::new()
         .request(Method::GET, SECRET_URI)
         .reply(200, secret_json(&data, "41"))
@@ -195,10 +198,7 @@ async fn an_expiring_certificate_is_renewed_with_the_resource_version() {
 #[tokio::test]
 async fn losing_the_create_race_adopts_the_winner() {
     let winner = renew(Plan::Create, None, NOW, &policy()).unwrap();
-    let (client, mut handle) = mock();
-    let api: Api<Secret> = Api::namespaced(client, NS);
-    let task =
-        tokio::spawn(async move { ensure_secret(&api, "tokenwarden-tls", NOW, &policy()).await });
+    let (task, mut handle) = ensure_secret_at(NOW);
     Scenario::new()
         .request(Method::GET, SECRET_URI)
         .reply(404, status(404, "NotFound"))
@@ -218,10 +218,7 @@ async fn a_conflicting_renewal_rereads() {
     let old = renew(Plan::Create, None, NOW, &policy()).unwrap();
     let later = NOW + 70 * DAY;
     let theirs = renew(Plan::RenewLeaf, Some(&old), later, &policy()).unwrap();
-    let (client, mut handle) = mock();
-    let api: Api<Secret> = Api::namespaced(client, NS);
-    let task =
-        tokio::spawn(async move { ensure_secret(&api, "tokenwarden-tls", later, &policy()).await });
+    let (task, mut handle) = ensure_secret_at(later);
     Scenario::new()
         .request(Method::GET, SECRET_URI)
         .reply(200, secret_json(&old, "41"))

@@ -61,3 +61,41 @@ pub fn wait_listening(port: u16, secs: u64) {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// `GET path` with `headers` over `io`, one end of an in-memory connection
+/// whose other end a server under test serves (so its peer address can be
+/// anything): (status, headers, body).
+///
+/// # Panics
+/// When the exchange fails or the body is not UTF-8.
+#[allow(clippy::expect_used)]
+pub async fn get_over<IO>(
+    io: IO,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, http::HeaderMap, String)
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    use http_body_util::BodyExt as _;
+    let mut req = http::Request::get(path);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .expect("a request");
+    let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(io))
+        .await
+        .expect("an HTTP/1 handshake");
+    tokio::spawn(conn);
+    let resp = send.send_request(req).await.expect("a response");
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let body = resp.into_body().collect().await.expect("a body").to_bytes();
+    (
+        status,
+        headers,
+        String::from_utf8(body.to_vec()).expect("a UTF-8 body"),
+    )
+}
