@@ -13,7 +13,7 @@ use anyhow::Context as _;
 use tokenwarden_core::money::Usd;
 
 use crate::{
-    RunArgs,
+    args::RunArgs,
     sidecar::{SidecarResult, identity},
 };
 

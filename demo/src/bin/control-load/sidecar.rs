@@ -21,7 +21,7 @@ use tokio::sync::{mpsc, watch};
 use tonic::transport::Channel;
 
 use crate::{
-    RunArgs,
+    args::RunArgs,
     objects::APPS,
     records::{Kind, Rng, make_record},
 };
