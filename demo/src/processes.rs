@@ -17,8 +17,7 @@ use hyper_util::{
 };
 use tokenwarden_tests::{operator::Operator, process::Proc, sidecar::SidecarProc};
 
-/// The app's HTTP client.
-pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
+pub use tokenwarden_tests::sidecar::HttpClient;
 
 /// A new client.
 pub fn http_client() -> HttpClient {
