@@ -28,7 +28,7 @@ BIN=$TARGET/release
 
 if [ "$BUILD" = 1 ]; then
   echo "==> cargo build --release (operator, load tool)" >&2
-  cargo build --release -p tokenwarden-operator -p tokenwarden-tests \
+  cargo build --release -p tokenwarden-operator -p tokenwarden-demo \
     --bin tokenwarden-operator --bin tokenwarden-control-load >&2
 fi
 for b in tokenwarden-operator tokenwarden-control-load; do

@@ -4,10 +4,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::{
-    io::{Read as _, Write as _},
-    net::{SocketAddr, TcpListener},
+    net::SocketAddr,
+    ops::{Deref, DerefMut},
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -17,18 +17,16 @@ use tokenwarden_proto::{
     UsageBatch, UsageRecord, control_client::ControlClient, operator_message::Msg as Out,
     sidecar_message::Msg as In,
 };
+use tokenwarden_tests::{
+    fake_sidecar::FakeSidecar,
+    operator::Stderr,
+    probe::{get_over, http_get, wait_listening},
+    process::{Proc, free_port},
+    tls::TestCa,
+};
 use tokio::sync::mpsc;
-use tonic::Streaming;
 
 const SECRET: &str = "local-shared-secret-0123456789";
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 const OBJECTS: &str = r#"
 apiVersion: tokenwarden.dev/v1alpha1
@@ -48,69 +46,46 @@ spec:
   limit: {usd: "1.00"}
 "#;
 
+/// The real operator in local mode on a test directory (objects in
+/// `objects/`, the shared secret in `secret`, state in `state/`).
 struct Operator {
-    dir: PathBuf,
     state: PathBuf,
-    grpc: u16,
-    admin: u16,
-    extra: Vec<String>,
-    child: Option<Child>,
+    op: tokenwarden_tests::operator::Operator,
+}
+
+impl Deref for Operator {
+    type Target = tokenwarden_tests::operator::Operator;
+    fn deref(&self) -> &Self::Target {
+        &self.op
+    }
+}
+
+impl DerefMut for Operator {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.op
+    }
 }
 
 impl Operator {
-    fn start(dir: &Path) -> Operator {
+    /// Laid out on `dir`, on new ports, not started.
+    fn new(dir: &Path) -> Operator {
+        std::fs::write(dir.join("secret"), SECRET).unwrap();
         let state = dir.join("state");
-        let mut op = Operator {
-            dir: dir.to_path_buf(),
+        Operator {
+            op: tokenwarden_tests::operator::Operator::local(dir, &state),
             state,
-            grpc: free_port(),
-            admin: free_port(),
-            extra: Vec::new(),
-            child: None,
-        };
+        }
+    }
+
+    fn start(dir: &Path) -> Operator {
+        let mut op = Self::new(dir);
         op.spawn();
         op
     }
 
+    /// (Re)start on the same ports and state; returns once the admin port listens.
     fn spawn(&mut self) {
-        std::fs::write(self.dir.join("secret"), SECRET).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_tokenwarden-operator"))
-            .args([
-                "--local-dir",
-                self.dir.join("objects").to_str().unwrap(),
-                "--state-dir",
-                self.state.to_str().unwrap(),
-                "--shared-secret-file",
-                self.dir.join("secret").to_str().unwrap(),
-                "--grpc-listen",
-                &format!("127.0.0.1:{}", self.grpc),
-                "--admin-listen",
-                &format!("127.0.0.1:{}", self.admin),
-                "--status-interval-ms",
-                "200",
-            ])
-            .args(&self.extra)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", self.admin)).is_err() {
-            assert!(Instant::now() < deadline, "operator did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            c.kill().unwrap();
-            c.wait().unwrap();
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.grpc)
+        self.op.spawn().wait_listening();
     }
 
     fn budget_status(&self) -> serde_json::Value {
@@ -128,47 +103,12 @@ impl Operator {
     }
 }
 
-impl Drop for Operator {
-    fn drop(&mut self) {
-        self.kill9();
-    }
-}
-
 fn setup() -> (tempfile::TempDir, Operator) {
     let tmp = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(tmp.path().join("objects")).unwrap();
     std::fs::write(tmp.path().join("objects/shop.yaml"), OBJECTS).unwrap();
     let op = Operator::start(tmp.path());
     (tmp, op)
-}
-
-struct FakeSidecar {
-    tx: mpsc::Sender<SidecarMessage>,
-    rx: Streaming<OperatorMessage>,
-    first: Option<tokenwarden_proto::ConfigSnapshot>,
-}
-
-/// Connect as a sidecar would: retry while the operator is starting (not
-/// leading yet, objects not synced) until the first snapshot arrives.
-async fn connect_synced(url: &str, h: Hello) -> FakeSidecar {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        match connect(url, h.clone()).await {
-            Ok(mut c) => {
-                if let Ok(Some(OperatorMessage {
-                    msg: Some(Out::Config(snap)),
-                })) = c.rx.message().await
-                {
-                    c.first = Some(snap);
-                    return c;
-                }
-            }
-            Err(s) if s.code() == tonic::Code::Unavailable => {}
-            Err(s) => panic!("refused: {s}"),
-        }
-        assert!(Instant::now() < deadline, "operator never became ready");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 fn hello(id: &str, credential: &str) -> Hello {
@@ -182,74 +122,6 @@ fn hello(id: &str, credential: &str) -> Hello {
         sidecar_version: "test".into(),
         credential: credential.into(),
         config_version: String::new(),
-    }
-}
-
-async fn connect(url: &str, h: Hello) -> Result<FakeSidecar, tonic::Status> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut client = loop {
-        match ControlClient::connect(url.to_string()).await {
-            Ok(c) => break c,
-            Err(e) if Instant::now() < deadline => {
-                let _ = e;
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            Err(e) => panic!("connect: {e}"),
-        }
-    };
-    let (tx, rx) = mpsc::channel(64);
-    tx.send(SidecarMessage {
-        msg: Some(In::Hello(h)),
-    })
-    .await
-    .unwrap();
-    let out =
-        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) });
-    let resp = client.session(out).await?;
-    Ok(FakeSidecar {
-        tx,
-        rx: resp.into_inner(),
-        first: None,
-    })
-}
-
-impl FakeSidecar {
-    async fn send(&self, m: In) {
-        self.tx.send(SidecarMessage { msg: Some(m) }).await.unwrap();
-    }
-
-    /// The next message matching `f`, within `secs`.
-    async fn next<T>(&mut self, secs: u64, mut f: impl FnMut(Out) -> Option<T>) -> T {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
-        loop {
-            let m = tokio::time::timeout_at(deadline, self.rx.message())
-                .await
-                .expect("timed out waiting for a message")
-                .expect("stream error")
-                .expect("stream ended");
-            if let Some(t) = m.msg.and_then(&mut f) {
-                return t;
-            }
-        }
-    }
-
-    async fn snapshot(&mut self) -> tokenwarden_proto::ConfigSnapshot {
-        if let Some(s) = self.first.take() {
-            return s;
-        }
-        self.next(10, |m| match m {
-            Out::Config(c) => Some(c),
-            _ => None,
-        })
-        .await
-    }
-
-    async fn ack_up_to(&mut self, seq: u64) {
-        self.next(10, |m| match m {
-            Out::UsageAck(a) if a.up_to_seq >= seq => Some(()),
-            _ => None,
-        })
-        .await
     }
 }
 
@@ -300,8 +172,8 @@ async fn unauthenticated_streams_are_refused() {
     let (_tmp, op) = setup();
     // Wait until the operator leads: a standby redirects before it checks
     // credentials.
-    connect_synced(&op.url(), hello("ok", SECRET)).await;
-    let err = connect(&op.url(), hello("a", "not-the-secret-at-all"))
+    FakeSidecar::connect_synced(&op.url(), hello("ok", SECRET)).await;
+    let err = FakeSidecar::connect(&op.url(), hello("a", "not-the-secret-at-all"))
         .await
         .err()
         .expect("refused");
@@ -312,14 +184,17 @@ async fn unauthenticated_streams_are_refused() {
         "{}",
         err.message()
     );
-    let err = connect(&op.url(), hello("a", "")).await.err().unwrap();
+    let err = FakeSidecar::connect(&op.url(), hello("a", ""))
+        .await
+        .err()
+        .unwrap();
     assert_eq!(err.code(), tonic::Code::Unauthenticated);
 }
 
 #[tokio::test]
 async fn snapshot_usage_and_leases_end_to_end() {
     let (_tmp, op) = setup();
-    let mut sc = connect_synced(&op.url(), hello("s1", SECRET)).await;
+    let mut sc = FakeSidecar::connect_synced(&op.url(), hello("s1", SECRET)).await;
     let snap = sc.snapshot().await;
     assert_eq!(snap.protocol_version, 1);
     let cfg: serde_json::Value = serde_json::from_slice(&snap.config_json).unwrap();
@@ -412,7 +287,7 @@ async fn snapshot_usage_and_leases_end_to_end() {
 #[tokio::test]
 async fn a_change_reaches_the_sidecar_within_a_second_and_nacks_show_in_status() {
     let (tmp, op) = setup();
-    let mut sc = connect_synced(&op.url(), hello("s1", SECRET)).await;
+    let mut sc = FakeSidecar::connect_synced(&op.url(), hello("s1", SECRET)).await;
     let first = sc.snapshot().await;
     sc.send(In::ConfigAck(ConfigAck {
         version: first.version.clone(),
@@ -470,7 +345,7 @@ async fn kill_9_of_the_operator_loses_nothing_and_counts_nothing_twice() {
     let mut acked = 0u64;
     let mut rng: u64 = 0x9e37_79b9_7f4a_7c15;
     for round in 0..5 {
-        let mut sc = connect_synced(&op.url(), hello("s1", SECRET)).await;
+        let mut sc = FakeSidecar::connect_synced(&op.url(), hello("s1", SECRET)).await;
         sc.snapshot().await;
         // Replay everything not acked (as the sidecar's spool does), then
         // new records; kill at a random point.
@@ -504,7 +379,7 @@ async fn kill_9_of_the_operator_loses_nothing_and_counts_nothing_twice() {
         let _ = round;
     }
     // Final reconnect: replay the rest and wait for the last ack.
-    let mut sc = connect_synced(&op.url(), hello("s1", SECRET)).await;
+    let mut sc = FakeSidecar::connect_synced(&op.url(), hello("s1", SECRET)).await;
     sc.snapshot().await;
     let rest: Vec<UsageRecord> = (acked + 1..next_seq)
         .map(|s| record("s1", s, 1_000_000 * s as i64, today()))
@@ -530,18 +405,14 @@ async fn kill_9_of_the_operator_loses_nothing_and_counts_nothing_twice() {
 async fn a_standby_redirects_and_takes_over_without_double_counting() {
     let (tmp, mut leader) = setup();
     // Make sure the first one holds the lock before the second starts.
-    let mut sc = connect_synced(&leader.url(), hello("s1", SECRET)).await;
+    let mut sc = FakeSidecar::connect_synced(&leader.url(), hello("s1", SECRET)).await;
     sc.snapshot().await;
-    let mut standby = Operator {
-        dir: tmp.path().to_path_buf(),
-        state: leader.state.clone(),
-        grpc: free_port(),
-        admin: free_port(),
-        extra: Vec::new(),
-        child: None,
-    };
+    let mut standby = Operator::new(tmp.path());
+    assert_eq!(standby.state, leader.state);
     standby.spawn();
-    let mut s2 = connect(&standby.url(), hello("s2", SECRET)).await.unwrap();
+    let mut s2 = FakeSidecar::connect(&standby.url(), hello("s2", SECRET))
+        .await
+        .unwrap();
     let redirect = s2
         .next(10, |m| match m {
             Out::Redirect(r) => Some(r),
@@ -565,7 +436,7 @@ async fn a_standby_redirects_and_takes_over_without_double_counting() {
     // after the standby started (its watch of the directory does not see
     // them): records 1-5 were acked, so a sidecar never sends them again.
     let deadline = Instant::now() + Duration::from_secs(10);
-    let mut sc = connect_synced(&standby.url(), hello("s1", SECRET)).await;
+    let mut sc = FakeSidecar::connect_synced(&standby.url(), hello("s1", SECRET)).await;
     assert!(
         Instant::now() < deadline,
         "standby took too long to take over"
@@ -585,36 +456,22 @@ async fn a_standby_redirects_and_takes_over_without_double_counting() {
 
 #[tokio::test]
 async fn the_control_server_speaks_tls_with_a_certificate_from_files() {
-    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
     use tonic::transport::{Certificate, Channel, ClientTlsConfig};
 
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
-    let leaf_key = KeyPair::generate().unwrap();
-    let leaf = CertificateParams::new(vec!["localhost".to_string()])
-        .unwrap()
-        .signed_by(&leaf_key, &ca)
-        .unwrap();
+    let ca = TestCa::new();
+    let leaf = ca.leaf(&["localhost"]);
     let tmp = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(tmp.path().join("objects")).unwrap();
     std::fs::write(tmp.path().join("objects/shop.yaml"), OBJECTS).unwrap();
-    std::fs::write(tmp.path().join("tls.crt"), leaf.pem()).unwrap();
-    std::fs::write(tmp.path().join("tls.key"), leaf_key.serialize_pem()).unwrap();
-    let mut op = Operator {
-        dir: tmp.path().to_path_buf(),
-        state: tmp.path().join("state"),
-        grpc: free_port(),
-        admin: free_port(),
-        extra: vec![
-            "--tls-cert-file".into(),
-            tmp.path().join("tls.crt").display().to_string(),
-            "--tls-key-file".into(),
-            tmp.path().join("tls.key").display().to_string(),
-        ],
-        child: None,
-    };
+    std::fs::write(tmp.path().join("tls.crt"), &leaf.cert_pem).unwrap();
+    std::fs::write(tmp.path().join("tls.key"), &leaf.key_pem).unwrap();
+    let mut op = Operator::new(tmp.path());
+    op.args([
+        "--tls-cert-file".into(),
+        tmp.path().join("tls.crt").into_os_string(),
+        "--tls-key-file".into(),
+        tmp.path().join("tls.key").into_os_string(),
+    ]);
     op.spawn();
     let url = format!("https://localhost:{}", op.grpc);
 
@@ -623,35 +480,24 @@ async fn the_control_server_speaks_tls_with_a_certificate_from_files() {
         .ca_certificate(Certificate::from_pem(ca.pem()))
         .domain_name("localhost");
     let deadline = Instant::now() + Duration::from_secs(15);
-    let snap =
-        loop {
-            let channel = Channel::from_shared(url.clone())
-                .unwrap()
-                .tls_config(tls.clone())
-                .unwrap()
-                .connect()
-                .await
-                .unwrap();
-            let mut client = ControlClient::new(channel);
-            let (tx, rx) = mpsc::channel(4);
-            tx.send(SidecarMessage {
-                msg: Some(In::Hello(hello("tls", SECRET))),
-            })
+    let snap = loop {
+        let channel = Channel::from_shared(url.clone())
+            .unwrap()
+            .tls_config(tls.clone())
+            .unwrap()
+            .connect()
             .await
             .unwrap();
-            let out = futures_util::stream::unfold(rx, |mut rx| async move {
-                rx.recv().await.map(|m| (m, rx))
-            });
-            if let Ok(resp) = client.session(out).await
-                && let Ok(Some(OperatorMessage {
-                    msg: Some(Out::Config(c)),
-                })) = resp.into_inner().message().await
-            {
-                break c;
-            }
-            assert!(Instant::now() < deadline, "no snapshot over TLS");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        };
+        if let Ok(mut session) = FakeSidecar::open(channel, hello("tls", SECRET)).await
+            && let Ok(Some(OperatorMessage {
+                msg: Some(Out::Config(c)),
+            })) = session.rx.message().await
+        {
+            break c;
+        }
+        assert!(Instant::now() < deadline, "no snapshot over TLS");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     assert!(!snap.version.is_empty());
 
     // Plaintext against the TLS port fails, and so does TLS without the CA.
@@ -665,11 +511,7 @@ async fn the_control_server_speaks_tls_with_a_certificate_from_files() {
             );
         assert!(c.session(out).await.is_err());
     }
-    let other_ca = {
-        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        CertifiedIssuer::self_signed(p, KeyPair::generate().unwrap()).unwrap()
-    };
+    let other_ca = TestCa::new();
     let untrusted = Channel::from_shared(url).unwrap().tls_config(
         ClientTlsConfig::new()
             .ca_certificate(Certificate::from_pem(other_ca.pem()))
@@ -684,22 +526,6 @@ async fn the_control_server_speaks_tls_with_a_certificate_from_files() {
 }
 
 // === listeners, /ledger, the state dir, logs ===
-
-/// GET over plain HTTP/1.1: (status, body); `None` when nothing answers.
-fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
-    let mut s = std::net::TcpStream::connect(addr).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut buf = String::new();
-    let _ = s.read_to_string(&mut buf);
-    let status = buf.get(9..12)?.parse().ok()?;
-    let body = buf.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
-    Some((status, body))
-}
 
 /// GET until the answer has `status`, within 15 s; returns the body.
 fn get_until(addr: SocketAddr, path: &str, status: u16) -> String {
@@ -731,34 +557,15 @@ fn local_dir() -> tempfile::TempDir {
 /// The operator in local mode on `tmp` with exactly `args` besides the
 /// objects and the secret; stderr into `tmp/operator.log`.
 fn operator_command(tmp: &Path, args: &[String]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tokenwarden-operator"));
-    cmd.arg("--local-dir")
+    let mut op = tokenwarden_tests::operator::Operator::new();
+    op.arg("--local-dir")
         .arg(tmp.join("objects"))
         .arg("--shared-secret-file")
         .arg(tmp.join("secret"))
-        .args(args)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(tmp.join("operator.log")).unwrap());
-    cmd
-}
-
-/// Kills the child when dropped.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn wait_listening(port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "operator did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+        .args(args);
+    op.rust_log = "info".into();
+    op.stderr = Stderr::Append(tmp.join("operator.log"));
+    op.command()
 }
 
 #[test]
@@ -800,9 +607,9 @@ fn plaintext_control_off_loopback_is_refused_unless_allowed() {
         .env("TOKENWARDEN_OPERATOR_ALLOW_PLAINTEXT_CONTROL", "true")
         .spawn()
         .unwrap();
-    let _child = Killed(child);
-    wait_listening(admin);
-    wait_listening(grpc);
+    let _child = Proc(Some(child));
+    wait_listening(admin, 20);
+    wait_listening(grpc, 20);
     let admin_addr = SocketAddr::from(([127, 0, 0, 1], admin));
     get_until(admin_addr, "/ledger", 200);
     let log = std::fs::read_to_string(tmp.path().join("operator.log")).unwrap();
@@ -833,8 +640,8 @@ fn ledger_answers_loopback_clients_only() {
     )
     .spawn()
     .unwrap();
-    let _child = Killed(child);
-    wait_listening(admin);
+    let _child = Proc(Some(child));
+    wait_listening(admin, 20);
     let loopback = SocketAddr::from(([127, 0, 0, 1], admin));
     let ledger = get_until(loopback, "/ledger", 200);
     let ledger: serde_json::Value = serde_json::from_str(&ledger).unwrap();
@@ -847,7 +654,6 @@ fn ledger_answers_loopback_clients_only() {
 /// local mode has no token check, so only loopback reads `/ledger`.
 #[tokio::test]
 async fn ledger_refuses_clients_off_loopback_in_local_mode() {
-    use http_body_util::BodyExt as _;
     use tokenwarden_operator::{admin, engine::Cmd, metrics::Metrics, source::Leadership};
 
     let (tx, mut rx) = mpsc::channel::<Cmd>(4);
@@ -870,30 +676,20 @@ async fn ledger_refuses_clients_off_loopback_in_local_mode() {
         tls: None,
         ledger_access: None,
     };
-    let get = |peer: &str, path: &str, auth: Option<&str>| {
+    let get = |peer: &str, path: &'static str, auth: Option<&'static str>| {
         let (client_io, server_io) = tokio::io::duplex(64 * 1024);
         tokio::spawn(admin::serve_connection(
             server_io,
             peer.parse().unwrap(),
             state.clone(),
         ));
-        let mut req = http::Request::get(path).header("host", "x");
+        let mut headers = vec![("host", "x")];
         if let Some(a) = auth {
-            req = req.header("authorization", a);
+            headers.push(("authorization", a));
         }
-        let req = req
-            .body(http_body_util::Empty::<bytes::Bytes>::new())
-            .unwrap();
         async move {
-            let (mut send, conn) =
-                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(client_io))
-                    .await
-                    .unwrap();
-            tokio::spawn(conn);
-            let resp = send.send_request(req).await.unwrap();
-            let status = resp.status().as_u16();
-            let body = resp.into_body().collect().await.unwrap().to_bytes();
-            (status, String::from_utf8(body.to_vec()).unwrap())
+            let (status, _, body) = get_over(client_io, path, &headers).await;
+            (status, body)
         }
     };
     for peer in [
@@ -944,8 +740,8 @@ fn the_default_state_dir_lies_beside_the_watched_dir() {
     )
     .spawn()
     .unwrap();
-    let _child = Killed(child);
-    wait_listening(admin);
+    let _child = Proc(Some(child));
+    wait_listening(admin, 20);
     get_until(SocketAddr::from(([127, 0, 0, 1], admin)), "/ledger", 200);
     let state = tmp.path().join("objects.state");
     assert!(state.join("leader.lock").is_file());
@@ -976,8 +772,8 @@ fn logs_carry_no_colour_codes_off_a_terminal() {
     .env_remove("TOKENWARDEN_OPERATOR_LOG_FORMAT")
     .spawn()
     .unwrap();
-    let _child = Killed(child);
-    wait_listening(admin);
+    let _child = Proc(Some(child));
+    wait_listening(admin, 20);
     let deadline = Instant::now() + Duration::from_secs(10);
     let log = loop {
         let log = std::fs::read_to_string(tmp.path().join("operator.log")).unwrap();

@@ -10,8 +10,7 @@ use std::{
     time::Duration,
 };
 
-use http::{Request, Response, StatusCode};
-use http_body_util::BodyExt;
+use http::Method;
 use kube::{Client, client::Body};
 use pretty_assertions::assert_eq;
 use serde_json::{Value, json};
@@ -30,74 +29,23 @@ use tokenwarden_operator::{
         Regarding,
     },
 };
+use tokenwarden_tests::{
+    mock_api::{self, Auto, Log, MockApi, Scenario, Seen, new_log},
+    probe::get_over,
+};
 use tokio::sync::{mpsc, watch};
-use tower_test::mock::{Handle, SendResponse};
 
 const OPERATOR_NS: &str = "tokenwarden-system";
 const TOKEN: &str = "eyJhbGciOiJSUzI1NiJ9.secret-token";
 
 // === harness ===
 
-/// One request as the API server saw it.
-#[derive(Debug, Clone)]
-struct Seen {
-    method: String,
-    uri: String,
-    content_type: Option<String>,
-    body: Vec<u8>,
-}
-
-impl Seen {
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("{} {}: body is not JSON: {e}", self.method, self.uri))
-    }
-
-    fn path(&self) -> &str {
-        self.uri.split('?').next().unwrap_or("")
-    }
-}
-
-type Log = Arc<Mutex<Vec<Seen>>>;
-
-struct ApiServer {
-    handle: Handle<Request<Body>, Response<Body>>,
-    log: Log,
-    /// Watch requests held open (never answered): the watcher waits on them.
-    parked: Vec<SendResponse<Response<Body>>>,
-    /// When set, LIST and WATCH of RoutingPolicies/TokenBudgets are answered
-    /// here (lists with these items, watches parked) instead of by the test.
-    lists: Option<(Vec<Value>, Vec<Value>)>,
-}
+/// The API server side of a mock `kube::Client` (the harness's `MockApi`).
+type ApiServer = MockApi<Body, Body>;
 
 fn mock(log: &Log) -> (Client, ApiServer) {
-    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    let client = Client::new(service, "default");
-    let server = ApiServer {
-        handle,
-        log: log.clone(),
-        parked: Vec::new(),
-        lists: None,
-    };
-    (client, server)
-}
-
-fn respond(send: SendResponse<Response<Body>>, status: u16, body: &Value) {
-    let response = Response::builder()
-        .status(StatusCode::from_u16(status).unwrap())
-        .header("content-type", "application/json")
-        .body(Body::from(serde_json::to_vec(body).unwrap()))
-        .unwrap();
-    send.send_response(response);
-}
-
-fn respond_raw(send: SendResponse<Response<Body>>, body: String) {
-    send.send_response(
-        Response::builder()
-            .status(200)
-            .body(Body::from(body.into_bytes()))
-            .unwrap(),
-    );
+    let (service, api) = mock_api::pair(log);
+    (Client::new(service, "default"), api)
 }
 
 fn not_found(resource: &str, name: &str) -> Value {
@@ -122,56 +70,23 @@ fn watch_events(events: &[(&str, &Value)]) -> String {
         .collect()
 }
 
-impl ApiServer {
-    /// The next request, within 2 s.
-    async fn try_next(&mut self, wait: Duration) -> Option<(Seen, SendResponse<Response<Body>>)> {
-        loop {
-            let (request, send) = tokio::time::timeout(wait, self.handle.next_request())
-                .await
-                .ok()??;
-            let (parts, body) = request.into_parts();
-            let body = body.collect().await.unwrap().to_bytes().to_vec();
-            let seen = Seen {
-                method: parts.method.to_string(),
-                uri: parts.uri.to_string(),
-                content_type: parts
-                    .headers
-                    .get("content-type")
-                    .map(|v| v.to_str().unwrap().to_string()),
-                body,
-            };
-            self.log.lock().unwrap().push(seen.clone());
-            if let Some((policies, budgets)) = &self.lists {
-                let path = seen.path();
-                let collection =
-                    path.ends_with("/routingpolicies") || path.ends_with("/tokenbudgets");
-                if seen.method == "GET" && collection {
-                    if seen.uri.contains("watch=true") {
-                        self.parked.push(send);
-                    } else if path.ends_with("/routingpolicies") {
-                        respond(send, 200, &list("RoutingPolicyList", policies, "100"));
-                    } else {
-                        respond(send, 200, &list("TokenBudgetList", budgets, "100"));
-                    }
-                    continue;
-                }
-            }
-            return Some((seen, send));
+/// Answer LIST and WATCH of RoutingPolicies/TokenBudgets on `api` (lists
+/// with these items, watches parked), so that the test sees only the rest.
+fn serve_lists(api: &mut ApiServer, policies: Vec<Value>, budgets: Vec<Value>) {
+    api.auto_answer(Box::new(move |seen: &Seen| {
+        let path = seen.path();
+        let collection = path.ends_with("/routingpolicies") || path.ends_with("/tokenbudgets");
+        if seen.method != "GET" || !collection {
+            return None;
         }
-    }
-
-    async fn next(&mut self) -> (Seen, SendResponse<Response<Body>>) {
-        self.try_next(Duration::from_secs(2))
-            .await
-            .expect("expected another API request")
-    }
-
-    /// No request arrives within `wait`.
-    async fn silent(&mut self, wait: Duration) {
-        if let Some((seen, _)) = self.try_next(wait).await {
-            panic!("unexpected request {} {}", seen.method, seen.uri);
-        }
-    }
+        Some(if seen.uri.contains("watch=true") {
+            Auto::Park
+        } else if path.ends_with("/routingpolicies") {
+            Auto::Json(200, list("RoutingPolicyList", &policies, "100"))
+        } else {
+            Auto::Json(200, list("TokenBudgetList", &budgets, "100"))
+        })
+    }));
 }
 
 async fn synced(rx: &mut watch::Receiver<Option<Arc<Objects>>>) -> Arc<Objects> {
@@ -245,8 +160,7 @@ async fn scenario_reflector(log: &Log) {
         ]
     );
     let mut lists = lists.into_values();
-    respond(
-        lists.next().unwrap(),
+    lists.next().unwrap().json(
         200,
         &list(
             "RoutingPolicyList",
@@ -260,8 +174,7 @@ async fn scenario_reflector(log: &Log) {
         rx.borrow().is_none(),
         "objects published before both lists synced"
     );
-    respond(
-        lists.next().unwrap(),
+    lists.next().unwrap().json(
         200,
         &list(
             "TokenBudgetList",
@@ -301,13 +214,10 @@ async fn scenario_reflector(log: &Log) {
 
     // Add b2 and modify b1 in one burst.
     rx.mark_unchanged();
-    respond_raw(
-        watches.next().unwrap(),
-        watch_events(&[
-            ("ADDED", &budget("team-b", "b2", "uid-b2", "13", 5)),
-            ("MODIFIED", &budget("team-a", "b1", "uid-b1", "14", 2000)),
-        ]),
-    );
+    watches.next().unwrap().raw(watch_events(&[
+        ("ADDED", &budget("team-b", "b2", "uid-b2", "13", 5)),
+        ("MODIFIED", &budget("team-a", "b1", "uid-b1", "14", 2000)),
+    ]));
     tokio::time::timeout(
         Duration::from_secs(2),
         rx.wait_for(|o| {
@@ -329,10 +239,10 @@ async fn scenario_reflector(log: &Log) {
             "/apis/tokenwarden.dev/v1alpha1/tokenbudgets?&watch=true&timeoutSeconds=290&allowWatchBookmarks=true&resourceVersion=14"
         )
     );
-    respond_raw(
-        send,
-        watch_events(&[("DELETED", &budget("team-b", "b2", "uid-b2", "15", 5))]),
-    );
+    send.raw(watch_events(&[(
+        "DELETED",
+        &budget("team-b", "b2", "uid-b2", "15", 5),
+    )]));
     let objects = tokio::time::timeout(
         Duration::from_secs(2),
         rx.wait_for(|o| o.as_ref().is_some_and(|o| o.budgets.len() == 1)),
@@ -360,10 +270,11 @@ async fn scenario_reflector(log: &Log) {
 
 fn source_with_objects(log: &Log) -> (Arc<KubeSource>, ApiServer) {
     let (client, mut api) = mock(log);
-    api.lists = Some((
+    serve_lists(
+        &mut api,
         vec![policy("team-a", "route", "uid-p", "10")],
         vec![budget("team-a", "b1", "uid-b1", "11", 1000)],
-    ));
+    );
     let source = KubeSource::start_with(
         client,
         SourceOptions {
@@ -430,7 +341,7 @@ async fn scenario_cluster_ledger_configmap(log: &Log) {
     let t = read(&store);
     let (seen, send) = api.next().await;
     assert_eq!((seen.method.as_str(), seen.path()), ("GET", path.as_str()));
-    respond(send, 404, &not_found("configmaps", "tokenwarden-ledger"));
+    send.json(404, &not_found("configmaps", "tokenwarden-ledger"));
     assert_eq!(t.await.unwrap().unwrap(), ClusterLedgerState::default());
 
     let state: ClusterLedgerState = serde_json::from_value(json!({
@@ -463,12 +374,12 @@ async fn scenario_cluster_ledger_configmap(log: &Log) {
     let mut stored = body.clone();
     stored["metadata"]["namespace"] = json!(OPERATOR_NS);
     stored["metadata"]["resourceVersion"] = json!("5");
-    respond(send, 200, &stored);
+    send.json(200, &stored);
     t.await.unwrap().expect("ledger write succeeds");
 
     let t = read(&store);
     let (_, send) = api.next().await;
-    respond(send, 200, &stored);
+    send.json(200, &stored);
     assert_eq!(t.await.unwrap().unwrap(), state);
 
     // A failed write is an error (the engine then does not ack).
@@ -477,9 +388,7 @@ async fn scenario_cluster_ledger_configmap(log: &Log) {
         tokio::spawn(async move { store.write(&state).await })
     };
     let (_, send) = api.next().await;
-    respond(
-        send,
-        500,
+    send.json(500,
         &json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
                 "message": "etcdserver: request timed out", "reason": "InternalError", "code": 500}),
     );
@@ -507,28 +416,24 @@ async fn scenario_budget_status(log: &Log) {
                 .await
         })
     };
-    let (seen, send) = api.next().await;
-    assert_eq!(seen.method, "PATCH");
-    assert_eq!(
-        seen.uri,
-        "/apis/tokenwarden.dev/v1alpha1/namespaces/team-a/tokenbudgets/b1/status?&force=true&fieldManager=tokenwarden-operator"
-    );
-    assert_eq!(
-        seen.content_type.as_deref(),
-        Some("application/apply-patch+yaml")
-    );
-    assert_eq!(
-        seen.json(),
-        json!({
+    let mut applied = budget("team-a", "b1", "uid-b1", "12", 1000);
+    applied["status"] = serde_json::to_value(&status).unwrap();
+    Scenario::new()
+        .request(
+            Method::PATCH,
+            "/apis/tokenwarden.dev/v1alpha1/namespaces/team-a/tokenbudgets/b1/status?&force=true&fieldManager=tokenwarden-operator",
+        )
+        .content_type("application/apply-patch+yaml")
+        .body(json!({
             "apiVersion": "tokenwarden.dev/v1alpha1", "kind": "TokenBudget",
             "metadata": {"name": "b1"},
             "status": {"observedGeneration": 1, "spentUsd": "0.25", "remainingUsd": "0.75",
                        "requests": 3, "state": "Ok"}
-        })
-    );
-    let mut applied = budget("team-a", "b1", "uid-b1", "12", 1000);
-    applied["status"] = serde_json::to_value(&status).unwrap();
-    respond(send, 200, &applied);
+        }))
+        .reply(200, applied)
+        .run(&mut api)
+        .await;
+
     writer.await.unwrap().expect("status write succeeds");
 
     // A conflict or any API error comes back as an error: the ledger must not ack.
@@ -540,16 +445,15 @@ async fn scenario_budget_status(log: &Log) {
                 .await
         })
     };
-    let (seen, send) = api.next().await;
-    assert_eq!(
-        seen.uri,
-        "/apis/tokenwarden.dev/v1alpha1/namespaces/team-a/tokenbudgets/gone/status?&force=true&fieldManager=tokenwarden-operator"
-    );
-    respond(
-        send,
-        404,
-        &not_found("tokenbudgets.tokenwarden.dev", "gone"),
-    );
+    Scenario::new()
+        .request(
+            Method::PATCH,
+            "/apis/tokenwarden.dev/v1alpha1/namespaces/team-a/tokenbudgets/gone/status?&force=true&fieldManager=tokenwarden-operator",
+        )
+        .reply(404, not_found("tokenbudgets.tokenwarden.dev", "gone"))
+        .run(&mut api)
+        .await;
+
     let err = writer.await.unwrap().unwrap_err();
     assert!(
         err.to_string()
@@ -577,28 +481,24 @@ async fn scenario_policy_status(log: &Log) {
                 .await
         })
     };
-    let (seen, send) = api.next().await;
-    assert_eq!(seen.method, "PATCH");
-    assert_eq!(
-        seen.uri,
-        "/apis/tokenwarden.dev/v1alpha1/namespaces/team-a/routingpolicies/route/status?&force=true&fieldManager=tokenwarden-operator"
-    );
-    assert_eq!(
-        seen.content_type.as_deref(),
-        Some("application/apply-patch+yaml")
-    );
-    assert_eq!(
-        seen.json(),
-        json!({
+    let mut applied = policy("team-a", "route", "uid-p", "13");
+    applied["status"] = serde_json::to_value(&status).unwrap();
+    let seen = Scenario::new()
+        .request(
+            Method::PATCH,
+            "/apis/tokenwarden.dev/v1alpha1/namespaces/team-a/routingpolicies/route/status?&force=true&fieldManager=tokenwarden-operator",
+        )
+        .content_type("application/apply-patch+yaml")
+        .body(json!({
             "apiVersion": "tokenwarden.dev/v1alpha1", "kind": "RoutingPolicy",
             "metadata": {"name": "route"},
             "status": serde_json::to_value(&status).unwrap(),
-        })
-    );
-    assert_eq!(seen.json()["status"]["sidecars"], json!("3/4"));
-    let mut applied = policy("team-a", "route", "uid-p", "13");
-    applied["status"] = serde_json::to_value(&status).unwrap();
-    respond(send, 200, &applied);
+        }))
+        .reply(200, applied)
+        .run(&mut api)
+        .await;
+    assert_eq!(seen[0].json()["status"]["sidecars"], json!("3/4"));
+
     writer.await.unwrap().expect("status write succeeds");
 }
 
@@ -649,7 +549,7 @@ async fn scenario_events(log: &Log) {
     );
     let mut created = seen.json();
     created["metadata"]["resourceVersion"] = json!("1");
-    respond(send, 201, &created);
+    send.json(201, &created);
     recorder.await.unwrap();
 
     // The same Event again: a series patch on the Event just created.
@@ -669,7 +569,7 @@ async fn scenario_events(log: &Log) {
         Some("application/merge-patch+json")
     );
     assert_eq!(seen.json()["series"]["count"], json!(2));
-    respond(send, 200, &created);
+    send.json(200, &created);
     recorder.await.unwrap();
 
     // Not in the cache: nothing is sent.
@@ -741,28 +641,20 @@ async fn authenticate(
         let auth = auth.clone();
         tokio::spawn(async move { auth.authenticate(&bound_claim()).await })
     };
-    let (seen, send) = api.next().await;
-    assert_eq!(
-        (seen.method.as_str(), seen.uri.as_str()),
-        ("POST", "/apis/authentication.k8s.io/v1/tokenreviews?")
-    );
-    assert_eq!(seen.content_type.as_deref(), Some("application/json"));
-    assert_eq!(
-        seen.json(),
-        json!({
+    let mut exchange = Scenario::new()
+        .request(Method::POST, "/apis/authentication.k8s.io/v1/tokenreviews?")
+        .content_type("application/json")
+        .body(json!({
             "apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "metadata": {},
             "spec": {"token": TOKEN, "audiences": ["tokenwarden"]}
-        })
-    );
-    respond(send, 201, &review);
+        }))
+        .reply(201, review);
     if let Some((status, body)) = pod {
-        let (seen, send) = api.next().await;
-        assert_eq!(
-            (seen.method.as_str(), seen.uri.as_str()),
-            ("GET", "/api/v1/namespaces/team-a/pods/app-7d9f")
-        );
-        respond(send, status, &body);
+        exchange = exchange
+            .request(Method::GET, "/api/v1/namespaces/team-a/pods/app-7d9f")
+            .reply(status, body);
     }
+    exchange.run(&mut api).await;
     let result = task.await.unwrap().map_err(|e| e.to_string());
     if let Err(e) = &result {
         assert!(
@@ -941,27 +833,18 @@ fn admin_get(
         peer.parse().unwrap(),
         state.clone(),
     ));
-    let mut req = Request::get(path).header("host", "tokenwarden-operator");
+    let mut headers = vec![("host", "tokenwarden-operator".to_string())];
     if let Some(a) = authorization {
-        req = req.header("authorization", a);
+        headers.push(("authorization", a.to_string()));
     }
-    let req = req
-        .body(http_body_util::Empty::<bytes::Bytes>::new())
-        .unwrap();
+    let path = path.to_string();
     tokio::spawn(async move {
-        let (mut send, conn) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(client_io))
-                .await
-                .unwrap();
-        tokio::spawn(conn);
-        let resp = send.send_request(req).await.unwrap();
-        let status = resp.status().as_u16();
-        let www = resp
-            .headers()
+        let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let (status, headers, body) = get_over(client_io, &path, &headers).await;
+        let www = headers
             .get("www-authenticate")
             .map(|v| v.to_str().unwrap().to_string());
-        let body = resp.into_body().collect().await.unwrap().to_bytes();
-        (status, www, String::from_utf8(body.to_vec()).unwrap())
+        (status, www, body)
     })
 }
 
@@ -985,61 +868,48 @@ fn access_review(authenticated: bool, error: Option<&str>) -> Value {
     review
 }
 
-/// Asserts the TokenReview for the bearer token: the API server's own
-/// audience (no `audiences`), the token as sent.
-async fn expect_token_review(api: &mut ApiServer) -> SendResponse<Response<Body>> {
-    let (seen, send) = api.next().await;
-    assert_eq!(
-        (seen.method.as_str(), seen.uri.as_str()),
-        ("POST", "/apis/authentication.k8s.io/v1/tokenreviews?")
-    );
-    assert_eq!(seen.content_type.as_deref(), Some("application/json"));
-    assert_eq!(
-        seen.json(),
-        json!({
+/// The TokenReview for the bearer token: the API server's own audience
+/// (no `audiences`), the token as sent; answered `status`, `review`.
+fn token_review(scenario: Scenario, status: u16, review: Value) -> Scenario {
+    scenario
+        .request(Method::POST, "/apis/authentication.k8s.io/v1/tokenreviews?")
+        .content_type("application/json")
+        .body(json!({
             "apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "metadata": {},
             "spec": {"token": TOKEN}
-        })
-    );
-    send
+        }))
+        .reply(status, review)
 }
 
-/// Asserts the SubjectAccessReview for the reviewed user: `get` on
+/// The SubjectAccessReview for the reviewed user: `get` on
 /// tokenbudgets.tokenwarden.dev, no namespace (all of them), with the
-/// user's groups, uid and extras; answers `allowed`.
-async fn expect_access_review(api: &mut ApiServer, allowed: bool, reason: &str) {
-    let (seen, send) = api.next().await;
-    assert_eq!(
-        (seen.method.as_str(), seen.uri.as_str()),
-        (
-            "POST",
-            "/apis/authorization.k8s.io/v1/subjectaccessreviews?"
-        )
-    );
-    assert_eq!(seen.content_type.as_deref(), Some("application/json"));
+/// user's groups, uid and extras; answered `allowed` (with `reason`).
+fn subject_access_review(scenario: Scenario, allowed: bool, reason: &str) -> Scenario {
     let spec = json!({
         "user": READER, "uid": "sa-uid-9",
         "groups": ["system:serviceaccounts", "system:serviceaccounts:monitoring", "system:authenticated"],
         "extra": {"authentication.kubernetes.io/credential-id": ["JTI=def"]},
         "resourceAttributes": {"verb": "get", "group": "tokenwarden.dev", "resource": "tokenbudgets"}
     });
-    assert_eq!(
-        seen.json(),
-        json!({
-            "apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
-            "metadata": {}, "spec": spec
-        })
-    );
     let mut status = json!({"allowed": allowed});
     if !reason.is_empty() {
         status["reason"] = json!(reason);
     }
-    respond(
-        send,
-        201,
-        &json!({"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
-                "metadata": {}, "spec": spec, "status": status}),
-    );
+    scenario
+        .request(
+            Method::POST,
+            "/apis/authorization.k8s.io/v1/subjectaccessreviews?",
+        )
+        .content_type("application/json")
+        .body(json!({
+            "apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
+            "metadata": {}, "spec": spec
+        }))
+        .reply(
+            201,
+            json!({"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
+                   "metadata": {}, "spec": spec, "status": status}),
+        )
 }
 
 /// A token the API server authenticates, whose user RBAC allows to get
@@ -1048,14 +918,15 @@ async fn scenario_ledger_allowed(log: &Log) {
     let (client, mut api) = mock(log);
     let state = admin_state(client);
     let get = admin_get(&state, REMOTE, "/ledger", Some(&format!("Bearer {TOKEN}")));
-    let send = expect_token_review(&mut api).await;
-    respond(send, 201, &access_review(true, None));
-    expect_access_review(
-        &mut api,
+    let exchange = token_review(Scenario::new(), 201, access_review(true, None));
+    subject_access_review(
+        exchange,
         true,
         "RBAC: allowed by ClusterRoleBinding \"ledger-readers\"",
     )
+    .run(&mut api)
     .await;
+
     let (status, www, body) = get.await.unwrap();
     assert_eq!((status, www), (200, None), "{body}");
     assert_eq!(serde_json::from_str::<Value>(&body).unwrap(), ledger_body());
@@ -1067,9 +938,11 @@ async fn scenario_ledger_forbidden(log: &Log) {
     let state = admin_state(client);
     // The scheme is case-insensitive (RFC 9110).
     let get = admin_get(&state, REMOTE, "/ledger", Some(&format!("bearer {TOKEN}")));
-    let send = expect_token_review(&mut api).await;
-    respond(send, 201, &access_review(true, None));
-    expect_access_review(&mut api, false, "").await;
+    let exchange = token_review(Scenario::new(), 201, access_review(true, None));
+    subject_access_review(exchange, false, "")
+        .run(&mut api)
+        .await;
+
     let (status, www, body) = get.await.unwrap();
     assert_eq!((status, www), (403, None));
     assert_eq!(
@@ -1085,12 +958,14 @@ async fn scenario_ledger_invalid_token(log: &Log) {
     let (client, mut api) = mock(log);
     let state = admin_state(client);
     let get = admin_get(&state, REMOTE, "/ledger", Some(&format!("Bearer {TOKEN}")));
-    let send = expect_token_review(&mut api).await;
-    respond(
-        send,
+    token_review(
+        Scenario::new(),
         201,
-        &access_review(false, Some("[invalid bearer token, token has expired]")),
-    );
+        access_review(false, Some("[invalid bearer token, token has expired]")),
+    )
+    .run(&mut api)
+    .await;
+
     let (status, www, body) = get.await.unwrap();
     assert_eq!(status, 401);
     assert_eq!(
@@ -1165,13 +1040,15 @@ async fn ledger_when_the_token_cannot_be_checked_is_503() {
     let (client, mut api) = mock(&log);
     let state = admin_state(client);
     let get = admin_get(&state, REMOTE, "/ledger", Some(&format!("Bearer {TOKEN}")));
-    let send = expect_token_review(&mut api).await;
-    respond(
-        send,
+    token_review(
+        Scenario::new(),
         500,
-        &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-                "message": "etcdserver: request timed out", "reason": "InternalError", "code": 500}),
-    );
+        json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+               "message": "etcdserver: request timed out", "reason": "InternalError", "code": 500}),
+    )
+    .run(&mut api)
+    .await;
+
     let (status, _, body) = get.await.unwrap();
     assert_eq!(status, 503);
     assert!(
@@ -1228,9 +1105,8 @@ fn serve_cluster(mut api: ApiServer, cluster: Shared) -> tokio::task::JoinHandle
             let path = seen.path().to_string();
             match (seen.method.as_str(), path.as_str()) {
                 ("GET", p) if p == format!("{lease_path}/tokenwarden-operator") => match &c.lease {
-                    Some(lease) => respond(send, 200, lease),
-                    None => respond(
-                        send,
+                    Some(lease) => send.json(200, lease),
+                    None => send.json(
                         404,
                         &not_found("leases.coordination.k8s.io", "tokenwarden-operator"),
                     ),
@@ -1239,12 +1115,10 @@ fn serve_cluster(mut api: ApiServer, cluster: Shared) -> tokio::task::JoinHandle
                     let mut lease = seen.json();
                     lease["metadata"]["namespace"] = json!(OPERATOR_NS);
                     c.lease = Some(lease.clone());
-                    respond(send, 201, &lease);
+                    send.json(201, &lease);
                 }
                 ("PATCH", _) if c.fail_lease_patches && path.contains("/leases/") => {
-                    respond(
-                        send,
-                        500,
+                    send.json(500,
                         &json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
                         "status": "Failure", "message": "etcdserver: request timed out", "reason": "InternalError", "code": 500}),
                     );
@@ -1255,7 +1129,7 @@ fn serve_cluster(mut api: ApiServer, cluster: Shared) -> tokio::task::JoinHandle
                         .as_mut()
                         .expect("patch of a lease that does not exist");
                     merge(lease, &seen.json());
-                    respond(send, 200, lease);
+                    send.json(200, lease);
                 }
                 ("GET", p) if p == pod_path => {
                     assert_eq!(
@@ -1270,9 +1144,7 @@ fn serve_cluster(mut api: ApiServer, cluster: Shared) -> tokio::task::JoinHandle
                         })
                         .cloned()
                         .collect();
-                    respond(
-                        send,
-                        200,
+                    send.json(200,
                         &json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": items}),
                     );
                 }
@@ -1280,7 +1152,7 @@ fn serve_cluster(mut api: ApiServer, cluster: Shared) -> tokio::task::JoinHandle
                     let name = p.rsplit('/').next().unwrap();
                     let pod = c.pods.get_mut(name).expect("patch of an unknown pod");
                     merge(pod, &seen.json());
-                    respond(send, 200, pod);
+                    send.json(200, pod);
                 }
                 _ => panic!("unexpected request {} {}", seen.method, seen.uri),
             }
@@ -1472,10 +1344,6 @@ async fn scenario_leader_fence(log: &Log) {
 }
 
 // === tests ===
-
-fn new_log() -> Log {
-    Arc::default()
-}
 
 #[tokio::test]
 async fn reflector_lists_then_watches_and_publishes_objects() {

@@ -6,20 +6,23 @@
 use std::{collections::BTreeMap, time::Duration};
 
 use base64::Engine as _;
-use http::{Method, Request, Response, StatusCode};
+use http::Method;
 use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, Client, client::Body};
 use pretty_assertions::assert_eq;
 use serde_json::{Value, json};
 use tokenwarden_operator::webhook::certs::{
-    CertPolicy, Plan, ensure_secret, inspect, patch_ca_bundles, pem_blocks, plan, renew,
+    CertBundle, CertError, CertPolicy, Plan, ensure_secret, inspect, patch_ca_bundles, pem_blocks,
+    plan, renew,
 };
+use tokenwarden_tests::mock_api::{self, MockApi, Scenario};
+use tokio::task::JoinHandle;
 
 const NOW: i64 = 1_790_000_000; // 2026-09-21
 const DAY: i64 = 86_400;
 const NS: &str = "tokenwarden";
 
-type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
+type Handle = MockApi<Body, Body>;
 
 fn policy() -> CertPolicy {
     CertPolicy {
@@ -31,47 +34,18 @@ fn policy() -> CertPolicy {
 }
 
 fn mock() -> (Client, Handle) {
-    let (svc, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    (Client::new(svc, NS), handle)
+    let (svc, api) = mock_api::pair(&mock_api::new_log());
+    (Client::new(svc, NS), api)
 }
 
-/// Expect one request; check method and URI; answer with `status` and `body`
-/// (`Null`: echo the request body, as the apiserver does on create/update).
-/// Returns the request body as JSON (Null when empty) and its content type.
-async fn expect(
-    handle: &mut Handle,
-    method: Method,
-    uri: &str,
-    status: StatusCode,
-    body: Value,
-) -> (Value, Option<String>) {
-    let (req, send) = tokio::time::timeout(Duration::from_secs(1), handle.next_request())
-        .await
-        .unwrap_or_else(|_| panic!("no request for {method} {uri}"))
-        .expect("service dropped");
-    assert_eq!(req.method(), method, "{uri}");
-    assert_eq!(req.uri().to_string(), uri);
-    let content_type = req
-        .headers()
-        .get(http::header::CONTENT_TYPE)
-        .map(|v| v.to_str().unwrap().to_string());
-    let bytes = http_body_util::BodyExt::collect(req.into_body())
-        .await
-        .unwrap()
-        .to_bytes();
-    let sent = if bytes.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_slice(&bytes).unwrap()
-    };
-    let reply = if body.is_null() { &sent } else { &body };
-    send.send_response(
-        Response::builder()
-            .status(status)
-            .body(Body::from(serde_json::to_vec(reply).unwrap()))
-            .unwrap(),
-    );
-    (sent, content_type)
+/// `ensure_secret` of `tokenwarden-tls` at `now`, in the background
+/// against a mock API.
+fn ensure_secret_at(now: i64) -> (JoinHandle<Result<CertBundle, CertError>>, Handle) {
+    let (client, handle) = mock();
+    let api: Api<Secret> = Api::namespaced(client, NS);
+    let task =
+        tokio::spawn(async move { ensure_secret(&api, "tokenwarden-tls", now, &policy()).await });
+    (task, handle)
 }
 
 fn status(code: u16, reason: &str) -> Value {
@@ -152,26 +126,15 @@ fn renewal_decisions() {
 
 #[tokio::test]
 async fn first_replica_creates_the_secret() {
-    let (client, mut handle) = mock();
-    let api: Api<Secret> = Api::namespaced(client, NS);
-    let task =
-        tokio::spawn(async move { ensure_secret(&api, "tokenwarden-tls", NOW, &policy()).await });
-    expect(
-        &mut handle,
-        Method::GET,
-        SECRET_URI,
-        StatusCode::NOT_FOUND,
-        status(404, "NotFound"),
-    )
-    .await;
-    let (posted, _) = expect(
-        &mut handle,
-        Method::POST,
-        "/api/v1/namespaces/tokenwarden/secrets?",
-        StatusCode::CREATED,
-        Value::Null,
-    )
-    .await;
+    let (task, mut handle) = ensure_secret_at(NOW);
+    let seen = Scenario::new()
+        .request(Method::GET, SECRET_URI)
+        .reply(404, status(404, "NotFound"))
+        .request(Method::POST, "/api/v1/namespaces/tokenwarden/secrets?")
+        .echo(201)
+        .run(&mut handle)
+        .await;
+    let posted = seen[1].json();
     let bundle = task.await.unwrap().unwrap();
     assert_eq!(posted["type"], "kubernetes.io/tls");
     assert_eq!(posted["metadata"]["name"], "tokenwarden-tls");
@@ -193,53 +156,32 @@ async fn first_replica_creates_the_secret() {
 #[tokio::test]
 async fn a_valid_secret_is_only_read() {
     let data = renew(Plan::Create, None, NOW, &policy()).unwrap();
-    let (client, mut handle) = mock();
-    let api: Api<Secret> = Api::namespaced(client, NS);
-    let task =
-        tokio::spawn(async move { ensure_secret(&api, "tokenwarden-tls", NOW, &policy()).await });
-    expect(
-        &mut handle,
-        Method::GET,
-        SECRET_URI,
-        StatusCode::OK,
-        secret_json(&data, "41"),
-    )
-    .await;
+    let (task, mut handle) = ensure_secret_at(NOW);
+    Scenario::new()
+        .request(Method::GET, SECRET_URI)
+        .reply(200, secret_json(&data, "41"))
+        .run(&mut handle)
+        .await;
     let bundle = task.await.unwrap().unwrap();
     assert_eq!(bundle.cert_pem, data["tls.crt"]);
     assert_eq!(bundle.key_pem, data["tls.key"]);
     // No further request.
-    assert!(
-        tokio::time::timeout(Duration::from_millis(200), handle.next_request())
-            .await
-            .map_or(true, |r| r.is_none())
-    );
+    handle.silent(Duration::from_millis(200)).await;
 }
 
 #[tokio::test]
 async fn an_expiring_certificate_is_renewed_with_the_resource_version() {
     let data = renew(Plan::Create, None, NOW, &policy()).unwrap();
     let later = NOW + 70 * DAY;
-    let (client, mut handle) = mock();
-    let api: Api<Secret> = Api::namespaced(client, NS);
-    let task =
-        tokio::spawn(async move { ensure_secret(&api, "tokenwarden-tls", later, &policy()).await });
-    expect(
-        &mut handle,
-        Method::GET,
-        SECRET_URI,
-        StatusCode::OK,
-        secret_json(&data, "41"),
-    )
-    .await;
-    let (put, _) = expect(
-        &mut handle,
-        Method::PUT,
-        &format!("{SECRET_URI}?"),
-        StatusCode::OK,
-        Value::Null,
-    )
-    .await;
+    let (task, mut handle) = ensure_secret_at(later);
+    let seen = Scenario::new()
+        .request(Method::GET, SECRET_URI)
+        .reply(200, secret_json(&data, "41"))
+        .request(Method::PUT, format!("{SECRET_URI}?"))
+        .echo(200)
+        .run(&mut handle)
+        .await;
+    let put = seen[1].json();
     let bundle = task.await.unwrap().unwrap();
     // Optimistic concurrency: the PUT carries what was read.
     assert_eq!(put["metadata"]["resourceVersion"], "41");
@@ -256,34 +198,16 @@ async fn an_expiring_certificate_is_renewed_with_the_resource_version() {
 #[tokio::test]
 async fn losing_the_create_race_adopts_the_winner() {
     let winner = renew(Plan::Create, None, NOW, &policy()).unwrap();
-    let (client, mut handle) = mock();
-    let api: Api<Secret> = Api::namespaced(client, NS);
-    let task =
-        tokio::spawn(async move { ensure_secret(&api, "tokenwarden-tls", NOW, &policy()).await });
-    expect(
-        &mut handle,
-        Method::GET,
-        SECRET_URI,
-        StatusCode::NOT_FOUND,
-        status(404, "NotFound"),
-    )
-    .await;
-    expect(
-        &mut handle,
-        Method::POST,
-        "/api/v1/namespaces/tokenwarden/secrets?",
-        StatusCode::CONFLICT,
-        status(409, "AlreadyExists"),
-    )
-    .await;
-    expect(
-        &mut handle,
-        Method::GET,
-        SECRET_URI,
-        StatusCode::OK,
-        secret_json(&winner, "7"),
-    )
-    .await;
+    let (task, mut handle) = ensure_secret_at(NOW);
+    Scenario::new()
+        .request(Method::GET, SECRET_URI)
+        .reply(404, status(404, "NotFound"))
+        .request(Method::POST, "/api/v1/namespaces/tokenwarden/secrets?")
+        .reply(409, status(409, "AlreadyExists"))
+        .request(Method::GET, SECRET_URI)
+        .reply(200, secret_json(&winner, "7"))
+        .run(&mut handle)
+        .await;
     let bundle = task.await.unwrap().unwrap();
     assert_eq!(bundle.cert_pem, winner["tls.crt"]);
     assert_eq!(bundle.ca_pem, winner["ca.crt"]);
@@ -294,34 +218,16 @@ async fn a_conflicting_renewal_rereads() {
     let old = renew(Plan::Create, None, NOW, &policy()).unwrap();
     let later = NOW + 70 * DAY;
     let theirs = renew(Plan::RenewLeaf, Some(&old), later, &policy()).unwrap();
-    let (client, mut handle) = mock();
-    let api: Api<Secret> = Api::namespaced(client, NS);
-    let task =
-        tokio::spawn(async move { ensure_secret(&api, "tokenwarden-tls", later, &policy()).await });
-    expect(
-        &mut handle,
-        Method::GET,
-        SECRET_URI,
-        StatusCode::OK,
-        secret_json(&old, "41"),
-    )
-    .await;
-    expect(
-        &mut handle,
-        Method::PUT,
-        &format!("{SECRET_URI}?"),
-        StatusCode::CONFLICT,
-        status(409, "Conflict"),
-    )
-    .await;
-    expect(
-        &mut handle,
-        Method::GET,
-        SECRET_URI,
-        StatusCode::OK,
-        secret_json(&theirs, "42"),
-    )
-    .await;
+    let (task, mut handle) = ensure_secret_at(later);
+    Scenario::new()
+        .request(Method::GET, SECRET_URI)
+        .reply(200, secret_json(&old, "41"))
+        .request(Method::PUT, format!("{SECRET_URI}?"))
+        .reply(409, status(409, "Conflict"))
+        .request(Method::GET, SECRET_URI)
+        .reply(200, secret_json(&theirs, "42"))
+        .run(&mut handle)
+        .await;
     let bundle = task.await.unwrap().unwrap();
     assert_eq!(bundle.cert_pem, theirs["tls.crt"]);
 }
@@ -341,47 +247,26 @@ async fn ca_bundles_are_patched_only_where_stale() {
         }
         json!({"name": name, "clientConfig": cc, "sideEffects": "None", "admissionReviewVersions": ["v1"]})
     };
-    expect(
-        &mut handle,
-        Method::GET,
-        "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/tokenwarden-injector",
-        StatusCode::OK,
-        json!({"apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
+    Scenario::new()
+        .request(Method::GET, "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/tokenwarden-injector")
+        .reply(200, json!({"apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
                "metadata": {"name": "tokenwarden-injector"},
                // as `helm upgrade` leaves them: no caBundle
-               "webhooks": [webhook("namespace.inject.tokenwarden.dev", None), webhook("pod.inject.tokenwarden.dev", None)]}),
-    )
-    .await;
-    let (patch, content_type) = expect(
-        &mut handle,
-        Method::PATCH,
-        "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/tokenwarden-injector?&fieldManager=tokenwarden-operator",
-        StatusCode::OK,
-        json!({"apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration", "metadata": {"name": "tokenwarden-injector"}}),
-    )
-    .await;
-    assert_eq!(
-        content_type.as_deref(),
-        Some("application/strategic-merge-patch+json")
-    );
-    assert_eq!(
-        patch,
-        json!({"webhooks": [
+               "webhooks": [webhook("namespace.inject.tokenwarden.dev", None), webhook("pod.inject.tokenwarden.dev", None)]}))
+        .request(Method::PATCH, "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/tokenwarden-injector?&fieldManager=tokenwarden-operator")
+        .content_type("application/strategic-merge-patch+json")
+        .body(json!({"webhooks": [
             {"name": "namespace.inject.tokenwarden.dev", "clientConfig": {"caBundle": b64}},
             {"name": "pod.inject.tokenwarden.dev", "clientConfig": {"caBundle": b64}},
-        ]})
-    );
-    // The validating configuration is already current: read, not patched.
-    expect(
-        &mut handle,
-        Method::GET,
-        "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations/tokenwarden-validator",
-        StatusCode::OK,
-        json!({"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
+        ]}))
+        .reply(200, json!({"apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration", "metadata": {"name": "tokenwarden-injector"}}))
+        // The validating configuration is already current: read, not patched.
+        .request(Method::GET, "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations/tokenwarden-validator")
+        .reply(200, json!({"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
                "metadata": {"name": "tokenwarden-validator"},
-               "webhooks": [webhook("validate.tokenwarden.dev", Some(&b64))]}),
-    )
-    .await;
+               "webhooks": [webhook("validate.tokenwarden.dev", Some(&b64))]}))
+        .run(&mut handle)
+        .await;
     assert_eq!(task.await.unwrap().unwrap(), 2);
 }
 
@@ -389,22 +274,19 @@ async fn ca_bundles_are_patched_only_where_stale() {
 async fn a_missing_webhook_configuration_is_skipped() {
     let (client, mut handle) = mock();
     let task = tokio::spawn(async move { patch_ca_bundles(&client, "a", "b", "pem").await });
-    expect(
-        &mut handle,
-        Method::GET,
-        "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/a",
-        StatusCode::NOT_FOUND,
-        status(404, "NotFound"),
-    )
-    .await;
-    expect(
-        &mut handle,
-        Method::GET,
-        "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations/b",
-        StatusCode::NOT_FOUND,
-        status(404, "NotFound"),
-    )
-    .await;
+    Scenario::new()
+        .request(
+            Method::GET,
+            "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/a",
+        )
+        .reply(404, status(404, "NotFound"))
+        .request(
+            Method::GET,
+            "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations/b",
+        )
+        .reply(404, status(404, "NotFound"))
+        .run(&mut handle)
+        .await;
     assert_eq!(task.await.unwrap().unwrap(), 0);
 }
 

@@ -7,231 +7,15 @@
 
 mod support;
 
-use std::{
-    net::SocketAddr,
-    pin::Pin,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::time::Duration;
 
-use futures_util::Stream;
 use support::*;
 use tokenwarden_core::money::Usd;
 use tokenwarden_proto::{
     BudgetStatus, ConfigSnapshot, LeaseGrant, LeaseUnmet, OperatorMessage, PROTOCOL_VERSION,
-    Redirect, SidecarMessage, UsageAck,
-    control_server::{Control, ControlServer},
-    operator_message::Msg as Op,
-    sidecar_message::Msg as Sc,
+    Redirect, UsageAck, operator_message::Msg as Op, sidecar_message::Msg as Sc,
 };
-use tokio::sync::{mpsc, oneshot};
-use tonic::{Request, Response, Status, Streaming};
-
-type OpTx = mpsc::UnboundedSender<Result<OperatorMessage, Status>>;
-
-#[derive(Default)]
-struct OpState {
-    /// Sent to every new session after its Hello.
-    on_hello: Vec<OperatorMessage>,
-    /// The latest session's sender.
-    session: Option<OpTx>,
-}
-
-#[derive(Clone)]
-struct FakeOperator {
-    state: Arc<Mutex<OpState>>,
-    events: mpsc::UnboundedSender<SidecarMessage>,
-}
-
-#[tonic::async_trait]
-impl Control for FakeOperator {
-    type SessionStream = Pin<Box<dyn Stream<Item = Result<OperatorMessage, Status>> + Send>>;
-
-    async fn session(
-        &self,
-        req: Request<Streaming<SidecarMessage>>,
-    ) -> Result<Response<Self::SessionStream>, Status> {
-        let mut inbound = req.into_inner();
-        let (tx, rx) = mpsc::unbounded_channel();
-        let state = self.state.clone();
-        let events = self.events.clone();
-        tokio::spawn(async move {
-            let mut first = true;
-            while let Ok(Some(m)) = inbound.message().await {
-                if first {
-                    first = false;
-                    let st = state.lock().unwrap();
-                    for msg in &st.on_hello {
-                        let _ = tx.send(Ok(msg.clone()));
-                    }
-                    drop(st);
-                    state.lock().unwrap().session = Some(tx.clone());
-                }
-                let _ = events.send(m);
-            }
-        });
-        let out =
-            futures_util::stream::unfold(
-                rx,
-                |mut rx| async move { rx.recv().await.map(|m| (m, rx)) },
-            );
-        Ok(Response::new(Box::pin(out)))
-    }
-}
-
-/// A fake operator on 127.0.0.1.
-struct Operator {
-    addr: SocketAddr,
-    state: Arc<Mutex<OpState>>,
-    events: mpsc::UnboundedReceiver<SidecarMessage>,
-    events_tx: mpsc::UnboundedSender<SidecarMessage>,
-    stop: Option<(oneshot::Sender<()>, tokio::task::JoinHandle<()>)>,
-}
-
-impl Operator {
-    async fn start() -> Operator {
-        let (events_tx, events) = mpsc::unbounded_channel();
-        let mut op = Operator {
-            addr: SocketAddr::from(([127, 0, 0, 1], free_port())),
-            state: Arc::default(),
-            events,
-            events_tx,
-            stop: None,
-        };
-        op.serve().await;
-        op
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    async fn serve(&mut self) {
-        let svc = FakeOperator {
-            state: self.state.clone(),
-            events: self.events_tx.clone(),
-        };
-        let (tx, mut rx) = oneshot::channel::<()>();
-        let addr = self.addr;
-        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
-        let svc = ControlServer::new(svc);
-        // h2 connections served by hyper; dropping the JoinSet on stop cuts
-        // every connection at once (like an operator that dies).
-        let handle = tokio::spawn(async move {
-            let mut conns = tokio::task::JoinSet::new();
-            loop {
-                tokio::select! {
-                    _ = &mut rx => break,
-                    Ok((io, _)) = listener.accept() => {
-                        let svc = svc.clone();
-                        conns.spawn(async move {
-                            let _ = hyper::server::conn::http2::Builder::new(
-                                hyper_util::rt::TokioExecutor::new(),
-                            )
-                            .serve_connection(
-                                hyper_util::rt::TokioIo::new(io),
-                                hyper_util::service::TowerToHyperService::new(svc),
-                            )
-                            .await;
-                        });
-                    }
-                }
-            }
-        });
-        self.stop = Some((tx, handle));
-    }
-
-    /// Stop: end the session with UNAVAILABLE and stop listening.
-    async fn stop(&mut self) {
-        if let Some(s) = self.state.lock().unwrap().session.take() {
-            let _ = s.send(Err(Status::unavailable("operator stopping")));
-        }
-        if let Some((tx, mut handle)) = self.stop.take() {
-            let _ = tx.send(());
-            if tokio::time::timeout(Duration::from_secs(5), &mut handle)
-                .await
-                .is_err()
-            {
-                handle.abort();
-            }
-        }
-        // Whatever arrived before the stop is of no interest.
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        while self.events.try_recv().is_ok() {}
-    }
-
-    fn on_hello(&self, msgs: Vec<OperatorMessage>) {
-        self.state.lock().unwrap().on_hello = msgs;
-    }
-
-    fn send(&self, msg: Op) {
-        let st = self.state.lock().unwrap();
-        st.session
-            .as_ref()
-            .expect("a session")
-            .send(Ok(OperatorMessage { msg: Some(msg) }))
-            .unwrap();
-    }
-
-    /// The next message matching `pick` within 10 s (others are skipped).
-    async fn next<T>(&mut self, what: &str, mut pick: impl FnMut(Sc) -> Option<T>) -> T {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            let m = tokio::time::timeout_at(deadline, self.events.recv())
-                .await
-                .unwrap_or_else(|_| panic!("no {what} within 10 s"))
-                .expect("events channel open");
-            if let Some(t) = m.msg.and_then(&mut pick) {
-                return t;
-            }
-        }
-    }
-
-    async fn hello(&mut self) -> tokenwarden_proto::Hello {
-        self.next("Hello", |m| match m {
-            Sc::Hello(h) => Some(h),
-            _ => None,
-        })
-        .await
-    }
-
-    async fn ack(&mut self) -> tokenwarden_proto::ConfigAck {
-        self.next("ConfigAck", |m| match m {
-            Sc::ConfigAck(a) => Some(a),
-            _ => None,
-        })
-        .await
-    }
-
-    /// Usage records until `n` distinct seqs were seen (in arrival order).
-    async fn records(&mut self, n: usize) -> Vec<tokenwarden_proto::UsageRecord> {
-        let mut out: Vec<tokenwarden_proto::UsageRecord> = Vec::new();
-        while out.len() < n {
-            let batch = self
-                .next("UsageBatch", |m| match m {
-                    Sc::Usage(b) => Some(b),
-                    _ => None,
-                })
-                .await;
-            assert!(batch.records.len() <= 500);
-            out.extend(batch.records);
-        }
-        out
-    }
-
-    /// No usage batch within `ms`.
-    async fn no_records_within(&mut self, ms: u64) {
-        let deadline = tokio::time::Instant::now() + Duration::from_millis(ms);
-        while let Ok(Some(m)) = tokio::time::timeout_at(deadline, self.events.recv()).await {
-            if let Some(Sc::Usage(b)) = m.msg {
-                panic!(
-                    "unexpected usage batch: {:?}",
-                    b.records.iter().map(|r| r.seq).collect::<Vec<_>>()
-                );
-            }
-        }
-    }
-}
+use tokenwarden_tests::fake_operator::FakeOperator;
 
 /// The WorkloadConfig JSON the sidecar binary compiles from `policy_yaml`
 /// (namespace apps, labels app=agent,team=search).
@@ -313,7 +97,7 @@ fn grant(amount_picos: i64, expires_in_ms: i64, request_id: u64, fail_charged: i
 #[tokio::test(flavor = "multi_thread")]
 async fn hello_snapshot_ack_nack_and_routed_traffic() {
     let fake = FakeProvider::start(FakeConfig::default()).await.unwrap();
-    let mut op = Operator::start().await;
+    let mut op = FakeOperator::start().await;
     let json = compile(&policy(&fake, ROUTES, ""));
     op.on_hello(vec![snapshot("v1", json.clone())]);
     let sc = Sidecar::start_connected(&op.url(), "s3cret-token", &[], true);
@@ -410,7 +194,7 @@ async fn hello_snapshot_ack_nack_and_routed_traffic() {
 #[tokio::test(flavor = "multi_thread")]
 async fn spool_replays_unacked_records_after_reconnect_and_kill_9() {
     let fake = FakeProvider::start(FakeConfig::default()).await.unwrap();
-    let mut op = Operator::start().await;
+    let mut op = FakeOperator::start().await;
     op.on_hello(vec![snapshot("v1", compile(&policy(&fake, ROUTES, "")))]);
     let mut sc = Sidecar::start_connected(&op.url(), "t", &[], true);
     let id = op.hello().await.sidecar_id;
@@ -496,7 +280,7 @@ async fn spool_replays_unacked_records_after_reconnect_and_kill_9() {
 #[tokio::test(flavor = "multi_thread")]
 async fn persisted_snapshot_serves_while_the_operator_is_down() {
     let fake = FakeProvider::start(FakeConfig::default()).await.unwrap();
-    let mut op = Operator::start().await;
+    let mut op = FakeOperator::start().await;
     op.on_hello(vec![snapshot("v7", compile(&policy(&fake, ROUTES, "")))]);
     let mut sc = Sidecar::start_connected(&op.url(), "t", &[], true);
     op.ack().await;
@@ -518,7 +302,7 @@ async fn persisted_snapshot_serves_while_the_operator_is_down() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_request_waits_for_a_lease_grant_and_is_refused_without_one() {
     let fake = FakeProvider::start(FakeConfig::default()).await.unwrap();
-    let mut op = Operator::start().await;
+    let mut op = FakeOperator::start().await;
     let budget = budget("  period: Daily\n  timeZone: UTC\n  limit: {usd: \"100.00\"}");
     op.on_hello(vec![snapshot(
         "v1",
@@ -646,7 +430,7 @@ fn spawn_chat(sc: &Sidecar) -> tokio::task::JoinHandle<Reply> {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_need_the_budget_cannot_cover_is_refused_at_once_with_what_is_left() {
     let fake = FakeProvider::start(FakeConfig::default()).await.unwrap();
-    let mut op = Operator::start().await;
+    let mut op = FakeOperator::start().await;
     let budget = budget("  period: Daily\n  timeZone: UTC\n  limit: {usd: \"100.00\"}");
     op.on_hello(vec![
         snapshot("v1", compile(&policy(&fake, ROUTES, &budget))),
@@ -739,9 +523,9 @@ async fn a_need_the_budget_cannot_cover_is_refused_at_once_with_what_is_left() {
 
 async fn expired_lease_with_operator_down(
     fail_mode: &str,
-) -> (Reply, Sidecar, Operator, FakeProvider) {
+) -> (Reply, Sidecar, FakeOperator, FakeProvider) {
     let fake = FakeProvider::start(FakeConfig::default()).await.unwrap();
-    let mut op = Operator::start().await;
+    let mut op = FakeOperator::start().await;
     let budget = budget(&format!(
         "  period: Daily\n  timeZone: UTC\n  limit: {{usd: \"100.00\"}}\n  failMode: {fail_mode}"
     ));
@@ -795,7 +579,7 @@ async fn fail_open_allows_and_records_when_the_operator_is_down() {
 #[tokio::test(flavor = "multi_thread")]
 async fn cluster_wide_80_percent_flips_to_the_downgrade_target() {
     let fake = FakeProvider::start(FakeConfig::default()).await.unwrap();
-    let mut op = Operator::start().await;
+    let mut op = FakeOperator::start().await;
     let budget = budget(
         "  period: Daily\n  timeZone: UTC\n  limit: {usd: \"100.00\"}\n  thresholds:\n    - {percent: 80, action: Downgrade, downgradeTo: {tier: cheap}}",
     );
@@ -846,9 +630,9 @@ async fn cluster_wide_80_percent_flips_to_the_downgrade_target() {
 #[tokio::test(flavor = "multi_thread")]
 async fn redirect_is_followed() {
     let fake = FakeProvider::start(FakeConfig::default()).await.unwrap();
-    let mut leader = Operator::start().await;
+    let mut leader = FakeOperator::start().await;
     leader.on_hello(vec![snapshot("v1", compile(&policy(&fake, ROUTES, "")))]);
-    let mut follower = Operator::start().await;
+    let mut follower = FakeOperator::start().await;
     follower.on_hello(vec![OperatorMessage {
         msg: Some(Op::Redirect(Redirect {
             address: leader.addr.to_string(),

@@ -1,6 +1,6 @@
 //! HTTPS to providers: webpki roots plus an optional extra CA bundle.
 //!
-//! A local TLS front (rustls, certificate from a test CA made with rcgen)
+//! A local TLS front (rustls, certificate from the harness's test CA)
 //! terminates TLS for `localhost` and forwards to the fake provider. With
 //! `--ca-bundle` pointing at the test CA the sidecar reaches it; without, the
 //! certificate is rejected (the webpki roots do not contain the test CA).
@@ -11,20 +11,13 @@ mod support;
 
 use std::sync::Arc;
 
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 use support::*;
+use tokenwarden_tests::tls::TestCa;
 use tokio::net::{TcpListener, TcpStream};
 
 async fn tls_front(upstream: std::net::SocketAddr) -> (u16, String) {
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
-    let leaf_key = KeyPair::generate().unwrap();
-    let leaf = CertificateParams::new(vec!["localhost".to_string()])
-        .unwrap()
-        .signed_by(&leaf_key, &ca)
-        .unwrap();
+    let ca = TestCa::new();
+    let leaf = ca.leaf(&["localhost"]);
 
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ServerConfig::builder_with_provider(provider)
@@ -32,8 +25,8 @@ async fn tls_front(upstream: std::net::SocketAddr) -> (u16, String) {
         .unwrap()
         .with_no_client_auth()
         .with_single_cert(
-            vec![leaf.der().clone()],
-            rustls::pki_types::PrivateKeyDer::try_from(leaf_key.serialize_der()).unwrap(),
+            vec![leaf.cert_der.into()],
+            rustls::pki_types::PrivateKeyDer::try_from(leaf.key_der).unwrap(),
         )
         .unwrap();
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));

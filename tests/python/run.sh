@@ -29,7 +29,7 @@ if [ ! -x "$bin_dir/tokenwarden-sidecar" ] || [ ! -x "$fake_bin" ]; then
     echo "tests/python/run.sh: binaries missing in TOKENWARDEN_BIN_DIR=$bin_dir" >&2
     exit 2
   fi
-  cargo build -p tokenwarden-sidecar -p tokenwarden-tests --bins
+  cargo build -p tokenwarden-sidecar -p tokenwarden-fake-provider --bins
 fi
 
 export PYTHONDONTWRITEBYTECODE=1

@@ -471,270 +471,292 @@ async fn handle(state: &Arc<Mutex<State>>, req: Request<Incoming>) -> Response<B
             &format!("the server could not find {path}"),
         );
     };
-    let json_body = || -> Result<Value, Box<Response<Body>>> {
-        serde_json::from_slice(&body).map_err(|e| Box::new(fail(400, "BadRequest", &e.to_string())))
-    };
     let ns = t.namespace.clone().unwrap_or_default();
     match (&parts.method, t.name.clone()) {
-        (&Method::GET, None) => {
-            let watch = matches!(query_param(query, "watch").as_deref(), Some("true" | "1"));
-            let selector = query_param(query, "labelSelector").unwrap_or_default();
-            let mut st = lock();
-            if watch {
-                let from: u64 = query_param(query, "resourceVersion")
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(st.rv);
-                let (tx, rx) = mpsc::unbounded_channel::<Bytes>();
-                for (rv, g, r, n, line) in &st.history {
-                    if *rv > from
-                        && *g == t.group
-                        && *r == t.resource
-                        && t.namespace.as_deref().is_none_or(|x| x == n)
-                    {
-                        let _ = tx.send(line.clone());
-                    }
-                }
-                st.watchers.push(Watcher {
-                    group: t.group.clone(),
-                    resource: t.resource.clone(),
-                    namespace: t.namespace.clone(),
-                    tx,
-                });
-                let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-                    rx.recv()
-                        .await
-                        .map(|b| (Ok::<_, Infallible>(Frame::data(b)), rx))
-                });
-                let mut r = Response::new(BodyExt::boxed(StreamBody::new(stream)));
-                r.headers_mut().insert(
-                    header::CONTENT_TYPE,
-                    header::HeaderValue::from_static("application/json"),
-                );
-                return r;
-            }
-            let items: Vec<Value> = st
-                .objects
-                .iter()
-                .filter(|((g, r, n, _), v)| {
-                    *g == t.group
-                        && *r == t.resource
-                        && t.namespace.as_deref().is_none_or(|x| x == n)
-                        && labels_match(v, &selector)
-                })
-                .map(|(_, v)| v.clone())
-                .collect();
-            let api_version = if t.group.is_empty() {
-                t.version.clone()
-            } else {
-                format!("{}/{}", t.group, t.version)
-            };
-            reply(
-                StatusCode::OK,
-                &json!({
-                    "apiVersion": api_version,
-                    "kind": format!("{}List", kind_of(&t.resource)),
-                    "metadata": {"resourceVersion": st.rv.to_string()},
-                    "items": items,
-                }),
-            )
-        }
-        (&Method::GET, Some(name)) => {
-            match lock()
-                .objects
-                .get(&(t.group.clone(), t.resource.clone(), ns, name.clone()))
-            {
-                Some(o) => reply(StatusCode::OK, o),
-                None => fail(
-                    404,
-                    "NotFound",
-                    &format!("{} \"{name}\" not found", t.resource),
-                ),
-            }
-        }
+        (&Method::GET, None) => list_or_watch(&mut lock(), &t, query),
+        (&Method::GET, Some(name)) => get_one(&lock(), &t, ns, &name),
         (&Method::POST, None) if t.resource == "tokenreviews" => {
-            let review = match json_body() {
-                Ok(v) => v,
-                Err(r) => return *r,
-            };
-            let token = review["spec"]["token"].as_str().unwrap_or_default();
-            let audiences = review["spec"]["audiences"].clone();
-            let who = lock().tokens.get(token).cloned();
-            let status = match who {
-                Some(w) => json!({
-                    "authenticated": true,
-                    "audiences": audiences,
-                    "user": {
-                        "username": w.username,
-                        "uid": format!("sa-uid-{}", w.pod_name),
-                        "groups": ["system:serviceaccounts", "system:authenticated"],
-                        "extra": {
-                            "authentication.kubernetes.io/pod-name": [w.pod_name],
-                            "authentication.kubernetes.io/pod-uid": [w.pod_uid],
-                        }
-                    }
-                }),
-                None => json!({"authenticated": false, "error": "invalid bearer token"}),
-            };
-            reply(
-                StatusCode::CREATED,
-                &json!({
-                    "apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
-                    "metadata": {"creationTimestamp": null},
-                    "spec": review["spec"], "status": status
-                }),
-            )
+            with_json(&body, |review| token_review(&lock(), &review))
         }
-        (&Method::POST, None) => {
-            let obj = match json_body() {
-                Ok(v) => v,
-                Err(r) => return *r,
-            };
-            let mut st = lock();
-            let name = match obj["metadata"]["name"].as_str() {
-                Some(n) => n.to_string(),
-                None => {
-                    let prefix = obj["metadata"]["generateName"].as_str().unwrap_or("obj-");
-                    format!("{prefix}{:05}", st.rv + 1)
-                }
-            };
-            let key = (t.group.clone(), t.resource.clone(), ns, name.clone());
-            if st.objects.contains_key(&key) {
-                return fail(
-                    409,
-                    "AlreadyExists",
-                    &format!("{} \"{name}\" already exists", t.resource),
-                );
-            }
-            let stored = st.put_object(&t, &name, obj);
-            reply(StatusCode::CREATED, &stored)
-        }
+        (&Method::POST, None) => with_json(&body, |obj| create(&mut lock(), &t, ns, obj)),
         (&Method::PUT, Some(name)) => {
-            let mut obj = match json_body() {
-                Ok(v) => v,
-                Err(r) => return *r,
-            };
-            let mut st = lock();
-            let key = (t.group.clone(), t.resource.clone(), ns, name.clone());
-            let Some(existing) = st.objects.get(&key).cloned() else {
-                return fail(
-                    404,
-                    "NotFound",
-                    &format!("{} \"{name}\" not found", t.resource),
-                );
-            };
-            if let Some(rv) = obj["metadata"]["resourceVersion"].as_str()
-                && Some(rv) != existing["metadata"]["resourceVersion"].as_str()
-            {
-                return fail(
-                    409,
-                    "Conflict",
-                    &format!(
-                        "Operation cannot be fulfilled on {} \"{name}\": the object has been modified; \
-                         please apply your changes to the latest version and try again",
-                        t.resource
-                    ),
-                );
-            }
-            if t.sub.as_deref() == Some("status") {
-                let mut next = existing;
-                next["status"] = obj["status"].take();
-                obj = next;
-            }
-            let stored = st.put_object(&t, &name, obj);
-            reply(StatusCode::OK, &stored)
+            with_json(&body, |obj| replace(&mut lock(), &t, ns, &name, obj))
         }
         (&Method::PATCH, Some(name)) => {
-            let patch = match json_body() {
-                Ok(v) => v,
-                Err(r) => return *r,
-            };
             let force = matches!(query_param(query, "force").as_deref(), Some("true"));
-            let mut st = lock();
-            let key = (t.group.clone(), t.resource.clone(), ns, name.clone());
-            let existing = st.objects.get(&key).cloned();
             let ct = content_type.as_deref().unwrap_or_default();
-            let next = if ct.starts_with("application/apply-patch") {
-                if t.resource == "leases"
-                    && !force
-                    && let Some(e) = &existing
-                    && let (Some(held), Some(wanted)) = (
-                        e["spec"]["holderIdentity"].as_str(),
-                        patch["spec"]["holderIdentity"].as_str(),
-                    )
-                    && held != wanted
-                {
-                    return fail(
-                        409,
-                        "Conflict",
-                        &format!(
-                            "Apply failed with 1 conflict: conflict with \"{held}\": .spec.holderIdentity"
-                        ),
-                    );
-                }
-                match (existing, t.sub.as_deref()) {
-                    (Some(mut e), Some("status")) => {
-                        e["status"] = patch["status"].clone();
-                        e
-                    }
-                    (None, Some(_)) => {
-                        return fail(
-                            404,
-                            "NotFound",
-                            &format!("{} \"{name}\" not found", t.resource),
-                        );
-                    }
-                    (Some(mut e), _) => {
-                        merge(&mut e, &patch);
-                        e
-                    }
-                    (None, None) => patch,
-                }
-            } else {
-                let Some(mut e) = existing else {
-                    return fail(
-                        404,
-                        "NotFound",
-                        &format!("{} \"{name}\" not found", t.resource),
-                    );
-                };
-                if ct.starts_with("application/json-patch") {
-                    let ops: json_patch::Patch = match serde_json::from_value(patch) {
-                        Ok(p) => p,
-                        Err(e) => return fail(400, "BadRequest", &e.to_string()),
-                    };
-                    if let Err(err) = json_patch::patch(&mut e, &ops) {
-                        return fail(422, "Invalid", &err.to_string());
-                    }
-                } else {
-                    merge(&mut e, &patch);
-                }
-                e
-            };
-            let stored = st.put_object(&t, &name, next);
-            reply(StatusCode::OK, &stored)
+            with_json(&body, |p| {
+                apply_patch(&mut lock(), &t, ns, &name, p, ct, force)
+            })
         }
-        (&Method::DELETE, Some(name)) => {
-            let mut st = lock();
-            let key = (
-                t.group.clone(),
-                t.resource.clone(),
-                ns.clone(),
-                name.clone(),
-            );
-            match st.objects.remove(&key) {
-                Some(o) => {
-                    st.rv += 1;
-                    st.emit("DELETED", &t.group, &t.resource, &ns, &o);
-                    reply(StatusCode::OK, &o)
-                }
-                None => fail(
-                    404,
-                    "NotFound",
-                    &format!("{} \"{name}\" not found", t.resource),
-                ),
+        (&Method::DELETE, Some(name)) => delete(&mut lock(), &t, ns, &name),
+        _ => fail(405, "MethodNotAllowed", "method not supported here"),
+    }
+}
+
+/// `f` of the body as JSON, or 400.
+fn with_json(body: &Bytes, f: impl FnOnce(Value) -> Response<Body>) -> Response<Body> {
+    match serde_json::from_slice(body) {
+        Ok(v) => f(v),
+        Err(e) => fail(400, "BadRequest", &e.to_string()),
+    }
+}
+
+fn not_found_name(t: &Target, name: &str) -> Response<Body> {
+    fail(
+        404,
+        "NotFound",
+        &format!("{} \"{name}\" not found", t.resource),
+    )
+}
+
+/// LIST (label selector equality terms) or WATCH (replayed from the
+/// requested resourceVersion, then held open).
+fn list_or_watch(st: &mut State, t: &Target, query: &str) -> Response<Body> {
+    let watch = matches!(query_param(query, "watch").as_deref(), Some("true" | "1"));
+    let selector = query_param(query, "labelSelector").unwrap_or_default();
+    if watch {
+        let from: u64 = query_param(query, "resourceVersion")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(st.rv);
+        let (tx, rx) = mpsc::unbounded_channel::<Bytes>();
+        for (rv, g, r, n, line) in &st.history {
+            if *rv > from
+                && *g == t.group
+                && *r == t.resource
+                && t.namespace.as_deref().is_none_or(|x| x == n)
+            {
+                let _ = tx.send(line.clone());
             }
         }
-        _ => fail(405, "MethodNotAllowed", "method not supported here"),
+        st.watchers.push(Watcher {
+            group: t.group.clone(),
+            resource: t.resource.clone(),
+            namespace: t.namespace.clone(),
+            tx,
+        });
+        let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv()
+                .await
+                .map(|b| (Ok::<_, Infallible>(Frame::data(b)), rx))
+        });
+        let mut r = Response::new(BodyExt::boxed(StreamBody::new(stream)));
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static("application/json"),
+        );
+        return r;
+    }
+    let items: Vec<Value> = st
+        .objects
+        .iter()
+        .filter(|((g, r, n, _), v)| {
+            *g == t.group
+                && *r == t.resource
+                && t.namespace.as_deref().is_none_or(|x| x == n)
+                && labels_match(v, &selector)
+        })
+        .map(|(_, v)| v.clone())
+        .collect();
+    let api_version = if t.group.is_empty() {
+        t.version.clone()
+    } else {
+        format!("{}/{}", t.group, t.version)
+    };
+    reply(
+        StatusCode::OK,
+        &json!({
+            "apiVersion": api_version,
+            "kind": format!("{}List", kind_of(&t.resource)),
+            "metadata": {"resourceVersion": st.rv.to_string()},
+            "items": items,
+        }),
+    )
+}
+
+fn get_one(st: &State, t: &Target, ns: String, name: &str) -> Response<Body> {
+    match st
+        .objects
+        .get(&(t.group.clone(), t.resource.clone(), ns, name.to_string()))
+    {
+        Some(o) => reply(StatusCode::OK, o),
+        None => not_found_name(t, name),
+    }
+}
+
+/// A TokenReview, answered from the token table.
+fn token_review(st: &State, review: &Value) -> Response<Body> {
+    let token = review["spec"]["token"].as_str().unwrap_or_default();
+    let audiences = review["spec"]["audiences"].clone();
+    let status = match st.tokens.get(token) {
+        Some(w) => json!({
+            "authenticated": true,
+            "audiences": audiences,
+            "user": {
+                "username": w.username,
+                "uid": format!("sa-uid-{}", w.pod_name),
+                "groups": ["system:serviceaccounts", "system:authenticated"],
+                "extra": {
+                    "authentication.kubernetes.io/pod-name": [w.pod_name],
+                    "authentication.kubernetes.io/pod-uid": [w.pod_uid],
+                }
+            }
+        }),
+        None => json!({"authenticated": false, "error": "invalid bearer token"}),
+    };
+    reply(
+        StatusCode::CREATED,
+        &json!({
+            "apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
+            "metadata": {"creationTimestamp": null},
+            "spec": review["spec"], "status": status
+        }),
+    )
+}
+
+/// POST: 409 `AlreadyExists` when the name is taken.
+fn create(st: &mut State, t: &Target, ns: String, obj: Value) -> Response<Body> {
+    let name = match obj["metadata"]["name"].as_str() {
+        Some(n) => n.to_string(),
+        None => {
+            let prefix = obj["metadata"]["generateName"].as_str().unwrap_or("obj-");
+            format!("{prefix}{:05}", st.rv + 1)
+        }
+    };
+    let key = (t.group.clone(), t.resource.clone(), ns, name.clone());
+    if st.objects.contains_key(&key) {
+        return fail(
+            409,
+            "AlreadyExists",
+            &format!("{} \"{name}\" already exists", t.resource),
+        );
+    }
+    let stored = st.put_object(t, &name, obj);
+    reply(StatusCode::CREATED, &stored)
+}
+
+/// PUT: 409 `Conflict` on a stale `metadata.resourceVersion`; on `/status`
+/// only the status is replaced.
+fn replace(st: &mut State, t: &Target, ns: String, name: &str, mut obj: Value) -> Response<Body> {
+    let key = (t.group.clone(), t.resource.clone(), ns, name.to_string());
+    let Some(existing) = st.objects.get(&key).cloned() else {
+        return not_found_name(t, name);
+    };
+    if let Some(rv) = obj["metadata"]["resourceVersion"].as_str()
+        && Some(rv) != existing["metadata"]["resourceVersion"].as_str()
+    {
+        return fail(
+            409,
+            "Conflict",
+            &format!(
+                "Operation cannot be fulfilled on {} \"{name}\": the object has been modified; \
+                 please apply your changes to the latest version and try again",
+                t.resource
+            ),
+        );
+    }
+    if t.sub.as_deref() == Some("status") {
+        let mut next = existing;
+        next["status"] = obj["status"].take();
+        obj = next;
+    }
+    let stored = st.put_object(t, name, obj);
+    reply(StatusCode::OK, &stored)
+}
+
+/// PATCH: server-side apply, JSON patch, or merge (JSON and strategic).
+fn apply_patch(
+    st: &mut State,
+    t: &Target,
+    ns: String,
+    name: &str,
+    patch: Value,
+    ct: &str,
+    force: bool,
+) -> Response<Body> {
+    let key = (t.group.clone(), t.resource.clone(), ns, name.to_string());
+    let existing = st.objects.get(&key).cloned();
+    let next = if ct.starts_with("application/apply-patch") {
+        match server_side_apply(t, name, existing, patch, force) {
+            Ok(v) => v,
+            Err(r) => return *r,
+        }
+    } else {
+        let Some(mut e) = existing else {
+            return not_found_name(t, name);
+        };
+        if ct.starts_with("application/json-patch") {
+            let ops: json_patch::Patch = match serde_json::from_value(patch) {
+                Ok(p) => p,
+                Err(e) => return fail(400, "BadRequest", &e.to_string()),
+            };
+            if let Err(err) = json_patch::patch(&mut e, &ops) {
+                return fail(422, "Invalid", &err.to_string());
+            }
+        } else {
+            merge(&mut e, &patch);
+        }
+        e
+    };
+    let stored = st.put_object(t, name, next);
+    reply(StatusCode::OK, &stored)
+}
+
+/// Server-side apply, approximated: on `/status` the applied status
+/// replaces the stored one, elsewhere a merge that creates a missing
+/// object; a Lease holder held by another identity is a 409 without `force`.
+fn server_side_apply(
+    t: &Target,
+    name: &str,
+    existing: Option<Value>,
+    patch: Value,
+    force: bool,
+) -> Result<Value, Box<Response<Body>>> {
+    if t.resource == "leases"
+        && !force
+        && let Some(e) = &existing
+        && let (Some(held), Some(wanted)) = (
+            e["spec"]["holderIdentity"].as_str(),
+            patch["spec"]["holderIdentity"].as_str(),
+        )
+        && held != wanted
+    {
+        return Err(Box::new(fail(
+            409,
+            "Conflict",
+            &format!(
+                "Apply failed with 1 conflict: conflict with \"{held}\": .spec.holderIdentity"
+            ),
+        )));
+    }
+    Ok(match (existing, t.sub.as_deref()) {
+        (Some(mut e), Some("status")) => {
+            e["status"] = patch["status"].clone();
+            e
+        }
+        (None, Some(_)) => return Err(Box::new(not_found_name(t, name))),
+        (Some(mut e), _) => {
+            merge(&mut e, &patch);
+            e
+        }
+        (None, None) => patch,
+    })
+}
+
+fn delete(st: &mut State, t: &Target, ns: String, name: &str) -> Response<Body> {
+    let key = (
+        t.group.clone(),
+        t.resource.clone(),
+        ns.clone(),
+        name.to_string(),
+    );
+    match st.objects.remove(&key) {
+        Some(o) => {
+            st.rv += 1;
+            st.emit("DELETED", &t.group, &t.resource, &ns, &o);
+            reply(StatusCode::OK, &o)
+        }
+        None => not_found_name(t, name),
     }
 }
 

@@ -1,5 +1,18 @@
-//! Helpers for black-box tests.
+//! The test harness, shared by the integration tests of every package: the
+//! fake provider (re-exported from `tokenwarden-fake-provider`), a fake
+//! operator and a fake sidecar speaking the control protocol, spawn helpers
+//! for the real operator and sidecar binaries, a test CA, free ports and
+//! HTTP probes, a scripted mock Kubernetes API (`mock_api::Scenario`) and an
+//! in-process API server stand-in for the operator's Kubernetes mode.
 
 pub mod apiserver;
-pub mod fake_provider;
+pub mod fake_operator;
+pub mod fake_sidecar;
+pub mod mock_api;
+pub mod operator;
+pub mod probe;
 pub mod process;
+pub mod sidecar;
+pub mod tls;
+
+pub use tokenwarden_fake_provider as fake_provider;

@@ -2,7 +2,7 @@
 
 use std::{
     net::TcpListener,
-    path::{Path, PathBuf},
+    path::PathBuf,
     process::{Child, Command, ExitStatus},
     time::{Duration, Instant},
 };
@@ -19,15 +19,26 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// The workspace binary `name` next to `anchor` (an integration test's
-/// `env!("CARGO_BIN_EXE_…")`): cargo builds every binary of the workspace
-/// into the same directory.
+/// The workspace binary `name` in the profile directory of the running test
+/// (`target/debug/deps/<test>` → `target/debug/<name>`), for tests of a
+/// package that does not build it: `cargo test --workspace` builds every
+/// binary there.
 ///
 /// # Panics
-/// When it was not built.
-pub fn sibling_bin(anchor: &str, name: &str) -> PathBuf {
-    let p = Path::new(anchor).with_file_name(name);
-    assert!(p.exists(), "{} not built", p.display());
+/// When it was not built, or the test's own path is unknown.
+#[allow(clippy::expect_used)]
+pub fn workspace_bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("the test's own path");
+    let mut dir = exe.parent().expect("the test's directory").to_path_buf();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    let p = dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        p.exists(),
+        "{} is missing: run the workspace tests (cargo test --workspace builds it)",
+        p.display()
+    );
     p
 }
 

@@ -5,9 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::{
-    net::SocketAddr,
-    path::{Path, PathBuf},
-    process::{Command, Stdio},
+    ops::{Deref, DerefMut},
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
@@ -16,53 +14,22 @@ use std::{
 };
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper_util::{
-    client::legacy::{Client, connect::HttpConnector},
-    rt::TokioExecutor,
-};
 use tokenwarden_proto::{
-    BudgetPeriod, Hello, LeaseRequest, LeaseUnmet, OperatorMessage, SidecarMessage, Usage,
-    UsageBatch, UsageRecord, control_client::ControlClient, operator_message::Msg as Out,
-    sidecar_message::Msg as In,
+    BudgetPeriod, Hello, LeaseRequest, LeaseUnmet, Usage, UsageBatch, UsageRecord,
+    operator_message::Msg as Out, sidecar_message::Msg as In,
 };
 use tokenwarden_tests::{
     fake_provider::{FakeConfig, FakeProvider},
-    process::{Proc, free_port, sibling_bin},
+    fake_sidecar::FakeSidecar,
+    operator::Operator,
+    sidecar::SidecarProc,
 };
 
 const SECRET: &str = "cluster-test-shared-secret-0123";
 
-fn bin(name: &str) -> PathBuf {
-    sibling_bin(env!("CARGO_BIN_EXE_tokenwarden-demo"), name)
-}
-
-fn wait_http(addr: SocketAddr, path: &str, secs: u64) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Ok(mut s) = std::net::TcpStream::connect(addr) {
-            use std::io::{Read, Write};
-            let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
-            let _ = write!(
-                s,
-                "GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
-            );
-            let mut buf = String::new();
-            let _ = s.read_to_string(&mut buf);
-            if buf.starts_with("HTTP/1.1 200") {
-                return;
-            }
-        }
-        assert!(Instant::now() < deadline, "{addr}{path} never returned 200");
-        std::thread::sleep(Duration::from_millis(25));
-    }
-}
-
 struct Cluster {
     dir: tempfile::TempDir,
-    grpc: u16,
-    admin: u16,
-    operator: Proc,
+    operator: Operator,
 }
 
 impl Cluster {
@@ -77,35 +44,14 @@ impl Cluster {
             "sk-fake-openai",
         )
         .unwrap();
-        let mut c = Cluster {
-            dir,
-            grpc: free_port(),
-            admin: free_port(),
-            operator: Proc(None),
-        };
+        let operator = Operator::local(dir.path(), &dir.path().join("state"));
+        let mut c = Cluster { dir, operator };
         c.start_operator();
         c
     }
 
     fn start_operator(&mut self) {
-        let d = self.dir.path();
-        let child = Command::new(bin("tokenwarden-operator"))
-            .args(["--local-dir", d.join("objects").to_str().unwrap()])
-            .args(["--state-dir", d.join("state").to_str().unwrap()])
-            .args(["--shared-secret-file", d.join("secret").to_str().unwrap()])
-            .args(["--grpc-listen", &format!("127.0.0.1:{}", self.grpc)])
-            .args(["--admin-listen", &format!("127.0.0.1:{}", self.admin)])
-            .args(["--status-interval-ms", "200"])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        self.operator = Proc(Some(child));
-        wait_http(
-            SocketAddr::from(([127, 0, 0, 1], self.admin)),
-            "/readyz",
-            20,
-        );
+        self.operator.spawn().wait_ready();
     }
 
     fn status(&self, budget: &str) -> serde_json::Value {
@@ -124,59 +70,44 @@ impl Cluster {
             .unwrap()
     }
 
+    /// A sidecar of pod `name` connected to the operator, ready.
     fn sidecar(&self, name: &str, namespace: &str, labels: &str) -> Sidecar {
-        let mut s = Sidecar {
-            name: name.into(),
-            namespace: namespace.into(),
-            labels: labels.into(),
-            app: SocketAddr::from(([127, 0, 0, 1], free_port())),
-            admin: SocketAddr::from(([127, 0, 0, 1], free_port())),
-            state: self.dir.path().join(format!("sidecar-{name}")),
-            control: format!("http://127.0.0.1:{}", self.grpc),
-            root: self.dir.path().to_path_buf(),
-            proc: Proc(None),
-            client: Client::builder(TokioExecutor::new()).build_http(),
-        };
+        let root = self.dir.path();
+        let mut s = SidecarProc::new();
+        s.args(["--control-plane", &self.operator.url()])
+            .arg("--credential-file")
+            .arg(root.join("secret"))
+            .args(["--pod-name", name])
+            .args(["--pod-uid", &format!("uid-{name}")])
+            .args(["--namespace", namespace])
+            .args(["--labels", labels])
+            .arg("--state-dir")
+            .arg(root.join(format!("sidecar-{name}")))
+            .arg("--secrets-dir")
+            .arg(root.join("keys"));
+        s.timeout = Duration::from_secs(30);
         s.spawn();
-        s
+        Sidecar(s)
     }
 }
 
-struct Sidecar {
-    name: String,
-    namespace: String,
-    labels: String,
-    app: SocketAddr,
-    admin: SocketAddr,
-    state: PathBuf,
-    control: String,
-    root: PathBuf,
-    proc: Proc,
-    client: Client<HttpConnector, Full<Bytes>>,
+/// A real sidecar, as the app sees it.
+struct Sidecar(SidecarProc);
+
+impl Deref for Sidecar {
+    type Target = SidecarProc;
+    fn deref(&self) -> &SidecarProc {
+        &self.0
+    }
+}
+
+impl DerefMut for Sidecar {
+    fn deref_mut(&mut self) -> &mut SidecarProc {
+        &mut self.0
+    }
 }
 
 impl Sidecar {
-    fn spawn(&mut self) {
-        let root: &Path = &self.root;
-        let child = Command::new(bin("tokenwarden-sidecar"))
-            .args(["--control-plane", &self.control])
-            .args(["--credential-file", root.join("secret").to_str().unwrap()])
-            .args(["--pod-name", &self.name])
-            .args(["--pod-uid", &format!("uid-{}", self.name)])
-            .args(["--namespace", &self.namespace])
-            .args(["--labels", &self.labels])
-            .args(["--state-dir", self.state.to_str().unwrap()])
-            .args(["--secrets-dir", root.join("keys").to_str().unwrap()])
-            .args(["--listen", &self.app.to_string()])
-            .args(["--admin-listen", &self.admin.to_string()])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        self.proc = Proc(Some(child));
-        wait_http(self.admin, "/readyz", 20);
-    }
-
     async fn chat(&self, body: &str, headers: &[(&str, &str)]) -> (u16, Bytes) {
         let (status, _, body) = self.chat_with_error(body, headers).await;
         (status, body)
@@ -184,62 +115,34 @@ impl Sidecar {
 
     /// Like [`Sidecar::chat`], with the `x-tokenwarden-error` header.
     async fn chat_with_error(&self, body: &str, headers: &[(&str, &str)]) -> (u16, String, Bytes) {
-        let mut req = http::Request::post(format!("http://{}/v1/chat/completions", self.app))
-            .header("content-type", "application/json")
-            .header("authorization", "Bearer app-key-not-real");
-        for (k, v) in headers {
-            req = req.header(*k, *v);
-        }
-        let resp = tokio::time::timeout(
-            Duration::from_secs(30),
-            self.client
-                .request(req.body(Full::new(Bytes::from(body.to_string()))).unwrap()),
-        )
-        .await
-        .expect("answered within 30 s")
-        .unwrap();
-        let status = resp.status().as_u16();
-        let error = resp
-            .headers()
-            .get("x-tokenwarden-error")
-            .and_then(|v| v.to_str().ok())
+        let r = self.openai("/v1/chat/completions", body, headers).await;
+        let error = r
+            .header("x-tokenwarden-error")
             .unwrap_or_default()
             .to_string();
-        let body = resp.into_body().collect().await.unwrap().to_bytes();
-        (status, error, body)
+        (r.status.as_u16(), error, r.body)
     }
 
     async fn served_model(&self, body: &str) -> (u16, String) {
-        let req = http::Request::post(format!("http://{}/v1/chat/completions", self.app))
-            .header("content-type", "application/json")
-            .header("authorization", "Bearer app-key-not-real")
-            .body(Full::new(Bytes::from(body.to_string())))
-            .unwrap();
-        let resp = self.client.request(req).await.unwrap();
-        let status = resp.status().as_u16();
-        let served = resp
-            .headers()
-            .get("x-tokenwarden-model")
-            .and_then(|v| v.to_str().ok())
+        let r = self.openai("/v1/chat/completions", body, &[]).await;
+        let served = r
+            .header("x-tokenwarden-model")
             .unwrap_or_default()
             .to_string();
-        let _ = resp.into_body().collect().await;
-        (status, served)
+        (r.status.as_u16(), served)
     }
 }
 
 /// A sidecar played on the wire by the test (gRPC to the real operator).
 struct WireSidecar {
     id: String,
-    tx: tokio::sync::mpsc::Sender<SidecarMessage>,
-    rx: tonic::Streaming<OperatorMessage>,
+    session: FakeSidecar,
 }
 
 impl WireSidecar {
     /// Connect and say hello as a pod of the `load` workload; returns once
     /// the operator sent its config.
     async fn connect(cluster: &Cluster, id: &str) -> WireSidecar {
-        let url = format!("http://127.0.0.1:{}", cluster.grpc);
         let hello = Hello {
             protocol_version: tokenwarden_proto::PROTOCOL_VERSION,
             sidecar_id: id.into(),
@@ -252,51 +155,15 @@ impl WireSidecar {
             config_version: String::new(),
         };
         // The operator refuses streams until it leads and its objects are
-        // synced: retry until the first snapshot arrives.
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            let mut client = ControlClient::connect(url.clone()).await.unwrap();
-            let (tx, rx) = tokio::sync::mpsc::channel(64);
-            tx.send(SidecarMessage {
-                msg: Some(In::Hello(hello.clone())),
-            })
-            .await
-            .unwrap();
-            let out = futures_util::stream::unfold(rx, |mut rx| async move {
-                rx.recv().await.map(|m| (m, rx))
-            });
-            let first = match client.session(out).await {
-                Ok(r) => {
-                    let mut rx = r.into_inner();
-                    rx.message().await.map(|m| (m, rx))
-                }
-                Err(e) => Err(e),
-            };
-            match first {
-                Ok((
-                    Some(OperatorMessage {
-                        msg: Some(Out::Config(_)),
-                    }),
-                    rx,
-                )) => {
-                    return WireSidecar {
-                        id: id.into(),
-                        tx,
-                        rx,
-                    };
-                }
-                Err(e) if e.code() != tonic::Code::Unavailable => {
-                    panic!("{id}: session refused: {e}")
-                }
-                _ => {}
-            }
-            assert!(Instant::now() < deadline, "{id}: the operator never served");
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        // synced: connect_synced retries until the first snapshot arrives.
+        WireSidecar {
+            id: id.into(),
+            session: FakeSidecar::connect_synced(&cluster.operator.url(), hello).await,
         }
     }
 
     async fn send(&self, m: In) {
-        self.tx.send(SidecarMessage { msg: Some(m) }).await.unwrap();
+        self.session.send(m).await;
     }
 
     /// Ask for a lease for a request that needs `need_picos`.
@@ -352,18 +219,9 @@ impl WireSidecar {
     }
 
     /// The next message `pick` takes within 5 s (others are skipped).
-    async fn next<T>(&mut self, what: &str, mut pick: impl FnMut(Out) -> Option<T>) -> T {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        loop {
-            let m = tokio::time::timeout_at(deadline, self.rx.message())
-                .await
-                .unwrap_or_else(|_| panic!("{}: no {what} within 5 s", self.id))
-                .unwrap()
-                .expect("stream open");
-            if let Some(t) = m.msg.and_then(&mut pick) {
-                return t;
-            }
-        }
+    async fn next<T>(&mut self, what: &str, pick: impl FnMut(Out) -> Option<T>) -> T {
+        let what = format!("{}: {what}", self.id);
+        self.session.next_named(&what, 5, pick).await
     }
 
     /// The answers to lease request `request_id` up to its grant: the
@@ -388,7 +246,7 @@ impl WireSidecar {
     /// Whether a `LeaseRecall` arrives within `ms`.
     async fn recalled_within(&mut self, ms: u64) -> bool {
         let deadline = tokio::time::Instant::now() + Duration::from_millis(ms);
-        while let Ok(m) = tokio::time::timeout_at(deadline, self.rx.message()).await {
+        while let Ok(m) = tokio::time::timeout_at(deadline, self.session.rx.message()).await {
             match m.unwrap().expect("stream open").msg {
                 Some(Out::LeaseRecall(_)) => return true,
                 _ => continue,

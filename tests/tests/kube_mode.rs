@@ -10,10 +10,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::{
-    io::{Read, Write},
     net::SocketAddr,
+    ops::{Deref, DerefMut},
     path::{Path, PathBuf},
-    process::{Command, Stdio},
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -21,40 +20,25 @@ use std::{
 use base64::Engine as _;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper_util::{
-    client::legacy::{Client, connect::HttpConnector},
-    rt::{TokioExecutor, TokioIo},
-};
+use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 use tokenwarden_core::money::Usd;
 use tokenwarden_tests::{
     apiserver::{FakeApiServer, TokenIdentity},
     fake_provider::{FakeConfig, FakeProvider},
-    process::{Proc, free_port, sibling_bin},
+    operator::Stderr,
+    probe::http_get_within,
+    process::{free_port, workspace_bin},
+    sidecar::SidecarProc,
 };
 
 const NS: &str = "tokenwarden-system";
 const CONTROL_NAME: &str = "tokenwarden-control.tokenwarden-system.svc";
 const WEBHOOK_NAME: &str = "tokenwarden-webhook.tokenwarden-system.svc";
 
-fn bin(name: &str) -> PathBuf {
-    sibling_bin(env!("CARGO_BIN_EXE_tokenwarden-demo"), name)
-}
-
-/// GET over plain HTTP/1.1: (status, body).
+/// GET over plain HTTP/1.1 (1 s read timeout): (status, body).
 fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
-    let mut s = std::net::TcpStream::connect(addr).ok()?;
-    let _ = s.set_read_timeout(Some(Duration::from_millis(1000)));
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut buf = String::new();
-    let _ = s.read_to_string(&mut buf);
-    let status = buf.get(9..12)?.parse().ok()?;
-    let body = buf.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
-    Some((status, body))
+    http_get_within(addr, path, Duration::from_millis(1000))
 }
 
 async fn eventually<T>(what: &str, secs: u64, mut check: impl FnMut() -> Option<T>) -> T {
@@ -68,54 +52,57 @@ async fn eventually<T>(what: &str, secs: u64, mut check: impl FnMut() -> Option<
     }
 }
 
+/// One replica of the operator in Kubernetes mode, logging to `<name>.log`.
 struct Operator {
     name: String,
-    grpc: u16,
-    admin: SocketAddr,
     webhook: u16,
     log: PathBuf,
-    proc: Proc,
+    op: tokenwarden_tests::operator::Operator,
+}
+
+impl Deref for Operator {
+    type Target = tokenwarden_tests::operator::Operator;
+    fn deref(&self) -> &Self::Target {
+        &self.op
+    }
+}
+
+impl DerefMut for Operator {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.op
+    }
 }
 
 impl Operator {
     fn spawn(name: &str, kubeconfig: &Path, dir: &Path) -> Operator {
-        let mut op = Operator {
-            name: name.into(),
-            grpc: free_port(),
-            admin: SocketAddr::from(([127, 0, 0, 1], free_port())),
-            webhook: free_port(),
-            log: dir.join(format!("{name}.log")),
-            proc: Proc(None),
-        };
-        op.start(kubeconfig);
-        op
-    }
-
-    fn start(&mut self, kubeconfig: &Path) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .unwrap();
-        let child = Command::new(bin("tokenwarden-operator"))
-            .args(["--grpc-listen", &format!("127.0.0.1:{}", self.grpc)])
-            .args(["--admin-listen", &self.admin.to_string()])
-            .args(["--webhook-listen", &format!("127.0.0.1:{}", self.webhook)])
+        let log = dir.join(format!("{name}.log"));
+        let webhook = free_port();
+        let mut op = tokenwarden_tests::operator::Operator::new();
+        op.listen()
+            .args(["--webhook-listen", &format!("127.0.0.1:{webhook}")])
             .args(["--status-interval-ms", "200"])
             .env("KUBECONFIG", kubeconfig)
             .env("POD_NAMESPACE", NS)
-            .env("POD_NAME", &self.name)
-            .env("POD_IP", "127.0.0.1")
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        self.proc = Proc(Some(child));
+            .env("POD_NAME", name)
+            .env("POD_IP", "127.0.0.1");
+        op.rust_log = "info".into();
+        op.stderr = Stderr::Append(log.clone());
+        let mut op = Operator {
+            name: name.into(),
+            webhook,
+            log,
+            op,
+        };
+        op.start();
+        op
+    }
+
+    fn start(&mut self) {
+        self.op.spawn();
     }
 
     fn readyz(&self) -> Option<String> {
-        match http_get(self.admin, "/readyz") {
+        match http_get(self.admin_addr(), "/readyz") {
             Some((200, body)) => Some(body.trim().to_string()),
             _ => None,
         }
@@ -126,31 +113,20 @@ impl Operator {
     }
 }
 
-struct Sidecar {
-    app: SocketAddr,
-    admin: SocketAddr,
-    proc: Proc,
-    client: Client<HttpConnector, Full<Bytes>>,
-}
+/// A real sidecar connected to an operator over TLS.
+struct Sidecar(SidecarProc);
 
 impl Sidecar {
     async fn chat(&self, body: &str) -> u16 {
-        let req = http::Request::post(format!("http://{}/v1/chat/completions", self.app))
-            .header("content-type", "application/json")
-            .header("authorization", "Bearer app-key-not-real")
-            .body(Full::new(Bytes::from(body.to_string())))
-            .unwrap();
-        let resp = tokio::time::timeout(Duration::from_secs(30), self.client.request(req))
+        self.0
+            .openai("/v1/chat/completions", body, &[])
             .await
-            .expect("answered within 30 s")
-            .unwrap();
-        let status = resp.status().as_u16();
-        let _ = resp.into_body().collect().await;
-        status
+            .status
+            .as_u16()
     }
 
     fn metrics(&self) -> String {
-        http_get(self.admin, "/metrics")
+        http_get(self.0.admin, "/metrics")
             .map(|(_, b)| b)
             .unwrap_or_default()
     }
@@ -172,42 +148,30 @@ impl World {
             .unwrap()
             .to_string();
         std::fs::write(d.join(format!("{name}.token")), token).unwrap();
-        let mut s = Sidecar {
-            app: SocketAddr::from(([127, 0, 0, 1], free_port())),
-            admin: SocketAddr::from(([127, 0, 0, 1], free_port())),
-            proc: Proc(None),
-            client: Client::builder(TokioExecutor::new()).build_http(),
-        };
-        let log = std::fs::File::create(d.join(format!("{name}.log"))).unwrap();
-        let child = Command::new(bin("tokenwarden-sidecar"))
-            .args([
-                "--control-plane",
-                &format!("https://127.0.0.1:{control_port}"),
-            ])
-            .args(["--control-plane-server-name", CONTROL_NAME])
-            .args(["--control-plane-ca", d.join("ca.crt").to_str().unwrap()])
-            .args([
-                "--credential-file",
-                d.join(format!("{name}.token")).to_str().unwrap(),
-            ])
-            .args(["--pod-name", name])
-            .args(["--pod-uid", &uid])
-            .args(["--namespace", "team"])
-            .args(["--labels", "app=load"])
-            .args([
-                "--state-dir",
-                d.join(format!("state-{name}")).to_str().unwrap(),
-            ])
-            .args(["--secrets-dir", d.join("keys").to_str().unwrap()])
-            .args(["--listen", &s.app.to_string()])
-            .args(["--admin-listen", &s.admin.to_string()])
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        s.proc = Proc(Some(child));
-        s
+        let mut s = SidecarProc::new();
+        s.args([
+            "--control-plane",
+            &format!("https://127.0.0.1:{control_port}"),
+        ])
+        .args(["--control-plane-server-name", CONTROL_NAME])
+        .arg("--control-plane-ca")
+        .arg(d.join("ca.crt"))
+        .arg("--credential-file")
+        .arg(d.join(format!("{name}.token")))
+        .args(["--pod-name", name])
+        .args(["--pod-uid", &uid])
+        .args(["--namespace", "team"])
+        .args(["--labels", "app=load"])
+        .arg("--state-dir")
+        .arg(d.join(format!("state-{name}")))
+        .arg("--secrets-dir")
+        .arg(d.join("keys"));
+        s.rust_log = "info".into();
+        s.log = Some(d.join(format!("{name}.log")));
+        s.wait_ready = false;
+        s.timeout = Duration::from_secs(30);
+        s.spawn();
+        Sidecar(s)
     }
 
     fn budget_status(&self) -> Value {
@@ -518,7 +482,7 @@ async fn operator_in_kubernetes_mode_end_to_end() {
             .find(|o| o["path"] == "/spec/initContainers")
             .map(|o| o["value"][0].clone())
             .expect("the sidecar added as the first init container");
-        let help = Command::new(bin("tokenwarden-sidecar"))
+        let help = std::process::Command::new(workspace_bin("tokenwarden-sidecar"))
             .arg("--help")
             .output()
             .unwrap();
@@ -624,7 +588,7 @@ async fn operator_in_kubernetes_mode_end_to_end() {
     // The leader's /ledger answers a loopback client without a token (as
     // `kubectl port-forward` arrives); others need a bearer token (tested
     // in operator/tests/kube_layer.rs).
-    let (code, body) = http_get(ops[li].admin, "/ledger").unwrap();
+    let (code, body) = http_get(ops[li].admin_addr(), "/ledger").unwrap();
     assert_eq!(code, 200, "{body}");
     let ledger: Value = serde_json::from_str(&body).unwrap();
     assert!(ledger.is_object(), "{ledger}");
@@ -696,8 +660,7 @@ async fn operator_in_kubernetes_mode_end_to_end() {
     .await;
 
     // The old leader comes back as a standby.
-    let kubeconfig = w.kubeconfig.clone();
-    ops[li].start(&kubeconfig);
+    ops[li].start();
     eventually("the restarted replica is a standby", 30, || {
         (ops[li].readyz()? == "ok (standby)").then_some(())
     })

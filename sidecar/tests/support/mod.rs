@@ -1,65 +1,49 @@
 //! Three-party harness: the fake provider (in-process), the real sidecar
-//! binary between it and the test, which plays the app.
+//! binary between it and the test, which plays the app. The process, its
+//! ports and the app's client are `tokenwarden_tests::sidecar`; this file
+//! lays out what these tests give it (provider keys, policy, namespace
+//! `apps`, labels `app=agent,team=search`).
 
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    dead_code,
+    unused_imports,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
 
 use std::{
-    net::{SocketAddr, TcpListener},
+    ffi::OsString,
+    ops::{Deref, DerefMut},
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
-    time::{Duration, Instant},
 };
 
-use bytes::Bytes;
-use http::{HeaderMap, Method, Request, StatusCode};
-use http_body_util::{BodyExt, Full};
-use hyper_util::{
-    client::legacy::{Client, connect::HttpConnector},
-    rt::TokioExecutor,
+pub use tokenwarden_tests::{
+    fake_provider::{FakeConfig, FakeProvider},
+    process::free_port,
+    sidecar::{Reply, SidecarProc},
 };
-pub use tokenwarden_tests::fake_provider::{FakeConfig, FakeProvider};
 
-/// A free port on 127.0.0.1 (bound then released).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A running sidecar process.
+/// A sidecar process in its own directory: `secrets/`, `policy.yaml`,
+/// `credential`, `state/`.
 pub struct Sidecar {
-    pub app: SocketAddr,
-    pub admin: SocketAddr,
+    proc: SidecarProc,
     pub dir: tempfile::TempDir,
-    pub child: Option<Child>,
-    pub client: Client<HttpConnector, Full<Bytes>>,
     extra_args: Vec<String>,
     /// Connected mode: the control plane URL (instead of the policy file).
     pub control_plane: Option<String>,
-    /// Wait for /readyz after spawning.
-    pub wait_ready: bool,
 }
 
-/// A response as the app saw it.
-#[derive(Debug)]
-pub struct Reply {
-    pub status: StatusCode,
-    pub headers: HeaderMap,
-    pub body: Bytes,
+impl Deref for Sidecar {
+    type Target = SidecarProc;
+    fn deref(&self) -> &SidecarProc {
+        &self.proc
+    }
 }
 
-impl Reply {
-    pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
-    }
-    pub fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).and_then(|v| v.to_str().ok())
+impl DerefMut for Sidecar {
+    fn deref_mut(&mut self) -> &mut SidecarProc {
+        &mut self.proc
     }
 }
 
@@ -79,6 +63,23 @@ spec:
     )
 }
 
+/// A directory with the provider keys.
+fn keys_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("secrets/llm-keys")).unwrap();
+    std::fs::write(
+        dir.path().join("secrets/llm-keys/openai"),
+        "sk-fake-openai\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("secrets/llm-keys/anthropic"),
+        "sk-fake-anthropic\n",
+    )
+    .unwrap();
+    dir
+}
+
 impl Sidecar {
     /// Start with `policy_yaml`; waits for /readyz.
     pub fn start(policy_yaml: &str) -> Sidecar {
@@ -91,32 +92,21 @@ impl Sidecar {
         s
     }
 
+    fn laid_out(dir: tempfile::TempDir, extra: &[&str], control_plane: Option<&str>) -> Sidecar {
+        Sidecar {
+            proc: SidecarProc::with_bin(PathBuf::from(env!("CARGO_BIN_EXE_tokenwarden-sidecar"))),
+            dir,
+            extra_args: extra.iter().map(|s| s.to_string()).collect(),
+            control_plane: control_plane.map(str::to_string),
+        }
+    }
+
     /// Everything laid out (keys, policy, ports), the process not started:
     /// for tests that prepare the state dir first.
     pub fn unstarted(policy_yaml: &str, extra: &[&str]) -> Sidecar {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(dir.path().join("secrets/llm-keys")).unwrap();
-        std::fs::write(
-            dir.path().join("secrets/llm-keys/openai"),
-            "sk-fake-openai\n",
-        )
-        .unwrap();
-        std::fs::write(
-            dir.path().join("secrets/llm-keys/anthropic"),
-            "sk-fake-anthropic\n",
-        )
-        .unwrap();
+        let dir = keys_dir();
         std::fs::write(dir.path().join("policy.yaml"), policy_yaml).unwrap();
-        Sidecar {
-            app: SocketAddr::from(([127, 0, 0, 1], free_port())),
-            admin: SocketAddr::from(([127, 0, 0, 1], free_port())),
-            dir,
-            child: None,
-            client: Client::builder(TokioExecutor::new()).build(HttpConnector::new()),
-            extra_args: extra.iter().map(|s| s.to_string()).collect(),
-            control_plane: None,
-            wait_ready: true,
-        }
+        Self::laid_out(dir, extra, None)
     }
 
     /// Start in connected mode against `url`, with the credential file
@@ -128,29 +118,10 @@ impl Sidecar {
         extra: &[&str],
         wait_ready: bool,
     ) -> Sidecar {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(dir.path().join("secrets/llm-keys")).unwrap();
-        std::fs::write(
-            dir.path().join("secrets/llm-keys/openai"),
-            "sk-fake-openai\n",
-        )
-        .unwrap();
-        std::fs::write(
-            dir.path().join("secrets/llm-keys/anthropic"),
-            "sk-fake-anthropic\n",
-        )
-        .unwrap();
+        let dir = keys_dir();
         std::fs::write(dir.path().join("credential"), format!("{credential}\n")).unwrap();
-        let mut s = Sidecar {
-            app: SocketAddr::from(([127, 0, 0, 1], free_port())),
-            admin: SocketAddr::from(([127, 0, 0, 1], free_port())),
-            dir,
-            child: None,
-            client: Client::builder(TokioExecutor::new()).build(HttpConnector::new()),
-            extra_args: extra.iter().map(|s| s.to_string()).collect(),
-            control_plane: Some(url.to_string()),
-            wait_ready,
-        };
+        let mut s = Self::laid_out(dir, extra, Some(url));
+        s.proc.wait_ready = wait_ready;
         s.spawn();
         s
     }
@@ -167,158 +138,48 @@ impl Sidecar {
         self.dir.path().join("secrets")
     }
 
+    /// The flags for the current directory (which a test may swap).
+    fn args(&self) -> Vec<OsString> {
+        let mut a: Vec<OsString> = Vec::new();
+        match &self.control_plane {
+            None => a.extend(["--policy-file".into(), self.policy_path().into()]),
+            Some(url) => a.extend([
+                "--control-plane".into(),
+                url.into(),
+                "--credential-file".into(),
+                self.dir.path().join("credential").into(),
+                "--pod-name".into(),
+                "agent-0".into(),
+                "--pod-uid".into(),
+                "uid-1234".into(),
+            ]),
+        }
+        a.extend([
+            "--secrets-dir".into(),
+            self.secrets_dir().into(),
+            "--state-dir".into(),
+            self.state_dir().into(),
+        ]);
+        for s in [
+            "--namespace",
+            "apps",
+            "--labels",
+            "app=agent,team=search",
+            "--reload-interval-ms",
+            "100",
+            "--threads",
+            "2",
+        ] {
+            a.push(s.into());
+        }
+        a.extend(self.extra_args.iter().map(OsString::from));
+        a
+    }
+
     /// (Re)start the process on the same ports and state dir.
     pub fn spawn(&mut self) {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tokenwarden-sidecar"));
-        match &self.control_plane {
-            None => cmd.arg("--policy-file").arg(self.policy_path()),
-            Some(url) => cmd
-                .args(["--control-plane", url, "--credential-file"])
-                .arg(self.dir.path().join("credential"))
-                .args(["--pod-name", "agent-0", "--pod-uid", "uid-1234"]),
-        };
-        let child = cmd
-            .arg("--secrets-dir")
-            .arg(self.secrets_dir())
-            .arg("--state-dir")
-            .arg(self.state_dir())
-            .args(["--namespace", "apps", "--labels", "app=agent,team=search"])
-            .args([
-                "--listen",
-                &self.app.to_string(),
-                "--admin-listen",
-                &self.admin.to_string(),
-            ])
-            .args(["--reload-interval-ms", "100", "--threads", "2"])
-            .args(&self.extra_args)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
-        if self.wait_ready {
-            wait_ready(self.admin);
-        }
-    }
-
-    /// `kill -9`.
-    pub fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    pub async fn send(
-        &self,
-        method: Method,
-        path: &str,
-        headers: &[(&str, &str)],
-        body: impl Into<Bytes>,
-    ) -> Reply {
-        let mut req = Request::builder()
-            .method(method)
-            .uri(format!("http://{}{path}", self.app));
-        for (k, v) in headers {
-            req = req.header(*k, *v);
-        }
-        let resp = tokio::time::timeout(
-            Duration::from_secs(20),
-            self.client
-                .request(req.body(Full::new(body.into())).unwrap()),
-        )
-        .await
-        .expect("sidecar answered within 20 s")
-        .unwrap();
-        let (parts, body) = resp.into_parts();
-        let body = body
-            .collect()
-            .await
-            .map(|c| c.to_bytes())
-            .unwrap_or_default();
-        Reply {
-            status: parts.status,
-            headers: parts.headers,
-            body,
-        }
-    }
-
-    /// POST JSON as an OpenAI SDK would.
-    pub async fn openai(&self, path: &str, body: &str, headers: &[(&str, &str)]) -> Reply {
-        let mut h = vec![
-            ("content-type", "application/json"),
-            ("authorization", "Bearer app-key-not-real"),
-        ];
-        h.extend_from_slice(headers);
-        self.send(Method::POST, path, &h, body.to_string()).await
-    }
-
-    /// POST JSON as the Anthropic SDK would.
-    pub async fn anthropic(&self, body: &str, headers: &[(&str, &str)]) -> Reply {
-        let mut h = vec![
-            ("content-type", "application/json"),
-            ("x-api-key", "app-key-not-real"),
-            ("anthropic-version", "2023-06-01"),
-        ];
-        h.extend_from_slice(headers);
-        self.send(Method::POST, "/v1/messages", &h, body.to_string())
-            .await
-    }
-
-    pub async fn admin_get(&self, path: &str) -> Reply {
-        let req = Request::get(format!("http://{}{path}", self.admin))
-            .body(Full::new(Bytes::new()))
-            .unwrap();
-        let resp = self.client.request(req).await.unwrap();
-        let (parts, body) = resp.into_parts();
-        Reply {
-            status: parts.status,
-            headers: parts.headers,
-            body: body.collect().await.unwrap().to_bytes(),
-        }
-    }
-
-    pub async fn ledger(&self) -> serde_json::Value {
-        self.admin_get("/ledger").await.json()
-    }
-
-    /// The per-model ledger row of `model` (served).
-    pub async fn model_row(&self, model: &str) -> serde_json::Value {
-        let l = self.ledger().await;
-        l["models"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|m| m["model"] == model)
-            .cloned()
-            .unwrap_or_else(|| panic!("no ledger row for {model}: {l}"))
-    }
-}
-
-impl Drop for Sidecar {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-pub fn wait_ready(admin: SocketAddr) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Ok(mut s) = std::net::TcpStream::connect(admin) {
-            use std::io::{Read, Write};
-            let _ = s.write_all(b"GET /readyz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
-            let mut buf = String::new();
-            let _ = s.read_to_string(&mut buf);
-            if buf.starts_with("HTTP/1.1 200") {
-                return;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "sidecar not ready on {admin} within 10 s"
-        );
-        std::thread::sleep(Duration::from_millis(20));
+        self.proc.args = self.args();
+        self.proc.spawn();
     }
 }
 

@@ -5,7 +5,7 @@
 //! `127.0.0.1`, needs no network, and every number it reports is a pure function of the request,
 //! so a test can predict usage exactly and check that a proxy metered what the provider billed.
 //!
-//! Start it in-process with [`FakeProvider::start`] or as the `fake-provider` binary
+//! Start it in-process with [`FakeProvider::start`] or as the `tokenwarden-fake-provider` binary
 //! (`--listen 127.0.0.1:0` prints `listening on 127.0.0.1:PORT` as its first stdout line).
 //!
 //! # Endpoints
@@ -120,7 +120,7 @@
 //!
 //! # The binary
 //!
-//! `fake-provider [--listen 127.0.0.1:0] [--output-tokens 40] [--chunks 8] [--chunk-delay-ms 0]
+//! `tokenwarden-fake-provider [--listen 127.0.0.1:0] [--output-tokens 40] [--chunks 8] [--chunk-delay-ms 0]
 //! [--openai-key K] [--anthropic-key K] [--fail-models SPEC] [--no-log] [--threads N]` (each also
 //! as `FAKE_PROVIDER_*` env var); SIGINT/SIGTERM stop it.
 //!
@@ -950,17 +950,7 @@ fn process(
         return done(outcome, reply);
     }
 
-    // Faults: the header first, then model-level ones (header list, then config).
-    let fault = knobs.fault.clone().or_else(|| {
-        let model = fields.model.as_deref()?;
-        knobs
-            .fail_models
-            .iter()
-            .chain(state.fail_models.iter())
-            .find(|(m, _)| m == model)
-            .map(|(_, f)| f.clone())
-    });
-    let fault = fault.filter(|_| state.fault_applies(&knobs));
+    let fault = pick_fault(state, &knobs, &fields);
     outcome.fault = fault.clone();
     let mut cut = false;
     let mut stall = None;
@@ -1003,17 +993,7 @@ fn process(
         seq,
         created: now_secs(),
     };
-    let mut reply = match route {
-        Route::Chat => openai::chat(&call, &fields),
-        Route::Responses => openai::responses(&call, &fields),
-        Route::Embeddings => openai::embeddings(&call, body),
-        Route::OpenAiModels => openai::models(state, cut),
-        Route::OpenAiModel(id) => openai::model(id, cut),
-        Route::Messages => anthropic::messages(&call, &fields),
-        Route::CountTokens => anthropic::count_tokens(&call),
-        Route::AnthropicModels => anthropic::models(state, cut),
-        Route::NotFound(_) => not_found(provider, &parts.method, parts.uri.path()),
-    };
+    let mut reply = dispatch(route, &call, &fields, parts, body);
     if let Some(d) = stall {
         reply.body = reply.body.stalled(d);
     }
@@ -1022,6 +1002,43 @@ fn process(
         reply.usage_in_body = false;
     }
     done(outcome, reply)
+}
+
+/// The fault to apply: the header first, then model-level ones (header
+/// list, then config), when this request is one the fault applies to.
+fn pick_fault(state: &State, knobs: &Knobs, fields: &Fields) -> Option<Fault> {
+    let fault = knobs.fault.clone().or_else(|| {
+        let model = fields.model.as_deref()?;
+        knobs
+            .fail_models
+            .iter()
+            .chain(state.fail_models.iter())
+            .find(|(m, _)| m == model)
+            .map(|(_, f)| f.clone())
+    });
+    fault.filter(|_| state.fault_applies(knobs))
+}
+
+/// The endpoint's own answer.
+fn dispatch(
+    route: &Route,
+    call: &Call<'_>,
+    fields: &Fields,
+    parts: &http::request::Parts,
+    body: &Bytes,
+) -> Reply {
+    let (state, cut) = (call.state, call.cut);
+    match route {
+        Route::Chat => openai::chat(call, fields),
+        Route::Responses => openai::responses(call, fields),
+        Route::Embeddings => openai::embeddings(call, body),
+        Route::OpenAiModels => openai::models(state, cut),
+        Route::OpenAiModel(id) => openai::model(id, cut),
+        Route::Messages => anthropic::messages(call, fields),
+        Route::CountTokens => anthropic::count_tokens(call),
+        Route::AnthropicModels => anthropic::models(state, cut),
+        Route::NotFound(_) => not_found(route.provider(), &parts.method, parts.uri.path()),
+    }
 }
 
 fn check_auth(state: &State, provider: Provider, headers: &HeaderMap) -> Option<Reply> {

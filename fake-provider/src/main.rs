@@ -1,12 +1,12 @@
-//! `fake-provider`: the fake OpenAI/Anthropic API as a standalone process (for the demo and
-//! benchmarks). Prints `listening on 127.0.0.1:PORT` as its first stdout line, then serves until
-//! SIGINT/SIGTERM. See `tokenwarden_tests::fake_provider` for the behaviour and headers.
+//! `tokenwarden-fake-provider`: the fake OpenAI/Anthropic API as a standalone process (for the
+//! Python SDK tests and benchmarks). Prints `listening on 127.0.0.1:PORT` as its first stdout line,
+//! then serves until SIGINT/SIGTERM. See `tokenwarden_fake_provider` for the behaviour and headers.
 
 use std::io::Write;
 use std::net::SocketAddr;
 
 use clap::Parser;
-use tokenwarden_tests::fake_provider::{FakeConfig, FakeProvider};
+use tokenwarden_fake_provider::{FakeConfig, FakeProvider};
 
 #[derive(Debug, Parser)]
 #[command(

@@ -226,6 +226,50 @@ pub(crate) fn chat(call: &Call, f: &Fields) -> Reply {
     Reply::billed_stream(pieces, usage, include_usage, call.cut)
 }
 
+/// A Responses API `response` object; the no-usage fault leaves its
+/// `usage` member out.
+fn response_object(
+    call: &Call,
+    f: &Fields,
+    resp_id: &str,
+    status: &str,
+    incomplete: Value,
+    output: Value,
+    usage: Value,
+) -> Value {
+    let mut value = json!({
+        "id": resp_id,
+        "object": "response",
+        "created_at": call.created,
+        "status": status,
+        "background": false,
+        "error": null,
+        "incomplete_details": incomplete,
+        "instructions": null,
+        "max_output_tokens": f.max_output_tokens,
+        "max_tool_calls": null,
+        "model": call.served_model,
+        "output": output,
+        "parallel_tool_calls": true,
+        "previous_response_id": null,
+        "reasoning": {"effort": null, "summary": null},
+        "service_tier": "default",
+        "store": true,
+        "temperature": 1.0,
+        "text": {"format": {"type": "text"}, "verbosity": "medium"},
+        "tool_choice": "auto",
+        "tools": [],
+        "top_logprobs": 0,
+        "top_p": 1.0,
+        "truncation": "disabled",
+        "usage": usage,
+        "user": null,
+        "metadata": {}
+    });
+    without_usage(&mut value, call.no_usage);
+    value
+}
+
 /// `POST /v1/responses`.
 pub(crate) fn responses(call: &Call, f: &Fields) -> Reply {
     let input = call.input_total();
@@ -255,39 +299,8 @@ pub(crate) fn responses(call: &Call, f: &Fields) -> Reply {
     };
     let part = |text: &str| json!({"type": "output_text", "annotations": [], "logprobs": [], "text": text});
     let item = |status: &str, content: Value| json!({"id": msg_id, "type": "message", "status": status, "content": content, "role": "assistant"});
-    // The no-usage fault leaves the `usage` member out of every response object.
     let response = |status: &str, incomplete: Value, output: Value, usage: Value| {
-        let mut value = json!({
-            "id": resp_id,
-            "object": "response",
-            "created_at": call.created,
-            "status": status,
-            "background": false,
-            "error": null,
-            "incomplete_details": incomplete,
-            "instructions": null,
-            "max_output_tokens": f.max_output_tokens,
-            "max_tool_calls": null,
-            "model": call.served_model,
-            "output": output,
-            "parallel_tool_calls": true,
-            "previous_response_id": null,
-            "reasoning": {"effort": null, "summary": null},
-            "service_tier": "default",
-            "store": true,
-            "temperature": 1.0,
-            "text": {"format": {"type": "text"}, "verbosity": "medium"},
-            "tool_choice": "auto",
-            "tools": [],
-            "top_logprobs": 0,
-            "top_p": 1.0,
-            "truncation": "disabled",
-            "usage": usage,
-            "user": null,
-            "metadata": {}
-        });
-        without_usage(&mut value, call.no_usage);
-        value
+        response_object(call, f, &resp_id, status, incomplete, output, usage)
     };
     let done_item = item(final_status, json!([part(&content)]));
 

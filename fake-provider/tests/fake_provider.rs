@@ -10,7 +10,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
-use tokenwarden_tests::fake_provider::{FakeConfig, FakeProvider, LoggedRequest, ReportedUsage};
+use tokenwarden_fake_provider::{FakeConfig, FakeProvider, LoggedRequest, ReportedUsage};
 
 const OPENAI_KEY: &str = "sk-fake-openai";
 const ANTHROPIC_KEY: &str = "sk-fake-anthropic";

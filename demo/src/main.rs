@@ -1,0 +1,113 @@
+//! `tokenwarden-demo`: the main job on one machine, no cluster, no real provider.
+//!
+//! 1. Starts the fake provider (OpenAI + Anthropic APIs) on 127.0.0.1.
+//! 2. Starts the real `tokenwarden-operator` in local mode: it watches a
+//!    directory of RoutingPolicy/TokenBudget YAML (the same objects a
+//!    cluster uses) for three teams, and keeps the cluster-wide ledger.
+//! 3. Starts one real `tokenwarden-sidecar` per simulated pod (four pods of
+//!    three workloads, each with its own labels), connected to the operator
+//!    over gRPC: each gets its config, budget leases and reports usage.
+//! 4. Plays a mixed workload through the sidecars:
+//!    - `agents/coding-agent`: a coding agent that always asks for the
+//!      flagship: 229 real public coding requests
+//!      (`core/data/routing-eval/dev.jsonl`: 137 trivial exercises and edits,
+//!      92 hard design/debugging tasks) behind a cached 6 KB system prompt;
+//!    - `search/search-agent`: asks for gpt-4o; a dollar budget downgrades
+//!      it to gpt-4o-mini at 30%;
+//!    - `research/summarizer` (two pods): a token budget shared by both pods
+//!      is a hard cap: requests past it are refused with a 429.
+//! 5. Prints the operator's ledger per namespace, workload and model, the
+//!    budgets, and the coding agent's bill next to "everything on the
+//!    flagship".
+//!
+//! Run: `cargo build --release -p tokenwarden-operator -p tokenwarden-sidecar -p tokenwarden-demo && target/release/tokenwarden-demo`
+//!
+//! The steps: [`processes`] starts the operator and the sidecars,
+//! [`workload`] plays the traffic, [`report`] waits for the operator's
+//! ledger and prints it; [`objects`] holds the teams' YAML.
+
+mod objects;
+mod processes;
+mod report;
+mod workload;
+
+use std::{path::Path, process::ExitCode, time::Instant};
+
+use tokenwarden_fake_provider::{FakeConfig, FakeProvider};
+
+use crate::{processes::HttpClient, workload::FLAGSHIP};
+
+/// The shared secret of the local control plane (the demo's own).
+const SECRET: &str = "demo-shared-secret-not-for-production";
+
+fn main() -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("tokenwarden-demo: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match rt.block_on(run()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tokenwarden-demo: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// The files the operator and the sidecars read: provider keys, the shared
+/// secret, the teams' objects.
+fn lay_out(root: &Path, base_url: &str) -> anyhow::Result<()> {
+    std::fs::create_dir_all(root.join("secrets/llm-keys"))?;
+    std::fs::write(root.join("secrets/llm-keys/anthropic"), "sk-fake-anthropic")?;
+    std::fs::write(root.join("secrets/llm-keys/openai"), "sk-fake-openai")?;
+    std::fs::write(root.join("shared-secret"), SECRET)?;
+    std::fs::create_dir_all(root.join("objects"))?;
+    for (file, text) in objects::objects(base_url) {
+        std::fs::write(root.join("objects").join(file), text)?;
+    }
+    Ok(())
+}
+
+async fn run() -> anyhow::Result<()> {
+    let fake = FakeProvider::start(FakeConfig {
+        log: false,
+        ..FakeConfig::default()
+    })
+    .await?;
+    let dir = tempfile::tempdir()?;
+    let root = dir.path();
+    lay_out(root, &fake.base_url())?;
+    let client: HttpClient = processes::http_client();
+
+    let started = Instant::now();
+    let operator = processes::start_operator(&client, root).await?;
+    let pods = processes::start_pods(&client, root, operator.grpc).await?;
+    let ready_ms = started.elapsed().as_millis();
+
+    let items = workload::dev_set()?;
+    let hard_total = items.iter().filter(|i| i.hard()).count();
+    println!(
+        "tokenwarden demo: one operator (local mode), {} sidecars, a simulated provider",
+        pods.len()
+    );
+    println!("  control plane and sidecars ready in {ready_ms} ms");
+    println!(
+        "  agents/coding-agent: {} requests for {FLAGSHIP} ({} trivial edits/exercises, {hard_total} hard design/debugging tasks)",
+        items.len(),
+        items.len() - hard_total
+    );
+
+    let tally = workload::play(&client, &items, &pods).await?;
+    // Every record reaches the operator's ledger (acked once durable).
+    let billed: u64 = fake.usage_totals().values().map(|u| u.requests).sum();
+    let ledger = report::wait_for_ledger(&client, operator.admin, billed).await?;
+    report::print_ledger(&ledger)?;
+    report::print_summary(&tally, &items, billed);
+    Ok(())
+}

@@ -1,0 +1,98 @@
+//! The platform team's objects for the demo: one RoutingPolicy and one
+//! TokenBudget per team, as they would be applied with kubectl.
+
+use crate::workload::FLAGSHIP;
+
+/// The platform team's objects: one file per team, as they would be applied
+/// with kubectl.
+pub fn objects(base_url: &str) -> [(&'static str, String); 3] {
+    [
+        (
+            "agents.yaml",
+            format!(
+                r#"# Cheap by default, a strong model for hard work, the flagship only when a
+# request escalates (upstream error, or the same prompt retried).
+apiVersion: tokenwarden.dev/v1alpha1
+kind: RoutingPolicy
+metadata: {{name: coding-agent, namespace: agents}}
+spec:
+  workloadSelector: {{matchLabels: {{app: coding-agent}}}}
+  providers:
+    - {{name: anthropic, api: anthropic, baseUrl: "{base_url}", apiKeySecretRef: {{name: llm-keys, key: anthropic}}}}
+  tiers:
+    - {{name: cheap, provider: anthropic, model: claude-haiku-4-5}}
+    - {{name: standard, provider: anthropic, model: claude-sonnet-4-5}}
+    - {{name: frontier, provider: anthropic, model: {FLAGSHIP}}}
+  routes:
+    - {{name: hard, match: {{apis: [Messages], complexityClass: Hard}}, target: {{tier: standard}}}}
+    - {{name: easy, match: {{apis: [Messages]}}, target: {{tier: cheap}}}}
+  escalation:
+    onUpstreamError: true
+    repeatedPrompt: {{count: 2, window: 10m}}
+---
+apiVersion: tokenwarden.dev/v1alpha1
+kind: TokenBudget
+metadata: {{name: agents-daily, namespace: agents}}
+spec:
+  period: Daily
+  limit: {{usd: "50.00"}}
+  thresholds:
+    - {{percent: 50, action: Alert}}
+    - {{percent: 80, action: Downgrade, downgradeTo: {{tier: cheap}}}}
+"#
+            ),
+        ),
+        (
+            "search.yaml",
+            format!(
+                r#"apiVersion: tokenwarden.dev/v1alpha1
+kind: RoutingPolicy
+metadata: {{name: search-agent, namespace: search}}
+spec:
+  workloadSelector: {{matchLabels: {{app: search-agent}}}}
+  providers:
+    - {{name: openai, api: openai, baseUrl: "{base_url}", apiKeySecretRef: {{name: llm-keys, key: openai}}}}
+  tiers:
+    - {{name: mini, provider: openai, model: gpt-4o-mini}}
+    - {{name: full, provider: openai, model: gpt-4o}}
+  routes:
+    - {{name: hard, match: {{apis: [ChatCompletions], complexityClass: Hard}}, target: {{tier: full}}}}
+    - {{name: easy, match: {{apis: [ChatCompletions]}}, target: {{tier: mini}}}}
+---
+# A small hourly dollar budget: from 30% every pod of the team is moved to
+# the cheap tier, cluster-wide.
+apiVersion: tokenwarden.dev/v1alpha1
+kind: TokenBudget
+metadata: {{name: search-hourly, namespace: search}}
+spec:
+  period: Hourly
+  limit: {{usd: "0.50"}}
+  thresholds:
+    - {{percent: 30, action: Downgrade, downgradeTo: {{tier: mini}}}}
+"#
+            ),
+        ),
+        (
+            "research.yaml",
+            format!(
+                r#"apiVersion: tokenwarden.dev/v1alpha1
+kind: RoutingPolicy
+metadata: {{name: summarizer, namespace: research}}
+spec:
+  workloadSelector: {{matchLabels: {{app: summarizer}}}}
+  providers:
+    - {{name: openai, api: openai, baseUrl: "{base_url}", apiKeySecretRef: {{name: llm-keys, key: openai}}}}
+---
+# A token cap shared by every summarizer pod: leases make it hold across pods.
+apiVersion: tokenwarden.dev/v1alpha1
+kind: TokenBudget
+metadata: {{name: summarizer-tokens, namespace: research}}
+spec:
+  workloadSelector: {{matchLabels: {{app: summarizer}}}}
+  period: Monthly
+  limit: {{tokens: 150000}}
+"#
+            ),
+        ),
+    ]
+}

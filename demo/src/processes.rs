@@ -1,0 +1,141 @@
+//! The demo's processes: the real operator in local mode and one real
+//! sidecar per simulated pod, started from the binaries next to the demo's
+//! own (or `TOKENWARDEN_OPERATOR_BIN` / `TOKENWARDEN_SIDECAR_BIN`), and
+//! waited for until ready.
+
+use std::{
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::{
+    client::legacy::{Client, connect::HttpConnector},
+    rt::TokioExecutor,
+};
+use tokenwarden_tests::{operator::Operator, process::Proc, sidecar::SidecarProc};
+
+pub use tokenwarden_tests::sidecar::HttpClient;
+
+/// A new client.
+pub fn http_client() -> HttpClient {
+    Client::builder(TokioExecutor::new()).build(HttpConnector::new())
+}
+
+/// The simulated pods: (namespace, pod name, app label).
+const PODS: [(&str, &str, &str); 4] = [
+    ("agents", "coding-agent-7d9f8-x2x4p", "coding-agent"),
+    ("search", "search-agent-5c4b9-k8s7q", "search-agent"),
+    ("research", "summarizer-66f7c-a1b2c", "summarizer"),
+    ("research", "summarizer-66f7c-d3e4f", "summarizer"),
+];
+
+/// A running sidecar of one simulated pod.
+pub struct Pod {
+    /// Its pod name.
+    pub name: &'static str,
+    /// The app port.
+    pub port: u16,
+    sidecar: SidecarProc,
+}
+
+impl Pod {
+    fn admin(&self) -> u16 {
+        self.sidecar.admin.port()
+    }
+}
+
+fn binary(name: &str, env: &str) -> anyhow::Result<PathBuf> {
+    if let Ok(p) = std::env::var(env) {
+        return Ok(PathBuf::from(p));
+    }
+    let exe = std::env::current_exe()?;
+    let p = exe.with_file_name(name);
+    if !p.exists() {
+        bail!(
+            "{} not found: build it first (cargo build --release -p tokenwarden-operator \
+             -p tokenwarden-sidecar -p tokenwarden-demo) or set {env}",
+            p.display()
+        );
+    }
+    Ok(p)
+}
+
+/// GET `url`: (status, body).
+pub async fn get(client: &HttpClient, url: String) -> anyhow::Result<(u16, Bytes)> {
+    let req = http::Request::get(url).body(Full::new(Bytes::new()))?;
+    let resp = client.request(req).await?;
+    let status = resp.status().as_u16();
+    let body = resp.into_body().collect().await?.to_bytes();
+    Ok((status, body))
+}
+
+async fn wait_ready(client: &HttpClient, admin: u16, what: &str) -> anyhow::Result<()> {
+    let started = Instant::now();
+    loop {
+        if let Ok((200, _)) = get(client, format!("http://127.0.0.1:{admin}/readyz")).await {
+            return Ok(());
+        }
+        if started.elapsed() > Duration::from_secs(20) {
+            bail!("{what} did not become ready");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The operator in local mode over `root/objects`, ready.
+pub async fn start_operator(client: &HttpClient, root: &Path) -> anyhow::Result<Operator> {
+    let mut op = Operator::with_bin(binary("tokenwarden-operator", "TOKENWARDEN_OPERATOR_BIN")?);
+    op.rust_log = "error".into();
+    op.arg("--local-dir")
+        .arg(root.join("objects"))
+        .arg("--state-dir")
+        .arg(root.join("operator-state"))
+        .arg("--shared-secret-file")
+        .arg(root.join("shared-secret"))
+        .listen();
+    let child = op
+        .command()
+        .spawn()
+        .context("starting tokenwarden-operator")?;
+    op.proc = Proc(Some(child));
+    wait_ready(client, op.admin, "the operator").await?;
+    Ok(op)
+}
+
+/// One sidecar per simulated pod, connected to the operator on `grpc`, ready.
+pub async fn start_pods(client: &HttpClient, root: &Path, grpc: u16) -> anyhow::Result<Vec<Pod>> {
+    let bin = binary("tokenwarden-sidecar", "TOKENWARDEN_SIDECAR_BIN")?;
+    let mut pods = Vec::new();
+    for (namespace, name, app) in PODS {
+        let mut sidecar = SidecarProc::with_bin(bin.clone());
+        sidecar.rust_log = "error".into();
+        sidecar
+            .args(["--control-plane", &format!("http://127.0.0.1:{grpc}")])
+            .arg("--credential-file")
+            .arg(root.join("shared-secret"))
+            .args(["--namespace", namespace, "--pod-name", name])
+            .args(["--pod-uid", &format!("uid-{name}")])
+            .args(["--labels", &format!("app={app},pod-template-hash=demo")])
+            .arg("--secrets-dir")
+            .arg(root.join("secrets"))
+            .arg("--state-dir")
+            .arg(root.join("pods").join(name));
+        let child = sidecar
+            .command()
+            .spawn()
+            .with_context(|| format!("starting {name}"))?;
+        sidecar.proc = Proc(Some(child));
+        pods.push(Pod {
+            name,
+            port: sidecar.app.port(),
+            sidecar,
+        });
+    }
+    for p in &pods {
+        wait_ready(client, p.admin(), p.name).await?;
+    }
+    Ok(pods)
+}

@@ -1,0 +1,268 @@
+//! The demo's traffic: a coding agent that always asks for the flagship
+//! (real public coding requests behind a cached system prompt), a search
+//! agent under a dollar budget that downgrades it, and two summarizer pods
+//! under one token cap; and the tally of what happened to each request.
+
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use serde::Deserialize;
+use tokio::{sync::Semaphore, task::JoinHandle};
+
+use crate::processes::{HttpClient, Pod};
+
+/// The model the coding agent asks for.
+pub const FLAGSHIP: &str = "claude-opus-4-1";
+const DEV_SET: &str = include_str!("../../core/data/routing-eval/dev.jsonl");
+
+/// One request of the routing-eval dev set.
+#[derive(Deserialize)]
+pub struct Item {
+    label: String,
+    messages: Vec<Message>,
+}
+
+#[derive(Deserialize)]
+struct Message {
+    content: String,
+}
+
+impl Item {
+    /// A hard design/debugging task (not a trivial edit or exercise).
+    pub fn hard(&self) -> bool {
+        self.label == "hard"
+    }
+
+    fn prompt(&self) -> String {
+        self.messages
+            .iter()
+            .map(|m| m.content.as_str())
+            .collect::<Vec<_>>()
+            .join("\n\n")
+    }
+}
+
+/// The dev set (`core/data/routing-eval/dev.jsonl`).
+pub fn dev_set() -> anyhow::Result<Vec<Item>> {
+    DEV_SET
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).context("routing-eval dev set"))
+        .collect()
+}
+
+/// What happened to the requests.
+#[derive(Default)]
+pub struct Tally {
+    pub hard_strong: usize,
+    pub easy_cheap: usize,
+    pub failures: usize,
+    pub search_full: usize,
+    pub search_mini: usize,
+    pub search_refused: usize,
+    pub summarized: usize,
+    pub refused: usize,
+}
+
+/// (workload, hard, status, served model) of one request.
+type Outcome = (&'static str, bool, u16, String);
+type Tasks = Vec<JoinHandle<anyhow::Result<Outcome>>>;
+
+/// Send `body` to a pod's sidecar; returns (status, served model).
+async fn send(
+    client: &HttpClient,
+    port: u16,
+    path: &str,
+    headers: Vec<(&'static str, String)>,
+    body: String,
+) -> anyhow::Result<(u16, String)> {
+    let mut req = http::Request::post(format!("http://127.0.0.1:{port}{path}"))
+        .header("content-type", "application/json");
+    for (k, v) in headers {
+        req = req.header(k, v);
+    }
+    let resp = client
+        .request(req.body(Full::new(Bytes::from(body)))?)
+        .await?;
+    let status = resp.status().as_u16();
+    let model = resp
+        .headers()
+        .get("x-tokenwarden-model")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    let body = resp.into_body().collect().await?.to_bytes();
+    if status != 200 && std::env::var_os("DEMO_DEBUG").is_some() {
+        eprintln!("{status}: {}", String::from_utf8_lossy(&body));
+    }
+    Ok((status, model))
+}
+
+/// Play the three workloads through the pods' sidecars (24 requests at a
+/// time) and count the outcomes.
+pub async fn play(client: &HttpClient, items: &[Item], pods: &[Pod]) -> anyhow::Result<Tally> {
+    let sem = Arc::new(Semaphore::new(24));
+    let mut tasks = Tasks::new();
+    coding_agent(&mut tasks, client, &sem, items, pods[0].port);
+    search_agent(&mut tasks, client, &sem, items, pods[1].port);
+    summarizers(
+        &mut tasks,
+        client,
+        &sem,
+        items,
+        [pods[2].port, pods[3].port],
+    );
+    tally(tasks).await
+}
+
+/// The coding agent: every dev-set item, asked of the flagship.
+fn coding_agent(
+    tasks: &mut Tasks,
+    client: &HttpClient,
+    sem: &Arc<Semaphore>,
+    items: &[Item],
+    port: u16,
+) {
+    let system = Arc::new(agent_system_prompt());
+    for (i, item) in items.iter().enumerate() {
+        let hard = item.hard();
+        let body = serde_json::json!({
+            "model": FLAGSHIP,
+            "max_tokens": 8192,
+            "system": *system,
+            "messages": [{"role": "user", "content": item.prompt()}],
+        })
+        .to_string();
+        // Typical answers: a short patch for an exercise, a long reasoned one for a design task.
+        let output = if hard { 1800 } else { 350 };
+        // The system prompt is cached after the first call (prompt caching).
+        let cached = if i == 0 { 0 } else { system.len() / 4 };
+        let written = if i == 0 { system.len() / 4 } else { 0 };
+        let (client, sem) = (client.clone(), sem.clone());
+        tasks.push(tokio::spawn(async move {
+            let _permit = sem.acquire().await?;
+            let headers = vec![
+                ("x-api-key", "the-app-has-no-real-key".to_string()),
+                ("anthropic-version", "2023-06-01".to_string()),
+                ("x-fake-output-tokens", output.to_string()),
+                ("x-fake-cached-tokens", cached.to_string()),
+                ("x-fake-cache-write-tokens", written.to_string()),
+            ];
+            let (status, model) = send(&client, port, "/v1/messages", headers, body).await?;
+            anyhow::Ok(("coding", hard, status, model))
+        }));
+    }
+}
+
+/// The search agent: the same kinds of question, asked of gpt-4o.
+fn search_agent(
+    tasks: &mut Tasks,
+    client: &HttpClient,
+    sem: &Arc<Semaphore>,
+    items: &[Item],
+    port: u16,
+) {
+    for item in items.iter().step_by(2) {
+        let hard = item.hard();
+        let body = serde_json::json!({
+            "model": "gpt-4o",
+            "max_tokens": 1000,
+            "messages": [{"role": "user", "content": item.prompt()}],
+        })
+        .to_string();
+        let output = if hard { 900 } else { 200 };
+        let (client, sem) = (client.clone(), sem.clone());
+        tasks.push(tokio::spawn(async move {
+            let _permit = sem.acquire().await?;
+            let headers = vec![
+                (
+                    "authorization",
+                    "Bearer the-app-has-no-real-key".to_string(),
+                ),
+                ("x-fake-output-tokens", output.to_string()),
+            ];
+            let (status, model) =
+                send(&client, port, "/v1/chat/completions", headers, body).await?;
+            anyhow::Ok(("search", hard, status, model))
+        }));
+    }
+}
+
+/// The summarizer: two pods sharing one token budget.
+fn summarizers(
+    tasks: &mut Tasks,
+    client: &HttpClient,
+    sem: &Arc<Semaphore>,
+    items: &[Item],
+    ports: [u16; 2],
+) {
+    for i in 0..200usize {
+        let port = ports[i % 2];
+        let text = items[i % items.len()].prompt().repeat(3);
+        let body = serde_json::json!({
+            "model": "gpt-4.1-mini",
+            "max_tokens": 400,
+            "messages": [
+                {"role": "system", "content": "Summarize the text in five bullet points."},
+                {"role": "user", "content": text},
+            ],
+        })
+        .to_string();
+        let (client, sem) = (client.clone(), sem.clone());
+        tasks.push(tokio::spawn(async move {
+            let _permit = sem.acquire().await?;
+            let headers = vec![
+                (
+                    "authorization",
+                    "Bearer the-app-has-no-real-key".to_string(),
+                ),
+                ("x-fake-output-tokens", "300".to_string()),
+            ];
+            let (status, model) =
+                send(&client, port, "/v1/chat/completions", headers, body).await?;
+            anyhow::Ok(("summarizer", false, status, model))
+        }));
+    }
+}
+
+async fn tally(tasks: Tasks) -> anyhow::Result<Tally> {
+    let mut t = Tally::default();
+    for task in tasks {
+        let (who, hard, status, model) = task.await??;
+        match (who, status) {
+            ("coding", 200) => {
+                if hard && model != "claude-haiku-4-5" {
+                    t.hard_strong += 1;
+                }
+                if !hard && model == "claude-haiku-4-5" {
+                    t.easy_cheap += 1;
+                }
+            }
+            ("search", 200) if model == "gpt-4o" => t.search_full += 1,
+            ("search", 200) => t.search_mini += 1,
+            ("search", 429) => t.search_refused += 1,
+            ("summarizer", 200) => t.summarized += 1,
+            ("summarizer", 429) => t.refused += 1,
+            _ => t.failures += 1,
+        }
+    }
+    Ok(t)
+}
+
+/// A realistic agent system prompt (~6 KB): tool rules, repository
+/// conventions, output format. Identical on every call, so it is cached.
+fn agent_system_prompt() -> String {
+    let mut s = String::from(
+        "You are a coding agent working in a large monorepo. Follow the repository conventions: \
+         run the formatter, keep changes minimal, write tests for every behaviour change, never \
+         commit secrets, explain the root cause before proposing a fix.\n",
+    );
+    for i in 0..60 {
+        s.push_str(&format!(
+            "Rule {i}: when editing module {i}, read its README first, keep public APIs stable, and update the changelog.\n"
+        ));
+    }
+    s
+}
