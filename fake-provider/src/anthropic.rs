@@ -5,7 +5,7 @@ use http::StatusCode;
 use serde_json::{Value, json};
 
 use super::text::{json_str, split_deltas, sse_event};
-use super::{Call, Fields, Reply, State, UsageReport};
+use super::{Call, Fields, State, UsageReport, reply::Reply};
 
 /// Models listed by `GET /v1/models` (Anthropic flavour): id, display name, created_at.
 const MODELS: &[(&str, &str, &str)] = &[

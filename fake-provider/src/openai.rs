@@ -6,7 +6,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::text::{self, json_str, obfuscation, split_deltas, sse_data, sse_event};
-use super::{Call, Fields, Reply, State, UsageReport};
+use super::{Call, Fields, State, UsageReport, reply::Reply};
 
 const FINGERPRINT: &str = "fp_fake0001";
 
