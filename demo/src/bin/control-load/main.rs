@@ -111,11 +111,8 @@ fn edit_file(path: &Path, from: &str, to: &str) -> anyhow::Result<usize> {
     if n == 0 {
         bail!("{} does not contain {from:?}", path.display());
     }
-    let dir = path.parent().unwrap_or_else(|| Path::new("."));
-    let tmp = dir.join(".control-load-edit.tmp");
-    std::fs::write(&tmp, text.replace(from, to))?;
     // Atomic: the operator never reads a half-written file.
-    std::fs::rename(&tmp, path)?;
+    tokenwarden_durable::write_atomic(path, text.replace(from, to).as_bytes(), false)?;
     Ok(n)
 }
 
