@@ -87,13 +87,11 @@ fn a_read_during_compactions_never_misses_a_record() {
             while written < 300 || (!enough.load(SeqCst) && written < MAX_RECORDS) {
                 l.append(rec("gpt-5-mini", 1)).unwrap();
                 written += 1;
-                if written % 10 == 0
-                    && let Err(e) = l.compact()
-                {
-                    // Only a read in progress may put it off.
-                    assert!(e.to_string().contains("compacting later"), "{e}");
-                }
-                if written % 10 == 0 {
+                if written.is_multiple_of(10) {
+                    if let Err(e) = l.compact() {
+                        // Only a read in progress may put it off.
+                        assert!(e.to_string().contains("compacting later"), "{e}");
+                    }
                     // Let the reader in: flock is not fair, and a writer
                     // that compacts back to back can starve it.
                     std::thread::sleep(std::time::Duration::from_micros(200));
