@@ -34,7 +34,7 @@ def kubectl(*args: str, input: str | None = None, check: bool = True) -> str:
 
 def requirements() -> str | None:
     if not os.environ.get("KUBECONFIG"):
-        return "KUBECONFIG is not set: tier-B tests need a real cluster (see TESTING.md)"
+        return "KUBECONFIG is not set: tier-B tests need a real cluster (see docs/testing.md)"
     if not shutil.which("kubectl"):
         return "kubectl is not installed"
     for var in ("TOKENWARDEN_E2E_BASE_URL", "TOKENWARDEN_E2E_API_KEY"):
