@@ -378,13 +378,13 @@ pub fn apply_snapshot(
                 reason: String::new(),
             }
         }
-        Err(reason) => {
+        Err(rejected) => {
             shared.metrics.snapshot(false, &snap.version);
-            tracing::error!(version = %snap.version, reason = %reason, "configuration rejected; keeping the last good one");
+            tracing::error!(version = %snap.version, reason = %rejected, "configuration rejected; keeping the last good one");
             ConfigAck {
                 version: snap.version.clone(),
                 accepted: false,
-                reason,
+                reason: rejected.to_string(),
             }
         }
     }

@@ -19,36 +19,73 @@ use tokenwarden_proto::{CONFIG_SCHEMA, ConfigSnapshot, PROTOCOL_VERSION};
 
 const FILE: &str = "config-snapshot.json";
 
+/// Why a snapshot cannot be used: the NACK's reason, naming the field.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    /// The operator speaks a newer control protocol.
+    #[error("protocol_version {0} is newer than this sidecar speaks ({PROTOCOL_VERSION})")]
+    ProtocolTooNew(u32),
+    /// The config is in a newer `WorkloadConfig` schema.
+    #[error("config_schema {0} is newer than this sidecar understands ({CONFIG_SCHEMA})")]
+    SchemaTooNew(u32),
+    /// `config_json` does not deserialize; `path` is the failing field.
+    #[error("config_json: {path}: {source}")]
+    Json {
+        /// The JSON path of the failing field.
+        path: String,
+        /// What was wrong there.
+        source: serde_json::Error,
+    },
+    /// The config deserializes but is not one this pod can run.
+    #[error("{field}: {problem}")]
+    Invalid {
+        /// The field, as a path (`routing.tiers[0].provider`).
+        field: String,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// A budget's time zone or period does not resolve.
+    #[error("{field}: {source}")]
+    Period {
+        /// The field, as a path (`budgets[0].time_zone`).
+        field: String,
+        /// Why it does not resolve.
+        source: tokenwarden_core::period::PeriodError,
+    },
+}
+
+fn invalid(field: String, problem: String) -> SnapshotError {
+    SnapshotError::Invalid { field, problem }
+}
+
 /// Check a snapshot for this pod; the config, or why it cannot be used.
-pub fn check(snap: &ConfigSnapshot, namespace: &str) -> Result<WorkloadConfig, String> {
+pub fn check(snap: &ConfigSnapshot, namespace: &str) -> Result<WorkloadConfig, SnapshotError> {
     // 0 = not stated (an older operator): the first version.
     if snap.protocol_version > PROTOCOL_VERSION {
-        return Err(format!(
-            "protocol_version {} is newer than this sidecar speaks ({PROTOCOL_VERSION})",
-            snap.protocol_version
-        ));
+        return Err(SnapshotError::ProtocolTooNew(snap.protocol_version));
     }
     if snap.config_schema > CONFIG_SCHEMA {
-        return Err(format!(
-            "config_schema {} is newer than this sidecar understands ({CONFIG_SCHEMA})",
-            snap.config_schema
-        ));
+        return Err(SnapshotError::SchemaTooNew(snap.config_schema));
     }
     let de = &mut serde_json::Deserializer::from_slice(&snap.config_json);
-    let cfg: WorkloadConfig = serde_path_to_error::deserialize(de).map_err(|e| {
-        let path = e.path().to_string();
-        format!("config_json: {path}: {}", e.into_inner())
-    })?;
+    let cfg: WorkloadConfig =
+        serde_path_to_error::deserialize(de).map_err(|e| SnapshotError::Json {
+            path: e.path().to_string(),
+            source: e.into_inner(),
+        })?;
     validate(&cfg, namespace)?;
     Ok(cfg)
 }
 
 /// What the sidecar relies on beyond the types.
-pub fn validate(cfg: &WorkloadConfig, namespace: &str) -> Result<(), String> {
+pub fn validate(cfg: &WorkloadConfig, namespace: &str) -> Result<(), SnapshotError> {
     if cfg.namespace != namespace {
-        return Err(format!(
-            "namespace: the snapshot is for namespace {:?}, this pod runs in {namespace:?}",
-            cfg.namespace
+        return Err(invalid(
+            "namespace".into(),
+            format!(
+                "the snapshot is for namespace {:?}, this pod runs in {namespace:?}",
+                cfg.namespace
+            ),
         ));
     }
     if let Some(r) = &cfg.routing {
@@ -59,30 +96,32 @@ pub fn validate(cfg: &WorkloadConfig, namespace: &str) -> Result<(), String> {
                 .ok()
                 .is_some_and(|u| matches!(u.scheme_str(), Some("http" | "https")));
             if !ok {
-                return Err(format!(
-                    "routing.providers[{i}].base_url: {:?} is not an http(s) URL",
-                    p.base_url
+                return Err(invalid(
+                    format!("routing.providers[{i}].base_url"),
+                    format!("{:?} is not an http(s) URL", p.base_url),
                 ));
             }
         }
         for (i, t) in r.tiers.iter().enumerate() {
             if r.provider(&t.provider).is_none() {
-                return Err(format!(
-                    "routing.tiers[{i}].provider: no provider named {:?}",
-                    t.provider
+                return Err(invalid(
+                    format!("routing.tiers[{i}].provider"),
+                    format!("no provider named {:?}", t.provider),
                 ));
             }
         }
         for (i, route) in r.routes.iter().enumerate() {
             match &route.target {
                 Target::Tier(t) if r.tier_index(t).is_none() => {
-                    return Err(format!(
-                        "routing.routes[{i}].target.tier: no tier named {t:?}"
+                    return Err(invalid(
+                        format!("routing.routes[{i}].target.tier"),
+                        format!("no tier named {t:?}"),
                     ));
                 }
                 Target::Model { provider, .. } if r.provider(provider).is_none() => {
-                    return Err(format!(
-                        "routing.routes[{i}].target.model.provider: no provider named {provider:?}"
+                    return Err(invalid(
+                        format!("routing.routes[{i}].target.model.provider"),
+                        format!("no provider named {provider:?}"),
                     ));
                 }
                 _ => {}
@@ -90,11 +129,18 @@ pub fn validate(cfg: &WorkloadConfig, namespace: &str) -> Result<(), String> {
         }
     }
     for (i, b) in cfg.budgets.iter().enumerate() {
-        let tz = tokenwarden_core::period::time_zone(&b.time_zone)
-            .map_err(|e| format!("budgets[{i}].time_zone: {e}"))?;
+        let tz = tokenwarden_core::period::time_zone(&b.time_zone).map_err(|source| {
+            SnapshotError::Period {
+                field: format!("budgets[{i}].time_zone"),
+                source,
+            }
+        })?;
         b.period
             .window(&tz, Timestamp::now())
-            .map_err(|e| format!("budgets[{i}].period: {e}"))?;
+            .map_err(|source| SnapshotError::Period {
+                field: format!("budgets[{i}].period"),
+                source,
+            })?;
     }
     Ok(())
 }
@@ -163,14 +209,15 @@ mod tests {
             minimal.budgets.is_empty() && minimal.routing.is_none(),
             "missing = default"
         );
-        let err = check(&snap(ok), "other").unwrap_err();
+        let err = check(&snap(ok), "other").unwrap_err().to_string();
         assert!(err.starts_with("namespace:"), "{err}");
         let bad = r#"{"namespace":"apps","routing":null,"budgets":[{"source":{"namespace":"apps","name":"b"},"generation":1,"period":"Daily","time_zone":"UTC","limit_usd":"x"}],"conflict":null,"warnings":[]}"#;
-        let err = check(&snap(bad), "apps").unwrap_err();
+        let err = check(&snap(bad), "apps").unwrap_err().to_string();
         assert!(err.contains("budgets[0].limit_usd"), "{err}");
         let mut s = snap(ok);
         s.config_schema = CONFIG_SCHEMA + 1;
-        assert!(check(&s, "apps").unwrap_err().contains("config_schema"));
+        let err = check(&s, "apps").unwrap_err().to_string();
+        assert!(err.contains("config_schema"), "{err}");
     }
 
     #[test]
