@@ -14,10 +14,7 @@ use hyper::body::Incoming;
 use serde_json::json;
 use tokenwarden_core::usage::Aggregate;
 
-use crate::{
-    body::ProxyBody,
-    state::{Shared, lock},
-};
+use crate::{body::ProxyBody, state::Shared, sync::lock};
 
 fn text(
     status: StatusCode,

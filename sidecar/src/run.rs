@@ -339,7 +339,7 @@ async fn budget_ticker(shared: Arc<Shared>) {
     loop {
         tick.tick().await;
         let now = Timestamp::now();
-        let mut budgets = crate::state::lock(&shared.budgets);
+        let mut budgets = crate::sync::lock(&shared.budgets);
         for (id, b) in budgets.iter_mut() {
             if let Some((window, totals)) = b.roll(now) {
                 tracing::info!(
@@ -354,7 +354,7 @@ async fn budget_ticker(shared: Arc<Shared>) {
         }
         drop(budgets);
         if shared.control.is_some() {
-            let journal = crate::state::lock(&shared.journal);
+            let journal = crate::sync::lock(&shared.journal);
             shared.metrics.spool(journal.depth(), journal.oldest());
         }
     }
@@ -368,11 +368,11 @@ fn restore_connected(shared: &Shared, control: &Control, settings: &crate::contr
     {
         let active = Active::new(cfg, shared.options.secrets_dir.as_deref());
         shared.install(active, Timestamp::now());
-        *crate::state::lock(&control.config_version) = version.clone();
+        *crate::sync::lock(&control.config_version) = version.clone();
         shared.metrics.snapshot(true, &version);
         tracing::info!(version = %version, "serving with the last good config snapshot until the operator answers");
     }
-    let journal = crate::state::lock(&shared.journal);
+    let journal = crate::sync::lock(&shared.journal);
     for r in journal.unacked() {
         let actual = tokenwarden_core::budget::Held {
             cost: r.cost.unwrap_or(tokenwarden_core::money::Usd::ZERO),

@@ -26,7 +26,8 @@ use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
 
 use crate::{
     control::{Control, Settings, error_chain, snapshot},
-    state::{Active, Shared, lock},
+    state::{Active, Shared},
+    sync::lock,
 };
 
 /// Most records in one `UsageBatch`.

@@ -19,7 +19,7 @@ use tokenwarden_core::{
 };
 use tokenwarden_durable::Journal;
 
-pub use crate::sync::lock;
+use crate::sync::lock;
 use crate::{link::Link, metrics::Metrics, secrets::Keys, upstream::UpstreamClient};
 
 /// Settings fixed at start-up.

@@ -19,7 +19,8 @@ use crate::{
     control::leases::{self, Want},
     error::ProxyError,
     link::Link,
-    state::{Active, Shared, lock},
+    state::{Active, Shared},
+    sync::lock,
 };
 
 /// Once per request, before any attempt: the loop guard of every budget

@@ -20,10 +20,11 @@ use crate::{
     body,
     error::ProxyError,
     meter::{self, Flavor, JsonOutcome, JsonTap, TapOutcome},
-    state::{Active, Shared, lock},
+    state::{Active, Shared},
+    sync::lock,
 };
 
-/// How a settlement's ledger line reaches the journal.
+/// How a settlement's record reaches the journal.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Commit {
     /// Written before `settle` returns.
@@ -67,7 +68,7 @@ pub struct Settlement {
     pub status: u16,
     /// Response flavor.
     pub flavor: Flavor,
-    /// When the ledger line is written.
+    /// When the journal line is written.
     pub commit: Commit,
 }
 
@@ -185,15 +186,15 @@ impl body::Settle for Settlement {
     }
 }
 
-/// Writes a staged ledger line when dropped, unless a flush by another
+/// Writes a staged journal line when dropped, unless a flush by another
 /// request took it along already. Dropped as well when the future holding
 /// it is cancelled (the client went away), so a line is never left behind.
-struct LedgerFlush<'a> {
+struct JournalFlush<'a> {
     shared: &'a Shared,
     seq: u64,
 }
 
-impl Drop for LedgerFlush<'_> {
+impl Drop for JournalFlush<'_> {
     fn drop(&mut self) {
         let mut journal = lock(&self.shared.journal);
         if journal.written_seq() < self.seq && journal.flush().is_err() {
@@ -217,7 +218,7 @@ pub(super) async fn flush_staged(shared: &Shared, staged: Option<u64>) {
     let Some(seq) = staged else {
         return;
     };
-    let flush = LedgerFlush { shared, seq };
+    let flush = JournalFlush { shared, seq };
     if shared.metrics.in_flight().get() > 1 {
         tokio::task::yield_now().await;
     }
