@@ -98,7 +98,7 @@ async fn ledger_refusal(
     peer: SocketAddr,
     headers: &HeaderMap,
 ) -> Option<Response<Full<Bytes>>> {
-    if crate::is_loopback(peer.ip()) {
+    if crate::args::is_loopback(peer.ip()) {
         return None;
     }
     let Some(access) = &state.ledger_access else {

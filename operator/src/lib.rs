@@ -37,14 +37,12 @@ use tokio::{
     task::JoinHandle,
 };
 
-pub use crate::{
-    args::{Args, Command, LogFormat, check_listeners, default_state_dir, is_loopback},
-    mode::{Mode, StartError},
-};
 use crate::{
+    args::{Args, Command, LogFormat, check_listeners, is_loopback},
     engine::{Cmd, EngineConfig},
     lead::{Lead, Published},
     metrics::Metrics,
+    mode::{Mode, StartError},
 };
 
 /// Exit code for invalid configuration (sysexits `EX_USAGE`).
