@@ -125,6 +125,11 @@ impl Usd {
         Usd(picos)
     }
 
+    /// True for $0.
+    pub const fn is_zero(&self) -> bool {
+        self.0 == 0
+    }
+
     /// The amount in pico-USD.
     pub const fn picos(self) -> i128 {
         self.0

@@ -23,6 +23,16 @@ pub struct TokenCounts {
     pub cache_read_tokens: u64,
     /// Input tokens written to the provider's prompt cache.
     pub cache_write_tokens: u64,
+    /// Of [`TokenCounts::cache_write_tokens`], those written with a 1-hour
+    /// TTL (Anthropic's `cache_creation.ephemeral_1h_input_tokens`), which
+    /// bill at a higher rate than 5-minute writes. Not a fifth kind: a part
+    /// of the fourth, at most `cache_write_tokens`.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub cache_write_1h_tokens: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 // === impl TokenCounts ===

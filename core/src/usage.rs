@@ -10,11 +10,13 @@
 
 use std::collections::BTreeMap;
 
+pub mod cache;
 mod line;
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
+use self::cache::CacheFigures;
 use crate::{
     money::Usd,
     tokens::TokenCounts,
@@ -78,6 +80,9 @@ pub struct UsageRecord {
     pub estimated: bool,
     /// Budget periods this attempt counted in.
     pub budgets: Vec<BudgetPeriodRef>,
+    /// Prompt-cache figures: saved, wasted, the bust (see [`cache`]).
+    #[serde(default, skip_serializing_if = "CacheFigures::is_empty")]
+    pub cache: CacheFigures,
     /// The sidecar's intent record this attempt settles (see
     /// [`IntentLine`]); local bookkeeping of a sidecar's journal, not
     /// sent to the operator.
@@ -264,6 +269,7 @@ mod tests {
                 output_tokens: 5,
                 cache_read_tokens: 2,
                 cache_write_tokens: 1,
+                cache_write_1h_tokens: 0,
             },
             cost: cost.map(|c| c.parse().unwrap()),
             estimated: seq.is_multiple_of(2),
@@ -275,6 +281,7 @@ mod tests {
                 .into_iter()
                 .collect(),
             intent: None,
+            cache: Default::default(),
         }
     }
 

@@ -93,6 +93,7 @@ pub fn print_ledger(ledger: &serde_json::Value) -> anyhow::Result<()> {
             output_tokens: r["output_tokens"].as_u64().unwrap_or(0),
             cache_read_tokens: r["cache_read_tokens"].as_u64().unwrap_or(0),
             cache_write_tokens: r["cache_write_tokens"].as_u64().unwrap_or(0),
+            cache_write_1h_tokens: 0,
         };
         let cost: Usd = r["cost_usd"].as_str().unwrap_or("0").parse()?;
         total += cost;

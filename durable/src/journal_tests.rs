@@ -33,6 +33,7 @@ fn rec(model: &str, out: u64) -> UsageRecord {
             period_start: "2026-11-22T00:00:00Z".parse().unwrap(),
         }],
         intent: None,
+        cache: Default::default(),
     }
 }
 

@@ -49,6 +49,7 @@ fn usage(t: &CrdCounts) -> TokenCounts {
         output_tokens: u64_of(t.output),
         cache_read_tokens: u64_of(t.cache_read),
         cache_write_tokens: u64_of(t.cache_write),
+        cache_write_1h_tokens: 0,
     }
 }
 
@@ -91,6 +92,7 @@ pub fn book_state(status: Option<&TokenBudgetStatus>) -> Option<BookState> {
                 output_tokens: sum(|u| u.output_tokens, &l.models),
                 cache_read_tokens: sum(|u| u.cache_read_tokens, &l.models),
                 cache_write_tokens: sum(|u| u.cache_write_tokens, &l.models),
+                cache_write_1h_tokens: 0,
             },
             requests: l.models.iter().map(|m| u64_of(m.requests)).sum(),
             unpriced_requests: l.models.iter().map(|m| u64_of(m.unpriced)).sum(),
@@ -380,6 +382,7 @@ mod tests {
                 output_tokens: 20,
                 cache_read_tokens: 30,
                 cache_write_tokens: 40,
+                cache_write_1h_tokens: 0,
             },
             cost: Some("0.000123456789".parse().unwrap()),
             estimated: true,
@@ -388,6 +391,7 @@ mod tests {
                 period_start: book.window().start,
             }],
             intent: None,
+            cache: Default::default(),
         };
         book.apply("s1", "ns/web", book.window().start, &rec, now);
         let st = budget_status(&book, None, now);

@@ -122,12 +122,14 @@ pub fn record_from_wire(r: &UsageRecord) -> Result<CoreRecord, InvalidRecord> {
             output_tokens: u.output_tokens,
             cache_read_tokens: u.cache_read_tokens,
             cache_write_tokens: u.cache_write_tokens,
+            cache_write_1h_tokens: 0,
         },
         cost: r.priced.then(|| Usd::from_picos(i128::from(r.cost_picos))),
         estimated: r.estimated,
         budgets,
         // A sidecar's journal bookkeeping; never on the wire.
         intent: None,
+        cache: Default::default(),
     })
 }
 
@@ -154,6 +156,7 @@ mod tests {
                 output_tokens: 20,
                 cache_read_tokens: 30,
                 cache_write_tokens: 40,
+                cache_write_1h_tokens: 0,
             },
             cost: Some("0.000123".parse().unwrap()),
             estimated: true,
@@ -162,6 +165,7 @@ mod tests {
                 period_start: "2026-11-22T00:00:00Z".parse().unwrap(),
             }],
             intent: None,
+            cache: Default::default(),
         }
     }
 

@@ -929,6 +929,7 @@ mod tests {
             output_tokens: output,
             cache_read_tokens: cache_read,
             cache_write_tokens: cache_write,
+            cache_write_1h_tokens: 0,
         }
     }
 

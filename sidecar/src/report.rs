@@ -431,6 +431,7 @@ spec:
                 estimated,
                 budgets: vec![],
                 intent: None,
+                cache: Default::default(),
             };
             agg.add(&r);
         };

@@ -52,6 +52,7 @@ fn rec(seq: u64, cost: &str, model: &str) -> UsageRecord {
             output_tokens: 10,
             cache_read_tokens: 5,
             cache_write_tokens: 0,
+            cache_write_1h_tokens: 0,
         },
         cost: Some(usd(cost)),
         estimated: false,
@@ -60,6 +61,7 @@ fn rec(seq: u64, cost: &str, model: &str) -> UsageRecord {
             period_start: at("2026-11-22T00:00:00Z"),
         }],
         intent: None,
+        cache: Default::default(),
     }
 }
 

@@ -227,6 +227,7 @@ mod tests {
             output_tokens: 1_000_000,
             cache_read_tokens: 1_000_000,
             cache_write_tokens: 1_000_000,
+            cache_write_1h_tokens: 0,
         };
         assert_eq!(prices.cost(&usage), Usd::from_dollars(8));
         assert_eq!(prices.cost(&TokenCounts::default()), Usd::ZERO);
@@ -239,6 +240,7 @@ mod tests {
             output_tokens: 1,
             cache_read_tokens: 1,
             cache_write_tokens: 0,
+            cache_write_1h_tokens: 0,
         };
         assert_eq!(u.total_input_tokens(), u64::MAX);
         assert_eq!(u.total_tokens(), u64::MAX);

@@ -19,6 +19,7 @@ fn usage(input: u64, cache_write: u64, cache_read: u64, output: u64) -> TokenCou
         output_tokens: output,
         cache_read_tokens: cache_read,
         cache_write_tokens: cache_write,
+        cache_write_1h_tokens: 0,
     }
 }
 

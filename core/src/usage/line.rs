@@ -9,7 +9,7 @@
 
 use std::io::Write as _;
 
-use super::{IntentLine, UsageRecord};
+use super::{IntentLine, UsageRecord, cache::CacheFigures};
 
 impl UsageRecord {
     /// Appends the record as JSON, byte for byte what `serde_json::to_vec`
@@ -32,6 +32,7 @@ impl UsageRecord {
             cost,
             estimated,
             budgets,
+            cache,
             intent,
         } = self;
         out.extend_from_slice(b"{\"seq\":");
@@ -72,6 +73,10 @@ impl UsageRecord {
         push_u64(out, usage.cache_read_tokens);
         out.extend_from_slice(b",\"cache_write_tokens\":");
         push_u64(out, usage.cache_write_tokens);
+        if usage.cache_write_1h_tokens != 0 {
+            out.extend_from_slice(b",\"cache_write_1h_tokens\":");
+            push_u64(out, usage.cache_write_1h_tokens);
+        }
         out.extend_from_slice(b"},\"cost\":");
         match cost {
             Some(c) => push_display(out, c),
@@ -95,6 +100,9 @@ impl UsageRecord {
             out.push(b'}');
         }
         out.push(b']');
+        if !cache.is_empty() {
+            push_cache(out, cache);
+        }
         if let Some(i) = intent {
             out.extend_from_slice(b",\"intent\":");
             push_u64(out, *i);
@@ -113,6 +121,33 @@ impl IntentLine {
         self.record.write_json(out);
         out.push(b'}');
     }
+}
+
+/// `,"cache":{…}` as serde writes it (the bust, rare, through serde).
+fn push_cache(out: &mut Vec<u8>, cache: &CacheFigures) {
+    out.extend_from_slice(b",\"cache\":{");
+    let mut first = true;
+    let mut sep = |out: &mut Vec<u8>| {
+        if !std::mem::take(&mut first) {
+            out.push(b',');
+        }
+    };
+    if !cache.saved.is_zero() {
+        sep(out);
+        out.extend_from_slice(b"\"saved\":");
+        push_display(out, &cache.saved);
+    }
+    if !cache.wasted.is_zero() {
+        sep(out);
+        out.extend_from_slice(b"\"wasted\":");
+        push_display(out, &cache.wasted);
+    }
+    if let Some(b) = &cache.bust {
+        sep(out);
+        out.extend_from_slice(b"\"bust\":");
+        serde_json::to_writer(&mut *out, b).expect("a bust serializes");
+    }
+    out.push(b'}');
 }
 
 fn push_u64(out: &mut Vec<u8>, mut n: u64) {
@@ -190,7 +225,10 @@ mod tests {
     use crate::{
         money::Usd,
         tokens::TokenCounts,
-        usage::BudgetPeriodRef,
+        usage::{
+            BudgetPeriodRef,
+            cache::{BustReason, CacheBust, ChangeKind},
+        },
         workload::{Endpoint, ObjectRef},
     };
 
@@ -241,17 +279,20 @@ mod tests {
             ),
             (
                 any::<[u64; 4]>(),
+                prop_oneof![Just(0u64), any::<u64>()],
                 proptest::option::of(any::<i128>()),
                 any::<bool>(),
                 proptest::collection::vec(budget, 0..3),
                 proptest::option::of(any::<u64>()),
             ),
+            cache_figures(),
         )
             .prop_map(
                 |(
                     (seq, ts, endpoint, requested_model, served_model, provider),
                     (route, score, reason, attempt, status),
-                    (u, cost, estimated, budgets, intent),
+                    (u, write_1h, cost, estimated, budgets, intent),
+                    cache,
                 )| UsageRecord {
                     seq,
                     ts,
@@ -269,13 +310,43 @@ mod tests {
                         output_tokens: u[1],
                         cache_read_tokens: u[2],
                         cache_write_tokens: u[3],
+                        cache_write_1h_tokens: write_1h,
                     },
                     cost: cost.map(Usd::from_picos),
                     estimated,
                     budgets,
                     intent,
+                    cache,
                 },
             )
+    }
+
+    fn cache_figures() -> impl Strategy<Value = CacheFigures> {
+        let usd = prop_oneof![
+            Just(Usd::ZERO),
+            any::<i64>().prop_map(|p| Usd::from_picos(p.into()))
+        ];
+        let bust = (
+            proptest::sample::select(BustReason::ALL.to_vec()),
+            text(),
+            any::<u64>(),
+            proptest::sample::select(ChangeKind::ALL.to_vec()),
+            any::<u64>(),
+        )
+            .prop_map(|(reason, section, offset, change, lost_tokens)| CacheBust {
+                reason,
+                section,
+                offset,
+                change,
+                lost_tokens,
+            });
+        (usd.clone(), usd, proptest::option::of(bust)).prop_map(|(saved, wasted, bust)| {
+            CacheFigures {
+                saved,
+                wasted,
+                bust,
+            }
+        })
     }
 
     proptest! {
@@ -316,6 +387,7 @@ mod tests {
                 output_tokens: 7,
                 cache_read_tokens: 0,
                 cache_write_tokens: 0,
+                cache_write_1h_tokens: 0,
             },
             cost: Some(Usd::from_picos(6_000_000)),
             estimated: false,
@@ -324,6 +396,7 @@ mod tests {
                 period_start: "2026-12-02T00:00:00Z".parse().unwrap(),
             }],
             intent: None,
+            cache: Default::default(),
         };
         let mut line = Vec::new();
         r.write_json(&mut line);

@@ -40,6 +40,7 @@ impl ChatUsage {
             output_tokens: self.completion_tokens.unwrap_or(0),
             cache_read_tokens: cached,
             cache_write_tokens: 0,
+            cache_write_1h_tokens: 0,
         }
     }
 
@@ -69,6 +70,7 @@ impl ResponsesUsage {
             output_tokens: self.output_tokens.unwrap_or(0),
             cache_read_tokens: cached,
             cache_write_tokens: 0,
+            cache_write_1h_tokens: 0,
         }
     }
 }

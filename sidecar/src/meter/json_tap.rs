@@ -406,6 +406,7 @@ pub fn estimate(prompt_estimate: u64, outcome: &JsonOutcome) -> TokenCounts {
         output_tokens: outcome.text_bytes.div_ceil(4),
         cache_read_tokens: 0,
         cache_write_tokens: 0,
+        cache_write_1h_tokens: 0,
     }
 }
 
@@ -473,7 +474,8 @@ mod tests {
                 input_tokens: 10,
                 output_tokens: 20,
                 cache_read_tokens: 3,
-                cache_write_tokens: 2
+                cache_write_tokens: 2,
+                cache_write_1h_tokens: 0,
             }
         );
         assert_eq!(m.served_model.as_deref(), Some("claude-haiku-4-5"));

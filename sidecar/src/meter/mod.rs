@@ -146,6 +146,7 @@ pub fn estimate_cut_stream(
             output_tokens: from_text,
             cache_read_tokens: 0,
             cache_write_tokens: 0,
+            cache_write_1h_tokens: 0,
         },
     }
 }

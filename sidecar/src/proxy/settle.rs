@@ -282,6 +282,7 @@ pub(crate) fn settle(
         estimated,
         budgets: periods,
         intent: attempt.intent,
+        cache: Default::default(),
     };
     shared.metrics.attempt(&crate::metrics::Attempt {
         endpoint: attempt.endpoint.as_str(),
@@ -481,5 +482,6 @@ fn intent_record(plan: &Plan<'_>, attempt: &Attempt, prompt_bound: u64) -> Usage
         estimated: true,
         budgets,
         intent: None,
+        cache: Default::default(),
     }
 }

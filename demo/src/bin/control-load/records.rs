@@ -121,6 +121,7 @@ pub fn make_record(
             } else {
                 0
             },
+            cache_write_1h_tokens: 0,
         }
     };
     let cost = k.prices.cost(&usage);
@@ -143,6 +144,7 @@ pub fn make_record(
         estimated: false,
         budgets: budgets.to_vec(),
         intent: None,
+        cache: Default::default(),
     };
     (rec, cost.picos())
 }

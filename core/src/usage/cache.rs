@@ -1,0 +1,227 @@
+//! The prompt-cache figures of a usage record: what the provider's cache
+//! saved, what a broken prefix wasted, and the cache bust that wasted it.
+//!
+//! The sidecar's prefix-stability monitor ([`crate::prompt_cache`]) finds
+//! busts; pricing them is [`crate::catalog::ModelPrices::cache_saved`] and
+//! [`crate::catalog::ModelPrices::cache_wasted`]. No prompt text is ever
+//! part of these types: a bust names a section, an offset and the kind of
+//! change.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::money::Usd;
+
+/// Why a request counts as a cache bust.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BustReason {
+    /// (a) The prompt matched a recent one for a stretch, then diverged
+    /// before the point up to which the earlier request was cached.
+    PrefixDiverged,
+    /// (b) An early part differs (a timestamp at the start of the system
+    /// prompt, a changed or reordered tool) and is followed by content the
+    /// two requests share: the provider's prefix cache cannot serve it.
+    VolatilePrefix,
+    /// (c) The prefix was stable and fresh, yet the provider read far fewer
+    /// tokens from its cache than the shared prefix should have given.
+    ProviderMiss,
+}
+
+/// What changed where the prefix diverged, where it can be told.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChangeKind {
+    /// A timestamp-like run (date and time) changed.
+    Timestamp,
+    /// A date-like run changed.
+    Date,
+    /// A UUID- or hex-id-like run changed.
+    Uuid,
+    /// Another run of digits changed (a counter, a number).
+    Number,
+    /// Only whitespace differs.
+    Whitespace,
+    /// The same tool definitions, in another order.
+    ToolsReordered,
+    /// A tool definition was added, removed or changed.
+    ToolsChanged,
+    /// The system prompt (or instructions) shares nothing with the earlier one.
+    SystemReplaced,
+    /// Content changed in a way not told apart above.
+    Content,
+    /// Nothing in the request changed (reason [`BustReason::ProviderMiss`]).
+    None,
+}
+
+/// One cache bust: where the prefix broke, what changed, what it lost.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CacheBust {
+    /// Why it is a bust.
+    pub reason: BustReason,
+    /// Where the prefix first diverged, in the provider's rendering order:
+    /// `tools[2]`, `system`, `system[1]`, `messages[3].content[0]`,
+    /// `instructions`, `input[4]`; empty for [`BustReason::ProviderMiss`].
+    pub section: String,
+    /// Byte offset of the divergence inside that section's value (as sent),
+    /// at the monitor's resolution.
+    pub offset: u64,
+    /// What changed.
+    pub change: ChangeKind,
+    /// Tokens of content shared with the earlier request that the provider
+    /// could not serve from its cache (estimated from byte lengths and the
+    /// request's billed input).
+    pub lost_tokens: u64,
+}
+
+/// The prompt-cache figures of one record.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CacheFigures {
+    /// What the cache reads would have cost at the uncached input price,
+    /// minus what they cost. Zero when unpriced.
+    #[serde(default, skip_serializing_if = "Usd::is_zero")]
+    pub saved: Usd,
+    /// What the bust cost: the lost tokens at the price they were billed at
+    /// (uncached input or cache write) minus the cache-read price.
+    #[serde(default, skip_serializing_if = "Usd::is_zero")]
+    pub wasted: Usd,
+    /// The bust this request suffered, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bust: Option<CacheBust>,
+}
+
+/// Prompt-cache figures folded over records.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CacheTotals {
+    /// Sum of [`CacheFigures::saved`].
+    #[serde(default)]
+    pub saved: Usd,
+    /// Sum of [`CacheFigures::wasted`].
+    #[serde(default)]
+    pub wasted: Usd,
+    /// Records with a bust.
+    #[serde(default)]
+    pub busts: u64,
+}
+
+// === impl BustReason ===
+
+impl BustReason {
+    /// Every reason, in label order.
+    pub const ALL: [BustReason; 3] = [
+        BustReason::PrefixDiverged,
+        BustReason::VolatilePrefix,
+        BustReason::ProviderMiss,
+    ];
+
+    /// The metric label and wire name.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            BustReason::PrefixDiverged => "prefix_diverged",
+            BustReason::VolatilePrefix => "volatile_prefix",
+            BustReason::ProviderMiss => "provider_miss",
+        }
+    }
+
+    /// Inverse of [`BustReason::as_str`].
+    pub fn from_name(s: &str) -> Option<BustReason> {
+        BustReason::ALL.into_iter().find(|r| r.as_str() == s)
+    }
+}
+
+impl fmt::Display for BustReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+// === impl ChangeKind ===
+
+impl ChangeKind {
+    /// Every kind, in label order.
+    pub const ALL: [ChangeKind; 10] = [
+        ChangeKind::Timestamp,
+        ChangeKind::Date,
+        ChangeKind::Uuid,
+        ChangeKind::Number,
+        ChangeKind::Whitespace,
+        ChangeKind::ToolsReordered,
+        ChangeKind::ToolsChanged,
+        ChangeKind::SystemReplaced,
+        ChangeKind::Content,
+        ChangeKind::None,
+    ];
+
+    /// The wire name.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ChangeKind::Timestamp => "timestamp",
+            ChangeKind::Date => "date",
+            ChangeKind::Uuid => "uuid",
+            ChangeKind::Number => "number",
+            ChangeKind::Whitespace => "whitespace",
+            ChangeKind::ToolsReordered => "tools_reordered",
+            ChangeKind::ToolsChanged => "tools_changed",
+            ChangeKind::SystemReplaced => "system_replaced",
+            ChangeKind::Content => "content",
+            ChangeKind::None => "none",
+        }
+    }
+
+    /// Inverse of [`ChangeKind::as_str`].
+    pub fn from_name(s: &str) -> Option<ChangeKind> {
+        ChangeKind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
+    /// A phrase for conditions and reports, e.g. `a timestamp-like value changed`.
+    pub const fn describe(self) -> &'static str {
+        match self {
+            ChangeKind::Timestamp => "a timestamp-like value changed",
+            ChangeKind::Date => "a date-like value changed",
+            ChangeKind::Uuid => "a UUID-like value changed",
+            ChangeKind::Number => "a number changed",
+            ChangeKind::Whitespace => "only whitespace changed",
+            ChangeKind::ToolsReordered => "tool definitions were reordered",
+            ChangeKind::ToolsChanged => "a tool definition changed",
+            ChangeKind::SystemReplaced => "a different system prompt",
+            ChangeKind::Content => "content changed",
+            ChangeKind::None => "no change in the request",
+        }
+    }
+}
+
+impl fmt::Display for ChangeKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+// === impl CacheFigures ===
+
+impl CacheFigures {
+    /// True when there is nothing to record.
+    pub fn is_empty(&self) -> bool {
+        *self == CacheFigures::default()
+    }
+}
+
+// === impl CacheTotals ===
+
+impl CacheTotals {
+    /// Fold one record's figures in.
+    pub fn add(&mut self, f: &CacheFigures) {
+        self.saved = self.saved.saturating_add(f.saved);
+        self.wasted = self.wasted.saturating_add(f.wasted);
+        if f.bust.is_some() {
+            self.busts += 1;
+        }
+    }
+
+    /// `self += other`.
+    pub fn merge(&mut self, other: &CacheTotals) {
+        self.saved = self.saved.saturating_add(other.saved);
+        self.wasted = self.wasted.saturating_add(other.wasted);
+        self.busts = self.busts.saturating_add(other.busts);
+    }
+}
