@@ -49,8 +49,8 @@ use crate::{
     money::Usd,
     period::{PeriodError, Window},
     tokens::TokenCounts,
-    usage::Totals,
     usage::UsageRecord,
+    usage::{Totals, cache::CacheTotals},
     workload::{BudgetConfig, ObjectRef},
 };
 
@@ -101,6 +101,9 @@ pub struct Spend {
     pub unpriced: u64,
     /// Records whose usage was estimated.
     pub estimated: u64,
+    /// Prompt-cache savings, waste and busts.
+    #[serde(default)]
+    pub cache: CacheTotals,
 }
 
 impl Spend {
@@ -113,15 +116,9 @@ impl Spend {
         if r.estimated {
             self.estimated += 1;
         }
-        add_usage(&mut self.usage, &r.usage);
+        crate::usage::add_usage(&mut self.usage, &r.usage);
+        self.cache.add(&r.cache);
     }
-}
-
-fn add_usage(into: &mut TokenCounts, u: &TokenCounts) {
-    into.input_tokens = into.input_tokens.saturating_add(u.input_tokens);
-    into.output_tokens = into.output_tokens.saturating_add(u.output_tokens);
-    into.cache_read_tokens = into.cache_read_tokens.saturating_add(u.cache_read_tokens);
-    into.cache_write_tokens = into.cache_write_tokens.saturating_add(u.cache_write_tokens);
 }
 
 /// What the book persists (in TokenBudget status, or a status file).

@@ -16,7 +16,7 @@ mod line;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use self::cache::CacheFigures;
+use self::cache::{CacheFigures, CacheTotals};
 use crate::{
     money::Usd,
     tokens::TokenCounts,
@@ -35,6 +35,9 @@ pub struct Totals {
     pub requests: u64,
     /// Requests whose model had no price.
     pub unpriced_requests: u64,
+    /// Prompt-cache savings, waste and busts.
+    #[serde(default)]
+    pub cache: CacheTotals,
 }
 
 /// A budget period a record was counted in.
@@ -118,6 +121,9 @@ pub struct ModelTotals {
     pub unpriced_requests: u64,
     /// Attempts whose usage was estimated.
     pub estimated_requests: u64,
+    /// Prompt-cache savings, waste and busts.
+    #[serde(default)]
+    pub cache: CacheTotals,
 }
 
 /// Totals folded from records.
@@ -178,6 +184,7 @@ impl ModelTotals {
         if r.estimated {
             self.estimated_requests += 1;
         }
+        self.cache.add(&r.cache);
     }
 }
 
@@ -187,6 +194,9 @@ pub fn add_usage(a: &mut TokenCounts, b: &TokenCounts) {
     a.output_tokens = a.output_tokens.saturating_add(b.output_tokens);
     a.cache_read_tokens = a.cache_read_tokens.saturating_add(b.cache_read_tokens);
     a.cache_write_tokens = a.cache_write_tokens.saturating_add(b.cache_write_tokens);
+    a.cache_write_1h_tokens = a
+        .cache_write_1h_tokens
+        .saturating_add(b.cache_write_1h_tokens);
 }
 
 // === impl Aggregate ===
@@ -212,6 +222,7 @@ impl Aggregate {
                 Some(c) => t.spent = t.spent.saturating_add(c),
                 None => t.unpriced_requests += 1,
             }
+            t.cache.add(&r.cache);
         }
     }
 
@@ -242,6 +253,7 @@ impl Aggregate {
             t.cost = t.cost.saturating_add(m.cost);
             t.unpriced_requests += m.unpriced_requests;
             t.estimated_requests += m.estimated_requests;
+            t.cache.merge(&m.cache);
         }
         t
     }

@@ -279,6 +279,10 @@ pub struct TokenCounts {
     /// Input tokens written to the provider's prompt cache.
     #[serde(default)]
     pub cache_write: i64,
+    /// Of `cacheWrite`, those written with a 1-hour TTL (billed at twice
+    /// the input price).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub cache_write1h: i64,
     /// Sum of the four kinds.
     #[serde(default)]
     pub total: i64,
@@ -294,6 +298,38 @@ pub struct SpendEntry {
     pub spent_usd: String,
     /// Requests.
     pub requests: i64,
+    /// Share of input read from the provider's prompt cache: cache read /
+    /// (cache read + cache write + uncached input), a decimal fraction such
+    /// as `0.873`. Absent when nothing was cached.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_hit_ratio: Option<String>,
+    /// USD the prompt cache saved (cache reads at the input price minus
+    /// their cost), decimal string. Absent when nothing was cached.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_saved_usd: Option<String>,
+    /// USD wasted by prompt-cache busts (shared content billed above the
+    /// cache-read price), decimal string. Absent when none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_wasted_usd: Option<String>,
+    /// Requests that suffered a prompt-cache bust. Absent when none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_busts: Option<i64>,
+}
+
+/// The period's prompt-cache economics.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PromptCacheSummary {
+    /// Share of input read from the provider's prompt cache (decimal
+    /// fraction, e.g. `0.873`); absent when there was no input.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hit_ratio: Option<String>,
+    /// USD the prompt cache saved, decimal string.
+    pub saved_usd: String,
+    /// USD wasted by prompt-cache busts, decimal string.
+    pub wasted_usd: String,
+    /// Requests that suffered a prompt-cache bust.
+    pub busts: i64,
 }
 
 /// Observed state, written by the operator (the ledger of record).
@@ -335,6 +371,10 @@ pub struct TokenBudgetStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 10))]
     pub top_workloads: Vec<SpendEntry>,
+    /// Prompt-cache economics this period: hit ratio, USD saved and
+    /// wasted, busts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_cache: Option<PromptCacheSummary>,
     /// `Ok`, `Threshold` or `Exhausted`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state: Option<BudgetState>,
@@ -430,4 +470,21 @@ pub struct LedgerSpend {
     /// Requests whose usage was estimated (stream cut short).
     #[serde(default)]
     pub estimated: i64,
+    /// Prompt-cache savings, pico-USD.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_saved_picos: Option<String>,
+    /// Prompt-cache waste, pico-USD.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_wasted_picos: Option<String>,
+    /// Requests with a prompt-cache bust.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub cache_busts: i64,
+}
+
+#[expect(
+    clippy::trivially_copy_pass_by_ref,
+    reason = "serde's skip_serializing_if signature"
+)]
+fn is_zero(n: &i64) -> bool {
+    *n == 0
 }

@@ -9,13 +9,18 @@ use tokenwarden_core::{
     budget::State,
     money::Usd,
     tokens::TokenCounts,
-    usage::Totals,
+    usage::{
+        Totals,
+        cache::{CacheTotals, HitRatio},
+    },
     workload::ThresholdAction,
 };
 use tokenwarden_crds::{
     LedgerSpend, LedgerStatus, SidecarLedger, TokenBudgetStatus,
     common::conditions as c,
-    token_budget::{BudgetState as CrdState, SpendEntry, TokenCounts as CrdCounts},
+    token_budget::{
+        BudgetState as CrdState, PromptCacheSummary, SpendEntry, TokenCounts as CrdCounts,
+    },
 };
 
 /// How many models / workloads the status lists.
@@ -39,6 +44,7 @@ fn counts(u: &TokenCounts) -> CrdCounts {
         output: i64_of(u.output_tokens),
         cache_read: i64_of(u.cache_read_tokens),
         cache_write: i64_of(u.cache_write_tokens),
+        cache_write1h: i64_of(u.cache_write_1h_tokens),
         total: i64_of(u.total_tokens()),
     }
 }
@@ -49,7 +55,7 @@ fn usage(t: &CrdCounts) -> TokenCounts {
         output_tokens: u64_of(t.output),
         cache_read_tokens: u64_of(t.cache_read),
         cache_write_tokens: u64_of(t.cache_write),
-        cache_write_1h_tokens: 0,
+        cache_write_1h_tokens: u64_of(t.cache_write1h),
     }
 }
 
@@ -61,7 +67,14 @@ fn spend_out(name: &str, s: &Spend) -> LedgerSpend {
         tokens: counts(&s.usage),
         unpriced: i64_of(s.unpriced),
         estimated: i64_of(s.estimated),
+        cache_saved_picos: nonzero_picos(s.cache.saved),
+        cache_wasted_picos: nonzero_picos(s.cache.wasted),
+        cache_busts: i64_of(s.cache.busts),
     }
+}
+
+fn nonzero_picos(v: Usd) -> Option<String> {
+    (!v.is_zero()).then(|| v.picos().to_string())
 }
 
 fn spend_in(s: &LedgerSpend) -> Spend {
@@ -71,6 +84,11 @@ fn spend_in(s: &LedgerSpend) -> Spend {
         usage: usage(&s.tokens),
         unpriced: u64_of(s.unpriced),
         estimated: u64_of(s.estimated),
+        cache: CacheTotals {
+            saved: s.cache_saved_picos.as_deref().map_or(Usd::ZERO, picos),
+            wasted: s.cache_wasted_picos.as_deref().map_or(Usd::ZERO, picos),
+            busts: u64_of(s.cache_busts),
+        },
     }
 }
 
@@ -92,10 +110,14 @@ pub fn book_state(status: Option<&TokenBudgetStatus>) -> Option<BookState> {
                 output_tokens: sum(|u| u.output_tokens, &l.models),
                 cache_read_tokens: sum(|u| u.cache_read_tokens, &l.models),
                 cache_write_tokens: sum(|u| u.cache_write_tokens, &l.models),
-                cache_write_1h_tokens: 0,
+                cache_write_1h_tokens: sum(|u| u.cache_write_1h_tokens, &l.models),
             },
             requests: l.models.iter().map(|m| u64_of(m.requests)).sum(),
             unpriced_requests: l.models.iter().map(|m| u64_of(m.unpriced)).sum(),
+            cache: l.models.iter().fold(CacheTotals::default(), |mut t, m| {
+                t.merge(&spend_in(m).cache);
+                t
+            }),
         },
         sidecars: l
             .sidecars
@@ -135,12 +157,32 @@ fn top(m: &BTreeMap<String, Spend>) -> Vec<SpendEntry> {
     v.sort_by(|a, b| b.1.cost.cmp(&a.1.cost).then(a.0.cmp(b.0)));
     v.into_iter()
         .take(TOP)
-        .map(|(name, s)| SpendEntry {
-            name: name.clone(),
-            spent_usd: s.cost.to_string(),
-            requests: i64_of(s.requests),
+        .map(|(name, s)| {
+            let cached = s.usage.cache_read_tokens > 0 || s.usage.cache_write_tokens > 0;
+            SpendEntry {
+                name: name.clone(),
+                spent_usd: s.cost.to_string(),
+                requests: i64_of(s.requests),
+                cache_hit_ratio: cached
+                    .then(|| HitRatio::of(&s.usage).map(HitRatio::as_decimal))
+                    .flatten(),
+                cache_saved_usd: cached.then(|| s.cache.saved.to_string()),
+                cache_wasted_usd: (!s.cache.wasted.is_zero()).then(|| s.cache.wasted.to_string()),
+                cache_busts: (s.cache.busts > 0).then(|| i64_of(s.cache.busts)),
+            }
         })
         .collect()
+}
+
+/// The period's prompt-cache summary; `None` before any input.
+fn prompt_cache(t: &Totals) -> Option<PromptCacheSummary> {
+    let ratio = HitRatio::of(&t.usage)?;
+    Some(PromptCacheSummary {
+        hit_ratio: Some(ratio.as_decimal()),
+        saved_usd: t.cache.saved.to_string(),
+        wasted_usd: t.cache.wasted.to_string(),
+        busts: i64_of(t.cache.busts),
+    })
 }
 
 fn rfc3339(t: Timestamp) -> String {
@@ -209,6 +251,7 @@ pub fn budget_status(
         unpriced_requests: Some(i64_of(t.unpriced_requests)),
         top_models: top(book.models()),
         top_workloads: top(book.workloads()),
+        prompt_cache: prompt_cache(t),
         state: Some(match book.budget_state() {
             State::Ok => CrdState::Ok,
             State::Threshold => CrdState::Threshold,

@@ -141,6 +141,7 @@ fn record(sidecar: &str, seq: u64, cost_picos: i64, period_start: i64) -> UsageR
             output_tokens: 10,
             cache_read_tokens: 0,
             cache_write_tokens: 0,
+            cache_write_1h_tokens: 0,
         }),
         cost_picos,
         priced: true,

@@ -21,7 +21,10 @@ use jiff::Timestamp;
 use tokenwarden_core::{
     money::Usd,
     tokens::TokenCounts,
-    usage::{BudgetPeriodRef, UsageRecord as CoreRecord},
+    usage::{
+        BudgetPeriodRef, UsageRecord as CoreRecord,
+        cache::{BustReason, CacheBust as CoreBust, CacheFigures, ChangeKind},
+    },
     workload::{Endpoint, ObjectRef},
 };
 
@@ -62,6 +65,7 @@ pub fn record_to_wire(sidecar_id: &str, pod_name: &str, r: &CoreRecord) -> Usage
             output_tokens: r.usage.output_tokens,
             cache_read_tokens: r.usage.cache_read_tokens,
             cache_write_tokens: r.usage.cache_write_tokens,
+            cache_write_1h_tokens: r.usage.cache_write_1h_tokens,
         }),
         cost_picos: r
             .cost
@@ -79,7 +83,33 @@ pub fn record_to_wire(sidecar_id: &str, pod_name: &str, r: &CoreRecord) -> Usage
             .collect(),
         pod_name: pod_name.to_string(),
         reason: r.reason.clone().unwrap_or_default(),
+        cache_saved_picos: picos_i64(r.cache.saved),
+        cache_wasted_picos: picos_i64(r.cache.wasted),
+        cache_bust: r.cache.bust.as_ref().map(|b| CacheBust {
+            reason: b.reason.as_str().to_string(),
+            section: b.section.clone(),
+            offset: b.offset,
+            change: b.change.as_str().to_string(),
+            lost_tokens: b.lost_tokens,
+        }),
     }
+}
+
+fn picos_i64(v: Usd) -> i64 {
+    i64::try_from(v.picos()).unwrap_or(i64::MAX)
+}
+
+/// A wire bust → the core's; `None` when it names a reason or change this
+/// version does not know (a newer sidecar): the record still counts, with
+/// its saved and wasted figures, only the bust's details are dropped.
+fn bust_from_wire(b: &CacheBust) -> Option<CoreBust> {
+    Some(CoreBust {
+        reason: BustReason::from_name(&b.reason)?,
+        section: b.section.clone(),
+        offset: b.offset,
+        change: ChangeKind::from_name(&b.change)?,
+        lost_tokens: b.lost_tokens,
+    })
 }
 
 /// Wire record → core record.
@@ -88,7 +118,7 @@ pub fn record_from_wire(r: &UsageRecord) -> Result<CoreRecord, InvalidRecord> {
         .ok_or_else(|| InvalidRecord(format!("unknown endpoint {:?}", r.endpoint)))?;
     let ts = Timestamp::from_nanosecond(i128::from(r.ts_unix_nanos))
         .map_err(|e| InvalidRecord(format!("timestamp: {e}")))?;
-    if r.cost_picos < 0 {
+    if r.cost_picos < 0 || r.cache_saved_picos < 0 || r.cache_wasted_picos < 0 {
         return Err(InvalidRecord("negative cost".into()));
     }
     let u = r.usage.unwrap_or_default();
@@ -122,14 +152,18 @@ pub fn record_from_wire(r: &UsageRecord) -> Result<CoreRecord, InvalidRecord> {
             output_tokens: u.output_tokens,
             cache_read_tokens: u.cache_read_tokens,
             cache_write_tokens: u.cache_write_tokens,
-            cache_write_1h_tokens: 0,
+            cache_write_1h_tokens: u.cache_write_1h_tokens.min(u.cache_write_tokens),
         },
         cost: r.priced.then(|| Usd::from_picos(i128::from(r.cost_picos))),
         estimated: r.estimated,
         budgets,
         // A sidecar's journal bookkeeping; never on the wire.
         intent: None,
-        cache: Default::default(),
+        cache: CacheFigures {
+            saved: Usd::from_picos(i128::from(r.cache_saved_picos)),
+            wasted: Usd::from_picos(i128::from(r.cache_wasted_picos)),
+            bust: r.cache_bust.as_ref().and_then(bust_from_wire),
+        },
     })
 }
 
@@ -156,7 +190,7 @@ mod tests {
                 output_tokens: 20,
                 cache_read_tokens: 30,
                 cache_write_tokens: 40,
-                cache_write_1h_tokens: 0,
+                cache_write_1h_tokens: 15,
             },
             cost: Some("0.000123".parse().unwrap()),
             estimated: true,
@@ -165,8 +199,30 @@ mod tests {
                 period_start: "2026-11-22T00:00:00Z".parse().unwrap(),
             }],
             intent: None,
-            cache: Default::default(),
+            cache: CacheFigures {
+                saved: Usd::from_picos(8_100_000),
+                wasted: Usd::from_picos(2_070_000),
+                bust: Some(CoreBust {
+                    reason: BustReason::VolatilePrefix,
+                    section: "system[0]".into(),
+                    offset: 17,
+                    change: ChangeKind::Timestamp,
+                    lost_tokens: 30,
+                }),
+            },
         }
+    }
+
+    #[test]
+    fn a_bust_this_version_does_not_know_keeps_the_record_and_its_figures() {
+        let mut wire = record_to_wire("s", "p", &record());
+        wire.cache_bust.as_mut().unwrap().change = "emoji_changed".into();
+        let back = record_from_wire(&wire).unwrap();
+        assert_eq!(back.cache.bust, None);
+        assert_eq!(back.cache.wasted, record().cache.wasted);
+        assert_eq!(back.usage, record().usage);
+        wire.cache_wasted_picos = -1;
+        assert!(record_from_wire(&wire).is_err());
     }
 
     #[test]

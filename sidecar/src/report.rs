@@ -389,6 +389,7 @@ spec:
             },
             requests: 3,
             unpriced_requests: 0,
+            cache: Default::default(),
         };
         agg.budgets
             .entry(id(name))

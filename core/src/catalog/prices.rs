@@ -164,16 +164,85 @@ impl ModelPrices {
 
     /// The cost of `usage`: each kind's tokens at that kind's rate for the
     /// request's total input size, each product rounded up to the pico-USD
-    /// (see [`PricePerMtok::cost`]; exact for every real price).
+    /// (see [`PricePerMtok::cost`]; exact for every real price). Cache
+    /// writes with a 1-hour TTL ([`TokenCounts::cache_write_1h_tokens`])
+    /// bill at [`ModelPrices::cache_write_1h_rate`].
     pub fn cost(&self, usage: &TokenCounts) -> Usd {
-        let total_input = usage.total_input_tokens();
+        let r = self.rates(usage.total_input_tokens());
+        let write_1h = usage.cache_write_1h_tokens.min(usage.cache_write_tokens);
+        r.input.cost(usage.input_tokens)
+            + r.output.cost(usage.output_tokens)
+            + r.cache_read.cost(usage.cache_read_tokens)
+            + r.cache_write.cost(usage.cache_write_tokens - write_1h)
+            + r.cache_write_1h.cost(write_1h)
+    }
+
+    /// What the prompt cache saved on `usage`: its cache reads at the
+    /// uncached input rate minus what they cost at the cache-read rate
+    /// (zero when reads are not cheaper, e.g. a model without a discount).
+    pub fn cache_saved(&self, usage: &TokenCounts) -> Usd {
+        let r = self.rates(usage.total_input_tokens());
+        let reads = usage.cache_read_tokens;
+        r.input
+            .cost(reads)
+            .saturating_sub(r.cache_read.cost(reads))
+            .max(Usd::ZERO)
+    }
+
+    /// What a cache bust wasted on `usage`: `lost_tokens` tokens that the
+    /// cache could have served were billed above the cache-read rate.
+    /// They are taken first from the cache writes (content written again
+    /// that an intact prefix would have read: 5-minute writes, then 1-hour
+    /// ones), then from the uncached input, never more than were billed so;
+    /// each part costs its rate minus the cache-read rate.
+    pub fn cache_wasted(&self, usage: &TokenCounts, lost_tokens: u64) -> Usd {
+        let r = self.rates(usage.total_input_tokens());
+        let write_1h = usage.cache_write_1h_tokens.min(usage.cache_write_tokens);
+        let parts = [
+            (usage.cache_write_tokens - write_1h, r.cache_write),
+            (write_1h, r.cache_write_1h),
+            (usage.input_tokens, r.input),
+        ];
+        let mut left = lost_tokens;
+        let mut wasted = Usd::ZERO;
+        for (billed, rate) in parts {
+            let n = left.min(billed);
+            left -= n;
+            let extra = rate.cost(n).saturating_sub(r.cache_read.cost(n));
+            wasted = wasted.saturating_add(extra.max(Usd::ZERO));
+        }
+        wasted
+    }
+
+    /// The rate of 1-hour cache writes for a request of
+    /// `total_input_tokens`: twice the uncached input rate, Anthropic's
+    /// published rule ("1-hour cache write tokens are 2 times the base
+    /// input tokens price", <https://docs.anthropic.com/en/docs/build-with-claude/prompt-caching#pricing>);
+    /// the catalog has no price of its own for them.
+    pub fn cache_write_1h_rate(&self, total_input_tokens: u64) -> PricePerMtok {
+        self.rates(total_input_tokens).cache_write_1h
+    }
+
+    fn rates(&self, total_input: u64) -> Rates {
         let input = self.input.rate(total_input);
         let rate = |p: &Option<Price>| p.as_ref().map_or(input, |p| p.rate(total_input));
-        input.cost(usage.input_tokens)
-            + rate(&self.output).cost(usage.output_tokens)
-            + rate(&self.cache_read).cost(usage.cache_read_tokens)
-            + rate(&self.cache_write).cost(usage.cache_write_tokens)
+        Rates {
+            input,
+            output: rate(&self.output),
+            cache_read: rate(&self.cache_read),
+            cache_write: rate(&self.cache_write),
+            cache_write_1h: PricePerMtok::from_nanos(input.nanos().saturating_mul(2)),
+        }
     }
+}
+
+/// The rates that apply to one request (its size picked the tiers).
+struct Rates {
+    input: PricePerMtok,
+    output: PricePerMtok,
+    cache_read: PricePerMtok,
+    cache_write: PricePerMtok,
+    cache_write_1h: PricePerMtok,
 }
 
 #[cfg(test)]
@@ -285,5 +354,84 @@ mod tests {
                 ..TokenCounts::default()
             }
         );
+    }
+
+    /// Claude Sonnet 4.5's published prices: $3 input, $15 output, $0.30
+    /// cache read, $3.75 cache write (5 minutes) per million tokens.
+    fn sonnet() -> ModelPrices {
+        ModelPrices {
+            input: tiered(3_000_000_000, &[(200_000, 6_000_000_000)]),
+            output: Some(Price::Flat(p(15_000_000_000))),
+            cache_read: Some(tiered(300_000_000, &[(200_000, 600_000_000)])),
+            cache_write: Some(tiered(3_750_000_000, &[(200_000, 7_500_000_000)])),
+        }
+    }
+
+    fn usd(s: &str) -> Usd {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn one_hour_cache_writes_bill_at_twice_the_input_rate() {
+        let u = TokenCounts {
+            cache_write_tokens: 100_000,
+            cache_write_1h_tokens: 40_000,
+            ..TokenCounts::default()
+        };
+        // 60k 5-minute writes at $3.75 + 40k 1-hour writes at $6.
+        assert_eq!(sonnet().cost(&u), usd("0.225") + usd("0.24"));
+        assert_eq!(sonnet().cache_write_1h_rate(0), p(6_000_000_000));
+        // Above 200k input tokens the tier doubles the input rate, so the
+        // 1-hour rate too: 250k 1-hour writes at $12.
+        let big = TokenCounts {
+            cache_write_tokens: 250_000,
+            cache_write_1h_tokens: 250_000,
+            ..TokenCounts::default()
+        };
+        assert_eq!(sonnet().cost(&big), usd("3"));
+        // More 1-hour tokens than writes (a lying upstream) bill no more
+        // than every write at the 1-hour rate.
+        let lie = TokenCounts {
+            cache_write_tokens: 10,
+            cache_write_1h_tokens: 1_000_000,
+            ..TokenCounts::default()
+        };
+        assert_eq!(sonnet().cost(&lie), p(6_000_000_000).cost(10));
+    }
+
+    #[test]
+    fn cache_saved_is_reads_at_input_minus_reads_at_read_rate() {
+        let u = TokenCounts {
+            input_tokens: 1_000,
+            cache_read_tokens: 100_000,
+            ..TokenCounts::default()
+        };
+        // 100k reads: $0.30 at input price, $0.03 at the read price.
+        assert_eq!(sonnet().cache_saved(&u), usd("0.27"));
+        // No discount for cache reads: nothing saved.
+        assert_eq!(
+            ModelPrices::flat(p(1_000_000_000), p(2_000_000_000)).cache_saved(&u),
+            Usd::ZERO
+        );
+        assert_eq!(sonnet().cache_saved(&TokenCounts::default()), Usd::ZERO);
+    }
+
+    #[test]
+    fn cache_wasted_takes_writes_first_then_uncached_input() {
+        let u = TokenCounts {
+            input_tokens: 50_000,
+            cache_write_tokens: 30_000,
+            cache_write_1h_tokens: 10_000,
+            cache_read_tokens: 5_000,
+            ..TokenCounts::default()
+        };
+        // 20k 5-minute writes at $3.75-$0.30, 10k 1-hour writes at
+        // $6-$0.30, 15k uncached at $3-$0.30.
+        let want = usd("0.069") + usd("0.057") + usd("0.0405");
+        assert_eq!(sonnet().cache_wasted(&u, 45_000), want);
+        // Never more than was billed above the read price.
+        let all = usd("0.069") + usd("0.057") + usd("0.135");
+        assert_eq!(sonnet().cache_wasted(&u, 1_000_000), all);
+        assert_eq!(sonnet().cache_wasted(&u, 0), Usd::ZERO);
     }
 }

@@ -11,7 +11,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::money::Usd;
+use crate::{money::Usd, tokens::TokenCounts};
 
 /// Why a request counts as a cache bust.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -223,5 +223,116 @@ impl CacheTotals {
         self.saved = self.saved.saturating_add(other.saved);
         self.wasted = self.wasted.saturating_add(other.wasted);
         self.busts = self.busts.saturating_add(other.busts);
+    }
+}
+
+/// The share of a request's (or a total's) input read from the provider's
+/// cache: cache read / (cache read + cache write + uncached input), in
+/// tenths of a percent, rounded down. `None` when there was no input.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct HitRatio(u16);
+
+// === impl HitRatio ===
+
+impl HitRatio {
+    /// The hit ratio of `usage`.
+    pub fn of(usage: &TokenCounts) -> Option<HitRatio> {
+        let total = u128::from(usage.total_input_tokens());
+        if total == 0 {
+            return None;
+        }
+        let permille = u128::from(usage.cache_read_tokens).min(total) * 1000 / total;
+        Some(HitRatio(u16::try_from(permille).unwrap_or(1000)))
+    }
+
+    /// Tenths of a percent, 0..=1000.
+    pub const fn permille(self) -> u16 {
+        self.0
+    }
+
+    /// As a decimal fraction with three digits, e.g. `0.873` (for status
+    /// fields and JSON, which carry no floats).
+    pub fn as_decimal(self) -> String {
+        format!("{}.{:03}", self.0 / 1000, self.0 % 1000)
+    }
+}
+
+/// `87.3%`.
+impl fmt::Display for HitRatio {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}%", self.0 / 10, self.0 % 10)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hit_ratio_is_reads_over_all_input() {
+        let u = TokenCounts {
+            input_tokens: 100,
+            output_tokens: 5_000,
+            cache_read_tokens: 873,
+            cache_write_tokens: 27,
+            cache_write_1h_tokens: 0,
+        };
+        let r = HitRatio::of(&u).unwrap();
+        assert_eq!(
+            (r.permille(), r.as_decimal(), r.to_string()),
+            (873, "0.873".into(), "87.3%".into())
+        );
+        assert_eq!(
+            HitRatio::of(&TokenCounts {
+                output_tokens: 9,
+                ..TokenCounts::default()
+            }),
+            None
+        );
+        let all = TokenCounts {
+            cache_read_tokens: u64::MAX,
+            ..TokenCounts::default()
+        };
+        assert_eq!(HitRatio::of(&all).unwrap().as_decimal(), "1.000");
+    }
+
+    #[test]
+    fn totals_fold_figures() {
+        let bust = CacheBust {
+            reason: BustReason::VolatilePrefix,
+            section: "system".into(),
+            offset: 12,
+            change: ChangeKind::Timestamp,
+            lost_tokens: 4000,
+        };
+        let mut t = CacheTotals::default();
+        t.add(&CacheFigures {
+            saved: Usd::from_picos(5),
+            wasted: Usd::from_picos(7),
+            bust: Some(bust.clone()),
+        });
+        t.add(&CacheFigures {
+            saved: Usd::from_picos(1),
+            ..CacheFigures::default()
+        });
+        assert_eq!(
+            (t.saved, t.wasted, t.busts),
+            (Usd::from_picos(6), Usd::from_picos(7), 1)
+        );
+        let mut u = t.clone();
+        u.merge(&t);
+        assert_eq!(u.busts, 2);
+        for r in BustReason::ALL {
+            assert_eq!(BustReason::from_name(r.as_str()), Some(r));
+            assert_eq!(serde_json::to_value(r).unwrap(), r.as_str());
+        }
+        for k in ChangeKind::ALL {
+            assert_eq!(ChangeKind::from_name(k.as_str()), Some(k));
+            assert_eq!(serde_json::to_value(k).unwrap(), k.as_str());
+        }
+        assert_eq!(
+            serde_json::to_string(&bust).unwrap(),
+            r#"{"reason":"volatile_prefix","section":"system","offset":12,"change":"timestamp","lost_tokens":4000}"#
+        );
     }
 }

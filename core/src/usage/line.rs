@@ -123,7 +123,7 @@ impl IntentLine {
     }
 }
 
-/// `,"cache":{…}` as serde writes it (the bust, rare, through serde).
+/// `,"cache":{…}` as serde writes it.
 fn push_cache(out: &mut Vec<u8>, cache: &CacheFigures) {
     out.extend_from_slice(b",\"cache\":{");
     let mut first = true;
@@ -144,8 +144,17 @@ fn push_cache(out: &mut Vec<u8>, cache: &CacheFigures) {
     }
     if let Some(b) = &cache.bust {
         sep(out);
-        out.extend_from_slice(b"\"bust\":");
-        serde_json::to_writer(&mut *out, b).expect("a bust serializes");
+        out.extend_from_slice(b"\"bust\":{\"reason\":\"");
+        out.extend_from_slice(b.reason.as_str().as_bytes());
+        out.extend_from_slice(b"\",\"section\":");
+        push_str(out, &b.section);
+        out.extend_from_slice(b",\"offset\":");
+        push_u64(out, b.offset);
+        out.extend_from_slice(b",\"change\":\"");
+        out.extend_from_slice(b.change.as_str().as_bytes());
+        out.extend_from_slice(b"\",\"lost_tokens\":");
+        push_u64(out, b.lost_tokens);
+        out.push(b'}');
     }
     out.push(b'}');
 }

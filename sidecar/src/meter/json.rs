@@ -87,6 +87,15 @@ pub(super) struct AnthropicUsage {
     pub(super) output_tokens: Option<u64>,
     pub(super) cache_creation_input_tokens: Option<u64>,
     pub(super) cache_read_input_tokens: Option<u64>,
+    /// The 5-minute / 1-hour split of the cache writes.
+    pub(super) cache_creation: Option<CacheCreation>,
+}
+
+/// Anthropic `usage.cache_creation`: the cache writes by TTL.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(super) struct CacheCreation {
+    pub(super) ephemeral_1h_input_tokens: Option<u64>,
 }
 
 impl AnthropicUsage {
@@ -110,6 +119,16 @@ impl AnthropicUsage {
         if let Some(n) = self.cache_read_input_tokens {
             usage.cache_read_tokens = n;
         }
+        if let Some(n) = self
+            .cache_creation
+            .as_ref()
+            .and_then(|c| c.ephemeral_1h_input_tokens)
+        {
+            usage.cache_write_1h_tokens = n;
+        }
+        // A part of the writes, never more (a lying upstream cannot bill
+        // writes twice).
+        usage.cache_write_1h_tokens = usage.cache_write_1h_tokens.min(usage.cache_write_tokens);
     }
 }
 

@@ -399,6 +399,36 @@ fn sse_anthropic_message_delta_with_input_and_nulls() {
 }
 
 #[test]
+fn anthropic_one_hour_cache_writes_are_metered_as_a_part_of_the_writes() {
+    let with_1h = |u: TokenCounts, h: u64| TokenCounts {
+        cache_write_1h_tokens: h,
+        ..u
+    };
+    let stream = concat!(
+        "event: message_start\n",
+        r#"data: {"type":"message_start","message":{"model":"claude-haiku-4-5","usage":{"input_tokens":100,"cache_creation_input_tokens":2000,"cache_read_input_tokens":30,"cache_creation":{"ephemeral_5m_input_tokens":500,"ephemeral_1h_input_tokens":1500},"output_tokens":1}}}"#,
+        "\n\nevent: message_delta\n",
+        r#"data: {"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":9}}"#,
+        "\n\nevent: message_stop\ndata: {\"type\":\"message_stop\"}\n\n",
+    );
+    let (_, o) = run(Flavor::Anthropic, false, stream);
+    assert_eq!(o.usage, Some(with_1h(usage(100, 9, 30, 2000), 1500)));
+    let body = br#"{"model":"claude-haiku-4-5","usage":{"input_tokens":10,"output_tokens":20,"cache_read_input_tokens":0,"cache_creation_input_tokens":700,"cache_creation":{"ephemeral_5m_input_tokens":0,"ephemeral_1h_input_tokens":700}}}"#;
+    let m = from_json(Flavor::Anthropic, body).unwrap().unwrap();
+    assert_eq!(m.usage, with_1h(usage(10, 20, 0, 700), 700));
+    // More 1-hour writes than writes: capped, never billed twice.
+    let lie = br#"{"model":"m","usage":{"input_tokens":1,"output_tokens":1,"cache_creation_input_tokens":5,"cache_creation":{"ephemeral_1h_input_tokens":900}}}"#;
+    assert_eq!(
+        from_json(Flavor::Anthropic, lie)
+            .unwrap()
+            .unwrap()
+            .usage
+            .cache_write_1h_tokens,
+        5
+    );
+}
+
+#[test]
 fn usage_so_far_while_streaming() {
     let mut tap = SseTap::new(Flavor::Anthropic, false);
     let mut out = Vec::new();
