@@ -12,7 +12,7 @@ use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use serde_json::json;
-use tokenwarden_core::usage::Aggregate;
+use tokenwarden_core::usage::{Aggregate, cache::HitRatio};
 
 use crate::{body::ProxyBody, state::Shared, sync::lock};
 
@@ -116,9 +116,14 @@ pub fn model_rows(agg: &Aggregate) -> Vec<serde_json::Value> {
                 "output_tokens": t.usage.output_tokens,
                 "cache_read_tokens": t.usage.cache_read_tokens,
                 "cache_write_tokens": t.usage.cache_write_tokens,
+                "cache_write_1h_tokens": t.usage.cache_write_1h_tokens,
                 "cost_usd": t.cost.to_string(),
                 "unpriced_requests": t.unpriced_requests,
                 "estimated_requests": t.estimated_requests,
+                "cache_hit_ratio": HitRatio::of(&t.usage).map(HitRatio::as_decimal),
+                "cache_saved_usd": t.cache.saved.to_string(),
+                "cache_wasted_usd": t.cache.wasted.to_string(),
+                "cache_busts": t.cache.busts,
             })
         })
         .collect()
@@ -190,7 +195,12 @@ pub fn ledger_json(shared: &Shared) -> serde_json::Value {
             "output_tokens": total.usage.output_tokens,
             "cache_read_tokens": total.usage.cache_read_tokens,
             "cache_write_tokens": total.usage.cache_write_tokens,
+            "cache_write_1h_tokens": total.usage.cache_write_1h_tokens,
             "cost_usd": total.cost.to_string(),
+            "cache_hit_ratio": HitRatio::of(&total.usage).map(HitRatio::as_decimal),
+            "cache_saved_usd": total.cache.saved.to_string(),
+            "cache_wasted_usd": total.cache.wasted.to_string(),
+            "cache_busts": total.cache.busts,
         },
         "budgets": budgets,
         "last_seq": agg.last_seq,

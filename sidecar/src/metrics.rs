@@ -23,6 +23,12 @@
 //! | `tokenwarden_lease_waits_total`, `tokenwarden_lease_fail_open_total` | budget |
 //! | `tokenwarden_lease_refusals_total` | budget, reason (lease, fail_closed) |
 //! | `tokenwarden_budget_cluster_percent_spent`, `tokenwarden_budget_cluster_spent_usd` | budget (from the operator) |
+//! | `tokenwarden_cache_saved_usd_total` | served_model: what prompt-cache reads saved (reads at the input price minus their cost) |
+//! | `tokenwarden_cache_wasted_usd_total` | served_model: what cache busts wasted (shared content billed above the cache-read price) |
+//! | `tokenwarden_cache_busts_total` | reason (prefix_diverged, volatile_prefix, provider_miss), change (timestamp, date, uuid, number, whitespace, tools_reordered, tools_changed, system_replaced, content, none) |
+//! | `tokenwarden_cache_expiries_total` | | prompts whose earlier prefix had outlived the provider's cache TTL (not busts) |
+//! | `tokenwarden_cache_rewrites_total` | kind (breakpoints, prompt_cache_key): requests the sidecar changed to make the cache hit |
+//! | `tokenwarden_cache_monitor_bytes` | | memory held by the prefix-stability monitor |
 //!
 //! Model names come from apps, so their label values are bounded: at most
 //! [`MAX_MODEL_LABELS`] distinct values (then `other`), 64 characters each,
@@ -46,7 +52,7 @@ use prometheus_client::{
     },
     registry::Registry,
 };
-use tokenwarden_core::workload::ObjectRef;
+use tokenwarden_core::{usage::cache::CacheFigures, workload::ObjectRef};
 
 /// Count one event of `budget` in `family`.
 fn count_for(family: &Family<BudgetLabel, Counter>, budget: &str) {
@@ -245,6 +251,17 @@ struct RouteLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BustLabels {
+    reason: &'static str,
+    change: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabel {
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabel {
     reason: &'static str,
 }
@@ -338,6 +355,12 @@ pub struct Metrics {
     lease_refusals: Family<RefusalLabels, Counter>,
     cluster_percent: Family<BudgetLabel, Gauge<i64, AtomicI64>>,
     cluster_spent: Family<BudgetLabel, Gauge<f64, AtomicU64>>,
+    cache_saved: Family<ModelLabel, Counter<f64, AtomicU64>>,
+    cache_wasted: Family<ModelLabel, Counter<f64, AtomicU64>>,
+    cache_busts: Family<BustLabels, Counter>,
+    cache_expiries: Counter,
+    cache_rewrites: Family<KindLabel, Counter>,
+    cache_monitor_bytes: Gauge<i64, AtomicI64>,
 }
 
 impl Default for Metrics {
@@ -387,12 +410,97 @@ impl Metrics {
             lease_refusals: Family::default(),
             cluster_percent: Family::default(),
             cluster_spent: Family::default(),
+            cache_saved: Family::default(),
+            cache_wasted: Family::default(),
+            cache_busts: Family::default(),
+            cache_expiries: Counter::default(),
+            cache_rewrites: Family::default(),
+            cache_monitor_bytes: Gauge::default(),
         };
         m.register_traffic(&mut registry);
         m.register_budgets(&mut registry);
         m.register_process(&mut registry);
         m.register_control(&mut registry);
+        m.register_cache(&mut registry);
         Metrics { registry, ..m }
+    }
+
+    /// Register the provider's prompt cache: saved, wasted, busts, rewrites.
+    fn register_cache(&self, registry: &mut Registry) {
+        registry.register(
+            "cache_saved_usd",
+            "What prompt-cache reads saved: their tokens at the uncached input price minus their cost",
+            self.cache_saved.clone(),
+        );
+        registry.register(
+            "cache_wasted_usd",
+            "What prompt-cache busts wasted: shared content billed above the cache-read price",
+            self.cache_wasted.clone(),
+        );
+        registry.register(
+            "cache_busts",
+            "Requests whose prompt prefix broke the provider's cache, by reason and kind of change",
+            self.cache_busts.clone(),
+        );
+        registry.register(
+            "cache_expiries",
+            "Requests whose earlier prefix had outlived the provider's cache TTL (not busts)",
+            self.cache_expiries.clone(),
+        );
+        registry.register(
+            "cache_rewrites",
+            "Requests the sidecar changed to make the prompt cache hit, by kind",
+            self.cache_rewrites.clone(),
+        );
+        registry.register(
+            "cache_monitor_bytes",
+            "Memory held by the prefix-stability monitor",
+            self.cache_monitor_bytes.clone(),
+        );
+    }
+
+    /// Count one record's prompt-cache figures.
+    pub fn cache(&self, served_model: &str, f: &CacheFigures) {
+        if !f.saved.is_zero() || !f.wasted.is_zero() {
+            let label = ModelLabel {
+                served_model: self.model(served_model),
+            };
+            if !f.saved.is_zero() {
+                self.cache_saved
+                    .get_or_create(&label)
+                    .inc_by(usd_f64(f.saved));
+            }
+            if !f.wasted.is_zero() {
+                self.cache_wasted
+                    .get_or_create(&label)
+                    .inc_by(usd_f64(f.wasted));
+            }
+        }
+        if let Some(b) = &f.bust {
+            self.cache_busts
+                .get_or_create(&BustLabels {
+                    reason: b.reason.as_str(),
+                    change: b.change.as_str(),
+                })
+                .inc();
+        }
+    }
+
+    /// Count a prompt whose earlier prefix had expired from the provider's cache.
+    pub fn cache_expiry(&self) {
+        self.cache_expiries.inc();
+    }
+
+    /// Count a request changed to make the cache hit (`breakpoints`,
+    /// `prompt_cache_key`).
+    pub fn cache_rewrite(&self, kind: &'static str) {
+        self.cache_rewrites.get_or_create(&KindLabel { kind }).inc();
+    }
+
+    /// The prefix-stability monitor's memory.
+    pub fn cache_monitor_bytes(&self, bytes: usize) {
+        self.cache_monitor_bytes
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
     }
 
     /// Register the traffic: attempts, tokens, cost, routes, errors, upstream latency.

@@ -6,7 +6,8 @@ use std::fmt::Write as _;
 use tokenwarden_core::{
     money::Usd,
     selector::Labels,
-    usage::Aggregate,
+    tokens::TokenCounts,
+    usage::{Aggregate, cache::HitRatio},
     workload::{BudgetConfig, DowngradeTarget, FailMode, Target, ThresholdAction, WorkloadConfig},
 };
 
@@ -109,15 +110,27 @@ fn trim_lines(s: &str) -> String {
     out
 }
 
-/// The per-model table of `report`.
+/// The prompt-cache hit ratio column: `87.3%`, `-` without input.
+fn hit(u: &TokenCounts) -> String {
+    HitRatio::of(u).map_or_else(|| "-".into(), |r| r.to_string())
+}
+
+/// The per-model table of `report`: tokens by kind, cost and share, then
+/// the prompt cache's economics (hit ratio, what it saved, what busts
+/// wasted, how many).
 pub fn report(agg: &Aggregate) -> String {
+    macro_rules! row {
+        () => {
+            "{:<32} {:>9} {:>12} {:>11} {:>11} {:>11} {:>14} {:>6} {:>9} {:>12} {:>12} {:>6}"
+        };
+    }
     let mut s = String::new();
     let total = agg.total();
     let mut models: Vec<_> = agg.models.iter().collect();
     models.sort_by(|a, b| b.1.cost.cmp(&a.1.cost).then(a.0.cmp(b.0)));
     let _ = writeln!(
         s,
-        "{:<32} {:>9} {:>12} {:>11} {:>11} {:>11} {:>14} {:>6}",
+        row!(),
         "MODEL (served)",
         "REQUESTS",
         "INPUT",
@@ -125,7 +138,11 @@ pub fn report(agg: &Aggregate) -> String {
         "CACHE READ",
         "CACHE WRITE",
         "COST USD",
-        "SHARE"
+        "SHARE",
+        "CACHE HIT",
+        "SAVED USD",
+        "WASTED USD",
+        "BUSTS"
     );
     for (model, t) in &models {
         let share = if total.cost.picos() > 0 {
@@ -147,7 +164,7 @@ pub fn report(agg: &Aggregate) -> String {
         };
         let _ = writeln!(
             s,
-            "{:<32} {:>9} {:>12} {:>11} {:>11} {:>11} {:>14} {:>6}",
+            row!(),
             truncate(model, 32),
             t.requests,
             t.usage.input_tokens,
@@ -155,12 +172,16 @@ pub fn report(agg: &Aggregate) -> String {
             t.usage.cache_read_tokens,
             t.usage.cache_write_tokens,
             cost,
-            share
+            share,
+            hit(&t.usage),
+            money(t.cache.saved),
+            money(t.cache.wasted),
+            t.cache.busts
         );
     }
     let _ = writeln!(
         s,
-        "{:<32} {:>9} {:>12} {:>11} {:>11} {:>11} {:>14} {:>6}",
+        row!(),
         "TOTAL",
         total.requests,
         total.usage.input_tokens,
@@ -168,7 +189,11 @@ pub fn report(agg: &Aggregate) -> String {
         total.usage.cache_read_tokens,
         total.usage.cache_write_tokens,
         money(total.cost),
-        ""
+        "",
+        hit(&total.usage),
+        money(total.cache.saved),
+        money(total.cache.wasted),
+        total.cache.busts
     );
     if total.unpriced_requests > 0 {
         let _ = writeln!(
@@ -409,6 +434,63 @@ spec:
             .unwrap_or_else(|| panic!("no {name} row in\n{table}"))
             .split_whitespace()
             .collect()
+    }
+
+    #[test]
+    fn the_model_table_shows_what_the_prompt_cache_saved_and_wasted() {
+        use tokenwarden_core::usage::cache::{BustReason, CacheBust, CacheFigures, ChangeKind};
+        let mut agg = Aggregate::default();
+        for (seq, bust) in [(1, false), (2, true)] {
+            agg.add(&tokenwarden_core::usage::UsageRecord {
+                seq,
+                ts: "2026-12-03T10:00:00Z".parse().unwrap(),
+                endpoint: tokenwarden_core::workload::Endpoint::Messages,
+                requested_model: "claude-sonnet-4-5".into(),
+                served_model: "claude-sonnet-4-5".into(),
+                provider: "anthropic".into(),
+                route: None,
+                score: None,
+                reason: None,
+                attempt: 1,
+                status: 200,
+                usage: TokenCounts {
+                    input_tokens: 100,
+                    cache_read_tokens: 9_000,
+                    cache_write_tokens: 900,
+                    ..TokenCounts::default()
+                },
+                cost: Some("0.01".parse().unwrap()),
+                estimated: false,
+                budgets: vec![],
+                intent: None,
+                cache: CacheFigures {
+                    saved: "0.0243".parse().unwrap(),
+                    wasted: if bust {
+                        "0.0031".parse().unwrap()
+                    } else {
+                        Usd::ZERO
+                    },
+                    bust: bust.then(|| CacheBust {
+                        reason: BustReason::VolatilePrefix,
+                        section: "system".into(),
+                        offset: 14,
+                        change: ChangeKind::Timestamp,
+                        lost_tokens: 900,
+                    }),
+                },
+            });
+        }
+        let text = report(&agg);
+        let header = row(&text, "MODEL");
+        assert_eq!(
+            &header[header.len() - 7..],
+            ["CACHE", "HIT", "SAVED", "USD", "WASTED", "USD", "BUSTS"]
+        );
+        // 18,000 of 20,000 input tokens read from the cache.
+        let r = row(&text, "claude-sonnet-4-5");
+        assert_eq!(&r[r.len() - 4..], ["90.0%", "$0.0486", "$0.0031", "1"]);
+        let t = row(&text, "TOTAL");
+        assert_eq!(&t[t.len() - 4..], ["90.0%", "$0.0486", "$0.0031", "1"]);
     }
 
     #[test]

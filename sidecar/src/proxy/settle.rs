@@ -11,7 +11,7 @@ use tokenwarden_core::{
     budget::Held,
     money::Usd,
     tokens::TokenCounts,
-    usage::{BudgetPeriodRef, UsageRecord},
+    usage::{BudgetPeriodRef, UsageRecord, cache::CacheFigures},
     workload::ObjectRef,
 };
 
@@ -257,10 +257,16 @@ pub(crate) fn settle(
         served_model,
         estimated,
     } = outcome;
+    let prices = active.prices.price(hint, &served_model);
+    let prices = prices.prices();
     let cost: Option<Usd> = if usage == TokenCounts::default() {
         Some(Usd::ZERO)
     } else {
-        active.prices.cost(hint, &served_model, &usage)
+        prices.map(|p| p.cost(&usage))
+    };
+    let cache = CacheFigures {
+        saved: prices.map_or(Usd::ZERO, |p| p.cache_saved(&usage)),
+        ..CacheFigures::default()
     };
     let spent = usage != TokenCounts::default() || status != 0;
     let holds = std::mem::take(&mut attempt.holds);
@@ -282,8 +288,11 @@ pub(crate) fn settle(
         estimated,
         budgets: periods,
         intent: attempt.intent,
-        cache: Default::default(),
+        cache,
     };
+    if !record.cache.is_empty() {
+        shared.metrics.cache(&record.served_model, &record.cache);
+    }
     shared.metrics.attempt(&crate::metrics::Attempt {
         endpoint: attempt.endpoint.as_str(),
         requested_model: &attempt.requested_model,
