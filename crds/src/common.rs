@@ -28,6 +28,10 @@ pub mod conditions {
     pub const THRESHOLD_CROSSED: &str = "ThresholdCrossed";
     /// The budget's limit is spent for the current period.
     pub const EXHAUSTED: &str = "Exhausted";
+    /// A workload the RoutingPolicy selects broke the provider's prompt
+    /// cache in the last 24 hours (a cache bust): the message names the
+    /// workload, model, section and kind of change, and the USD wasted.
+    pub const PROMPT_CACHE_UNSTABLE: &str = "PromptCacheUnstable";
 
     /// Reason: the spec is valid and was compiled.
     pub const REASON_ACCEPTED: &str = "Accepted";
@@ -53,6 +57,8 @@ pub mod conditions {
     pub const REASON_LIMIT_REACHED: &str = "LimitReached";
     /// Reason: a new period started.
     pub const REASON_PERIOD_RESET: &str = "PeriodReset";
+    /// Reason: no prompt-cache bust in the last 24 hours.
+    pub const REASON_CACHE_STABLE: &str = "PrefixStable";
 }
 
 /// A key in a Kubernetes Secret in the same namespace.

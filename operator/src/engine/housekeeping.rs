@@ -43,6 +43,10 @@ impl Engine {
             .iter()
             .map(|(k, v)| (k.clone(), *v))
             .collect();
+        // Busts age out of the PromptCacheUnstable window.
+        if self.cache_watch.prune(now) {
+            self.policy_statuses_dirty = true;
+        }
         let mut events = Vec::new();
         let mut broadcasts = Vec::new();
         for (id, slot) in &mut self.books {

