@@ -181,9 +181,10 @@ impl CacheWatch {
             format!("at {section} offset {offset} ({})", change.describe())
         };
         let mut message = format!(
-            "workload {workload}: {n} prompt-cache busts in the last 24h, wasting ${wasted}; \
-             most often on {model} {place}: {count} times",
-            n = busts.len(),
+            "workload {workload}: {} in the last 24h, wasting ${wasted}; most often on {model} \
+             {place}: {}",
+            plural(busts.len(), "prompt-cache bust"),
+            times(count),
         );
         let repeated = guard.is_some_and(|g| count >= usize::try_from(g).unwrap_or(usize::MAX));
         if repeated && !section.is_empty() {
@@ -228,6 +229,24 @@ impl CacheWatch {
             p.evented = Some((u.signature.clone(), now));
         }
         due
+    }
+}
+
+/// `1 prompt-cache bust`, `4 prompt-cache busts`.
+fn plural(n: usize, what: &str) -> String {
+    if n == 1 {
+        format!("1 {what}")
+    } else {
+        format!("{n} {what}s")
+    }
+}
+
+/// `once`, `twice`, `3 times`.
+fn times(n: usize) -> String {
+    match n {
+        1 => "once".into(),
+        2 => "twice".into(),
+        n => format!("{n} times"),
     }
 }
 

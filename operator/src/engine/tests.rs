@@ -19,10 +19,23 @@ use tokenwarden_proto::{
 };
 
 use super::*;
-use crate::source::{BoxFuture, Event, SourceError};
+use crate::source::{BoxFuture, Event, EventType, Regarding, SourceError};
 
 const BUDGET_YAML: &str = include_str!("../../../deploy/examples/02-team-daily-budget.yaml");
 const NS: &str = "agents";
+const POLICY: &str = "search-routing";
+const POLICY_YAML: &str = r#"
+apiVersion: tokenwarden.dev/v1alpha1
+kind: RoutingPolicy
+metadata: {name: search-routing, namespace: agents}
+spec:
+  workloadSelector: {matchLabels: {team: search}}
+  providers:
+    - name: anthropic
+      api: anthropic
+      baseUrl: https://api.anthropic.com
+      apiKeySecretRef: {name: llm-keys, key: anthropic}
+"#;
 const BUDGET: &str = "search-team-daily";
 /// Long enough for the engine to have done what it would do (it ticks
 /// every 50 ms); short enough to keep the tests fast.
@@ -54,6 +67,8 @@ struct FakeSource {
     gate: watch::Sender<bool>,
     started: Mutex<Vec<TokenBudgetStatus>>,
     finished: Mutex<Vec<TokenBudgetStatus>>,
+    policy_writes: Mutex<Vec<RoutingPolicyStatus>>,
+    events: Mutex<Vec<Event>>,
 }
 
 impl FakeSource {
@@ -88,12 +103,14 @@ impl ObjectSource for FakeSource {
     fn write_policy_status<'a>(
         &'a self,
         _id: &'a ObjectRef,
-        _status: &'a RoutingPolicyStatus,
+        status: &'a RoutingPolicyStatus,
     ) -> BoxFuture<'a, Result<(), SourceError>> {
+        self.policy_writes.lock().unwrap().push(status.clone());
         Box::pin(async { Ok(()) })
     }
 
-    fn event<'a>(&'a self, _event: &'a Event) -> BoxFuture<'a, ()> {
+    fn event<'a>(&'a self, event: &'a Event) -> BoxFuture<'a, ()> {
+        self.events.lock().unwrap().push(event.clone());
         Box::pin(async {})
     }
 
@@ -146,6 +163,15 @@ fn objects() -> Arc<Objects> {
         }
     }
     assert_eq!(objects.budgets.len(), 1);
+    for o in parse_yaml(POLICY_YAML).unwrap() {
+        if let Object::RoutingPolicy(mut p) = o {
+            p.metadata.generation = Some(1);
+            objects
+                .policies
+                .insert(ObjectRef::new(NS, POLICY), Arc::new(*p));
+        }
+    }
+    assert_eq!(objects.policies.len(), 1);
     Arc::new(objects)
 }
 
@@ -158,6 +184,8 @@ fn start(gate_open: bool) -> Harness {
         gate: watch::channel(gate_open).0,
         started: Mutex::default(),
         finished: Mutex::default(),
+        policy_writes: Mutex::default(),
+        events: Mutex::default(),
     });
     let ledger = Arc::new(FakeLedger::default());
     let (leadership, leading) = watch::channel(Leadership {
@@ -484,5 +512,72 @@ async fn a_replica_that_lost_leadership_writes_nothing_more() {
         h.ledger.saved.lock().unwrap().len(),
         saves,
         "a ledger write after the fence"
+    );
+}
+
+#[tokio::test]
+async fn a_cache_bust_makes_the_policy_prompt_cache_unstable_with_a_warning_event() {
+    let h = start(true);
+    let mut sidecar = h.connect(1, "sc-1").await;
+    let mut busted = sidecar.record(1);
+    busted.served_model = "claude-sonnet-4-5".into();
+    busted.cache_wasted_picos = 250_000_000_000;
+    busted.cache_bust = Some(pb::CacheBust {
+        reason: "volatile_prefix".into(),
+        section: "system".into(),
+        offset: 14,
+        change: "timestamp".into(),
+        lost_tokens: 90_000,
+    });
+    h.send(
+        &sidecar,
+        In::Usage(UsageBatch {
+            records: vec![busted, sidecar.record(2)],
+        }),
+    )
+    .await;
+    sidecar
+        .next(|m| matches!(m, Out::UsageAck(a) if a.up_to_seq == 2))
+        .await;
+    let want = "workload agents/search-sc-1: 1 prompt-cache bust in the last 24h, wasting \
+                $0.25; most often on claude-sonnet-4-5 at system offset 14 (a timestamp-like \
+                value changed): once";
+    let unstable = |s: &RoutingPolicyStatus| {
+        s.conditions.iter().any(|c| {
+            c.type_ == "PromptCacheUnstable"
+                && c.status == "True"
+                && c.reason == "VolatilePrefix"
+                && c.message == want
+        })
+    };
+    until("PromptCacheUnstable in a policy status write", || {
+        h.source.policy_writes.lock().unwrap().iter().any(unstable)
+    })
+    .await;
+    until("a PromptCacheUnstable Event", || {
+        h.source.events.lock().unwrap().iter().any(|e| {
+            e.reason == "PromptCacheUnstable"
+                && e.regarding == Regarding::Policy(ObjectRef::new(NS, POLICY))
+                && e.type_ == EventType::Warning
+                && e.message == want
+        })
+    })
+    .await;
+    // The cluster ledger's row carries the waste and the bust.
+    let view = h.render().await;
+    let row = view["ledger"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["model"] == "claude-sonnet-4-5")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        (
+            row["cache_wasted_usd"].as_str(),
+            row["cache_busts"].as_u64()
+        ),
+        (Some("0.25"), Some(1)),
+        "{view}"
     );
 }
