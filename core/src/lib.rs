@@ -17,6 +17,7 @@
 //! - [`workload`]: the compiled per-workload configuration a sidecar runs.
 //! - [`tokens`]: the four disjoint token kinds of a request ([`tokens::TokenCounts`]).
 //! - [`usage`]: usage records and their aggregation.
+//! - [`prompt_cache`]: the prefix-stability monitor that finds prompt-cache busts.
 //! - [`compile`]: the compiler from policies + budgets + pod labels to that config.
 //! - [`route`]: the routing decision (routes, escalation, downgrade).
 
@@ -29,6 +30,7 @@ pub mod compile;
 pub mod lease;
 pub mod money;
 pub mod period;
+pub mod prompt_cache;
 pub mod route;
 pub mod selector;
 pub mod tokens;
