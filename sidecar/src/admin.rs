@@ -203,6 +203,7 @@ pub fn ledger_json(shared: &Shared) -> serde_json::Value {
             "cache_busts": total.cache.busts,
         },
         "budgets": budgets,
+        "prompt_cache": shared.prompt_cache.json(),
         "last_seq": agg.last_seq,
         "control": shared.control.as_ref().map(|c| {
             let spool = lock(&shared.journal);

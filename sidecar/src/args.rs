@@ -161,6 +161,15 @@ pub struct Args {
     )]
     pub upstream_idle_timeout_ms: u64,
 
+    /// Treat the providers' prompt-cache TTL as this many milliseconds
+    /// when telling a cache bust from an expiry (default: the providers'
+    /// own TTLs: Anthropic 5 minutes or 1 hour per breakpoint, OpenAI 5
+    /// minutes or 24 hours with `prompt_cache_retention`). For simulators
+    /// and tests whose provider expires entries sooner; leave unset in
+    /// production.
+    #[arg(long, env = "TOKENWARDEN_SIDECAR_PROMPT_CACHE_TTL_MS", value_name = "MS")]
+    pub prompt_cache_ttl_ms: Option<u64>,
+
     /// Extra PEM CA bundle trusted for provider connections (in addition to
     /// the webpki roots).
     #[arg(long, env = "TOKENWARDEN_SIDECAR_CA_BUNDLE", value_name = "FILE")]

@@ -10,7 +10,8 @@
 //! client with fallbacks; `respond` streams the answer back through a
 //! [`body`] tap that meters usage ([`meter`]); `settle` settles the
 //! attempt in the budgets, the usage journal (`tokenwarden-durable`) and
-//! the [`metrics`]. [`admin`] serves health, readiness, metrics and the
+//! the [`metrics`], with what the provider's prompt cache saved and what a
+//! bust wasted ([`prompt_cache`]). [`admin`] serves health, readiness, metrics and the
 //! `/ledger` view; [`args`], [`cli`] and [`run`] are the process
 //! ([`report`] prints the tables people read). In connected mode
 //! [`session`] talks to the operator (config snapshots, the usage spool,
@@ -26,6 +27,7 @@ pub mod link;
 pub mod meter;
 pub mod metrics;
 pub mod policy_file;
+pub mod prompt_cache;
 pub mod proxy;
 pub mod redact;
 pub mod report;

@@ -125,6 +125,7 @@ fn shared_state(args: &Args, mode: &Mode) -> Result<(Arc<Shared>, Option<Outbox>
             ledger_fail_open: args.ledger_fail_open,
             body_timeout: Duration::from_millis(args.body_timeout_ms.max(1)),
             upstream_idle: Duration::from_millis(args.upstream_idle_timeout_ms.max(1)),
+            prompt_cache_ttl: args.prompt_cache_ttl_ms.map(Duration::from_millis),
         },
         reservations_freed: Default::default(),
         active: ArcSwapOption::empty(),
@@ -134,6 +135,9 @@ fn shared_state(args: &Args, mode: &Mode) -> Result<(Arc<Shared>, Option<Outbox>
         client,
         repeats: Mutex::new(Default::default()),
         control,
+        prompt_cache: crate::prompt_cache::PromptCache::new(
+            args.prompt_cache_ttl_ms.map(Duration::from_millis),
+        ),
     });
     shared.metrics.ledger_writable(true);
     Ok((shared, outbox))

@@ -43,6 +43,9 @@ pub struct Options {
     /// How long the provider may stay silent after its response head (a
     /// stream stalled mid-body) before the attempt is cut.
     pub upstream_idle: std::time::Duration,
+    /// Replaces the providers' prompt-cache TTLs in the prefix-stability
+    /// monitor (`--prompt-cache-ttl-ms`; simulators and tests).
+    pub prompt_cache_ttl: Option<std::time::Duration>,
 }
 
 /// One loaded, valid configuration.
@@ -89,6 +92,8 @@ pub struct Shared {
     pub repeats: Mutex<HashMap<u64, VecDeque<Timestamp>>>,
     /// Connected mode: the operator session's state (spool, leases).
     pub control: Option<Arc<crate::control::Control>>,
+    /// The prefix-stability monitor and the recent cache busts.
+    pub prompt_cache: crate::prompt_cache::PromptCache,
 }
 
 /// Most digests the repeated-prompt tracker remembers.

@@ -12,6 +12,7 @@ use tokenwarden_core::{
     budget::Held,
     classify::Classification,
     money::Usd,
+    prompt_cache::Fingerprint,
     route::{Choice, Router},
     tokens::TokenCounts,
     workload::{Endpoint, ObjectRef, RoutingConfig},
@@ -105,6 +106,12 @@ pub struct Attempt {
     pub leased: Vec<ObjectRef>,
     /// The attempt's intent in the durable ledger, once written.
     pub intent: Option<u64>,
+    /// The prompt as sent, fingerprinted for the prefix-stability monitor
+    /// (taken when the attempt settles).
+    pub fingerprint: Option<Fingerprint>,
+    /// How the sidecar changed the body to make the prompt cache hit
+    /// (`breakpoints`, `prompt_cache_key`), if it did.
+    pub cache_rewrite: Option<&'static str>,
 }
 
 // === impl Attempt ===

@@ -10,7 +10,10 @@ use http::{
 };
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use tokenwarden_core::workload::{Api, Endpoint};
+use tokenwarden_core::{
+    prompt_cache::Fingerprint,
+    workload::{Api, Endpoint},
+};
 
 use super::attempt::{Attempt, Plan};
 use crate::{error::ProxyError, link::Link, request, state::Shared};
@@ -116,7 +119,7 @@ pub(super) fn strip_hop_headers(h: &mut HeaderMap) {
 /// report), to `uri`, with the provider's credential.
 pub(super) fn upstream_request(
     plan: &Plan<'_>,
-    attempt: &Attempt,
+    attempt: &mut Attempt,
     uri: Uri,
     auth: (&HeaderName, &HeaderValue),
 ) -> Request<Full<Bytes>> {
@@ -127,6 +130,8 @@ pub(super) fn upstream_request(
         model_changed.then_some(attempt.choice.model.as_str()),
         plan.ensure_usage,
     );
+    // The prompt as the provider's cache will see it.
+    attempt.fingerprint = Fingerprint::of(attempt.endpoint, &out_body);
     let mut up = Request::new(Full::new(out_body));
     *up.method_mut() = Method::POST;
     *up.uri_mut() = uri;

@@ -245,7 +245,7 @@ async fn metered(
         // Before anything is reserved: an early return here holds nothing.
         let uri = link.uri(&plan.path_and_query)?;
         let prompt_bound = enforce::admit(&mut plan, &mut attempt, link).await?;
-        let up = forward::upstream_request(&plan, &attempt, uri, auth);
+        let up = forward::upstream_request(&plan, &mut attempt, uri, auth);
         forwardable(&plan, &mut attempt, app, prompt_bound)?;
         match forward::send(&plan, &attempt, up).await {
             Sent::Answer(resp) => return Ok(respond::respond(&plan, attempt, resp).await),

@@ -81,6 +81,8 @@ pub(super) fn plan<'a>(
         holds: Vec::new(),
         leased: Vec::new(),
         intent: None,
+        fingerprint: None,
+        cache_rewrite: None,
     };
     let mut plan = Plan {
         shared,

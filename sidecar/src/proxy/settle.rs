@@ -11,7 +11,7 @@ use tokenwarden_core::{
     budget::Held,
     money::Usd,
     tokens::TokenCounts,
-    usage::{BudgetPeriodRef, UsageRecord, cache::CacheFigures},
+    usage::{BudgetPeriodRef, UsageRecord},
     workload::ObjectRef,
 };
 
@@ -20,6 +20,7 @@ use crate::{
     body,
     error::ProxyError,
     meter::{self, Flavor, JsonOutcome, JsonTap, TapOutcome},
+    prompt_cache::Settling,
     state::{Active, Shared},
     sync::lock,
 };
@@ -264,10 +265,18 @@ pub(crate) fn settle(
     } else {
         prices.map(|p| p.cost(&usage))
     };
-    let cache = CacheFigures {
-        saved: prices.map_or(Usd::ZERO, |p| p.cache_saved(&usage)),
-        ..CacheFigures::default()
-    };
+    let cache = shared.prompt_cache.figures(
+        &shared.metrics,
+        Settling {
+            fingerprint: attempt.fingerprint.take(),
+            provider: provider.map_or("", |p| p.name.as_str()),
+            model: &attempt.choice.model,
+            usage: &usage,
+            prices,
+            exact: (200..300).contains(&status) && !estimated,
+        },
+        now,
+    );
     let spent = usage != TokenCounts::default() || status != 0;
     let holds = std::mem::take(&mut attempt.holds);
     let (periods, lease_holds) = charge_budgets(shared, attempt, holds, spent, &usage, cost, now);

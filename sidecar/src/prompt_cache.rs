@@ -1,0 +1,158 @@
+//! The sidecar's side of the provider's prompt cache: the
+//! prefix-stability monitor's state ([`PromptCache`]) and what a settled
+//! attempt's record says about the cache ([`PromptCache::figures`]).
+//!
+//! Every metered attempt's body, as sent upstream, is fingerprinted
+//! (hashes, lengths and offsets: never text, see
+//! [`tokenwarden_core::prompt_cache`]); when its usage is settled the
+//! monitor compares it with the recent prompts of the same provider and
+//! model and names a cache bust, which is priced into the record with
+//! what the cache saved. The last busts are kept for `/ledger`.
+
+use std::{
+    collections::VecDeque,
+    sync::Mutex,
+    time::Duration,
+};
+
+use jiff::Timestamp;
+use serde_json::{Value, json};
+use tokenwarden_core::{
+    catalog::ModelPrices,
+    money::Usd,
+    prompt_cache::{Fingerprint, Monitor, MonitorLimits},
+    tokens::TokenCounts,
+    usage::cache::{CacheBust, CacheFigures},
+};
+
+use crate::{metrics::Metrics, sync::lock};
+
+/// Busts `/ledger` lists (the most recent).
+const RECENT_BUSTS: usize = 32;
+
+/// One recent bust, for `/ledger`.
+#[derive(Clone, Debug)]
+struct Recent {
+    at: Timestamp,
+    model: String,
+    bust: CacheBust,
+    wasted: Usd,
+    repeats: u32,
+}
+
+/// The monitor and the recent busts.
+#[derive(Debug)]
+pub struct PromptCache {
+    monitor: Mutex<Monitor>,
+    recent: Mutex<VecDeque<Recent>>,
+    ttl_override: Option<Duration>,
+}
+
+/// What one settled attempt needs to know about the cache.
+pub struct Settling<'a> {
+    /// The attempt's body as sent, fingerprinted; `None` when it has no
+    /// prompt sections (embeddings) or failed before it was sent.
+    pub fingerprint: Option<Fingerprint>,
+    /// Provider name and the model the attempt asked for: the monitor's key.
+    pub provider: &'a str,
+    /// The model the attempt asked for.
+    pub model: &'a str,
+    /// The usage billed.
+    pub usage: &'a TokenCounts,
+    /// The serving model's prices, when priced.
+    pub prices: Option<&'a ModelPrices>,
+    /// Whether the usage is the provider's (not an estimate, a 2xx).
+    pub exact: bool,
+}
+
+// === impl PromptCache ===
+
+impl PromptCache {
+    /// An empty monitor with the default limits; `ttl_override` replaces
+    /// the providers' TTLs (`--prompt-cache-ttl-ms`).
+    pub fn new(ttl_override: Option<Duration>) -> Self {
+        PromptCache {
+            monitor: Mutex::new(Monitor::new(MonitorLimits::default())),
+            recent: Mutex::new(VecDeque::new()),
+            ttl_override,
+        }
+    }
+
+    /// The saved and wasted figures of a settled attempt and its bust,
+    /// if the monitor finds one; counts them in the metrics.
+    pub fn figures(&self, metrics: &Metrics, s: Settling<'_>, now: Timestamp) -> CacheFigures {
+        let mut figures = CacheFigures {
+            saved: s.prices.map_or(Usd::ZERO, |p| p.cache_saved(s.usage)),
+            ..CacheFigures::default()
+        };
+        // Only the provider's own numbers say how the cache did.
+        let Some(fp) = s.fingerprint.filter(|_| s.exact) else {
+            return figures;
+        };
+        let key = format!("{}\u{0}{}", s.provider, s.model);
+        let (obs, bytes) = {
+            let mut m = lock(&self.monitor);
+            let obs = m.observe(&key, fp, now, s.usage, self.ttl_override);
+            (obs, m.heap_bytes())
+        };
+        metrics.cache_monitor_bytes(bytes);
+        if obs.expired {
+            metrics.cache_expiry();
+        }
+        if let Some(bust) = obs.bust {
+            let wasted = s
+                .prices
+                .map_or(Usd::ZERO, |p| p.cache_wasted(s.usage, bust.lost_tokens));
+            tracing::info!(
+                model = s.model,
+                reason = bust.reason.as_str(),
+                section = %bust.section,
+                offset = bust.offset,
+                change = bust.change.as_str(),
+                lost_tokens = bust.lost_tokens,
+                wasted_usd = %wasted,
+                repeats = obs.repeats,
+                "prompt-cache bust"
+            );
+            let mut recent = lock(&self.recent);
+            if recent.len() >= RECENT_BUSTS {
+                recent.pop_front();
+            }
+            recent.push_back(Recent {
+                at: now,
+                model: s.model.to_string(),
+                bust: bust.clone(),
+                wasted,
+                repeats: obs.repeats,
+            });
+            drop(recent);
+            figures.wasted = wasted;
+            figures.bust = Some(bust);
+        }
+        figures
+    }
+
+    /// The `prompt_cache` member of `/ledger`: the monitor's memory and the
+    /// most recent busts, newest first.
+    pub fn json(&self) -> Value {
+        let bytes = lock(&self.monitor).heap_bytes();
+        let recent: Vec<Value> = lock(&self.recent)
+            .iter()
+            .rev()
+            .map(|r| {
+                json!({
+                    "at": r.at.to_string(),
+                    "model": r.model,
+                    "reason": r.bust.reason.as_str(),
+                    "section": r.bust.section,
+                    "offset": r.bust.offset,
+                    "change": r.bust.change.as_str(),
+                    "lost_tokens": r.bust.lost_tokens,
+                    "wasted_usd": r.wasted.to_string(),
+                    "repeats": r.repeats,
+                })
+            })
+            .collect();
+        json!({ "monitor_bytes": bytes, "recent_busts": recent })
+    }
+}
