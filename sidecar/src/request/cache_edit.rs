@@ -61,22 +61,25 @@
 //! # OpenAI `prompt_cache_key` ([`insert_prompt_cache_key`])
 //!
 //! OpenAI caches prefixes of 1,024 tokens and more automatically; requests
-//! are routed to a cache machine by a hash of the prefix, combined with
-//! `prompt_cache_key` when set, so a stable per-workload key keeps a
-//! workload's requests on the machines that hold its prefixes. Source:
-//! <https://platform.openai.com/docs/guides/prompt-caching>. The key is
+//! are routed to a cache machine by a hash of the prompt's first tokens,
+//! combined with `prompt_cache_key` when set, so a stable per-workload key
+//! keeps a workload's requests on the machines that hold its prefixes.
+//! Source: <https://developers.openai.com/api/docs/guides/prompt-caching>
+//! (formerly `platform.openai.com/docs/guides/prompt-caching`), read on
+//! 2026-12-06. The key is
 //! appended as the last top-level member when the body has none (a `null`
 //! one is replaced); a body with its own key is left alone.
 //!
 //! # Cost
 //!
-//! A body without `cache_control` anywhere and without any `\u` escape is
-//! cleared by two `memmem` scans; otherwise a scan of its strings (a `memchr`
-//! per string) looks for the key. Then one serde_json pass over the body
-//! records the spans (tools and message contents as borrowed raw values);
-//! only the system blocks and the content blocks of the last message(s) are
-//! read a second time, to find the block to mark. The new body is one copy
-//! with at most five splices.
+//! A body without the text `cache_control` and without a `\u` escape of an
+//! ASCII letter is cleared by two `memmem` scans (escapes of non-ASCII
+//! characters, which Python clients write for every `é`, do not count);
+//! otherwise a scan of its strings (a `memchr` per string) looks for the
+//! key. Then one serde_json pass over the body records the spans (tools and
+//! message contents as borrowed raw values); only the system blocks and the
+//! content blocks of the last message(s) are read a second time, to find the
+//! block to mark. The new body is one copy with at most five splices.
 
 use std::{borrow::Cow, fmt, ops::Range};
 
@@ -280,9 +283,7 @@ pub fn insert_prompt_cache_key(body: &Bytes, endpoint: Endpoint, key: &str) -> C
 /// key.
 #[must_use]
 pub fn has_key(body: &[u8], name: &[u8]) -> bool {
-    // A key spelled without escapes appears as is; one spelled with escapes
-    // needs a `\u` (no other escape gives a letter, a digit or `_`).
-    if memmem::find(body, name).is_none() && memmem::find(body, br"\u").is_none() {
+    if !may_have_key(body, name) {
         return false;
     }
     let mut at = 0;
@@ -764,6 +765,21 @@ fn splice(body: &[u8], edits: &[Edit]) -> Option<Vec<u8>> {
     }
     out.extend_from_slice(body.get(at..)?);
     Some(out)
+}
+
+/// False when `body` cannot hold the key `name`: a key spelled without
+/// escapes appears as is, and one spelled with escapes holds a `\u00XX`
+/// escape of one of its ASCII characters (no other escape gives a letter, a
+/// digit or `_`). The `\u` escapes clients write on their own are of
+/// non-ASCII and control characters (`\u00e9`, `\u001b`, Python's
+/// `ensure_ascii`), which this tells apart by the escape's third hex digit.
+fn may_have_key(body: &[u8], name: &[u8]) -> bool {
+    let high = |c: u8| b"0123456789abcdef".get(usize::from(c >> 4)).copied();
+    memmem::find(body, name).is_some()
+        || memmem::find_iter(body, br"\u00").any(|at| {
+            let digit = body.get(at + 4).copied();
+            digit.is_some() && name.iter().any(|&c| high(c) == digit)
+        })
 }
 
 /// The offset of the `"` closing the string whose contents start at

@@ -776,3 +776,90 @@ proptest! {
         }
     }
 }
+
+// --- Timing ---
+
+/// An Anthropic agent body of about `messages × 4 KB` without
+/// `cache_control`: tools, a system prompt, assistant turns with text +
+/// tool_use blocks, user turns with tool_result blocks. Non-ASCII as `\u`
+/// escapes when `ascii` (Python's `json.dumps` default), so the key scan
+/// cannot be skipped.
+fn agent_body(messages: usize, ascii: bool) -> Vec<u8> {
+    let log = "running 12 tests\ntest café::escapes ... ok\ntest rewrite::\"model\" ... FAILED\n";
+    let out = |i: usize| format!("run {i}: {}", log.repeat(4000 / log.len()));
+    let mut msgs = vec![json!({"role": "user", "content": "Fix the failing test."})];
+    for i in 1..messages {
+        msgs.push(if i % 2 == 1 {
+            json!({"role": "assistant", "content": [
+                {"type": "text", "text": "Running the tests again."},
+                {"type": "tool_use", "id": format!("t{i}"), "name": "bash", "input": {"cmd": "cargo test"}}]})
+        } else {
+            json!({"role": "user", "content": [
+                {"type": "tool_result", "tool_use_id": format!("t{}", i - 1),
+                 "content": [{"type": "text", "text": out(i)}]}]})
+        });
+    }
+    let tools: Vec<Value> = (0..10)
+        .map(|i| {
+            json!({"name": format!("tool_{i}"), "description": "Runs a tool.",
+            "input_schema": {"type": "object", "properties": {"arg": {"type": "string"}}}})
+        })
+        .collect();
+    let body = serde_json::to_string(&json!({
+        "model": "claude-sonnet-4-5", "max_tokens": 8192, "stream": true, "tools": tools,
+        "system": "You are a coding agent.".repeat(200), "messages": msgs
+    }))
+    .unwrap();
+    if ascii {
+        body.replace('é', "\\u00e9").into_bytes()
+    } else {
+        body.into_bytes()
+    }
+}
+
+/// Prints the time per call: the best of 10 batches.
+fn time<T>(label: &str, bytes: usize, iterations: u32, mut f: impl FnMut() -> T) {
+    let batch = (iterations / 10).max(1);
+    let mut best = f64::INFINITY;
+    for _ in 0..11 {
+        let start = std::time::Instant::now();
+        for _ in 0..batch {
+            std::hint::black_box(f());
+        }
+        best = best.min(start.elapsed().as_secs_f64() / f64::from(batch));
+    }
+    let mb_s = bytes as f64 / best / 1e6;
+    println!("{label:<32} {:>9.1} µs   {mb_s:>7.0} MB/s", best * 1e6);
+}
+
+#[test]
+#[ignore = "timing; run with --release -- --ignored --nocapture"]
+fn perf_cache_edits() {
+    let plan = BreakpointPlan::for_model("claude-sonnet-4-5", CacheTtl::FiveMinutes);
+    for (messages, iterations) in [(50, 2000), (500, 200)] {
+        for ascii in [false, true] {
+            let body = Bytes::from(agent_body(messages, ascii));
+            let n = body.len();
+            println!("{messages} messages, {} KB, escapes: {ascii}", n / 1024);
+            let edit = insert_anthropic_breakpoints(&body, &plan);
+            // The tools (~1.3 KB, ~330 tokens) are below Sonnet's 1,024.
+            assert!(matches!(edit, CacheEdit::Inserted { breakpoints: 2, .. }));
+            time("insert breakpoints", n, iterations, || {
+                insert_anthropic_breakpoints(&body, &plan)
+            });
+            time("has_key (the check alone)", n, iterations, || {
+                has_key(&body, b"cache_control")
+            });
+            let marked = edit.into_body(&body);
+            time("already marked (untouched)", n, iterations, || {
+                insert_anthropic_breakpoints(&marked, &plan)
+            });
+            time("parse_without_texts (compare)", n, iterations, || {
+                super::parse_without_texts(Endpoint::Messages, &body).unwrap()
+            });
+            time("IgnoredAny (compare)", n, iterations, || {
+                serde_json::from_slice::<IgnoredAny>(&body).unwrap()
+            });
+        }
+    }
+}
