@@ -307,6 +307,15 @@ fn has_key_reads_keys_not_values() {
     assert!(!has_key(br#"{"cache_controls":1}"#, b"cache_control"));
     assert!(!has_key(br#"{"\u0063ache_contro":1}"#, b"cache_control"));
     assert!(!has_key(br#"{"x":"\u00e9"}"#, b"cache_control"));
+    // Escapes of non-ASCII and control characters cannot spell the key.
+    assert!(!has_key(
+        br#"{"caf\u00e9":"\u001b\u00e9\u4e2d"}"#,
+        b"cache_control"
+    ));
+    assert!(has_key(
+        br#"{"caf\u00e9":1,"cache_contro\u006c":2}"#,
+        b"cache_control"
+    ));
     assert!(!has_key(b"", b"cache_control"));
     assert!(!has_key(br#"{"cache_control"#, b"cache_control"));
 }
@@ -352,6 +361,22 @@ fn malformed_bodies_are_untouched_with_the_reason() {
         &Untouched::Malformed(BodyError::DuplicateKey {
             field: "messages[].content",
         }),
+    );
+}
+
+#[test]
+fn a_short_prompt_is_below_every_model_minimum() {
+    let input =
+        r#"{"model":"claude-sonnet-4-5","system":"S","messages":[{"role":"user","content":"Q"}]}"#;
+    let plan = BreakpointPlan::for_model("claude-sonnet-4-5", CacheTtl::FiveMinutes);
+    untouched(input, &plan, &Untouched::BelowMinimum);
+    assert_eq!(
+        Untouched::BelowMinimum.to_string(),
+        "the prompt is below the minimum cacheable length"
+    );
+    assert_eq!(
+        Untouched::Malformed(BodyError::NotAnObject).to_string(),
+        "request body must be a JSON object"
     );
 }
 
