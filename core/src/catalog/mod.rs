@@ -30,6 +30,7 @@
 //! not applied. The details are in the generator, `xtask/src/generate/catalog.rs`.
 
 mod book;
+pub mod cache_minimums;
 mod clause;
 #[rustfmt::skip]
 mod generated;

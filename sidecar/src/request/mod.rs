@@ -64,11 +64,17 @@
 //! decoding, for when no route reads the complexity score. `rewrite` is a
 //! copy with at most three splices; `digest` hashes at ~5 GB/s. See
 //! `perf_parse_rewrite_digest`.
+//!
+//! The prompt-cache rewrites (Anthropic `cache_control` breakpoints, OpenAI
+//! `prompt_cache_key`) splice the same way; see [`insert_anthropic_breakpoints`].
 
+mod cache_edit;
 mod edit;
 mod extract;
 mod scan;
 
+#[cfg(test)]
+mod cache_edit_tests;
 #[cfg(test)]
 mod proptests;
 #[cfg(test)]
@@ -78,6 +84,11 @@ use std::{borrow::Cow, ops::Range};
 
 use bytes::Bytes;
 use tokenwarden_core::{classify::Role, workload::Endpoint};
+
+pub use cache_edit::{
+    BYTES_PER_TOKEN, BreakpointPlan, CacheEdit, CacheTtl, Untouched, has_key,
+    insert_anthropic_breakpoints, insert_prompt_cache_key,
+};
 
 /// What the proxy reads from a request body, plus the byte spans it needs to
 /// rewrite it. Strings borrow from the body unless they contain escapes.
