@@ -15,6 +15,7 @@ use std::{
     time::Duration,
 };
 
+use bytes::Bytes;
 use jiff::Timestamp;
 use serde_json::{Value, json};
 use tokenwarden_core::{
@@ -23,9 +24,84 @@ use tokenwarden_core::{
     prompt_cache::{Fingerprint, Monitor, MonitorLimits},
     tokens::TokenCounts,
     usage::cache::{CacheBust, CacheFigures},
+    workload::{CacheTtl as WorkloadTtl, CachingConfig, Endpoint},
 };
 
-use crate::{metrics::Metrics, sync::lock};
+use crate::{
+    metrics::Metrics,
+    request::{self, BreakpointPlan, CacheEdit, CacheTtl},
+    sync::lock,
+};
+
+/// How the sidecar changed a request to make the provider's cache hit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rewrite {
+    /// Anthropic `cache_control` breakpoints inserted.
+    Breakpoints,
+    /// OpenAI `prompt_cache_key` set.
+    PromptCacheKey,
+}
+
+impl Rewrite {
+    /// The `x-tokenwarden-cache-control` response header's value.
+    pub const fn header_value(self) -> &'static str {
+        match self {
+            Rewrite::Breakpoints => "inserted",
+            Rewrite::PromptCacheKey => "prompt-cache-key",
+        }
+    }
+
+    /// The `kind` label of `tokenwarden_cache_rewrites_total`.
+    pub const fn metric_kind(self) -> &'static str {
+        match self {
+            Rewrite::Breakpoints => "breakpoints",
+            Rewrite::PromptCacheKey => "prompt_cache_key",
+        }
+    }
+}
+
+/// The body to send with the policy's cache settings applied (`caching`
+/// in the RoutingPolicy): Anthropic breakpoints inserted into a request
+/// that carries no `cache_control`, above the model's minimum cacheable
+/// length; an OpenAI `prompt_cache_key` set where the request has none.
+/// Anything else, and every request the settings do not apply to, is
+/// returned as it is.
+pub fn apply(
+    caching: &CachingConfig,
+    endpoint: Endpoint,
+    model: &str,
+    body: Bytes,
+) -> (Bytes, Option<Rewrite>) {
+    match endpoint {
+        Endpoint::Messages => {
+            let Some(bp) = &caching.anthropic_breakpoints else {
+                return (body, None);
+            };
+            let ttl = match bp.ttl {
+                WorkloadTtl::FiveMinutes => CacheTtl::FiveMinutes,
+                WorkloadTtl::OneHour => CacheTtl::OneHour,
+            };
+            let mut plan = BreakpointPlan::for_model(model, ttl);
+            if let Some(tokens) = bp.minimum_for(model) {
+                plan.min_tokens = tokens;
+            }
+            match request::insert_anthropic_breakpoints(&body, &plan) {
+                CacheEdit::Inserted { body, .. } => (body, Some(Rewrite::Breakpoints)),
+                _ => (body, None),
+            }
+        }
+        Endpoint::ChatCompletions | Endpoint::Responses => {
+            let Some(key) = &caching.openai_prompt_cache_key else {
+                return (body, None);
+            };
+            match request::insert_prompt_cache_key(&body, endpoint, key) {
+                CacheEdit::KeySet { body } => (body, Some(Rewrite::PromptCacheKey)),
+                _ => (body, None),
+            }
+        }
+        Endpoint::Embeddings => (body, None),
+    }
+}
 
 /// Busts `/ledger` lists (the most recent).
 const RECENT_BUSTS: usize = 32;

@@ -109,9 +109,9 @@ pub struct Attempt {
     /// The prompt as sent, fingerprinted for the prefix-stability monitor
     /// (taken when the attempt settles).
     pub fingerprint: Option<Fingerprint>,
-    /// How the sidecar changed the body to make the prompt cache hit
-    /// (`breakpoints`, `prompt_cache_key`), if it did.
-    pub cache_rewrite: Option<&'static str>,
+    /// How the sidecar changed the body to make the prompt cache hit, if
+    /// it did.
+    pub cache_rewrite: Option<crate::prompt_cache::Rewrite>,
 }
 
 // === impl Attempt ===

@@ -130,6 +130,16 @@ pub(super) fn upstream_request(
         model_changed.then_some(attempt.choice.model.as_str()),
         plan.ensure_usage,
     );
+    let (out_body, rewrite) = crate::prompt_cache::apply(
+        &plan.active.cfg.caching,
+        attempt.endpoint,
+        &attempt.choice.model,
+        out_body,
+    );
+    if let Some(r) = rewrite {
+        plan.shared.metrics.cache_rewrite(r.metric_kind());
+    }
+    attempt.cache_rewrite = rewrite;
     // The prompt as the provider's cache will see it.
     attempt.fingerprint = Fingerprint::of(attempt.endpoint, &out_body);
     let mut up = Request::new(Full::new(out_body));

@@ -38,6 +38,10 @@ pub mod headers {
     pub const ADJUSTED: &str = "x-tokenwarden-adjusted";
     /// Budgets that would have refused the request in shadow mode.
     pub const SHADOW: &str = "x-tokenwarden-shadow-block";
+    /// The sidecar changed the request to make the provider's prompt cache
+    /// hit: `inserted` (Anthropic `cache_control` breakpoints) or
+    /// `prompt-cache-key` (OpenAI `prompt_cache_key`).
+    pub const CACHE_CONTROL: &str = "x-tokenwarden-cache-control";
 }
 
 type Secret = memchr::memmem::Finder<'static>;
@@ -131,6 +135,9 @@ fn set_headers(plan: &Plan<'_>, attempt: &Attempt, h: &mut HeaderMap) {
     }
     if !plan.adjusted.is_empty() {
         set(h, headers::ADJUSTED, &plan.adjusted.join(","));
+    }
+    if let Some(r) = attempt.cache_rewrite {
+        set(h, headers::CACHE_CONTROL, r.header_value());
     }
     if !plan.shadow_blocks.is_empty() {
         let mut unique: Vec<&String> = plan.shadow_blocks.iter().collect();
