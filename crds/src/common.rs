@@ -28,6 +28,9 @@ pub mod conditions {
     pub const THRESHOLD_CROSSED: &str = "ThresholdCrossed";
     /// The budget's limit is spent for the current period.
     pub const EXHAUSTED: &str = "Exhausted";
+    /// A workload the RoutingPolicy applies to keeps breaking its prompt
+    /// cache (named by the volatile-prefix guard).
+    pub const PROMPT_CACHE_UNSTABLE: &str = "PromptCacheUnstable";
 
     /// Reason: the spec is valid and was compiled.
     pub const REASON_ACCEPTED: &str = "Accepted";
