@@ -14,14 +14,44 @@
 //!
 //! The output depends only on the *set* of inputs: the same objects in any
 //! order compile to the same config (property-tested below).
+//!
+//! Prompt caching is resolved per workload: the chosen policy's
+//! [`CachingPolicy`] becomes the config's [`CachingConfig`], where an
+//! opted-in OpenAI `prompt_cache_key` becomes the workload's own key
+//! ([`openai_prompt_cache_key`] of the namespace and [`workload_name`]).
 
 use crate::{
     selector::{LabelSelector, Labels},
     workload::{
-        BudgetConfig, DowngradeTarget, ObjectRef, PolicyConflict, RoutingConfig, ThresholdAction,
-        WorkloadConfig,
+        AnthropicBreakpoints, BudgetConfig, CachingConfig, DowngradeTarget, ObjectRef,
+        PolicyConflict, RoutingConfig, ThresholdAction, VolatileGuard, WorkloadConfig,
+        openai_prompt_cache_key, workload_name,
     },
 };
+
+/// The pod a config is compiled for.
+#[derive(Clone, Copy, Debug)]
+pub struct Pod<'a> {
+    /// Its namespace: only objects in it select it.
+    pub namespace: &'a str,
+    /// Its name (names the workload when no label does: see
+    /// [`workload_name`]); may be empty where it is not known.
+    pub name: &'a str,
+    /// Its labels, which selectors match.
+    pub labels: &'a Labels,
+}
+
+/// A RoutingPolicy's `spec.caching`, validated; [`compile`] resolves it
+/// for each workload the policy applies to. The default is everything off.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CachingPolicy {
+    /// Insert Anthropic breakpoints, with this TTL and these minimums.
+    pub anthropic_breakpoints: Option<AnthropicBreakpoints>,
+    /// Set the workload's `prompt_cache_key` on OpenAI requests without one.
+    pub openai_prompt_cache_key: bool,
+    /// Report repeated busts by the same volatile run.
+    pub volatile_guard: Option<VolatileGuard>,
+}
 
 /// A validated RoutingPolicy, ready to compile.
 #[derive(Clone, Debug, PartialEq)]
@@ -32,6 +62,8 @@ pub struct PolicyInput {
     pub priority: i32,
     /// The compiled routing (its `source` names the object).
     pub routing: RoutingConfig,
+    /// Its prompt-cache settings.
+    pub caching: CachingPolicy,
 }
 
 /// A validated TokenBudget, ready to compile.
@@ -60,15 +92,28 @@ impl PolicyInput {
     }
 }
 
-/// Compile the config for a pod in `namespace` with `labels`.
+// === impl CachingPolicy ===
+
+impl CachingPolicy {
+    /// The settings of workload `workload` in `namespace`.
+    fn resolve(&self, namespace: &str, workload: &str) -> CachingConfig {
+        CachingConfig {
+            anthropic_breakpoints: self.anthropic_breakpoints.clone(),
+            openai_prompt_cache_key: self
+                .openai_prompt_cache_key
+                .then(|| openai_prompt_cache_key(namespace, workload)),
+            volatile_guard: self.volatile_guard,
+        }
+    }
+}
+
+/// Compile the config for `pod`.
 ///
 /// Objects from other namespaces are ignored (selectors are namespaced).
-pub fn compile(
-    namespace: &str,
-    labels: &Labels,
-    policies: &[PolicyInput],
-    budgets: &[BudgetInput],
-) -> WorkloadConfig {
+pub fn compile(pod: &Pod<'_>, policies: &[PolicyInput], budgets: &[BudgetInput]) -> WorkloadConfig {
+    let Pod {
+        namespace, labels, ..
+    } = *pod;
     let mut selecting: Vec<&PolicyInput> = policies
         .iter()
         .filter(|p| p.source().namespace == namespace && p.selector.matches(labels))
@@ -77,6 +122,10 @@ pub fn compile(
     selecting.dedup_by(|a, b| a.source() == b.source());
 
     let routing = selecting.first().map(|p| p.routing.clone());
+    let caching = selecting.first().map_or_else(CachingConfig::default, |p| {
+        p.caching
+            .resolve(namespace, &workload_name(labels, pod.name))
+    });
     let conflict = (selecting.len() > 1).then(|| PolicyConflict {
         chosen: selecting[0].source().clone(),
         shadowed: selecting[1..].iter().map(|p| p.source().clone()).collect(),
@@ -96,6 +145,7 @@ pub fn compile(
         routing,
         budgets: chosen_budgets,
         conflict,
+        caching,
         warnings,
     }
 }
@@ -142,7 +192,8 @@ mod tests {
         period::Period,
         selector::{Operator, Requirement},
         workload::{
-            Api, Escalation, FailMode, Fallback, Provider, SecretRef, Target, Threshold, Tier,
+            Api, CacheTtl, Escalation, FailMode, Fallback, MinimumTokens, Provider, SecretRef,
+            Target, Threshold, Tier,
         },
     };
     use proptest::prelude::*;
@@ -187,7 +238,23 @@ mod tests {
             selector: sel,
             priority,
             routing: routing(ns, name),
+            caching: CachingPolicy::default(),
         }
+    }
+
+    /// Compile for a pod named `pod` (no naming label: the name is the workload).
+    fn compile_in(
+        ns: &str,
+        l: &Labels,
+        policies: &[PolicyInput],
+        budgets: &[BudgetInput],
+    ) -> WorkloadConfig {
+        let pod = Pod {
+            namespace: ns,
+            name: "pod",
+            labels: l,
+        };
+        compile(&pod, policies, budgets)
     }
 
     fn budget(
@@ -246,7 +313,7 @@ mod tests {
 
     #[test]
     fn nothing_selects_gives_an_empty_config() {
-        let cfg = compile("ns", &labels(&[("app", "x")]), &[], &[]);
+        let cfg = compile_in("ns", &labels(&[("app", "x")]), &[], &[]);
         assert!(cfg.routing.is_none() && cfg.budgets.is_empty() && cfg.conflict.is_none());
     }
 
@@ -254,7 +321,7 @@ mod tests {
     fn other_namespaces_are_ignored() {
         let p = policy("other", "p", 0, LabelSelector::default());
         let b = budget("other", "b", LabelSelector::default(), None);
-        let cfg = compile("ns", &Labels::new(), &[p], &[b]);
+        let cfg = compile_in("ns", &Labels::new(), &[p], &[b]);
         assert!(cfg.routing.is_none() && cfg.budgets.is_empty());
     }
 
@@ -270,17 +337,17 @@ mod tests {
         );
         let important = policy("ns", "m-important", 10, LabelSelector::default());
 
-        let cfg = compile("ns", &l, &[broad.clone(), specific.clone()], &[]);
+        let cfg = compile_in("ns", &l, &[broad.clone(), specific.clone()], &[]);
         assert_eq!(cfg.routing.unwrap().source.name, "z-specific");
         let conflict = cfg.conflict.unwrap();
         assert_eq!(conflict.chosen.name, "z-specific");
         assert_eq!(conflict.shadowed, vec![ObjectRef::new("ns", "a-broad")]);
 
-        let cfg = compile("ns", &l, &[broad.clone(), specific, important], &[]);
+        let cfg = compile_in("ns", &l, &[broad.clone(), specific, important], &[]);
         assert_eq!(cfg.routing.unwrap().source.name, "m-important");
 
         let other_broad = policy("ns", "b-broad", 0, LabelSelector::default());
-        let cfg = compile("ns", &l, &[other_broad, broad], &[]);
+        let cfg = compile_in("ns", &l, &[other_broad, broad], &[]);
         assert_eq!(
             cfg.routing.unwrap().source.name,
             "a-broad",
@@ -294,7 +361,7 @@ mod tests {
         let b1 = budget("ns", "team", LabelSelector::default(), None);
         let b2 = budget("ns", "agent", sel(&[("app", "agent")]), None);
         let b3 = budget("ns", "other", sel(&[("app", "web")]), None);
-        let cfg = compile("ns", &l, &[], &[b1, b2, b3]);
+        let cfg = compile_in("ns", &l, &[], &[b1, b2, b3]);
         let names: Vec<_> = cfg.budgets.iter().map(|b| b.source.name.as_str()).collect();
         assert_eq!(names, ["agent", "team"]);
     }
@@ -305,14 +372,125 @@ mod tests {
         let p = policy("ns", "p", 0, LabelSelector::default());
         let ok = budget("ns", "ok", LabelSelector::default(), Some("cheap"));
         let bad = budget("ns", "bad", LabelSelector::default(), Some("tiny"));
-        let cfg = compile("ns", &l, &[p], &[ok.clone(), bad.clone()]);
+        let cfg = compile_in("ns", &l, &[p], &[ok.clone(), bad.clone()]);
         assert_eq!(cfg.warnings.len(), 1, "{:?}", cfg.warnings);
         assert!(cfg.warnings[0].contains("ns/bad") && cfg.warnings[0].contains("\"tiny\""));
-        let cfg = compile("ns", &l, &[], &[ok]);
+        let cfg = compile_in("ns", &l, &[], &[ok]);
         assert!(
             cfg.warnings[0].contains("no RoutingPolicy selects"),
             "{:?}",
             cfg.warnings
+        );
+    }
+
+    fn caching_on() -> CachingPolicy {
+        CachingPolicy {
+            anthropic_breakpoints: Some(AnthropicBreakpoints {
+                ttl: CacheTtl::OneHour,
+                minimum_overrides: vec![MinimumTokens {
+                    model: "claude-sonnet-*".into(),
+                    tokens: 8192,
+                }],
+            }),
+            openai_prompt_cache_key: true,
+            volatile_guard: Some(VolatileGuard { repeats: 5 }),
+        }
+    }
+
+    #[test]
+    fn a_policy_without_caching_turns_everything_off() {
+        let l = labels(&[("app", "agent")]);
+        let cfg = compile_in(
+            "ns",
+            &l,
+            &[policy("ns", "p", 0, LabelSelector::default())],
+            &[],
+        );
+        assert_eq!(cfg.caching, CachingConfig::default());
+        assert!(cfg.caching.is_off());
+        let json = serde_json::to_string(&cfg).unwrap();
+        assert!(!json.contains("caching"), "{json}");
+        // No policy at all: off too, whatever other namespaces configure.
+        let mut other = policy("other", "p", 0, LabelSelector::default());
+        other.caching = caching_on();
+        assert!(compile_in("ns", &l, &[other], &[]).caching.is_off());
+    }
+
+    #[test]
+    fn caching_is_resolved_with_a_per_workload_key() {
+        let mut p = policy("shop", "agents", 0, LabelSelector::default());
+        p.caching = caching_on();
+        let agent = labels(&[("app", "agent")]);
+        let cfg = compile_in("shop", &agent, std::slice::from_ref(&p), &[]);
+        assert_eq!(
+            cfg.caching,
+            CachingConfig {
+                anthropic_breakpoints: Some(AnthropicBreakpoints {
+                    ttl: CacheTtl::OneHour,
+                    minimum_overrides: vec![MinimumTokens {
+                        model: "claude-sonnet-*".into(),
+                        tokens: 8192,
+                    }],
+                }),
+                openai_prompt_cache_key: Some("tokenwarden:shop/agent".into()),
+                volatile_guard: Some(VolatileGuard { repeats: 5 }),
+            }
+        );
+        // The policy it came from is the routing's source.
+        assert_eq!(
+            cfg.routing.unwrap().source,
+            ObjectRef::new("shop", "agents")
+        );
+
+        // Two pods of one Deployment (no naming label) share the key; another
+        // workload selected by the same policy gets its own.
+        let hash = labels(&[("pod-template-hash", "7d9f8b6c5d")]);
+        let key = |pod_name: &str, l: &Labels| {
+            let pod = Pod {
+                namespace: "shop",
+                name: pod_name,
+                labels: l,
+            };
+            compile(&pod, std::slice::from_ref(&p), &[])
+                .caching
+                .openai_prompt_cache_key
+                .unwrap()
+        };
+        assert_eq!(
+            key("checkout-7d9f8b6c5d-x2x4p", &hash),
+            "tokenwarden:shop/checkout"
+        );
+        assert_eq!(
+            key("checkout-7d9f8b6c5d-q8w2z", &hash),
+            "tokenwarden:shop/checkout"
+        );
+        assert_eq!(key("cart-5f6d7c8b9a-abcde", &hash), "tokenwarden:shop/cart");
+        assert_eq!(key("anything", &agent), "tokenwarden:shop/agent");
+    }
+
+    #[test]
+    fn the_chosen_policy_decides_caching() {
+        let l = labels(&[("app", "agent")]);
+        let mut loser = policy("ns", "a-broad", 0, LabelSelector::default());
+        loser.caching = caching_on();
+        let winner = policy("ns", "z-specific", 0, sel(&[("app", "agent")]));
+        let cfg = compile_in("ns", &l, &[loser.clone(), winner], &[]);
+        assert!(
+            cfg.caching.is_off(),
+            "the shadowed policy's caching must not apply"
+        );
+        let mut winner = policy("ns", "z-specific", 0, sel(&[("app", "agent")]));
+        winner.caching = CachingPolicy {
+            openai_prompt_cache_key: true,
+            ..CachingPolicy::default()
+        };
+        let cfg = compile_in("ns", &l, &[loser, winner], &[]);
+        assert_eq!(
+            cfg.caching,
+            CachingConfig {
+                openai_prompt_cache_key: Some("tokenwarden:ns/agent".into()),
+                ..CachingConfig::default()
+            }
         );
     }
 
@@ -347,14 +525,21 @@ mod tests {
                 -1i32..2,
                 arb_selector(),
                 prop::sample::select(vec!["ns", "other"]),
+                any::<bool>(),
             ),
             0..6,
         )
         .prop_map(|v| {
             let mut seen = std::collections::BTreeSet::new();
             v.into_iter()
-                .filter(|(name, _, _, ns)| seen.insert((name.clone(), *ns)))
-                .map(|(name, prio, sel, ns)| policy(ns, &name, prio, sel))
+                .filter(|(name, _, _, ns, _)| seen.insert((name.clone(), *ns)))
+                .map(|(name, prio, sel, ns, cached)| {
+                    let mut p = policy(ns, &name, prio, sel);
+                    if cached {
+                        p.caching = caching_on();
+                    }
+                    p
+                })
                 .collect::<Vec<_>>()
         });
         let budgets = prop::collection::vec(
@@ -382,7 +567,7 @@ mod tests {
             l in prop::collection::btree_map("[ab]", "[xy]", 0..3),
             seed in any::<u64>(),
         ) {
-            let expected = compile("ns", &l, &policies, &budgets);
+            let expected = compile_in("ns", &l, &policies, &budgets);
             // A deterministic shuffle driven by the seed.
             let mut p2 = policies.clone();
             let mut b2 = budgets.clone();
@@ -395,7 +580,7 @@ mod tests {
                 s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
                 b2.swap(i, (s >> 33) as usize % (i + 1));
             }
-            let got = compile("ns", &l, &p2, &b2);
+            let got = compile_in("ns", &l, &p2, &b2);
             prop_assert_eq!(&got, &expected);
             // Serialized form (what the operator hashes into a version) is stable too.
             prop_assert_eq!(serde_json::to_string(&got).unwrap(), serde_json::to_string(&expected).unwrap());
@@ -406,7 +591,7 @@ mod tests {
             (policies, _) in arb_inputs(),
             l in prop::collection::btree_map("[ab]", "[xy]", 0..3),
         ) {
-            let cfg = compile("ns", &l, &policies, &[]);
+            let cfg = compile_in("ns", &l, &policies, &[]);
             let selecting: Vec<_> = policies.iter()
                 .filter(|p| p.routing.source.namespace == "ns" && p.selector.matches(&l))
                 .collect();
@@ -427,7 +612,7 @@ mod tests {
             (_, budgets) in arb_inputs(),
             l in prop::collection::btree_map("[ab]", "[xy]", 0..3),
         ) {
-            let cfg = compile("ns", &l, &[], &budgets);
+            let cfg = compile_in("ns", &l, &[], &budgets);
             let mut expected: Vec<_> = budgets.iter()
                 .filter(|b| b.selector.matches(&l))
                 .map(|b| b.budget.source.name.clone())

@@ -8,10 +8,20 @@
 //! digest. Deserializing is lenient the way the control protocol promises
 //! (`proto/control.proto`): unknown fields are ignored, and collections and
 //! flags a newer or older compiler may leave out default to empty/false.
+//!
+//! Prompt caching ([`CachingConfig`]) follows the providers' documented
+//! rules: Anthropic's `cache_control` breakpoints and their `5m`/`1h` TTLs
+//! (<https://docs.claude.com/en/docs/build-with-claude/prompt-caching>), and
+//! OpenAI's `prompt_cache_key`, at most 64 characters
+//! (<https://platform.openai.com/docs/guides/prompt-caching>,
+//! <https://platform.openai.com/docs/api-reference/responses/create>).
 
 use serde::{Deserialize, Serialize};
 
-use crate::{catalog::PriceOverride, classify::ClassifierConfig, money::Usd, period::Period};
+use crate::{
+    catalog::PriceOverride, classify::ClassifierConfig, money::Usd, period::Period,
+    selector::Labels,
+};
 
 /// Default `defaultMaxOutputTokens`: the output tokens assumed for budget
 /// reservations when a request sets no max-tokens field.
@@ -23,6 +33,14 @@ pub const DEFAULT_UNSEEN_INPUT_TOKENS: u64 = 200_000;
 pub const DEFAULT_PER_TRY_TIMEOUT_MS: u64 = 120_000;
 /// Default bound on upstream attempts per request (first try included).
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 2;
+/// Default `volatilePrefixGuard.repeats`: busts by the same volatile run
+/// before the policy's condition names it.
+pub const DEFAULT_VOLATILE_GUARD_REPEATS: u32 = 3;
+/// Longest `prompt_cache_key` OpenAI accepts (longer keys are a 400).
+pub const OPENAI_PROMPT_CACHE_KEY_MAX_LEN: usize = 64;
+/// Labels that name a pod's workload, in order of preference.
+pub const WORKLOAD_NAME_LABELS: [&str; 3] =
+    ["app.kubernetes.io/name", "app", "tokenwarden.dev/workload"];
 
 /// Namespace and name of an API object.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -225,6 +243,77 @@ pub struct RoutingConfig {
     pub unseen_input_tokens: Option<u32>,
 }
 
+/// How long an Anthropic cache entry written through an inserted breakpoint
+/// lives without being read (each read refreshes it). On the wire:
+/// `"cache_control": {"type": "ephemeral"}` for 5 minutes (the provider's
+/// default), `{"type": "ephemeral", "ttl": "1h"}` for one hour.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum CacheTtl {
+    /// 5 minutes; writes bill at 1.25× the input price.
+    #[default]
+    #[serde(rename = "5m")]
+    FiveMinutes,
+    /// 1 hour; writes bill at 2× the input price.
+    #[serde(rename = "1h")]
+    OneHour,
+}
+
+/// A policy's override of the built-in minimum cacheable prompt length for
+/// the models that match `model`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct MinimumTokens {
+    /// Exact model name or glob (`*`, `?`, `[abc]`, as routes match
+    /// models), matched against the model sent upstream.
+    pub model: String,
+    /// Prompt tokens (tools, system and messages up to the breakpoint) below
+    /// which no breakpoint is inserted.
+    pub tokens: u32,
+}
+
+/// Automatic Anthropic breakpoints: insert `cache_control` at the end of
+/// the tools, the end of the system prompt and the last message of
+/// requests that carry no `cache_control` at all.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AnthropicBreakpoints {
+    /// TTL of the inserted breakpoints.
+    pub ttl: CacheTtl,
+    /// Overrides of the built-in per-model minimum cacheable length, in the
+    /// policy's order; the first entry whose `model` matches applies.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub minimum_overrides: Vec<MinimumTokens>,
+}
+
+/// The volatile-prefix guard: report a volatile run (e.g. a timestamp in
+/// the system prompt) that busts the cache again and again. Report-only:
+/// prompt content is never rewritten.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct VolatileGuard {
+    /// Busts by the same volatile run before the condition names it.
+    pub repeats: u32,
+}
+
+/// A workload's prompt-cache settings, resolved by [`crate::compile`] from
+/// its RoutingPolicy's `spec.caching` (that policy is
+/// [`RoutingConfig::source`]). The default is everything off: what a
+/// workload without a policy, or whose policy has no `caching`, gets.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CachingConfig {
+    /// Insert Anthropic `cache_control` breakpoints into requests that
+    /// carry none; `None`: never.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub anthropic_breakpoints: Option<AnthropicBreakpoints>,
+    /// The `prompt_cache_key` set on OpenAI requests that carry none:
+    /// stable per workload, the same on every pod of it, no secret in it
+    /// (see [`openai_prompt_cache_key`]); `None`: never set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub openai_prompt_cache_key: Option<String>,
+    /// Report repeated busts by the same volatile run; `None`: off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub volatile_guard: Option<VolatileGuard>,
+}
+
 /// What a budget threshold does once spend reaches it.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -329,6 +418,11 @@ pub struct WorkloadConfig {
     pub budgets: Vec<BudgetConfig>,
     /// Present when more than one RoutingPolicy selected the pod.
     pub conflict: Option<PolicyConflict>,
+    /// Prompt-cache settings from the chosen RoutingPolicy (all off without
+    /// one; left out of the JSON when all off, so configs that do not use
+    /// caching keep their version digest).
+    #[serde(default, skip_serializing_if = "CachingConfig::is_off")]
+    pub caching: CachingConfig,
     /// Cross-object problems found while compiling (e.g. a budget that
     /// downgrades to a tier the chosen policy does not define). The config is
     /// still usable; these surface as conditions and log lines.
@@ -351,6 +445,81 @@ impl ObjectRef {
 impl std::fmt::Display for ObjectRef {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// The workload a pod belongs to: the first non-empty label of
+/// [`WORKLOAD_NAME_LABELS`], else the pod name without the suffixes a
+/// Deployment adds (`<deployment>-<replicaset hash>-<pod suffix>`, told by
+/// the `pod-template-hash` label). Every pod of a Deployment gets the same
+/// name.
+pub fn workload_name(labels: &Labels, pod_name: &str) -> String {
+    for key in WORKLOAD_NAME_LABELS {
+        if let Some(v) = labels.get(key)
+            && !v.is_empty()
+        {
+            return v.clone();
+        }
+    }
+    let mut name = pod_name;
+    if labels.contains_key("pod-template-hash") {
+        for _ in 0..2 {
+            if let Some(i) = name.rfind('-') {
+                name = &name[..i];
+            }
+        }
+    }
+    name.to_string()
+}
+
+/// The OpenAI `prompt_cache_key` of a workload:
+/// `tokenwarden:<namespace>/<workload>`, or, when that exceeds
+/// [`OPENAI_PROMPT_CACHE_KEY_MAX_LEN`], its first 47 bytes, `~` and the
+/// 64-bit FNV-1a hash of the whole in hex (64 characters). Only names, no
+/// secret; a pure function of its inputs, so every pod (and every operator
+/// replica) computes the same key.
+pub fn openai_prompt_cache_key(namespace: &str, workload: &str) -> String {
+    let full = format!("tokenwarden:{namespace}/{workload}");
+    if full.len() <= OPENAI_PROMPT_CACHE_KEY_MAX_LEN {
+        return full;
+    }
+    let mut cut = OPENAI_PROMPT_CACHE_KEY_MAX_LEN - 17;
+    while !full.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}~{:016x}", &full[..cut], fnv1a64(full.as_bytes()))
+}
+
+/// 64-bit FNV-1a: stable across platforms and releases (unlike std's
+/// `DefaultHasher`), which a key shared by pods needs.
+fn fnv1a64(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+// === impl AnthropicBreakpoints ===
+
+impl AnthropicBreakpoints {
+    /// The policy's minimum cacheable length for `model` (the model sent
+    /// upstream): the first override whose exact name or glob matches it.
+    /// `None`: the built-in table applies.
+    pub fn minimum_override(&self, model: &str) -> Option<u32> {
+        self.minimum_overrides
+            .iter()
+            .find(|o| {
+                o.model == model || glob::Pattern::new(&o.model).is_ok_and(|g| g.matches(model))
+            })
+            .map(|o| o.tokens)
+    }
+}
+
+// === impl CachingConfig ===
+
+impl CachingConfig {
+    /// Nothing enabled.
+    pub fn is_off(&self) -> bool {
+        self == &Self::default()
     }
 }
 
@@ -430,6 +599,133 @@ mod tests {
             }
             .contains(u64::MAX)
         );
+    }
+
+    #[test]
+    fn workload_names_come_from_labels_or_the_pod_name() {
+        let mut l: Labels = [("pod-template-hash".to_string(), "7d9f8b6c5d".to_string())].into();
+        assert_eq!(workload_name(&l, "checkout-7d9f8b6c5d-x2x4p"), "checkout");
+        assert_eq!(workload_name(&Labels::new(), "worker-0"), "worker-0");
+        l.insert("tokenwarden.dev/workload".into(), "w".into());
+        assert_eq!(workload_name(&l, "checkout-7d9f8b6c5d-x2x4p"), "w");
+        l.insert("app".into(), "".into());
+        assert_eq!(workload_name(&l, "x"), "w", "an empty label is skipped");
+        l.insert("app".into(), "cart".into());
+        assert_eq!(workload_name(&l, "x"), "cart");
+        l.insert("app.kubernetes.io/name".into(), "cart-api".into());
+        assert_eq!(workload_name(&l, "x"), "cart-api");
+    }
+
+    #[test]
+    fn prompt_cache_keys_are_readable_and_at_most_64_characters() {
+        assert_eq!(
+            openai_prompt_cache_key("shop", "checkout"),
+            "tokenwarden:shop/checkout"
+        );
+        // Exactly 64 stays as is.
+        let w = "w".repeat(64 - "tokenwarden:ns/".len());
+        assert_eq!(openai_prompt_cache_key("ns", &w).len(), 64);
+        assert_eq!(
+            openai_prompt_cache_key("ns", &w),
+            format!("tokenwarden:ns/{w}")
+        );
+        // Longer: a readable prefix and a hash of the whole, stable and distinct.
+        let ns = "a-namespace-with-a-rather-long-name";
+        let a = openai_prompt_cache_key(ns, "a-workload-with-a-long-name-too");
+        let b = openai_prompt_cache_key(ns, "a-workload-with-a-long-name-two");
+        assert_eq!(a.len(), 64, "{a}");
+        assert_eq!(b.len(), 64, "{b}");
+        assert_ne!(a, b);
+        // 47 bytes of the readable form, '~', FNV-1a 64 of the whole (checked
+        // against an independent implementation).
+        assert_eq!(
+            a,
+            "tokenwarden:a-namespace-with-a-rather-long-name~69421638f3f4f1c6"
+        );
+        assert_eq!(
+            a,
+            openai_prompt_cache_key(ns, "a-workload-with-a-long-name-too")
+        );
+        // The hash is FNV-1a 64 (a fixed function: keys survive upgrades).
+        assert_eq!(fnv1a64(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a64(b"a"), 0xaf63_dc4c_8601_ec8c);
+    }
+
+    #[test]
+    fn minimum_overrides_match_exact_names_and_globs_first_wins() {
+        let b = AnthropicBreakpoints {
+            ttl: CacheTtl::FiveMinutes,
+            minimum_overrides: vec![
+                MinimumTokens {
+                    model: "claude-haiku-4-5".into(),
+                    tokens: 8192,
+                },
+                MinimumTokens {
+                    model: "claude-*".into(),
+                    tokens: 2048,
+                },
+            ],
+        };
+        assert_eq!(b.minimum_override("claude-haiku-4-5"), Some(8192));
+        assert_eq!(b.minimum_override("claude-sonnet-4-5"), Some(2048));
+        assert_eq!(b.minimum_override("gpt-5"), None);
+        assert_eq!(
+            AnthropicBreakpoints::default().minimum_override("claude-x"),
+            None
+        );
+    }
+
+    fn config_with_caching() -> WorkloadConfig {
+        WorkloadConfig {
+            namespace: "ns".into(),
+            routing: None,
+            budgets: vec![],
+            conflict: None,
+            caching: CachingConfig {
+                anthropic_breakpoints: Some(AnthropicBreakpoints {
+                    ttl: CacheTtl::OneHour,
+                    minimum_overrides: vec![MinimumTokens {
+                        model: "claude-haiku-*".into(),
+                        tokens: 4096,
+                    }],
+                }),
+                openai_prompt_cache_key: Some("tokenwarden:ns/agent".into()),
+                volatile_guard: Some(VolatileGuard { repeats: 3 }),
+            },
+            warnings: vec![],
+        }
+    }
+
+    #[test]
+    fn caching_round_trips_in_its_wire_form() {
+        let cfg = config_with_caching();
+        let json = serde_json::to_string(&cfg).unwrap();
+        assert_eq!(
+            json,
+            r#"{"namespace":"ns","routing":null,"budgets":[],"conflict":null,"caching":{"anthropic_breakpoints":{"ttl":"1h","minimum_overrides":[{"model":"claude-haiku-*","tokens":4096}]},"openai_prompt_cache_key":"tokenwarden:ns/agent","volatile_guard":{"repeats":3}},"warnings":[]}"#
+        );
+        let back: WorkloadConfig = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, cfg);
+        // A 5-minute TTL without overrides, as a sidecar reads it.
+        let c: CachingConfig =
+            serde_json::from_str(r#"{"anthropic_breakpoints":{"ttl":"5m"}}"#).unwrap();
+        assert_eq!(
+            c.anthropic_breakpoints,
+            Some(AnthropicBreakpoints::default())
+        );
+    }
+
+    #[test]
+    fn configs_from_before_caching_still_deserialize_with_caching_off() {
+        let old = r#"{"namespace":"ns","routing":null,"budgets":[],"conflict":null,"warnings":[]}"#;
+        let cfg: WorkloadConfig = serde_json::from_str(old).unwrap();
+        assert!(cfg.caching.is_off());
+        // ... and an off config serializes exactly as before.
+        assert_eq!(serde_json::to_string(&cfg).unwrap(), old);
+        // A newer compiler's fields this sidecar does not know are ignored.
+        let newer = r#"{"namespace":"ns","routing":null,"conflict":null,"caching":{"openai_prompt_cache_key":"k","later":1}}"#;
+        let cfg: WorkloadConfig = serde_json::from_str(newer).unwrap();
+        assert_eq!(cfg.caching.openai_prompt_cache_key.as_deref(), Some("k"));
     }
 
     #[test]

@@ -63,6 +63,8 @@ use crate::common::{Conditions, SecretKeyRef, conditions_schema};
 #[x_kube(validation = kube::core::Rule::new("self.routes.all(r, !has(r.target.tier) || self.tiers.exists(t, t.name == r.target.tier))").message("every route's target.tier must name a tier in spec.tiers").reason(kube::core::Reason::FieldValueInvalid))]
 #[x_kube(validation = kube::core::Rule::new("self.routes.all(r, !has(r.target.provider) || self.providers.exists(p, p.name == r.target.provider))").message("every route's target.provider must name a provider in spec.providers").reason(kube::core::Reason::FieldValueInvalid))]
 #[x_kube(validation = kube::core::Rule::new("self.tiers.all(t, self.providers.exists(p, p.name == t.provider))").message("every tier's provider must name a provider in spec.providers").reason(kube::core::Reason::FieldValueInvalid))]
+#[x_kube(validation = kube::core::Rule::new("!has(self.caching) || !has(self.caching.anthropic) || !has(self.caching.anthropic.automaticBreakpoints) || !self.caching.anthropic.automaticBreakpoints || self.providers.exists(p, p.api == 'anthropic')").message("caching.anthropic.automaticBreakpoints needs a provider with api: anthropic in spec.providers").reason(kube::core::Reason::FieldValueInvalid))]
+#[x_kube(validation = kube::core::Rule::new("!has(self.caching) || !has(self.caching.openai) || !has(self.caching.openai.promptCacheKey) || !self.caching.openai.promptCacheKey || self.providers.exists(p, p.api == 'openai')").message("caching.openai.promptCacheKey needs a provider with api: openai in spec.providers").reason(kube::core::Reason::FieldValueInvalid))]
 pub struct RoutingPolicySpec {
     /// Which pods in this namespace the policy applies to, by label. An empty
     /// or absent selector selects every injected pod in the namespace.
@@ -133,6 +135,16 @@ pub struct RoutingPolicySpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 10_000_000))]
     pub unseen_input_tokens: Option<u32>,
+
+    /// Help the providers' prompt caches hit, opt-in per setting: Anthropic
+    /// breakpoints inserted into requests that carry none, a per-workload
+    /// OpenAI `prompt_cache_key`, and a report of volatile prompt prefixes
+    /// that keep breaking the cache. Absent = all off: requests are
+    /// forwarded as sent (cache busts are still detected and priced).
+    /// Requests that carry their own `cache_control` or `prompt_cache_key`
+    /// are never changed, and nothing else in a body is ever changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub caching: Option<CachingSpec>,
 }
 
 /// The wire API a provider speaks.
@@ -447,6 +459,128 @@ pub struct ClassifierSpec {
     pub weights: BTreeMap<String, String>,
 }
 
+/// Prompt-cache settings, each off unless set.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CachingSpec {
+    /// Anthropic Messages requests: automatic `cache_control` breakpoints.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anthropic: Option<AnthropicCachingSpec>,
+    /// OpenAI requests: a stable `prompt_cache_key` per workload.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub openai: Option<OpenAiCachingSpec>,
+    /// Report a volatile run at the start of the prompt (e.g. a timestamp in
+    /// the system prompt) that keeps breaking the cache. Absent = off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volatile_prefix_guard: Option<VolatilePrefixGuardSpec>,
+}
+
+/// Automatic `cache_control` breakpoints for Anthropic.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[x_kube(validation = kube::core::Rule::new("(has(self.automaticBreakpoints) && self.automaticBreakpoints) || (!has(self.ttl) && (!has(self.minimumTokens) || size(self.minimumTokens) == 0))").message("ttl and minimumTokens apply only to inserted breakpoints: set automaticBreakpoints: true or remove them").reason(kube::core::Reason::FieldValueInvalid))]
+pub struct AnthropicCachingSpec {
+    /// Insert `cache_control` breakpoints into requests that carry none
+    /// anywhere: at the end of the tools, the end of the system prompt and
+    /// on the last message (so an agent's conversation prefix is read from
+    /// the cache turn after turn), within Anthropic's limit of 4, and only
+    /// when the prompt up to a breakpoint reaches the model's minimum
+    /// cacheable length. A request that carries any `cache_control` is
+    /// forwarded untouched; nothing else in a body changes. Responses to
+    /// rewritten requests carry `x-tokenwarden-cache-control: inserted`.
+    /// Default false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub automatic_breakpoints: Option<bool>,
+    /// Lifetime of the cache entries the inserted breakpoints write: `5m`
+    /// (default; writes bill at 1.25× the input price) or `1h` (writes bill
+    /// at 2× the input price; pays off when the same prefix is reused after
+    /// more than 5 minutes of quiet). Reads bill at 0.1× either way and
+    /// refresh the lifetime. Only with `automaticBreakpoints: true`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<CacheTtlSpec>,
+    /// Overrides of the built-in per-model minimum cacheable length (1024,
+    /// 2048 or 4096 tokens depending on the model, as Anthropic documents):
+    /// no breakpoint is inserted before a prefix this long. Raise it to
+    /// cache only prefixes big enough to pay for their writes; set it for
+    /// model names the built-in table does not know. The first entry whose
+    /// `model` matches the model sent upstream applies. Model names are
+    /// unique. At most 32. Only with `automaticBreakpoints: true`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["model".into()]))]
+    pub minimum_tokens: Vec<MinimumTokensSpec>,
+}
+
+// Lifetime of an Anthropic prompt-cache entry (documented on the field: a
+// doc comment here would replace the field's in the schema).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum CacheTtlSpec {
+    /// 5 minutes (Anthropic's default).
+    #[serde(rename = "5m")]
+    FiveMinutes,
+    /// 1 hour.
+    #[serde(rename = "1h")]
+    OneHour,
+}
+
+/// A minimum cacheable length for some models.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MinimumTokensSpec {
+    /// An exact model name or a glob (`*`, `?`, `[abc]`, as in
+    /// `routes[].match.models`), e.g. `claude-sonnet-4-5` or `claude-opus-*`,
+    /// matched against the model sent upstream (after routing).
+    #[schemars(length(min = 1, max = 256))]
+    pub model: String,
+    /// Prompt tokens (tools, system and messages up to the breakpoint)
+    /// needed before a breakpoint is inserted, 1–1000000.
+    #[schemars(range(min = 1, max = 1_000_000))]
+    pub tokens: u32,
+}
+
+/// OpenAI prompt-cache routing.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OpenAiCachingSpec {
+    /// Set `prompt_cache_key` on Chat Completions and Responses requests
+    /// that carry none, to `tokenwarden:<namespace>/<workload>` (hashed
+    /// down to OpenAI's 64 characters when longer): the same on every pod
+    /// of a workload, different between workloads, no secret in it. OpenAI
+    /// routes requests with the same key and prefix to the same cache, so
+    /// a workload's replicas share their cached prefixes. A request's own
+    /// key is kept. Default false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_cache_key: Option<bool>,
+}
+
+/// The volatile-prefix guard.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[x_kube(validation = kube::core::Rule::new("self.mode == 'Report' || !has(self.repeats)").message("repeats applies only with mode: Report").reason(kube::core::Reason::FieldValueInvalid))]
+pub struct VolatilePrefixGuardSpec {
+    /// `Disabled`, or `Report`: when the same volatile run (a timestamp, date or
+    /// id-like run that changes between requests) has broken the cache
+    /// `repeats` times, the `PromptCacheUnstable` condition and an Event on
+    /// this policy name its section and offset and the money it wastes per
+    /// day. Report-only: prompt content is never rewritten.
+    pub mode: GuardMode,
+    /// Cache busts by the same volatile run before it is reported, 2–100.
+    /// Default 3.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 2, max = 100))]
+    pub repeats: Option<u32>,
+}
+
+/// What the volatile-prefix guard does. (Not `Off`: YAML 1.1 parsers,
+/// kubectl's among them, read an unquoted `Off` as `false`.)
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum GuardMode {
+    /// Nothing.
+    Disabled,
+    /// Name the volatile run in a condition and an Event; change nothing.
+    Report,
+}
+
 /// Observed state, written by the operator.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
@@ -461,7 +595,9 @@ pub struct RoutingPolicyStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sidecars: Option<String>,
     /// Conditions: `Ready` (valid, compiled, and how many sidecars run it),
-    /// `Conflicted` (shadowed for some pods by a higher-precedence policy).
+    /// `Conflicted` (shadowed for some pods by a higher-precedence policy),
+    /// `PromptCacheUnstable` (a selected workload keeps breaking its prompt
+    /// cache: the section, the kind of change and the money wasted per day).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "conditions_schema")]
     pub conditions: Conditions,

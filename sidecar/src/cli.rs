@@ -83,7 +83,7 @@ pub fn run(args: Args) -> ExitCode {
         Err(e) => return config_error(&e.to_string()),
     };
     if args.check_config {
-        let cfg = set.compile(&args.namespace, &labels);
+        let cfg = set.compile(&args.namespace, &args.pod_name, &labels);
         match args.output {
             Output::Json => match serde_json::to_string_pretty(&cfg) {
                 Ok(s) => println!("{s}"),
@@ -121,7 +121,7 @@ fn report_command(
                 Err(e) => return config_error(&format!("--labels: {e}")),
             };
             match PolicySet::from_path(path) {
-                Ok(set) => Some(set.compile(namespace, &labels).budgets),
+                Ok(set) => Some(set.compile(namespace, "", &labels).budgets),
                 Err(e) => return config_error(&e.to_string()),
             }
         }

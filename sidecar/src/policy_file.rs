@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use tokenwarden_core::{
-    compile::{BudgetInput, PolicyInput, compile},
+    compile::{BudgetInput, Pod, PolicyInput, compile},
     selector::Labels,
     workload::WorkloadConfig,
 };
@@ -101,8 +101,14 @@ impl PolicySet {
         self.policies.is_empty() && self.budgets.is_empty()
     }
 
-    /// Compile the config for a workload in `namespace` with `labels`.
-    pub fn compile(&self, namespace: &str, labels: &Labels) -> WorkloadConfig {
-        compile(namespace, labels, &self.policies, &self.budgets)
+    /// Compile the config for the pod `pod_name` (may be empty) in
+    /// `namespace` with `labels`.
+    pub fn compile(&self, namespace: &str, pod_name: &str, labels: &Labels) -> WorkloadConfig {
+        let pod = Pod {
+            namespace,
+            name: pod_name,
+            labels,
+        };
+        compile(&pod, &self.policies, &self.budgets)
     }
 }

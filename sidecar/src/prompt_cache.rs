@@ -82,8 +82,8 @@ pub fn apply(
                 WorkloadTtl::OneHour => CacheTtl::OneHour,
             };
             let mut plan = BreakpointPlan::for_model(model, ttl);
-            if let Some(tokens) = bp.minimum_for(model) {
-                plan.min_tokens = tokens;
+            if let Some(tokens) = bp.minimum_override(model) {
+                plan.min_tokens = u64::from(tokens);
             }
             match request::insert_anthropic_breakpoints(&body, &plan) {
                 CacheEdit::Inserted { body, .. } => (body, Some(Rewrite::Breakpoints)),

@@ -424,7 +424,8 @@ spec:
 
     fn configured(labels: &str) -> Vec<tokenwarden_core::workload::BudgetConfig> {
         let set = PolicySet::from_yaml("budgets.yaml", BUDGETS).unwrap();
-        set.compile("apps", &parse_labels(labels).unwrap()).budgets
+        set.compile("apps", "", &parse_labels(labels).unwrap())
+            .budgets
     }
 
     fn row<'a>(table: &'a str, name: &str) -> Vec<&'a str> {

@@ -179,7 +179,7 @@ fn control_state(settings: &crate::control::Settings) -> Result<(Arc<Control>, O
 fn first_config(shared: &Shared, args: &Args, mode: &Mode) -> Fingerprint {
     match mode {
         Mode::Standalone { labels, set, .. } => {
-            let cfg = set.compile(&args.namespace, labels);
+            let cfg = set.compile(&args.namespace, &args.pod_name, labels);
             for w in &cfg.warnings {
                 tracing::warn!(warning = %w, "configuration warning");
             }
@@ -268,6 +268,7 @@ fn spawn_config_source(
                     policy,
                     labels,
                     namespace: args.namespace.clone(),
+                    pod_name: args.pod_name.clone(),
                     every,
                     seen,
                     has_objects: !set.is_empty(),
@@ -476,6 +477,8 @@ struct Watch {
     policy: PathBuf,
     labels: Labels,
     namespace: String,
+    /// This pod's name (names the workload when no label does).
+    pod_name: String,
     every: Duration,
     /// The files' fingerprint when the running config was read.
     seen: Fingerprint,
@@ -493,6 +496,7 @@ async fn reload_loop(shared: Arc<Shared>, watch: Watch) {
         policy,
         labels,
         namespace,
+        pod_name,
         every,
         seen,
         mut has_objects,
@@ -531,7 +535,7 @@ async fn reload_loop(shared: Arc<Shared>, watch: Watch) {
             }
             Ok(set) => {
                 has_objects = !set.is_empty();
-                let cfg = set.compile(&namespace, &labels);
+                let cfg = set.compile(&namespace, &pod_name, &labels);
                 for w in &cfg.warnings {
                     tracing::warn!(warning = %w, "configuration warning");
                 }

@@ -4,10 +4,12 @@
 use tokenwarden_core::{
     catalog::{ModelPrices, Price, PriceOverride},
     classify::ClassifierConfig,
-    compile::PolicyInput,
+    compile::{CachingPolicy, PolicyInput},
     workload::{
-        Api, DEFAULT_MAX_OUTPUT_TOKENS, Endpoint, Escalation, Fallback, HeaderMatch, Provider,
-        Range, RepeatRule, Route, RouteMatch, RoutingConfig, SecretRef, Target, Tier,
+        AnthropicBreakpoints, Api, CacheTtl, DEFAULT_MAX_OUTPUT_TOKENS,
+        DEFAULT_VOLATILE_GUARD_REPEATS, Endpoint, Escalation, Fallback, HeaderMatch, MinimumTokens,
+        Provider, Range, RepeatRule, Route, RouteMatch, RoutingConfig, SecretRef, Target, Tier,
+        VolatileGuard,
     },
 };
 
@@ -19,9 +21,10 @@ use super::{
     },
 };
 use crate::routing_policy::{
-    ClassifierSpec, ComplexityClass, EscalationSpec, FallbackSpec, HeaderMatchSpec,
-    PriceOverrideSpec, ProviderApi, ProviderSpec, RequestApi, RouteMatchSpec, RouteSpec,
-    RouteTargetSpec, RoutingPolicy, ScoreRangeSpec, TierSpec,
+    AnthropicCachingSpec, CacheTtlSpec, CachingSpec, ClassifierSpec, ComplexityClass,
+    EscalationSpec, FallbackSpec, GuardMode, HeaderMatchSpec, PriceOverrideSpec, ProviderApi,
+    ProviderSpec, RequestApi, RouteMatchSpec, RouteSpec, RouteTargetSpec, RoutingPolicy,
+    ScoreRangeSpec, TierSpec, VolatilePrefixGuardSpec,
 };
 
 /// Longest per-try timeout.
@@ -68,6 +71,7 @@ impl RoutingPolicy {
                 "must be between 1 and 1000000",
             );
         }
+        let caching = caching(&mut e, spec.caching.as_ref(), &spec.providers);
 
         let object = format!("RoutingPolicy {source}");
         let input = PolicyInput {
@@ -85,6 +89,7 @@ impl RoutingPolicy {
                 default_max_output_tokens,
                 unseen_input_tokens: spec.unseen_input_tokens,
             },
+            caching,
         };
         e.finish(object, input)
     }
@@ -534,4 +539,118 @@ fn parse_weight(s: &str) -> Option<f64> {
         && int.bytes().chain(frac.bytes()).all(|b| b.is_ascii_digit());
     let w: f64 = s.parse().ok()?;
     (shape_ok && w.abs() <= 100.0).then_some(w)
+}
+
+/// `spec.caching` (all off when absent).
+fn caching(
+    e: &mut Errors,
+    spec: Option<&CachingSpec>,
+    providers: &[ProviderSpec],
+) -> CachingPolicy {
+    let Some(spec) = spec else {
+        return CachingPolicy::default();
+    };
+    let has_api = |api| providers.iter().any(|p| p.api == api);
+    let anthropic_breakpoints = spec
+        .anthropic
+        .as_ref()
+        .and_then(|a| anthropic_caching(e, a, has_api(ProviderApi::Anthropic)));
+    let openai_prompt_cache_key = spec
+        .openai
+        .as_ref()
+        .is_some_and(|o| o.prompt_cache_key == Some(true));
+    if openai_prompt_cache_key && !has_api(ProviderApi::Openai) {
+        e.push(
+            "spec.caching.openai.promptCacheKey",
+            "needs a provider with api: openai in spec.providers",
+        );
+    }
+    let volatile_guard = spec
+        .volatile_prefix_guard
+        .as_ref()
+        .and_then(|g| volatile_guard(e, g));
+    CachingPolicy {
+        anthropic_breakpoints,
+        openai_prompt_cache_key,
+        volatile_guard,
+    }
+}
+
+/// `spec.caching.anthropic`: `Some` when breakpoints are inserted.
+fn anthropic_caching(
+    e: &mut Errors,
+    a: &AnthropicCachingSpec,
+    has_provider: bool,
+) -> Option<AnthropicBreakpoints> {
+    const PATH: &str = "spec.caching.anthropic";
+    let on = a.automatic_breakpoints == Some(true);
+    if on && !has_provider {
+        e.push(
+            format!("{PATH}.automaticBreakpoints"),
+            "needs a provider with api: anthropic in spec.providers",
+        );
+    }
+    if !on && (a.ttl.is_some() || !a.minimum_tokens.is_empty()) {
+        e.push(
+            PATH,
+            "ttl and minimumTokens apply only to inserted breakpoints: set \
+             automaticBreakpoints: true or remove them",
+        );
+    }
+    let list = format!("{PATH}.minimumTokens");
+    e.max_items(&list, &a.minimum_tokens, 32);
+    e.unique(
+        &list,
+        "model",
+        a.minimum_tokens.iter().map(|m| m.model.as_str()),
+    );
+    let minimum_overrides = a
+        .minimum_tokens
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            glob_ok(e, &format!("{list}[{i}].model"), &m.model);
+            if !(1..=1_000_000).contains(&m.tokens) {
+                e.push(
+                    format!("{list}[{i}].tokens"),
+                    "must be between 1 and 1000000",
+                );
+            }
+            MinimumTokens {
+                model: m.model.clone(),
+                tokens: m.tokens,
+            }
+        })
+        .collect();
+    on.then_some(AnthropicBreakpoints {
+        ttl: match a.ttl {
+            None | Some(CacheTtlSpec::FiveMinutes) => CacheTtl::FiveMinutes,
+            Some(CacheTtlSpec::OneHour) => CacheTtl::OneHour,
+        },
+        minimum_overrides,
+    })
+}
+
+/// `spec.caching.volatilePrefixGuard`: `Some` in `Report` mode.
+fn volatile_guard(e: &mut Errors, g: &VolatilePrefixGuardSpec) -> Option<VolatileGuard> {
+    const PATH: &str = "spec.caching.volatilePrefixGuard";
+    if let Some(r) = g.repeats
+        && !(2..=100).contains(&r)
+    {
+        e.push(format!("{PATH}.repeats"), "must be between 2 and 100");
+    }
+    match g.mode {
+        GuardMode::Disabled => {
+            if g.repeats.is_some() {
+                e.push(
+                    format!("{PATH}.repeats"),
+                    "repeats applies only with mode: Report",
+                );
+            }
+            None
+        }
+        GuardMode::Report => Some(VolatileGuard {
+            repeats: g.repeats.unwrap_or(DEFAULT_VOLATILE_GUARD_REPEATS),
+        }),
+    }
 }

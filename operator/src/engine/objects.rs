@@ -8,7 +8,7 @@ use std::{collections::BTreeSet, sync::Arc};
 use jiff::Timestamp;
 use tokenwarden_core::{
     book::Book,
-    compile::compile,
+    compile::{Pod, compile},
     workload::{BudgetConfig, ObjectRef, WorkloadConfig},
 };
 use tokenwarden_crds::TokenBudget;
@@ -99,12 +99,12 @@ impl Engine {
     }
 
     fn compile_for(&self, identity: &Identity) -> WorkloadConfig {
-        compile(
-            &identity.namespace,
-            &identity.labels,
-            &self.policies,
-            &self.budgets_in,
-        )
+        let pod = Pod {
+            namespace: &identity.namespace,
+            name: &identity.pod_name,
+            labels: &identity.labels,
+        };
+        compile(&pod, &self.policies, &self.budgets_in)
     }
 
     /// Compile for the session's pod; send a snapshot if it changed.

@@ -85,8 +85,12 @@ impl Engine {
     /// The volatile-prefix guard's repeat threshold of `policy`, when it
     /// turned the guard on (read from a config compiled from it).
     fn volatile_guard(&self, policy: &ObjectRef) -> Option<u32> {
-        let _ = policy;
-        None
+        self.sessions
+            .values()
+            .filter_map(|s| s.cfg.as_ref())
+            .find(|c| c.routing.as_ref().is_some_and(|r| &r.source == policy))
+            .and_then(|c| c.caching.volatile_guard)
+            .map(|g| g.repeats)
     }
 
     /// The status policy `id` should show now.

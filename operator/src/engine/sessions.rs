@@ -16,25 +16,11 @@ use super::{
 use crate::source::Identity;
 
 /// The workload a pod belongs to: `app.kubernetes.io/name`, `app`, else
-/// the pod name without its generated suffixes.
+/// the pod name without its generated suffixes (the rule is
+/// [`tokenwarden_core::workload::workload_name`], which the compiler also
+/// uses for the workload's prompt-cache key).
 pub fn workload_of(identity: &Identity) -> String {
-    for key in ["app.kubernetes.io/name", "app", "tokenwarden.dev/workload"] {
-        if let Some(v) = identity.labels.get(key)
-            && !v.is_empty()
-        {
-            return v.clone();
-        }
-    }
-    let mut name = identity.pod_name.as_str();
-    if identity.labels.contains_key("pod-template-hash") {
-        // deploy-<rs hash>-<pod suffix>
-        for _ in 0..2 {
-            if let Some(i) = name.rfind('-') {
-                name = &name[..i];
-            }
-        }
-    }
-    name.to_string()
+    tokenwarden_core::workload::workload_name(&identity.labels, &identity.pod_name)
 }
 
 impl Engine {
