@@ -706,3 +706,60 @@ async fn openai_entries_expire_with_the_override() {
     let v = openai(&fake, path, &body, &[]).await.json();
     assert_eq!(cached_tokens(&v), 0);
 }
+
+// ---------------------------------------------------------------- the binary's flags
+
+/// Starts the binary with `args` and `env`, returning the child and its base URL.
+async fn spawn_binary(args: &[&str], env: &[(&str, &str)]) -> (tokio::process::Child, String) {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_tokenwarden-fake-provider"))
+        .args(args)
+        .envs(env.iter().copied())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let line = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let addr = line.strip_prefix("listening on ").unwrap().to_string();
+    (child, format!("http://{addr}"))
+}
+
+/// `cached_tokens` of a chat completion sent to `base`.
+async fn binary_cached(base: &str, body: &Value) -> u64 {
+    let client = Client::builder(TokioExecutor::new()).build_http();
+    let resp = client
+        .request(
+            Request::post(format!("{base}/v1/chat/completions"))
+                .header("authorization", "Bearer sk-fake-openai")
+                .body(Full::new(Bytes::from(serde_json::to_vec(body).unwrap())))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let v: Value =
+        serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    cached_tokens(&v)
+}
+
+#[tokio::test]
+async fn binary_cache_flags() {
+    let body = chat(&filler('b', 6000), "q");
+    let (mut child, base) = spawn_binary(&["--cache-ttl-ms", "300"], &[]).await;
+    assert_eq!(binary_cached(&base, &body).await, 0);
+    assert_eq!(binary_cached(&base, &body).await, 1408);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(binary_cached(&base, &body).await, 0);
+    child.kill().await.unwrap();
+
+    let (mut child, base) = spawn_binary(&[], &[("FAKE_PROVIDER_NO_PROMPT_CACHE", "true")]).await;
+    assert_eq!(binary_cached(&base, &body).await, 0);
+    assert_eq!(binary_cached(&base, &body).await, 0);
+    child.kill().await.unwrap();
+}
