@@ -125,8 +125,9 @@
 //!
 //! **Blocks and tokens.** A prompt is a sequence of *blocks*: JSON values of the request body,
 //! taken as their raw bytes exactly as sent (never re-serialized). The tokens of the prefix up to
-//! and including block `i` are `floor(sum of those blocks' byte lengths / 4)`. The blocks are
-//! inside the body, so reads and writes never exceed `T`.
+//! and including block `i` are `floor(sum of those blocks' byte lengths / 4)` (a block's
+//! `cache_control` member counts in its bytes like any other). The blocks are inside the body,
+//! so reads plus writes never exceed `T`, and the uncached input is `T - reads - writes`.
 //!
 //! **Anthropic** (`POST /v1/messages`), after
 //! <https://docs.anthropic.com/en/docs/build-with-claude/prompt-caching>:
