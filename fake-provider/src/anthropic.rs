@@ -72,8 +72,8 @@ pub(crate) fn fault_error(status: StatusCode) -> Reply {
 /// `POST /v1/messages`.
 pub(crate) fn messages(call: &Call, f: &Fields) -> Reply {
     let total = call.input_total();
-    let cache_read = call.knobs.cached_tokens;
-    let cache_write = call.knobs.cache_write_tokens;
+    let cache = call.cache_figures();
+    let (cache_read, cache_write) = (cache.read, cache.write);
     let input = total.saturating_sub(cache_read).saturating_sub(cache_write);
     let (out, capped) = call.output(f.max_tokens);
     let stop = if capped { "max_tokens" } else { "end_turn" };
@@ -85,13 +85,17 @@ pub(crate) fn messages(call: &Call, f: &Fields) -> Reply {
         output: out,
         cache_read,
         cache_write,
+        cache_write_1h: cache.write_1h,
     };
     let usage = |output: u64| {
         json!({
             "input_tokens": input,
             "cache_creation_input_tokens": cache_write,
             "cache_read_input_tokens": cache_read,
-            "cache_creation": {"ephemeral_5m_input_tokens": cache_write, "ephemeral_1h_input_tokens": 0},
+            "cache_creation": {
+                "ephemeral_5m_input_tokens": cache_write - cache.write_1h,
+                "ephemeral_1h_input_tokens": cache.write_1h
+            },
             "output_tokens": output,
             "service_tier": "standard"
         })

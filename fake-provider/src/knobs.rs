@@ -105,8 +105,10 @@ pub(crate) struct Knobs {
     pub output_tokens: u64,
     pub chunks: usize,
     pub chunk_delay: Duration,
-    pub cached_tokens: u64,
-    pub cache_write_tokens: u64,
+    /// `x-fake-cached-tokens`, when present.
+    pub cached_tokens: Option<u64>,
+    /// `x-fake-cache-write-tokens`, when present.
+    pub cache_write_tokens: Option<u64>,
     /// Billed input the body does not show (`x-fake-extra-input-tokens`).
     pub extra_input_tokens: u64,
     pub served_model: Option<String>,
@@ -139,6 +141,11 @@ pub(crate) fn encoding(headers: &HeaderMap) -> Result<Encoding, String> {
 }
 
 impl Knobs {
+    /// Either cache knob is present: its arithmetic applies and the simulated cache is unused.
+    pub(crate) fn cache_knobs(&self) -> bool {
+        self.cached_tokens.is_some() || self.cache_write_tokens.is_some()
+    }
+
     pub(crate) fn from_headers(headers: &HeaderMap, cfg: &FakeConfig) -> Result<Knobs, String> {
         let output_tokens = number(headers, "x-fake-output-tokens")?.unwrap_or(cfg.output_tokens);
         if output_tokens > MAX_OUTPUT_TOKENS {
@@ -171,8 +178,8 @@ impl Knobs {
             output_tokens,
             chunks,
             chunk_delay,
-            cached_tokens: number(headers, "x-fake-cached-tokens")?.unwrap_or(0),
-            cache_write_tokens: number(headers, "x-fake-cache-write-tokens")?.unwrap_or(0),
+            cached_tokens: number(headers, "x-fake-cached-tokens")?,
+            cache_write_tokens: number(headers, "x-fake-cache-write-tokens")?,
             extra_input_tokens,
             served_model: header(headers, "x-fake-served-model").map(str::to_string),
             fault,

@@ -20,6 +20,7 @@
 //! | `POST /v1/messages/count_tokens` | Anthropic | `{"input_tokens": N}`, not billed |
 //! | `GET /_fake/log`, `DELETE /_fake/log` | fake | the request log as JSON ([`LoggedRequest`] array) / clear it |
 //! | `GET /_fake/usage`, `DELETE /_fake/usage` | fake | [`FakeProvider::usage_totals`] as JSON / reset them |
+//! | `GET /_fake/cache`, `DELETE /_fake/cache` | fake | `{"entries": N}` ([`FakeProvider::cache_entries`]) / empty the prompt cache ([`FakeProvider::clear_cache`]) |
 //! | `GET /_fake/health` | fake | `ok` |
 //! | anything else | | 404 in OpenAI's error shape (Anthropic's under `/v1/messages`) |
 //!
@@ -39,11 +40,19 @@
 //! - **Input**: `T = ceil(request body bytes / 4) + X`, where `X` is `x-fake-extra-input-tokens`
 //!   (default 0): input the proxy cannot see in the body (`previous_response_id`, file ids, image
 //!   URLs). Without `X`, `T <= body bytes` always.
+//!   - **Cache reads and writes** (`R`, `W`) come from the simulated prompt cache (see "Prompt
+//!     cache"), which keeps `R + W <= T`, unless a request carries `x-fake-cached-tokens` or
+//!     `x-fake-cache-write-tokens`: then those knobs give them (`R = K`, `W` as given, each 0 when
+//!     absent) and the simulated cache is neither read nor written for that request.
 //!   - OpenAI: `prompt_tokens = T` (`input_tokens` in Responses, `prompt_tokens = total_tokens`
-//!     for embeddings); `cached_tokens = min(x-fake-cached-tokens, T)`, *included* in `T`.
-//!   - Anthropic: `cache_read_input_tokens = x-fake-cached-tokens` (K),
-//!     `cache_creation_input_tokens = x-fake-cache-write-tokens` (W), both *excluded*:
-//!     `input_tokens = max(T - K - W, 0)` (so K + W beyond T inflate the billed input).
+//!     for embeddings); `cached_tokens = min(R, T)`, *included* in `T`; no writes (OpenAI
+//!     reports none; `x-fake-cache-write-tokens` is ignored there).
+//!   - Anthropic: `cache_read_input_tokens = R`, `cache_creation_input_tokens = W`, both
+//!     *excluded*: `input_tokens = max(T - R - W, 0)` (so knob values beyond T inflate the billed
+//!     input). `cache_creation` splits `W` into `ephemeral_5m_input_tokens` and
+//!     `ephemeral_1h_input_tokens` (knob writes are all 5-minute ones); streams report the same
+//!     numbers in `message_start`.
+//!   - Embeddings have no cache.
 //!   - `count_tokens` answers `ceil(body bytes / 4)`: what the body shows, without `X`.
 //! - **Output**: `O = min(max, N)` where `max` is the first of `max_tokens`,
 //!   `max_completion_tokens`, `max_output_tokens` present in the body (1000 when none, except
@@ -100,12 +109,81 @@
 //! | `x-fake-output-tokens: N` | output length `N` before `max_tokens` capping (0..=1,000,000; default [`FakeConfig::output_tokens`]) |
 //! | `x-fake-chunks: C` | deltas per stream (default [`FakeConfig::chunks`]) |
 //! | `x-fake-chunk-delay-ms: D` | pause between stream deltas (default [`FakeConfig::chunk_delay_ms`]) |
-//! | `x-fake-cached-tokens: K`, `x-fake-cache-write-tokens: W` | cache reads / writes (see the usage arithmetic) |
+//! | `x-fake-cached-tokens: K`, `x-fake-cache-write-tokens: W` | cache reads / writes, replacing the simulated prompt cache for this request (see the usage arithmetic) |
 //! | `x-fake-extra-input-tokens: X` | adds `X` (0..=10^12) to the billed input of chat, responses, embeddings and Anthropic messages (`prompt_tokens` / `input_tokens`, [`UsageReport::input_total`]); not to `count_tokens` |
 //! | `x-fake-served-model: NAME` | the `model` the response reports (and bills under) |
 //! | `x-fake-encoding: CODING` (`gzip`, `deflate`, `br`, `zstd`, `identity`, `x-unknown`) | every provider response body (JSON and SSE; success, error and fault bodies, 401s included) in that content coding whatever `accept-encoding` said, with `content-encoding: CODING`. `deflate` is the zlib format (RFC 9110); `identity`: no header, no coding; `x-unknown`: `content-encoding: x-unknown` on the plain bytes (a coding nobody can decode). Whole bodies: the compressed bytes with their `content-length` (`cut` / `stall` split the compressed bytes). Streams: chunked, compressed incrementally with a flush after every event (deflate sync flush, brotli flush, zstd block flush) so each event decodes as it arrives; pauses still apply; a cut stream lacks the coding's trailer. Billing is unchanged |
 //!
 //! A malformed `x-fake-*` value is a 400 naming the header (not encoded).
+//!
+//! # Prompt cache
+//!
+//! The fake simulates each provider's prompt cache as documented, so a proxy's tests and the
+//! demo see real cache behaviour: reads only of byte-identical prefixes, writes where the
+//! provider writes, minimum lengths, TTLs. It is on by default ([`FakeConfig::prompt_cache`];
+//! `--no-prompt-cache` turns it off, leaving only the knobs).
+//!
+//! **Blocks and tokens.** A prompt is a sequence of *blocks*: JSON values of the request body,
+//! taken as their raw bytes exactly as sent (never re-serialized). The tokens of the prefix up to
+//! and including block `i` are `floor(sum of those blocks' byte lengths / 4)` (a block's
+//! `cache_control` member counts in its bytes like any other). The blocks are inside the body,
+//! so reads plus writes never exceed `T`, and the uncached input is `T - reads - writes`.
+//!
+//! **Anthropic** (`POST /v1/messages`), after
+//! <https://docs.anthropic.com/en/docs/build-with-claude/prompt-caching>:
+//! - Blocks in render order: each `tools[]` entry, then `system` (a string is one block, an array
+//!   one block per element), then each message's `content` (a string is one block, an array one
+//!   block per element).
+//! - Breakpoints are blocks with a `cache_control` member (`{"type": "ephemeral"}`, optional
+//!   `"ttl": "5m"` (default) or `"1h"`). A top-level `cache_control` (automatic caching) puts a
+//!   breakpoint on the last block. Validated with the body, before faults, each a 400
+//!   `invalid_request_error` with the API's message: a `type` other than `ephemeral`, a `ttl`
+//!   other than `5m`/`1h`, more than 4 breakpoints ("A maximum of 4 blocks with cache_control may
+//!   be provided. Found N."), a 1-hour breakpoint after a 5-minute one in render order (longer
+//!   TTLs must come first), a top-level `ttl` differing from the one already on the last block.
+//! - What is cached is the content: a block's hash leaves out its `cache_control` member (so
+//!   moving the breakpoint along a conversation does not change the prefix) and includes its
+//!   section and, for a message's first block, the message's `role`. An entry is keyed by (API
+//!   key, served model, hash of every block up to and including the breakpoint's).
+//! - Minimum cacheable length per model ([`ANTHROPIC_MIN_TOKENS`], with its source; 1,024 for
+//!   models it does not name): a breakpoint whose prefix has fewer tokens caches nothing, without
+//!   an error.
+//! - Lookup: for each breakpoint, the breakpoint's position and up to 20 blocks before it (the
+//!   documented automatic lookback) are checked for a live entry; the read is the longest prefix
+//!   found (`cache_read_input_tokens`). Writes (`cache_creation_input_tokens`) are the tokens from
+//!   the end of the read prefix to the last breakpoint at or above the minimum (0 when all of it
+//!   was read); the tokens of each segment go to the TTL of the breakpoint that ends it (the
+//!   `ephemeral_5m_input_tokens` / `ephemeral_1h_input_tokens` split, as the docs' mixed-TTL
+//!   billing), and an entry is written at every such breakpoint.
+//! - TTL: 5 minutes or 1 hour from the last use: "the cache is refreshed for no additional cost
+//!   each time the cached content is used", so a read refreshes the entry it hit.
+//! - Simplifications: string and `[{"type":"text",…}]` content are different bytes, hence
+//!   different prefixes; every block is cacheable (thinking blocks too); no `cache-diagnosis`.
+//!
+//! **OpenAI** (chat completions and responses), after
+//! <https://platform.openai.com/docs/guides/prompt-caching>:
+//! - Automatic, no markup. The prompt is the concatenated raw bytes of each `tools[]` entry then
+//!   each `messages[]` entry (chat), or of each `tools[]` entry, `instructions`, then each
+//!   `input` item (a string `input` is one block) (responses).
+//! - Cached only from 1,024 tokens, in 128-token steps: `cached_tokens` is the largest `L` in
+//!   1024, 1152, 1280, … with `L` at most the prompt's tokens whose first `L` tokens (first `4L`
+//!   bytes) equal those of a prompt seen before by the same (API key, served model,
+//!   `prompt_cache_key`) within its TTL. A billed request remembers its prefix at every such step.
+//! - `prompt_cache_key`, when present, is part of the key: OpenAI combines it with the prefix
+//!   hash to route requests, so requests with different keys are not guaranteed to share a cache;
+//!   the fake makes them never share one.
+//! - TTL: 5 minutes after the last use (the docs say 5 to 10 minutes of inactivity, up to an hour
+//!   off-peak; the fake takes the short end); `prompt_cache_retention: "24h"` (extended
+//!   retention) keeps the entries 24 hours. Any other value than `"in_memory"` / `"24h"` is
+//!   OpenAI's 400 (`param: "prompt_cache_retention"`, code `invalid_value`).
+//!
+//! **Both.** Entries are written (and refreshed) only when the response is billed: not for
+//! errors, error-like faults or cut responses (a stalled or `no-usage` response is billed).
+//! [`FakeConfig::cache_ttl_override`] (`--cache-ttl-ms`) replaces every TTL, so tests can see an
+//! entry expire. The cache holds at most [`MAX_CACHE_ENTRIES`] entries (a 128-bit hash and an
+//! expiry each, never prompt text); when full, expired entries are dropped, then the tenth that
+//! expire soonest. `DELETE /_fake/cache`, [`FakeProvider::clear_cache`] and
+//! [`FakeProvider::reset`] empty it.
 //!
 //! # Request log and usage totals
 //!
@@ -121,8 +199,9 @@
 //! # The binary
 //!
 //! `tokenwarden-fake-provider [--listen 127.0.0.1:0] [--output-tokens 40] [--chunks 8] [--chunk-delay-ms 0]
-//! [--openai-key K] [--anthropic-key K] [--fail-models SPEC] [--no-log] [--threads N]` (each also
-//! as `FAKE_PROVIDER_*` env var); SIGINT/SIGTERM stop it.
+//! [--openai-key K] [--anthropic-key K] [--fail-models SPEC] [--no-prompt-cache] [--cache-ttl-ms MS]
+//! [--no-log] [--threads N]` (each also as `FAKE_PROVIDER_*` env var, e.g.
+//! `FAKE_PROVIDER_NO_PROMPT_CACHE`, `FAKE_PROVIDER_CACHE_TTL_MS`); SIGINT/SIGTERM stop it.
 //!
 //! Responses carry `x-request-id` (OpenAI routes) or `request-id` (Anthropic routes).
 //!
@@ -135,9 +214,11 @@
 
 mod anthropic;
 mod body;
+mod cache;
 mod encoding;
 mod knobs;
 mod openai;
+mod prompt;
 mod reply;
 mod text;
 
@@ -159,7 +240,12 @@ use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio::task::{JoinHandle, JoinSet};
 
+pub use cache::{
+    ANTHROPIC_DEFAULT_MIN_TOKENS, ANTHROPIC_MIN_TOKENS, MAX_CACHE_ENTRIES, anthropic_min_tokens,
+};
+
 use body::FakeBody;
+use cache::{CacheUse, PromptCache, Scope};
 use encoding::Encoding;
 use knobs::{Fault, Knobs};
 use reply::{JSON, Reply};
@@ -183,6 +269,13 @@ pub struct FakeConfig {
     pub log: bool,
     /// Model-level faults, `x-fake-fail-models` syntax (`gpt-5-mini=503,claude-haiku-4-5=429`).
     pub fail_models: String,
+    /// Simulate the providers' prompt caches (see "Prompt cache"); `false` (`--no-prompt-cache`):
+    /// cache reads and writes come only from the `x-fake-cached-tokens` /
+    /// `x-fake-cache-write-tokens` knobs.
+    pub prompt_cache: bool,
+    /// Replaces every cache TTL (Anthropic's 5 minutes and 1 hour, OpenAI's 5 minutes and 24
+    /// hours), so a test can watch an entry expire (`--cache-ttl-ms`).
+    pub cache_ttl_override: Option<Duration>,
 }
 
 impl Default for FakeConfig {
@@ -195,6 +288,8 @@ impl Default for FakeConfig {
             chunk_delay_ms: 0,
             log: true,
             fail_models: String::new(),
+            prompt_cache: true,
+            cache_ttl_override: None,
         }
     }
 }
@@ -211,7 +306,12 @@ pub struct UsageReport {
     pub input_total: u64,
     pub output: u64,
     pub cache_read: u64,
+    /// Cache writes, all TTLs (Anthropic `cache_creation_input_tokens`).
     pub cache_write: u64,
+    /// The part of `cache_write` written with a 1-hour TTL (Anthropic
+    /// `cache_creation.ephemeral_1h_input_tokens`; 0 for OpenAI).
+    #[serde(default)]
+    pub cache_write_1h: u64,
 }
 
 /// One request the fake received.
@@ -281,6 +381,9 @@ pub struct ReportedUsage {
     pub output: u64,
     pub cache_read: u64,
     pub cache_write: u64,
+    /// The 1-hour part of `cache_write`.
+    #[serde(default)]
+    pub cache_write_1h: u64,
     /// Responses cut on purpose: they report (and bill) nothing.
     pub cut_requests: u64,
     /// Billed requests whose response did not show the usage (chat stream without
@@ -349,11 +452,22 @@ impl FakeProvider {
         self.state.usage_totals()
     }
 
-    /// Clears the log, the usage totals and the `x-fake-fault-times` counters.
+    /// Clears the log, the usage totals, the `x-fake-fault-times` counters and the prompt cache.
     pub fn reset(&self) {
         lock(&self.state.log).clear();
         lock(&self.state.usage).clear();
         lock(&self.state.fault_counts).clear();
+        self.state.cache.clear();
+    }
+
+    /// Empties the simulated prompt cache (`DELETE /_fake/cache`).
+    pub fn clear_cache(&self) {
+        self.state.cache.clear();
+    }
+
+    /// Entries the simulated prompt cache holds (expired ones included until evicted).
+    pub fn cache_entries(&self) -> usize {
+        self.state.cache.len()
     }
 
     /// Stops accepting and closes every open connection.
@@ -380,6 +494,7 @@ pub(crate) struct State {
     log: Mutex<Vec<LoggedRequest>>,
     usage: Mutex<HashMap<String, ReportedUsage>>,
     fault_counts: Mutex<HashMap<String, u64>>,
+    cache: PromptCache,
     openai_models: Bytes,
     anthropic_models: Bytes,
 }
@@ -388,6 +503,7 @@ impl State {
     fn new(cfg: FakeConfig, fail_models: Vec<(String, Fault)>) -> State {
         State {
             words: Words::new(cfg.output_tokens.clamp(1024, text::PRECOMPUTED_WORDS)),
+            cache: PromptCache::new(cfg.cache_ttl_override),
             cfg,
             fail_models,
             seq: AtomicU64::new(1),
@@ -539,6 +655,9 @@ pub(crate) struct Fields {
     /// Chat completions: the number of choices (checked by [`Fields::choices`]).
     #[serde(default)]
     pub n: Option<serde_json::Value>,
+    /// OpenAI: `"in_memory"` or `"24h"` (checked by [`Fields::retention_24h`]).
+    #[serde(default)]
+    pub prompt_cache_retention: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -558,6 +677,25 @@ impl Fields {
 
     pub(crate) fn streaming(&self) -> bool {
         self.stream == Some(true)
+    }
+
+    /// OpenAI's `prompt_cache_retention`: `"24h"` is true; absent, null or `"in_memory"` false;
+    /// anything else OpenAI's 400 message.
+    pub(crate) fn retention_24h(&self) -> Result<bool, String> {
+        match &self.prompt_cache_retention {
+            None | Some(serde_json::Value::Null) => Ok(false),
+            Some(v) => match v.as_str() {
+                Some("in_memory") => Ok(false),
+                Some("24h") => Ok(true),
+                _ => Err(format!(
+                    "Invalid value: {}. Supported values are: 'in_memory' and '24h'.",
+                    match v.as_str() {
+                        Some(s) => format!("'{s}'"),
+                        None => v.to_string(),
+                    }
+                )),
+            },
+        }
     }
 
     /// Chat's `n` (absent or null: 1), or OpenAI's error message and code for a value
@@ -650,6 +788,18 @@ pub(crate) struct Call<'a> {
     pub no_usage: bool,
     pub seq: u64,
     pub created: u64,
+    /// What the simulated prompt cache decided (empty when a knob or the config disables it).
+    pub cache: CacheUse,
+}
+
+/// The cache figures a handler reports.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CacheFigures {
+    pub read: u64,
+    /// All writes (Anthropic `cache_creation_input_tokens`).
+    pub write: u64,
+    /// The 1-hour part of `write`.
+    pub write_1h: u64,
 }
 
 impl Call<'_> {
@@ -662,6 +812,27 @@ impl Call<'_> {
     pub(crate) fn input_total(&self) -> u64 {
         self.body_tokens()
             .saturating_add(self.knobs.extra_input_tokens)
+    }
+
+    /// The cache reads and writes to report: the knobs' when either header is present (see
+    /// "Usage arithmetic"), else the simulated cache's, which never exceed the billed input.
+    pub(crate) fn cache_figures(&self) -> CacheFigures {
+        if self.knobs.cache_knobs() {
+            return CacheFigures {
+                read: self.knobs.cached_tokens.unwrap_or(0),
+                write: self.knobs.cache_write_tokens.unwrap_or(0),
+                write_1h: 0,
+            };
+        }
+        let c = &self.cache;
+        let figures = CacheFigures {
+            read: c.read,
+            write: c.write_5m + c.write_1h,
+            write_1h: c.write_1h,
+        };
+        // The prompt's blocks are inside the body, and the input is at least the body's tokens.
+        debug_assert!(figures.read + figures.write <= self.input_total());
+        figures
     }
 
     /// `(output tokens, truncated by max_tokens)`.
@@ -753,12 +924,17 @@ async fn handle(
             t.output += usage.output;
             t.cache_read += usage.cache_read;
             t.cache_write += usage.cache_write;
+            t.cache_write_1h += usage.cache_write_1h;
             if !reply.usage_in_body {
                 t.hidden_usage_requests += 1;
             }
         } else if reply.cut {
             let model = outcome.served_model.clone().unwrap_or_default();
             lock(&state.usage).entry(model).or_default().cut_requests += 1;
+        }
+        // Prompt caching is billed: only a billed response leaves (or refreshes) entries.
+        if reply.usage.is_some() {
+            state.cache.commit(&reply.cache_commit);
         }
     }
     if state.cfg.log {
@@ -852,6 +1028,10 @@ fn process(
     if let Some(reply) = validate(route, &fields) {
         return done(outcome, reply);
     }
+    let anthropic_prompt = match messages_prompt(route, body) {
+        Ok(p) => p,
+        Err(msg) => return done(outcome, invalid_request(provider, &msg)),
+    };
 
     let fault = pick_fault(state, &knobs, &fields);
     outcome.fault = fault.clone();
@@ -886,7 +1066,16 @@ fn process(
         .or_else(|| fields.model.clone())
         .unwrap_or_default();
     outcome.served_model = Some(served_model.clone());
-    let call = Call {
+    let cache = simulate_cache(
+        state,
+        route,
+        &knobs,
+        &fields,
+        &served_model,
+        body,
+        anthropic_prompt.as_ref(),
+    );
+    let mut call = Call {
         state,
         knobs: &knobs,
         body_len: body.len(),
@@ -895,8 +1084,10 @@ fn process(
         no_usage,
         seq,
         created: now_secs(),
+        cache,
     };
     let mut reply = dispatch(route, &call, &fields, parts, body);
+    reply.cache_commit = std::mem::take(&mut call.cache.commit);
     if let Some(d) = stall {
         reply.body = reply.body.stalled(d);
     }
@@ -905,6 +1096,71 @@ fn process(
         reply.usage_in_body = false;
     }
     done(outcome, reply)
+}
+
+/// The prompt of a `/v1/messages` request (`None` for other routes), or the message of
+/// Anthropic's 400 for bad `cache_control` markup (validated with the rest of the body, before
+/// faults).
+fn messages_prompt<'a>(
+    route: &Route,
+    body: &'a [u8],
+) -> Result<Option<prompt::AnthropicPrompt<'a>>, String> {
+    if *route != Route::Messages {
+        return Ok(None);
+    }
+    prompt::anthropic(body).map(Some)
+}
+
+/// What the simulated prompt cache reads and writes for this request: nothing when it is off
+/// or a cache knob header is present (the knobs win), else the provider's rules.
+fn simulate_cache(
+    state: &State,
+    route: &Route,
+    knobs: &Knobs,
+    fields: &Fields,
+    served_model: &str,
+    body: &[u8],
+    anthropic_prompt: Option<&prompt::AnthropicPrompt<'_>>,
+) -> CacheUse {
+    if !state.cfg.prompt_cache || knobs.cache_knobs() {
+        return CacheUse::default();
+    }
+    match route {
+        Route::Messages => {
+            let Some(prompt) = anthropic_prompt else {
+                return CacheUse::default();
+            };
+            let scope = Scope {
+                provider: "anthropic",
+                api_key: &state.cfg.anthropic_key,
+                model: served_model,
+                cache_key: None,
+            };
+            let min = cache::anthropic_min_tokens(served_model);
+            state.cache.anthropic(prompt, &scope, min)
+        }
+        Route::Chat | Route::Responses => {
+            let min_bytes = cache::OPENAI_MIN_TOKENS * 4;
+            if (body.len() as u64) < min_bytes {
+                // The prompt is inside the body: it cannot reach the minimum.
+                return CacheUse::default();
+            }
+            let prompt = prompt::openai(body, *route == Route::Responses);
+            let scope = Scope {
+                provider: "openai",
+                api_key: &state.cfg.openai_key,
+                model: served_model,
+                cache_key: prompt.cache_key.as_deref(),
+            };
+            let ttl = if fields.retention_24h().unwrap_or(false) {
+                cache::TTL_24H
+            } else {
+                cache::TTL_OPENAI
+            };
+            state.cache.openai(&prompt.blocks, &scope, ttl)
+        }
+        _ => CacheUse::default(),
+    }
 }
 
 /// The fault to apply: the header first, then model-level ones (header
@@ -1091,8 +1347,16 @@ fn validate(route: &Route, f: &Fields) -> Option<Reply> {
         _ => &[],
     };
     let Some(&(_, openai_msg, anthropic_msg, param)) = checks.iter().find(|c| !c.0) else {
-        let (message, code) = match route {
-            Route::Chat => f.choices().err()?,
+        let choices = match route {
+            Route::Chat => f.choices().err().map(|(m, code)| (m, code, "n")),
+            _ => None,
+        };
+        let retention = || {
+            let bad = f.retention_24h().err()?;
+            Some((bad, "invalid_value", "prompt_cache_retention"))
+        };
+        let (message, code, param) = match route {
+            Route::Chat | Route::Responses => choices.or_else(retention)?,
             _ => return None,
         };
         return Some(openai::error(
@@ -1100,7 +1364,7 @@ fn validate(route: &Route, f: &Fields) -> Option<Reply> {
             &message,
             "invalid_request_error",
             Some(code),
-            Some("n"),
+            Some(param),
         ));
     };
     Some(match route.provider() {
@@ -1216,6 +1480,13 @@ fn admin(state: &State, method: &Method, path: &str) -> Response<FakeBody> {
         (&Method::GET, "usage") => json(serde_json::to_string(&state.usage_totals())),
         (&Method::DELETE, "usage") => {
             lock(&state.usage).clear();
+            no_content()
+        }
+        (&Method::GET, "cache") => json(serde_json::to_string(
+            &serde_json::json!({"entries": state.cache.len()}),
+        )),
+        (&Method::DELETE, "cache") => {
+            state.cache.clear();
             no_content()
         }
         (&Method::GET, "health") => Reply::bytes(

@@ -4,6 +4,7 @@
 
 use std::io::Write;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use clap::Parser;
 use tokenwarden_fake_provider::{FakeConfig, FakeProvider};
@@ -43,6 +44,12 @@ struct Args {
     /// Model-level faults, e.g. `gpt-5-mini=503,claude-haiku-4-5=429`.
     #[arg(long, env = "FAKE_PROVIDER_FAIL_MODELS", default_value = "")]
     fail_models: String,
+    /// Do not simulate the providers' prompt caches (cache figures only from the x-fake-* knobs).
+    #[arg(long, env = "FAKE_PROVIDER_NO_PROMPT_CACHE")]
+    no_prompt_cache: bool,
+    /// Replace every prompt-cache TTL (5 m, 1 h, 24 h) with this many milliseconds.
+    #[arg(long, env = "FAKE_PROVIDER_CACHE_TTL_MS")]
+    cache_ttl_ms: Option<u64>,
     /// Do not keep the request log (for benchmarks).
     #[arg(long, env = "FAKE_PROVIDER_NO_LOG")]
     no_log: bool,
@@ -70,6 +77,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         chunk_delay_ms: args.chunk_delay_ms,
         log: !args.no_log,
         fail_models: args.fail_models,
+        prompt_cache: !args.no_prompt_cache,
+        cache_ttl_override: args.cache_ttl_ms.map(Duration::from_millis),
     };
     let fake = FakeProvider::start_on(args.listen, cfg).await?;
     {

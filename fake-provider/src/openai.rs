@@ -110,7 +110,7 @@ fn without_usage(value: &mut Value, no_usage: bool) {
 /// `POST /v1/chat/completions`: `n` choices with the same text, billed `n` times.
 pub(crate) fn chat(call: &Call, f: &Fields) -> Reply {
     let prompt = call.input_total();
-    let cached = call.knobs.cached_tokens.min(prompt);
+    let cached = call.cache_figures().read.min(prompt);
     // `n` was validated with the rest of the body.
     let n = f.choices().unwrap_or(1);
     let (per_choice, capped) = call.output(f.max_tokens());
@@ -124,6 +124,7 @@ pub(crate) fn chat(call: &Call, f: &Fields) -> Reply {
         output: out,
         cache_read: cached,
         cache_write: 0,
+        cache_write_1h: 0,
     };
 
     if !f.streaming() {
@@ -273,7 +274,7 @@ fn response_object(
 /// `POST /v1/responses`.
 pub(crate) fn responses(call: &Call, f: &Fields) -> Reply {
     let input = call.input_total();
-    let cached = call.knobs.cached_tokens.min(input);
+    let cached = call.cache_figures().read.min(input);
     let (out, capped) = call.output(f.max_tokens());
     let content = call.state.words.text(out);
     let resp_id = format!("resp_fake{:012x}", call.seq);
@@ -284,6 +285,7 @@ pub(crate) fn responses(call: &Call, f: &Fields) -> Reply {
         output: out,
         cache_read: cached,
         cache_write: 0,
+        cache_write_1h: 0,
     };
     let usage_value = json!({
         "input_tokens": input,
@@ -473,6 +475,7 @@ pub(crate) fn embeddings(call: &Call, body: &Bytes) -> Reply {
         output: 0,
         cache_read: 0,
         cache_write: 0,
+        cache_write_1h: 0,
     };
     Reply::billed_json(&body, usage, call.cut)
 }

@@ -8,6 +8,7 @@ use http::{HeaderName, HeaderValue, StatusCode};
 use crate::{
     UsageReport,
     body::{self, Delivery, Payload},
+    cache::Commit,
 };
 
 /// What a handler hands back: the response plus what it billed.
@@ -19,6 +20,8 @@ pub(crate) struct Reply {
     pub usage: Option<UsageReport>,
     pub usage_in_body: bool,
     pub cut: bool,
+    /// Prompt-cache writes and refreshes, applied only if the reply is billed.
+    pub cache_commit: Commit,
 }
 
 pub(crate) const JSON: &str = "application/json";
@@ -38,6 +41,7 @@ impl Reply {
             usage: None,
             usage_in_body: false,
             cut: false,
+            cache_commit: Commit::new(),
         }
     }
 
@@ -95,6 +99,7 @@ impl Reply {
             usage,
             usage_in_body: usage_in_body && !cut,
             cut,
+            cache_commit: Commit::new(),
         }
     }
 
