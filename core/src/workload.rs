@@ -473,13 +473,19 @@ pub fn workload_name(labels: &Labels, pod_name: &str) -> String {
 }
 
 /// The OpenAI `prompt_cache_key` of a workload:
-/// `tokenwarden:<namespace>/<workload>`, or, when that exceeds
+/// `tokenwarden:<namespace>/<workload>` (`tokenwarden:<namespace>` when the
+/// workload has no name: a standalone sidecar given neither a naming label
+/// nor a pod name), or, when that exceeds
 /// [`OPENAI_PROMPT_CACHE_KEY_MAX_LEN`], its first 47 bytes, `~` and the
 /// 64-bit FNV-1a hash of the whole in hex (64 characters). Only names, no
 /// secret; a pure function of its inputs, so every pod (and every operator
 /// replica) computes the same key.
 pub fn openai_prompt_cache_key(namespace: &str, workload: &str) -> String {
-    let full = format!("tokenwarden:{namespace}/{workload}");
+    let full = if workload.is_empty() {
+        format!("tokenwarden:{namespace}")
+    } else {
+        format!("tokenwarden:{namespace}/{workload}")
+    };
     if full.len() <= OPENAI_PROMPT_CACHE_KEY_MAX_LEN {
         return full;
     }
@@ -622,6 +628,7 @@ mod tests {
             openai_prompt_cache_key("shop", "checkout"),
             "tokenwarden:shop/checkout"
         );
+        assert_eq!(openai_prompt_cache_key("shop", ""), "tokenwarden:shop");
         // Exactly 64 stays as is.
         let w = "w".repeat(64 - "tokenwarden:ns/".len());
         assert_eq!(openai_prompt_cache_key("ns", &w).len(), 64);

@@ -1,4 +1,11 @@
 //! `RoutingPolicy`: where a workload's LLM requests go.
+//!
+//! `spec.caching` follows the providers' prompt-caching rules: Anthropic's
+//! `cache_control` breakpoints (at most 4), per-model minimum cacheable
+//! lengths and `5m`/`1h` TTLs with their write prices
+//! (<https://docs.claude.com/en/docs/build-with-claude/prompt-caching>), and
+//! OpenAI's `prompt_cache_key`
+//! (<https://platform.openai.com/docs/guides/prompt-caching>).
 #![expect(
     clippy::duplicated_attributes,
     reason = "kube's printcolumn(...) repeats `type_` once per column"
