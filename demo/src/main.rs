@@ -4,21 +4,29 @@
 //! 2. Starts the real `tokenwarden-operator` in local mode: it watches a
 //!    directory of RoutingPolicy/TokenBudget YAML (the same objects a
 //!    cluster uses) for three teams, and keeps the cluster-wide ledger.
-//! 3. Starts one real `tokenwarden-sidecar` per simulated pod (four pods of
-//!    three workloads, each with its own labels), connected to the operator
+//! 3. Starts one real `tokenwarden-sidecar` per simulated pod (seven pods of
+//!    six workloads, each with its own labels), connected to the operator
 //!    over gRPC: each gets its config, budget leases and reports usage.
 //! 4. Plays a mixed workload through the sidecars:
 //!    - `agents/coding-agent`: a coding agent that always asks for the
 //!      flagship: 229 real public coding requests
 //!      (`core/data/routing-eval/dev.jsonl`: 137 trivial exercises and edits,
-//!      92 hard design/debugging tasks) behind a cached 6 KB system prompt;
+//!      92 hard design/debugging tasks) behind a 20 KB system prompt it marks
+//!      for caching;
 //!    - `search/search-agent`: asks for gpt-4o; a dollar budget downgrades
 //!      it to gpt-4o-mini at 30%;
 //!    - `research/summarizer` (two pods): a token budget shared by both pods
 //!      is a hard cap: requests past it are refused with a 429.
+//!    - `ops/planner` and `ops/planner-cached`: one multi-turn agent trace
+//!      without `cache_control`, through a policy without and one with
+//!      automatic prompt-cache breakpoints;
+//!    - `ops/ticket-agent`: a system prompt that starts with the current
+//!      time, which breaks the provider's prompt cache on every request.
 //! 5. Prints the operator's ledger per namespace, workload and model, the
-//!    budgets, and the coding agent's bill next to "everything on the
-//!    flagship".
+//!    budgets, the coding agent's bill next to "everything on the
+//!    flagship", the prompt cache's hit ratio and savings with automatic
+//!    breakpoints off and on, and the busts the ticket agent caused with the
+//!    `PromptCacheUnstable` condition on its RoutingPolicy.
 //!
 //! Run: `cargo build --release -p tokenwarden-operator -p tokenwarden-sidecar -p tokenwarden-demo && target/release/tokenwarden-demo`
 //!
@@ -26,6 +34,7 @@
 //! [`workload`] plays the traffic, [`report`] waits for the operator's
 //! ledger and prints it; [`objects`] holds the teams' YAML.
 
+mod caching;
 mod objects;
 mod processes;
 mod report;
@@ -108,6 +117,13 @@ async fn run() -> anyhow::Result<()> {
     let billed: u64 = fake.usage_totals().values().map(|u| u.requests).sum();
     let ledger = report::wait_for_ledger(&client, operator.admin, billed).await?;
     report::print_ledger(&ledger)?;
+    report::print_prompt_cache(
+        &client,
+        &ledger,
+        pods[6].admin(),
+        &root.join("operator-state"),
+    )
+    .await?;
     report::print_summary(&tally, &items, billed);
     Ok(())
 }

@@ -5,7 +5,7 @@ use crate::workload::FLAGSHIP;
 
 /// The platform team's objects: one file per team, as they would be applied
 /// with kubectl.
-pub fn objects(base_url: &str) -> [(&'static str, String); 3] {
+pub fn objects(base_url: &str) -> [(&'static str, String); 4] {
     [
         (
             "agents.yaml",
@@ -91,6 +91,43 @@ spec:
   workloadSelector: {{matchLabels: {{app: summarizer}}}}
   period: Monthly
   limit: {{tokens: 150000}}
+"#
+            ),
+        ),
+        (
+            "ops.yaml",
+            format!(
+                r#"# The same planning agent twice: without and with automatic prompt-cache
+# breakpoints (the agent sends no cache_control of its own).
+apiVersion: tokenwarden.dev/v1alpha1
+kind: RoutingPolicy
+metadata: {{name: planner, namespace: ops}}
+spec:
+  workloadSelector: {{matchLabels: {{app: planner}}}}
+  providers:
+    - {{name: anthropic, api: anthropic, baseUrl: "{base_url}", apiKeySecretRef: {{name: llm-keys, key: anthropic}}}}
+---
+apiVersion: tokenwarden.dev/v1alpha1
+kind: RoutingPolicy
+metadata: {{name: planner-cached, namespace: ops}}
+spec:
+  workloadSelector: {{matchLabels: {{app: planner-cached}}}}
+  providers:
+    - {{name: anthropic, api: anthropic, baseUrl: "{base_url}", apiKeySecretRef: {{name: llm-keys, key: anthropic}}}}
+  caching:
+    anthropic: {{automaticBreakpoints: true}}
+---
+# An agent whose system prompt starts with the current time: the
+# volatile-prefix guard names it once it has broken the cache 3 times.
+apiVersion: tokenwarden.dev/v1alpha1
+kind: RoutingPolicy
+metadata: {{name: ticket-agent, namespace: ops}}
+spec:
+  workloadSelector: {{matchLabels: {{app: ticket-agent}}}}
+  providers:
+    - {{name: anthropic, api: anthropic, baseUrl: "{base_url}", apiKeySecretRef: {{name: llm-keys, key: anthropic}}}}
+  caching:
+    volatilePrefixGuard: {{mode: Report, repeats: 3}}
 "#
             ),
         ),

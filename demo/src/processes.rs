@@ -25,11 +25,14 @@ pub fn http_client() -> HttpClient {
 }
 
 /// The simulated pods: (namespace, pod name, app label).
-const PODS: [(&str, &str, &str); 4] = [
+const PODS: [(&str, &str, &str); 7] = [
     ("agents", "coding-agent-7d9f8-x2x4p", "coding-agent"),
     ("search", "search-agent-5c4b9-k8s7q", "search-agent"),
     ("research", "summarizer-66f7c-a1b2c", "summarizer"),
     ("research", "summarizer-66f7c-d3e4f", "summarizer"),
+    ("ops", "planner-58c9d-m3n4p", "planner"),
+    ("ops", "planner-cached-6d7e8-q5r6s", "planner-cached"),
+    ("ops", "ticket-agent-4f5a6-t7u8v", "ticket-agent"),
 ];
 
 /// A running sidecar of one simulated pod.
@@ -42,7 +45,8 @@ pub struct Pod {
 }
 
 impl Pod {
-    fn admin(&self) -> u16 {
+    /// The sidecar's admin port.
+    pub fn admin(&self) -> u16 {
         self.sidecar.admin.port()
     }
 }

@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use tokenwarden_core::{catalog::Catalog, money::Usd, tokens::TokenCounts};
+use tokenwarden_core::{catalog::Catalog, money::Usd, tokens::TokenCounts, usage::cache::HitRatio};
 
 use crate::{
     processes::{HttpClient, get},
@@ -73,7 +73,7 @@ pub fn print_ledger(ledger: &serde_json::Value) -> anyhow::Result<()> {
     println!();
     println!("cluster ledger (operator), by namespace, workload and model that served:");
     println!(
-        "{:<10} {:<14} {:<19} {:>8} {:>9} {:>9} {:>10} {:>11} {:>10}",
+        "{:<10} {:<14} {:<19} {:>8} {:>9} {:>9} {:>10} {:>11} {:>9} {:>10}",
         "namespace",
         "workload",
         "model",
@@ -82,6 +82,7 @@ pub fn print_ledger(ledger: &serde_json::Value) -> anyhow::Result<()> {
         "output",
         "cache read",
         "cache write",
+        "cache hit",
         "cost"
     );
     let mut agent_total = Usd::ZERO;
@@ -93,7 +94,7 @@ pub fn print_ledger(ledger: &serde_json::Value) -> anyhow::Result<()> {
             output_tokens: r["output_tokens"].as_u64().unwrap_or(0),
             cache_read_tokens: r["cache_read_tokens"].as_u64().unwrap_or(0),
             cache_write_tokens: r["cache_write_tokens"].as_u64().unwrap_or(0),
-            cache_write_1h_tokens: 0,
+            cache_write_1h_tokens: r["cache_write_1h_tokens"].as_u64().unwrap_or(0),
         };
         let cost: Usd = r["cost_usd"].as_str().unwrap_or("0").parse()?;
         total += cost;
@@ -103,7 +104,7 @@ pub fn print_ledger(ledger: &serde_json::Value) -> anyhow::Result<()> {
             baseline += flagship.cost(&usage);
         }
         println!(
-            "{:<10} {:<14} {:<19} {:>8} {:>9} {:>9} {:>10} {:>11} {:>10}",
+            "{:<10} {:<14} {:<19} {:>8} {:>9} {:>9} {:>10} {:>11} {:>9} {:>10}",
             r["namespace"].as_str().unwrap_or("?"),
             r["workload"].as_str().unwrap_or("?"),
             r["model"].as_str().unwrap_or("?"),
@@ -112,10 +113,11 @@ pub fn print_ledger(ledger: &serde_json::Value) -> anyhow::Result<()> {
             usage.output_tokens,
             usage.cache_read_tokens,
             usage.cache_write_tokens,
+            HitRatio::of(&usage).map_or_else(|| "-".into(), |h| h.to_string()),
             dollars(cost)
         );
     }
-    println!("{:<56} {:>55}", "total", dollars(total));
+    println!("{:<56} {:>65}", "total", dollars(total));
     print_budgets(ledger)?;
     println!();
     println!(
@@ -171,4 +173,93 @@ fn print_budgets(ledger: &serde_json::Value) -> anyhow::Result<()> {
 fn dollars(u: Usd) -> String {
     let cents = u.picos() / 10_000_000_000;
     format!("${}.{:02}", cents / 100, cents % 100)
+}
+
+/// A dollar amount to the hundredth of a cent (`$0.0123`): cache savings
+/// and waste of a short demo are small.
+fn dollars4(u: Usd) -> String {
+    let tenths = u.picos() / 100_000_000;
+    format!("${}.{:04}", tenths / 10_000, tenths % 10_000)
+}
+
+/// The cluster ledger's row of an `ops` workload.
+fn ops_row<'a>(ledger: &'a serde_json::Value, workload: &str) -> Option<&'a serde_json::Value> {
+    ledger["ledger"]
+        .as_array()?
+        .iter()
+        .find(|r| r["namespace"] == "ops" && r["workload"] == workload)
+}
+
+fn usd_of(v: &serde_json::Value) -> Usd {
+    v.as_str().and_then(|s| s.parse().ok()).unwrap_or(Usd::ZERO)
+}
+
+/// The prompt cache's part: the planner trace without and with automatic
+/// breakpoints, the ticket agent's busts as its sidecar saw them, and the
+/// `PromptCacheUnstable` condition the operator put on its RoutingPolicy
+/// (waited for up to 10 s: status writes follow the ledger).
+pub async fn print_prompt_cache(
+    client: &HttpClient,
+    ledger: &serde_json::Value,
+    ticket_admin: u16,
+    state: &std::path::Path,
+) -> anyhow::Result<()> {
+    println!();
+    println!(
+        "prompt cache (same planner trace, 4 conversations x 10 turns, no cache_control of its own):"
+    );
+    for (workload, how) in [
+        ("planner", "automatic breakpoints off"),
+        ("planner-cached", "automatic breakpoints on "),
+    ] {
+        let row = ops_row(ledger, workload).context("a planner row in the ledger")?;
+        println!(
+            "  ops/{workload:<15} {how}: {} of its input read from cache, cost {}, cache saved {}",
+            row["cache_hit_ratio"]
+                .as_str()
+                .and_then(|r| r.parse::<f64>().ok())
+                .map_or_else(|| "0.0%".into(), |r| format!("{:.1}%", r * 100.0)),
+            dollars4(usd_of(&row["cost_usd"])),
+            dollars4(usd_of(&row["cache_saved_usd"])),
+        );
+    }
+    let tickets = ops_row(ledger, "ticket-agent").context("a ticket-agent row in the ledger")?;
+    let (_, body) = get(client, format!("http://127.0.0.1:{ticket_admin}/ledger")).await?;
+    let sidecar: serde_json::Value = serde_json::from_slice(&body)?;
+    let last = &sidecar["prompt_cache"]["recent_busts"][0];
+    println!(
+        "  ops/ticket-agent (timestamp at the start of its cached system prompt): {} cache busts, {} wasted; the sidecar's last: {} at {} offset {} ({})",
+        tickets["cache_busts"].as_u64().unwrap_or(0),
+        dollars4(usd_of(&tickets["cache_wasted_usd"])),
+        last["reason"].as_str().unwrap_or("-"),
+        last["section"].as_str().unwrap_or("-"),
+        last["offset"].as_u64().unwrap_or(0),
+        last["change"].as_str().unwrap_or("-"),
+    );
+    let path = state.join("status/routingpolicies/ops.ticket-agent.json");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let status: Option<serde_json::Value> = std::fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        let cond = status.as_ref().and_then(|s| {
+            s["conditions"]
+                .as_array()?
+                .iter()
+                .find(|c| c["type"] == "PromptCacheUnstable" && c["status"] == "True")
+                .cloned()
+        });
+        if let Some(c) = cond {
+            println!(
+                "  RoutingPolicy ops/ticket-agent: PromptCacheUnstable=True ({}): {}",
+                c["reason"].as_str().unwrap_or("?"),
+                c["message"].as_str().unwrap_or("?")
+            );
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("no PromptCacheUnstable condition on RoutingPolicy ops/ticket-agent");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

@@ -11,7 +11,10 @@ use http_body_util::{BodyExt, Full};
 use serde::Deserialize;
 use tokio::{sync::Semaphore, task::JoinHandle};
 
-use crate::processes::{HttpClient, Pod};
+use crate::{
+    caching,
+    processes::{HttpClient, Pod},
+};
 
 /// The model the coding agent asks for.
 pub const FLAGSHIP: &str = "claude-opus-4-1";
@@ -35,7 +38,7 @@ impl Item {
         self.label == "hard"
     }
 
-    fn prompt(&self) -> String {
+    pub fn prompt(&self) -> String {
         self.messages
             .iter()
             .map(|m| m.content.as_str())
@@ -64,14 +67,19 @@ pub struct Tally {
     pub search_refused: usize,
     pub summarized: usize,
     pub refused: usize,
+    /// Planner conversations answered (every turn), without and with
+    /// automatic breakpoints, and ticket-agent runs.
+    pub planner: usize,
+    pub planner_cached: usize,
+    pub tickets: usize,
 }
 
 /// (workload, hard, status, served model) of one request.
 type Outcome = (&'static str, bool, u16, String);
-type Tasks = Vec<JoinHandle<anyhow::Result<Outcome>>>;
+pub type Tasks = Vec<JoinHandle<anyhow::Result<Outcome>>>;
 
 /// Send `body` to a pod's sidecar; returns (status, served model).
-async fn send(
+pub async fn send(
     client: &HttpClient,
     port: u16,
     path: &str,
@@ -114,6 +122,16 @@ pub async fn play(client: &HttpClient, items: &[Item], pods: &[Pod]) -> anyhow::
         items,
         [pods[2].port, pods[3].port],
     );
+    caching::planner(&mut tasks, client, &sem, items, pods[4].port, "planner");
+    caching::planner(
+        &mut tasks,
+        client,
+        &sem,
+        items,
+        pods[5].port,
+        "planner-cached",
+    );
+    caching::ticket_agent(&mut tasks, client, &sem, items, pods[6].port);
     tally(tasks).await
 }
 
@@ -126,20 +144,18 @@ fn coding_agent(
     port: u16,
 ) {
     let system = Arc::new(agent_system_prompt());
-    for (i, item) in items.iter().enumerate() {
+    for item in items {
         let hard = item.hard();
+        // The agent marks its system prompt for caching, as coding agents do.
         let body = serde_json::json!({
             "model": FLAGSHIP,
             "max_tokens": 8192,
-            "system": *system,
+            "system": [{"type": "text", "text": *system, "cache_control": {"type": "ephemeral"}}],
             "messages": [{"role": "user", "content": item.prompt()}],
         })
         .to_string();
         // Typical answers: a short patch for an exercise, a long reasoned one for a design task.
         let output = if hard { 1800 } else { 350 };
-        // The system prompt is cached after the first call (prompt caching).
-        let cached = if i == 0 { 0 } else { system.len() / 4 };
-        let written = if i == 0 { system.len() / 4 } else { 0 };
         let (client, sem) = (client.clone(), sem.clone());
         tasks.push(tokio::spawn(async move {
             let _permit = sem.acquire().await?;
@@ -147,8 +163,6 @@ fn coding_agent(
                 ("x-api-key", "the-app-has-no-real-key".to_string()),
                 ("anthropic-version", "2023-06-01".to_string()),
                 ("x-fake-output-tokens", output.to_string()),
-                ("x-fake-cached-tokens", cached.to_string()),
-                ("x-fake-cache-write-tokens", written.to_string()),
             ];
             let (status, model) = send(&client, port, "/v1/messages", headers, body).await?;
             anyhow::Ok(("coding", hard, status, model))
@@ -244,6 +258,9 @@ async fn tally(tasks: Tasks) -> anyhow::Result<Tally> {
             ("search", 200) => t.search_mini += 1,
             ("search", 429) => t.search_refused += 1,
             ("summarizer", 200) => t.summarized += 1,
+            ("planner", 200) => t.planner += 1,
+            ("planner-cached", 200) => t.planner_cached += 1,
+            ("tickets", 200) => t.tickets += 1,
             ("summarizer", 429) => t.refused += 1,
             _ => t.failures += 1,
         }
@@ -251,15 +268,16 @@ async fn tally(tasks: Tasks) -> anyhow::Result<Tally> {
     Ok(t)
 }
 
-/// A realistic agent system prompt (~6 KB): tool rules, repository
-/// conventions, output format. Identical on every call, so it is cached.
+/// A realistic agent system prompt (~20 KB, above every model's minimum
+/// cacheable length): tool rules, repository conventions, output format.
+/// Identical on every call, so the provider caches it.
 fn agent_system_prompt() -> String {
     let mut s = String::from(
         "You are a coding agent working in a large monorepo. Follow the repository conventions: \
          run the formatter, keep changes minimal, write tests for every behaviour change, never \
          commit secrets, explain the root cause before proposing a fix.\n",
     );
-    for i in 0..60 {
+    for i in 0..190 {
         s.push_str(&format!(
             "Rule {i}: when editing module {i}, read its README first, keep public APIs stable, and update the changelog.\n"
         ));

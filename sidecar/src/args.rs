@@ -167,7 +167,11 @@ pub struct Args {
     /// minutes or 24 hours with `prompt_cache_retention`). For simulators
     /// and tests whose provider expires entries sooner; leave unset in
     /// production.
-    #[arg(long, env = "TOKENWARDEN_SIDECAR_PROMPT_CACHE_TTL_MS", value_name = "MS")]
+    #[arg(
+        long,
+        env = "TOKENWARDEN_SIDECAR_PROMPT_CACHE_TTL_MS",
+        value_name = "MS"
+    )]
     pub prompt_cache_ttl_ms: Option<u64>,
 
     /// Extra PEM CA bundle trusted for provider connections (in addition to

@@ -9,11 +9,7 @@
 //! model and names a cache bust, which is priced into the record with
 //! what the cache saved. The last busts are kept for `/ledger`.
 
-use std::{
-    collections::VecDeque,
-    sync::Mutex,
-    time::Duration,
-};
+use std::{collections::VecDeque, sync::Mutex, time::Duration};
 
 use bytes::Bytes;
 use jiff::Timestamp;
