@@ -4,9 +4,10 @@
 
 /// Bounds and thresholds of a [`super::Monitor`].
 ///
-/// The memory the monitor can hold is at most about
-/// `keys × per_key × `[`MonitorLimits::fingerprint_bytes`]: with the
-/// defaults, 32 × 8 × 13,560 B ≈ 3.5 MB (see the module docs).
+/// The memory the monitor can hold is about `keys × per_key ×` the largest
+/// fingerprint ([`super::Fingerprint::max_bytes`]); with the defaults at
+/// most 3,413,056 bytes for keys of up to 64 bytes
+/// ([`super::Monitor::max_heap_bytes`], the module docs).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MonitorLimits {
     /// Keys (workload × provider × model) kept; the least recently used
