@@ -75,7 +75,8 @@
 //! counts only when it is at least `min_cacheable_tokens` (1,024) tokens.
 //!
 //! - **TTL expiry**: `O` was last seen longer ago than its TTL (or the
-//!   override): [`Observation::expired`], never a bust.
+//!   override), and `N` would have read its cache or been busted by it
+//!   were it fresh: [`Observation::expired`], never a bust.
 //! - **Bust (a) or (b)**: `d` lies before `O`'s cacheable point and the
 //!   shared content after `d` that lies before `N`'s own cacheable point
 //!   (what `N` could have read but had to bill again), capped at the tokens
@@ -96,7 +97,10 @@
 //!   should have read from `O` (Anthropic: the longest of `O`'s breakpoints
 //!   within the common prefix that one of `N`'s breakpoints reaches within
 //!   20 blocks; OpenAI: that prefix rounded down to 1,024 + 128·k tokens),
-//!   that expectation being at least `min_cacheable_tokens`. Lost: the
+//!   that expectation being at least `min_cacheable_tokens`, and `O` at
+//!   least `miss_grace` (5 s) older (a provider writes a prefix once it
+//!   starts answering: requests sent together cannot read each other's
+//!   cache). Lost: the
 //!   missing tokens, capped as above. Section empty, change `none`.
 //!
 //! Section and offset: the first differing block's label, and the start of

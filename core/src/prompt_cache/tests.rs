@@ -768,3 +768,55 @@ fn measure() {
         );
     }
 }
+
+#[test]
+fn requests_sent_together_are_no_provider_miss() {
+    let (body, _) = anthropic_ts("2026-12-06T09:30:26Z", true, MESSAGES);
+    let mut m = Monitor::new(MonitorLimits::default());
+    m.observe(
+        KEY,
+        fp(Endpoint::Messages, &body),
+        t(0),
+        &billed(12, 0, 1700),
+        None,
+    );
+    // Sent a second later (a parallel sub-agent): it could not read the
+    // first one's cache yet.
+    let got = m.observe(
+        KEY,
+        fp(Endpoint::Messages, &body),
+        t(1),
+        &billed(12, 0, 1700),
+        None,
+    );
+    assert_eq!(got, Observation::default());
+}
+
+#[test]
+fn a_prompt_sharing_little_with_an_old_one_is_no_expiry() {
+    let mut m = Monitor::new(MonitorLimits::default());
+    let tools = r#"[{"name":"lookup","input_schema":{"type":"object"}}]"#;
+    let body = |system: &str| {
+        format!(
+            r#"{{"model":"m","tools":{tools},"system":[{{"type":"text","text":{},"cache_control":{{"type":"ephemeral"}}}}],"messages":{MESSAGES}}}"#,
+            json(system)
+        )
+    };
+    m.observe(
+        KEY,
+        fp(Endpoint::Messages, &body(&rules(100))),
+        t(0),
+        &billed(12, 0, 1700),
+        None,
+    );
+    let other = format!("A different agent. {}", rules_from(500, 100));
+    let got = m.observe(
+        KEY,
+        fp(Endpoint::Messages, &body(&other)),
+        t(900),
+        &billed(12, 0, 1700),
+        None,
+    );
+    assert_eq!(got, Observation::default());
+    assert_eq!(m.fingerprints(), 2);
+}
