@@ -820,3 +820,79 @@ fn a_prompt_sharing_little_with_an_old_one_is_no_expiry() {
     assert_eq!(got, Observation::default());
     assert_eq!(m.fingerprints(), 2);
 }
+
+/// An Anthropic agent conversation of `turns` messages with content blocks,
+/// the breakpoint on the last block (moved each turn, as SDKs do).
+fn agent(turns: usize) -> String {
+    let msgs: Vec<String> = (0..turns)
+        .map(|i| {
+            let role = if i % 2 == 0 { "user" } else { "assistant" };
+            let cc = if i + 1 == turns {
+                r#","cache_control":{"type":"ephemeral"}"#
+            } else {
+                ""
+            };
+            let text = json(&format!("Step {i}: {}", rules_from(i * 3, 3)));
+            format!(r#"{{"role":"{role}","content":[{{"type":"text","text":{text}{cc}}}]}}"#)
+        })
+        .collect();
+    format!(
+        r#"{{"model":"m","system":{},"messages":[{}]}}"#,
+        json(&rules(100)),
+        msgs.join(",")
+    )
+}
+
+#[test]
+fn a_moving_anthropic_breakpoint_reads_the_last_turn_and_a_miss_is_told() {
+    let mut m = Monitor::new(MonitorLimits::default());
+    let first = fp(Endpoint::Messages, &agent(3));
+    let cached = first.cacheable_bytes();
+    assert_eq!(cached, first.rendered_bytes());
+    m.observe(KEY, first, t(0), &billed(10, 0, 2000), None);
+    // The next turn read the whole previous prompt: nothing to say.
+    let got = m.observe(
+        KEY,
+        fp(Endpoint::Messages, &agent(5)),
+        t(20),
+        &billed(150, 2000, 150),
+        None,
+    );
+    assert_eq!(got, Observation::default());
+    assert_eq!(m.fingerprints(), 1);
+    // The turn after read nothing although its breakpoint is two blocks on.
+    let n = fp(Endpoint::Messages, &agent(7));
+    let (rendered, expected_bytes) = (
+        n.rendered_bytes(),
+        fp(Endpoint::Messages, &agent(5)).cacheable_bytes(),
+    );
+    let got = m.observe(KEY, n, t(40), &billed(2300, 0, 0), None);
+    assert_eq!(
+        got.bust.map(|b| (b.reason, b.lost_tokens)),
+        Some((
+            BustReason::ProviderMiss,
+            tokens(expected_bytes, 2300, rendered)
+        ))
+    );
+}
+
+#[test]
+fn a_breakpoint_beyond_the_20_block_lookback_expects_no_read() {
+    let mut m = Monitor::new(MonitorLimits::default());
+    m.observe(
+        KEY,
+        fp(Endpoint::Messages, &agent(3)),
+        t(0),
+        &billed(10, 0, 2000),
+        None,
+    );
+    // 22 blocks later: Anthropic does not look back that far.
+    let got = m.observe(
+        KEY,
+        fp(Endpoint::Messages, &agent(25)),
+        t(20),
+        &billed(3000, 0, 0),
+        None,
+    );
+    assert_eq!(got, Observation::default());
+}
