@@ -33,16 +33,18 @@
 //! Labels: `tools[2]`, `system`, `system[1]`, `messages[3]`,
 //! `messages[3].content[0]`, `instructions`, `input`, `input[4]`. Offsets
 //! count bytes of the block's JSON value as sent (a string's opening quote
-//! is byte 0).
+//! is byte 0; in a block carrying `cache_control`, bytes after that member
+//! count as if it were not there). Beyond `max_blocks` blocks the rest of
+//! the prompt is one block, labelled by its first.
 //!
 //! Per block a fingerprint keeps its length; a hash of its bytes; a hash
 //! with digit runs and hex-id runs masked (equal when only a timestamp,
 //! date, number or UUID changed); a hash with each whitespace run made one
 //! space, none at a string's ends (equal when only whitespace changed:
-//! indentation, blank lines, trailing newlines); and a chain of hashes of content-defined byte runs
-//! (cut after 8-byte anchors, 64–1,024 bytes, ~320 on average) that locate a
-//! divergence inside a block and let content after a change of length be
-//! recognised. It also keeps where timestamp-, date-, UUID- and long
+//! indentation, blank lines, trailing newlines); and a chain of hashes of
+//! content-defined byte runs (cut after 8-byte anchors, 64–1,024 bytes,
+//! ~320 on average) that locate a divergence inside a block and let content
+//! after a change of length be recognised. It also keeps where timestamp-, date-, UUID- and long
 //! number-like runs start (offset and kind, with hashes of their bytes),
 //! never the runs themselves.
 //!
@@ -100,8 +102,8 @@
 //!   that expectation being at least `min_cacheable_tokens`, and `O` at
 //!   least `miss_grace` (5 s) older (a provider writes a prefix once it
 //!   starts answering: requests sent together cannot read each other's
-//!   cache). Lost: the
-//!   missing tokens, capped as above. Section empty, change `none`.
+//!   cache). Lost: the missing tokens, capped as above. Section empty,
+//!   change `none`.
 //!
 //! Section and offset: the first differing block's label, and the start of
 //! its first differing run, moved to the start of the first volatile run
@@ -129,8 +131,9 @@
 //! monitor stays under [`Monitor::max_heap_bytes`]: 3,413,056 bytes
 //! (3.3 MiB) with the default limits (32 keys × 8 fingerprints) and keys
 //! of up to 64 bytes. A fingerprint held between sending a request and
-//! settling it is bounded the same way.
-//! [`Monitor::heap_bytes`] reports what it holds, as a gauge.
+//! settling it is bounded the same way. [`Monitor::heap_bytes`] reports
+//! what it holds, as a gauge; [`Monitor::keys`] and
+//! [`Monitor::fingerprints`] how many of each.
 //!
 //! # Cost
 //!
