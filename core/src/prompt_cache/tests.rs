@@ -896,3 +896,33 @@ fn a_breakpoint_beyond_the_20_block_lookback_expects_no_read() {
     );
     assert_eq!(got, Observation::default());
 }
+
+proptest::proptest! {
+    /// Any body, any text: no panic, and the rendered bytes add up.
+    #[test]
+    fn any_body_is_fingerprinted_and_observed_without_panic(
+        raw in proptest::collection::vec(proptest::num::u8::ANY, 0..300),
+        text in "(\\PC|\n|\t){0,400}",
+        text2 in "[0-9a-f: \\-TZ\n]{0,200}",
+        secs in 0i64..10_000,
+    ) {
+        for endpoint in [Endpoint::Messages, Endpoint::ChatCompletions, Endpoint::Responses] {
+            let _ = Fingerprint::of(endpoint, &raw);
+        }
+        let mut m = Monitor::new(MonitorLimits { keys: 2, per_key: 2, ..MonitorLimits::default() });
+        for (i, t2) in [text2.as_str(), "", text.as_str()].into_iter().enumerate() {
+            let system = format!("{t2}{text}{}", rules(20));
+            let a = format!(
+                r#"{{"cache_control":{{"type":"ephemeral"}},"system":{},"messages":[{{"role":"user","content":[{{"type":"text","text":{},"cache_control":{{"type":"ephemeral"}}}}]}}]}}"#,
+                json(&system), json(&text)
+            );
+            let n = fp(Endpoint::Messages, &a);
+            let sum: u64 = n.blocks.iter().map(|b| u64::from(b.len)).sum();
+            proptest::prop_assert_eq!(sum, n.rendered_bytes());
+            m.observe("k", n, t(secs * i as i64), &billed(5000, 10, 10), None);
+            let c = chat(&system, 3, &format!(r#",{{"role":"user","content":{}}}"#, json(t2)));
+            m.observe("c", fp(Endpoint::ChatCompletions, &c), t(secs), &billed(5000, 0, 0), None);
+        }
+        proptest::prop_assert!(m.heap_bytes() <= Monitor::max_heap_bytes(m.limits(), 1));
+    }
+}
