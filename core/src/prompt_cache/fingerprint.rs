@@ -68,7 +68,7 @@ pub(super) struct Block {
     pub raw: u64,
     /// Hash with digit and hex-id runs masked.
     pub masked: u32,
-    /// Hash with whitespace removed.
+    /// Hash with whitespace runs normalised.
     pub ws: u32,
     /// Length in bytes.
     pub len: u32,

@@ -1,12 +1,15 @@
 //! [`MonitorLimits`]: the bounds of the prefix-stability monitor (how many
 //! keys and fingerprints it keeps, how detailed a fingerprint is) and its
-//! two thresholds. A leaf: both the fingerprint and the monitor read it.
+//! thresholds. A leaf: both the fingerprint and the monitor read it.
+
+use std::time::Duration;
 
 /// Bounds and thresholds of a [`super::Monitor`].
 ///
-/// The memory the monitor can hold is at most about
-/// `keys × per_key × `[`MonitorLimits::fingerprint_bytes`]: with the
-/// defaults, 32 × 8 × 13,560 B ≈ 3.5 MB (see the module docs).
+/// The memory the monitor can hold is about `keys × per_key ×` the largest
+/// fingerprint ([`super::Fingerprint::max_bytes`]); with the defaults at
+/// most 3,413,056 bytes for keys of up to 64 bytes
+/// ([`super::Monitor::max_heap_bytes`], the module docs).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MonitorLimits {
     /// Keys (workload × provider × model) kept; the least recently used
@@ -38,6 +41,11 @@ pub struct MonitorLimits {
     /// Recent busts remembered per key for [`super::Observation::repeats`].
     /// Default 16.
     pub bust_window: usize,
+    /// A provider miss needs the earlier request to be at least this much
+    /// older: a provider writes a prefix to its cache only once it starts
+    /// answering, so requests sent together (parallel tool calls, sub-agents)
+    /// cannot read each other's. Default 5 s.
+    pub miss_grace: Duration,
 }
 
 impl Default for MonitorLimits {
@@ -51,6 +59,7 @@ impl Default for MonitorLimits {
             min_lost_tokens: 256,
             min_cacheable_tokens: 1024,
             bust_window: 16,
+            miss_grace: Duration::from_secs(5),
         }
     }
 }

@@ -114,8 +114,11 @@ impl Monitor {
 
     /// Compare `fp` (the request as sent) with the recent fingerprints of
     /// `key` (an opaque string of workload, provider and model), given what
-    /// the provider billed, then remember it. `ttl_override` replaces the
-    /// provider's TTL (tests, simulators).
+    /// the provider billed, then remember it. `now` is best the time the
+    /// request was sent upstream (TTLs run from the provider's last use of
+    /// a prefix, and requests sent together cannot read each other's
+    /// cache). `ttl_override` replaces the provider's TTL (tests,
+    /// simulators).
     pub fn observe(
         &mut self,
         key: &str,
@@ -136,11 +139,14 @@ impl Monitor {
         if let Some((i, cmp)) = best_match(&state.entries, &fp, &mut scratch) {
             let o = &mut state.entries[i];
             let ttl = ttl_override.unwrap_or_else(|| o.fp.ttl());
-            if elapsed(o.last_seen, now) > ttl {
-                obs.expired = true;
-                slot = Some(i);
+            let age = elapsed(o.last_seen, now);
+            let v = judge(&o.fp, &fp, &cmp, billed, &limits, age, &mut scratch);
+            if age > ttl {
+                // Nothing could be read past the TTL: an expiry, when `fp`
+                // would have read `o`'s cache or been busted by it.
+                obs.expired = v.read || v.bust.is_some();
+                slot = (obs.expired || v.replaces).then_some(i);
             } else {
-                let v = judge(&o.fp, &fp, &cmp, billed, &limits, &mut scratch);
                 if v.read {
                     o.last_seen = now;
                 }
@@ -404,6 +410,7 @@ fn judge(
     c: &Cmp,
     billed: &TokenCounts,
     limits: &MonitorLimits,
+    age: Duration,
     scratch: &mut Vec<(u32, u32)>,
 ) -> Verdict {
     let total = billed.total_input_tokens();
@@ -462,7 +469,8 @@ fn judge(
     }
     let missing = expected.saturating_sub(billed.cache_read_tokens);
     let lost_tokens = missing.min(above_read);
-    let miss = expected >= limits.min_cacheable_tokens
+    let miss = age >= limits.miss_grace
+        && expected >= limits.min_cacheable_tokens
         && billed.cache_read_tokens.saturating_mul(2) < expected
         && lost_tokens >= limits.min_lost_tokens;
     let bust = miss.then(|| {

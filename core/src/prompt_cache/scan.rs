@@ -10,17 +10,10 @@ use crate::usage::cache::ChangeKind;
 const K: u64 = 0x9E37_79B9_7F4A_7C15;
 
 /// Smallest content-defined run, in bytes (except a block's last run).
+/// At least 8: a run's end is decided by the 8 bytes before it.
 pub(crate) const MIN_RUN: usize = 64;
 /// Largest run, in bytes.
 pub(crate) const MAX_RUN: usize = 1024;
-/// A run ends where the top 8 bits of the gear hash are zero: one position
-/// in 256, so runs average about `MIN_RUN + 256` bytes.
-const RUN_MASK: u64 = 0xFF00_0000_0000_0000;
-
-/// The gear table of the content-defined chunker: 256 fixed pseudo-random
-/// words (splitmix64 of the byte value), computed at compile time.
-const GEAR: [u64; 256] = gear_table();
-
 /// A volatile run found in a block: where it starts and what it looks like,
 /// with hashes of the bytes between its run's start and it (`pre`) and of
 /// the run itself (`val`), so the first changed one can be told without
@@ -45,7 +38,8 @@ pub(crate) struct Pattern {
 pub(crate) struct Masks {
     /// Hash with digit runs and hex-id runs masked.
     pub masked: u64,
-    /// Hash with ASCII whitespace (and `\n`, `\t`, `\r` escapes) removed.
+    /// Hash with each run of ASCII whitespace (and `\n`, `\t`, `\r`
+    /// escapes) made one space, or none next to a quote or a block end.
     pub ws: u64,
 }
 
@@ -113,6 +107,37 @@ impl Hasher {
         }
     }
 
+    /// Feed `src[s..e]`, reading whole words where it can: a short span
+    /// costs one load, not one step per byte.
+    #[inline(always)]
+    pub(crate) fn write_span(&mut self, src: &[u8], mut s: usize, e: usize) {
+        let mut len = e.saturating_sub(s);
+        self.len += len as u64;
+        if self.n != 0 && len > 0 {
+            let take = (8 - self.n as usize).min(len);
+            self.acc |= load(src, s, take) << (8 * self.n);
+            self.n += take as u32;
+            s += take;
+            len -= take;
+            if self.n < 8 {
+                return;
+            }
+            let w = self.acc;
+            self.mix(w);
+            self.acc = 0;
+            self.n = 0;
+        }
+        while len >= 8 {
+            self.mix(load(src, s, 8));
+            s += 8;
+            len -= 8;
+        }
+        if len > 0 {
+            self.acc = load(src, s, len);
+            self.n = len as u32;
+        }
+    }
+
     /// The hash of everything fed.
     pub(crate) fn finish(&self) -> u64 {
         let mut h = self.h;
@@ -120,6 +145,27 @@ impl Hasher {
             h = (h.rotate_left(26) ^ self.acc).wrapping_mul(K);
         }
         fmix(h ^ self.len)
+    }
+}
+
+/// `len` (1 to 8) bytes of `src` from `at`, little-endian.
+#[inline]
+fn load(src: &[u8], at: usize, len: usize) -> u64 {
+    if let Some(w) = src.get(at..at + 8) {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(w);
+        let w = u64::from_le_bytes(a);
+        if len >= 8 {
+            w
+        } else {
+            w & ((1u64 << (8 * len)) - 1)
+        }
+    } else {
+        let mut w = 0u64;
+        for (k, &b) in src[at..at + len].iter().enumerate() {
+            w |= u64::from(b) << (8 * k);
+        }
+        w
     }
 }
 
@@ -144,39 +190,51 @@ const fn fmix(mut h: u64) -> u64 {
     h ^ (h >> 33)
 }
 
-const fn gear_table() -> [u64; 256] {
-    let mut t = [0u64; 256];
-    let mut i = 0;
-    while i < 256 {
-        t[i] = fmix((i as u64 + 1).wrapping_mul(K));
-        i += 1;
-    }
-    t
-}
-
-/// Split a block into content-defined runs (a gear-hash chunker: a run
-/// ends where the hash of the last 64 bytes hits [`RUN_MASK`], at least
-/// [`MIN_RUN`] and at most [`MAX_RUN`] bytes after the previous end), so an
-/// insertion or a length change early in a block shifts only the run it is
-/// in: later runs keep their hashes. Pushes each run's end offset.
+/// Split a block into content-defined runs, pushing each run's end offset.
+///
+/// A run ends after a position whose last 8 bytes hash (multiplicatively)
+/// to a value with its top 8 bits zero — one position in 256 — at least
+/// [`MIN_RUN`] and at most [`MAX_RUN`] bytes after the previous end. The
+/// decision depends only on those 8 bytes, so an insertion or a length
+/// change early in a block shifts only the run it is in: later runs keep
+/// their hashes. Each position is tested on its own (no rolling state), and
+/// the first `MIN_RUN` positions of a run are not tested at all.
 pub(crate) fn run_ends(bytes: &[u8], ends: &mut Vec<u32>) {
+    let n = bytes.len();
     let mut start = 0usize;
-    let mut g = 0u64;
-    for (i, &b) in bytes.iter().enumerate() {
-        g = (g << 1).wrapping_add(GEAR[usize::from(b)]);
-        let len = i + 1 - start;
-        if (len >= MIN_RUN && g & RUN_MASK == 0) || len >= MAX_RUN {
-            ends.push((i + 1) as u32);
-            start = i + 1;
+    while n - start > MAX_RUN {
+        let limit = start + MAX_RUN;
+        let mut end = limit;
+        let mut i = start + MIN_RUN;
+        while i <= limit {
+            if is_anchor(bytes, i) {
+                end = i;
+                break;
+            }
+            i += 1;
         }
+        ends.push(end as u32);
+        start = end;
     }
-    if start < bytes.len() || bytes.is_empty() {
-        ends.push(bytes.len() as u32);
+    // The tail (at most MAX_RUN bytes) may still hold an anchor.
+    while n - start > MIN_RUN {
+        let Some(end) = (start + MIN_RUN..n).find(|&i| is_anchor(bytes, i)) else {
+            break;
+        };
+        ends.push(end as u32);
+        start = end;
+    }
+    if start < n || n == 0 {
+        ends.push(n as u32);
     }
 }
 
-const fn is_tok(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b == b'-'
+/// Whether a run may end at `i` (after `bytes[i - 8..i]`); `i >= 8`.
+#[inline(always)]
+fn is_anchor(bytes: &[u8], i: usize) -> bool {
+    let mut w = [0u8; 8];
+    w.copy_from_slice(&bytes[i - 8..i]);
+    (u64::from_le_bytes(w).wrapping_mul(K) >> 56) == 0
 }
 
 const fn is_ws(b: u8) -> bool {
@@ -232,24 +290,62 @@ impl PatternSink<'_> {
 /// becomes `0`. So two blocks that differ only in such values (even of
 /// other lengths, `9:05` against `10:05`) have equal masked hashes.
 pub(crate) fn scan_block(bytes: &[u8], sink: &mut PatternSink<'_>) -> Masks {
+    // Both streams are the block's bytes with a few changes, so each is fed
+    // the unchanged spans between its changes: the masked stream changes
+    // only at tokens holding a digit, the whitespace one only where
+    // whitespace is not a single space between words.
     let mut mh = Hasher::new(1);
     let mut wh = Hasher::new(2);
+    let (mut m_from, mut w_from) = (0usize, 0usize);
     let n = bytes.len();
     let mut i = 0usize;
     let mut pattern_until = 0usize;
     let mut run = 0usize;
-    while i < n {
-        let b = bytes[i];
-        if is_tok(b) {
-            let start = i;
-            let (mut all_hex, mut digit) = (true, false);
-            while i < n && is_tok(bytes[i]) {
-                let c = bytes[i];
-                all_hex &= c.is_ascii_hexdigit() || c == b'-';
-                digit |= c.is_ascii_digit();
-                if i >= pattern_until
-                    && c.is_ascii_alphanumeric()
-                    && (i == start || bytes[i - 1] == b'-')
+    loop {
+        // Most bytes change neither stream: skip them in a tight loop.
+        while i < n && PLAIN[usize::from(bytes[i])] {
+            i += 1;
+        }
+        let Some(&b) = bytes.get(i) else { break };
+        match CLASS[usize::from(b)] {
+            WS | BACKSLASH => {
+                let j = ws_run_end(bytes, i);
+                // A run of whitespace is one space, none next to a quote
+                // (the ends of a JSON string) or at the ends of the block;
+                // only runs that differ from that change the stream.
+                let edge = i == 0 || j == n || bytes[i - 1] == b'"' || bytes[j] == b'"';
+                let single = j == i + 1 && b == b' ';
+                if j > i && (edge || !single) {
+                    wh.write_span(bytes, w_from, i);
+                    if !edge {
+                        wh.write_u8(b' ');
+                    }
+                    w_from = j;
+                }
+                i = if j > i { j } else { i + 2 };
+            }
+            DIGIT => {
+                let (s, e) = token_around(bytes, i);
+                mh.write_span(bytes, m_from, s);
+                mask_token(&bytes[s..e], &mut mh);
+                m_from = e;
+                for at in s..e {
+                    if at >= pattern_until
+                        && (at == s || bytes[at - 1] == b'-')
+                        && bytes[at] != b'-'
+                        && sink.out.len() < sink.cap
+                        && let Some(until) = sink.note(bytes, at, &mut run)
+                    {
+                        pattern_until = until;
+                    }
+                }
+                i = e;
+            }
+            _ => {
+                // A month name before a day (`December 6, 2026`).
+                if matches!(b, b'J' | b'F' | b'M' | b'A' | b'S' | b'O' | b'N' | b'D')
+                    && i >= pattern_until
+                    && (i == 0 || !bytes[i - 1].is_ascii_alphanumeric())
                     && sink.out.len() < sink.cap
                     && let Some(until) = sink.note(bytes, i, &mut run)
                 {
@@ -257,38 +353,51 @@ pub(crate) fn scan_block(bytes: &[u8], sink: &mut PatternSink<'_>) -> Masks {
                 }
                 i += 1;
             }
-            let tok = &bytes[start..i];
-            if all_hex && digit && tok.len() >= 8 {
-                mh.write_u8(b'0');
-            } else {
-                mask_digits(tok, &mut mh);
-            }
-            wh.write(tok);
-        } else if b == b'\\' && i + 1 < n {
-            let c = bytes[i + 1];
-            mh.write_u8(b);
-            mh.write_u8(c);
-            if !matches!(c, b'n' | b't' | b'r') {
-                wh.write_u8(b);
-                wh.write_u8(c);
-            }
-            i += 2;
-        } else {
-            mh.write_u8(b);
-            if !is_ws(b) {
-                wh.write_u8(b);
-            }
-            i += 1;
         }
     }
+    mh.write_span(bytes, m_from, n);
+    wh.write_span(bytes, w_from, n);
     Masks {
         masked: mh.finish(),
         ws: wh.finish(),
     }
 }
 
-/// Feed `tok` with each run of digits replaced by one `0`.
-fn mask_digits(tok: &[u8], h: &mut Hasher) {
+/// The end of the run of whitespace (and `\n`, `\t`, `\r` escapes)
+/// starting at `i`; `i` when there is none (another escape).
+fn ws_run_end(bytes: &[u8], mut i: usize) -> usize {
+    while i < bytes.len() {
+        match bytes[i] {
+            b' ' | b'\t' | b'\n' | b'\r' => i += 1,
+            b'\\' if matches!(bytes.get(i + 1), Some(b'n' | b't' | b'r')) => i += 2,
+            _ => break,
+        }
+    }
+    i
+}
+
+/// The token (a maximal run of ASCII letters, digits and `-`) holding
+/// position `i`; the letter of a `\` escape is not part of it.
+fn token_around(bytes: &[u8], i: usize) -> (usize, usize) {
+    let is_tok = |c: u8| CLASS[usize::from(c)] >= DIGIT;
+    let mut s = i;
+    while s > 0 && is_tok(bytes[s - 1]) && !(s >= 2 && bytes[s - 2] == b'\\') {
+        s -= 1;
+    }
+    let mut e = i;
+    while e < bytes.len() && is_tok(bytes[e]) {
+        e += 1;
+    }
+    (s, e)
+}
+
+/// Feed a token holding a digit, masked: `0` for a hex id of at least 8
+/// characters, else each run of digits as one `0`.
+fn mask_token(tok: &[u8], h: &mut Hasher) {
+    if tok.len() >= 8 && tok.iter().all(|&c| c.is_ascii_hexdigit() || c == b'-') {
+        h.write_u8(b'0');
+        return;
+    }
     let mut prev_digit = false;
     for &c in tok {
         if c.is_ascii_digit() {
@@ -301,6 +410,59 @@ fn mask_digits(tok: &[u8], h: &mut Hasher) {
             prev_digit = false;
         }
     }
+}
+
+/// Byte classes of [`scan_block`]; token classes are `>= DIGIT`.
+const OTHER: u8 = 0;
+const WS: u8 = 1;
+const BACKSLASH: u8 = 2;
+const DIGIT: u8 = 3;
+const HEX_LETTER: u8 = 4;
+const LETTER: u8 = 5;
+const DASH: u8 = 6;
+const CLASS: [u8; 256] = class_table();
+/// Bytes [`scan_block`] passes over: not whitespace, `\\`, a digit, or a
+/// month's initial.
+const PLAIN: [bool; 256] = plain_table();
+
+const fn plain_table() -> [bool; 256] {
+    let mut t = [true; 256];
+    let mut b = 0usize;
+    while b < 256 {
+        let c = b as u8;
+        let class = CLASS[b];
+        t[b] = !(class == WS
+            || class == BACKSLASH
+            || class == DIGIT
+            || matches!(c, b'J' | b'F' | b'M' | b'A' | b'S' | b'O' | b'N' | b'D'));
+        b += 1;
+    }
+    t
+}
+
+const fn class_table() -> [u8; 256] {
+    let mut t = [OTHER; 256];
+    let mut b = 0usize;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = if c.is_ascii_digit() {
+            DIGIT
+        } else if c.is_ascii_hexdigit() {
+            HEX_LETTER
+        } else if c.is_ascii_alphabetic() {
+            LETTER
+        } else if c == b'-' {
+            DASH
+        } else if c == b'\\' {
+            BACKSLASH
+        } else if is_ws(c) {
+            WS
+        } else {
+            OTHER
+        };
+        b += 1;
+    }
+    t
 }
 
 // --- pattern recognition -------------------------------------------------
@@ -604,8 +766,11 @@ mod tests {
 
     #[test]
     fn runs_resynchronise_after_a_length_change() {
-        let body: String = (0..200)
-            .map(|i| format!("line {i} of the text; "))
+        const WORDS: [&str; 9] = [
+            "alpha", "beta", "gamma", "delta", "omega", "kappa", "sigma", "theta", "zeta",
+        ];
+        let body: String = (0..400)
+            .map(|i| format!("{} {} {}; ", WORDS[i % 9], WORDS[(i * 7) % 9], i * 31))
             .collect();
         let a = format!("t=9:05 {body}");
         let b = format!("t=10:05 {body}");
