@@ -127,8 +127,8 @@
 //! fingerprints each (least recently seen dropped), and per fingerprint
 //! `max_blocks` blocks of 32 bytes, `max_runs` runs of 8 bytes,
 //! `max_patterns` located runs of 20 bytes and 8 breakpoints of 16 bytes:
-//! [`Fingerprint::max_bytes`] is 13,144 bytes with the defaults. The whole
-//! monitor stays under [`Monitor::max_heap_bytes`]: 3,413,056 bytes
+//! [`Fingerprint::max_bytes`] is 13,152 bytes with the defaults. The whole
+//! monitor stays under [`Monitor::max_heap_bytes`]: 3,417,152 bytes
 //! (3.3 MiB) with the default limits (32 keys × 8 fingerprints) and keys
 //! of up to 64 bytes. A fingerprint held between sending a request and
 //! settling it is bounded the same way. [`Monitor::heap_bytes`] reports

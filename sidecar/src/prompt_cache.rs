@@ -15,7 +15,7 @@ use bytes::Bytes;
 use jiff::Timestamp;
 use serde_json::{Value, json};
 use tokenwarden_core::{
-    catalog::ModelPrices,
+    catalog::{ModelPrices, cache_minimums::anthropic_min_cacheable_tokens},
     money::Usd,
     prompt_cache::{Fingerprint, Monitor, MonitorLimits},
     tokens::TokenCounts,
@@ -99,6 +99,28 @@ pub fn apply(
     }
 }
 
+/// The fingerprint of a body about to be sent to `model`, with the
+/// model's minimum cacheable length for Anthropic (the policy's override,
+/// else the built-in table): a prefix the provider cannot cache is never
+/// expected to be read.
+pub fn fingerprint(
+    caching: &CachingConfig,
+    endpoint: Endpoint,
+    model: &str,
+    body: &[u8],
+) -> Option<Fingerprint> {
+    let fp = Fingerprint::of(endpoint, body)?;
+    if endpoint != Endpoint::Messages {
+        return Some(fp);
+    }
+    let min = caching
+        .anthropic_breakpoints
+        .as_ref()
+        .and_then(|b| b.minimum_override(model))
+        .map_or_else(|| anthropic_min_cacheable_tokens(model), u64::from);
+    Some(fp.with_min_cacheable_tokens(min))
+}
+
 /// Busts `/ledger` lists (the most recent).
 const RECENT_BUSTS: usize = 32;
 
@@ -135,6 +157,8 @@ pub struct Settling<'a> {
     pub prices: Option<&'a ModelPrices>,
     /// Whether the usage is the provider's (not an estimate, a 2xx).
     pub exact: bool,
+    /// When the attempt was sent (the provider's cache state that applies).
+    pub sent: Timestamp,
 }
 
 // === impl PromptCache ===
@@ -152,7 +176,8 @@ impl PromptCache {
 
     /// The saved and wasted figures of a settled attempt and its bust,
     /// if the monitor finds one; counts them in the metrics.
-    pub fn figures(&self, metrics: &Metrics, s: Settling<'_>, now: Timestamp) -> CacheFigures {
+    pub fn figures(&self, metrics: &Metrics, s: Settling<'_>) -> CacheFigures {
+        let now = s.sent;
         let mut figures = CacheFigures {
             saved: s.prices.map_or(Usd::ZERO, |p| p.cache_saved(s.usage)),
             ..CacheFigures::default()

@@ -38,6 +38,9 @@ pub struct Fingerprint {
     pub(super) cacheable: u64,
     pub(super) ttl_secs: u32,
     pub(super) anthropic: bool,
+    /// The model's minimum cacheable length in tokens, when the caller
+    /// knows it (0: [`MonitorLimits::min_cacheable_tokens`] applies).
+    pub(super) min_cacheable_tokens: u64,
 }
 
 /// Which part of the request a block is.
@@ -219,6 +222,7 @@ impl Fingerprint {
             cacheable,
             ttl_secs,
             anthropic: endpoint == Endpoint::Messages,
+            min_cacheable_tokens: 0,
         };
         fp.limit(limits);
         Some(fp)
@@ -244,6 +248,17 @@ impl Fingerprint {
     /// `prompt_cache_retention: "24h"`, else 5 minutes.
     pub fn ttl(&self) -> Duration {
         Duration::from_secs(u64::from(self.ttl_secs))
+    }
+
+    /// The prompt goes to a model that caches nothing shorter than
+    /// `tokens` (Anthropic's minimum differs by model: 1,024, 2,048 or
+    /// 4,096 tokens): a shorter prefix is neither expected to be read nor
+    /// counted as lost. Raises, never lowers,
+    /// [`MonitorLimits::min_cacheable_tokens`].
+    #[must_use]
+    pub fn with_min_cacheable_tokens(mut self, tokens: u64) -> Fingerprint {
+        self.min_cacheable_tokens = tokens;
+        self
     }
 
     /// Heap bytes this fingerprint holds.

@@ -418,7 +418,11 @@ fn judge(
     let above_read = billed
         .input_tokens
         .saturating_add(billed.cache_write_tokens);
-    let o_cacheable = if tok(o.cacheable) >= limits.min_cacheable_tokens {
+    let min_cacheable = limits
+        .min_cacheable_tokens
+        .max(o.min_cacheable_tokens)
+        .max(n.min_cacheable_tokens);
+    let o_cacheable = if tok(o.cacheable) >= min_cacheable {
         o.cacheable
     } else {
         0
@@ -470,7 +474,7 @@ fn judge(
     let missing = expected.saturating_sub(billed.cache_read_tokens);
     let lost_tokens = missing.min(above_read);
     let miss = age >= limits.miss_grace
-        && expected >= limits.min_cacheable_tokens
+        && expected >= min_cacheable
         && billed.cache_read_tokens.saturating_mul(2) < expected
         && lost_tokens >= limits.min_lost_tokens;
     let bust = miss.then(|| {

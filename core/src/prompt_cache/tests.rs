@@ -136,6 +136,44 @@ fn a_timestamp_at_the_start_of_the_anthropic_system_prompt_is_a_volatile_prefix(
 }
 
 #[test]
+fn a_prefix_below_the_models_minimum_cacheable_length_neither_busts_nor_misses() {
+    // ~1,700 tokens: above Sonnet's 1,024, below Haiku 4.5's 4,096.
+    let run = |min: Option<u64>| {
+        let mut m = Monitor::new(MonitorLimits::default());
+        let mut seen = Vec::new();
+        for (i, ts) in ["09:30:26", "09:31:02", "09:31:40"].iter().enumerate() {
+            let (body, _) = anthropic_ts(&format!("2026-12-06T{ts}Z"), true, MESSAGES);
+            let mut f = fp(Endpoint::Messages, &body);
+            if let Some(min) = min {
+                f = f.with_min_cacheable_tokens(min);
+            }
+            // The provider cached nothing: every request bills it all.
+            let got = m.observe(KEY, f, t(40 * i as i64), &billed(1712, 0, 0), None);
+            seen.push(got.bust.map(|b| b.reason));
+        }
+        seen
+    };
+    assert_eq!(run(Some(4096)), [None, None, None]);
+    assert_eq!(
+        run(None),
+        [
+            None,
+            Some(BustReason::VolatilePrefix),
+            Some(BustReason::VolatilePrefix)
+        ]
+    );
+    // The same prompt again, nothing read: no provider miss below the minimum.
+    let (body, _) = anthropic_ts("2026-12-06T09:30:26Z", true, MESSAGES);
+    let mut m = Monitor::new(MonitorLimits::default());
+    let f = || fp(Endpoint::Messages, &body).with_min_cacheable_tokens(4096);
+    m.observe(KEY, f(), t(0), &billed(1712, 0, 0), None);
+    assert_eq!(
+        m.observe(KEY, f(), t(60), &billed(1712, 0, 0), None),
+        Observation::default()
+    );
+}
+
+#[test]
 fn a_timestamp_inside_one_long_system_string_is_located_and_the_rest_counts() {
     // Automatic caching (top-level cache_control), a string system prompt.
     let body = |ts: &str| {
@@ -654,8 +692,8 @@ fn memory_stays_within_the_bound() {
     let bound = Monitor::max_heap_bytes(&limits, 64);
     assert!(max_seen <= bound, "{max_seen} > {bound}");
     // The figures the module docs state.
-    assert_eq!(Fingerprint::max_bytes(&limits), 13_144);
-    assert_eq!(bound, 3_413_056);
+    assert_eq!(Fingerprint::max_bytes(&limits), 13_152);
+    assert_eq!(bound, 3_417_152);
 
     // One key, many conversations: at most per_key kept.
     let mut m = Monitor::new(limits);

@@ -112,6 +112,8 @@ pub struct Attempt {
     /// How the sidecar changed the body to make the prompt cache hit, if
     /// it did.
     pub cache_rewrite: Option<crate::prompt_cache::Rewrite>,
+    /// When the attempt was sent upstream.
+    pub sent_at: Option<Timestamp>,
 }
 
 // === impl Attempt ===

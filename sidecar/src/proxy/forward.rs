@@ -10,10 +10,7 @@ use http::{
 };
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use tokenwarden_core::{
-    prompt_cache::Fingerprint,
-    workload::{Api, Endpoint},
-};
+use tokenwarden_core::workload::{Api, Endpoint};
 
 use super::attempt::{Attempt, Plan};
 use crate::{error::ProxyError, link::Link, request, state::Shared};
@@ -140,8 +137,14 @@ pub(super) fn upstream_request(
         plan.shared.metrics.cache_rewrite(r.metric_kind());
     }
     attempt.cache_rewrite = rewrite;
-    // The prompt as the provider's cache will see it.
-    attempt.fingerprint = Fingerprint::of(attempt.endpoint, &out_body);
+    // The prompt as the provider's cache will see it, sent now.
+    attempt.fingerprint = crate::prompt_cache::fingerprint(
+        &plan.active.cfg.caching,
+        attempt.endpoint,
+        &attempt.choice.model,
+        &out_body,
+    );
+    attempt.sent_at = Some(jiff::Timestamp::now());
     let mut up = Request::new(Full::new(out_body));
     *up.method_mut() = Method::POST;
     *up.uri_mut() = uri;

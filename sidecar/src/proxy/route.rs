@@ -83,6 +83,7 @@ pub(super) fn plan<'a>(
         intent: None,
         fingerprint: None,
         cache_rewrite: None,
+        sent_at: None,
     };
     let mut plan = Plan {
         shared,

@@ -274,8 +274,8 @@ pub(crate) fn settle(
             usage: &usage,
             prices,
             exact: (200..300).contains(&status) && !estimated,
+            sent: attempt.sent_at.take().unwrap_or(now),
         },
-        now,
     );
     let spent = usage != TokenCounts::default() || status != 0;
     let holds = std::mem::take(&mut attempt.holds);
