@@ -878,3 +878,57 @@ async fn prompt_cache_key_is_appended_unless_the_app_sets_one() {
     assert_eq!(r.header("x-tokenwarden-cache-control"), None);
     assert_eq!(std::str::from_utf8(&fake.log()[3].body).unwrap(), msg);
 }
+
+/// The same volatile run busting again and again: each bust is counted and
+/// priced, and `/ledger` says how often that section and change repeated.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_timestamp_that_changes_every_request_repeats() {
+    let fake = FakeProvider::start(FakeConfig::default()).await.unwrap();
+    let sc = Sidecar::start(&policy(&fake, "", BIG_BUDGET));
+    let s = Scenario {
+        mode: Mode::Messages { stream: false },
+        long: long_text(7_000, "again"),
+    };
+    let stamps = [
+        "2026-12-06T10:00:00Z",
+        "2026-12-06T10:00:01Z",
+        "2026-12-06T10:00:02Z",
+        "2026-12-06T10:00:03Z",
+    ];
+    for ts in stamps {
+        s.send(&sc, ts).await;
+    }
+    let l = settled(&sc, 4).await;
+    let busts = l["prompt_cache"]["recent_busts"].as_array().unwrap();
+    let repeats: Vec<_> = busts.iter().map(|b| b["repeats"].clone()).collect();
+    assert_eq!(repeats, [3, 2, 1], "newest first: {l}");
+    assert!(
+        busts.iter().all(|b| b["section"] == "system[0]"
+            && b["offset"] == 28
+            && b["change"] == "timestamp")
+    );
+    let mut wasted = 0;
+    for (i, e) in fake.log().iter().enumerate().skip(1) {
+        let u = e.usage.clone().unwrap();
+        assert_eq!(u.cache_read, 0);
+        let lost = at_ratio(s.shared().len(), u.input_total, s.rendered(stamps[i]));
+        wasted += wasted_by_hand(
+            SONNET,
+            u.input_total - u.cache_write,
+            u.cache_write,
+            0,
+            lost,
+        );
+    }
+    let row = sc.model_row(SONNET_MODEL).await;
+    assert_eq!(row["cache_busts"], 3);
+    assert_eq!(cost_str(&row["cache_wasted_usd"]), wasted);
+    assert_eq!(
+        sample(
+            &metrics(&sc).await,
+            "tokenwarden_cache_busts_total",
+            &[("reason", "volatile_prefix"), ("change", "timestamp")],
+        ),
+        Some(3.0)
+    );
+}
