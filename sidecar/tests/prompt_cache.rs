@@ -784,6 +784,28 @@ async fn automatic_breakpoints_make_a_conversation_hit() {
         ),
         Some(3.0)
     );
+
+    // A stream is marked the same way, a string content becoming a block.
+    let stream = format!(
+        r#"{{"model":"{SONNET_MODEL}","max_tokens":64,"stream":true,"system":"{long}","messages":[{{"role":"user","content":"Stream?"}}]}}"#
+    );
+    let r = sc.anthropic(&stream, &[]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("x-tokenwarden-cache-control"), Some("inserted"));
+    assert_eq!(
+        std::str::from_utf8(&fake.log()[4].body).unwrap(),
+        format!(
+            r#"{{"model":"claude-sonnet-4-5","max_tokens":64,"stream":true,"system":[{{"type":"text","text":"{long}","cache_control":{{"type":"ephemeral"}}}}],"messages":[{{"role":"user","content":[{{"type":"text","text":"Stream?","cache_control":{{"type":"ephemeral"}}}}]}}]}}"#
+        )
+    );
+    assert_eq!(
+        sample(
+            &metrics(&sc).await,
+            "tokenwarden_cache_rewrites_total",
+            &[("kind", "breakpoints")]
+        ),
+        Some(4.0)
+    );
 }
 
 /// `ttl: 1h`: the inserted member asks for the 1-hour TTL, and the record
@@ -872,11 +894,25 @@ async fn prompt_cache_key_is_appended_unless_the_app_sets_one() {
         ),
         Some(2.0)
     );
+    // A stream gets the key and the header too.
+    let stream =
+        r#"{"model":"gpt-5-mini","stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
+    let r = sc.openai("/v1/chat/completions", stream, &[]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.header("x-tokenwarden-cache-control"),
+        Some("prompt-cache-key")
+    );
+    assert_eq!(
+        std::str::from_utf8(&fake.log()[3].body).unwrap(),
+        r#"{"model":"gpt-5-mini","stream":true,"messages":[{"role":"user","content":"hi"}],"stream_options":{"include_usage":true},"prompt_cache_key":"tokenwarden:apps/agent"}"#
+    );
+    fake.clear_log();
     // Anthropic requests are not OpenAI's: no key, no header.
     let msg = r#"{"model":"claude-sonnet-4-5","max_tokens":16,"messages":[{"role":"user","content":"hi"}]}"#;
     let r = sc.anthropic(msg, &[]).await;
     assert_eq!(r.header("x-tokenwarden-cache-control"), None);
-    assert_eq!(std::str::from_utf8(&fake.log()[3].body).unwrap(), msg);
+    assert_eq!(std::str::from_utf8(&fake.log()[0].body).unwrap(), msg);
 }
 
 /// The same volatile run busting again and again: each bust is counted and
@@ -1033,4 +1069,133 @@ async fn different_prompt_cache_keys_are_not_a_provider_miss() {
     let row = sc.model_row(MINI_MODEL).await;
     assert_eq!(row["cache_busts"], 0);
     assert_eq!(cost_str(&row["cache_wasted_usd"]), 0);
+}
+
+/// With automatic breakpoints the monitor sees the body as sent: a string
+/// `system` became one text block, so a timestamp at its start is
+/// reported in `system[0]`, at its offset inside that block. The figures
+/// survive a restart (they are in the journal's records).
+#[tokio::test(flavor = "multi_thread")]
+async fn inserted_breakpoints_then_a_timestamp_bust_survives_a_restart() {
+    let fake = FakeProvider::start(FakeConfig::default()).await.unwrap();
+    let spec = caching("    anthropic: {automaticBreakpoints: true}\n");
+    let mut sc = Sidecar::start(&policy(&fake, &spec, BIG_BUDGET));
+    let long = long_text(7_000, "restart");
+    let body = |ts: &str| {
+        format!(
+            r#"{{"model":"{SONNET_MODEL}","max_tokens":64,"system":"Now: {ts}. {long}","messages":[{{"role":"user","content":"Next?"}}]}}"#
+        )
+    };
+    for ts in [TS1, TS2] {
+        let r = sc.anthropic(&body(ts), &[]).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.header("x-tokenwarden-cache-control"), Some("inserted"));
+    }
+    let l = settled(&sc, 2).await;
+    let b = &l["prompt_cache"]["recent_busts"][0];
+    assert_eq!(b["reason"], "volatile_prefix", "{l}");
+    assert_eq!(b["section"], "system[0]", "{b}");
+    // {"type":"text","text":"Now: ⟨ts⟩ as sent.
+    assert_eq!(b["offset"], 28, "{b}");
+    assert_eq!(b["change"], "timestamp", "{b}");
+    let u = fake.log()[1].usage.clone().unwrap();
+    let lost = b["lost_tokens"].as_u64().unwrap();
+    let wasted = wasted_by_hand(
+        SONNET,
+        u.input_total - u.cache_write,
+        u.cache_write,
+        0,
+        lost,
+    );
+    let before = sc.model_row(SONNET_MODEL).await;
+    assert_eq!(before["cache_busts"], 1);
+    assert_eq!(cost_str(&before["cache_wasted_usd"]), wasted);
+
+    sc.kill();
+    sc.spawn();
+    let after = sc.model_row(SONNET_MODEL).await;
+    for k in [
+        "requests",
+        "cache_busts",
+        "cache_wasted_usd",
+        "cache_saved_usd",
+        "cache_write_tokens",
+        "cost_usd",
+    ] {
+        assert_eq!(after[k], before[k], "{k} after a restart");
+    }
+}
+
+/// The same prompt again within the TTL, but the provider's cache lost it
+/// (emptied here): nothing changed in the prompt, so it is a provider miss
+/// with no section and change `none`, its loss what should have been read.
+async fn provider_miss(mode: Mode) {
+    let fake = FakeProvider::start(FakeConfig::default()).await.unwrap();
+    let sc = Sidecar::start(&policy(&fake, "", BIG_BUDGET));
+    let s = Scenario {
+        mode,
+        long: long_text(7_000, "evicted"),
+    };
+    s.send(&sc, TS1).await;
+    settled(&sc, 1).await;
+    fake.clear_cache();
+    s.send(&sc, TS1).await;
+    let l = settled(&sc, 2).await;
+    let u = fake.log()[1].usage.clone().unwrap();
+    assert_eq!(u.cache_read, 0, "{mode:?}");
+    let busts = l["prompt_cache"]["recent_busts"].as_array().unwrap();
+    assert_eq!(busts.len(), 1, "{mode:?}: {l}");
+    let b = &busts[0];
+    assert_eq!(b["reason"], "provider_miss", "{b}");
+    assert_eq!(b["section"], "", "{b}");
+    assert_eq!(b["offset"], 0, "{b}");
+    assert_eq!(b["change"], "none", "{b}");
+    let rendered = s.rendered(TS1);
+    let (lost, uncached, write_5m, rates) = match mode {
+        Mode::Messages { .. } => {
+            // Up to the breakpoint: the head and the long block (rendered
+            // without cache_control), at the request's ratio.
+            let expected = at_ratio(
+                s.head(TS1).len() + s.shared().len(),
+                u.input_total,
+                rendered,
+            );
+            (
+                expected,
+                u.input_total - u.cache_write,
+                u.cache_write,
+                SONNET,
+            )
+        }
+        _ => {
+            let t = at_ratio(rendered, u.input_total, rendered);
+            (1024 + (t - 1024) / 128 * 128, u.input_total, 0, MINI)
+        }
+    };
+    assert_eq!(b["lost_tokens"], lost, "{mode:?}: {b}");
+    let wasted = wasted_by_hand(rates, uncached, write_5m, 0, lost);
+    assert_eq!(cost_str(&b["wasted_usd"]), wasted, "{mode:?}");
+    assert_eq!(
+        sample(
+            &metrics(&sc).await,
+            "tokenwarden_cache_busts_total",
+            &[("reason", "provider_miss"), ("change", "none")],
+        ),
+        Some(1.0)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn anthropic_provider_miss() {
+    provider_miss(Mode::Messages { stream: false }).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn chat_provider_miss() {
+    provider_miss(Mode::Chat { stream: true }).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn responses_provider_miss() {
+    provider_miss(Mode::Responses { stream: false }).await;
 }
