@@ -20,7 +20,8 @@ use tokenwarden_tests::{
 
 const SECRET: &str = "prompt-cache-test-shared-secret-0123";
 
-fn objects(fake: &FakeProvider) -> String {
+/// The policy, with `spec_extra` lines appended to its spec.
+fn objects(fake: &FakeProvider, spec_extra: &str) -> String {
     format!(
         r#"apiVersion: tokenwarden.dev/v1alpha1
 kind: RoutingPolicy
@@ -29,7 +30,7 @@ spec:
   workloadSelector: {{matchLabels: {{app: coder}}}}
   providers:
     - {{name: anthropic, api: anthropic, baseUrl: "{base}", apiKeySecretRef: {{name: provider-keys, key: anthropic}}}}
-"#,
+{spec_extra}"#,
         base = fake.base_url()
     )
 }
@@ -70,13 +71,12 @@ fn until<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_bust_reaches_the_cluster_ledger_and_the_policy_status() {
-    let fake = FakeProvider::start(FakeConfig::default()).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path();
+/// The operator (local mode) and a connected sidecar of workload
+/// `team/coder`, in `dir`.
+fn start(dir: &std::path::Path, fake: &FakeProvider, spec_extra: &str) -> (Operator, SidecarProc) {
+    let root = dir;
     std::fs::create_dir_all(root.join("objects")).unwrap();
-    std::fs::write(root.join("objects/objects.yaml"), objects(&fake)).unwrap();
+    std::fs::write(root.join("objects/objects.yaml"), objects(fake, spec_extra)).unwrap();
     std::fs::write(root.join("secret"), SECRET).unwrap();
     std::fs::create_dir_all(root.join("keys/provider-keys")).unwrap();
     std::fs::write(
@@ -99,6 +99,53 @@ async fn a_bust_reaches_the_cluster_ledger_and_the_policy_status() {
         .arg(root.join("keys"));
     sc.timeout = Duration::from_secs(30);
     sc.spawn();
+    (operator, sc)
+}
+
+/// The `PromptCacheUnstable` condition of the policy once `pred` holds
+/// for it (polled).
+fn unstable_condition(
+    root: &std::path::Path,
+    pred: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let status_file = root.join("state/status/routingpolicies/team.agents.json");
+    until("PromptCacheUnstable in the policy status", || {
+        let status: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&status_file).ok()?).ok()?;
+        status["conditions"]
+            .as_array()?
+            .iter()
+            .find(|c| c["type"] == "PromptCacheUnstable" && c["status"] == "True" && pred(c))
+            .cloned()
+    })
+}
+
+/// The operator's ledger row of workload `team/coder` on sonnet once it
+/// counts `requests`.
+fn cluster_row(operator: &Operator, requests: u64) -> serde_json::Value {
+    until("the operator's ledger row", || {
+        let (code, text) = http_get(operator.admin_addr(), "/ledger")?;
+        assert_eq!(code, 200, "{text}");
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        v["ledger"]
+            .as_array()?
+            .iter()
+            .find(|r| {
+                r["namespace"] == "team"
+                    && r["workload"] == "coder"
+                    && r["model"] == "claude-sonnet-4-5"
+                    && r["requests"] == requests
+            })
+            .cloned()
+    })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bust_reaches_the_cluster_ledger_and_the_policy_status() {
+    let fake = FakeProvider::start(FakeConfig::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let (operator, sc) = start(root, &fake, "");
 
     let long = long_text();
     for ts in ["2026-12-06T10:00:00Z", "2026-12-06T10:00:09Z"] {
@@ -117,35 +164,12 @@ async fn a_bust_reaches_the_cluster_ledger_and_the_policy_status() {
     assert_eq!(bust["wasted_usd"], wasted.as_str());
 
     // The cluster ledger's row of the workload and model.
-    let row = until("the operator's ledger row with the bust", || {
-        let (code, text) = http_get(operator.admin_addr(), "/ledger")?;
-        assert_eq!(code, 200, "{text}");
-        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
-        v["ledger"]
-            .as_array()?
-            .iter()
-            .find(|r| {
-                r["namespace"] == "team"
-                    && r["workload"] == "coder"
-                    && r["model"] == "claude-sonnet-4-5"
-                    && r["requests"] == 2
-            })
-            .cloned()
-    });
+    let row = cluster_row(&operator, 2);
     assert_eq!(row["cache_busts"], 1, "{row}");
     assert_eq!(row["cache_wasted_usd"], wasted.as_str(), "{row}");
 
     // The policy's status condition, as local mode writes it.
-    let status_file = root.join("state/status/routingpolicies/team.agents.json");
-    let cond = until("PromptCacheUnstable in the policy status", || {
-        let status: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(&status_file).ok()?).ok()?;
-        status["conditions"]
-            .as_array()?
-            .iter()
-            .find(|c| c["type"] == "PromptCacheUnstable" && c["status"] == "True")
-            .cloned()
-    });
+    let cond = unstable_condition(root, |_| true);
     assert_eq!(cond["reason"], "VolatilePrefix", "{cond}");
     let want = format!(
         "workload team/coder: 1 prompt-cache bust in the last 24h, wasting ${wasted}; most \
@@ -170,4 +194,56 @@ async fn a_bust_reaches_the_cluster_ledger_and_the_policy_status() {
             }
         }
     }
+}
+
+/// `volatilePrefixGuard: {mode: Report, repeats: 3}`: the same timestamp
+/// busting three times is named with what to do about it, and the policy
+/// gets a Warning Event.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_volatile_prefix_guard_names_a_repeated_timestamp() {
+    let fake = FakeProvider::start(FakeConfig::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let guard = "  caching:\n    volatilePrefixGuard: {mode: Report, repeats: 3}\n";
+    let (operator, sc) = start(root, &fake, guard);
+    let long = long_text();
+    for s in 0..4 {
+        let r = sc
+            .anthropic(&body(&format!("2026-12-06T10:00:0{s}Z"), &long), &[])
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    let local = sc.model_row("claude-sonnet-4-5").await;
+    assert_eq!(local["cache_busts"], 3, "{local}");
+    let wasted = local["cache_wasted_usd"].as_str().unwrap().to_string();
+    let row = cluster_row(&operator, 4);
+    assert_eq!(row["cache_busts"], 3, "{row}");
+    assert_eq!(row["cache_wasted_usd"], wasted.as_str(), "{row}");
+    let want = format!(
+        "workload team/coder: 3 prompt-cache busts in the last 24h, wasting ${wasted}; most \
+         often on claude-sonnet-4-5 at system[0] offset 28 (a timestamp-like value changed): \
+         3 times. The same volatile run keeps breaking the cached prefix: make it stable, or \
+         move it after the last cache breakpoint (the end of the prompt)"
+    );
+    let cond = unstable_condition(root, |c| c["message"] == want.as_str());
+    assert_eq!(cond["reason"], "VolatilePrefix", "{cond}");
+    let event = until("a PromptCacheUnstable Event", || {
+        let text = std::fs::read_to_string(root.join("state/events.jsonl")).ok()?;
+        text.lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .find(|e| e["reason"] == "PromptCacheUnstable")
+    });
+    assert_eq!(event["kind"], "RoutingPolicy", "{event}");
+    assert_eq!(
+        (&event["namespace"], &event["name"]),
+        (&"team".into(), &"agents".into())
+    );
+    assert_eq!(event["type"], "Warning", "{event}");
+    assert!(
+        event["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("workload team/coder: "),
+        "{event}"
+    );
 }
