@@ -1250,3 +1250,61 @@ async fn a_slow_first_request_is_not_a_miss_of_a_faster_later_one() {
     );
     assert_eq!(sc.model_row(SONNET_MODEL).await["cache_busts"], 0);
 }
+
+/// Tool definitions sent in another order (as some MCP clients do): the
+/// cached prefix starts with the tools, so everything is billed again; the
+/// bust names `tools[0]` and `tools_reordered`.
+#[tokio::test(flavor = "multi_thread")]
+async fn reordered_tools_are_a_volatile_prefix() {
+    let fake = FakeProvider::start(FakeConfig::default()).await.unwrap();
+    let sc = Sidecar::start(&policy(&fake, "", BIG_BUDGET));
+    let long = long_text(5_000, "tools");
+    let ta = format!(
+        r#"{{"name":"read_file","description":"Read a file. {}","input_schema":{{"type":"object","properties":{{"path":{{"type":"string"}}}}}}}}"#,
+        &long[..1500]
+    );
+    let tb = format!(
+        r#"{{"name":"write_file","description":"Write a file. {}","input_schema":{{"type":"object","properties":{{"path":{{"type":"string"}},"text":{{"type":"string"}}}}}}}}"#,
+        &long[1500..3000]
+    );
+    let body = |tools: String| {
+        format!(
+            r#"{{"model":"{SONNET_MODEL}","max_tokens":64,"tools":[{tools}],"system":[{{"type":"text","text":"{long}","cache_control":{{"type":"ephemeral"}}}}],"messages":[{{"role":"user","content":"hi"}}]}}"#
+        )
+    };
+    for tools in [format!("{ta},{tb}"), format!("{tb},{ta}")] {
+        let r = sc.anthropic(&body(tools), &[]).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    let l = settled(&sc, 2).await;
+    let u = fake.log()[1].usage.clone().unwrap();
+    assert_eq!(u.cache_read, 0);
+    let busts = l["prompt_cache"]["recent_busts"].as_array().unwrap();
+    assert_eq!(busts.len(), 1, "{l}");
+    let b = &busts[0];
+    assert_eq!(b["reason"], "volatile_prefix", "{b}");
+    assert_eq!(b["section"], "tools[0]", "{b}");
+    assert_eq!(b["offset"], 0, "{b}");
+    assert_eq!(b["change"], "tools_reordered", "{b}");
+    // Lost: both tools and the system prompt, up to the breakpoint.
+    let system = text_block(&long, false).len();
+    let rendered = ta.len() + tb.len() + system + r#""hi""#.len();
+    let lost = at_ratio(ta.len() + tb.len() + system, u.input_total, rendered);
+    assert_eq!(b["lost_tokens"], lost, "{b}");
+    let wasted = wasted_by_hand(
+        SONNET,
+        u.input_total - u.cache_write,
+        u.cache_write,
+        0,
+        lost,
+    );
+    assert_eq!(cost_str(&b["wasted_usd"]), wasted);
+    assert_eq!(
+        sample(
+            &metrics(&sc).await,
+            "tokenwarden_cache_busts_total",
+            &[("reason", "volatile_prefix"), ("change", "tools_reordered")],
+        ),
+        Some(1.0)
+    );
+}
