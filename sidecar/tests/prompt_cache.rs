@@ -393,6 +393,10 @@ async fn volatile_timestamp_is_a_priced_bust(mode: Mode) {
         &[("reason", "volatile_prefix"), ("change", "timestamp")],
     );
     assert_eq!(busts_metric, Some(1.0), "{mode:?}");
+    // The monitor's memory: a gauge, the same figure as /ledger's.
+    let bytes = sample(&m, "tokenwarden_cache_monitor_bytes", &[]).unwrap();
+    assert!(bytes > 0.0);
+    assert_eq!(Some(bytes), l["prompt_cache"]["monitor_bytes"].as_f64());
     let wasted_metric = sample(
         &m,
         "tokenwarden_cache_wasted_usd_total",
@@ -582,7 +586,7 @@ fn files_under(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
 }
 
 /// Prompts with busts through every API: their text appears in none of
-/// `/ledger`, `/metrics`, the sidecar's log (at debug level) and the
+/// `/ledger`, `/metrics`, the sidecar's log (at trace level) and the
 /// journal under `--state-dir`.
 #[tokio::test(flavor = "multi_thread")]
 async fn no_prompt_text_leaves_the_request_path() {
@@ -591,7 +595,7 @@ async fn no_prompt_text_leaves_the_request_path() {
     let mut sc = Sidecar::unstarted(&policy(&fake, "", BIG_BUDGET), &[]);
     let log_path = sc.dir.path().join("sidecar.log");
     sc.log = Some(log_path.clone());
-    sc.rust_log = "debug".into();
+    sc.rust_log = "trace".into();
     sc.spawn();
     let modes = [
         Mode::Messages { stream: false },
