@@ -1312,3 +1312,45 @@ async fn reordered_tools_are_a_volatile_prefix() {
         Some(1.0)
     );
 }
+
+/// Breakpoints are inserted only where the prefix reaches the model's
+/// minimum cacheable length (1,024 tokens for Sonnet 4.5, or the policy's
+/// `minimumTokens`): a shorter prompt reaches the provider unchanged, with
+/// no header and no rewrite counted.
+#[tokio::test(flavor = "multi_thread")]
+async fn no_breakpoints_below_the_minimum() {
+    let fake = FakeProvider::start(FakeConfig::default()).await.unwrap();
+    let spec = caching(
+        "    anthropic:\n      automaticBreakpoints: true\n      minimumTokens:\n        - {model: \"claude-opus-*\", tokens: 8192}\n",
+    );
+    let sc = Sidecar::start(&policy(&fake, &spec, BIG_BUDGET));
+    // About 750 tokens: under Sonnet's 1,024.
+    let short = long_text(3_000, "short");
+    let sonnet = format!(
+        r#"{{"model":"{SONNET_MODEL}","max_tokens":64,"system":"{short}","messages":[{{"role":"user","content":"Hi."}}]}}"#
+    );
+    // About 1,750 tokens: over Opus 4.1's built-in 1,024, under the policy's 8,192.
+    let long = long_text(7_000, "long");
+    let opus = format!(
+        r#"{{"model":"claude-opus-4-1","max_tokens":64,"system":"{long}","messages":[{{"role":"user","content":"Hi."}}]}}"#
+    );
+    for (i, body) in [&sonnet, &opus].into_iter().enumerate() {
+        let r = sc.anthropic(body, &[]).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.header("x-tokenwarden-cache-control"), None, "{i}");
+        assert_eq!(std::str::from_utf8(&fake.log()[i].body).unwrap(), *body);
+    }
+    // The same long prompt on Sonnet (no override) is marked.
+    let marked = opus.replace("claude-opus-4-1", SONNET_MODEL);
+    let r = sc.anthropic(&marked, &[]).await;
+    assert_eq!(r.header("x-tokenwarden-cache-control"), Some("inserted"));
+    let m = metrics(&sc).await;
+    assert_eq!(
+        sample(
+            &m,
+            "tokenwarden_cache_rewrites_total",
+            &[("kind", "breakpoints")]
+        ),
+        Some(1.0)
+    );
+}
