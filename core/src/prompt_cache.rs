@@ -128,7 +128,7 @@
 //! `max_blocks` blocks of 32 bytes, `max_runs` runs of 8 bytes,
 //! `max_patterns` located runs of 20 bytes and 8 breakpoints of 16 bytes:
 //! [`Fingerprint::max_bytes`] is 13,152 bytes with the defaults. The whole
-//! monitor stays under [`Monitor::max_heap_bytes`]: 3,417,152 bytes
+//! monitor stays under [`Monitor::max_heap_bytes`]: 3,421,248 bytes
 //! (3.3 MiB) with the default limits (32 keys × 8 fingerprints) and keys
 //! of up to 64 bytes. A fingerprint held between sending a request and
 //! settling it is bounded the same way. [`Monitor::heap_bytes`] reports

@@ -121,6 +121,21 @@ pub fn fingerprint(
     Some(fp.with_min_cacheable_tokens(min))
 }
 
+/// The top-level `prompt_cache_key` of an OpenAI body, if it has one (a
+/// substring check first: most bodies have none and are not parsed again).
+pub fn prompt_cache_key(endpoint: Endpoint, body: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Key {
+        prompt_cache_key: Option<String>,
+    }
+    if !matches!(endpoint, Endpoint::ChatCompletions | Endpoint::Responses)
+        || memchr::memmem::find(body, b"prompt_cache_key").is_none()
+    {
+        return None;
+    }
+    serde_json::from_slice::<Key>(body).ok()?.prompt_cache_key
+}
+
 /// Busts `/ledger` lists (the most recent).
 const RECENT_BUSTS: usize = 32;
 
@@ -151,6 +166,9 @@ pub struct Settling<'a> {
     pub provider: &'a str,
     /// The model the attempt asked for.
     pub model: &'a str,
+    /// The request's OpenAI `prompt_cache_key`: the provider keeps a cache
+    /// per key, so the monitor does too.
+    pub cache_key: Option<String>,
     /// The usage billed.
     pub usage: &'a TokenCounts,
     /// The serving model's prices, when priced.
@@ -168,7 +186,12 @@ impl PromptCache {
     /// the providers' TTLs (`--prompt-cache-ttl-ms`).
     pub fn new(ttl_override: Option<Duration>) -> Self {
         PromptCache {
-            monitor: Mutex::new(Monitor::new(MonitorLimits::default())),
+            // The sidecar gives both times of a request (sent, settled),
+            // which tell requests sent together apart exactly: no grace.
+            monitor: Mutex::new(Monitor::new(MonitorLimits {
+                miss_grace: Duration::ZERO,
+                ..MonitorLimits::default()
+            })),
             recent: Mutex::new(VecDeque::new()),
             ttl_override,
         }
@@ -176,7 +199,7 @@ impl PromptCache {
 
     /// The saved and wasted figures of a settled attempt and its bust,
     /// if the monitor finds one; counts them in the metrics.
-    pub fn figures(&self, metrics: &Metrics, s: Settling<'_>) -> CacheFigures {
+    pub fn figures(&self, metrics: &Metrics, s: Settling<'_>, settled: Timestamp) -> CacheFigures {
         let now = s.sent;
         let mut figures = CacheFigures {
             saved: s.prices.map_or(Usd::ZERO, |p| p.cache_saved(s.usage)),
@@ -186,10 +209,15 @@ impl PromptCache {
         let Some(fp) = s.fingerprint.filter(|_| s.exact) else {
             return figures;
         };
-        let key = format!("{}\u{0}{}", s.provider, s.model);
+        let key = format!(
+            "{}\u{0}{}\u{0}{}",
+            s.provider,
+            s.model,
+            s.cache_key.as_deref().unwrap_or("")
+        );
         let (obs, bytes) = {
             let mut m = lock(&self.monitor);
-            let obs = m.observe(&key, fp, now, s.usage, self.ttl_override);
+            let obs = m.observe_sent(&key, fp, now, settled, s.usage, self.ttl_override);
             (obs, m.heap_bytes())
         };
         metrics.cache_monitor_bytes(bytes);

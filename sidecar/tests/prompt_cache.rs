@@ -1046,7 +1046,6 @@ async fn top_level_cache_control_timestamp_bust() {
 /// app, each with their own key, do not share a cache, and the second
 /// one's full bill is not a provider miss.
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "bug: the monitor keys prompts by provider and model only (sidecar/src/prompt_cache.rs, PromptCache::figures), not by the request's prompt_cache_key, so a different key's cold cache is reported as a provider_miss bust with waste"]
 async fn different_prompt_cache_keys_are_not_a_provider_miss() {
     let fake = FakeProvider::start(FakeConfig::default()).await.unwrap();
     let sc = Sidecar::start(&policy(&fake, "", BIG_BUDGET));
@@ -1209,7 +1208,6 @@ async fn responses_provider_miss() {
 /// sent while the first still streams, reads it and is settled first.
 /// Nothing was lost, so neither is a bust.
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "bug: the monitor compares prompts in settle order (sidecar/src/prompt_cache.rs PromptCache::figures passes the settle time to Monitor::observe, core/src/prompt_cache/monitor.rs judges against every stored fingerprint); the slow first request is compared with the fast second one that read its cache and is reported as a provider_miss bust with waste"]
 async fn a_slow_first_request_is_not_a_miss_of_a_faster_later_one() {
     let fake = FakeProvider::start(FakeConfig::default()).await.unwrap();
     let sc = std::sync::Arc::new(Sidecar::start(&policy(&fake, "", BIG_BUDGET)));

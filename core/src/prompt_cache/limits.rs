@@ -8,7 +8,7 @@ use std::time::Duration;
 ///
 /// The memory the monitor can hold is about `keys × per_key ×` the largest
 /// fingerprint ([`super::Fingerprint::max_bytes`]); with the defaults at
-/// most 3,417,152 bytes for keys of up to 64 bytes
+/// most 3,421,248 bytes for keys of up to 64 bytes
 /// ([`super::Monitor::max_heap_bytes`], the module docs).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MonitorLimits {

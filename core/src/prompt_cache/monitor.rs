@@ -65,6 +65,8 @@ struct KeyState {
 struct Entry {
     fp: Fingerprint,
     last_seen: Timestamp,
+    /// When its response was in (the provider had written its cache).
+    settled: Timestamp,
 }
 
 /// How a new fingerprint `n` compares with an earlier one `o`.
@@ -122,11 +124,31 @@ impl Monitor {
     pub fn observe(
         &mut self,
         key: &str,
-        mut fp: Fingerprint,
+        fp: Fingerprint,
         now: Timestamp,
         billed: &TokenCounts,
         ttl_override: Option<Duration>,
     ) -> Observation {
+        self.observe_sent(key, fp, now, now, billed, ttl_override)
+    }
+
+    /// [`Monitor::observe`] with both times of the request: `sent`, when
+    /// it left for the provider (the clock of TTLs and of the comparison),
+    /// and `settled`, when its response was in. A provider miss is only
+    /// called against an earlier request that had settled before this one
+    /// was sent (and [`MonitorLimits::miss_grace`] before): a request sent
+    /// while another with the same prefix was still being answered cannot
+    /// read that one's cache, whichever of the two settles first.
+    pub fn observe_sent(
+        &mut self,
+        key: &str,
+        mut fp: Fingerprint,
+        sent: Timestamp,
+        settled: Timestamp,
+        billed: &TokenCounts,
+        ttl_override: Option<Duration>,
+    ) -> Observation {
+        let now = sent;
         fp.limit(&self.limits);
         self.tick += 1;
         let limits = self.limits;
@@ -140,7 +162,8 @@ impl Monitor {
             let o = &mut state.entries[i];
             let ttl = ttl_override.unwrap_or_else(|| o.fp.ttl());
             let age = elapsed(o.last_seen, now);
-            let v = judge(&o.fp, &fp, &cmp, billed, &limits, age, &mut scratch);
+            let may_miss = o.settled <= sent && age >= limits.miss_grace;
+            let v = judge(&o.fp, &fp, &cmp, billed, &limits, may_miss, &mut scratch);
             if age > ttl {
                 // Nothing could be read past the TTL: an expiry, when `fp`
                 // would have read `o`'s cache or been busted by it.
@@ -161,7 +184,11 @@ impl Monitor {
                 slot = v.replaces.then_some(i);
             }
         }
-        let entry = Entry { fp, last_seen: now };
+        let entry = Entry {
+            fp,
+            last_seen: now,
+            settled,
+        };
         match slot {
             Some(i) => state.entries[i] = entry,
             None => {
@@ -410,7 +437,7 @@ fn judge(
     c: &Cmp,
     billed: &TokenCounts,
     limits: &MonitorLimits,
-    age: Duration,
+    may_miss: bool,
     scratch: &mut Vec<(u32, u32)>,
 ) -> Verdict {
     let total = billed.total_input_tokens();
@@ -473,7 +500,7 @@ fn judge(
     }
     let missing = expected.saturating_sub(billed.cache_read_tokens);
     let lost_tokens = missing.min(above_read);
-    let miss = age >= limits.miss_grace
+    let miss = may_miss
         && expected >= min_cacheable
         && billed.cache_read_tokens.saturating_mul(2) < expected
         && lost_tokens >= limits.min_lost_tokens;

@@ -693,7 +693,7 @@ fn memory_stays_within_the_bound() {
     assert!(max_seen <= bound, "{max_seen} > {bound}");
     // The figures the module docs state.
     assert_eq!(Fingerprint::max_bytes(&limits), 13_152);
-    assert_eq!(bound, 3_417_152);
+    assert_eq!(bound, 3_421_248);
 
     // One key, many conversations: at most per_key kept.
     let mut m = Monitor::new(limits);

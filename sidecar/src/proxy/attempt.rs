@@ -114,6 +114,8 @@ pub struct Attempt {
     pub cache_rewrite: Option<crate::prompt_cache::Rewrite>,
     /// When the attempt was sent upstream.
     pub sent_at: Option<Timestamp>,
+    /// The OpenAI `prompt_cache_key` the attempt was sent with.
+    pub cache_key: Option<String>,
 }
 
 // === impl Attempt ===

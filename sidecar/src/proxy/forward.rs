@@ -144,6 +144,9 @@ pub(super) fn upstream_request(
         &attempt.choice.model,
         &out_body,
     );
+    if attempt.fingerprint.is_some() {
+        attempt.cache_key = crate::prompt_cache::prompt_cache_key(attempt.endpoint, &out_body);
+    }
     attempt.sent_at = Some(jiff::Timestamp::now());
     let mut up = Request::new(Full::new(out_body));
     *up.method_mut() = Method::POST;

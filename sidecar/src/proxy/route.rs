@@ -84,6 +84,7 @@ pub(super) fn plan<'a>(
         fingerprint: None,
         cache_rewrite: None,
         sent_at: None,
+        cache_key: None,
     };
     let mut plan = Plan {
         shared,

@@ -271,11 +271,13 @@ pub(crate) fn settle(
             fingerprint: attempt.fingerprint.take(),
             provider: provider.map_or("", |p| p.name.as_str()),
             model: &attempt.choice.model,
+            cache_key: attempt.cache_key.take(),
             usage: &usage,
             prices,
             exact: (200..300).contains(&status) && !estimated,
             sent: attempt.sent_at.take().unwrap_or(now),
         },
+        now,
     );
     let spent = usage != TokenCounts::default() || status != 0;
     let holds = std::mem::take(&mut attempt.holds);
