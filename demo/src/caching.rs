@@ -20,7 +20,7 @@ use tokio::sync::Semaphore;
 
 use crate::{
     processes::HttpClient,
-    workload::{Item, Tasks, send},
+    requests::{Item, Tasks, send},
 };
 
 /// The model of the `ops` agents.

@@ -38,6 +38,7 @@ mod caching;
 mod objects;
 mod processes;
 mod report;
+mod requests;
 mod workload;
 
 use std::{path::Path, process::ExitCode, time::Instant};
@@ -99,7 +100,7 @@ async fn run() -> anyhow::Result<()> {
     let pods = processes::start_pods(&client, root, operator.grpc).await?;
     let ready_ms = started.elapsed().as_millis();
 
-    let items = workload::dev_set()?;
+    let items = requests::dev_set()?;
     let hard_total = items.iter().filter(|i| i.hard()).count();
     println!(
         "tokenwarden demo: one operator (local mode), {} sidecars, a simulated provider",

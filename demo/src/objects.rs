@@ -94,10 +94,15 @@ spec:
 "#
             ),
         ),
-        (
-            "ops.yaml",
-            format!(
-                r#"# The same planning agent twice: without and with automatic prompt-cache
+        ("ops.yaml", ops(base_url)),
+    ]
+}
+
+/// The `ops` team: the same planning agent without and with automatic
+/// prompt-cache breakpoints, and an agent whose timestamp busts its cache.
+fn ops(base_url: &str) -> String {
+    format!(
+        r#"# The same planning agent twice: without and with automatic prompt-cache
 # breakpoints (the agent sends no cache_control of its own).
 apiVersion: tokenwarden.dev/v1alpha1
 kind: RoutingPolicy
@@ -129,7 +134,5 @@ spec:
   caching:
     volatilePrefixGuard: {{mode: Report, repeats: 3}}
 "#
-            ),
-        ),
-    ]
+    )
 }

@@ -9,7 +9,8 @@ use tokenwarden_core::{catalog::Catalog, money::Usd, tokens::TokenCounts, usage:
 
 use crate::{
     processes::{HttpClient, get},
-    workload::{FLAGSHIP, Item, Tally},
+    requests::Item,
+    workload::{FLAGSHIP, Tally},
 };
 
 /// The operator's `/ledger` once it counts `billed` requests and every

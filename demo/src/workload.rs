@@ -1,60 +1,21 @@
 //! The demo's traffic: a coding agent that always asks for the flagship
 //! (real public coding requests behind a cached system prompt), a search
 //! agent under a dollar budget that downgrades it, and two summarizer pods
-//! under one token cap; and the tally of what happened to each request.
+//! under one token cap, and (from [`crate::caching`]) the prompt-cache
+//! agents; and the tally of what happened to each request.
 
 use std::sync::Arc;
 
-use anyhow::Context as _;
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use serde::Deserialize;
-use tokio::{sync::Semaphore, task::JoinHandle};
+use tokio::sync::Semaphore;
 
 use crate::{
     caching,
     processes::{HttpClient, Pod},
+    requests::{Item, Tasks, send},
 };
 
 /// The model the coding agent asks for.
 pub const FLAGSHIP: &str = "claude-opus-4-1";
-const DEV_SET: &str = include_str!("../../core/data/routing-eval/dev.jsonl");
-
-/// One request of the routing-eval dev set.
-#[derive(Deserialize)]
-pub struct Item {
-    label: String,
-    messages: Vec<Message>,
-}
-
-#[derive(Deserialize)]
-struct Message {
-    content: String,
-}
-
-impl Item {
-    /// A hard design/debugging task (not a trivial edit or exercise).
-    pub fn hard(&self) -> bool {
-        self.label == "hard"
-    }
-
-    pub fn prompt(&self) -> String {
-        self.messages
-            .iter()
-            .map(|m| m.content.as_str())
-            .collect::<Vec<_>>()
-            .join("\n\n")
-    }
-}
-
-/// The dev set (`core/data/routing-eval/dev.jsonl`).
-pub fn dev_set() -> anyhow::Result<Vec<Item>> {
-    DEV_SET
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).context("routing-eval dev set"))
-        .collect()
-}
 
 /// What happened to the requests.
 #[derive(Default)]
@@ -72,40 +33,6 @@ pub struct Tally {
     pub planner: usize,
     pub planner_cached: usize,
     pub tickets: usize,
-}
-
-/// (workload, hard, status, served model) of one request.
-type Outcome = (&'static str, bool, u16, String);
-pub type Tasks = Vec<JoinHandle<anyhow::Result<Outcome>>>;
-
-/// Send `body` to a pod's sidecar; returns (status, served model).
-pub async fn send(
-    client: &HttpClient,
-    port: u16,
-    path: &str,
-    headers: Vec<(&'static str, String)>,
-    body: String,
-) -> anyhow::Result<(u16, String)> {
-    let mut req = http::Request::post(format!("http://127.0.0.1:{port}{path}"))
-        .header("content-type", "application/json");
-    for (k, v) in headers {
-        req = req.header(k, v);
-    }
-    let resp = client
-        .request(req.body(Full::new(Bytes::from(body)))?)
-        .await?;
-    let status = resp.status().as_u16();
-    let model = resp
-        .headers()
-        .get("x-tokenwarden-model")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_string();
-    let body = resp.into_body().collect().await?.to_bytes();
-    if status != 200 && std::env::var_os("DEMO_DEBUG").is_some() {
-        eprintln!("{status}: {}", String::from_utf8_lossy(&body));
-    }
-    Ok((status, model))
 }
 
 /// Play the three workloads through the pods' sidecars (24 requests at a
