@@ -1,5 +1,5 @@
 //! The README's first command: the demo runs the whole system on one
-//! machine (operator in local mode, four sidecars, the fake provider) and
+//! machine (operator in local mode, seven sidecars, the fake provider) and
 //! tells the story.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -25,7 +25,7 @@ fn the_demo_runs_the_cluster_and_prints_the_cluster_ledger() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        stdout.contains("one operator (local mode), 4 sidecars"),
+        stdout.contains("one operator (local mode), 7 sidecars"),
         "{stdout}"
     );
     assert!(
@@ -84,4 +84,57 @@ fn the_demo_runs_the_cluster_and_prints_the_cluster_ledger() {
     assert!(budget.trim_end().ends_with("Exhausted"), "{budget}");
     let used: u64 = budget.split_whitespace().nth(3).unwrap().parse().unwrap();
     assert!(used <= 150_000, "the token cap held: {budget}");
+
+    prompt_cache(&stdout);
+}
+
+/// The prompt cache's part: the same trace reads nothing from the cache
+/// without breakpoints and most of its input with them, for less; the
+/// timestamp agent's busts are located and reach its RoutingPolicy.
+fn prompt_cache(stdout: &str) {
+    let line = |prefix: &str| {
+        stdout
+            .lines()
+            .find(|l| l.trim_start().starts_with(prefix))
+            .unwrap_or_else(|| panic!("no line {prefix:?}: {stdout}"))
+    };
+    // "... off: 0.0% of its input read from cache, cost $0.6497, cache saved $0.0000"
+    let figures = |l: &str| -> (f64, f64) {
+        let hit = l
+            .split(": ")
+            .nth(1)
+            .and_then(|r| r.split('%').next())
+            .unwrap();
+        let cost = l
+            .split("cost $")
+            .nth(1)
+            .and_then(|r| r.split(',').next())
+            .unwrap();
+        (hit.parse().unwrap(), cost.parse().unwrap())
+    };
+    let (off_hit, off_cost) = figures(line("ops/planner         automatic breakpoints off"));
+    let (on_hit, on_cost) = figures(line("ops/planner-cached  automatic breakpoints on"));
+    assert_eq!(off_hit, 0.0, "{stdout}");
+    assert!(
+        on_hit > 50.0,
+        "most input read from cache: {on_hit}%\n{stdout}"
+    );
+    assert!(
+        on_cost < off_cost * 0.75,
+        "{on_cost} vs {off_cost}\n{stdout}"
+    );
+    let tickets = line("ops/ticket-agent (timestamp");
+    assert!(
+        tickets.contains("11 cache busts")
+            && tickets.ends_with(
+                "the sidecar's last: volatile_prefix at system[0] offset 37 (timestamp)"
+            ),
+        "{tickets}"
+    );
+    let cond = line("RoutingPolicy ops/ticket-agent: PromptCacheUnstable=True (VolatilePrefix)");
+    assert!(
+        cond.contains("at system[0] offset 37 (a timestamp-like value changed): 11 times")
+            && cond.contains("The same volatile run keeps breaking the cached prefix"),
+        "{cond}"
+    );
 }
