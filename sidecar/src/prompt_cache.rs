@@ -102,13 +102,18 @@ pub fn apply(
 /// The fingerprint of a body about to be sent to `model`, with the
 /// model's minimum cacheable length for Anthropic (the policy's override,
 /// else the built-in table): a prefix the provider cannot cache is never
-/// expected to be read.
+/// expected to be read. `None` for a prompt the provider cannot cache at
+/// all ([`Fingerprint::can_matter`]): short OpenAI prompts and Anthropic
+/// prompts without breakpoints cost the monitor nothing.
 pub fn fingerprint(
     caching: &CachingConfig,
     endpoint: Endpoint,
     model: &str,
     body: &[u8],
 ) -> Option<Fingerprint> {
+    if !Fingerprint::can_matter(endpoint, body) {
+        return None;
+    }
     let fp = Fingerprint::of(endpoint, body)?;
     if endpoint != Endpoint::Messages {
         return Some(fp);

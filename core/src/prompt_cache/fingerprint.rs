@@ -228,6 +228,29 @@ impl Fingerprint {
         Some(fp)
     }
 
+    /// Whether a fingerprint of `body` could ever matter: `false` for a
+    /// prompt the provider cannot cache, which can then neither bust, nor
+    /// miss, nor be the cached predecessor of a later prompt. That is an
+    /// OpenAI body under 4,096 bytes (its rendered prompt is under the
+    /// 4,096 bytes taken for OpenAI's 1,024-token minimum, so its
+    /// cacheable point is 0) and an Anthropic body without the bytes
+    /// `cache_control` (no breakpoint, nothing cached; a body with a `\u00`
+    /// escape is fingerprinted, its keys may spell it so). A substring
+    /// test: the common short request costs the monitor nothing.
+    pub fn can_matter(endpoint: Endpoint, body: &[u8]) -> bool {
+        match endpoint {
+            // A key spelled with escapes (`cache\u005fcontrol`) has a `\u00`.
+            Endpoint::Messages => {
+                memchr::memmem::find(body, b"cache_control").is_some()
+                    || memchr::memmem::find(body, b"\\u00").is_some()
+            }
+            Endpoint::ChatCompletions | Endpoint::Responses => {
+                body.len() as u64 >= OPENAI_MIN_BYTES
+            }
+            Endpoint::Embeddings => false,
+        }
+    }
+
     /// Bytes of the rendered prompt (the blocks, as sent; Anthropic blocks
     /// without their `cache_control` member).
     pub fn rendered_bytes(&self) -> u64 {

@@ -136,6 +136,66 @@ fn a_timestamp_at_the_start_of_the_anthropic_system_prompt_is_a_volatile_prefix(
 }
 
 #[test]
+fn only_prompts_the_provider_can_cache_are_worth_a_fingerprint() {
+    let short = r#"{"model":"gpt-5-mini","messages":[{"role":"user","content":"hi"}]}"#;
+    assert!(!Fingerprint::can_matter(
+        Endpoint::ChatCompletions,
+        short.as_bytes()
+    ));
+    let long = chat("Date: 2026-12-06.", 100, "");
+    assert!(long.len() >= 4096);
+    assert!(Fingerprint::can_matter(
+        Endpoint::ChatCompletions,
+        long.as_bytes()
+    ));
+    assert!(Fingerprint::can_matter(
+        Endpoint::Responses,
+        long.as_bytes()
+    ));
+    let (marked, _) = anthropic_ts("2026-12-06T09:30:26Z", true, MESSAGES);
+    let (plain, _) = anthropic_ts("2026-12-06T09:30:26Z", false, MESSAGES);
+    assert!(Fingerprint::can_matter(
+        Endpoint::Messages,
+        marked.as_bytes()
+    ));
+    assert!(!Fingerprint::can_matter(
+        Endpoint::Messages,
+        plain.as_bytes()
+    ));
+    let escaped = plain.replace(
+        r#""type":"text","text":"Current"#,
+        r#""type":"text","cache\u005fcontrol":{"type":"ephemeral"},"text":"Current"#,
+    );
+    assert!(Fingerprint::can_matter(
+        Endpoint::Messages,
+        escaped.as_bytes()
+    ));
+    assert!(!Fingerprint::can_matter(
+        Endpoint::Embeddings,
+        long.as_bytes()
+    ));
+    // What the shortcut skips could not have busted: the plain Anthropic
+    // prompt after a marked one, and a short chat prompt.
+    let mut m = Monitor::new(MonitorLimits::default());
+    m.observe(
+        KEY,
+        fp(Endpoint::Messages, &marked),
+        t(0),
+        &billed(12, 0, 1700),
+        None,
+    );
+    let (plain2, _) = anthropic_ts("2026-12-06T09:31:00Z", false, MESSAGES);
+    let got = m.observe(
+        KEY,
+        fp(Endpoint::Messages, &plain2),
+        t(30),
+        &billed(1712, 0, 0),
+        None,
+    );
+    assert_eq!(got, Observation::default());
+}
+
+#[test]
 fn a_prefix_below_the_models_minimum_cacheable_length_neither_busts_nor_misses() {
     // ~1,700 tokens: above Sonnet's 1,024, below Haiku 4.5's 4,096.
     let run = |min: Option<u64>| {
