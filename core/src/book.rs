@@ -413,6 +413,7 @@ impl Book {
             .charged_tokens
             .saturating_add(rec.usage.total_tokens());
         self.state.record(&rec.usage, rec.cost);
+        self.state.record_cache(&rec.cache);
         self.models
             .entry(rec.served_model.clone())
             .or_default()

@@ -649,21 +649,18 @@ impl BudgetState {
     /// Add usage that was not reserved here (e.g. replayed from a ledger).
     pub fn record(&mut self, usage: &TokenCounts, cost: Option<Usd>) {
         let t = &mut self.totals;
-        t.usage.input_tokens = t.usage.input_tokens.saturating_add(usage.input_tokens);
-        t.usage.output_tokens = t.usage.output_tokens.saturating_add(usage.output_tokens);
-        t.usage.cache_read_tokens = t
-            .usage
-            .cache_read_tokens
-            .saturating_add(usage.cache_read_tokens);
-        t.usage.cache_write_tokens = t
-            .usage
-            .cache_write_tokens
-            .saturating_add(usage.cache_write_tokens);
+        crate::usage::add_usage(&mut t.usage, usage);
         t.requests += 1;
         match cost {
             Some(c) => t.spent = t.spent.saturating_add(c),
             None => t.unpriced_requests += 1,
         }
+    }
+
+    /// Count a recorded request's prompt-cache figures in the period's
+    /// totals (what it saved, what a bust wasted).
+    pub fn record_cache(&mut self, figures: &crate::usage::cache::CacheFigures) {
+        self.totals.cache.add(figures);
     }
 
     fn refusal(&self, now: Timestamp, reason: RefusalReason, message: String) -> Refusal {

@@ -425,7 +425,7 @@ mod tests {
                 output_tokens: 20,
                 cache_read_tokens: 30,
                 cache_write_tokens: 40,
-                cache_write_1h_tokens: 0,
+                cache_write_1h_tokens: 15,
             },
             cost: Some("0.000123456789".parse().unwrap()),
             estimated: true,
@@ -434,13 +434,45 @@ mod tests {
                 period_start: book.window().start,
             }],
             intent: None,
-            cache: Default::default(),
+            cache: tokenwarden_core::usage::cache::CacheFigures {
+                saved: "0.000081".parse().unwrap(),
+                wasted: "0.0000069".parse().unwrap(),
+                bust: Some(tokenwarden_core::usage::cache::CacheBust {
+                    reason: tokenwarden_core::usage::cache::BustReason::VolatilePrefix,
+                    section: "system".into(),
+                    offset: 14,
+                    change: tokenwarden_core::usage::cache::ChangeKind::Timestamp,
+                    lost_tokens: 2,
+                }),
+            },
         };
         book.apply("s1", "ns/web", book.window().start, &rec, now);
         let st = budget_status(&book, None, now);
         assert_eq!(st.spent_usd.as_deref(), Some("0.000123456789"));
         assert_eq!(st.remaining_usd.as_deref(), Some("4.999876543211"));
         assert_eq!(st.top_models[0].name, "claude-y");
+        // The prompt cache's economics: 30 of 80 input tokens read.
+        let m = &st.top_models[0];
+        assert_eq!(
+            (
+                m.cache_hit_ratio.as_deref(),
+                m.cache_saved_usd.as_deref(),
+                m.cache_wasted_usd.as_deref(),
+                m.cache_busts
+            ),
+            (Some("0.375"), Some("0.000081"), Some("0.0000069"), Some(1))
+        );
+        assert_eq!(st.top_workloads[0].cache_busts, Some(1));
+        assert_eq!(
+            st.prompt_cache,
+            Some(PromptCacheSummary {
+                hit_ratio: Some("0.375".into()),
+                saved_usd: "0.000081".into(),
+                wasted_usd: "0.0000069".into(),
+                busts: 1,
+            })
+        );
+        assert_eq!(st.tokens.as_ref().map(|t| t.cache_write1h), Some(15));
         assert_eq!(st.period_start.as_deref(), Some("2026-11-22T00:00:00Z"));
         let json = serde_json::to_value(&st).unwrap();
         let back: TokenBudgetStatus = serde_json::from_value(json).unwrap();
