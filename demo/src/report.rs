@@ -237,6 +237,12 @@ pub async fn print_prompt_cache(
         last["offset"].as_u64().unwrap_or(0),
         last["change"].as_str().unwrap_or("-"),
     );
+    // The status catches up with the ledger within a tick or two: wait
+    // for the condition that counts every bust the ledger has.
+    let counted = format!(
+        "{} prompt-cache bust",
+        tickets["cache_busts"].as_u64().unwrap_or(0)
+    );
     let path = state.join("status/routingpolicies/ops.ticket-agent.json");
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -247,7 +253,11 @@ pub async fn print_prompt_cache(
             s["conditions"]
                 .as_array()?
                 .iter()
-                .find(|c| c["type"] == "PromptCacheUnstable" && c["status"] == "True")
+                .find(|c| {
+                    c["type"] == "PromptCacheUnstable"
+                        && c["status"] == "True"
+                        && c["message"].as_str().is_some_and(|m| m.contains(&counted))
+                })
                 .cloned()
         });
         if let Some(c) = cond {

@@ -85,6 +85,13 @@ impl Block<'_> {
                 field(b"block");
             }
         }
+        // A string is shorthand for one text block (`"content": "hi"` renders as
+        // `[{"type": "text", "text": "hi"}]`): both are the text's bytes.
+        if let Some(text) = self.text() {
+            field(b"text");
+            field(text);
+            return;
+        }
         match &self.members {
             Some(members) => {
                 for (k, v) in members.iter().filter(|(k, _)| k != "cache_control") {
@@ -94,6 +101,26 @@ impl Block<'_> {
             }
             None => field(self.raw.get().as_bytes()),
         }
+    }
+
+    /// The string literal of a plain text block: a string, or an object whose members
+    /// besides `cache_control` are exactly `type: "text"` and `text`.
+    fn text(&self) -> Option<&[u8]> {
+        let Some(members) = &self.members else {
+            let raw = self.raw.get().as_bytes();
+            return raw.starts_with(b"\"").then_some(raw);
+        };
+        let mut kept = members.iter().filter(|(k, _)| k != "cache_control");
+        let (a, b) = (kept.next()?, kept.next()?);
+        if kept.next().is_some() {
+            return None;
+        }
+        let (ty, text) = if a.0 == "type" { (a, b) } else { (b, a) };
+        (ty.0 == "type"
+            && ty.1.get() == "\"text\""
+            && text.0 == "text"
+            && text.1.get().starts_with('"'))
+        .then(|| text.1.get().as_bytes())
     }
 }
 
@@ -370,6 +397,28 @@ mod tests {
             ]
         );
         assert_eq!(ttls(body), vec![(0, Ttl::OneHour), (4, Ttl::FiveMinutes)]);
+    }
+
+    #[test]
+    fn a_string_and_one_text_block_are_the_same_content() {
+        let hash = |body: &str| {
+            let p = anthropic(body.as_bytes()).unwrap();
+            p.blocks
+                .iter()
+                .map(|b| {
+                    let mut bytes = Vec::new();
+                    b.feed(&mut |x| bytes.extend_from_slice(x));
+                    bytes
+                })
+                .collect::<Vec<_>>()
+        };
+        let plain = r#"{"system":"s","messages":[{"role":"user","content":"hi"}],"tools":[{"name":"t","cache_control":{"type":"ephemeral"}}]}"#;
+        let block = r#"{"system":[{"type":"text","text":"s"}],"messages":[{"role":"user","content":[{"text":"hi","type":"text","cache_control":{"type":"ephemeral"}}]}],"tools":[{"name":"t","cache_control":{"type":"ephemeral"}}]}"#;
+        assert_eq!(hash(plain), hash(block));
+        let other = block.replace(r#""text":"hi""#, r#""text":"ho""#);
+        assert_ne!(hash(plain), hash(&other));
+        let image = block.replace(r#""type":"text""#, r#""type":"text","citations":[]"#);
+        assert_ne!(hash(plain), hash(&image));
     }
 
     #[test]
