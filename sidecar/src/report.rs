@@ -312,6 +312,36 @@ fn summary_routing(s: &mut String, cfg: &WorkloadConfig) {
         };
         let _ = writeln!(s, "  route {:<20} -> {target}", route.name);
     }
+    summary_caching(s, &cfg.caching);
+}
+
+/// The summary's prompt-cache line, when the policy turns anything on.
+fn summary_caching(s: &mut String, c: &tokenwarden_core::workload::CachingConfig) {
+    let mut on = Vec::new();
+    if let Some(b) = &c.anthropic_breakpoints {
+        let ttl = match b.ttl {
+            tokenwarden_core::workload::CacheTtl::FiveMinutes => "5m",
+            tokenwarden_core::workload::CacheTtl::OneHour => "1h",
+        };
+        let mut text = format!("Anthropic breakpoints (ttl {ttl}");
+        for o in &b.minimum_overrides {
+            text.push_str(&format!(", minimum {} tokens for {}", o.tokens, o.model));
+        }
+        text.push(')');
+        on.push(text);
+    }
+    if let Some(k) = &c.openai_prompt_cache_key {
+        on.push(format!("OpenAI prompt_cache_key {k:?}"));
+    }
+    if let Some(g) = &c.volatile_guard {
+        on.push(format!(
+            "volatile-prefix guard (report after {} busts)",
+            g.repeats
+        ));
+    }
+    if !on.is_empty() {
+        let _ = writeln!(s, "  caching: {}", on.join("; "));
+    }
 }
 
 /// The summary's line of one budget: limits, thresholds and rules.

@@ -47,6 +47,14 @@ fn examples_compile_for_a_labelled_workload() {
         ),
         "{stdout}"
     );
+    assert!(
+        stdout.contains(
+            "  caching: Anthropic breakpoints (ttl 5m, minimum 8192 tokens for claude-opus-*); \
+             OpenAI prompt_cache_key \"tokenwarden:agents/coding-agent\"; volatile-prefix \
+             guard (report after 3 busts)"
+        ),
+        "{stdout}"
+    );
     // The shadow budget lives in another namespace: it does not select this pod.
     assert!(!stdout.contains("research-monthly-tokens"), "{stdout}");
 }
