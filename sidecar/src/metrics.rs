@@ -26,9 +26,9 @@
 //! | `tokenwarden_cache_saved_usd_total` | served_model: what prompt-cache reads saved (reads at the input price minus their cost) |
 //! | `tokenwarden_cache_wasted_usd_total` | served_model: what cache busts wasted (shared content billed above the cache-read price) |
 //! | `tokenwarden_cache_busts_total` | reason (prefix_diverged, volatile_prefix, provider_miss), change (timestamp, date, uuid, number, whitespace, tools_reordered, tools_changed, system_replaced, content, none) |
-//! | `tokenwarden_cache_expiries_total` | | prompts whose earlier prefix had outlived the provider's cache TTL (not busts) |
+//! | `tokenwarden_cache_expiries_total` | none: prompts whose earlier prefix had outlived the provider's cache TTL (not busts) |
 //! | `tokenwarden_cache_rewrites_total` | kind (breakpoints, prompt_cache_key): requests the sidecar changed to make the cache hit |
-//! | `tokenwarden_cache_monitor_bytes` | | memory held by the prefix-stability monitor |
+//! | `tokenwarden_cache_monitor_bytes` | none: memory held by the prefix-stability monitor |
 //!
 //! Model names come from apps, so their label values are bounded: at most
 //! [`MAX_MODEL_LABELS`] distinct values (then `other`), 64 characters each,

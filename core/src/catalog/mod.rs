@@ -9,11 +9,11 @@
 //!   the sidecar and the operator price usage with. An unknown model is
 //!   [`Pricing::Unpriced`] and [`PriceBook::cost`] returns `None`: it is
 //!   reported, never counted as $0.
-//! - [`ModelPrices::cost`]: the cost of a [`TokenCounts`] in integer pico-USD.
+//! - [`ModelPrices::cost`]: the cost of a [`TokenCounts`](crate::tokens::TokenCounts) in integer pico-USD.
 //!
 //! # How a request is priced
 //!
-//! Four disjoint token kinds ([`TokenCounts`]) are each billed at their own rate:
+//! Four disjoint token kinds ([`TokenCounts`](crate::tokens::TokenCounts)) are each billed at their own rate:
 //! uncached input, output, cache read and cache write. A kind the model has
 //! no price for is billed at its input price. Tiered prices follow
 //! genai-prices: the request's total input tokens (all three input kinds)
