@@ -21,7 +21,11 @@
 //!   is one block, an array one block per element), then each message's
 //!   content blocks (string content is one block). A block's own
 //!   `cache_control` member is left out: it marks a breakpoint and is not
-//!   part of the cached prefix, and clients move it from turn to turn.
+//!   part of the cached prefix, and clients move it from turn to turn. A
+//!   plain text block (`{"type": "text", "text": …}` and nothing else) is
+//!   its `text` string: Anthropic renders a string and a one-block text
+//!   array alike, and the sidecar's automatic breakpoints turn the one into
+//!   the other, so the next turn's string must not look like a change.
 //!   <https://docs.claude.com/en/docs/build-with-claude/prompt-caching>
 //!   ("Prompt caching references the entire prompt — tools, system, and
 //!   messages (in that order)").
@@ -33,8 +37,9 @@
 //! Labels: `tools[2]`, `system`, `system[1]`, `messages[3]`,
 //! `messages[3].content[0]`, `instructions`, `input`, `input[4]`. Offsets
 //! count bytes of the block's JSON value as sent (a string's opening quote
-//! is byte 0; in a block carrying `cache_control`, bytes after that member
-//! count as if it were not there). Beyond `max_blocks` blocks the rest of
+//! is byte 0; of a plain text block, of its `text` string; in a block
+//! carrying `cache_control`, bytes after that member count as if it were
+//! not there). Beyond `max_blocks` blocks the rest of
 //! the prompt is one block, labelled by its first.
 //!
 //! Per block a fingerprint keeps its length; a hash of its bytes; a hash

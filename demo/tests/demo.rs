@@ -127,13 +127,13 @@ fn prompt_cache(stdout: &str) {
     assert!(
         tickets.contains("11 cache busts")
             && tickets.ends_with(
-                "the sidecar's last: volatile_prefix at system[0] offset 37 (timestamp)"
+                "the sidecar's last: volatile_prefix at system[0] offset 15 (timestamp)"
             ),
         "{tickets}"
     );
     let cond = line("RoutingPolicy ops/ticket-agent: PromptCacheUnstable=True (VolatilePrefix)");
     assert!(
-        cond.contains("at system[0] offset 37 (a timestamp-like value changed): 11 times")
+        cond.contains("at system[0] offset 15 (a timestamp-like value changed): 11 times")
             && cond.contains("The same volatile run keeps breaking the cached prefix"),
         "{cond}"
     );

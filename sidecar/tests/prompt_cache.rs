@@ -231,12 +231,21 @@ impl Scenario {
         }
     }
 
-    /// The long shared block as the monitor renders it (Anthropic: without
-    /// its `cache_control` member).
+    /// The first block as the monitor renders it: a plain Anthropic text
+    /// block is its text literal (Anthropic renders it as a string).
+    fn rendered_head(&self, ts: &str) -> String {
+        match self.mode {
+            Mode::Messages { .. } => format!(r#""Now: {ts}""#),
+            _ => self.head(ts),
+        }
+    }
+
+    /// The long shared block as the monitor renders it (Anthropic: its text
+    /// literal, without the block's `cache_control` member).
     fn shared(&self) -> String {
         let long = &self.long;
         match self.mode {
-            Mode::Messages { .. } => format!(r#"{{"type":"text","text":"{long}"}}"#),
+            Mode::Messages { .. } => format!(r#""{long}""#),
             Mode::Chat { .. } => format!(r#"{{"role":"system","content":"{long}"}}"#),
             Mode::Responses { .. } => format!(r#"{{"role":"developer","content":"{long}"}}"#),
         }
@@ -269,15 +278,15 @@ impl Scenario {
 
     /// The rendered prompt bytes (every block as the monitor sees it).
     fn rendered(&self, ts: &str) -> usize {
-        self.head(ts).len() + self.shared().len() + self.question().len()
+        self.rendered_head(ts).len() + self.shared().len() + self.question().len()
     }
 
     /// The section label the bust must name and the timestamp's offset in
     /// that section's value.
     fn expected_place(&self) -> (&'static str, u64) {
         match self.mode {
-            // {"type":"text","text":"Now: ⟨ts⟩
-            Mode::Messages { .. } => ("system[0]", 28),
+            // "Now: ⟨ts⟩ (the text of the block {"type":"text","text":…})
+            Mode::Messages { .. } => ("system[0]", 6),
             // {"role":"system","content":"Now: ⟨ts⟩
             Mode::Chat { .. } => ("messages[0]", 33),
             // "Now: ⟨ts⟩
@@ -353,7 +362,7 @@ async fn volatile_timestamp_is_a_priced_bust(mode: Mode) {
     assert_eq!(b["section"], section, "{mode:?}: {b}");
     assert_eq!(b["offset"], offset, "{mode:?}: {b}");
     assert_eq!(
-        &s.head(TS2)[offset as usize..offset as usize + TS2.len()],
+        &s.rendered_head(TS2)[offset as usize..offset as usize + TS2.len()],
         TS2,
         "the offset is the timestamp's"
     );
@@ -476,7 +485,8 @@ async fn timestamp_at_the_start_of_one_long_system_block() {
     let fake = FakeProvider::start(FakeConfig::default()).await.unwrap();
     let sc = Sidecar::start(&policy(&fake, "", BIG_BUDGET));
     let long = long_text(7_000, "one-block");
-    let block = |ts: &str| format!(r#"{{"type":"text","text":"Now: {ts}.\n\n{long}"}}"#);
+    // The block as the monitor renders it: its text literal.
+    let block = |ts: &str| format!(r#""Now: {ts}.\n\n{long}""#);
     let body = |ts: &str| {
         format!(
             r#"{{"model":"{SONNET_MODEL}","max_tokens":64,"system":[{{"type":"text","text":"Now: {ts}.\n\n{long}","cache_control":{{"type":"ephemeral"}}}}],"messages":[{{"role":"user","content":"Go on."}}]}}"#
@@ -494,8 +504,8 @@ async fn timestamp_at_the_start_of_one_long_system_block() {
     let b = &busts[0];
     assert_eq!(b["reason"], "volatile_prefix", "{b}");
     assert_eq!(b["section"], "system[0]", "{b}");
-    // {"type":"text","text":"Now: ⟨ts⟩
-    assert_eq!(b["offset"], 28, "{b}");
+    // "Now: ⟨ts⟩, the text of {"type":"text","text":…}
+    assert_eq!(b["offset"], 6, "{b}");
     assert_eq!(b["change"], "timestamp", "{b}");
     let rendered = block(TS2).len() + r#""Go on.""#.len();
     let lost = b["lost_tokens"].as_u64().unwrap();
@@ -943,9 +953,9 @@ async fn a_timestamp_that_changes_every_request_repeats() {
     let repeats: Vec<_> = busts.iter().map(|b| b["repeats"].clone()).collect();
     assert_eq!(repeats, [3, 2, 1], "newest first: {l}");
     assert!(
-        busts.iter().all(|b| b["section"] == "system[0]"
-            && b["offset"] == 28
-            && b["change"] == "timestamp")
+        busts
+            .iter()
+            .all(|b| b["section"] == "system[0]" && b["offset"] == 6 && b["change"] == "timestamp")
     );
     let mut wasted = 0;
     for (i, e) in fake.log().iter().enumerate().skip(1) {
@@ -984,6 +994,8 @@ async fn top_level_cache_control_timestamp_bust() {
     let head = |ts: &str| format!(r#"{{"type":"text","text":"Now: {ts}"}}"#);
     let shared = format!(r#"{{"type":"text","text":"{long}"}}"#);
     let question = r#""What changed?""#;
+    // As the monitor renders them: a plain text block is its text.
+    let (r_head, r_shared) = (format!(r#""Now: {TS2}""#), format!(r#""{long}""#));
     let body = |ts: &str| {
         format!(
             r#"{{"model":"{SONNET_MODEL}","max_tokens":64,"cache_control":{{"type":"ephemeral"}},"system":[{h},{shared}],"messages":[{{"role":"user","content":{question}}}]}}"#,
@@ -1013,13 +1025,13 @@ async fn top_level_cache_control_timestamp_bust() {
         (
             &"volatile_prefix".into(),
             &"system[0]".into(),
-            &28.into(),
+            &6.into(),
             &"timestamp".into()
         )
     );
-    let rendered = head(TS2).len() + shared.len() + question.len();
+    let rendered = r_head.len() + r_shared.len() + question.len();
     let lost = at_ratio(
-        shared.len() + question.len(),
+        r_shared.len() + question.len(),
         usage[1].input_total,
         rendered,
     );
@@ -1076,7 +1088,7 @@ async fn different_prompt_cache_keys_are_not_a_provider_miss() {
 
 /// With automatic breakpoints the monitor sees the body as sent: a string
 /// `system` became one text block, so a timestamp at its start is
-/// reported in `system[0]`, at its offset inside that block. The figures
+/// reported in `system[0]`, at its offset inside that block's text. The figures
 /// survive a restart (they are in the journal's records).
 #[tokio::test(flavor = "multi_thread")]
 async fn inserted_breakpoints_then_a_timestamp_bust_survives_a_restart() {
@@ -1098,8 +1110,8 @@ async fn inserted_breakpoints_then_a_timestamp_bust_survives_a_restart() {
     let b = &l["prompt_cache"]["recent_busts"][0];
     assert_eq!(b["reason"], "volatile_prefix", "{l}");
     assert_eq!(b["section"], "system[0]", "{b}");
-    // {"type":"text","text":"Now: ⟨ts⟩ as sent.
-    assert_eq!(b["offset"], 28, "{b}");
+    // "Now: ⟨ts⟩: the text of the block the string became.
+    assert_eq!(b["offset"], 6, "{b}");
     assert_eq!(b["change"], "timestamp", "{b}");
     let u = fake.log()[1].usage.clone().unwrap();
     let lost = b["lost_tokens"].as_u64().unwrap();
@@ -1156,10 +1168,10 @@ async fn provider_miss(mode: Mode) {
     let rendered = s.rendered(TS1);
     let (lost, uncached, write_5m, rates) = match mode {
         Mode::Messages { .. } => {
-            // Up to the breakpoint: the head and the long block (rendered
-            // without cache_control), at the request's ratio.
+            // Up to the breakpoint: the head and the long block (as
+            // rendered: their texts), at the request's ratio.
             let expected = at_ratio(
-                s.head(TS1).len() + s.shared().len(),
+                s.rendered_head(TS1).len() + s.shared().len(),
                 u.input_total,
                 rendered,
             );

@@ -486,6 +486,13 @@ impl Builder {
             Some((bytes, _)) => bytes.as_slice(),
             None => raw.as_bytes(),
         };
+        // Anthropic renders a string and one plain text block alike (the
+        // string is shorthand for it): a plain text block is its text.
+        let bytes = if self.anthropic {
+            plain_text(bytes).unwrap_or(bytes)
+        } else {
+            bytes
+        };
         let index = self.blocks.len();
         self.ends.clear();
         scan::run_ends(bytes, &mut self.ends);
@@ -538,6 +545,31 @@ impl Builder {
             });
         }
     }
+}
+
+/// The text literal (quotes included) of a plain Anthropic text block,
+/// `{"type": "text", "text": "…"}` with no other member; `None` for
+/// anything else.
+fn plain_text(bytes: &[u8]) -> Option<&[u8]> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Plain<'a> {
+        #[serde(rename = "type")]
+        kind: &'a str,
+        #[serde(borrow)]
+        text: &'a serde_json::value::RawValue,
+    }
+    if !bytes.starts_with(b"{") {
+        return None;
+    }
+    let p: Plain<'_> = serde_json::from_slice(bytes).ok()?;
+    let text = p.text.get();
+    if p.kind != "text" || !text.starts_with('"') {
+        return None;
+    }
+    // The literal lies inside `bytes`: find its offset by address.
+    let start = (text.as_ptr() as usize).checked_sub(bytes.as_ptr() as usize)?;
+    bytes.get(start..start + text.len())
 }
 
 /// A block's bytes without its top-level `cache_control` member (the
@@ -637,13 +669,15 @@ mod tests {
                 "messages[1].content[0]"
             ]
         );
+        // A plain text block is its text, as a string is: Anthropic renders
+        // `"q"` and `[{"type":"text","text":"q"}]` alike.
         let blocks = [
             r#"{"name":"a"}"#,
             r#"{"name":"b"}"#,
-            r#"{"type":"text","text":"s0"}"#,
-            r#"{"type":"text","text":"s1"}"#,
+            r#""s0""#,
+            r#""s1""#,
             r#""q""#,
-            r#"{"type":"text","text":"a"}"#,
+            r#""a""#,
         ];
         let lens = blocks.map(|b| b.len() as u64);
         let raws: Vec<u64> = fp.blocks.iter().map(|b| b.raw).collect();

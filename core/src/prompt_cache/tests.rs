@@ -105,14 +105,16 @@ fn a_timestamp_at_the_start_of_the_anthropic_system_prompt_is_a_volatile_prefix(
     // Nothing read: the whole system prompt was written again.
     let bill = billed(12, 0, 1700);
     let got = m.observe(KEY, n, t(36), &bill, None);
-    let rules_block = format!(r#"{{"type":"text","text":{}}}"#, json(&rules(100)));
+    // A plain text block counts as its text (the string literal).
+    let rules_block = json(&rules(100));
     let bust = got.bust.expect("a bust");
+    let text_at = head.find(r#""Current"#).unwrap();
     assert_eq!(
         bust,
         CacheBust {
             reason: BustReason::VolatilePrefix,
             section: "system[0]".to_owned(),
-            offset: head.find("2026").unwrap() as u64,
+            offset: (head.find("2026").unwrap() - text_at) as u64,
             change: ChangeKind::Timestamp,
             lost_tokens: tokens(rules_block.len() as u64, 1712, rendered),
         }
@@ -133,6 +135,39 @@ fn a_timestamp_at_the_start_of_the_anthropic_system_prompt_is_a_volatile_prefix(
         1,
         "a busted prompt takes its predecessor's place"
     );
+}
+
+#[test]
+fn a_message_sent_as_a_block_then_as_a_string_is_the_same_prefix() {
+    // Automatic breakpoints send the last message as a one-block array; the
+    // next turn the app sends it as a string again. Anthropic renders both
+    // alike and reads the prefix: no bust, however long the message.
+    let system = json(&rules(60));
+    let pasted = json(&rules_from(60, 40));
+    let turn1 = format!(
+        r#"{{"model":"claude-sonnet-4-5","max_tokens":100,"system":[{{"type":"text","text":{system},"cache_control":{{"type":"ephemeral"}}}}],"messages":[{{"role":"user","content":[{{"type":"text","text":{pasted},"cache_control":{{"type":"ephemeral"}}}}]}}]}}"#
+    );
+    let next = json(&rules_from(100, 40));
+    let turn2 = format!(
+        r#"{{"model":"claude-sonnet-4-5","max_tokens":100,"system":[{{"type":"text","text":{system},"cache_control":{{"type":"ephemeral"}}}}],"messages":[{{"role":"user","content":{pasted}}},{{"role":"assistant","content":"ok"}},{{"role":"user","content":[{{"type":"text","text":{next},"cache_control":{{"type":"ephemeral"}}}}]}}]}}"#
+    );
+    let mut m = Monitor::new(MonitorLimits::default());
+    m.observe(
+        KEY,
+        fp(Endpoint::Messages, &turn1),
+        t(0),
+        &billed(10, 0, 2500),
+        None,
+    );
+    // Read: system and the pasted message; written: the new message.
+    let got = m.observe(
+        KEY,
+        fp(Endpoint::Messages, &turn2),
+        t(30),
+        &billed(12, 2500, 1000),
+        None,
+    );
+    assert_eq!(got, Observation::default());
 }
 
 #[test]
