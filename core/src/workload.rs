@@ -258,6 +258,16 @@ pub enum CacheTtl {
     OneHour,
 }
 
+impl CacheTtl {
+    /// As the policy and the API spell it: `5m`, `1h`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            CacheTtl::FiveMinutes => "5m",
+            CacheTtl::OneHour => "1h",
+        }
+    }
+}
+
 /// A policy's override of the built-in minimum cacheable prompt length for
 /// the models that match `model`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -67,9 +67,7 @@ pub fn record_to_wire(sidecar_id: &str, pod_name: &str, r: &CoreRecord) -> Usage
             cache_write_tokens: r.usage.cache_write_tokens,
             cache_write_1h_tokens: r.usage.cache_write_1h_tokens,
         }),
-        cost_picos: r
-            .cost
-            .map_or(0, |c| i64::try_from(c.picos()).unwrap_or(i64::MAX)),
+        cost_picos: r.cost.map_or(0, picos_i64),
         priced: r.cost.is_some(),
         estimated: r.estimated,
         budgets: r

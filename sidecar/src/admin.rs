@@ -58,11 +58,17 @@ pub async fn handle(
             }
             text(StatusCode::OK, "text/plain", "ready\n")
         }
-        "/metrics" => text(
-            StatusCode::OK,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            shared.metrics.render(),
-        ),
+        "/metrics" => {
+            // Measured when scraped, not on every request that settles.
+            shared
+                .metrics
+                .cache_monitor_bytes(shared.prompt_cache.heap_bytes());
+            text(
+                StatusCode::OK,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                shared.metrics.render(),
+            )
+        }
         "/ledger" if !usage_visible_to(peer.ip()) => text(
             StatusCode::FORBIDDEN,
             "text/plain",

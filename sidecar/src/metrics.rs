@@ -497,7 +497,7 @@ impl Metrics {
         self.cache_rewrites.get_or_create(&KindLabel { kind }).inc();
     }
 
-    /// The prefix-stability monitor's memory.
+    /// The prefix-stability monitor's memory (set before a scrape).
     pub fn cache_monitor_bytes(&self, bytes: usize) {
         self.cache_monitor_bytes
             .set(i64::try_from(bytes).unwrap_or(i64::MAX));

@@ -20,12 +20,12 @@ use tokenwarden_core::{
     prompt_cache::{Fingerprint, Monitor, MonitorLimits},
     tokens::TokenCounts,
     usage::cache::{CacheBust, CacheFigures},
-    workload::{CacheTtl as WorkloadTtl, CachingConfig, Endpoint},
+    workload::{CachingConfig, Endpoint},
 };
 
 use crate::{
     metrics::Metrics,
-    request::{self, BreakpointPlan, CacheEdit, CacheTtl},
+    request::{self, BreakpointPlan, CacheEdit},
     sync::lock,
 };
 
@@ -73,11 +73,7 @@ pub fn apply(
             let Some(bp) = &caching.anthropic_breakpoints else {
                 return (body, None);
             };
-            let ttl = match bp.ttl {
-                WorkloadTtl::FiveMinutes => CacheTtl::FiveMinutes,
-                WorkloadTtl::OneHour => CacheTtl::OneHour,
-            };
-            let mut plan = BreakpointPlan::for_model(model, ttl);
+            let mut plan = BreakpointPlan::for_model(model, bp.ttl);
             if let Some(tokens) = bp.minimum_override(model) {
                 plan.min_tokens = u64::from(tokens);
             }
@@ -220,12 +216,8 @@ impl PromptCache {
             s.model,
             s.cache_key.as_deref().unwrap_or("")
         );
-        let (obs, bytes) = {
-            let mut m = lock(&self.monitor);
-            let obs = m.observe_sent(&key, fp, now, settled, s.usage, self.ttl_override);
-            (obs, m.heap_bytes())
-        };
-        metrics.cache_monitor_bytes(bytes);
+        let obs =
+            lock(&self.monitor).observe_sent(&key, fp, now, settled, s.usage, self.ttl_override);
         if obs.expired {
             metrics.cache_expiry();
         }
@@ -262,10 +254,16 @@ impl PromptCache {
         figures
     }
 
+    /// The heap memory the monitor holds (`tokenwarden_cache_monitor_bytes`,
+    /// set when `/metrics` is scraped).
+    pub fn heap_bytes(&self) -> usize {
+        lock(&self.monitor).heap_bytes()
+    }
+
     /// The `prompt_cache` member of `/ledger`: the monitor's memory and the
     /// most recent busts, newest first.
     pub fn json(&self) -> Value {
-        let bytes = lock(&self.monitor).heap_bytes();
+        let bytes = self.heap_bytes();
         let recent: Vec<Value> = lock(&self.recent)
             .iter()
             .rev()

@@ -319,11 +319,7 @@ fn summary_routing(s: &mut String, cfg: &WorkloadConfig) {
 fn summary_caching(s: &mut String, c: &tokenwarden_core::workload::CachingConfig) {
     let mut on = Vec::new();
     if let Some(b) = &c.anthropic_breakpoints {
-        let ttl = match b.ttl {
-            tokenwarden_core::workload::CacheTtl::FiveMinutes => "5m",
-            tokenwarden_core::workload::CacheTtl::OneHour => "1h",
-        };
-        let mut text = format!("Anthropic breakpoints (ttl {ttl}");
+        let mut text = format!("Anthropic breakpoints (ttl {}", b.ttl.as_str());
         for o in &b.minimum_overrides {
             text.push_str(&format!(", minimum {} tokens for {}", o.tokens, o.model));
         }

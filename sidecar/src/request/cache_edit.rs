@@ -111,16 +111,10 @@ pub struct BreakpointPlan {
     pub ttl: CacheTtl,
 }
 
-/// The TTL of an Anthropic cache entry.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub enum CacheTtl {
-    /// 5 minutes, refreshed on every read (the API's default; no `ttl`
-    /// member is written). Writes cost 1.25× the input price.
-    #[default]
-    FiveMinutes,
-    /// 1 hour (`"ttl":"1h"`). Writes cost 2× the input price.
-    OneHour,
-}
+/// The TTL of an Anthropic cache entry: the workload config's own type
+/// (5 minutes writes no `ttl` member, the API's default; 1 hour writes
+/// `"ttl":"1h"`).
+pub use tokenwarden_core::workload::CacheTtl;
 
 /// The outcome of a cache rewrite.
 #[must_use]
