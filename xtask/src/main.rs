@@ -54,6 +54,8 @@ enum Task {
     },
     /// Evaluate the request-complexity classifier on a labelled request set.
     ClassifierEval(classifier_eval::Args),
+    /// Fit the classifier's weights on the training set and report them.
+    ClassifierTrain(classifier_eval::train_cmd::Args),
 }
 
 fn main() -> ExitCode {
@@ -64,6 +66,7 @@ fn main() -> ExitCode {
         }
         Task::Lint { max_lines, root } => lint::run(&root.unwrap_or_else(repo_root), max_lines),
         Task::ClassifierEval(args) => classifier_eval::run(&args).map(|()| ExitCode::SUCCESS),
+        Task::ClassifierTrain(args) => classifier_eval::train_cmd::run(&repo_root(), &args),
     };
     match result {
         Ok(code) => code,

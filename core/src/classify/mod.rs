@@ -135,60 +135,63 @@ fn ln1p(count: u32) -> f64 {
     f64::from(count).ln_1p()
 }
 
-/// Transformed feature values times weights, in a fixed order.
-fn contributions(w: &FeatureWeights, f: &Features) -> [Part; 12] {
+/// Number of features, and the length of [`feature_values`] and
+/// [`FeatureWeights::named`].
+pub const FEATURE_COUNT: usize = 12;
+
+/// The transformed value of every feature, in [`FeatureWeights::named`]
+/// order: the numbers the weights multiply. Training (`cargo xtask
+/// classifier-train`) fits the weights on exactly these values.
+pub fn feature_values(f: &Features) -> [f64; FEATURE_COUNT] {
     let size = ((f.prompt_bytes.max(1) as f64) / SIZE_REFERENCE_BYTES)
         .log2()
         .clamp(0.0, MAX_SIZE_DOUBLINGS);
-    let turns = f64::from(f.conversation_turns.max(1)).ln();
-    let part = |kind, weight: f64, value: f64| Part {
-        kind,
-        logit: weight * value,
-    };
     [
-        part(Kind::PromptSize, w.prompt_size, size),
-        part(Kind::CodeBlocks, w.code_blocks, ln1p(f.code_blocks)),
-        part(Kind::CodeLines, w.code_lines, ln1p(f.code_lines)),
-        part(
-            Kind::StackTrace,
-            w.stack_trace_lines,
-            ln1p(f.stack_trace_lines),
-        ),
-        part(
-            Kind::Reasoning,
-            w.reasoning_keywords,
-            ln1p(f.reasoning_keywords),
-        ),
-        part(Kind::Design, w.design_keywords, ln1p(f.design_keywords)),
-        part(
-            Kind::Concurrency,
-            w.concurrency_keywords,
-            ln1p(f.concurrency_keywords),
-        ),
-        part(
-            Kind::Debugging,
-            w.debugging_keywords,
-            ln1p(f.debugging_keywords),
-        ),
-        part(
-            Kind::Simple,
-            w.simple_markers,
-            ln1p(f.simple_markers.min(MAX_PUSH_DOWN_HITS)),
-        ),
-        part(
-            Kind::Hints,
-            w.solution_hints,
-            ln1p(f.solution_hints.min(MAX_PUSH_DOWN_HITS)),
-        ),
-        part(Kind::Tools, w.tool_definitions, ln1p(f.tool_definitions)),
-        part(Kind::Turns, w.conversation_turns, turns),
+        size,
+        ln1p(f.code_blocks),
+        ln1p(f.code_lines),
+        ln1p(f.stack_trace_lines),
+        ln1p(f.reasoning_keywords),
+        ln1p(f.design_keywords),
+        ln1p(f.concurrency_keywords),
+        ln1p(f.debugging_keywords),
+        ln1p(f.simple_markers.min(MAX_PUSH_DOWN_HITS)),
+        ln1p(f.solution_hints.min(MAX_PUSH_DOWN_HITS)),
+        ln1p(f.tool_definitions),
+        f64::from(f.conversation_turns.max(1)).ln(),
     ]
+}
+
+/// The kind of each feature, in [`feature_values`] order.
+const KINDS: [Kind; FEATURE_COUNT] = [
+    Kind::PromptSize,
+    Kind::CodeBlocks,
+    Kind::CodeLines,
+    Kind::StackTrace,
+    Kind::Reasoning,
+    Kind::Design,
+    Kind::Concurrency,
+    Kind::Debugging,
+    Kind::Simple,
+    Kind::Hints,
+    Kind::Tools,
+    Kind::Turns,
+];
+
+/// Transformed feature values times weights, in a fixed order.
+fn contributions(w: &FeatureWeights, f: &Features) -> [Part; FEATURE_COUNT] {
+    let values = feature_values(f);
+    let weights = w.named();
+    std::array::from_fn(|i| Part {
+        kind: KINDS[i],
+        logit: weights[i].1 * values[i],
+    })
 }
 
 /// Contributions smaller than this (in log-odds) are not worth naming.
 const REASON_MIN_LOGIT: f64 = 0.25;
 
-fn reason(score: u16, f: &Features, mut parts: [Part; 12]) -> String {
+fn reason(score: u16, f: &Features, mut parts: [Part; FEATURE_COUNT]) -> String {
     parts.sort_by(|a, b| b.logit.abs().total_cmp(&a.logit.abs()));
     let mut out = format!("score {score}:");
     let mut named = 0;

@@ -16,8 +16,11 @@
 //! - `tests`: the regression floors on the development set.
 
 mod dataset;
+pub mod reword;
 #[cfg(test)]
 mod tests;
+mod train;
+pub mod train_cmd;
 
 use std::{
     collections::BTreeMap,
@@ -58,6 +61,11 @@ struct Price {
 const STRONG: Price = Price {
     input: 3,
     output: 15,
+};
+/// claude-opus-4-5, the flagship: $5 in / $25 out per MTok.
+const FLAGSHIP: Price = Price {
+    input: 5,
+    output: 25,
 };
 /// claude-haiku-4-5: $1 in / $5 out per MTok.
 const CHEAP: Price = Price {
@@ -124,6 +132,7 @@ fn aucs<'a>(items: impl Iterator<Item = &'a Item> + Clone) -> (String, String) {
 
 struct Costs {
     all_strong: u64,
+    all_flagship: u64,
     routed: u64,
     oracle: u64,
 }
@@ -131,6 +140,7 @@ struct Costs {
 fn costs(items: &[Item], threshold: u16) -> Costs {
     let mut c = Costs {
         all_strong: 0,
+        all_flagship: 0,
         routed: 0,
         oracle: 0,
     };
@@ -138,6 +148,7 @@ fn costs(items: &[Item], threshold: u16) -> Costs {
         let strong = cost_micro_usd(STRONG, i.bytes);
         let cheap = cost_micro_usd(CHEAP, i.bytes);
         c.all_strong += strong;
+        c.all_flagship += cost_micro_usd(FLAGSHIP, i.bytes);
         c.routed += if i.score >= threshold { strong } else { cheap };
         c.oracle += if i.hard { strong } else { cheap };
     }
@@ -272,13 +283,14 @@ fn print_pairs(items: &[Item]) {
 /// Threshold trade-off and cost.
 fn print_thresholds(items: &[Item], threshold: u16) {
     println!(
-        "Cost: prompt tokens = bytes/4, {OUTPUT_TOKENS} output tokens; strong = claude-sonnet-4-5 \
-         ($3/$15 per MTok), cheap = claude-haiku-4-5 ($1/$5)."
+        "Cost: prompt tokens = bytes/4, {OUTPUT_TOKENS} output tokens; routed = cheap tier below the \
+         threshold, standard tier at or above it. cheap = claude-haiku-4-5 ($1/$5 per MTok), \
+         standard = claude-sonnet-4-5 ($3/$15), flagship = claude-opus-4-5 ($5/$25)."
     );
     println!(
-        "| threshold | hard kept strong | easy sent cheap | all strong | routed | saved | oracle (labels) |\n|---|---|---|---|---|---|---|"
+        "| threshold | hard sent cheap | easy sent cheap | routed | saved vs all-standard | saved vs all-flagship |\n|---|---|---|---|---|---|"
     );
-    let mut thresholds = vec![30, 40, threshold, 60, 70];
+    let mut thresholds = vec![threshold, 20, 30, 40, 50, 60];
     thresholds.sort_unstable();
     thresholds.dedup();
     for t in thresholds {
@@ -289,16 +301,23 @@ fn print_thresholds(items: &[Item], threshold: u16) {
         let c = costs(items, t);
         let marker = if t == threshold { " (default)" } else { "" };
         println!(
-            "| {t}{marker} | {} | {} | {} | {} | {} | {} |",
-            frac(tally.hard_strong, tally.hard),
+            "| {t}{marker} | {} | {} | {} | {} | {} |",
+            frac(tally.hard - tally.hard_strong, tally.hard),
             frac(tally.easy_cheap, tally.easy),
-            usd(c.all_strong),
             usd(c.routed),
             pct(c.all_strong - c.routed, c.all_strong),
-            usd(c.oracle),
+            pct(c.all_flagship - c.routed, c.all_flagship),
         );
     }
-    println!();
+    let c = costs(items, threshold);
+    println!(
+        "\nall-standard {}, all-flagship {}; routing by the true labels: {} (saves {} vs all-standard, {} vs all-flagship)\n",
+        usd(c.all_strong),
+        usd(c.all_flagship),
+        usd(c.oracle),
+        pct(c.all_strong - c.oracle, c.all_strong),
+        pct(c.all_flagship - c.oracle, c.all_flagship),
+    );
 }
 
 /// Classification time per request, and on one huge request.

@@ -34,10 +34,17 @@ pub enum Generator {
     Catalog,
     /// `deploy/tokenwarden.yaml` rendered from the chart (needs Python with helm-python-sdk).
     Chart,
+    /// The reworded development set of the classifier (harness wrappers paraphrased).
+    Reworded,
 }
 
 impl Generator {
-    const ALL: [Generator; 3] = [Generator::Crds, Generator::Catalog, Generator::Chart];
+    const ALL: [Generator; 4] = [
+        Generator::Crds,
+        Generator::Catalog,
+        Generator::Chart,
+        Generator::Reworded,
+    ];
 
     /// The files this generator produces from the sources under `root`.
     fn outputs(self, root: &Path) -> anyhow::Result<Vec<Output>> {
@@ -45,8 +52,20 @@ impl Generator {
             Generator::Crds => crds::outputs().context("crds: cannot serialize the CRDs"),
             Generator::Catalog => catalog::outputs(root),
             Generator::Chart => chart::outputs(root),
+            Generator::Reworded => reworded_outputs(root),
         }
     }
+}
+
+/// `core/data/routing-eval/dev-reworded.jsonl` from `dev.jsonl`.
+fn reworded_outputs(root: &Path) -> anyhow::Result<Vec<Output>> {
+    use crate::classifier_eval::reword::{DEV_PATH, REWORDED_PATH, reword_jsonl};
+    let dev = std::fs::read_to_string(root.join(DEV_PATH))
+        .with_context(|| format!("reworded: cannot read {DEV_PATH}"))?;
+    Ok(vec![Output {
+        path: REWORDED_PATH.to_owned(),
+        contents: reword_jsonl(&dev)?,
+    }])
 }
 
 /// One generated file.
