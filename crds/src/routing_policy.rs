@@ -452,7 +452,9 @@ pub struct FallbackSpec {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ClassifierSpec {
     /// Score (0–100) at and above which a request is `Hard` for
-    /// `match.complexityClass`. Default: see docs/classifier.md.
+    /// `match.complexityClass`. The score estimates, in percent, the chance
+    /// that the request needs the strong tier, so this is the risk accepted
+    /// for a request sent cheap. Default 11 (see docs/classifier.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 100))]
     pub hard_threshold: Option<u16>,
