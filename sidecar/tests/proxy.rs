@@ -1179,7 +1179,8 @@ async fn the_score_and_its_reason_are_recorded_per_request() {
     let r = sc.anthropic(hard, &[]).await;
     assert_eq!(r.header("x-tokenwarden-route"), Some("hard"));
     let score: u16 = r.header("x-tokenwarden-score").unwrap().parse().unwrap();
-    assert!(score >= 50, "{score}");
+    let threshold = tokenwarden_core::classify::DEFAULT_HARD_THRESHOLD;
+    assert!(score >= threshold, "{score}");
     let r = sc.anthropic(r#"{"model":"claude-opus-4-1","max_tokens":100,"messages":[{"role":"user","content":"rename variable x to y"}]}"#, &[]).await;
     assert_eq!(r.header("x-tokenwarden-route"), Some("easy"));
     let journal = std::fs::read_to_string(sc.state_dir().join("ledger.jsonl")).unwrap();
@@ -1198,7 +1199,7 @@ async fn the_score_and_its_reason_are_recorded_per_request() {
         "{}",
         records[0]
     );
-    assert!(records[1]["score"].as_u64().unwrap() < 50);
+    assert!(records[1]["score"].as_u64().unwrap() < u64::from(threshold));
 }
 
 #[tokio::test(flavor = "multi_thread")]
