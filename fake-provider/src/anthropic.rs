@@ -119,7 +119,10 @@ pub(crate) fn messages(call: &Call, f: &Fields) -> Reply {
             "stop_reason": stop,
             "stop_sequence": null
         });
-        let body = with_usage(body, usage(out));
+        let mut body = with_usage(body, usage(out));
+        if let Some(a) = call.knobs.answer_for(f.model.as_deref()) {
+            crate::answer::messages(&mut body, a, call.seq);
+        }
         return Reply::billed_json(&body, billed, call.cut);
     }
 

@@ -148,6 +148,9 @@ pub(crate) fn chat(call: &Call, f: &Fields) -> Reply {
             "service_tier": "default",
             "system_fingerprint": FINGERPRINT
         });
+        if let Some(a) = call.knobs.answer_for(f.model.as_deref()) {
+            crate::answer::chat(&mut body, a, call.seq);
+        }
         without_usage(&mut body, call.no_usage);
         return Reply::billed_json(&body, usage, call.cut);
     }
@@ -307,7 +310,10 @@ pub(crate) fn responses(call: &Call, f: &Fields) -> Reply {
     let done_item = item(final_status, json!([part(&content)]));
 
     if !f.streaming() {
-        let body = response(final_status, incomplete, json!([done_item]), usage_value);
+        let mut body = response(final_status, incomplete, json!([done_item]), usage_value);
+        if let Some(a) = call.knobs.answer_for(f.model.as_deref()) {
+            crate::answer::responses(&mut body, a, call.seq);
+        }
         return Reply::billed_json(&body, usage, call.cut);
     }
 
