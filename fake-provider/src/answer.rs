@@ -59,6 +59,19 @@ impl Answer {
     }
 }
 
+/// Write the scripted answer of `knobs` for a request for `model` (if any)
+/// over `body` with `shape` (one of [`chat`], [`responses`], [`messages`]).
+pub(crate) fn apply(
+    call: &crate::Call<'_>,
+    model: Option<&str>,
+    body: &mut Value,
+    shape: fn(&mut Value, &Answer, u64),
+) {
+    if let Some(a) = call.knobs.answer_for(model) {
+        shape(body, a, call.seq);
+    }
+}
+
 /// Rewrite a chat completion: every choice.
 pub(crate) fn chat(body: &mut Value, a: &Answer, seq: u64) {
     let Some(choices) = body.get_mut("choices").and_then(Value::as_array_mut) else {

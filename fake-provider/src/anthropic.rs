@@ -120,9 +120,7 @@ pub(crate) fn messages(call: &Call, f: &Fields) -> Reply {
             "stop_sequence": null
         });
         let mut body = with_usage(body, usage(out));
-        if let Some(a) = call.knobs.answer_for(f.model.as_deref()) {
-            crate::answer::messages(&mut body, a, call.seq);
-        }
+        crate::answer::apply(call, f.model.as_deref(), &mut body, crate::answer::messages);
         return Reply::billed_json(&body, billed, call.cut);
     }
 

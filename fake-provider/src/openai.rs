@@ -148,9 +148,7 @@ pub(crate) fn chat(call: &Call, f: &Fields) -> Reply {
             "service_tier": "default",
             "system_fingerprint": FINGERPRINT
         });
-        if let Some(a) = call.knobs.answer_for(f.model.as_deref()) {
-            crate::answer::chat(&mut body, a, call.seq);
-        }
+        crate::answer::apply(call, f.model.as_deref(), &mut body, crate::answer::chat);
         without_usage(&mut body, call.no_usage);
         return Reply::billed_json(&body, usage, call.cut);
     }
@@ -311,9 +309,12 @@ pub(crate) fn responses(call: &Call, f: &Fields) -> Reply {
 
     if !f.streaming() {
         let mut body = response(final_status, incomplete, json!([done_item]), usage_value);
-        if let Some(a) = call.knobs.answer_for(f.model.as_deref()) {
-            crate::answer::responses(&mut body, a, call.seq);
-        }
+        crate::answer::apply(
+            call,
+            f.model.as_deref(),
+            &mut body,
+            crate::answer::responses,
+        );
         return Reply::billed_json(&body, usage, call.cut);
     }
 
