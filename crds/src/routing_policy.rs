@@ -107,8 +107,10 @@ pub struct RoutingPolicySpec {
     #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
     pub routes: Vec<RouteSpec>,
 
-    /// When a request moves one tier up. Defaults: on upstream error yes;
-    /// repeated prompts not tracked.
+    /// When a request moves one tier up. Defaults: every rule on, but
+    /// repeated prompts are not tracked. The answer rules judge
+    /// non-streaming answers only, each at most once per request, within
+    /// `fallback.maxAttempts`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub escalation: Option<EscalationSpec>,
 
@@ -385,7 +387,13 @@ pub struct RouteTargetSpec {
     pub passthrough: Option<bool>,
 }
 
-/// Escalation rules.
+/// When a request goes one tier up (the next tier of `tiers` whose
+/// provider speaks the request's API). The answer rules (`onTruncation`,
+/// `onEmptyAnswer`, `onRefusal`, `onInvalidToolCall`,
+/// `onInvalidResponseFormat`) judge non-streaming answers before they
+/// reach the app and retry one tier up, each at most once per request and
+/// within `fallback.maxAttempts`; every attempt is metered. Streams only
+/// see `repeatedPrompt` and `onAppSignal`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct EscalationSpec {

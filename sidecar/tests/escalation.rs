@@ -476,3 +476,63 @@ async fn a_budget_that_cannot_cover_the_stronger_attempt_gets_the_first_answer()
     assert_eq!(models.len(), 1, "{ledger}");
     assert_eq!(cost_str(&models[0]["cost_usd"]), billed(&fake, 0));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_budget_downgrade_is_not_undone_and_a_body_over_the_hold_limit_passes_unchecked() {
+    let fake = FakeProvider::start(FakeConfig::default()).await.unwrap();
+    let downgrade = budget(
+        "downgrade",
+        "  period: Daily\n  limit: {usd: \"10.00\"}\n  thresholds:\n    - {percent: 1, action: Downgrade, downgradeTo: {tier: oa-cheap}}",
+    );
+    let sc = Sidecar::start(&policy(&fake, TIERS, &downgrade));
+    // Spend past 1% ($0.10) on the top tier: 12,000 output tokens of gpt-5 = $0.12.
+    let big = r#"{"model":"top","max_completion_tokens":12000,"messages":[{"role":"user","content":"design"}]}"#;
+    let r = sc
+        .openai(
+            "/v1/chat/completions",
+            big,
+            &[("x-fake-output-tokens", "12000")],
+        )
+        .await;
+    assert_untouched(&r, "gpt-5");
+    // Now downgraded to gpt-5-mini, which refuses: the downgrade stands.
+    let top = r#"{"model":"top","messages":[{"role":"user","content":"hi"}]}"#;
+    let r = sc
+        .openai(
+            "/v1/chat/completions",
+            top,
+            &[
+                ("x-fake-answer", "refusal"),
+                ("x-fake-answer-model", "gpt-5-mini"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("x-tokenwarden-model"), Some("gpt-5-mini"));
+    assert_eq!(r.header("x-tokenwarden-adjusted"), Some("downgraded"));
+    assert_eq!(r.header("x-tokenwarden-attempts"), Some("1"));
+    assert_eq!(
+        r.json()["choices"][0]["message"]["refusal"],
+        "I'm sorry, but I can't help with that."
+    );
+    assert_eq!(upstream_models(&fake), ["gpt-5", "gpt-5-mini"]);
+
+    // An answer over 1 MiB (200,000 words, its content-length says so) is
+    // not held: it reaches the app as sent, unjudged.
+    fake.clear_log();
+    let long = r#"{"model":"claude-opus-4-1","max_tokens":200000,"messages":[{"role":"user","content":"the whole file"}]}"#;
+    let r = sc
+        .anthropic(
+            long,
+            &[
+                ("x-fake-output-tokens", "200000"),
+                ("x-fake-answer", "truncated"),
+            ],
+        )
+        .await;
+    assert_untouched(&r, "claude-haiku-4-5");
+    assert!(r.text().len() > 1024 * 1024);
+    assert_eq!(r.json()["stop_reason"], "model_context_window_exceeded");
+    assert_eq!(upstream_models(&fake), ["claude-haiku-4-5"]);
+    assert_eq!(escalations_metric(&sc, "truncated").await, 0);
+}

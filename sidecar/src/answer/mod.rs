@@ -96,18 +96,6 @@ pub enum Reason {
 // === impl Reason ===
 
 impl Reason {
-    /// Every reason, in label order of the docs.
-    pub const ALL: [Reason; 8] = [
-        Reason::UpstreamError,
-        Reason::RepeatedPrompt,
-        Reason::AppSignal,
-        Reason::Truncated,
-        Reason::Empty,
-        Reason::Refusal,
-        Reason::ToolArguments,
-        Reason::ResponseFormat,
-    ];
-
     /// The label.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -5,8 +5,9 @@
 //! An answer is held only when a failure could change something: an
 //! answer rule is on, the request does not stream, the answer is a 2xx
 //! JSON body in a coding the sidecar decodes, another attempt is allowed
-//! (`fallback.maxAttempts`), and a tier above the current choice speaks
-//! the request's API. Otherwise it goes to the app exactly as before, with
+//! (`fallback.maxAttempts`), no budget downgraded the request (its
+//! downgrade is a spending decision the rules do not undo), and a tier
+//! above the current choice speaks the request's API. Otherwise it goes to the app exactly as before, with
 //! no added latency. Holding is bounded by the buffered-response size
 //! (1 MiB, the size below which the sidecar already reads a body whole to
 //! put its cost in a header): a body whose `content-length` is larger is
@@ -53,7 +54,9 @@ pub(super) fn next_up(
         && !respond::is_event_stream(headers)
         && !matches!(meter::Coding::of(headers), meter::Coding::Unknown(_))
         && !too_long
-        && attempt.number < plan.cfg.fallback.max_attempts.max(1);
+        && attempt.number < plan.cfg.fallback.max_attempts.max(1)
+        // A budget's downgrade is a spending decision: not undone.
+        && !plan.adjusted.contains(&"downgraded");
     if !holdable {
         return None;
     }
