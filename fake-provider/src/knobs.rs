@@ -121,6 +121,8 @@ pub(crate) struct Knobs {
     pub answer: Option<Answer>,
     /// `x-fake-answer-model`: the answer applies to requests for this model only.
     pub answer_model: Option<String>,
+    /// `x-fake-chunked: 1`: a whole JSON body goes without a `content-length`.
+    pub chunked: bool,
 }
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -195,6 +197,7 @@ impl Knobs {
                 .map(Answer::parse)
                 .transpose()?,
             answer_model: header(headers, "x-fake-answer-model").map(str::to_string),
+            chunked: number(headers, "x-fake-chunked")?.is_some_and(|n| n > 0),
         })
     }
 

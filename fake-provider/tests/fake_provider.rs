@@ -2347,6 +2347,20 @@ async fn scripted_answers_per_api_and_model() {
     assert_eq!(v["stop_reason"], "tool_use");
     assert_eq!(v["content"][0]["input"], json!({"location": 7}));
 
+    // Without a length, in 64 KiB frames: the same JSON.
+    let mut long = chat_body(false);
+    long["max_completion_tokens"] = json!(20000);
+    let r = openai(
+        &fake,
+        "/v1/chat/completions",
+        &long,
+        &[("x-fake-chunked", "1"), ("x-fake-output-tokens", "20000")],
+    )
+    .await;
+    assert_eq!(r.header("content-length"), None);
+    assert!(r.body.len() > 2 * 64 * 1024);
+    assert_eq!(r.json()["usage"]["completion_tokens"], 20000);
+
     let bad = openai(
         &fake,
         "/v1/chat/completions",

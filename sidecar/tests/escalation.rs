@@ -70,6 +70,16 @@ fn billed(fake: &FakeProvider, i: usize) -> i128 {
 /// Both attempts are in the ledger, one request each, at the cost the
 /// provider billed; the cost header is the answer's (the second attempt).
 async fn assert_both_metered(sc: &Sidecar, fake: &FakeProvider, r: &Reply) {
+    assert_eq!(
+        picos(r.header("x-tokenwarden-cost-usd").unwrap()),
+        billed(fake, 1)
+    );
+    assert_both_in_ledger(sc, fake).await;
+}
+
+/// Both attempts are in the ledger, one request each, at the cost the
+/// provider billed, and the budget paid for both.
+async fn assert_both_in_ledger(sc: &Sidecar, fake: &FakeProvider) {
     let models = upstream_models(fake);
     assert_eq!(models.len(), 2);
     for (i, m) in models.iter().enumerate() {
@@ -81,10 +91,6 @@ async fn assert_both_metered(sc: &Sidecar, fake: &FakeProvider, r: &Reply) {
         );
         assert_eq!(cost_str(&row["cost_usd"]), billed(fake, i), "{m}");
     }
-    assert_eq!(
-        picos(r.header("x-tokenwarden-cost-usd").unwrap()),
-        billed(fake, 1)
-    );
     let ledger = sc.ledger().await;
     assert_eq!(
         cost_str(&ledger["budgets"][0]["spent_usd"]),
@@ -535,4 +541,63 @@ async fn a_budget_downgrade_is_not_undone_and_a_body_over_the_hold_limit_passes_
     assert_eq!(r.json()["stop_reason"], "model_context_window_exceeded");
     assert_eq!(upstream_models(&fake), ["claude-haiku-4-5"]);
     assert_eq!(escalations_metric(&sc, "truncated").await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn answers_without_a_length_are_held_up_to_the_limit_and_forwarded_whole_past_it() {
+    let fake = FakeProvider::start(FakeConfig::default()).await.unwrap();
+    let sc = start(&fake, "");
+    // Chunked, small: held and judged like any other.
+    let body = r#"{"model":"gpt-5","messages":[{"role":"user","content":"hi"}]}"#;
+    let r = sc
+        .openai(
+            "/v1/chat/completions",
+            body,
+            &[
+                ("x-fake-chunked", "1"),
+                ("x-fake-answer", "empty"),
+                ("x-fake-answer-model", "gpt-5-mini"),
+            ],
+        )
+        .await;
+    assert_escalated(&r, "gpt-5", "empty");
+    // The stronger answer is not held (no attempt is left after it): it
+    // streams through the tap, so its cost is not known before its body.
+    assert_eq!(r.header("x-tokenwarden-cost-usd"), None);
+    assert_eq!(r.json()["choices"][0]["message"]["content"], {
+        let words: Vec<String> = (0..40).map(|i| format!("tok{i}")).collect();
+        words.join(" ")
+    });
+    assert_both_in_ledger(&sc, &fake).await;
+
+    // Chunked, past 1 MiB: the hold stops there, and the app gets every
+    // byte (the ones read while holding, then the rest), metered exactly.
+    fake.clear_log();
+    let long = r#"{"model":"claude-opus-4-1","max_tokens":200000,"messages":[{"role":"user","content":"the whole file"}]}"#;
+    let r = sc
+        .anthropic(
+            long,
+            &[
+                ("x-fake-chunked", "1"),
+                ("x-fake-output-tokens", "200000"),
+                ("x-fake-answer", "truncated"),
+            ],
+        )
+        .await;
+    assert_untouched(&r, "claude-haiku-4-5");
+    assert_eq!(r.header("content-length"), None);
+    assert!(r.text().len() > 1024 * 1024);
+    let v = r.json();
+    assert_eq!(v["stop_reason"], "model_context_window_exceeded");
+    assert_eq!(
+        v["content"][0]["text"].as_str().unwrap().split(' ').count(),
+        200_000
+    );
+    assert_eq!(upstream_models(&fake), ["claude-haiku-4-5"]);
+    let row = sc.model_row("claude-haiku-4-5").await;
+    let billed_usage = fake.log()[0].usage.clone().unwrap();
+    assert_eq!(row["output_tokens"], billed_usage.output);
+    assert_eq!(row["input_tokens"], billed_usage.input_total);
+    assert_eq!(row["estimated_requests"], 0);
+    assert_eq!(cost_str(&row["cost_usd"]), billed(&fake, 0));
 }
