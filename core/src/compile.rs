@@ -222,10 +222,7 @@ mod tests {
                 matcher: Default::default(),
                 target: Target::Tier("cheap".into()),
             }],
-            escalation: Escalation {
-                on_upstream_error: true,
-                repeated_prompt: None,
-            },
+            escalation: Escalation::default(),
             fallback: Fallback::default(),
             classifier: ClassifierConfig::default(),
             default_max_output_tokens: 4096,

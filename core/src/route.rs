@@ -376,10 +376,7 @@ mod tests {
                 tier("frontier", "anthropic", "claude-opus-4-1"),
             ],
             routes,
-            escalation: Escalation {
-                on_upstream_error: true,
-                repeated_prompt: None,
-            },
+            escalation: Escalation::default(),
             fallback: Fallback::default(),
             classifier: ClassifierConfig::default(),
             default_max_output_tokens: 4096,

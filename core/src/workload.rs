@@ -178,12 +178,78 @@ pub struct Route {
 }
 
 /// When a request moves one tier up.
+///
+/// The answer rules (`on_truncation` … `on_invalid_response_format`) judge
+/// a non-streaming answer before it reaches the app; `on_app_signal` reads
+/// the app's `x-tokenwarden-escalate` header. Each is on by default, and
+/// each is left out of the JSON while on, so configs that keep the defaults
+/// keep their version digest (and a sidecar reading an older compiler's
+/// JSON gets the defaults).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Escalation {
     /// Retry one tier up after an upstream error or timeout.
     pub on_upstream_error: bool,
     /// Move one tier up when the same prompt is seen this often in a window.
     pub repeated_prompt: Option<RepeatRule>,
+    /// Retry one tier up when the answer was cut by an output limit the
+    /// app did not set (the model's own limit).
+    #[serde(default = "on", skip_serializing_if = "is_on")]
+    pub on_truncation: bool,
+    /// Retry one tier up when the answer has no text and no tool call.
+    #[serde(default = "on", skip_serializing_if = "is_on")]
+    pub on_empty_answer: bool,
+    /// Retry one tier up when the model refused.
+    #[serde(default = "on", skip_serializing_if = "is_on")]
+    pub on_refusal: bool,
+    /// Retry one tier up when a tool call's arguments are not valid JSON or
+    /// do not match the tool's declared schema.
+    #[serde(default = "on", skip_serializing_if = "is_on")]
+    pub on_invalid_tool_call: bool,
+    /// Retry one tier up when the answer does not match the structured
+    /// output the request asked for (JSON schema, or JSON at all).
+    #[serde(default = "on", skip_serializing_if = "is_on")]
+    pub on_invalid_response_format: bool,
+    /// Start one tier up when the app sends `x-tokenwarden-escalate: 1`.
+    #[serde(default = "on", skip_serializing_if = "is_on")]
+    pub on_app_signal: bool,
+}
+
+fn on() -> bool {
+    true
+}
+
+fn is_on(b: &bool) -> bool {
+    *b
+}
+
+// === impl Escalation ===
+
+impl Default for Escalation {
+    /// Every rule on, no repeated-prompt tracking.
+    fn default() -> Self {
+        Escalation {
+            on_upstream_error: true,
+            repeated_prompt: None,
+            on_truncation: true,
+            on_empty_answer: true,
+            on_refusal: true,
+            on_invalid_tool_call: true,
+            on_invalid_response_format: true,
+            on_app_signal: true,
+        }
+    }
+}
+
+impl Escalation {
+    /// Whether any rule judges answers (so a non-streaming answer is held
+    /// and checked before it goes to the app).
+    pub fn checks_answers(&self) -> bool {
+        self.on_truncation
+            || self.on_empty_answer
+            || self.on_refusal
+            || self.on_invalid_tool_call
+            || self.on_invalid_response_format
+    }
 }
 
 /// "The same thing N times within a window".

@@ -107,8 +107,10 @@ pub struct RoutingPolicySpec {
     #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
     pub routes: Vec<RouteSpec>,
 
-    /// When a request moves one tier up. Defaults: on upstream error yes;
-    /// repeated prompts not tracked.
+    /// When a request moves one tier up. Defaults: every rule on, but
+    /// repeated prompts are not tracked. The answer rules judge
+    /// non-streaming answers only, each at most once per request, within
+    /// `fallback.maxAttempts`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub escalation: Option<EscalationSpec>,
 
@@ -385,7 +387,13 @@ pub struct RouteTargetSpec {
     pub passthrough: Option<bool>,
 }
 
-/// Escalation rules.
+/// When a request goes one tier up (the next tier of `tiers` whose
+/// provider speaks the request's API). The answer rules (`onTruncation`,
+/// `onEmptyAnswer`, `onRefusal`, `onInvalidToolCall`,
+/// `onInvalidResponseFormat`) judge non-streaming answers before they
+/// reach the app and retry one tier up, each at most once per request and
+/// within `fallback.maxAttempts`; every attempt is metered. Streams only
+/// see `repeatedPrompt` and `onAppSignal`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct EscalationSpec {
@@ -397,6 +405,42 @@ pub struct EscalationSpec {
     /// enough). Absent = not tracked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repeated_prompt: Option<RepeatSpec>,
+    /// Retry one tier up when a non-streaming answer was cut by an output
+    /// limit the app did not set: OpenAI chat `finish_reason: "length"`
+    /// without `max_tokens`/`max_completion_tokens` in the request,
+    /// Responses `incomplete_details.reason: "max_output_tokens"` without
+    /// `max_output_tokens`, Anthropic `stop_reason:
+    /// "model_context_window_exceeded"`. A cut at the app's own limit is
+    /// what the app asked for and is never escalated. Default true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_truncation: Option<bool>,
+    /// Retry one tier up when a non-streaming answer has no text (empty or
+    /// whitespace) and no tool call. Default true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_empty_answer: Option<bool>,
+    /// Retry one tier up when the model refused: OpenAI `message.refusal`
+    /// (chat) or a `refusal` content part (Responses), Anthropic
+    /// `stop_reason: "refusal"`. Default true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_refusal: Option<bool>,
+    /// Retry one tier up when a tool call's arguments are not valid JSON
+    /// or do not match the JSON schema the request declared for that tool
+    /// (OpenAI `parameters`, Anthropic `input_schema`). Default true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_invalid_tool_call: Option<bool>,
+    /// Retry one tier up when the answer does not match the structured
+    /// output the request asked for: the JSON schema of OpenAI
+    /// `response_format` / Responses `text.format` / Anthropic
+    /// `output_config.format`, or valid JSON for `json_object`. Default
+    /// true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_invalid_response_format: Option<bool>,
+    /// Start one tier up when the app sends the request header
+    /// `x-tokenwarden-escalate: 1` (an agent retrying an answer it judged
+    /// wrong); the header is not forwarded. Applies to streams too.
+    /// Default true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_app_signal: Option<bool>,
 }
 
 /// "N times within a window".

@@ -119,7 +119,8 @@ pub(crate) fn messages(call: &Call, f: &Fields) -> Reply {
             "stop_reason": stop,
             "stop_sequence": null
         });
-        let body = with_usage(body, usage(out));
+        let mut body = with_usage(body, usage(out));
+        crate::answer::apply(call, f.model.as_deref(), &mut body, crate::answer::messages);
         return Reply::billed_json(&body, billed, call.cut);
     }
 

@@ -23,6 +23,9 @@ pub(crate) enum Piece {
     Cut,
 }
 
+/// The frame size of a whole body sent without a length (`x-fake-chunked`).
+pub(crate) const CHUNK_BYTES: usize = 64 * 1024;
+
 /// How a whole body (sent with its `content-length`) is delivered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Delivery {
@@ -56,6 +59,24 @@ impl Payload {
                 first.extend(rest);
                 Payload::Stream(first)
             }
+        }
+    }
+
+    /// A whole body sent without a `content-length` (chunked on HTTP/1.1),
+    /// in frames of at most [`CHUNK_BYTES`]; other bodies are unchanged.
+    pub(crate) fn without_length(self) -> Payload {
+        match self {
+            Payload::Full(bytes, Delivery::Whole) => {
+                let mut pieces = Vec::with_capacity(bytes.len() / CHUNK_BYTES + 1);
+                let mut at = 0;
+                while at < bytes.len() {
+                    let end = (at + CHUNK_BYTES).min(bytes.len());
+                    pieces.push(Piece::Data(bytes.slice(at..end)));
+                    at = end;
+                }
+                Payload::Stream(pieces)
+            }
+            other => other,
         }
     }
 

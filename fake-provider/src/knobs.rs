@@ -5,6 +5,7 @@ use std::time::Duration;
 use http::HeaderMap;
 
 use super::FakeConfig;
+use super::answer::Answer;
 use super::encoding::Encoding;
 
 /// Largest `x-fake-output-tokens` accepted (keeps a typo from allocating gigabytes).
@@ -116,6 +117,12 @@ pub(crate) struct Knobs {
     pub fault_times: Option<u64>,
     pub fault_key: String,
     pub fail_models: Vec<(String, Fault)>,
+    /// `x-fake-answer`, when present.
+    pub answer: Option<Answer>,
+    /// `x-fake-answer-model`: the answer applies to requests for this model only.
+    pub answer_model: Option<String>,
+    /// `x-fake-chunked: 1`: a whole JSON body goes without a `content-length`.
+    pub chunked: bool,
 }
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -186,6 +193,20 @@ impl Knobs {
             fault_times: number(headers, "x-fake-fault-times")?,
             fault_key: header(headers, "x-fake-key").unwrap_or("").to_string(),
             fail_models,
+            answer: header(headers, "x-fake-answer")
+                .map(Answer::parse)
+                .transpose()?,
+            answer_model: header(headers, "x-fake-answer-model").map(str::to_string),
+            chunked: number(headers, "x-fake-chunked")?.is_some_and(|n| n > 0),
         })
+    }
+
+    /// The scripted answer for a request for `model`, if any.
+    pub(crate) fn answer_for(&self, model: Option<&str>) -> Option<&Answer> {
+        let applies = self
+            .answer_model
+            .as_deref()
+            .is_none_or(|m| Some(m) == model);
+        self.answer.as_ref().filter(|_| applies)
     }
 }

@@ -114,6 +114,10 @@
 //! | `x-fake-served-model: NAME` | the `model` the response reports (and bills under) |
 //! | `x-fake-encoding: CODING` (`gzip`, `deflate`, `br`, `zstd`, `identity`, `x-unknown`) | every provider response body (JSON and SSE; success, error and fault bodies, 401s included) in that content coding whatever `accept-encoding` said, with `content-encoding: CODING`. `deflate` is the zlib format (RFC 9110); `identity`: no header, no coding; `x-unknown`: `content-encoding: x-unknown` on the plain bytes (a coding nobody can decode). Whole bodies: the compressed bytes with their `content-length` (`cut` / `stall` split the compressed bytes). Streams: chunked, compressed incrementally with a flush after every event (deflate sync flush, brotli flush, zstd block flush) so each event decodes as it arrives; pauses still apply; a cut stream lacks the coding's trailer. Billing is unchanged |
 //!
+//! | `x-fake-answer: KIND` | a scripted answer, written over a non-streaming JSON answer (streams are unchanged; usage is never changed): `empty` (chat `content: ""`; Responses one `output_text` of `""`; Anthropic `content: []`), `refusal` (chat `content: null` + `refusal`; Responses a `refusal` content part; Anthropic `stop_reason: "refusal"`), `truncated` (cut by the model's own limit: chat `finish_reason: "length"`; Responses `status: "incomplete"`, `incomplete_details.reason: "max_output_tokens"`; Anthropic `stop_reason: "model_context_window_exceeded"`), `text:TEXT` (the answer's text is TEXT), `tool:NAME:ARGS` (one call of tool NAME: chat `tool_calls[0].function.arguments` = ARGS and `finish_reason: "tool_calls"`; Responses a `function_call` item; Anthropic a `tool_use` block whose `input` is ARGS parsed as JSON, or the string ARGS when it is not JSON, and `stop_reason: "tool_use"`) |
+//! | `x-fake-chunked: 1` | a successful whole JSON body is sent without a `content-length` (chunked on HTTP/1.1), in frames of 64 KiB; streams, errors and `cut` / `stall` bodies are unchanged |
+//! | `x-fake-answer-model: MODEL` | `x-fake-answer` applies only to requests whose body `model` is MODEL (the others answer normally) |
+//!
 //! A malformed `x-fake-*` value is a 400 naming the header (not encoded).
 //!
 //! # Prompt cache
@@ -207,11 +211,12 @@
 //!
 //! # Simplifications
 //!
-//! Chat's `n` choices all carry the same text (the other APIs have one output); no tool calls, no
-//! reasoning tokens, no audio; `created` is the wall clock; ids are `chatcmpl-fake…`,
+//! Chat's `n` choices all carry the same text (the other APIs have one output); no tool calls
+//! (but a scripted `x-fake-answer: tool:…`), no reasoning tokens, no audio; `created` is the wall clock; ids are `chatcmpl-fake…`,
 //! `resp_fake…`, `msg_fake…` from a counter; any model name is accepted; request bodies are only
 //! checked for the fields the fake needs.
 
+mod answer;
 mod anthropic;
 mod body;
 mod cache;
@@ -1088,9 +1093,11 @@ fn process(
     };
     let mut reply = dispatch(route, &call, &fields, parts, body);
     reply.cache_commit = std::mem::take(&mut call.cache.commit);
-    if let Some(d) = stall {
-        reply.body = reply.body.stalled(d);
-    }
+    reply.body = match stall {
+        Some(d) => reply.body.stalled(d),
+        None if knobs.chunked => reply.body.without_length(),
+        None => reply.body,
+    };
     if no_usage {
         // Billed all the same: the client just cannot see it.
         reply.usage_in_body = false;

@@ -148,6 +148,7 @@ pub(crate) fn chat(call: &Call, f: &Fields) -> Reply {
             "service_tier": "default",
             "system_fingerprint": FINGERPRINT
         });
+        crate::answer::apply(call, f.model.as_deref(), &mut body, crate::answer::chat);
         without_usage(&mut body, call.no_usage);
         return Reply::billed_json(&body, usage, call.cut);
     }
@@ -307,7 +308,13 @@ pub(crate) fn responses(call: &Call, f: &Fields) -> Reply {
     let done_item = item(final_status, json!([part(&content)]));
 
     if !f.streaming() {
-        let body = response(final_status, incomplete, json!([done_item]), usage_value);
+        let mut body = response(final_status, incomplete, json!([done_item]), usage_value);
+        crate::answer::apply(
+            call,
+            f.model.as_deref(),
+            &mut body,
+            crate::answer::responses,
+        );
         return Reply::billed_json(&body, usage, call.cut);
     }
 

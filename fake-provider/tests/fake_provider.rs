@@ -2254,3 +2254,120 @@ async fn large_non_stream_completion() {
         .is_err()
     );
 }
+
+#[tokio::test]
+async fn scripted_answers_per_api_and_model() {
+    let fake = start().await;
+    let body = chat_body(false);
+    // Only for the named model; others answer normally.
+    let other = openai(
+        &fake,
+        "/v1/chat/completions",
+        &body,
+        &[
+            ("x-fake-answer", "refusal"),
+            ("x-fake-answer-model", "gpt-5"),
+        ],
+    )
+    .await
+    .json();
+    assert_eq!(other["choices"][0]["message"]["refusal"], Value::Null);
+    assert_eq!(other["choices"][0]["finish_reason"], "stop");
+    let chat = |answer: &'static str| {
+        let (fake, body) = (&fake, &body);
+        async move {
+            openai(
+                fake,
+                "/v1/chat/completions",
+                body,
+                &[("x-fake-answer", answer), ("x-fake-output-tokens", "2")],
+            )
+            .await
+            .json()
+        }
+    };
+    let v = chat("refusal").await;
+    assert_eq!(
+        v["choices"][0]["message"],
+        json!({"role": "assistant", "content": null, "refusal": "I'm sorry, but I can't help with that.", "annotations": []})
+    );
+    assert_eq!(v["usage"]["completion_tokens"], 2, "usage unchanged");
+    let v = chat("empty").await;
+    assert_eq!(v["choices"][0]["message"]["content"], "");
+    let v = chat("truncated").await;
+    assert_eq!(v["choices"][0]["finish_reason"], "length");
+    assert_eq!(v["choices"][0]["message"]["content"], "tok0 tok1");
+    let v = chat("text:{\"n\":1}").await;
+    assert_eq!(v["choices"][0]["message"]["content"], "{\"n\":1}");
+    let v = chat("tool:get_weather:{\"city\":\"Paris\"").await;
+    assert_eq!(v["choices"][0]["finish_reason"], "tool_calls");
+    assert_eq!(v["choices"][0]["message"]["content"], Value::Null);
+    assert_eq!(
+        v["choices"][0]["message"]["tool_calls"][0]["function"],
+        json!({"name": "get_weather", "arguments": "{\"city\":\"Paris\""})
+    );
+
+    let resp_body = json!({"model": "gpt-5-mini", "input": "hi"});
+    let resp = |answer: &'static str| {
+        let (fake, body) = (&fake, &resp_body);
+        async move {
+            openai(fake, "/v1/responses", body, &[("x-fake-answer", answer)])
+                .await
+                .json()
+        }
+    };
+    let v = resp("truncated").await;
+    assert_eq!(v["status"], "incomplete");
+    assert_eq!(
+        v["incomplete_details"],
+        json!({"reason": "max_output_tokens"})
+    );
+    let v = resp("refusal").await;
+    assert_eq!(v["output"][0]["content"][0]["type"], "refusal");
+    let v = resp("tool:add:{\"a\":1}").await;
+    assert_eq!(v["output"][0]["type"], "function_call");
+    assert_eq!(v["output"][0]["arguments"], "{\"a\":1}");
+
+    let mbody = messages_body(false);
+    let msg = |answer: &'static str| {
+        let (fake, body) = (&fake, &mbody);
+        async move {
+            anthropic(fake, "/v1/messages", body, &[("x-fake-answer", answer)])
+                .await
+                .json()
+        }
+    };
+    assert_eq!(msg("refusal").await["stop_reason"], "refusal");
+    assert_eq!(msg("empty").await["content"], json!([]));
+    assert_eq!(
+        msg("truncated").await["stop_reason"],
+        "model_context_window_exceeded"
+    );
+    let v = msg("tool:get_weather:{\"location\":7}").await;
+    assert_eq!(v["stop_reason"], "tool_use");
+    assert_eq!(v["content"][0]["input"], json!({"location": 7}));
+
+    // Without a length, in 64 KiB frames: the same JSON.
+    let mut long = chat_body(false);
+    long["max_completion_tokens"] = json!(20000);
+    let r = openai(
+        &fake,
+        "/v1/chat/completions",
+        &long,
+        &[("x-fake-chunked", "1"), ("x-fake-output-tokens", "20000")],
+    )
+    .await;
+    assert_eq!(r.header("content-length"), None);
+    assert!(r.body.len() > 2 * 64 * 1024);
+    assert_eq!(r.json()["usage"]["completion_tokens"], 20000);
+
+    let bad = openai(
+        &fake,
+        "/v1/chat/completions",
+        &body,
+        &[("x-fake-answer", "sometimes")],
+    )
+    .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert!(bad.text().contains("x-fake-answer"), "{}", bad.text());
+}

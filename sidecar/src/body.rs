@@ -190,6 +190,17 @@ impl TapBody {
         self
     }
 
+    /// Bytes of the body already read from `upstream` (the answer judge
+    /// held them): forwarded, decoded and tapped first, as if they had
+    /// just arrived. Call after [`TapBody::decoding`] and
+    /// [`TapBody::redacting`].
+    pub fn with_prefix(mut self, prefix: Bytes) -> Self {
+        if !prefix.is_empty() {
+            self.on_data(prefix);
+        }
+        self
+    }
+
     /// Forward without metering.
     pub fn plain(upstream: Incoming) -> Self {
         TapBody {

@@ -18,6 +18,7 @@
 //! budget leases) over the state in [`control`].
 
 pub mod admin;
+pub mod answer;
 pub mod args;
 pub mod body;
 pub mod cli;

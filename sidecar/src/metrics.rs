@@ -8,6 +8,7 @@
 //! | `tokenwarden_unpriced_requests_total` | served_model |
 //! | `tokenwarden_estimated_usage_total` | served_model |
 //! | `tokenwarden_route_decisions_total` | route, model, kind (routed, escalated, downgraded, fallback) |
+//! | `tokenwarden_escalations_total` | reason (upstream_error, repeated_prompt, app_signal, truncated, empty, refusal, tool_arguments, response_format), workload (`namespace/name`) |
 //! | `tokenwarden_errors_total` | reason |
 //! | `tokenwarden_upstream_duration_seconds` | provider (time to response head) |
 //! | `tokenwarden_budget_spent_usd`, `_limit_usd`, `_state` | budget (`namespace/name`); state 0 Ok, 1 Threshold, 2 Exhausted |
@@ -267,6 +268,12 @@ struct ReasonLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EscalationLabels {
+    reason: &'static str,
+    workload: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ProviderLabel {
     provider: String,
 }
@@ -330,6 +337,7 @@ pub struct Metrics {
     unpriced: Family<ModelLabel, Counter>,
     estimated: Family<ModelLabel, Counter>,
     routes: Family<RouteLabels, Counter>,
+    escalations: Family<EscalationLabels, Counter>,
     errors: Family<ReasonLabel, Counter>,
     upstream: Family<ProviderLabel, Histogram>,
     budget_spent: Family<BudgetLabel, Gauge<f64, AtomicU64>>,
@@ -383,6 +391,7 @@ impl Metrics {
             unpriced: Family::default(),
             estimated: Family::default(),
             routes: Family::default(),
+            escalations: Family::default(),
             errors: Family::default(),
             upstream: Family::new_with_constructor(|| {
                 Histogram::new(exponential_buckets(0.0005, 2.0, 18))
@@ -531,6 +540,11 @@ impl Metrics {
             self.estimated.clone(),
         );
         registry.register("route_decisions", "Routing decisions", self.routes.clone());
+        registry.register(
+            "escalations",
+            "Requests sent one tier up, by reason and workload",
+            self.escalations.clone(),
+        );
         registry.register("errors", "Errors, by reason", self.errors.clone());
         registry.register(
             "upstream_duration_seconds",
@@ -915,6 +929,17 @@ impl Metrics {
                 kind,
             })
             .clone()
+    }
+
+    /// Count an escalation by its reason (an `answer::Reason` label) and
+    /// the sidecar's workload (fixed at start: one series per reason).
+    pub fn escalation(&self, reason: &'static str, workload: &str) {
+        self.escalations
+            .get_or_create(&EscalationLabels {
+                reason,
+                workload: workload.to_string(),
+            })
+            .inc();
     }
 
     /// Count an error by its label.

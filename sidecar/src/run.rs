@@ -126,6 +126,7 @@ fn shared_state(args: &Args, mode: &Mode) -> Result<(Arc<Shared>, Option<Outbox>
             body_timeout: Duration::from_millis(args.body_timeout_ms.max(1)),
             upstream_idle: Duration::from_millis(args.upstream_idle_timeout_ms.max(1)),
             prompt_cache_ttl: args.prompt_cache_ttl_ms.map(Duration::from_millis),
+            workload: workload_label(args, mode),
         },
         reservations_freed: Default::default(),
         active: ArcSwapOption::empty(),
@@ -470,6 +471,21 @@ pub fn fingerprint(policy: &Path, secrets: Option<&Path>) -> Fingerprint {
         visit(s, 2);
     }
     out
+}
+
+/// `namespace/workload` for metrics (`namespace` when the workload has no
+/// name: neither a naming label nor a pod name).
+fn workload_label(args: &Args, mode: &Mode) -> String {
+    let labels = match mode {
+        Mode::Standalone { labels, .. } => labels,
+        Mode::Connected(settings) => &settings.labels,
+    };
+    let name = tokenwarden_core::workload::workload_name(labels, &args.pod_name);
+    if name.is_empty() {
+        args.namespace.clone()
+    } else {
+        format!("{}/{name}", args.namespace)
+    }
 }
 
 /// What the standalone reload loop watches.

@@ -46,6 +46,10 @@ pub struct Options {
     /// Replaces the providers' prompt-cache TTLs in the prefix-stability
     /// monitor (`--prompt-cache-ttl-ms`; simulators and tests).
     pub prompt_cache_ttl: Option<std::time::Duration>,
+    /// This workload, `namespace/name` (the name from the naming labels
+    /// or the pod name; just `namespace` when neither gives one): the
+    /// `workload` label of the escalation metric.
+    pub workload: String,
 }
 
 /// One loaded, valid configuration.

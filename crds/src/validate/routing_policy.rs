@@ -452,6 +452,12 @@ fn escalation(e: &mut Errors, esc: EscalationSpec) -> Escalation {
     Escalation {
         on_upstream_error: esc.on_upstream_error.unwrap_or(true),
         repeated_prompt,
+        on_truncation: esc.on_truncation.unwrap_or(true),
+        on_empty_answer: esc.on_empty_answer.unwrap_or(true),
+        on_refusal: esc.on_refusal.unwrap_or(true),
+        on_invalid_tool_call: esc.on_invalid_tool_call.unwrap_or(true),
+        on_invalid_response_format: esc.on_invalid_response_format.unwrap_or(true),
+        on_app_signal: esc.on_app_signal.unwrap_or(true),
     }
 }
 

@@ -19,6 +19,7 @@ use tokenwarden_core::{
 };
 
 use crate::{
+    answer::Reason,
     request::ParsedRequest,
     state::{Active, Shared},
 };
@@ -58,6 +59,8 @@ pub(crate) struct Plan<'a> {
     pub ensure_usage: bool,
     /// What changed the model (`escalated`, `downgraded`, `fallback`), in order.
     pub adjusted: Vec<&'static str>,
+    /// Why each escalation in `adjusted` happened, in order.
+    pub escalations: Vec<Reason>,
     /// Shadow budgets that would have refused, as `budget:reason`.
     pub shadow_blocks: Vec<String>,
 }
@@ -76,6 +79,17 @@ impl Plan<'_> {
         self.shared
             .metrics
             .route(&self.route_name, &attempt.choice.model, how);
+    }
+
+    /// Send the attempt one tier up, to `up`, for `reason`: said in
+    /// `x-tokenwarden-adjusted` (`escalated`) and
+    /// `x-tokenwarden-escalation-reason`, counted per reason and workload.
+    pub fn escalate(&mut self, attempt: &mut Attempt, reason: Reason, up: Choice) {
+        self.adjust(attempt, "escalated", Some(up));
+        self.escalations.push(reason);
+        self.shared
+            .metrics
+            .escalation(reason.as_str(), &self.shared.options.workload);
     }
 }
 

@@ -54,7 +54,8 @@ pub(super) async fn read_body(
 }
 
 /// Copy app headers that may go upstream: not hop-by-hop, not the app's own
-/// credentials, not the app's `accept-encoding`: the sidecar reads usage
+/// credentials, not the sidecar's own `x-tokenwarden-escalate` (a request
+/// to the sidecar), not the app's `accept-encoding`: the sidecar reads usage
 /// from the response, so it asks for `accept-encoding: identity` (a reply
 /// compressed anyway is decoded for the taps, see [`crate::meter::Coding`]).
 /// Then add the provider's credential header.
@@ -71,6 +72,7 @@ pub(super) fn upstream_headers(from: &HeaderMap, auth: (&HeaderName, &HeaderValu
                     | "x-api-key"
                     | "accept-encoding"
                     | "http2-settings"
+                    | super::route::ESCALATE_HEADER
             )
         {
             continue;
@@ -370,6 +372,7 @@ mod tests {
             ("accept-encoding", "gzip"),
             ("anthropic-version", "2023-06-01"),
             ("x-trace", "t1"),
+            ("x-tokenwarden-escalate", "1"),
             ("te", "trailers"),
             ("upgrade", "h2c"),
         ]);

@@ -6,9 +6,11 @@
 //! first `attempt::Attempt`), `enforce::screen` (loop guard,
 //! downgrade), then per attempt `enforce::admit` (budget and lease
 //! reservations), `settle::intend` (the durable intent),
-//! `forward::send`, and `respond::respond` with the attempt's
-//! `settle::Settlement` for the body; a failed attempt is settled
-//! (`settle::failed`) before `route::next_choice`.
+//! `forward::send`, `judge::judge` for a non-streaming answer the
+//! escalation rules may send one tier up (the failed answer is settled and
+//! kept, in case the attempt above cannot be made), and `respond::respond`
+//! with the attempt's `settle::Settlement` for the body; a failed attempt
+//! is settled (`settle::failed`) before `route::next_choice`.
 //!
 //! Paths:
 //!
@@ -23,6 +25,7 @@
 mod attempt;
 mod enforce;
 mod forward;
+mod judge;
 mod respond;
 mod route;
 mod settle;
@@ -37,9 +40,14 @@ use tokenwarden_core::workload::{Api, Endpoint};
 use self::{
     attempt::{Attempt, Plan},
     forward::{Sent, path_and_query, read_body, strip_hop_headers, upstream_headers},
+    judge::Judged,
+    respond::Kept,
     route::no_policy,
 };
-pub use self::{respond::headers, route::MAX_MODEL_BYTES};
+pub use self::{
+    respond::headers,
+    route::{ESCALATE_HEADER, MAX_MODEL_BYTES},
+};
 use crate::{
     body::{InFlight, ProxyBody, TapBody},
     error::ProxyError,
@@ -238,20 +246,39 @@ async fn metered(
         &body,
     )?;
     enforce::screen(&mut plan, &mut attempt)?;
+    // The last answer that failed an escalation rule, for when the attempt
+    // one tier up cannot be made or fails.
+    let mut kept: Option<Kept> = None;
     loop {
         attempt.number += 1;
-        let link = active.link(attempt.choice.provider)?;
-        let auth = link.auth()?;
-        // Before anything is reserved: an early return here holds nothing.
-        let uri = link.uri(&plan.path_and_query)?;
-        let prompt_bound = enforce::admit(&mut plan, &mut attempt, link).await?;
-        let up = forward::upstream_request(&plan, &mut attempt, uri, auth);
-        forwardable(&plan, &mut attempt, app, prompt_bound)?;
-        match forward::send(&plan, &attempt, up).await {
-            Sent::Answer(resp) => return Ok(respond::respond(&plan, attempt, resp).await),
+        let sent = match send_attempt(&mut plan, &mut attempt, app).await {
+            Ok(sent) => sent,
+            Err(e) => return kept.map(|k| k.into_response(attempt.number - 1)).ok_or(e),
+        };
+        match sent {
+            Sent::Answer(resp) => {
+                if !resp.status().is_success()
+                    && let Some(k) = kept.take()
+                {
+                    // One tier up answered with an error: the kept answer
+                    // serves the app better.
+                    settle::failed(shared, &active, &mut attempt, resp.status().as_u16());
+                    return Ok(k.into_response(attempt.number));
+                }
+                let Some(up) = judge::next_up(&plan, &attempt, &resp) else {
+                    return Ok(respond::respond(&plan, attempt, resp).await);
+                };
+                match judge::judge(&mut plan, attempt, resp, up).await {
+                    Judged::Done(resp) => return Ok(resp),
+                    Judged::Again(k, again) => {
+                        kept = Some(k);
+                        attempt = *again;
+                    }
+                }
+            }
             Sent::Fail(e) => {
                 settle::failed(shared, &active, &mut attempt, 0);
-                return Err(e);
+                return kept.map(|k| k.into_response(attempt.number)).ok_or(e);
             }
             Sent::Retry(failure) => {
                 // Meter the failed attempt (no usage) and go again.
@@ -260,6 +287,23 @@ async fn metered(
             }
         }
     }
+}
+
+/// One attempt: admitted by the budgets, its intent recorded, sent.
+async fn send_attempt(
+    plan: &mut Plan<'_>,
+    attempt: &mut Attempt,
+    app: &AppLink,
+) -> Result<Sent, ProxyError> {
+    let active = plan.active;
+    let link = active.link(attempt.choice.provider)?;
+    let auth = link.auth()?;
+    // Before anything is reserved: an early return here holds nothing.
+    let uri = link.uri(&plan.path_and_query)?;
+    let prompt_bound = enforce::admit(plan, attempt, link).await?;
+    let up = forward::upstream_request(plan, attempt, uri, auth);
+    forwardable(plan, attempt, app, prompt_bound)?;
+    Ok(forward::send(plan, attempt, up).await)
 }
 
 /// The last checks before an admitted attempt is sent: the app still

@@ -1,7 +1,10 @@
 //! The response stage: the provider's answer to the app, with the
 //! sidecar's headers, the provider key masked, and the attempt settled
 //! when its body is done: an event stream and a large body through a tap
-//! as they pass, a small body buffered so its cost goes in a header.
+//! as they pass, a small body buffered so its cost goes in a header. The
+//! judge stage holds a non-streaming answer before this one; what it held
+//! goes out through [`held`], [`over`] or [`broke`], and an answer it
+//! failed is settled and kept by [`keep`].
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Response, header, response::Parts};
@@ -20,6 +23,7 @@ use crate::{
     link::Link,
     meter::{self, Flavor, SseTap},
     redact,
+    state::Shared,
 };
 
 /// Response headers set by the sidecar.
@@ -36,6 +40,10 @@ pub mod headers {
     pub const COST: &str = "x-tokenwarden-cost-usd";
     /// What changed the model: `escalated`, `downgraded`, `fallback`.
     pub const ADJUSTED: &str = "x-tokenwarden-adjusted";
+    /// Why each `escalated` in [`ADJUSTED`] happened, in the same order:
+    /// `upstream_error`, `repeated_prompt`, `app_signal`, `truncated`,
+    /// `empty`, `refusal`, `tool_arguments`, `response_format`.
+    pub const ESCALATION_REASON: &str = "x-tokenwarden-escalation-reason";
     /// Budgets that would have refused the request in shadow mode.
     pub const SHADOW: &str = "x-tokenwarden-shadow-block";
     /// The sidecar changed the request to make the provider's prompt cache
@@ -52,7 +60,53 @@ pub(super) async fn respond(
     attempt: Attempt,
     resp: Response<Incoming>,
 ) -> Response<ProxyBody> {
-    let (mut parts, body) = resp.into_parts();
+    let (parts, body) = resp.into_parts();
+    let p = prepare(plan, attempt, parts);
+    let Prepared {
+        parts,
+        settlement,
+        secret,
+        coding,
+        is_sse,
+    } = p;
+    // A provider may compress although asked not to: the taps read the
+    // decoded body. A coding the sidecar cannot decode is counted by its
+    // size (the JSON tap reads it as text).
+    let unreadable = matches!(coding, meter::Coding::Unknown(_));
+    if is_sse && !unreadable {
+        return stream(plan, parts, body, settlement, &coding);
+    }
+    let small = !is_sse
+        && parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok())
+            .is_some_and(|n| n <= plan.shared.options.buffer_response_bytes);
+    if small {
+        let limit = plan.shared.options.buffer_response_bytes;
+        return match read_held(plan.shared, body, limit).await {
+            Read::Whole(buf) => finish_held(plan, parts, buf, settlement, &coding, secret).await,
+            // The body is longer than its content-length said: hyper
+            // ends it with an error first; what passed counts.
+            Read::Over(buf, _) | Read::Broke(buf) => broken(plan, settlement, &coding, &buf),
+        };
+    }
+    tapped(plan, parts, body, settlement, &coding, secret, Bytes::new())
+}
+
+/// A response head made ready for the app (hop-by-hop headers dropped,
+/// the provider key masked, the sidecar's headers set) with the
+/// settlement of its attempt.
+struct Prepared<'p> {
+    parts: Parts,
+    settlement: Settlement,
+    secret: Option<&'p Secret>,
+    coding: meter::Coding,
+    is_sse: bool,
+}
+
+fn prepare<'p>(plan: &'p Plan<'_>, attempt: Attempt, mut parts: Parts) -> Prepared<'p> {
     strip_hop_headers(&mut parts.headers);
     let status = parts.status;
     // The provider key never reaches the app, even when an upstream
@@ -68,40 +122,45 @@ pub(super) async fn respond(
     set_headers(plan, &attempt, &mut parts.headers);
     let flavor = flavor(attempt.endpoint);
     // Error bodies are never tapped (their usage is 0), only redacted.
-    let is_sse = status.is_success()
-        && parts
-            .headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.starts_with("text/event-stream"));
-    let settlement = Settlement {
-        shared: plan.shared.clone(),
-        active: plan.active.clone(),
-        attempt,
-        status: status.as_u16(),
-        flavor,
-        commit: Commit::Now,
-    };
-    // A provider may compress although asked not to: the taps read the
-    // decoded body. A coding the sidecar cannot decode is counted by its
-    // size (the JSON tap reads it as text).
+    let is_sse = status.is_success() && is_event_stream(&parts.headers);
     let coding = meter::Coding::of(&parts.headers);
-    let unreadable = matches!(coding, meter::Coding::Unknown(_));
-    if is_sse && !unreadable {
-        return stream(plan, parts, body, settlement, &coding);
+    Prepared {
+        parts,
+        settlement: Settlement {
+            shared: plan.shared.clone(),
+            active: plan.active.clone(),
+            attempt,
+            status: status.as_u16(),
+            flavor,
+            commit: Commit::Now,
+        },
+        secret,
+        coding,
+        is_sse,
     }
-    let small = !is_sse
-        && parts
-            .headers
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<usize>().ok())
-            .is_some_and(|n| n <= plan.shared.options.buffer_response_bytes);
-    if small {
-        return buffered(plan, parts, body, settlement, &coding, secret).await;
-    }
+}
+
+/// The response is an event stream.
+pub(super) fn is_event_stream(h: &HeaderMap) -> bool {
+    h.get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream"))
+}
+
+/// A JSON body forwarded as it arrives through the constant-memory tap
+/// (an error body: redacted instead); `prefix`, already read from it,
+/// goes first.
+fn tapped(
+    plan: &Plan<'_>,
+    parts: Parts,
+    body: Incoming,
+    settlement: Settlement,
+    coding: &meter::Coding,
+    secret: Option<&Secret>,
+    prefix: Bytes,
+) -> Response<ProxyBody> {
     let idle = plan.shared.options.upstream_idle;
-    let tap = if status.is_success() {
+    let tap = if parts.status.is_success() {
         TapBody::new(
             body,
             TapMode::Json(Box::default()),
@@ -112,7 +171,107 @@ pub(super) async fn respond(
     } else {
         TapBody::new(body, TapMode::Plain, Box::new(settlement), idle).redacting(secret)
     };
+    let tap = tap.with_prefix(prefix);
     Response::from_parts(parts, ProxyBody::Tap(Box::new(tap)))
+}
+
+/// A response the judge held whole and let through: to the app as read,
+/// its cost in a header.
+pub(super) async fn held(
+    plan: &Plan<'_>,
+    attempt: Attempt,
+    parts: Parts,
+    buf: Vec<u8>,
+) -> Response<ProxyBody> {
+    let p = prepare(plan, attempt, parts);
+    finish_held(plan, p.parts, buf, p.settlement, &p.coding, p.secret).await
+}
+
+/// A response the judge started to hold and found over the limit: the
+/// bytes read so far, then the rest as it arrives, through the tap.
+pub(super) fn over(
+    plan: &Plan<'_>,
+    attempt: Attempt,
+    parts: Parts,
+    prefix: Vec<u8>,
+    rest: Incoming,
+) -> Response<ProxyBody> {
+    let p = prepare(plan, attempt, parts);
+    let prefix = Bytes::from(prefix);
+    tapped(
+        plan,
+        p.parts,
+        rest,
+        p.settlement,
+        &p.coding,
+        p.secret,
+        prefix,
+    )
+}
+
+/// A response whose body broke while the judge held it: settled from
+/// what passed; the app gets a provider-shaped 502.
+pub(super) fn broke(
+    plan: &Plan<'_>,
+    attempt: Attempt,
+    parts: Parts,
+    buf: &[u8],
+) -> Response<ProxyBody> {
+    let p = prepare(plan, attempt, parts);
+    broken(plan, p.settlement, &p.coding, buf)
+}
+
+/// An answer that failed an escalation rule, kept (already settled, with
+/// its headers and cost) in case the attempt one tier up cannot be made:
+/// the app then gets it unchanged.
+pub(super) struct Kept(Response<ProxyBody>);
+
+// === impl Kept ===
+
+impl Kept {
+    /// The kept answer, saying how many attempts were made in all.
+    pub(super) fn into_response(self, attempts: u32) -> Response<ProxyBody> {
+        let mut resp = self.0;
+        set(resp.headers_mut(), headers::ATTEMPTS, &attempts.to_string());
+        resp
+    }
+}
+
+/// Settle an answer that failed an escalation rule (from its whole body,
+/// `decoded` when the provider compressed it) and keep it; the attempt
+/// holds nothing after and can go again.
+pub(super) fn keep(
+    plan: &Plan<'_>,
+    attempt: &mut Attempt,
+    mut parts: Parts,
+    buf: Vec<u8>,
+    decoded: Option<&[u8]>,
+) -> Kept {
+    strip_hop_headers(&mut parts.headers);
+    if let Some(s) = plan
+        .active
+        .link(attempt.choice.provider)
+        .ok()
+        .and_then(Link::secret_finder)
+    {
+        redact::redact_headers(s, &mut parts.headers);
+    }
+    set_headers(plan, attempt, &mut parts.headers);
+    let settled = settle::answered(
+        plan.shared,
+        plan.active,
+        attempt,
+        parts.status.as_u16(),
+        flavor(attempt.endpoint),
+        decoded.unwrap_or(&buf),
+    );
+    if let Some(c) = settled.cost {
+        set(&mut parts.headers, headers::COST, &c.to_string());
+    }
+    Kept(Response::from_parts(
+        parts,
+        ProxyBody::Full(Full::new(Bytes::from(buf))),
+    ))
 }
 
 fn set(h: &mut HeaderMap, name: &'static str, v: &str) {
@@ -135,6 +294,10 @@ fn set_headers(plan: &Plan<'_>, attempt: &Attempt, h: &mut HeaderMap) {
     }
     if !plan.adjusted.is_empty() {
         set(h, headers::ADJUSTED, &plan.adjusted.join(","));
+    }
+    if !plan.escalations.is_empty() {
+        let reasons: Vec<&str> = plan.escalations.iter().map(|r| r.as_str()).collect();
+        set(h, headers::ESCALATION_REASON, &reasons.join(","));
     }
     if let Some(r) = attempt.cache_rewrite {
         set(h, headers::CACHE_CONTROL, r.header_value());
@@ -187,46 +350,70 @@ fn stream(
     )
 }
 
-/// A small body: buffered (it arrives at once) to put the cost in a header.
-async fn buffered(
+/// What reading a body whole came to.
+pub(super) enum Read {
+    /// All of it.
+    Whole(Vec<u8>),
+    /// More than the limit: what was read (just over it), and the rest.
+    Over(Vec<u8>, Incoming),
+    /// It broke or stalled: what passed.
+    Broke(Vec<u8>),
+}
+
+/// Read a body whole, up to `limit` bytes, each frame within the idle
+/// timeout.
+pub(super) async fn read_held(shared: &Shared, mut body: Incoming, limit: usize) -> Read {
+    let mut buf = Vec::new();
+    let idle = shared.options.upstream_idle;
+    loop {
+        match tokio::time::timeout(idle, body.frame()).await {
+            Ok(None) => return Read::Whole(buf),
+            Ok(Some(Ok(frame))) => {
+                if let Ok(data) = frame.into_data() {
+                    buf.extend_from_slice(&data);
+                    if buf.len() > limit {
+                        return Read::Over(buf, body);
+                    }
+                }
+            }
+            Ok(Some(Err(_))) => return Read::Broke(buf),
+            Err(_) => {
+                shared.metrics.error("upstream_stalled");
+                return Read::Broke(buf);
+            }
+        }
+    }
+}
+
+/// A body that broke mid-read: what passed still counts (its usage, else
+/// an estimate); the app gets a provider-shaped 502.
+fn broken(
+    plan: &Plan<'_>,
+    settlement: Settlement,
+    coding: &meter::Coding,
+    buf: &[u8],
+) -> Response<ProxyBody> {
+    let api = flavor_api(settlement.flavor);
+    let decoded = meter::decode_all(coding, buf);
+    settlement.finish_json(decoded.as_deref().unwrap_or(buf));
+    plan.shared.metrics.error("upstream_body_error");
+    let e =
+        ProxyError::UpstreamUnreachable("the provider closed the connection mid-response".into());
+    e.to_response(api)
+}
+
+/// A body read whole: settled (its journal line shares a write with the
+/// requests that settled meanwhile), its cost in a header, sent as read.
+async fn finish_held(
     plan: &Plan<'_>,
     mut parts: Parts,
-    mut body: Incoming,
+    mut buf: Vec<u8>,
     mut settlement: Settlement,
     coding: &meter::Coding,
     secret: Option<&Secret>,
 ) -> Response<ProxyBody> {
     let shared = plan.shared;
-    let status = parts.status;
-    let mut buf = Vec::new();
-    let idle = shared.options.upstream_idle;
-    let broke = loop {
-        match tokio::time::timeout(idle, body.frame()).await {
-            Ok(None) => break false,
-            Ok(Some(Ok(frame))) => {
-                if let Ok(data) = frame.into_data() {
-                    buf.extend_from_slice(&data);
-                }
-            }
-            Ok(Some(Err(_))) => break true,
-            Err(_) => {
-                shared.metrics.error("upstream_stalled");
-                break true;
-            }
-        }
-    };
-    if broke {
-        // What passed still counts (its usage, else an estimate).
-        let api = flavor_api(settlement.flavor);
-        let decoded = meter::decode_all(coding, &buf);
-        settlement.finish_json(decoded.as_deref().unwrap_or(&buf));
-        shared.metrics.error("upstream_body_error");
-        let e = ProxyError::UpstreamUnreachable(
-            "the provider closed the connection mid-response".into(),
-        );
-        return e.to_response(api);
-    }
-    if !status.is_success()
+    if !parts.status.is_success()
         && let Some(s) = secret
     {
         redact::redact_body(s, &mut buf);

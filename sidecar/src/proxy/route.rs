@@ -1,7 +1,7 @@
 //! The routing stages of a metered request: parse the body, classify it
 //! when a route looks at the score, pick the route and the model, go one
-//! tier up for a prompt sent again and again ([`plan`]); after a failed
-//! attempt, pick the next one ([`next_choice`]).
+//! tier up for a prompt sent again and again or when the app asks for it
+//! ([`plan`]); after a failed attempt, pick the next one ([`next_choice`]).
 
 use std::sync::Arc;
 
@@ -19,6 +19,7 @@ use super::{
     forward::Failure,
 };
 use crate::{
+    answer::Reason,
     error::ProxyError,
     request::{self, ParsedRequest},
     state::{Active, Shared},
@@ -104,10 +105,11 @@ pub(super) fn plan<'a>(
         digest,
         now,
         adjusted: Vec::new(),
+        escalations: Vec::new(),
         shadow_blocks: Vec::new(),
     };
     let mut attempt = attempt;
-    escalate_repeated(&mut plan, &mut attempt);
+    escalate_at_start(&mut plan, &mut attempt);
     Ok((plan, attempt))
 }
 
@@ -170,15 +172,38 @@ fn max_output(cfg: &RoutingConfig, endpoint: Endpoint, parsed: &ParsedRequest<'_
     }
 }
 
-/// Same prompt again and again: one tier up.
-fn escalate_repeated(plan: &mut Plan<'_>, attempt: &mut Attempt) {
-    if let Some(rule) = plan.cfg.escalation.repeated_prompt
-        && plan.shared.repeated(plan.digest, plan.now, rule)
-        && let Some(up) = plan
-            .router
-            .escalate(&attempt.choice, attempt.endpoint.api())
+/// The request header an app sends to start one tier up.
+pub const ESCALATE_HEADER: &str = "x-tokenwarden-escalate";
+
+/// The app asks to start one tier up: `x-tokenwarden-escalate` is `1` or
+/// `true` (any case). Any other value is ignored.
+pub(super) fn app_signal(headers: &HeaderMap) -> bool {
+    headers.get_all(ESCALATE_HEADER).iter().any(|v| {
+        v.to_str()
+            .is_ok_and(|v| v.trim() == "1" || v.trim().eq_ignore_ascii_case("true"))
+    })
+}
+
+/// The same prompt again and again, or the app's signal: one tier up, one
+/// step whichever (both) say so (the app's signal names it when both do).
+fn escalate_at_start(plan: &mut Plan<'_>, attempt: &mut Attempt) {
+    // Seen either way: the window counts every request.
+    let repeated = plan
+        .cfg
+        .escalation
+        .repeated_prompt
+        .is_some_and(|rule| plan.shared.repeated(plan.digest, plan.now, rule));
+    let signal = plan.cfg.escalation.on_app_signal && app_signal(plan.app_headers);
+    let reason = match (signal, repeated) {
+        (true, _) => Reason::AppSignal,
+        (false, true) => Reason::RepeatedPrompt,
+        (false, false) => return,
+    };
+    if let Some(up) = plan
+        .router
+        .escalate(&attempt.choice, attempt.endpoint.api())
     {
-        plan.adjust(attempt, "escalated", Some(up));
+        plan.escalate(attempt, reason, up);
     }
 }
 
@@ -192,7 +217,7 @@ pub(super) fn next_choice(plan: &mut Plan<'_>, attempt: &mut Attempt, failure: &
             .router
             .escalate(&attempt.choice, attempt.endpoint.api())
     {
-        plan.adjust(attempt, "escalated", Some(up));
+        plan.escalate(attempt, Reason::UpstreamError, up);
     } else {
         plan.adjust(attempt, "fallback", None);
     }

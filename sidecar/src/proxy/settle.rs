@@ -100,16 +100,9 @@ impl Settlement {
     /// A JSON body read (whole, or what passed before it broke): its
     /// usage, else an estimate from its text.
     pub fn finish_json(self, body: &[u8]) -> Settled {
-        if !self.succeeded() {
-            return self.run(TokenCounts::default(), None, false);
-        }
-        if let Ok(Some(m)) = meter::from_json(self.flavor, body) {
-            return self.run(m.usage, m.served_model, false);
-        }
-        let mut tap = JsonTap::new();
-        tap.push(body);
-        let outcome = tap.finish(self.flavor);
-        self.finish_tapped(&outcome)
+        let (usage, served, estimated) =
+            json_usage(self.flavor, self.status, self.attempt.prompt_estimate, body);
+        self.run(usage, served, estimated)
     }
 
     /// A JSON body went past the tap: the provider's usage if it passed,
@@ -224,6 +217,50 @@ pub(super) async fn flush_staged(shared: &Shared, staged: Option<u64>) {
         tokio::task::yield_now().await;
     }
     drop(flush);
+}
+
+/// The usage of a JSON body read (whole, or what passed before it broke)
+/// with `status`: the provider's, else an estimate from its text (marked
+/// estimated); nothing for an error status.
+fn json_usage(
+    flavor: Flavor,
+    status: u16,
+    prompt_estimate: u64,
+    body: &[u8],
+) -> (TokenCounts, Option<String>, bool) {
+    if !(200..300).contains(&status) {
+        return (TokenCounts::default(), None, false);
+    }
+    if let Ok(Some(m)) = meter::from_json(flavor, body) {
+        return (m.usage, m.served_model, false);
+    }
+    let mut tap = JsonTap::new();
+    tap.push(body);
+    let outcome = tap.finish(flavor);
+    match outcome.metered {
+        Some(m) => (m.usage, m.served_model, false),
+        None => (meter::estimate_json(prompt_estimate, &outcome), None, true),
+    }
+}
+
+/// Meter an answered attempt from its whole JSON body (decoded) and keep
+/// the attempt for another try: an answer that failed an escalation rule.
+pub(super) fn answered(
+    shared: &Shared,
+    active: &Active,
+    attempt: &mut Attempt,
+    status: u16,
+    flavor: Flavor,
+    body: &[u8],
+) -> Settled {
+    let (usage, served, estimated) = json_usage(flavor, status, attempt.prompt_estimate, body);
+    let outcome = Outcome {
+        status,
+        usage,
+        served_model: served.unwrap_or_else(|| attempt.choice.model.clone()),
+        estimated,
+    };
+    settle(shared, active, attempt, outcome, Commit::Now)
 }
 
 /// Meter an attempt that produced no usage.
