@@ -17,7 +17,9 @@
 # requests after WARMUP, per request: a timed number, so compare two builds only in
 # interleaved rounds of the same session (the machine's load moves it).
 #
-# Knobs (env): SIDECAR_BIN (required)  KIND=json|sse (1 KB non-streaming body | streaming
+# Knobs (env): SIDECAR_BIN (required)  POLICY=bench/policy.yaml.in (policy-tiers.yaml.in: the
+#   request is routed to a cheap tier with a stronger one above, so every non-streaming answer
+#   is held and judged by the escalation rules before it is sent)  KIND=json|sse (1 KB non-streaming body | streaming
 #   request, `x-bench-mock: sse`: the mock's 9-event SSE body with a usage chunk)
 #   WARMUP=1000 COUNT=2000 IDLE_S=10 STRACE=0 PORT_BASE=18380 OUT=bench/out/count-<ts>
 #   CONC=1 (oha connections; the README's numbers are at 1. With STRACE=1 and CONC=32 it shows
@@ -38,6 +40,7 @@ WARMUP=${WARMUP:-1000}
 COUNT=${COUNT:-2000}
 IDLE_S=${IDLE_S:-10}
 STRACE=${STRACE:-0}
+POLICY=${POLICY:-$BENCH_DIR/policy.yaml.in}
 CONC=${CONC:-1}
 CPUTIME=${CPUTIME:-0}
 SIDECAR_BIN=${SIDECAR_BIN:?set SIDECAR_BIN to the sidecar binary}
@@ -83,7 +86,7 @@ from httpmini import stream_body
 open(sys.argv[1], "wb").write(stream_body())
 EOF
 sed "s/@MOCK_PORT@/$PORT_MOCK/g; s/@PACED_PORT@/$PORT_PACED/g" "$BENCH_DIR/nginx/mock.conf.in" >"$W/mock.conf"
-sed "s/@MOCK_PORT@/$PORT_MOCK/g" "$BENCH_DIR/policy.yaml.in" >"$W/policy.yaml"
+sed "s/@MOCK_PORT@/$PORT_MOCK/g" "$POLICY" >"$W/policy.yaml"
 printf 'sk-bench-provider-key' >"$W/secrets/bench-keys/openai"
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 
