@@ -134,7 +134,7 @@ struct Output<'a> {
 #[derive(Debug)]
 struct Call<'a> {
     /// The tool's name.
-    name: &'a str,
+    name: Cow<'a, str>,
     /// Its arguments.
     args: Args<'a>,
 }
@@ -143,9 +143,109 @@ struct Call<'a> {
 #[derive(Debug)]
 enum Args<'a> {
     /// OpenAI: a string that should hold JSON.
-    Text(&'a str),
-    /// Anthropic: already a JSON value.
-    Value(&'a Value),
+    Text(Cow<'a, str>),
+    /// Anthropic: already JSON (the `input` object), unparsed.
+    Raw(&'a RawValue),
+}
+
+// The answers, deserialized into borrowed views of only the members the
+// rules read: no tree of the whole body, no copy of a string without
+// escapes. A body that does not fit these shapes is not judged.
+
+/// An OpenAI chat completion.
+#[derive(Deserialize)]
+struct ChatAnswer<'a> {
+    #[serde(borrow, default)]
+    choices: Vec<ChatChoice<'a>>,
+}
+
+#[derive(Deserialize)]
+struct ChatChoice<'a> {
+    #[serde(borrow, default)]
+    message: Option<ChatMessage<'a>>,
+    #[serde(borrow, default)]
+    finish_reason: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize, Default)]
+struct ChatMessage<'a> {
+    #[serde(borrow, default)]
+    content: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    refusal: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    tool_calls: Option<Vec<ChatToolCall<'a>>>,
+    #[serde(borrow, default)]
+    function_call: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    audio: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct ChatToolCall<'a> {
+    #[serde(borrow, default)]
+    function: Option<FunctionCall<'a>>,
+}
+
+/// `{name, arguments}` of a chat tool call or a Responses `function_call`.
+#[derive(Deserialize, Default)]
+struct FunctionCall<'a> {
+    #[serde(borrow, default)]
+    name: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    arguments: Option<Cow<'a, str>>,
+}
+
+/// An OpenAI Responses API response.
+#[derive(Deserialize)]
+struct ResponsesAnswer<'a> {
+    #[serde(borrow, default)]
+    status: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    incomplete_details: Option<IncompleteDetails<'a>>,
+    #[serde(borrow, default)]
+    output: Vec<ResponsesItem<'a>>,
+}
+
+#[derive(Deserialize)]
+struct IncompleteDetails<'a> {
+    #[serde(borrow, default)]
+    reason: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct ResponsesItem<'a> {
+    #[serde(borrow, default, rename = "type")]
+    kind: Option<Cow<'a, str>>,
+    /// A `message` item's parts (left unparsed for the other kinds).
+    #[serde(borrow, default)]
+    content: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    name: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    arguments: Option<Cow<'a, str>>,
+}
+
+/// A part of a Responses `message` item, or an Anthropic content block.
+#[derive(Deserialize)]
+struct Part<'a> {
+    #[serde(borrow, default, rename = "type")]
+    kind: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    text: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    name: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    input: Option<&'a RawValue>,
+}
+
+/// An Anthropic message.
+#[derive(Deserialize)]
+struct AnthropicAnswer<'a> {
+    #[serde(borrow, default)]
+    stop_reason: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    content: Vec<Part<'a>>,
 }
 
 /// The request members the checks read, borrowed unparsed: one pass over
@@ -191,12 +291,16 @@ pub fn judge(request: &Request<'_>, answer: &[u8], rules: &Escalation) -> Option
     if request.endpoint == Endpoint::Embeddings || !rules.checks_answers() {
         return None;
     }
-    let value: Value = serde_json::from_slice(answer).ok()?;
-    let outputs = outputs(request, &value);
+    let outputs = outputs(request, answer)?;
     if outputs.is_empty() {
         return None;
     }
-    let asked: Asked<'_> = serde_json::from_slice(request.body).unwrap_or_default();
+    let calls = outputs.iter().any(|o| !o.calls.is_empty());
+    let asked: Asked<'_> = if may_ask(request, calls) {
+        serde_json::from_slice(request.body).unwrap_or_default()
+    } else {
+        Asked::default()
+    };
     let mut first = None;
     for (i, out) in outputs.iter().enumerate() {
         let reason = judge_output(request.endpoint, out, &asked, rules)?;
@@ -207,90 +311,100 @@ pub fn judge(request: &Request<'_>, answer: &[u8], rules: &Escalation) -> Option
     first
 }
 
-/// The answers in a response body: one per chat choice, else one.
-fn outputs<'a>(request: &Request<'_>, v: &'a Value) -> Vec<Output<'a>> {
-    match request.endpoint {
-        Endpoint::ChatCompletions => v
-            .get("choices")
-            .and_then(Value::as_array)
-            .map(|cs| cs.iter().map(|c| chat(c, request.app_limit)).collect())
-            .unwrap_or_default(),
-        Endpoint::Responses => vec![responses(v, request.app_limit)],
-        Endpoint::Messages => vec![anthropic(v)],
+/// Whether the request body can hold a member the checks will read: a
+/// byte search for its quoted key before a pass over the whole body (most
+/// requests ask for no structured output, and only an answer with tool
+/// calls needs `tools`). A key that is also prompt text only costs the
+/// pass; a key written with JSON escapes is not found, and its check is
+/// skipped (the answer passes).
+fn may_ask(request: &Request<'_>, calls: bool) -> bool {
+    let has = |key: &[u8]| memchr::memmem::find(request.body, key).is_some();
+    let format = match request.endpoint {
+        Endpoint::ChatCompletions => has(b"\"response_format\""),
+        Endpoint::Responses => has(b"\"text\""),
+        Endpoint::Messages => has(b"\"output_config\"") || has(b"\"output_format\""),
+        Endpoint::Embeddings => false,
+    };
+    format || (calls && has(b"\"tools\""))
+}
+
+/// The answers in a response body: one per chat choice, else one; `None`
+/// when the body is not an answer of the endpoint's shape.
+fn outputs<'a>(request: &Request<'_>, answer: &'a [u8]) -> Option<Vec<Output<'a>>> {
+    Some(match request.endpoint {
+        Endpoint::ChatCompletions => {
+            let a: ChatAnswer<'a> = serde_json::from_slice(answer).ok()?;
+            a.choices
+                .into_iter()
+                .map(|c| chat(c, request.app_limit))
+                .collect()
+        }
+        Endpoint::Responses => vec![responses(
+            serde_json::from_slice(answer).ok()?,
+            request.app_limit,
+        )],
+        Endpoint::Messages => vec![anthropic(serde_json::from_slice(answer).ok()?)],
         Endpoint::Embeddings => Vec::new(),
-    }
+    })
 }
 
 /// A chat completion choice.
-fn chat(choice: &Value, app_limit: bool) -> Output<'_> {
-    let msg = choice.get("message").unwrap_or(&Value::Null);
-    let finish = choice.get("finish_reason").and_then(Value::as_str);
-    let mut calls: Vec<Call<'_>> = msg
-        .get("tool_calls")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(|c| {
-            let f = c.get("function")?;
-            Some(Call {
-                name: f.get("name").and_then(Value::as_str).unwrap_or(""),
-                args: Args::Text(f.get("arguments").and_then(Value::as_str).unwrap_or("")),
-            })
-        })
-        .collect();
-    if let Some(f) = msg.get("function_call").filter(|f| f.is_object()) {
-        calls.push(Call {
-            name: f.get("name").and_then(Value::as_str).unwrap_or(""),
-            args: Args::Text(f.get("arguments").and_then(Value::as_str).unwrap_or("")),
-        });
+fn chat(choice: ChatChoice<'_>, app_limit: bool) -> Output<'_> {
+    let msg = choice.message.unwrap_or_default();
+    let finish = choice.finish_reason.as_deref();
+    let mut custom_calls = false;
+    let mut calls: Vec<Call<'_>> = Vec::new();
+    for c in msg.tool_calls.into_iter().flatten() {
+        match c.function {
+            Some(f) => calls.push(function_call(f)),
+            None => custom_calls = true,
+        }
     }
-    let custom_calls = msg
-        .get("tool_calls")
-        .and_then(Value::as_array)
-        .is_some_and(|cs| cs.iter().any(|c| c.get("function").is_none()));
+    // The legacy `function_call`, when it is an object.
+    if let Some(raw) = msg.function_call
+        && raw.get().starts_with('{')
+        && let Ok(f) = serde_json::from_str::<FunctionCall<'_>>(raw.get())
+    {
+        calls.push(function_call(f));
+    }
     Output {
         cut: (finish == Some("length")).then_some(app_limit),
         filtered: finish == Some("content_filter"),
-        refusal: msg
-            .get("refusal")
-            .and_then(Value::as_str)
-            .is_some_and(|r| !r.is_empty()),
-        text: Cow::Borrowed(msg.get("content").and_then(Value::as_str).unwrap_or("")),
-        other_output: custom_calls || msg.get("audio").is_some_and(|a| !a.is_null()),
+        refusal: msg.refusal.is_some_and(|r| !r.is_empty()),
+        text: msg.content.unwrap_or_default(),
+        other_output: custom_calls || msg.audio.is_some(),
         calls,
     }
 }
 
+fn function_call(f: FunctionCall<'_>) -> Call<'_> {
+    Call {
+        name: f.name.unwrap_or_default(),
+        args: Args::Text(f.arguments.unwrap_or_default()),
+    }
+}
+
 /// A Responses API response.
-fn responses(v: &Value, app_limit: bool) -> Output<'_> {
-    let incomplete = v.get("status").and_then(Value::as_str) == Some("incomplete");
-    let why = v
-        .pointer("/incomplete_details/reason")
-        .and_then(Value::as_str);
+fn responses(v: ResponsesAnswer<'_>, app_limit: bool) -> Output<'_> {
+    let incomplete = v.status.as_deref() == Some("incomplete");
+    let why = v.incomplete_details.and_then(|d| d.reason);
+    let why = why.as_deref();
     let mut out = Output {
         cut: (incomplete && why == Some("max_output_tokens")).then_some(app_limit),
         filtered: incomplete && why == Some("content_filter"),
         ..Output::default()
     };
     let mut text = String::new();
-    for item in v
-        .get("output")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        match item.get("type").and_then(Value::as_str) {
+    for item in v.output {
+        match item.kind.as_deref() {
             Some("message") => {
-                for part in item
-                    .get("content")
-                    .and_then(Value::as_array)
-                    .into_iter()
-                    .flatten()
-                {
-                    match part.get("type").and_then(Value::as_str) {
-                        Some("output_text") => {
-                            text.push_str(part.get("text").and_then(Value::as_str).unwrap_or(""));
-                        }
+                let parts: Vec<Part<'_>> = item
+                    .content
+                    .and_then(|raw| serde_json::from_str(raw.get()).ok())
+                    .unwrap_or_default();
+                for part in parts {
+                    match part.kind.as_deref() {
+                        Some("output_text") => text.push_str(part.text.as_deref().unwrap_or("")),
                         Some("refusal") => out.refusal = true,
                         _ => {}
                     }
@@ -298,8 +412,8 @@ fn responses(v: &Value, app_limit: bool) -> Output<'_> {
             }
             Some("reasoning") => {}
             Some("function_call") => out.calls.push(Call {
-                name: item.get("name").and_then(Value::as_str).unwrap_or(""),
-                args: Args::Text(item.get("arguments").and_then(Value::as_str).unwrap_or("")),
+                name: item.name.unwrap_or_default(),
+                args: Args::Text(item.arguments.unwrap_or_default()),
             }),
             _ => out.other_output = true,
         }
@@ -309,8 +423,8 @@ fn responses(v: &Value, app_limit: bool) -> Output<'_> {
 }
 
 /// An Anthropic message.
-fn anthropic(v: &Value) -> Output<'_> {
-    let stop = v.get("stop_reason").and_then(Value::as_str);
+fn anthropic(v: AnthropicAnswer<'_>) -> Output<'_> {
+    let stop = v.stop_reason.as_deref();
     let mut out = Output {
         // `max_tokens` is required: a `max_tokens` stop is the app's limit.
         cut: match stop {
@@ -322,18 +436,15 @@ fn anthropic(v: &Value) -> Output<'_> {
         ..Output::default()
     };
     let mut text = String::new();
-    for block in v
-        .get("content")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        match block.get("type").and_then(Value::as_str) {
-            Some("text") => text.push_str(block.get("text").and_then(Value::as_str).unwrap_or("")),
+    for block in v.content {
+        match block.kind.as_deref() {
+            Some("text") => text.push_str(block.text.as_deref().unwrap_or("")),
             Some("thinking" | "redacted_thinking") => {}
             Some("tool_use") => out.calls.push(Call {
-                name: block.get("name").and_then(Value::as_str).unwrap_or(""),
-                args: Args::Value(block.get("input").unwrap_or(&Value::Null)),
+                name: block.name.unwrap_or_default(),
+                args: block
+                    .input
+                    .map_or(Args::Text(Cow::Borrowed("null")), Args::Raw),
             }),
             _ => out.other_output = true,
         }
@@ -381,19 +492,15 @@ fn judge_output(
 /// A tool call's arguments are JSON and match the declared schema (when
 /// the request declared one for that name).
 fn call_is_valid(endpoint: Endpoint, call: &Call<'_>, asked: &Asked<'_>) -> bool {
-    let parsed;
-    let args = match call.args {
-        Args::Text(s) => match serde_json::from_str::<Value>(s) {
-            Ok(v) => {
-                parsed = v;
-                &parsed
-            }
-            Err(_) => return false,
-        },
-        Args::Value(v) => v,
+    let text = match &call.args {
+        Args::Text(s) => s.as_ref(),
+        Args::Raw(r) => r.get(),
     };
-    match tool_schema(endpoint, asked, call.name) {
-        Some(s) => schema::validate(&s, args) != schema::Verdict::Invalid,
+    let Ok(args) = serde_json::from_str::<Value>(text) else {
+        return false;
+    };
+    match tool_schema(endpoint, asked, &call.name) {
+        Some(s) => schema::validate(&s, &args) != schema::Verdict::Invalid,
         None => true,
     }
 }

@@ -425,3 +425,38 @@ fn schemas_that_cannot_be_checked_pass() {
     );
     assert!(started.elapsed() < std::time::Duration::from_secs(1));
 }
+
+#[test]
+fn the_request_is_read_only_when_it_can_ask_for_a_check() {
+    use super::may_ask;
+    let req = |body: &'static str| Request {
+        endpoint: Endpoint::ChatCompletions,
+        body: body.as_bytes(),
+        app_limit: false,
+    };
+    // No format asked and no tool call to check: no pass over the body.
+    assert!(!may_ask(&req(r#"{"model":"m","messages":[]}"#), false));
+    assert!(!may_ask(&req(r#"{"model":"m","tools":[]}"#), false));
+    // A format, or a tool call with tools declared: the body is read.
+    assert!(may_ask(
+        &req(r#"{"response_format":{"type":"json_object"}}"#),
+        false
+    ));
+    assert!(may_ask(&req(r#"{"model":"m","tools":[]}"#), true));
+    // Anthropic's format keys.
+    let msg = Request {
+        endpoint: Endpoint::Messages,
+        body: br#"{"output_config":{"format":{}}}"#,
+        app_limit: false,
+    };
+    assert!(may_ask(&msg, false));
+    // And a format asked in a body that also carries other members is
+    // still checked end to end.
+    assert_eq!(
+        chat(
+            r#"{"messages":[{"role":"user","content":"x"}],"response_format":{"type":"json_object"}}"#,
+            &chat_answer(r#"{"role":"assistant","content":"not json"}"#, "stop"),
+        ),
+        Some(Reason::ResponseFormat)
+    );
+}
