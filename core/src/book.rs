@@ -412,7 +412,14 @@ impl Book {
         entry.charged_tokens = entry
             .charged_tokens
             .saturating_add(rec.usage.total_tokens());
-        self.state.record(&rec.usage, rec.cost);
+        // The record's key for this budget (`spec.perKey`), counted
+        // within the budget's own bound on keys.
+        let key = rec
+            .budgets
+            .iter()
+            .find(|b| b.budget == self.state.config().source)
+            .and_then(|b| b.key.as_deref());
+        self.state.record_for(&rec.usage, rec.cost, key);
         self.state.record_cache(&rec.cache);
         self.models
             .entry(rec.served_model.clone())

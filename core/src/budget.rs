@@ -26,7 +26,9 @@
 //!   is left cluster-wide is refused at once (spend only grows within a
 //!   period, so a late report can only understate it).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+mod per_key;
 
 use jiff::{Timestamp, tz::TimeZone};
 use serde::{Deserialize, Serialize};
@@ -79,6 +81,9 @@ pub enum RefusalReason {
     RequestCap,
     /// The same request was sent too often (the loop guard).
     LoopGuard,
+    /// The request does not fit under its key's per-key limit
+    /// (`spec.perKey`).
+    KeyLimit,
     /// Connected mode: the sidecar's lease could not cover the request and
     /// the operator granted no more in time.
     Lease,
@@ -97,6 +102,7 @@ impl RefusalReason {
             RefusalReason::Threshold => "threshold",
             RefusalReason::RequestCap => "request_cap",
             RefusalReason::LoopGuard => "loop_guard",
+            RefusalReason::KeyLimit => "key_limit",
             RefusalReason::Lease => "lease",
             RefusalReason::FailClosed => "fail_closed",
         }
@@ -108,7 +114,10 @@ impl RefusalReason {
     pub fn is_about_size(self) -> bool {
         matches!(
             self,
-            RefusalReason::Limit | RefusalReason::Threshold | RefusalReason::RequestCap
+            RefusalReason::Limit
+                | RefusalReason::Threshold
+                | RefusalReason::RequestCap
+                | RefusalReason::KeyLimit
         )
     }
 }
@@ -162,6 +171,8 @@ pub struct BudgetState {
     window: Window,
     totals: Totals,
     reserved: Held,
+    /// Per key (`spec.perKey`): what requests in flight reserved.
+    key_reserved: BTreeMap<String, Held>,
     loop_guard: HashMap<u64, LoopEntry>,
     /// Cluster-wide spend of a period, from the operator.
     cluster: Option<ClusterSpend>,
@@ -221,6 +232,7 @@ impl BudgetState {
             window,
             totals,
             reserved: Held::default(),
+            key_reserved: BTreeMap::new(),
             loop_guard: HashMap::new(),
             cluster: None,
         })
@@ -403,9 +415,22 @@ impl BudgetState {
     /// Loop guard: record this request's digest; refuse when it was seen too
     /// often. Call once per request, before reserving.
     pub fn check_loop(&mut self, now: Timestamp, digest: u64) -> Result<(), Refusal> {
+        self.check_loop_for(now, digest, None)
+    }
+
+    /// The loop guard of one per-key key (`key`, as [`Self::key_for`]
+    /// returned it): identical requests count per key, so a looping agent
+    /// session trips only its own key. `None` counts for the whole budget.
+    pub fn check_loop_for(
+        &mut self,
+        now: Timestamp,
+        digest: u64,
+        key: Option<&str>,
+    ) -> Result<(), Refusal> {
         let Some(lg) = self.cfg.loop_guard else {
             return Ok(());
         };
+        let digest = key.map_or(digest, |k| per_key::keyed_digest(digest, k));
         let window =
             jiff::SignedDuration::from_millis(i64::try_from(lg.window_ms).unwrap_or(i64::MAX));
         let cooldown =
@@ -425,7 +450,7 @@ impl BudgetState {
         let entry = self.loop_guard.entry(digest).or_default();
         if let Some(until) = entry.blocked_until {
             if until > now {
-                return Err(self.refuse_loop(until, now, lg.max_identical));
+                return Err(self.refuse_loop(until, now, lg.max_identical, key));
             }
             entry.blocked_until = None;
             entry.seen.clear();
@@ -441,19 +466,26 @@ impl BudgetState {
         if entry.seen.len() >= lg.max_identical as usize {
             let until = now.checked_add(cooldown).unwrap_or(now);
             entry.blocked_until = Some(until);
-            return Err(self.refuse_loop(until, now, lg.max_identical));
+            return Err(self.refuse_loop(until, now, lg.max_identical, key));
         }
         Ok(())
     }
 
-    fn refuse_loop(&self, until: Timestamp, now: Timestamp, max: u32) -> Refusal {
+    fn refuse_loop(
+        &self,
+        until: Timestamp,
+        now: Timestamp,
+        max: u32,
+        key: Option<&str>,
+    ) -> Refusal {
         Refusal {
             budget: self.cfg.source.clone(),
             reason: RefusalReason::LoopGuard,
             message: format!(
-                "TokenBudget {}: loop guard tripped: the same request was sent {max} times within {}s; \
+                "TokenBudget {}{}: loop guard tripped: the same request was sent {max} times within {}s; \
                  identical requests are blocked until {}",
                 self.cfg.source,
+                key.map(|k| format!(" key {k:?}")).unwrap_or_default(),
                 self.cfg.loop_guard.map_or(0, |l| l.window_ms / 1000),
                 until
                     .to_zoned(self.tz.clone())
@@ -719,6 +751,7 @@ mod tests {
             loop_guard: None,
             fail_mode: FailMode::Closed,
             shadow: false,
+            per_key: None,
         }
     }
 
@@ -812,7 +845,9 @@ mod tests {
     #[test]
     fn refusal_reasons_keep_their_labels_on_the_wire() {
         use RefusalReason::*;
-        let all = [Limit, Threshold, RequestCap, LoopGuard, Lease, FailClosed];
+        let all = [
+            Limit, Threshold, RequestCap, LoopGuard, KeyLimit, Lease, FailClosed,
+        ];
         let labels: Vec<String> = all.iter().map(|r| r.to_string()).collect();
         assert_eq!(
             labels,
@@ -821,12 +856,13 @@ mod tests {
                 "threshold",
                 "request_cap",
                 "loop_guard",
+                "key_limit",
                 "lease",
                 "fail_closed"
             ]
         );
         let sized: Vec<bool> = all.iter().map(|r| r.is_about_size()).collect();
-        assert_eq!(sized, [true, true, true, false, false, false]);
+        assert_eq!(sized, [true, true, true, false, true, false, false]);
     }
 
     #[test]

@@ -290,6 +290,7 @@ mod tests {
                 loop_guard: None,
                 fail_mode: FailMode::Closed,
                 shadow: false,
+                per_key: None,
             },
         }
     }

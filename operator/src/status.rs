@@ -400,6 +400,7 @@ mod tests {
             loop_guard: None,
             fail_mode: FailMode::Closed,
             shadow: false,
+            per_key: None,
         };
         let mut book = Book::new(cfg.clone(), now).unwrap();
         book.grant(
@@ -432,6 +433,7 @@ mod tests {
             budgets: vec![BudgetPeriodRef {
                 budget: ObjectRef::new("ns", "team"),
                 period_start: book.window().start,
+                key: None,
             }],
             intent: None,
             cache: tokenwarden_core::usage::cache::CacheFigures {

@@ -1303,6 +1303,7 @@ mod tests {
             loop_guard: None,
             fail_mode: FailMode::Closed,
             shadow: false,
+            per_key: None,
         };
         let now: Timestamp = "2026-12-02T10:00:00Z".parse().unwrap();
         let mut b = BudgetState::new(cfg, now, Totals::default()).unwrap();
