@@ -30,6 +30,8 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 
 mod per_key;
 
+pub use per_key::top_keys;
+
 use jiff::{Timestamp, tz::TimeZone};
 use serde::{Deserialize, Serialize};
 

@@ -398,6 +398,20 @@ pub enum KeySource {
     ApiKeyHash,
 }
 
+// === impl KeySource ===
+
+impl std::fmt::Display for KeySource {
+    /// As `/ledger` and `report` name it: `header x-agent-session`, `pod`,
+    /// `apiKeyHash`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KeySource::Header(h) => write!(f, "header {h}"),
+            KeySource::Pod => f.write_str("pod"),
+            KeySource::ApiKeyHash => f.write_str("apiKeyHash"),
+        }
+    }
+}
+
 /// `spec.perKey.maxKeys` when absent.
 pub const DEFAULT_MAX_KEYS: u32 = 100;
 /// The largest `spec.perKey.maxKeys`.

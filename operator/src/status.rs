@@ -10,7 +10,7 @@ use tokenwarden_core::{
     money::Usd,
     tokens::TokenCounts,
     usage::{
-        Totals,
+        KeyTotals, Totals,
         cache::{CacheTotals, HitRatio},
     },
     workload::ThresholdAction,
@@ -92,6 +92,40 @@ fn spend_in(s: &LedgerSpend) -> Spend {
     }
 }
 
+/// One per-key key's exact spend, as the status persists it.
+fn key_out(key: &str, k: &KeyTotals) -> LedgerSpend {
+    LedgerSpend {
+        name: key.to_string(),
+        picos: k.spent.picos().to_string(),
+        requests: i64_of(k.requests),
+        tokens: counts(&k.usage),
+        unpriced: i64_of(k.unpriced_requests),
+        ..LedgerSpend::default()
+    }
+}
+
+fn key_in(s: &LedgerSpend) -> KeyTotals {
+    KeyTotals {
+        spent: picos(&s.picos),
+        usage: usage(&s.tokens),
+        requests: u64_of(s.requests),
+        unpriced_requests: u64_of(s.unpriced),
+    }
+}
+
+/// The keys that spent most, for `status.topKeys`.
+fn top_keys(t: &Totals) -> Vec<SpendEntry> {
+    tokenwarden_core::budget::top_keys(&t.keys, TOP)
+        .into_iter()
+        .map(|(key, k)| SpendEntry {
+            name: key.clone(),
+            spent_usd: k.spent.to_string(),
+            requests: i64_of(k.requests),
+            ..SpendEntry::default()
+        })
+        .collect()
+}
+
 /// The persisted ledger in a status → a book state (`None`: no ledger yet
 /// or unreadable, start empty).
 pub fn book_state(status: Option<&TokenBudgetStatus>) -> Option<BookState> {
@@ -118,6 +152,7 @@ pub fn book_state(status: Option<&TokenBudgetStatus>) -> Option<BookState> {
                 t.merge(&spend_in(m).cache);
                 t
             }),
+            keys: l.keys.iter().map(|k| (k.name.clone(), key_in(k))).collect(),
         },
         sidecars: l
             .sidecars
@@ -251,6 +286,7 @@ pub fn budget_status(
         unpriced_requests: Some(i64_of(t.unpriced_requests)),
         top_models: top(book.models()),
         top_workloads: top(book.workloads()),
+        top_keys: top_keys(t),
         prompt_cache: prompt_cache(t),
         state: Some(match book.budget_state() {
             State::Ok => CrdState::Ok,
@@ -371,6 +407,7 @@ fn ledger_status(book: &Book) -> LedgerStatus {
             .iter()
             .map(|(k, v)| spend_out(k, v))
             .collect(),
+        keys: t.keys.iter().map(|(k, v)| key_out(k, v)).collect(),
         unmet_picos: unmet.map(|u| u.picos().to_string()),
         unmet_tokens: unmet_tokens.map(i64_of),
     }
@@ -482,5 +519,92 @@ mod tests {
         assert_eq!(state, book.to_state());
         let restored = Book::restore(cfg, now, state).unwrap();
         assert_eq!(restored.lease("s1"), book.lease("s1"));
+    }
+
+    #[test]
+    fn per_key_spend_is_in_status_and_survives_a_restart() {
+        use tokenwarden_core::workload::{KeySource, PerKeyConfig};
+        let now: Timestamp = "2026-11-22T10:00:00Z".parse().unwrap();
+        let cfg = BudgetConfig {
+            source: ObjectRef::new("ns", "agents"),
+            generation: 1,
+            period: Period::Daily,
+            time_zone: "UTC".into(),
+            limit_usd: Some("5".parse().unwrap()),
+            limit_tokens: None,
+            thresholds: vec![],
+            per_request_cap_usd: None,
+            loop_guard: None,
+            fail_mode: FailMode::Closed,
+            shadow: false,
+            per_key: Some(PerKeyConfig {
+                by: KeySource::Header("x-agent-session".into()),
+                limit_usd: Some("1".parse().unwrap()),
+                limit_tokens: None,
+                max_keys: 2,
+            }),
+        };
+        let mut book = Book::new(cfg.clone(), now).unwrap();
+        let rec = |seq: u64, key: &str, cost: &str| UsageRecord {
+            seq,
+            ts: now,
+            endpoint: Endpoint::ChatCompletions,
+            requested_model: "gpt-5".into(),
+            served_model: "gpt-5-mini".into(),
+            provider: "openai".into(),
+            route: None,
+            score: None,
+            reason: None,
+            attempt: 1,
+            status: 200,
+            usage: TokenCounts {
+                input_tokens: 10,
+                output_tokens: 5,
+                ..TokenCounts::default()
+            },
+            cost: Some(cost.parse().unwrap()),
+            estimated: false,
+            budgets: vec![BudgetPeriodRef {
+                budget: ObjectRef::new("ns", "agents"),
+                period_start: "2026-11-22T00:00:00Z".parse().unwrap(),
+                key: Some(key.into()),
+            }],
+            intent: None,
+            cache: Default::default(),
+        };
+        let start = book.window().start;
+        book.apply("s1", "ns/web", start, &rec(1, "sess-a", "0.25"), now);
+        book.apply("s2", "ns/web", start, &rec(1, "sess-a", "0.50"), now);
+        book.apply("s2", "ns/web", start, &rec(2, "sess-b", "0.125"), now);
+        // Past maxKeys (2): the operator bounds the keys too.
+        book.apply("s2", "ns/web", start, &rec(3, "sess-c", "0.0625"), now);
+        book.apply("s2", "ns/web", start, &rec(3, "sess-c", "9"), now);
+        let st = budget_status(&book, None, now);
+        let top: Vec<(&str, &str, i64)> = st
+            .top_keys
+            .iter()
+            .map(|e| (e.name.as_str(), e.spent_usd.as_str(), e.requests))
+            .collect();
+        assert_eq!(
+            top,
+            [
+                ("sess-a", "0.75", 2),
+                ("sess-b", "0.125", 1),
+                ("(other)", "0.0625", 1)
+            ]
+        );
+        let ledger = st.ledger.as_ref().unwrap();
+        assert_eq!(ledger.keys.len(), 3);
+        // In key order: "(other)", "sess-a", "sess-b".
+        assert_eq!(ledger.keys[1].name, "sess-a");
+        assert_eq!(ledger.keys[1].picos, "750000000000");
+        assert_eq!(ledger.keys[1].tokens.total, 30);
+        let json = serde_json::to_value(&st).unwrap();
+        assert_eq!(json["topKeys"][0]["name"], "sess-a");
+        let back: TokenBudgetStatus = serde_json::from_value(json).unwrap();
+        let state = book_state(Some(&back)).unwrap();
+        assert_eq!(state, book.to_state());
+        let restored = Book::restore(cfg, now, state).unwrap();
+        assert_eq!(restored.totals().keys, book.totals().keys);
     }
 }

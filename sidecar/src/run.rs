@@ -126,6 +126,7 @@ fn shared_state(args: &Args, mode: &Mode) -> Result<(Arc<Shared>, Option<Outbox>
             body_timeout: Duration::from_millis(args.body_timeout_ms.max(1)),
             upstream_idle: Duration::from_millis(args.upstream_idle_timeout_ms.max(1)),
             prompt_cache_ttl: args.prompt_cache_ttl_ms.map(Duration::from_millis),
+            pod_name: args.pod_name.clone(),
         },
         reservations_freed: Default::default(),
         active: ArcSwapOption::empty(),

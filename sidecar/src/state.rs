@@ -46,6 +46,9 @@ pub struct Options {
     /// Replaces the providers' prompt-cache TTLs in the prefix-stability
     /// monitor (`--prompt-cache-ttl-ms`; simulators and tests).
     pub prompt_cache_ttl: Option<std::time::Duration>,
+    /// This pod's name (`--pod-name`): the key of budgets split per pod
+    /// (`spec.perKey.by.pod`); empty when not given.
+    pub pod_name: String,
 }
 
 /// One loaded, valid configuration.

@@ -203,6 +203,7 @@ impl WireSidecar {
                 namespace: "team".into(),
                 name: "cap".into(),
                 period_start_unix: today(),
+                key: String::new(),
             }],
             pod_name: format!("load-{}", self.id),
             ..Default::default()

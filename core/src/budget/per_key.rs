@@ -34,6 +34,22 @@ pub(super) fn keyed_digest(digest: u64, key: &str) -> u64 {
     digest ^ h.wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(29)
 }
 
+/// The `n` keys of `keys` that spent most (USD, then tokens, then by key).
+pub fn top_keys(
+    keys: &std::collections::BTreeMap<String, KeyTotals>,
+    n: usize,
+) -> Vec<(&String, &KeyTotals)> {
+    let mut v: Vec<_> = keys.iter().collect();
+    v.sort_by(|a, b| {
+        b.1.spent
+            .cmp(&a.1.spent)
+            .then(b.1.tokens().cmp(&a.1.tokens()))
+            .then(a.0.cmp(b.0))
+    });
+    v.truncate(n);
+    v
+}
+
 /// Whether `key` is one of the two keys that come on top of `maxKeys`.
 fn is_reserved(key: &str) -> bool {
     key == MISSING_KEY || key == OVERFLOW_KEY
@@ -81,6 +97,12 @@ impl BudgetState {
     /// charged), by key.
     pub fn key_totals(&self) -> &std::collections::BTreeMap<String, KeyTotals> {
         &self.totals.keys
+    }
+
+    /// The `n` keys that spent most this period (USD, then tokens, then
+    /// by key), for `/ledger`, `report` and status.
+    pub fn top_keys(&self, n: usize) -> Vec<(&String, &KeyTotals)> {
+        top_keys(&self.totals.keys, n)
     }
 
     /// What requests of `key` in flight hold.

@@ -13,7 +13,7 @@ use tokenwarden_core::budget::{Ask, RefusalReason};
 
 use super::{
     attempt::{Attempt, Plan},
-    forward,
+    budget_key, forward,
 };
 use crate::{
     control::leases::{self, Want},
@@ -23,8 +23,9 @@ use crate::{
     sync::lock,
 };
 
-/// Once per request, before any attempt: the loop guard of every budget
-/// (a shadow budget only reports), then each budget's downgrade target.
+/// Once per request, before any attempt: the per-key key of every budget
+/// split per key, the loop guard of every budget (per key where split; a
+/// shadow budget only reports), then each budget's downgrade target.
 pub(super) fn screen(plan: &mut Plan<'_>, attempt: &mut Attempt) -> Result<(), ProxyError> {
     let (shared, active) = (plan.shared, plan.active);
     let mut budgets = lock(&shared.budgets);
@@ -32,7 +33,19 @@ pub(super) fn screen(plan: &mut Plan<'_>, attempt: &mut Attempt) -> Result<(), P
         let Some(state) = budgets.get_mut(&b.source) else {
             continue;
         };
-        if let Err(refusal) = state.check_loop(plan.now, plan.digest) {
+        let key = b.per_key.as_ref().and_then(|pk| {
+            let raw = budget_key::raw_key(
+                &pk.by,
+                &b.source,
+                plan.app_headers,
+                &shared.options.pod_name,
+            );
+            state.key_for(plan.now, raw.as_deref())
+        });
+        if let Some(k) = &key {
+            attempt.keys.push((b.source.clone(), k.clone()));
+        }
+        if let Err(refusal) = state.check_loop_for(plan.now, plan.digest, key.as_deref()) {
             shared
                 .metrics
                 .budget_block(&b.source.to_string(), refusal.reason.as_str(), b.shadow);
@@ -238,7 +251,7 @@ fn release_holds(shared: &Shared, attempt: &mut Attempt) {
     let mut budgets = lock(&shared.budgets);
     for (id, held) in holds {
         if let (Some(state), Some(h)) = (budgets.get_mut(&id), held) {
-            state.release(h);
+            state.release_for(h, attempt.key_of(&id));
         }
     }
     drop(budgets);
@@ -317,7 +330,7 @@ fn reserve(
         let Some(state) = budgets.get_mut(&b.source) else {
             continue;
         };
-        match state.reserve(now, ask) {
+        match state.reserve_for(now, ask, attempt.key_of(&b.source)) {
             Ok(h) => holds.push((b.source.clone(), Some(h))),
             Err(refusal) => {
                 if b.shadow {
@@ -328,7 +341,7 @@ fn reserve(
                 let gave_back = holds.iter().any(|(_, h)| h.is_some());
                 for (id, h) in holds {
                     if let (Some(s), Some(h)) = (budgets.get_mut(&id), h) {
-                        s.release(h);
+                        s.release_for(h, attempt.key_of(&id));
                     }
                 }
                 drop(budgets);

@@ -345,20 +345,22 @@ fn charge_budgets(
         {
             lease_holds.push((id.clone(), h));
         }
+        let key = attempt.key_of(&id);
         if spent {
             match held {
-                Some(h) => state.settle(now, h, usage, cost),
+                Some(h) => state.settle_for(now, h, key, usage, cost),
                 None => {
                     state.roll(now);
-                    state.record(usage, cost);
+                    state.record_for(usage, cost, key);
                 }
             }
         } else if let Some(h) = held {
-            state.release(h);
+            state.release_for(h, key);
         }
         periods.push(BudgetPeriodRef {
             budget: id.clone(),
             period_start: state.window().start,
+            key: key.map(str::to_string),
         });
         shared.metrics.budget(state);
     }
@@ -476,6 +478,7 @@ fn intent_record(plan: &Plan<'_>, attempt: &Attempt, prompt_bound: u64) -> Usage
                 Some(BudgetPeriodRef {
                     budget: id.clone(),
                     period_start: states.get(id)?.window().start,
+                    key: attempt.key_of(id).map(str::to_string),
                 })
             })
             .collect()
