@@ -181,7 +181,7 @@ pub struct BudgetState {
 }
 
 /// What the operator reports as spent by every workload a budget selects.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClusterSpend {
     /// Start of the period it is about.
     pub period_start: Timestamp,
@@ -191,6 +191,8 @@ pub struct ClusterSpend {
     pub spent: Usd,
     /// Tokens used (all kinds).
     pub tokens: u64,
+    /// Per key (`spec.perKey`): USD and tokens spent, cluster-wide.
+    pub keys: BTreeMap<String, (Usd, u64)>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -1157,6 +1159,7 @@ mod tests {
             percent,
             spent: usd(spent),
             tokens: 0,
+            keys: BTreeMap::new(),
         };
         b.set_cluster(cluster("2026-11-21T00:00:00Z".parse().unwrap(), 90, "9.00"));
         assert_eq!(b.percent_spent(), 10);

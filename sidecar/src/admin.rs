@@ -158,6 +158,7 @@ fn per_key_json(b: &tokenwarden_core::budget::BudgetState) -> serde_json::Value 
                 "reserved_usd": reserved.cost.to_string(),
                 "reserved_tokens": reserved.tokens,
                 "state": if b.key_exhausted(key) { "Exhausted" } else { "Ok" },
+                "cluster_spent_usd": b.cluster_key_spent(key).map(|(usd, _)| usd.to_string()),
             })
         })
         .collect();

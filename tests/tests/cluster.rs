@@ -628,3 +628,182 @@ async fn crossing_80_percent_flips_every_sidecar_to_the_downgrade_target() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// The per-key spend of `key` in budget `cap`, as the operator's status
+/// holds it (pico-USD; 0 before any).
+fn key_picos(cluster: &Cluster, key: &str) -> i128 {
+    let path = cluster
+        .dir
+        .path()
+        .join("state/status/tokenbudgets/team.cap.json");
+    let Some(status) = std::fs::read(path)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+    else {
+        return 0;
+    };
+    status["ledger"]["keys"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|k| k["name"] == key)
+        .map_or(0, |k| k["picos"].as_str().unwrap().parse().unwrap())
+}
+
+/// Wait until the operator counted `want` pico-USD for `key` and every
+/// sidecar in `sidecars` learned the budget's cluster-wide spend since.
+async fn key_reported(cluster: &Cluster, key: &str, want: i128, sidecars: &[&Sidecar]) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut told = key_picos(cluster, key) == want;
+        let spent = if told {
+            cluster.spent_picos("team.cap")
+        } else {
+            -1
+        };
+        for s in sidecars {
+            let l = s.ledger().await;
+            let seen = l["budgets"][0]["cluster"]["spent_usd"]
+                .as_str()
+                .map(decimal_picos);
+            told &= seen == Some(spent);
+        }
+        if told {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the key's spend never reached the operator and the sidecars"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn cost_picos(headers: &http::HeaderMap) -> i128 {
+    decimal_picos(headers["x-tokenwarden-cost-usd"].to_str().unwrap())
+}
+
+/// `"0.008011"` (USD) → pico-USD.
+fn decimal_picos(s: &str) -> i128 {
+    let (int, frac) = s.split_once('.').unwrap_or((s, ""));
+    let frac = format!("{frac:0<12}");
+    int.parse::<i128>().unwrap() * 1_000_000_000_000 + frac.parse::<i128>().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_per_key_cap_holds_across_two_sidecars_and_other_keys_keep_working() {
+    let fake = FakeProvider::start(FakeConfig::default()).await.unwrap();
+    // Each request: worst case ~$0.0101, costs ~$0.0080 (800 output
+    // tokens at $10/M). Three fit the key's $0.03; a fourth does not.
+    let cluster = Cluster::start(&objects(
+        &fake,
+        "  limit: {usd: \"1.00\"}\n  perKey:\n    by: {header: x-agent-session}\n    limit: {usd: \"0.03\"}",
+    ));
+    let a = cluster.sidecar("a", "team", "app=load");
+    let b = cluster.sidecar("b", "team", "app=load");
+    let session = |s: &'static str| [("x-fake-output-tokens", "800"), ("x-agent-session", s)];
+    // The session alternates between the two pods; each pod learns what
+    // the other spent through the operator.
+    let mut spent = 0i128;
+    let mut ok = 0;
+    let mut refused = None;
+    for i in 0..6 {
+        let (me, other) = if i % 2 == 0 { (&a, &b) } else { (&b, &a) };
+        let r = me
+            .openai(
+                "/v1/chat/completions",
+                &request("tw-test", 1000),
+                &session("sess-x"),
+            )
+            .await;
+        if r.status != 200 {
+            refused = Some((i, r));
+            break;
+        }
+        ok += 1;
+        spent += cost_picos(&r.headers);
+        key_reported(&cluster, "sess-x", spent, &[me, other]).await;
+    }
+    let (i, r) = refused.expect("the key's cap refused a request");
+    assert_eq!(
+        (ok, i),
+        (3, 3),
+        "three requests fit $0.03, the fourth does not"
+    );
+    assert_eq!(r.status, 429);
+    assert_eq!(r.header("x-tokenwarden-error"), Some("key_limit"));
+    let msg = r.json()["error"]["message"].as_str().unwrap().to_string();
+    assert!(
+        msg.starts_with(
+            "TokenBudget team/cap key \"sess-x\" cannot cover this request: spent $0.024"
+        ) && msg.contains("of its $0.03 per-key limit this Daily period across all pods"),
+        "{msg}"
+    );
+    // Exact: the operator's per-key ledger is what the provider billed,
+    // under the key's cap, and the refused request was never billed.
+    assert_eq!(key_picos(&cluster, "sess-x"), spent);
+    assert_eq!(billed_picos(&fake), spent);
+    assert!(spent <= 30_000_000_000, "{spent}");
+    // Whichever pod it tries, the session stays capped.
+    let (status, error, _) = a
+        .chat_with_error(&request("tw-test", 1000), &session("sess-x"))
+        .await;
+    assert_eq!((status, error.as_str()), (429, "key_limit"));
+
+    // Another session on the same pods is unaffected.
+    let r = b
+        .openai(
+            "/v1/chat/completions",
+            &request("tw-test", 1000),
+            &session("sess-y"),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    let y = cost_picos(&r.headers);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while key_picos(&cluster, "sess-y") != y {
+        assert!(Instant::now() < deadline, "sess-y never counted");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(settle(&cluster, "team.cap", &fake).await, spent + y);
+    let status = cluster.status("team.cap");
+    assert_eq!(status["topKeys"][0]["name"], "sess-x", "{status}");
+    assert_eq!(status["topKeys"][0]["requests"], 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_per_key_burst_on_two_sidecars_at_once_stays_within_the_documented_bound() {
+    let fake = FakeProvider::start(FakeConfig::default()).await.unwrap();
+    let cluster = Cluster::start(&objects(
+        &fake,
+        "  limit: {usd: \"1.00\"}\n  perKey:\n    by: {header: x-agent-session}\n    limit: {usd: \"0.03\"}",
+    ));
+    let sidecars = [
+        cluster.sidecar("a", "team", "app=load"),
+        cluster.sidecar("b", "team", "app=load"),
+    ];
+    // 10 concurrent requests of one session on each pod, before either
+    // learns the other's spend: each pod caps the key on its own spend,
+    // so the key's total is at most 2 × $0.03 (docs/budgets.md).
+    let body = request("tw-test", 1000);
+    let headers = [
+        ("x-fake-output-tokens", "800"),
+        ("x-agent-session", "burst"),
+    ];
+    let mut tasks = Vec::new();
+    for s in &sidecars {
+        for _ in 0..10 {
+            tasks.push(s.openai("/v1/chat/completions", &body, &headers));
+        }
+    }
+    let replies = futures_util::future::join_all(tasks).await;
+    let ok = replies.iter().filter(|r| r.status == 200).count();
+    for r in replies.iter().filter(|r| r.status != 200) {
+        assert_eq!(r.status, 429);
+        assert_eq!(r.header("x-tokenwarden-error"), Some("key_limit"));
+    }
+    assert!((3..=6).contains(&ok), "{ok} requests passed");
+    let spent = settle(&cluster, "team.cap", &fake).await;
+    assert_eq!(key_picos(&cluster, "burst"), spent);
+    assert!(spent <= 2 * 30_000_000_000, "{spent}");
+}

@@ -105,6 +105,12 @@ impl BudgetState {
         top_keys(&self.totals.keys, n)
     }
 
+    /// Connected: what the operator last reported `key` spent
+    /// cluster-wide this period (USD, tokens).
+    pub fn cluster_key_spent(&self, key: &str) -> Option<(Usd, u64)> {
+        self.cluster_now()?.keys.get(key).copied()
+    }
+
     /// What requests of `key` in flight hold.
     pub fn key_reserved(&self, key: &str) -> Held {
         self.key_reserved.get(key).copied().unwrap_or_default()
@@ -199,7 +205,19 @@ impl BudgetState {
         let Some(pk) = self.cfg.per_key.as_ref() else {
             return Ok(());
         };
-        let spent = self.totals.keys.get(key).cloned().unwrap_or_default();
+        let mut spent = self.totals.keys.get(key).cloned().unwrap_or_default();
+        // Connected: the larger of this sidecar's spend for the key and the
+        // cluster-wide spend the operator reported (it only grows within
+        // a period, so a late report can only understate it).
+        let mut scope = "";
+        if let Some(&(usd, tokens)) = self.cluster_now().and_then(|c| c.keys.get(key)) {
+            scope = " across all pods";
+            spent.spent = spent.spent.max(usd);
+            let local = spent.tokens();
+            if tokens > local {
+                spent.usage.input_tokens = spent.usage.input_tokens.saturating_add(tokens - local);
+            }
+        }
         let reserved = self.key_reserved(key);
         let period = self.cfg.period;
         if let Some(limit) = pk.limit_usd {
@@ -208,7 +226,7 @@ impl BudgetState {
             if committed.saturating_add(cost) > limit {
                 let in_flight = spent.spent.saturating_add(cost) <= limit;
                 let used = format!(
-                    "spent ${} of its ${limit} per-key limit this {period} period",
+                    "spent ${} of its ${limit} per-key limit this {period} period{scope}",
                     spent.spent
                 );
                 let (room, left) = if in_flight {
@@ -251,7 +269,7 @@ impl BudgetState {
                     String::new()
                 };
                 let message = format!(
-                    "{}: used {used} of its {limit} per-key tokens this {period} period{room}; \
+                    "{}: used {used} of its {limit} per-key tokens this {period} period{scope}{room}; \
                      this request may use up to {} tokens",
                     self.key_subject(key, in_flight, used >= limit),
                     ask.tokens,
@@ -494,6 +512,39 @@ mod tests {
         b.check_loop_for(now(), 8, Some("b")).unwrap();
         assert!(b.check_loop_for(now(), 7, Some("b")).is_err());
         assert!(b.check_loop_for(now(), 7, Some("c")).is_ok());
+    }
+
+    #[test]
+    fn connected_a_key_is_checked_against_its_cluster_wide_spend() {
+        use crate::budget::ClusterSpend;
+        let mut b = BudgetState::new(cfg(10), now(), Totals::default()).unwrap();
+        spend(&mut b, "a", "0.10");
+        let cluster = |start, a: &str| ClusterSpend {
+            period_start: start,
+            percent: 9,
+            spent: usd("0.90"),
+            tokens: 0,
+            keys: [("a".to_string(), (usd(a), 0))].into_iter().collect(),
+        };
+        // Another period's report does not count.
+        b.set_cluster(cluster("2026-11-21T00:00:00Z".parse().unwrap(), "0.95"));
+        b.reserve_for(now(), ask("0.85"), Some("a"))
+            .map(|h| b.release_for(h, Some("a")))
+            .unwrap();
+        // Other pods spent $0.95 of key a's dollar: $0.05 is left anywhere.
+        b.set_cluster(cluster(b.window().start, "0.95"));
+        let err = b.reserve_for(now(), ask("0.06"), Some("a")).unwrap_err();
+        assert!(
+            err.message.starts_with(
+                "TokenBudget ns/agents key \"a\" cannot cover this request: spent $0.95 of its \
+                 $1.00 per-key limit this Daily period across all pods; this request's \
+                 worst-case cost $0.06 exceeds the $0.05 left"
+            ),
+            "{}",
+            err.message
+        );
+        b.reserve_for(now(), ask("0.05"), Some("a")).unwrap();
+        b.reserve_for(now(), ask("0.50"), Some("b")).unwrap();
     }
 
     #[test]

@@ -53,7 +53,8 @@ impl Engine {
             events.extend(keep_book(id, slot, &connected, lifetimes, now));
             let state = slot.book.budget_state();
             let pct = slot.book.percent_spent();
-            let spent = slot.book.totals().spent;
+            // Tokens too: a per-key token limit needs them when no USD moved.
+            let spent = (slot.book.totals().spent, slot.book.totals().tokens());
             if slot.broadcast != Some((pct, state, spent)) {
                 slot.broadcast = Some((pct, state, spent));
                 broadcasts.push(id.clone());

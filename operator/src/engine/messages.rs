@@ -132,6 +132,8 @@ pub(super) struct BudgetSnapshot {
     state: &'static str,
     limit_usd: Option<Usd>,
     limit_tokens: Option<u64>,
+    /// Per-key spend (`spec.perKey`): key, USD, tokens.
+    keys: Vec<(String, Usd, u64)>,
 }
 
 impl BudgetSnapshot {
@@ -149,6 +151,12 @@ impl BudgetSnapshot {
             state: book.budget_state().as_str(),
             limit_usd: cfg.limit_usd,
             limit_tokens: cfg.limit_tokens,
+            keys: book
+                .totals()
+                .keys
+                .iter()
+                .map(|(k, t)| (k.clone(), t.spent, t.tokens()))
+                .collect(),
         }
     }
 }
@@ -273,6 +281,15 @@ fn budget_status(s: BudgetSnapshot) -> pb::BudgetStatus {
         has_limit_usd: s.limit_usd.is_some(),
         limit_tokens: s.limit_tokens.unwrap_or(0),
         has_limit_tokens: s.limit_tokens.is_some(),
+        keys: s
+            .keys
+            .into_iter()
+            .map(|(key, usd, tokens)| pb::KeySpend {
+                key,
+                spent_picos: picos(usd),
+                spent_tokens: tokens,
+            })
+            .collect(),
     }
 }
 

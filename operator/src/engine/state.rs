@@ -50,8 +50,8 @@ pub(super) struct BookSlot {
     pub(super) last_status: Option<TokenBudgetStatus>,
     /// Grants waiting for a write: (session, generation needed, grant).
     pub(super) pending_grants: Vec<(SessionId, u64, Grant)>,
-    /// Last cluster state broadcast: (percent, state, spent).
-    pub(super) broadcast: Option<(u64, State, Usd)>,
+    /// Last cluster state broadcast: (percent, state, (spent, tokens)).
+    pub(super) broadcast: Option<(u64, State, (Usd, u64))>,
     /// Last state for which an Event was recorded.
     pub(super) evented: Option<(State, Option<u8>)>,
     /// Write even if the generation did not move.
