@@ -450,6 +450,7 @@ async fn a_need_the_budget_cannot_cover_is_refused_at_once_with_what_is_left() {
                 has_limit_usd: true,
                 limit_tokens: 0,
                 has_limit_tokens: false,
+                keys: vec![],
             })),
         },
     ]);
@@ -607,6 +608,7 @@ async fn cluster_wide_80_percent_flips_to_the_downgrade_target() {
         has_limit_usd: true,
         limit_tokens: 0,
         has_limit_tokens: false,
+        keys: vec![],
     }));
     tokio::time::sleep(Duration::from_millis(300)).await;
     let r = sc.anthropic(sonnet, &[]).await;
