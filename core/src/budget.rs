@@ -30,8 +30,6 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 
 mod per_key;
 
-pub use per_key::top_keys;
-
 use jiff::{Timestamp, tz::TimeZone};
 use serde::{Deserialize, Serialize};
 
@@ -434,7 +432,7 @@ impl BudgetState {
         let Some(lg) = self.cfg.loop_guard else {
             return Ok(());
         };
-        let digest = key.map_or(digest, |k| per_key::keyed_digest(digest, k));
+        let digest = key.map_or(digest, |k| keyed_digest(digest, k));
         let window =
             jiff::SignedDuration::from_millis(i64::try_from(lg.window_ms).unwrap_or(i64::MAX));
         let cooldown =
@@ -723,6 +721,17 @@ impl BudgetState {
             retry_after_secs: secs_until(now, self.window.end),
         }
     }
+}
+
+/// A request digest made specific to one key, so the loop guard counts
+/// identical requests per key (FNV-1a of the key, mixed into the digest).
+fn keyed_digest(digest: u64, key: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in key.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    digest ^ h.wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(29)
 }
 
 fn secs_until(now: Timestamp, then: Timestamp) -> u64 {

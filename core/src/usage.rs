@@ -77,6 +77,19 @@ impl KeyTotals {
     }
 }
 
+/// The `n` keys of `keys` that spent most (USD, then tokens, then by key).
+pub fn top_keys(keys: &BTreeMap<String, KeyTotals>, n: usize) -> Vec<(&String, &KeyTotals)> {
+    let mut v: Vec<_> = keys.iter().collect();
+    v.sort_by(|a, b| {
+        b.1.spent
+            .cmp(&a.1.spent)
+            .then(b.1.tokens().cmp(&a.1.tokens()))
+            .then(a.0.cmp(b.0))
+    });
+    v.truncate(n);
+    v
+}
+
 /// A budget period a record was counted in.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct BudgetPeriodRef {

@@ -115,7 +115,7 @@ fn key_in(s: &LedgerSpend) -> KeyTotals {
 
 /// The keys that spent most, for `status.topKeys`.
 fn top_keys(t: &Totals) -> Vec<SpendEntry> {
-    tokenwarden_core::budget::top_keys(&t.keys, TOP)
+    tokenwarden_core::usage::top_keys(&t.keys, TOP)
         .into_iter()
         .map(|(key, k)| SpendEntry {
             name: key.clone(),

@@ -425,6 +425,21 @@ fn summary_budget(b: &BudgetConfig) -> String {
             lg.cooldown_ms / 1000
         ));
     }
+    if let Some(pk) = &b.per_key {
+        let mut each = Vec::new();
+        if let Some(u) = pk.limit_usd {
+            each.push(format!("${u}"));
+        }
+        if let Some(t) = pk.limit_tokens {
+            each.push(format!("{t} tokens"));
+        }
+        notes.push(format!(
+            "per key by {}: {} each, at most {} keys",
+            pk.by,
+            each.join(" / "),
+            pk.max_keys
+        ));
+    }
     if b.fail_mode == FailMode::Open {
         notes.push("fail open".to_string());
     }

@@ -221,6 +221,17 @@ async fn keys_past_max_keys_share_one_overflow_key_with_the_per_key_limit() {
         .map(|k| k["key"].as_str().unwrap())
         .collect();
     assert_eq!(keys.len(), 3, "s1, s2 and (other): {keys:?}");
+    let metrics = sc.admin_get("/metrics").await.text();
+    assert!(
+        metrics.contains("tokenwarden_budget_keys{budget=\"apps/sessions\"} 3"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(
+            "tokenwarden_budget_blocks_total{budget=\"apps/sessions\",reason=\"key_limit\",shadow=\"false\"} 1"
+        ),
+        "{metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

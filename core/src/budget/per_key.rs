@@ -12,7 +12,8 @@
 //!   escape the cap. A request without a key counts under [`MISSING_KEY`].
 //!   Both come on top of `maxKeys`, so memory holds `maxKeys + 2` keys.
 //! - Keys reset with the budget's period (they live in its [`Totals`]).
-//! - The loop guard counts identical requests per key ([`keyed_digest`]).
+//! - The loop guard counts identical requests per key (the key is mixed
+//!   into the request's digest).
 
 use jiff::Timestamp;
 
@@ -22,33 +23,6 @@ use crate::{
     usage::KeyTotals,
     workload::{MAX_KEY_LEN, MISSING_KEY, OVERFLOW_KEY, PerKeyConfig},
 };
-
-/// A request digest made specific to one key, so the loop guard counts
-/// identical requests per key (FNV-1a of the key, mixed into the digest).
-pub(super) fn keyed_digest(digest: u64, key: &str) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in key.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    digest ^ h.wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(29)
-}
-
-/// The `n` keys of `keys` that spent most (USD, then tokens, then by key).
-pub fn top_keys(
-    keys: &std::collections::BTreeMap<String, KeyTotals>,
-    n: usize,
-) -> Vec<(&String, &KeyTotals)> {
-    let mut v: Vec<_> = keys.iter().collect();
-    v.sort_by(|a, b| {
-        b.1.spent
-            .cmp(&a.1.spent)
-            .then(b.1.tokens().cmp(&a.1.tokens()))
-            .then(a.0.cmp(b.0))
-    });
-    v.truncate(n);
-    v
-}
 
 /// Whether `key` is one of the two keys that come on top of `maxKeys`.
 fn is_reserved(key: &str) -> bool {
@@ -102,7 +76,7 @@ impl BudgetState {
     /// The `n` keys that spent most this period (USD, then tokens, then
     /// by key), for `/ledger`, `report` and status.
     pub fn top_keys(&self, n: usize) -> Vec<(&String, &KeyTotals)> {
-        top_keys(&self.totals.keys, n)
+        crate::usage::top_keys(&self.totals.keys, n)
     }
 
     /// Connected: what the operator last reported `key` spent
