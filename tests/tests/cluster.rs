@@ -769,6 +769,24 @@ async fn a_per_key_cap_holds_across_two_sidecars_and_other_keys_keep_working() {
     let status = cluster.status("team.cap");
     assert_eq!(status["topKeys"][0]["name"], "sess-x", "{status}");
     assert_eq!(status["topKeys"][0]["requests"], 3);
+    // The operator's /ledger has every key's cluster-wide spend.
+    let (code, text) =
+        tokenwarden_tests::probe::http_get(cluster.operator.admin_addr(), "/ledger").unwrap();
+    assert_eq!(code, 200, "{text}");
+    let ledger: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let per_key = &ledger["budgets"][0]["per_key"];
+    assert_eq!(per_key["by"], "header x-agent-session");
+    assert_eq!(per_key["limit_usd"], "0.03");
+    assert_eq!(per_key["keys"][0]["key"], "sess-x");
+    assert_eq!(
+        decimal_picos(per_key["keys"][0]["spent_usd"].as_str().unwrap()),
+        spent
+    );
+    assert_eq!(per_key["keys"][1]["key"], "sess-y");
+    assert_eq!(
+        decimal_picos(per_key["keys"][1]["spent_usd"].as_str().unwrap()),
+        y
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
