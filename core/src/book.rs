@@ -305,6 +305,12 @@ impl Book {
         self.generation
     }
 
+    /// Mark a change made outside this book that its persisted state
+    /// carries (a per-key lease pool written with the budget's status).
+    pub fn bump(&mut self) {
+        self.generation += 1;
+    }
+
     /// The budget's config.
     pub fn config(&self) -> &BudgetConfig {
         self.state.config()

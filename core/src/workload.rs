@@ -644,6 +644,28 @@ impl RoutingConfig {
 // === impl BudgetConfig ===
 
 impl BudgetConfig {
+    /// The budget one per-key key is (`spec.perKey`): the per-key limits,
+    /// the same source, period and fail mode, no thresholds or other
+    /// rules. What the operator's lease pool of a key is kept against.
+    /// `None` without a per-key split.
+    pub fn key_config(&self) -> Option<BudgetConfig> {
+        let pk = self.per_key.as_ref()?;
+        Some(BudgetConfig {
+            source: self.source.clone(),
+            generation: self.generation,
+            period: self.period,
+            time_zone: self.time_zone.clone(),
+            limit_usd: pk.limit_usd,
+            limit_tokens: pk.limit_tokens,
+            thresholds: Vec::new(),
+            per_request_cap_usd: None,
+            loop_guard: None,
+            fail_mode: self.fail_mode,
+            shadow: self.shadow,
+            per_key: None,
+        })
+    }
+
     /// The action of the highest threshold reached at `percent_spent`
     /// (thresholds are ascending), if any.
     pub fn active_threshold(&self, percent_spent: u64) -> Option<&Threshold> {

@@ -485,6 +485,10 @@ pub struct LedgerStatus {
     /// keys plus `(none)` and `(other)`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub keys: Vec<LedgerSpend>,
+    /// The lease pool of each per-key key (`spec.perKey`): its spend and
+    /// the sidecars' leases of it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub key_leases: Vec<KeyLeaseLedger>,
     /// The smallest lease a sidecar needed this period that what was left
     /// could not cover (pico-USD); it makes the budget `Exhausted`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -492,6 +496,26 @@ pub struct LedgerStatus {
     /// The same for tokens.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unmet_tokens: Option<i64>,
+}
+
+/// The lease pool of one per-key key.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyLeaseLedger {
+    /// The key.
+    pub key: String,
+    /// Lease epoch of the key's pool.
+    #[serde(default)]
+    pub epoch: i64,
+    /// The key's spend this period, pico-USD.
+    #[serde(default)]
+    pub spent_picos: String,
+    /// The key's tokens this period.
+    #[serde(default)]
+    pub spent_tokens: i64,
+    /// Per sidecar: its dedupe watermark and its lease of the key.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sidecars: Vec<SidecarLedger>,
 }
 
 /// One sidecar's standing with a budget.

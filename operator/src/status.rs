@@ -16,7 +16,7 @@ use tokenwarden_core::{
     workload::ThresholdAction,
 };
 use tokenwarden_crds::{
-    LedgerSpend, LedgerStatus, SidecarLedger, TokenBudgetStatus,
+    KeyLeaseLedger, LedgerSpend, LedgerStatus, SidecarLedger, TokenBudgetStatus,
     common::conditions as c,
     token_budget::{
         BudgetState as CrdState, PromptCacheSummary, SpendEntry, TokenCounts as CrdCounts,
@@ -126,6 +126,72 @@ fn top_keys(t: &Totals) -> Vec<SpendEntry> {
         .collect()
 }
 
+fn sidecars_in(l: &[SidecarLedger]) -> BTreeMap<String, SidecarEntry> {
+    l.iter()
+        .map(|s| {
+            (
+                s.id.clone(),
+                SidecarEntry {
+                    seq: u64_of(s.seq),
+                    granted: picos(&s.granted_picos),
+                    granted_tokens: u64_of(s.granted_tokens),
+                    charged: picos(&s.charged_picos),
+                    charged_tokens: u64_of(s.charged_tokens),
+                    expires_ms: s.expires_unix_millis,
+                    version: u64_of(s.version),
+                },
+            )
+        })
+        .collect()
+}
+
+fn sidecars_out(book: &Book) -> Vec<SidecarLedger> {
+    book.sidecars()
+        .iter()
+        .map(|(id, e)| SidecarLedger {
+            id: id.clone(),
+            seq: i64_of(e.seq),
+            granted_picos: e.granted.picos().to_string(),
+            granted_tokens: i64_of(e.granted_tokens),
+            charged_picos: e.charged.picos().to_string(),
+            charged_tokens: i64_of(e.charged_tokens),
+            expires_unix_millis: e.expires_ms,
+            version: i64_of(e.version),
+        })
+        .collect()
+}
+
+/// The persisted lease pools of a budget's per-key keys → their book
+/// states, for the period the ledger is of.
+pub fn key_pool_states(status: Option<&TokenBudgetStatus>) -> Vec<(String, BookState)> {
+    let Some(l) = status.and_then(|s| s.ledger.as_ref()) else {
+        return Vec::new();
+    };
+    let Ok(period_start) = Timestamp::from_second(l.period_start_unix) else {
+        return Vec::new();
+    };
+    l.key_leases
+        .iter()
+        .map(|k| {
+            let state = BookState {
+                period_start,
+                epoch: u64_of(k.epoch),
+                totals: Totals {
+                    spent: picos(&k.spent_picos),
+                    usage: TokenCounts {
+                        input_tokens: u64_of(k.spent_tokens),
+                        ..TokenCounts::default()
+                    },
+                    ..Totals::default()
+                },
+                sidecars: sidecars_in(&k.sidecars),
+                ..BookState::default()
+            };
+            (k.key.clone(), state)
+        })
+        .collect()
+}
+
 /// The persisted ledger in a status → a book state (`None`: no ledger yet
 /// or unreadable, start empty).
 pub fn book_state(status: Option<&TokenBudgetStatus>) -> Option<BookState> {
@@ -154,24 +220,7 @@ pub fn book_state(status: Option<&TokenBudgetStatus>) -> Option<BookState> {
             }),
             keys: l.keys.iter().map(|k| (k.name.clone(), key_in(k))).collect(),
         },
-        sidecars: l
-            .sidecars
-            .iter()
-            .map(|s| {
-                (
-                    s.id.clone(),
-                    SidecarEntry {
-                        seq: u64_of(s.seq),
-                        granted: picos(&s.granted_picos),
-                        granted_tokens: u64_of(s.granted_tokens),
-                        charged: picos(&s.charged_picos),
-                        charged_tokens: u64_of(s.charged_tokens),
-                        expires_ms: s.expires_unix_millis,
-                        version: u64_of(s.version),
-                    },
-                )
-            })
-            .collect(),
+        sidecars: sidecars_in(&l.sidecars),
         models: l
             .models
             .iter()
@@ -259,10 +308,11 @@ fn now_k8s(now: Timestamp) -> jiff::Timestamp {
     Timestamp::from_second(now.as_second()).unwrap_or(now)
 }
 
-/// The status of a budget from its book. `previous` keeps condition
-/// transition times.
-pub fn budget_status(
+/// The status of a budget from its book and its per-key lease pools
+/// (`key_pools`). `previous` keeps condition transition times.
+pub fn budget_status<'a>(
     book: &Book,
+    key_pools: impl Iterator<Item = (&'a String, &'a Book)>,
     previous: Option<&TokenBudgetStatus>,
     now: Timestamp,
 ) -> TokenBudgetStatus {
@@ -294,7 +344,7 @@ pub fn budget_status(
             State::Exhausted => CrdState::Exhausted,
         }),
         conditions: budget_conditions(book, prev, now),
-        ledger: Some(ledger_status(book)),
+        ledger: Some(ledger_status(book, key_pools)),
     }
 }
 
@@ -377,21 +427,21 @@ fn exhausted_message(book: &Book) -> String {
     }
 }
 
-/// The persisted ledger of a book (what a new leader restores from).
-fn ledger_status(book: &Book) -> LedgerStatus {
+/// The persisted ledger of a book and its per-key lease pools (what a new
+/// leader restores from).
+fn ledger_status<'a>(
+    book: &Book,
+    key_pools: impl Iterator<Item = (&'a String, &'a Book)>,
+) -> LedgerStatus {
     let t = book.totals();
-    let sidecars = book
-        .sidecars()
-        .iter()
-        .map(|(id, e)| SidecarLedger {
-            id: id.clone(),
-            seq: i64_of(e.seq),
-            granted_picos: e.granted.picos().to_string(),
-            granted_tokens: i64_of(e.granted_tokens),
-            charged_picos: e.charged.picos().to_string(),
-            charged_tokens: i64_of(e.charged_tokens),
-            expires_unix_millis: e.expires_ms,
-            version: i64_of(e.version),
+    let sidecars = sidecars_out(book);
+    let key_leases = key_pools
+        .map(|(key, b)| KeyLeaseLedger {
+            key: key.clone(),
+            epoch: i64_of(b.epoch()),
+            spent_picos: b.totals().spent.picos().to_string(),
+            spent_tokens: i64_of(b.totals().tokens()),
+            sidecars: sidecars_out(b),
         })
         .collect();
     let (unmet, unmet_tokens) = book.unmet();
@@ -408,6 +458,7 @@ fn ledger_status(book: &Book) -> LedgerStatus {
             .map(|(k, v)| spend_out(k, v))
             .collect(),
         keys: t.keys.iter().map(|(k, v)| key_out(k, v)).collect(),
+        key_leases,
         unmet_picos: unmet.map(|u| u.picos().to_string()),
         unmet_tokens: unmet_tokens.map(i64_of),
     }
@@ -486,7 +537,7 @@ mod tests {
             },
         };
         book.apply("s1", "ns/web", book.window().start, &rec, now);
-        let st = budget_status(&book, None, now);
+        let st = budget_status(&book, std::iter::empty(), None, now);
         assert_eq!(st.spent_usd.as_deref(), Some("0.000123456789"));
         assert_eq!(st.remaining_usd.as_deref(), Some("4.999876543211"));
         assert_eq!(st.top_models[0].name, "claude-y");
@@ -579,7 +630,7 @@ mod tests {
         // Past maxKeys (2): the operator bounds the keys too.
         book.apply("s2", "ns/web", start, &rec(3, "sess-c", "0.0625"), now);
         book.apply("s2", "ns/web", start, &rec(3, "sess-c", "9"), now);
-        let st = budget_status(&book, None, now);
+        let st = budget_status(&book, std::iter::empty(), None, now);
         let top: Vec<(&str, &str, i64)> = st
             .top_keys
             .iter()

@@ -385,9 +385,13 @@ fn restore_connected(shared: &Shared, control: &Control, settings: &crate::contr
             tokens: r.usage.total_tokens(),
         };
         for b in &r.budgets {
-            control
-                .leases
-                .record(&b.budget, r.seq, b.period_start.as_second(), actual);
+            let period = b.period_start.as_second();
+            let budget = (b.budget.clone(), String::new());
+            control.leases.record(&budget, r.seq, period, actual);
+            if let Some(key) = &b.key {
+                let lease = (b.budget.clone(), key.clone());
+                control.leases.record(&lease, r.seq, period, actual);
+            }
         }
     }
     shared.metrics.spool(journal.depth(), journal.oldest());

@@ -91,6 +91,7 @@ fn grant(amount_picos: i64, expires_in_ms: i64, request_id: u64, fail_charged: i
         limits_tokens: false,
         // The fake operator only grows leases: the version follows the amount.
         version: u64::try_from(amount_picos).unwrap_or(0),
+        key: String::new(),
     })
 }
 
@@ -401,6 +402,7 @@ fn unmet(request_id: u64, remaining_picos: i64) -> Op {
         remaining_tokens: 0,
         limits_usd: true,
         limits_tokens: false,
+        key: String::new(),
     })
 }
 

@@ -104,9 +104,10 @@ pub struct Attempt {
     /// The per-key key (`spec.perKey`) of each budget split per key, as
     /// the budget bounded it; the same for every attempt of the request.
     pub keys: Vec<(ObjectRef, String)>,
-    /// Connected mode: budgets whose lease also holds this attempt's
-    /// reservation (the same amount as its entry in `holds`).
-    pub leased: Vec<ObjectRef>,
+    /// Connected mode: the leases (a budget's, a key's) that also hold
+    /// this attempt's reservation (the same amount as its entry in
+    /// `holds`).
+    pub leased: Vec<crate::control::leases::LeaseId>,
     /// The attempt's intent in the durable ledger, once written.
     pub intent: Option<u64>,
     /// The prompt as sent, fingerprinted for the prefix-stability monitor

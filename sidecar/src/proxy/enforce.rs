@@ -226,23 +226,34 @@ async fn reserve_leases(
 }
 
 /// What the leases must hold for this attempt: every enforcing budget's
-/// reservation, in its current period.
+/// reservation, in its current period, in the budget's lease and, for a
+/// budget split per key, in its key's lease too.
 fn lease_wants(shared: &Shared, attempt: &Attempt) -> Vec<Want> {
     let budgets = lock(&shared.budgets);
-    attempt
-        .holds
-        .iter()
-        .filter_map(|(id, held)| {
-            let held = (*held)?;
-            let state = budgets.get(id)?;
-            (!state.config().shadow).then(|| Want {
-                budget: id.clone(),
-                held,
-                period_start_unix: state.window().start.as_second(),
-                fail_mode: state.config().fail_mode,
-            })
-        })
-        .collect()
+    let mut wants = Vec::new();
+    for (id, held) in &attempt.holds {
+        let (Some(held), Some(state)) = (*held, budgets.get(id)) else {
+            continue;
+        };
+        if state.config().shadow {
+            continue;
+        }
+        let want = Want {
+            budget: id.clone(),
+            key: String::new(),
+            held,
+            period_start_unix: state.window().start.as_second(),
+            fail_mode: state.config().fail_mode,
+        };
+        if let Some(key) = attempt.key_of(id) {
+            wants.push(Want {
+                key: key.to_string(),
+                ..want.clone()
+            });
+        }
+        wants.push(want);
+    }
+    wants
 }
 
 /// Give back every local hold of the attempt (it will not be forwarded).
@@ -263,10 +274,11 @@ fn release_holds(shared: &Shared, attempt: &mut Attempt) {
 pub(super) fn release_unforwarded(shared: &Shared, attempt: &mut Attempt) {
     if let Some(control) = &shared.control {
         for (id, held) in &attempt.holds {
-            if let Some(h) = held
-                && attempt.leased.contains(id)
-            {
-                control.leases.release(id, *h);
+            let Some(h) = held else {
+                continue;
+            };
+            for lease in attempt.leased.iter().filter(|(b, _)| b == id) {
+                control.leases.release(lease, *h);
             }
         }
     }
