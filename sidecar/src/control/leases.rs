@@ -177,15 +177,11 @@ impl Leases {
         self.changed.notify_waiters();
     }
 
-    /// The lease of `budget` up to `epoch` is void, and so are the leases
-    /// of its keys.
+    /// The lease of `budget` up to `epoch` is void, and the leases of its
+    /// keys are dropped (a new grant starts them over).
     pub fn revoke(&self, budget: ObjectRef, epoch: u64) {
         let mut inner = lock(&self.inner);
-        for ((b, key), l) in inner.iter_mut() {
-            if *b == budget && !key.is_empty() {
-                l.revoke(u64::MAX);
-            }
-        }
+        inner.retain(|(b, key), _| *b != budget || key.is_empty());
         inner
             .entry((budget, String::new()))
             .or_default()
