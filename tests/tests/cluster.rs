@@ -867,3 +867,71 @@ async fn a_per_key_burst_on_two_sidecars_at_once_cannot_pass_the_key_s_cap() {
         .await;
     assert_eq!(r.status, 200, "{}", r.text());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_restarted_operator_remembers_what_a_key_spent() {
+    let fake = FakeProvider::start(FakeConfig::default()).await.unwrap();
+    let mut cluster = Cluster::start(&objects(
+        &fake,
+        "  limit: {usd: \"1.00\"}\n  perKey:\n    by: {header: x-agent-session}\n    limit: {usd: \"0.03\"}",
+    ));
+    let a = cluster.sidecar("a", "team", "app=load");
+    let b = cluster.sidecar("b", "team", "app=load");
+    let session = [
+        ("x-fake-output-tokens", "800"),
+        ("x-agent-session", "sess-r"),
+    ];
+    let mut spent = 0;
+    for _ in 0..2 {
+        let r = a
+            .openai("/v1/chat/completions", &request("tw-test", 1000), &session)
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        spent += cost_picos(&r.headers);
+    }
+    key_reported(&cluster, "sess-r", spent, &[&a, &b]).await;
+    // kill -9 and a new operator: it resumes the key's spend and leases
+    // from the status, so the key still has one request of room, not three.
+    cluster.operator.kill9();
+    cluster.start_operator();
+    let mut more = 0;
+    let mut refused = None;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for _ in 0..3 {
+        let mut r = b
+            .openai("/v1/chat/completions", &request("tw-test", 1000), &session)
+            .await;
+        // Until b is back in session with the new operator, failMode
+        // Closed refuses (nothing is billed).
+        while r.header("x-tokenwarden-error") == Some("fail_closed") {
+            assert!(Instant::now() < deadline, "b never reconnected");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            r = b
+                .openai("/v1/chat/completions", &request("tw-test", 1000), &session)
+                .await;
+        }
+        if r.status != 200 {
+            refused = Some(r);
+            break;
+        }
+        more += 1;
+        spent += cost_picos(&r.headers);
+    }
+    assert_eq!(
+        more,
+        1,
+        "one more request fits the key's $0.03: {:?}",
+        refused.as_ref().map(|r| r.text())
+    );
+    let r = refused.expect("the key's cap refused a request");
+    assert_eq!(r.status, 429);
+    assert_eq!(
+        r.header("x-tokenwarden-error"),
+        Some("key_limit"),
+        "{}",
+        r.text()
+    );
+    assert_eq!(settle(&cluster, "team.cap", &fake).await, spent);
+    assert_eq!(key_picos(&cluster, "sess-r"), spent);
+    assert!(spent <= 30_000_000_000, "{spent}");
+}
