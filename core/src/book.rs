@@ -305,6 +305,12 @@ impl Book {
         self.generation
     }
 
+    /// Mark a change made outside this book that its persisted state
+    /// carries (a per-key lease pool written with the budget's status).
+    pub fn bump(&mut self) {
+        self.generation += 1;
+    }
+
     /// The budget's config.
     pub fn config(&self) -> &BudgetConfig {
         self.state.config()
@@ -412,7 +418,14 @@ impl Book {
         entry.charged_tokens = entry
             .charged_tokens
             .saturating_add(rec.usage.total_tokens());
-        self.state.record(&rec.usage, rec.cost);
+        // The record's key for this budget (`spec.perKey`), counted
+        // within the budget's own bound on keys.
+        let key = rec
+            .budgets
+            .iter()
+            .find(|b| b.budget == self.state.config().source)
+            .and_then(|b| b.key.as_deref());
+        self.state.record_for(&rec.usage, rec.cost, key);
         self.state.record_cache(&rec.cache);
         self.models
             .entry(rec.served_model.clone())

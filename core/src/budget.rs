@@ -26,7 +26,9 @@
 //!   is left cluster-wide is refused at once (spend only grows within a
 //!   period, so a late report can only understate it).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+mod per_key;
 
 use jiff::{Timestamp, tz::TimeZone};
 use serde::{Deserialize, Serialize};
@@ -79,6 +81,9 @@ pub enum RefusalReason {
     RequestCap,
     /// The same request was sent too often (the loop guard).
     LoopGuard,
+    /// The request does not fit under its key's per-key limit
+    /// (`spec.perKey`).
+    KeyLimit,
     /// Connected mode: the sidecar's lease could not cover the request and
     /// the operator granted no more in time.
     Lease,
@@ -97,6 +102,7 @@ impl RefusalReason {
             RefusalReason::Threshold => "threshold",
             RefusalReason::RequestCap => "request_cap",
             RefusalReason::LoopGuard => "loop_guard",
+            RefusalReason::KeyLimit => "key_limit",
             RefusalReason::Lease => "lease",
             RefusalReason::FailClosed => "fail_closed",
         }
@@ -108,7 +114,10 @@ impl RefusalReason {
     pub fn is_about_size(self) -> bool {
         matches!(
             self,
-            RefusalReason::Limit | RefusalReason::Threshold | RefusalReason::RequestCap
+            RefusalReason::Limit
+                | RefusalReason::Threshold
+                | RefusalReason::RequestCap
+                | RefusalReason::KeyLimit
         )
     }
 }
@@ -162,13 +171,15 @@ pub struct BudgetState {
     window: Window,
     totals: Totals,
     reserved: Held,
+    /// Per key (`spec.perKey`): what requests in flight reserved.
+    key_reserved: BTreeMap<String, Held>,
     loop_guard: HashMap<u64, LoopEntry>,
     /// Cluster-wide spend of a period, from the operator.
     cluster: Option<ClusterSpend>,
 }
 
 /// What the operator reports as spent by every workload a budget selects.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClusterSpend {
     /// Start of the period it is about.
     pub period_start: Timestamp,
@@ -178,6 +189,8 @@ pub struct ClusterSpend {
     pub spent: Usd,
     /// Tokens used (all kinds).
     pub tokens: u64,
+    /// Per key (`spec.perKey`): USD and tokens spent, cluster-wide.
+    pub keys: BTreeMap<String, (Usd, u64)>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -221,6 +234,7 @@ impl BudgetState {
             window,
             totals,
             reserved: Held::default(),
+            key_reserved: BTreeMap::new(),
             loop_guard: HashMap::new(),
             cluster: None,
         })
@@ -403,9 +417,22 @@ impl BudgetState {
     /// Loop guard: record this request's digest; refuse when it was seen too
     /// often. Call once per request, before reserving.
     pub fn check_loop(&mut self, now: Timestamp, digest: u64) -> Result<(), Refusal> {
+        self.check_loop_for(now, digest, None)
+    }
+
+    /// The loop guard of one per-key key (`key`, as [`Self::key_for`]
+    /// returned it): identical requests count per key, so a looping agent
+    /// session trips only its own key. `None` counts for the whole budget.
+    pub fn check_loop_for(
+        &mut self,
+        now: Timestamp,
+        digest: u64,
+        key: Option<&str>,
+    ) -> Result<(), Refusal> {
         let Some(lg) = self.cfg.loop_guard else {
             return Ok(());
         };
+        let digest = key.map_or(digest, |k| keyed_digest(digest, k));
         let window =
             jiff::SignedDuration::from_millis(i64::try_from(lg.window_ms).unwrap_or(i64::MAX));
         let cooldown =
@@ -425,7 +452,7 @@ impl BudgetState {
         let entry = self.loop_guard.entry(digest).or_default();
         if let Some(until) = entry.blocked_until {
             if until > now {
-                return Err(self.refuse_loop(until, now, lg.max_identical));
+                return Err(self.refuse_loop(until, now, lg.max_identical, key));
             }
             entry.blocked_until = None;
             entry.seen.clear();
@@ -441,19 +468,26 @@ impl BudgetState {
         if entry.seen.len() >= lg.max_identical as usize {
             let until = now.checked_add(cooldown).unwrap_or(now);
             entry.blocked_until = Some(until);
-            return Err(self.refuse_loop(until, now, lg.max_identical));
+            return Err(self.refuse_loop(until, now, lg.max_identical, key));
         }
         Ok(())
     }
 
-    fn refuse_loop(&self, until: Timestamp, now: Timestamp, max: u32) -> Refusal {
+    fn refuse_loop(
+        &self,
+        until: Timestamp,
+        now: Timestamp,
+        max: u32,
+        key: Option<&str>,
+    ) -> Refusal {
         Refusal {
             budget: self.cfg.source.clone(),
             reason: RefusalReason::LoopGuard,
             message: format!(
-                "TokenBudget {}: loop guard tripped: the same request was sent {max} times within {}s; \
+                "TokenBudget {}{}: loop guard tripped: the same request was sent {max} times within {}s; \
                  identical requests are blocked until {}",
                 self.cfg.source,
+                key.map(|k| format!(" key {k:?}")).unwrap_or_default(),
                 self.cfg.loop_guard.map_or(0, |l| l.window_ms / 1000),
                 until
                     .to_zoned(self.tz.clone())
@@ -689,6 +723,17 @@ impl BudgetState {
     }
 }
 
+/// A request digest made specific to one key, so the loop guard counts
+/// identical requests per key (FNV-1a of the key, mixed into the digest).
+fn keyed_digest(digest: u64, key: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in key.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    digest ^ h.wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(29)
+}
+
 fn secs_until(now: Timestamp, then: Timestamp) -> u64 {
     u64::try_from(then.duration_since(now).as_secs()).unwrap_or(0)
 }
@@ -719,6 +764,7 @@ mod tests {
             loop_guard: None,
             fail_mode: FailMode::Closed,
             shadow: false,
+            per_key: None,
         }
     }
 
@@ -812,7 +858,9 @@ mod tests {
     #[test]
     fn refusal_reasons_keep_their_labels_on_the_wire() {
         use RefusalReason::*;
-        let all = [Limit, Threshold, RequestCap, LoopGuard, Lease, FailClosed];
+        let all = [
+            Limit, Threshold, RequestCap, LoopGuard, KeyLimit, Lease, FailClosed,
+        ];
         let labels: Vec<String> = all.iter().map(|r| r.to_string()).collect();
         assert_eq!(
             labels,
@@ -821,12 +869,13 @@ mod tests {
                 "threshold",
                 "request_cap",
                 "loop_guard",
+                "key_limit",
                 "lease",
                 "fail_closed"
             ]
         );
         let sized: Vec<bool> = all.iter().map(|r| r.is_about_size()).collect();
-        assert_eq!(sized, [true, true, true, false, false, false]);
+        assert_eq!(sized, [true, true, true, false, true, false, false]);
     }
 
     #[test]
@@ -1119,6 +1168,7 @@ mod tests {
             percent,
             spent: usd(spent),
             tokens: 0,
+            keys: BTreeMap::new(),
         };
         b.set_cluster(cluster("2026-11-21T00:00:00Z".parse().unwrap(), 90, "9.00"));
         assert_eq!(b.percent_spent(), 10);

@@ -287,6 +287,7 @@ mod tests {
                 loop_guard: None,
                 fail_mode: FailMode::Closed,
                 shadow: false,
+                per_key: None,
             },
         }
     }
@@ -312,6 +313,34 @@ mod tests {
     fn nothing_selects_gives_an_empty_config() {
         let cfg = compile_in("ns", &labels(&[("app", "x")]), &[], &[]);
         assert!(cfg.routing.is_none() && cfg.budgets.is_empty() && cfg.conflict.is_none());
+    }
+
+    #[test]
+    fn a_per_key_split_reaches_the_selected_pods_config_unchanged() {
+        use crate::workload::{KeySource, PerKeyConfig};
+        let mut b = budget("ns", "agents", sel(&[("app", "x")]), None);
+        let pk = PerKeyConfig {
+            by: KeySource::Header("x-agent-session".into()),
+            limit_usd: Some("5".parse().unwrap()),
+            limit_tokens: Some(100_000),
+            max_keys: 200,
+        };
+        b.budget.per_key = Some(pk.clone());
+        let plain = budget("ns", "plain", sel(&[("app", "x")]), None);
+        let cfg = compile_in("ns", &labels(&[("app", "x")]), &[], &[b, plain]);
+        assert_eq!(cfg.budgets[0].per_key, Some(pk));
+        assert_eq!(cfg.budgets[1].per_key, None);
+        // The config a sidecar receives carries it; a budget without one
+        // serializes as before.
+        let json = serde_json::to_value(&cfg).unwrap();
+        assert_eq!(
+            json["budgets"][0]["per_key"]["by"]["header"],
+            "x-agent-session"
+        );
+        assert_eq!(json["budgets"][0]["per_key"]["max_keys"], 200);
+        assert!(json["budgets"][1].get("per_key").is_none());
+        let back: WorkloadConfig = serde_json::from_value(json).unwrap();
+        assert_eq!(back, cfg);
     }
 
     #[test]

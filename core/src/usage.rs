@@ -38,6 +38,56 @@ pub struct Totals {
     /// Prompt-cache savings, waste and busts.
     #[serde(default)]
     pub cache: CacheTotals,
+    /// By per-key budget key (TokenBudget `spec.perKey`), bounded by the
+    /// budget's `maxKeys` (plus the missing and overflow keys).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub keys: BTreeMap<String, KeyTotals>,
+}
+
+/// What one per-key budget key spent in a period.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyTotals {
+    /// Committed spend (priced requests).
+    pub spent: Usd,
+    /// Tokens by kind.
+    pub usage: TokenCounts,
+    /// Requests settled.
+    pub requests: u64,
+    /// Requests whose model had no price.
+    #[serde(default)]
+    pub unpriced_requests: u64,
+}
+
+// === impl KeyTotals ===
+
+impl KeyTotals {
+    /// Count one settled request.
+    pub fn add(&mut self, usage: &TokenCounts, cost: Option<Usd>) {
+        add_usage(&mut self.usage, usage);
+        self.requests += 1;
+        match cost {
+            Some(c) => self.spent = self.spent.saturating_add(c),
+            None => self.unpriced_requests += 1,
+        }
+    }
+
+    /// All tokens of every kind.
+    pub fn tokens(&self) -> u64 {
+        self.usage.total_tokens()
+    }
+}
+
+/// The `n` keys of `keys` that spent most (USD, then tokens, then by key).
+pub fn top_keys(keys: &BTreeMap<String, KeyTotals>, n: usize) -> Vec<(&String, &KeyTotals)> {
+    let mut v: Vec<_> = keys.iter().collect();
+    v.sort_by(|a, b| {
+        b.1.spent
+            .cmp(&a.1.spent)
+            .then(b.1.tokens().cmp(&a.1.tokens()))
+            .then(a.0.cmp(b.0))
+    });
+    v.truncate(n);
+    v
 }
 
 /// A budget period a record was counted in.
@@ -47,6 +97,10 @@ pub struct BudgetPeriodRef {
     pub budget: ObjectRef,
     /// Start of the period.
     pub period_start: Timestamp,
+    /// The budget's per-key key the record counted under (`spec.perKey`;
+    /// a hash prefix for credentials, never a credential).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
 }
 
 /// One metered upstream attempt.
@@ -223,6 +277,9 @@ impl Aggregate {
                 None => t.unpriced_requests += 1,
             }
             t.cache.add(&r.cache);
+            if let Some(k) = &b.key {
+                t.keys.entry(k.clone()).or_default().add(&r.usage, r.cost);
+            }
         }
     }
 
@@ -289,6 +346,7 @@ mod tests {
                 .map(|b| BudgetPeriodRef {
                     budget: ObjectRef::new("ns", b),
                     period_start: "2026-11-22T00:00:00Z".parse().unwrap(),
+                    key: None,
                 })
                 .into_iter()
                 .collect(),

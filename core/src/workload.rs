@@ -432,6 +432,66 @@ pub struct LoopGuard {
     pub cooldown_ms: u64,
 }
 
+/// How a budget splits its cap per key (TokenBudget `spec.perKey`): each
+/// key (an agent session, a pod, an app credential) gets its own limit
+/// under the pooled one, and a request must fit both.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct PerKeyConfig {
+    /// Where a request's key comes from.
+    pub by: KeySource,
+    /// USD per key per period.
+    pub limit_usd: Option<Usd>,
+    /// Tokens per key per period (all four kinds).
+    pub limit_tokens: Option<u64>,
+    /// Most distinct keys a period tracks; requests of further keys share
+    /// [`OVERFLOW_KEY`] (with the per-key limit), so fresh keys cannot
+    /// escape the cap. [`MISSING_KEY`] and [`OVERFLOW_KEY`] come on top.
+    pub max_keys: u32,
+}
+
+/// Where a request's per-key budget key comes from.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum KeySource {
+    /// A request header the app sends (e.g. an agent session id), by its
+    /// lower-case name.
+    Header(String),
+    /// The pod the sidecar serves (its name).
+    Pod,
+    /// The app's own credential (`Authorization: Bearer …`, else
+    /// `x-api-key`), as a short prefix of a keyed SHA-256 (never the
+    /// credential itself).
+    ApiKeyHash,
+}
+
+// === impl KeySource ===
+
+impl std::fmt::Display for KeySource {
+    /// As `/ledger` and `report` name it: `header x-agent-session`, `pod`,
+    /// `apiKeyHash`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KeySource::Header(h) => write!(f, "header {h}"),
+            KeySource::Pod => f.write_str("pod"),
+            KeySource::ApiKeyHash => f.write_str("apiKeyHash"),
+        }
+    }
+}
+
+/// `spec.perKey.maxKeys` when absent.
+pub const DEFAULT_MAX_KEYS: u32 = 100;
+/// The largest `spec.perKey.maxKeys`.
+pub const MAX_MAX_KEYS: u32 = 1000;
+/// The key of requests that carry no key (the header or credential is
+/// missing); it has the per-key limit like any key.
+pub const MISSING_KEY: &str = "(none)";
+/// The longest per-key key: a longer header value is hashed by the
+/// sidecar, and a longer key on the wire counts as [`OVERFLOW_KEY`].
+pub const MAX_KEY_LEN: usize = 128;
+/// The key shared by every key past `maxKeys` in a period; it has the
+/// per-key limit like any key.
+pub const OVERFLOW_KEY: &str = "(other)";
+
 /// What a sidecar does when it cannot reach the control plane and its lease
 /// is spent or expired.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -469,6 +529,10 @@ pub struct BudgetConfig {
     /// Evaluate and report, never enforce.
     #[serde(default)]
     pub shadow: bool,
+    /// The cap split per key, if the budget has one (left out of the JSON
+    /// when absent, so configs without it keep their version digest).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_key: Option<PerKeyConfig>,
 }
 
 /// Several RoutingPolicies selected the pod; one was chosen.
@@ -646,6 +710,28 @@ impl RoutingConfig {
 // === impl BudgetConfig ===
 
 impl BudgetConfig {
+    /// The budget one per-key key is (`spec.perKey`): the per-key limits,
+    /// the same source, period and fail mode, no thresholds or other
+    /// rules. What the operator's lease pool of a key is kept against.
+    /// `None` without a per-key split.
+    pub fn key_config(&self) -> Option<BudgetConfig> {
+        let pk = self.per_key.as_ref()?;
+        Some(BudgetConfig {
+            source: self.source.clone(),
+            generation: self.generation,
+            period: self.period,
+            time_zone: self.time_zone.clone(),
+            limit_usd: pk.limit_usd,
+            limit_tokens: pk.limit_tokens,
+            thresholds: Vec::new(),
+            per_request_cap_usd: None,
+            loop_guard: None,
+            fail_mode: self.fail_mode,
+            shadow: self.shadow,
+            per_key: None,
+        })
+    }
+
     /// The action of the highest threshold reached at `percent_spent`
     /// (thresholds are ascending), if any.
     pub fn active_threshold(&self, percent_spent: u64) -> Option<&Threshold> {
@@ -838,6 +924,7 @@ mod tests {
             loop_guard: None,
             fail_mode: FailMode::Closed,
             shadow: false,
+            per_key: None,
         };
         assert_eq!(b.active_threshold(49), None);
         assert_eq!(b.active_threshold(50).map(|t| t.percent), Some(50));

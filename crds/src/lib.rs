@@ -20,6 +20,7 @@ pub mod validate;
 
 pub use routing_policy::{RoutingPolicy, RoutingPolicySpec, RoutingPolicyStatus};
 pub use token_budget::{
-    LedgerSpend, LedgerStatus, SidecarLedger, TokenBudget, TokenBudgetSpec, TokenBudgetStatus,
+    KeyLeaseLedger, LedgerSpend, LedgerStatus, SidecarLedger, TokenBudget, TokenBudgetSpec,
+    TokenBudgetStatus,
 };
 pub use validate::{FieldError, ValidationErrors};

@@ -135,6 +135,15 @@ pub struct TokenBudgetSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub loop_guard: Option<LoopGuardSpec>,
 
+    /// Split the cap per key within the selected pods: each agent session
+    /// (a request header), pod, or app credential (a hash of its API key)
+    /// gets its own limit per period under the pooled `limit`; a request
+    /// must fit both, so a runaway agent loop stops at its key's limit
+    /// while the other keys keep working. With `perKey`, `loopGuard`
+    /// counts identical requests per key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_key: Option<PerKeySpec>,
+
     /// What a sidecar does when it cannot reach the operator and its lease is
     /// spent or expired: `Closed` refuses requests (the cap holds), `Open`
     /// lets them through and records them for later. Default `Closed`.
@@ -241,6 +250,59 @@ pub struct LoopGuardSpec {
     pub cooldown: Option<String>,
 }
 
+/// A per-key split of the budget's cap.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PerKeySpec {
+    /// Where a request's key comes from: exactly one of `header`, `pod`
+    /// and `apiKeyHash`.
+    pub by: KeyBy,
+    /// The limit of each key per period: USD, tokens, or both. A request
+    /// without the key (no such header, no credential) counts under the
+    /// key `(none)`, which has this limit too.
+    pub limit: BudgetLimit,
+    /// Most distinct keys per period, 1–1000, default 100. Requests of
+    /// keys beyond it in a period share the one key `(other)`, with the
+    /// same limit, so fresh keys (e.g. random session ids) cannot escape
+    /// the cap. `(none)` and `(other)` come on top. Keys reset with the
+    /// period.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub max_keys: Option<i32>,
+}
+
+/// The source of a request's key: exactly one field.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[x_kube(validation = kube::core::Rule::new("(has(self.header) ? 1 : 0) + (has(self.pod) ? 1 : 0) + (has(self.apiKeyHash) ? 1 : 0) == 1").message("by needs exactly one of header, pod or apiKeyHash").reason(kube::core::Reason::FieldValueInvalid))]
+pub struct KeyBy {
+    /// A request header the app sends, e.g. `x-agent-session` (an agent
+    /// session id or a virtual key). Its value (up to 128 characters of
+    /// letters, digits and `._:@/+=-`; other values by a hash prefix) is
+    /// the key. Not a credential or hop-by-hop header (`authorization`,
+    /// `x-api-key`, `cookie`, `connection`, …): use `apiKeyHash` for
+    /// credentials.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 64),
+        regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    )]
+    pub header: Option<String>,
+    /// The pod: each pod the budget selects gets its own limit (`{}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<Empty>,
+    /// The app's own API key (`Authorization: Bearer …`, else
+    /// `x-api-key`), as `sha256:` and the first 12 hex digits of a keyed
+    /// SHA-256 of it (`{}`). The key itself is never stored, exported or
+    /// logged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key_hash: Option<Empty>,
+}
+
+/// An empty object: the option is chosen by being present.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Empty {}
+
 // Behaviour without control plane (documented on the field: a type doc
 // would replace the field's in the schema of an optional field).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -292,7 +354,8 @@ pub struct TokenCounts {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SpendEntry {
-    /// Model that served (for `topModels`) or workload `namespace/name` (for `topWorkloads`).
+    /// Model that served (for `topModels`), workload `namespace/name` (for
+    /// `topWorkloads`) or per-key key (for `topKeys`).
     pub name: String,
     /// USD spent, decimal string.
     pub spent_usd: String,
@@ -371,6 +434,11 @@ pub struct TokenBudgetStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 10))]
     pub top_workloads: Vec<SpendEntry>,
+    /// The per-key keys (`spec.perKey`) that spent most this period (at
+    /// most 10; `name` is the key, a `sha256:` prefix for credentials).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 10))]
+    pub top_keys: Vec<SpendEntry>,
     /// Prompt-cache economics this period: hit ratio, USD saved and
     /// wasted, busts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -413,6 +481,14 @@ pub struct LedgerStatus {
     /// Spend by workload (`namespace/name`), exactly.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub workloads: Vec<LedgerSpend>,
+    /// Spend by per-key key (`spec.perKey`), exactly; at most `maxKeys`
+    /// keys plus `(none)` and `(other)`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub keys: Vec<LedgerSpend>,
+    /// The lease pool of each per-key key (`spec.perKey`): its spend and
+    /// the sidecars' leases of it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub key_leases: Vec<KeyLeaseLedger>,
     /// The smallest lease a sidecar needed this period that what was left
     /// could not cover (pico-USD); it makes the budget `Exhausted`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -420,6 +496,26 @@ pub struct LedgerStatus {
     /// The same for tokens.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unmet_tokens: Option<i64>,
+}
+
+/// The lease pool of one per-key key.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyLeaseLedger {
+    /// The key.
+    pub key: String,
+    /// Lease epoch of the key's pool.
+    #[serde(default)]
+    pub epoch: i64,
+    /// The key's spend this period, pico-USD.
+    #[serde(default)]
+    pub spent_picos: String,
+    /// The key's tokens this period.
+    #[serde(default)]
+    pub spent_tokens: i64,
+    /// Per sidecar: its dedupe watermark and its lease of the key.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sidecars: Vec<SidecarLedger>,
 }
 
 /// One sidecar's standing with a budget.
@@ -455,7 +551,7 @@ pub struct SidecarLedger {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct LedgerSpend {
-    /// Model or `namespace/workload`.
+    /// Model, `namespace/workload` or per-key key.
     pub name: String,
     /// Pico-USD.
     pub picos: String,

@@ -31,6 +31,7 @@ fn rec(model: &str, out: u64) -> UsageRecord {
         budgets: vec![tokenwarden_core::usage::BudgetPeriodRef {
             budget: tokenwarden_core::workload::ObjectRef::new("ns", "team"),
             period_start: "2026-11-22T00:00:00Z".parse().unwrap(),
+            key: None,
         }],
         intent: None,
         cache: Default::default(),

@@ -10,13 +10,13 @@ use tokenwarden_core::{
     money::Usd,
     tokens::TokenCounts,
     usage::{
-        Totals,
+        KeyTotals, Totals,
         cache::{CacheTotals, HitRatio},
     },
     workload::ThresholdAction,
 };
 use tokenwarden_crds::{
-    LedgerSpend, LedgerStatus, SidecarLedger, TokenBudgetStatus,
+    KeyLeaseLedger, LedgerSpend, LedgerStatus, SidecarLedger, TokenBudgetStatus,
     common::conditions as c,
     token_budget::{
         BudgetState as CrdState, PromptCacheSummary, SpendEntry, TokenCounts as CrdCounts,
@@ -92,6 +92,106 @@ fn spend_in(s: &LedgerSpend) -> Spend {
     }
 }
 
+/// One per-key key's exact spend, as the status persists it.
+fn key_out(key: &str, k: &KeyTotals) -> LedgerSpend {
+    LedgerSpend {
+        name: key.to_string(),
+        picos: k.spent.picos().to_string(),
+        requests: i64_of(k.requests),
+        tokens: counts(&k.usage),
+        unpriced: i64_of(k.unpriced_requests),
+        ..LedgerSpend::default()
+    }
+}
+
+fn key_in(s: &LedgerSpend) -> KeyTotals {
+    KeyTotals {
+        spent: picos(&s.picos),
+        usage: usage(&s.tokens),
+        requests: u64_of(s.requests),
+        unpriced_requests: u64_of(s.unpriced),
+    }
+}
+
+/// The keys that spent most, for `status.topKeys`.
+fn top_keys(t: &Totals) -> Vec<SpendEntry> {
+    tokenwarden_core::usage::top_keys(&t.keys, TOP)
+        .into_iter()
+        .map(|(key, k)| SpendEntry {
+            name: key.clone(),
+            spent_usd: k.spent.to_string(),
+            requests: i64_of(k.requests),
+            ..SpendEntry::default()
+        })
+        .collect()
+}
+
+fn sidecars_in(l: &[SidecarLedger]) -> BTreeMap<String, SidecarEntry> {
+    l.iter()
+        .map(|s| {
+            (
+                s.id.clone(),
+                SidecarEntry {
+                    seq: u64_of(s.seq),
+                    granted: picos(&s.granted_picos),
+                    granted_tokens: u64_of(s.granted_tokens),
+                    charged: picos(&s.charged_picos),
+                    charged_tokens: u64_of(s.charged_tokens),
+                    expires_ms: s.expires_unix_millis,
+                    version: u64_of(s.version),
+                },
+            )
+        })
+        .collect()
+}
+
+fn sidecars_out(book: &Book) -> Vec<SidecarLedger> {
+    book.sidecars()
+        .iter()
+        .map(|(id, e)| SidecarLedger {
+            id: id.clone(),
+            seq: i64_of(e.seq),
+            granted_picos: e.granted.picos().to_string(),
+            granted_tokens: i64_of(e.granted_tokens),
+            charged_picos: e.charged.picos().to_string(),
+            charged_tokens: i64_of(e.charged_tokens),
+            expires_unix_millis: e.expires_ms,
+            version: i64_of(e.version),
+        })
+        .collect()
+}
+
+/// The persisted lease pools of a budget's per-key keys → their book
+/// states, for the period the ledger is of.
+pub fn key_pool_states(status: Option<&TokenBudgetStatus>) -> Vec<(String, BookState)> {
+    let Some(l) = status.and_then(|s| s.ledger.as_ref()) else {
+        return Vec::new();
+    };
+    let Ok(period_start) = Timestamp::from_second(l.period_start_unix) else {
+        return Vec::new();
+    };
+    l.key_leases
+        .iter()
+        .map(|k| {
+            let state = BookState {
+                period_start,
+                epoch: u64_of(k.epoch),
+                totals: Totals {
+                    spent: picos(&k.spent_picos),
+                    usage: TokenCounts {
+                        input_tokens: u64_of(k.spent_tokens),
+                        ..TokenCounts::default()
+                    },
+                    ..Totals::default()
+                },
+                sidecars: sidecars_in(&k.sidecars),
+                ..BookState::default()
+            };
+            (k.key.clone(), state)
+        })
+        .collect()
+}
+
 /// The persisted ledger in a status → a book state (`None`: no ledger yet
 /// or unreadable, start empty).
 pub fn book_state(status: Option<&TokenBudgetStatus>) -> Option<BookState> {
@@ -118,25 +218,9 @@ pub fn book_state(status: Option<&TokenBudgetStatus>) -> Option<BookState> {
                 t.merge(&spend_in(m).cache);
                 t
             }),
+            keys: l.keys.iter().map(|k| (k.name.clone(), key_in(k))).collect(),
         },
-        sidecars: l
-            .sidecars
-            .iter()
-            .map(|s| {
-                (
-                    s.id.clone(),
-                    SidecarEntry {
-                        seq: u64_of(s.seq),
-                        granted: picos(&s.granted_picos),
-                        granted_tokens: u64_of(s.granted_tokens),
-                        charged: picos(&s.charged_picos),
-                        charged_tokens: u64_of(s.charged_tokens),
-                        expires_ms: s.expires_unix_millis,
-                        version: u64_of(s.version),
-                    },
-                )
-            })
-            .collect(),
+        sidecars: sidecars_in(&l.sidecars),
         models: l
             .models
             .iter()
@@ -224,10 +308,11 @@ fn now_k8s(now: Timestamp) -> jiff::Timestamp {
     Timestamp::from_second(now.as_second()).unwrap_or(now)
 }
 
-/// The status of a budget from its book. `previous` keeps condition
-/// transition times.
-pub fn budget_status(
+/// The status of a budget from its book and its per-key lease pools
+/// (`key_pools`). `previous` keeps condition transition times.
+pub fn budget_status<'a>(
     book: &Book,
+    key_pools: impl Iterator<Item = (&'a String, &'a Book)>,
     previous: Option<&TokenBudgetStatus>,
     now: Timestamp,
 ) -> TokenBudgetStatus {
@@ -251,6 +336,7 @@ pub fn budget_status(
         unpriced_requests: Some(i64_of(t.unpriced_requests)),
         top_models: top(book.models()),
         top_workloads: top(book.workloads()),
+        top_keys: top_keys(t),
         prompt_cache: prompt_cache(t),
         state: Some(match book.budget_state() {
             State::Ok => CrdState::Ok,
@@ -258,7 +344,7 @@ pub fn budget_status(
             State::Exhausted => CrdState::Exhausted,
         }),
         conditions: budget_conditions(book, prev, now),
-        ledger: Some(ledger_status(book)),
+        ledger: Some(ledger_status(book, key_pools)),
     }
 }
 
@@ -341,21 +427,21 @@ fn exhausted_message(book: &Book) -> String {
     }
 }
 
-/// The persisted ledger of a book (what a new leader restores from).
-fn ledger_status(book: &Book) -> LedgerStatus {
+/// The persisted ledger of a book and its per-key lease pools (what a new
+/// leader restores from).
+fn ledger_status<'a>(
+    book: &Book,
+    key_pools: impl Iterator<Item = (&'a String, &'a Book)>,
+) -> LedgerStatus {
     let t = book.totals();
-    let sidecars = book
-        .sidecars()
-        .iter()
-        .map(|(id, e)| SidecarLedger {
-            id: id.clone(),
-            seq: i64_of(e.seq),
-            granted_picos: e.granted.picos().to_string(),
-            granted_tokens: i64_of(e.granted_tokens),
-            charged_picos: e.charged.picos().to_string(),
-            charged_tokens: i64_of(e.charged_tokens),
-            expires_unix_millis: e.expires_ms,
-            version: i64_of(e.version),
+    let sidecars = sidecars_out(book);
+    let key_leases = key_pools
+        .map(|(key, b)| KeyLeaseLedger {
+            key: key.clone(),
+            epoch: i64_of(b.epoch()),
+            spent_picos: b.totals().spent.picos().to_string(),
+            spent_tokens: i64_of(b.totals().tokens()),
+            sidecars: sidecars_out(b),
         })
         .collect();
     let (unmet, unmet_tokens) = book.unmet();
@@ -371,6 +457,8 @@ fn ledger_status(book: &Book) -> LedgerStatus {
             .iter()
             .map(|(k, v)| spend_out(k, v))
             .collect(),
+        keys: t.keys.iter().map(|(k, v)| key_out(k, v)).collect(),
+        key_leases,
         unmet_picos: unmet.map(|u| u.picos().to_string()),
         unmet_tokens: unmet_tokens.map(i64_of),
     }
@@ -400,6 +488,7 @@ mod tests {
             loop_guard: None,
             fail_mode: FailMode::Closed,
             shadow: false,
+            per_key: None,
         };
         let mut book = Book::new(cfg.clone(), now).unwrap();
         book.grant(
@@ -432,6 +521,7 @@ mod tests {
             budgets: vec![BudgetPeriodRef {
                 budget: ObjectRef::new("ns", "team"),
                 period_start: book.window().start,
+                key: None,
             }],
             intent: None,
             cache: tokenwarden_core::usage::cache::CacheFigures {
@@ -447,7 +537,7 @@ mod tests {
             },
         };
         book.apply("s1", "ns/web", book.window().start, &rec, now);
-        let st = budget_status(&book, None, now);
+        let st = budget_status(&book, std::iter::empty(), None, now);
         assert_eq!(st.spent_usd.as_deref(), Some("0.000123456789"));
         assert_eq!(st.remaining_usd.as_deref(), Some("4.999876543211"));
         assert_eq!(st.top_models[0].name, "claude-y");
@@ -480,5 +570,92 @@ mod tests {
         assert_eq!(state, book.to_state());
         let restored = Book::restore(cfg, now, state).unwrap();
         assert_eq!(restored.lease("s1"), book.lease("s1"));
+    }
+
+    #[test]
+    fn per_key_spend_is_in_status_and_survives_a_restart() {
+        use tokenwarden_core::workload::{KeySource, PerKeyConfig};
+        let now: Timestamp = "2026-11-22T10:00:00Z".parse().unwrap();
+        let cfg = BudgetConfig {
+            source: ObjectRef::new("ns", "agents"),
+            generation: 1,
+            period: Period::Daily,
+            time_zone: "UTC".into(),
+            limit_usd: Some("5".parse().unwrap()),
+            limit_tokens: None,
+            thresholds: vec![],
+            per_request_cap_usd: None,
+            loop_guard: None,
+            fail_mode: FailMode::Closed,
+            shadow: false,
+            per_key: Some(PerKeyConfig {
+                by: KeySource::Header("x-agent-session".into()),
+                limit_usd: Some("1".parse().unwrap()),
+                limit_tokens: None,
+                max_keys: 2,
+            }),
+        };
+        let mut book = Book::new(cfg.clone(), now).unwrap();
+        let rec = |seq: u64, key: &str, cost: &str| UsageRecord {
+            seq,
+            ts: now,
+            endpoint: Endpoint::ChatCompletions,
+            requested_model: "gpt-5".into(),
+            served_model: "gpt-5-mini".into(),
+            provider: "openai".into(),
+            route: None,
+            score: None,
+            reason: None,
+            attempt: 1,
+            status: 200,
+            usage: TokenCounts {
+                input_tokens: 10,
+                output_tokens: 5,
+                ..TokenCounts::default()
+            },
+            cost: Some(cost.parse().unwrap()),
+            estimated: false,
+            budgets: vec![BudgetPeriodRef {
+                budget: ObjectRef::new("ns", "agents"),
+                period_start: "2026-11-22T00:00:00Z".parse().unwrap(),
+                key: Some(key.into()),
+            }],
+            intent: None,
+            cache: Default::default(),
+        };
+        let start = book.window().start;
+        book.apply("s1", "ns/web", start, &rec(1, "sess-a", "0.25"), now);
+        book.apply("s2", "ns/web", start, &rec(1, "sess-a", "0.50"), now);
+        book.apply("s2", "ns/web", start, &rec(2, "sess-b", "0.125"), now);
+        // Past maxKeys (2): the operator bounds the keys too.
+        book.apply("s2", "ns/web", start, &rec(3, "sess-c", "0.0625"), now);
+        book.apply("s2", "ns/web", start, &rec(3, "sess-c", "9"), now);
+        let st = budget_status(&book, std::iter::empty(), None, now);
+        let top: Vec<(&str, &str, i64)> = st
+            .top_keys
+            .iter()
+            .map(|e| (e.name.as_str(), e.spent_usd.as_str(), e.requests))
+            .collect();
+        assert_eq!(
+            top,
+            [
+                ("sess-a", "0.75", 2),
+                ("sess-b", "0.125", 1),
+                ("(other)", "0.0625", 1)
+            ]
+        );
+        let ledger = st.ledger.as_ref().unwrap();
+        assert_eq!(ledger.keys.len(), 3);
+        // In key order: "(other)", "sess-a", "sess-b".
+        assert_eq!(ledger.keys[1].name, "sess-a");
+        assert_eq!(ledger.keys[1].picos, "750000000000");
+        assert_eq!(ledger.keys[1].tokens.total, 30);
+        let json = serde_json::to_value(&st).unwrap();
+        assert_eq!(json["topKeys"][0]["name"], "sess-a");
+        let back: TokenBudgetStatus = serde_json::from_value(json).unwrap();
+        let state = book_state(Some(&back)).unwrap();
+        assert_eq!(state, book.to_state());
+        let restored = Book::restore(cfg, now, state).unwrap();
+        assert_eq!(restored.totals().keys, book.totals().keys);
     }
 }

@@ -149,6 +149,7 @@ fn record(sidecar: &str, seq: u64, cost_picos: i64, period_start: i64) -> UsageR
             namespace: "shop".into(),
             name: "team".into(),
             period_start_unix: period_start,
+            key: String::new(),
         }],
         pod_name: "web".into(),
         ..Default::default()

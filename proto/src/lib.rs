@@ -77,6 +77,7 @@ pub fn record_to_wire(sidecar_id: &str, pod_name: &str, r: &CoreRecord) -> Usage
                 namespace: b.budget.namespace.clone(),
                 name: b.budget.name.clone(),
                 period_start_unix: b.period_start.as_second(),
+                key: b.key.clone().unwrap_or_default(),
             })
             .collect(),
         pod_name: pod_name.to_string(),
@@ -128,6 +129,7 @@ pub fn record_from_wire(r: &UsageRecord) -> Result<CoreRecord, InvalidRecord> {
                 budget: ObjectRef::new(b.namespace.clone(), b.name.clone()),
                 period_start: Timestamp::from_second(b.period_start_unix)
                     .map_err(|e| InvalidRecord(format!("period start: {e}")))?,
+                key: (!b.key.is_empty()).then(|| b.key.clone()),
             })
         })
         .collect::<Result<_, InvalidRecord>>()?;
@@ -192,10 +194,18 @@ mod tests {
             },
             cost: Some("0.000123".parse().unwrap()),
             estimated: true,
-            budgets: vec![BudgetPeriodRef {
-                budget: ObjectRef::new("ns", "team"),
-                period_start: "2026-11-22T00:00:00Z".parse().unwrap(),
-            }],
+            budgets: vec![
+                BudgetPeriodRef {
+                    budget: ObjectRef::new("ns", "team"),
+                    period_start: "2026-11-22T00:00:00Z".parse().unwrap(),
+                    key: None,
+                },
+                BudgetPeriodRef {
+                    budget: ObjectRef::new("ns", "per-session"),
+                    period_start: "2026-11-22T00:00:00Z".parse().unwrap(),
+                    key: Some("sess-42".into()),
+                },
+            ],
             intent: None,
             cache: CacheFigures {
                 saved: Usd::from_picos(8_100_000),

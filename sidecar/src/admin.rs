@@ -135,6 +135,42 @@ pub fn model_rows(agg: &Aggregate) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// A budget's per-key split for `/ledger`: the source, the per-key
+/// limits, and every key of the period by spend (at most `maxKeys` plus
+/// `(none)` and `(other)`); `null` when the budget is not split.
+fn per_key_json(b: &tokenwarden_core::budget::BudgetState) -> serde_json::Value {
+    let Some(pk) = b.per_key() else {
+        return serde_json::Value::Null;
+    };
+    let keys: Vec<_> = b
+        .top_keys(usize::MAX)
+        .into_iter()
+        .map(|(key, t)| {
+            let reserved = b.key_reserved(key);
+            json!({
+                "key": key,
+                "spent_usd": t.spent.to_string(),
+                "remaining_usd": pk.limit_usd.map(|l| l.saturating_sub(t.spent).max(tokenwarden_core::money::Usd::ZERO).to_string()),
+                "tokens_used": t.tokens(),
+                "remaining_tokens": pk.limit_tokens.map(|l| l.saturating_sub(t.tokens())),
+                "requests": t.requests,
+                "unpriced_requests": t.unpriced_requests,
+                "reserved_usd": reserved.cost.to_string(),
+                "reserved_tokens": reserved.tokens,
+                "state": if b.key_exhausted(key) { "Exhausted" } else { "Ok" },
+                "cluster_spent_usd": b.cluster_key_spent(key).map(|(usd, _)| usd.to_string()),
+            })
+        })
+        .collect();
+    json!({
+        "by": pk.by.to_string(),
+        "limit_usd": pk.limit_usd.map(|l| l.to_string()),
+        "limit_tokens": pk.limit_tokens,
+        "max_keys": pk.max_keys,
+        "keys": keys,
+    })
+}
+
 /// The `/ledger` document: per-model totals (by the model that served)
 /// and the live per-budget totals of the current periods.
 pub fn ledger_json(shared: &Shared) -> serde_json::Value {
@@ -188,6 +224,7 @@ pub fn ledger_json(shared: &Shared) -> serde_json::Value {
                 "local_percent_spent": b.local_percent_spent(),
                 "cluster": cluster,
                 "lease": lease,
+                "per_key": per_key_json(b),
             })
         })
         .collect();

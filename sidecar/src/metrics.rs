@@ -198,6 +198,7 @@ struct BudgetGauges {
     spent: Option<Gauge<f64, AtomicU64>>,
     limit: Option<Gauge<f64, AtomicU64>>,
     state: Option<Gauge<i64, AtomicI64>>,
+    keys: Option<Gauge<i64, AtomicI64>>,
 }
 
 /// The counters one attempt label tuple updates, each taken from its family
@@ -343,6 +344,7 @@ pub struct Metrics {
     budget_spent: Family<BudgetLabel, Gauge<f64, AtomicU64>>,
     budget_limit: Family<BudgetLabel, Gauge<f64, AtomicU64>>,
     budget_state: Family<BudgetLabel, Gauge<i64, AtomicI64>>,
+    budget_keys: Family<BudgetLabel, Gauge<i64, AtomicI64>>,
     budget_blocks: Family<BlockLabels, Counter>,
     reservation_waits: Family<BudgetLabel, Counter>,
     reloads: Family<ResultLabel, Counter>,
@@ -399,6 +401,7 @@ impl Metrics {
             budget_spent: Family::default(),
             budget_limit: Family::default(),
             budget_state: Family::default(),
+            budget_keys: Family::default(),
             budget_blocks: Family::default(),
             reservation_waits: Family::default(),
             reloads: Family::default(),
@@ -569,6 +572,11 @@ impl Metrics {
             "budget_state",
             "Budget state: 0 Ok, 1 Threshold, 2 Exhausted",
             self.budget_state.clone(),
+        );
+        registry.register(
+            "budget_keys",
+            "Per-key keys (TokenBudget perKey) this period, (none) and (other) included",
+            self.budget_keys.clone(),
         );
         registry.register(
             "budget_blocks",
@@ -1002,6 +1010,12 @@ impl Metrics {
             .state
             .get_or_insert_with(|| self.budget_state.get_or_create(&label()).clone())
             .set(state);
+        if b.per_key().is_some() {
+            gauges
+                .keys
+                .get_or_insert_with(|| self.budget_keys.get_or_create(&label()).clone())
+                .set(i64::try_from(b.key_totals().len()).unwrap_or(i64::MAX));
+        }
     }
 
     /// Count a budget refusal.
@@ -1328,6 +1342,7 @@ mod tests {
             loop_guard: None,
             fail_mode: FailMode::Closed,
             shadow: false,
+            per_key: None,
         };
         let now: Timestamp = "2026-12-02T10:00:00Z".parse().unwrap();
         let mut b = BudgetState::new(cfg, now, Totals::default()).unwrap();

@@ -82,6 +82,13 @@ pub fn report_budgets(
             ),
         );
     }
+    for cfg in configured {
+        if let Ok(b) = BudgetState::from_ledger(cfg.clone(), now, |start| {
+            agg.budget_period(&cfg.source, start)
+        }) {
+            report_keys(&mut s, &b);
+        }
+    }
     for (budget, periods) in &agg.budgets {
         if configured.iter().any(|c| &c.source == budget) {
             continue;
@@ -98,6 +105,50 @@ pub fn report_budgets(
         }
     }
     trim_lines(&s)
+}
+
+/// Most keys `report` lists per budget split per key.
+const REPORT_TOP_KEYS: usize = 10;
+
+/// The top keys of a budget split per key (`spec.perKey`), current period:
+/// spend and tokens against the per-key limits, requests, state.
+fn report_keys(s: &mut String, b: &tokenwarden_core::budget::BudgetState) {
+    let Some(pk) = b.per_key() else {
+        return;
+    };
+    let all = b.key_totals().len();
+    let _ = writeln!(
+        s,
+        "\nTOP KEYS of {} (by {}; {} of {} keys this period, at most {} + (none) + (other))",
+        b.config().source,
+        pk.by,
+        all.min(REPORT_TOP_KEYS),
+        all,
+        pk.max_keys,
+    );
+    let _ = writeln!(
+        s,
+        "{:<36} {:>14} {:>14} {:>11} {:>11} {:>9} {:<9}",
+        "KEY", "SPENT USD", "LIMIT USD", "TOKENS", "LIMIT TOK", "REQUESTS", "STATE"
+    );
+    let dash = || "-".to_string();
+    for (key, t) in b.top_keys(REPORT_TOP_KEYS) {
+        let _ = writeln!(
+            s,
+            "{:<36} {:>14} {:>14} {:>11} {:>11} {:>9} {:<9}",
+            truncate(key, 36),
+            money(t.spent),
+            pk.limit_usd.map_or_else(dash, money),
+            t.tokens(),
+            pk.limit_tokens.map_or_else(dash, |l| l.to_string()),
+            t.requests,
+            if b.key_exhausted(key) {
+                "Exhausted"
+            } else {
+                "Ok"
+            },
+        );
+    }
 }
 
 /// The text with no padding left at the ends of its lines.
@@ -374,6 +425,21 @@ fn summary_budget(b: &BudgetConfig) -> String {
             lg.cooldown_ms / 1000
         ));
     }
+    if let Some(pk) = &b.per_key {
+        let mut each = Vec::new();
+        if let Some(u) = pk.limit_usd {
+            each.push(format!("${u}"));
+        }
+        if let Some(t) = pk.limit_tokens {
+            each.push(format!("{t} tokens"));
+        }
+        notes.push(format!(
+            "per key by {}: {} each, at most {} keys",
+            pk.by,
+            each.join(" / "),
+            pk.max_keys
+        ));
+    }
     if b.fail_mode == FailMode::Open {
         notes.push("fail open".to_string());
     }
@@ -441,6 +507,7 @@ spec:
             requests: 3,
             unpriced_requests: 0,
             cache: Default::default(),
+            keys: Default::default(),
         };
         agg.budgets
             .entry(id(name))

@@ -127,6 +127,7 @@ fn shared_state(args: &Args, mode: &Mode) -> Result<(Arc<Shared>, Option<Outbox>
             upstream_idle: Duration::from_millis(args.upstream_idle_timeout_ms.max(1)),
             prompt_cache_ttl: args.prompt_cache_ttl_ms.map(Duration::from_millis),
             workload: workload_label(args, mode),
+            pod_name: args.pod_name.clone(),
         },
         reservations_freed: Default::default(),
         active: ArcSwapOption::empty(),
@@ -385,9 +386,13 @@ fn restore_connected(shared: &Shared, control: &Control, settings: &crate::contr
             tokens: r.usage.total_tokens(),
         };
         for b in &r.budgets {
-            control
-                .leases
-                .record(&b.budget, r.seq, b.period_start.as_second(), actual);
+            let period = b.period_start.as_second();
+            let budget = (b.budget.clone(), String::new());
+            control.leases.record(&budget, r.seq, period, actual);
+            if let Some(key) = &b.key {
+                let lease = (b.budget.clone(), key.clone());
+                control.leases.record(&lease, r.seq, period, actual);
+            }
         }
     }
     shared.metrics.spool(journal.depth(), journal.oldest());

@@ -398,6 +398,16 @@ fn cluster_spend(period_start: Timestamp, s: &tokenwarden_proto::BudgetStatus) -
         percent: u64::from(s.percent_spent),
         spent: Usd::from_picos(i128::from(s.spent_picos)),
         tokens: s.spent_tokens,
+        keys: s
+            .keys
+            .iter()
+            .map(|k| {
+                (
+                    k.key.clone(),
+                    (Usd::from_picos(i128::from(k.spent_picos)), k.spent_tokens),
+                )
+            })
+            .collect(),
     }
 }
 

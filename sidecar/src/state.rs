@@ -50,6 +50,9 @@ pub struct Options {
     /// or the pod name; just `namespace` when neither gives one): the
     /// `workload` label of the escalation metric.
     pub workload: String,
+    /// This pod's name (`--pod-name`): the key of budgets split per pod
+    /// (`spec.perKey.by.pod`); empty when not given.
+    pub pod_name: String,
 }
 
 /// One loaded, valid configuration.

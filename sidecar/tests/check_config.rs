@@ -55,6 +55,14 @@ fn examples_compile_for_a_labelled_workload() {
         ),
         "{stdout}"
     );
+    assert!(
+        stdout.contains(
+            "budget: TokenBudget agents/search-agents-per-session Daily $200.00 (UTC): loop \
+             guard 5 identical in 60s, cool-down 300s, per key by header x-agent-session: \
+             $5.00 each, at most 200 keys"
+        ),
+        "{stdout}"
+    );
     // The shadow budget lives in another namespace: it does not select this pod.
     assert!(!stdout.contains("research-monthly-tokens"), "{stdout}");
 }

@@ -91,6 +91,7 @@ fn grant(amount_picos: i64, expires_in_ms: i64, request_id: u64, fail_charged: i
         limits_tokens: false,
         // The fake operator only grows leases: the version follows the amount.
         version: u64::try_from(amount_picos).unwrap_or(0),
+        key: String::new(),
     })
 }
 
@@ -401,6 +402,7 @@ fn unmet(request_id: u64, remaining_picos: i64) -> Op {
         remaining_tokens: 0,
         limits_usd: true,
         limits_tokens: false,
+        key: String::new(),
     })
 }
 
@@ -450,6 +452,7 @@ async fn a_need_the_budget_cannot_cover_is_refused_at_once_with_what_is_left() {
                 has_limit_usd: true,
                 limit_tokens: 0,
                 has_limit_tokens: false,
+                keys: vec![],
             })),
         },
     ]);
@@ -607,6 +610,7 @@ async fn cluster_wide_80_percent_flips_to_the_downgrade_target() {
         has_limit_usd: true,
         limit_tokens: 0,
         has_limit_tokens: false,
+        keys: vec![],
     }));
     tokio::time::sleep(Duration::from_millis(300)).await;
     let r = sc.anthropic(sonnet, &[]).await;

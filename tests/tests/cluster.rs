@@ -203,6 +203,7 @@ impl WireSidecar {
                 namespace: "team".into(),
                 name: "cap".into(),
                 period_start_unix: today(),
+                key: String::new(),
             }],
             pod_name: format!("load-{}", self.id),
             ..Default::default()
@@ -626,4 +627,311 @@ async fn crossing_80_percent_flips_every_sidecar_to_the_downgrade_target() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// The per-key spend of `key` in budget `cap`, as the operator's status
+/// holds it (pico-USD; 0 before any).
+fn key_picos(cluster: &Cluster, key: &str) -> i128 {
+    let path = cluster
+        .dir
+        .path()
+        .join("state/status/tokenbudgets/team.cap.json");
+    let Some(status) = std::fs::read(path)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+    else {
+        return 0;
+    };
+    status["ledger"]["keys"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|k| k["name"] == key)
+        .map_or(0, |k| k["picos"].as_str().unwrap().parse().unwrap())
+}
+
+/// Wait until the operator counted `want` pico-USD for `key` and every
+/// sidecar in `sidecars` learned the budget's cluster-wide spend since.
+async fn key_reported(cluster: &Cluster, key: &str, want: i128, sidecars: &[&Sidecar]) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut told = key_picos(cluster, key) == want;
+        let spent = if told {
+            cluster.spent_picos("team.cap")
+        } else {
+            -1
+        };
+        for s in sidecars {
+            let l = s.ledger().await;
+            let seen = l["budgets"][0]["cluster"]["spent_usd"]
+                .as_str()
+                .map(decimal_picos);
+            told &= seen == Some(spent);
+        }
+        if told {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the key's spend never reached the operator and the sidecars"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn cost_picos(headers: &http::HeaderMap) -> i128 {
+    decimal_picos(headers["x-tokenwarden-cost-usd"].to_str().unwrap())
+}
+
+/// A pico-USD integer written as a string (the status ledger).
+fn decimal_picos_raw(v: &serde_json::Value) -> i128 {
+    v.as_str().unwrap().parse().unwrap()
+}
+
+/// `"0.008011"` (USD) → pico-USD.
+fn decimal_picos(s: &str) -> i128 {
+    let (int, frac) = s.split_once('.').unwrap_or((s, ""));
+    let frac = format!("{frac:0<12}");
+    int.parse::<i128>().unwrap() * 1_000_000_000_000 + frac.parse::<i128>().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_per_key_cap_holds_across_two_sidecars_and_other_keys_keep_working() {
+    let fake = FakeProvider::start(FakeConfig::default()).await.unwrap();
+    // Each request: worst case ~$0.0101, costs ~$0.0080 (800 output
+    // tokens at $10/M). Three fit the key's $0.03; a fourth does not.
+    let cluster = Cluster::start(&objects(
+        &fake,
+        "  limit: {usd: \"1.00\"}\n  perKey:\n    by: {header: x-agent-session}\n    limit: {usd: \"0.03\"}",
+    ));
+    let a = cluster.sidecar("a", "team", "app=load");
+    let b = cluster.sidecar("b", "team", "app=load");
+    let session = |s: &'static str| [("x-fake-output-tokens", "800"), ("x-agent-session", s)];
+    // The session alternates between the two pods; each pod learns what
+    // the other spent through the operator.
+    let mut spent = 0i128;
+    let mut ok = 0;
+    let mut refused = None;
+    for i in 0..6 {
+        let (me, other) = if i % 2 == 0 { (&a, &b) } else { (&b, &a) };
+        let r = me
+            .openai(
+                "/v1/chat/completions",
+                &request("tw-test", 1000),
+                &session("sess-x"),
+            )
+            .await;
+        if r.status != 200 {
+            refused = Some((i, r));
+            break;
+        }
+        ok += 1;
+        spent += cost_picos(&r.headers);
+        key_reported(&cluster, "sess-x", spent, &[me, other]).await;
+    }
+    let (i, r) = refused.expect("the key's cap refused a request");
+    assert_eq!(
+        (ok, i),
+        (3, 3),
+        "three requests fit $0.03, the fourth does not"
+    );
+    assert_eq!(r.status, 429);
+    assert_eq!(r.header("x-tokenwarden-error"), Some("key_limit"));
+    let msg = r.json()["error"]["message"].as_str().unwrap().to_string();
+    assert!(
+        msg.starts_with(
+            "TokenBudget team/cap key \"sess-x\" cannot cover this request: spent $0.024"
+        ) && msg.contains("of its $0.03 per-key limit this Daily period across all pods"),
+        "{msg}"
+    );
+    // Exact: the operator's per-key ledger is what the provider billed,
+    // under the key's cap, and the refused request was never billed.
+    assert_eq!(key_picos(&cluster, "sess-x"), spent);
+    assert_eq!(billed_picos(&fake), spent);
+    assert!(spent <= 30_000_000_000, "{spent}");
+    // Whichever pod it tries, the session stays capped.
+    let (status, error, _) = a
+        .chat_with_error(&request("tw-test", 1000), &session("sess-x"))
+        .await;
+    assert_eq!((status, error.as_str()), (429, "key_limit"));
+
+    // Another session on the same pods is unaffected.
+    let r = b
+        .openai(
+            "/v1/chat/completions",
+            &request("tw-test", 1000),
+            &session("sess-y"),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    let y = cost_picos(&r.headers);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while key_picos(&cluster, "sess-y") != y {
+        assert!(Instant::now() < deadline, "sess-y never counted");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(settle(&cluster, "team.cap", &fake).await, spent + y);
+    let status = cluster.status("team.cap");
+    assert_eq!(status["topKeys"][0]["name"], "sess-x", "{status}");
+    assert_eq!(status["topKeys"][0]["requests"], 3);
+    // The operator's /ledger has every key's cluster-wide spend.
+    let (code, text) =
+        tokenwarden_tests::probe::http_get(cluster.operator.admin_addr(), "/ledger").unwrap();
+    assert_eq!(code, 200, "{text}");
+    let ledger: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let per_key = &ledger["budgets"][0]["per_key"];
+    assert_eq!(per_key["by"], "header x-agent-session");
+    assert_eq!(per_key["limit_usd"], "0.03");
+    assert_eq!(per_key["keys"][0]["key"], "sess-x");
+    assert_eq!(
+        decimal_picos(per_key["keys"][0]["spent_usd"].as_str().unwrap()),
+        spent
+    );
+    assert_eq!(per_key["keys"][1]["key"], "sess-y");
+    assert_eq!(
+        decimal_picos(per_key["keys"][1]["spent_usd"].as_str().unwrap()),
+        y
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_per_key_burst_on_two_sidecars_at_once_cannot_pass_the_key_s_cap() {
+    let fake = FakeProvider::start(FakeConfig::default()).await.unwrap();
+    let cluster = Cluster::start(&objects(
+        &fake,
+        "  limit: {usd: \"1.00\"}\n  perKey:\n    by: {header: x-agent-session}\n    limit: {usd: \"0.03\"}",
+    ));
+    let sidecars = [
+        cluster.sidecar("a", "team", "app=load"),
+        cluster.sidecar("b", "team", "app=load"),
+    ];
+    // 10 concurrent requests of one session on each pod, none of them
+    // knowing what the other spent: each reserves its worst case (~$0.0101)
+    // from its lease of the key, and the leases of the key never add up
+    // past $0.03: at most two in flight at once, three once one settled
+    // (~$0.008 each), however they are split between the pods.
+    let body = request("tw-test", 1000);
+    let headers = [
+        ("x-fake-output-tokens", "800"),
+        ("x-agent-session", "burst"),
+    ];
+    let mut tasks = Vec::new();
+    for s in &sidecars {
+        for _ in 0..10 {
+            tasks.push(s.openai("/v1/chat/completions", &body, &headers));
+        }
+    }
+    let replies = futures_util::future::join_all(tasks).await;
+    let ok = replies.iter().filter(|r| r.status == 200).count();
+    for r in replies.iter().filter(|r| r.status != 200) {
+        assert_eq!(r.status, 429, "{}", r.text());
+        let error = r.header("x-tokenwarden-error").unwrap_or_default();
+        assert!(
+            ["key_limit", "lease"].contains(&error),
+            "{error}: {}",
+            r.text()
+        );
+    }
+    assert!((1..=3).contains(&ok), "{ok} requests passed");
+    let spent = settle(&cluster, "team.cap", &fake).await;
+    assert_eq!(key_picos(&cluster, "burst"), spent);
+    assert!(spent <= 30_000_000_000, "{spent}");
+    // The key's lease pool is in the status: its spend, and what each pod
+    // was granted of it (never more, together, than the key's limit).
+    let status = cluster.status("team.cap");
+    let pool = status["ledger"]["keyLeases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["key"] == "burst")
+        .unwrap_or_else(|| panic!("{status}"))
+        .clone();
+    assert_eq!(decimal_picos_raw(&pool["spentPicos"]), spent);
+    let granted: i128 = pool["sidecars"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| decimal_picos_raw(&s["grantedPicos"]))
+        .sum();
+    assert!(granted <= 30_000_000_000, "{pool}");
+    // Another session is unaffected.
+    let r = sidecars[1]
+        .openai(
+            "/v1/chat/completions",
+            &body,
+            &[
+                ("x-fake-output-tokens", "800"),
+                ("x-agent-session", "other"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_restarted_operator_remembers_what_a_key_spent() {
+    let fake = FakeProvider::start(FakeConfig::default()).await.unwrap();
+    let mut cluster = Cluster::start(&objects(
+        &fake,
+        "  limit: {usd: \"1.00\"}\n  perKey:\n    by: {header: x-agent-session}\n    limit: {usd: \"0.03\"}",
+    ));
+    let a = cluster.sidecar("a", "team", "app=load");
+    let b = cluster.sidecar("b", "team", "app=load");
+    let session = [
+        ("x-fake-output-tokens", "800"),
+        ("x-agent-session", "sess-r"),
+    ];
+    let mut spent = 0;
+    for _ in 0..2 {
+        let r = a
+            .openai("/v1/chat/completions", &request("tw-test", 1000), &session)
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        spent += cost_picos(&r.headers);
+    }
+    key_reported(&cluster, "sess-r", spent, &[&a, &b]).await;
+    // kill -9 and a new operator: it resumes the key's spend and leases
+    // from the status, so the key still has one request of room, not three.
+    cluster.operator.kill9();
+    cluster.start_operator();
+    let mut more = 0;
+    let mut refused = None;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for _ in 0..3 {
+        let mut r = b
+            .openai("/v1/chat/completions", &request("tw-test", 1000), &session)
+            .await;
+        // Until b is back in session with the new operator, failMode
+        // Closed refuses (nothing is billed).
+        while r.header("x-tokenwarden-error") == Some("fail_closed") {
+            assert!(Instant::now() < deadline, "b never reconnected");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            r = b
+                .openai("/v1/chat/completions", &request("tw-test", 1000), &session)
+                .await;
+        }
+        if r.status != 200 {
+            refused = Some(r);
+            break;
+        }
+        more += 1;
+        spent += cost_picos(&r.headers);
+    }
+    assert_eq!(
+        more,
+        1,
+        "one more request fits the key's $0.03: {:?}",
+        refused.as_ref().map(|r| r.text())
+    );
+    let r = refused.expect("the key's cap refused a request");
+    assert_eq!(r.status, 429);
+    assert_eq!(
+        r.header("x-tokenwarden-error"),
+        Some("key_limit"),
+        "{}",
+        r.text()
+    );
+    assert_eq!(settle(&cluster, "team.cap", &fake).await, spent);
+    assert_eq!(key_picos(&cluster, "sess-r"), spent);
+    assert!(spent <= 30_000_000_000, "{spent}");
 }

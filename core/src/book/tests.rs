@@ -19,6 +19,7 @@ fn cfg(limit: &str) -> BudgetConfig {
         loop_guard: None,
         fail_mode: FailMode::Closed,
         shadow: false,
+        per_key: None,
     }
 }
 
@@ -59,6 +60,7 @@ fn rec(seq: u64, cost: &str, model: &str) -> UsageRecord {
         budgets: vec![BudgetPeriodRef {
             budget: ObjectRef::new("ns", "team"),
             period_start: at("2026-11-22T00:00:00Z"),
+            key: None,
         }],
         intent: None,
         cache: Default::default(),

@@ -97,6 +97,10 @@ impl UsageRecord {
             push_str(out, &b.budget.name);
             out.extend_from_slice(b"},\"period_start\":");
             push_display(out, &b.period_start);
+            if let Some(k) = &b.key {
+                out.extend_from_slice(b",\"key\":");
+                push_str(out, k);
+            }
             out.push(b'}');
         }
         out.push(b']');
@@ -264,12 +268,13 @@ mod tests {
     }
 
     fn record() -> impl Strategy<Value = UsageRecord> {
-        let budget = (text(), text(), timestamp()).prop_map(|(namespace, name, period_start)| {
-            BudgetPeriodRef {
+        let budget = (text(), text(), timestamp(), proptest::option::of(text())).prop_map(
+            |(namespace, name, period_start, key)| BudgetPeriodRef {
                 budget: ObjectRef { namespace, name },
                 period_start,
-            }
-        });
+                key,
+            },
+        );
         (
             (
                 any::<u64>(),
@@ -403,6 +408,7 @@ mod tests {
             budgets: vec![BudgetPeriodRef {
                 budget: ObjectRef::new("bench", "bench-budget"),
                 period_start: "2026-12-02T00:00:00Z".parse().unwrap(),
+                key: None,
             }],
             intent: None,
             cache: Default::default(),

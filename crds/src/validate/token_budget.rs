@@ -5,7 +5,10 @@ use tokenwarden_core::{
     compile::BudgetInput,
     money::Usd,
     period::{self, Period},
-    workload::{BudgetConfig, DowngradeTarget, FailMode, LoopGuard, Threshold, ThresholdAction},
+    workload::{
+        BudgetConfig, DEFAULT_MAX_KEYS, DowngradeTarget, FailMode, KeySource, LoopGuard,
+        MAX_MAX_KEYS, PerKeyConfig, Threshold, ThresholdAction,
+    },
 };
 
 use super::{
@@ -13,7 +16,7 @@ use super::{
     fields::{Errors, MAX_WINDOW_MS, duration, object_ref, selector, usd},
 };
 use crate::token_budget::{
-    self, BudgetLimit, BudgetPeriod, DowngradeSpec, LoopGuardSpec, ThresholdActionKind,
+    self, BudgetLimit, BudgetPeriod, DowngradeSpec, LoopGuardSpec, PerKeySpec, ThresholdActionKind,
     ThresholdSpec, TokenBudget,
 };
 
@@ -41,7 +44,7 @@ impl TokenBudget {
         if let Err(err) = period::time_zone(&time_zone) {
             e.push("spec.timeZone", err.to_string());
         }
-        let (limit_usd, limit_tokens) = limit(&mut e, &spec.limit);
+        let (limit_usd, limit_tokens) = limit(&mut e, "spec.limit", &spec.limit);
         let thresholds = thresholds(&mut e, &spec.thresholds);
         let per_request_cap_usd = spec
             .per_request_max_usd
@@ -51,6 +54,7 @@ impl TokenBudget {
             .loop_guard
             .as_ref()
             .and_then(|lg| loop_guard(&mut e, lg));
+        let per_key = spec.per_key.as_ref().and_then(|pk| per_key(&mut e, pk));
 
         let object = format!("TokenBudget {source}");
         let input = BudgetInput {
@@ -75,30 +79,136 @@ impl TokenBudget {
                     token_budget::FailMode::Open => FailMode::Open,
                 },
                 shadow: spec.shadow.unwrap_or(false),
+                per_key,
             },
         };
         e.finish(object, input)
     }
 }
 
-/// `spec.limit`: the USD and token limits (at least one).
-fn limit(e: &mut Errors, limit: &BudgetLimit) -> (Option<Usd>, Option<u64>) {
+/// `spec.limit` (or `spec.perKey.limit` at `path`): the USD and token
+/// limits (at least one).
+fn limit(e: &mut Errors, path: &str, limit: &BudgetLimit) -> (Option<Usd>, Option<u64>) {
     let limit_usd = limit
         .usd
         .as_deref()
-        .and_then(|s| usd(e, "spec.limit.usd", s));
+        .and_then(|s| usd(e, &format!("{path}.usd"), s));
     let limit_tokens = match limit.tokens {
         Some(t) if !(1..=1_000_000_000_000).contains(&t) => {
-            e.push("spec.limit.tokens", "must be between 1 and 1000000000000");
+            e.push(
+                format!("{path}.tokens"),
+                "must be between 1 and 1000000000000",
+            );
             None
         }
         Some(t) => u64::try_from(t).ok(),
         None => None,
     };
     if limit.usd.is_none() && limit.tokens.is_none() {
-        e.push("spec.limit", "limit needs at least one of usd or tokens");
+        e.push(path, "limit needs at least one of usd or tokens");
     }
     (limit_usd, limit_tokens)
+}
+
+/// Request headers a per-key budget may not key on: hop-by-hop headers
+/// (RFC 9110 §7.6.1, and those a proxy rewrites) and credentials, whose
+/// values must never become a key in the ledger (`apiKeyHash` hashes
+/// credentials instead).
+const FORBIDDEN_KEY_HEADERS: [&str; 17] = [
+    "authorization",
+    "proxy-authorization",
+    "x-api-key",
+    "api-key",
+    "x-goog-api-key",
+    "cookie",
+    "set-cookie",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "host",
+    "content-length",
+    "content-type",
+];
+
+/// `spec.perKey`: exactly one key source, the per-key limit, `maxKeys`.
+fn per_key(e: &mut Errors, pk: &PerKeySpec) -> Option<PerKeyConfig> {
+    let by = &pk.by;
+    let chosen = [
+        by.header.is_some(),
+        by.pod.is_some(),
+        by.api_key_hash.is_some(),
+    ];
+    let by = match chosen {
+        [true, false, false] => key_header(e, by.header.as_deref().unwrap_or_default()),
+        [false, true, false] => Some(KeySource::Pod),
+        [false, false, true] => Some(KeySource::ApiKeyHash),
+        _ => {
+            e.push(
+                "spec.perKey.by",
+                "by needs exactly one of header, pod or apiKeyHash",
+            );
+            None
+        }
+    };
+    let (limit_usd, limit_tokens) = limit(e, "spec.perKey.limit", &pk.limit);
+    let max_keys = match pk.max_keys {
+        None => DEFAULT_MAX_KEYS,
+        Some(n) => match u32::try_from(n) {
+            Ok(n) if (1..=MAX_MAX_KEYS).contains(&n) => n,
+            _ => {
+                e.push(
+                    "spec.perKey.maxKeys",
+                    format!("must be between 1 and {MAX_MAX_KEYS}"),
+                );
+                return None;
+            }
+        },
+    };
+    Some(PerKeyConfig {
+        by: by?,
+        limit_usd,
+        limit_tokens,
+        max_keys,
+    })
+}
+
+/// `spec.perKey.by.header`: an HTTP field name (RFC 9110 §5.1, restricted
+/// to letters, digits, `-`, `_` and `.`), not hop-by-hop, not a credential,
+/// kept lower-case (field names are case-insensitive).
+fn key_header(e: &mut Errors, name: &str) -> Option<KeySource> {
+    let path = "spec.perKey.by.header";
+    let valid = !name.is_empty()
+        && name.len() <= 64
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if !valid {
+        e.push(
+            path,
+            format!(
+                "{name:?} is not a header name (1-64 letters, digits, '-', '_' or '.', \
+                 starting with a letter or digit)"
+            ),
+        );
+        return None;
+    }
+    let lower = name.to_ascii_lowercase();
+    if FORBIDDEN_KEY_HEADERS.contains(&lower.as_str()) {
+        e.push(
+            path,
+            format!(
+                "{name:?} cannot be a key: it is a credential or hop-by-hop header \
+                 (to key by the app's API key, use apiKeyHash: {{}})"
+            ),
+        );
+        return None;
+    }
+    Some(KeySource::Header(lower))
 }
 
 /// `spec.thresholds`, strictly ascending by percent.

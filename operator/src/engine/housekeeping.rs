@@ -53,7 +53,8 @@ impl Engine {
             events.extend(keep_book(id, slot, &connected, lifetimes, now));
             let state = slot.book.budget_state();
             let pct = slot.book.percent_spent();
-            let spent = slot.book.totals().spent;
+            // Tokens too: a per-key token limit needs them when no USD moved.
+            let spent = (slot.book.totals().spent, slot.book.totals().tokens());
             if slot.broadcast != Some((pct, state, spent)) {
                 slot.broadcast = Some((pct, state, spent));
                 broadcasts.push(id.clone());
@@ -145,6 +146,7 @@ fn keep_book(
         let view = slot.book.grant(&sidecar, LeaseAsk::default(), now, ttl);
         let grant = Grant {
             budget: id.clone(),
+            key: String::new(),
             view,
             request_id: 0,
         };
@@ -153,7 +155,65 @@ fn keep_book(
     }
     let sidecars_known: BTreeSet<String> = connected.keys().cloned().collect();
     slot.book.prune(|s| sidecars_known.contains(s));
+    if event.is_some() {
+        // A new period: keys start over; a pool stays only while a request
+        // waits on it or a grant of it is to be sent.
+        slot.keys
+            .retain(|_, kp| !kp.waiters.is_empty() || !kp.pending_grants.is_empty());
+    }
+    keep_key_pools(id, slot, connected, &sidecars_known, lifetimes, now);
     event
+}
+
+/// [`keep_book`] for the lease pools of a budget's per-key keys: roll,
+/// reclaim expired leases, renew connected sidecars' leases, forget
+/// sidecars gone. A change bumps the budget's book (its status carries
+/// the pools), and renewals wait for that write.
+fn keep_key_pools(
+    id: &ObjectRef,
+    slot: &mut BookSlot,
+    connected: &BTreeMap<String, SessionId>,
+    sidecars_known: &BTreeSet<String>,
+    lifetimes: Lifetimes,
+    now: Timestamp,
+) {
+    let ttl = lifetimes.ttl;
+    let mut changed = false;
+    let mut renewals = Vec::new();
+    for (key, kp) in &mut slot.keys {
+        let before = kp.book.generation();
+        kp.book.roll(now);
+        kp.book.reclaim(now, lifetimes.grace);
+        let renew: Vec<(String, SessionId)> = kp
+            .book
+            .sidecars()
+            .iter()
+            .filter(|(_, e)| e.expires_ms != 0 && e.expires_ms - now.as_millisecond() < ttl / 2)
+            .filter_map(|(sid, _)| connected.get(sid).map(|s| (sid.clone(), *s)))
+            .collect();
+        for (sidecar, session) in renew {
+            let view = kp.book.grant(&sidecar, LeaseAsk::default(), now, ttl);
+            renewals.push((key.clone(), session, view));
+        }
+        kp.book.prune(|s| sidecars_known.contains(s));
+        changed |= kp.book.generation() != before;
+    }
+    if !changed {
+        return;
+    }
+    slot.book.bump();
+    let generation = slot.book.generation();
+    for (key, session, view) in renewals {
+        if let Some(kp) = slot.keys.get_mut(&key) {
+            let grant = Grant {
+                budget: id.clone(),
+                key,
+                view,
+                request_id: 0,
+            };
+            kp.pending_grants.push((session, generation, grant));
+        }
+    }
 }
 
 /// The Event for a budget whose state or active threshold changed since

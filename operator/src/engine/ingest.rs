@@ -77,9 +77,19 @@ impl Engine {
         }
         self.ack(id);
         // The spend grew: requests waiting on a recall may have become
-        // impossible.
+        // impossible (in the budget's pool or a key's).
         for b in &books {
-            self.answer_unmet_waiters(b);
+            self.answer_unmet_waiters(b, "", now);
+            let keys: Vec<String> = self.books.get(b).map_or_else(Vec::new, |slot| {
+                slot.keys
+                    .iter()
+                    .filter(|(_, kp)| !kp.waiters.is_empty())
+                    .map(|(k, _)| k.clone())
+                    .collect()
+            });
+            for k in keys {
+                self.answer_unmet_waiters(b, &k, now);
+            }
         }
     }
 
@@ -111,6 +121,21 @@ impl Engine {
             let applied = slot.book.apply(sidecar, workload, p.period_start, rec, now);
             if !outcome.note(applied) {
                 self.metrics.records_late.inc();
+            }
+            // The key's lease pool counts it too (a pool made now starts
+            // from the budget's count of the key, this record included).
+            if applied == Applied::Counted
+                && let Some(key) = p.key.as_deref()
+            {
+                match slot.keys.get_mut(key) {
+                    Some(kp) => {
+                        kp.book.apply(sidecar, workload, p.period_start, rec, now);
+                        slot.book.bump();
+                    }
+                    None => {
+                        let _ = slot.pool(key, now);
+                    }
+                }
             }
             touched.insert(Sink::Budget(p.budget.clone()));
         }

@@ -54,9 +54,11 @@ pub(super) enum Inbound {
     },
     /// A batch of usage records.
     Usage(Vec<IncomingRecord>),
-    /// A lease request.
+    /// A lease request (`key`: a per-key key's lease, empty: the
+    /// budget's own).
     LeaseRequest {
         budget: ObjectRef,
+        key: String,
         ask: LeaseAsk,
         request_id: u64,
     },
@@ -68,6 +70,8 @@ pub(super) enum Inbound {
 #[derive(Debug)]
 pub(super) struct Release {
     pub(super) budget: ObjectRef,
+    /// The per-key key of the lease (empty: the budget's own).
+    pub(super) key: String,
     /// The period the lease is of (a release for another is ignored).
     pub(super) period_start_unix: i64,
     /// The lease version the sidecar saw.
@@ -101,6 +105,7 @@ impl From<In> for Inbound {
             ),
             In::LeaseRequest(req) => Inbound::LeaseRequest {
                 budget: ObjectRef::new(&req.budget_namespace, &req.budget_name),
+                key: req.key,
                 ask: LeaseAsk {
                     want: usd(req.want_picos),
                     want_tokens: req.want_tokens,
@@ -111,6 +116,7 @@ impl From<In> for Inbound {
             },
             In::LeaseRelease(rel) => Inbound::LeaseRelease(Release {
                 budget: ObjectRef::new(&rel.budget_namespace, &rel.budget_name),
+                key: rel.key,
                 period_start_unix: rel.period_start_unix,
                 version: rel.version,
                 keep: usd(rel.keep_picos),
@@ -132,6 +138,8 @@ pub(super) struct BudgetSnapshot {
     state: &'static str,
     limit_usd: Option<Usd>,
     limit_tokens: Option<u64>,
+    /// Per-key spend (`spec.perKey`): key, USD, tokens.
+    keys: Vec<(String, Usd, u64)>,
 }
 
 impl BudgetSnapshot {
@@ -149,6 +157,12 @@ impl BudgetSnapshot {
             state: book.budget_state().as_str(),
             limit_usd: cfg.limit_usd,
             limit_tokens: cfg.limit_tokens,
+            keys: book
+                .totals()
+                .keys
+                .iter()
+                .map(|(k, t)| (k.clone(), t.spent, t.tokens()))
+                .collect(),
         }
     }
 }
@@ -158,6 +172,8 @@ impl BudgetSnapshot {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct Grant {
     pub(super) budget: ObjectRef,
+    /// The per-key key of the lease (empty: the budget's own).
+    pub(super) key: String,
     pub(super) view: LeaseView,
     /// The request it answers (0: none, a renewal or a state change).
     pub(super) request_id: u64,
@@ -175,6 +191,7 @@ pub(super) enum Outbound {
     /// A need the budget cannot cover this period.
     Unmet {
         budget: ObjectRef,
+        key: String,
         unmet: Unmet,
         request_id: u64,
     },
@@ -187,6 +204,7 @@ pub(super) enum Outbound {
     /// Give unused lease back.
     Recall {
         budget: ObjectRef,
+        key: String,
         period_start: Timestamp,
         version: u64,
         reason: String,
@@ -212,9 +230,11 @@ impl From<Outbound> for OperatorMessage {
             Outbound::Grant(g) => Out::LeaseGrant(grant(g)),
             Outbound::Unmet {
                 budget,
+                key,
                 unmet,
                 request_id,
             } => Out::LeaseUnmet(pb::LeaseUnmet {
+                key,
                 budget_namespace: budget.namespace,
                 budget_name: budget.name,
                 period_start_unix: unmet.period_start.as_second(),
@@ -237,10 +257,12 @@ impl From<Outbound> for OperatorMessage {
             }),
             Outbound::Recall {
                 budget,
+                key,
                 period_start,
                 version,
                 reason,
             } => Out::LeaseRecall(pb::LeaseRecall {
+                key,
                 budget_namespace: budget.namespace,
                 budget_name: budget.name,
                 period_start_unix: period_start.as_second(),
@@ -273,6 +295,15 @@ fn budget_status(s: BudgetSnapshot) -> pb::BudgetStatus {
         has_limit_usd: s.limit_usd.is_some(),
         limit_tokens: s.limit_tokens.unwrap_or(0),
         has_limit_tokens: s.limit_tokens.is_some(),
+        keys: s
+            .keys
+            .into_iter()
+            .map(|(key, usd, tokens)| pb::KeySpend {
+                key,
+                spent_picos: picos(usd),
+                spent_tokens: tokens,
+            })
+            .collect(),
     }
 }
 
@@ -293,5 +324,6 @@ fn grant(g: Grant) -> pb::LeaseGrant {
         limits_usd: v.limits_usd,
         limits_tokens: v.limits_tokens,
         version: v.version,
+        key: g.key,
     }
 }

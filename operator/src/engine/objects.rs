@@ -16,7 +16,7 @@ use tokenwarden_crds::TokenBudget;
 use super::{
     Engine, SessionId,
     messages::{BudgetSnapshot, Grant, Outbound},
-    state::BookSlot,
+    state::{BookSlot, KeyPool},
 };
 use crate::{
     source::{Identity, Objects},
@@ -76,21 +76,39 @@ impl Engine {
         now: Timestamp,
     ) {
         if let Some(slot) = self.books.get_mut(id) {
-            if slot.book.config() != &cfg
-                && let Err(e) = slot.book.reconfigure(cfg, now)
-            {
-                tracing::warn!(budget = %id, error = %e, "budget reconfigure failed");
+            if slot.book.config() != &cfg {
+                if let Err(e) = slot.book.reconfigure(cfg.clone(), now) {
+                    tracing::warn!(budget = %id, error = %e, "budget reconfigure failed");
+                }
+                // The keys' pools follow the per-key limits (none: gone).
+                match cfg.key_config() {
+                    Some(kc) => {
+                        for kp in slot.keys.values_mut() {
+                            let _ = kp.book.reconfigure(kc.clone(), now);
+                        }
+                    }
+                    None => slot.keys.clear(),
+                }
             }
             return;
         }
+        let key_cfg = cfg.key_config();
         let book = match status::book_state(budget.status.as_ref()) {
             Some(s) => Book::restore(cfg, now, s),
             None => Book::new(cfg, now),
         };
         match book {
             Ok(book) => {
-                self.books
-                    .insert(id.clone(), BookSlot::new(book, budget.status.clone()));
+                let mut slot = BookSlot::new(book, budget.status.clone());
+                // The keys' lease pools, as the status left them.
+                if let Some(kc) = key_cfg {
+                    for (key, state) in status::key_pool_states(budget.status.as_ref()) {
+                        if let Ok(b) = Book::restore(kc.clone(), now, state) {
+                            slot.keys.insert(key, KeyPool::new(b));
+                        }
+                    }
+                }
+                self.books.insert(id.clone(), slot);
             }
             Err(e) => {
                 tracing::warn!(budget = %id, error = %e, "budget period invalid");
@@ -157,6 +175,7 @@ impl Engine {
                 let st = BudgetSnapshot::of(b, &slot.book);
                 let grant = Grant {
                     budget: b.clone(),
+                    key: String::new(),
                     view: slot.book.lease(&sidecar),
                     request_id: 0,
                 };

@@ -69,6 +69,34 @@ fn budget_row(id: &ObjectRef, b: &Book) -> Value {
         "tokens": b.totals().tokens(),
         "state": b.budget_state().as_str(),
         "percent_spent": b.percent_spent(),
+        "per_key": per_key_row(b),
+    })
+}
+
+/// A budget split per key (`perKey`): its per-key limits and every key's
+/// cluster-wide spend this period, by spend; `null` without a split.
+fn per_key_row(b: &Book) -> Value {
+    let Some(pk) = b.config().per_key.as_ref() else {
+        return Value::Null;
+    };
+    let keys: Vec<Value> = tokenwarden_core::usage::top_keys(&b.totals().keys, usize::MAX)
+        .into_iter()
+        .map(|(key, t)| {
+            json!({
+                "key": key,
+                "spent_usd": t.spent.to_string(),
+                "tokens": t.tokens(),
+                "requests": t.requests,
+                "unpriced_requests": t.unpriced_requests,
+            })
+        })
+        .collect();
+    json!({
+        "by": pk.by.to_string(),
+        "limit_usd": pk.limit_usd.map(|l| l.to_string()),
+        "limit_tokens": pk.limit_tokens,
+        "max_keys": pk.max_keys,
+        "keys": keys,
     })
 }
 

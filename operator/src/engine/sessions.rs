@@ -82,6 +82,10 @@ impl Engine {
             for slot in self.books.values_mut() {
                 slot.pending_grants.retain(|(sid, _, _)| *sid != id);
                 slot.waiters.retain(|w| w.session != id);
+                for kp in slot.keys.values_mut() {
+                    kp.pending_grants.retain(|(sid, _, _)| *sid != id);
+                    kp.waiters.retain(|w| w.session != id);
+                }
             }
             self.metrics.sidecars.set(self.sessions.len() as i64);
             self.policy_statuses_dirty = true;
@@ -128,9 +132,10 @@ impl Engine {
             Inbound::Usage(records) => self.usage(id, records, now),
             Inbound::LeaseRequest {
                 budget,
+                key,
                 ask,
                 request_id,
-            } => self.lease_request(id, budget, ask, request_id, now),
+            } => self.lease_request(id, budget, &key, ask, request_id, now),
             Inbound::LeaseRelease(release) => self.lease_release(id, release, now),
         }
     }

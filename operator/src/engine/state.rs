@@ -2,7 +2,13 @@
 //! one per sidecar session and one per RoutingPolicy status; the session
 //! handle and the units of durability.
 
-use std::{collections::VecDeque, sync::Arc, time::Instant};
+use std::{
+    collections::{BTreeMap, VecDeque},
+    sync::Arc,
+    time::Instant,
+};
+
+use jiff::Timestamp;
 
 use tokenwarden_core::{
     book::{Book, LeaseAsk},
@@ -50,8 +56,8 @@ pub(super) struct BookSlot {
     pub(super) last_status: Option<TokenBudgetStatus>,
     /// Grants waiting for a write: (session, generation needed, grant).
     pub(super) pending_grants: Vec<(SessionId, u64, Grant)>,
-    /// Last cluster state broadcast: (percent, state, spent).
-    pub(super) broadcast: Option<(u64, State, Usd)>,
+    /// Last cluster state broadcast: (percent, state, (spent, tokens)).
+    pub(super) broadcast: Option<(u64, State, (Usd, u64))>,
     /// Last state for which an Event was recorded.
     pub(super) evented: Option<(State, Option<u8>)>,
     /// Write even if the generation did not move.
@@ -60,6 +66,52 @@ pub(super) struct BookSlot {
     pub(super) waiters: Vec<Waiter>,
     /// When this budget last recalled leases.
     pub(super) last_recall: Option<Instant>,
+    /// The lease pools of the budget's per-key keys (`spec.perKey`),
+    /// persisted with its status.
+    pub(super) keys: BTreeMap<String, KeyPool>,
+}
+
+/// The lease pool of one per-key key: a book kept against the key's limit
+/// (its spend and its sidecars' leases), with its waiting requests.
+pub(super) struct KeyPool {
+    pub(super) book: Book,
+    /// Grants waiting for the budget's status write: (session, budget
+    /// generation needed, grant).
+    pub(super) pending_grants: Vec<(SessionId, u64, Grant)>,
+    pub(super) waiters: Vec<Waiter>,
+    pub(super) last_recall: Option<Instant>,
+}
+
+/// A lease pool to serve from: the budget's own, or one key's. A change to
+/// a key's pool bumps the budget's book, so the status write that carries
+/// it is the one its grants wait for.
+pub(super) struct Pool<'a> {
+    pub(super) book: &'a mut Book,
+    pub(super) pending_grants: &'a mut Vec<(SessionId, u64, Grant)>,
+    pub(super) waiters: &'a mut Vec<Waiter>,
+    pub(super) last_recall: &'a mut Option<Instant>,
+    /// The budget's own book, for a key's pool.
+    parent: Option<&'a mut Book>,
+}
+
+impl Pool<'_> {
+    /// The budget generation whose write carries this pool as it is now.
+    pub(super) fn generation(&mut self) -> u64 {
+        match self.parent.as_deref_mut() {
+            Some(p) => {
+                p.bump();
+                p.generation()
+            }
+            None => self.book.generation(),
+        }
+    }
+}
+
+/// Most key lease pools a budget keeps: twice `maxKeys` (sidecars bound
+/// their keys on their own, so the union across pods can pass `maxKeys`),
+/// plus `(none)` and `(other)`. Past it, a new key's lease is refused.
+fn max_key_pools(max_keys: u32) -> usize {
+    2 * max_keys as usize + 2
 }
 
 impl BookSlot {
@@ -77,6 +129,75 @@ impl BookSlot {
             evented: None,
             // Write once so the status shows the period even when idle.
             force_write: true,
+            waiters: Vec::new(),
+            last_recall: None,
+            keys: BTreeMap::new(),
+        }
+    }
+
+    /// The lease pool of `key` (empty: the budget's own). A key's pool is
+    /// made on first use, with what the budget counted for the key this
+    /// period; `None` when the budget has no per-key split or keeps
+    /// [`max_key_pools`] keys already.
+    pub(super) fn pool(&mut self, key: &str, now: Timestamp) -> Option<Pool<'_>> {
+        if key.is_empty() {
+            return Some(Pool {
+                book: &mut self.book,
+                pending_grants: &mut self.pending_grants,
+                waiters: &mut self.waiters,
+                last_recall: &mut self.last_recall,
+                parent: None,
+            });
+        }
+        if !self.keys.contains_key(key) {
+            let cfg = self.book.config().key_config()?;
+            let max = self
+                .book
+                .config()
+                .per_key
+                .as_ref()
+                .map_or(0, |p| p.max_keys);
+            if self.keys.len() >= max_key_pools(max) {
+                return None;
+            }
+            let spent = self
+                .book
+                .totals()
+                .keys
+                .get(key)
+                .cloned()
+                .unwrap_or_default();
+            let state = tokenwarden_core::book::BookState {
+                period_start: self.book.window().start,
+                epoch: 1,
+                totals: tokenwarden_core::usage::Totals {
+                    spent: spent.spent,
+                    usage: spent.usage,
+                    requests: spent.requests,
+                    unpriced_requests: spent.unpriced_requests,
+                    ..Default::default()
+                },
+                ..Default::default()
+            };
+            let book = Book::restore(cfg, now, state).ok()?;
+            self.keys.insert(key.to_string(), KeyPool::new(book));
+        }
+        let kp = self.keys.get_mut(key)?;
+        Some(Pool {
+            book: &mut kp.book,
+            pending_grants: &mut kp.pending_grants,
+            waiters: &mut kp.waiters,
+            last_recall: &mut kp.last_recall,
+            parent: Some(&mut self.book),
+        })
+    }
+}
+
+impl KeyPool {
+    pub(super) fn new(book: Book) -> Self {
+        Self {
+            book,
+            pending_grants: Vec::new(),
             waiters: Vec::new(),
             last_recall: None,
         }

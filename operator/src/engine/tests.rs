@@ -303,6 +303,7 @@ impl Sidecar {
                 namespace: NS.into(),
                 name: BUDGET.into(),
                 period_start_unix: self.period_start_unix,
+                key: String::new(),
             }],
             ..UsageRecord::default()
         }

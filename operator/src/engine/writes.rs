@@ -55,7 +55,12 @@ impl Engine {
             return;
         }
         slot.force_write = false;
-        let st = status::budget_status(&slot.book, slot.last_status.as_ref(), now);
+        let st = status::budget_status(
+            &slot.book,
+            slot.keys.iter().map(|(k, kp)| (k, &kp.book)),
+            slot.last_status.as_ref(),
+            now,
+        );
         slot.writing = true;
         slot.last_write = Some(Instant::now());
         let generation = slot.book.generation();

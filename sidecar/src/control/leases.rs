@@ -14,6 +14,10 @@
 //! is unreachable and a lease is spent, expired or missing, the budget's
 //! `failMode` decides: `Closed` refuses, `Open` allows and records (the
 //! record is still spooled and reported).
+//!
+//! A budget split per key (`spec.perKey`) has one lease per key besides
+//! its own ([`LeaseId`]): a request of key `k` reserves from both, so a
+//! key's limit is a hard cap across pods like the budget's.
 
 use std::{
     collections::BTreeMap,
@@ -40,27 +44,50 @@ use tokio::sync::Notify;
 use super::Control;
 use crate::{error::ProxyError, metrics::Metrics, sync::lock};
 
+/// A lease: of a budget (`key` empty) or of one of its per-key keys.
+pub type LeaseId = (ObjectRef, String);
+
 /// Leases and cluster-wide budget status, by budget.
 #[derive(Debug, Default)]
 pub struct Leases {
-    inner: Mutex<BTreeMap<ObjectRef, LeaseClient>>,
+    inner: Mutex<BTreeMap<LeaseId, LeaseClient>>,
     status: Mutex<BTreeMap<ObjectRef, BudgetStatus>>,
     /// Woken on every grant, revocation and connection change.
     pub changed: Notify,
     next_id: AtomicU64,
 }
 
-/// One budget a request must reserve from.
+/// One lease a request must reserve from.
 #[derive(Debug, Clone)]
 pub struct Want {
     /// The budget.
     pub budget: ObjectRef,
+    /// The per-key key whose lease this is (empty: the budget's own).
+    pub key: String,
     /// What the local reservation held (worst case).
     pub held: Held,
     /// Start of the budget's current period (unix seconds).
     pub period_start_unix: i64,
     /// What to do without a control plane.
     pub fail_mode: FailMode,
+}
+
+// === impl Want ===
+
+impl Want {
+    /// The lease.
+    fn id(&self) -> LeaseId {
+        (self.budget.clone(), self.key.clone())
+    }
+
+    /// The budget, and the key if any, as refusals name them.
+    fn name(&self) -> String {
+        if self.key.is_empty() {
+            self.budget.to_string()
+        } else {
+            format!("{} key {:?}", self.budget, self.key)
+        }
+    }
 }
 
 fn amount(h: Held) -> Amount {
@@ -83,7 +110,10 @@ fn money(picos: i128) -> String {
 impl Leases {
     /// Apply a grant from the operator.
     pub fn grant(&self, g: &LeaseGrant, metrics: &Metrics) {
-        let id = ObjectRef::new(g.budget_namespace.clone(), g.budget_name.clone());
+        let id = (
+            ObjectRef::new(g.budget_namespace.clone(), g.budget_name.clone()),
+            g.key.clone(),
+        );
         let grant = Grant {
             epoch: g.epoch,
             amount_picos: i128::from(g.amount_picos),
@@ -101,8 +131,10 @@ impl Leases {
             let mut inner = lock(&self.inner);
             let l = inner.entry(id.clone()).or_default();
             l.apply(grant, g.request_id);
-            if let Ok(a) = l.available(now_ms(), g.period_start_unix) {
-                metrics.lease_available(&id.to_string(), a.picos);
+            if let Ok(a) = l.available(now_ms(), g.period_start_unix)
+                && id.1.is_empty()
+            {
+                metrics.lease_available(&id.0.to_string(), a.picos);
             }
         }
         self.changed.notify_waiters();
@@ -112,7 +144,10 @@ impl Leases {
     /// period: wake the waiting requests so those it applies to are
     /// refused at once.
     pub fn unmet(&self, u: &LeaseUnmet) {
-        let id = ObjectRef::new(u.budget_namespace.clone(), u.budget_name.clone());
+        let id = (
+            ObjectRef::new(u.budget_namespace.clone(), u.budget_name.clone()),
+            u.key.clone(),
+        );
         let verdict = Unmet {
             period_start_unix: u.period_start_unix,
             epoch: u.epoch,
@@ -131,7 +166,8 @@ impl Leases {
             },
         };
         tracing::debug!(
-            budget = %id,
+            budget = %id.0,
+            key = %id.1,
             request_id = u.request_id,
             remaining_picos = u.remaining_picos,
             remaining_tokens = u.remaining_tokens,
@@ -141,9 +177,16 @@ impl Leases {
         self.changed.notify_waiters();
     }
 
-    /// The lease of `budget` up to `epoch` is void.
+    /// The lease of `budget` up to `epoch` is void, and the leases of its
+    /// keys are dropped (a new grant starts them over).
     pub fn revoke(&self, budget: ObjectRef, epoch: u64) {
-        lock(&self.inner).entry(budget).or_default().revoke(epoch);
+        let mut inner = lock(&self.inner);
+        inner.retain(|(b, key), _| *b != budget || key.is_empty());
+        inner
+            .entry((budget, String::new()))
+            .or_default()
+            .revoke(epoch);
+        drop(inner);
         self.changed.notify_waiters();
     }
 
@@ -162,7 +205,7 @@ impl Leases {
     /// The lease of a budget as JSON for `/ledger`.
     pub fn describe(&self, budget: &ObjectRef, period_start_unix: i64) -> serde_json::Value {
         let inner = lock(&self.inner);
-        let Some(l) = inner.get(budget) else {
+        let Some(l) = inner.get(&(budget.clone(), String::new())) else {
             return serde_json::Value::Null;
         };
         let spent = l.spent();
@@ -181,26 +224,26 @@ impl Leases {
     }
 
     /// Replace a lease hold by the settled record `seq`.
-    pub fn settle(&self, budget: &ObjectRef, held: Held, seq: u64, period: i64, actual: Held) {
+    pub fn settle(&self, id: &LeaseId, held: Held, seq: u64, period: i64, actual: Held) {
         let mut inner = lock(&self.inner);
         inner
-            .entry(budget.clone())
+            .entry(id.clone())
             .or_default()
             .settle(amount(held), seq, period, amount(actual));
     }
 
     /// Give back a lease hold that spent nothing.
-    pub fn release(&self, budget: &ObjectRef, held: Held) {
-        if let Some(l) = lock(&self.inner).get_mut(budget) {
+    pub fn release(&self, id: &LeaseId, held: Held) {
+        if let Some(l) = lock(&self.inner).get_mut(id) {
             l.release(amount(held));
         }
         self.changed.notify_waiters();
     }
 
     /// Count an unacked record from the spool (after a restart).
-    pub fn record(&self, budget: &ObjectRef, seq: u64, period: i64, actual: Held) {
+    pub fn record(&self, id: &LeaseId, seq: u64, period: i64, actual: Held) {
         lock(&self.inner)
-            .entry(budget.clone())
+            .entry(id.clone())
             .or_default()
             .record(seq, period, amount(actual));
     }
@@ -214,18 +257,22 @@ impl Leases {
     /// The operator recalled unused lease (another sidecar needs the
     /// budget): lower the limit to what is spent or reserved, then tell it.
     pub fn recall(&self, control: &Control, r: &LeaseRecall) {
-        let id = ObjectRef::new(r.budget_namespace.clone(), r.budget_name.clone());
+        let id = (
+            ObjectRef::new(r.budget_namespace.clone(), r.budget_name.clone()),
+            r.key.clone(),
+        );
         let released = lock(&self.inner)
             .get_mut(&id)
             .and_then(|l| l.release_unused(r.period_start_unix));
         let Some((version, keep)) = released else {
             return;
         };
-        tracing::debug!(budget = %id, keep_usd = %money(keep.picos), "unused lease released");
+        tracing::debug!(budget = %id.0, key = %id.1, keep_usd = %money(keep.picos), "unused lease released");
         control.send(SidecarMessage {
             msg: Some(Msg::LeaseRelease(LeaseRelease {
-                budget_namespace: id.namespace,
-                budget_name: id.name,
+                budget_namespace: id.0.namespace,
+                budget_name: id.0.name,
+                key: id.1,
                 period_start_unix: r.period_start_unix,
                 version,
                 keep_picos: i64::try_from(keep.picos).unwrap_or(i64::MAX),
@@ -244,7 +291,7 @@ impl Leases {
         let now = now_ms();
         let mut inner = lock(&self.inner);
         for (i, w) in wants.iter().enumerate() {
-            let l = inner.entry(w.budget.clone()).or_default();
+            let l = inner.entry(w.id()).or_default();
             let need = blocked.contains(&i).then(|| amount(w.held));
             if let Some(more) = l.wants_more(now, w.period_start_unix, need.is_some()) {
                 // Ids increase: a `LeaseUnmet` for an id above the one a
@@ -262,6 +309,7 @@ impl Leases {
                         period_start_unix: w.period_start_unix,
                         need_picos: i64::try_from(need.picos).unwrap_or(i64::MAX),
                         need_tokens: need.tokens,
+                        key: w.key.clone(),
                     })),
                 });
             }
@@ -272,8 +320,8 @@ impl Leases {
 /// Outcome of the lease step of one request.
 #[derive(Debug, Default)]
 pub struct Reserved {
-    /// Budgets whose lease (or fail-open hold) holds the request.
-    pub leased: Vec<ObjectRef>,
+    /// Leases (or fail-open holds) that hold the request.
+    pub leased: Vec<LeaseId>,
 }
 
 /// Reserve from the lease of every budget in `wants` (all or nothing),
@@ -297,7 +345,7 @@ pub async fn reserve(
         let mut inner = lock(&control.leases.inner);
         for i in waiting {
             let w: &Want = &wants[i];
-            if let Some(l) = inner.get_mut(&w.budget) {
+            if let Some(l) = inner.get_mut(&w.id()) {
                 l.wait_end(amount(w.held));
             }
         }
@@ -366,7 +414,7 @@ fn try_reserve(
     let mut short: Vec<(usize, Shortfall)> = Vec::new();
     let mut inner = lock(&leases.inner);
     for (i, w) in wants.iter().enumerate() {
-        let l = inner.entry(w.budget.clone()).or_default();
+        let l = inner.entry(w.id()).or_default();
         if let Err(s) = l.try_reserve(now, w.period_start_unix, amount(w.held)) {
             short.push((i, s));
         }
@@ -380,13 +428,13 @@ fn try_reserve(
         drop(inner);
         leases.top_up(control, wants, &[]);
         return Ok(Tried::Reserved(Reserved {
-            leased: wants.iter().map(|w| w.budget.clone()).collect(),
+            leased: wants.iter().map(Want::id).collect(),
         }));
     }
     // Something does not fit: give back what did.
     for (i, w) in wants.iter().enumerate() {
         if !short.iter().any(|(j, _)| *j == i)
-            && let Some(l) = inner.get_mut(&w.budget)
+            && let Some(l) = inner.get_mut(&w.id())
         {
             l.release(amount(w.held));
         }
@@ -398,7 +446,7 @@ fn try_reserve(
     {
         let w = &wants[*i];
         let spent = inner
-            .get(&w.budget)
+            .get(&w.id())
             .map(LeaseClient::spent)
             .unwrap_or_default();
         metrics.lease_refusal(&w.budget.to_string(), RefusalReason::FailClosed.as_str());
@@ -409,11 +457,11 @@ fn try_reserve(
     for (i, _) in &short {
         let w = &wants[*i];
         let left = inner
-            .get(&w.budget)
+            .get(&w.id())
             .and_then(|l| l.cannot_cover(w.period_start_unix, amount(w.held), asked_after));
         if let Some(left) = left {
             drop(inner);
-            metrics.budget_block(&w.budget.to_string(), RefusalReason::Limit.as_str(), false);
+            metrics.budget_block(&w.budget.to_string(), unmet_reason(w).as_str(), false);
             return Err(unmet_refusal(leases, w, left));
         }
     }
@@ -423,19 +471,19 @@ fn try_reserve(
 /// The control plane is unreachable and every short budget fails open:
 /// hold the request in their leases anyway (counted and logged).
 fn hold_failing_open(
-    inner: &mut BTreeMap<ObjectRef, LeaseClient>,
+    inner: &mut BTreeMap<LeaseId, LeaseClient>,
     metrics: &Metrics,
     wants: &[Want],
     short: &[(usize, Shortfall)],
 ) {
     for (i, s) in short {
         let w = &wants[*i];
-        if let Some(l) = inner.get_mut(&w.budget) {
+        if let Some(l) = inner.get_mut(&w.id()) {
             l.hold(amount(w.held));
         }
         metrics.lease_fail_open(&w.budget.to_string());
         tracing::warn!(
-            budget = %w.budget,
+            budget = %w.name(),
             reason = %s.describe(),
             "control plane unreachable and no usable lease: failMode Open allows the request"
         );
@@ -449,7 +497,7 @@ fn begin_waiting(leases: &Leases, wants: &[Want], blocked: &[usize], waiting: &m
     for i in blocked {
         if !waiting.contains(i) {
             waiting.push(*i);
-            if let Some(l) = inner.get_mut(&wants[*i].budget) {
+            if let Some(l) = inner.get_mut(&wants[*i].id()) {
                 l.wait_begin(amount(wants[*i].held));
             }
         }
@@ -466,7 +514,7 @@ fn fail_closed_refusal(w: &Want, s: &Shortfall, spent: Amount) -> ProxyError {
              sidecar's lease cannot cover the request ({}; spent ${} this period, \
              worst-case cost ${}); failMode Closed refuses until the control plane \
              is back",
-            w.budget,
+            w.name(),
             s.describe(),
             money(spent.picos),
             w.held.cost
@@ -485,7 +533,7 @@ fn lease_refusal(
 ) -> ProxyError {
     let w = &wants[i];
     let inner = lock(&control.leases.inner);
-    let l = inner.get(&w.budget);
+    let l = inner.get(&w.id());
     let spent = l.map(LeaseClient::spent).unwrap_or_default();
     let granted = l.and_then(|l| l.grant().map(|g| g.amount_picos));
     drop(inner);
@@ -496,7 +544,7 @@ fn lease_refusal(
             "TokenBudget {}: this request's worst-case cost ${} does not fit this \
              sidecar's lease ({}; spent ${} of a ${} lease this period) and the \
              operator granted no more within {} ms",
-            w.budget,
+            w.name(),
             w.held.cost,
             s.describe(),
             money(spent.picos),
@@ -504,6 +552,16 @@ fn lease_refusal(
             control.lease_wait.as_millis()
         ),
         retry_after_secs: Some(1),
+    }
+}
+
+/// What a refusal for a need no lease can cover is: the key's limit for a
+/// key's lease, else the budget's.
+fn unmet_reason(w: &Want) -> RefusalReason {
+    if w.key.is_empty() {
+        RefusalReason::Limit
+    } else {
+        RefusalReason::KeyLimit
     }
 }
 
@@ -532,10 +590,10 @@ fn unmet_refusal(leases: &Leases, w: &Want, left: Amount) -> ProxyError {
         .and_then(|s| Timestamp::from_second(s.period_end_unix).ok())
         .filter(|end| *end > now);
     ProxyError::BudgetBlocked {
-        reason: RefusalReason::Limit,
+        reason: unmet_reason(w),
         message: format!(
             "TokenBudget {} cannot cover this request: {what}, so no lease can cover it{}",
-            w.budget,
+            w.name(),
             reset.map_or_else(|| ".".to_string(), |end| format!(". It resets at {end}.")),
         ),
         retry_after_secs: reset

@@ -115,9 +115,13 @@ pub struct Attempt {
     pub prompt_estimate: u64,
     /// Holds per budget (`None` for a shadow budget that would have refused).
     pub holds: Vec<(ObjectRef, Option<Held>)>,
-    /// Connected mode: budgets whose lease also holds this attempt's
-    /// reservation (the same amount as its entry in `holds`).
-    pub leased: Vec<ObjectRef>,
+    /// The per-key key (`spec.perKey`) of each budget split per key, as
+    /// the budget bounded it; the same for every attempt of the request.
+    pub keys: Vec<(ObjectRef, String)>,
+    /// Connected mode: the leases (a budget's, a key's) that also hold
+    /// this attempt's reservation (the same amount as its entry in
+    /// `holds`).
+    pub leased: Vec<crate::control::leases::LeaseId>,
     /// The attempt's intent in the durable ledger, once written.
     pub intent: Option<u64>,
     /// The prompt as sent, fingerprinted for the prefix-stability monitor
@@ -135,6 +139,15 @@ pub struct Attempt {
 // === impl Attempt ===
 
 impl Attempt {
+    /// The request's per-key key in `budget`, if the budget is split per
+    /// key.
+    pub fn key_of(&self, budget: &ObjectRef) -> Option<&str> {
+        self.keys
+            .iter()
+            .find(|(b, _)| b == budget)
+            .map(|(_, k)| k.as_str())
+    }
+
     /// The worst case of this attempt: `prompt` tokens (an upper bound) as
     /// uncached input plus `max_output` output tokens, and its cost with
     /// every prompt token at the dearest input rate of the target model

@@ -13,7 +13,7 @@ use tokenwarden_core::budget::{Ask, RefusalReason};
 
 use super::{
     attempt::{Attempt, Plan},
-    forward,
+    budget_key, forward,
 };
 use crate::{
     control::leases::{self, Want},
@@ -23,8 +23,9 @@ use crate::{
     sync::lock,
 };
 
-/// Once per request, before any attempt: the loop guard of every budget
-/// (a shadow budget only reports), then each budget's downgrade target.
+/// Once per request, before any attempt: the per-key key of every budget
+/// split per key, the loop guard of every budget (per key where split; a
+/// shadow budget only reports), then each budget's downgrade target.
 pub(super) fn screen(plan: &mut Plan<'_>, attempt: &mut Attempt) -> Result<(), ProxyError> {
     let (shared, active) = (plan.shared, plan.active);
     let mut budgets = lock(&shared.budgets);
@@ -32,7 +33,19 @@ pub(super) fn screen(plan: &mut Plan<'_>, attempt: &mut Attempt) -> Result<(), P
         let Some(state) = budgets.get_mut(&b.source) else {
             continue;
         };
-        if let Err(refusal) = state.check_loop(plan.now, plan.digest) {
+        let key = b.per_key.as_ref().and_then(|pk| {
+            let raw = budget_key::raw_key(
+                &pk.by,
+                &b.source,
+                plan.app_headers,
+                &shared.options.pod_name,
+            );
+            state.key_for(plan.now, raw.as_deref())
+        });
+        if let Some(k) = &key {
+            attempt.keys.push((b.source.clone(), k.clone()));
+        }
+        if let Err(refusal) = state.check_loop_for(plan.now, plan.digest, key.as_deref()) {
             shared
                 .metrics
                 .budget_block(&b.source.to_string(), refusal.reason.as_str(), b.shadow);
@@ -213,23 +226,34 @@ async fn reserve_leases(
 }
 
 /// What the leases must hold for this attempt: every enforcing budget's
-/// reservation, in its current period.
+/// reservation, in its current period, in the budget's lease and, for a
+/// budget split per key, in its key's lease too.
 fn lease_wants(shared: &Shared, attempt: &Attempt) -> Vec<Want> {
     let budgets = lock(&shared.budgets);
-    attempt
-        .holds
-        .iter()
-        .filter_map(|(id, held)| {
-            let held = (*held)?;
-            let state = budgets.get(id)?;
-            (!state.config().shadow).then(|| Want {
-                budget: id.clone(),
-                held,
-                period_start_unix: state.window().start.as_second(),
-                fail_mode: state.config().fail_mode,
-            })
-        })
-        .collect()
+    let mut wants = Vec::new();
+    for (id, held) in &attempt.holds {
+        let (Some(held), Some(state)) = (*held, budgets.get(id)) else {
+            continue;
+        };
+        if state.config().shadow {
+            continue;
+        }
+        let want = Want {
+            budget: id.clone(),
+            key: String::new(),
+            held,
+            period_start_unix: state.window().start.as_second(),
+            fail_mode: state.config().fail_mode,
+        };
+        if let Some(key) = attempt.key_of(id) {
+            wants.push(Want {
+                key: key.to_string(),
+                ..want.clone()
+            });
+        }
+        wants.push(want);
+    }
+    wants
 }
 
 /// Give back every local hold of the attempt (it will not be forwarded).
@@ -238,7 +262,7 @@ fn release_holds(shared: &Shared, attempt: &mut Attempt) {
     let mut budgets = lock(&shared.budgets);
     for (id, held) in holds {
         if let (Some(state), Some(h)) = (budgets.get_mut(&id), held) {
-            state.release(h);
+            state.release_for(h, attempt.key_of(&id));
         }
     }
     drop(budgets);
@@ -250,10 +274,11 @@ fn release_holds(shared: &Shared, attempt: &mut Attempt) {
 pub(super) fn release_unforwarded(shared: &Shared, attempt: &mut Attempt) {
     if let Some(control) = &shared.control {
         for (id, held) in &attempt.holds {
-            if let Some(h) = held
-                && attempt.leased.contains(id)
-            {
-                control.leases.release(id, *h);
+            let Some(h) = held else {
+                continue;
+            };
+            for lease in attempt.leased.iter().filter(|(b, _)| b == id) {
+                control.leases.release(lease, *h);
             }
         }
     }
@@ -317,7 +342,7 @@ fn reserve(
         let Some(state) = budgets.get_mut(&b.source) else {
             continue;
         };
-        match state.reserve(now, ask) {
+        match state.reserve_for(now, ask, attempt.key_of(&b.source)) {
             Ok(h) => holds.push((b.source.clone(), Some(h))),
             Err(refusal) => {
                 if b.shadow {
@@ -328,7 +353,7 @@ fn reserve(
                 let gave_back = holds.iter().any(|(_, h)| h.is_some());
                 for (id, h) in holds {
                     if let (Some(s), Some(h)) = (budgets.get_mut(&id), h) {
-                        s.release(h);
+                        s.release_for(h, attempt.key_of(&id));
                     }
                 }
                 drop(budgets);

@@ -23,6 +23,7 @@
 //! | anything else | 404 in the provider's error shape (`x-tokenwarden-error: unknown_path`), counted in `tokenwarden_errors_total{reason="unknown_path"}` |
 
 mod attempt;
+mod budget_key;
 mod enforce;
 mod forward;
 mod judge;

@@ -80,6 +80,7 @@ pub(super) fn plan<'a>(
         choice: decision.choice,
         prompt_estimate,
         holds: Vec::new(),
+        keys: Vec::new(),
         leased: Vec::new(),
         intent: None,
         fingerprint: None,

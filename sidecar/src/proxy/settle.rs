@@ -18,6 +18,7 @@ use tokenwarden_core::{
 use super::attempt::{Attempt, Plan};
 use crate::{
     body,
+    control::leases::LeaseId,
     error::ProxyError,
     meter::{self, Flavor, JsonOutcome, JsonTap, TapOutcome},
     prompt_cache::Settling,
@@ -369,7 +370,7 @@ fn charge_budgets(
     usage: &TokenCounts,
     cost: Option<Usd>,
     now: Timestamp,
-) -> (Vec<BudgetPeriodRef>, Vec<(ObjectRef, Held)>) {
+) -> (Vec<BudgetPeriodRef>, Vec<(LeaseId, Held)>) {
     let mut periods = Vec::new();
     let mut lease_holds = Vec::new();
     let mut budgets = lock(&shared.budgets);
@@ -377,25 +378,27 @@ fn charge_budgets(
         let Some(state) = budgets.get_mut(&id) else {
             continue;
         };
-        if let Some(h) = held
-            && attempt.leased.contains(&id)
-        {
-            lease_holds.push((id.clone(), h));
+        if let Some(h) = held {
+            for lease in attempt.leased.iter().filter(|(b, _)| *b == id) {
+                lease_holds.push((lease.clone(), h));
+            }
         }
+        let key = attempt.key_of(&id);
         if spent {
             match held {
-                Some(h) => state.settle(now, h, usage, cost),
+                Some(h) => state.settle_for(now, h, key, usage, cost),
                 None => {
                     state.roll(now);
-                    state.record(usage, cost);
+                    state.record_for(usage, cost, key);
                 }
             }
         } else if let Some(h) = held {
-            state.release(h);
+            state.release_for(h, key);
         }
         periods.push(BudgetPeriodRef {
             budget: id.clone(),
             period_start: state.window().start,
+            key: key.map(str::to_string),
         });
         shared.metrics.budget(state);
     }
@@ -435,7 +438,7 @@ fn journal(shared: &Shared, mut record: UsageRecord, commit: Commit) -> (UsageRe
 /// record's seq and period), or release them; wake the spool's sender.
 fn settle_leases(
     shared: &Shared,
-    lease_holds: Vec<(ObjectRef, Held)>,
+    lease_holds: Vec<(LeaseId, Held)>,
     record: &UsageRecord,
     spent: bool,
 ) {
@@ -451,7 +454,7 @@ fn settle_leases(
             let period = record
                 .budgets
                 .iter()
-                .find(|b| b.budget == id)
+                .find(|b| b.budget == id.0)
                 .map_or(0, |b| b.period_start.as_second());
             control.leases.settle(&id, h, record.seq, period, actual);
         } else {
@@ -513,6 +516,7 @@ fn intent_record(plan: &Plan<'_>, attempt: &Attempt, prompt_bound: u64) -> Usage
                 Some(BudgetPeriodRef {
                     budget: id.clone(),
                     period_start: states.get(id)?.window().start,
+                    key: attempt.key_of(id).map(str::to_string),
                 })
             })
             .collect()

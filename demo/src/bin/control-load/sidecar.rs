@@ -336,6 +336,7 @@ impl Load {
                 Some(BudgetPeriodRef {
                     budget: b.clone(),
                     period_start: start,
+                    key: None,
                 })
             })
             .collect();
