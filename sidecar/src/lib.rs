@@ -27,6 +27,7 @@ pub mod error;
 pub mod link;
 pub mod meter;
 pub mod metrics;
+pub mod otel;
 pub mod policy_file;
 pub mod prompt_cache;
 pub mod proxy;

@@ -30,6 +30,7 @@
 //! | `tokenwarden_cache_expiries_total` | none: prompts whose earlier prefix had outlived the provider's cache TTL (not busts) |
 //! | `tokenwarden_cache_rewrites_total` | kind (breakpoints, prompt_cache_key): requests the sidecar changed to make the cache hit |
 //! | `tokenwarden_cache_monitor_bytes` | none: memory held by the prefix-stability monitor |
+//! | `tokenwarden_otel_dropped_spans_total` | none: OpenTelemetry spans dropped (export queue full, or a batch the collector did not take) |
 //!
 //! Model names come from apps, so their label values are bounded: at most
 //! [`MAX_MODEL_LABELS`] distinct values (then `other`), 64 characters each,
@@ -371,6 +372,7 @@ pub struct Metrics {
     cache_expiries: Counter,
     cache_rewrites: Family<KindLabel, Counter>,
     cache_monitor_bytes: Gauge<i64, AtomicI64>,
+    otel_dropped: Counter,
 }
 
 impl Default for Metrics {
@@ -428,6 +430,7 @@ impl Metrics {
             cache_expiries: Counter::default(),
             cache_rewrites: Family::default(),
             cache_monitor_bytes: Gauge::default(),
+            otel_dropped: Counter::default(),
         };
         m.register_traffic(&mut registry);
         m.register_budgets(&mut registry);
@@ -606,6 +609,11 @@ impl Metrics {
             "ledger_writable",
             "1 while the durable ledger takes writes, 0 after a write failed (requests are refused unless --ledger-fail-open)",
             self.ledger_writable.clone(),
+        );
+        registry.register(
+            "otel_dropped_spans",
+            "OpenTelemetry spans dropped: the export queue was full, or the collector did not take a batch",
+            self.otel_dropped.clone(),
         );
     }
 
@@ -948,6 +956,12 @@ impl Metrics {
                 workload: workload.to_string(),
             })
             .inc();
+    }
+
+    /// The counter of OpenTelemetry spans dropped (`tokenwarden_otel_dropped_spans_total`),
+    /// for the span exporter to count its drops in.
+    pub fn otel_dropped(&self) -> Counter {
+        self.otel_dropped.clone()
     }
 
     /// Count an error by its label.

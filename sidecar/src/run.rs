@@ -116,6 +116,19 @@ fn shared_state(args: &Args, mode: &Mode) -> Result<(Arc<Shared>, Option<Outbox>
         }
     };
     recover_unsettled(&mut journal);
+    let metrics = Metrics::new();
+    // A collector misconfigured for a whole fleet must not stop its
+    // traffic: the sidecar runs without traces and says why.
+    let otel = match crate::otel::Otel::from_env(metrics.otel_dropped()) {
+        Ok(otel) => otel,
+        Err(e) => {
+            tracing::error!(error = %e, "OpenTelemetry traces are off");
+            None
+        }
+    };
+    if otel.is_some() {
+        tracing::info!("exporting OpenTelemetry traces (OTEL_* environment)");
+    }
     let shared = Arc::new(Shared {
         options: Options {
             max_body_bytes: args.max_body_bytes,
@@ -133,13 +146,14 @@ fn shared_state(args: &Args, mode: &Mode) -> Result<(Arc<Shared>, Option<Outbox>
         active: ArcSwapOption::empty(),
         budgets: Mutex::new(Default::default()),
         journal: Mutex::new(journal),
-        metrics: Metrics::new(),
+        metrics,
         client,
         repeats: Mutex::new(Default::default()),
         control,
         prompt_cache: crate::prompt_cache::PromptCache::new(
             args.prompt_cache_ttl_ms.map(Duration::from_millis),
         ),
+        otel,
     });
     shared.metrics.ledger_writable(true);
     Ok((shared, outbox))

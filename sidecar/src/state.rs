@@ -101,6 +101,8 @@ pub struct Shared {
     pub control: Option<Arc<crate::control::Control>>,
     /// The prefix-stability monitor and the recent cache busts.
     pub prompt_cache: crate::prompt_cache::PromptCache,
+    /// OpenTelemetry traces, when the `OTEL_*` environment turns them on.
+    pub otel: Option<crate::otel::Otel>,
 }
 
 /// Most digests the repeated-prompt tracker remembers.

@@ -72,6 +72,9 @@ pub struct SidecarProc {
     pub args: Vec<OsString>,
     /// `RUST_LOG` (default `warn`).
     pub rust_log: String,
+    /// Environment variables set for the process besides the inherited
+    /// ones (e.g. `OTEL_*`).
+    pub env: Vec<(OsString, OsString)>,
     /// stderr into this file (truncated at each start); `None`: inherited.
     pub log: Option<PathBuf>,
     /// Wait for `/readyz` after spawning (default: yes).
@@ -98,6 +101,7 @@ impl SidecarProc {
             admin: SocketAddr::from(([127, 0, 0, 1], free_port())),
             args: Vec::new(),
             rust_log: "warn".into(),
+            env: Vec::new(),
             log: None,
             wait_ready: true,
             timeout: Duration::from_secs(20),
@@ -137,6 +141,7 @@ impl SidecarProc {
                 &self.admin.to_string(),
             ])
             .env("RUST_LOG", &self.rust_log)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null());
         match &self.log {
             Some(p) => cmd.stderr(std::fs::File::create(p).expect("the sidecar's log file")),

@@ -76,9 +76,18 @@ impl Plan<'_> {
             attempt.choice = choice;
         }
         self.adjusted.push(how);
+        self.traced(attempt);
         self.shared
             .metrics
             .route(&self.route_name, &attempt.choice.model, how);
+    }
+
+    /// Tell the request's span what changed the model and why.
+    fn traced(&self, attempt: &Attempt) {
+        if let Some(span) = &attempt.trace.request {
+            let reasons: Vec<&'static str> = self.escalations.iter().map(|r| r.as_str()).collect();
+            span.adjusted(&self.adjusted, &reasons);
+        }
     }
 
     /// Send the attempt one tier up, to `up`, for `reason`: said in
@@ -87,6 +96,7 @@ impl Plan<'_> {
     pub fn escalate(&mut self, attempt: &mut Attempt, reason: Reason, up: Choice) {
         self.adjust(attempt, "escalated", Some(up));
         self.escalations.push(reason);
+        self.traced(attempt);
         self.shared
             .metrics
             .escalation(reason.as_str(), &self.shared.options.workload);
@@ -134,6 +144,9 @@ pub struct Attempt {
     pub sent_at: Option<Timestamp>,
     /// The OpenAI `prompt_cache_key` the attempt was sent with.
     pub cache_key: Option<String>,
+    /// The request's and this attempt's OpenTelemetry spans (empty when
+    /// traces are off).
+    pub trace: crate::otel::AttemptTrace,
 }
 
 // === impl Attempt ===

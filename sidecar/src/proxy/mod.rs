@@ -226,14 +226,32 @@ async fn passthrough(
     Ok(Response::from_parts(parts, ProxyBody::Tap(Box::new(tap))))
 }
 
-/// A metered request, stage by stage: routed once, screened by the
-/// budgets once, then attempted (admitted, recorded, sent) until an
-/// attempt is answered or fails for good.
+/// A metered request; when traced, a failure (a budget's refusal, an
+/// upstream that cannot be reached) is said on its span.
 async fn metered(
     shared: &Arc<Shared>,
     endpoint: Endpoint,
     req: Request<Incoming>,
     app: &AppLink,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    let mut trace = None;
+    let result = metered_stages(shared, endpoint, req, app, &mut trace).await;
+    if let (Err(e), Some(span)) = (&result, trace) {
+        span.failed(e.label());
+    }
+    result
+}
+
+/// A metered request, stage by stage: routed once, screened by the
+/// budgets once, then attempted (admitted, recorded, sent) until an
+/// attempt is answered or fails for good. The request's span, once
+/// started, goes in `trace` as well.
+async fn metered_stages(
+    shared: &Arc<Shared>,
+    endpoint: Endpoint,
+    req: Request<Incoming>,
+    app: &AppLink,
+    trace: &mut Option<Arc<crate::otel::RequestSpan>>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let active = shared.active.load_full().ok_or(ProxyError::NotReady)?;
     let path_and_query = path_and_query(&req);
@@ -246,6 +264,19 @@ async fn metered(
         path_and_query,
         &body,
     )?;
+    if let Some(otel) = &shared.otel {
+        attempt.trace.request = Some(otel.request(
+            &parts.headers,
+            crate::otel::RequestStart {
+                endpoint,
+                model: &attempt.requested_model,
+                max_tokens: plan.parsed.max_output_tokens,
+                route: attempt.route.as_deref(),
+                score: attempt.score,
+            },
+        ));
+        trace.clone_from(&attempt.trace.request);
+    }
     enforce::screen(&mut plan, &mut attempt)?;
     // The last answer that failed an escalation rule, for when the attempt
     // one tier up cannot be made or fails.
@@ -302,8 +333,18 @@ async fn send_attempt(
     // Before anything is reserved: an early return here holds nothing.
     let uri = link.uri(&plan.path_and_query)?;
     let prompt_bound = enforce::admit(plan, attempt, link).await?;
-    let up = forward::upstream_request(plan, attempt, uri, auth);
+    let mut up = forward::upstream_request(plan, attempt, uri, auth);
     forwardable(plan, attempt, app, prompt_bound)?;
+    if let Some(request) = &attempt.trace.request {
+        let api = plan.cfg.providers[attempt.choice.provider].api;
+        attempt.trace.span = Some(request.attempt(
+            attempt.endpoint,
+            api,
+            &attempt.choice.model,
+            attempt.number,
+            up.headers_mut(),
+        ));
+    }
     Ok(forward::send(plan, attempt, up).await)
 }
 

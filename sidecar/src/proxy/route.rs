@@ -87,6 +87,7 @@ pub(super) fn plan<'a>(
         cache_rewrite: None,
         sent_at: None,
         cache_key: None,
+        trace: Default::default(),
     };
     let mut plan = Plan {
         shared,

@@ -352,6 +352,20 @@ pub(crate) fn settle(
         cost_usd: cost.map(crate::metrics::usd_f64),
         estimated,
     });
+    if let Some(span) = attempt.trace.span.take() {
+        span.settled(&crate::otel::Settled {
+            status,
+            usage: &record.usage,
+            served_model: &record.served_model,
+            estimated,
+            cost,
+            budgets: record
+                .budgets
+                .iter()
+                .map(|b| b.budget.to_string())
+                .collect(),
+        });
+    }
     let (record, staged) = journal(shared, record, commit);
     settle_leases(shared, lease_holds, &record, spent);
     attempt.leased.clear();
