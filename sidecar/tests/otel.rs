@@ -606,3 +606,40 @@ async fn an_unsupported_protocol_leaves_traces_off_and_traffic_flowing() {
     assert!(spans.now().is_empty());
     assert_eq!(fake.log()[0].header("traceparent"), None);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_request_has_a_failed_span_and_no_attempt() {
+    let fake = FakeProvider::start(FakeConfig::default()).await.unwrap();
+    let (addr, spans) = grpc_collector().await;
+    let capped = budget(
+        "capped",
+        "  period: Daily\n  limit: {usd: \"10\"}\n  perRequestMaxUsd: \"0.01\"",
+    );
+    let mut sc = Sidecar::unstarted(&policy(&fake, ROUTES, &capped), &[]);
+    sc.env = grpc_env(addr)
+        .into_iter()
+        .map(|(k, v)| (k.into(), v.into()))
+        .collect();
+    sc.env.push(("OTEL_BSP_SCHEDULE_DELAY".into(), "20".into()));
+    sc.spawn();
+    let ctx = app_context();
+    let h: Vec<(&str, &str)> = ctx.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let r = sc
+        .openai(
+            "/v1/chat/completions",
+            r#"{"model":"gpt-5","max_tokens":100000,"messages":[]}"#,
+            &h,
+        )
+        .await;
+    assert_eq!(r.status, 429, "{}", r.text());
+    let got = spans.wait(1).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (request, attempts) = tree(&spans.now());
+    assert!(attempts.is_empty(), "{got:?}");
+    let ra = request.attrs();
+    assert_eq!(ra["error.type"], json!("request_cap"));
+    assert_eq!(ra["tokenwarden.attempts"], json!(0));
+    assert!(!ra.contains_key("tokenwarden.cost_usd"));
+    assert_eq!(request.span.status.as_ref().unwrap().code, 2, "error");
+    assert!(fake.log().is_empty());
+}
