@@ -88,8 +88,9 @@ impl Otel {
     /// Must run inside the Tokio runtime: it spawns the export task.
     /// Spans dropped are counted in `dropped`.
     pub fn from_env(dropped: Counter) -> Result<Option<Otel>, String> {
-        let disabled = env("OTEL_SDK_DISABLED").is_some_and(|v| v.trim() == "true")
-            || env("OTEL_TRACES_EXPORTER").is_some_and(|v| v.trim() == "none");
+        let disabled = env("OTEL_SDK_DISABLED")
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
+            || env("OTEL_TRACES_EXPORTER").is_some_and(|v| v.trim().eq_ignore_ascii_case("none"));
         let endpoint = env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
             .or_else(|| env("OTEL_EXPORTER_OTLP_ENDPOINT"));
         if disabled || endpoint.is_none() {
@@ -98,7 +99,10 @@ impl Otel {
         let protocol = env("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
             .or_else(|| env("OTEL_EXPORTER_OTLP_PROTOCOL"))
             .unwrap_or_else(|| "http/protobuf".into());
-        let timeout = Duration::from_millis(env_num("OTEL_EXPORTER_OTLP_TIMEOUT", 10_000));
+        let timeout = Duration::from_millis(env_num(
+            "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
+            env_num("OTEL_EXPORTER_OTLP_TIMEOUT", 10_000),
+        ));
         let queue = Queue::spawn_from_env(dropped);
         let exporter = match protocol.trim() {
             "grpc" => opentelemetry_otlp::SpanExporter::builder()

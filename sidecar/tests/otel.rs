@@ -453,7 +453,7 @@ async fn disabled_exports_nothing_and_adds_no_traceparent() {
     let fake = FakeProvider::start(FakeConfig::default()).await.unwrap();
     let (addr, spans) = grpc_collector().await;
     let mut env = grpc_env(addr);
-    env.push(("OTEL_SDK_DISABLED", "true".into()));
+    env.push(("OTEL_SDK_DISABLED", "True".into()));
     let off = start(&fake, &env);
     let plain = start(&fake, &[]);
     let body = r#"{"model":"gpt-5","messages":[{"role":"user","content":"hello"}]}"#;
