@@ -224,6 +224,8 @@ struct Totals {
     cost: Usd,
     unpriced: bool,
     response_model: Option<String>,
+    response_id: Option<String>,
+    finish_reasons: Vec<String>,
     provider: Option<&'static str>,
     status: u16,
     estimated: bool,
@@ -314,6 +316,12 @@ impl Drop for RequestSpan {
         if let Some(m) = t.response_model {
             attrs.push(KeyValue::new("gen_ai.response.model", m));
         }
+        if let Some(id) = t.response_id {
+            attrs.push(KeyValue::new("gen_ai.response.id", id));
+        }
+        if !t.finish_reasons.is_empty() {
+            attrs.push(strings("gen_ai.response.finish_reasons", &t.finish_reasons));
+        }
         if !t.unpriced && t.attempts > 0 {
             attrs.push(KeyValue::new("tokenwarden.cost_usd", t.cost.to_string()));
         }
@@ -403,6 +411,10 @@ pub struct Settled<'a> {
     pub cost: Option<Usd>,
     /// The budgets it counts in (`namespace/name`).
     pub budgets: Vec<String>,
+    /// The provider's id of the response, when read.
+    pub response_id: Option<&'a str>,
+    /// Why generation stopped, per choice, when read.
+    pub finish_reasons: Vec<&'a str>,
 }
 
 /// The span of one upstream attempt (nothing when traces are off); ends
@@ -439,6 +451,12 @@ impl AttemptSpan {
         ));
         if let Some(cost) = s.cost {
             attrs.push(KeyValue::new("tokenwarden.cost_usd", cost.to_string()));
+        }
+        if let Some(id) = s.response_id {
+            attrs.push(KeyValue::new("gen_ai.response.id", id.to_string()));
+        }
+        if !s.finish_reasons.is_empty() {
+            attrs.push(strings("gen_ai.response.finish_reasons", &s.finish_reasons));
         }
         if s.estimated {
             attrs.push(KeyValue::new("tokenwarden.usage_estimated", true));
@@ -477,6 +495,8 @@ impl AttemptSpan {
         if (200..300).contains(&s.status) {
             t.status = s.status;
             t.response_model = Some(s.served_model.to_string());
+            t.response_id = s.response_id.map(str::to_string);
+            t.finish_reasons = s.finish_reasons.iter().map(|r| (*r).to_string()).collect();
         } else if !(200..300).contains(&t.status) {
             t.status = s.status;
         }

@@ -241,6 +241,48 @@ fn propagated(fake: &FakeProvider, attempts: &[Got]) {
     }
 }
 
+/// The response id and finish reason the app received (a whole body, or
+/// its stream's events): `id_at` and `reason_at` are JSON pointers.
+fn answer_facts(
+    text: &str,
+    stream: bool,
+    id_at: &str,
+    reason_at: &str,
+) -> (serde_json::Value, serde_json::Value) {
+    let docs: Vec<serde_json::Value> = if stream {
+        sse_data(text)
+            .iter()
+            .filter_map(|d| serde_json::from_str(d).ok())
+            .collect()
+    } else {
+        vec![serde_json::from_str(text).unwrap()]
+    };
+    let find = |at: &str| {
+        docs.iter()
+            .filter_map(|d| d.pointer(at))
+            .find(|v| v.is_string())
+            .cloned()
+            .unwrap_or_else(|| panic!("no {at} in {text}"))
+    };
+    (find(id_at), find(reason_at))
+}
+
+/// Both spans carry the response's id and finish reasons.
+fn has_facts(
+    spans: &[&BTreeMap<String, serde_json::Value>],
+    id: &serde_json::Value,
+    reason: &serde_json::Value,
+) {
+    for s in spans {
+        assert_eq!(s.get("gen_ai.response.id"), Some(id), "{s:?}");
+        assert_eq!(
+            s.get("gen_ai.response.finish_reasons"),
+            Some(&json!([reason])),
+            "{s:?}"
+        );
+    }
+}
+
 fn app_context() -> Vec<(&'static str, String)> {
     vec![
         ("traceparent", format!("00-{APP_TRACE}-{APP_SPAN}-01")),
@@ -316,6 +358,10 @@ async fn chat(stream: bool) {
         assert_eq!(aa.get(k), Some(&v), "attempt span {k}: {aa:?}");
     }
     assert!(!ra.contains_key("error.type"));
+    let (id, reason) = answer_facts(&r.text(), stream, "/id", "/choices/0/finish_reason");
+    assert!(id.as_str().unwrap().starts_with("chatcmpl-"), "{id}");
+    assert_eq!(reason, json!("stop"));
+    has_facts(&[&ra, &aa], &id, &reason);
     assert_eq!(ra["gen_ai.usage.cache_read.input_tokens"], json!(4));
     matches_ledger(&sc, "gpt-5-mini", &ra).await;
     matches_ledger(&sc, "gpt-5-mini", &aa).await;
@@ -364,6 +410,14 @@ async fn messages(stream: bool) {
         assert_eq!(ra.get(k), Some(&v), "request span {k}: {ra:?}");
     }
     assert!(!ra.contains_key("tokenwarden.route"), "no route matched");
+    let (id, reason) = if stream {
+        answer_facts(&r.text(), true, "/message/id", "/delta/stop_reason")
+    } else {
+        answer_facts(&r.text(), false, "/id", "/stop_reason")
+    };
+    assert!(id.as_str().unwrap().starts_with("msg_"), "{id}");
+    assert_eq!(reason, json!("end_turn"));
+    has_facts(&[&ra, &attempts[0].attrs()], &id, &reason);
     let served = ra["gen_ai.response.model"].as_str().unwrap().to_string();
     assert!(served.starts_with("claude-sonnet-4-5"), "{served}");
     matches_ledger(&sc, &served, &ra).await;

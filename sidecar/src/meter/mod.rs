@@ -48,6 +48,7 @@
 //! output counts of both providers.
 
 mod decode;
+mod facts;
 mod json;
 mod json_tap;
 mod sse;
@@ -57,6 +58,7 @@ mod strip;
 mod tests;
 
 pub use decode::{Coding, Decoder, decode_all};
+pub use facts::ResponseFacts;
 pub use json_tap::{JsonOutcome, JsonTap, MAX_CAPTURE_BYTES, estimate as estimate_json};
 pub use sse::{MAX_EVENT_BYTES, SseTap, TapOutcome};
 pub use tokenwarden_core::tokens::TokenCounts;

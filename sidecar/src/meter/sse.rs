@@ -67,6 +67,9 @@ pub struct TapOutcome {
     /// top-level `error` member or `"type":"error"`), or the `response.error`
     /// object of `response.failed`. Truncated to 2 KiB.
     pub error_event: Option<String>,
+    /// The response's id and finish reasons, when the tap was made
+    /// [`with_facts`](SseTap::with_facts).
+    pub facts: super::ResponseFacts,
 }
 
 /// Strip mode: whose is the `\n` that may start the next chunk, when the
@@ -157,6 +160,7 @@ pub struct SseTap {
     output_text_bytes: u64,
     events: u64,
     error_event: Option<String>,
+    facts: Option<Box<super::ResponseFacts>>,
 }
 
 impl SseTap {
@@ -197,7 +201,15 @@ impl SseTap {
             output_text_bytes: 0,
             events: 0,
             error_event: None,
+            facts: None,
         }
+    }
+
+    /// Also read the response's id and finish reasons (for traces).
+    #[must_use]
+    pub fn with_facts(mut self) -> Self {
+        self.facts = Some(Box::default());
+        self
     }
 
     /// Whether this tap changes the bytes (strip mode). A tap that does not
@@ -318,6 +330,7 @@ impl SseTap {
             output_text_bytes: self.output_text_bytes,
             events: self.events,
             error_event: self.error_event,
+            facts: self.facts.map(|f| *f).unwrap_or_default(),
         }
     }
 
@@ -492,6 +505,9 @@ impl SseTap {
     /// Reads usage from the dispatched event; returns the strip action.
     fn meter_event(&mut self) -> Action {
         let data = std::mem::take(&mut self.data);
+        if let Some(facts) = self.facts.as_deref_mut() {
+            facts.event(self.flavor, &data);
+        }
         if self.event_name == b"error" {
             self.record_error(&data);
         }

@@ -329,7 +329,10 @@ fn stream(
     let strip_usage = plan.ensure_usage;
     // The stripped usage chunk changes the length.
     parts.headers.remove(header::CONTENT_LENGTH);
-    let tap = SseTap::new(settlement.flavor, strip_usage);
+    let mut tap = SseTap::new(settlement.flavor, strip_usage);
+    if settlement.attempt.trace.span.is_some() {
+        tap = tap.with_facts();
+    }
     let decoder = coding.decoder();
     if strip_usage && decoder.is_some() {
         // Stripping rewrites events: they go to the app decoded.

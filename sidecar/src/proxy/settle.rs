@@ -56,6 +56,8 @@ pub(crate) struct Outcome {
     pub served_model: String,
     /// `usage` is an estimate.
     pub estimated: bool,
+    /// The response's id and finish reasons, when read (for traces).
+    pub facts: meter::ResponseFacts,
 }
 
 /// What settles an attempt once its body is done.
@@ -77,13 +79,24 @@ pub struct Settlement {
 // === impl Settlement ===
 
 impl Settlement {
-    fn run(mut self, usage: TokenCounts, served: Option<String>, estimated: bool) -> Settled {
+    fn run(self, usage: TokenCounts, served: Option<String>, estimated: bool) -> Settled {
+        self.run_with(usage, served, estimated, meter::ResponseFacts::default())
+    }
+
+    fn run_with(
+        mut self,
+        usage: TokenCounts,
+        served: Option<String>,
+        estimated: bool,
+        facts: meter::ResponseFacts,
+    ) -> Settled {
         let served_model = served.unwrap_or_else(|| self.attempt.choice.model.clone());
         let outcome = Outcome {
             status: self.status,
             usage,
             served_model,
             estimated,
+            facts,
         };
         settle(
             &self.shared,
@@ -103,7 +116,8 @@ impl Settlement {
     pub fn finish_json(self, body: &[u8]) -> Settled {
         let (usage, served, estimated) =
             json_usage(self.flavor, self.status, self.attempt.prompt_estimate, body);
-        self.run(usage, served, estimated)
+        let facts = facts(&self.attempt, self.flavor, body);
+        self.run_with(usage, served, estimated, facts)
     }
 
     /// A JSON body went past the tap: the provider's usage if it passed,
@@ -124,11 +138,12 @@ impl Settlement {
     }
 
     /// A stream ended; settle with its usage, or an estimate when it ended early.
-    pub fn finish_stream(self, outcome: TapOutcome) {
+    pub fn finish_stream(self, mut outcome: TapOutcome) {
+        let facts = std::mem::take(&mut outcome.facts);
         match (&outcome.usage, outcome.complete) {
             (Some(u), true) => {
                 let u = *u;
-                self.run(u, outcome.served_model, false);
+                self.run_with(u, outcome.served_model, false, facts);
             }
             _ if !self.succeeded() => {
                 self.run(TokenCounts::default(), outcome.served_model, false);
@@ -136,7 +151,7 @@ impl Settlement {
             _ => {
                 let usage =
                     meter::estimate_cut_stream(self.flavor, self.attempt.prompt_estimate, &outcome);
-                self.run(usage, outcome.served_model, true);
+                self.run_with(usage, outcome.served_model, true, facts);
             }
         }
     }
@@ -220,6 +235,16 @@ pub(super) async fn flush_staged(shared: &Shared, staged: Option<u64>) {
     drop(flush);
 }
 
+/// The id and finish reasons of a whole JSON body, when the attempt is
+/// traced (read only then).
+fn facts(attempt: &Attempt, flavor: Flavor, body: &[u8]) -> meter::ResponseFacts {
+    if attempt.trace.span.is_some() && !body.is_empty() {
+        meter::ResponseFacts::from_json(flavor, body)
+    } else {
+        meter::ResponseFacts::default()
+    }
+}
+
 /// The usage of a JSON body read (whole, or what passed before it broke)
 /// with `status`: the provider's, else an estimate from its text (marked
 /// estimated); nothing for an error status.
@@ -260,6 +285,7 @@ pub(super) fn answered(
         usage,
         served_model: served.unwrap_or_else(|| attempt.choice.model.clone()),
         estimated,
+        facts: facts(attempt, flavor, body),
     };
     settle(shared, active, attempt, outcome, Commit::Now)
 }
@@ -271,6 +297,7 @@ pub(super) fn failed(shared: &Shared, active: &Active, attempt: &mut Attempt, st
         usage: TokenCounts::default(),
         served_model: attempt.choice.model.clone(),
         estimated: false,
+        facts: meter::ResponseFacts::default(),
     };
     settle(shared, active, attempt, outcome, Commit::Now);
 }
@@ -295,6 +322,7 @@ pub(crate) fn settle(
         usage,
         served_model,
         estimated,
+        facts,
     } = outcome;
     let prices = active.prices.price(hint, &served_model);
     let prices = prices.prices();
@@ -364,6 +392,8 @@ pub(crate) fn settle(
                 .iter()
                 .map(|b| b.budget.to_string())
                 .collect(),
+            response_id: facts.id.as_deref(),
+            finish_reasons: facts.finish_reasons(),
         });
     }
     let (record, staged) = journal(shared, record, commit);
