@@ -60,6 +60,8 @@ pub struct Otel {
     /// Kept for the life of the process (its tracer's spans go to its
     /// processor).
     _provider: SdkTracerProvider,
+    /// Asks the export task to send what is queued.
+    flush: tokio::sync::mpsc::UnboundedSender<Flush>,
     propagator: TraceContextPropagator,
 }
 
@@ -135,7 +137,7 @@ impl Otel {
         let resource = resource.build();
         let mut exporter = exporter;
         exporter.set_resource(&resource);
-        let processor = queue.start(exporter);
+        let (processor, flush) = queue.start(exporter);
         let provider = SdkTracerProvider::builder()
             .with_span_processor(processor)
             .with_resource(resource)
@@ -144,6 +146,7 @@ impl Otel {
         Ok(Some(Otel {
             tracer,
             _provider: provider,
+            flush,
             propagator: TraceContextPropagator::new(),
         }))
     }
@@ -178,6 +181,17 @@ impl Otel {
             tracer: self.tracer.clone(),
             propagator: self.propagator.clone(),
         })
+    }
+}
+
+impl Otel {
+    /// Export the spans queued now, waiting at most `within` (at shutdown,
+    /// so the last requests' spans are not lost).
+    pub async fn flush(&self, within: Duration) {
+        let (ack, done) = tokio::sync::oneshot::channel();
+        if self.flush.send(ack).is_ok() {
+            let _ = tokio::time::timeout(within, done).await;
+        }
     }
 }
 
@@ -549,6 +563,9 @@ impl Injector for HeaderWrite<'_> {
     }
 }
 
+/// A request to export what is queued now; answered when done.
+type Flush = tokio::sync::oneshot::Sender<()>;
+
 /// The bounded span queue and its batch settings (`OTEL_BSP_*`).
 struct Queue {
     tx: tokio::sync::mpsc::Sender<SpanData>,
@@ -576,8 +593,12 @@ impl Queue {
         }
     }
 
-    /// Spawn the export task; the processor feeds it.
-    fn start<E: SpanExporter + 'static>(self, exporter: E) -> QueueProcessor {
+    /// Spawn the export task; the processor feeds it, the sender asks it
+    /// to flush.
+    fn start<E: SpanExporter + 'static>(
+        self,
+        exporter: E,
+    ) -> (QueueProcessor, tokio::sync::mpsc::UnboundedSender<Flush>) {
         let Queue {
             tx,
             rx,
@@ -586,49 +607,96 @@ impl Queue {
             batch,
             timeout,
         } = self;
-        tokio::spawn(export_loop(
+        let (flush_tx, flushes) = tokio::sync::mpsc::unbounded_channel();
+        let export = Export {
             exporter,
-            rx,
-            dropped.clone(),
-            delay,
+            dropped: dropped.clone(),
             batch,
             timeout,
-        ));
-        QueueProcessor { tx, dropped }
+        };
+        tokio::spawn(export_loop(export, rx, flushes, delay));
+        (QueueProcessor { tx, dropped }, flush_tx)
+    }
+}
+
+/// The exporter and how it sends.
+struct Export<E> {
+    exporter: E,
+    dropped: Counter,
+    batch: usize,
+    timeout: Duration,
+}
+
+// === impl Export ===
+
+impl<E: SpanExporter> Export<E> {
+    /// Send one batch; one that fails or times out is dropped and counted.
+    async fn send(&self, spans: Vec<SpanData>) {
+        let n = spans.len() as u64;
+        let result = tokio::time::timeout(self.timeout, self.exporter.export(spans)).await;
+        if !matches!(result, Ok(Ok(()))) {
+            self.dropped.inc_by(n);
+            tracing::debug!(spans = n, "OTLP export failed; spans dropped");
+        }
+    }
+
+    /// Send everything queued now, in batches, and answer `ack`.
+    async fn drain(&self, rx: &mut tokio::sync::mpsc::Receiver<SpanData>, ack: Flush) {
+        loop {
+            let mut spans = Vec::new();
+            while spans.len() < self.batch {
+                match rx.try_recv() {
+                    Ok(s) => spans.push(s),
+                    Err(_) => break,
+                }
+            }
+            if spans.is_empty() {
+                break;
+            }
+            self.send(spans).await;
+        }
+        let _ = ack.send(());
     }
 }
 
 /// Export batches: up to `batch` spans, or what came within `delay` of
-/// the first. A batch that fails or times out is dropped and counted.
+/// the first; a flush sends what is queued at once.
 async fn export_loop<E: SpanExporter>(
-    exporter: E,
+    export: Export<E>,
     mut rx: tokio::sync::mpsc::Receiver<SpanData>,
-    dropped: Counter,
+    mut flushes: tokio::sync::mpsc::UnboundedReceiver<Flush>,
     delay: Duration,
-    batch: usize,
-    timeout: Duration,
 ) {
-    let mut spans = Vec::with_capacity(batch.min(512));
-    while let Some(first) = rx.recv().await {
+    let mut spans = Vec::with_capacity(export.batch.min(512));
+    loop {
+        let first = tokio::select! {
+            next = rx.recv() => match next {
+                Some(s) => s,
+                None => break,
+            },
+            Some(ack) = flushes.recv() => {
+                export.drain(&mut rx, ack).await;
+                continue;
+            }
+        };
         spans.push(first);
         let deadline = tokio::time::sleep(delay);
         tokio::pin!(deadline);
         let mut closed = false;
-        while spans.len() < batch {
+        let mut ack = None;
+        while spans.len() < export.batch {
             tokio::select! {
                 next = rx.recv() => match next {
                     Some(s) => spans.push(s),
                     None => { closed = true; break; }
                 },
                 () = &mut deadline => break,
+                Some(a) = flushes.recv() => { ack = Some(a); break; }
             }
         }
-        let n = spans.len() as u64;
-        let result =
-            tokio::time::timeout(timeout, exporter.export(std::mem::take(&mut spans))).await;
-        if !matches!(result, Ok(Ok(()))) {
-            dropped.inc_by(n);
-            tracing::debug!(spans = n, "OTLP export failed; spans dropped");
+        export.send(std::mem::take(&mut spans)).await;
+        if let Some(ack) = ack {
+            export.drain(&mut rx, ack).await;
         }
         if closed {
             break;

@@ -93,10 +93,16 @@ async fn serve(args: Args, mode: Mode) -> ExitCode {
         _ = proxy => ExitCode::from(1),
         () = shutdown_signal() => {
             tracing::info!("shutting down");
+            if let Some(otel) = &shared.otel {
+                otel.flush(OTEL_FLUSH).await;
+            }
             ExitCode::SUCCESS
         }
     }
 }
+
+/// How long a shutdown waits for the queued spans to reach the collector.
+const OTEL_FLUSH: Duration = Duration::from_secs(2);
 
 /// The session's outbox (lease requests), in connected mode.
 type Outbox = tokio::sync::mpsc::UnboundedReceiver<tokenwarden_proto::SidecarMessage>;

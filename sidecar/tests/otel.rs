@@ -144,14 +144,13 @@ spec:
   limit: {usd: "100.00"}
 "#;
 
-/// A sidecar exporting to `endpoint` with `protocol`, besides `env`.
+/// A sidecar with `env` (a batch waits 20 ms unless `env` says otherwise).
 fn traced(fake: &FakeProvider, env: &[(&str, &str)]) -> Sidecar {
     let mut sc = Sidecar::unstarted(&policy(fake, ROUTES, BUDGET), &[]);
-    sc.env = env
-        .iter()
-        .map(|(k, v)| ((*k).into(), (*v).into()))
-        .collect();
+    // Later entries win: `env` after the default.
     sc.env.push(("OTEL_BSP_SCHEDULE_DELAY".into(), "20".into()));
+    sc.env
+        .extend(env.iter().map(|(k, v)| ((*k).into(), (*v).into())));
     sc.spawn();
     sc
 }
@@ -696,4 +695,22 @@ async fn a_refused_request_has_a_failed_span_and_no_attempt() {
     assert!(!ra.contains_key("tokenwarden.cost_usd"));
     assert_eq!(request.span.status.as_ref().unwrap().code, 2, "error");
     assert!(fake.log().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_shutdown_sends_the_queued_spans() {
+    let fake = FakeProvider::start(FakeConfig::default()).await.unwrap();
+    let (addr, spans) = grpc_collector().await;
+    let mut env = grpc_env(addr);
+    // Far longer than the test: only the shutdown's flush sends them.
+    env.push(("OTEL_BSP_SCHEDULE_DELAY", "600000".into()));
+    let mut sc = start(&fake, &env);
+    let body = r#"{"model":"gpt-5","messages":[{"role":"user","content":"hello"}]}"#;
+    let r = sc.openai("/v1/chat/completions", body, &[]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(spans.now().is_empty(), "the batch waits: {:?}", spans.now());
+    let status = tokio::task::block_in_place(|| sc.proc.terminate(Duration::from_secs(10)));
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+    assert_eq!(spans.now().len(), 2);
 }
