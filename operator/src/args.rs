@@ -291,6 +291,63 @@ mod tests {
     }
 
     #[test]
+    fn otel_settings_for_injected_sidecars_are_checked_at_start() {
+        let cfg = |extra: &[&str]| parse(extra).webhook.inject_config("tokenwarden");
+        // No endpoint: nothing to inject.
+        assert_eq!(cfg(&[]).unwrap().otel, None);
+        let c = cfg(&[
+            "--sidecar-otel-endpoint",
+            "http://otel-collector.observability:4318",
+            "--sidecar-otel-protocol",
+            "http/protobuf",
+            "--sidecar-otel-sampler-arg",
+            "0.1",
+        ])
+        .unwrap()
+        .otel
+        .unwrap();
+        assert_eq!(c.endpoint, "http://otel-collector.observability:4318");
+        assert_eq!(c.protocol, "http/protobuf");
+        assert_eq!(c.sampler, "parentbased_always_on");
+        assert_eq!(c.sampler_arg.as_deref(), Some("0.1"));
+        for (flags, says) in [
+            (
+                &["--sidecar-otel-endpoint", "otel-collector:4317"][..],
+                "must be an http:// or https:// URL",
+            ),
+            (
+                &[
+                    "--sidecar-otel-endpoint",
+                    "http://c:4317",
+                    "--sidecar-otel-sampler-arg",
+                    "2",
+                ][..],
+                "must be a ratio between 0 and 1",
+            ),
+            (
+                &[
+                    "--sidecar-otel-endpoint",
+                    "http://c:4317",
+                    "--sidecar-otel-resource-attributes",
+                    "team",
+                ][..],
+                "\"team\" is not key=value",
+            ),
+        ] {
+            let err = format!("{:#}", cfg(flags).unwrap_err());
+            assert!(err.contains(says), "{flags:?}: {err}");
+        }
+        // An unknown protocol or sampler is refused by the parser itself.
+        for flags in [
+            &["--sidecar-otel-protocol", "http/json"][..],
+            &["--sidecar-otel-sampler", "sometimes"][..],
+        ] {
+            let argv = std::iter::once("tokenwarden-operator").chain(flags.iter().copied());
+            assert!(Args::try_parse_from(argv).is_err(), "{flags:?}");
+        }
+    }
+
+    #[test]
     fn listeners_default_to_loopback() {
         let args = parse(&[]);
         assert_eq!(args.grpc_listen, "127.0.0.1:15810".parse().unwrap());

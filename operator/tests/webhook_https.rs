@@ -64,6 +64,7 @@ fn config() -> InjectConfig {
         run_as_user: 65532,
         token_expiration_seconds: 3600,
         state_size_limit: None,
+        otel: None,
         version: "0.1.0".into(),
     }
 }

@@ -54,6 +54,7 @@ fn config() -> InjectConfig {
         run_as_user: 65532,
         token_expiration_seconds: 3600,
         state_size_limit: Some("256Mi".into()),
+        otel: None,
         version: "0.1.0".into(),
     }
 }
@@ -125,11 +126,14 @@ fn decode_patch(resp: &Value) -> Option<Value> {
 }
 
 fn mutate(review_json: &Value, objects: Option<&Objects>) -> Value {
-    let cfg = config();
+    mutate_with(&config(), review_json, objects)
+}
+
+fn mutate_with(cfg: &InjectConfig, review_json: &Value, objects: Option<&Objects>) -> Value {
     let body = review::mutate(
         &serde_json::to_vec(review_json).unwrap(),
         &InjectContext {
-            config: &cfg,
+            config: cfg,
             objects,
             ca_pem: CA,
         },
@@ -551,4 +555,40 @@ fn garbage_is_refused_not_panicked_on() {
         assert_eq!(resp["allowed"], false);
         assert_eq!(resp["status"]["code"], 400);
     }
+}
+
+#[test]
+fn otel_settings_reach_every_injected_sidecar_as_otel_variables() {
+    let mut cfg = config();
+    cfg.otel = Some(inject::OtelInject {
+        endpoint: "http://otel-collector.observability:4317".into(),
+        protocol: "grpc".into(),
+        sampler: "parentbased_traceidratio".into(),
+        sampler_arg: Some("0.25".into()),
+        resource_attributes: Some("deployment.environment=prod".into()),
+    });
+    let review = fixture("pod-one-container.json");
+    let resp = mutate_with(&cfg, &review, Some(&objects()));
+    let pod = apply(&review["request"]["object"], &decode_patch(&resp).unwrap());
+    let sidecar = &pod["spec"]["initContainers"][0];
+    // After the downward-API variables, so Kubernetes expands $(...) in the
+    // resource attributes to this pod's namespace, name and uid.
+    assert_eq!(
+        sidecar["env"].as_array().unwrap()[3..],
+        json!([
+            {"name": "OTEL_SERVICE_NAME", "value": "tokenwarden-sidecar"},
+            {"name": "OTEL_EXPORTER_OTLP_ENDPOINT", "value": "http://otel-collector.observability:4317"},
+            {"name": "OTEL_EXPORTER_OTLP_PROTOCOL", "value": "grpc"},
+            {"name": "OTEL_TRACES_SAMPLER", "value": "parentbased_traceidratio"},
+            {"name": "OTEL_TRACES_SAMPLER_ARG", "value": "0.25"},
+            {"name": "OTEL_RESOURCE_ATTRIBUTES", "value": "k8s.namespace.name=$(TOKENWARDEN_SIDECAR_NAMESPACE),k8s.pod.name=$(TOKENWARDEN_SIDECAR_POD_NAME),k8s.pod.uid=$(TOKENWARDEN_SIDECAR_POD_UID),k8s.container.name=tokenwarden-sidecar,deployment.environment=prod"},
+        ])
+        .as_array()
+        .unwrap()[..]
+    );
+    // The app containers get no OTEL variables: the app's own telemetry
+    // is the app's business.
+    let app_env = pod["spec"]["containers"][0]["env"].to_string();
+    assert!(!app_env.contains("OTEL_"), "{app_env}");
+    validate_k8s(&[("otel", &pod)]);
 }

@@ -23,6 +23,9 @@ OPTIONS = {
     "cert-manager": {"certManager": {"enabled": True}},
     "cert-manager-issuer": {"certManager": {"enabled": True, "issuerRef": {"name": "corp-ca", "kind": "ClusterIssuer"}}},
     "monitoring": {"serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}}},
+    "otel": {"sidecar": {"otel": {"endpoint": "http://otel-collector.observability:4317",
+                                  "sampler": "parentbased_traceidratio", "samplerArg": "0.25",
+                                  "resourceAttributes": "deployment.environment=prod"}}},
     "network-policy": {"networkPolicy": {"enabled": True, "webhookFrom": [{"ipBlock": {"cidr": "10.0.0.0/16"}}]}},
     "single-replica-fail-closed": {
         "replicaCount": 1,
@@ -87,6 +90,9 @@ def test_schema_rejects_bad_values() -> None:
         {"webhook": {"timeoutSeconds": 31}},
         {"replicaCount": 0},
         {"sidecar": {"resources": {"requests": {"memory": "lots"}}}},
+        {"sidecar": {"otel": {"endpoint": "otel-collector:4317"}}},
+        {"sidecar": {"otel": {"protocol": "http/json"}}},
+        {"sidecar": {"otel": {"samplerArg": "2"}}},
         {"unknownKey": True},
     ):
         with pytest.raises(helm_python.HelmValuesError):
@@ -190,6 +196,17 @@ def test_webhook_options() -> None:
     env = env_of(docs)
     assert env["TOKENWARDEN_OPERATOR_SIDECAR_REQUESTS"] == "cpu=100m,memory=128Mi"
     assert env["TOKENWARDEN_OPERATOR_SIDECAR_LIMITS"] == "cpu=1,memory=512Mi"
+
+
+def test_sidecar_otel_settings() -> None:
+    # Off by default: the operator gets no OpenTelemetry settings to inject.
+    assert not [n for n in env_of(objects()) if "OTEL" in n]
+    env = env_of(objects(OPTIONS["otel"]))
+    assert env["TOKENWARDEN_OPERATOR_SIDECAR_OTEL_ENDPOINT"] == "http://otel-collector.observability:4317"
+    assert env["TOKENWARDEN_OPERATOR_SIDECAR_OTEL_PROTOCOL"] == "grpc"
+    assert env["TOKENWARDEN_OPERATOR_SIDECAR_OTEL_SAMPLER"] == "parentbased_traceidratio"
+    assert env["TOKENWARDEN_OPERATOR_SIDECAR_OTEL_SAMPLER_ARG"] == "0.25"
+    assert env["TOKENWARDEN_OPERATOR_SIDECAR_OTEL_RESOURCE_ATTRIBUTES"] == "deployment.environment=prod"
 
 
 def test_release_namespace_is_always_excluded() -> None:

@@ -77,6 +77,9 @@ pub struct InjectConfig {
     pub token_expiration_seconds: i64,
     /// Size limit of the state emptyDir (e.g. `256Mi`); none when empty.
     pub state_size_limit: Option<String>,
+    /// OpenTelemetry settings set on every injected sidecar as the standard
+    /// `OTEL_*` variables; `None`: none are set (sidecars export nothing).
+    pub otel: Option<OtelInject>,
     /// Version recorded in the annotations.
     pub version: String,
 }
@@ -306,6 +309,49 @@ fn env_ops(
     }
 }
 
+/// The OpenTelemetry settings the injection gives every sidecar (chart
+/// values `sidecar.otel.*`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct OtelInject {
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT`.
+    pub endpoint: String,
+    /// `OTEL_EXPORTER_OTLP_PROTOCOL`: `grpc` or `http/protobuf`.
+    pub protocol: String,
+    /// `OTEL_TRACES_SAMPLER`.
+    pub sampler: String,
+    /// `OTEL_TRACES_SAMPLER_ARG`, when set.
+    pub sampler_arg: Option<String>,
+    /// Resource attributes appended after the pod's own `k8s.*` ones.
+    pub resource_attributes: Option<String>,
+}
+
+/// The `OTEL_*` variables of an injected sidecar. They come after the
+/// `TOKENWARDEN_SIDECAR_*` downward-API variables, so Kubernetes expands
+/// `$(NAME)` references to them in `OTEL_RESOURCE_ATTRIBUTES`: every span
+/// names the pod it came from.
+fn otel_env(otel: &OtelInject) -> Vec<Value> {
+    let mut resource = "k8s.namespace.name=$(TOKENWARDEN_SIDECAR_NAMESPACE),\
+k8s.pod.name=$(TOKENWARDEN_SIDECAR_POD_NAME),k8s.pod.uid=$(TOKENWARDEN_SIDECAR_POD_UID),\
+k8s.container.name="
+        .to_string();
+    resource.push_str(SIDECAR_NAME);
+    if let Some(extra) = &otel.resource_attributes {
+        resource.push(',');
+        resource.push_str(extra);
+    }
+    let mut env = vec![
+        json!({"name": "OTEL_SERVICE_NAME", "value": "tokenwarden-sidecar"}),
+        json!({"name": "OTEL_EXPORTER_OTLP_ENDPOINT", "value": otel.endpoint}),
+        json!({"name": "OTEL_EXPORTER_OTLP_PROTOCOL", "value": otel.protocol}),
+        json!({"name": "OTEL_TRACES_SAMPLER", "value": otel.sampler}),
+    ];
+    if let Some(arg) = &otel.sampler_arg {
+        env.push(json!({"name": "OTEL_TRACES_SAMPLER_ARG", "value": arg}));
+    }
+    env.push(json!({"name": "OTEL_RESOURCE_ATTRIBUTES", "value": resource}));
+    env
+}
+
 fn sidecar_container(secrets: &[String], cfg: &InjectConfig) -> Value {
     let env_field = |name: &str, path: &str| json!({"name": name, "valueFrom": {"fieldRef": {"fieldPath": path}}});
     let mut mounts = vec![
@@ -326,6 +372,14 @@ fn sidecar_container(secrets: &[String], cfg: &InjectConfig) -> Value {
     }
     if !cfg.limits.is_empty() {
         resources.insert("limits".into(), json!(cfg.limits));
+    }
+    let mut env = vec![
+        env_field("TOKENWARDEN_SIDECAR_POD_NAME", "metadata.name"),
+        env_field("TOKENWARDEN_SIDECAR_POD_UID", "metadata.uid"),
+        env_field("TOKENWARDEN_SIDECAR_NAMESPACE", "metadata.namespace"),
+    ];
+    if let Some(otel) = &cfg.otel {
+        env.extend(otel_env(otel));
     }
     let probe = |path: &str, failure_threshold: i32| {
         json!({
@@ -352,11 +406,7 @@ fn sidecar_container(secrets: &[String], cfg: &InjectConfig) -> Value {
             // The kubelet probes the pod IP, so the admin port cannot stay on loopback.
             "--admin-listen", format!("0.0.0.0:{}", cfg.admin_port),
         ],
-        "env": [
-            env_field("TOKENWARDEN_SIDECAR_POD_NAME", "metadata.name"),
-            env_field("TOKENWARDEN_SIDECAR_POD_UID", "metadata.uid"),
-            env_field("TOKENWARDEN_SIDECAR_NAMESPACE", "metadata.namespace"),
-        ],
+        "env": env,
         "ports": [{"name": "tw-admin", "containerPort": cfg.admin_port, "protocol": "TCP"}],
         // The app containers start once the proxy listens (startup), and the
         // pod is Ready only when the sidecar is (readiness).

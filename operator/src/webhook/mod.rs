@@ -31,7 +31,7 @@ use tokio::sync::watch;
 
 use self::{
     certs::{CertBundle, CertPolicy},
-    inject::InjectConfig,
+    inject::{InjectConfig, OtelInject},
     server::{CertStore, Handlers},
 };
 use crate::source::Objects;
@@ -212,6 +212,60 @@ pub struct WebhookArgs {
     )]
     pub sidecar_state_size_limit: String,
 
+    /// OTLP endpoint set as `OTEL_EXPORTER_OTLP_ENDPOINT` on every injected
+    /// sidecar, e.g. `http://otel-collector.observability:4317` (empty: no
+    /// OpenTelemetry variables are injected, and sidecars export nothing).
+    #[arg(
+        long,
+        env = "TOKENWARDEN_OPERATOR_SIDECAR_OTEL_ENDPOINT",
+        default_value = ""
+    )]
+    pub sidecar_otel_endpoint: String,
+
+    /// `OTEL_EXPORTER_OTLP_PROTOCOL` of injected sidecars.
+    #[arg(
+        long,
+        env = "TOKENWARDEN_OPERATOR_SIDECAR_OTEL_PROTOCOL",
+        default_value = "grpc",
+        value_parser = ["grpc", "http/protobuf"]
+    )]
+    pub sidecar_otel_protocol: String,
+
+    /// `OTEL_TRACES_SAMPLER` of injected sidecars.
+    #[arg(
+        long,
+        env = "TOKENWARDEN_OPERATOR_SIDECAR_OTEL_SAMPLER",
+        default_value = "parentbased_always_on",
+        value_parser = [
+            "always_on",
+            "always_off",
+            "traceidratio",
+            "parentbased_always_on",
+            "parentbased_always_off",
+            "parentbased_traceidratio",
+        ]
+    )]
+    pub sidecar_otel_sampler: String,
+
+    /// `OTEL_TRACES_SAMPLER_ARG` of injected sidecars (the ratio of the
+    /// `*traceidratio` samplers, 0 to 1; empty: not set).
+    #[arg(
+        long,
+        env = "TOKENWARDEN_OPERATOR_SIDECAR_OTEL_SAMPLER_ARG",
+        default_value = ""
+    )]
+    pub sidecar_otel_sampler_arg: String,
+
+    /// Resource attributes added to every injected sidecar's
+    /// `OTEL_RESOURCE_ATTRIBUTES` after the pod's own `k8s.*` ones
+    /// (`key=value,...`).
+    #[arg(
+        long,
+        env = "TOKENWARDEN_OPERATOR_SIDECAR_OTEL_RESOURCE_ATTRIBUTES",
+        default_value = ""
+    )]
+    pub sidecar_otel_resource_attributes: String,
+
     /// Namespaces never injected besides the operator's own (comma-separated).
     #[arg(
         long,
@@ -309,8 +363,51 @@ impl WebhookArgs {
             token_expiration_seconds: 3600,
             state_size_limit: Some(self.sidecar_state_size_limit.clone())
                 .filter(|s| !s.trim().is_empty()),
+            otel: self.otel_inject()?,
             version: env!("CARGO_PKG_VERSION").to_string(),
         })
+    }
+
+    /// The OpenTelemetry settings for injected sidecars, checked: `None`
+    /// without an endpoint.
+    fn otel_inject(&self) -> anyhow::Result<Option<OtelInject>> {
+        let endpoint = self.sidecar_otel_endpoint.trim();
+        if endpoint.is_empty() {
+            return Ok(None);
+        }
+        let uri: http::Uri = endpoint
+            .parse()
+            .map_err(|e| anyhow::anyhow!("--sidecar-otel-endpoint {endpoint:?}: {e}"))?;
+        if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
+            anyhow::bail!(
+                "--sidecar-otel-endpoint {endpoint:?}: must be an http:// or https:// URL with a host"
+            );
+        }
+        let sampler_arg = self.sidecar_otel_sampler_arg.trim();
+        if !sampler_arg.is_empty()
+            && !sampler_arg
+                .parse::<f64>()
+                .is_ok_and(|r| (0.0..=1.0).contains(&r))
+        {
+            anyhow::bail!(
+                "--sidecar-otel-sampler-arg {sampler_arg:?}: must be a ratio between 0 and 1"
+            );
+        }
+        let extra = self.sidecar_otel_resource_attributes.trim();
+        if let Some(bad) = extra
+            .split(',')
+            .filter(|kv| !kv.trim().is_empty())
+            .find(|kv| kv.split_once('=').is_none_or(|(k, _)| k.trim().is_empty()))
+        {
+            anyhow::bail!("--sidecar-otel-resource-attributes: {bad:?} is not key=value");
+        }
+        Ok(Some(OtelInject {
+            endpoint: endpoint.to_string(),
+            protocol: self.sidecar_otel_protocol.clone(),
+            sampler: self.sidecar_otel_sampler.clone(),
+            sampler_arg: (!sampler_arg.is_empty()).then(|| sampler_arg.to_string()),
+            resource_attributes: (!extra.is_empty()).then(|| extra.to_string()),
+        }))
     }
 
     /// Certificate names and lifetimes for an operator in `namespace`.
