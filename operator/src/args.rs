@@ -313,7 +313,11 @@ mod tests {
         for (flags, says) in [
             (
                 &["--sidecar-otel-endpoint", "otel-collector:4317"][..],
-                "must be an http:// or https:// URL",
+                "must be an http:// URL",
+            ),
+            (
+                &["--sidecar-otel-endpoint", "https://collector.example.com"][..],
+                "without TLS",
             ),
             (
                 &[

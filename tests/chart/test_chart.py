@@ -91,6 +91,7 @@ def test_schema_rejects_bad_values() -> None:
         {"replicaCount": 0},
         {"sidecar": {"resources": {"requests": {"memory": "lots"}}}},
         {"sidecar": {"otel": {"endpoint": "otel-collector:4317"}}},
+        {"sidecar": {"otel": {"endpoint": "https://collector.example.com"}}},
         {"sidecar": {"otel": {"protocol": "http/json"}}},
         {"sidecar": {"otel": {"samplerArg": "2"}}},
         {"unknownKey": True},
