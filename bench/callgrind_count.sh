@@ -19,7 +19,9 @@
 #
 # Knobs (env): SIDECAR_BIN (required)  POLICY=bench/policy.yaml.in (policy-tiers.yaml.in: the
 #   request is routed to a cheap tier with a stronger one above, so every non-streaming answer
-#   is held and judged by the escalation rules before it is sent)  KIND=json|sse (1 KB non-streaming body | streaming
+#   is held and judged by the escalation rules before it is sent)  OTLP=1 (traces on: the sidecar
+#   exports every request's spans over OTLP/HTTP to bench/otlp_sink.py, a receiver in the same
+#   network namespace; its export count lands in summary.txt)  KIND=json|sse (1 KB non-streaming body | streaming
 #   request, `x-bench-mock: sse`: the mock's 9-event SSE body with a usage chunk)
 #   WARMUP=1000 COUNT=2000 IDLE_S=10 STRACE=0 PORT_BASE=18380 OUT=bench/out/count-<ts>
 #   CONC=1 (oha connections; the README's numbers are at 1. With STRACE=1 and CONC=32 it shows
@@ -41,12 +43,13 @@ COUNT=${COUNT:-2000}
 IDLE_S=${IDLE_S:-10}
 STRACE=${STRACE:-0}
 POLICY=${POLICY:-$BENCH_DIR/policy.yaml.in}
+OTLP=${OTLP:-0}
 CONC=${CONC:-1}
 CPUTIME=${CPUTIME:-0}
 SIDECAR_BIN=${SIDECAR_BIN:?set SIDECAR_BIN to the sidecar binary}
 PORT_BASE=${PORT_BASE:-18380}
 PORT_MOCK=$((PORT_BASE + 1)); PORT_PACED=$((PORT_BASE + 2))
-PORT_SIDECAR=$((PORT_BASE + 4)); PORT_ADMIN=$((PORT_BASE + 5))
+PORT_SIDECAR=$((PORT_BASE + 4)); PORT_ADMIN=$((PORT_BASE + 5)); PORT_OTLP=$((PORT_BASE + 6))
 OHA=${OHA:-$BENCH_DIR/.tools/bin/oha}
 
 log() { printf '[count %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
@@ -92,6 +95,15 @@ NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 
 taskset -c 0 "$NGINX" -p "$W" -c "$W/mock.conf" >"$OUT/mock.log" 2>&1 &
 PIDS+=($!)
+if [[ "$OTLP" == 1 ]]; then
+    taskset -c 0 python3 "$BENCH_DIR/otlp_sink.py" "$PORT_OTLP" "$OUT/otlp.txt" &
+    OTLP_PID=$!; PIDS+=("$OTLP_PID")
+    export OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$PORT_OTLP"
+    export OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf
+    export OTEL_SERVICE_NAME=tokenwarden-sidecar-bench
+else
+    unset OTEL_EXPORTER_OTLP_ENDPOINT OTEL_EXPORTER_OTLP_TRACES_ENDPOINT
+fi
 SIDECAR=("$SIDECAR_BIN" --policy-file "$W/policy.yaml" --secrets-dir "$W/secrets" --state-dir "$W/state"
          --namespace bench --labels app=bench --threads 1
          --listen "127.0.0.1:$PORT_SIDECAR" --admin-listen "127.0.0.1:$PORT_ADMIN")
@@ -217,6 +229,12 @@ else
     callgrind_annotate --auto=no --inclusive=yes --threshold=90 "$count_dump" 2>/dev/null \
         >"$OUT/callgrind.annotate.txt" || true
     python3 "$BENCH_DIR/callgrind_diff.py" --top "$count_dump" "$ok" 40 >"$OUT/callgrind.top.txt" || true
+fi
+if [[ "$OTLP" == 1 ]]; then
+    # the sidecar has stopped (its shutdown flushes the queued spans): what the sink received
+    kill -TERM "$OTLP_PID" 2>/dev/null; wait "$OTLP_PID" 2>/dev/null || true
+    cat "$OUT/otlp.txt" >>"$OUT/summary.txt" 2>/dev/null || echo "otlp_exports=? (no stats)" >>"$OUT/summary.txt"
+    grep -h -o 'tokenwarden_otel_dropped_spans_total [0-9]*' "$OUT/metrics.txt" >>"$OUT/summary.txt" 2>/dev/null || true
 fi
 gzip -f "$OUT/sidecar.log" 2>/dev/null || true
 cat "$OUT/summary.txt"
