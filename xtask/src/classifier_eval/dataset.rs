@@ -112,6 +112,18 @@ pub fn parse_jsonl(text: &str) -> Result<Vec<LabeledRequest>, EvalError> {
     Ok(out)
 }
 
+/// FNV-1a of an item id: a stable, platform-independent hash for the
+/// choices that must not change between runs (the rewording's paraphrase,
+/// the training's cross-validation fold).
+pub fn id_hash(id: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in id.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
 /// Area under the ROC curve of `score` for separating `hard == true` from
 /// `false`: the probability that a random hard item scores above a random
 /// easy one, ties counting one half. `None` if either class is empty.

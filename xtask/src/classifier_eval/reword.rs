@@ -72,14 +72,9 @@ fn reword(source: &str, id: &str, text: &str) -> anyhow::Result<String> {
     }
 }
 
-/// A stable choice among the paraphrases: FNV-1a of the id.
+/// A stable choice among the paraphrases: a hash of the id.
 fn variant(id: &str) -> usize {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in id.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    (h % 4) as usize
+    (super::dataset::id_hash(id) % 4) as usize
 }
 
 const HUMANEVAL_PREFIX: &str = "Complete the following Python function:\n\n";

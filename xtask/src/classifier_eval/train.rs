@@ -310,14 +310,9 @@ fn solve(mut a: Vec<Vec<f64>>, mut b: Vec<f64>) -> Option<Vec<f64>> {
     Some(x)
 }
 
-/// The fold of an item: FNV-1a of its id, modulo [`FOLDS`].
+/// The fold of an item: a hash of its id, modulo [`FOLDS`].
 pub fn fold(id: &str) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in id.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h % FOLDS
+    super::dataset::id_hash(id) % FOLDS
 }
 
 /// Cross-validated log loss of each L2 strength, and out-of-fold
