@@ -301,7 +301,7 @@ def scraped(tmp_path_factory):
         "rule_files": [str(RULES)],
         "scrape_configs": [
             {"job_name": "tokenwarden-demo", "file_sd_configs": [{"files": [str(targets)], "refresh_interval": "1s"}]},
-            # Nothing listens on port 9 of loopback: these targets exist for their labels.
+            # Nothing listens on these loopback ports: the targets exist for their labels.
             {"job_name": "relabel-check", "scrape_interval": "1h",
              "static_configs": [{"targets": [f"127.0.0.1:9{i:02d}"], "labels": meta}
                                 for i, (meta, _) in enumerate(RELABEL_CASES)],
@@ -311,6 +311,7 @@ def scraped(tmp_path_factory):
     (tmp / "prometheus.yml").write_text(yaml.safe_dump(config))
     port = free_port()
     prom_log = open(tmp / "prometheus.log", "w")
+    demo_err = open(tmp / "demo.stderr", "w")
     prom_proc = subprocess.Popen(
         [prometheus, f"--config.file={tmp / 'prometheus.yml'}", f"--storage.tsdb.path={tmp / 'data'}",
          f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
@@ -319,7 +320,6 @@ def scraped(tmp_path_factory):
     try:
         prom = Prom(port)
         wait_for("Prometheus to be ready", prom.ready, 60)
-        demo_err = open(tmp / "demo.stderr", "w")
         env = dict(os.environ, TOKENWARDEN_DEMO_SCRAPE_TARGETS=str(targets))
         demo_proc = subprocess.Popen([str(demo)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=demo_err,
                                      text=True, env=env)
@@ -333,8 +333,11 @@ def scraped(tmp_path_factory):
                     holding.set()
 
         threading.Thread(target=read, daemon=True).start()
-        if not holding.wait(300):
-            pytest.fail("the demo did not finish its traffic:\n" + "".join(lines) + (tmp / "demo.stderr").read_text())
+        deadline = time.monotonic() + 300
+        while not holding.wait(0.5):
+            if demo_proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"the demo did not finish its traffic (exit {demo_proc.poll()}):\n" + "".join(lines)
+                            + (tmp / "demo.stderr").read_text())
         apps = dict(re.findall(r"^pod (\S+) app (\S+)$", "".join(lines), flags=re.M))
         # The demo's agents never retry a prompt: the coding agent does once
         # here, which its policy escalates one tier up (repeatedPrompt).
@@ -363,6 +366,8 @@ def scraped(tmp_path_factory):
             prom_proc.wait(30)
         except subprocess.TimeoutExpired:
             prom_proc.kill()
+        prom_log.close()
+        demo_err.close()
 
 
 # A request the demo's coding agent sends twice (an Anthropic Messages call
