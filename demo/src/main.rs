@@ -28,6 +28,12 @@
 //!    breakpoints off and on, and the busts the ticket agent caused with the
 //!    `PromptCacheUnstable` condition on its RoutingPolicy.
 //!
+//! With `TOKENWARDEN_DEMO_SCRAPE_TARGETS=FILE`, the demo writes the
+//! operator's and the sidecars' `/metrics` addresses to `FILE` (Prometheus
+//! file_sd JSON) once they are ready, and after its report keeps them
+//! running until its stdin closes: `tests/chart/test_monitoring.py` scrapes
+//! them with a real Prometheus and evaluates the chart's dashboard and alerts.
+//!
 //! Run: `cargo build --release -p tokenwarden-operator -p tokenwarden-sidecar -p tokenwarden-demo && target/release/tokenwarden-demo`
 //!
 //! The steps: [`processes`] starts the operator and the sidecars,
@@ -99,6 +105,11 @@ async fn run() -> anyhow::Result<()> {
     let operator = processes::start_operator(&client, root).await?;
     let pods = processes::start_pods(&client, root, operator.grpc).await?;
     let ready_ms = started.elapsed().as_millis();
+    let scrape_targets = std::env::var_os("TOKENWARDEN_DEMO_SCRAPE_TARGETS");
+    if let Some(file) = &scrape_targets {
+        let targets = processes::scrape_targets(operator.admin, &pods);
+        std::fs::write(file, serde_json::to_vec_pretty(&targets)?)?;
+    }
 
     let items = requests::dev_set()?;
     let hard_total = items.iter().filter(|i| i.hard()).count();
@@ -126,5 +137,21 @@ async fn run() -> anyhow::Result<()> {
     )
     .await?;
     report::print_summary(&tally, &items, billed);
+    if scrape_targets.is_some() {
+        hold(&pods).await?;
+    }
+    Ok(())
+}
+
+/// Keep the operator and the sidecars running (for a scraper) until stdin
+/// closes; say where each pod's app port is, for more traffic.
+async fn hold(pods: &[processes::Pod]) -> anyhow::Result<()> {
+    use std::io::{Read as _, Write as _};
+    for p in pods {
+        println!("pod {}/{} app 127.0.0.1:{}", p.namespace, p.name, p.port);
+    }
+    println!("holding the processes for scrapes until stdin closes");
+    std::io::stdout().flush()?;
+    tokio::task::spawn_blocking(|| std::io::stdin().read_to_end(&mut Vec::new())).await??;
     Ok(())
 }

@@ -37,8 +37,12 @@ const PODS: [(&str, &str, &str); 7] = [
 
 /// A running sidecar of one simulated pod.
 pub struct Pod {
+    /// Its namespace.
+    pub namespace: &'static str,
     /// Its pod name.
     pub name: &'static str,
+    /// Its workload (the `app` label).
+    pub workload: &'static str,
     /// The app port.
     pub port: u16,
     sidecar: SidecarProc,
@@ -133,7 +137,9 @@ pub async fn start_pods(client: &HttpClient, root: &Path, grpc: u16) -> anyhow::
             .with_context(|| format!("starting {name}"))?;
         sidecar.proc = Proc(Some(child));
         pods.push(Pod {
+            namespace,
             name,
+            workload: app,
             port: sidecar.app.port(),
             sidecar,
         });
@@ -142,4 +148,26 @@ pub async fn start_pods(client: &HttpClient, root: &Path, grpc: u16) -> anyhow::
         wait_ready(client, p.admin(), p.name).await?;
     }
     Ok(pods)
+}
+
+/// The operator's and every sidecar's `/metrics` as a Prometheus file_sd
+/// target list, with the labels a cluster's scrape gives them (the chart's
+/// ServiceMonitor and PodMonitor: `namespace`, `pod`, `workload`).
+pub fn scrape_targets(operator_admin: u16, pods: &[Pod]) -> serde_json::Value {
+    let mut targets = vec![serde_json::json!({
+        "targets": [format!("127.0.0.1:{operator_admin}")],
+        "labels": {"job": "tokenwarden-operator", "namespace": "tokenwarden"},
+    })];
+    for p in pods {
+        targets.push(serde_json::json!({
+            "targets": [format!("127.0.0.1:{}", p.admin())],
+            "labels": {
+                "job": "tokenwarden-sidecar",
+                "namespace": p.namespace,
+                "pod": p.name,
+                "workload": p.workload,
+            },
+        }));
+    }
+    serde_json::Value::Array(targets)
 }

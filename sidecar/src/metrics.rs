@@ -11,6 +11,7 @@
 //! | `tokenwarden_escalations_total` | reason (upstream_error, repeated_prompt, app_signal, truncated, empty, refusal, tool_arguments, response_format), workload (`namespace/name`) |
 //! | `tokenwarden_errors_total` | reason |
 //! | `tokenwarden_upstream_duration_seconds` | provider (time to response head) |
+//! | `tokenwarden_request_overhead_seconds` | none: the latency the sidecar adds, from a metered request's arrival to its first upstream attempt being sent |
 //! | `tokenwarden_budget_spent_usd`, `_limit_usd`, `_state` | budget (`namespace/name`); state 0 Ok, 1 Threshold, 2 Exhausted |
 //! | `tokenwarden_budget_blocks_total` | budget, reason, shadow |
 //! | `tokenwarden_budget_reservation_waits_total` | budget (requests that waited for in-flight reservations to settle) |
@@ -24,6 +25,7 @@
 //! | `tokenwarden_lease_waits_total`, `tokenwarden_lease_fail_open_total` | budget |
 //! | `tokenwarden_lease_refusals_total` | budget, reason (lease, fail_closed) |
 //! | `tokenwarden_budget_cluster_percent_spent`, `tokenwarden_budget_cluster_spent_usd` | budget (from the operator) |
+//! | `tokenwarden_budget_cluster_state`, `tokenwarden_budget_period_end_timestamp_seconds` | budget (from the operator): state 0 Ok, 1 Threshold, 2 Exhausted; when the period ends (Unix seconds) |
 //! | `tokenwarden_cache_saved_usd_total` | served_model: what prompt-cache reads saved (reads at the input price minus their cost) |
 //! | `tokenwarden_cache_wasted_usd_total` | served_model: what cache busts wasted (shared content billed above the cache-read price) |
 //! | `tokenwarden_cache_busts_total` | reason (prefix_diverged, volatile_prefix, provider_miss), change (timestamp, date, uuid, number, whitespace, tools_reordered, tools_changed, system_replaced, content, none) |
@@ -342,6 +344,7 @@ pub struct Metrics {
     escalations: Family<EscalationLabels, Counter>,
     errors: Family<ReasonLabel, Counter>,
     upstream: Family<ProviderLabel, Histogram>,
+    overhead: Histogram,
     budget_spent: Family<BudgetLabel, Gauge<f64, AtomicU64>>,
     budget_limit: Family<BudgetLabel, Gauge<f64, AtomicU64>>,
     budget_state: Family<BudgetLabel, Gauge<i64, AtomicI64>>,
@@ -366,6 +369,8 @@ pub struct Metrics {
     lease_refusals: Family<RefusalLabels, Counter>,
     cluster_percent: Family<BudgetLabel, Gauge<i64, AtomicI64>>,
     cluster_spent: Family<BudgetLabel, Gauge<f64, AtomicU64>>,
+    cluster_state: Family<BudgetLabel, Gauge<i64, AtomicI64>>,
+    period_end: Family<BudgetLabel, Gauge<i64, AtomicI64>>,
     cache_saved: Family<ModelLabel, Counter<f64, AtomicU64>>,
     cache_wasted: Family<ModelLabel, Counter<f64, AtomicU64>>,
     cache_busts: Family<BustLabels, Counter>,
@@ -400,6 +405,8 @@ impl Metrics {
             upstream: Family::new_with_constructor(|| {
                 Histogram::new(exponential_buckets(0.0005, 2.0, 18))
             }),
+            // 0.1 ms to 3.3 s: routing takes microseconds, a lease wait seconds.
+            overhead: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
             budget_spent: Family::default(),
             budget_limit: Family::default(),
             budget_state: Family::default(),
@@ -424,6 +431,8 @@ impl Metrics {
             lease_refusals: Family::default(),
             cluster_percent: Family::default(),
             cluster_spent: Family::default(),
+            cluster_state: Family::default(),
+            period_end: Family::default(),
             cache_saved: Family::default(),
             cache_wasted: Family::default(),
             cache_busts: Family::default(),
@@ -557,6 +566,11 @@ impl Metrics {
             "Time to the upstream response head",
             self.upstream.clone(),
         );
+        registry.register(
+            "request_overhead_seconds",
+            "Latency the sidecar adds: from a metered request's arrival to its first upstream attempt being sent (body read, parse, classify, route, budget and lease admission)",
+            self.overhead.clone(),
+        );
     }
 
     /// Register the local budgets: spend, limits, state, refusals, waits.
@@ -674,6 +688,16 @@ impl Metrics {
             "Cluster-wide spend this period (from the operator)",
             self.cluster_spent.clone(),
         );
+        registry.register(
+            "budget_cluster_state",
+            "Cluster-wide budget state (from the operator): 0 Ok, 1 Threshold, 2 Exhausted",
+            self.cluster_state.clone(),
+        );
+        registry.register(
+            "budget_period_end_timestamp_seconds",
+            "When the budget's current period ends, Unix seconds (from the operator)",
+            self.period_end.clone(),
+        );
     }
 
     /// Whether the last write to the durable ledger succeeded.
@@ -762,6 +786,13 @@ impl Metrics {
         self.cluster_spent
             .get_or_create(&l)
             .set(s.spent_picos as f64 / 1e12);
+        let state = match s.state.as_str() {
+            "Exhausted" => 2,
+            "Threshold" => 1,
+            _ => 0,
+        };
+        self.cluster_state.get_or_create(&l).set(state);
+        self.period_end.get_or_create(&l).set(s.period_end_unix);
     }
 
     /// Bound a model name for use as a label value.
@@ -976,6 +1007,12 @@ impl Metrics {
                 provider: provider.to_string(),
             })
             .observe(seconds);
+    }
+
+    /// Observe the latency the sidecar added before a request's first
+    /// upstream attempt was sent.
+    pub fn overhead(&self, seconds: f64) {
+        self.overhead.observe(seconds);
     }
 
     /// Update a budget's gauges from its live state.

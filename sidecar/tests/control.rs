@@ -629,6 +629,19 @@ async fn cluster_wide_80_percent_flips_to_the_downgrade_target() {
         metrics.contains("tokenwarden_budget_cluster_percent_spent{budget=\"apps/team\"} 80"),
         "{metrics}"
     );
+    // The operator's state and period end, for the dashboard's forecast and
+    // the alerts (Threshold = 1).
+    assert!(
+        metrics.contains("tokenwarden_budget_cluster_state{budget=\"apps/team\"} 1\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(&format!(
+            "tokenwarden_budget_period_end_timestamp_seconds{{budget=\"apps/team\"}} {}\n",
+            day_start() + 86_400
+        )),
+        "{metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -1289,3 +1289,38 @@ async fn a_base_url_path_prefixes_every_upstream_path_and_the_query_is_kept() {
         ]
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_latency_the_sidecar_adds_excludes_the_providers_time() {
+    use http_body_util::BodyExt;
+    let fake = FakeProvider::start(FakeConfig::default()).await.unwrap();
+    let sc = Sidecar::start(&policy(&fake, MINI_ROUTE, BIG_BUDGET));
+    // The provider takes 400 ms to its response head; the sidecar's own
+    // part (read, route, admit) is a small fraction of that.
+    let req = http::Request::post(format!("http://{}/v1/chat/completions", sc.app))
+        .header("content-type", "application/json")
+        .header("x-fake-fault", "slow-head:400")
+        .body(http_body_util::Full::new(bytes::Bytes::from_static(
+            br#"{"model":"gpt-5","messages":[{"role":"user","content":"hi"}]}"#,
+        )))
+        .unwrap();
+    let resp = sc.client.request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let _ = resp.into_body().collect().await.unwrap();
+    let m = sc.admin_get("/metrics").await.text();
+    let value = |name: &str| -> f64 {
+        m.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name}: {m}"))
+    };
+    assert_eq!(
+        value("tokenwarden_request_overhead_seconds_count "),
+        1.0,
+        "{m}"
+    );
+    let overhead = value("tokenwarden_request_overhead_seconds_sum ");
+    let upstream = value("tokenwarden_upstream_duration_seconds_sum{provider=\"openai\"} ");
+    assert!(upstream >= 0.4, "{upstream}\n{m}");
+    assert!(overhead > 0.0 && overhead < 0.2, "{overhead}\n{m}");
+}

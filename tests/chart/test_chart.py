@@ -23,6 +23,17 @@ OPTIONS = {
     "cert-manager": {"certManager": {"enabled": True}},
     "cert-manager-issuer": {"certManager": {"enabled": True, "issuerRef": {"name": "corp-ca", "kind": "ClusterIssuer"}}},
     "monitoring": {"serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}}},
+    "dashboards-and-alerts": {
+        "podMonitor": {"enabled": True, "labels": {"release": "prometheus"}},
+        "prometheusRule": {"enabled": True, "labels": {"release": "prometheus"},
+                           "runbookBaseUrl": "https://wiki.example.com/runbooks/tokenwarden"},
+        "grafanaDashboard": {"enabled": True, "annotations": {"grafana_folder": "LLM"}},
+    },
+    "dashboards-and-alerts-scoped": {
+        "podMonitor": {"enabled": True, "namespaces": ["agents", "search"], "interval": "15s"},
+        "prometheusRule": {"enabled": True},
+        "grafanaDashboard": {"enabled": True, "namespace": "monitoring", "labels": {"grafana_dashboard": "tokenwarden"}},
+    },
     "otel": {"sidecar": {"otel": {"endpoint": "http://otel-collector.observability:4317",
                                   "sampler": "parentbased_traceidratio", "samplerArg": "0.25",
                                   "resourceAttributes": "deployment.environment=prod"}}},
@@ -40,6 +51,8 @@ FOREIGN = {
     ("cert-manager.io/v1", "Issuer"),
     ("cert-manager.io/v1", "Certificate"),
     ("monitoring.coreos.com/v1", "ServiceMonitor"),
+    ("monitoring.coreos.com/v1", "PodMonitor"),
+    ("monitoring.coreos.com/v1", "PrometheusRule"),
 }
 
 
@@ -94,6 +107,12 @@ def test_schema_rejects_bad_values() -> None:
         {"sidecar": {"otel": {"endpoint": "https://collector.example.com"}}},
         {"sidecar": {"otel": {"protocol": "http/json"}}},
         {"sidecar": {"otel": {"samplerArg": "2"}}},
+        {"podMonitor": {"interval": "often"}},
+        {"podMonitor": {"namespaces": ["Not_A_Namespace"]}},
+        {"prometheusRule": {"runbookBaseUrl": "docs/observability.md"}},
+        {"prometheusRule": {"runbookBaseUrl": "https://wiki.example.com/page#anchor"}},
+        {"grafanaDashboard": {"labels": {"grafana_dashboard": 1}}},
+        {"grafanaDashboard": {"folder": "LLM"}},
         {"unknownKey": True},
     ):
         with pytest.raises(helm_python.HelmValuesError):
@@ -131,6 +150,7 @@ def test_defaults_ha_operator() -> None:
     vol = pod["volumes"][0]
     assert vol["secret"] == {"secretName": "tokenwarden-tls", "optional": True}
     assert not by_kind(docs, "Certificate") and not by_kind(docs, "ServiceMonitor") and not by_kind(docs, "NetworkPolicy")
+    assert not by_kind(docs, "PodMonitor") and not by_kind(docs, "PrometheusRule") and not by_kind(docs, "ConfigMap")
 
 
 @pytest.mark.parametrize("option", sorted(OPTIONS))
@@ -248,6 +268,40 @@ def test_monitoring() -> None:
     assert (ep["port"], ep["path"]) == ("http-admin", "/metrics")
     metrics = one(docs, "Service", "tokenwarden-metrics")
     assert all(metrics["metadata"]["labels"].get(k) == v for k, v in sm["spec"]["selector"]["matchLabels"].items())
+
+
+def test_dashboards_and_alerts() -> None:
+    docs = objects(OPTIONS["dashboards-and-alerts"])
+    pm = one(docs, "PodMonitor", "tokenwarden-sidecars")
+    assert pm["metadata"]["labels"]["release"] == "prometheus"
+    assert pm["spec"]["namespaceSelector"] == {"any": True}
+    # Every pod, but only the port the injection gives the sidecar is scraped.
+    assert pm["spec"]["selector"] == {}
+    (ep,) = pm["spec"]["podMetricsEndpoints"]
+    assert (ep["port"], ep["path"], ep["interval"]) == ("tw-admin", "/metrics", "30s")
+    assert {r["targetLabel"] for r in ep["relabelings"]} == {"workload"}
+    rule = one(docs, "PrometheusRule", "tokenwarden")
+    assert rule["metadata"]["labels"]["release"] == "prometheus"
+    urls = [r["annotations"]["runbook_url"] for g in rule["spec"]["groups"] for r in g["rules"]]
+    assert urls and all(u.startswith("https://wiki.example.com/runbooks/tokenwarden#tokenwarden") for u in urls)
+    cm = one(docs, "ConfigMap", "tokenwarden-dashboard")
+    assert cm["metadata"]["namespace"] == NAMESPACE
+    assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert cm["metadata"]["annotations"] == {"grafana_folder": "LLM"}
+    assert list(cm["data"]) == ["tokenwarden.json"]
+
+    scoped = objects(OPTIONS["dashboards-and-alerts-scoped"])
+    pm = one(scoped, "PodMonitor")
+    assert pm["spec"]["namespaceSelector"] == {"matchNames": ["agents", "search"]}
+    assert pm["spec"]["podMetricsEndpoints"][0]["interval"] == "15s"
+    cm = one(scoped, "ConfigMap")
+    assert cm["metadata"]["namespace"] == "monitoring"
+    assert cm["metadata"]["labels"]["grafana_dashboard"] == "tokenwarden"
+    assert "annotations" not in cm["metadata"]
+    rule = one(scoped, "PrometheusRule")
+    assert all(r["annotations"]["runbook_url"].startswith(
+        "https://github.com/tokenwarden/tokenwarden/blob/main/docs/observability.md#")
+        for g in rule["spec"]["groups"] for r in g["rules"])
 
 
 def test_network_policy() -> None:

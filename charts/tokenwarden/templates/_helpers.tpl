@@ -49,3 +49,22 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- range $k, $v := . -}}{{- $parts = append $parts (printf "%s=%v" $k $v) -}}{{- end -}}
 {{- join "," $parts -}}
 {{- end -}}
+
+{{/* Relabelings that set `workload` as the sidecar names it; later rules win
+when their label is set, so the most preferred label comes last. */}}
+{{- define "tokenwarden.workloadRelabelings" -}}
+- sourceLabels: [__meta_kubernetes_pod_name]
+  targetLabel: workload
+- sourceLabels: [__meta_kubernetes_pod_label_pod_template_hash, __meta_kubernetes_pod_name]
+  regex: '.+;(.+)-[^-]+-[^-]+'
+  targetLabel: workload
+- sourceLabels: [__meta_kubernetes_pod_label_tokenwarden_dev_workload]
+  regex: '(.+)'
+  targetLabel: workload
+- sourceLabels: [__meta_kubernetes_pod_label_app]
+  regex: '(.+)'
+  targetLabel: workload
+- sourceLabels: [__meta_kubernetes_pod_label_app_kubernetes_io_name]
+  regex: '(.+)'
+  targetLabel: workload
+{{- end -}}

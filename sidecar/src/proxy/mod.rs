@@ -253,6 +253,8 @@ async fn metered_stages(
     app: &AppLink,
     trace: &mut Option<Arc<crate::otel::RequestSpan>>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
+    // The latency the sidecar adds counts from here to the first send.
+    let arrived = std::time::Instant::now();
     let active = shared.active.load_full().ok_or(ProxyError::NotReady)?;
     let path_and_query = path_and_query(&req);
     let (parts, body) = read_body(shared, req).await?;
@@ -283,7 +285,7 @@ async fn metered_stages(
     let mut kept: Option<Kept> = None;
     loop {
         attempt.number += 1;
-        let sent = match send_attempt(&mut plan, &mut attempt, app).await {
+        let sent = match send_attempt(&mut plan, &mut attempt, app, arrived).await {
             Ok(sent) => sent,
             Err(e) => return kept.map(|k| k.into_response(attempt.number - 1)).ok_or(e),
         };
@@ -321,11 +323,14 @@ async fn metered_stages(
     }
 }
 
-/// One attempt: admitted by the budgets, its intent recorded, sent.
+/// One attempt: admitted by the budgets, its intent recorded, sent. The
+/// first attempt's send ends the latency the sidecar added (`arrived`: when
+/// the request came in).
 async fn send_attempt(
     plan: &mut Plan<'_>,
     attempt: &mut Attempt,
     app: &AppLink,
+    arrived: std::time::Instant,
 ) -> Result<Sent, ProxyError> {
     let active = plan.active;
     let link = active.link(attempt.choice.provider)?;
@@ -344,6 +349,11 @@ async fn send_attempt(
             attempt.number,
             up.headers_mut(),
         ));
+    }
+    if attempt.number == 1 {
+        plan.shared
+            .metrics
+            .overhead(arrived.elapsed().as_secs_f64());
     }
     Ok(forward::send(plan, attempt, up).await)
 }
