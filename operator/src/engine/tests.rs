@@ -200,6 +200,7 @@ fn start(gate_open: bool) -> Harness {
         cfg,
         source.clone(),
         Some((ClusterLedgerState::default(), ledger.clone())),
+        None,
         Arc::new(Metrics::new()),
         objects,
         leading,
