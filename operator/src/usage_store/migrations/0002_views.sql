@@ -1,10 +1,11 @@
 -- tokenwarden usage store, migration 2: the reporting views. Days are UTC
--- days; money is summed in pico-USD (exact) and shown in USD (numeric).
+-- days; money is summed in pico-USD (exact) and shown in USD as
+-- numeric(38, 12): exact too, a pico-dollar is the 12th decimal.
 CREATE VIEW tokenwarden.usage_usd AS
 SELECT u.*,
-       u.cost_pusd::numeric / 1e12          AS cost_usd,
-       u.cache_saved_pusd::numeric / 1e12   AS cache_saved_usd,
-       u.cache_wasted_pusd::numeric / 1e12  AS cache_wasted_usd,
+       (u.cost_pusd::numeric / 1e12)::numeric(38, 12)          AS cost_usd,
+       (u.cache_saved_pusd::numeric / 1e12)::numeric(38, 12)   AS cache_saved_usd,
+       (u.cache_wasted_pusd::numeric / 1e12)::numeric(38, 12)  AS cache_wasted_usd,
        (u.ts AT TIME ZONE 'UTC')::date      AS day
 FROM tokenwarden.usage u;
 
@@ -16,8 +17,8 @@ SELECT day, namespace,
        sum(cache_read_tokens)::bigint             AS cache_read_tokens,
        sum(cache_write_tokens)::bigint            AS cache_write_tokens,
        coalesce(sum(cost_pusd), 0)::numeric       AS cost_pusd,
-       coalesce(sum(cost_pusd), 0)::numeric / 1e12 AS cost_usd,
-       sum(cache_saved_pusd)::numeric / 1e12      AS cache_saved_usd,
+       (coalesce(sum(cost_pusd), 0)::numeric / 1e12)::numeric(38, 12) AS cost_usd,
+       (sum(cache_saved_pusd)::numeric / 1e12)::numeric(38, 12)      AS cache_saved_usd,
        count(*) FILTER (WHERE cost_pusd IS NULL)  AS unpriced_requests,
        count(*) FILTER (WHERE estimated)          AS estimated_requests
 FROM tokenwarden.usage_usd
@@ -31,8 +32,8 @@ SELECT day, namespace, workload,
        sum(cache_read_tokens)::bigint             AS cache_read_tokens,
        sum(cache_write_tokens)::bigint            AS cache_write_tokens,
        coalesce(sum(cost_pusd), 0)::numeric       AS cost_pusd,
-       coalesce(sum(cost_pusd), 0)::numeric / 1e12 AS cost_usd,
-       sum(cache_saved_pusd)::numeric / 1e12      AS cache_saved_usd,
+       (coalesce(sum(cost_pusd), 0)::numeric / 1e12)::numeric(38, 12) AS cost_usd,
+       (sum(cache_saved_pusd)::numeric / 1e12)::numeric(38, 12)      AS cache_saved_usd,
        count(*) FILTER (WHERE cost_pusd IS NULL)  AS unpriced_requests,
        count(*) FILTER (WHERE estimated)          AS estimated_requests
 FROM tokenwarden.usage_usd
@@ -46,8 +47,8 @@ SELECT day, provider, served_model AS model,
        sum(cache_read_tokens)::bigint             AS cache_read_tokens,
        sum(cache_write_tokens)::bigint            AS cache_write_tokens,
        coalesce(sum(cost_pusd), 0)::numeric       AS cost_pusd,
-       coalesce(sum(cost_pusd), 0)::numeric / 1e12 AS cost_usd,
-       sum(cache_saved_pusd)::numeric / 1e12      AS cache_saved_usd,
+       (coalesce(sum(cost_pusd), 0)::numeric / 1e12)::numeric(38, 12) AS cost_usd,
+       (sum(cache_saved_pusd)::numeric / 1e12)::numeric(38, 12)      AS cache_saved_usd,
        count(*) FILTER (WHERE cost_pusd IS NULL)  AS unpriced_requests,
        count(*) FILTER (WHERE estimated)          AS estimated_requests
 FROM tokenwarden.usage_usd
@@ -66,7 +67,7 @@ SELECT b.value ->> 'namespace'                      AS budget_namespace,
        sum(u.cache_read_tokens)::bigint             AS cache_read_tokens,
        sum(u.cache_write_tokens)::bigint            AS cache_write_tokens,
        coalesce(sum(u.cost_pusd), 0)::numeric       AS cost_pusd,
-       coalesce(sum(u.cost_pusd), 0)::numeric / 1e12 AS cost_usd,
+       (coalesce(sum(u.cost_pusd), 0)::numeric / 1e12)::numeric(38, 12) AS cost_usd,
        count(*) FILTER (WHERE u.cost_pusd IS NULL)  AS unpriced_requests
 FROM tokenwarden.usage u
 CROSS JOIN LATERAL jsonb_array_elements(u.budgets) AS b(value)
