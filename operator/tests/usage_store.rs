@@ -67,7 +67,7 @@ fn row(sidecar: &str, workload: &str, seq: u64, model: &str, ts: Timestamp) -> U
                 cache_write_1h_tokens: 0,
             },
             cost: Some(Usd::from_picos(1_250_000 * i128::from(seq % 3 + 1))),
-            estimated: seq % 5 == 0,
+            estimated: seq.is_multiple_of(5),
             budgets: vec![BudgetPeriodRef {
                 budget: ObjectRef::new("team", "cap"),
                 period_start: "2026-12-01T00:00:00Z".parse().unwrap(),

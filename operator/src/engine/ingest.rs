@@ -41,6 +41,7 @@ impl Engine {
         let sidecar = s.sidecar_id.clone();
         let mut touched: BTreeSet<Sink> = BTreeSet::new();
         let mut last_seq = 0;
+        let defer = self.defer_usage(id, records.len());
         for incoming in records {
             if incoming.claimed_sidecar != sidecar {
                 tracing::warn!(
@@ -61,7 +62,7 @@ impl Engine {
             };
             last_seq = last_seq.max(rec.seq);
             self.count(id, &rec, now, &mut touched);
-            self.queue_usage(id, rec, &mut touched);
+            self.queue_usage(id, rec, defer, &mut touched);
         }
         if last_seq == 0 {
             return;

@@ -7,8 +7,8 @@
 //! the store durable at the generation of its last row, so it is acked
 //! only after the COMMIT that holds it.
 //!
-//! Bounded: past `max_backlog` queued rows a session's further records are
-//! not queued (its batches then cannot be acked and stay in the sidecar's
+//! Bounded: a batch that would take the queue past `max_backlog` rows is
+//! not queued (nor is anything later of its session) (its batches then cannot be acked and stay in the sidecar's
 //! journal); once the queue has drained, such sessions are ended, so their
 //! sidecars reconnect and resend what the store lacks. Writes that fail
 //! are retried with exponential backoff (100 ms doubling to 5 s); traffic
@@ -77,30 +77,47 @@ impl UsageSlot {
 }
 
 impl Engine {
-    /// Queue `rec` of session `id` for the usage store (if there is one)
-    /// and note the sink as touched.
+    /// Whether a batch of `n` records of session `id` is left to the
+    /// sidecar rather than queued: a batch is queued whole or not at all,
+    /// and an empty queue takes any batch, so the queue holds at most
+    /// `max_backlog` rows plus one batch and every round of resends makes
+    /// progress.
+    pub(super) fn defer_usage(&mut self, id: SessionId, n: usize) -> bool {
+        let Some(slot) = self.usage.as_ref() else {
+            return false;
+        };
+        let Some(s) = self.sessions.get_mut(&id) else {
+            return false;
+        };
+        let full = !slot.queue.is_empty() && slot.queue.len() + n > slot.max_backlog;
+        if full && !s.usage_deferred {
+            tracing::warn!(
+                sidecar = %s.sidecar_id,
+                backlog = slot.queue.len(),
+                "usage store backlog full: this sidecar's records wait in its journal until the store catches up"
+            );
+            s.usage_deferred = true;
+        }
+        s.usage_deferred
+    }
+
+    /// Queue `rec` of session `id` for the usage store (if there is one;
+    /// unless `defer`) and note the sink as touched.
     pub(super) fn queue_usage(
         &mut self,
         id: SessionId,
         rec: UsageRecord,
+        defer: bool,
         touched: &mut std::collections::BTreeSet<Sink>,
     ) {
         let Some(slot) = self.usage.as_mut() else {
             return;
         };
-        let Some(s) = self.sessions.get_mut(&id) else {
+        let Some(s) = self.sessions.get(&id) else {
             return;
         };
         touched.insert(Sink::UsageStore);
-        if s.usage_deferred || slot.queue.len() >= slot.max_backlog {
-            if !s.usage_deferred {
-                tracing::warn!(
-                    sidecar = %s.sidecar_id,
-                    backlog = slot.queue.len(),
-                    "usage store backlog full: this sidecar's records wait in its journal until the store catches up"
-                );
-            }
-            s.usage_deferred = true;
+        if defer {
             self.metrics.usage_store.deferred(1);
             return;
         }
@@ -197,16 +214,16 @@ impl Engine {
                 slot.backoff = (slot.backoff * 2).min(BACKOFF_MAX);
             }
         }
-        let caught_up = slot.queue.is_empty();
         self.metrics.usage_store.backlog.set(backlog(slot));
-        if caught_up {
-            self.resume_deferred();
-        }
     }
 
-    /// End the sessions whose records were not queued (the backlog was
-    /// full), now that it has drained: they reconnect and resend.
-    fn resume_deferred(&mut self) {
+    /// Once the queue has drained, end the sessions whose records were not
+    /// queued (the backlog was full): they reconnect and resend. Called
+    /// after the acks the last write released went out.
+    pub(super) fn resume_deferred(&mut self) {
+        if self.usage.as_ref().is_none_or(|u| !u.queue.is_empty()) {
+            return;
+        }
         let ids: Vec<SessionId> = self
             .sessions
             .iter()

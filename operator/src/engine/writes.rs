@@ -180,5 +180,8 @@ impl Engine {
         for id in ids {
             self.ack(id);
         }
+        if sink == Sink::UsageStore {
+            self.resume_deferred();
+        }
     }
 }

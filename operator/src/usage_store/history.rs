@@ -163,7 +163,7 @@ mod tests {
         assert_eq!(
             render(By::Workload, &rows),
             "DAY         WORKLOAD     REQUESTS  INPUT  OUTPUT  CACHE_READ  CACHE_WRITE  COST_USD\n\
-             2026-12-01  team/search  3         30     15      0           0            1.5\n"
+             2026-12-01  team/search  3         30     15      0           0            1.50\n"
         );
     }
 }
