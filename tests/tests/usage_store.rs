@@ -120,6 +120,15 @@ fn sidecar(root: &std::path::Path, operator: &Operator, name: &str) -> SidecarPr
     s
 }
 
+/// `tokenwarden_usage_store_backlog_records` in a /metrics page.
+fn backlog(metrics: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("tokenwarden_usage_store_backlog_records "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
 fn request(model: &str) -> String {
     format!(
         r#"{{"model":"{model}","max_tokens":200,"messages":[{{"role":"user","content":"write a haiku about ledgers"}}]}}"#
@@ -156,7 +165,11 @@ async fn kill_9_of_the_operator_and_of_postgres_mid_load_leaves_the_table_equal_
         for j in 0..3 {
             let s = s.clone();
             let stop = stop.clone();
-            let model = if (i + j) % 2 == 0 { "tw-cheap" } else { "tw-test" };
+            let model = if (i + j) % 2 == 0 {
+                "tw-cheap"
+            } else {
+                "tw-test"
+            };
             tasks.push(tokio::spawn(async move {
                 let mut n = 0u32;
                 while !stop.load(Ordering::Relaxed) && n < 3000 {
@@ -183,7 +196,20 @@ async fn kill_9_of_the_operator_and_of_postgres_mid_load_leaves_the_table_equal_
     operator.spawn().wait_ready();
     pause(600).await;
     pg.kill9();
-    pause(1500).await;
+    // The outage is seen (writes fail, rows wait) while traffic goes on.
+    let down = Instant::now();
+    loop {
+        let m = http_get(operator.admin_addr(), "/metrics").map_or_else(String::new, |(_, b)| b);
+        if m.contains("tokenwarden_usage_store_up 0\n") && backlog(&m) > 0 {
+            break;
+        }
+        assert!(
+            down.elapsed() < Duration::from_secs(15),
+            "no outage seen: {m}"
+        );
+        pause(100).await;
+    }
+    pause(1000).await;
     pg.restart();
     pause(600).await;
     // Both at once, then the operator back before the database.
@@ -201,6 +227,8 @@ async fn kill_9_of_the_operator_and_of_postgres_mid_load_leaves_the_table_equal_
 
     let want = billed(&fake);
     assert_eq!(want.len(), 2, "both models served: {want:?}");
+    let served: i64 = want.values().map(|v| v.0).sum();
+    assert!(served > 200, "too little load to mean anything: {served}");
     let deadline = Instant::now() + Duration::from_secs(40);
     loop {
         let got = stored(&pg.url()).await;
