@@ -173,7 +173,7 @@ async fn kill_9_of_the_operator_and_of_postgres_mid_load_leaves_the_table_equal_
             tasks.push(tokio::spawn(async move {
                 let mut n = 0u32;
                 while !stop.load(Ordering::Relaxed) && n < 3000 {
-                    let out = if n % 3 == 0 { "40" } else { "17" };
+                    let out = if n.is_multiple_of(3) { "40" } else { "17" };
                     let r = s
                         .openai(
                             "/v1/chat/completions",
