@@ -29,7 +29,7 @@ pub enum Command {
     Rbac,
     /// Print cost history from the usage store (read-only): per UTC day and
     /// namespace, workload or model, or per budget period.
-    History(usage_store::HistoryArgs),
+    History(usage_store::history::HistoryArgs),
 }
 
 /// tokenwarden operator.

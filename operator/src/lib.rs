@@ -96,7 +96,7 @@ pub fn main() -> ExitCode {
 }
 
 /// `history`: print from the usage store's views.
-fn history(args: &usage_store::HistoryArgs) -> ExitCode {
+fn history(args: &usage_store::history::HistoryArgs) -> ExitCode {
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -107,7 +107,7 @@ fn history(args: &usage_store::HistoryArgs) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match rt.block_on(usage_store::run_history(args)) {
+    match rt.block_on(usage_store::history::run(args)) {
         Ok(table) => {
             print!("{table}");
             ExitCode::SUCCESS

@@ -147,6 +147,51 @@ pub fn render(by: By, rows: &[HistoryRow]) -> String {
     out
 }
 
+/// `tokenwarden-operator history`: print cost history from the usage store.
+#[derive(Debug, Clone, clap::Args)]
+pub struct HistoryArgs {
+    /// The usage store (as for the operator).
+    #[arg(
+        long,
+        env = "TOKENWARDEN_OPERATOR_USAGE_STORE_URL",
+        hide_env_values = true,
+        value_name = "URL"
+    )]
+    pub usage_store_url: String,
+
+    /// First UTC day shown (`YYYY-MM-DD`; default: the first of this month).
+    /// With `--by budget`: periods that start on or after it.
+    #[arg(long, value_name = "DATE")]
+    pub since: Option<jiff::civil::Date>,
+
+    /// Group by namespace, workload, model (provider/model) or budget period.
+    #[arg(long, value_enum, default_value_t = By::Namespace)]
+    pub by: By,
+}
+
+impl HistoryArgs {
+    /// `--since`, or the first of the current UTC month.
+    pub fn since(&self, now: Timestamp) -> jiff::civil::Date {
+        self.since.unwrap_or_else(|| {
+            let d = now.to_zoned(jiff::tz::TimeZone::UTC).date();
+            d.first_of_month()
+        })
+    }
+}
+
+/// Run `history`: query and print; the error names no password.
+pub async fn run(args: &HistoryArgs) -> Result<String, String> {
+    let config = super::pg::parse_url(&args.usage_store_url).map_err(|e| e.to_string())?;
+    let target = super::redact(&args.usage_store_url);
+    let client = super::pg::connect(&config)
+        .await
+        .map_err(|e| format!("{target}: {e}"))?;
+    let rows = query(&client, args.by, args.since(Timestamp::now()))
+        .await
+        .map_err(|e| format!("{target}: {e}"))?;
+    Ok(render(args.by, &rows))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
