@@ -148,7 +148,8 @@ pub fn render(by: By, rows: &[HistoryRow]) -> String {
 }
 
 /// `tokenwarden-operator history`: print cost history from the usage store.
-#[derive(Debug, Clone, clap::Args)]
+/// (`Debug` shows the URL without its password.)
+#[derive(Clone, clap::Args)]
 pub struct HistoryArgs {
     /// The usage store (as for the operator).
     #[arg(
@@ -167,6 +168,16 @@ pub struct HistoryArgs {
     /// Group by namespace, workload, model (provider/model) or budget period.
     #[arg(long, value_enum, default_value_t = By::Namespace)]
     pub by: By,
+}
+
+impl std::fmt::Debug for HistoryArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HistoryArgs")
+            .field("usage_store_url", &super::redact(&self.usage_store_url))
+            .field("since", &self.since)
+            .field("by", &self.by)
+            .finish()
+    }
 }
 
 impl HistoryArgs {

@@ -128,8 +128,9 @@ impl std::fmt::Debug for UsageStoreConfig {
 /// Default of [`UsageStoreConfig::max_backlog`].
 pub const DEFAULT_MAX_BACKLOG: usize = 100_000;
 
-/// The operator's usage store flags.
-#[derive(Debug, Clone, clap::Args)]
+/// The operator's usage store flags (`Debug` shows the URL without its
+/// password).
+#[derive(Clone, clap::Args)]
 pub struct UsageStoreArgs {
     /// Write every usage record to PostgreSQL: a `postgres://user:password@host:port/db`
     /// URL or a libpq key=value string. Off when unset. The chart takes it
@@ -161,6 +162,22 @@ pub struct UsageStoreArgs {
         default_value_t = DEFAULT_MAX_BACKLOG
     )]
     pub usage_store_max_backlog: usize,
+}
+
+impl std::fmt::Debug for UsageStoreArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UsageStoreArgs")
+            .field(
+                "usage_store_url",
+                &self.usage_store_url.as_deref().map(redact),
+            )
+            .field(
+                "usage_store_retention_months",
+                &self.usage_store_retention_months,
+            )
+            .field("usage_store_max_backlog", &self.usage_store_max_backlog)
+            .finish()
+    }
 }
 
 impl UsageStoreArgs {
@@ -246,6 +263,16 @@ mod tests {
             max_backlog: 10,
         };
         assert!(!format!("{cfg:?}").contains("s3cret"));
+        let args = UsageStoreArgs {
+            usage_store_url: Some("postgres://tw:s3cret@db/usage".into()),
+            usage_store_retention_months: 0,
+            usage_store_max_backlog: 1,
+        };
+        let shown = format!("{args:?}");
+        assert!(
+            shown.contains("postgres://db/usage") && !shown.contains("s3cret"),
+            "{shown}"
+        );
     }
 
     #[test]
