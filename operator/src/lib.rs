@@ -236,7 +236,7 @@ async fn start(args: &Args) -> Result<Started, StartError> {
         None => mode::kube(args, listeners.grpc_addr).await?,
     };
     let metrics = Arc::new(Metrics::new());
-    let usage = usage_store(args)?;
+    let usage = usage_store(args, &metrics)?;
     let (engine_tx, engine) = watch::channel(None);
     let (synced_tx, synced) = watch::channel(false);
     let driver = tokio::spawn(lead::drive(
@@ -281,11 +281,16 @@ async fn start(args: &Args) -> Result<Started, StartError> {
 
 /// The usage store, when `--usage-store-url` is given. Nothing connects
 /// here: Postgres being down must not keep the operator from serving.
-fn usage_store(args: &Args) -> Result<Option<UsageStoreHandle>, StartError> {
+fn usage_store(
+    args: &Args,
+    metrics: &Arc<Metrics>,
+) -> Result<Option<UsageStoreHandle>, StartError> {
     let Some(cfg) = args.usage_store.config() else {
         return Ok(None);
     };
-    let store = usage_store::PgStore::new(&cfg)?;
+    let store = Arc::new(usage_store::PgStore::new(&cfg)?);
+    metrics.usage_store.enable();
+    tokio::spawn(prepare_usage_store(store.clone(), metrics.clone()));
     tracing::info!(
         target = %store.target(),
         retention_months = cfg.retention_months,
@@ -293,9 +298,31 @@ fn usage_store(args: &Args) -> Result<Option<UsageStoreHandle>, StartError> {
         "usage store: writing every usage record to PostgreSQL"
     );
     Ok(Some(UsageStoreHandle {
-        sink: Arc::new(store),
+        sink: store,
         max_backlog: cfg.max_backlog,
     }))
+}
+
+/// Connect, migrate and make this month's partitions at start (every
+/// replica, leading or not), so the schema exists before the first record
+/// and `tokenwarden_usage_store_up` says at once whether the database
+/// answers; retried with backoff until it does.
+async fn prepare_usage_store(store: Arc<usage_store::PgStore>, metrics: Arc<Metrics>) {
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        match store.ready().await {
+            Ok(()) => {
+                metrics.usage_store.up.set(1);
+                return;
+            }
+            Err(e) => {
+                metrics.usage_store.up.set(0);
+                tracing::warn!(target = %store.target(), error = %e, "usage store not reachable yet; records wait (unacked) until it is");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+        }
+    }
 }
 
 fn engine_config(args: &Args) -> EngineConfig {

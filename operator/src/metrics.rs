@@ -232,7 +232,10 @@ impl Metrics {
     pub fn render(&self) -> String {
         let mut s = String::new();
         let ok = encode_registry(&mut s, &self.registry).is_ok()
-            && encode_registry(&mut s, self.usage_store.registry()).is_ok()
+            && self
+                .usage_store
+                .registry()
+                .is_none_or(|r| encode_registry(&mut s, r).is_ok())
             && encode_eof(&mut s).is_ok();
         if !ok {
             s.clear();

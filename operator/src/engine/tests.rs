@@ -260,6 +260,9 @@ fn start_with(gate_open: bool, usage: Option<UsageStoreHandle>) -> Harness {
         ..EngineConfig::default()
     };
     let metrics = Arc::new(Metrics::new());
+    if usage.is_some() {
+        metrics.usage_store.enable();
+    }
     let engine = Engine::spawn(
         cfg,
         source.clone(),
@@ -713,6 +716,11 @@ async fn a_batch_is_acked_only_once_the_usage_store_committed_it_and_resends_are
             .render()
             .contains("tokenwarden_usage_store_up 1\n")
     );
+    // Without a usage store its metrics are not exported at all (no `up 0`
+    // to alert on).
+    let plain = start(true);
+    assert!(!plain.metrics.render().contains("tokenwarden_usage_store"));
+    assert!(plain.metrics.render().ends_with("# EOF\n"));
 }
 
 #[tokio::test]

@@ -1,10 +1,11 @@
 //! The usage store's Prometheus metrics, named `tokenwarden_usage_store_*`
 //! (not under the operator's `tokenwarden_operator_` prefix: the alerts
-//! and dashboards name them so, whichever process writes the store).
+//! and dashboards name them so, whichever process writes the store),
+//! exported only when a usage store is configured.
 //!
 //! | metric | type | labels | meaning |
 //! |---|---|---|---|
-//! | `tokenwarden_usage_store_up` | gauge | | 1 when the last write committed, 0 when it failed |
+//! | `tokenwarden_usage_store_up` | gauge | | 1 when the last connect or write succeeded, 0 when it failed |
 //! | `tokenwarden_usage_store_backlog_records` | gauge | | rows waiting for Postgres (queued or in flight) |
 //! | `tokenwarden_usage_store_writes_total` | counter | result (`ok`, `error`) | write transactions |
 //! | `tokenwarden_usage_store_records_total` | counter | result (`inserted`, `duplicate`, `expired`, `deferred`) | rows by outcome |
@@ -32,6 +33,9 @@ struct ResultLabels {
 #[derive(Debug)]
 pub struct UsageStoreMetrics {
     registry: Registry,
+    /// Exported only when a usage store is configured (an operator without
+    /// one must not show `up 0`).
+    enabled: std::sync::atomic::AtomicBool,
     /// 1 when the last write committed, 0 when it failed.
     pub up: Gauge,
     /// Rows waiting for Postgres.
@@ -54,6 +58,7 @@ impl UsageStoreMetrics {
         let mut registry = Registry::with_prefix("tokenwarden_usage_store");
         let m = UsageStoreMetrics {
             registry: Registry::default(),
+            enabled: std::sync::atomic::AtomicBool::new(false),
             up: Gauge::default(),
             backlog: Gauge::default(),
             writes: Family::default(),
@@ -88,9 +93,17 @@ impl UsageStoreMetrics {
         UsageStoreMetrics { registry, ..m }
     }
 
-    /// The registry (encoded beside the operator's).
-    pub fn registry(&self) -> &Registry {
-        &self.registry
+    /// The registry (encoded beside the operator's), once enabled.
+    pub fn registry(&self) -> Option<&Registry> {
+        self.enabled
+            .load(std::sync::atomic::Ordering::Relaxed)
+            .then_some(&self.registry)
+    }
+
+    /// Export these metrics (a usage store is configured).
+    pub fn enable(&self) {
+        self.enabled
+            .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// A committed write.
