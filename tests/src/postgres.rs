@@ -229,10 +229,17 @@ impl Postgres {
 }
 
 impl Drop for Postgres {
+    /// A fast shutdown (SIGINT: clients disconnected, shared memory
+    /// released), SIGKILL after 10 s. (A `kill -9`ed server leaves its
+    /// small System V segment behind until a restart on the same data
+    /// directory reuses it; the restart in [`Postgres::restart`] does.)
     fn drop(&mut self) {
-        self.proc.kill9();
-        // Backends of a killed postmaster may still be exiting.
-        std::thread::sleep(Duration::from_millis(100));
+        if let Some(c) = self.proc.0.as_ref() {
+            let _ = Command::new("kill")
+                .args(["-INT", &c.id().to_string()])
+                .status();
+        }
+        let _ = self.proc.terminate_after_signal(Duration::from_secs(10));
     }
 }
 
