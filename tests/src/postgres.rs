@@ -39,13 +39,14 @@ pub fn services_required() -> bool {
 
 /// The directory holding `initdb` and `postgres`, if any.
 pub fn server_bin_dir() -> Option<PathBuf> {
+    let has_server = |b: &PathBuf| b.join("postgres").exists() && b.join("initdb").exists();
     if let Some(d) = std::env::var_os("TOKENWARDEN_PG_BIN") {
-        return Some(PathBuf::from(d));
+        return Some(PathBuf::from(d)).filter(has_server);
     }
     let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
         .ok()?
         .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
-        .filter(|b| b.join("postgres").exists() && b.join("initdb").exists())
+        .filter(has_server)
         .collect();
     found.sort();
     found.pop()
