@@ -202,6 +202,19 @@ async fn migrations_are_idempotent_and_concurrent_replicas_apply_them_once() {
         .unwrap();
     let got: Vec<(i32, String)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
     assert_eq!(got, vec![(1, "usage".into()), (2, "views".into())]);
+    // Replicas making the same month's partition at once: one makes it.
+    let mut tasks = Vec::new();
+    for _ in 0..6 {
+        let url = pg.url();
+        tasks.push(tokio::spawn(async move {
+            let mut c = pg::connect(&pg::parse_url(&url).unwrap()).await.unwrap();
+            ensure_month(&mut c, 2031, 7).await.unwrap();
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(months(&c).await.unwrap(), vec![(2031, 7)]);
     // A database migrated by a newer operator is refused, not scribbled on.
     c.execute(
         "INSERT INTO tokenwarden.schema_migrations (version, name) VALUES (99, 'future')",
