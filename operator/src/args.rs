@@ -9,7 +9,7 @@ use std::{
 
 use clap::Parser;
 
-use crate::{kube, webhook};
+use crate::{kube, usage_store, webhook};
 
 /// Log format.
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -21,12 +21,15 @@ pub enum LogFormat {
 }
 
 /// Subcommands (without one, the operator runs).
-#[derive(Debug, Clone, Copy, clap::Subcommand)]
+#[derive(Debug, Clone, clap::Subcommand)]
 pub enum Command {
     /// Print every Kubernetes API call the operator makes (the RBAC it
     /// needs) as JSON: `[{apiGroup, resource, subresource, verbs, scope,
     /// reason}]`, with `scope` `Cluster` or `Namespace` (the operator's).
     Rbac,
+    /// Print cost history from the usage store (read-only): per UTC day and
+    /// namespace, workload or model, or per budget period.
+    History(usage_store::history::HistoryArgs),
 }
 
 /// tokenwarden operator.
@@ -191,6 +194,10 @@ pub struct Args {
     /// Admission webhooks and their certificates (Kubernetes mode).
     #[command(flatten)]
     pub webhook: webhook::WebhookArgs,
+
+    /// The per-request usage store (PostgreSQL).
+    #[command(flatten)]
+    pub usage_store: usage_store::UsageStoreArgs,
 }
 
 /// A plaintext control server on an address other hosts can reach.

@@ -8,7 +8,7 @@ use tokenwarden_core::cluster_ledger::ClusterLedgerState;
 use tokio::sync::{mpsc, watch};
 
 use crate::{
-    engine::{Cmd, Engine, EngineConfig, LedgerStore},
+    engine::{Cmd, Engine, EngineConfig, LedgerStore, UsageStoreHandle},
     metrics::Metrics,
     source::{Leadership, ObjectSource, Objects},
 };
@@ -19,6 +19,8 @@ pub struct Lead {
     pub source: Arc<dyn ObjectSource>,
     /// Where the cluster ledger is kept.
     pub ledger: Option<Arc<dyn LedgerStore>>,
+    /// Where every usage record goes, if anywhere.
+    pub usage: Option<UsageStoreHandle>,
     /// Leadership as this replica sees it.
     pub leadership: watch::Receiver<Leadership>,
     /// Engine tunables.
@@ -59,6 +61,7 @@ pub async fn drive(mut lead: Lead, out: Published) {
         lead.cfg,
         lead.source.clone(),
         saved,
+        lead.usage,
         lead.metrics,
         latest,
         lead.leadership.clone(),

@@ -11,6 +11,7 @@
 //! - [`local`]: local mode (a watched directory, status files, a shared
 //!   secret, a lock file for leadership); [`kube`]: the Kubernetes layer.
 //! - [`admin`], [`metrics`]: `/healthz`, `/readyz`, `/metrics`, `/ledger`.
+//! - [`usage_store`]: the optional per-request usage store (PostgreSQL).
 
 pub mod admin;
 pub mod args;
@@ -24,6 +25,7 @@ pub mod mode;
 pub mod source;
 pub mod status;
 pub mod tls;
+pub mod usage_store;
 pub mod webhook;
 
 use std::{
@@ -39,7 +41,7 @@ use tokio::{
 
 use crate::{
     args::{Args, Command, LogFormat, check_listeners, is_loopback},
-    engine::{Cmd, EngineConfig},
+    engine::{Cmd, EngineConfig, UsageStoreHandle},
     lead::{Lead, Published},
     metrics::Metrics,
     mode::{Mode, StartError},
@@ -62,6 +64,9 @@ pub fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         };
+    }
+    if let Some(Command::History(h)) = &args.command {
+        return history(h);
     }
     if args.check_config {
         let Some(dir) = &args.local_dir else {
@@ -88,6 +93,30 @@ pub fn main() -> ExitCode {
         }
     };
     rt.block_on(run(args))
+}
+
+/// `history`: print from the usage store's views.
+fn history(args: &usage_store::history::HistoryArgs) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("tokenwarden-operator: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match rt.block_on(usage_store::history::run(args)) {
+        Ok(table) => {
+            print!("{table}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("tokenwarden-operator: usage store {e}");
+            ExitCode::from(1)
+        }
+    }
 }
 
 /// Every Kubernetes API call of the operator: the kube layer's and the
@@ -207,12 +236,14 @@ async fn start(args: &Args) -> Result<Started, StartError> {
         None => mode::kube(args, listeners.grpc_addr).await?,
     };
     let metrics = Arc::new(Metrics::new());
+    let usage = usage_store(args, &metrics)?;
     let (engine_tx, engine) = watch::channel(None);
     let (synced_tx, synced) = watch::channel(false);
     let driver = tokio::spawn(lead::drive(
         Lead {
             source: mode.source.clone(),
             ledger: mode.ledger.clone(),
+            usage,
             leadership: mode.leadership.clone(),
             cfg: engine_config(args),
             metrics: metrics.clone(),
@@ -246,6 +277,52 @@ async fn start(args: &Args) -> Result<Started, StartError> {
         driver,
         engine,
     })
+}
+
+/// The usage store, when `--usage-store-url` is given. Nothing connects
+/// here: Postgres being down must not keep the operator from serving.
+fn usage_store(
+    args: &Args,
+    metrics: &Arc<Metrics>,
+) -> Result<Option<UsageStoreHandle>, StartError> {
+    let Some(cfg) = args.usage_store.config() else {
+        return Ok(None);
+    };
+    let store = Arc::new(usage_store::PgStore::new(&cfg)?);
+    metrics.usage_store.enable();
+    tokio::spawn(prepare_usage_store(store.clone(), metrics.clone()));
+    tracing::info!(
+        target = %store.target(),
+        retention_months = cfg.retention_months,
+        max_backlog = cfg.max_backlog,
+        "usage store: writing every usage record to PostgreSQL"
+    );
+    Ok(Some(UsageStoreHandle {
+        sink: store,
+        max_backlog: cfg.max_backlog,
+    }))
+}
+
+/// Connect, migrate and make this month's partitions at start (every
+/// replica, leading or not), so the schema exists before the first record
+/// and `tokenwarden_usage_store_up` says at once whether the database
+/// answers; retried with backoff until it does.
+async fn prepare_usage_store(store: Arc<usage_store::PgStore>, metrics: Arc<Metrics>) {
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        match store.ready().await {
+            Ok(()) => {
+                metrics.usage_store.up.set(1);
+                return;
+            }
+            Err(e) => {
+                metrics.usage_store.up.set(0);
+                tracing::warn!(target = %store.target(), error = %e, "usage store not reachable yet; records wait (unacked) until it is");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+        }
+    }
 }
 
 fn engine_config(args: &Args) -> EngineConfig {

@@ -1,7 +1,10 @@
 //! The operator's Prometheus metrics.
 
 use prometheus_client::{
-    encoding::{EncodeLabelSet, text::encode},
+    encoding::{
+        EncodeLabelSet,
+        text::{encode_eof, encode_registry},
+    },
     metrics::{
         counter::Counter,
         family::Family,
@@ -66,6 +69,8 @@ pub struct Metrics {
     refused: Family<ReasonLabels, Counter>,
     leases: Family<BudgetLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     cost: Family<ModelLabels, Counter<f64, std::sync::atomic::AtomicU64>>,
+    /// The usage store's (`tokenwarden_usage_store_*`).
+    pub usage_store: crate::usage_store::UsageStoreMetrics,
 }
 
 impl Default for Metrics {
@@ -98,6 +103,7 @@ impl Metrics {
             refused: Family::default(),
             leases: Family::default(),
             cost: Family::default(),
+            usage_store: crate::usage_store::UsageStoreMetrics::new(),
         };
         registry.register(
             "sidecars_connected",
@@ -225,7 +231,13 @@ impl Metrics {
     /// Prometheus text.
     pub fn render(&self) -> String {
         let mut s = String::new();
-        if encode(&mut s, &self.registry).is_err() {
+        let ok = encode_registry(&mut s, &self.registry).is_ok()
+            && self
+                .usage_store
+                .registry()
+                .is_none_or(|r| encode_registry(&mut s, r).is_ok())
+            && encode_eof(&mut s).is_ok();
+        if !ok {
             s.clear();
         }
         s

@@ -99,6 +99,9 @@ pub enum StartError {
     /// The control server's TLS configuration.
     #[error("TLS: {0}")]
     ControlTls(#[source] rustls::Error),
+    /// `--usage-store-url` cannot be parsed (the message never quotes it).
+    #[error(transparent)]
+    UsageStoreUrl(#[from] crate::usage_store::pg::UrlError),
 }
 
 /// Local mode: the watched directory, status files and the ledger file in

@@ -37,6 +37,8 @@ OPTIONS = {
     "otel": {"sidecar": {"otel": {"endpoint": "http://otel-collector.observability:4317",
                                   "sampler": "parentbased_traceidratio", "samplerArg": "0.25",
                                   "resourceAttributes": "deployment.environment=prod"}}},
+    "usage-store": {"usageStore": {"postgres": {"existingSecret": "tokenwarden-usage-db", "secretKey": "dsn"},
+                                   "retentionMonths": 24, "maxBacklog": 2000000}},
     "network-policy": {"networkPolicy": {"enabled": True, "webhookFrom": [{"ipBlock": {"cidr": "10.0.0.0/16"}}]}},
     "single-replica-fail-closed": {
         "replicaCount": 1,
@@ -113,6 +115,10 @@ def test_schema_rejects_bad_values() -> None:
         {"prometheusRule": {"runbookBaseUrl": "https://wiki.example.com/page#anchor"}},
         {"grafanaDashboard": {"labels": {"grafana_dashboard": 1}}},
         {"grafanaDashboard": {"folder": "LLM"}},
+        {"usageStore": {"postgres": {"existingSecret": "Not_A_Name"}}},
+        {"usageStore": {"postgres": {"url": "postgres://inline:password@db/x"}}},
+        {"usageStore": {"retentionMonths": -1}},
+        {"usageStore": {"maxBacklog": 0}},
         {"unknownKey": True},
     ):
         with pytest.raises(helm_python.HelmValuesError):
@@ -162,7 +168,8 @@ def test_every_variable_set_is_one_the_operator_reads(option: str) -> None:
         pytest.fail(f"{exe} missing: build it with `cargo build -p tokenwarden-operator`")
     out = subprocess.run([str(exe), "--help"], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
-    read = set(re.findall(r"\[env:\s+([A-Z0-9_]+)=", out.stdout))
+    # `[env: NAME=value]`, or `[env: NAME]` for a secret (hide_env_values).
+    read = set(re.findall(r"\[env:\s+([A-Z0-9_]+)[=\]]", out.stdout))
     assert "TOKENWARDEN_OPERATOR_ADMIN_LISTEN" in read, out.stdout
     unread = sorted(set(env_of(objects(OPTIONS[option]))) - read - {"RUST_LOG"})
     assert unread == [], f"the operator does not read {unread}"
@@ -228,6 +235,20 @@ def test_sidecar_otel_settings() -> None:
     assert env["TOKENWARDEN_OPERATOR_SIDECAR_OTEL_SAMPLER"] == "parentbased_traceidratio"
     assert env["TOKENWARDEN_OPERATOR_SIDECAR_OTEL_SAMPLER_ARG"] == "0.25"
     assert env["TOKENWARDEN_OPERATOR_SIDECAR_OTEL_RESOURCE_ATTRIBUTES"] == "deployment.environment=prod"
+
+
+def test_usage_store_url_comes_from_the_secret() -> None:
+    # Off by default.
+    assert not [n for n in env_of(objects()) if "USAGE_STORE" in n]
+    c = one(objects(OPTIONS["usage-store"]), "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e for e in c["env"]}
+    assert env["TOKENWARDEN_OPERATOR_USAGE_STORE_URL"] == {
+        "name": "TOKENWARDEN_OPERATOR_USAGE_STORE_URL",
+        "valueFrom": {"secretKeyRef": {"name": "tokenwarden-usage-db", "key": "dsn"}},
+    }
+    assert env["TOKENWARDEN_OPERATOR_USAGE_STORE_RETENTION_MONTHS"]["value"] == "24"
+    # A large number stays an integer (not 2e+06).
+    assert env["TOKENWARDEN_OPERATOR_USAGE_STORE_MAX_BACKLOG"]["value"] == "2000000"
 
 
 def test_release_namespace_is_always_excluded() -> None:

@@ -10,6 +10,7 @@ pub mod fake_operator;
 pub mod fake_sidecar;
 pub mod mock_api;
 pub mod operator;
+pub mod postgres;
 pub mod probe;
 pub mod process;
 pub mod sidecar;

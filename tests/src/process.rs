@@ -58,10 +58,17 @@ impl Proc {
     /// SIGTERM, then wait up to `within` for the exit (SIGKILL after that,
     /// and `None`).
     pub fn terminate(&mut self, within: Duration) -> Option<ExitStatus> {
-        let mut c = self.0.take()?;
+        let c = self.0.as_ref()?;
         let _ = Command::new("kill")
             .args(["-TERM", &c.id().to_string()])
             .status();
+        self.terminate_after_signal(within)
+    }
+
+    /// Wait up to `within` for the exit the caller asked for with a signal
+    /// (SIGKILL after that, and `None`).
+    pub fn terminate_after_signal(&mut self, within: Duration) -> Option<ExitStatus> {
+        let mut c = self.0.take()?;
         let deadline = Instant::now() + within;
         loop {
             if let Ok(Some(s)) = c.try_wait() {

@@ -1,7 +1,8 @@
 //! Usage ingest and acks: each record is counted in every book it names
 //! (of the sidecar's own namespace) and in the cluster ledger, deduped by
 //! (sidecar id, seq); a batch is acked once every sink it touched is
-//! durable at a generation that includes it.
+//! durable at a generation that includes it. Every valid record, counted or
+//! not, also goes to the usage store when there is one (see `usage`).
 
 use std::collections::BTreeSet;
 
@@ -40,6 +41,7 @@ impl Engine {
         let sidecar = s.sidecar_id.clone();
         let mut touched: BTreeSet<Sink> = BTreeSet::new();
         let mut last_seq = 0;
+        let defer = self.defer_usage(id, records.len());
         for incoming in records {
             if incoming.claimed_sidecar != sidecar {
                 tracing::warn!(
@@ -60,11 +62,12 @@ impl Engine {
             };
             last_seq = last_seq.max(rec.seq);
             self.count(id, &rec, now, &mut touched);
+            self.queue_usage(id, rec, defer, &mut touched);
         }
         if last_seq == 0 {
             return;
         }
-        let needs = self.generations_needed(touched);
+        let needs = self.generations_needed(id, touched);
         let books: Vec<ObjectRef> = needs
             .iter()
             .filter_map(|(sink, _)| match sink {
@@ -159,13 +162,14 @@ impl Engine {
     }
 
     /// Each touched sink with the generation that includes the batch.
-    fn generations_needed(&self, touched: BTreeSet<Sink>) -> Vec<(Sink, u64)> {
+    fn generations_needed(&self, id: SessionId, touched: BTreeSet<Sink>) -> Vec<(Sink, u64)> {
         touched
             .into_iter()
             .filter_map(|sink| {
                 let generation = match &sink {
                     Sink::Budget(b) => self.books.get(b)?.book.generation(),
                     Sink::Ledger => self.ledger.as_ref()?.ledger.generation(),
+                    Sink::UsageStore => self.usage_generation(id)?,
                     Sink::Policy(_) => return None,
                 };
                 Some((sink, generation))
@@ -185,6 +189,10 @@ impl Engine {
                 .ledger
                 .as_ref()
                 .is_none_or(|l| l.written_gen >= generation),
+            Sink::UsageStore => self
+                .usage
+                .as_ref()
+                .is_none_or(|u| u.written_gen >= generation),
             Sink::Policy(_) => true,
         }
     }

@@ -22,7 +22,8 @@
 //! turns them into core types and back, so no other room reads or builds
 //! one), `objects` (objects and config push), `sessions`, `ingest` (usage and
 //! acks), `leases`, `writes` (status batching and durability), `store`
-//! (the ledger store and write errors), `housekeeping`, `policies` (the
+//! (the ledger store and write errors), `usage` (the usage store's queue),
+//! `housekeeping`, `policies` (the
 //! RoutingPolicy statuses), `render` (admin `/ledger`) and `state` (the
 //! slots). Each room adds methods to [`Engine`]; `tests` runs the rules
 //! in-process against fakes.
@@ -38,6 +39,7 @@ mod render;
 mod sessions;
 mod state;
 mod store;
+mod usage;
 mod writes;
 
 #[cfg(test)]
@@ -63,6 +65,7 @@ pub use self::{
     sessions::workload_of,
     state::{SessionId, Sink},
     store::{LedgerError, LedgerStore, WriteError},
+    usage::UsageStoreHandle,
 };
 use crate::{
     metrics::Metrics,
@@ -152,18 +155,21 @@ pub struct Engine {
     policy_statuses_dirty: bool,
     /// Prompt-cache busts of the last day, for `PromptCacheUnstable`.
     cache_watch: cache_watch::CacheWatch,
+    /// The usage store's queue, when one is configured.
+    usage: Option<usage::UsageSlot>,
 }
 
 // === impl Engine ===
 
 impl Engine {
     /// Start the engine task on the objects the source has synced, for as
-    /// long as `leadership` says this replica leads. Returns the command
-    /// sender.
+    /// long as `leadership` says this replica leads, writing usage rows to
+    /// `usage` if given. Returns the command sender.
     pub fn spawn(
         cfg: EngineConfig,
         source: Arc<dyn ObjectSource>,
         ledger: Option<(ClusterLedgerState, Arc<dyn LedgerStore>)>,
+        usage: Option<UsageStoreHandle>,
         metrics: Arc<Metrics>,
         objects: Arc<Objects>,
         leadership: watch::Receiver<Leadership>,
@@ -193,6 +199,7 @@ impl Engine {
             stopping: None,
             policy_statuses_dirty: false,
             cache_watch: cache_watch::CacheWatch::default(),
+            usage: usage.map(usage::UsageSlot::new),
         };
         engine.set_objects(objects, Timestamp::now());
         tokio::spawn(engine.run(rx));

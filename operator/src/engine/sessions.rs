@@ -62,6 +62,7 @@ impl Engine {
                 nack: None,
                 pending: VecDeque::new(),
                 opened: Instant::now(),
+                usage_deferred: false,
             },
         );
         self.metrics.sidecars.set(self.sessions.len() as i64);

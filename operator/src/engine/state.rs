@@ -36,6 +36,8 @@ pub enum Sink {
     Ledger,
     /// A RoutingPolicy's status (not a ledger sink, but written the same way).
     Policy(ObjectRef),
+    /// The per-request usage store (PostgreSQL).
+    UsageStore,
 }
 
 /// A request that could not be met, retried when leases come back.
@@ -233,6 +235,9 @@ pub(super) struct Session {
     /// Batches not yet acked, oldest first.
     pub(super) pending: VecDeque<PendingBatch>,
     pub(super) opened: Instant,
+    /// Some of its records were not queued for the usage store (the
+    /// backlog was full): its batches wait until it reconnects and resends.
+    pub(super) usage_deferred: bool,
 }
 
 /// A RoutingPolicy's status and its write state.

@@ -63,4 +63,7 @@ pub enum WriteError {
     /// The cluster ledger.
     #[error(transparent)]
     Ledger(#[from] LedgerError),
+    /// The usage store.
+    #[error(transparent)]
+    UsageStore(#[from] crate::usage_store::StoreError),
 }

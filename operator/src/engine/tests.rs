@@ -143,6 +143,63 @@ impl LedgerStore for FakeLedger {
     }
 }
 
+/// A usage store that commits only while `up`; it keeps every row of
+/// every committed write, in order (resends included: deduplication is
+/// Postgres's job, by key).
+#[derive(Default)]
+struct FakeUsage {
+    up: std::sync::atomic::AtomicBool,
+    committed: Mutex<Vec<(String, u64)>>,
+    failures: std::sync::atomic::AtomicU64,
+}
+
+impl FakeUsage {
+    fn seqs(&self) -> Vec<u64> {
+        self.committed.lock().unwrap().iter().map(|r| r.1).collect()
+    }
+}
+
+impl crate::usage_store::UsageSink for FakeUsage {
+    fn write<'a>(
+        &'a self,
+        rows: &'a [crate::usage_store::UsageRow],
+    ) -> std::pin::Pin<
+        Box<
+            dyn std::future::Future<
+                    Output = Result<crate::usage_store::Written, crate::usage_store::StoreError>,
+                > + Send
+                + 'a,
+        >,
+    > {
+        Box::pin(async move {
+            if !self.up.load(std::sync::atomic::Ordering::SeqCst) {
+                self.failures
+                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                return Err(crate::usage_store::StoreError::Timeout(Duration::ZERO));
+            }
+            let mut c = self.committed.lock().unwrap();
+            for r in rows {
+                assert_eq!(r.namespace, NS);
+                assert_eq!(r.pod, format!("search-{}", r.sidecar_id));
+                c.push((r.sidecar_id.clone(), r.record.seq));
+            }
+            Ok(crate::usage_store::Written {
+                inserted: rows.len() as u64,
+                ..Default::default()
+            })
+        })
+    }
+}
+
+fn usage_store(max_backlog: usize) -> (Arc<FakeUsage>, UsageStoreHandle) {
+    let fake = Arc::new(FakeUsage::default());
+    let handle = UsageStoreHandle {
+        sink: fake.clone(),
+        max_backlog,
+    };
+    (fake, handle)
+}
+
 // === harness ===
 
 struct Harness {
@@ -150,6 +207,7 @@ struct Harness {
     source: Arc<FakeSource>,
     ledger: Arc<FakeLedger>,
     leadership: watch::Sender<Leadership>,
+    metrics: Arc<Metrics>,
 }
 
 fn objects() -> Arc<Objects> {
@@ -178,6 +236,11 @@ fn objects() -> Arc<Objects> {
 /// An engine leading on the example budget; status writes complete only
 /// while `gate_open`.
 fn start(gate_open: bool) -> Harness {
+    start_with(gate_open, None)
+}
+
+/// [`start`], writing usage rows to `usage`.
+fn start_with(gate_open: bool, usage: Option<UsageStoreHandle>) -> Harness {
     let objects = objects();
     let source = Arc::new(FakeSource {
         objects: watch::channel(Some(objects.clone())).0,
@@ -196,11 +259,16 @@ fn start(gate_open: bool) -> Harness {
         status_interval: Duration::from_millis(10),
         ..EngineConfig::default()
     };
+    let metrics = Arc::new(Metrics::new());
+    if usage.is_some() {
+        metrics.usage_store.enable();
+    }
     let engine = Engine::spawn(
         cfg,
         source.clone(),
         Some((ClusterLedgerState::default(), ledger.clone())),
-        Arc::new(Metrics::new()),
+        usage,
+        metrics.clone(),
         objects,
         leading,
     );
@@ -209,6 +277,7 @@ fn start(gate_open: bool) -> Harness {
         source,
         ledger,
         leadership,
+        metrics,
     }
 }
 
@@ -581,4 +650,121 @@ async fn a_cache_bust_makes_the_policy_prompt_cache_unstable_with_a_warning_even
         (Some("0.25"), Some(1)),
         "{view}"
     );
+}
+
+#[tokio::test]
+async fn a_batch_is_acked_only_once_the_usage_store_committed_it_and_resends_are_written_again() {
+    let (store, handle) = usage_store(1000);
+    let h = start_with(true, Some(handle));
+    let mut sidecar = h.connect(1, "sc-1").await;
+    h.usage(&sidecar, &[1, 2]).await;
+    until("a failed usage store write", || {
+        store.failures.load(std::sync::atomic::Ordering::SeqCst) > 0
+    })
+    .await;
+    // The books are durable; the store is down: no ack.
+    let (seen, ended) = sidecar.quiet().await;
+    assert_eq!(acks(&seen), Vec::<u64>::new(), "acked before the commit");
+    assert!(ended.is_none());
+    assert!(
+        h.metrics
+            .render()
+            .contains("tokenwarden_usage_store_backlog_records 2\n"),
+        "{}",
+        h.metrics.render()
+    );
+    assert!(
+        h.metrics
+            .render()
+            .contains("tokenwarden_usage_store_up 0\n")
+    );
+    // Leases are still granted meanwhile: traffic does not wait.
+    let request = LeaseRequest {
+        budget_namespace: NS.into(),
+        budget_name: BUDGET.into(),
+        want_picos: DOLLAR_PICOS,
+        need_picos: DOLLAR_PICOS,
+        request_id: 9,
+        ..LeaseRequest::default()
+    };
+    h.send(&sidecar, In::LeaseRequest(request)).await;
+    sidecar
+        .next(|m| matches!(m, Out::LeaseGrant(g) if g.request_id == 9))
+        .await;
+
+    store.up.store(true, std::sync::atomic::Ordering::SeqCst);
+    let Out::UsageAck(ack) = sidecar.next(|m| matches!(m, Out::UsageAck(_))).await else {
+        unreachable!()
+    };
+    assert_eq!(ack.up_to_seq, 2);
+    assert_eq!(store.seqs(), vec![1, 2]);
+    // A resend of 2 (the books skip it) still goes to the store, whose key
+    // makes it a no-op; 3 is new.
+    h.usage(&sidecar, &[2, 3]).await;
+    let Out::UsageAck(ack) = sidecar.next(|m| matches!(m, Out::UsageAck(_))).await else {
+        unreachable!()
+    };
+    assert_eq!(ack.up_to_seq, 3);
+    assert_eq!(store.seqs(), vec![1, 2, 2, 3]);
+    assert!(
+        h.metrics
+            .render()
+            .contains("tokenwarden_usage_store_backlog_records 0\n")
+    );
+    assert!(
+        h.metrics
+            .render()
+            .contains("tokenwarden_usage_store_up 1\n")
+    );
+    // Without a usage store its metrics are not exported at all (no `up 0`
+    // to alert on).
+    let plain = start(true);
+    assert!(!plain.metrics.render().contains("tokenwarden_usage_store"));
+    assert!(plain.metrics.render().ends_with("# EOF\n"));
+}
+
+#[tokio::test]
+async fn a_full_backlog_leaves_records_to_the_sidecar_and_asks_for_them_once_drained() {
+    let (store, handle) = usage_store(2);
+    let h = start_with(true, Some(handle));
+    let mut sidecar = h.connect(1, "sc-1").await;
+    // The first batch fills the queue; the next one waits in the sidecar.
+    h.usage(&sidecar, &[1, 2]).await;
+    h.usage(&sidecar, &[3, 4]).await;
+    until("a failed usage store write", || {
+        store.failures.load(std::sync::atomic::Ordering::SeqCst) > 0
+    })
+    .await;
+    let render = h.metrics.render();
+    assert!(
+        render.contains("tokenwarden_usage_store_backlog_records 2\n"),
+        "{render}"
+    );
+    assert!(
+        render.contains("tokenwarden_usage_store_records_total{result=\"deferred\"} 2\n"),
+        "{render}"
+    );
+    store.up.store(true, std::sync::atomic::Ordering::SeqCst);
+    // The queued batch commits and is acked; the other was never queued,
+    // so the session is ended for the sidecar to resend it.
+    let (seen, ended) = sidecar.quiet().await;
+    assert_eq!(acks(&seen), vec![2]);
+    let ended = ended.expect("the session ends once the backlog drained");
+    assert_eq!(ended.code(), tonic::Code::Unavailable);
+    assert!(
+        ended.message().contains("usage store caught up"),
+        "{ended:?}"
+    );
+    assert_eq!(store.seqs(), vec![1, 2]);
+    // It reconnects and resends everything unacked.
+    let mut sidecar = h.connect(2, "sc-1").await;
+    h.usage(&sidecar, &[3, 4]).await;
+    let Out::UsageAck(ack) = sidecar.next(|m| matches!(m, Out::UsageAck(_))).await else {
+        unreachable!()
+    };
+    assert_eq!(ack.up_to_seq, 4);
+    assert_eq!(store.seqs(), vec![1, 2, 3, 4]);
+    // Counted once in the books all the same.
+    let ledger = h.render().await;
+    assert_eq!(ledger["ledger"][0]["requests"], 4, "{ledger}");
 }

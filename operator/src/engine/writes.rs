@@ -22,6 +22,7 @@ impl Engine {
         self.books.values().any(|b| b.writing)
             || self.ledger.as_ref().is_some_and(|l| l.writing)
             || self.policy_slots.values().any(|p| p.writing)
+            || self.usage.as_ref().is_some_and(|u| u.writing())
     }
 
     /// Send the grants already durable, and start the writes that are due.
@@ -37,6 +38,7 @@ impl Engine {
             self.write_book(id, now);
         }
         self.write_ledger();
+        self.write_usage();
         let pids: Vec<ObjectRef> = self.policy_slots.keys().cloned().collect();
         for id in pids {
             self.write_policy(id);
@@ -172,10 +174,14 @@ impl Engine {
                 }
                 return;
             }
+            Sink::UsageStore => self.usage_written(generation, result),
         }
         let ids: Vec<SessionId> = self.sessions.keys().copied().collect();
         for id in ids {
             self.ack(id);
+        }
+        if sink == Sink::UsageStore {
+            self.resume_deferred();
         }
     }
 }
