@@ -91,7 +91,7 @@ def test_schema_rejects_bad_values() -> None:
         {"replicaCount": 0},
         {"sidecar": {"resources": {"requests": {"memory": "lots"}}}},
         {"sidecar": {"otel": {"endpoint": "otel-collector:4317"}}},
-        {"sidecar": {"otel": {"endpoint": "https://collector.example.com"}}},
+        {"sidecar": {"otel": {"endpoint": "grpcs://collector.example.com"}}},
         {"sidecar": {"otel": {"protocol": "http/json"}}},
         {"sidecar": {"otel": {"samplerArg": "2"}}},
         {"unknownKey": True},
@@ -208,6 +208,9 @@ def test_sidecar_otel_settings() -> None:
     assert env["TOKENWARDEN_OPERATOR_SIDECAR_OTEL_SAMPLER"] == "parentbased_traceidratio"
     assert env["TOKENWARDEN_OPERATOR_SIDECAR_OTEL_SAMPLER_ARG"] == "0.25"
     assert env["TOKENWARDEN_OPERATOR_SIDECAR_OTEL_RESOURCE_ATTRIBUTES"] == "deployment.environment=prod"
+    # TLS to the collector.
+    tls = env_of(objects({"sidecar": {"otel": {"endpoint": "https://otel.example.com:4317"}}}))
+    assert tls["TOKENWARDEN_OPERATOR_SIDECAR_OTEL_ENDPOINT"] == "https://otel.example.com:4317"
 
 
 def test_release_namespace_is_always_excluded() -> None:
