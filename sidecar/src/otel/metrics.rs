@@ -35,7 +35,7 @@
 //! `tokenwarden_otel_metric_export_failures_total`.
 
 use std::{
-    collections::{BTreeMap, HashSet},
+    collections::{BTreeMap, HashMap, HashSet},
     sync::{Arc, Mutex, Weak},
     time::Duration,
 };
@@ -95,6 +95,8 @@ pub struct OtelMetrics {
     cost: Arc<Mutex<BTreeMap<Series, i128>>>,
     _cost: ObservableCounter<f64>,
     models: Mutex<HashSet<String>>,
+    /// The attribute sets of each answered series (bounded as the models).
+    answered: Mutex<HashMap<Series, Arc<AnsweredAttrs>>>,
     _provider: SdkMeterProvider,
     /// Asks the export task to collect and send now.
     flush: tokio::sync::mpsc::UnboundedSender<tokio::sync::oneshot::Sender<()>>,
@@ -127,8 +129,17 @@ pub struct MeteredAttempt<'a> {
     pub duration: Option<Duration>,
 }
 
+/// The attribute sets of an answered attempt's points.
+struct AnsweredAttrs {
+    base: Vec<KeyValue>,
+    input: Vec<KeyValue>,
+    output: Vec<KeyValue>,
+    cache_read: Vec<KeyValue>,
+    cache_write: Vec<KeyValue>,
+}
+
 /// The attributes a cost total is kept under.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 struct Series {
     operation: &'static str,
     provider: Option<&'static str>,
@@ -248,6 +259,7 @@ impl OtelMetrics {
                 .build(),
             cost,
             models: Mutex::default(),
+            answered: Mutex::default(),
             _provider: provider,
             flush,
         }
@@ -262,45 +274,55 @@ impl OtelMetrics {
             request_model: self.model(a.model),
             response_model: answered.then(|| self.model(a.served_model)),
         };
-        let attrs = series.attributes();
-        if let Some(d) = a.duration {
-            if answered {
-                self.duration.record(d.as_secs_f64(), &attrs);
-            } else {
-                let mut failed = attrs.clone();
+        if !answered {
+            if let Some(d) = a.duration {
+                let mut failed = series.attributes();
                 failed.push(KeyValue::new(
                     "error.type",
                     error_type(a.status).into_owned(),
                 ));
                 self.duration.record(d.as_secs_f64(), &failed);
             }
-        }
-        if !answered {
             return;
+        }
+        let attrs = self.answered_attrs(&series);
+        if let Some(d) = a.duration {
+            self.duration.record(d.as_secs_f64(), &attrs.base);
         }
         let u = a.usage;
         let input = u.input_tokens + u.cache_read_tokens + u.cache_write_tokens;
-        self.tokens
-            .record(input, &with(&attrs, "gen_ai.token.type", "input"));
+        self.tokens.record(input, &attrs.input);
         if series.operation == "chat" {
-            self.tokens.record(
-                u.output_tokens,
-                &with(&attrs, "gen_ai.token.type", "output"),
-            );
-            self.cache_tokens.record(
-                u.cache_read_tokens,
-                &with(&attrs, "tokenwarden.token.type", "cache_read"),
-            );
-            self.cache_tokens.record(
-                u.cache_write_tokens,
-                &with(&attrs, "tokenwarden.token.type", "cache_creation"),
-            );
+            self.tokens.record(u.output_tokens, &attrs.output);
+            self.cache_tokens
+                .record(u.cache_read_tokens, &attrs.cache_read);
+            self.cache_tokens
+                .record(u.cache_write_tokens, &attrs.cache_write);
         }
         if let Some(cost) = a.cost {
             let mut totals = lock(&self.cost);
             let total = totals.entry(series).or_insert(0);
             *total = total.saturating_add(cost.picos());
         }
+    }
+
+    /// The attribute sets of an answered attempt's points, built once per
+    /// series.
+    fn answered_attrs(&self, series: &Series) -> Arc<AnsweredAttrs> {
+        let mut cached = lock(&self.answered);
+        if let Some(a) = cached.get(series) {
+            return a.clone();
+        }
+        let base = series.attributes();
+        let a = Arc::new(AnsweredAttrs {
+            input: with(&base, "gen_ai.token.type", "input"),
+            output: with(&base, "gen_ai.token.type", "output"),
+            cache_read: with(&base, "tokenwarden.token.type", "cache_read"),
+            cache_write: with(&base, "tokenwarden.token.type", "cache_creation"),
+            base,
+        });
+        cached.insert(series.clone(), a.clone());
+        a
     }
 
     /// Collect and send now, waiting at most `within` (at shutdown, so
