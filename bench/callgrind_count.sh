@@ -21,7 +21,9 @@
 #   request is routed to a cheap tier with a stronger one above, so every non-streaming answer
 #   is held and judged by the escalation rules before it is sent)  OTLP=1 (traces on: the sidecar
 #   exports every request's spans over OTLP/HTTP to bench/otlp_sink.py, a receiver in the same
-#   network namespace; its export count lands in summary.txt)  KIND=json|sse (1 KB non-streaming body | streaming
+#   network namespace; its export count lands in summary.txt)  OTLP_SIGNALS=traces (with OTLP=1:
+#   which signals are exported, `traces`, `metrics` or `traces,metrics`; metrics are collected
+#   every OTEL_METRIC_EXPORT_INTERVAL=1000 ms, so a run makes real exports)  KIND=json|sse (1 KB non-streaming body | streaming
 #   request, `x-bench-mock: sse`: the mock's 9-event SSE body with a usage chunk)
 #   WARMUP=1000 COUNT=2000 IDLE_S=10 STRACE=0 PORT_BASE=18380 OUT=bench/out/count-<ts>
 #   CONC=1 (oha connections; the README's numbers are at 1. With STRACE=1 and CONC=32 it shows
@@ -44,6 +46,7 @@ IDLE_S=${IDLE_S:-10}
 STRACE=${STRACE:-0}
 POLICY=${POLICY:-$BENCH_DIR/policy.yaml.in}
 OTLP=${OTLP:-0}
+OTLP_SIGNALS=${OTLP_SIGNALS:-traces}
 CONC=${CONC:-1}
 CPUTIME=${CPUTIME:-0}
 SIDECAR_BIN=${SIDECAR_BIN:?set SIDECAR_BIN to the sidecar binary}
@@ -101,6 +104,9 @@ if [[ "$OTLP" == 1 ]]; then
     export OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$PORT_OTLP"
     export OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf
     export OTEL_SERVICE_NAME=tokenwarden-sidecar-bench
+    export OTEL_METRIC_EXPORT_INTERVAL=${OTEL_METRIC_EXPORT_INTERVAL:-1000}
+    [[ ",$OTLP_SIGNALS," == *,traces,* ]] || export OTEL_TRACES_EXPORTER=none
+    [[ ",$OTLP_SIGNALS," == *,metrics,* ]] || export OTEL_METRICS_EXPORTER=none
 else
     unset OTEL_EXPORTER_OTLP_ENDPOINT OTEL_EXPORTER_OTLP_TRACES_ENDPOINT
 fi

@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
-"""A minimal OTLP/HTTP trace receiver for the benchmark: accepts
-`POST /v1/traces` (binary protobuf), answers 200 with an empty
-ExportTraceServiceResponse, and counts the exports and bytes it received
+"""A minimal OTLP/HTTP receiver for the benchmark: accepts
+`POST /v1/traces` and `POST /v1/metrics` (binary protobuf), answers 200
+with an empty export response, and counts the exports and bytes it received
 (written to the file given as the second argument on SIGTERM). It does not
-decode the spans: sidecar/tests/otel.rs checks their content; this only gives
+decode them: sidecar/tests/otel.rs and otel_metrics.rs check their content; this only gives
 the sidecar's exporter a real peer, so the benchmark counts real exports.
 
 Usage: otlp_sink.py PORT STATS_FILE
@@ -24,7 +24,7 @@ class Sink(BaseHTTPRequestHandler):
     def do_POST(self):  # noqa: N802 (http.server's naming)
         n = int(self.headers.get("content-length", "0"))
         self.rfile.read(n)
-        ok = self.path == "/v1/traces"
+        ok = self.path in ("/v1/traces", "/v1/metrics")
         if ok:
             with LOCK:
                 STATS["exports"] += 1

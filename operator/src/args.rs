@@ -317,14 +317,20 @@ mod tests {
         assert_eq!(c.protocol, "http/protobuf");
         assert_eq!(c.sampler, "parentbased_always_on");
         assert_eq!(c.sampler_arg.as_deref(), Some("0.1"));
+        // TLS to the collector.
+        let tls = cfg(&["--sidecar-otel-endpoint", "https://otel.example.com:4317"])
+            .unwrap()
+            .otel
+            .unwrap();
+        assert_eq!(tls.endpoint, "https://otel.example.com:4317");
         for (flags, says) in [
             (
                 &["--sidecar-otel-endpoint", "otel-collector:4317"][..],
-                "must be an http:// URL",
+                "must be an http:// or https:// URL",
             ),
             (
-                &["--sidecar-otel-endpoint", "https://collector.example.com"][..],
-                "without TLS",
+                &["--sidecar-otel-endpoint", "grpcs://collector.example.com"][..],
+                "must be an http:// or https:// URL",
             ),
             (
                 &[

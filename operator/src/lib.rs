@@ -22,6 +22,7 @@ pub mod lead;
 pub mod local;
 pub mod metrics;
 pub mod mode;
+pub mod otel;
 pub mod source;
 pub mod status;
 pub mod tls;
@@ -191,6 +192,18 @@ type EngineHandle = watch::Receiver<Option<mpsc::Sender<Cmd>>>;
 type Serve = Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>>;
 
 async fn run(args: Args) -> ExitCode {
+    // A collector misconfigured must not stop the control plane: it runs
+    // without traces and says why.
+    let traces = match otel::Traces::from_env() {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::error!(error = %e, "OpenTelemetry traces are off");
+            None
+        }
+    };
+    if traces.is_some() {
+        tracing::info!("exporting OpenTelemetry traces (OTEL_* environment)");
+    }
     let started = match start(&args).await {
         Ok(s) => s,
         Err(e) => return config_error(&e.to_string()),
@@ -215,6 +228,9 @@ async fn run(args: Args) -> ExitCode {
         }
     };
     hand_over(driver, &engine, &mut mode).await;
+    if let Some(t) = &traces {
+        t.flush(Duration::from_secs(2)).await;
+    }
     code
 }
 

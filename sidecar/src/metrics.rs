@@ -33,6 +33,7 @@
 //! | `tokenwarden_cache_rewrites_total` | kind (breakpoints, prompt_cache_key): requests the sidecar changed to make the cache hit |
 //! | `tokenwarden_cache_monitor_bytes` | none: memory held by the prefix-stability monitor |
 //! | `tokenwarden_otel_dropped_spans_total` | none: OpenTelemetry spans dropped (export queue full, or a batch the collector did not take) |
+//! | `tokenwarden_otel_metric_export_failures_total` | none: OTLP metric exports that failed or timed out (cumulative: the next export carries the totals) |
 //!
 //! Model names come from apps, so their label values are bounded: at most
 //! [`MAX_MODEL_LABELS`] distinct values (then `other`), 64 characters each,
@@ -378,6 +379,7 @@ pub struct Metrics {
     cache_rewrites: Family<KindLabel, Counter>,
     cache_monitor_bytes: Gauge<i64, AtomicI64>,
     otel_dropped: Counter,
+    otel_metric_failures: Counter,
 }
 
 impl Default for Metrics {
@@ -440,6 +442,7 @@ impl Metrics {
             cache_rewrites: Family::default(),
             cache_monitor_bytes: Gauge::default(),
             otel_dropped: Counter::default(),
+            otel_metric_failures: Counter::default(),
         };
         m.register_traffic(&mut registry);
         m.register_budgets(&mut registry);
@@ -628,6 +631,11 @@ impl Metrics {
             "otel_dropped_spans",
             "OpenTelemetry spans dropped: the export queue was full, or the collector did not take a batch",
             self.otel_dropped.clone(),
+        );
+        registry.register(
+            "otel_metric_export_failures",
+            "OTLP metric exports that failed or timed out (the next export carries the cumulative totals)",
+            self.otel_metric_failures.clone(),
         );
     }
 
@@ -993,6 +1001,12 @@ impl Metrics {
     /// for the span exporter to count its drops in.
     pub fn otel_dropped(&self) -> Counter {
         self.otel_dropped.clone()
+    }
+
+    /// The counter of failed OTLP metric exports
+    /// (`tokenwarden_otel_metric_export_failures_total`).
+    pub fn otel_metric_failures(&self) -> Counter {
+        self.otel_metric_failures.clone()
     }
 
     /// Count an error by its label.

@@ -93,15 +93,25 @@ async fn serve(args: Args, mode: Mode) -> ExitCode {
         _ = proxy => ExitCode::from(1),
         () = shutdown_signal() => {
             tracing::info!("shutting down");
-            if let Some(otel) = &shared.otel {
-                otel.flush(OTEL_FLUSH).await;
-            }
+            // Both at once: the wait is bounded by one OTEL_FLUSH.
+            let traces = async {
+                if let Some(otel) = &shared.otel {
+                    otel.flush(OTEL_FLUSH).await;
+                }
+            };
+            let metrics = async {
+                if let Some(m) = &shared.otel_metrics {
+                    m.flush(OTEL_FLUSH).await;
+                }
+            };
+            tokio::join!(traces, metrics);
             ExitCode::SUCCESS
         }
     }
 }
 
-/// How long a shutdown waits for the queued spans to reach the collector.
+/// How long a shutdown waits for the queued spans and the last metrics to
+/// reach the collector.
 const OTEL_FLUSH: Duration = Duration::from_secs(2);
 
 /// The session's outbox (lease requests), in connected mode.
@@ -135,6 +145,16 @@ fn shared_state(args: &Args, mode: &Mode) -> Result<(Arc<Shared>, Option<Outbox>
     if otel.is_some() {
         tracing::info!("exporting OpenTelemetry traces (OTEL_* environment)");
     }
+    let otel_metrics = match crate::otel::OtelMetrics::from_env(metrics.otel_metric_failures()) {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::error!(error = %e, "OpenTelemetry metrics are off");
+            None
+        }
+    };
+    if otel_metrics.is_some() {
+        tracing::info!("exporting OpenTelemetry metrics (OTEL_* environment)");
+    }
     let shared = Arc::new(Shared {
         options: Options {
             max_body_bytes: args.max_body_bytes,
@@ -160,6 +180,7 @@ fn shared_state(args: &Args, mode: &Mode) -> Result<(Arc<Shared>, Option<Outbox>
             args.prompt_cache_ttl_ms.map(Duration::from_millis),
         ),
         otel,
+        otel_metrics,
     });
     shared.metrics.ledger_writable(true);
     Ok((shared, outbox))

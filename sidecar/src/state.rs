@@ -103,6 +103,8 @@ pub struct Shared {
     pub prompt_cache: crate::prompt_cache::PromptCache,
     /// OpenTelemetry traces, when the `OTEL_*` environment turns them on.
     pub otel: Option<crate::otel::Otel>,
+    /// OpenTelemetry metrics, when the `OTEL_*` environment turns them on.
+    pub otel_metrics: Option<crate::otel::OtelMetrics>,
 }
 
 /// Most digests the repeated-prompt tracker remembers.

@@ -1,6 +1,7 @@
 //! OpenTelemetry traces from the sidecar binary, received by an
-//! in-process OTLP collector (the gRPC `TraceService` of the OTLP protos,
-//! and `POST /v1/traces` for HTTP/protobuf): the span tree, the GenAI
+//! in-process OTLP collector of the tests crate (`tokenwarden_tests::otlp`:
+//! the gRPC `TraceService` of the OTLP protos, and `POST /v1/traces` for
+//! HTTP/protobuf): the span tree, the GenAI
 //! and `tokenwarden.*` attributes against what `/ledger` records, W3C
 //! trace context continued from the app and sent upstream, nothing when
 //! disabled, no prompt text.
@@ -9,23 +10,12 @@
 
 mod support;
 
-use std::{
-    collections::BTreeMap,
-    net::SocketAddr,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::{collections::BTreeMap, net::SocketAddr, time::Duration};
 
-use opentelemetry_proto::tonic::{
-    collector::trace::v1::{
-        ExportTraceServiceRequest, ExportTraceServiceResponse,
-        trace_service_server::{TraceService, TraceServiceServer},
-    },
-    common::v1::{AnyValue, KeyValue, any_value::Value},
-    trace::v1::{Span, span::SpanKind},
-};
+use opentelemetry_proto::tonic::trace::v1::{Span, span::SpanKind};
 use serde_json::json;
 use support::*;
+use tokenwarden_tests::otlp::{self, Received, attrs};
 
 /// A span as received, with its resource's attributes.
 #[derive(Clone, Debug)]
@@ -40,91 +30,38 @@ impl Got {
     }
 }
 
-fn any(v: &AnyValue) -> serde_json::Value {
-    match &v.value {
-        Some(Value::StringValue(s)) => json!(s),
-        Some(Value::IntValue(i)) => json!(i),
-        Some(Value::BoolValue(b)) => json!(b),
-        Some(Value::DoubleValue(d)) => json!(d),
-        Some(Value::ArrayValue(a)) => a.values.iter().map(any).collect(),
-        other => panic!("unexpected attribute value {other:?}"),
-    }
-}
-
-fn attrs(kvs: &[KeyValue]) -> BTreeMap<String, serde_json::Value> {
-    kvs.iter()
-        .map(|kv| (kv.key.clone(), kv.value.as_ref().map_or(json!(null), any)))
-        .collect()
-}
-
-/// The spans a collector received.
-#[derive(Clone, Default)]
-struct Spans(Arc<Mutex<Vec<Got>>>);
+/// The spans a collector (`tokenwarden_tests::otlp`) received.
+#[derive(Clone)]
+struct Spans(Received);
 
 impl Spans {
-    fn take(&self, req: ExportTraceServiceRequest) {
-        let mut got = self.0.lock().unwrap();
-        for rs in req.resource_spans {
-            let resource = attrs(&rs.resource.map(|r| r.attributes).unwrap_or_default());
-            for ss in rs.scope_spans {
-                for span in ss.spans {
-                    got.push(Got {
-                        span,
-                        resource: resource.clone(),
-                    });
-                }
-            }
-        }
-    }
-
     /// Wait (10 s) for at least `n` spans.
     async fn wait(&self, n: usize) -> Vec<Got> {
-        for _ in 0..200 {
-            let got = self.0.lock().unwrap().clone();
-            if got.len() >= n {
-                return got;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        if !self.0.wait(|g| g.spans().len() >= n).await {
+            panic!("expected {n} spans, got {:?}", self.now());
         }
-        panic!(
-            "expected {n} spans, got {:?}",
-            self.0.lock().unwrap().clone()
-        );
+        self.now()
     }
 
     fn now(&self) -> Vec<Got> {
-        self.0.lock().unwrap().clone()
-    }
-}
-
-#[tonic::async_trait]
-impl TraceService for Spans {
-    async fn export(
-        &self,
-        request: tonic::Request<ExportTraceServiceRequest>,
-    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-        self.take(request.into_inner());
-        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
+        self.0
+            .spans()
+            .into_iter()
+            .map(|(span, resource)| Got { span, resource })
+            .collect()
     }
 }
 
 /// An OTLP/gRPC collector on 127.0.0.1.
 async fn grpc_collector() -> (SocketAddr, Spans) {
-    let spans = Spans::default();
-    let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let svc = TraceServiceServer::new(spans.clone());
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(svc)
-            .serve(addr),
-    );
-    for _ in 0..100 {
-        if tokio::net::TcpStream::connect(addr).await.is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    (addr, spans)
+    let c = otlp::grpc(None).await;
+    (c.addr, Spans(c.got))
+}
+
+/// An OTLP/HTTP collector (`POST /v1/traces`, protobuf) on 127.0.0.1.
+async fn http_collector() -> (SocketAddr, Spans) {
+    let c = otlp::http(None).await;
+    (c.addr, Spans(c.got))
 }
 
 const ROUTES: &str = r#"  tiers:
@@ -580,41 +517,6 @@ async fn spans_the_collector_does_not_take_are_counted_dropped() {
     assert_eq!(dropped, 2.0, "the request span and its attempt span");
 }
 
-/// `POST /v1/traces` with an OTLP protobuf body, on 127.0.0.1.
-async fn http_collector() -> (SocketAddr, Spans) {
-    use http_body_util::BodyExt;
-    use prost::Message;
-    let spans = Spans::default();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let s = spans.clone();
-    tokio::spawn(async move {
-        loop {
-            let (conn, _) = listener.accept().await.unwrap();
-            let s = s.clone();
-            let svc =
-                hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                    let s = s.clone();
-                    async move {
-                        assert_eq!(req.uri().path(), "/v1/traces");
-                        assert_eq!(req.headers()["content-type"], "application/x-protobuf");
-                        assert_eq!(req.headers()["x-team"], "search");
-                        let body = req.into_body().collect().await.unwrap().to_bytes();
-                        s.take(ExportTraceServiceRequest::decode(body).unwrap());
-                        Ok::<_, std::convert::Infallible>(http::Response::new(
-                            http_body_util::Full::new(bytes::Bytes::new()),
-                        ))
-                    }
-                });
-            tokio::spawn(
-                hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(conn), svc),
-            );
-        }
-    });
-    (addr, spans)
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn http_protobuf_export() {
     let fake = FakeProvider::start(FakeConfig::default()).await.unwrap();
@@ -639,6 +541,13 @@ async fn http_protobuf_export() {
         names.contains(&"chat gpt-5") && names.contains(&"chat gpt-5-mini"),
         "{names:?}"
     );
+    let reqs = spans.0.http_requests();
+    assert!(!reqs.is_empty());
+    for (path, headers) in reqs {
+        assert_eq!(path, "/v1/traces");
+        assert_eq!(headers["content-type"], "application/x-protobuf");
+        assert_eq!(headers["x-team"], "search");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -106,7 +106,7 @@ def test_schema_rejects_bad_values() -> None:
         {"replicaCount": 0},
         {"sidecar": {"resources": {"requests": {"memory": "lots"}}}},
         {"sidecar": {"otel": {"endpoint": "otel-collector:4317"}}},
-        {"sidecar": {"otel": {"endpoint": "https://collector.example.com"}}},
+        {"sidecar": {"otel": {"endpoint": "grpcs://collector.example.com"}}},
         {"sidecar": {"otel": {"protocol": "http/json"}}},
         {"sidecar": {"otel": {"samplerArg": "2"}}},
         {"podMonitor": {"interval": "often"}},
@@ -171,7 +171,10 @@ def test_every_variable_set_is_one_the_operator_reads(option: str) -> None:
     # `[env: NAME=value]`, or `[env: NAME]` for a secret (hide_env_values).
     read = set(re.findall(r"\[env:\s+([A-Z0-9_]+)[=\]]", out.stdout))
     assert "TOKENWARDEN_OPERATOR_ADMIN_LISTEN" in read, out.stdout
-    unread = sorted(set(env_of(objects(OPTIONS[option]))) - read - {"RUST_LOG"})
+    # OTEL_*: the OpenTelemetry SDK's own variables, read by its exporter.
+    unread = sorted(
+        n for n in set(env_of(objects(OPTIONS[option]))) - read - {"RUST_LOG"} if not n.startswith("OTEL_")
+    )
     assert unread == [], f"the operator does not read {unread}"
 
 
@@ -235,6 +238,18 @@ def test_sidecar_otel_settings() -> None:
     assert env["TOKENWARDEN_OPERATOR_SIDECAR_OTEL_SAMPLER"] == "parentbased_traceidratio"
     assert env["TOKENWARDEN_OPERATOR_SIDECAR_OTEL_SAMPLER_ARG"] == "0.25"
     assert env["TOKENWARDEN_OPERATOR_SIDECAR_OTEL_RESOURCE_ATTRIBUTES"] == "deployment.environment=prod"
+    # The operator's own spans go to the same collector.
+    assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://otel-collector.observability:4317"
+    assert env["OTEL_EXPORTER_OTLP_PROTOCOL"] == "grpc"
+    assert env["OTEL_TRACES_SAMPLER"] == "parentbased_traceidratio"
+    assert env["OTEL_TRACES_SAMPLER_ARG"] == "0.25"
+    assert env["OTEL_RESOURCE_ATTRIBUTES"] == "deployment.environment=prod"
+    own = env_of(objects({"sidecar": {"otel": {**OPTIONS["otel"]["sidecar"]["otel"], "operator": False}}}))
+    assert not [n for n in own if n.startswith("OTEL_")]
+    # TLS to the collector.
+    tls = env_of(objects({"sidecar": {"otel": {"endpoint": "https://otel.example.com:4317"}}}))
+    assert tls["TOKENWARDEN_OPERATOR_SIDECAR_OTEL_ENDPOINT"] == "https://otel.example.com:4317"
+    assert tls["OTEL_EXPORTER_OTLP_ENDPOINT"] == "https://otel.example.com:4317"
 
 
 def test_usage_store_url_comes_from_the_secret() -> None:

@@ -3,13 +3,15 @@
 //! operator and a fake sidecar speaking the control protocol, spawn helpers
 //! for the real operator and sidecar binaries, a test CA, free ports and
 //! HTTP probes, a scripted mock Kubernetes API (`mock_api::Scenario`) and an
-//! in-process API server stand-in for the operator's Kubernetes mode.
+//! in-process API server stand-in for the operator's Kubernetes mode, and an
+//! in-process OTLP collector (`otlp`: gRPC and HTTP, plain and TLS).
 
 pub mod apiserver;
 pub mod fake_operator;
 pub mod fake_sidecar;
 pub mod mock_api;
 pub mod operator;
+pub mod otlp;
 pub mod postgres;
 pub mod probe;
 pub mod process;

@@ -39,6 +39,13 @@ impl Engine {
             return;
         };
         let sidecar = s.sidecar_id.clone();
+        let _span = crate::otel::enter(
+            "tokenwarden.usage.ingest",
+            vec![
+                opentelemetry::KeyValue::new("tokenwarden.sidecar.id", sidecar.to_string()),
+                opentelemetry::KeyValue::new("tokenwarden.usage.records", records.len() as i64),
+            ],
+        );
         let mut touched: BTreeSet<Sink> = BTreeSet::new();
         let mut last_seq = 0;
         let defer = self.defer_usage(id, records.len());
@@ -216,6 +223,17 @@ impl Engine {
             return;
         };
         let sidecar_id = s.sidecar_id.clone();
+        let _span = crate::otel::enter(
+            "tokenwarden.usage.ack",
+            vec![
+                opentelemetry::KeyValue::new("tokenwarden.sidecar.id", sidecar_id.to_string()),
+                opentelemetry::KeyValue::new(
+                    "tokenwarden.usage.up_to_seq",
+                    i64::try_from(up_to_seq).unwrap_or(i64::MAX),
+                ),
+                opentelemetry::KeyValue::new("tokenwarden.usage.batches", n as i64),
+            ],
+        );
         if let Some(s) = self.sessions.get_mut(&id) {
             s.pending.drain(..n);
         }

@@ -6,6 +6,7 @@
 use std::{collections::BTreeSet, sync::Arc};
 
 use jiff::Timestamp;
+use opentelemetry::KeyValue;
 use tokenwarden_core::{
     book::Book,
     compile::{Pod, compile},
@@ -31,6 +32,16 @@ fn digest(bytes: &[u8]) -> String {
 
 impl Engine {
     pub(super) fn set_objects(&mut self, objects: Arc<Objects>, now: Timestamp) {
+        let _span = crate::otel::enter(
+            "tokenwarden.reconcile",
+            vec![
+                KeyValue::new(
+                    "tokenwarden.routing_policies",
+                    objects.policies.len() as i64,
+                ),
+                KeyValue::new("tokenwarden.token_budgets", objects.budgets.len() as i64),
+            ],
+        );
         self.objects = objects.clone();
         self.policies.clear();
         self.budgets_in.clear();
@@ -43,6 +54,10 @@ impl Engine {
                 }
             }
         }
+        crate::otel::note(KeyValue::new(
+            "tokenwarden.invalid_policies",
+            self.policy_errors.len() as i64,
+        ));
         let mut wanted = BTreeSet::new();
         for (id, b) in &objects.budgets {
             let input = match b.to_input() {
@@ -130,6 +145,14 @@ impl Engine {
         let Some(s) = self.sessions.get(&id) else {
             return;
         };
+        let _span = crate::otel::enter(
+            "tokenwarden.config.push",
+            vec![
+                KeyValue::new("tokenwarden.sidecar.id", s.sidecar_id.to_string()),
+                KeyValue::new("k8s.namespace.name", s.identity.namespace.clone()),
+                KeyValue::new("k8s.pod.name", s.identity.pod_name.clone()),
+            ],
+        );
         let cfg = self.compile_for(&s.identity);
         let json = match serde_json::to_vec(&cfg) {
             Ok(j) => j,
@@ -144,6 +167,11 @@ impl Engine {
             .iter()
             .flat_map(|c| c.budgets.iter().map(|b| b.source.clone()))
             .collect();
+        crate::otel::note(KeyValue::new("tokenwarden.config.version", version.clone()));
+        crate::otel::note(KeyValue::new(
+            "tokenwarden.config.changed",
+            version != s.sent_version,
+        ));
         if version == s.sent_version {
             return;
         }

@@ -6,6 +6,7 @@
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
+use opentelemetry::{KeyValue, context::FutureExt as _};
 use tokenwarden_core::workload::ObjectRef;
 
 use super::{Cmd, Engine, SessionId, Sink, WriteError};
@@ -70,12 +71,23 @@ impl Engine {
         let source = self.source.clone();
         let tx = self.tx.clone();
         let metrics = self.metrics.clone();
+        let cx = crate::otel::start(
+            "tokenwarden.status.write",
+            vec![
+                KeyValue::new("tokenwarden.budget", id.to_string()),
+                KeyValue::new("tokenwarden.generation", generation as i64),
+            ],
+        );
         tokio::spawn(async move {
             let t = Instant::now();
             let r = source
                 .write_budget_status(&id, &st)
+                .with_context(cx.clone())
                 .await
                 .map_err(WriteError::from);
+            if r.is_err() {
+                crate::otel::failed(&cx, "status_write_failed");
+            }
             metrics
                 .status_write_seconds
                 .observe(t.elapsed().as_secs_f64());
@@ -97,8 +109,16 @@ impl Engine {
         let state = l.ledger.to_state();
         let store = l.store.clone();
         let tx = self.tx.clone();
+        let cx = crate::otel::start(
+            "tokenwarden.ledger.write",
+            vec![KeyValue::new("tokenwarden.generation", generation as i64)],
+        );
         tokio::task::spawn_blocking(move || {
             let r = store.save(&state).map_err(WriteError::from);
+            if r.is_err() {
+                crate::otel::failed(&cx, "ledger_write_failed");
+            }
+            drop(cx);
             let _ = tx.blocking_send(Cmd::Written(Sink::Ledger, generation, r));
         });
     }
@@ -118,11 +138,19 @@ impl Engine {
         slot.last_write = Some(Instant::now());
         let source = self.source.clone();
         let tx = self.tx.clone();
+        let cx = crate::otel::start(
+            "tokenwarden.policy_status.write",
+            vec![KeyValue::new("tokenwarden.policy", id.to_string())],
+        );
         tokio::spawn(async move {
             let r = source
                 .write_policy_status(&id, &st)
+                .with_context(cx.clone())
                 .await
                 .map_err(WriteError::from);
+            if r.is_err() {
+                crate::otel::failed(&cx, "policy_status_write_failed");
+            }
             let _ = tx.send(Cmd::Written(Sink::Policy(id), 0, r)).await;
         });
     }

@@ -213,9 +213,10 @@ pub struct WebhookArgs {
     pub sidecar_state_size_limit: String,
 
     /// OTLP endpoint set as `OTEL_EXPORTER_OTLP_ENDPOINT` on every injected
-    /// sidecar, e.g. `http://otel-collector.observability:4317` (plain
-    /// `http://`: an in-cluster collector; empty: no
-    /// OpenTelemetry variables are injected, and sidecars export nothing).
+    /// sidecar, e.g. `http://otel-collector.observability:4317`: plain
+    /// `http://`, or `https://` (TLS with ring; the sidecar trusts the
+    /// Mozilla roots). Empty: no OpenTelemetry variables are injected,
+    /// and sidecars export nothing.
     #[arg(
         long,
         env = "TOKENWARDEN_OPERATOR_SIDECAR_OTEL_ENDPOINT",
@@ -379,11 +380,11 @@ impl WebhookArgs {
         let uri: http::Uri = endpoint
             .parse()
             .map_err(|e| anyhow::anyhow!("--sidecar-otel-endpoint {endpoint:?}: {e}"))?;
-        // The sidecar's exporter speaks plain HTTP/2 or HTTP/1.1 to an
-        // in-cluster collector; TLS to the collector is not supported yet.
-        if uri.scheme_str() != Some("http") || uri.host().is_none() {
+        // The sidecar's exporter speaks plain HTTP, or TLS to an
+        // https:// endpoint.
+        if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
             anyhow::bail!(
-                "--sidecar-otel-endpoint {endpoint:?}: must be an http:// URL with a host (the sidecar exports to an in-cluster collector without TLS)"
+                "--sidecar-otel-endpoint {endpoint:?}: must be an http:// or https:// URL with a host"
             );
         }
         let sampler_arg = self.sidecar_otel_sampler_arg.trim();

@@ -312,6 +312,7 @@ pub(crate) fn settle(
     commit: Commit,
 ) -> Settled {
     let now = Timestamp::now();
+    let sent_at = attempt.sent_at.take();
     let provider = active
         .router
         .as_ref()
@@ -341,10 +342,24 @@ pub(crate) fn settle(
             usage: &usage,
             prices,
             exact: (200..300).contains(&status) && !estimated,
-            sent: attempt.sent_at.take().unwrap_or(now),
+            sent: sent_at.unwrap_or(now),
         },
         now,
     );
+    if let Some(m) = &shared.otel_metrics {
+        m.attempt(&crate::otel::MeteredAttempt {
+            endpoint: attempt.endpoint,
+            api: provider.map(|p| p.api),
+            model: &attempt.choice.model,
+            served_model: &served_model,
+            status,
+            usage: &usage,
+            cost,
+            // A clock stepped back makes it zero.
+            duration: sent_at
+                .map(|s| std::time::Duration::try_from(now.duration_since(s)).unwrap_or_default()),
+        });
+    }
     let spent = usage != TokenCounts::default() || status != 0;
     let holds = std::mem::take(&mut attempt.holds);
     let (periods, lease_holds) = charge_budgets(shared, attempt, holds, spent, &usage, cost, now);

@@ -1,5 +1,6 @@
 //! OpenTelemetry traces: a span per metered LLM request and a child span
-//! per upstream attempt, exported over OTLP (gRPC or HTTP/protobuf), with
+//! per upstream attempt, exported over OTLP (gRPC or HTTP/protobuf, plain
+//! or TLS: [`super::tls`]), with
 //! W3C trace context continued from the app and propagated upstream.
 //!
 //! Attributes follow the OpenTelemetry GenAI semantic conventions
@@ -39,8 +40,8 @@ use opentelemetry::{
     propagation::{Extractor, Injector, TextMapPropagator},
     trace::{SpanKind, Status, TraceContextExt, Tracer as _, TracerProvider as _},
 };
+use opentelemetry_otlp::{WithHttpConfig as _, WithTonicConfig as _};
 use opentelemetry_sdk::{
-    Resource,
     error::OTelSdkResult,
     propagation::TraceContextPropagator,
     trace::{SdkTracer, SdkTracerProvider, SpanData, SpanExporter, SpanProcessor},
@@ -52,6 +53,7 @@ use tokenwarden_core::{
     workload::{Api, Endpoint},
 };
 
+use super::{Signal, env_num, error_type, operation, provider_name, resource, tls::Transport};
 use crate::sync::lock;
 
 /// The sidecar's tracer, when traces are exported.
@@ -71,17 +73,6 @@ impl std::fmt::Debug for Otel {
     }
 }
 
-/// The environment variable `name`, when set and not empty.
-fn env(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
-}
-
-fn env_num(name: &str, default: u64) -> u64 {
-    env(name)
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(default)
-}
-
 // === impl Otel ===
 
 impl Otel {
@@ -90,51 +81,26 @@ impl Otel {
     /// Must run inside the Tokio runtime: it spawns the export task.
     /// Spans dropped are counted in `dropped`.
     pub fn from_env(dropped: Counter) -> Result<Option<Otel>, String> {
-        let disabled = env("OTEL_SDK_DISABLED")
-            .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
-            || env("OTEL_TRACES_EXPORTER").is_some_and(|v| v.trim().eq_ignore_ascii_case("none"));
-        let endpoint = env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-            .or_else(|| env("OTEL_EXPORTER_OTLP_ENDPOINT"));
-        if disabled || endpoint.is_none() {
+        let Some(endpoint) = Signal::Traces.endpoint() else {
             return Ok(None);
-        }
-        let protocol = env("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
-            .or_else(|| env("OTEL_EXPORTER_OTLP_PROTOCOL"))
-            .unwrap_or_else(|| "http/protobuf".into());
-        let timeout = Duration::from_millis(env_num(
-            "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
-            env_num("OTEL_EXPORTER_OTLP_TIMEOUT", 10_000),
-        ));
+        };
+        let transport = Transport::from_env(Signal::Traces, &endpoint)?;
         let queue = Queue::spawn_from_env(dropped);
-        let exporter = match protocol.trim() {
-            "grpc" => opentelemetry_otlp::SpanExporter::builder()
-                .with_tonic()
+        let exporter = match transport {
+            Transport::Grpc(tls) => {
+                let mut builder = opentelemetry_otlp::SpanExporter::builder().with_tonic();
+                if let Some(tls) = tls {
+                    builder = builder.with_tls_config(tls);
+                }
+                builder.build()
+            }
+            Transport::Http(client) => opentelemetry_otlp::SpanExporter::builder()
+                .with_http()
+                .with_http_client(*client)
                 .build(),
-            "http/protobuf" => {
-                use opentelemetry_otlp::WithHttpConfig as _;
-                opentelemetry_otlp::SpanExporter::builder()
-                    .with_http()
-                    .with_http_client(
-                        opentelemetry_http::hyper::HyperClient::with_default_connector(
-                            timeout, None,
-                        ),
-                    )
-                    .build()
-            }
-            other => {
-                return Err(format!(
-                    "OTEL_EXPORTER_OTLP_PROTOCOL={other}: grpc and http/protobuf are supported"
-                ));
-            }
         }
         .map_err(|e| format!("OTLP span exporter: {e}"))?;
-        let mut resource = Resource::builder();
-        if env("OTEL_SERVICE_NAME").is_none()
-            && !env("OTEL_RESOURCE_ATTRIBUTES").is_some_and(|a| a.contains("service.name="))
-        {
-            resource = resource.with_service_name("tokenwarden-sidecar");
-        }
-        let resource = resource.build();
+        let resource = resource();
         let mut exporter = exporter;
         exporter.set_resource(&resource);
         let (processor, flush) = queue.start(exporter);
@@ -208,22 +174,6 @@ pub struct RequestStart<'a> {
     pub route: Option<&'a str>,
     /// Complexity score, when computed.
     pub score: Option<u16>,
-}
-
-/// `gen_ai.operation.name` of an endpoint.
-fn operation(endpoint: Endpoint) -> &'static str {
-    match endpoint {
-        Endpoint::Embeddings => "embeddings",
-        _ => "chat",
-    }
-}
-
-/// `gen_ai.provider.name` of an API.
-fn provider_name(api: Api) -> &'static str {
-    match api {
-        Api::Anthropic => "anthropic",
-        _ => "openai",
-    }
 }
 
 fn to_i64(n: u64) -> i64 {
@@ -373,15 +323,6 @@ impl Drop for RequestSpan {
             span.set_attributes(attrs);
         }
         span.end();
-    }
-}
-
-/// `error.type` (and the span status description) of an upstream status.
-fn error_type(status: u16) -> Cow<'static, str> {
-    if status == 0 {
-        Cow::Borrowed("upstream_unreachable")
-    } else {
-        Cow::Owned(status.to_string())
     }
 }
 
