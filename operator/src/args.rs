@@ -323,6 +323,9 @@ mod tests {
             .otel
             .unwrap();
         assert_eq!(tls.endpoint, "https://otel.example.com:4317");
+        assert_eq!(tls.headers_secret, None);
+        assert_eq!(tls.ca_config_map, None);
+        assert_eq!(tls.client_cert_secret, None);
         for (flags, says) in [
             (
                 &["--sidecar-otel-endpoint", "otel-collector:4317"][..],
@@ -361,6 +364,85 @@ mod tests {
         ] {
             let argv = std::iter::once("tokenwarden-operator").chain(flags.iter().copied());
             assert!(Args::try_parse_from(argv).is_err(), "{flags:?}");
+        }
+    }
+
+    #[test]
+    fn otel_secret_and_configmap_references_are_checked_at_start() {
+        use crate::webhook::inject::KeyRef;
+        let cfg = |extra: &[&str]| {
+            let mut a = vec!["--sidecar-otel-endpoint", "https://otel.example.com:4317"];
+            a.extend_from_slice(extra);
+            parse(&a).webhook.inject_config("tokenwarden")
+        };
+        let c = cfg(&[
+            "--sidecar-otel-headers-secret",
+            "otel-auth/headers",
+            "--sidecar-otel-ca-configmap",
+            "corp-ca.v2/ca-bundle.pem",
+            "--sidecar-otel-client-cert-secret",
+            "otel-client",
+        ])
+        .unwrap()
+        .otel
+        .unwrap();
+        assert_eq!(
+            c.headers_secret,
+            Some(KeyRef {
+                name: "otel-auth".into(),
+                key: "headers".into()
+            })
+        );
+        assert_eq!(
+            c.ca_config_map,
+            Some(KeyRef {
+                name: "corp-ca.v2".into(),
+                key: "ca-bundle.pem".into()
+            })
+        );
+        assert_eq!(c.client_cert_secret.as_deref(), Some("otel-client"));
+        let long = "a".repeat(254);
+        let long_flag = format!("{long}/k");
+        for (flags, says) in [
+            (
+                &["--sidecar-otel-headers-secret", "otel-auth"][..],
+                "--sidecar-otel-headers-secret \"otel-auth\": must be NAME/KEY",
+            ),
+            (
+                &["--sidecar-otel-headers-secret", "Otel_Auth/headers"][..],
+                "--sidecar-otel-headers-secret: \"Otel_Auth\" is not a Kubernetes object name",
+            ),
+            (
+                &["--sidecar-otel-headers-secret", "otel-auth/"][..],
+                "key \"\" must be letters, digits",
+            ),
+            (
+                &["--sidecar-otel-headers-secret", "otel-auth/a/b"][..],
+                "key \"a/b\" must be letters, digits",
+            ),
+            (
+                &["--sidecar-otel-ca-configmap=-ca/ca.crt"][..],
+                "--sidecar-otel-ca-configmap: \"-ca\" is not a Kubernetes object name",
+            ),
+            (
+                &["--sidecar-otel-ca-configmap", "ca/..data"][..],
+                "key \"..data\" must be letters, digits",
+            ),
+            (
+                &["--sidecar-otel-ca-configmap", long_flag.as_str()][..],
+                "is not a Kubernetes object name",
+            ),
+            (
+                &["--sidecar-otel-client-cert-secret", "otel/client"][..],
+                "--sidecar-otel-client-cert-secret: \"otel/client\" is not a Kubernetes object name",
+            ),
+            (
+                &["--sidecar-otel-client-cert-secret", "a..b"][..],
+                "is not a Kubernetes object name",
+            ),
+        ] {
+            let err = format!("{:#}", cfg(flags).unwrap_err());
+            assert!(err.contains(says), "{flags:?}: {err}");
         }
     }
 

@@ -566,6 +566,9 @@ fn otel_settings_reach_every_injected_sidecar_as_otel_variables() {
         sampler: "parentbased_traceidratio".into(),
         sampler_arg: Some("0.25".into()),
         resource_attributes: Some("deployment.environment=prod".into()),
+        headers_secret: None,
+        ca_config_map: None,
+        client_cert_secret: None,
     });
     let review = fixture("pod-one-container.json");
     let resp = mutate_with(&cfg, &review, Some(&objects()));
@@ -591,4 +594,136 @@ fn otel_settings_reach_every_injected_sidecar_as_otel_variables() {
     let app_env = pod["spec"]["containers"][0]["env"].to_string();
     assert!(!app_env.contains("OTEL_"), "{app_env}");
     validate_k8s(&[("otel", &pod)]);
+}
+
+fn otel_tls() -> InjectConfig {
+    let mut cfg = config();
+    cfg.otel = Some(inject::OtelInject {
+        endpoint: "https://otel.example.com:4317".into(),
+        protocol: "grpc".into(),
+        sampler: "parentbased_always_on".into(),
+        sampler_arg: None,
+        resource_attributes: None,
+        headers_secret: Some(inject::KeyRef {
+            name: "otel-auth".into(),
+            key: "headers".into(),
+        }),
+        ca_config_map: Some(inject::KeyRef {
+            name: "otel-ca".into(),
+            key: "bundle.pem".into(),
+        }),
+        client_cert_secret: Some("otel-client".into()),
+    });
+    cfg
+}
+
+#[test]
+fn otel_headers_ca_and_client_certificate_come_from_the_pods_namespace() {
+    let cfg = otel_tls();
+    // A pod without volumes: ours make the list.
+    let review = fixture("pod-one-container.json");
+    let resp = mutate_with(&cfg, &review, Some(&objects()));
+    let patch = decode_patch(&resp).unwrap();
+    assert_eq!(
+        ops_paths(&patch),
+        [
+            "add /spec/containers/0/env",
+            "add /spec/initContainers",
+            "add /spec/volumes",
+            "add /metadata/annotations",
+        ]
+    );
+    let pod = apply(&review["request"]["object"], &patch);
+    let sidecar = &pod["spec"]["initContainers"][0];
+    assert_eq!(
+        sidecar["env"].as_array().unwrap()[3..],
+        json!([
+            {"name": "OTEL_SERVICE_NAME", "value": "tokenwarden-sidecar"},
+            {"name": "OTEL_EXPORTER_OTLP_ENDPOINT", "value": "https://otel.example.com:4317"},
+            {"name": "OTEL_EXPORTER_OTLP_PROTOCOL", "value": "grpc"},
+            // The headers (a token) never appear as a value in the pod spec.
+            {"name": "OTEL_EXPORTER_OTLP_HEADERS", "valueFrom": {"secretKeyRef": {"name": "otel-auth", "key": "headers", "optional": true}}},
+            {"name": "OTEL_EXPORTER_OTLP_CERTIFICATE", "value": "/var/run/tokenwarden/otel-ca/ca.crt"},
+            {"name": "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", "value": "/var/run/tokenwarden/otel-client/tls.crt"},
+            {"name": "OTEL_EXPORTER_OTLP_CLIENT_KEY", "value": "/var/run/tokenwarden/otel-client/tls.key"},
+            {"name": "OTEL_TRACES_SAMPLER", "value": "parentbased_always_on"},
+            {"name": "OTEL_RESOURCE_ATTRIBUTES", "value": "k8s.namespace.name=$(TOKENWARDEN_SIDECAR_NAMESPACE),k8s.pod.name=$(TOKENWARDEN_SIDECAR_POD_NAME),k8s.pod.uid=$(TOKENWARDEN_SIDECAR_POD_UID),k8s.container.name=tokenwarden-sidecar"},
+        ])
+        .as_array()
+        .unwrap()[..]
+    );
+    assert_eq!(
+        sidecar["volumeMounts"].as_array().unwrap()[4..],
+        json!([
+            {"name": "tokenwarden-otel-ca", "mountPath": "/var/run/tokenwarden/otel-ca", "readOnly": true},
+            {"name": "tokenwarden-otel-client", "mountPath": "/var/run/tokenwarden/otel-client", "readOnly": true},
+        ])
+        .as_array()
+        .unwrap()[..]
+    );
+    let otel_volumes = json!([
+        {"name": "tokenwarden-otel-ca", "configMap": {
+            "name": "otel-ca", "items": [{"key": "bundle.pem", "path": "ca.crt"}], "optional": true}},
+        {"name": "tokenwarden-otel-client", "secret": {
+            "secretName": "otel-client",
+            "items": [{"key": "tls.crt", "path": "tls.crt"}, {"key": "tls.key", "path": "tls.key"}],
+            "optional": true}},
+    ]);
+    let vols = pod["spec"]["volumes"].as_array().unwrap();
+    assert_eq!(vols.len(), 6, "{vols:?}");
+    assert_eq!(vols[4..], otel_volumes.as_array().unwrap()[..]);
+    // Nothing of it reaches the app container.
+    let app = pod["spec"]["containers"][0].to_string();
+    assert!(!app.contains("OTEL_") && !app.contains("otel-"), "{app}");
+    validate_k8s(&[("otel-tls", &pod)]);
+
+    // Re-invoked (reinvocationPolicy IfNeeded): nothing is added twice.
+    let mut again = review.clone();
+    again["request"]["object"] = pod.clone();
+    assert_eq!(
+        decode_patch(&mutate_with(&cfg, &again, Some(&objects()))),
+        None
+    );
+
+    // A pod with volumes of its own: ours are appended after them.
+    let review = fixture("pod-several-containers.json");
+    let patch = decode_patch(&mutate_with(&cfg, &review, Some(&objects()))).unwrap();
+    let adds: Vec<&Value> = patch
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|o| o["path"] == "/spec/volumes/-")
+        .map(|o| &o["value"])
+        .collect();
+    assert_eq!(adds.len(), 6);
+    assert_eq!(
+        adds[4..].iter().map(|v| (*v).clone()).collect::<Vec<_>>(),
+        otel_volumes.as_array().unwrap()[..]
+    );
+    let pod = apply(&review["request"]["object"], &patch);
+    let names: Vec<&str> = pod["spec"]["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "kube-api-access-x7k2p",
+            "tokenwarden-state",
+            "tokenwarden-token",
+            "tokenwarden-podinfo",
+            "tokenwarden-key-0",
+            "tokenwarden-otel-ca",
+            "tokenwarden-otel-client",
+        ]
+    );
+    validate_k8s(&[("otel-tls-several", &pod)]);
+    let mut again = review.clone();
+    again["request"]["object"] = pod;
+    assert_eq!(
+        decode_patch(&mutate_with(&cfg, &again, Some(&objects()))),
+        None
+    );
 }

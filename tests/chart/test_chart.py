@@ -37,6 +37,10 @@ OPTIONS = {
     "otel": {"sidecar": {"otel": {"endpoint": "http://otel-collector.observability:4317",
                                   "sampler": "parentbased_traceidratio", "samplerArg": "0.25",
                                   "resourceAttributes": "deployment.environment=prod"}}},
+    "otel-tls-headers": {"sidecar": {"otel": {"endpoint": "https://otel.example.com:4317",
+                                              "headersSecret": {"name": "otel-auth", "key": "headers"},
+                                              "caConfigMap": {"name": "corp-ca", "key": "bundle.pem"},
+                                              "clientCertSecret": "otel-client"}}},
     "usage-store": {"usageStore": {"postgres": {"existingSecret": "tokenwarden-usage-db", "secretKey": "dsn"},
                                    "retentionMonths": 24, "maxBacklog": 2000000}},
     "network-policy": {"networkPolicy": {"enabled": True, "webhookFrom": [{"ipBlock": {"cidr": "10.0.0.0/16"}}]}},
@@ -109,6 +113,15 @@ def test_schema_rejects_bad_values() -> None:
         {"sidecar": {"otel": {"endpoint": "grpcs://collector.example.com"}}},
         {"sidecar": {"otel": {"protocol": "http/json"}}},
         {"sidecar": {"otel": {"samplerArg": "2"}}},
+        {"sidecar": {"otel": {"headersSecret": {"name": "Otel_Auth"}}}},
+        {"sidecar": {"otel": {"headersSecret": {"name": "otel-auth", "key": ""}}}},
+        {"sidecar": {"otel": {"headersSecret": {"name": "otel-auth", "key": "a/b"}}}},
+        {"sidecar": {"otel": {"headersSecret": "otel-auth/headers"}}},
+        {"sidecar": {"otel": {"headersSecret": {"name": "otel-auth", "value": "x-token=1"}}}},
+        {"sidecar": {"otel": {"caConfigMap": {"name": "-corp-ca"}}}},
+        {"sidecar": {"otel": {"caConfigMap": {"name": "corp-ca", "key": "..data"}}}},
+        {"sidecar": {"otel": {"clientCertSecret": "otel/client"}}},
+        {"sidecar": {"otel": {"clientCertSecret": {"name": "otel-client"}}}},
         {"podMonitor": {"interval": "often"}},
         {"podMonitor": {"namespaces": ["Not_A_Namespace"]}},
         {"prometheusRule": {"runbookBaseUrl": "docs/observability.md"}},
@@ -250,6 +263,51 @@ def test_sidecar_otel_settings() -> None:
     tls = env_of(objects({"sidecar": {"otel": {"endpoint": "https://otel.example.com:4317"}}}))
     assert tls["TOKENWARDEN_OPERATOR_SIDECAR_OTEL_ENDPOINT"] == "https://otel.example.com:4317"
     assert tls["OTEL_EXPORTER_OTLP_ENDPOINT"] == "https://otel.example.com:4317"
+
+
+def test_sidecar_otel_headers_and_tls_files() -> None:
+    # Off by default: nothing of it rendered.
+    dep = one(objects(), "Deployment")
+    assert "otel" not in yaml.safe_dump(dep)
+    docs = objects(OPTIONS["otel-tls-headers"])
+    pod = one(docs, "Deployment")["spec"]["template"]["spec"]
+    c = pod["containers"][0]
+    env = {e["name"]: e for e in c["env"]}
+    # The operator injects them into every sidecar from the pod's own namespace.
+    assert env["TOKENWARDEN_OPERATOR_SIDECAR_OTEL_HEADERS_SECRET"]["value"] == "otel-auth/headers"
+    assert env["TOKENWARDEN_OPERATOR_SIDECAR_OTEL_CA_CONFIGMAP"]["value"] == "corp-ca/bundle.pem"
+    assert env["TOKENWARDEN_OPERATOR_SIDECAR_OTEL_CLIENT_CERT_SECRET"]["value"] == "otel-client"
+    # The operator's own exporter: the same Secret and ConfigMap in the release namespace.
+    assert env["OTEL_EXPORTER_OTLP_HEADERS"] == {
+        "name": "OTEL_EXPORTER_OTLP_HEADERS",
+        "valueFrom": {"secretKeyRef": {"name": "otel-auth", "key": "headers", "optional": True}},
+    }
+    assert env["OTEL_EXPORTER_OTLP_CERTIFICATE"]["value"] == "/etc/tokenwarden/otel-ca/ca.crt"
+    assert env["OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE"]["value"] == "/etc/tokenwarden/otel-client/tls.crt"
+    assert env["OTEL_EXPORTER_OTLP_CLIENT_KEY"]["value"] == "/etc/tokenwarden/otel-client/tls.key"
+    assert c["volumeMounts"][1:] == [
+        {"name": "otel-ca", "mountPath": "/etc/tokenwarden/otel-ca", "readOnly": True},
+        {"name": "otel-client", "mountPath": "/etc/tokenwarden/otel-client", "readOnly": True},
+    ]
+    assert pod["volumes"][1:] == [
+        {"name": "otel-ca", "configMap": {"name": "corp-ca", "items": [{"key": "bundle.pem", "path": "ca.crt"}],
+                                          "optional": True}},
+        {"name": "otel-client", "secret": {"secretName": "otel-client",
+                                           "items": [{"key": "tls.crt", "path": "tls.crt"},
+                                                     {"key": "tls.key", "path": "tls.key"}],
+                                           "optional": True}},
+    ]
+    # operator: false: the sidecars still get them, the operator's container does not.
+    own = one(objects({"sidecar": {"otel": {**OPTIONS["otel-tls-headers"]["sidecar"]["otel"], "operator": False}}}),
+              "Deployment")["spec"]["template"]["spec"]
+    names = {e["name"] for e in own["containers"][0]["env"]}
+    assert "TOKENWARDEN_OPERATOR_SIDECAR_OTEL_HEADERS_SECRET" in names
+    assert not [n for n in names if n.startswith("OTEL_")]
+    assert [v["name"] for v in own["volumes"]] == ["tls"]
+    # Without an endpoint nothing is passed on.
+    off = one(objects({"sidecar": {"otel": {"headersSecret": {"name": "otel-auth"}, "caConfigMap": {"name": "corp-ca"}}}}),
+              "Deployment")
+    assert "otel" not in yaml.safe_dump(off)
 
 
 def test_usage_store_url_comes_from_the_secret() -> None:

@@ -44,6 +44,15 @@ const DIR_STATE: &str = "/var/lib/tokenwarden";
 const DIR_TOKEN: &str = "/var/run/tokenwarden/token";
 const DIR_PODINFO: &str = "/var/run/tokenwarden/podinfo";
 const DIR_SECRETS: &str = "/var/run/tokenwarden/secrets";
+const VOL_OTEL_CA: &str = "tokenwarden-otel-ca";
+const VOL_OTEL_CLIENT: &str = "tokenwarden-otel-client";
+/// Where the collector's CA bundle (from `--sidecar-otel-ca-configmap`) is
+/// mounted in the sidecar: `OTEL_EXPORTER_OTLP_CERTIFICATE` names its
+/// `ca.crt`.
+pub const DIR_OTEL_CA: &str = "/var/run/tokenwarden/otel-ca";
+/// Where the sidecar's client certificate (from
+/// `--sidecar-otel-client-cert-secret`) is mounted: `tls.crt` and `tls.key`.
+pub const DIR_OTEL_CLIENT: &str = "/var/run/tokenwarden/otel-client";
 /// Placeholder key given to SDKs that refuse to start without one; the
 /// sidecar replaces it with the real key from the Secret.
 pub const PLACEHOLDER_API_KEY: &str = "injected-by-tokenwarden";
@@ -323,6 +332,28 @@ pub struct OtelInject {
     pub sampler_arg: Option<String>,
     /// Resource attributes appended after the pod's own `k8s.*` ones.
     pub resource_attributes: Option<String>,
+    /// `OTEL_EXPORTER_OTLP_HEADERS` from this key of a Secret in the pod's
+    /// own namespace (`valueFrom.secretKeyRef`, optional: without the
+    /// Secret the sidecar exports without the headers).
+    pub headers_secret: Option<KeyRef>,
+    /// The collector's CA bundle: this key of a ConfigMap in the pod's own
+    /// namespace, mounted (optional) at [`DIR_OTEL_CA`]`/ca.crt`, which
+    /// `OTEL_EXPORTER_OTLP_CERTIFICATE` names.
+    pub ca_config_map: Option<KeyRef>,
+    /// A `kubernetes.io/tls` Secret in the pod's own namespace: its
+    /// `tls.crt` and `tls.key`, mounted (optional) at [`DIR_OTEL_CLIENT`],
+    /// are the client certificate and key of mutual TLS
+    /// (`OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE`, `_CLIENT_KEY`).
+    pub client_cert_secret: Option<String>,
+}
+
+/// A key of a Secret or ConfigMap, by name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyRef {
+    /// The object's name (a DNS-1123 subdomain).
+    pub name: String,
+    /// The key in its `data`.
+    pub key: String,
 }
 
 /// The `OTEL_*` variables of an injected sidecar. They come after the
@@ -343,8 +374,23 @@ k8s.container.name="
         json!({"name": "OTEL_SERVICE_NAME", "value": "tokenwarden-sidecar"}),
         json!({"name": "OTEL_EXPORTER_OTLP_ENDPOINT", "value": otel.endpoint}),
         json!({"name": "OTEL_EXPORTER_OTLP_PROTOCOL", "value": otel.protocol}),
-        json!({"name": "OTEL_TRACES_SAMPLER", "value": otel.sampler}),
     ];
+    if let Some(h) = &otel.headers_secret {
+        // Never a plain value: the headers usually hold a token.
+        env.push(
+            json!({"name": "OTEL_EXPORTER_OTLP_HEADERS", "valueFrom": {"secretKeyRef": {
+                "name": h.name, "key": h.key, "optional": true,
+            }}}),
+        );
+    }
+    if otel.ca_config_map.is_some() {
+        env.push(json!({"name": "OTEL_EXPORTER_OTLP_CERTIFICATE", "value": format!("{DIR_OTEL_CA}/ca.crt")}));
+    }
+    if otel.client_cert_secret.is_some() {
+        env.push(json!({"name": "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", "value": format!("{DIR_OTEL_CLIENT}/tls.crt")}));
+        env.push(json!({"name": "OTEL_EXPORTER_OTLP_CLIENT_KEY", "value": format!("{DIR_OTEL_CLIENT}/tls.key")}));
+    }
+    env.push(json!({"name": "OTEL_TRACES_SAMPLER", "value": otel.sampler}));
     if let Some(arg) = &otel.sampler_arg {
         env.push(json!({"name": "OTEL_TRACES_SAMPLER_ARG", "value": arg}));
     }
@@ -365,6 +411,16 @@ fn sidecar_container(secrets: &[String], cfg: &InjectConfig) -> Value {
             "mountPath": format!("{DIR_SECRETS}/{s}"),
             "readOnly": true,
         }));
+    }
+    if let Some(otel) = &cfg.otel {
+        if otel.ca_config_map.is_some() {
+            mounts.push(json!({"name": VOL_OTEL_CA, "mountPath": DIR_OTEL_CA, "readOnly": true}));
+        }
+        if otel.client_cert_secret.is_some() {
+            mounts.push(
+                json!({"name": VOL_OTEL_CLIENT, "mountPath": DIR_OTEL_CLIENT, "readOnly": true}),
+            );
+        }
     }
     let mut resources = serde_json::Map::new();
     if !cfg.requests.is_empty() {
@@ -450,6 +506,30 @@ fn volumes(secrets: &[String], cfg: &InjectConfig) -> Vec<Value> {
             "name": format!("{VOL_KEY_PREFIX}{i}"),
             "secret": {"secretName": s, "optional": true},
         }));
+    }
+    out.extend(cfg.otel.as_ref().map(otel_volumes).unwrap_or_default());
+    out
+}
+
+/// The volumes of the collector's CA bundle and the sidecar's client
+/// certificate, each from the pod's own namespace. Optional, so a namespace
+/// without them still starts its pods: the file is then missing, and the
+/// sidecar logs an error and exports nothing (traffic flows).
+fn otel_volumes(otel: &OtelInject) -> Vec<Value> {
+    let mut out = Vec::new();
+    if let Some(ca) = &otel.ca_config_map {
+        out.push(json!({"name": VOL_OTEL_CA, "configMap": {
+            "name": ca.name,
+            "items": [{"key": ca.key, "path": "ca.crt"}],
+            "optional": true,
+        }}));
+    }
+    if let Some(secret) = &otel.client_cert_secret {
+        out.push(json!({"name": VOL_OTEL_CLIENT, "secret": {
+            "secretName": secret,
+            "items": [{"key": "tls.crt", "path": "tls.crt"}, {"key": "tls.key", "path": "tls.key"}],
+            "optional": true,
+        }}));
     }
     out
 }

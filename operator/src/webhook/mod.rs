@@ -31,7 +31,7 @@ use tokio::sync::watch;
 
 use self::{
     certs::{CertBundle, CertPolicy},
-    inject::{InjectConfig, OtelInject},
+    inject::{InjectConfig, KeyRef, OtelInject},
     server::{CertStore, Handlers},
 };
 use crate::source::Objects;
@@ -268,6 +268,43 @@ pub struct WebhookArgs {
     )]
     pub sidecar_otel_resource_attributes: String,
 
+    /// `NAME/KEY` of a Secret whose key holds `OTEL_EXPORTER_OTLP_HEADERS`
+    /// (`key=value,...`, e.g. a collector's token) for injected sidecars.
+    /// Env can only reference a Secret of the pod's own namespace: each
+    /// app namespace needs a copy. Optional: without it a sidecar exports
+    /// without the headers. Empty: no headers.
+    #[arg(
+        long,
+        env = "TOKENWARDEN_OPERATOR_SIDECAR_OTEL_HEADERS_SECRET",
+        value_name = "NAME/KEY",
+        default_value = ""
+    )]
+    pub sidecar_otel_headers_secret: String,
+
+    /// `NAME/KEY` of a ConfigMap whose key holds the PEM CA bundle trusted
+    /// for an `https://` collector, mounted into injected sidecars
+    /// (`OTEL_EXPORTER_OTLP_CERTIFICATE`). The ConfigMap must be in the
+    /// pod's own namespace. Empty: the Mozilla roots.
+    #[arg(
+        long,
+        env = "TOKENWARDEN_OPERATOR_SIDECAR_OTEL_CA_CONFIGMAP",
+        value_name = "NAME/KEY",
+        default_value = ""
+    )]
+    pub sidecar_otel_ca_configmap: String,
+
+    /// A `kubernetes.io/tls` Secret (its `tls.crt` and `tls.key`) mounted
+    /// into injected sidecars as the client certificate of mutual TLS to
+    /// the collector (`OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE`, `_KEY`).
+    /// The Secret must be in the pod's own namespace. Empty: none.
+    #[arg(
+        long,
+        env = "TOKENWARDEN_OPERATOR_SIDECAR_OTEL_CLIENT_CERT_SECRET",
+        value_name = "NAME",
+        default_value = ""
+    )]
+    pub sidecar_otel_client_cert_secret: String,
+
     /// Namespaces never injected besides the operator's own (comma-separated).
     #[arg(
         long,
@@ -373,6 +410,21 @@ impl WebhookArgs {
     /// The OpenTelemetry settings for injected sidecars, checked: `None`
     /// without an endpoint.
     fn otel_inject(&self) -> anyhow::Result<Option<OtelInject>> {
+        let headers_secret = key_ref(
+            "--sidecar-otel-headers-secret",
+            &self.sidecar_otel_headers_secret,
+        )?;
+        let ca_config_map = key_ref(
+            "--sidecar-otel-ca-configmap",
+            &self.sidecar_otel_ca_configmap,
+        )?;
+        let client_cert_secret = match self.sidecar_otel_client_cert_secret.trim() {
+            "" => None,
+            name => {
+                check_object_name("--sidecar-otel-client-cert-secret", name)?;
+                Some(name.to_string())
+            }
+        };
         let endpoint = self.sidecar_otel_endpoint.trim();
         if endpoint.is_empty() {
             return Ok(None);
@@ -411,6 +463,9 @@ impl WebhookArgs {
             sampler: self.sidecar_otel_sampler.clone(),
             sampler_arg: (!sampler_arg.is_empty()).then(|| sampler_arg.to_string()),
             resource_attributes: (!extra.is_empty()).then(|| extra.to_string()),
+            headers_secret,
+            ca_config_map,
+            client_cert_secret,
         }))
     }
 
@@ -426,6 +481,54 @@ impl WebhookArgs {
             ca_validity_secs: self.ca_validity_days * DAY,
         }
     }
+}
+
+/// Parse `NAME/KEY` (a Secret's or ConfigMap's key); `None` when empty.
+fn key_ref(flag: &str, s: &str) -> anyhow::Result<Option<KeyRef>> {
+    let s = s.trim();
+    if s.is_empty() {
+        return Ok(None);
+    }
+    let Some((name, key)) = s.split_once('/') else {
+        anyhow::bail!("{flag} {s:?}: must be NAME/KEY");
+    };
+    check_object_name(flag, name)?;
+    // Kubernetes' rule for Secret and ConfigMap keys (IsConfigMapKey).
+    let key_ok = !key.is_empty()
+        && key.len() <= 253
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
+        && key != "."
+        && !key.starts_with("..");
+    if !key_ok {
+        anyhow::bail!(
+            "{flag} {s:?}: key {key:?} must be letters, digits, '-', '_' and '.' (at most 253)"
+        );
+    }
+    Ok(Some(KeyRef {
+        name: name.to_string(),
+        key: key.to_string(),
+    }))
+}
+
+/// A Secret's or ConfigMap's name: a lowercase RFC 1123 subdomain
+/// (<https://kubernetes.io/docs/concepts/overview/working-with-objects/names/#dns-subdomain-names>).
+fn check_object_name(flag: &str, name: &str) -> anyhow::Result<()> {
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    if name.is_empty() || name.len() > 253 || !name.split('.').all(label_ok) {
+        anyhow::bail!(
+            "{flag}: {name:?} is not a Kubernetes object name (lowercase letters, digits, '-' \
+             and '.', at most 253, starting and ending with a letter or digit)"
+        );
+    }
+    Ok(())
 }
 
 /// Parse `cpu=50m,memory=64Mi`.
