@@ -4,7 +4,8 @@
 //! with it — over HTTP, or in process through [`Embedder`].
 //!
 //! - [`model`]: [`Embedder::load`] a model directory (nothing is downloaded),
-//!   [`Embedder::embed`] texts into L2-normalised mean-pooled vectors.
+//!   [`Embedder::embed`] texts into L2-normalised mean-pooled vectors;
+//!   [`Embedder::fingerprint`] identifies the model files (scope caches by it).
 //! - [`api`]: the OpenAI embeddings request/response and error JSON.
 //! - [`server`]: the hyper server with its limits, probes and shutdown.
 //! - [`metrics`]: the Prometheus metrics.

@@ -63,6 +63,7 @@ async fn main() -> anyhow::Result<()> {
     tracing::info!(
         dir = %args.model_dir.display(),
         dimensions = embedder.dimensions(),
+        fingerprint = embedder.fingerprint(),
         ms = started.elapsed().as_millis() as u64,
         "model loaded"
     );

@@ -85,6 +85,7 @@ pub struct Embedder {
     device: Device,
     dimensions: usize,
     model_id: String,
+    fingerprint: String,
 }
 
 impl std::fmt::Debug for Embedder {
@@ -101,6 +102,21 @@ fn invalid(file: &Path, reason: impl std::fmt::Display) -> LoadError {
         file: file.to_path_buf(),
         reason: reason.to_string(),
     }
+}
+
+fn fingerprint(config: &str, tokenizer: &Path, weights: &[u8]) -> Result<String, LoadError> {
+    let tok = std::fs::read(tokenizer).map_err(|e| invalid(tokenizer, e))?;
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    for part in [config.as_bytes(), &tok, weights] {
+        ctx.update(&(part.len() as u64).to_le_bytes());
+        ctx.update(part);
+    }
+    Ok(ctx
+        .finish()
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
 }
 
 impl Embedder {
@@ -146,6 +162,7 @@ impl Embedder {
         // Read into memory (safe code only: the workspace forbids `unsafe`,
         // which mmap would need); the weights are ~91 MB for this model.
         let weights = std::fs::read(&weights_path).map_err(|e| invalid(&weights_path, e))?;
+        let fingerprint = fingerprint(&config_text, &tok_path, &weights)?;
         let vb = VarBuilder::from_buffered_safetensors(weights, DType::F32, &device)
             .map_err(|e| invalid(&weights_path, e))?;
         let model = BertModel::load(vb, &config).map_err(|e| invalid(&weights_path, e))?;
@@ -160,7 +177,15 @@ impl Embedder {
             device,
             dimensions,
             model_id,
+            fingerprint,
         })
+    }
+
+    /// SHA-256 (hex) over the config, tokenizer and weight files: two
+    /// embedders with the same fingerprint give the same vectors, so a cache
+    /// of embeddings can be scoped by it (the directory name can lie).
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
     }
 
     /// The model's id: the name of the directory it was loaded from.

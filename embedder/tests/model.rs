@@ -59,6 +59,9 @@ const PAIRS: [(&str, &str, f32); 11] = [
 fn reference_cosines() {
     let Some(e) = embedder() else { return };
     assert_eq!(e.dimensions(), 384);
+    assert!(!e.model_id().is_empty());
+    assert_eq!(e.fingerprint().len(), 64);
+    assert!(e.fingerprint().bytes().all(|b| b.is_ascii_hexdigit()));
     for (a, b, want) in PAIRS {
         let v = e.embed(&[a, b]).unwrap();
         let got = common::dot(&v[0], &v[1]);
