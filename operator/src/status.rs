@@ -534,6 +534,7 @@ mod tests {
                     change: tokenwarden_core::usage::cache::ChangeKind::Timestamp,
                     lost_tokens: 2,
                 }),
+                ..Default::default()
             },
         };
         book.apply("s1", "ns/web", book.window().start, &rec, now);

@@ -571,6 +571,7 @@ spec:
                         change: ChangeKind::Timestamp,
                         lost_tokens: 900,
                     }),
+                    ..Default::default()
                 },
             });
         }
