@@ -186,6 +186,12 @@ async fn the_app_can_bypass_the_cache() {
     assert_eq!(cache(&r), "bypass");
     let r = chat(&sc, CHAT, &[("x-tokenwarden-cache", "bypass")]).await;
     assert_eq!(cache(&r), "bypass");
+    let sent = fake.log().pop().unwrap();
+    assert_eq!(
+        sent.header("x-tokenwarden-cache"),
+        None,
+        "not sent upstream"
+    );
     assert_eq!(
         cache(&chat(&sc, CHAT, &[]).await),
         "miss",

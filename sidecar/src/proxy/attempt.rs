@@ -64,7 +64,7 @@ pub(crate) struct Plan<'a> {
     /// Shadow budgets that would have refused, as `budget:reason`.
     pub shadow_blocks: Vec<String>,
     /// What the response cache made of the request, when it is on for it.
-    pub cache: Option<super::cache::CacheState>,
+    pub cache: Option<crate::response_cache::CacheState>,
 }
 
 // === impl Plan ===

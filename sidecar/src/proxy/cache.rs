@@ -34,16 +34,12 @@
 //! stored. And only an answer from the model the key names (not one a
 //! fallback, escalation or budget downgrade sent elsewhere).
 
-use std::sync::Arc;
-
-use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode, header};
 use http_body_util::Full;
 use jiff::Timestamp;
 use tokenwarden_core::{
     money::Usd,
     response_cache::{KeyParts, ResponseCacheConfig, cacheable, canonical_key_input},
-    route::Choice,
     tokens::TokenCounts,
     usage::{UsageRecord, cache::CacheFigures},
 };
@@ -54,65 +50,9 @@ use super::{
 };
 use crate::{
     body::ProxyBody,
-    meter::{self, Flavor},
-    response_cache::{Entry, Key, ResponseStore, key_of},
-    state::Shared,
+    response_cache::{CacheState, Entry, Fill, key_of},
     sync::lock,
 };
-
-/// `x-tokenwarden-cache`: `hit`, `miss` or `bypass`.
-pub const HEADER: &str = "x-tokenwarden-cache";
-
-/// The provider headers stored with an entry and replayed on a hit.
-const KEPT_HEADERS: [&str; 6] = [
-    "content-type",
-    "content-encoding",
-    "x-request-id",
-    "request-id",
-    "openai-version",
-    "openai-model",
-];
-
-/// Finish reasons that say an answer ended on its own (see the module docs).
-const COMPLETE_REASONS: [&str; 7] = [
-    "stop",
-    "tool_calls",
-    "function_call",
-    "completed",
-    "end_turn",
-    "stop_sequence",
-    "tool_use",
-];
-
-/// What the cache made of a request, for its response header.
-#[derive(Clone, Debug)]
-pub struct CacheState {
-    /// `miss` or `bypass` (a hit is answered here).
-    pub header: &'static str,
-    /// Where the answer is stored, unless the app said `no-store`.
-    pub fill: Option<Fill>,
-}
-
-/// Where a miss's answer goes once it is known to be storable.
-#[derive(Clone)]
-pub struct Fill {
-    store: Arc<dyn ResponseStore>,
-    key: Key,
-    max_entry_bytes: u64,
-    /// The choice the key names: an answer from another is not stored.
-    choice: Choice,
-    shared: Arc<Shared>,
-    /// The response's headers as forwarded (set when it arrives).
-    headers: HeaderMap,
-}
-
-impl std::fmt::Debug for Fill {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Fill")
-            .field("model", &self.choice.model)
-            .finish_non_exhaustive()
-    }
-}
 
 /// What the app asked of the cache in its headers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -126,18 +66,18 @@ enum Asked {
 }
 
 fn asked(h: &HeaderMap) -> Asked {
-    let bypass = h.get_all(HEADER).iter().any(|v| {
+    let bypass = h.get_all(headers::CACHE).iter().any(|v| {
         v.to_str()
             .is_ok_and(|v| v.trim().eq_ignore_ascii_case("bypass"))
     });
-    let mut directives = h
+    let (mut no_store, mut no_cache) = (false, false);
+    for d in h
         .get_all(header::CACHE_CONTROL)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .map(|d| d.trim().to_ascii_lowercase());
-    let (mut no_store, mut no_cache) = (false, false);
-    for d in directives.by_ref() {
+        .map(|d| d.trim().to_ascii_lowercase())
+    {
         no_store |= d == "no-store";
         no_cache |= d == "no-cache";
     }
@@ -177,7 +117,7 @@ pub(super) async fn lookup(plan: &mut Plan<'_>, attempt: &Attempt) -> Option<Res
         });
         return None;
     }
-    if let Some(entry) = fill.store.get(&fill.key).await {
+    if let Some(entry) = fill.get().await {
         shared.metrics.response_cache("hit", workload, &model);
         return Some(hit(plan, attempt, &entry));
     }
@@ -223,16 +163,13 @@ fn fill(
         },
         body,
     );
-    Fill {
-        store: plan.shared.response_cache.store(source, cfg),
-        key: key_of(&canonical),
-        max_entry_bytes: cfg.max_entry_bytes,
-        choice: attempt.choice.clone(),
-        shared: plan.shared.clone(),
-        headers: HeaderMap::new(),
-    }
+    Fill::new(
+        plan.shared.response_cache.store(source, cfg),
+        key_of(&canonical),
+        cfg.max_entry_bytes,
+        attempt.choice.clone(),
+    )
 }
-
 /// Answer from `entry`: its status, headers and body as stored, with the
 /// sidecar's headers; recorded in the ledger at $0 with what it saved.
 fn hit(plan: &Plan<'_>, attempt: &Attempt, entry: &Entry) -> Response<ProxyBody> {
@@ -247,7 +184,7 @@ fn hit(plan: &Plan<'_>, attempt: &Attempt, entry: &Entry) -> Response<ProxyBody>
             h.insert(HeaderName::from_static(n), v);
         }
     };
-    set(h, HEADER, "hit");
+    set(h, headers::CACHE, "hit");
     set(h, headers::MODEL, &attempt.choice.model);
     set(
         h,
@@ -306,109 +243,4 @@ fn record_hit(plan: &Plan<'_>, attempt: &Attempt, entry: &Entry) {
     if let Some(control) = &shared.control {
         control.spool_added.notify_one();
     }
-}
-
-/// The fill of a response to `attempt`, if its answer may be stored: the
-/// cache is on, the app did not say `no-store`, the answer is a 2xx from
-/// the model the key names.
-pub(super) fn fill_for(
-    plan: &Plan<'_>,
-    attempt: &Attempt,
-    parts: &http::response::Parts,
-) -> Option<Fill> {
-    let fill = plan.cache.as_ref()?.fill.as_ref()?;
-    (parts.status.is_success() && attempt.choice == fill.choice).then(|| Fill {
-        headers: parts.headers.clone(),
-        ..fill.clone()
-    })
-}
-
-/// The largest body `fill` stores (the capture bound of a tapped body).
-pub(super) fn capture_limit(fill: &Fill) -> u64 {
-    fill.max_entry_bytes
-}
-
-/// What a settled attempt came to, as the cache judges it.
-pub struct Answer {
-    /// Upstream status.
-    pub status: u16,
-    /// The body as the app received it; `None`: over `maxEntryBytes`.
-    pub body: Option<Bytes>,
-    /// The response flavor.
-    pub flavor: Flavor,
-    /// An event stream ended with its terminal event, its usage and no
-    /// error event; a JSON body's usage was read (not estimated).
-    pub complete: bool,
-    /// Finish reasons (a stream's from its tap; a JSON body's are read here).
-    pub reasons: Vec<String>,
-    /// The provider's usage.
-    pub usage: TokenCounts,
-    /// The model that served.
-    pub served_model: String,
-    /// What it cost.
-    pub cost: Option<Usd>,
-}
-
-/// Store a settled answer, if it is a complete success (see the module
-/// docs); counted as `stored` or `store_skipped`.
-pub fn store(fill: Fill, a: Answer) {
-    let shared = &fill.shared;
-    let workload = &shared.options.workload;
-    let model = &fill.choice.model;
-    let Some(body) = a.body.filter(|b| b.len() as u64 <= fill.max_entry_bytes) else {
-        shared
-            .metrics
-            .response_cache("store_skipped", workload, model);
-        return;
-    };
-    let sse = super::respond::is_event_stream(&fill.headers);
-    let reasons = if sse {
-        a.reasons
-    } else {
-        let coding = meter::Coding::of(&fill.headers);
-        let decoded = meter::decode_all(&coding, &body);
-        meter::ResponseFacts::from_json(a.flavor, decoded.as_deref().unwrap_or(&body))
-            .finish_reasons()
-            .into_iter()
-            .map(str::to_string)
-            .collect()
-    };
-    let ended = if a.flavor == Flavor::OpenAiEmbeddings {
-        reasons.is_empty()
-    } else {
-        !reasons.is_empty()
-            && reasons
-                .iter()
-                .all(|r| COMPLETE_REASONS.contains(&r.as_str()))
-    };
-    if !(a.complete && ended && (200..300).contains(&a.status)) {
-        shared
-            .metrics
-            .response_cache("store_skipped", workload, model);
-        return;
-    }
-    let kept = KEPT_HEADERS
-        .iter()
-        .flat_map(|n| {
-            fill.headers
-                .get_all(*n)
-                .iter()
-                .map(|v| (HeaderName::from_static(n), v.clone()))
-        })
-        .collect();
-    fill.store.put(
-        fill.key,
-        Arc::new(Entry {
-            status: a.status,
-            headers: kept,
-            body,
-            served_model: a.served_model,
-            usage: a.usage,
-            cost: a.cost,
-            stored_at: std::time::Instant::now(),
-        }),
-    );
-    shared.metrics.response_cache("stored", workload, model);
-    let (entries, bytes) = shared.response_cache.usage();
-    shared.metrics.response_cache_size(entries, bytes);
 }

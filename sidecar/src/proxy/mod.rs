@@ -47,7 +47,6 @@ use self::{
     route::no_policy,
 };
 pub use self::{
-    cache::HEADER as CACHE_HEADER,
     respond::headers,
     route::{ESCALATE_HEADER, MAX_MODEL_BYTES},
 };

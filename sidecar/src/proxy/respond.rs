@@ -23,6 +23,7 @@ use crate::{
     link::Link,
     meter::{self, Flavor, SseTap},
     redact,
+    response_cache::Fill,
     state::Shared,
 };
 
@@ -50,6 +51,10 @@ pub mod headers {
     /// hit: `inserted` (Anthropic `cache_control` breakpoints) or
     /// `prompt-cache-key` (OpenAI `prompt_cache_key`).
     pub const CACHE_CONTROL: &str = "x-tokenwarden-cache-control";
+    /// The response cache's verdict when it is on for the request: `hit`,
+    /// `miss` or `bypass` (see docs/response-cache.md). Also the request
+    /// header an app sends (`bypass`) to skip the cache.
+    pub const CACHE: &str = "x-tokenwarden-cache";
 }
 
 type Secret = memchr::memmem::Finder<'static>;
@@ -124,7 +129,11 @@ fn prepare<'p>(plan: &'p Plan<'_>, attempt: Attempt, mut parts: Parts) -> Prepar
     // Error bodies are never tapped (their usage is 0), only redacted.
     let is_sse = status.is_success() && is_event_stream(&parts.headers);
     let coding = meter::Coding::of(&parts.headers);
-    let fill = super::cache::fill_for(plan, &attempt, &parts);
+    let fill = plan
+        .cache
+        .as_ref()
+        .and_then(|c| c.fill.as_ref())
+        .and_then(|f| f.for_answer(&attempt.choice, status, &parts.headers));
     Prepared {
         parts,
         settlement: Settlement {
@@ -164,7 +173,7 @@ fn tapped(
     prefix: Bytes,
 ) -> Response<ProxyBody> {
     let idle = plan.shared.options.upstream_idle;
-    let limit = settlement.fill.as_ref().map(super::cache::capture_limit);
+    let limit = settlement.fill.as_ref().map(Fill::max_entry_bytes);
     let tap = if parts.status.is_success() {
         TapBody::new(
             body,
@@ -312,7 +321,7 @@ fn set_headers(plan: &Plan<'_>, attempt: &Attempt, h: &mut HeaderMap) {
         set(h, headers::CACHE_CONTROL, r.header_value());
     }
     if let Some(c) = &plan.cache {
-        set(h, super::cache::HEADER, c.header);
+        set(h, headers::CACHE, c.header);
     }
     if !plan.shadow_blocks.is_empty() {
         let mut unique: Vec<&String> = plan.shadow_blocks.iter().collect();
@@ -346,7 +355,7 @@ fn stream(
     if settlement.attempt.trace.span.is_some() || settlement.fill.is_some() {
         tap = tap.with_facts();
     }
-    let limit = settlement.fill.as_ref().map(super::cache::capture_limit);
+    let limit = settlement.fill.as_ref().map(Fill::max_entry_bytes);
     let decoder = coding.decoder();
     if strip_usage && decoder.is_some() {
         // Stripping rewrites events: they go to the app decoded.

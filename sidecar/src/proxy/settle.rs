@@ -75,7 +75,7 @@ pub struct Settlement {
     /// When the journal line is written.
     pub commit: Commit,
     /// Where the answer is stored if it turns out complete (response cache).
-    pub fill: Option<super::cache::Fill>,
+    pub fill: Option<crate::response_cache::Fill>,
     /// The body as the app received it, for `fill` (`None`: too large).
     pub captured: Option<bytes::Bytes>,
     /// A stream ended with its terminal event, usage and no error event.
@@ -122,9 +122,11 @@ impl Settlement {
             self.commit,
         );
         if let Some(fill) = fill {
-            super::cache::store(
+            let shared = &self.shared;
+            let model = fill.model().to_string();
+            let result = crate::response_cache::store(
                 fill,
-                super::cache::Answer {
+                crate::response_cache::Answer {
                     status: self.status,
                     body: self.captured.take(),
                     flavor: self.flavor,
@@ -135,6 +137,11 @@ impl Settlement {
                     cost: settled.cost,
                 },
             );
+            shared
+                .metrics
+                .response_cache(result, &shared.options.workload, &model);
+            let (entries, bytes) = shared.response_cache.usage();
+            shared.metrics.response_cache_size(entries, bytes);
         }
         settled
     }

@@ -8,7 +8,10 @@
 //! A store never fails a request: a backend that cannot answer answers
 //! "not found", one that cannot store drops the entry.
 
+mod fill;
 pub mod memory;
+
+pub use fill::{Answer, CacheState, Fill, store};
 
 use std::{
     collections::HashMap,
@@ -96,8 +99,11 @@ pub trait ResponseStore: Send + Sync {
 /// stored under the old settings are not served).
 #[derive(Default)]
 pub struct ResponseCache {
-    stores: Mutex<HashMap<ObjectRef, (ResponseCacheConfig, Arc<dyn ResponseStore>)>>,
+    stores: Mutex<HashMap<ObjectRef, PolicyStore>>,
 }
+
+/// A policy's store and the settings it was made with.
+type PolicyStore = (ResponseCacheConfig, Arc<dyn ResponseStore>);
 
 impl std::fmt::Debug for ResponseCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
