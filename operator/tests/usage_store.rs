@@ -244,7 +244,7 @@ async fn migrations_are_idempotent_and_concurrent_replicas_apply_them_once() {
     .unwrap();
     let e = migrations::apply(&mut c).await.unwrap_err().to_string();
     assert!(
-        e.contains("version 99, newer than this operator's 2"),
+        e.contains("version 99, newer than this operator's 3"),
         "{e}"
     );
 }
