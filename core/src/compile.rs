@@ -221,12 +221,14 @@ mod tests {
                 name: "all".into(),
                 matcher: Default::default(),
                 target: Target::Tier("cheap".into()),
+                response_cache: None,
             }],
             escalation: Escalation::default(),
             fallback: Fallback::default(),
             classifier: ClassifierConfig::default(),
             default_max_output_tokens: 4096,
             unseen_input_tokens: None,
+            response_cache: None,
         }
     }
 

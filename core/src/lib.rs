@@ -31,6 +31,7 @@ pub mod lease;
 pub mod money;
 pub mod period;
 pub mod prompt_cache;
+pub mod response_cache;
 pub mod route;
 pub mod selector;
 pub mod tokens;

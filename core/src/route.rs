@@ -358,6 +358,7 @@ mod tests {
             name: name.into(),
             matcher,
             target,
+            response_cache: None,
         }
     }
 
@@ -381,6 +382,7 @@ mod tests {
             classifier: ClassifierConfig::default(),
             default_max_output_tokens: 4096,
             unseen_input_tokens: None,
+            response_cache: None,
         }
     }
 

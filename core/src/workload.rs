@@ -175,6 +175,11 @@ pub struct Route {
     pub matcher: RouteMatch,
     /// Destination.
     pub target: Target,
+    /// The route's `cache.enabled`: `Some(false)` keeps its requests out
+    /// of the response cache, `Some(true)` caches them (with the policy's
+    /// `spec.cache` settings, else the defaults); `None`: as the policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_cache: Option<bool>,
 }
 
 /// When a request moves one tier up.
@@ -307,6 +312,12 @@ pub struct RoutingConfig {
     /// [`DEFAULT_UNSEEN_INPUT_TOKENS`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unseen_input_tokens: Option<u32>,
+    /// The exact response cache (`spec.cache`); `None`: off (routes may
+    /// still turn it on with the defaults, see [`Route::response_cache`]).
+    /// Left out of the JSON when off, so configs without it keep their
+    /// version digest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_cache: Option<crate::response_cache::ResponseCacheConfig>,
 }
 
 /// How long an Anthropic cache entry written through an inserted breakpoint
@@ -696,6 +707,23 @@ impl Default for Fallback {
 // === impl RoutingConfig ===
 
 impl RoutingConfig {
+    /// The response-cache settings for a request that matched `route`
+    /// (`None`: no route matched): the route's `cache.enabled` decides,
+    /// else the policy's `spec.cache`; `None` when the cache is off.
+    pub fn response_cache_for(
+        &self,
+        route: Option<&str>,
+    ) -> Option<crate::response_cache::ResponseCacheConfig> {
+        let by_route = route
+            .and_then(|name| self.routes.iter().find(|r| r.name == name))
+            .and_then(|r| r.response_cache);
+        match by_route {
+            Some(false) => None,
+            Some(true) => Some(self.response_cache.clone().unwrap_or_default()),
+            None => self.response_cache.clone(),
+        }
+    }
+
     /// The provider with this name.
     pub fn provider(&self, name: &str) -> Option<&Provider> {
         self.providers.iter().find(|p| p.name == name)

@@ -72,6 +72,7 @@ use crate::common::{Conditions, SecretKeyRef, conditions_schema};
 #[x_kube(validation = kube::core::Rule::new("self.tiers.all(t, self.providers.exists(p, p.name == t.provider))").message("every tier's provider must name a provider in spec.providers").reason(kube::core::Reason::FieldValueInvalid))]
 #[x_kube(validation = kube::core::Rule::new("!has(self.caching) || !has(self.caching.anthropic) || !has(self.caching.anthropic.automaticBreakpoints) || !self.caching.anthropic.automaticBreakpoints || self.providers.exists(p, p.api == 'anthropic')").message("caching.anthropic.automaticBreakpoints needs a provider with api: anthropic in spec.providers").reason(kube::core::Reason::FieldValueInvalid))]
 #[x_kube(validation = kube::core::Rule::new("!has(self.caching) || !has(self.caching.openai) || !has(self.caching.openai.promptCacheKey) || !self.caching.openai.promptCacheKey || self.providers.exists(p, p.api == 'openai')").message("caching.openai.promptCacheKey needs a provider with api: openai in spec.providers").reason(kube::core::Reason::FieldValueInvalid))]
+#[x_kube(validation = kube::core::Rule::new("!has(self.cache) || !has(self.cache.exact) || !has(self.cache.exact.maxEntryBytes) || !has(self.cache.exact.maxBytes) || self.cache.exact.maxEntryBytes <= self.cache.exact.maxBytes").message("cache.exact.maxEntryBytes must not exceed cache.exact.maxBytes").reason(kube::core::Reason::FieldValueInvalid))]
 pub struct RoutingPolicySpec {
     /// Which pods in this namespace the policy applies to, by label. An empty
     /// or absent selector selects every injected pod in the namespace.
@@ -154,6 +155,16 @@ pub struct RoutingPolicySpec {
     /// are never changed, and nothing else in a body is ever changed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub caching: Option<CachingSpec>,
+
+    /// The sidecar's response cache: an identical request (same routed
+    /// provider and model, path, and body up to key order and the members
+    /// that do not change the answer) is answered from a stored response,
+    /// at $0, without calling the provider. Absent = off (a route can still
+    /// turn it on with `routes[].cache.enabled`). Apps bypass it per request
+    /// with `Cache-Control: no-cache` or `no-store`, or
+    /// `x-tokenwarden-cache: bypass`. See docs/response-cache.md.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<ResponseCacheSpec>,
 }
 
 /// The wire API a provider speaks.
@@ -260,6 +271,21 @@ pub struct RouteSpec {
     pub matches: Option<RouteMatchSpec>,
     /// Where matching requests go.
     pub target: RouteTargetSpec,
+    /// Override the policy's response cache (`spec.cache`) for this
+    /// route's requests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<RouteCacheSpec>,
+}
+
+/// A route's response-cache override.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RouteCacheSpec {
+    /// `false`: this route's requests are never answered from or stored in
+    /// the response cache; `true`: they are, with `spec.cache`'s settings
+    /// (its defaults when `spec.cache` is absent). Absent: as `spec.cache`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
 }
 
 /// A request endpoint.
@@ -632,6 +658,69 @@ pub enum GuardMode {
     Disabled,
     /// Name the volatile run in a condition and an Event; change nothing.
     Report,
+}
+
+/// The response cache (see docs/response-cache.md).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ResponseCacheSpec {
+    /// Where entries live: `memory` (the default, and the only backend of
+    /// this version): in each sidecar, bounded by `exact.maxEntries` and
+    /// `exact.maxBytes`, lost when the pod restarts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend: Option<CacheBackendSpec>,
+    /// The exact cache: a request is answered from a stored response only
+    /// when its key (a SHA-256 of the routed provider and model, the path,
+    /// the canonical body, the namespace and this policy) is the same.
+    /// Absent = on, with the defaults.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exact: Option<ExactCacheSpec>,
+}
+
+// Where response-cache entries live (documented on the field: a doc
+// comment here would replace the field's in the schema).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum CacheBackendSpec {
+    /// In the sidecar's memory.
+    Memory,
+}
+
+/// The exact response cache's lifetime and bounds.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ExactCacheSpec {
+    /// How long a stored response is served, e.g. `10m`, `24h`. Default
+    /// `1h`, at least `1s`, at most `720h` (30 days).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(max = 32),
+        regex(pattern = r"^([0-9]{1,6}(\.[0-9]{1,3})?(ms|s|m|h))+$")
+    )]
+    pub ttl: Option<String>,
+    /// Most responses kept per sidecar; the least recently used is evicted
+    /// first. Default 10000, 1–1000000.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1_000_000))]
+    pub max_entries: Option<u32>,
+    /// Most bytes of stored responses kept per sidecar (bodies as the
+    /// provider sent them, plus their headers); the least recently used is
+    /// evicted first. Default 67108864 (64 MiB), 65536–4294967296.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 65_536, max = 4_294_967_296_u64))]
+    pub max_bytes: Option<u64>,
+    /// Largest response stored; a larger one is forwarded and not stored
+    /// (a stream is never held back: it is copied aside as it passes, and
+    /// the copy dropped once over this size). Default 1048576 (1 MiB), at
+    /// most 67108864 and at most `maxBytes`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 67_108_864))]
+    pub max_entry_bytes: Option<u64>,
+    /// Cache only requests that do not ask for variety: `temperature`
+    /// absent or 0, and `n` absent or 1. `false` caches sampled requests
+    /// too (the same sample is then replayed). Default true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub only_deterministic: Option<bool>,
 }
 
 /// Observed state, written by the operator.

@@ -88,6 +88,9 @@ fn spend_in(s: &LedgerSpend) -> Spend {
             saved: s.cache_saved_picos.as_deref().map_or(Usd::ZERO, picos),
             wasted: s.cache_wasted_picos.as_deref().map_or(Usd::ZERO, picos),
             busts: u64_of(s.cache_busts),
+            // Response-cache figures are not in the TokenBudget status
+            // (hits are charged to no budget).
+            ..CacheTotals::default()
         },
     }
 }
@@ -534,6 +537,7 @@ mod tests {
                     change: tokenwarden_core::usage::cache::ChangeKind::Timestamp,
                     lost_tokens: 2,
                 }),
+                ..Default::default()
             },
         };
         book.apply("s1", "ns/web", book.window().start, &rec, now);

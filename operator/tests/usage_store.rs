@@ -75,6 +75,8 @@ fn row(sidecar: &str, workload: &str, seq: u64, model: &str, ts: Timestamp) -> U
             }],
             cache: CacheFigures {
                 saved: Usd::from_picos(7_000),
+                response_hit: seq == 5,
+                response_saved: Usd::from_picos(if seq == 5 { 9_000 } else { 0 }),
                 ..CacheFigures::default()
             },
             intent: None,
@@ -142,7 +144,8 @@ async fn every_record_is_written_once_however_often_it_is_resent() {
             "SELECT namespace, workload, pod, endpoint, provider, requested_model, served_model, \
              route, score, attempt, status, input_tokens, output_tokens, cache_read_tokens, \
              cache_write_tokens, cost_pusd, estimated, cache_hit, cache_saved_pusd, \
-             budgets::text, ts = $1, ingested_at >= $1 \
+             budgets::text, ts = $1, ingested_at >= $1, response_cache_hit, \
+             response_cache_saved_pusd \
              FROM tokenwarden.usage WHERE sidecar_id = 'sc-a' AND seq = 5",
             &[&now],
         )
@@ -172,6 +175,12 @@ async fn every_record_is_written_once_however_often_it_is_resent() {
     );
     assert!(r.get::<_, bool>(20), "request time kept");
     assert!(r.get::<_, bool>(21), "ingest time set by the database");
+    assert!(r.get::<_, bool>(22), "answered by the response cache");
+    assert_eq!(
+        r.get::<_, i64>(23),
+        9_000,
+        "what the response-cache hit saved"
+    );
 }
 
 #[tokio::test]
@@ -190,7 +199,11 @@ async fn migrations_are_idempotent_and_concurrent_replicas_apply_them_once() {
         applied.extend(t.await.unwrap());
     }
     applied.sort_unstable();
-    assert_eq!(applied, vec![1, 2], "each migration applied exactly once");
+    assert_eq!(
+        applied,
+        vec![1, 2, 3],
+        "each migration applied exactly once"
+    );
     let mut c = client(&pg).await;
     assert!(migrations::apply(&mut c).await.unwrap().is_empty());
     let rows = c
@@ -201,7 +214,14 @@ async fn migrations_are_idempotent_and_concurrent_replicas_apply_them_once() {
         .await
         .unwrap();
     let got: Vec<(i32, String)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
-    assert_eq!(got, vec![(1, "usage".into()), (2, "views".into())]);
+    assert_eq!(
+        got,
+        vec![
+            (1, "usage".into()),
+            (2, "views".into()),
+            (3, "response_cache".into())
+        ]
+    );
     // Replicas making the same month's partition at once: one makes it.
     let mut tasks = Vec::new();
     for _ in 0..6 {
@@ -224,7 +244,7 @@ async fn migrations_are_idempotent_and_concurrent_replicas_apply_them_once() {
     .unwrap();
     let e = migrations::apply(&mut c).await.unwrap_err().to_string();
     assert!(
-        e.contains("version 99, newer than this operator's 2"),
+        e.contains("version 99, newer than this operator's 3"),
         "{e}"
     );
 }

@@ -91,6 +91,8 @@ pub fn record_to_wire(sidecar_id: &str, pod_name: &str, r: &CoreRecord) -> Usage
             change: b.change.as_str().to_string(),
             lost_tokens: b.lost_tokens,
         }),
+        response_cache_hit: r.cache.response_hit,
+        response_cache_saved_picos: picos_i64(r.cache.response_saved),
     }
 }
 
@@ -117,7 +119,11 @@ pub fn record_from_wire(r: &UsageRecord) -> Result<CoreRecord, InvalidRecord> {
         .ok_or_else(|| InvalidRecord(format!("unknown endpoint {:?}", r.endpoint)))?;
     let ts = Timestamp::from_nanosecond(i128::from(r.ts_unix_nanos))
         .map_err(|e| InvalidRecord(format!("timestamp: {e}")))?;
-    if r.cost_picos < 0 || r.cache_saved_picos < 0 || r.cache_wasted_picos < 0 {
+    if r.cost_picos < 0
+        || r.cache_saved_picos < 0
+        || r.cache_wasted_picos < 0
+        || r.response_cache_saved_picos < 0
+    {
         return Err(InvalidRecord("negative cost".into()));
     }
     let u = r.usage.unwrap_or_default();
@@ -163,6 +169,8 @@ pub fn record_from_wire(r: &UsageRecord) -> Result<CoreRecord, InvalidRecord> {
             saved: Usd::from_picos(i128::from(r.cache_saved_picos)),
             wasted: Usd::from_picos(i128::from(r.cache_wasted_picos)),
             bust: r.cache_bust.as_ref().and_then(bust_from_wire),
+            response_hit: r.response_cache_hit,
+            response_saved: Usd::from_picos(i128::from(r.response_cache_saved_picos)),
         },
     })
 }
@@ -217,6 +225,8 @@ mod tests {
                     change: ChangeKind::Timestamp,
                     lost_tokens: 30,
                 }),
+                response_hit: true,
+                response_saved: Usd::from_picos(1_230_000),
             },
         }
     }

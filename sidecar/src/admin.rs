@@ -130,6 +130,8 @@ pub fn model_rows(agg: &Aggregate) -> Vec<serde_json::Value> {
                 "cache_saved_usd": t.cache.saved.to_string(),
                 "cache_wasted_usd": t.cache.wasted.to_string(),
                 "cache_busts": t.cache.busts,
+                "response_cache_hits": t.cache.response_hits,
+                "response_cache_saved_usd": t.cache.response_saved.to_string(),
             })
         })
         .collect()
@@ -244,6 +246,8 @@ pub fn ledger_json(shared: &Shared) -> serde_json::Value {
             "cache_saved_usd": total.cache.saved.to_string(),
             "cache_wasted_usd": total.cache.wasted.to_string(),
             "cache_busts": total.cache.busts,
+            "response_cache_hits": total.cache.response_hits,
+            "response_cache_saved_usd": total.cache.response_saved.to_string(),
         },
         "budgets": budgets,
         "prompt_cache": shared.prompt_cache.json(),

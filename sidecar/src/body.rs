@@ -84,6 +84,28 @@ pub trait Settle: Send {
     fn tapped(self: Box<Self>, outcome: &JsonOutcome);
     /// An untapped body ended, `clean`ly or cut.
     fn plain(self: Box<Self>, clean: bool);
+    /// With [`TapBody::capturing`]: the body as the app received it
+    /// (`None`: over the bound), before the call that settles.
+    fn captured(&mut self, _body: Option<Bytes>) {}
+}
+
+/// A copy of what a body handed to the app, up to a bound (the response
+/// cache's entry size): dropped, not grown, once over it.
+struct Capture {
+    buf: Option<Vec<u8>>,
+    limit: usize,
+}
+
+impl Capture {
+    fn push(&mut self, b: &[u8]) {
+        if let Some(buf) = self.buf.as_mut() {
+            if buf.len() + b.len() > self.limit {
+                self.buf = None;
+            } else {
+                buf.extend_from_slice(b);
+            }
+        }
+    }
 }
 
 /// Counts a request in `tokenwarden_in_flight_requests` while alive.
@@ -144,6 +166,8 @@ pub struct TapBody {
     idle: Option<(std::time::Duration, Pin<Box<tokio::time::Sleep>>)>,
     /// Masks the provider key in an error body (see [`crate::redact`]).
     redactor: Option<Redactor>,
+    /// A copy of the body for the response cache.
+    capture: Option<Capture>,
 }
 
 // === impl TapBody ===
@@ -171,6 +195,7 @@ impl TapBody {
             raw_bytes: 0,
             idle: Some((idle, Box::pin(tokio::time::sleep(idle)))),
             redactor: None,
+            capture: None,
         }
     }
 
@@ -201,6 +226,16 @@ impl TapBody {
         self
     }
 
+    /// Copy what is handed to the app aside, up to `limit` bytes, for the
+    /// settlement ([`Settle::captured`]); the forwarding is unchanged.
+    pub fn capturing(mut self, limit: u64) -> Self {
+        self.capture = Some(Capture {
+            buf: Some(Vec::new()),
+            limit: usize::try_from(limit).unwrap_or(usize::MAX),
+        });
+        self
+    }
+
     /// Forward without metering.
     pub fn plain(upstream: Incoming) -> Self {
         TapBody {
@@ -217,6 +252,7 @@ impl TapBody {
             raw_bytes: 0,
             idle: None,
             redactor: None,
+            capture: None,
         }
     }
 
@@ -297,7 +333,7 @@ impl TapBody {
             }
         }
         let mode = self.mode.take();
-        let Some(settlement) = self.settlement.take() else {
+        let Some(mut settlement) = self.settlement.take() else {
             return;
         };
         // A body that did not decode is counted by the bytes that passed.
@@ -317,6 +353,7 @@ impl TapBody {
                 if let Some(raw) = undecodable {
                     outcome.output_text_bytes = outcome.output_text_bytes.max(raw);
                 }
+                self.give_capture(settlement.as_mut());
                 settlement.stream(outcome);
             }
             Some(TapMode::Json(tap)) => {
@@ -324,9 +361,26 @@ impl TapBody {
                 if let Some(raw) = undecodable {
                     outcome.text_bytes = outcome.text_bytes.max(raw);
                 }
+                self.give_capture(settlement.as_mut());
                 settlement.tapped(&outcome);
             }
             Some(TapMode::Plain) | None => settlement.plain(clean),
+        }
+    }
+}
+
+// === impl TapBody (capture) ===
+
+impl TapBody {
+    /// Hand the captured copy (what was handed out, and what is pending)
+    /// to the settlement.
+    fn give_capture(&mut self, settlement: &mut dyn Settle) {
+        if let Some(mut c) = self.capture.take() {
+            let pending: Vec<Bytes> = self.pending.iter().cloned().collect();
+            for p in &pending {
+                c.push(p);
+            }
+            settlement.captured(c.buf.map(Bytes::from));
         }
     }
 }
@@ -353,6 +407,9 @@ impl Body for TapBody {
         loop {
             if let Some(b) = self.pending.pop_front() {
                 self.handed_out = true;
+                if let Some(c) = self.capture.as_mut() {
+                    c.push(&b);
+                }
                 return Poll::Ready(Some(Ok(Frame::data(b))));
             }
             // Only event streams: their end (the last chunk) is written after the

@@ -34,6 +34,7 @@ pub mod proxy;
 pub mod redact;
 pub mod report;
 pub mod request;
+pub mod response_cache;
 pub mod run;
 pub mod secrets;
 pub mod server;

@@ -380,6 +380,23 @@ pub struct Metrics {
     cache_monitor_bytes: Gauge<i64, AtomicI64>,
     otel_dropped: Counter,
     otel_metric_failures: Counter,
+    response_cache_requests: Family<ResponseCacheLabels, Counter>,
+    response_cache_saved: Family<WorkloadModelLabels, Counter<f64, AtomicU64>>,
+    response_cache_entries: Gauge<i64, AtomicI64>,
+    response_cache_bytes: Gauge<i64, AtomicI64>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResponseCacheLabels {
+    result: &'static str,
+    workload: String,
+    model: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WorkloadModelLabels {
+    workload: String,
+    model: String,
 }
 
 impl Default for Metrics {
@@ -443,13 +460,76 @@ impl Metrics {
             cache_monitor_bytes: Gauge::default(),
             otel_dropped: Counter::default(),
             otel_metric_failures: Counter::default(),
+            response_cache_requests: Family::default(),
+            response_cache_saved: Family::default(),
+            response_cache_entries: Gauge::default(),
+            response_cache_bytes: Gauge::default(),
         };
         m.register_traffic(&mut registry);
         m.register_budgets(&mut registry);
         m.register_process(&mut registry);
         m.register_control(&mut registry);
         m.register_cache(&mut registry);
+        m.register_response_cache(&mut registry);
         Metrics { registry, ..m }
+    }
+
+    /// Register the response cache: lookups by result, saved USD, size.
+    fn register_response_cache(&self, registry: &mut Registry) {
+        registry.register(
+            "response_cache_requests",
+            "Requests under a policy with the response cache on, by result: hit, miss, bypass (the app asked), uncacheable (sampled), stored, store_skipped (not a complete success, too large, or no-store)",
+            self.response_cache_requests.clone(),
+        );
+        registry.register(
+            "response_cache_saved_usd",
+            "What response-cache hits saved: the cost of the stored answers they replayed",
+            self.response_cache_saved.clone(),
+        );
+        registry.register(
+            "response_cache_entries",
+            "Responses held by the response cache",
+            self.response_cache_entries.clone(),
+        );
+        registry.register(
+            "response_cache_bytes",
+            "Bytes held by the response cache",
+            self.response_cache_bytes.clone(),
+        );
+    }
+
+    /// Count one response-cache event (`result`) for `workload` and `model`.
+    pub fn response_cache(&self, result: &'static str, workload: &str, model: &str) {
+        self.response_cache_requests
+            .get_or_create(&ResponseCacheLabels {
+                result,
+                workload: workload.to_string(),
+                model: self.model(model),
+            })
+            .inc();
+    }
+
+    /// Count what a response-cache hit saved.
+    pub fn response_cache_saved(
+        &self,
+        workload: &str,
+        model: &str,
+        saved: tokenwarden_core::money::Usd,
+    ) {
+        self.response_cache_saved
+            .get_or_create(&WorkloadModelLabels {
+                workload: workload.to_string(),
+                model: self.model(model),
+            })
+            .inc_by(usd_f64(saved));
+    }
+
+    /// The response cache's entries and bytes.
+    pub fn response_cache_size(&self, entries: u64, bytes: u64) {
+        self.response_cache_entries
+            .set(i64::try_from(entries).unwrap_or(i64::MAX));
+        self.response_cache_bytes
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
     }
 
     /// Register the provider's prompt cache: saved, wasted, busts, rewrites.

@@ -246,6 +246,14 @@ pub fn report(agg: &Aggregate) -> String {
         money(total.cache.wasted),
         total.cache.busts
     );
+    if total.cache.response_hits > 0 {
+        let _ = writeln!(
+            s,
+            "response cache: {} requests answered from stored responses at $0 (in REQUESTS), saving {} (docs/response-cache.md)",
+            total.cache.response_hits,
+            money(total.cache.response_saved)
+        );
+    }
     if total.unpriced_requests > 0 {
         let _ = writeln!(
             s,
@@ -571,6 +579,7 @@ spec:
                         change: ChangeKind::Timestamp,
                         lost_tokens: 900,
                     }),
+                    ..Default::default()
                 },
             });
         }
@@ -585,6 +594,50 @@ spec:
         assert_eq!(&r[r.len() - 4..], ["90.0%", "$0.0486", "$0.0031", "1"]);
         let t = row(&text, "TOTAL");
         assert_eq!(&t[t.len() - 4..], ["90.0%", "$0.0486", "$0.0031", "1"]);
+    }
+
+    #[test]
+    fn response_cache_hits_and_their_savings_are_said() {
+        use tokenwarden_core::usage::cache::CacheFigures;
+        let mut agg = Aggregate::default();
+        let record = |seq, hit: bool| tokenwarden_core::usage::UsageRecord {
+            seq,
+            ts: "2026-12-03T10:00:00Z".parse().unwrap(),
+            endpoint: tokenwarden_core::workload::Endpoint::ChatCompletions,
+            requested_model: "gpt-4o-mini".into(),
+            served_model: "gpt-4o-mini".into(),
+            provider: "openai".into(),
+            route: None,
+            score: None,
+            reason: None,
+            attempt: u32::from(!hit),
+            status: 200,
+            usage: TokenCounts::default(),
+            cost: Some(Usd::ZERO),
+            estimated: false,
+            budgets: vec![],
+            intent: None,
+            cache: CacheFigures {
+                response_hit: hit,
+                response_saved: if hit {
+                    "0.0125".parse().unwrap()
+                } else {
+                    Usd::ZERO
+                },
+                ..Default::default()
+            },
+        };
+        agg.add(&record(1, false));
+        assert!(!report(&agg).contains("response cache"));
+        agg.add(&record(2, true));
+        agg.add(&record(3, true));
+        assert!(
+            report(&agg).contains(
+                "response cache: 2 requests answered from stored responses at $0 (in REQUESTS), saving $0.025 (docs/response-cache.md)"
+            ),
+            "{}",
+            report(&agg)
+        );
     }
 
     #[test]

@@ -181,6 +181,7 @@ fn shared_state(args: &Args, mode: &Mode) -> Result<(Arc<Shared>, Option<Outbox>
         ),
         otel,
         otel_metrics,
+        response_cache: Default::default(),
     });
     shared.metrics.ledger_writable(true);
     Ok((shared, outbox))

@@ -105,6 +105,8 @@ pub struct Shared {
     pub otel: Option<crate::otel::Otel>,
     /// OpenTelemetry metrics, when the `OTEL_*` environment turns them on.
     pub otel_metrics: Option<crate::otel::OtelMetrics>,
+    /// The response cache's stores, per RoutingPolicy.
+    pub response_cache: crate::response_cache::ResponseCache,
 }
 
 /// Most digests the repeated-prompt tracker remembers.

@@ -1,5 +1,7 @@
-//! The prompt-cache figures of a usage record: what the provider's cache
-//! saved, what a broken prefix wasted, and the cache bust that wasted it.
+//! The cache figures of a usage record: what the provider's prompt cache
+//! saved, what a broken prefix wasted, and the cache bust that wasted it;
+//! and whether the sidecar's own response cache answered the request, with
+//! what that saved (docs/response-cache.md).
 //!
 //! The sidecar's prefix-stability monitor ([`crate::prompt_cache`]) finds
 //! busts; pricing them is [`crate::catalog::ModelPrices::cache_saved`] and
@@ -89,6 +91,15 @@ pub struct CacheFigures {
     /// The bust this request suffered, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bust: Option<CacheBust>,
+    /// The sidecar's response cache answered the request: no provider was
+    /// called, it cost $0 and was charged to no budget.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub response_hit: bool,
+    /// With `response_hit`: what the stored answer cost when the provider
+    /// made it (its usage at the catalog's price), which this request did
+    /// not spend again. Zero when unpriced.
+    #[serde(default, skip_serializing_if = "Usd::is_zero")]
+    pub response_saved: Usd,
 }
 
 /// Prompt-cache figures folded over records.
@@ -103,6 +114,16 @@ pub struct CacheTotals {
     /// Records with a bust.
     #[serde(default)]
     pub busts: u64,
+    /// Requests the response cache answered.
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub response_hits: u64,
+    /// Sum of [`CacheFigures::response_saved`].
+    #[serde(default, skip_serializing_if = "Usd::is_zero")]
+    pub response_saved: Usd,
+}
+
+fn is_zero_u64(n: &u64) -> bool {
+    *n == 0
 }
 
 // === impl BustReason ===
@@ -216,6 +237,10 @@ impl CacheTotals {
         if f.bust.is_some() {
             self.busts += 1;
         }
+        if f.response_hit {
+            self.response_hits += 1;
+        }
+        self.response_saved = self.response_saved.saturating_add(f.response_saved);
     }
 
     /// `self += other`.
@@ -223,6 +248,8 @@ impl CacheTotals {
         self.saved = self.saved.saturating_add(other.saved);
         self.wasted = self.wasted.saturating_add(other.wasted);
         self.busts = self.busts.saturating_add(other.busts);
+        self.response_hits = self.response_hits.saturating_add(other.response_hits);
+        self.response_saved = self.response_saved.saturating_add(other.response_saved);
     }
 }
 
@@ -310,14 +337,21 @@ mod tests {
             saved: Usd::from_picos(5),
             wasted: Usd::from_picos(7),
             bust: Some(bust.clone()),
+            ..CacheFigures::default()
         });
         t.add(&CacheFigures {
             saved: Usd::from_picos(1),
+            response_hit: true,
+            response_saved: Usd::from_picos(40),
             ..CacheFigures::default()
         });
         assert_eq!(
             (t.saved, t.wasted, t.busts),
             (Usd::from_picos(6), Usd::from_picos(7), 1)
+        );
+        assert_eq!(
+            (t.response_hits, t.response_saved),
+            (1, Usd::from_picos(40))
         );
         let mut u = t.clone();
         u.merge(&t);

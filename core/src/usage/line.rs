@@ -160,6 +160,15 @@ fn push_cache(out: &mut Vec<u8>, cache: &CacheFigures) {
         push_u64(out, b.lost_tokens);
         out.push(b'}');
     }
+    if cache.response_hit {
+        sep(out);
+        out.extend_from_slice(b"\"response_hit\":true");
+    }
+    if !cache.response_saved.is_zero() {
+        sep(out);
+        out.extend_from_slice(b"\"response_saved\":");
+        push_display(out, &cache.response_saved);
+    }
     out.push(b'}');
 }
 
@@ -354,13 +363,22 @@ mod tests {
                 change,
                 lost_tokens,
             });
-        (usd.clone(), usd, proptest::option::of(bust)).prop_map(|(saved, wasted, bust)| {
-            CacheFigures {
-                saved,
-                wasted,
-                bust,
-            }
-        })
+        (
+            usd.clone(),
+            usd.clone(),
+            proptest::option::of(bust),
+            any::<bool>(),
+            usd,
+        )
+            .prop_map(
+                |(saved, wasted, bust, response_hit, response_saved)| CacheFigures {
+                    saved,
+                    wasted,
+                    bust,
+                    response_hit,
+                    response_saved,
+                },
+            )
     }
 
     proptest! {

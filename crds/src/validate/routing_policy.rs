@@ -5,6 +5,10 @@ use tokenwarden_core::{
     catalog::{ModelPrices, Price, PriceOverride},
     classify::ClassifierConfig,
     compile::{CachingPolicy, PolicyInput},
+    response_cache::{
+        CacheBackend, MAX_MAX_BYTES, MAX_MAX_ENTRIES, MAX_MAX_ENTRY_BYTES, MAX_TTL_MS,
+        MIN_MAX_BYTES, ResponseCacheConfig,
+    },
     workload::{
         AnthropicBreakpoints, Api, CacheTtl, DEFAULT_MAX_OUTPUT_TOKENS,
         DEFAULT_VOLATILE_GUARD_REPEATS, Endpoint, Escalation, Fallback, HeaderMatch, MinimumTokens,
@@ -21,10 +25,10 @@ use super::{
     },
 };
 use crate::routing_policy::{
-    AnthropicCachingSpec, CacheTtlSpec, CachingSpec, ClassifierSpec, ComplexityClass,
-    EscalationSpec, FallbackSpec, GuardMode, HeaderMatchSpec, PriceOverrideSpec, ProviderApi,
-    ProviderSpec, RequestApi, RouteMatchSpec, RouteSpec, RouteTargetSpec, RoutingPolicy,
-    ScoreRangeSpec, TierSpec, VolatilePrefixGuardSpec,
+    AnthropicCachingSpec, CacheBackendSpec, CacheTtlSpec, CachingSpec, ClassifierSpec,
+    ComplexityClass, EscalationSpec, FallbackSpec, GuardMode, HeaderMatchSpec, PriceOverrideSpec,
+    ProviderApi, ProviderSpec, RequestApi, ResponseCacheSpec, RouteMatchSpec, RouteSpec,
+    RouteTargetSpec, RoutingPolicy, ScoreRangeSpec, TierSpec, VolatilePrefixGuardSpec,
 };
 
 /// Longest per-try timeout.
@@ -72,6 +76,7 @@ impl RoutingPolicy {
             );
         }
         let caching = caching(&mut e, spec.caching.as_ref(), &spec.providers);
+        let response_cache = spec.cache.as_ref().map(|c| response_cache(&mut e, c));
 
         let object = format!("RoutingPolicy {source}");
         let input = PolicyInput {
@@ -88,6 +93,7 @@ impl RoutingPolicy {
                 classifier,
                 default_max_output_tokens,
                 unseen_input_tokens: spec.unseen_input_tokens,
+                response_cache,
             },
             caching,
         };
@@ -230,6 +236,7 @@ fn routes(e: &mut Errors, specs: &[RouteSpec], hard_threshold: u16, names: &Name
                 name: r.name.clone(),
                 matcher,
                 target,
+                response_cache: r.cache.as_ref().and_then(|c| c.enabled),
             }
         })
         .collect()
@@ -658,5 +665,61 @@ fn volatile_guard(e: &mut Errors, g: &VolatilePrefixGuardSpec) -> Option<Volatil
         GuardMode::Report => Some(VolatileGuard {
             repeats: g.repeats.unwrap_or(DEFAULT_VOLATILE_GUARD_REPEATS),
         }),
+    }
+}
+
+/// `spec.cache`: the response cache's backend, lifetime and bounds, each
+/// defaulted and range-checked.
+fn response_cache(e: &mut Errors, spec: &ResponseCacheSpec) -> ResponseCacheConfig {
+    let d = ResponseCacheConfig::default();
+    let backend = match spec.backend {
+        None | Some(CacheBackendSpec::Memory) => CacheBackend::Memory,
+    };
+    let Some(x) = spec.exact.as_ref() else {
+        return ResponseCacheConfig { backend, ..d };
+    };
+    let ttl_ms = x
+        .ttl
+        .as_deref()
+        .and_then(|s| duration(e, "spec.cache.exact.ttl", s, MAX_TTL_MS))
+        .unwrap_or(d.ttl_ms);
+    if ttl_ms < 1000 {
+        e.push("spec.cache.exact.ttl", "must be at least 1s");
+    }
+    let max_entries = x.max_entries.map_or(d.max_entries, u64::from);
+    if !(1..=MAX_MAX_ENTRIES).contains(&max_entries) {
+        e.push(
+            "spec.cache.exact.maxEntries",
+            "must be between 1 and 1000000",
+        );
+    }
+    let max_bytes = x.max_bytes.unwrap_or(d.max_bytes);
+    if !(MIN_MAX_BYTES..=MAX_MAX_BYTES).contains(&max_bytes) {
+        e.push(
+            "spec.cache.exact.maxBytes",
+            "must be between 65536 and 4294967296",
+        );
+    }
+    let max_entry_bytes = x
+        .max_entry_bytes
+        .unwrap_or(d.max_entry_bytes.min(max_bytes));
+    if !(1..=MAX_MAX_ENTRY_BYTES).contains(&max_entry_bytes) {
+        e.push(
+            "spec.cache.exact.maxEntryBytes",
+            "must be between 1 and 67108864",
+        );
+    } else if max_entry_bytes > max_bytes {
+        e.push(
+            "spec.cache.exact.maxEntryBytes",
+            "must not exceed spec.cache.exact.maxBytes",
+        );
+    }
+    ResponseCacheConfig {
+        backend,
+        ttl_ms,
+        max_entries,
+        max_bytes,
+        max_entry_bytes,
+        only_deterministic: x.only_deterministic.unwrap_or(d.only_deterministic),
     }
 }

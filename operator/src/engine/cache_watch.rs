@@ -288,6 +288,7 @@ mod tests {
                     change,
                     lost_tokens: 1000,
                 }),
+                ..Default::default()
             },
         }
     }

@@ -48,6 +48,8 @@ fn ledger_row(k: &LedgerKey, v: &Spend) -> Value {
         "cache_saved_usd": v.cache.saved.to_string(),
         "cache_wasted_usd": v.cache.wasted.to_string(),
         "cache_busts": v.cache.busts,
+        "response_cache_hits": v.cache.response_hits,
+        "response_cache_saved_usd": v.cache.response_saved.to_string(),
     })
 }
 

@@ -34,6 +34,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "views",
         sql: include_str!("migrations/0002_views.sql"),
     },
+    Migration {
+        version: 3,
+        name: "response_cache",
+        sql: include_str!("migrations/0003_response_cache.sql"),
+    },
 ];
 
 /// The advisory lock key every schema change (migrations, partitions,
@@ -98,6 +103,6 @@ mod tests {
             assert_eq!(m.version, i32::try_from(i + 1).unwrap(), "{}", m.name);
             assert!(m.sql.contains("tokenwarden."), "{}", m.name);
         }
-        assert_eq!(latest(), 2);
+        assert_eq!(latest(), 3);
     }
 }

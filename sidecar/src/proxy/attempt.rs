@@ -63,6 +63,8 @@ pub(crate) struct Plan<'a> {
     pub escalations: Vec<Reason>,
     /// Shadow budgets that would have refused, as `budget:reason`.
     pub shadow_blocks: Vec<String>,
+    /// What the response cache made of the request, when it is on for it.
+    pub cache: Option<crate::response_cache::CacheState>,
 }
 
 // === impl Plan ===

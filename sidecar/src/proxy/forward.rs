@@ -73,6 +73,8 @@ pub(super) fn upstream_headers(from: &HeaderMap, auth: (&HeaderName, &HeaderValu
                     | "accept-encoding"
                     | "http2-settings"
                     | super::route::ESCALATE_HEADER
+                    // The app's response-cache bypass (`respond::headers::CACHE`).
+                    | "x-tokenwarden-cache"
             )
         {
             continue;

@@ -24,6 +24,7 @@
 
 mod attempt;
 mod budget_key;
+mod cache;
 mod enforce;
 mod forward;
 mod judge;
@@ -278,6 +279,10 @@ async fn metered_stages(
             },
         ));
         trace.clone_from(&attempt.trace.request);
+    }
+    // Before the budgets: a hit costs nothing and holds nothing.
+    if let Some(resp) = cache::lookup(&mut plan, &attempt).await {
+        return Ok(resp);
     }
     enforce::screen(&mut plan, &mut attempt)?;
     // The last answer that failed an escalation rule, for when the attempt

@@ -23,6 +23,7 @@ use crate::{
     link::Link,
     meter::{self, Flavor, SseTap},
     redact,
+    response_cache::Fill,
     state::Shared,
 };
 
@@ -50,6 +51,10 @@ pub mod headers {
     /// hit: `inserted` (Anthropic `cache_control` breakpoints) or
     /// `prompt-cache-key` (OpenAI `prompt_cache_key`).
     pub const CACHE_CONTROL: &str = "x-tokenwarden-cache-control";
+    /// The response cache's verdict when it is on for the request: `hit`,
+    /// `miss` or `bypass` (see docs/response-cache.md). Also the request
+    /// header an app sends (`bypass`) to skip the cache.
+    pub const CACHE: &str = "x-tokenwarden-cache";
 }
 
 type Secret = memchr::memmem::Finder<'static>;
@@ -124,6 +129,11 @@ fn prepare<'p>(plan: &'p Plan<'_>, attempt: Attempt, mut parts: Parts) -> Prepar
     // Error bodies are never tapped (their usage is 0), only redacted.
     let is_sse = status.is_success() && is_event_stream(&parts.headers);
     let coding = meter::Coding::of(&parts.headers);
+    let fill = plan
+        .cache
+        .as_ref()
+        .and_then(|c| c.fill.as_ref())
+        .and_then(|f| f.for_answer(&attempt.choice, status, &parts.headers));
     Prepared {
         parts,
         settlement: Settlement {
@@ -133,6 +143,9 @@ fn prepare<'p>(plan: &'p Plan<'_>, attempt: Attempt, mut parts: Parts) -> Prepar
             status: status.as_u16(),
             flavor,
             commit: Commit::Now,
+            fill,
+            captured: None,
+            stream_complete: None,
         },
         secret,
         coding,
@@ -160,6 +173,7 @@ fn tapped(
     prefix: Bytes,
 ) -> Response<ProxyBody> {
     let idle = plan.shared.options.upstream_idle;
+    let limit = settlement.fill.as_ref().map(Fill::max_entry_bytes);
     let tap = if parts.status.is_success() {
         TapBody::new(
             body,
@@ -170,6 +184,10 @@ fn tapped(
         .decoding(coding.decoder())
     } else {
         TapBody::new(body, TapMode::Plain, Box::new(settlement), idle).redacting(secret)
+    };
+    let tap = match limit {
+        Some(l) => tap.capturing(l),
+        None => tap,
     };
     let tap = tap.with_prefix(prefix);
     Response::from_parts(parts, ProxyBody::Tap(Box::new(tap)))
@@ -302,6 +320,9 @@ fn set_headers(plan: &Plan<'_>, attempt: &Attempt, h: &mut HeaderMap) {
     if let Some(r) = attempt.cache_rewrite {
         set(h, headers::CACHE_CONTROL, r.header_value());
     }
+    if let Some(c) = &plan.cache {
+        set(h, headers::CACHE, c.header);
+    }
     if !plan.shadow_blocks.is_empty() {
         let mut unique: Vec<&String> = plan.shadow_blocks.iter().collect();
         unique.sort();
@@ -330,27 +351,29 @@ fn stream(
     // The stripped usage chunk changes the length.
     parts.headers.remove(header::CONTENT_LENGTH);
     let mut tap = SseTap::new(settlement.flavor, strip_usage);
-    if settlement.attempt.trace.span.is_some() {
+    // The response cache reads the finish reasons too.
+    if settlement.attempt.trace.span.is_some() || settlement.fill.is_some() {
         tap = tap.with_facts();
     }
+    let limit = settlement.fill.as_ref().map(Fill::max_entry_bytes);
     let decoder = coding.decoder();
     if strip_usage && decoder.is_some() {
         // Stripping rewrites events: they go to the app decoded.
         parts.headers.remove(header::CONTENT_ENCODING);
     }
     let idle = plan.shared.options.upstream_idle;
-    Response::from_parts(
-        parts,
-        ProxyBody::Tap(Box::new(
-            TapBody::new(
-                body,
-                TapMode::Sse(Box::new(tap)),
-                Box::new(settlement),
-                idle,
-            )
-            .decoding(decoder),
-        )),
+    let tap = TapBody::new(
+        body,
+        TapMode::Sse(Box::new(tap)),
+        Box::new(settlement),
+        idle,
     )
+    .decoding(decoder);
+    let tap = match limit {
+        Some(l) => tap.capturing(l),
+        None => tap,
+    };
+    Response::from_parts(parts, ProxyBody::Tap(Box::new(tap)))
 }
 
 /// What reading a body whole came to.
@@ -422,13 +445,17 @@ async fn finish_held(
         redact::redact_body(s, &mut buf);
     }
     settlement.commit = Commit::Deferred;
+    let buf = Bytes::from(buf);
+    if settlement.fill.is_some() {
+        settlement.captured = Some(buf.clone());
+    }
     let decoded = meter::decode_all(coding, &buf);
     let settled = settlement.finish_json(decoded.as_deref().unwrap_or(&buf));
     if let Some(c) = settled.cost {
         set(&mut parts.headers, headers::COST, &c.to_string());
     }
     settle::flush_staged(shared.as_ref(), settled.staged).await;
-    Response::from_parts(parts, ProxyBody::Full(Full::new(Bytes::from(buf))))
+    Response::from_parts(parts, ProxyBody::Full(Full::new(buf)))
 }
 
 fn flavor(endpoint: Endpoint) -> Flavor {

@@ -109,6 +109,7 @@ pub(super) fn plan<'a>(
         adjusted: Vec::new(),
         escalations: Vec::new(),
         shadow_blocks: Vec::new(),
+        cache: None,
     };
     let mut attempt = attempt;
     escalate_at_start(&mut plan, &mut attempt);

@@ -74,6 +74,12 @@ pub struct Settlement {
     pub flavor: Flavor,
     /// When the journal line is written.
     pub commit: Commit,
+    /// Where the answer is stored if it turns out complete (response cache).
+    pub fill: Option<crate::response_cache::Fill>,
+    /// The body as the app received it, for `fill` (`None`: too large).
+    pub captured: Option<bytes::Bytes>,
+    /// A stream ended with its terminal event, usage and no error event.
+    pub stream_complete: Option<bool>,
 }
 
 // === impl Settlement ===
@@ -91,20 +97,53 @@ impl Settlement {
         facts: meter::ResponseFacts,
     ) -> Settled {
         let served_model = served.unwrap_or_else(|| self.attempt.choice.model.clone());
+        let fill = self.fill.take();
+        let reasons: Vec<String> = if fill.is_some() {
+            facts
+                .finish_reasons()
+                .into_iter()
+                .map(str::to_string)
+                .collect()
+        } else {
+            Vec::new()
+        };
         let outcome = Outcome {
             status: self.status,
             usage,
-            served_model,
+            served_model: served_model.clone(),
             estimated,
             facts,
         };
-        settle(
+        let settled = settle(
             &self.shared,
             &self.active,
             &mut self.attempt,
             outcome,
             self.commit,
-        )
+        );
+        if let Some(fill) = fill {
+            let shared = &self.shared;
+            let model = fill.model().to_string();
+            let result = crate::response_cache::store(
+                fill,
+                crate::response_cache::Answer {
+                    status: self.status,
+                    body: self.captured.take(),
+                    flavor: self.flavor,
+                    complete: !estimated && self.stream_complete.unwrap_or(true),
+                    reasons,
+                    usage,
+                    served_model,
+                    cost: settled.cost,
+                },
+            );
+            shared
+                .metrics
+                .response_cache(result, &shared.options.workload, &model);
+            let (entries, bytes) = shared.response_cache.usage();
+            shared.metrics.response_cache_size(entries, bytes);
+        }
+        settled
     }
 
     fn succeeded(&self) -> bool {
@@ -138,8 +177,10 @@ impl Settlement {
     }
 
     /// A stream ended; settle with its usage, or an estimate when it ended early.
-    pub fn finish_stream(self, mut outcome: TapOutcome) {
+    pub fn finish_stream(mut self, mut outcome: TapOutcome) {
         let facts = std::mem::take(&mut outcome.facts);
+        self.stream_complete =
+            Some(outcome.complete && outcome.usage.is_some() && outcome.error_event.is_none());
         match (&outcome.usage, outcome.complete) {
             (Some(u), true) => {
                 let u = *u;
@@ -173,6 +214,10 @@ impl Settlement {
 impl body::Settle for Settlement {
     fn flavor(&self) -> Flavor {
         self.flavor
+    }
+
+    fn captured(&mut self, body: Option<bytes::Bytes>) {
+        self.captured = body;
     }
 
     fn stalled(&self) {

@@ -1,0 +1,93 @@
+//! `spec.cache` and `routes[].cache`: what `to_input()` makes of them
+//! (defaults, bounds, the route override) from YAML as a user writes it.
+//! The rejections are in `tests/invalid/policy-cache-*`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use pretty_assertions::assert_eq;
+use tokenwarden_core::{
+    response_cache::{CacheBackend, ResponseCacheConfig},
+    workload::RoutingConfig,
+};
+use tokenwarden_crds::load::{Object, load_yaml};
+
+const HEAD: &str = r#"apiVersion: tokenwarden.dev/v1alpha1
+kind: RoutingPolicy
+metadata: {name: p, namespace: ns}
+spec:
+  providers:
+    - {name: openai, api: openai, baseUrl: "https://api.openai.com", apiKeySecretRef: {name: keys, key: openai}}
+  tiers:
+    - {name: cheap, provider: openai, model: gpt-4o-mini}
+"#;
+
+fn routing(tail: &str) -> RoutingConfig {
+    let objects = load_yaml(&format!("{HEAD}{tail}")).unwrap_or_else(|e| panic!("{e}"));
+    match objects.into_iter().next().unwrap() {
+        Object::RoutingPolicy(p) => p.to_input().unwrap().routing,
+        Object::TokenBudget(_) => panic!("not a policy"),
+    }
+}
+
+#[test]
+fn absent_is_off_and_an_empty_block_is_on_with_the_defaults() {
+    assert_eq!(routing("").response_cache, None);
+    assert_eq!(
+        routing("  cache: {}\n").response_cache,
+        Some(ResponseCacheConfig::default())
+    );
+    assert_eq!(
+        ResponseCacheConfig::default(),
+        ResponseCacheConfig {
+            backend: CacheBackend::Memory,
+            ttl_ms: 3_600_000,
+            max_entries: 10_000,
+            max_bytes: 64 << 20,
+            max_entry_bytes: 1 << 20,
+            only_deterministic: true,
+        }
+    );
+}
+
+#[test]
+fn every_field_is_read() {
+    let cfg = routing(
+        "  cache:\n    backend: memory\n    exact: {ttl: 24h, maxEntries: 50, maxBytes: 131072, maxEntryBytes: 4096, onlyDeterministic: false}\n",
+    );
+    assert_eq!(
+        cfg.response_cache,
+        Some(ResponseCacheConfig {
+            backend: CacheBackend::Memory,
+            ttl_ms: 24 * 3_600_000,
+            max_entries: 50,
+            max_bytes: 131_072,
+            max_entry_bytes: 4096,
+            only_deterministic: false,
+        })
+    );
+    // A small maxBytes bounds the default entry size too.
+    let small = routing("  cache:\n    exact: {maxBytes: 65536}\n");
+    assert_eq!(small.response_cache.unwrap().max_entry_bytes, 65_536);
+}
+
+#[test]
+fn a_route_overrides_the_policy() {
+    let routes = "  routes:\n    - {name: off, match: {models: [a]}, target: {tier: cheap}, cache: {enabled: false}}\n    - {name: on, match: {models: [b]}, target: {tier: cheap}, cache: {enabled: true}}\n    - {name: plain, target: {tier: cheap}}\n";
+    let without = routing(routes);
+    assert_eq!(without.response_cache_for(Some("off")), None);
+    assert_eq!(
+        without.response_cache_for(Some("on")),
+        Some(ResponseCacheConfig::default())
+    );
+    assert_eq!(without.response_cache_for(Some("plain")), None);
+    assert_eq!(without.response_cache_for(None), None);
+    let with = routing(&format!("{routes}  cache:\n    exact: {{ttl: 5m}}\n"));
+    let five = Some(ResponseCacheConfig {
+        ttl_ms: 300_000,
+        ..ResponseCacheConfig::default()
+    });
+    assert_eq!(with.response_cache_for(Some("off")), None);
+    assert_eq!(with.response_cache_for(Some("on")), five);
+    assert_eq!(with.response_cache_for(Some("plain")), five);
+    assert_eq!(with.response_cache_for(None), five);
+}

@@ -1,0 +1,139 @@
+//! The exact response cache's storage: the stored answer ([`Entry`]), the
+//! interface a backend implements ([`ResponseStore`]), the in-memory
+//! backend ([`memory::MemoryStore`]) and the per-policy stores of a sidecar
+//! ([`ResponseCache`]). Which requests are looked up, and how their key is
+//! made, is `tokenwarden_core::response_cache`; the request-path stage is
+//! `proxy::cache`. See docs/response-cache.md.
+//!
+//! A store never fails a request: a backend that cannot answer answers
+//! "not found", one that cannot store drops the entry.
+
+mod fill;
+pub mod memory;
+
+pub use fill::{Answer, CacheState, Fill, store};
+
+use std::{
+    collections::HashMap,
+    future::Future,
+    pin::Pin,
+    sync::{Arc, Mutex},
+    time::Instant,
+};
+
+use bytes::Bytes;
+use tokenwarden_core::{
+    money::Usd,
+    response_cache::{CacheBackend, ResponseCacheConfig},
+    tokens::TokenCounts,
+    workload::ObjectRef,
+};
+
+use crate::sync::lock;
+
+/// A key: the SHA-256 of the request's canonical form
+/// (`tokenwarden_core::response_cache::canonical_key_input`).
+pub type Key = [u8; 32];
+
+/// The SHA-256 of `canonical`.
+pub fn key_of(canonical: &[u8]) -> Key {
+    let d = ring::digest::digest(&ring::digest::SHA256, canonical);
+    let mut k = [0u8; 32];
+    k.copy_from_slice(d.as_ref());
+    k
+}
+
+/// A stored answer: the provider's response as the app received it.
+#[derive(Debug)]
+pub struct Entry {
+    /// HTTP status (a 2xx).
+    pub status: u16,
+    /// The provider's headers an SDK needs (`content-type`,
+    /// `content-encoding`, request ids), as sent.
+    pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    /// The body as the app received it: the JSON, or the event stream.
+    pub body: Bytes,
+    /// The model that served it (the provider's name).
+    pub served_model: String,
+    /// What the provider billed for it.
+    pub usage: TokenCounts,
+    /// What it cost (`None`: unpriced); a hit saves this.
+    pub cost: Option<Usd>,
+    /// When it was stored.
+    pub stored_at: Instant,
+}
+
+// === impl Entry ===
+
+impl Entry {
+    /// The bytes it holds, as the bounds count them.
+    pub fn size(&self) -> u64 {
+        let headers: usize = self
+            .headers
+            .iter()
+            .map(|(n, v)| n.as_str().len() + v.len())
+            .sum();
+        (self.body.len() + headers + self.served_model.len() + 128) as u64
+    }
+}
+
+/// A future a store answers with.
+pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Where entries live: one implementation per backend (`memory`; a shared
+/// one such as Redis answers over the network, hence the future). Entries
+/// are expired by the store's TTL; a backend that fails answers `None` (a
+/// miss) and drops what it cannot store.
+pub trait ResponseStore: Send + Sync {
+    /// The entry under `key`, if present and fresh.
+    fn get<'a>(&'a self, key: &'a Key) -> StoreFuture<'a, Option<Arc<Entry>>>;
+    /// Store `entry` under `key` (replacing any), within the bounds; does
+    /// not wait for a remote backend.
+    fn put(&self, key: Key, entry: Arc<Entry>);
+    /// Entries and bytes held (this sidecar's share, for a shared backend).
+    fn usage(&self) -> (u64, u64);
+}
+
+/// The stores of a sidecar, one per RoutingPolicy whose cache is on (a
+/// policy's config change replaces its store: new bounds, and entries
+/// stored under the old settings are not served).
+#[derive(Default)]
+pub struct ResponseCache {
+    stores: Mutex<HashMap<ObjectRef, PolicyStore>>,
+}
+
+/// A policy's store and the settings it was made with.
+type PolicyStore = (ResponseCacheConfig, Arc<dyn ResponseStore>);
+
+impl std::fmt::Debug for ResponseCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ResponseCache")
+    }
+}
+
+// === impl ResponseCache ===
+
+impl ResponseCache {
+    /// The store of `policy` under `cfg` (made on first use).
+    pub fn store(&self, policy: &ObjectRef, cfg: &ResponseCacheConfig) -> Arc<dyn ResponseStore> {
+        let mut stores = lock(&self.stores);
+        if let Some((c, s)) = stores.get(policy)
+            && c == cfg
+        {
+            return s.clone();
+        }
+        let store: Arc<dyn ResponseStore> = match cfg.backend {
+            CacheBackend::Memory => Arc::new(memory::MemoryStore::new(cfg)),
+        };
+        stores.insert(policy.clone(), (cfg.clone(), store.clone()));
+        store
+    }
+
+    /// Entries and bytes held by every store.
+    pub fn usage(&self) -> (u64, u64) {
+        lock(&self.stores)
+            .values()
+            .map(|(_, s)| s.usage())
+            .fold((0, 0), |(e, b), (e2, b2)| (e + e2, b + b2))
+    }
+}
