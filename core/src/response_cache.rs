@@ -12,6 +12,11 @@
 //!   entry;
 //! - the provider the request was routed to, the model sent upstream (after
 //!   routing), the API and the path (query included);
+//! - the values of the request headers that select provider behaviour and
+//!   are forwarded upstream ([`KEYED_HEADERS`]: `anthropic-version`,
+//!   `anthropic-beta`, `openai-beta`): the same body under another beta can
+//!   get another answer (<https://docs.anthropic.com/en/api/beta-headers>,
+//!   <https://docs.anthropic.com/en/api/versioning>);
 //! - the request body as parsed JSON with every object's keys sorted and no
 //!   whitespace, minus the top-level members that do not change the answer
 //!   ([`IGNORED_FIELDS`]).
@@ -46,7 +51,11 @@ use serde_json::Value;
 
 /// Version of the key format; part of every key, so a change of the
 /// canonical form never serves an entry made under the old one.
-pub const KEY_VERSION: u32 = 1;
+pub const KEY_VERSION: u32 = 2;
+
+/// Request headers whose values are part of the key (see the module docs),
+/// lower-case, in the order they are hashed.
+pub const KEYED_HEADERS: [&str; 3] = ["anthropic-version", "anthropic-beta", "openai-beta"];
 
 /// Top-level request members left out of the key (see the module docs).
 pub const IGNORED_FIELDS: [&str; 8] = [
@@ -169,6 +178,9 @@ pub struct KeyParts<'a> {
     pub path: &'a str,
     /// The app asked for a stream (stored apart from the JSON answer).
     pub stream: bool,
+    /// The values of each of [`KEYED_HEADERS`], in that order (several
+    /// values of one header joined with `,` as sent; empty when absent).
+    pub headers: [&'a str; KEYED_HEADERS.len()],
 }
 
 /// The canonical form of a request that its key hashes (see the module
@@ -189,6 +201,9 @@ pub fn canonical_key_input(parts: &KeyParts<'_>, body: &Value) -> Vec<u8> {
         if parts.stream { "sse" } else { "json" },
     ] {
         field(&mut out, p.as_bytes());
+    }
+    for h in parts.headers {
+        field(&mut out, h.as_bytes());
     }
     let mut canon = Vec::with_capacity(256);
     match body {
@@ -275,6 +290,7 @@ mod tests {
             api: "openai",
             path: "/v1/chat/completions",
             stream,
+            headers: ["", "", ""],
         }
     }
 
@@ -292,7 +308,7 @@ mod tests {
         assert_eq!(ka, canonical_key_input(&parts("gpt-4o-mini", false), &b));
         assert_eq!(
             String::from_utf8(ka).unwrap(),
-            r#"29:tokenwarden-response-cache/v1;2:ns;1:p;6:openai;11:gpt-4o-mini;6:openai;20:/v1/chat/completions;4:json;61:{"messages":[{"content":"hi","role":"user"}],"temperature":0};"#
+            r#"29:tokenwarden-response-cache/v2;2:ns;1:p;6:openai;11:gpt-4o-mini;6:openai;20:/v1/chat/completions;4:json;0:;0:;0:;61:{"messages":[{"content":"hi","role":"user"}],"temperature":0};"#
         );
     }
 
@@ -315,6 +331,20 @@ mod tests {
         run.namespace = "n";
         run.policy = "sp";
         assert_ne!(base, canonical_key_input(&run, &body));
+        // A beta or API version the request names selects other behaviour.
+        for (i, name) in KEYED_HEADERS.iter().enumerate() {
+            let mut beta = parts("m", false);
+            beta.headers[i] = "prompt-caching-2024-07-31";
+            assert_ne!(base, canonical_key_input(&beta, &body), "{name}");
+        }
+        let mut two = parts("m", false);
+        two.headers = ["2023-06-01", "", ""];
+        let mut swapped = parts("m", false);
+        swapped.headers = ["", "2023-06-01", ""];
+        assert_ne!(
+            canonical_key_input(&two, &body),
+            canonical_key_input(&swapped, &body)
+        );
     }
 
     #[test]

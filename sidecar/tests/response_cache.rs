@@ -327,3 +327,23 @@ async fn two_policies_never_share_an_entry() {
     }
     assert_eq!(cache(&chat(&sc, CHAT, &[]).await), "hit");
 }
+
+#[tokio::test]
+async fn a_beta_header_selects_another_entry() {
+    // Forwarded upstream, `anthropic-beta` (and `anthropic-version`,
+    // `openai-beta`) select other provider behaviour for the same body.
+    let fake = fake().await;
+    let sc = Sidecar::start(&policy(&fake, CACHE_ON, ""));
+    assert_eq!(cache(&sc.anthropic(MESSAGES, &[]).await), "miss");
+    assert_eq!(cache(&sc.anthropic(MESSAGES, &[]).await), "hit");
+    let beta = [("anthropic-beta", "output-128k-2025-02-19")];
+    assert_eq!(cache(&sc.anthropic(MESSAGES, &beta).await), "miss");
+    assert_eq!(cache(&sc.anthropic(MESSAGES, &beta).await), "hit");
+    let other = [("anthropic-beta", "context-1m-2025-08-07")];
+    assert_eq!(cache(&sc.anthropic(MESSAGES, &other).await), "miss");
+    let gpt_beta = [("openai-beta", "assistants=v2")];
+    assert_eq!(cache(&chat(&sc, CHAT, &[]).await), "miss");
+    assert_eq!(cache(&chat(&sc, CHAT, &gpt_beta).await), "miss");
+    assert_eq!(cache(&chat(&sc, CHAT, &gpt_beta).await), "hit");
+    assert_eq!(fake.log().len(), 5, "two anthropic betas, none, two openai");
+}

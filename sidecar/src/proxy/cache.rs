@@ -39,7 +39,9 @@ use http_body_util::Full;
 use jiff::Timestamp;
 use tokenwarden_core::{
     money::Usd,
-    response_cache::{KeyParts, ResponseCacheConfig, cacheable, canonical_key_input},
+    response_cache::{
+        KEYED_HEADERS, KeyParts, ResponseCacheConfig, cacheable, canonical_key_input,
+    },
     tokens::TokenCounts,
     usage::{UsageRecord, cache::CacheFigures},
 };
@@ -151,6 +153,16 @@ fn fill(
 ) -> Fill {
     let provider = &plan.cfg.providers[attempt.choice.provider];
     let source = &plan.cfg.source;
+    // Forwarded upstream, these select provider behaviour: keyed by value.
+    let keyed = KEYED_HEADERS.map(|name| {
+        let values: Vec<String> = plan
+            .app_headers
+            .get_all(name)
+            .iter()
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .collect();
+        values.join(",")
+    });
     let canonical = canonical_key_input(
         &KeyParts {
             namespace: &source.namespace,
@@ -160,6 +172,7 @@ fn fill(
             api: provider.api.as_str(),
             path: plan.path_and_query.as_str(),
             stream: plan.parsed.stream,
+            headers: std::array::from_fn(|i| keyed[i].as_str()),
         },
         body,
     );
