@@ -347,3 +347,52 @@ async fn a_beta_header_selects_another_entry() {
     assert_eq!(cache(&chat(&sc, CHAT, &gpt_beta).await), "hit");
     assert_eq!(fake.log().len(), 5, "two anthropic betas, none, two openai");
 }
+
+#[tokio::test]
+async fn an_answer_over_max_entry_bytes_is_forwarded_whole_and_not_stored() {
+    // The stream is teed into a capture bounded by maxEntryBytes; past the
+    // bound the capture is dropped, never the app's stream.
+    let fake = fake().await;
+    let spec = "  cache:\n    exact: {ttl: 1h, maxEntryBytes: 4096}\n";
+    let sc = Sidecar::start(&policy(&fake, spec, ""));
+    let long = [("x-fake-output-tokens", "600")];
+    let first = sc.openai("/v1/chat/completions", CHAT_STREAM, &long).await;
+    assert_eq!(first.status, 200);
+    assert!(
+        first.body.len() > 4096,
+        "the stream is over the bound: {}",
+        first.body.len()
+    );
+    assert!(
+        first.text().trim_end().ends_with("data: [DONE]"),
+        "forwarded whole"
+    );
+    assert_eq!(cache(&first), "miss");
+    let again = sc.openai("/v1/chat/completions", CHAT_STREAM, &long).await;
+    assert_eq!(
+        cache(&again),
+        "miss",
+        "an entry over the bound is not stored"
+    );
+    let big_json = chat(&sc, CHAT, &long).await;
+    assert!(big_json.body.len() > 4096, "{}", big_json.body.len());
+    assert_eq!(cache(&chat(&sc, CHAT, &long).await), "miss");
+    assert_eq!(fake.log().len(), 4);
+    // Under the bound, the same policy stores and replays.
+    assert_eq!(cache(&chat(&sc, MESSAGES_SMALL_AS_CHAT, &[]).await), "miss");
+    assert_eq!(cache(&chat(&sc, MESSAGES_SMALL_AS_CHAT, &[]).await), "hit");
+    let m = metrics(&sc).await;
+    assert_eq!(
+        sample(
+            &m,
+            "tokenwarden_response_cache_requests_total",
+            &[("result", "store_skipped")]
+        ),
+        Some(4.0),
+        "{m}"
+    );
+}
+
+/// A short chat request (its answer is far under 4 KiB).
+const MESSAGES_SMALL_AS_CHAT: &str =
+    r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}],"temperature":0}"#;
