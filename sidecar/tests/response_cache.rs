@@ -396,3 +396,22 @@ async fn an_answer_over_max_entry_bytes_is_forwarded_whole_and_not_stored() {
 /// A short chat request (its answer is far under 4 KiB).
 const MESSAGES_SMALL_AS_CHAT: &str =
     r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}],"temperature":0}"#;
+
+#[tokio::test]
+async fn responses_api_answers_are_replayed_too() {
+    let fake = fake().await;
+    let sc = Sidecar::start(&policy(&fake, CACHE_ON, ""));
+    for body in [RESPONSES, RESPONSES_STREAM] {
+        let first = sc.openai("/v1/responses", body, &[]).await;
+        assert_eq!(first.status, 200, "{}", first.text());
+        assert_eq!(cache(&first), "miss");
+        let hit = sc.openai("/v1/responses", body, &[]).await;
+        assert_eq!(cache(&hit), "hit", "{body}");
+        assert_eq!(hit.body, first.body, "byte for byte");
+    }
+    assert_eq!(fake.log().len(), 2);
+}
+
+const RESPONSES: &str =
+    r#"{"model":"gpt-4o-mini","input":"How do I reset my password?","temperature":0}"#;
+const RESPONSES_STREAM: &str = r#"{"model":"gpt-4o-mini","input":"How do I reset my password?","temperature":0,"stream":true}"#;
