@@ -415,3 +415,22 @@ async fn responses_api_answers_are_replayed_too() {
 const RESPONSES: &str =
     r#"{"model":"gpt-4o-mini","input":"How do I reset my password?","temperature":0}"#;
 const RESPONSES_STREAM: &str = r#"{"model":"gpt-4o-mini","input":"How do I reset my password?","temperature":0,"stream":true}"#;
+
+#[tokio::test]
+async fn embeddings_are_replayed_too() {
+    let fake = fake().await;
+    let sc = Sidecar::start(&policy(&fake, CACHE_ON, ""));
+    let body = r#"{"model":"text-embedding-3-small","input":["How do I reset my password?"]}"#;
+    let first = sc.openai("/v1/embeddings", body, &[]).await;
+    assert_eq!(first.status, 200, "{}", first.text());
+    assert_eq!(cache(&first), "miss");
+    let hit = sc.openai("/v1/embeddings", body, &[]).await;
+    assert_eq!(cache(&hit), "hit");
+    assert_eq!(hit.body, first.body, "byte for byte");
+    let other = body.replace("password", "email");
+    assert_eq!(
+        cache(&sc.openai("/v1/embeddings", &other, &[]).await),
+        "miss"
+    );
+    assert_eq!(fake.log().len(), 2);
+}
