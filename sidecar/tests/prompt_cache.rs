@@ -170,26 +170,6 @@ async fn settled(sc: &Sidecar, n: u64) -> serde_json::Value {
     }
 }
 
-/// The value of a sample of `name` whose labels include every `labels`
-/// pair, if any.
-fn sample(metrics: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    metrics.lines().find_map(|line| {
-        let rest = line.strip_prefix(name)?;
-        let (lbls, value) = match rest.strip_prefix('{') {
-            Some(r) => r.split_once("} ")?,
-            None => ("", rest.strip_prefix(' ')?),
-        };
-        let all = labels
-            .iter()
-            .all(|(k, v)| lbls.split(',').any(|p| p == format!("{k}=\"{v}\"")));
-        all.then(|| value.trim().parse().unwrap())
-    })
-}
-
-async fn metrics(sc: &Sidecar) -> String {
-    sc.admin_get("/metrics").await.text()
-}
-
 /// The API and stream mode a bust scenario runs in.
 #[derive(Clone, Copy, Debug)]
 enum Mode {

@@ -41,24 +41,6 @@ async fn chat(sc: &Sidecar, body: &str, headers: &[(&str, &str)]) -> Reply {
     r
 }
 
-async fn metrics(sc: &Sidecar) -> String {
-    sc.admin_get("/metrics").await.text()
-}
-
-fn sample(metrics: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    metrics.lines().find_map(|line| {
-        let rest = line.strip_prefix(name)?;
-        let (lbls, value) = match rest.strip_prefix('{') {
-            Some(r) => r.split_once("} ")?,
-            None => ("", rest.strip_prefix(' ')?),
-        };
-        let all = labels
-            .iter()
-            .all(|(k, v)| lbls.split(',').any(|p| p == format!("{k}=\"{v}\"")));
-        all.then(|| value.trim().parse().unwrap())
-    })
-}
-
 #[tokio::test]
 async fn a_json_answer_is_replayed_byte_for_byte_at_no_cost() {
     let fake = fake().await;

@@ -219,3 +219,24 @@ pub fn budget(name: &str, spec: &str) -> String {
         "---\napiVersion: tokenwarden.dev/v1alpha1\nkind: TokenBudget\nmetadata: {{name: {name}, namespace: apps}}\nspec:\n{spec}\n"
     )
 }
+
+/// The value of a sample of `name` whose labels include every `labels`
+/// pair, if any.
+pub fn sample(metrics: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    metrics.lines().find_map(|line| {
+        let rest = line.strip_prefix(name)?;
+        let (lbls, value) = match rest.strip_prefix('{') {
+            Some(r) => r.split_once("} ")?,
+            None => ("", rest.strip_prefix(' ')?),
+        };
+        let all = labels
+            .iter()
+            .all(|(k, v)| lbls.split(',').any(|p| p == format!("{k}=\"{v}\"")));
+        all.then(|| value.trim().parse().unwrap())
+    })
+}
+
+/// The sidecar's `/metrics` text.
+pub async fn metrics(sc: &Sidecar) -> String {
+    sc.admin_get("/metrics").await.text()
+}
