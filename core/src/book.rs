@@ -412,6 +412,13 @@ impl Book {
         if period_start != current {
             return Applied::Late;
         }
+        if rec.cache.response_hit {
+            // A response-cache hit names the budgets it would have been
+            // charged to: it counts as a hit and what it saved, never as
+            // spend, tokens or a request.
+            self.state.record_cache(&rec.cache);
+            return Applied::Counted;
+        }
         if let Some(c) = rec.cost {
             entry.charged = entry.charged.saturating_add(c);
         }

@@ -135,7 +135,10 @@ pub struct UsageRecord {
     pub cost: Option<Usd>,
     /// True when usage was estimated (stream ended before the usage event).
     pub estimated: bool,
-    /// Budget periods this attempt counted in.
+    /// Budget periods this attempt counted in. A response-cache hit
+    /// (`cache.response_hit`) names the periods of the budgets it would
+    /// have been charged to (without a per-key key): there it counts as a
+    /// hit and what it saved, never as spend, tokens or a request.
     pub budgets: Vec<BudgetPeriodRef>,
     /// Prompt-cache figures: saved, wasted, the bust (see [`cache`]).
     #[serde(default, skip_serializing_if = "CacheFigures::is_empty")]
@@ -270,6 +273,12 @@ impl Aggregate {
                 .or_default()
                 .entry(b.period_start)
                 .or_default();
+            if r.cache.response_hit {
+                // A response-cache hit counts in the budgets it would have
+                // been charged to as a hit and what it saved, nothing else.
+                t.cache.add(&r.cache);
+                continue;
+            }
             add_usage(&mut t.usage, &r.usage);
             t.requests += 1;
             match r.cost {
@@ -389,5 +398,30 @@ mod tests {
         let json = serde_json::to_string(&rec(1, "m", Some("0.01"), None)).unwrap();
         let back: UsageRecord = serde_json::from_str(&json).unwrap();
         assert_eq!(back, rec(1, "m", Some("0.01"), None));
+    }
+
+    #[test]
+    fn a_response_cache_hit_counts_in_its_budget_as_a_hit_and_its_saving_only() {
+        let mut a = Aggregate::default();
+        a.add(&rec(1, "claude-haiku-4-5", Some("0.01"), Some("team")));
+        let mut hit = rec(2, "claude-haiku-4-5", Some("0"), Some("team"));
+        hit.usage = TokenCounts::default();
+        hit.cache.response_hit = true;
+        hit.cache.response_saved = "0.01".parse().unwrap();
+        a.add(&hit);
+        a.add(&hit.clone());
+        let t = a.budget_period(
+            &ObjectRef::new("ns", "team"),
+            "2026-11-22T00:00:00Z".parse().unwrap(),
+        );
+        // Spend, tokens and requests are the charged request's alone.
+        assert_eq!(
+            (t.requests, t.spent.to_string().as_str(), t.tokens()),
+            (1, "0.01", 18)
+        );
+        assert_eq!(
+            (t.cache.response_hits, t.cache.response_saved.to_string()),
+            (2, "0.02".to_string())
+        );
     }
 }

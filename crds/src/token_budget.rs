@@ -77,6 +77,13 @@ use crate::common::{Conditions, conditions_schema};
         priority = 1
     ),
     printcolumn(
+        name = "Cache-Saved",
+        type_ = "string",
+        json_path = ".status.responseCache.savedUsd",
+        description = "USD the response cache saved this period (not charged)",
+        priority = 1
+    ),
+    printcolumn(
         name = "Resets",
         type_ = "string",
         json_path = ".status.periodEnd",
@@ -395,6 +402,20 @@ pub struct PromptCacheSummary {
     pub busts: i64,
 }
 
+/// The period's response-cache hits among the budget's workloads: what the
+/// sidecars' response cache (RoutingPolicy `spec.cache`) answered at $0
+/// that would otherwise have been charged to this budget. Never part of
+/// `spentUsd`, `tokens` or `requests`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ResponseCacheSummary {
+    /// Requests answered from the response cache this period.
+    pub hits: i64,
+    /// USD those answers cost when the provider made them, which the
+    /// budget did not spend again (decimal string).
+    pub saved_usd: String,
+}
+
 /// Observed state, written by the operator (the ledger of record).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
@@ -443,6 +464,10 @@ pub struct TokenBudgetStatus {
     /// wasted, busts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prompt_cache: Option<PromptCacheSummary>,
+    /// Response-cache hits this period and the USD they saved (not
+    /// charged); absent before the first hit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_cache: Option<ResponseCacheSummary>,
     /// `Ok`, `Threshold` or `Exhausted`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state: Option<BudgetState>,
@@ -496,6 +521,12 @@ pub struct LedgerStatus {
     /// The same for tokens.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unmet_tokens: Option<i64>,
+    /// Response-cache hits counted this period.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub response_cache_hits: i64,
+    /// What they saved, pico-USD.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_cache_saved_picos: Option<String>,
 }
 
 /// The lease pool of one per-key key.

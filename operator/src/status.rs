@@ -19,7 +19,8 @@ use tokenwarden_crds::{
     KeyLeaseLedger, LedgerSpend, LedgerStatus, SidecarLedger, TokenBudgetStatus,
     common::conditions as c,
     token_budget::{
-        BudgetState as CrdState, PromptCacheSummary, SpendEntry, TokenCounts as CrdCounts,
+        BudgetState as CrdState, PromptCacheSummary, ResponseCacheSummary, SpendEntry,
+        TokenCounts as CrdCounts,
     },
 };
 
@@ -88,8 +89,8 @@ fn spend_in(s: &LedgerSpend) -> Spend {
             saved: s.cache_saved_picos.as_deref().map_or(Usd::ZERO, picos),
             wasted: s.cache_wasted_picos.as_deref().map_or(Usd::ZERO, picos),
             busts: u64_of(s.cache_busts),
-            // Response-cache figures are not in the TokenBudget status
-            // (hits are charged to no budget).
+            // A budget's response-cache figures are its own ledger
+            // fields (hits are in no model's or workload's spend).
             ..CacheTotals::default()
         },
     }
@@ -217,10 +218,17 @@ pub fn book_state(status: Option<&TokenBudgetStatus>) -> Option<BookState> {
             },
             requests: l.models.iter().map(|m| u64_of(m.requests)).sum(),
             unpriced_requests: l.models.iter().map(|m| u64_of(m.unpriced)).sum(),
-            cache: l.models.iter().fold(CacheTotals::default(), |mut t, m| {
-                t.merge(&spend_in(m).cache);
-                t
-            }),
+            cache: CacheTotals {
+                response_hits: u64_of(l.response_cache_hits),
+                response_saved: l
+                    .response_cache_saved_picos
+                    .as_deref()
+                    .map_or(Usd::ZERO, picos),
+                ..l.models.iter().fold(CacheTotals::default(), |mut t, m| {
+                    t.merge(&spend_in(m).cache);
+                    t
+                })
+            },
             keys: l.keys.iter().map(|k| (k.name.clone(), key_in(k))).collect(),
         },
         sidecars: sidecars_in(&l.sidecars),
@@ -341,6 +349,10 @@ pub fn budget_status<'a>(
         top_workloads: top(book.workloads()),
         top_keys: top_keys(t),
         prompt_cache: prompt_cache(t),
+        response_cache: (t.cache.response_hits > 0).then(|| ResponseCacheSummary {
+            hits: i64_of(t.cache.response_hits),
+            saved_usd: t.cache.response_saved.to_string(),
+        }),
         state: Some(match book.budget_state() {
             State::Ok => CrdState::Ok,
             State::Threshold => CrdState::Threshold,
@@ -464,6 +476,8 @@ fn ledger_status<'a>(
         key_leases,
         unmet_picos: unmet.map(|u| u.picos().to_string()),
         unmet_tokens: unmet_tokens.map(i64_of),
+        response_cache_hits: i64_of(t.cache.response_hits),
+        response_cache_saved_picos: nonzero_picos(t.cache.response_saved),
     }
 }
 
@@ -542,6 +556,29 @@ mod tests {
         };
         book.apply("s1", "ns/web", book.window().start, &rec, now);
         let st = budget_status(&book, std::iter::empty(), None, now);
+        assert_eq!(st.response_cache, None);
+        // Two response-cache hits: counted and saved, never spent.
+        let mut hit = rec.clone();
+        hit.usage = TokenCounts::default();
+        hit.cost = Some(Usd::ZERO);
+        hit.cache = tokenwarden_core::usage::cache::CacheFigures {
+            response_hit: true,
+            response_saved: "0.0002".parse().unwrap(),
+            ..Default::default()
+        };
+        for seq in [8, 9] {
+            hit.seq = seq;
+            book.apply("s1", "ns/web", book.window().start, &hit, now);
+        }
+        let st = budget_status(&book, std::iter::empty(), None, now);
+        assert_eq!(
+            st.response_cache,
+            Some(ResponseCacheSummary {
+                hits: 2,
+                saved_usd: "0.0004".into(),
+            })
+        );
+        assert_eq!(st.requests, Some(1));
         assert_eq!(st.spent_usd.as_deref(), Some("0.000123456789"));
         assert_eq!(st.remaining_usd.as_deref(), Some("4.999876543211"));
         assert_eq!(st.top_models[0].name, "claude-y");
@@ -574,6 +611,7 @@ mod tests {
         assert_eq!(state, book.to_state());
         let restored = Book::restore(cfg, now, state).unwrap();
         assert_eq!(restored.lease("s1"), book.lease("s1"));
+        assert_eq!(restored.totals().cache.response_hits, 2);
     }
 
     #[test]

@@ -218,6 +218,8 @@ pub fn ledger_json(shared: &Shared) -> serde_json::Value {
                 "remaining_tokens": cfg.limit_tokens.map(|l| l.saturating_sub(t.tokens())),
                 "requests": t.requests,
                 "unpriced_requests": t.unpriced_requests,
+                "response_cache_hits": t.cache.response_hits,
+                "response_cache_saved_usd": t.cache.response_saved.to_string(),
                 "reserved_usd": b.reserved().cost.to_string(),
                 "reserved_tokens": b.reserved().tokens,
                 "state": b.state().as_str(),

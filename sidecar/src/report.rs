@@ -86,6 +86,7 @@ pub fn report_budgets(
         if let Ok(b) = BudgetState::from_ledger(cfg.clone(), now, |start| {
             agg.budget_period(&cfg.source, start)
         }) {
+            report_hits(&mut s, &b.config().source, &b.totals().cache);
             report_keys(&mut s, &b);
         }
     }
@@ -102,9 +103,27 @@ pub fn report_budgets(
                 t.tokens(),
                 note
             );
+            report_hits(&mut s, budget, &t.cache);
         }
     }
     trim_lines(&s)
+}
+
+/// A budget's response-cache hits this period and what they saved (not
+/// charged to it), when there were any.
+fn report_hits(
+    s: &mut String,
+    budget: &tokenwarden_core::workload::ObjectRef,
+    cache: &tokenwarden_core::usage::cache::CacheTotals,
+) {
+    if cache.response_hits > 0 {
+        let _ = writeln!(
+            s,
+            "budget {budget}: response cache answered {} requests this period at $0, saving {} (not charged to the budget)",
+            cache.response_hits,
+            money(cache.response_saved)
+        );
+    }
 }
 
 /// Most keys `report` lists per budget split per key.
@@ -722,6 +741,34 @@ spec:
         assert!(text.lines().all(|l| l == l.trim_end()), "{text:?}");
         let models = report(&agg);
         assert!(models.lines().all(|l| l == l.trim_end()), "{models:?}");
+    }
+
+    #[test]
+    fn a_budget_s_response_cache_hits_are_said_under_the_table() {
+        let mut agg = Aggregate::default();
+        spent(&mut agg, "team", "2026-12-02T23:00:00Z", "8.5", 40);
+        let now = "2026-12-03T10:00:00Z".parse().unwrap();
+        let text = report_budgets(&agg, Some(&configured("app=agent")), now);
+        assert!(!text.contains("response cache"), "{text}");
+        let t = agg
+            .budgets
+            .get_mut(&id("team"))
+            .and_then(|p| p.values_mut().last())
+            .unwrap();
+        t.cache.response_hits = 3;
+        t.cache.response_saved = "0.0375".parse().unwrap();
+        let text = report_budgets(&agg, Some(&configured("app=agent")), now);
+        assert!(
+            text.contains(
+                "budget apps/team: response cache answered 3 requests this period at $0, saving $0.0375 (not charged to the budget)"
+            ),
+            "{text}"
+        );
+        // The budget's row is unchanged: the hits are not spend.
+        assert_eq!(
+            row(&text, "apps/team")[4..9],
+            ["$8.50", "$10.00", "$1.50", "85%", "40"]
+        );
     }
 
     #[test]

@@ -72,6 +72,36 @@ fn day() -> Timestamp {
 }
 
 #[test]
+fn a_response_cache_hit_counts_as_a_hit_and_its_saving_never_as_spend() {
+    let mut b = Book::new(cfg("10"), now()).unwrap();
+    b.apply("a", "ns/web", day(), &rec(1, "0.10", "m"), now());
+    let mut hit = rec(2, "0", "m");
+    hit.usage = TokenCounts::default();
+    hit.cache.response_hit = true;
+    hit.cache.response_saved = usd("0.10");
+    assert_eq!(b.apply("a", "ns/web", day(), &hit, now()), Applied::Counted);
+    // A resend is a replay.
+    assert_eq!(
+        b.apply("a", "ns/web", day(), &hit, now()),
+        Applied::Duplicate
+    );
+    hit.seq = 3;
+    assert_eq!(b.apply("a", "ns/web", day(), &hit, now()), Applied::Counted);
+    let t = b.totals();
+    assert_eq!((t.spent, t.requests, t.tokens()), (usd("0.10"), 1, 115));
+    assert_eq!(
+        (t.cache.response_hits, t.cache.response_saved),
+        (2, usd("0.20"))
+    );
+    assert_eq!(b.sidecars()["a"].charged, usd("0.10"));
+    assert_eq!(b.models()["m"].requests, 1);
+    assert_eq!(b.workloads()["ns/web"].requests, 1);
+    // Restored from what it persists, the book keeps the hits.
+    let restored = Book::restore(cfg("10"), now(), b.to_state()).unwrap();
+    assert_eq!(restored.totals().cache.response_hits, 2);
+}
+
+#[test]
 fn replays_are_counted_once() {
     let mut b = Book::new(cfg("10"), now()).unwrap();
     assert_eq!(

@@ -3,7 +3,8 @@
 //! key (`tokenwarden_core::response_cache`): a hit is answered from the
 //! stored response at $0 — charged to no budget, not even reserved, so a
 //! hit is served under an exhausted budget too — and recorded in the
-//! ledger with what it saved; a miss goes on to the provider with a
+//! ledger with what it saved, counted as a hit and a saving in the budgets
+//! it would have been charged to; a miss goes on to the provider with a
 //! [`Fill`], which stores the answer once it is known to be a complete
 //! success (see [`store`]). Every response of such a policy says which it
 //! was in `x-tokenwarden-cache` (`hit`, `miss`, `bypass`).
@@ -211,15 +212,23 @@ fn hit(plan: &Plan<'_>, attempt: &Attempt, entry: &Entry) -> Response<ProxyBody>
 }
 
 /// The hit's line in the ledger: no provider call (status 200, no tokens),
-/// cost $0, no budget period, `response_hit` with the stored answer's cost
-/// as `response_saved`.
+/// cost $0, `response_hit` with the stored answer's cost as
+/// `response_saved`, and the periods of the budgets it would have been
+/// charged to, which count the hit and the saving (never as spend).
 fn record_hit(plan: &Plan<'_>, attempt: &Attempt, entry: &Entry) {
     let shared = plan.shared;
     let saved = entry.cost.unwrap_or(Usd::ZERO);
     let provider = &plan.cfg.providers[attempt.choice.provider];
+    let now = Timestamp::now();
+    let cache = CacheFigures {
+        response_hit: true,
+        response_saved: saved,
+        ..CacheFigures::default()
+    };
+    let budgets = super::settle::count_hit(shared, plan.active, &cache, now);
     let mut record = UsageRecord {
         seq: 0,
-        ts: Timestamp::now(),
+        ts: now,
         endpoint: attempt.endpoint,
         requested_model: attempt.requested_model.clone(),
         served_model: entry.served_model.clone(),
@@ -232,12 +241,8 @@ fn record_hit(plan: &Plan<'_>, attempt: &Attempt, entry: &Entry) {
         usage: TokenCounts::default(),
         cost: Some(Usd::ZERO),
         estimated: false,
-        budgets: Vec::new(),
-        cache: CacheFigures {
-            response_hit: true,
-            response_saved: saved,
-            ..CacheFigures::default()
-        },
+        budgets,
+        cache,
         intent: None,
     };
     shared

@@ -513,6 +513,36 @@ fn charge_budgets(
     (periods, lease_holds)
 }
 
+/// A response-cache hit in the budgets a charged request of the workload
+/// counts in (every budget of its config, shadow ones too): each counts
+/// the hit and what it saved (`figures`) in its current period, never
+/// spend, tokens or a request. Returns those periods, for the hit's
+/// record (without a per-key key: hits are counted per budget, and a hit
+/// takes no key slot of `maxKeys`).
+pub(super) fn count_hit(
+    shared: &Shared,
+    active: &Active,
+    figures: &tokenwarden_core::usage::cache::CacheFigures,
+    now: Timestamp,
+) -> Vec<BudgetPeriodRef> {
+    let mut budgets = lock(&shared.budgets);
+    active
+        .cfg
+        .budgets
+        .iter()
+        .filter_map(|b| {
+            let state = budgets.get_mut(&b.source)?;
+            state.roll(now);
+            state.record_cache(figures);
+            Some(BudgetPeriodRef {
+                budget: b.source.clone(),
+                period_start: state.window().start,
+                key: None,
+            })
+        })
+        .collect()
+}
+
 /// Append the attempt's line to the journal: one line, one seq, which is
 /// also the spool's in connected mode (the record is held until the
 /// operator acks it). With a state dir the line is staged, or written now;
