@@ -4,8 +4,8 @@
 //! 2. Starts the real `tokenwarden-operator` in local mode: it watches a
 //!    directory of RoutingPolicy/TokenBudget YAML (the same objects a
 //!    cluster uses) for three teams, and keeps the cluster-wide ledger.
-//! 3. Starts one real `tokenwarden-sidecar` per simulated pod (seven pods of
-//!    six workloads, each with its own labels), connected to the operator
+//! 3. Starts one real `tokenwarden-sidecar` per simulated pod (eight pods of
+//!    seven workloads, each with its own labels), connected to the operator
 //!    over gRPC: each gets its config, budget leases and reports usage.
 //! 4. Plays a mixed workload through the sidecars:
 //!    - `agents/coding-agent`: a coding agent that always asks for the
@@ -21,12 +21,16 @@
 //!      without `cache_control`, through a policy without and one with
 //!      automatic prompt-cache breakpoints;
 //!    - `ops/ticket-agent`: a system prompt that starts with the current
-//!      time, which breaks the provider's prompt cache on every request.
+//!      time, which breaks the provider's prompt cache on every request;
+//!    - `support/faq-bot`: a FAQ bot whose questions repeat (and
+//!      paraphrase each other) under a RoutingPolicy with the response
+//!      cache on.
 //! 5. Prints the operator's ledger per namespace, workload and model, the
 //!    budgets, the coding agent's bill next to "everything on the
 //!    flagship", the prompt cache's hit ratio and savings with automatic
 //!    breakpoints off and on, and the busts the ticket agent caused with the
-//!    `PromptCacheUnstable` condition on its RoutingPolicy.
+//!    `PromptCacheUnstable` condition on its RoutingPolicy, and the FAQ
+//!    bot's response-cache hit rate and saved dollars from the ledger.
 //!
 //! With `TOKENWARDEN_DEMO_SCRAPE_TARGETS=FILE`, the demo writes the
 //! operator's and the sidecars' `/metrics` addresses to `FILE` (Prometheus
@@ -41,6 +45,7 @@
 //! ledger and prints it; [`objects`] holds the teams' YAML.
 
 mod caching;
+mod faq;
 mod objects;
 mod processes;
 mod report;
@@ -136,6 +141,7 @@ async fn run() -> anyhow::Result<()> {
         &root.join("operator-state"),
     )
     .await?;
+    report::print_response_cache(&ledger)?;
     report::print_summary(&tally, &items, billed);
     if scrape_targets.is_some() {
         hold(&pods).await?;

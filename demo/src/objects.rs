@@ -5,7 +5,7 @@ use crate::workload::FLAGSHIP;
 
 /// The platform team's objects: one file per team, as they would be applied
 /// with kubectl.
-pub fn objects(base_url: &str) -> [(&'static str, String); 4] {
+pub fn objects(base_url: &str) -> [(&'static str, String); 5] {
     [
         (
             "agents.yaml",
@@ -95,7 +95,36 @@ spec:
             ),
         ),
         ("ops.yaml", ops(base_url)),
+        ("support.yaml", support(base_url)),
     ]
+}
+
+/// The `support` team: a FAQ bot whose repeated questions the response
+/// cache answers, under a daily budget that shows what the hits saved.
+fn support(base_url: &str) -> String {
+    format!(
+        r#"# Customers ask the same questions all day: the sidecar answers a repeat
+# from its response cache at $0 (exact match; off unless a policy sets it).
+apiVersion: tokenwarden.dev/v1alpha1
+kind: RoutingPolicy
+metadata: {{name: faq-bot, namespace: support}}
+spec:
+  workloadSelector: {{matchLabels: {{app: faq-bot}}}}
+  providers:
+    - {{name: openai, api: openai, baseUrl: "{base_url}", apiKeySecretRef: {{name: llm-keys, key: openai}}}}
+  cache:
+    exact: {{ttl: 1h}}
+---
+# Its status shows the spend and, apart, what the cache's hits saved.
+apiVersion: tokenwarden.dev/v1alpha1
+kind: TokenBudget
+metadata: {{name: support-daily, namespace: support}}
+spec:
+  workloadSelector: {{matchLabels: {{app: faq-bot}}}}
+  period: Daily
+  limit: {{usd: "5.00"}}
+"#
+    )
 }
 
 /// The `ops` team: the same planning agent without and with automatic

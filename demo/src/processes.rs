@@ -25,7 +25,7 @@ pub fn http_client() -> HttpClient {
 }
 
 /// The simulated pods: (namespace, pod name, app label).
-const PODS: [(&str, &str, &str); 7] = [
+const PODS: [(&str, &str, &str); 8] = [
     ("agents", "coding-agent-7d9f8-x2x4p", "coding-agent"),
     ("search", "search-agent-5c4b9-k8s7q", "search-agent"),
     ("research", "summarizer-66f7c-a1b2c", "summarizer"),
@@ -33,6 +33,7 @@ const PODS: [(&str, &str, &str); 7] = [
     ("ops", "planner-58c9d-m3n4p", "planner"),
     ("ops", "planner-cached-6d7e8-q5r6s", "planner-cached"),
     ("ops", "ticket-agent-4f5a6-t7u8v", "ticket-agent"),
+    ("support", "faq-bot-7b8c9-h2j3k", "faq-bot"),
 ];
 
 /// A running sidecar of one simulated pod.

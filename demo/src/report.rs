@@ -13,8 +13,9 @@ use crate::{
     workload::{FLAGSHIP, Tally},
 };
 
-/// The operator's `/ledger` once it counts `billed` requests and every
-/// budget has a status (20 s).
+/// The operator's `/ledger` once it counts `billed` requests (the
+/// requests the provider answered: every request but the response cache's
+/// hits) and every budget has a status (20 s).
 pub async fn wait_for_ledger(
     client: &HttpClient,
     admin: u16,
@@ -26,7 +27,14 @@ pub async fn wait_for_ledger(
         let ledger: serde_json::Value = serde_json::from_slice(&body)?;
         let counted: u64 = ledger["ledger"]
             .as_array()
-            .map(|rows| rows.iter().filter_map(|r| r["requests"].as_u64()).sum())
+            .map(|rows| {
+                rows.iter()
+                    .filter_map(|r| {
+                        let hits = r["response_cache_hits"].as_u64().unwrap_or(0);
+                        Some(r["requests"].as_u64()?.saturating_sub(hits))
+                    })
+                    .sum()
+            })
             .unwrap_or(0);
         let budgets_done = ledger["budgets"]
             .as_array()
@@ -181,6 +189,56 @@ fn dollars(u: Usd) -> String {
 fn dollars4(u: Usd) -> String {
     let tenths = u.picos() / 100_000_000;
     format!("${}.{:04}", tenths / 10_000, tenths % 10_000)
+}
+
+/// The response cache's part: the FAQ bot's requests, hits, hit rate and
+/// saved dollars as the operator's cluster ledger counted them, and its
+/// budget's status (spend, and apart what the hits saved).
+pub fn print_response_cache(ledger: &serde_json::Value) -> anyhow::Result<()> {
+    let rows: Vec<&serde_json::Value> = ledger["ledger"]
+        .as_array()
+        .context("ledger rows")?
+        .iter()
+        .filter(|r| r["namespace"] == "support" && r["workload"] == "faq-bot")
+        .collect();
+    let count = |k: &str| -> u64 { rows.iter().filter_map(|r| r[k].as_u64()).sum() };
+    let sum = |k: &str| -> Usd { rows.iter().map(|r| usd_of(&r[k])).sum() };
+    let (requests, hits) = (count("requests"), count("response_cache_hits"));
+    let rate = if requests == 0 {
+        0.0
+    } else {
+        hits as f64 * 100.0 / requests as f64
+    };
+    println!();
+    println!(
+        "response cache (support/faq-bot: {} base questions asked {} times each, then {} paraphrases; exact cache on):",
+        crate::faq::QUESTIONS.len(),
+        crate::faq::ROUNDS,
+        crate::faq::QUESTIONS
+            .iter()
+            .map(|q| q.len() - 1)
+            .sum::<usize>(),
+    );
+    println!(
+        "  support/faq-bot: {requests} requests, {hits} answered from the cache (hit rate {rate:.1}%), cost {}, the ledger's saved dollars {}",
+        dollars4(sum("cost_usd")),
+        dollars4(sum("response_cache_saved_usd")),
+    );
+    let budget = ledger["budgets"]
+        .as_array()
+        .context("budgets")?
+        .iter()
+        .find(|b| b["namespace"] == "support")
+        .context("the support budget")?;
+    println!(
+        "  TokenBudget support/{}: spent {} over {} requests; responseCache: {} hits, saved {} (not charged)",
+        budget["name"].as_str().unwrap_or("?"),
+        dollars4(usd_of(&budget["spent_usd"])),
+        budget["requests"].as_u64().unwrap_or(0),
+        budget["response_cache_hits"].as_u64().unwrap_or(0),
+        dollars4(usd_of(&budget["response_cache_saved_usd"])),
+    );
+    Ok(())
 }
 
 /// The cluster ledger's row of an `ops` workload.

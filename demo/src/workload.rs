@@ -9,7 +9,7 @@ use std::sync::Arc;
 use tokio::sync::Semaphore;
 
 use crate::{
-    caching,
+    caching, faq,
     processes::{HttpClient, Pod},
     requests::{Item, Tasks, send},
 };
@@ -33,6 +33,8 @@ pub struct Tally {
     pub planner: usize,
     pub planner_cached: usize,
     pub tickets: usize,
+    /// FAQ-bot runs answered (every question).
+    pub faq: usize,
 }
 
 /// Play the three workloads through the pods' sidecars (24 requests at a
@@ -59,6 +61,7 @@ pub async fn play(client: &HttpClient, items: &[Item], pods: &[Pod]) -> anyhow::
         "planner-cached",
     );
     caching::ticket_agent(&mut tasks, client, &sem, items, pods[6].port);
+    faq::faq_bot(&mut tasks, client, pods[7].port);
     tally(tasks).await
 }
 
@@ -188,6 +191,7 @@ async fn tally(tasks: Tasks) -> anyhow::Result<Tally> {
             ("planner", 200) => t.planner += 1,
             ("planner-cached", 200) => t.planner_cached += 1,
             ("tickets", 200) => t.tickets += 1,
+            ("faq", 200) => t.faq += 1,
             ("summarizer", 429) => t.refused += 1,
             _ => t.failures += 1,
         }

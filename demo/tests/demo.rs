@@ -1,5 +1,5 @@
 //! The README's first command: the demo runs the whole system on one
-//! machine (operator in local mode, seven sidecars, the fake provider) and
+//! machine (operator in local mode, eight sidecars, the fake provider) and
 //! tells the story.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -25,7 +25,7 @@ fn the_demo_runs_the_cluster_and_prints_the_cluster_ledger() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        stdout.contains("one operator (local mode), 7 sidecars"),
+        stdout.contains("one operator (local mode), 8 sidecars"),
         "{stdout}"
     );
     assert!(
@@ -86,6 +86,64 @@ fn the_demo_runs_the_cluster_and_prints_the_cluster_ledger() {
     assert!(used <= 150_000, "the token cap held: {budget}");
 
     prompt_cache(&stdout);
+    response_cache(&stdout);
+}
+
+/// The first integer after `after` in `line`.
+fn int_after(line: &str, after: &str) -> u64 {
+    line.split(after)
+        .nth(1)
+        .and_then(|r| r.trim_start().split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no number after {after:?} in {line}"))
+}
+
+/// A `$0.0123` amount after `after` in `line`.
+fn usd_after(line: &str, after: &str) -> f64 {
+    line.split(after)
+        .nth(1)
+        .and_then(|r| r.trim_start().strip_prefix('$'))
+        .and_then(|r| r.split(|c: char| c != '.' && !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no amount after {after:?} in {line}"))
+}
+
+/// The response cache's part: the FAQ bot's exact repeats are answered
+/// from the cache (every repeat after a question's first ask, at least),
+/// the hit rate is the ledger's hits over its requests, the saved dollars
+/// are real, and its budget's status shows the same hits and savings
+/// apart from its spend.
+fn response_cache(stdout: &str) {
+    let line = |prefix: &str| {
+        stdout
+            .lines()
+            .find(|l| l.trim_start().starts_with(prefix))
+            .unwrap_or_else(|| panic!("no line {prefix:?}: {stdout}"))
+    };
+    // "response cache (support/faq-bot: 8 base questions asked 5 times each, then 16 paraphrases; ...)"
+    let head = line("response cache (support/faq-bot:");
+    let base = int_after(head, "faq-bot:");
+    let rounds = int_after(head, "asked");
+    let paraphrases = int_after(head, "then");
+    let bot = line("support/faq-bot:");
+    let requests = int_after(bot, "faq-bot:");
+    let hits = int_after(bot, "requests,");
+    assert_eq!(requests, base * rounds + paraphrases, "{bot}");
+    assert!(
+        hits >= base * (rounds - 1) && hits < requests,
+        "every exact repeat is a hit: {bot}"
+    );
+    let rate = format!("(hit rate {:.1}%)", hits as f64 * 100.0 / requests as f64);
+    assert!(bot.contains(&rate), "{rate} in {bot}");
+    let saved = usd_after(bot, "the ledger's saved dollars");
+    let cost = usd_after(bot, "cost");
+    assert!(saved > 0.0 && cost > 0.0, "{bot}");
+    let budget = line("TokenBudget support/support-daily:");
+    assert_eq!(int_after(budget, "responseCache:"), hits, "{budget}");
+    assert_eq!(usd_after(budget, "saved"), saved, "{budget}");
+    // The budget is charged for the provider's answers only.
+    assert_eq!(int_after(budget, "over"), requests - hits, "{budget}");
+    assert_eq!(usd_after(budget, "spent"), cost, "{budget}");
 }
 
 /// The prompt cache's part: the same trace reads nothing from the cache

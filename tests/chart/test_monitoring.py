@@ -352,8 +352,8 @@ def scraped(tmp_path_factory):
             status, _ = post_messages(coding_agent, REPEATED_PROMPT)
             assert status == 200
         # Every target up, then the settled state scraped and the rules evaluated on it.
-        wait_for("the operator and 7 sidecars scraped",
-                 lambda: len(prom.query('up{job=~"tokenwarden-(operator|sidecar)"} == 1')) == 8, 60)
+        wait_for("the operator and 8 sidecars scraped",
+                 lambda: len(prom.query('up{job=~"tokenwarden-(operator|sidecar)"} == 1')) == 9, 60)
         settled = time.time() + 3
         wait_for("scrapes and rule evaluations after the traffic", lambda: all(
             r.get("lastEvaluation", "") and parse_time(r["lastEvaluation"]) > settled

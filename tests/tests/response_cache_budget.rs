@@ -165,5 +165,21 @@ async fn hits_reach_the_budget_status_exactly_once_and_spend_is_unchanged() {
         (5 * cost).to_string().as_str(),
         "{st}"
     );
+    // The operator's /ledger budget row says the same.
+    let (_, text) = tokenwarden_tests::probe::http_get(operator.admin_addr(), "/ledger").unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let row = v["budgets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["namespace"] == "support" && b["name"] == "cap")
+        .unwrap();
+    assert_eq!(row["response_cache_hits"], 5, "{row}");
+    assert_eq!(
+        picos(row["response_cache_saved_usd"].as_str().unwrap()),
+        5 * cost,
+        "{row}"
+    );
+    assert_eq!(row["requests"], 1, "{row}");
     drop(sc);
 }

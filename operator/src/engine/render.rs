@@ -69,6 +69,8 @@ fn budget_row(id: &ObjectRef, b: &Book) -> Value {
         "leased_usd": out.to_string(),
         "requests": b.totals().requests,
         "tokens": b.totals().tokens(),
+        "response_cache_hits": b.totals().cache.response_hits,
+        "response_cache_saved_usd": b.totals().cache.response_saved.to_string(),
         "state": b.budget_state().as_str(),
         "percent_spent": b.percent_spent(),
         "per_key": per_key_row(b),
