@@ -72,7 +72,8 @@ if [[ "${CACHE_INNER:-0}" != 1 ]]; then
     if [[ "$CALLGRIND" == 1 ]]; then
         for path in off miss hit; do
             log "callgrind: $path"
-            OUT="$OUT/count-$path" POLICY="$OUT/policy-$path.yaml.in" WARMUP=$CG_WARMUP \
+            policy="$OUT/policy-$path.yaml.in"
+            OUT="$OUT/count-$path" POLICY="$policy" WARMUP=$CG_WARMUP \
                 COUNT=$CG_COUNT IDLE_S=2 PORT_BASE=$((PORT_BASE + 40)) \
                 bash "$BENCH_DIR/callgrind_count.sh" >/dev/null
             ir=$(sed -n 's/^ir_per_request=//p' "$OUT/count-$path/summary.txt")
