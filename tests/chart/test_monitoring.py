@@ -3,7 +3,7 @@
 - `promtool check rules` on the rule file and on the rendered PrometheusRule;
   `promtool test rules` on tests/chart/prometheus-rules.test.yaml, which
   must hold a firing and a not-firing case for every alert.
-- End to end: the demo (the real operator in local mode, seven real
+- End to end: the demo (the real operator in local mode, eight real
   sidecars, traffic through the fake provider) is scraped every second by a
   real Prometheus on 127.0.0.1, which also loads the rules. Then every
   PromQL expression of the dashboard (variables substituted with the values
