@@ -813,6 +813,33 @@ const ANTONYMS: &[(&str, &str)] = &[
     ("read", "write"),
     ("join", "leave"),
     ("light", "dark"),
+    ("earliest", "latest"),
+    ("cheap", "expensive"),
+    ("cheapest", "expensive"),
+    ("monthly", "annual"),
+    ("monthly", "yearly"),
+    ("daily", "weekly"),
+    ("weekly", "monthly"),
+    ("success", "failure"),
+    ("succeed", "fail"),
+    ("valid", "invalid"),
+    ("inside", "outside"),
+    ("internal", "external"),
+    ("left", "right"),
+    ("top", "bottom"),
+    ("maximize", "minimize"),
+    ("incoming", "outgoing"),
+];
+
+/// Prefixes that swap a word for its opposite (`inbound` / `outbound`,
+/// `upload` / `download`, `preorder` / `postorder`).
+const OPPOSITE_PREFIXES: &[(&str, &str)] = &[
+    ("in", "out"),
+    ("up", "down"),
+    ("over", "under"),
+    ("pre", "post"),
+    ("im", "ex"),
+    ("inc", "dec"),
 ];
 
 /// Prefixes that make a word's opposite (`lock` → `unlock`).
@@ -846,11 +873,21 @@ fn antonym_swap(a: &Analysis, b: &Analysis) -> bool {
         .chain(mb.keys())
         .filter(|w| w.chars().count() >= 3)
         .collect();
+    let present = |w: &str| ma.contains_key(w) || mb.contains_key(w);
     changed.iter().any(|w| {
-        NEGATING_PREFIXES.iter().any(|p| {
+        let negated = NEGATING_PREFIXES.iter().any(|p| {
             let opposite = format!("{p}{w}");
-            (ma.contains_key(&opposite) || mb.contains_key(&opposite)) && swapped(w, &opposite)
-        })
+            present(&opposite) && swapped(w, &opposite)
+        });
+        let flipped = OPPOSITE_PREFIXES.iter().any(|(p, q)| {
+            w.strip_prefix(p)
+                .filter(|rest| rest.chars().count() >= 3)
+                .is_some_and(|rest| {
+                    let opposite = format!("{q}{rest}");
+                    present(&opposite) && swapped(w, &opposite)
+                })
+        });
+        negated || flipped
     })
 }
 
