@@ -23,9 +23,10 @@ use tokenwarden_embedder::Embedder;
 /// The recommended default `minSimilarity` (docs/response-cache.md).
 const MIN_SIMILARITY: f32 = 0.95;
 
-/// Measured 0.0 % … see the docs; the floor leaves room for rounding in
-/// the model's arithmetic across machines.
-const PARAPHRASE_HIT_FLOOR_PCT: f64 = 75.0;
+/// Measured 81.3 % (1,220 of 1,500) with 0 false hits in 4,050; the floor
+/// leaves room for the model's arithmetic to differ slightly across CPUs
+/// (a few paraphrases sit within 0.001 of the threshold).
+const PARAPHRASE_HIT_FLOOR_PCT: f64 = 78.0;
 
 #[test]
 #[allow(clippy::expect_used, clippy::unwrap_used)] // test code
