@@ -350,11 +350,16 @@ fn extract_code(text: &str, code: &mut Vec<String>) -> String {
 fn quoted_strings(prose: &str) -> Vec<String> {
     let chars: Vec<char> = prose.chars().collect();
     let mut out = Vec::new();
+    // The places a quote can close do not depend on where it opened: once
+    // none is left for a quote character, stop looking (linear time on
+    // any input).
+    let mut exhausted = [false, false];
     let mut i = 0;
     while i < chars.len() {
         let c = chars[i];
+        let kind = usize::from(c == '\'');
         let opens = c == '"' || (c == '\'' && (i == 0 || !chars[i - 1].is_alphanumeric()));
-        if opens {
+        if opens && !exhausted[kind] {
             let close = (i + 1..chars.len()).find(|&j| {
                 chars[j] == c && (c == '"' || chars.get(j + 1).is_none_or(|n| !n.is_alphanumeric()))
             });
@@ -364,6 +369,7 @@ fn quoted_strings(prose: &str) -> Vec<String> {
                 i = j + 1;
                 continue;
             }
+            exhausted[kind] = true;
         }
         i += 1;
     }
@@ -373,13 +379,10 @@ fn quoted_strings(prose: &str) -> Vec<String> {
 /// Code-like prose tokens: a call (`name(`), braces, brackets, `;`, `::`,
 /// `->`, `=>`, `==`, `!=`, `&&`, `||`.
 fn is_code_like(core: &str) -> bool {
-    let call = core.char_indices().any(|(i, c)| {
-        c == '('
-            && core[..i]
-                .chars()
-                .last()
-                .is_some_and(|p| p.is_alphanumeric() || p == '_')
-    });
+    let call = core
+        .chars()
+        .zip(core.chars().skip(1))
+        .any(|(p, c)| c == '(' && (p.is_alphanumeric() || p == '_'));
     call || core.contains(['{', '}', '[', ']', ';'])
         || ["::", "->", "=>", "==", "!=", "&&", "||"]
             .iter()
@@ -1329,6 +1332,21 @@ mod tests {
         ] {
             let _ = check(s, "What is 2+2?");
             assert_eq!(check(s, s), Ok(()), "{s:?}");
+        }
+    }
+
+    #[test]
+    fn long_adversarial_input_is_linear() {
+        // Quadratic scans would take minutes here; linear ones milliseconds.
+        for unit in [" 'a", "\"", "((", "`", "x(", "one ", "a-", "'s "] {
+            let big = unit.repeat(100_000 / unit.len());
+            let started = std::time::Instant::now();
+            assert_eq!(check(&big, &big), Ok(()));
+            let _ = check(&big, "What is 2+2?");
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(20),
+                "{unit:?}"
+            );
         }
     }
 
