@@ -101,8 +101,12 @@ impl GuardMiss {
 
 // === impl Guards ===
 
-/// The content-word bound of [`Guards::default`]: see the module docs for
-/// the measurement behind it.
+/// The content-word bound of [`Guards::default`]. Measured with
+/// all-MiniLM-L6-v2 at `minSimilarity` 0.95 (docs/response-cache.md, "False
+/// hits, measured"): 2 is the largest bound that keeps MRPC's false hits
+/// within 1 in 1,000 (1 of 1,901; a bound of 3 lets 3 through), and on our
+/// labelled pairs serves 81.3 % of paraphrases against 76.7 % at 1 and
+/// 74.9 % at 0, with 0 false hits in 4,050 at each.
 pub const DEFAULT_MAX_CONTENT_WORD_DIFF: u32 = 2;
 
 impl Default for Guards {
