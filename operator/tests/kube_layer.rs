@@ -140,6 +140,7 @@ async fn scenario_reflector(log: &Log) {
         SourceOptions {
             coalesce: Duration::from_millis(20),
             instance: None,
+            cache_secrets: false,
         },
     );
     let mut rx = source.objects();
@@ -280,6 +281,7 @@ fn source_with_objects(log: &Log) -> (Arc<KubeSource>, ApiServer) {
         SourceOptions {
             coalesce: Duration::from_millis(10),
             instance: Some("tokenwarden-operator-0".into()),
+            cache_secrets: false,
         },
     );
     (source, api)
