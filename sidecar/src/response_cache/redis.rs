@@ -1,6 +1,7 @@
 //! The Redis response store: the exact cache's entries shared by every
 //! sidecar of a policy through one Redis server (`spec.cache.backend:
-//! redis`).
+//! redis`), and ([`replica`]) the log through which the semantic cache
+//! replicates its entries between sidecars.
 //!
 //! An entry is one string key, `<keyPrefix>:<namespace>:<policy>:x:<hex
 //! SHA-256 key>`, set with `SET … PX <ttl>` to one format byte (`1`) and a
@@ -22,6 +23,8 @@
 //! or prompt text. The connection (`redis::aio::ConnectionManager`, one
 //! multiplexed connection per policy and sidecar) reconnects by itself
 //! after Redis restarts.
+
+pub mod replica;
 
 use std::{
     path::Path,
@@ -108,6 +111,16 @@ impl Failure {
 /// operation), with the password from the config (connected mode) or
 /// from `secrets_dir` (standalone). `Err`: why it cannot be made.
 pub fn connect(cfg: &RedisConfig, secrets_dir: Option<&Path>) -> Result<ConnectionManager, String> {
+    connect_with(cfg, secrets_dir, Duration::from_millis(cfg.timeout_ms))
+}
+
+/// [`connect`], with answers awaited up to `response_timeout` (a blocking
+/// read needs more than the policy's per-operation timeout).
+pub fn connect_with(
+    cfg: &RedisConfig,
+    secrets_dir: Option<&Path>,
+    response_timeout: Duration,
+) -> Result<ConnectionManager, String> {
     if let Some(e) = &cfg.credentials_error {
         return Err(e.clone());
     }
@@ -136,7 +149,7 @@ pub fn connect(cfg: &RedisConfig, secrets_dir: Option<&Path>) -> Result<Connecti
     // lost connection is made again on the next operation.
     let config = ConnectionManagerConfig::new()
         .set_connection_timeout(Some(timeout))
-        .set_response_timeout(Some(timeout))
+        .set_response_timeout(Some(response_timeout))
         .set_number_of_retries(0);
     ConnectionManager::new_lazy_with_config(client, config)
         .map_err(|e| format!("redis connection: {}", detail(&e)))
