@@ -45,6 +45,13 @@
 //! `temperature: 0.7` asks for a different answer each time; replaying one
 //! would silently change its behaviour. A policy can cache those too
 //! (`onlyDeterministic: false`), as LiteLLM does.
+//!
+//! Backends ([`CacheBackend`]): `memory`, bounded per sidecar, or `redis`
+//! ([`RedisConfig`]), shared by the policy's sidecars and bounded by the
+//! server's `maxmemory`. Its password never sits in the policy: the
+//! operator resolves it from a Secret into [`RedisConfig::password`]
+//! ([`Redacted`] in `Debug`), or a standalone sidecar reads it from its
+//! secrets directory.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
