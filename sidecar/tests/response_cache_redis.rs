@@ -159,8 +159,9 @@ async fn a_hung_redis_costs_at_most_the_timeout() {
     let took = t.elapsed();
     redis.cont();
     assert_eq!(cache(&r), "miss");
-    // 100 ms timeout + the fake provider + margin for a loaded machine.
-    assert!(took < Duration::from_millis(900), "{took:?}");
+    // 100 ms timeout + the fake provider + margin for a loaded CI machine
+    // (without the timeout the request would wait for Redis forever).
+    assert!(took < Duration::from_millis(1500), "{took:?}");
     assert!(errors(&sc, "get", "timeout").await >= 1.0);
 }
 
