@@ -45,6 +45,13 @@
 //! `temperature: 0.7` asks for a different answer each time; replaying one
 //! would silently change its behaviour. A policy can cache those too
 //! (`onlyDeterministic: false`), as LiteLLM does.
+//!
+//! Backends ([`CacheBackend`]): `memory`, bounded per sidecar, or `redis`
+//! ([`RedisConfig`]), shared by the policy's sidecars and bounded by the
+//! server's `maxmemory`. Its password never sits in the policy: the
+//! operator resolves it from a Secret into [`RedisConfig::password`]
+//! ([`Redacted`] in `Debug`), or a standalone sidecar reads it from its
+//! secrets directory.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -95,6 +102,71 @@ pub enum CacheBackend {
     /// In the sidecar's memory, bounded per sidecar; lost on restart.
     #[default]
     Memory,
+    /// In a Redis server shared by the policy's sidecars ([`RedisConfig`]).
+    Redis,
+}
+
+/// Default bound on one Redis operation: 100 ms.
+pub const DEFAULT_REDIS_TIMEOUT_MS: u64 = 100;
+/// Longest bound on one Redis operation: 5 s.
+pub const MAX_REDIS_TIMEOUT_MS: u64 = 5000;
+/// Default first part of every Redis key.
+pub const DEFAULT_REDIS_KEY_PREFIX: &str = "tw";
+
+/// A secret value (the Redis password): its `Debug` never shows it; it is
+/// serialized as the plain string (the operator hands it to the sidecar
+/// inside the compiled config, over the control channel's TLS).
+#[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Redacted(pub String);
+
+impl std::fmt::Debug for Redacted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// Where the Redis password (and optionally the user name) is: a Secret in
+/// the policy's namespace.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RedisCredentials {
+    /// The Secret's name.
+    pub secret: String,
+    /// Its key holding the password.
+    pub password_key: String,
+    /// Its key holding the ACL user name (absent: the URL's, or `default`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username_key: Option<String>,
+}
+
+/// The Redis backend of a policy's cache (`spec.cache.redis`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RedisConfig {
+    /// `redis://host:port/db` or `rediss://…` (TLS with the system roots);
+    /// never a password (that comes from [`RedisConfig::credentials`]).
+    pub url: String,
+    /// Where the credentials are, if the server asks for them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<RedisCredentials>,
+    /// Bound on each operation (connecting included), in milliseconds: past
+    /// it a lookup is a miss and a store is dropped.
+    pub timeout_ms: u64,
+    /// First part of every key: `<prefix>:<namespace>:<policy>:…`.
+    pub key_prefix: String,
+    /// The password, resolved from the Secret by the operator (connected
+    /// mode); absent, a standalone sidecar reads it from its secrets
+    /// directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<Redacted>,
+    /// The user name, resolved like the password.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// Why the operator could not resolve the credentials (the sidecar then
+    /// treats the backend as down: every lookup a miss).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_error: Option<String>,
 }
 
 /// A RoutingPolicy's `spec.cache`, compiled: the exact cache is on for the
@@ -114,6 +186,9 @@ pub struct ResponseCacheConfig {
     pub max_entry_bytes: u64,
     /// Cache only requests that do not ask for variety (see the module docs).
     pub only_deterministic: bool,
+    /// The Redis server, when `backend` is [`CacheBackend::Redis`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis: Option<RedisConfig>,
 }
 
 impl Default for ResponseCacheConfig {
@@ -125,6 +200,7 @@ impl Default for ResponseCacheConfig {
             max_bytes: DEFAULT_MAX_BYTES,
             max_entry_bytes: DEFAULT_MAX_ENTRY_BYTES,
             only_deterministic: true,
+            redis: None,
         }
     }
 }

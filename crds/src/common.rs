@@ -32,6 +32,11 @@ pub mod conditions {
     /// cache in the last 24 hours (a cache bust): the message names the
     /// workload, model, section and kind of change, and the USD wasted.
     pub const PROMPT_CACHE_UNSTABLE: &str = "PromptCacheUnstable";
+    /// The response cache's Redis credentials could not be resolved (only
+    /// on a RoutingPolicy with `spec.cache.redis.credentialsSecret`, in
+    /// Kubernetes mode when the operator reads Secrets): every lookup is a
+    /// miss, requests still flow. The message says which Secret and why.
+    pub const RESPONSE_CACHE_DEGRADED: &str = "ResponseCacheDegraded";
 
     /// Reason: the spec is valid and was compiled.
     pub const REASON_ACCEPTED: &str = "Accepted";
@@ -59,6 +64,11 @@ pub mod conditions {
     pub const REASON_PERIOD_RESET: &str = "PeriodReset";
     /// Reason: no prompt-cache bust in the last 24 hours.
     pub const REASON_CACHE_STABLE: &str = "PrefixStable";
+    /// Reason: the Redis credentials' Secret is missing, unreadable or
+    /// lacks the key.
+    pub const REASON_CREDENTIALS_UNAVAILABLE: &str = "CredentialsUnavailable";
+    /// Reason: the Redis credentials were read and sent to the sidecars.
+    pub const REASON_CREDENTIALS_RESOLVED: &str = "CredentialsResolved";
 }
 
 /// A key in a Kubernetes Secret in the same namespace.

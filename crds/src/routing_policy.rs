@@ -663,12 +663,17 @@ pub enum GuardMode {
 /// The response cache (see docs/response-cache.md).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[x_kube(validation = kube::core::Rule::new("has(self.redis) == (has(self.backend) && self.backend == 'redis')").message("cache.redis is required with backend: redis, and only then").reason(kube::core::Reason::FieldValueInvalid))]
 pub struct ResponseCacheSpec {
-    /// Where entries live: `memory` (the default, and the only backend of
-    /// this version): in each sidecar, bounded by `exact.maxEntries` and
-    /// `exact.maxBytes`, lost when the pod restarts.
+    /// Where entries live: `memory` (the default): in each sidecar,
+    /// bounded by `exact.maxEntries` and `exact.maxBytes`, lost when the
+    /// pod restarts; `redis`: in the Redis server of `redis`, shared by
+    /// every sidecar of the policy (bounded by the server's `maxmemory`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backend: Option<CacheBackendSpec>,
+    /// The Redis server of `backend: redis` (required then, and only then).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis: Option<RedisCacheSpec>,
     /// The exact cache: a request is answered from a stored response only
     /// when its key (a SHA-256 of the routed provider and model, the path,
     /// the canonical body, the namespace and this policy) is the same.
@@ -684,6 +689,61 @@ pub struct ResponseCacheSpec {
 pub enum CacheBackendSpec {
     /// In the sidecar's memory.
     Memory,
+    /// In a shared Redis server.
+    Redis,
+}
+
+/// The Redis server of the response cache.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[x_kube(validation = kube::core::Rule::new("!self.url.matches('^rediss?://[^/?#@]*:[^/?#@]*@') && !self.url.matches('[?&]password=')").message("cache.redis.url must not hold a password: put it in a Secret named by credentialsSecret").reason(kube::core::Reason::FieldValueInvalid))]
+pub struct RedisCacheSpec {
+    /// `redis://host:port[/db]`, or `rediss://…` for TLS (verified against
+    /// the system's root certificates). A user name may be in the URL; a
+    /// password may not: it comes from `credentialsSecret`.
+    #[schemars(length(min = 10, max = 2048), regex(pattern = r"^rediss?://"))]
+    pub url: String,
+    /// The Secret (in the policy's namespace) holding the password, and
+    /// optionally the ACL user name. The operator reads it (connected
+    /// mode; see docs/install.md for the RBAC this needs); a standalone
+    /// sidecar reads `<secrets dir>/<name>/<key>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_secret: Option<RedisCredentialsSpec>,
+    /// Bound on each Redis operation (and on connecting), e.g. `50ms`:
+    /// past it a lookup is a miss and a store is dropped, so a slow or
+    /// hung Redis never stalls a request. Default `100ms`, at most `5s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(max = 32),
+        regex(pattern = r"^([0-9]{1,6}(\.[0-9]{1,3})?(ms|s|m|h))+$")
+    )]
+    pub timeout: Option<String>,
+    /// First part of every key (`<keyPrefix>:<namespace>:<policy>:…`).
+    /// Default `tw`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64), regex(pattern = r"^[A-Za-z0-9_.-]+$"))]
+    pub key_prefix: Option<String>,
+}
+
+/// Where the Redis credentials are: keys of a Secret in the policy's
+/// namespace.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RedisCredentialsSpec {
+    /// Name of the Secret, in the policy's namespace.
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    )]
+    pub name: String,
+    /// Key within the Secret whose value is the password.
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[-._a-zA-Z0-9]+$"))]
+    pub key: String,
+    /// Key within the Secret whose value is the ACL user name (absent: the
+    /// URL's user, or Redis's `default`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[-._a-zA-Z0-9]+$"))]
+    pub username_key: Option<String>,
 }
 
 /// The exact response cache's lifetime and bounds.

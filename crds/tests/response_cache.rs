@@ -45,6 +45,7 @@ fn absent_is_off_and_an_empty_block_is_on_with_the_defaults() {
             max_bytes: 64 << 20,
             max_entry_bytes: 1 << 20,
             only_deterministic: true,
+            redis: None,
         }
     );
 }
@@ -63,6 +64,7 @@ fn every_field_is_read() {
             max_bytes: 131_072,
             max_entry_bytes: 4096,
             only_deterministic: false,
+            redis: None,
         })
     );
     // A small maxBytes bounds the default entry size too.
@@ -90,4 +92,49 @@ fn a_route_overrides_the_policy() {
     assert_eq!(with.response_cache_for(Some("on")), five);
     assert_eq!(with.response_cache_for(Some("plain")), five);
     assert_eq!(with.response_cache_for(None), five);
+}
+
+#[test]
+fn the_redis_backend_is_read_with_its_defaults() {
+    use tokenwarden_core::response_cache::{RedisConfig, RedisCredentials};
+    let cfg = routing(
+        "  cache:\n    backend: redis\n    redis: {url: \"rediss://cache.tw-system:6380/2\", credentialsSecret: {name: redis-auth, key: password, usernameKey: user}, timeout: 50ms, keyPrefix: team-a}\n",
+    )
+    .response_cache
+    .unwrap();
+    assert_eq!(cfg.backend, CacheBackend::Redis);
+    assert_eq!(
+        cfg.redis,
+        Some(RedisConfig {
+            url: "rediss://cache.tw-system:6380/2".into(),
+            credentials: Some(RedisCredentials {
+                secret: "redis-auth".into(),
+                password_key: "password".into(),
+                username_key: Some("user".into()),
+            }),
+            timeout_ms: 50,
+            key_prefix: "team-a".into(),
+            password: None,
+            username: None,
+            credentials_error: None,
+        })
+    );
+    let plain = routing("  cache:\n    backend: redis\n    redis: {url: \"redis://redis:6379\"}\n")
+        .response_cache
+        .unwrap()
+        .redis
+        .unwrap();
+    assert_eq!((plain.timeout_ms, plain.key_prefix.as_str()), (100, "tw"));
+    assert_eq!(plain.credentials, None);
+    // A user name alone in the URL is fine; the password is never there.
+    let user =
+        routing("  cache:\n    backend: redis\n    redis: {url: \"redis://app@redis:6379\"}\n");
+    assert!(user.response_cache.unwrap().redis.is_some());
+}
+
+#[test]
+fn the_password_is_never_shown_by_debug() {
+    use tokenwarden_core::response_cache::Redacted;
+    let shown = format!("{:?}", Some(Redacted("hunter2".into())));
+    assert_eq!(shown, "Some(<redacted>)");
 }

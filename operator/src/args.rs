@@ -92,6 +92,15 @@ pub struct Args {
     )]
     pub admin_listen: SocketAddr,
 
+    /// Kubernetes mode: read the Secret each RoutingPolicy's
+    /// `spec.cache.redis.credentialsSecret` names (in the policy's
+    /// namespace) and send its password to the sidecars with their config
+    /// (over the control channel's TLS). Needs `get` on Secrets (the chart's
+    /// `cacheCredentials.enabled`). Off: sidecars read the
+    /// password from their own secrets dir.
+    #[arg(long, env = "TOKENWARDEN_OPERATOR_CACHE_CREDENTIALS")]
+    pub cache_credentials: bool,
+
     /// Local mode: serve the gRPC control plane in plaintext on a
     /// non-loopback `--grpc-listen` (the shared secret and all usage then
     /// cross the network unencrypted). Without it the operator refuses to

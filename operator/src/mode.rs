@@ -181,6 +181,7 @@ pub async fn kube(args: &Args, grpc_addr: SocketAddr) -> Result<Mode, StartError
         client.clone(),
         kube::SourceOptions {
             instance: Some(pod_name.clone()),
+            cache_secrets: args.cache_credentials,
             ..kube::SourceOptions::default()
         },
     );

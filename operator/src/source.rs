@@ -26,7 +26,15 @@ pub struct Objects {
     /// Objects the source could not read (a local file that does not parse),
     /// with the reason. Kubernetes rejects those at admission.
     pub errors: Vec<String>,
+    /// The Secrets named by policies' `spec.cache.redis.credentialsSecret`
+    /// (Kubernetes mode, when the operator may read them), by
+    /// namespace/name: their keys and values, or why they could not be
+    /// read. Absent: not resolved (the sidecar reads its secrets dir).
+    pub cache_secrets: BTreeMap<ObjectRef, Result<SecretData, String>>,
 }
+
+/// A Secret's keys and (decoded) values; `Debug` never shows a value.
+pub type SecretData = BTreeMap<String, tokenwarden_core::response_cache::Redacted>;
 
 /// Any error of the store behind a source (the Kubernetes API, the file
 /// system), kept as the source of ours.

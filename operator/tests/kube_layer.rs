@@ -140,6 +140,7 @@ async fn scenario_reflector(log: &Log) {
         SourceOptions {
             coalesce: Duration::from_millis(20),
             instance: None,
+            cache_secrets: false,
         },
     );
     let mut rx = source.objects();
@@ -280,6 +281,7 @@ fn source_with_objects(log: &Log) -> (Arc<KubeSource>, ApiServer) {
         SourceOptions {
             coalesce: Duration::from_millis(10),
             instance: Some("tokenwarden-operator-0".into()),
+            cache_secrets: false,
         },
     );
     (source, api)
@@ -1395,6 +1397,66 @@ async fn cluster_ledger_lives_in_a_configmap() {
     scenario_cluster_ledger_configmap(&new_log()).await;
 }
 
+/// With `cache_secrets`, the Secret a policy's `spec.cache.redis.
+/// credentialsSecret` names is read with one GET in the policy's
+/// namespace: its values decoded (and redacted in Debug); a missing one is
+/// an error naming it.
+async fn scenario_cache_secrets(log: &Log) {
+    let (client, mut api) = mock(log);
+    let mut with_cache = policy("team-a", "shared", "uid-s", "10");
+    with_cache["spec"]["cache"] = json!({"backend": "redis", "redis": {
+        "url": "redis://redis:6379", "credentialsSecret": {"name": "redis-auth", "key": "password"}}});
+    let mut missing = policy("team-b", "broken", "uid-m", "10");
+    missing["spec"]["cache"] = json!({"backend": "redis", "redis": {
+        "url": "redis://redis:6379", "credentialsSecret": {"name": "gone", "key": "password"}}});
+    serve_lists(&mut api, vec![with_cache, missing], vec![]);
+    let source = KubeSource::start_with(
+        client,
+        SourceOptions {
+            coalesce: Duration::from_millis(10),
+            instance: None,
+            cache_secrets: true,
+        },
+    );
+    let mut rx = source.objects();
+    // One GET per Secret, in order (namespace, name).
+    let (seen, send) = api.next().await;
+    assert_eq!(
+        (seen.method.as_str(), seen.uri.as_str()),
+        ("GET", "/api/v1/namespaces/team-a/secrets/redis-auth")
+    );
+    send.json(
+        200,
+        &json!({"apiVersion": "v1", "kind": "Secret",
+                "metadata": {"name": "redis-auth", "namespace": "team-a", "resourceVersion": "7"},
+                "data": {"password": "aHVudGVyMg=="}}),
+    );
+    let (seen, send) = api.next().await;
+    assert_eq!(
+        (seen.method.as_str(), seen.uri.as_str()),
+        ("GET", "/api/v1/namespaces/team-b/secrets/gone")
+    );
+    send.json(404, &not_found("secrets", "gone"));
+    let objects = synced(&mut rx).await;
+    let found = objects.cache_secrets[&id("team-a", "redis-auth")]
+        .as_ref()
+        .unwrap();
+    assert_eq!(found["password"].0, "hunter2");
+    assert!(
+        !format!("{objects:?}").contains("hunter2"),
+        "redacted in Debug"
+    );
+    assert_eq!(
+        objects.cache_secrets[&id("team-b", "gone")],
+        Err("Secret team-b/gone not found".to_string())
+    );
+}
+
+#[tokio::test]
+async fn cache_credentials_are_read_from_the_named_secret() {
+    scenario_cache_secrets(&new_log()).await;
+}
+
 /// Every request the scenarios make is granted by an `api_calls()` entry,
 /// and every entry's every verb is used by some scenario.
 #[tokio::test]
@@ -1413,6 +1475,7 @@ async fn every_api_call_is_declared_and_exercised() {
     scenario_ledger_allowed(&log).await;
     scenario_ledger_forbidden(&log).await;
     scenario_ledger_invalid_token(&log).await;
+    scenario_cache_secrets(&log).await;
 
     let calls = api_calls();
     let mut used = BTreeSet::new();

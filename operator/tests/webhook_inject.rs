@@ -100,6 +100,7 @@ fn objects() -> Objects {
         policies,
         budgets: BTreeMap::new(),
         errors: Vec::new(),
+        cache_secrets: BTreeMap::new(),
     }
 }
 

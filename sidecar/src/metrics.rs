@@ -384,6 +384,35 @@ pub struct Metrics {
     response_cache_saved: Family<WorkloadModelLabels, Counter<f64, AtomicU64>>,
     response_cache_entries: Gauge<i64, AtomicI64>,
     response_cache_bytes: Gauge<i64, AtomicI64>,
+    response_cache_errors: CacheErrors,
+}
+
+/// `tokenwarden_response_cache_errors_total{backend,op,reason}`: a cache
+/// backend that could not answer (a miss) or store (dropped). Cloned into
+/// the stores.
+#[derive(Clone, Debug, Default)]
+pub struct CacheErrors(Family<CacheErrorLabels, Counter>);
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CacheErrorLabels {
+    backend: &'static str,
+    op: &'static str,
+    reason: &'static str,
+}
+
+impl CacheErrors {
+    /// Count one failed `op` (`get`, `put`, `publish`, `tail`) of `backend`
+    /// for `reason` (`timeout`, `unavailable`, `oom`, `auth`, `credentials`,
+    /// `decode`, `error`).
+    pub fn count(&self, backend: &'static str, op: &'static str, reason: &'static str) {
+        self.0
+            .get_or_create(&CacheErrorLabels {
+                backend,
+                op,
+                reason,
+            })
+            .inc();
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -464,6 +493,7 @@ impl Metrics {
             response_cache_saved: Family::default(),
             response_cache_entries: Gauge::default(),
             response_cache_bytes: Gauge::default(),
+            response_cache_errors: CacheErrors::default(),
         };
         m.register_traffic(&mut registry);
         m.register_budgets(&mut registry);
@@ -496,6 +526,16 @@ impl Metrics {
             "Bytes held by the response cache",
             self.response_cache_bytes.clone(),
         );
+        registry.register(
+            "response_cache_errors",
+            "Response-cache backend operations that failed (a lookup became a miss, a store was dropped), by backend, op (get, put, publish, tail) and reason (timeout, unavailable, oom, auth, credentials, decode, error)",
+            self.response_cache_errors.0.clone(),
+        );
+    }
+
+    /// The response cache's error counter, for its stores.
+    pub fn response_cache_errors(&self) -> CacheErrors {
+        self.response_cache_errors.clone()
     }
 
     /// Count one response-cache event (`result`) for `workload` and `model`.

@@ -133,6 +133,7 @@ fn shared_state(args: &Args, mode: &Mode) -> Result<(Arc<Shared>, Option<Outbox>
     };
     recover_unsettled(&mut journal);
     let metrics = Metrics::new();
+    let cache_errors = metrics.response_cache_errors();
     // A collector misconfigured for a whole fleet must not stop its
     // traffic: the sidecar runs without traces and says why.
     let otel = match crate::otel::Otel::from_env(metrics.otel_dropped()) {
@@ -181,7 +182,10 @@ fn shared_state(args: &Args, mode: &Mode) -> Result<(Arc<Shared>, Option<Outbox>
         ),
         otel,
         otel_metrics,
-        response_cache: Default::default(),
+        response_cache: crate::response_cache::ResponseCache::new(
+            args.secrets_dir.clone(),
+            cache_errors,
+        ),
     });
     shared.metrics.ledger_writable(true);
     Ok((shared, outbox))

@@ -55,16 +55,38 @@ def covered(call: dict, cluster: list[dict], namespaced: list[dict], verb: str) 
     return any(grants(r, call["apiGroup"], res, verb) for r in pool)
 
 
-def test_every_api_call_is_allowed() -> None:
-    docs = objects()
+# Calls made only when a chart value turns them on (their `reason` starts
+# with "only with <value>"), and that value.
+GATED = {"cacheCredentials.enabled": {"cacheCredentials": {"enabled": True}}}
+
+
+def gate(call: dict) -> str | None:
+    return next((g for g in GATED if call["reason"].startswith(f"only with {g}")), None)
+
+
+@pytest.mark.parametrize("gated", [None, *GATED])
+def test_every_api_call_is_allowed(gated: str | None) -> None:
+    """By default every ungated call is allowed; with a gate's value on, its
+    calls are too."""
+    docs = objects(GATED[gated] if gated else None)
     cluster, namespaced = rules(docs, "ClusterRole"), rules(docs, "Role")
     missing = [
         f"{c['scope']}: {verb} {c['apiGroup'] or 'core'}/{c['resource']}{'/' + c['subresource'] if c.get('subresource') else ''} ({c['reason']})"
         for c in api_calls()
+        if gate(c) in (None, gated)
         for verb in c["verbs"]
         if not covered(c, cluster, namespaced, verb)
     ]
     assert missing == [], "the chart's RBAC lacks:\n" + "\n".join(missing)
+
+
+def test_a_gated_call_is_not_granted_by_default() -> None:
+    docs = objects()
+    cluster, namespaced = rules(docs, "ClusterRole"), rules(docs, "Role")
+    gated = [c for c in api_calls() if gate(c)]
+    assert gated, "the operator reports its gated calls"
+    for c in gated:
+        assert not any(covered(c, cluster, namespaced, v) for v in c["verbs"]), c
 
 
 def test_no_verb_is_granted_that_no_call_needs() -> None:

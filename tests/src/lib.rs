@@ -15,6 +15,7 @@ pub mod otlp;
 pub mod postgres;
 pub mod probe;
 pub mod process;
+pub mod redis;
 pub mod sidecar;
 pub mod tls;
 

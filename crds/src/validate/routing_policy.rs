@@ -6,8 +6,9 @@ use tokenwarden_core::{
     classify::ClassifierConfig,
     compile::{CachingPolicy, PolicyInput},
     response_cache::{
-        CacheBackend, MAX_MAX_BYTES, MAX_MAX_ENTRIES, MAX_MAX_ENTRY_BYTES, MAX_TTL_MS,
-        MIN_MAX_BYTES, ResponseCacheConfig,
+        CacheBackend, DEFAULT_REDIS_KEY_PREFIX, DEFAULT_REDIS_TIMEOUT_MS, MAX_MAX_BYTES,
+        MAX_MAX_ENTRIES, MAX_MAX_ENTRY_BYTES, MAX_REDIS_TIMEOUT_MS, MAX_TTL_MS, MIN_MAX_BYTES,
+        RedisConfig, RedisCredentials, ResponseCacheConfig,
     },
     workload::{
         AnthropicBreakpoints, Api, CacheTtl, DEFAULT_MAX_OUTPUT_TOKENS,
@@ -27,8 +28,8 @@ use super::{
 use crate::routing_policy::{
     AnthropicCachingSpec, CacheBackendSpec, CacheTtlSpec, CachingSpec, ClassifierSpec,
     ComplexityClass, EscalationSpec, FallbackSpec, GuardMode, HeaderMatchSpec, PriceOverrideSpec,
-    ProviderApi, ProviderSpec, RequestApi, ResponseCacheSpec, RouteMatchSpec, RouteSpec,
-    RouteTargetSpec, RoutingPolicy, ScoreRangeSpec, TierSpec, VolatilePrefixGuardSpec,
+    ProviderApi, ProviderSpec, RedisCacheSpec, RequestApi, ResponseCacheSpec, RouteMatchSpec,
+    RouteSpec, RouteTargetSpec, RoutingPolicy, ScoreRangeSpec, TierSpec, VolatilePrefixGuardSpec,
 };
 
 /// Longest per-try timeout.
@@ -674,9 +675,26 @@ fn response_cache(e: &mut Errors, spec: &ResponseCacheSpec) -> ResponseCacheConf
     let d = ResponseCacheConfig::default();
     let backend = match spec.backend {
         None | Some(CacheBackendSpec::Memory) => CacheBackend::Memory,
+        Some(CacheBackendSpec::Redis) => CacheBackend::Redis,
+    };
+    let redis = match (backend, spec.redis.as_ref()) {
+        (CacheBackend::Redis, Some(r)) => Some(redis(e, r)),
+        (CacheBackend::Redis, None) => {
+            e.push("spec.cache.redis", "is required with backend: redis");
+            None
+        }
+        (CacheBackend::Memory, Some(_)) => {
+            e.push("spec.cache.redis", "applies only with backend: redis");
+            None
+        }
+        (CacheBackend::Memory, None) => None,
     };
     let Some(x) = spec.exact.as_ref() else {
-        return ResponseCacheConfig { backend, ..d };
+        return ResponseCacheConfig {
+            backend,
+            redis,
+            ..d
+        };
     };
     let ttl_ms = x
         .ttl
@@ -721,5 +739,76 @@ fn response_cache(e: &mut Errors, spec: &ResponseCacheSpec) -> ResponseCacheConf
         max_bytes,
         max_entry_bytes,
         only_deterministic: x.only_deterministic.unwrap_or(d.only_deterministic),
+        redis,
     }
+}
+
+/// `spec.cache.redis`: the URL (no password in it), where the credentials
+/// are, the per-operation timeout and the key prefix.
+fn redis(e: &mut Errors, spec: &RedisCacheSpec) -> RedisConfig {
+    if let Err(msg) = check_redis_url(&spec.url) {
+        e.push("spec.cache.redis.url", msg);
+    }
+    let timeout_ms = spec
+        .timeout
+        .as_deref()
+        .and_then(|s| duration(e, "spec.cache.redis.timeout", s, MAX_REDIS_TIMEOUT_MS))
+        .unwrap_or(DEFAULT_REDIS_TIMEOUT_MS);
+    let key_prefix = spec
+        .key_prefix
+        .clone()
+        .unwrap_or_else(|| DEFAULT_REDIS_KEY_PREFIX.to_string());
+    if key_prefix.is_empty()
+        || key_prefix.len() > 64
+        || !key_prefix
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+    {
+        e.push(
+            "spec.cache.redis.keyPrefix",
+            "must be 1-64 letters, digits, '_', '.' or '-'",
+        );
+    }
+    RedisConfig {
+        url: spec.url.clone(),
+        credentials: spec.credentials_secret.as_ref().map(|c| RedisCredentials {
+            secret: c.name.clone(),
+            password_key: c.key.clone(),
+            username_key: c.username_key.clone(),
+        }),
+        timeout_ms,
+        key_prefix,
+        password: None,
+        username: None,
+        credentials_error: None,
+    }
+}
+
+/// A Redis URL the sidecar can use: `redis://` or `rediss://`, a host, and
+/// no password (in the user info or as a `password` query parameter).
+fn check_redis_url(url: &str) -> Result<(), &'static str> {
+    let rest = url
+        .strip_prefix("redis://")
+        .or_else(|| url.strip_prefix("rediss://"))
+        .ok_or("must start with redis:// or rediss://")?;
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host = match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            if userinfo.contains(':') {
+                return Err(
+                    "must not hold a password: put it in a Secret named by credentialsSecret",
+                );
+            }
+            host
+        }
+        None => authority,
+    };
+    if host.is_empty() || host.starts_with(':') {
+        return Err("must name a host");
+    }
+    let query = rest.split_once('?').map_or("", |(_, q)| q);
+    if query.split('&').any(|p| p.starts_with("password=")) {
+        return Err("must not hold a password: put it in a Secret named by credentialsSecret");
+    }
+    Ok(())
 }

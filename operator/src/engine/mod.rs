@@ -142,6 +142,9 @@ pub struct Engine {
     policies: Vec<PolicyInput>,
     budgets_in: Vec<BudgetInput>,
     policy_errors: BTreeMap<ObjectRef, String>,
+    /// Policies whose Redis credentials were resolved from a Secret (`Ok`)
+    /// or not (why), for the `ResponseCacheDegraded` condition.
+    cache_credentials: BTreeMap<ObjectRef, Result<(), String>>,
     books: BTreeMap<ObjectRef, BookSlot>,
     ledger: Option<LedgerSlot>,
     sessions: HashMap<SessionId, Session>,
@@ -185,6 +188,7 @@ impl Engine {
             policies: Vec::new(),
             budgets_in: Vec::new(),
             policy_errors: BTreeMap::new(),
+            cache_credentials: BTreeMap::new(),
             books: BTreeMap::new(),
             ledger: ledger.map(|(state, store)| LedgerSlot {
                 ledger: ClusterLedger::restore(state),

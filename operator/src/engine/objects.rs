@@ -3,16 +3,19 @@
 //! config changed (and revokes or grants for the budgets that left or
 //! joined it).
 
-use std::{collections::BTreeSet, sync::Arc};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::Arc,
+};
 
 use jiff::Timestamp;
 use opentelemetry::KeyValue;
 use tokenwarden_core::{
     book::Book,
-    compile::{Pod, compile},
+    compile::{Pod, PolicyInput, compile},
     workload::{BudgetConfig, ObjectRef, WorkloadConfig},
 };
-use tokenwarden_crds::TokenBudget;
+use tokenwarden_crds::{TokenBudget, common::conditions};
 
 use super::{
     Engine, SessionId,
@@ -20,9 +23,53 @@ use super::{
     state::{BookSlot, KeyPool},
 };
 use crate::{
-    source::{Identity, Objects},
+    source::{Event, EventType, Identity, Objects, Regarding},
     status,
 };
+
+/// Put the password (and user name) a policy's
+/// `spec.cache.redis.credentialsSecret` names into its compiled cache
+/// config, from the Secrets the source read; `None` when the policy names
+/// none or the source does not read Secrets (the sidecar then reads its
+/// secrets dir), else whether they were found (the error also goes to the
+/// sidecars, which then treat Redis as down).
+fn resolve_cache_credentials(
+    id: &ObjectRef,
+    input: &mut PolicyInput,
+    objects: &Objects,
+) -> Option<Result<(), String>> {
+    let redis = input.routing.response_cache.as_mut()?.redis.as_mut()?;
+    let c = redis.credentials.as_ref()?;
+    let secret = ObjectRef {
+        namespace: id.namespace.clone(),
+        name: c.secret.clone(),
+    };
+    let data = objects.cache_secrets.get(&secret)?;
+    let found = data.as_ref().map_err(Clone::clone).and_then(|d| {
+        let get = |key: &str| {
+            d.get(key)
+                .cloned()
+                .ok_or_else(|| format!("Secret {secret} has no key {key:?}"))
+        };
+        let password = get(&c.password_key)?;
+        let username = match &c.username_key {
+            Some(k) => Some(get(k)?.0),
+            None => None,
+        };
+        Ok((password, username))
+    });
+    Some(match found {
+        Ok((password, username)) => {
+            redis.password = Some(password);
+            redis.username = username;
+            Ok(())
+        }
+        Err(why) => {
+            redis.credentials_error = Some(why.clone());
+            Err(why)
+        }
+    })
+}
 
 /// A short content hash: the config version.
 fn digest(bytes: &[u8]) -> String {
@@ -46,14 +93,21 @@ impl Engine {
         self.policies.clear();
         self.budgets_in.clear();
         self.policy_errors.clear();
+        let before = std::mem::take(&mut self.cache_credentials);
         for (id, p) in &objects.policies {
             match p.to_input() {
-                Ok(i) => self.policies.push(i),
+                Ok(mut i) => {
+                    if let Some(r) = resolve_cache_credentials(id, &mut i, &objects) {
+                        self.cache_credentials.insert(id.clone(), r);
+                    }
+                    self.policies.push(i);
+                }
                 Err(e) => {
                     self.policy_errors.insert(id.clone(), e.to_string());
                 }
             }
         }
+        self.credential_events(&before);
         crate::otel::note(KeyValue::new(
             "tokenwarden.invalid_policies",
             self.policy_errors.len() as i64,
@@ -129,6 +183,35 @@ impl Engine {
                 tracing::warn!(budget = %id, error = %e, "budget period invalid");
             }
         }
+    }
+
+    /// A Warning Event for each policy whose Redis credentials just became
+    /// unavailable (or changed why).
+    fn credential_events(&self, before: &BTreeMap<ObjectRef, Result<(), String>>) {
+        let events: Vec<Event> = self
+            .cache_credentials
+            .iter()
+            .filter_map(|(id, r)| {
+                let why = r.as_ref().err()?;
+                (before.get(id) != Some(r)).then(|| Event {
+                    regarding: Regarding::Policy(id.clone()),
+                    type_: EventType::Warning,
+                    reason: conditions::REASON_CREDENTIALS_UNAVAILABLE.into(),
+                    message: format!(
+                        "{why}: the response cache treats Redis as down (every lookup a miss; requests still flow)"
+                    ),
+                })
+            })
+            .collect();
+        if events.is_empty() {
+            return;
+        }
+        let source = self.source.clone();
+        tokio::spawn(async move {
+            for e in &events {
+                source.event(e).await;
+            }
+        });
     }
 
     fn compile_for(&self, identity: &Identity) -> WorkloadConfig {

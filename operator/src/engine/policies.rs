@@ -181,6 +181,28 @@ impl Engine {
             generation,
             now,
         );
+        if let Some(r) = self.cache_credentials.get(id) {
+            let (reason, message) = match r {
+                Ok(()) => (
+                    c::REASON_CREDENTIALS_RESOLVED,
+                    "the Redis credentials were read from their Secret".to_string(),
+                ),
+                Err(why) => (
+                    c::REASON_CREDENTIALS_UNAVAILABLE,
+                    format!("{why}: every response-cache lookup is a miss; requests still flow"),
+                ),
+            };
+            status::set_condition(
+                &mut conds,
+                &prev,
+                c::RESPONSE_CACHE_DEGRADED,
+                r.is_err(),
+                reason,
+                message,
+                generation,
+                now,
+            );
+        }
         RoutingPolicyStatus {
             observed_generation: Some(generation),
             route_count: Some(route_count),

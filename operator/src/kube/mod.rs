@@ -78,6 +78,7 @@ pub struct RbacRequest {
 pub fn api_calls() -> Vec<ApiCall> {
     [
         source::CALLS,
+        source::SECRET_CALLS,
         auth::CALLS,
         access::CALLS,
         leader::CALLS,

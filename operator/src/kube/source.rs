@@ -14,8 +14,9 @@ use ::kube::{
     },
 };
 use futures_util::StreamExt;
+use k8s_openapi::api::core::v1::Secret;
 use serde::{Serialize, de::DeserializeOwned};
-use tokenwarden_core::workload::ObjectRef;
+use tokenwarden_core::{response_cache::Redacted, workload::ObjectRef};
 use tokenwarden_crds::{RoutingPolicy, RoutingPolicyStatus, TokenBudget, TokenBudgetStatus};
 use tokio::{
     sync::{Notify, watch},
@@ -23,7 +24,9 @@ use tokio::{
 };
 
 use super::{ApiCall, Scope};
-use crate::source::{BoxFuture, Event, EventType, ObjectSource, Objects, Regarding, SourceError};
+use crate::source::{
+    BoxFuture, Event, EventType, ObjectSource, Objects, Regarding, SecretData, SourceError,
+};
 
 /// The field manager of every status write (and the Event reporter).
 pub const FIELD_MANAGER: &str = "tokenwarden-operator";
@@ -75,6 +78,22 @@ pub(super) const CALLS: &[ApiCall] = &[
     },
 ];
 
+/// The call made only when the operator may read the response cache's
+/// Redis credentials ([`SourceOptions::cache_secrets`]; the chart grants it
+/// with `cacheCredentials.enabled`).
+pub(super) const SECRET_CALLS: &[ApiCall] = &[ApiCall {
+    group: "",
+    resource: "secrets",
+    subresource: None,
+    verbs: &["get"],
+    scope: Scope::Cluster,
+    reason: "only with cacheCredentials.enabled: the Secret a RoutingPolicy's spec.cache.redis.credentialsSecret names (in the policy's namespace), whose password goes to the sidecars with their config",
+}];
+
+/// How often referenced Secrets are read again (a rotated password reaches
+/// the sidecars within this).
+pub const SECRET_REFRESH: Duration = Duration::from_secs(60);
+
 /// Options of [`KubeSource`].
 #[derive(Debug, Clone)]
 pub struct SourceOptions {
@@ -83,6 +102,9 @@ pub struct SourceOptions {
     /// `reportingInstance` of Events (the pod name); defaults to the
     /// controller name.
     pub instance: Option<String>,
+    /// Read the Secrets policies name for their Redis credentials
+    /// ([`Objects::cache_secrets`]); needs `get` on Secrets.
+    pub cache_secrets: bool,
 }
 
 impl Default for SourceOptions {
@@ -90,6 +112,7 @@ impl Default for SourceOptions {
         Self {
             coalesce: Duration::from_millis(50),
             instance: None,
+            cache_secrets: false,
         }
     }
 }
@@ -127,6 +150,7 @@ impl KubeSource {
             changed,
             tx,
             options.coalesce,
+            options.cache_secrets.then(|| client.clone()),
         ));
         let recorder = Recorder::new(
             client.clone(),
@@ -325,20 +349,28 @@ where
 
 /// Publish [`Objects`] once both stores have their initial list, then after
 /// every burst of changes (at most one per `coalesce`), skipping bursts that
-/// changed nothing (a re-list of the same objects).
+/// changed nothing (a re-list of the same objects). With `secrets` (a
+/// client allowed to read them), the Secrets policies name for their Redis
+/// credentials are read with each snapshot and every [`SECRET_REFRESH`].
 async fn publish(
     policies: Store<RoutingPolicy>,
     budgets: Store<TokenBudget>,
     changed: Arc<Notify>,
     tx: watch::Sender<Option<Arc<Objects>>>,
     coalesce: Duration,
+    secrets: Option<Client>,
 ) {
     if policies.wait_until_ready().await.is_err() || budgets.wait_until_ready().await.is_err() {
         return;
     }
-    let mut last: Option<SnapshotKey> = None;
+    let mut last: Option<(SnapshotKey, Vec<String>)> = None;
     loop {
-        let (key, objects) = snapshot(&policies, &budgets);
+        let (key, mut objects) = snapshot(&policies, &budgets);
+        let mut versions = Vec::new();
+        if let Some(client) = &secrets {
+            versions = resolve_secrets(client, &mut objects).await;
+        }
+        let key = (key, versions);
         if last.as_ref() != Some(&key) {
             tx.send_replace(Some(Arc::new(objects)));
             last = Some(key);
@@ -346,8 +378,75 @@ async fn publish(
         tokio::select! {
             () = changed.notified() => {}
             () = tx.closed() => return,
+            () = tokio::time::sleep(SECRET_REFRESH), if secrets.is_some() => {}
         }
         tokio::time::sleep(coalesce).await;
+    }
+}
+
+/// Read every Secret a policy's `spec.cache.redis.credentialsSecret` names
+/// into `objects.cache_secrets`; returns what identifies what was read (a
+/// resourceVersion or the error, per Secret) to tell a change.
+async fn resolve_secrets(client: &Client, objects: &mut Objects) -> Vec<String> {
+    let wanted: std::collections::BTreeSet<ObjectRef> = objects
+        .policies
+        .iter()
+        .filter_map(|(id, p)| {
+            let c = p
+                .spec
+                .cache
+                .as_ref()?
+                .redis
+                .as_ref()?
+                .credentials_secret
+                .as_ref()?;
+            Some(ObjectRef {
+                namespace: id.namespace.clone(),
+                name: c.name.clone(),
+            })
+        })
+        .collect();
+    let mut versions = Vec::new();
+    for id in wanted {
+        let api: Api<Secret> = Api::namespaced(client.clone(), &id.namespace);
+        let read = match api.get_opt(&id.name).await {
+            Ok(Some(s)) => {
+                versions.push(format!("{id}@{}", s.resource_version().unwrap_or_default()));
+                Ok(secret_data(s))
+            }
+            Ok(None) => Err(format!("Secret {id} not found")),
+            Err(e) => Err(format!(
+                "Secret {id} could not be read: {}",
+                short_error(&e)
+            )),
+        };
+        if let Err(e) = &read {
+            versions.push(e.clone());
+        }
+        objects.cache_secrets.insert(id, read);
+    }
+    versions
+}
+
+/// A Secret's `data` (and `stringData`, as some fakes send it), decoded.
+fn secret_data(s: Secret) -> SecretData {
+    let mut out = SecretData::new();
+    for (k, v) in s.data.unwrap_or_default() {
+        if let Ok(text) = String::from_utf8(v.0) {
+            out.insert(k, Redacted(text));
+        }
+    }
+    for (k, v) in s.string_data.unwrap_or_default() {
+        out.insert(k, Redacted(v));
+    }
+    out
+}
+
+/// An API error without the response body.
+fn short_error(e: &::kube::Error) -> String {
+    match e {
+        ::kube::Error::Api(s) => format!("{} ({})", s.reason, s.code),
+        other => other.to_string(),
     }
 }
 

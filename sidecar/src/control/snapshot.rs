@@ -6,7 +6,9 @@
 //! routes naming known providers, upstream URLs, budget time zones). The
 //! last good one is written to `STATE/config-snapshot.json` (temp file,
 //! fsync, rename), so a sidecar restarted while the operator is down
-//! serves with it.
+//! serves with it — without the response cache's Redis password the
+//! operator put in it (never written to disk: such a restored config's
+//! Redis lookups are misses until the operator sends the config again).
 
 use std::path::Path;
 
@@ -152,14 +154,32 @@ struct Persisted<'a> {
     config: &'a RawValue,
 }
 
-/// Write the last good snapshot.
+/// Write the last good snapshot, without secrets (see the module docs).
 pub fn persist(dir: &Path, version: &str, config_json: &[u8]) -> std::io::Result<()> {
-    let raw: &RawValue = serde_json::from_slice(config_json)?;
+    let mut value: serde_json::Value = serde_json::from_slice(config_json)?;
+    strip_secrets(&mut value);
+    let stripped = serde_json::to_string(&value)?;
+    let raw: &RawValue = serde_json::from_str(&stripped)?;
     let bytes = serde_json::to_vec(&Persisted {
         version: version.to_string(),
         config: raw,
     })?;
     write_atomic(&dir.join(FILE), &bytes, true)
+}
+
+/// Remove the `password` of every `redis` object (the response cache's
+/// Redis credentials the operator resolved).
+fn strip_secrets(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Object(map) => {
+            if let Some(serde_json::Value::Object(redis)) = map.get_mut("redis") {
+                redis.remove("password");
+            }
+            map.values_mut().for_each(strip_secrets);
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(strip_secrets),
+        _ => {}
+    }
 }
 
 /// The last good snapshot persisted in `dir`, re-checked.
@@ -218,6 +238,20 @@ mod tests {
         s.config_schema = CONFIG_SCHEMA + 1;
         let err = check(&s, "apps").unwrap_err().to_string();
         assert!(err.contains("config_schema"), "{err}");
+    }
+
+    #[test]
+    fn the_redis_password_is_never_persisted() {
+        let dir = tempfile::tempdir().unwrap();
+        let json = r#"{"routing":{"response_cache":{"backend":"redis","redis":{"url":"redis://r:6379","password":"hunter2","username":"app"}}},"other":{"password":"kept"}}"#;
+        persist(dir.path(), "v9", json.as_bytes()).unwrap();
+        let on_disk = std::fs::read_to_string(dir.path().join(FILE)).unwrap();
+        assert!(!on_disk.contains("hunter2"), "{on_disk}");
+        assert!(on_disk.contains(r#""username":"app""#), "{on_disk}");
+        assert!(
+            on_disk.contains(r#""other":{"password":"kept"}"#),
+            "{on_disk}"
+        );
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The exact response cache's storage: the stored answer ([`Entry`]), the
 //! interface a backend implements ([`ResponseStore`]), the in-memory
-//! backend ([`memory::MemoryStore`]) and the per-policy stores of a sidecar
-//! ([`ResponseCache`]). Which requests are looked up, and how their key is
+//! backend ([`memory::MemoryStore`]), the Redis backend shared by a
+//! policy's sidecars ([`redis::RedisStore`]) and the per-policy stores of
+//! a sidecar ([`ResponseCache`]). Which requests are looked up, and how their key is
 //! made, is `tokenwarden_core::response_cache`; the request-path stage is
 //! `proxy::cache`. See docs/response-cache.md.
 //!
@@ -10,12 +11,14 @@
 
 mod fill;
 pub mod memory;
+pub mod redis;
 
 pub use fill::{Answer, CacheState, Fill, store};
 
 use std::{
     collections::HashMap,
     future::Future,
+    path::PathBuf,
     pin::Pin,
     sync::{Arc, Mutex},
     time::Instant,
@@ -29,7 +32,7 @@ use tokenwarden_core::{
     workload::ObjectRef,
 };
 
-use crate::sync::lock;
+use crate::{metrics::CacheErrors, sync::lock};
 
 /// A key: the SHA-256 of the request's canonical form
 /// (`tokenwarden_core::response_cache::canonical_key_input`).
@@ -100,6 +103,10 @@ pub trait ResponseStore: Send + Sync {
 #[derive(Default)]
 pub struct ResponseCache {
     stores: Mutex<HashMap<ObjectRef, PolicyStore>>,
+    /// Where a standalone sidecar reads the Redis credentials.
+    secrets_dir: Option<PathBuf>,
+    /// The backends' error counter.
+    errors: CacheErrors,
 }
 
 /// A policy's store and the settings it was made with.
@@ -114,6 +121,16 @@ impl std::fmt::Debug for ResponseCache {
 // === impl ResponseCache ===
 
 impl ResponseCache {
+    /// No stores yet; Redis credentials (standalone) are read from
+    /// `secrets_dir`, backend failures counted in `errors`.
+    pub fn new(secrets_dir: Option<PathBuf>, errors: CacheErrors) -> Self {
+        ResponseCache {
+            stores: Mutex::default(),
+            secrets_dir,
+            errors,
+        }
+    }
+
     /// The store of `policy` under `cfg` (made on first use).
     pub fn store(&self, policy: &ObjectRef, cfg: &ResponseCacheConfig) -> Arc<dyn ResponseStore> {
         let mut stores = lock(&self.stores);
@@ -122,8 +139,16 @@ impl ResponseCache {
         {
             return s.clone();
         }
-        let store: Arc<dyn ResponseStore> = match cfg.backend {
-            CacheBackend::Memory => Arc::new(memory::MemoryStore::new(cfg)),
+        let store: Arc<dyn ResponseStore> = match (cfg.backend, &cfg.redis) {
+            (CacheBackend::Redis, Some(r)) => Arc::new(redis::RedisStore::new(
+                r,
+                &policy.namespace,
+                &policy.name,
+                cfg.ttl_ms,
+                self.secrets_dir.as_deref(),
+                self.errors.clone(),
+            )),
+            _ => Arc::new(memory::MemoryStore::new(cfg)),
         };
         stores.insert(policy.clone(), (cfg.clone(), store.clone()));
         store

@@ -1,0 +1,268 @@
+//! The Redis response cache in connected mode: the real operator in
+//! Kubernetes mode (against the in-process API server stand-in) reads the
+//! Secret a RoutingPolicy's `spec.cache.redis.credentialsSecret` names and
+//! sends the password to two real sidecars with their config (over TLS);
+//! they share entries in a real `redis-server` that requires it (a fill
+//! through one is a hit through the other). A missing Secret is the
+//! policy's `ResponseCacheDegraded` condition and a Warning Event, and the
+//! requests still flow (misses). The password is in no status, Event, log
+//! or persisted snapshot.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::{
+    path::Path,
+    time::{Duration, Instant},
+};
+
+use base64::Engine as _;
+use serde_json::{Value, json};
+use tokenwarden_tests::{
+    apiserver::{FakeApiServer, TokenIdentity},
+    fake_provider::{FakeConfig, FakeProvider},
+    operator::{Operator, Stderr},
+    process::free_port,
+    redis::{Redis, RedisOptions},
+    sidecar::SidecarProc,
+};
+
+const NS: &str = "tokenwarden-system";
+const CONTROL_NAME: &str = "tokenwarden-control.tokenwarden-system.svc";
+const PASSWORD: &str = "r3dis-pa55word-for-the-test";
+const CHAT: &str = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"What are your opening hours?"}],"temperature":0}"#;
+
+async fn eventually<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn pod(name: &str, ns: &str, labels: Value) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": ns, "labels": labels},
+        "spec": {"serviceAccountName": "sa", "containers": [{"name": "c", "image": "i:1"}]}
+    })
+}
+
+fn webhook_config(kind: &str, name: &str, hook: &str) -> Value {
+    json!({
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": kind,
+        "metadata": {"name": name},
+        "webhooks": [{
+            "name": hook, "admissionReviewVersions": ["v1"], "sideEffects": "None",
+            "clientConfig": {"service": {"name": "tokenwarden-webhook", "namespace": NS, "path": "/x", "port": 443}},
+            "rules": [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"], "resources": ["pods"]}]
+        }]
+    })
+}
+
+fn policy(name: &str, fake: &FakeProvider, redis: &Redis, secret: &str) -> Value {
+    json!({
+        "apiVersion": "tokenwarden.dev/v1alpha1", "kind": "RoutingPolicy",
+        "metadata": {"name": name, "namespace": "team"},
+        "spec": {
+            "workloadSelector": {"matchLabels": {"app": name}},
+            "providers": [{"name": "openai", "api": "openai", "baseUrl": fake.base_url(),
+                           "apiKeySecretRef": {"name": "provider-keys", "key": "openai"}}],
+            "cache": {"backend": "redis",
+                      "redis": {"url": redis.url(), "timeout": "200ms",
+                                "credentialsSecret": {"name": secret, "key": "password"}},
+                      "exact": {"ttl": "10m"}}
+        }
+    })
+}
+
+/// A sidecar of pod `name` (labels app=`app`) connected over TLS.
+fn sidecar(api: &FakeApiServer, dir: &Path, name: &str, app: &str, port: u16) -> SidecarProc {
+    let created = api.put("pods", pod(name, "team", json!({"app": app})));
+    let uid = created["metadata"]["uid"].as_str().unwrap().to_string();
+    let token = format!("token-{name}");
+    api.set_token(
+        &token,
+        TokenIdentity {
+            username: "system:serviceaccount:team:sa".into(),
+            pod_name: name.into(),
+            pod_uid: uid.clone(),
+        },
+    );
+    std::fs::write(dir.join(format!("{name}.token")), &token).unwrap();
+    let mut s = SidecarProc::new();
+    s.args(["--control-plane", &format!("https://127.0.0.1:{port}")])
+        .args(["--control-plane-server-name", CONTROL_NAME])
+        .arg("--control-plane-ca")
+        .arg(dir.join("ca.crt"))
+        .arg("--credential-file")
+        .arg(dir.join(format!("{name}.token")))
+        .args(["--pod-name", name, "--pod-uid", &uid])
+        .args(["--namespace", "team", "--labels", &format!("app={app}")])
+        .arg("--state-dir")
+        .arg(dir.join(format!("state-{name}")))
+        .arg("--secrets-dir")
+        .arg(dir.join("keys"));
+    s.rust_log = "info".into();
+    s.log = Some(dir.join(format!("{name}.log")));
+    s.timeout = Duration::from_secs(30);
+    s.spawn();
+    s
+}
+
+fn condition(api: &FakeApiServer, policy: &str, type_: &str) -> Option<Value> {
+    let p = api.get("tokenwarden.dev", "routingpolicies", "team", policy)?;
+    p["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == type_)
+        .cloned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_operator_resolves_the_redis_password_and_sidecars_share_entries() {
+    let Some(redis) = Redis::start(RedisOptions {
+        password: Some(PASSWORD.into()),
+        ..Default::default()
+    }) else {
+        return;
+    };
+    let fake = FakeProvider::start(FakeConfig::default()).await.unwrap();
+    let api = FakeApiServer::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let kubeconfig = d.join("kubeconfig");
+    api.write_kubeconfig(&kubeconfig).unwrap();
+    std::fs::create_dir_all(d.join("keys/provider-keys")).unwrap();
+    std::fs::write(d.join("keys/provider-keys/openai"), "sk-fake-openai").unwrap();
+    api.put(
+        "pods",
+        pod(
+            "tokenwarden-0",
+            NS,
+            json!({"app.kubernetes.io/name": "tokenwarden"}),
+        ),
+    );
+    api.put(
+        "mutatingwebhookconfigurations",
+        webhook_config(
+            "MutatingWebhookConfiguration",
+            "tokenwarden-injector",
+            "inject.tokenwarden.dev",
+        ),
+    );
+    api.put(
+        "validatingwebhookconfigurations",
+        webhook_config(
+            "ValidatingWebhookConfiguration",
+            "tokenwarden-validator",
+            "validate.tokenwarden.dev",
+        ),
+    );
+    let b64 = base64::engine::general_purpose::STANDARD.encode(PASSWORD);
+    api.put(
+        "secrets",
+        json!({"apiVersion": "v1", "kind": "Secret",
+               "metadata": {"name": "redis-auth", "namespace": "team"},
+               "data": {"password": b64}}),
+    );
+    api.put(
+        "routingpolicies",
+        policy("shared", &fake, &redis, "redis-auth"),
+    );
+    api.put(
+        "routingpolicies",
+        policy("broken", &fake, &redis, "no-such-secret"),
+    );
+
+    let log = d.join("operator.log");
+    let mut op = Operator::new();
+    op.listen()
+        .args(["--webhook-listen", &format!("127.0.0.1:{}", free_port())])
+        .args(["--status-interval-ms", "200"])
+        .arg("--cache-credentials")
+        .env("KUBECONFIG", &kubeconfig)
+        .env("POD_NAMESPACE", NS)
+        .env("POD_NAME", "tokenwarden-0")
+        .env("POD_IP", "127.0.0.1");
+    op.rust_log = "debug".into();
+    op.stderr = Stderr::Append(log.clone());
+    op.spawn();
+    let secret = eventually("the certificate Secret", || {
+        api.get("", "secrets", NS, "tokenwarden-tls")
+    })
+    .await;
+    let ca = base64::engine::general_purpose::STANDARD
+        .decode(secret["data"]["ca.crt"].as_str().unwrap())
+        .unwrap();
+    std::fs::write(d.join("ca.crt"), ca).unwrap();
+    let port = op.url().rsplit(':').next().unwrap().parse::<u16>().unwrap();
+
+    let a = sidecar(&api, d, "shared-0", "shared", port);
+    let b = sidecar(&api, d, "shared-1", "shared", port);
+    let first = a.openai("/v1/chat/completions", CHAT, &[]).await;
+    assert_eq!(first.status, 200, "{}", first.text());
+    assert_eq!(first.header("x-tokenwarden-cache"), Some("miss"));
+    eventually("the entry in Redis", || {
+        let keys = redis.cli(&["--scan", "--pattern", "tw:team:shared:x:*"])?;
+        (keys.lines().count() == 1).then_some(())
+    })
+    .await;
+    let hit = b.openai("/v1/chat/completions", CHAT, &[]).await;
+    assert_eq!(hit.header("x-tokenwarden-cache"), Some("hit"));
+    assert_eq!(hit.body, first.body, "B replays A's bytes");
+    assert_eq!(fake.log().len(), 1);
+
+    // The policy whose Secret is missing: a condition and an Event that
+    // say which Secret; its requests still flow, as misses.
+    let c = eventually("ResponseCacheDegraded on the broken policy", || {
+        condition(&api, "broken", "ResponseCacheDegraded").filter(|c| c["status"] == "True")
+    })
+    .await;
+    assert_eq!(c["reason"], "CredentialsUnavailable", "{c}");
+    assert!(
+        c["message"]
+            .as_str()
+            .unwrap()
+            .contains("Secret team/no-such-secret not found"),
+        "{c}"
+    );
+    let ok = condition(&api, "shared", "ResponseCacheDegraded").unwrap();
+    assert_eq!(ok["status"], "False", "{ok}");
+    let events = eventually("the Warning Event", || {
+        let evs = api.list("events.k8s.io", "events");
+        evs.iter()
+            .any(|e| e["reason"] == "CredentialsUnavailable")
+            .then_some(evs)
+    })
+    .await;
+    let c2 = sidecar(&api, d, "broken-0", "broken", port);
+    for _ in 0..2 {
+        let r = c2.openai("/v1/chat/completions", CHAT, &[]).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.header("x-tokenwarden-cache"), Some("miss"));
+    }
+
+    // The password is nowhere but in Redis's own config and the Secret.
+    let statuses: String = api
+        .list("tokenwarden.dev", "routingpolicies")
+        .iter()
+        .map(|p| p["status"].to_string())
+        .collect();
+    let everything = format!(
+        "{statuses}{}{}{}{}",
+        serde_json::to_string(&events).unwrap(),
+        std::fs::read_to_string(&log).unwrap_or_default(),
+        std::fs::read_to_string(d.join("shared-0.log")).unwrap_or_default(),
+        std::fs::read_to_string(d.join("state-shared-0/config-snapshot.json")).unwrap_or_default(),
+    );
+    assert!(!everything.contains(PASSWORD), "the password leaked");
+    assert!(
+        std::fs::read_to_string(d.join("state-shared-0/config-snapshot.json"))
+            .unwrap()
+            .contains("tw"),
+        "the snapshot was persisted"
+    );
+}
