@@ -114,6 +114,10 @@ pub struct ResponseCacheConfig {
     pub max_entry_bytes: u64,
     /// Cache only requests that do not ask for variety (see the module docs).
     pub only_deterministic: bool,
+    /// The semantic cache on top (`spec.cache.semantic`); `None`: off. Left
+    /// out of the JSON when off, so configs without it keep their digest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub semantic: Option<crate::semantic_cache::SemanticCacheConfig>,
 }
 
 impl Default for ResponseCacheConfig {
@@ -125,6 +129,7 @@ impl Default for ResponseCacheConfig {
             max_bytes: DEFAULT_MAX_BYTES,
             max_entry_bytes: DEFAULT_MAX_ENTRY_BYTES,
             only_deterministic: true,
+            semantic: None,
         }
     }
 }
