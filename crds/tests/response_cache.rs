@@ -99,7 +99,12 @@ fn a_route_overrides_the_policy() {
 const EMBEDDER: &str = "    - {name: embedder, api: openai, baseUrl: \"http://127.0.0.1:8090\", apiKeySecretRef: {name: keys, key: embedder}}\n";
 
 fn with_embedder(tail: &str) -> RoutingConfig {
-    routing(&format!("{EMBEDDER}{tail}"))
+    let head = HEAD.replace("  tiers:\n", &format!("{EMBEDDER}  tiers:\n"));
+    let objects = load_yaml(&format!("{head}{tail}")).unwrap_or_else(|e| panic!("{e}"));
+    match objects.into_iter().next().unwrap() {
+        Object::RoutingPolicy(p) => p.to_input().unwrap().routing,
+        Object::TokenBudget(_) => panic!("not a policy"),
+    }
 }
 
 #[test]
