@@ -142,6 +142,9 @@ impl Settlement {
                 .response_cache(result, &shared.options.workload, &model);
             let (entries, bytes) = shared.response_cache.usage();
             shared.metrics.response_cache_size(entries, bytes);
+            shared
+                .metrics
+                .semantic_entries(shared.response_cache.semantic_entries());
         }
         settled
     }
