@@ -2,7 +2,7 @@
 //! ([`SemanticCacheConfig`], from a RoutingPolicy's `spec.cache.semantic`),
 //! which requests it may answer and what of them is embedded
 //! ([`eligible`]), and the scope an entry is shared within
-//! ([`scope_input`]). The sidecar embeds the text, keeps the index, runs
+//! (`crate::response_cache::semantic_scope_input`). The sidecar embeds the text, keeps the index, runs
 //! the guards (`crate::semantic_guard`) and serves the stored answer of
 //! the exact cache (docs/response-cache.md, "Semantic cache").
 //!
@@ -39,11 +39,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::{
-    response_cache::{KeyParts, canonical_key_input},
-    semantic_guard::Guards,
-    workload::Endpoint,
-};
+use crate::semantic_guard::Guards;
 
 /// Similarities are integers: parts per [`SIMILARITY_SCALE`] of the cosine.
 pub const SIMILARITY_SCALE: u32 = 10_000;
@@ -155,7 +151,7 @@ pub fn parse_similarity(s: &str) -> Option<u16> {
         format!("{frac:0<4}").parse().ok()?
     };
     let v = int.checked_mul(SIMILARITY_SCALE)?.checked_add(frac)?;
-    (v <= SIMILARITY_SCALE).then(|| v as u16)
+    u16::try_from(v).ok().filter(|_| v <= SIMILARITY_SCALE)
 }
 
 /// A similarity as the header shows it: `0.9731`.
@@ -213,7 +209,7 @@ impl Ineligible {
 }
 
 /// An eligible request: the text to embed, and the body with that text
-/// blanked (for [`scope_input`]).
+/// blanked (for `crate::response_cache::semantic_scope_input`).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Eligible {
     /// The user's text (text parts joined with `\n`).
@@ -222,14 +218,31 @@ pub struct Eligible {
     pub blanked: Value,
 }
 
+/// The request APIs the semantic cache reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shape {
+    /// OpenAI `POST /v1/chat/completions`.
+    ChatCompletions,
+    /// OpenAI `POST /v1/responses`.
+    Responses,
+    /// Anthropic `POST /v1/messages`.
+    Messages,
+}
+
 /// Members that define tools, in any of the three APIs.
 const TOOL_FIELDS: [&str; 4] = ["tools", "tool_choice", "functions", "function_call"];
 /// Responses members that bring in context the body does not carry.
 const HIDDEN_FIELDS: [&str; 3] = ["previous_response_id", "conversation", "prompt"];
 
-/// Whether a request to `endpoint` with this parsed `body` may be answered
-/// from a similar one under `e`, and what of it is embedded.
-pub fn eligible(e: &Eligibility, endpoint: Endpoint, body: &Value) -> Result<Eligible, Ineligible> {
+/// Whether a request of `shape` (`None`: another API, e.g. embeddings)
+/// with this parsed `body` may be answered from a similar one under `e`,
+/// and what of it is embedded.
+pub fn eligible(
+    e: &Eligibility,
+    shape: Option<Shape>,
+    body: &Value,
+) -> Result<Eligible, Ineligible> {
+    let shape = shape.ok_or(Ineligible::Endpoint)?;
     let obj = body.as_object().ok_or(Ineligible::Endpoint)?;
     if e.no_tools
         && TOOL_FIELDS
@@ -239,15 +252,15 @@ pub fn eligible(e: &Eligibility, endpoint: Endpoint, body: &Value) -> Result<Eli
         return Err(Ineligible::Tools);
     }
     let mut blanked = body.clone();
-    let text = match endpoint {
-        Endpoint::ChatCompletions | Endpoint::Messages => {
+    let text = match shape {
+        Shape::ChatCompletions | Shape::Messages => {
             let list = blanked
                 .get_mut("messages")
                 .and_then(Value::as_array_mut)
                 .ok_or(Ineligible::NoText)?;
-            last_user_text(e, list, endpoint == Endpoint::ChatCompletions)?
+            last_user_text(e, list, shape == Shape::ChatCompletions)?
         }
-        Endpoint::Responses => {
+        Shape::Responses => {
             if HIDDEN_FIELDS
                 .iter()
                 .any(|f| obj.get(*f).is_some_and(|v| !v.is_null()))
@@ -261,7 +274,6 @@ pub fn eligible(e: &Eligibility, endpoint: Endpoint, body: &Value) -> Result<Eli
                 _ => return Err(Ineligible::NoText),
             }
         }
-        Endpoint::Embeddings => return Err(Ineligible::Endpoint),
     };
     if text.trim().is_empty() {
         return Err(Ineligible::NoText);
@@ -354,35 +366,17 @@ fn is_tool_item(m: &Value) -> bool {
         })
 }
 
-/// The form an entry's scope hashes (see the module docs): the exact key's
-/// canonical form of `parts` and the `blanked` body, then the embedder's
-/// provider and model.
-pub fn scope_input(parts: &KeyParts<'_>, blanked: &Value, embedding: &EmbeddingConfig) -> Vec<u8> {
-    let mut out = canonical_key_input(parts, blanked);
-    for p in [
-        format!("semantic-scope/v{SCOPE_VERSION}").as_str(),
-        embedding.provider.as_str(),
-        embedding.model.as_str(),
-    ] {
-        out.extend_from_slice(p.len().to_string().as_bytes());
-        out.push(b':');
-        out.extend_from_slice(p.as_bytes());
-        out.push(b';');
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use serde_json::json;
 
     use super::*;
 
-    fn ok(endpoint: Endpoint, body: Value) -> Eligible {
+    fn ok(endpoint: Option<Shape>, body: Value) -> Eligible {
         eligible(&Eligibility::default(), endpoint, &body).unwrap()
     }
 
-    fn no(endpoint: Endpoint, body: Value) -> Ineligible {
+    fn no(endpoint: Option<Shape>, body: Value) -> Ineligible {
         eligible(&Eligibility::default(), endpoint, &body).unwrap_err()
     }
 
@@ -410,7 +404,7 @@ mod tests {
     #[test]
     fn openai_chat_single_turn_text_is_embedded_and_blanked() {
         let e = ok(
-            Endpoint::ChatCompletions,
+            Some(Shape::ChatCompletions),
             json!({"model":"m","temperature":0,"messages":[
                 {"role":"system","content":"Be brief."},
                 {"role":"user","content":"How do I reset my password?"}]}),
@@ -423,7 +417,7 @@ mod tests {
                 {"role":"user","content":""}]})
         );
         let parts = ok(
-            Endpoint::ChatCompletions,
+            Some(Shape::ChatCompletions),
             json!({"messages":[{"role":"user","content":[
                 {"type":"text","text":"a"},{"type":"text","text":"b"}]}]}),
         );
@@ -433,7 +427,7 @@ mod tests {
     #[test]
     fn responses_and_anthropic_shapes() {
         let s = ok(
-            Endpoint::Responses,
+            Some(Shape::Responses),
             json!({"input":"hi there","instructions":"x"}),
         );
         assert_eq!(
@@ -441,19 +435,19 @@ mod tests {
             ("hi there", &json!(""))
         );
         let items = ok(
-            Endpoint::Responses,
+            Some(Shape::Responses),
             json!({"input":[{"role":"user","content":[{"type":"input_text","text":"q"}]}]}),
         );
         assert_eq!(items.text, "q");
         assert_eq!(
             no(
-                Endpoint::Responses,
+                Some(Shape::Responses),
                 json!({"input":"q","previous_response_id":"resp_1"})
             ),
             Ineligible::HiddenContext
         );
         let a = ok(
-            Endpoint::Messages,
+            Some(Shape::Messages),
             json!({"system":"s","max_tokens":5,"messages":[{"role":"user","content":"q?"}]}),
         );
         assert_eq!((a.text.as_str(), &a.blanked["system"]), ("q?", &json!("s")));
@@ -461,7 +455,7 @@ mod tests {
         // another role is an earlier turn.
         assert_eq!(
             no(
-                Endpoint::Messages,
+                Some(Shape::Messages),
                 json!({"messages":[{"role":"system","content":"s"},{"role":"user","content":"q"}]})
             ),
             Ineligible::MultiTurn
@@ -474,49 +468,57 @@ mod tests {
             {"role":"user","content":"a"},{"role":"assistant","content":"b"},
             {"role":"user","content":"c"}]});
         assert_eq!(
-            no(Endpoint::ChatCompletions, multi.clone()),
+            no(Some(Shape::ChatCompletions), multi.clone()),
             Ineligible::MultiTurn
         );
         let tools = json!({"tools":[{"type":"function","function":{"name":"f"}}],
             "messages":[{"role":"user","content":"a"}]});
         assert_eq!(
-            no(Endpoint::ChatCompletions, tools.clone()),
+            no(Some(Shape::ChatCompletions), tools.clone()),
             Ineligible::Tools
         );
         let empty_tools = json!({"tools":[],"messages":[{"role":"user","content":"a"}]});
         assert_eq!(
-            ok(Endpoint::ChatCompletions, empty_tools).text,
+            ok(Some(Shape::ChatCompletions), empty_tools).text,
             "a",
             "no tools"
         );
         let result = json!({"messages":[{"role":"user","content":[
             {"type":"tool_result","tool_use_id":"t","content":"42"}]}]});
-        assert_eq!(no(Endpoint::Messages, result), Ineligible::Tools);
+        assert_eq!(no(Some(Shape::Messages), result), Ineligible::Tools);
         let image = json!({"messages":[{"role":"user","content":[
             {"type":"text","text":"what is this"},
-            {"type":"image_url","image_url":{"url":"https://x/y.png"}}]}]});
+            {"type":"image_url","image_url":{"url":"data:image/png;base64,AAAA"}}]}]});
         assert_eq!(
-            no(Endpoint::ChatCompletions, image.clone()),
+            no(Some(Shape::ChatCompletions), image.clone()),
             Ineligible::NotText
         );
         let last_assistant = json!({"messages":[{"role":"assistant","content":"a"}]});
         assert_eq!(
-            no(Endpoint::ChatCompletions, last_assistant),
+            no(Some(Shape::ChatCompletions), last_assistant),
             Ineligible::NoText
         );
         let blank = json!({"messages":[{"role":"user","content":"  "}]});
-        assert_eq!(no(Endpoint::ChatCompletions, blank), Ineligible::NoText);
+        assert_eq!(no(Some(Shape::ChatCompletions), blank), Ineligible::NoText);
         let long = json!({"messages":[{"role":"user","content":"x".repeat(1001)}]});
-        assert_eq!(no(Endpoint::ChatCompletions, long), Ineligible::TooLong);
+        assert_eq!(no(Some(Shape::ChatCompletions), long), Ineligible::TooLong);
+        assert_eq!(no(None, json!({"input":"a"})), Ineligible::Endpoint);
         assert_eq!(
-            no(Endpoint::Embeddings, json!({"input":"a"})),
+            no(Some(Shape::ChatCompletions), json!([1])),
             Ineligible::Endpoint
         );
-        assert_eq!(
-            no(Endpoint::ChatCompletions, json!([1])),
-            Ineligible::Endpoint
-        );
+    }
 
+    #[test]
+    fn relaxed_eligibility_keeps_the_rest_in_the_scope() {
+        let multi = json!({"messages":[
+            {"role":"user","content":"a"},{"role":"assistant","content":"b"},
+            {"role":"user","content":"c"}]});
+        let tools = json!({"tools":[{"type":"function","function":{"name":"f"}}],
+            "messages":[{"role":"user","content":"a"}]});
+        let image = json!({"messages":[{"role":"user","content":[
+            {"type":"text","text":"what is this"},
+            {"type":"image_url","image_url":{"url":"data:image/png;base64,AAAA"}}]}]});
         // Each guard can be relaxed: earlier turns and tools then stay in
         // the scope (they must be equal), only the last user text is embedded.
         let relaxed = Eligibility {
@@ -525,76 +527,17 @@ mod tests {
             text_only: false,
             max_prompt_bytes: 100,
         };
-        let m = eligible(&relaxed, Endpoint::ChatCompletions, &multi).unwrap();
+        let m = eligible(&relaxed, Some(Shape::ChatCompletions), &multi).unwrap();
         assert_eq!(
             (m.text.as_str(), &m.blanked["messages"][0]["content"]),
             ("c", &json!("a"))
         );
-        assert!(eligible(&relaxed, Endpoint::ChatCompletions, &tools).is_ok());
+        assert!(eligible(&relaxed, Some(Shape::ChatCompletions), &tools).is_ok());
         assert_eq!(
-            eligible(&relaxed, Endpoint::ChatCompletions, &image)
+            eligible(&relaxed, Some(Shape::ChatCompletions), &image)
                 .unwrap()
                 .text,
             "what is this"
         );
-    }
-
-    fn parts(stream: bool) -> KeyParts<'static> {
-        KeyParts {
-            namespace: "ns",
-            policy: "p",
-            provider: "openai",
-            model: "gpt-4o-mini",
-            api: "openai",
-            path: "/v1/chat/completions",
-            stream,
-            headers: ["", "", ""],
-        }
-    }
-
-    fn scope(body: Value, stream: bool, model: &str) -> Vec<u8> {
-        let e = ok(Endpoint::ChatCompletions, body);
-        let emb = EmbeddingConfig {
-            provider: "embedder".into(),
-            model: model.into(),
-            timeout_ms: 2_000,
-        };
-        scope_input(&parts(stream), &e.blanked, &emb)
-    }
-
-    #[test]
-    fn the_scope_is_everything_but_the_user_text() {
-        let q = |text: &str, system: &str, t: f64| {
-            json!({"temperature":t,"messages":[
-                {"role":"system","content":system},{"role":"user","content":text}]})
-        };
-        let base = scope(q("How do I reset my password?", "s", 0.0), false, "minilm");
-        assert_eq!(
-            base,
-            scope(q("How can I reset my password?", "s", 0.0), false, "minilm"),
-            "the wording of the user text is not in the scope"
-        );
-        assert_ne!(
-            base,
-            scope(q("How do I reset my password?", "t", 0.0), false, "minilm")
-        );
-        assert_ne!(
-            base,
-            scope(q("How do I reset my password?", "s", 0.5), false, "minilm")
-        );
-        assert_ne!(
-            base,
-            scope(q("How do I reset my password?", "s", 0.0), true, "minilm")
-        );
-        assert_ne!(
-            base,
-            scope(q("How do I reset my password?", "s", 0.0), false, "other")
-        );
-        let text = String::from_utf8(base).unwrap();
-        assert!(
-            text.ends_with("17:semantic-scope/v1;8:embedder;6:minilm;"),
-            "{text}"
-        );
-        assert!(!text.contains("password"), "{text}");
     }
 }

@@ -55,8 +55,6 @@ use super::{
 use crate::{
     body::ProxyBody,
     response_cache::{CacheState, Entry, Fill, key_of},
-    state::Shared,
-    sync::lock,
 };
 
 /// What the app asked of the cache in its headers.
@@ -137,7 +135,7 @@ pub(super) async fn lookup(plan: &mut Plan<'_>, attempt: &Attempt) -> Option<Res
             semantic::Found::Hit(entry, similarity) => {
                 return Some(hit(plan, attempt, &entry, Some(similarity)));
             }
-            semantic::Found::Miss(f) => fill = f,
+            semantic::Found::Miss(f) => fill = *f,
         }
     }
     plan.cache = Some(CacheState {
@@ -280,23 +278,5 @@ fn record_hit(plan: &Plan<'_>, attempt: &Attempt, entry: &Entry, similarity: u16
     shared
         .metrics
         .response_cache_saved(&shared.options.workload, &entry.served_model, saved);
-    write_record(shared, &mut record);
-}
-
-/// Write a line no attempt settles (a hit, the semantic cache's embedding
-/// call) to the journal, durably when the journal is, and wake the spool.
-pub(super) fn write_record(shared: &Shared, record: &mut UsageRecord) {
-    let mut journal = lock(&shared.journal);
-    journal.stage(record);
-    if journal.is_durable() && journal.flush().is_err() {
-        shared.metrics.error("ledger_write");
-        shared.metrics.ledger_writable(false);
-    }
-    if shared.control.is_some() {
-        shared.metrics.spool(journal.depth(), journal.oldest());
-    }
-    drop(journal);
-    if let Some(control) = &shared.control {
-        control.spool_added.notify_one();
-    }
+    super::settle::write_record(shared, &mut record);
 }

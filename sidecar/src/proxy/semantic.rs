@@ -30,8 +30,8 @@ use jiff::Timestamp;
 use serde_json::Value;
 use tokenwarden_core::{
     money::Usd,
-    response_cache::KeyParts,
-    semantic_cache::{SemanticCacheConfig, eligible, scope_input},
+    response_cache::{KeyParts, semantic_scope_input},
+    semantic_cache::{SemanticCacheConfig, Shape, eligible},
     semantic_guard::{GuardMiss, compare},
     tokens::TokenCounts,
     usage::{UsageRecord, cache::CacheFigures},
@@ -55,7 +55,7 @@ pub(super) enum Found {
     /// A stored answer to a similar prompt, and how similar.
     Hit(Arc<Entry>, u16),
     /// None; the fill (with its index entry when the prompt was embedded).
-    Miss(Fill),
+    Miss(Box<Fill>),
 }
 
 /// After an exact miss: look the request up by meaning. `fill` is the
@@ -71,11 +71,17 @@ pub(super) async fn lookup(
 ) -> Found {
     let shared = plan.shared;
     let workload = shared.options.workload.as_str();
-    let Ok(e) = eligible(&sem.eligibility, attempt.endpoint, body) else {
-        shared.metrics.semantic_cache("ineligible", workload);
-        return Found::Miss(fill);
+    let shape = match attempt.endpoint {
+        Endpoint::ChatCompletions => Some(Shape::ChatCompletions),
+        Endpoint::Responses => Some(Shape::Responses),
+        Endpoint::Messages => Some(Shape::Messages),
+        Endpoint::Embeddings => None,
     };
-    let scope: Scope = key_of(&scope_input(parts, &e.blanked, &sem.embedding));
+    let Ok(e) = eligible(&sem.eligibility, shape, body) else {
+        shared.metrics.semantic_cache("ineligible", workload);
+        return Found::Miss(Box::new(fill));
+    };
+    let scope: Scope = key_of(&semantic_scope_input(parts, &e.blanked, &sem.embedding));
     let embedding = match embed(plan, sem, &e.text).await {
         Ok(v) => Arc::new(v),
         Err(why) => {
@@ -86,7 +92,7 @@ pub(super) async fn lookup(
                 error = %why,
                 "semantic cache: the embedding call failed; the request goes on as a miss"
             );
-            return Found::Miss(fill);
+            return Found::Miss(Box::new(fill));
         }
     };
     let found = index.lookup(&scope, &embedding, sem.min_similarity);
@@ -121,7 +127,7 @@ pub(super) async fn lookup(
         embedding,
         prompt: e.text.into(),
     });
-    Found::Miss(fill)
+    Found::Miss(Box::new(fill))
 }
 
 /// The metric label of a guard's miss.
@@ -317,5 +323,5 @@ fn record(
         },
         intent: None,
     };
-    super::cache::write_record(shared, &mut record);
+    super::settle::write_record(shared, &mut record);
 }

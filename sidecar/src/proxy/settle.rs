@@ -653,3 +653,21 @@ fn intent_record(plan: &Plan<'_>, attempt: &Attempt, prompt_bound: u64) -> Usage
         cache: Default::default(),
     }
 }
+
+/// Write a line no attempt settles (a hit, the semantic cache's embedding
+/// call) to the journal, durably when the journal is, and wake the spool.
+pub(super) fn write_record(shared: &Shared, record: &mut UsageRecord) {
+    let mut journal = lock(&shared.journal);
+    journal.stage(record);
+    if journal.is_durable() && journal.flush().is_err() {
+        shared.metrics.error("ledger_write");
+        shared.metrics.ledger_writable(false);
+    }
+    if shared.control.is_some() {
+        shared.metrics.spool(journal.depth(), journal.oldest());
+    }
+    drop(journal);
+    if let Some(control) = &shared.control {
+        control.spool_added.notify_one();
+    }
+}
