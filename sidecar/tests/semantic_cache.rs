@@ -501,3 +501,57 @@ async fn a_paid_embeddings_provider_is_metered_and_netted_against_the_saving() {
         "what was spent: the first answer and both embeddings"
     );
 }
+
+#[tokio::test]
+async fn a_neighbour_whose_answer_left_the_exact_store_is_a_miss_and_dropped() {
+    let Some(emb) = embedder() else { return };
+    let fake = FakeProvider::start(FakeConfig::default()).await.unwrap();
+    // One exact entry: the second question evicts the first's answer while
+    // the index still holds the first prompt.
+    let sc = start(&sem_policy(&fake, &emb.url, "", ", maxEntries: 1"));
+    chat(&sc, &chat_body("How do I reset my password?")).await;
+    chat(&sc, &chat_body("What are your opening hours?")).await;
+    let para = chat(&sc, &chat_body("How can I reset my password?")).await;
+    assert_eq!(cache(&para), "miss");
+    assert_eq!(chat_calls(&fake), 3, "its own upstream answer");
+    assert_eq!(semantic_metric(&sc, "gone").await, 1.0);
+    // The paraphrase's own answer is now the stored one for the scope.
+    let again = chat(&sc, &chat_body("How do I reset my password?")).await;
+    assert_eq!((cache(&again), &again.body), ("hit", &para.body));
+}
+
+#[tokio::test]
+async fn responses_api_paraphrases_are_served_too() {
+    let Some(emb) = embedder() else { return };
+    let fake = FakeProvider::start(FakeConfig::default()).await.unwrap();
+    let sc = start(&sem_policy(&fake, &emb.url, "", ""));
+    let body = |text: &str| {
+        serde_json::json!({"model": "gpt-4o-mini", "instructions": "Be brief.", "input": text})
+            .to_string()
+    };
+    let first = sc
+        .openai(
+            "/v1/responses",
+            &body("What is the capital of France?"),
+            &[],
+        )
+        .await;
+    assert_eq!((first.status.as_u16(), cache(&first)), (200, "miss"));
+    // cos 0.9567.
+    let hit = sc
+        .openai(
+            "/v1/responses",
+            &body("What's the capital city of France?"),
+            &[],
+        )
+        .await;
+    assert_eq!(cache(&hit), "hit", "{}", hit.text());
+    assert!(
+        hit.header("x-tokenwarden-cache-similarity")
+            .unwrap()
+            .starts_with("0.95")
+    );
+    assert_eq!(hit.body, first.body);
+    let row = sc.model_row("gpt-4o-mini").await;
+    assert_eq!(row["semantic_cache_hits"], 1, "{row}");
+}
