@@ -60,8 +60,6 @@ pub const MAX_EMBEDDING_TIMEOUT_MS: u64 = 30_000;
 pub const DEFAULT_MAX_ENTRIES: u64 = 10_000;
 /// Largest bound on the index's entries per policy.
 pub const MAX_MAX_ENTRIES: u64 = 100_000;
-/// Default most content words two prompts may differ by.
-pub const DEFAULT_MAX_CONTENT_WORD_DIFF: u32 = 2;
 /// Default longest user text embedded, in bytes.
 pub const DEFAULT_MAX_PROMPT_BYTES: u32 = 1_000;
 /// Largest `maxPromptBytes`.
@@ -118,18 +116,6 @@ pub struct SemanticCacheConfig {
     pub max_entries: u64,
     /// Which requests are eligible.
     pub eligibility: Eligibility,
-}
-
-/// The guards' defaults: every guard on, at most
-/// [`DEFAULT_MAX_CONTENT_WORD_DIFF`] different content words.
-pub fn default_guards() -> Guards {
-    Guards {
-        numbers: true,
-        negations: true,
-        entities: true,
-        code: true,
-        max_content_word_diff: DEFAULT_MAX_CONTENT_WORD_DIFF,
-    }
 }
 
 /// Parse a similarity given as a decimal string in `[0, 1]` with at most

@@ -13,7 +13,7 @@ use tokenwarden_core::{
         DEFAULT_EMBEDDING_TIMEOUT_MS, DEFAULT_MAX_ENTRIES as SEMANTIC_DEFAULT_MAX_ENTRIES,
         DEFAULT_MIN_SIMILARITY, Eligibility, EmbeddingConfig, MAX_EMBEDDING_TIMEOUT_MS,
         MAX_MAX_ENTRIES as SEMANTIC_MAX_MAX_ENTRIES, MAX_MAX_PROMPT_BYTES, MIN_MIN_SIMILARITY,
-        SemanticCacheConfig, default_guards, parse_similarity,
+        SemanticCacheConfig, parse_similarity,
     },
     semantic_guard::Guards,
     workload::{
@@ -807,7 +807,7 @@ fn semantic_cache(
         })
         .unwrap_or(DEFAULT_EMBEDDING_TIMEOUT_MS);
     let g = spec.guards.clone().unwrap_or_default();
-    let dg = default_guards();
+    let dg = Guards::default();
     let max_content_word_diff = g.max_content_word_diff.unwrap_or(dg.max_content_word_diff);
     if max_content_word_diff > 20 {
         e.push(
