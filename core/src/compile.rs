@@ -222,6 +222,7 @@ mod tests {
                 matcher: Default::default(),
                 target: Target::Tier("cheap".into()),
                 response_cache: None,
+                semantic_cache: true,
             }],
             escalation: Escalation::default(),
             fallback: Fallback::default(),

@@ -34,6 +34,7 @@ pub mod prompt_cache;
 pub mod response_cache;
 pub mod route;
 pub mod selector;
+pub mod semantic_cache;
 pub mod semantic_guard;
 pub mod tokens;
 pub mod usage;

@@ -189,6 +189,10 @@ pub struct ResponseCacheConfig {
     /// The Redis server, when `backend` is [`CacheBackend::Redis`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redis: Option<RedisConfig>,
+    /// The semantic cache on top (`spec.cache.semantic`); `None`: off. Left
+    /// out of the JSON when off, so configs without it keep their digest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub semantic: Option<crate::semantic_cache::SemanticCacheConfig>,
 }
 
 impl Default for ResponseCacheConfig {
@@ -201,6 +205,7 @@ impl Default for ResponseCacheConfig {
             max_entry_bytes: DEFAULT_MAX_ENTRY_BYTES,
             only_deterministic: true,
             redis: None,
+            semantic: None,
         }
     }
 }
@@ -303,6 +308,29 @@ pub fn canonical_key_input(parts: &KeyParts<'_>, body: &Value) -> Vec<u8> {
         other => write_canonical(&mut canon, other),
     }
     field(&mut out, &canon);
+    out
+}
+
+/// The form a semantic-cache entry's scope hashes (see
+/// `crate::semantic_cache`): the exact key's
+/// canonical form of `parts` and the `blanked` body, then the embedder's
+/// provider and model.
+pub fn semantic_scope_input(
+    parts: &KeyParts<'_>,
+    blanked: &Value,
+    embedding: &crate::semantic_cache::EmbeddingConfig,
+) -> Vec<u8> {
+    let mut out = canonical_key_input(parts, blanked);
+    for p in [
+        format!("semantic-scope/v{}", crate::semantic_cache::SCOPE_VERSION).as_str(),
+        embedding.provider.as_str(),
+        embedding.model.as_str(),
+    ] {
+        out.extend_from_slice(p.len().to_string().as_bytes());
+        out.push(b':');
+        out.extend_from_slice(p.as_bytes());
+        out.push(b';');
+    }
     out
 }
 
@@ -440,5 +468,69 @@ mod tests {
             ..cfg
         };
         assert_eq!(cacheable(&all, &json!({"temperature":1,"n":3})), Ok(()));
+    }
+
+    fn sem_parts(stream: bool) -> KeyParts<'static> {
+        KeyParts {
+            namespace: "ns",
+            policy: "p",
+            provider: "openai",
+            model: "gpt-4o-mini",
+            api: "openai",
+            path: "/v1/chat/completions",
+            stream,
+            headers: ["", "", ""],
+        }
+    }
+
+    fn scope(body: Value, stream: bool, model: &str) -> Vec<u8> {
+        let e = crate::semantic_cache::eligible(
+            &crate::semantic_cache::Eligibility::default(),
+            Some(crate::semantic_cache::Shape::ChatCompletions),
+            &body,
+        )
+        .unwrap();
+        let emb = crate::semantic_cache::EmbeddingConfig {
+            provider: "embedder".into(),
+            model: model.into(),
+            timeout_ms: 2_000,
+        };
+        semantic_scope_input(&sem_parts(stream), &e.blanked, &emb)
+    }
+
+    #[test]
+    fn the_scope_is_everything_but_the_user_text() {
+        let q = |text: &str, system: &str, t: f64| {
+            json!({"temperature":t,"messages":[
+                {"role":"system","content":system},{"role":"user","content":text}]})
+        };
+        let base = scope(q("How do I reset my password?", "s", 0.0), false, "minilm");
+        assert_eq!(
+            base,
+            scope(q("How can I reset my password?", "s", 0.0), false, "minilm"),
+            "the wording of the user text is not in the scope"
+        );
+        assert_ne!(
+            base,
+            scope(q("How do I reset my password?", "t", 0.0), false, "minilm")
+        );
+        assert_ne!(
+            base,
+            scope(q("How do I reset my password?", "s", 0.5), false, "minilm")
+        );
+        assert_ne!(
+            base,
+            scope(q("How do I reset my password?", "s", 0.0), true, "minilm")
+        );
+        assert_ne!(
+            base,
+            scope(q("How do I reset my password?", "s", 0.0), false, "other")
+        );
+        let text = String::from_utf8(base).unwrap();
+        assert!(
+            text.ends_with("17:semantic-scope/v1;8:embedder;6:minilm;"),
+            "{text}"
+        );
+        assert!(!text.contains("password"), "{text}");
     }
 }

@@ -359,6 +359,7 @@ mod tests {
             matcher,
             target,
             response_cache: None,
+            semantic_cache: true,
         }
     }
 

@@ -180,6 +180,11 @@ pub struct Route {
     /// `spec.cache` settings, else the defaults); `None`: as the policy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub response_cache: Option<bool>,
+    /// The route's `cache.semantic`: `false` keeps its requests out of the
+    /// semantic cache (the exact cache still applies); `true` (the
+    /// default): as the policy's `spec.cache.semantic`.
+    #[serde(default = "on", skip_serializing_if = "is_on")]
+    pub semantic_cache: bool,
 }
 
 /// When a request moves one tier up.
@@ -717,11 +722,20 @@ impl RoutingConfig {
         let by_route = route
             .and_then(|name| self.routes.iter().find(|r| r.name == name))
             .and_then(|r| r.response_cache);
-        match by_route {
+        let semantic_off = route
+            .and_then(|name| self.routes.iter().find(|r| r.name == name))
+            .is_some_and(|r| !r.semantic_cache);
+        let cfg = match by_route {
             Some(false) => None,
             Some(true) => Some(self.response_cache.clone().unwrap_or_default()),
             None => self.response_cache.clone(),
-        }
+        };
+        cfg.map(|mut c| {
+            if semantic_off {
+                c.semantic = None;
+            }
+            c
+        })
     }
 
     /// The provider with this name.

@@ -72,6 +72,7 @@ use crate::common::{Conditions, SecretKeyRef, conditions_schema};
 #[x_kube(validation = kube::core::Rule::new("self.tiers.all(t, self.providers.exists(p, p.name == t.provider))").message("every tier's provider must name a provider in spec.providers").reason(kube::core::Reason::FieldValueInvalid))]
 #[x_kube(validation = kube::core::Rule::new("!has(self.caching) || !has(self.caching.anthropic) || !has(self.caching.anthropic.automaticBreakpoints) || !self.caching.anthropic.automaticBreakpoints || self.providers.exists(p, p.api == 'anthropic')").message("caching.anthropic.automaticBreakpoints needs a provider with api: anthropic in spec.providers").reason(kube::core::Reason::FieldValueInvalid))]
 #[x_kube(validation = kube::core::Rule::new("!has(self.caching) || !has(self.caching.openai) || !has(self.caching.openai.promptCacheKey) || !self.caching.openai.promptCacheKey || self.providers.exists(p, p.api == 'openai')").message("caching.openai.promptCacheKey needs a provider with api: openai in spec.providers").reason(kube::core::Reason::FieldValueInvalid))]
+#[x_kube(validation = kube::core::Rule::new("!has(self.cache) || !has(self.cache.semantic) || self.providers.exists(p, p.name == self.cache.semantic.embedding.provider && p.api == 'openai')").message("cache.semantic.embedding.provider must name a provider with api: openai in spec.providers").reason(kube::core::Reason::FieldValueInvalid))]
 #[x_kube(validation = kube::core::Rule::new("!has(self.cache) || !has(self.cache.exact) || !has(self.cache.exact.maxEntryBytes) || !has(self.cache.exact.maxBytes) || self.cache.exact.maxEntryBytes <= self.cache.exact.maxBytes").message("cache.exact.maxEntryBytes must not exceed cache.exact.maxBytes").reason(kube::core::Reason::FieldValueInvalid))]
 pub struct RoutingPolicySpec {
     /// Which pods in this namespace the policy applies to, by label. An empty
@@ -286,6 +287,11 @@ pub struct RouteCacheSpec {
     /// (its defaults when `spec.cache` is absent). Absent: as `spec.cache`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enabled: Option<bool>,
+    /// `false`: this route's requests are never answered from or added to
+    /// the semantic cache (`spec.cache.semantic`); the exact cache still
+    /// applies. Absent or `true`: as `spec.cache.semantic`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub semantic: Option<bool>,
 }
 
 /// A request endpoint.
@@ -680,6 +686,124 @@ pub struct ResponseCacheSpec {
     /// Absent = on, with the defaults.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exact: Option<ExactCacheSpec>,
+    /// The semantic cache, on top of the exact one: after an exact miss, a
+    /// single-turn text request is embedded and answered with the stored
+    /// answer of an earlier request whose user text is at least
+    /// `minSimilarity` alike, whose everything else (system prompt, model,
+    /// sampling parameters, path, stream flag) is identical, and which no
+    /// guard tells apart (numbers, negations, names, code). The answer is
+    /// read from the exact cache, so `exact`'s ttl and bounds apply. Any
+    /// failure (embedder down, timeout) is a miss, never a failed
+    /// request. Absent = off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub semantic: Option<SemanticCacheSpec>,
+}
+
+/// The semantic cache (see docs/response-cache.md, "Semantic cache").
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SemanticCacheSpec {
+    /// Least cosine similarity of the two user texts' embeddings for a
+    /// stored answer to be served, as a decimal string from `"0.80"` to
+    /// `"1"` with at most 4 decimals. Default `"0.95"`: strict; the guards
+    /// keep apart what stays this close but asks something else.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^(0\.[0-9]{1,4}|1(\.0{1,4})?)$"))]
+    pub min_similarity: Option<String>,
+    /// Where the embeddings come from.
+    pub embedding: EmbeddingSpec,
+    /// The checks a stored answer must pass before it answers a similar
+    /// prompt. Each is on by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guards: Option<SemanticGuardsSpec>,
+    /// Which requests are eligible. The defaults are the safe ones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eligibility: Option<SemanticEligibilitySpec>,
+    /// Most entries in the similarity index per sidecar and policy (each
+    /// holds a 384-float embedding and the prompt, in memory only); the
+    /// least recently used goes first. Default 10000, 1–100000.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100_000))]
+    pub max_entries: Option<u32>,
+}
+
+/// An OpenAI-compatible `/v1/embeddings` endpoint.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EmbeddingSpec {
+    /// Name of a provider in `spec.providers` with `api: openai` that
+    /// serves `POST /v1/embeddings`: the self-hosted
+    /// `tokenwarden-embedder` (free) or a paid API, whose calls are
+    /// metered in the ledger like any request and count against the
+    /// cache's saving. It is called with its own key, never the app's.
+    #[schemars(length(min = 1, max = 63))]
+    pub provider: String,
+    /// The embedding model asked for, e.g. `all-MiniLM-L6-v2` or
+    /// `text-embedding-3-small`. Part of every entry's scope: changing it
+    /// starts an empty index.
+    #[schemars(length(min = 1, max = 256))]
+    pub model: String,
+    /// Time an embedding call may take before the request goes on as a
+    /// miss, e.g. `500ms`. Default `2s`, at most `30s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(max = 32),
+        regex(pattern = r"^([0-9]{1,6}(\.[0-9]{1,3})?(ms|s|m|h))+$")
+    )]
+    pub timeout: Option<String>,
+}
+
+/// The semantic cache's guards.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SemanticGuardsSpec {
+    /// The two prompts must hold the same numbers and operators ("what is
+    /// 2+2" never answers "what is 2+3"). Default true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub numbers: Option<bool>,
+    /// A negation in one prompt must be in the other ("Is Python slow?"
+    /// never answers "Is Python not slow?"). Default true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub negations: Option<bool>,
+    /// Names and identifiers (capitalised words, quoted strings, emails,
+    /// URLs, ids, paths) must be the same. Default true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entities: Option<bool>,
+    /// Code (fenced or inline spans, code-like tokens) must be the same.
+    /// Default true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<bool>,
+    /// Most content words (stop words removed) one prompt may have that the
+    /// other lacks, counted both ways. Default 2, at most 20.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 20))]
+    pub max_content_word_diff: Option<u32>,
+}
+
+/// Which requests the semantic cache may answer.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SemanticEligibilitySpec {
+    /// Only a single user message (after optional system/developer
+    /// messages). `false`: the last user message is embedded and every
+    /// earlier turn must be identical. Default true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub single_turn_only: Option<bool>,
+    /// No tool definitions, tool choice or tool results. `false`: they must
+    /// be identical. Default true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub no_tools: Option<bool>,
+    /// The user message is text only. `false`: images, audio and files
+    /// must be identical and only the text is compared. Default true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text_only: Option<bool>,
+    /// Longest user text embedded, in bytes; a longer one is not looked
+    /// up (an embedder reads a bounded number of tokens, so two long
+    /// prompts that differ at the end would embed alike). Default 1000,
+    /// 1–100000.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100_000))]
+    pub max_prompt_bytes: Option<u32>,
 }
 
 // Where response-cache entries live (documented on the field: a doc

@@ -7,6 +7,8 @@
 use pretty_assertions::assert_eq;
 use tokenwarden_core::{
     response_cache::{CacheBackend, ResponseCacheConfig},
+    semantic_cache::{Eligibility, EmbeddingConfig, SemanticCacheConfig},
+    semantic_guard::Guards,
     workload::RoutingConfig,
 };
 use tokenwarden_crds::load::{Object, load_yaml};
@@ -46,6 +48,7 @@ fn absent_is_off_and_an_empty_block_is_on_with_the_defaults() {
             max_entry_bytes: 1 << 20,
             only_deterministic: true,
             redis: None,
+            semantic: None,
         }
     );
 }
@@ -65,6 +68,7 @@ fn every_field_is_read() {
             max_entry_bytes: 4096,
             only_deterministic: false,
             redis: None,
+            semantic: None,
         })
     );
     // A small maxBytes bounds the default entry size too.
@@ -137,4 +141,106 @@ fn the_password_is_never_shown_by_debug() {
     use tokenwarden_core::response_cache::Redacted;
     let shown = format!("{:?}", Some(Redacted("hunter2".into())));
     assert_eq!(shown, "Some(<redacted>)");
+}
+
+const EMBEDDER: &str = "    - {name: embedder, api: openai, baseUrl: \"http://127.0.0.1:8090\", apiKeySecretRef: {name: keys, key: embedder}}\n";
+
+fn with_embedder(tail: &str) -> RoutingConfig {
+    let head = HEAD.replace("  tiers:\n", &format!("{EMBEDDER}  tiers:\n"));
+    let objects = load_yaml(&format!("{head}{tail}")).unwrap_or_else(|e| panic!("{e}"));
+    match objects.into_iter().next().unwrap() {
+        Object::RoutingPolicy(p) => p.to_input().unwrap().routing,
+        Object::TokenBudget(_) => panic!("not a policy"),
+    }
+}
+
+#[test]
+fn semantic_is_off_unless_set_and_strict_by_default() {
+    assert_eq!(
+        routing("  cache: {}\n").response_cache.unwrap().semantic,
+        None
+    );
+    let cfg = with_embedder(
+        "  cache:\n    semantic:\n      embedding: {provider: embedder, model: all-MiniLM-L6-v2}\n",
+    );
+    assert_eq!(
+        cfg.response_cache.unwrap().semantic,
+        Some(SemanticCacheConfig {
+            min_similarity: 9_500,
+            embedding: EmbeddingConfig {
+                provider: "embedder".into(),
+                model: "all-MiniLM-L6-v2".into(),
+                timeout_ms: 2_000,
+            },
+            guards: Guards {
+                numbers: true,
+                negations: true,
+                entities: true,
+                code: true,
+                max_content_word_diff: 2,
+            },
+            max_entries: 10_000,
+            eligibility: Eligibility {
+                single_turn_only: true,
+                no_tools: true,
+                text_only: true,
+                max_prompt_bytes: 1_000,
+            },
+        })
+    );
+}
+
+#[test]
+fn every_semantic_field_is_read() {
+    let cfg = with_embedder(concat!(
+        "  cache:\n    semantic:\n",
+        "      minSimilarity: \"0.9731\"\n",
+        "      embedding: {provider: embedder, model: m, timeout: 250ms}\n",
+        "      guards: {numbers: false, negations: false, entities: false, code: false, maxContentWordDiff: 7}\n",
+        "      eligibility: {singleTurnOnly: false, noTools: false, textOnly: false, maxPromptBytes: 4000}\n",
+        "      maxEntries: 42\n",
+    ));
+    let s = cfg.response_cache.unwrap().semantic.unwrap();
+    assert_eq!(s.min_similarity, 9_731);
+    assert_eq!(s.embedding.timeout_ms, 250);
+    assert_eq!(
+        s.guards,
+        Guards {
+            numbers: false,
+            negations: false,
+            entities: false,
+            code: false,
+            max_content_word_diff: 7,
+        }
+    );
+    assert_eq!(s.max_entries, 42);
+    assert_eq!(
+        s.eligibility,
+        Eligibility {
+            single_turn_only: false,
+            no_tools: false,
+            text_only: false,
+            max_prompt_bytes: 4_000,
+        }
+    );
+}
+
+#[test]
+fn a_route_turns_semantic_off_and_keeps_the_exact_cache() {
+    let cfg = with_embedder(concat!(
+        "  routes:\n",
+        "    - {name: exact-only, match: {models: [a]}, target: {tier: cheap}, cache: {semantic: false}}\n",
+        "    - {name: plain, target: {tier: cheap}}\n",
+        "  cache:\n    semantic:\n      embedding: {provider: embedder, model: m}\n",
+    ));
+    let exact_only = cfg.response_cache_for(Some("exact-only")).unwrap();
+    assert_eq!(exact_only.semantic, None);
+    assert_eq!(exact_only.ttl_ms, 3_600_000, "the exact cache stays on");
+    assert!(
+        cfg.response_cache_for(Some("plain"))
+            .unwrap()
+            .semantic
+            .is_some()
+    );
+    assert!(cfg.response_cache_for(None).unwrap().semantic.is_some());
 }

@@ -77,6 +77,9 @@ fn row(sidecar: &str, workload: &str, seq: u64, model: &str, ts: Timestamp) -> U
                 saved: Usd::from_picos(7_000),
                 response_hit: seq == 5,
                 response_saved: Usd::from_picos(if seq == 5 { 9_000 } else { 0 }),
+                response_similarity: if seq == 5 { 9_731 } else { 0 },
+                embedding: seq == 6,
+                embedding_cost: Usd::from_picos(if seq == 6 { 400 } else { 0 }),
                 ..CacheFigures::default()
             },
             intent: None,
@@ -145,7 +148,7 @@ async fn every_record_is_written_once_however_often_it_is_resent() {
              route, score, attempt, status, input_tokens, output_tokens, cache_read_tokens, \
              cache_write_tokens, cost_pusd, estimated, cache_hit, cache_saved_pusd, \
              budgets::text, ts = $1, ingested_at >= $1, response_cache_hit, \
-             response_cache_saved_pusd \
+             response_cache_saved_pusd, response_cache_similarity \
              FROM tokenwarden.usage WHERE sidecar_id = 'sc-a' AND seq = 5",
             &[&now],
         )
@@ -181,6 +184,17 @@ async fn every_record_is_written_once_however_often_it_is_resent() {
         9_000,
         "what the response-cache hit saved"
     );
+    assert_eq!(r.get::<_, i32>(24), 9_731, "a semantic hit's similarity");
+    let e = c
+        .query_one(
+            "SELECT cache_embedding, cache_embedding_cost_pusd, response_cache_similarity \
+             FROM tokenwarden.usage WHERE sidecar_id = 'sc-a' AND seq = 6",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert!(e.get::<_, bool>(0), "the semantic cache's embedding call");
+    assert_eq!((e.get::<_, i64>(1), e.get::<_, i32>(2)), (400, 0));
 }
 
 #[tokio::test]
@@ -201,7 +215,7 @@ async fn migrations_are_idempotent_and_concurrent_replicas_apply_them_once() {
     applied.sort_unstable();
     assert_eq!(
         applied,
-        vec![1, 2, 3],
+        vec![1, 2, 3, 4],
         "each migration applied exactly once"
     );
     let mut c = client(&pg).await;
@@ -219,7 +233,8 @@ async fn migrations_are_idempotent_and_concurrent_replicas_apply_them_once() {
         vec![
             (1, "usage".into()),
             (2, "views".into()),
-            (3, "response_cache".into())
+            (3, "response_cache".into()),
+            (4, "semantic_cache".into())
         ]
     );
     // Replicas making the same month's partition at once: one makes it.
@@ -244,7 +259,7 @@ async fn migrations_are_idempotent_and_concurrent_replicas_apply_them_once() {
     .unwrap();
     let e = migrations::apply(&mut c).await.unwrap_err().to_string();
     assert!(
-        e.contains("version 99, newer than this operator's 3"),
+        e.contains("version 99, newer than this operator's 4"),
         "{e}"
     );
 }

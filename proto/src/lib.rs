@@ -113,6 +113,9 @@ pub fn record_to_wire(sidecar_id: &str, pod_name: &str, r: &CoreRecord) -> Usage
         }),
         response_cache_hit: r.cache.response_hit,
         response_cache_saved_picos: picos_i64(r.cache.response_saved),
+        response_cache_similarity: u32::from(r.cache.response_similarity),
+        cache_embedding: r.cache.embedding,
+        cache_embedding_cost_picos: picos_i64(r.cache.embedding_cost),
     }
 }
 
@@ -143,6 +146,7 @@ pub fn record_from_wire(r: &UsageRecord) -> Result<CoreRecord, InvalidRecord> {
         || r.cache_saved_picos < 0
         || r.cache_wasted_picos < 0
         || r.response_cache_saved_picos < 0
+        || r.cache_embedding_cost_picos < 0
     {
         return Err(InvalidRecord("negative cost".into()));
     }
@@ -191,6 +195,11 @@ pub fn record_from_wire(r: &UsageRecord) -> Result<CoreRecord, InvalidRecord> {
             bust: r.cache_bust.as_ref().and_then(bust_from_wire),
             response_hit: r.response_cache_hit,
             response_saved: Usd::from_picos(i128::from(r.response_cache_saved_picos)),
+            response_similarity: u16::try_from(r.response_cache_similarity)
+                .unwrap_or(u16::MAX)
+                .min(10_000),
+            embedding: r.cache_embedding,
+            embedding_cost: Usd::from_picos(i128::from(r.cache_embedding_cost_picos)),
         },
     })
 }
@@ -247,6 +256,9 @@ mod tests {
                 }),
                 response_hit: true,
                 response_saved: Usd::from_picos(1_230_000),
+                response_similarity: 9_731,
+                embedding: true,
+                embedding_cost: Usd::from_picos(20_000),
             },
         }
     }

@@ -132,6 +132,10 @@ pub fn model_rows(agg: &Aggregate) -> Vec<serde_json::Value> {
                 "cache_busts": t.cache.busts,
                 "response_cache_hits": t.cache.response_hits,
                 "response_cache_saved_usd": t.cache.response_saved.to_string(),
+            "semantic_cache_hits": t.cache.semantic_hits,
+            "cache_embedding_calls": t.cache.embedding_calls,
+            "cache_embedding_cost_usd": t.cache.embedding_cost.to_string(),
+            "response_cache_net_saved_usd": t.cache.response_net_saved().to_string(),
             })
         })
         .collect()
@@ -250,6 +254,10 @@ pub fn ledger_json(shared: &Shared) -> serde_json::Value {
             "cache_busts": total.cache.busts,
             "response_cache_hits": total.cache.response_hits,
             "response_cache_saved_usd": total.cache.response_saved.to_string(),
+            "semantic_cache_hits": total.cache.semantic_hits,
+            "cache_embedding_calls": total.cache.embedding_calls,
+            "cache_embedding_cost_usd": total.cache.embedding_cost.to_string(),
+            "response_cache_net_saved_usd": total.cache.response_net_saved().to_string(),
         },
         "budgets": budgets,
         "prompt_cache": shared.prompt_cache.json(),

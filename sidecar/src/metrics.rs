@@ -33,6 +33,10 @@
 //! | `tokenwarden_cache_rewrites_total` | kind (breakpoints, prompt_cache_key): requests the sidecar changed to make the cache hit |
 //! | `tokenwarden_cache_monitor_bytes` | none: memory held by the prefix-stability monitor |
 //! | `tokenwarden_otel_dropped_spans_total` | none: OpenTelemetry spans dropped (export queue full, or a batch the collector did not take) |
+//! | `tokenwarden_semantic_cache_requests_total` | result (hit, below_threshold, no_entry, guard:numbers, guard:negation, guard:entities, guard:code, guard:content_words, gone, ineligible, embed_error), workload |
+//! | `tokenwarden_semantic_cache_embedding_seconds` | none: the semantic cache's embedding calls |
+//! | `tokenwarden_semantic_cache_hit_similarity` | none: the cosine of semantic hits' prompts |
+//! | `tokenwarden_semantic_cache_entries` | none: prompts held by the semantic indexes |
 //! | `tokenwarden_otel_metric_export_failures_total` | none: OTLP metric exports that failed or timed out (cumulative: the next export carries the totals) |
 //!
 //! Model names come from apps, so their label values are bounded: at most
@@ -385,6 +389,10 @@ pub struct Metrics {
     response_cache_entries: Gauge<i64, AtomicI64>,
     response_cache_bytes: Gauge<i64, AtomicI64>,
     response_cache_errors: CacheErrors,
+    semantic_requests: Family<SemanticLabels, Counter>,
+    semantic_embedding: Histogram,
+    semantic_similarity: Histogram,
+    semantic_entries: Gauge<i64, AtomicI64>,
 }
 
 /// `tokenwarden_response_cache_errors_total{backend,op,reason}`: a cache
@@ -413,6 +421,12 @@ impl CacheErrors {
             })
             .inc();
     }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SemanticLabels {
+    result: &'static str,
+    workload: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -494,6 +508,12 @@ impl Metrics {
             response_cache_entries: Gauge::default(),
             response_cache_bytes: Gauge::default(),
             response_cache_errors: CacheErrors::default(),
+            semantic_requests: Family::default(),
+            // 1 ms to 8 s: a local embedder answers in 10-25 ms.
+            semantic_embedding: Histogram::new(exponential_buckets(0.001, 2.0, 14)),
+            // 0.80 to 1.00 in steps of 0.01: hits are at or above minSimilarity.
+            semantic_similarity: Histogram::new((80..=100).map(|p| f64::from(p) / 100.0)),
+            semantic_entries: Gauge::default(),
         };
         m.register_traffic(&mut registry);
         m.register_budgets(&mut registry);
@@ -501,6 +521,7 @@ impl Metrics {
         m.register_control(&mut registry);
         m.register_cache(&mut registry);
         m.register_response_cache(&mut registry);
+        m.register_semantic_cache(&mut registry);
         Metrics { registry, ..m }
     }
 
@@ -536,6 +557,59 @@ impl Metrics {
     /// The response cache's error counter, for its stores.
     pub fn response_cache_errors(&self) -> CacheErrors {
         self.response_cache_errors.clone()
+    }
+
+    /// Register the semantic cache: lookups by result, embedding latency,
+    /// similarity of hits, index size.
+    fn register_semantic_cache(&self, registry: &mut Registry) {
+        registry.register(
+            "semantic_cache_requests",
+            "Exact misses under a policy with the semantic cache on, by result: hit, below_threshold, no_entry (nothing stored in the scope), guard:<numbers|negation|entities|code|content_words>, gone (the answer left the exact store), ineligible, embed_error",
+            self.semantic_requests.clone(),
+        );
+        registry.register(
+            "semantic_cache_embedding_seconds",
+            "Time of the semantic cache's embedding calls (failures included)",
+            self.semantic_embedding.clone(),
+        );
+        registry.register(
+            "semantic_cache_hit_similarity",
+            "Similarity (cosine) of the prompts of semantic hits",
+            self.semantic_similarity.clone(),
+        );
+        registry.register(
+            "semantic_cache_entries",
+            "Prompts held by the semantic cache's indexes",
+            self.semantic_entries.clone(),
+        );
+    }
+
+    /// Count one semantic-cache lookup's `result` for `workload`.
+    pub fn semantic_cache(&self, result: &'static str, workload: &str) {
+        self.semantic_requests
+            .get_or_create(&SemanticLabels {
+                result,
+                workload: workload.to_string(),
+            })
+            .inc();
+    }
+
+    /// Observe an embedding call's duration.
+    pub fn semantic_embedding(&self, seconds: f64) {
+        self.semantic_embedding.observe(seconds);
+    }
+
+    /// Observe a semantic hit's similarity (parts per 10,000).
+    pub fn semantic_hit_similarity(&self, parts: u16) {
+        self.semantic_similarity.observe(
+            f64::from(parts) / f64::from(tokenwarden_core::semantic_cache::SIMILARITY_SCALE),
+        );
+    }
+
+    /// The semantic indexes' entries.
+    pub fn semantic_entries(&self, entries: u64) {
+        self.semantic_entries
+            .set(i64::try_from(entries).unwrap_or(i64::MAX));
     }
 
     /// Count one response-cache event (`result`) for `workload` and `model`.

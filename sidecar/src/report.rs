@@ -273,6 +273,16 @@ pub fn report(agg: &Aggregate) -> String {
             money(total.cache.response_saved)
         );
     }
+    if total.cache.embedding_calls > 0 || total.cache.semantic_hits > 0 {
+        let _ = writeln!(
+            s,
+            "semantic cache: {} of those hits answered a similar prompt; {} embedding calls cost {} (in REQUESTS): net saving {}",
+            total.cache.semantic_hits,
+            total.cache.embedding_calls,
+            money(total.cache.embedding_cost),
+            money(total.cache.response_net_saved())
+        );
+    }
     if total.unpriced_requests > 0 {
         let _ = writeln!(
             s,
@@ -648,11 +658,28 @@ spec:
         };
         agg.add(&record(1, false));
         assert!(!report(&agg).contains("response cache"));
+        assert!(!report(&agg).contains("semantic cache"));
         agg.add(&record(2, true));
         agg.add(&record(3, true));
         assert!(
             report(&agg).contains(
                 "response cache: 2 requests answered from stored responses at $0 (in REQUESTS), saving $0.025 (docs/response-cache.md)"
+            ),
+            "{}",
+            report(&agg)
+        );
+        // A semantic hit, and the embedding call the cache paid for.
+        let mut similar = record(4, true);
+        similar.cache.response_similarity = 9_731;
+        agg.add(&similar);
+        let mut embedding = record(5, false);
+        embedding.cost = Some("0.00002".parse().unwrap());
+        embedding.cache.embedding = true;
+        embedding.cache.embedding_cost = "0.00002".parse().unwrap();
+        agg.add(&embedding);
+        assert!(
+            report(&agg).contains(
+                "semantic cache: 1 of those hits answered a similar prompt; 1 embedding calls cost $0.00002 (in REQUESTS): net saving $0.03748"
             ),
             "{}",
             report(&agg)

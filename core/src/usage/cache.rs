@@ -100,6 +100,19 @@ pub struct CacheFigures {
     /// not spend again. Zero when unpriced.
     #[serde(default, skip_serializing_if = "Usd::is_zero")]
     pub response_saved: Usd,
+    /// With `response_hit`: the semantic cache answered with the stored
+    /// answer to a similar prompt, this alike (cosine, parts per 10,000);
+    /// 0 for an exact hit.
+    #[serde(default, skip_serializing_if = "is_zero_u16")]
+    pub response_similarity: u16,
+    /// This record is the semantic cache's own embedding call (a cost of
+    /// the cache, set against what it saved).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub embedding: bool,
+    /// With `embedding`: what the call cost (the record's cost; zero when
+    /// unpriced, e.g. the self-hosted embedder).
+    #[serde(default, skip_serializing_if = "Usd::is_zero")]
+    pub embedding_cost: Usd,
 }
 
 /// Prompt-cache figures folded over records.
@@ -120,9 +133,23 @@ pub struct CacheTotals {
     /// Sum of [`CacheFigures::response_saved`].
     #[serde(default, skip_serializing_if = "Usd::is_zero")]
     pub response_saved: Usd,
+    /// Of `response_hits`, those the semantic cache answered.
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub semantic_hits: u64,
+    /// The semantic cache's embedding calls.
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub embedding_calls: u64,
+    /// Sum of [`CacheFigures::embedding_cost`]: the net saving of the
+    /// response cache is `response_saved - embedding_cost`.
+    #[serde(default, skip_serializing_if = "Usd::is_zero")]
+    pub embedding_cost: Usd,
 }
 
 fn is_zero_u64(n: &u64) -> bool {
+    *n == 0
+}
+
+fn is_zero_u16(n: &u16) -> bool {
     *n == 0
 }
 
@@ -239,8 +266,15 @@ impl CacheTotals {
         }
         if f.response_hit {
             self.response_hits += 1;
+            if f.response_similarity > 0 {
+                self.semantic_hits += 1;
+            }
         }
         self.response_saved = self.response_saved.saturating_add(f.response_saved);
+        if f.embedding {
+            self.embedding_calls += 1;
+        }
+        self.embedding_cost = self.embedding_cost.saturating_add(f.embedding_cost);
     }
 
     /// `self += other`.
@@ -250,6 +284,15 @@ impl CacheTotals {
         self.busts = self.busts.saturating_add(other.busts);
         self.response_hits = self.response_hits.saturating_add(other.response_hits);
         self.response_saved = self.response_saved.saturating_add(other.response_saved);
+        self.semantic_hits = self.semantic_hits.saturating_add(other.semantic_hits);
+        self.embedding_calls = self.embedding_calls.saturating_add(other.embedding_calls);
+        self.embedding_cost = self.embedding_cost.saturating_add(other.embedding_cost);
+    }
+
+    /// What the response cache saved net of its embedding calls' cost
+    /// (negative when the embeddings cost more than the hits saved).
+    pub fn response_net_saved(&self) -> Usd {
+        self.response_saved.saturating_sub(self.embedding_cost)
     }
 }
 

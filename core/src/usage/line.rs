@@ -169,6 +169,20 @@ fn push_cache(out: &mut Vec<u8>, cache: &CacheFigures) {
         out.extend_from_slice(b"\"response_saved\":");
         push_display(out, &cache.response_saved);
     }
+    if cache.response_similarity != 0 {
+        sep(out);
+        out.extend_from_slice(b"\"response_similarity\":");
+        push_u64(out, u64::from(cache.response_similarity));
+    }
+    if cache.embedding {
+        sep(out);
+        out.extend_from_slice(b"\"embedding\":true");
+    }
+    if !cache.embedding_cost.is_zero() {
+        sep(out);
+        out.extend_from_slice(b"\"embedding_cost\":");
+        push_display(out, &cache.embedding_cost);
+    }
     out.push(b'}');
 }
 
@@ -364,19 +378,28 @@ mod tests {
                 lost_tokens,
             });
         (
-            usd.clone(),
-            usd.clone(),
-            proptest::option::of(bust),
-            any::<bool>(),
-            usd,
+            (
+                usd.clone(),
+                usd.clone(),
+                proptest::option::of(bust),
+                any::<bool>(),
+                usd.clone(),
+            ),
+            (any::<u16>(), any::<bool>(), usd),
         )
             .prop_map(
-                |(saved, wasted, bust, response_hit, response_saved)| CacheFigures {
+                |(
+                    (saved, wasted, bust, response_hit, response_saved),
+                    (response_similarity, embedding, embedding_cost),
+                )| CacheFigures {
                     saved,
                     wasted,
                     bust,
                     response_hit,
                     response_saved,
+                    response_similarity,
+                    embedding,
+                    embedding_cost,
                 },
             )
     }

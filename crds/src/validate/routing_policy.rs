@@ -10,6 +10,13 @@ use tokenwarden_core::{
         MAX_MAX_ENTRIES, MAX_MAX_ENTRY_BYTES, MAX_REDIS_TIMEOUT_MS, MAX_TTL_MS, MIN_MAX_BYTES,
         RedisConfig, RedisCredentials, ResponseCacheConfig,
     },
+    semantic_cache::{
+        DEFAULT_EMBEDDING_TIMEOUT_MS, DEFAULT_MAX_ENTRIES as SEMANTIC_DEFAULT_MAX_ENTRIES,
+        DEFAULT_MIN_SIMILARITY, Eligibility, EmbeddingConfig, MAX_EMBEDDING_TIMEOUT_MS,
+        MAX_MAX_ENTRIES as SEMANTIC_MAX_MAX_ENTRIES, MAX_MAX_PROMPT_BYTES, MIN_MIN_SIMILARITY,
+        SemanticCacheConfig, parse_similarity,
+    },
+    semantic_guard::Guards,
     workload::{
         AnthropicBreakpoints, Api, CacheTtl, DEFAULT_MAX_OUTPUT_TOKENS,
         DEFAULT_VOLATILE_GUARD_REPEATS, Endpoint, Escalation, Fallback, HeaderMatch, MinimumTokens,
@@ -29,7 +36,8 @@ use crate::routing_policy::{
     AnthropicCachingSpec, CacheBackendSpec, CacheTtlSpec, CachingSpec, ClassifierSpec,
     ComplexityClass, EscalationSpec, FallbackSpec, GuardMode, HeaderMatchSpec, PriceOverrideSpec,
     ProviderApi, ProviderSpec, RedisCacheSpec, RequestApi, ResponseCacheSpec, RouteMatchSpec,
-    RouteSpec, RouteTargetSpec, RoutingPolicy, ScoreRangeSpec, TierSpec, VolatilePrefixGuardSpec,
+    RouteSpec, RouteTargetSpec, RoutingPolicy, ScoreRangeSpec, SemanticCacheSpec, TierSpec,
+    VolatilePrefixGuardSpec,
 };
 
 /// Longest per-try timeout.
@@ -77,7 +85,10 @@ impl RoutingPolicy {
             );
         }
         let caching = caching(&mut e, spec.caching.as_ref(), &spec.providers);
-        let response_cache = spec.cache.as_ref().map(|c| response_cache(&mut e, c));
+        let response_cache = spec
+            .cache
+            .as_ref()
+            .map(|c| response_cache(&mut e, c, &spec.providers));
 
         let object = format!("RoutingPolicy {source}");
         let input = PolicyInput {
@@ -238,6 +249,7 @@ fn routes(e: &mut Errors, specs: &[RouteSpec], hard_threshold: u16, names: &Name
                 matcher,
                 target,
                 response_cache: r.cache.as_ref().and_then(|c| c.enabled),
+                semantic_cache: r.cache.as_ref().and_then(|c| c.semantic) != Some(false),
             }
         })
         .collect()
@@ -671,7 +683,11 @@ fn volatile_guard(e: &mut Errors, g: &VolatilePrefixGuardSpec) -> Option<Volatil
 
 /// `spec.cache`: the response cache's backend, lifetime and bounds, each
 /// defaulted and range-checked.
-fn response_cache(e: &mut Errors, spec: &ResponseCacheSpec) -> ResponseCacheConfig {
+fn response_cache(
+    e: &mut Errors,
+    spec: &ResponseCacheSpec,
+    providers: &[ProviderSpec],
+) -> ResponseCacheConfig {
     let d = ResponseCacheConfig::default();
     let backend = match spec.backend {
         None | Some(CacheBackendSpec::Memory) => CacheBackend::Memory,
@@ -689,10 +705,15 @@ fn response_cache(e: &mut Errors, spec: &ResponseCacheSpec) -> ResponseCacheConf
         }
         (CacheBackend::Memory, None) => None,
     };
+    let semantic = spec
+        .semantic
+        .as_ref()
+        .map(|s| semantic_cache(e, s, providers));
     let Some(x) = spec.exact.as_ref() else {
         return ResponseCacheConfig {
             backend,
             redis,
+            semantic,
             ..d
         };
     };
@@ -740,6 +761,112 @@ fn response_cache(e: &mut Errors, spec: &ResponseCacheSpec) -> ResponseCacheConf
         max_entry_bytes,
         only_deterministic: x.only_deterministic.unwrap_or(d.only_deterministic),
         redis,
+        semantic,
+    }
+}
+
+/// `spec.cache.semantic`: the threshold, the embeddings endpoint (a
+/// provider of this policy that speaks the OpenAI API), the guards and the
+/// eligibility rules, each defaulted and range-checked.
+fn semantic_cache(
+    e: &mut Errors,
+    spec: &SemanticCacheSpec,
+    providers: &[ProviderSpec],
+) -> SemanticCacheConfig {
+    const P: &str = "spec.cache.semantic";
+    let min_similarity = match spec.min_similarity.as_deref() {
+        None => DEFAULT_MIN_SIMILARITY,
+        Some(s) => match parse_similarity(s) {
+            Some(v) if v >= MIN_MIN_SIMILARITY => v,
+            _ => {
+                e.push(
+                    format!("{P}.minSimilarity"),
+                    format!(
+                        "{s:?} must be a decimal from \"0.80\" to \"1\" with at most 4 decimals"
+                    ),
+                );
+                DEFAULT_MIN_SIMILARITY
+            }
+        },
+    };
+    let emb = &spec.embedding;
+    match providers.iter().find(|p| p.name == emb.provider) {
+        None => e.push(
+            format!("{P}.embedding.provider"),
+            format!("{:?} is not a provider in spec.providers", emb.provider),
+        ),
+        Some(p) if p.api != ProviderApi::Openai => e.push(
+            format!("{P}.embedding.provider"),
+            format!(
+                "{:?} speaks the anthropic API; embeddings need api: openai",
+                emb.provider
+            ),
+        ),
+        Some(_) => {}
+    }
+    if emb.model.is_empty() || emb.model.len() > 256 {
+        e.push(
+            format!("{P}.embedding.model"),
+            "must be 1 to 256 characters",
+        );
+    }
+    let timeout_ms = emb
+        .timeout
+        .as_deref()
+        .and_then(|s| {
+            duration(
+                e,
+                &format!("{P}.embedding.timeout"),
+                s,
+                MAX_EMBEDDING_TIMEOUT_MS,
+            )
+        })
+        .unwrap_or(DEFAULT_EMBEDDING_TIMEOUT_MS);
+    let g = spec.guards.clone().unwrap_or_default();
+    let dg = Guards::default();
+    let max_content_word_diff = g.max_content_word_diff.unwrap_or(dg.max_content_word_diff);
+    if max_content_word_diff > 20 {
+        e.push(
+            format!("{P}.guards.maxContentWordDiff"),
+            "must be between 0 and 20",
+        );
+    }
+    let max_entries = spec
+        .max_entries
+        .map_or(SEMANTIC_DEFAULT_MAX_ENTRIES, u64::from);
+    if !(1..=SEMANTIC_MAX_MAX_ENTRIES).contains(&max_entries) {
+        e.push(format!("{P}.maxEntries"), "must be between 1 and 100000");
+    }
+    let el = spec.eligibility.clone().unwrap_or_default();
+    let de = Eligibility::default();
+    let max_prompt_bytes = el.max_prompt_bytes.unwrap_or(de.max_prompt_bytes);
+    if !(1..=MAX_MAX_PROMPT_BYTES).contains(&max_prompt_bytes) {
+        e.push(
+            format!("{P}.eligibility.maxPromptBytes"),
+            "must be between 1 and 100000",
+        );
+    }
+    SemanticCacheConfig {
+        min_similarity,
+        embedding: EmbeddingConfig {
+            provider: emb.provider.clone(),
+            model: emb.model.clone(),
+            timeout_ms,
+        },
+        guards: Guards {
+            numbers: g.numbers.unwrap_or(dg.numbers),
+            negations: g.negations.unwrap_or(dg.negations),
+            entities: g.entities.unwrap_or(dg.entities),
+            code: g.code.unwrap_or(dg.code),
+            max_content_word_diff,
+        },
+        max_entries,
+        eligibility: Eligibility {
+            single_turn_only: el.single_turn_only.unwrap_or(de.single_turn_only),
+            no_tools: el.no_tools.unwrap_or(de.no_tools),
+            text_only: el.text_only.unwrap_or(de.text_only),
+            max_prompt_bytes,
+        },
     }
 }
 

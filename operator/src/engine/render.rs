@@ -50,6 +50,10 @@ fn ledger_row(k: &LedgerKey, v: &Spend) -> Value {
         "cache_busts": v.cache.busts,
         "response_cache_hits": v.cache.response_hits,
         "response_cache_saved_usd": v.cache.response_saved.to_string(),
+            "semantic_cache_hits": v.cache.semantic_hits,
+            "cache_embedding_calls": v.cache.embedding_calls,
+            "cache_embedding_cost_usd": v.cache.embedding_cost.to_string(),
+            "response_cache_net_saved_usd": v.cache.response_net_saved().to_string(),
     })
 }
 

@@ -39,6 +39,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "response_cache",
         sql: include_str!("migrations/0003_response_cache.sql"),
     },
+    Migration {
+        version: 4,
+        name: "semantic_cache",
+        sql: include_str!("migrations/0004_semantic_cache.sql"),
+    },
 ];
 
 /// The advisory lock key every schema change (migrations, partitions,
@@ -103,6 +108,6 @@ mod tests {
             assert_eq!(m.version, i32::try_from(i + 1).unwrap(), "{}", m.name);
             assert!(m.sql.contains("tokenwarden."), "{}", m.name);
         }
-        assert_eq!(latest(), 3);
+        assert_eq!(latest(), 4);
     }
 }

@@ -331,6 +331,9 @@ async fn insert(client: &mut Client, rows: &[&UsageRow]) -> Result<u64, StoreErr
     let budgets = col(&budgets_json);
     let hit: Vec<bool> = rows.iter().map(|r| r.record.cache.response_hit).collect();
     let hit_saved = num(&|r| picos(r.record.cache.response_saved.picos()));
+    let similarity = num(&|r| i64::from(r.record.cache.response_similarity));
+    let embedding: Vec<bool> = rows.iter().map(|r| r.record.cache.embedding).collect();
+    let embedding_cost = num(&|r| picos(r.record.cache.embedding_cost.picos()));
     let tx = client.transaction().await?;
     let n = tx
         .execute(
@@ -338,22 +341,50 @@ async fn insert(client: &mut Client, rows: &[&UsageRow]) -> Result<u64, StoreErr
              endpoint, provider, requested_model, served_model, route, score, attempt, status, \
              input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, \
              cache_write_1h_tokens, cost_pusd, estimated, cache_saved_pusd, cache_wasted_pusd, \
-             cache_bust, budgets, response_cache_hit, response_cache_saved_pusd) \
+             cache_bust, budgets, response_cache_hit, response_cache_saved_pusd, \
+             response_cache_similarity, cache_embedding, cache_embedding_cost_pusd) \
              SELECT s, q, t, ns, wl, p, e, pr, rm, sm, rt, sc, at::integer, st::integer, \
-             i, o, cr, cw, cw1, c, es, sv, ws, b, bg::jsonb, rh, rs \
+             i, o, cr, cw, cw1, c, es, sv, ws, b, bg::jsonb, rh, rs, rsim::integer, emb, embc \
              FROM unnest($1::text[], $2::bigint[], $3::timestamptz[], $4::text[], $5::text[], \
              $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], \
              $12::integer[], $13::bigint[], $14::bigint[], $15::bigint[], $16::bigint[], \
              $17::bigint[], $18::bigint[], $19::bigint[], $20::bigint[], $21::boolean[], \
              $22::bigint[], $23::bigint[], $24::text[], $25::text[], $26::boolean[], \
-             $27::bigint[]) \
+             $27::bigint[], $28::bigint[], $29::boolean[], $30::bigint[]) \
              AS x(s, q, t, ns, wl, p, e, pr, rm, sm, rt, sc, at, st, i, o, cr, cw, cw1, c, es, \
-             sv, ws, b, bg, rh, rs) \
+             sv, ws, b, bg, rh, rs, rsim, emb, embc) \
              ON CONFLICT DO NOTHING",
             &[
-                &sidecar, &seq, &ts, &namespace, &workload, &pod, &endpoint, &provider, &requested,
-                &served, &route, &score, &attempt, &status, &input, &output, &cread, &cwrite,
-                &cwrite1h, &cost, &estimated, &saved, &wasted, &bust, &budgets, &hit, &hit_saved,
+                &sidecar,
+                &seq,
+                &ts,
+                &namespace,
+                &workload,
+                &pod,
+                &endpoint,
+                &provider,
+                &requested,
+                &served,
+                &route,
+                &score,
+                &attempt,
+                &status,
+                &input,
+                &output,
+                &cread,
+                &cwrite,
+                &cwrite1h,
+                &cost,
+                &estimated,
+                &saved,
+                &wasted,
+                &bust,
+                &budgets,
+                &hit,
+                &hit_saved,
+                &similarity,
+                &embedding,
+                &embedding_cost,
             ],
         )
         .await?;

@@ -43,6 +43,7 @@ use tokenwarden_core::{
     response_cache::{
         KEYED_HEADERS, KeyParts, ResponseCacheConfig, cacheable, canonical_key_input,
     },
+    semantic_cache::format_similarity,
     tokens::TokenCounts,
     usage::{UsageRecord, cache::CacheFigures},
 };
@@ -50,11 +51,11 @@ use tokenwarden_core::{
 use super::{
     attempt::{Attempt, Plan},
     respond::headers,
+    semantic,
 };
 use crate::{
     body::ProxyBody,
     response_cache::{CacheState, Entry, Fill, key_of},
-    sync::lock,
 };
 
 /// What the app asked of the cache in its headers.
@@ -111,7 +112,9 @@ pub(super) async fn lookup(plan: &mut Plan<'_>, attempt: &Attempt) -> Option<Res
     if cacheable(&cfg, &body).is_err() {
         return uncacheable(plan, &model);
     }
-    let fill = fill(plan, attempt, &cfg, &body);
+    let keyed = keyed_headers(plan.app_headers);
+    let parts = key_parts(plan, attempt, &keyed);
+    let fill = fill(plan, attempt, &cfg, &parts, &body);
     if asked != Asked::Normal {
         shared.metrics.response_cache("bypass", workload, &model);
         plan.cache = Some(CacheState {
@@ -122,9 +125,20 @@ pub(super) async fn lookup(plan: &mut Plan<'_>, attempt: &Attempt) -> Option<Res
     }
     if let Some(entry) = fill.get().await {
         shared.metrics.response_cache("hit", workload, &model);
-        return Some(hit(plan, attempt, &entry));
+        return Some(hit(plan, attempt, &entry, None));
     }
     shared.metrics.response_cache("miss", workload, &model);
+    let mut fill = fill;
+    if let Some(sem) = &cfg.semantic
+        && let Some(index) = shared.response_cache.semantic_index(&plan.cfg.source, &cfg)
+    {
+        match semantic::lookup(plan, attempt, sem, index, &parts, &body, fill).await {
+            semantic::Found::Hit(entry, similarity) => {
+                return Some(hit(plan, attempt, &entry, Some(similarity)));
+            }
+            semantic::Found::Miss(f) => fill = *f,
+        }
+    }
     plan.cache = Some(CacheState {
         header: "miss",
         fill: Some(fill),
@@ -145,48 +159,65 @@ fn uncacheable(plan: &mut Plan<'_>, model: &str) -> Option<Response<ProxyBody>> 
     None
 }
 
-/// The request's key and store.
-fn fill(
-    plan: &Plan<'_>,
-    attempt: &Attempt,
-    cfg: &ResponseCacheConfig,
-    body: &serde_json::Value,
-) -> Fill {
-    let provider = &plan.cfg.providers[attempt.choice.provider];
-    let source = &plan.cfg.source;
-    // Forwarded upstream, these select provider behaviour: keyed by value.
-    let keyed = KEYED_HEADERS.map(|name| {
-        let values: Vec<String> = plan
-            .app_headers
+/// The values of the [`KEYED_HEADERS`] the app sent: forwarded upstream,
+/// they select provider behaviour, so they are keyed by value.
+fn keyed_headers(h: &HeaderMap) -> [String; KEYED_HEADERS.len()] {
+    KEYED_HEADERS.map(|name| {
+        let values: Vec<String> = h
             .get_all(name)
             .iter()
             .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
             .collect();
         values.join(",")
-    });
-    let canonical = canonical_key_input(
-        &KeyParts {
-            namespace: &source.namespace,
-            policy: &source.name,
-            provider: &provider.name,
-            model: &attempt.choice.model,
-            api: provider.api.as_str(),
-            path: plan.path_and_query.as_str(),
-            stream: plan.parsed.stream,
-            headers: std::array::from_fn(|i| keyed[i].as_str()),
-        },
-        body,
-    );
+    })
+}
+
+/// What scopes and routes the request, for its key.
+fn key_parts<'a>(
+    plan: &'a Plan<'_>,
+    attempt: &'a Attempt,
+    keyed: &'a [String; KEYED_HEADERS.len()],
+) -> KeyParts<'a> {
+    let provider = &plan.cfg.providers[attempt.choice.provider];
+    let source = &plan.cfg.source;
+    KeyParts {
+        namespace: &source.namespace,
+        policy: &source.name,
+        provider: &provider.name,
+        model: &attempt.choice.model,
+        api: provider.api.as_str(),
+        path: plan.path_and_query.as_str(),
+        stream: plan.parsed.stream,
+        headers: std::array::from_fn(|i| keyed[i].as_str()),
+    }
+}
+
+/// The request's key and store.
+fn fill(
+    plan: &Plan<'_>,
+    attempt: &Attempt,
+    cfg: &ResponseCacheConfig,
+    parts: &KeyParts<'_>,
+    body: &serde_json::Value,
+) -> Fill {
+    let canonical = canonical_key_input(parts, body);
     Fill::new(
-        plan.shared.response_cache.store(source, cfg),
+        plan.shared.response_cache.store(&plan.cfg.source, cfg),
         key_of(&canonical),
         cfg.max_entry_bytes,
         attempt.choice.clone(),
     )
 }
 /// Answer from `entry`: its status, headers and body as stored, with the
-/// sidecar's headers; recorded in the ledger at $0 with what it saved.
-fn hit(plan: &Plan<'_>, attempt: &Attempt, entry: &Entry) -> Response<ProxyBody> {
+/// sidecar's headers; recorded in the ledger at $0 with what it saved. A
+/// semantic hit (`similarity`: how alike the prompts were, parts per
+/// 10,000) says so in `x-tokenwarden-cache-similarity`.
+fn hit(
+    plan: &Plan<'_>,
+    attempt: &Attempt,
+    entry: &Entry,
+    similarity: Option<u16>,
+) -> Response<ProxyBody> {
     let mut resp = Response::new(ProxyBody::Full(Full::new(entry.body.clone())));
     *resp.status_mut() = StatusCode::from_u16(entry.status).unwrap_or(StatusCode::OK);
     let h = resp.headers_mut();
@@ -207,15 +238,19 @@ fn hit(plan: &Plan<'_>, attempt: &Attempt, entry: &Entry) -> Response<ProxyBody>
     );
     set(h, headers::ATTEMPTS, "0");
     set(h, headers::COST, &Usd::ZERO.to_string());
-    record_hit(plan, attempt, entry);
+    if let Some(s) = similarity {
+        set(h, headers::CACHE_SIMILARITY, &format_similarity(s));
+    }
+    record_hit(plan, attempt, entry, similarity.unwrap_or(0));
     resp
 }
 
 /// The hit's line in the ledger: no provider call (status 200, no tokens),
 /// cost $0, `response_hit` with the stored answer's cost as
-/// `response_saved`, and the periods of the budgets it would have been
-/// charged to, which count the hit and the saving (never as spend).
-fn record_hit(plan: &Plan<'_>, attempt: &Attempt, entry: &Entry) {
+/// `response_saved` (and a semantic hit's `response_similarity`), and the
+/// periods of the budgets it would have been charged to, which count the
+/// hit and the saving (never as spend).
+fn record_hit(plan: &Plan<'_>, attempt: &Attempt, entry: &Entry, similarity: u16) {
     let shared = plan.shared;
     let saved = entry.cost.unwrap_or(Usd::ZERO);
     let provider = &plan.cfg.providers[attempt.choice.provider];
@@ -223,6 +258,7 @@ fn record_hit(plan: &Plan<'_>, attempt: &Attempt, entry: &Entry) {
     let cache = CacheFigures {
         response_hit: true,
         response_saved: saved,
+        response_similarity: similarity,
         ..CacheFigures::default()
     };
     let budgets = super::settle::count_hit(shared, plan.active, &cache, now);
@@ -248,17 +284,5 @@ fn record_hit(plan: &Plan<'_>, attempt: &Attempt, entry: &Entry) {
     shared
         .metrics
         .response_cache_saved(&shared.options.workload, &entry.served_model, saved);
-    let mut journal = lock(&shared.journal);
-    journal.stage(&mut record);
-    if journal.is_durable() && journal.flush().is_err() {
-        shared.metrics.error("ledger_write");
-        shared.metrics.ledger_writable(false);
-    }
-    if shared.control.is_some() {
-        shared.metrics.spool(journal.depth(), journal.oldest());
-    }
-    drop(journal);
-    if let Some(control) = &shared.control {
-        control.spool_added.notify_one();
-    }
+    super::settle::write_record(shared, &mut record);
 }

@@ -30,6 +30,7 @@ mod forward;
 mod judge;
 mod respond;
 mod route;
+mod semantic;
 mod settle;
 
 use std::sync::Arc;

@@ -55,6 +55,9 @@ pub mod headers {
     /// `miss` or `bypass` (see docs/response-cache.md). Also the request
     /// header an app sends (`bypass`) to skip the cache.
     pub const CACHE: &str = "x-tokenwarden-cache";
+    /// On a semantic hit: how alike the app's prompt and the stored one
+    /// were (cosine, four decimals, e.g. `0.9731`).
+    pub const CACHE_SIMILARITY: &str = "x-tokenwarden-cache-similarity";
 }
 
 type Secret = memchr::memmem::Finder<'static>;

@@ -142,6 +142,9 @@ impl Settlement {
                 .response_cache(result, &shared.options.workload, &model);
             let (entries, bytes) = shared.response_cache.usage();
             shared.metrics.response_cache_size(entries, bytes);
+            shared
+                .metrics
+                .semantic_entries(shared.response_cache.semantic_entries());
         }
         settled
     }
@@ -678,5 +681,23 @@ fn intent_record(plan: &Plan<'_>, attempt: &Attempt, prompt_bound: u64) -> Usage
         budgets,
         intent: None,
         cache: Default::default(),
+    }
+}
+
+/// Write a line no attempt settles (a hit, the semantic cache's embedding
+/// call) to the journal, durably when the journal is, and wake the spool.
+pub(super) fn write_record(shared: &Shared, record: &mut UsageRecord) {
+    let mut journal = lock(&shared.journal);
+    journal.stage(record);
+    if journal.is_durable() && journal.flush().is_err() {
+        shared.metrics.error("ledger_write");
+        shared.metrics.ledger_writable(false);
+    }
+    if shared.control.is_some() {
+        shared.metrics.spool(journal.depth(), journal.oldest());
+    }
+    drop(journal);
+    if let Some(control) = &shared.control {
+        control.spool_added.notify_one();
     }
 }

@@ -17,7 +17,10 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderName, header};
 use tokenwarden_core::{money::Usd, route::Choice, tokens::TokenCounts};
 
-use super::{Entry, Key, ResponseStore};
+use super::{
+    Entry, Key, ResponseStore,
+    semantic::{Scope, SemanticEntry, SemanticIndex, now_ms},
+};
 use crate::meter::{self, Flavor};
 
 /// The provider headers stored with an entry and replayed on a hit.
@@ -60,6 +63,22 @@ pub struct Fill {
     choice: Choice,
     /// The response's headers as forwarded (set when it arrives).
     headers: HeaderMap,
+    /// What the semantic index gains once the answer is stored.
+    semantic: Option<SemanticFill>,
+}
+
+/// A semantic miss's entry, added to its index once the exact store holds
+/// the answer (with the embedding the lookup already computed).
+#[derive(Clone)]
+pub struct SemanticFill {
+    /// The policy's index.
+    pub index: Arc<SemanticIndex>,
+    /// The request's scope.
+    pub scope: Scope,
+    /// The prompt's normalised embedding.
+    pub embedding: Arc<Vec<f32>>,
+    /// The prompt (memory only).
+    pub prompt: Arc<str>,
 }
 
 impl std::fmt::Debug for Fill {
@@ -87,7 +106,22 @@ impl Fill {
             max_entry_bytes,
             choice,
             headers: HeaderMap::new(),
+            semantic: None,
         }
+    }
+
+    /// The same fill, adding `semantic` to its index once stored.
+    pub fn with_semantic(self, semantic: SemanticFill) -> Fill {
+        Fill {
+            semantic: Some(semantic),
+            ..self
+        }
+    }
+
+    /// The entry under another `key` of the same store (a semantic
+    /// neighbour's answer), if present and fresh.
+    pub async fn get_other(&self, key: &Key) -> Option<Arc<Entry>> {
+        self.store.get(key).await
     }
 
     /// The entry under the key, if present and fresh.
@@ -196,5 +230,16 @@ pub fn store(fill: Fill, a: Answer) -> &'static str {
             stored_at: std::time::Instant::now(),
         }),
     );
+    if let Some(s) = fill.semantic {
+        s.index.insert(
+            s.scope,
+            SemanticEntry {
+                embedding: s.embedding.as_ref().clone(),
+                prompt: s.prompt.to_string(),
+                key: fill.key,
+                stored_at_ms: now_ms(),
+            },
+        );
+    }
     "stored"
 }

@@ -12,8 +12,9 @@
 mod fill;
 pub mod memory;
 pub mod redis;
+pub mod semantic;
 
-pub use fill::{Answer, CacheState, Fill, store};
+pub use fill::{Answer, CacheState, Fill, SemanticFill, store};
 
 use std::{
     collections::HashMap,
@@ -107,7 +108,13 @@ pub struct ResponseCache {
     secrets_dir: Option<PathBuf>,
     /// The backends' error counter.
     errors: CacheErrors,
+    /// The semantic indexes, one per policy with `cache.semantic` on, made
+    /// anew with its store's settings (like the store).
+    indexes: Mutex<HashMap<ObjectRef, PolicyIndex>>,
 }
+
+/// A policy's semantic index and the settings it was made with.
+type PolicyIndex = (ResponseCacheConfig, Arc<semantic::SemanticIndex>);
 
 /// A policy's store and the settings it was made with.
 type PolicyStore = (ResponseCacheConfig, Arc<dyn ResponseStore>);
@@ -126,6 +133,7 @@ impl ResponseCache {
     pub fn new(secrets_dir: Option<PathBuf>, errors: CacheErrors) -> Self {
         ResponseCache {
             stores: Mutex::default(),
+            indexes: Mutex::default(),
             secrets_dir,
             errors,
         }
@@ -152,6 +160,33 @@ impl ResponseCache {
         };
         stores.insert(policy.clone(), (cfg.clone(), store.clone()));
         store
+    }
+
+    /// The semantic index of `policy` under `cfg` (made on first use);
+    /// `None` when `cfg` has no semantic cache.
+    pub fn semantic_index(
+        &self,
+        policy: &ObjectRef,
+        cfg: &ResponseCacheConfig,
+    ) -> Option<Arc<semantic::SemanticIndex>> {
+        let sem = cfg.semantic.as_ref()?;
+        let mut indexes = lock(&self.indexes);
+        if let Some((c, ix)) = indexes.get(policy)
+            && c == cfg
+        {
+            return Some(ix.clone());
+        }
+        let ix = Arc::new(semantic::SemanticIndex::new(
+            std::time::Duration::from_millis(cfg.ttl_ms),
+            sem.max_entries,
+        ));
+        indexes.insert(policy.clone(), (cfg.clone(), ix.clone()));
+        Some(ix)
+    }
+
+    /// Entries held by every semantic index.
+    pub fn semantic_entries(&self) -> u64 {
+        lock(&self.indexes).values().map(|(_, ix)| ix.len()).sum()
     }
 
     /// Entries and bytes held by every store.
