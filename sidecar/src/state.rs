@@ -205,6 +205,13 @@ impl Shared {
                 }
             }
         }
+        self.response_cache.install(
+            active
+                .cfg
+                .routing
+                .as_ref()
+                .map(|r| (&r.source, r.response_cache.as_ref())),
+        );
         self.active.store(Some(Arc::new(active)));
     }
 

@@ -18,7 +18,7 @@ use http::{HeaderMap, HeaderName, header};
 use tokenwarden_core::{money::Usd, route::Choice, tokens::TokenCounts};
 
 use super::{
-    Entry, Key, ResponseStore,
+    Entry, Key, ResponseStore, replicate,
     semantic::{Scope, SemanticEntry, SemanticIndex, now_ms},
 };
 use crate::meter::{self, Flavor};
@@ -218,28 +218,41 @@ pub fn store(fill: Fill, a: Answer) -> &'static str {
                 .map(|v| (HeaderName::from_static(n), v.clone()))
         })
         .collect();
-    fill.store.put(
-        fill.key,
-        Arc::new(Entry {
-            status: a.status,
-            headers: kept,
-            body,
-            served_model: a.served_model,
-            usage: a.usage,
-            cost: a.cost,
-            stored_at: std::time::Instant::now(),
-        }),
-    );
-    if let Some(s) = fill.semantic {
-        s.index.insert(
-            s.scope,
-            SemanticEntry {
-                embedding: s.embedding.as_ref().clone(),
-                prompt: s.prompt.to_string(),
-                key: fill.key,
-                stored_at_ms: now_ms(),
-            },
-        );
+    let entry = Arc::new(Entry {
+        status: a.status,
+        headers: kept,
+        body,
+        served_model: a.served_model,
+        usage: a.usage,
+        cost: a.cost,
+        stored_at: std::time::Instant::now(),
+    });
+    let Some(s) = fill.semantic else {
+        fill.store.put(fill.key, entry);
+        return "stored";
+    };
+    let sem = SemanticEntry {
+        embedding: s.embedding.as_ref().clone(),
+        prompt: s.prompt.to_string(),
+        key: fill.key,
+        stored_at_ms: now_ms(),
+    };
+    match s.index.log() {
+        // Shared: published once the answer is in Redis (see
+        // `replicate`); a failure is counted by the log.
+        Some(log) => {
+            let (log, ttl) = (log.clone(), s.index.ttl());
+            let (id, bytes) = (
+                replicate::id_of(&fill.key),
+                replicate::encode(&s.scope, &sem),
+            );
+            let publish = async move {
+                let _ = log.publish(&id, &bytes, ttl).await;
+            };
+            fill.store.put_then(fill.key, entry, Box::pin(publish));
+        }
+        None => fill.store.put(fill.key, entry),
     }
+    s.index.insert(s.scope, sem);
     "stored"
 }

@@ -4,7 +4,9 @@
 //! policy's sidecars ([`redis::RedisStore`]) and the per-policy stores of
 //! a sidecar ([`ResponseCache`]). Which requests are looked up, and how their key is
 //! made, is `tokenwarden_core::response_cache`; the request-path stage is
-//! `proxy::cache`. See docs/response-cache.md.
+//! `proxy::cache`. The semantic cache's index is [`semantic`]; with the
+//! Redis backend its entries are shared between sidecars by [`replicate`].
+//! See docs/response-cache.md.
 //!
 //! A store never fails a request: a backend that cannot answer answers
 //! "not found", one that cannot store drops the entry.
@@ -12,6 +14,7 @@
 mod fill;
 pub mod memory;
 pub mod redis;
+pub mod replicate;
 pub mod semantic;
 
 pub use fill::{Answer, CacheState, Fill, SemanticFill, store};
@@ -94,6 +97,13 @@ pub trait ResponseStore: Send + Sync {
     /// Store `entry` under `key` (replacing any), within the bounds; does
     /// not wait for a remote backend.
     fn put(&self, key: Key, entry: Arc<Entry>);
+    /// [`ResponseStore::put`], then run `then` once the entry is stored —
+    /// not at all when a remote backend failed to store it (what `then`
+    /// announces would point at nothing).
+    fn put_then(&self, key: Key, entry: Arc<Entry>, then: StoreFuture<'static, ()>) {
+        self.put(key, entry);
+        tokio::spawn(then);
+    }
     /// Entries and bytes held (this sidecar's share, for a shared backend).
     fn usage(&self) -> (u64, u64);
 }
@@ -113,8 +123,13 @@ pub struct ResponseCache {
     indexes: Mutex<HashMap<ObjectRef, PolicyIndex>>,
 }
 
-/// A policy's semantic index and the settings it was made with.
-type PolicyIndex = (ResponseCacheConfig, Arc<semantic::SemanticIndex>);
+/// A policy's semantic index, the settings it was made with, and its
+/// replication through Redis (dropped with it, which stops it).
+type PolicyIndex = (
+    ResponseCacheConfig,
+    Arc<semantic::SemanticIndex>,
+    Option<replicate::Replication>,
+);
 
 /// A policy's store and the settings it was made with.
 type PolicyStore = (ResponseCacheConfig, Arc<dyn ResponseStore>);
@@ -171,7 +186,7 @@ impl ResponseCache {
     ) -> Option<Arc<semantic::SemanticIndex>> {
         let sem = cfg.semantic.as_ref()?;
         let mut indexes = lock(&self.indexes);
-        if let Some((c, ix)) = indexes.get(policy)
+        if let Some((c, ix, _)) = indexes.get(policy)
             && c == cfg
         {
             return Some(ix.clone());
@@ -180,13 +195,80 @@ impl ResponseCache {
             std::time::Duration::from_millis(cfg.ttl_ms),
             sem.max_entries,
         ));
-        indexes.insert(policy.clone(), (cfg.clone(), ix.clone()));
+        let replication = (cfg.backend == CacheBackend::Redis)
+            .then(|| self.replicate(policy, cfg, &ix))
+            .flatten();
+        indexes.insert(policy.clone(), (cfg.clone(), ix.clone(), replication));
         Some(ix)
+    }
+
+    /// Start sharing `ix` through the policy's Redis; `None` (logged):
+    /// it stays local.
+    fn replicate(
+        &self,
+        policy: &ObjectRef,
+        cfg: &ResponseCacheConfig,
+        ix: &Arc<semantic::SemanticIndex>,
+    ) -> Option<replicate::Replication> {
+        match replicate::Replication::start(
+            cfg,
+            &policy.namespace,
+            &policy.name,
+            ix.clone(),
+            self.secrets_dir.as_deref(),
+            self.errors.clone(),
+        ) {
+            Ok(r) => {
+                ix.set_log(r.log());
+                Some(r)
+            }
+            Err(why) => {
+                tracing::warn!(
+                    policy = %format!("{}/{}", policy.namespace, policy.name),
+                    problem = %why,
+                    "semantic cache: not shared through Redis; this sidecar's index stays local"
+                );
+                None
+            }
+        }
+    }
+
+    /// Bring the semantic indexes in line with the installed config: the
+    /// policy `policy` with cache settings `cfg` (`None`: no policy, or no
+    /// cache). An index whose policy is gone or whose settings changed is
+    /// dropped (its replication stops); the policy's index is made now when
+    /// its semantic cache is on, so a shared one is warm before the first
+    /// request.
+    pub fn install(&self, policy: Option<(&ObjectRef, Option<&ResponseCacheConfig>)>) {
+        let wanted = policy.and_then(|(p, c)| Some((p, c.filter(|c| c.semantic.is_some())?)));
+        let dropped: Vec<PolicyIndex> = {
+            let mut indexes = lock(&self.indexes);
+            let gone: Vec<ObjectRef> = indexes
+                .iter()
+                .filter(|(k, (c, _, _))| wanted.is_none_or(|(p, w)| p != *k || c != w))
+                .map(|(k, _)| k.clone())
+                .collect();
+            gone.iter().filter_map(|k| indexes.remove(k)).collect()
+        };
+        drop(dropped);
+        if let Some((p, c)) = wanted {
+            self.semantic_index(p, c);
+        }
     }
 
     /// Entries held by every semantic index.
     pub fn semantic_entries(&self) -> u64 {
-        lock(&self.indexes).values().map(|(_, ix)| ix.len()).sum()
+        lock(&self.indexes)
+            .values()
+            .map(|(_, ix, _)| ix.len())
+            .sum()
+    }
+
+    /// Whether the semantic index of `policy` is shared through Redis.
+    pub fn semantic_shared(&self, policy: &ObjectRef) -> bool {
+        lock(&self.indexes)
+            .get(policy)
+            .is_some_and(|(_, _, r)| r.is_some())
     }
 
     /// Entries and bytes held by every store.

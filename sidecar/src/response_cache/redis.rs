@@ -328,6 +328,10 @@ impl ResponseStore for RedisStore {
     }
 
     fn put(&self, key: Key, entry: Arc<Entry>) {
+        self.put_then(key, entry, Box::pin(async {}));
+    }
+
+    fn put_then(&self, key: Key, entry: Arc<Entry>, then: StoreFuture<'static, ()>) {
         let Some(conn) = self.conn.clone() else {
             self.fail(
                 "put",
@@ -348,7 +352,7 @@ impl ResponseStore for RedisStore {
             )
             .await
             {
-                Ok(Ok(())) => return,
+                Ok(Ok(())) => return then.await,
                 Ok(Err(e)) => (Failure::of(&e), detail(&e)),
                 Err(_) => (Failure::Timeout, String::new()),
             };

@@ -16,18 +16,19 @@
 //! Entries are plain data ([`SemanticEntry`] is serde-serialisable, its
 //! time a wall clock) and [`SemanticIndex::insert`] takes one from
 //! anywhere, so a shared backend can replicate them between sidecars and
-//! index them locally.
+//! index them locally: with the Redis backend an index also holds the log
+//! it publishes to ([`SemanticIndex::log`]; `super::replicate`).
 
 use std::{
     collections::{BTreeMap, HashMap},
-    sync::Mutex,
+    sync::{Arc, Mutex, OnceLock},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use serde::{Deserialize, Serialize};
 use tokenwarden_core::semantic_cache::similarity_parts;
 
-use super::Key;
+use super::{Key, redis::replica::SemanticLog};
 use crate::sync::lock;
 
 /// The hash of an entry's scope (SHA-256 of its `scope_input`).
@@ -83,6 +84,8 @@ pub struct SemanticIndex {
     ttl: Duration,
     max_entries: u64,
     inner: Mutex<Inner>,
+    /// Where its entries are published (the Redis backend).
+    log: OnceLock<Arc<SemanticLog>>,
 }
 
 #[derive(Default)]
@@ -133,6 +136,31 @@ impl SemanticIndex {
             ttl,
             max_entries,
             inner: Mutex::new(Inner::default()),
+            log: OnceLock::new(),
+        }
+    }
+
+    /// Publish this index's new entries to `log` from now on (set once).
+    pub fn set_log(&self, log: Arc<SemanticLog>) {
+        let _ = self.log.set(log);
+    }
+
+    /// Where this index's new entries are published, if shared.
+    pub fn log(&self) -> Option<&Arc<SemanticLog>> {
+        self.log.get()
+    }
+
+    /// How long its entries live.
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    /// Replace every entry with `entries` (a replicated snapshot), inserted
+    /// in order under the bound (the last ones are kept).
+    pub fn replace(&self, entries: Vec<(Scope, SemanticEntry)>) {
+        *lock(&self.inner) = Inner::default();
+        for (scope, entry) in entries {
+            self.insert(scope, entry);
         }
     }
 
@@ -308,6 +336,29 @@ mod tests {
                 .is_empty()
         );
         assert!(old.is_empty(), "dropped when found expired");
+    }
+
+    #[test]
+    fn a_snapshot_replaces_everything_under_the_bound() {
+        let ix = SemanticIndex::new(Duration::from_secs(60), 2);
+        ix.insert([1; 32], entry(&[1.0, 0.0], 1));
+        ix.replace(vec![
+            ([2; 32], entry(&[1.0, 0.0], 2)),
+            ([2; 32], entry(&[0.0, 1.0], 3)),
+            ([3; 32], entry(&[1.0, 1.0], 4)),
+        ]);
+        assert_eq!(ix.len(), 2);
+        assert_eq!(ix.lookup(&[1; 32], &unit(&[1.0, 0.0]), 0).best, None);
+        assert_eq!(
+            ix.lookup(&[2; 32], &unit(&[1.0, 0.0]), 0).candidates.len(),
+            1
+        );
+        assert_eq!(
+            ix.lookup(&[3; 32], &unit(&[1.0, 0.0]), 0).candidates.len(),
+            1
+        );
+        ix.replace(Vec::new());
+        assert!(ix.is_empty());
     }
 
     #[test]
