@@ -33,7 +33,7 @@
 //! | `tokenwarden_cache_rewrites_total` | kind (breakpoints, prompt_cache_key): requests the sidecar changed to make the cache hit |
 //! | `tokenwarden_cache_monitor_bytes` | none: memory held by the prefix-stability monitor |
 //! | `tokenwarden_otel_dropped_spans_total` | none: OpenTelemetry spans dropped (export queue full, or a batch the collector did not take) |
-//! | `tokenwarden_semantic_cache_requests_total` | result (hit, below_threshold, no_entry, guard:numbers, guard:negation, guard:entities, guard:code, guard:content_words, gone, ineligible, embed_error), workload |
+//! | `tokenwarden_semantic_cache_requests_total` | result (hit, below_threshold, no_entry, guard:numbers, guard:negation, guard:entities, guard:code, guard:content_words, gone, store_error, ineligible, embed_error), workload |
 //! | `tokenwarden_semantic_cache_embedding_seconds` | none: the semantic cache's embedding calls |
 //! | `tokenwarden_semantic_cache_hit_similarity` | none: the cosine of semantic hits' prompts |
 //! | `tokenwarden_semantic_cache_entries` | none: prompts held by the semantic indexes |
@@ -564,7 +564,7 @@ impl Metrics {
     fn register_semantic_cache(&self, registry: &mut Registry) {
         registry.register(
             "semantic_cache_requests",
-            "Exact misses under a policy with the semantic cache on, by result: hit, below_threshold, no_entry (nothing stored in the scope), guard:<numbers|negation|entities|code|content_words>, gone (the answer left the exact store), ineligible, embed_error",
+            "Exact misses under a policy with the semantic cache on, by result: hit, below_threshold, no_entry (nothing stored in the scope), guard:<numbers|negation|entities|code|content_words>, gone (the answer left the exact store), store_error (the Redis store could not answer; the entry is kept), ineligible, embed_error",
             self.semantic_requests.clone(),
         );
         registry.register(

@@ -28,6 +28,7 @@ use std::{
 };
 
 use support::*;
+use tokenwarden_tests::redis::{Redis, RedisOptions};
 
 /// A running `tokenwarden-embedder`, killed when dropped.
 struct Embedder {
@@ -554,4 +555,193 @@ async fn responses_api_paraphrases_are_served_too() {
     assert_eq!(hit.body, first.body);
     let row = sc.model_row("gpt-4o-mini").await;
     assert_eq!(row["semantic_cache_hits"], 1, "{row}");
+}
+
+// === Shared through Redis ===
+
+/// `sem_policy`, lenient (0.85, so only a guard keeps "2+2"/"2+3" apart),
+/// with the cache on the Redis backend at `redis`.
+fn redis_sem_policy(fake: &FakeProvider, embed_url: &str, redis: &Redis) -> String {
+    sem_policy(fake, embed_url, "      minSimilarity: \"0.85\"", "").replace(
+        "  cache:\n",
+        &format!(
+            "  cache:\n    backend: redis\n    redis: {{url: \"{}\", timeout: 200ms}}\n",
+            redis.url()
+        ),
+    )
+}
+
+/// The ids of the semantic entries published to Redis.
+fn published(redis: &Redis) -> Vec<String> {
+    let mut v: Vec<String> = redis
+        .cli(&["--scan", "--pattern", "tw:apps:test-policy:s:*"])
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    v.sort();
+    v
+}
+
+/// Wait until Redis holds `n` published entries, then give the other
+/// sidecars' tails (blocked in `XREAD`, woken by the `XADD`) a moment to
+/// apply them: replication is eventually consistent.
+async fn replicated(redis: &Redis, n: usize) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while published(redis).len() < n {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{n} entries never published: {:?}",
+            published(redis)
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+}
+
+#[tokio::test]
+async fn a_paraphrase_filled_through_one_sidecar_is_a_semantic_hit_through_another() {
+    let Some(emb) = embedder() else { return };
+    let Some(redis) = Redis::start(RedisOptions::default()) else {
+        return;
+    };
+    let fake = FakeProvider::start(FakeConfig::default()).await.unwrap();
+    let p = redis_sem_policy(&fake, &emb.url, &redis);
+    let a = start(&p);
+    let b = start(&p);
+
+    let first = chat(&a, &chat_body("How do I reset my password?")).await;
+    assert_eq!(cache(&first), "miss");
+    let cost = picos(first.header("x-tokenwarden-cost-usd").unwrap());
+    assert!(cost > 0);
+    replicated(&redis, 1).await;
+    // The entry in Redis: the wire format's version byte, then its scope;
+    // the exact answer under its key, both with the store's TTL (1 h).
+    let id = published(&redis)[0].clone();
+    let ttl: u64 = redis.cli(&["PTTL", &id]).unwrap().trim().parse().unwrap();
+    assert!((3_590_000..=3_600_000).contains(&ttl), "{ttl}");
+    let exact = format!("tw:apps:test-policy:x:{}", id.rsplit(':').next().unwrap());
+    assert_eq!(redis.cli(&["EXISTS", &exact]).unwrap().trim(), "1");
+
+    let hit = chat(&b, &chat_body("How can I reset my password?")).await;
+    assert_eq!(cache(&hit), "hit", "{}", hit.text());
+    let sim = hit.header("x-tokenwarden-cache-similarity").unwrap();
+    assert!(sim.starts_with("0.991"), "{sim}");
+    assert_eq!(hit.body, first.body, "A's stored answer, byte for byte");
+    assert_eq!(hit.header("x-tokenwarden-cost-usd"), Some("0.00"));
+    assert_eq!(chat_calls(&fake), 1, "one provider call for two answers");
+    // B's ledger: one request, at $0, a semantic hit saving A's cost.
+    let row = b.model_row("gpt-4o-mini").await;
+    assert_eq!(row["requests"], 1, "{row}");
+    assert_eq!(cost_str(&row["cost_usd"]), 0, "{row}");
+    assert_eq!(row["semantic_cache_hits"], 1, "{row}");
+    assert_eq!(cost_str(&row["response_cache_saved_usd"]), cost, "{row}");
+
+    // What only looks similar, filled through A, stays a miss through B,
+    // by its guard — with B's own upstream answer.
+    let four = chat(&a, &chat_body("what is 2+2")).await;
+    assert_eq!(cache(&four), "miss");
+    replicated(&redis, 2).await;
+    let five = chat(&b, &chat_body("what is 2+3")).await;
+    assert_eq!(cache(&five), "miss");
+    assert_ne!(five.body, four.body);
+    assert_eq!(chat_calls(&fake), 3);
+    assert_eq!(semantic_metric(&b, "guard:numbers").await, 1.0);
+    // B's own entries replicate back to A.
+    replicated(&redis, 3).await;
+    let again = chat(&a, &chat_body("What is 2+3")).await;
+    assert_eq!(cache(&again), "hit");
+    assert_eq!(again.body, five.body);
+    assert_eq!(chat_calls(&fake), 3);
+}
+
+/// Clients blocked in `XREAD` (a running tail waits there).
+fn tails_reading(redis: &Redis) -> usize {
+    redis
+        .cli(&["CLIENT", "LIST"])
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains("cmd=xread"))
+        .count()
+}
+
+#[tokio::test]
+async fn after_a_redis_restart_a_sidecar_catches_up_with_new_entries() {
+    let Some(emb) = embedder() else { return };
+    let Some(mut redis) = Redis::start(RedisOptions::default()) else {
+        return;
+    };
+    let fake = FakeProvider::start(FakeConfig::default()).await.unwrap();
+    let p = redis_sem_policy(&fake, &emb.url, &redis);
+    let a = start(&p);
+    let b = start(&p);
+    let first = chat(&a, &chat_body("How do I reset my password?")).await;
+    assert_eq!(cache(&first), "miss");
+    replicated(&redis, 1).await;
+
+    // Hung: B cannot fetch the answer — a miss, served, counted — but
+    // keeps the entry, and hits once Redis answers again.
+    redis.pause();
+    let hung = chat(&b, &chat_body("How can I reset my password?")).await;
+    redis.cont();
+    assert_eq!(cache(&hung), "miss");
+    assert_ne!(hung.body, first.body);
+    assert_eq!(semantic_metric(&b, "store_error").await, 1.0);
+    // B's own answer, sent while Redis hung, may land once it runs again:
+    // drop it, so that only A's can answer.
+    let a_key = format!(
+        "tw:apps:test-policy:x:{}",
+        published(&redis)[0].rsplit(':').next().unwrap()
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    for k in redis
+        .cli(&["--scan", "--pattern", "tw:apps:test-policy:x:*"])
+        .unwrap()
+        .lines()
+        .filter(|k| *k != a_key)
+    {
+        redis.cli(&["DEL", k]).unwrap();
+    }
+    let hit = chat(&b, &chat_body("How can I reset my password?")).await;
+    assert_eq!(cache(&hit), "hit", "{}", hit.text());
+    assert!(hit.header("x-tokenwarden-cache-similarity").is_some());
+    assert_eq!(hit.body, first.body, "A's answer: B kept its entry");
+
+    redis.stop();
+    // Down: every request is still answered (a miss), the failure counted.
+    let down = chat(&b, &chat_body("How can I reset my password?")).await;
+    assert_eq!(cache(&down), "miss");
+    assert_ne!(down.body, first.body);
+    redis.restart(); // same port, empty
+
+    let fresh = chat(&a, &chat_body("How do I change my email address?")).await;
+    assert_eq!(cache(&fresh), "miss");
+    replicated(&redis, 1).await;
+    // Both tails are back, blocked in `XREAD` after warming up again (the
+    // log they followed is gone); B has A's new entry.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while tails_reading(&redis) < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the tails never resumed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let hit = chat(&b, &chat_body("How can I change my email address?")).await;
+    assert_eq!(chat_calls(&fake), 4, "A's two fills, B's two misses");
+    assert_eq!(cache(&hit), "hit", "{}", hit.text());
+    assert_eq!(hit.body, fresh.body, "A's answer, given after the restart");
+    let m = metrics(&b).await;
+    let tail_errors: f64 = ["unavailable", "timeout", "error"]
+        .iter()
+        .filter_map(|r| {
+            sample(
+                &m,
+                "tokenwarden_response_cache_errors_total",
+                &[("backend", "redis"), ("op", "tail"), ("reason", r)],
+            )
+        })
+        .sum();
+    assert!(tail_errors >= 1.0, "the outage was counted: {m}");
 }

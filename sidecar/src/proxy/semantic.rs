@@ -108,16 +108,19 @@ pub(super) async fn lookup(
             continue;
         }
         match fill.get_other(&c.key).await {
-            Some(entry) => {
+            Ok(Some(entry)) => {
                 index.touch(&scope, &c.key);
                 shared.metrics.semantic_cache("hit", workload);
                 shared.metrics.semantic_hit_similarity(c.similarity);
                 return Found::Hit(entry, c.similarity);
             }
-            None => {
+            Ok(None) => {
                 index.remove(&scope, &c.key);
                 result = "gone";
             }
+            // A shared backend that cannot answer now (counted as its
+            // error): the entry stays, to be served once it can.
+            Err(_) => result = "store_error",
         }
     }
     shared.metrics.semantic_cache(result, workload);

@@ -119,9 +119,10 @@ impl Fill {
     }
 
     /// The entry under another `key` of the same store (a semantic
-    /// neighbour's answer), if present and fresh.
-    pub async fn get_other(&self, key: &Key) -> Option<Arc<Entry>> {
-        self.store.get(key).await
+    /// neighbour's answer), if present and fresh; `Err`: the backend could
+    /// not say (see [`ResponseStore::lookup`]).
+    pub async fn get_other(&self, key: &Key) -> Result<Option<Arc<Entry>>, super::redis::Failure> {
+        self.store.lookup(key).await
     }
 
     /// The entry under the key, if present and fresh.

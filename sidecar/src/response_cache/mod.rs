@@ -94,6 +94,15 @@ pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 pub trait ResponseStore: Send + Sync {
     /// The entry under `key`, if present and fresh.
     fn get<'a>(&'a self, key: &'a Key) -> StoreFuture<'a, Option<Arc<Entry>>>;
+    /// [`ResponseStore::get`], telling "not there" (`Ok(None)`) from
+    /// "the backend could not say" (`Err`, counted): a semantic entry whose
+    /// answer is gone is dropped, one whose backend failed is kept.
+    fn lookup<'a>(
+        &'a self,
+        key: &'a Key,
+    ) -> StoreFuture<'a, Result<Option<Arc<Entry>>, redis::Failure>> {
+        Box::pin(async move { Ok(self.get(key).await) })
+    }
     /// Store `entry` under `key` (replacing any), within the bounds; does
     /// not wait for a remote backend.
     fn put(&self, key: Key, entry: Arc<Entry>);

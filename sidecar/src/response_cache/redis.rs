@@ -20,7 +20,9 @@
 //! miss, a store that fails is dropped, each counted in
 //! `tokenwarden_response_cache_errors_total{backend="redis",op,reason}` and
 //! logged at most once per [`LOG_EVERY`] per store, without key material
-//! or prompt text. The connection (`redis::aio::ConnectionManager`, one
+//! or prompt text. A store (and a semantic publish) whose connection Redis
+//! dropped — a restart — is retried once at once: the manager makes the
+//! connection again on that next use. The connection (`redis::aio::ConnectionManager`, one
 //! multiplexed connection per policy and sidecar) reconnects by itself
 //! after Redis restarts.
 
@@ -286,14 +288,16 @@ impl RedisStore {
         self.log.log(op, failure, detail);
     }
 
-    async fn lookup(&self, key: &Key) -> Option<Arc<Entry>> {
+    /// The entry under `key`: `Ok(None)` when Redis has none (or one this
+    /// sidecar cannot read), `Err` when Redis could not say (counted).
+    async fn lookup(&self, key: &Key) -> Result<Option<Arc<Entry>>, Failure> {
         let Some(conn) = &self.conn else {
             self.fail(
                 "get",
                 Failure::Credentials,
                 self.broken.as_deref().unwrap_or(""),
             );
-            return None;
+            return Err(Failure::Credentials);
         };
         let mut conn = conn.clone();
         let rkey = self.redis_key(key);
@@ -302,21 +306,22 @@ impl RedisStore {
                 Ok(r) => r,
                 Err(_) => {
                     self.fail("get", Failure::Timeout, "");
-                    return None;
+                    return Err(Failure::Timeout);
                 }
             };
         match got {
             Ok(Some(bytes)) => match decode(&bytes) {
-                Some(e) => Some(Arc::new(e)),
+                Some(e) => Ok(Some(Arc::new(e))),
                 None => {
                     self.fail("get", Failure::Decode, "");
-                    None
+                    Ok(None)
                 }
             },
-            Ok(None) => None,
+            Ok(None) => Ok(None),
             Err(e) => {
-                self.fail("get", Failure::of(&e), &detail(&e));
-                None
+                let f = Failure::of(&e);
+                self.fail("get", f, &detail(&e));
+                Err(f)
             }
         }
     }
@@ -324,7 +329,11 @@ impl RedisStore {
 
 impl ResponseStore for RedisStore {
     fn get<'a>(&'a self, key: &'a Key) -> StoreFuture<'a, Option<Arc<Entry>>> {
-        Box::pin(self.lookup(key))
+        Box::pin(async move { self.lookup(key).await.ok().flatten() })
+    }
+
+    fn lookup<'a>(&'a self, key: &'a Key) -> StoreFuture<'a, Result<Option<Arc<Entry>>, Failure>> {
+        Box::pin(RedisStore::lookup(self, key))
     }
 
     fn put(&self, key: Key, entry: Arc<Entry>) {
@@ -346,15 +355,19 @@ impl ResponseStore for RedisStore {
         let (timeout, errors, log) = (self.timeout, self.errors.clone(), self.log.clone());
         tokio::spawn(async move {
             let mut conn = conn;
-            let failure = match tokio::time::timeout(
-                timeout,
-                conn.set_options::<_, _, ()>(rkey, value, opts),
-            )
-            .await
-            {
-                Ok(Ok(())) => return then.await,
-                Ok(Err(e)) => (Failure::of(&e), detail(&e)),
-                Err(_) => (Failure::Timeout, String::new()),
+            let mut retried = false;
+            let failure = loop {
+                let set = conn.set_options::<_, _, ()>(&rkey, &value, opts.clone());
+                let failure = match tokio::time::timeout(timeout, set).await {
+                    Ok(Ok(())) => return then.await,
+                    Ok(Err(e)) => (Failure::of(&e), detail(&e)),
+                    Err(_) => (Failure::Timeout, String::new()),
+                };
+                // A connection Redis dropped (a restart) is made again by
+                // the manager on its next use: one retry saves the entry.
+                if failure.0 != Failure::Unavailable || std::mem::replace(&mut retried, true) {
+                    break failure;
+                }
             };
             errors.count("redis", "put", failure.0.as_str());
             log.log("put", failure.0, &failure.1);

@@ -132,7 +132,8 @@ impl SemanticLog {
     }
 
     /// Store `bytes` as entry `id` for `ttl` and append it to the log, in
-    /// one transaction under the policy's timeout. A failure is counted
+    /// one transaction under the policy's timeout (retried once at once
+    /// when the connection was dropped). A failure is counted
     /// (`op="publish"`) and returned: the entry stays local.
     pub async fn publish(&self, id: &str, bytes: &[u8], ttl: Duration) -> Result<(), Failure> {
         let mut conn = self.conn.clone();
@@ -154,12 +155,20 @@ impl SemanticLog {
             .arg("id")
             .arg(id)
             .ignore();
-        let failure =
-            match tokio::time::timeout(self.timeout, pipe.query_async::<()>(&mut conn)).await {
-                Ok(Ok(())) => return Ok(()),
-                Ok(Err(e)) => Failure::of(&e),
-                Err(_) => Failure::Timeout,
-            };
+        let mut retried = false;
+        let failure = loop {
+            let failure =
+                match tokio::time::timeout(self.timeout, pipe.query_async::<()>(&mut conn)).await {
+                    Ok(Ok(())) => return Ok(()),
+                    Ok(Err(e)) => Failure::of(&e),
+                    Err(_) => Failure::Timeout,
+                };
+            // A connection Redis dropped (a restart) is made again by the
+            // manager on its next use: one retry saves the entry.
+            if failure != Failure::Unavailable || std::mem::replace(&mut retried, true) {
+                break failure;
+            }
+        };
         self.errors.count("redis", "publish", failure.as_str());
         Err(failure)
     }
