@@ -745,3 +745,49 @@ async fn after_a_redis_restart_a_sidecar_catches_up_with_new_entries() {
         .sum();
     assert!(tail_errors >= 1.0, "the outage was counted: {m}");
 }
+
+/// Wait until `n` tails are blocked in `XREAD`, and stay so for a moment.
+async fn tails_settle_at(redis: &Redis, n: usize) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        if tails_reading(redis) == n {
+            tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+            if tails_reading(redis) == n {
+                return;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} tails reading, not {n}",
+            tails_reading(redis)
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_sidecar_runs_one_tail_per_policy_and_stops_it_with_the_policy() {
+    // No request is sent: the embedder is never called.
+    let Some(redis) = Redis::start(RedisOptions::default()) else {
+        return;
+    };
+    let fake = FakeProvider::start(FakeConfig::default()).await.unwrap();
+    let p = redis_sem_policy(&fake, "http://127.0.0.1:9", &redis);
+    let sc = start(&p);
+    // Started with the policy, before any request.
+    tails_settle_at(&redis, 1).await;
+    // A changed cache config: the old tail stops, a new one starts.
+    std::fs::write(sc.policy_path(), p.replace("ttl: 1h", "ttl: 2h")).unwrap();
+    tails_settle_at(&redis, 1).await;
+    // The semantic cache turned off: no tail left.
+    let exact_only = p
+        .split("    semantic:\n")
+        .next()
+        .unwrap()
+        .replace("ttl: 2h", "ttl: 1h");
+    std::fs::write(sc.policy_path(), exact_only).unwrap();
+    tails_settle_at(&redis, 0).await;
+    // On again.
+    std::fs::write(sc.policy_path(), &p).unwrap();
+    tails_settle_at(&redis, 1).await;
+}
