@@ -4,9 +4,11 @@
 //! for the real operator and sidecar binaries, a test CA, free ports and
 //! HTTP probes, a scripted mock Kubernetes API (`mock_api::Scenario`) and an
 //! in-process API server stand-in for the operator's Kubernetes mode, and an
-//! in-process OTLP collector (`otlp`: gRPC and HTTP, plain and TLS).
+//! in-process OTLP collector (`otlp`: gRPC and HTTP, plain and TLS), and
+//! the real embedder (`embedder`).
 
 pub mod apiserver;
+pub mod embedder;
 pub mod fake_operator;
 pub mod fake_sidecar;
 pub mod mock_api;

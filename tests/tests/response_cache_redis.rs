@@ -3,7 +3,9 @@
 //! Secret a RoutingPolicy's `spec.cache.redis.credentialsSecret` names and
 //! sends the password to two real sidecars with their config (over TLS);
 //! they share entries in a real `redis-server` that requires it (a fill
-//! through one is a hit through the other). A missing Secret is the
+//! through one is a hit through the other), semantic entries too (a
+//! question filled through one, embedded by the real `tokenwarden-embedder`,
+//! answers its paraphrase through the other). A missing Secret is the
 //! policy's `ResponseCacheDegraded` condition and a Warning Event, and the
 //! requests still flow (misses). The password is in no status, Event, log
 //! or persisted snapshot.
@@ -19,6 +21,7 @@ use base64::Engine as _;
 use serde_json::{Value, json};
 use tokenwarden_tests::{
     apiserver::{FakeApiServer, TokenIdentity},
+    embedder::Embedder,
     fake_provider::{FakeConfig, FakeProvider},
     operator::{Operator, Stderr},
     process::free_port,
@@ -121,15 +124,19 @@ fn condition(api: &FakeApiServer, policy: &str, type_: &str) -> Option<Value> {
         .cloned()
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn the_operator_resolves_the_redis_password_and_sidecars_share_entries() {
-    let Some(redis) = Redis::start(RedisOptions {
-        password: Some(PASSWORD.into()),
-        ..Default::default()
-    }) else {
-        return;
-    };
-    let fake = FakeProvider::start(FakeConfig::default()).await.unwrap();
+/// The operator in Kubernetes mode with `policies`, the Redis password in
+/// Secret `team/redis-auth`, its certificates issued (the CA in
+/// `<dir>/ca.crt`), ready for [`sidecar`]s on `port`.
+struct Cluster {
+    // Dropped in this order: the operator before the API server.
+    _op: Operator,
+    api: FakeApiServer,
+    dir: tempfile::TempDir,
+    port: u16,
+    log: std::path::PathBuf,
+}
+
+async fn cluster(policies: &[Value]) -> Cluster {
     let api = FakeApiServer::start().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
@@ -137,6 +144,7 @@ async fn the_operator_resolves_the_redis_password_and_sidecars_share_entries() {
     api.write_kubeconfig(&kubeconfig).unwrap();
     std::fs::create_dir_all(d.join("keys/provider-keys")).unwrap();
     std::fs::write(d.join("keys/provider-keys/openai"), "sk-fake-openai").unwrap();
+    std::fs::write(d.join("keys/provider-keys/embedder"), "sk-embedder").unwrap();
     api.put(
         "pods",
         pod(
@@ -168,14 +176,9 @@ async fn the_operator_resolves_the_redis_password_and_sidecars_share_entries() {
                "metadata": {"name": "redis-auth", "namespace": "team"},
                "data": {"password": b64}}),
     );
-    api.put(
-        "routingpolicies",
-        policy("shared", &fake, &redis, "redis-auth"),
-    );
-    api.put(
-        "routingpolicies",
-        policy("broken", &fake, &redis, "no-such-secret"),
-    );
+    for p in policies {
+        api.put("routingpolicies", p.clone());
+    }
 
     let log = d.join("operator.log");
     let mut op = Operator::new();
@@ -200,8 +203,32 @@ async fn the_operator_resolves_the_redis_password_and_sidecars_share_entries() {
     std::fs::write(d.join("ca.crt"), ca).unwrap();
     let port = op.url().rsplit(':').next().unwrap().parse::<u16>().unwrap();
 
-    let a = sidecar(&api, d, "shared-0", "shared", port);
-    let b = sidecar(&api, d, "shared-1", "shared", port);
+    Cluster {
+        api,
+        _op: op,
+        dir,
+        port,
+        log,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_operator_resolves_the_redis_password_and_sidecars_share_entries() {
+    let Some(redis) = Redis::start(RedisOptions {
+        password: Some(PASSWORD.into()),
+        ..Default::default()
+    }) else {
+        return;
+    };
+    let fake = FakeProvider::start(FakeConfig::default()).await.unwrap();
+    let c = cluster(&[
+        policy("shared", &fake, &redis, "redis-auth"),
+        policy("broken", &fake, &redis, "no-such-secret"),
+    ])
+    .await;
+    let (api, d, port, log) = (&c.api, c.dir.path(), c.port, c.log.clone());
+    let a = sidecar(api, d, "shared-0", "shared", port);
+    let b = sidecar(api, d, "shared-1", "shared", port);
     let first = a.openai("/v1/chat/completions", CHAT, &[]).await;
     assert_eq!(first.status, 200, "{}", first.text());
     assert_eq!(first.header("x-tokenwarden-cache"), Some("miss"));
@@ -218,7 +245,7 @@ async fn the_operator_resolves_the_redis_password_and_sidecars_share_entries() {
     // The policy whose Secret is missing: a condition and an Event that
     // say which Secret; its requests still flow, as misses.
     let c = eventually("ResponseCacheDegraded on the broken policy", || {
-        condition(&api, "broken", "ResponseCacheDegraded").filter(|c| c["status"] == "True")
+        condition(api, "broken", "ResponseCacheDegraded").filter(|c| c["status"] == "True")
     })
     .await;
     assert_eq!(c["reason"], "CredentialsUnavailable", "{c}");
@@ -229,7 +256,7 @@ async fn the_operator_resolves_the_redis_password_and_sidecars_share_entries() {
             .contains("Secret team/no-such-secret not found"),
         "{c}"
     );
-    let ok = condition(&api, "shared", "ResponseCacheDegraded").unwrap();
+    let ok = condition(api, "shared", "ResponseCacheDegraded").unwrap();
     assert_eq!(ok["status"], "False", "{ok}");
     let events = eventually("the Warning Event", || {
         let evs = api.list("events.k8s.io", "events");
@@ -238,7 +265,7 @@ async fn the_operator_resolves_the_redis_password_and_sidecars_share_entries() {
             .then_some(evs)
     })
     .await;
-    let c2 = sidecar(&api, d, "broken-0", "broken", port);
+    let c2 = sidecar(api, d, "broken-0", "broken", port);
     for _ in 0..2 {
         let r = c2.openai("/v1/chat/completions", CHAT, &[]).await;
         assert_eq!(r.status, 200, "{}", r.text());
@@ -265,4 +292,77 @@ async fn the_operator_resolves_the_redis_password_and_sidecars_share_entries() {
             .contains("tw"),
         "the snapshot was persisted"
     );
+}
+
+/// `policy`, with the semantic cache on, embedding with `embedder`.
+fn semantic_policy(name: &str, fake: &FakeProvider, redis: &Redis, embedder: &str) -> Value {
+    let mut p = policy(name, fake, redis, "redis-auth");
+    p["spec"]["providers"].as_array_mut().unwrap().push(json!({
+        "name": "embedder", "api": "openai", "baseUrl": embedder,
+        "apiKeySecretRef": {"name": "provider-keys", "key": "embedder"},
+        "prices": [{"model": "all-minilm-l6-v2", "inputPerMTok": "0", "outputPerMTok": "0"}]
+    }));
+    p["spec"]["cache"]["semantic"] =
+        json!({"embedding": {"provider": "embedder", "model": "all-minilm-l6-v2"}});
+    p
+}
+
+fn chat(text: &str) -> String {
+    json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": text}]}).to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_semantic_entry_filled_through_one_connected_sidecar_answers_another() {
+    let Some(embedder) = Embedder::start() else {
+        return;
+    };
+    let Some(redis) = Redis::start(RedisOptions {
+        password: Some(PASSWORD.into()),
+        ..Default::default()
+    }) else {
+        return;
+    };
+    let fake = FakeProvider::start(FakeConfig::default()).await.unwrap();
+    let c = cluster(&[semantic_policy("faq", &fake, &redis, &embedder.url)]).await;
+    let (api, d) = (&c.api, c.dir.path());
+    let a = sidecar(api, d, "faq-0", "faq", c.port);
+    let b = sidecar(api, d, "faq-1", "faq", c.port);
+
+    let first = a
+        .openai(
+            "/v1/chat/completions",
+            &chat("How do I reset my password?"),
+            &[],
+        )
+        .await;
+    assert_eq!(first.status, 200, "{}", first.text());
+    assert_eq!(first.header("x-tokenwarden-cache"), Some("miss"));
+    // Published with the password the operator resolved; B's tail (blocked
+    // in XREAD, woken by the XADD) applies it a moment later.
+    eventually("the semantic entry in Redis", || {
+        let keys = redis.cli(&["--scan", "--pattern", "tw:team:faq:s:*"])?;
+        (keys.lines().count() == 1).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let hit = b
+        .openai(
+            "/v1/chat/completions",
+            &chat("How can I reset my password?"),
+            &[],
+        )
+        .await;
+    assert_eq!(
+        hit.header("x-tokenwarden-cache"),
+        Some("hit"),
+        "{}",
+        hit.text()
+    );
+    let sim = hit.header("x-tokenwarden-cache-similarity").unwrap();
+    assert!(sim.starts_with("0.99"), "{sim}");
+    assert_eq!(hit.body, first.body, "B replays A's bytes");
+    assert_eq!(hit.header("x-tokenwarden-cost-usd"), Some("0.00"));
+    let chats = fake.log().iter().filter(|r| r.api == "openai.chat").count();
+    assert_eq!(chats, 1, "one provider call for two answers");
 }
