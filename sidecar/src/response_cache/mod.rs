@@ -273,13 +273,6 @@ impl ResponseCache {
             .sum()
     }
 
-    /// Whether the semantic index of `policy` is shared through Redis.
-    pub fn semantic_shared(&self, policy: &ObjectRef) -> bool {
-        lock(&self.indexes)
-            .get(policy)
-            .is_some_and(|(_, _, r)| r.is_some())
-    }
-
     /// Entries and bytes held by every store.
     pub fn usage(&self) -> (u64, u64) {
         lock(&self.stores)
