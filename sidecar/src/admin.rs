@@ -63,6 +63,10 @@ pub async fn handle(
             shared
                 .metrics
                 .cache_monitor_bytes(shared.prompt_cache.heap_bytes());
+            // Replicated semantic entries arrive between requests.
+            shared
+                .metrics
+                .semantic_entries(shared.response_cache.semantic_entries());
             text(
                 StatusCode::OK,
                 "application/openmetrics-text; version=1.0.0; charset=utf-8",

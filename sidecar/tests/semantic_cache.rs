@@ -583,20 +583,22 @@ fn published(redis: &Redis) -> Vec<String> {
     v
 }
 
-/// Wait until Redis holds `n` published entries, then give the other
-/// sidecars' tails (blocked in `XREAD`, woken by the `XADD`) a moment to
-/// apply them: replication is eventually consistent.
-async fn replicated(redis: &Redis, n: usize) {
+/// Wait until `sc`'s semantic index holds `n` entries (the gauge is read
+/// when scraped): replication is eventually consistent.
+async fn indexed(sc: &Sidecar, n: usize) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while published(redis).len() < n {
+    loop {
+        let m = metrics(sc).await;
+        let held = sample(&m, "tokenwarden_semantic_cache_entries", &[]).unwrap_or(0.0);
+        if held == n as f64 {
+            return;
+        }
         assert!(
             std::time::Instant::now() < deadline,
-            "{n} entries never published: {:?}",
-            published(redis)
+            "{held} semantic entries, not {n}"
         );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
 }
 
 #[tokio::test]
@@ -614,7 +616,7 @@ async fn a_paraphrase_filled_through_one_sidecar_is_a_semantic_hit_through_anoth
     assert_eq!(cache(&first), "miss");
     let cost = picos(first.header("x-tokenwarden-cost-usd").unwrap());
     assert!(cost > 0);
-    replicated(&redis, 1).await;
+    indexed(&b, 1).await;
     // The entry in Redis: the wire format's version byte, then its scope;
     // the exact answer under its key, both with the store's TTL (1 h).
     let id = published(&redis)[0].clone();
@@ -641,14 +643,15 @@ async fn a_paraphrase_filled_through_one_sidecar_is_a_semantic_hit_through_anoth
     // by its guard — with B's own upstream answer.
     let four = chat(&a, &chat_body("what is 2+2")).await;
     assert_eq!(cache(&four), "miss");
-    replicated(&redis, 2).await;
+    indexed(&b, 2).await;
     let five = chat(&b, &chat_body("what is 2+3")).await;
     assert_eq!(cache(&five), "miss");
     assert_ne!(five.body, four.body);
     assert_eq!(chat_calls(&fake), 3);
     assert_eq!(semantic_metric(&b, "guard:numbers").await, 1.0);
     // B's own entries replicate back to A.
-    replicated(&redis, 3).await;
+    indexed(&a, 3).await;
+    assert_eq!(published(&redis).len(), 3);
     let again = chat(&a, &chat_body("What is 2+3")).await;
     assert_eq!(cache(&again), "hit");
     assert_eq!(again.body, five.body);
@@ -677,7 +680,7 @@ async fn after_a_redis_restart_a_sidecar_catches_up_with_new_entries() {
     let b = start(&p);
     let first = chat(&a, &chat_body("How do I reset my password?")).await;
     assert_eq!(cache(&first), "miss");
-    replicated(&redis, 1).await;
+    indexed(&b, 1).await;
 
     // Hung: B cannot fetch the answer — a miss, served, counted — but
     // keeps the entry, and hits once Redis answers again.
@@ -716,9 +719,9 @@ async fn after_a_redis_restart_a_sidecar_catches_up_with_new_entries() {
 
     let fresh = chat(&a, &chat_body("How do I change my email address?")).await;
     assert_eq!(cache(&fresh), "miss");
-    replicated(&redis, 1).await;
     // Both tails are back, blocked in `XREAD` after warming up again (the
-    // log they followed is gone); B has A's new entry.
+    // log they followed is gone: the new snapshot replaced B's index, 2
+    // entries then); B holds A's new entry, and only it.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while tails_reading(&redis) < 2 {
         assert!(
@@ -727,7 +730,7 @@ async fn after_a_redis_restart_a_sidecar_catches_up_with_new_entries() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    indexed(&b, 1).await;
     let hit = chat(&b, &chat_body("How can I change my email address?")).await;
     assert_eq!(chat_calls(&fake), 4, "A's two fills, B's two misses");
     assert_eq!(cache(&hit), "hit", "{}", hit.text());

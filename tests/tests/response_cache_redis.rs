@@ -338,13 +338,23 @@ async fn a_semantic_entry_filled_through_one_connected_sidecar_answers_another()
     assert_eq!(first.status, 200, "{}", first.text());
     assert_eq!(first.header("x-tokenwarden-cache"), Some("miss"));
     // Published with the password the operator resolved; B's tail (blocked
-    // in XREAD, woken by the XADD) applies it a moment later.
+    // in XREAD, woken by the XADD) indexes it a moment later.
     eventually("the semantic entry in Redis", || {
         let keys = redis.cli(&["--scan", "--pattern", "tw:team:faq:s:*"])?;
         (keys.lines().count() == 1).then_some(())
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !b
+        .admin_get("/metrics")
+        .await
+        .text()
+        .lines()
+        .any(|l| l == "tokenwarden_semantic_cache_entries 1")
+    {
+        assert!(Instant::now() < deadline, "B never indexed A's entry");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     let hit = b
         .openai(
