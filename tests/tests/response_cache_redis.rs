@@ -1,9 +1,11 @@
 //! The Redis response cache in connected mode: the real operator in
 //! Kubernetes mode (against the in-process API server stand-in) reads the
-//! Secret a RoutingPolicy's `spec.cache.redis.credentialsSecret` names and
-//! sends the password to two real sidecars with their config (over TLS);
-//! they share entries in a real `redis-server` that requires it (a fill
-//! through one is a hit through the other). A missing Secret is the
+//! Secret a RoutingPolicy's `spec.cache.redis.credentialsSecret` names,
+//! and the private CA its `tls.caSecret` names, and sends both to two real
+//! sidecars with their config (over TLS); they share entries in a real
+//! `redis-server` that requires the password and speaks only TLS with a
+//! certificate that CA signed (a fill through one is a hit through the
+//! other; the sidecars' own secrets dirs hold no CA). A missing Secret is the
 //! policy's `ResponseCacheDegraded` condition and a Warning Event, and the
 //! requests still flow (misses). The password is in no status, Event, log
 //! or persisted snapshot.
@@ -22,8 +24,9 @@ use tokenwarden_tests::{
     fake_provider::{FakeConfig, FakeProvider},
     operator::{Operator, Stderr},
     process::free_port,
-    redis::{Redis, RedisOptions},
+    redis::{Redis, RedisOptions, RedisTls},
     sidecar::SidecarProc,
+    tls::TestCa,
 };
 
 const NS: &str = "tokenwarden-system";
@@ -72,7 +75,8 @@ fn policy(name: &str, fake: &FakeProvider, redis: &Redis, secret: &str) -> Value
                            "apiKeySecretRef": {"name": "provider-keys", "key": "openai"}}],
             "cache": {"backend": "redis",
                       "redis": {"url": redis.url(), "timeout": "200ms",
-                                "credentialsSecret": {"name": secret, "key": "password"}},
+                                "credentialsSecret": {"name": secret, "key": "password"},
+                                "tls": {"caSecret": {"name": secret, "key": "ca.crt"}}},
                       "exact": {"ttl": "10m"}}
         }
     })
@@ -123,8 +127,15 @@ fn condition(api: &FakeApiServer, policy: &str, type_: &str) -> Option<Value> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_operator_resolves_the_redis_password_and_sidecars_share_entries() {
+    let redis_ca = TestCa::new();
+    let leaf = redis_ca.leaf(&["127.0.0.1"]);
     let Some(redis) = Redis::start(RedisOptions {
         password: Some(PASSWORD.into()),
+        tls: Some(RedisTls {
+            cert_pem: leaf.cert_pem,
+            key_pem: leaf.key_pem,
+            ca_pem: redis_ca.pem(),
+        }),
         ..Default::default()
     }) else {
         return;
@@ -166,7 +177,8 @@ async fn the_operator_resolves_the_redis_password_and_sidecars_share_entries() {
         "secrets",
         json!({"apiVersion": "v1", "kind": "Secret",
                "metadata": {"name": "redis-auth", "namespace": "team"},
-               "data": {"password": b64}}),
+               "data": {"password": b64,
+                        "ca.crt": base64::engine::general_purpose::STANDARD.encode(redis_ca.pem())}}),
     );
     api.put(
         "routingpolicies",
