@@ -26,6 +26,9 @@
 #   every OTEL_METRIC_EXPORT_INTERVAL=1000 ms, so a run makes real exports)  KIND=json|sse (1 KB non-streaming body | streaming
 #   request, `x-bench-mock: sse`: the mock's 9-event SSE body with a usage chunk)
 #   WARMUP=1000 COUNT=2000 IDLE_S=10 STRACE=0 PORT_BASE=18380 OUT=bench/out/count-<ts>
+#   REDIS=0 (1: start a `redis-server` on 127.0.0.1:PORT_BASE+7, CPU 0, in the same network
+#   namespace, and put its port for @REDIS_PORT@ in POLICY: a policy whose cache uses the Redis
+#   backend; callgrind counts the sidecar only, never redis-server)
 #   CONC=1 (oha connections; the README's numbers are at 1. With STRACE=1 and CONC=32 it shows
 #   how many syscalls a request makes when requests overlap: the ledger's group commit
 #   shares a write(2) between the requests that settle in one turn, so that count depends on
@@ -53,6 +56,7 @@ SIDECAR_BIN=${SIDECAR_BIN:?set SIDECAR_BIN to the sidecar binary}
 PORT_BASE=${PORT_BASE:-18380}
 PORT_MOCK=$((PORT_BASE + 1)); PORT_PACED=$((PORT_BASE + 2))
 PORT_SIDECAR=$((PORT_BASE + 4)); PORT_ADMIN=$((PORT_BASE + 5)); PORT_OTLP=$((PORT_BASE + 6))
+PORT_REDIS=$((PORT_BASE + 7)); REDIS=${REDIS:-0}
 OHA=${OHA:-$BENCH_DIR/.tools/bin/oha}
 
 log() { printf '[count %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
@@ -76,7 +80,7 @@ cleanup() {
     sleep 1
     for p in "${PIDS[@]:-}"; do [[ -n "$p" ]] && kill -KILL "$p" 2>/dev/null || true; done
     wait 2>/dev/null || true
-    rm -rf "$OUT/work/state"
+    rm -rf "$OUT/work/state" "$OUT/work/redis"
     exit "$rc"
 }
 trap cleanup EXIT
@@ -92,12 +96,22 @@ from httpmini import stream_body
 open(sys.argv[1], "wb").write(stream_body())
 EOF
 sed "s/@MOCK_PORT@/$PORT_MOCK/g; s/@PACED_PORT@/$PORT_PACED/g" "$BENCH_DIR/nginx/mock.conf.in" >"$W/mock.conf"
-sed "s/@MOCK_PORT@/$PORT_MOCK/g" "$POLICY" >"$W/policy.yaml"
+sed "s/@MOCK_PORT@/$PORT_MOCK/g; s/@REDIS_PORT@/$PORT_REDIS/g" "$POLICY" >"$W/policy.yaml"
 printf 'sk-bench-provider-key' >"$W/secrets/bench-keys/openai"
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 
 taskset -c 0 "$NGINX" -p "$W" -c "$W/mock.conf" >"$OUT/mock.log" 2>&1 &
 PIDS+=($!)
+if [[ "$REDIS" == 1 ]]; then
+    mkdir -p "$W/redis"
+    taskset -c 0 redis-server --port "$PORT_REDIS" --bind 127.0.0.1 --save '' --appendonly no \
+        --daemonize no --dir "$W/redis" --logfile "$OUT/redis.log" &
+    PIDS+=($!)
+    for _ in $(seq 1 100); do
+        redis-cli -p "$PORT_REDIS" PING 2>/dev/null | grep -q PONG && break
+        sleep 0.1
+    done
+fi
 if [[ "$OTLP" == 1 ]]; then
     taskset -c 0 python3 "$BENCH_DIR/otlp_sink.py" "$PORT_OTLP" "$OUT/otlp.txt" &
     OTLP_PID=$!; PIDS+=("$OTLP_PID")

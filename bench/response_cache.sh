@@ -12,21 +12,26 @@
 #           and its answer, over the 1-byte bound, not stored — so the next one misses again
 #   hit     client -> sidecar, `cache.exact {ttl: 1h}`: the first request fills, every later one
 #           is answered from memory (keyed, found, replayed; no provider call, a $0 ledger line)
-#   redis-hit  (when REDIS_POLICY is set) the same as `hit` with the policy file REDIS_POLICY (a
-#           template like policy.yaml.in whose RoutingPolicy sets `cache.backend` to Redis): the
-#           Redis backend's hit, for "a Redis hit within ~1 ms more"
+#   redis-hit  client -> sidecar, `cache {backend: redis, redis: {url: redis://127.0.0.1:P},
+#           exact: {ttl: 1h}}`: as `hit`, the entry read from a redis-server this script starts
+#           (127.0.0.1 in the same network namespace, CPU 0, no persistence): one GET per
+#           request over the sidecar's multiplexed connection, for "a Redis hit within ~1 ms
+#           more". REDIS=0 leaves it out; REDIS_POLICY=FILE replaces its policy template
+#           (@MOCK_PORT@ and @REDIS_PORT@ are filled in)
 # Each sidecar runs `--threads 1` on CPU 1 (one at a time is driven; the others idle), with a
 # TokenBudget (the bench policy's) and a --state-dir: a miss and `off` reserve, meter, settle and
 # write a ledger line; a hit writes its ledger line. The load generator and the mock share CPU 0.
 # ROUNDS rounds, each measuring every path once in turn (interleaved, so the paths of a round are
 # seconds apart); per round the added p50 (path minus direct) and the ratios hit/off and miss/off
-# of the added p50; then the median over the rounds.
+# of the added p50; then the median over the rounds; the same for the p99.
 # With CALLGRIND=1 (default), then instructions per request of off, miss and hit with
-# bench/callgrind_count.sh (the same rig; counters zeroed after its warm-up).
+# bench/callgrind_count.sh (the same rig; counters zeroed after its warm-up), and of redis-hit
+# (its own redis-server in callgrind_count.sh's namespace; callgrind counts the sidecar's
+# instructions only: redis-server's work and the kernel's loopback TCP are not in the number).
 #
 # Knobs (env): SIDECAR_BIN=target/release/tokenwarden-sidecar (built by run.sh; not built here)
 #   ROUNDS=5 N=2000 (requests per path per round) WARMUP=300 CALLGRIND=1 CG_WARMUP=1000
-#   CG_COUNT=2000 REDIS_POLICY= PORT_BASE=18480 OUT=bench/out/response-cache-<ts>
+#   CG_COUNT=2000 REDIS=1 (0 when redis-server is not installed) REDIS_POLICY= PORT_BASE=18480 OUT=bench/out/response-cache-<ts>
 #   OHA=bench/.tools/bin/oha (installed by run.sh)
 # Output in OUT: summary.txt (the table), rounds.tsv, oha-*.json, count-*/ (callgrind).
 set -euo pipefail
@@ -40,10 +45,11 @@ CALLGRIND=${CALLGRIND:-1}
 CG_WARMUP=${CG_WARMUP:-1000}
 CG_COUNT=${CG_COUNT:-2000}
 REDIS_POLICY=${REDIS_POLICY:-}
+REDIS=${REDIS:-$(command -v redis-server >/dev/null && echo 1 || echo 0)}
 SIDECAR_BIN=${SIDECAR_BIN:-$ROOT/target/release/tokenwarden-sidecar}
 PORT_BASE=${PORT_BASE:-18480}
 OHA=${OHA:-$BENCH_DIR/.tools/bin/oha}
-PORT_MOCK=$((PORT_BASE + 1)); PORT_PACED=$((PORT_BASE + 2))
+PORT_MOCK=$((PORT_BASE + 1)); PORT_PACED=$((PORT_BASE + 2)); PORT_REDIS=$((PORT_BASE + 3))
 
 log() { printf '[cache-bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
@@ -62,18 +68,27 @@ if [[ "${CACHE_INNER:-0}" != 1 ]]; then
     with_cache "$OUT/policy-off.yaml.in" ""
     with_cache "$OUT/policy-miss.yaml.in" $'  cache:\n    exact: {ttl: 1h, maxEntryBytes: 1}'
     with_cache "$OUT/policy-hit.yaml.in" $'  cache:\n    exact: {ttl: 1h}'
+    if [[ -n "$REDIS_POLICY" ]]; then
+        cp "$REDIS_POLICY" "$OUT/policy-redis-hit.yaml.in"; REDIS=1
+    elif [[ "$REDIS" == 1 ]]; then
+        # timeout 1s rather than the default 100 ms: under callgrind the sidecar runs ~50x
+        # slower; the bound is one timer either way, so the hit's work is the same
+        with_cache "$OUT/policy-redis-hit.yaml.in" $'  cache:\n    backend: redis\n    redis: {url: "redis://127.0.0.1:@REDIS_PORT@", timeout: 1s}\n    exact: {ttl: 1h}'
+    fi
     CACHE_INNER=1
-    export CACHE_INNER SIDECAR_BIN OHA
+    export CACHE_INNER SIDECAR_BIN OHA REDIS
     if [[ "${NO_NETNS:-0}" != 1 ]] && unshare -n true 2>/dev/null; then
         unshare -n bash "$0" "$@"
     else
         bash "$0" "$@"
     fi
     if [[ "$CALLGRIND" == 1 ]]; then
-        for path in off miss hit; do
+        cg_paths=(off miss hit); [[ "$REDIS" == 1 ]] && cg_paths+=(redis-hit)
+        for path in "${cg_paths[@]}"; do
             log "callgrind: $path"
             policy="$OUT/policy-$path.yaml.in"
-            OUT="$OUT/count-$path" POLICY="$policy" WARMUP=$CG_WARMUP \
+            redis=0; [[ $path == redis-hit ]] && redis=1
+            OUT="$OUT/count-$path" POLICY="$policy" WARMUP=$CG_WARMUP REDIS=$redis \
                 COUNT=$CG_COUNT IDLE_S=2 PORT_BASE=$((PORT_BASE + 40)) \
                 bash "$BENCH_DIR/callgrind_count.sh" >/dev/null
             ir=$(sed -n 's/^ir_per_request=//p' "$OUT/count-$path/summary.txt")
@@ -82,13 +97,15 @@ if [[ "${CACHE_INNER:-0}" != 1 ]]; then
         python3 - "$OUT/summary.txt" <<'EOF'
 import re, sys
 text = open(sys.argv[1]).read()
-ir = {k: int(v) for k, v in re.findall(r"^ir_per_request_(\w+)=(\d+)$", text, re.M)}
+ir = {k: int(v) for k, v in re.findall(r"^ir_per_request_([\w-]+)=(\d+)$", text, re.M)}
 with open(sys.argv[1], "a") as f:
-    f.write("\ninstructions per request (callgrind, c=1, after warm-up):\n")
-    for k in ("off", "miss", "hit"):
+    f.write("\ninstructions per request (callgrind, c=1, after warm-up; the sidecar only):\n")
+    for k in ("off", "miss", "hit", "redis-hit"):
         if k in ir:
             d = "" if k == "off" else "  (%+d vs off)" % (ir[k] - ir["off"])
-            f.write("  %-5s %8d%s\n" % (k, ir[k], d))
+            if k == "redis-hit" and "hit" in ir:
+                d += "  (%+d vs hit)" % (ir[k] - ir["hit"])
+            f.write("  %-9s %8d%s\n" % (k, ir[k], d))
 EOF
     fi
     cat "$OUT/summary.txt"
@@ -122,14 +139,25 @@ taskset -c 0 "$NGINX" -p "$W" -c "$W/mock.conf" >"$OUT/mock.log" 2>&1 &
 PIDS+=($!)
 
 PATHS=(off miss hit)
-[[ -n "$REDIS_POLICY" ]] && { PATHS+=(redis-hit); cp "$REDIS_POLICY" "$OUT/policy-redis-hit.yaml.in"; }
+if [[ "$REDIS" == 1 ]]; then
+    PATHS+=(redis-hit)
+    mkdir -p "$W/redis"
+    taskset -c 0 redis-server --port "$PORT_REDIS" --bind 127.0.0.1 --save '' --appendonly no \
+        --daemonize no --dir "$W/redis" --logfile "$OUT/redis.log" &
+    PIDS+=($!)
+    for _ in $(seq 1 100); do
+        redis-cli -p "$PORT_REDIS" PING 2>/dev/null | grep -q PONG && break
+        sleep 0.1
+    done
+fi
 declare -A URL
 URL[direct]="http://127.0.0.1:$PORT_MOCK/v1/chat/completions"
 i=0
 for path in "${PATHS[@]}"; do
     port=$((PORT_BASE + 10 + 2 * i)); admin=$((port + 1)); i=$((i + 1))
     mkdir -p "$W/state-$path"
-    sed "s/@MOCK_PORT@/$PORT_MOCK/g" "$OUT/policy-$path.yaml.in" >"$W/policy-$path.yaml"
+    sed "s/@MOCK_PORT@/$PORT_MOCK/g; s/@REDIS_PORT@/$PORT_REDIS/g" "$OUT/policy-$path.yaml.in" \
+        >"$W/policy-$path.yaml"
     taskset -c 1 "$SIDECAR_BIN" --policy-file "$W/policy-$path.yaml" --secrets-dir "$W/secrets" \
         --state-dir "$W/state-$path" --namespace bench --labels app=bench --threads 1 \
         --listen "127.0.0.1:$port" --admin-listen "127.0.0.1:$admin" >"$OUT/sidecar-$path.log" 2>&1 &
@@ -178,6 +206,23 @@ done
     echo "sidecar_bin=$SIDECAR_BIN built $(date -u -r "$SIDECAR_BIN" +%Y-%m-%dT%H:%M:%SZ)"
     echo "rounds=$ROUNDS n=$N c=1 loadavg=$(cut -d' ' -f1-3 /proc/loadavg)"
 } >"$OUT/summary.txt"
+if [[ "$REDIS" == 1 ]]; then
+    keys=$(redis-cli -p "$PORT_REDIS" DBSIZE)
+    # the bare GET round trip for comparison: redis-benchmark (C client) on the sidecar's CPU,
+    # one connection, SET then GET of one key holding a value the size of the stored entry
+    timeout 120 taskset -c 1 redis-benchmark -p "$PORT_REDIS" -c 1 -n 20000 -t set,get -d 1400 --csv \
+        >"$OUT/redis-benchmark.csv" 2>/dev/null || true
+    {
+        echo "redis=$(redis-server --version | cut -d' ' -f1-3) keys=$keys (the sidecar's entry)"
+        python3 - "$OUT/redis-benchmark.csv" <<'EOF'
+import csv, sys
+for r in csv.DictReader(open(sys.argv[1])):
+    if r.get("test") == "GET":
+        print("bare GET round trip (redis-benchmark -c 1 -d 1400): p50 %.0f µs, p99 %.0f µs"
+              % (float(r["p50_latency_ms"]) * 1e3, float(r["p99_latency_ms"]) * 1e3))
+EOF
+    } >>"$OUT/summary.txt"
+fi
 python3 - "$OUT/rounds.tsv" >>"$OUT/summary.txt" <<'EOF'
 import csv, statistics, sys
 rows = list(csv.DictReader(open(sys.argv[1]), delimiter="\t"))
@@ -185,25 +230,29 @@ paths = [p for p in ("off", "miss", "hit", "redis-hit") if any(r["path"] == p fo
 by = {}
 for r in rows:
     by.setdefault(r["round"], {})[r["path"]] = r
-print("\nadded p50 over direct (µs) per round, and ratios of the added p50:")
-head = ["round", "direct p50"] + ["+%s" % p for p in paths] + ["hit/off", "miss/off"]
+ratios = [("hit/off", "hit", "off"), ("miss/off", "miss", "off")]
 if "redis-hit" in paths:
-    head.append("redis-hit - hit")
-print("  " + "  ".join("%10s" % h for h in head))
-cols = {h: [] for h in head[1:]}
-for rnd in sorted(by, key=int):
-    b = by[rnd]
-    d = float(b["direct"]["p50_us"])
-    add = {p: float(b[p]["p50_us"]) - d for p in paths}
-    vals = [d] + [add[p] for p in paths] + [add["hit"] / add["off"], add["miss"] / add["off"]]
+    ratios += [("rhit/off", "redis-hit", "off"), ("rhit/hit", "redis-hit", "hit")]
+for q in ("p50", "p99"):
+    print("\nadded %s over direct (µs) per round, and same-round ratios of the added %s:" % (q, q))
+    head = ["round", "direct " + q] + ["+" + p for p in paths] + [n for n, _, _ in ratios]
     if "redis-hit" in paths:
-        vals.append(add["redis-hit"] - add["hit"])
-    for h, v in zip(head[1:], vals):
-        cols[h].append(v)
-    print("  " + "  ".join("%10s" % x for x in [rnd] + ["%.2f" % v if "/" in h else "%.1f" % v
-                                                       for h, v in zip(head[1:], vals)]))
-print("  " + "  ".join("%10s" % x for x in ["median"] + ["%.2f" % statistics.median(cols[h]) if "/" in h
-                                                        else "%.1f" % statistics.median(cols[h])
-                                                        for h in head[1:]]))
+        head.append("rhit-hit")
+    print("  " + "  ".join("%10s" % h for h in head))
+    cols = {h: [] for h in head[1:]}
+    for rnd in sorted(by, key=int):
+        b = by[rnd]
+        d = float(b["direct"][q + "_us"])
+        add = {p: float(b[p][q + "_us"]) - d for p in paths}
+        vals = [d] + [add[p] for p in paths] + [add[a] / add[o] for _, a, o in ratios]
+        if "redis-hit" in paths:
+            vals.append(add["redis-hit"] - add["hit"])
+        for h, v in zip(head[1:], vals):
+            cols[h].append(v)
+        print("  " + "  ".join("%10s" % x for x in [rnd] + ["%.2f" % v if "/" in h else "%.1f" % v
+                                                           for h, v in zip(head[1:], vals)]))
+    print("  " + "  ".join("%10s" % x for x in ["median"] + ["%.2f" % statistics.median(cols[h]) if "/" in h
+                                                            else "%.1f" % statistics.median(cols[h])
+                                                            for h in head[1:]]))
 print("200s per timed run: min %d, max %d" % (min(int(r["ok"]) for r in rows), max(int(r["ok"]) for r in rows)))
 EOF

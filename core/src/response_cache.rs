@@ -51,7 +51,8 @@
 //! server's `maxmemory`. Its password never sits in the policy: the
 //! operator resolves it from a Secret into [`RedisConfig::password`]
 //! ([`Redacted`] in `Debug`), or a standalone sidecar reads it from its
-//! secrets directory.
+//! secrets directory; the private CA of a `rediss://` server
+//! ([`RedisConfig::tls_ca`]) is resolved the same way.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -140,16 +141,33 @@ pub struct RedisCredentials {
     pub username_key: Option<String>,
 }
 
+/// Where the private CA of a `rediss://` server is: a key of a Secret in
+/// the policy's namespace, holding one or more PEM certificates.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RedisTlsCa {
+    /// The Secret's name.
+    pub secret: String,
+    /// Its key holding the PEM.
+    pub key: String,
+}
+
 /// The Redis backend of a policy's cache (`spec.cache.redis`).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RedisConfig {
-    /// `redis://host:port/db` or `rediss://…` (TLS with the system roots);
+    /// `redis://host:port/db` or `rediss://…` (TLS, verified against the
+    /// system roots, or only against [`RedisConfig::tls_ca`] when set);
     /// never a password (that comes from [`RedisConfig::credentials`]).
     pub url: String,
     /// Where the credentials are, if the server asks for them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials: Option<RedisCredentials>,
+    /// A Secret key holding the PEM certificate(s) of the private CA that
+    /// signed the server's certificate (`rediss://` only): the server is
+    /// then verified against these instead of the system roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_ca: Option<RedisTlsCa>,
     /// Bound on each operation (connecting included), in milliseconds: past
     /// it a lookup is a miss and a store is dropped.
     pub timeout_ms: u64,
@@ -163,8 +181,12 @@ pub struct RedisConfig {
     /// The user name, resolved like the password.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub username: Option<String>,
-    /// Why the operator could not resolve the credentials (the sidecar then
-    /// treats the backend as down: every lookup a miss).
+    /// The PEM of [`RedisConfig::tls_ca`], resolved like the password
+    /// (public data: shown in `Debug`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_pem: Option<String>,
+    /// Why the operator could not resolve the credentials or the CA (the
+    /// sidecar then treats the backend as down: every lookup a miss).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_error: Option<String>,
 }

@@ -821,10 +821,12 @@ pub enum CacheBackendSpec {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[x_kube(validation = kube::core::Rule::new("!self.url.matches('^rediss?://[^/?#@]*:[^/?#@]*@') && !self.url.matches('[?&]password=')").message("cache.redis.url must not hold a password: put it in a Secret named by credentialsSecret").reason(kube::core::Reason::FieldValueInvalid))]
+#[x_kube(validation = kube::core::Rule::new("!has(self.tls) || self.url.startsWith('rediss://')").message("cache.redis.tls needs a rediss:// url").reason(kube::core::Reason::FieldValueInvalid))]
 pub struct RedisCacheSpec {
     /// `redis://host:port[/db]`, or `rediss://…` for TLS (verified against
-    /// the system's root certificates). A user name may be in the URL; a
-    /// password may not: it comes from `credentialsSecret`.
+    /// the system's root certificates, or against `tls.caSecret` when set).
+    /// A user name may be in the URL; a password may not: it comes from
+    /// `credentialsSecret`.
     #[schemars(length(min = 10, max = 2048), regex(pattern = r"^rediss?://"))]
     pub url: String,
     /// The Secret (in the policy's namespace) holding the password, and
@@ -833,6 +835,9 @@ pub struct RedisCacheSpec {
     /// sidecar reads `<secrets dir>/<name>/<key>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_secret: Option<RedisCredentialsSpec>,
+    /// TLS to a `rediss://` server signed by a private CA.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<RedisTlsSpec>,
     /// Bound on each Redis operation (and on connecting), e.g. `50ms`:
     /// past it a lookup is a miss and a store is dropped, so a slow or
     /// hung Redis never stalls a request. Default `100ms`, at most `5s`.
@@ -847,6 +852,36 @@ pub struct RedisCacheSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 64), regex(pattern = r"^[A-Za-z0-9_.-]+$"))]
     pub key_prefix: Option<String>,
+}
+
+/// TLS to the Redis server (`rediss://` only).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RedisTlsSpec {
+    /// The key of a Secret (in the policy's namespace) holding the PEM
+    /// certificate(s) of the CA that signed the server's certificate: the
+    /// server is verified against these and not the system roots (the
+    /// host name in the URL must be in the certificate). Resolved like
+    /// `credentialsSecret`: the operator reads it (connected mode), a
+    /// standalone sidecar reads `<secrets dir>/<name>/<key>`. A
+    /// cert-manager Certificate's Secret has the CA under `ca.crt`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_secret: Option<RedisCaSecretSpec>,
+}
+
+/// A Secret key holding PEM CA certificates.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RedisCaSecretSpec {
+    /// Name of the Secret, in the policy's namespace.
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    )]
+    pub name: String,
+    /// Key within the Secret whose value is the PEM, e.g. `ca.crt`.
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[-._a-zA-Z0-9]+$"))]
+    pub key: String,
 }
 
 /// Where the Redis credentials are: keys of a Secret in the policy's

@@ -120,6 +120,8 @@ fn the_redis_backend_is_read_with_its_defaults() {
             key_prefix: "team-a".into(),
             password: None,
             username: None,
+            tls_ca: None,
+            ca_pem: None,
             credentials_error: None,
         })
     );
@@ -134,6 +136,31 @@ fn the_redis_backend_is_read_with_its_defaults() {
     let user =
         routing("  cache:\n    backend: redis\n    redis: {url: \"redis://app@redis:6379\"}\n");
     assert!(user.response_cache.unwrap().redis.is_some());
+}
+
+#[test]
+fn a_private_ca_is_read_for_rediss() {
+    use tokenwarden_core::response_cache::RedisTlsCa;
+    let r = routing(
+        "  cache:\n    backend: redis\n    redis: {url: \"rediss://redis.cache:6380/0\", tls: {caSecret: {name: redis-ca, key: ca.crt}}}\n",
+    )
+    .response_cache
+    .unwrap()
+    .redis
+    .unwrap();
+    assert_eq!(
+        r.tls_ca,
+        Some(RedisTlsCa {
+            secret: "redis-ca".into(),
+            key: "ca.crt".into(),
+        })
+    );
+    assert_eq!(r.ca_pem, None, "resolved later: operator or secrets dir");
+    // Without `tls`, `rediss://` trusts the system roots.
+    let system = routing(
+        "  cache:\n    backend: redis\n    redis: {url: \"rediss://redis.cache:6380/0\"}\n",
+    );
+    assert_eq!(system.response_cache.unwrap().redis.unwrap().tls_ca, None);
 }
 
 #[test]

@@ -1398,14 +1398,15 @@ async fn cluster_ledger_lives_in_a_configmap() {
 }
 
 /// With `cache_secrets`, the Secret a policy's `spec.cache.redis.
-/// credentialsSecret` names is read with one GET in the policy's
-/// namespace: its values decoded (and redacted in Debug); a missing one is
-/// an error naming it.
+/// credentialsSecret` names (and the one its `tls.caSecret` names) is read
+/// with one GET in the policy's namespace: its values decoded (and
+/// redacted in Debug); a missing one is an error naming it.
 async fn scenario_cache_secrets(log: &Log) {
     let (client, mut api) = mock(log);
     let mut with_cache = policy("team-a", "shared", "uid-s", "10");
     with_cache["spec"]["cache"] = json!({"backend": "redis", "redis": {
-        "url": "redis://redis:6379", "credentialsSecret": {"name": "redis-auth", "key": "password"}}});
+        "url": "rediss://redis:6379", "credentialsSecret": {"name": "redis-auth", "key": "password"},
+        "tls": {"caSecret": {"name": "redis-ca", "key": "ca.crt"}}}});
     let mut missing = policy("team-b", "broken", "uid-m", "10");
     missing["spec"]["cache"] = json!({"backend": "redis", "redis": {
         "url": "redis://redis:6379", "credentialsSecret": {"name": "gone", "key": "password"}}});
@@ -1434,6 +1435,17 @@ async fn scenario_cache_secrets(log: &Log) {
     let (seen, send) = api.next().await;
     assert_eq!(
         (seen.method.as_str(), seen.uri.as_str()),
+        ("GET", "/api/v1/namespaces/team-a/secrets/redis-ca")
+    );
+    send.json(
+        200,
+        &json!({"apiVersion": "v1", "kind": "Secret",
+                "metadata": {"name": "redis-ca", "namespace": "team-a", "resourceVersion": "8"},
+                "data": {"ca.crt": "LS0tLS1CRUdJTg=="}}),
+    );
+    let (seen, send) = api.next().await;
+    assert_eq!(
+        (seen.method.as_str(), seen.uri.as_str()),
         ("GET", "/api/v1/namespaces/team-b/secrets/gone")
     );
     send.json(404, &not_found("secrets", "gone"));
@@ -1442,6 +1454,10 @@ async fn scenario_cache_secrets(log: &Log) {
         .as_ref()
         .unwrap();
     assert_eq!(found["password"].0, "hunter2");
+    let ca = objects.cache_secrets[&id("team-a", "redis-ca")]
+        .as_ref()
+        .unwrap();
+    assert_eq!(ca["ca.crt"].0, "-----BEGIN");
     assert!(
         !format!("{objects:?}").contains("hunter2"),
         "redacted in Debug"

@@ -410,7 +410,7 @@ struct CacheErrorLabels {
 
 impl CacheErrors {
     /// Count one failed `op` (`get`, `put`, `publish`, `tail`) of `backend`
-    /// for `reason` (`timeout`, `unavailable`, `oom`, `auth`, `credentials`,
+    /// for `reason` (`timeout`, `unavailable`, `oom`, `auth`, `tls`, `credentials`,
     /// `decode`, `error`).
     pub fn count(&self, backend: &'static str, op: &'static str, reason: &'static str) {
         self.0
@@ -549,7 +549,7 @@ impl Metrics {
         );
         registry.register(
             "response_cache_errors",
-            "Response-cache backend operations that failed (a lookup became a miss, a store was dropped), by backend, op (get, put, publish, tail) and reason (timeout, unavailable, oom, auth, credentials, decode, error)",
+            "Response-cache backend operations that failed (a lookup became a miss, a store was dropped), by backend, op (get, put, publish, tail) and reason (timeout, unavailable, oom, auth, tls, credentials, decode, error)",
             self.response_cache_errors.0.clone(),
         );
     }

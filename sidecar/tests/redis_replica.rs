@@ -25,6 +25,8 @@ fn cfg(r: &Redis) -> RedisConfig {
         key_prefix: "tw".into(),
         password: None,
         username: None,
+        tls_ca: None,
+        ca_pem: None,
         credentials_error: None,
     }
 }

@@ -5,7 +5,9 @@
 //! saved dollars); the key layout and PX TTL in Redis; a Redis stopped,
 //! restarted, hung (SIGSTOP) or full (`maxmemory` + `noeviction`) never
 //! fails a request and is counted in `tokenwarden_response_cache_errors_total`;
-//! credentials from the secrets dir, right and wrong.
+//! credentials from the secrets dir, right and wrong; `rediss://` to a
+//! server signed by a private CA, with `tls.caSecret` (hits) and without it
+//! or with another CA (handshake refused: `reason="tls"`, misses, served).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -14,7 +16,10 @@ mod support;
 use std::time::{Duration, Instant};
 
 use support::*;
-use tokenwarden_tests::redis::{Redis, RedisOptions};
+use tokenwarden_tests::{
+    redis::{Redis, RedisOptions, RedisTls},
+    tls::TestCa,
+};
 
 const CHAT: &str = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"How do I reset my password?"}],"temperature":0}"#;
 const CHAT_STREAM: &str = r#"{"model":"gpt-4o-mini","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"How do I reset my password?"}]}"#;
@@ -247,4 +252,77 @@ async fn credentials_come_from_the_secrets_dir() {
     assert_eq!(cache(&chat(&missing, CHAT).await), "miss", "served");
     assert!(errors(&missing, "get", "credentials").await >= 1.0);
     assert_eq!(fake.log().len(), 3);
+}
+
+/// A sidecar whose secrets dir has `redis-ca/ca.crt` = `pem`, if any.
+fn with_ca_file(policy: &str, pem: Option<&str>) -> Sidecar {
+    let mut sc = Sidecar::unstarted(policy, &[]);
+    if let Some(pem) = pem {
+        let d = sc.secrets_dir().join("redis-ca");
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("ca.crt"), pem).unwrap();
+    }
+    sc.spawn();
+    sc
+}
+
+#[tokio::test]
+async fn rediss_with_a_private_ca_hits_and_without_it_the_handshake_is_refused() {
+    let ca = TestCa::new();
+    let leaf = ca.leaf(&["127.0.0.1"]);
+    let Some(redis) = Redis::start(RedisOptions {
+        tls: Some(RedisTls {
+            cert_pem: leaf.cert_pem,
+            key_pem: leaf.key_pem,
+            ca_pem: ca.pem(),
+        }),
+        ..Default::default()
+    }) else {
+        return;
+    };
+    assert!(redis.url().starts_with("rediss://127.0.0.1:"));
+    let fake = FakeProvider::start(FakeConfig::default()).await.unwrap();
+    let tls = ", tls: {caSecret: {name: redis-ca, key: ca.crt}}";
+    let p = policy(&fake, &redis_cache(&redis, tls), "");
+
+    // The CA from the secrets dir: the server is trusted, entries shared.
+    let a = with_ca_file(&p, Some(&ca.pem()));
+    let first = chat(&a, CHAT).await;
+    assert_eq!(cache(&first), "miss");
+    eventually("the entry in Redis over TLS", async || {
+        keys(&redis).len() == 1
+    })
+    .await;
+    let b = with_ca_file(&p, Some(&ca.pem()));
+    let hit = chat(&b, CHAT).await;
+    assert_eq!(cache(&hit), "hit");
+    assert_eq!(hit.body, first.body);
+    assert_eq!(fake.log().len(), 1);
+    assert_eq!(errors(&a, "get", "tls").await, 0.0);
+    assert_eq!(errors(&b, "get", "tls").await, 0.0);
+
+    // System roots only: the handshake is refused, a miss, served.
+    let plain = Sidecar::start(&policy(&fake, &redis_cache(&redis, ""), ""));
+    let r = chat(&plain, CHAT).await;
+    assert_eq!(cache(&r), "miss", "not trusted: a miss");
+    assert_ne!(r.body, first.body, "a new answer, not the stored one");
+    assert_eq!(fake.log().len(), 2, "served by the provider");
+    assert!(errors(&plain, "get", "tls").await >= 1.0);
+    eventually("the refused store counted", async || {
+        errors(&plain, "put", "tls").await >= 1.0
+    })
+    .await;
+
+    // Another CA's certificate: refused the same way.
+    let other = TestCa::new();
+    let wrong = with_ca_file(&p, Some(&other.pem()));
+    assert_eq!(cache(&chat(&wrong, CHAT).await), "miss");
+    assert!(errors(&wrong, "get", "tls").await >= 1.0);
+
+    // A CA file with no certificate in it: the backend is unusable.
+    let broken = with_ca_file(&p, Some("not a certificate\n"));
+    assert_eq!(cache(&chat(&broken, CHAT).await), "miss");
+    assert!(errors(&broken, "get", "credentials").await >= 1.0);
+    assert_eq!(fake.log().len(), 4, "every miss went to the provider");
+    assert_eq!(keys(&redis).len(), 1, "only the trusted sidecar stored");
 }

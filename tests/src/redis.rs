@@ -28,6 +28,20 @@ pub struct RedisOptions {
     pub maxmemory: Option<String>,
     /// `maxmemory-policy` (default `noeviction`, Redis's own default).
     pub policy: Option<String>,
+    /// TLS only: no plain port, `--tls-port` with this certificate.
+    pub tls: Option<RedisTls>,
+}
+
+/// The server's TLS certificate (e.g. from [`crate::tls::TestCa`]).
+#[derive(Debug, Clone)]
+pub struct RedisTls {
+    /// The server's certificate, PEM.
+    pub cert_pem: String,
+    /// Its private key, PEM.
+    pub key_pem: String,
+    /// The CA that signed it, PEM (for `redis-cli`; clients are not asked
+    /// for certificates).
+    pub ca_pem: String,
 }
 
 /// A running Redis server.
@@ -85,7 +99,27 @@ impl Redis {
 
     fn run(&mut self) {
         let mut c = Command::new(&self.bin);
-        c.args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+        if let Some(t) = &self.opts.tls {
+            let d = self.dir.path();
+            for (name, pem) in [
+                ("server.crt", &t.cert_pem),
+                ("server.key", &t.key_pem),
+                ("ca.crt", &t.ca_pem),
+            ] {
+                std::fs::write(d.join(name), pem).expect("write a TLS file");
+            }
+            c.args(["--port", "0", "--tls-port", &self.port.to_string()])
+                .arg("--tls-cert-file")
+                .arg(d.join("server.crt"))
+                .arg("--tls-key-file")
+                .arg(d.join("server.key"))
+                .arg("--tls-ca-cert-file")
+                .arg(d.join("ca.crt"))
+                .args(["--tls-auth-clients", "no"]);
+        } else {
+            c.args(["--port", &self.port.to_string()]);
+        }
+        c.args(["--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
             .arg("--dir")
             .arg(self.dir.path())
@@ -127,9 +161,15 @@ impl Redis {
         self.port
     }
 
-    /// `redis://127.0.0.1:<port>/0` (never with the password).
+    /// `redis://127.0.0.1:<port>/0`, or `rediss://…` with TLS (never with
+    /// the password).
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
+        let scheme = if self.opts.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
+        format!("{scheme}://127.0.0.1:{}/0", self.port)
     }
 
     /// Run `redis-cli` (authenticated) and return its stdout; `None` when
@@ -137,6 +177,11 @@ impl Redis {
     pub fn cli(&self, args: &[&str]) -> Option<String> {
         let mut c = Command::new(self.bin.with_file_name("redis-cli"));
         c.args(["-h", "127.0.0.1", "-p", &self.port.to_string()]);
+        if self.opts.tls.is_some() {
+            c.arg("--tls")
+                .arg("--cacert")
+                .arg(self.dir.path().join("ca.crt"));
+        }
         if let Some(p) = &self.opts.password {
             c.env("REDISCLI_AUTH", p);
         }

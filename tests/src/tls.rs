@@ -1,7 +1,7 @@
 //! A throwaway certificate authority for TLS tests (rcgen): its PEM for a
 //! client's trust store, and leaf certificates it signs for a server.
 
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
 
 /// A self-signed CA, made fresh for each test.
 pub struct TestCa {
@@ -30,6 +30,12 @@ impl TestCa {
         let key = KeyPair::generate().expect("a CA key");
         let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        // Not rcgen's default name, which its leaves also get: OpenSSL
+        // (redis-server, redis-cli) takes a leaf whose issuer is its own
+        // subject for a self-signed certificate and refuses it.
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "tokenwarden test CA");
         TestCa {
             issuer: CertifiedIssuer::self_signed(params, key).expect("a self-signed CA"),
         }
@@ -47,10 +53,14 @@ impl TestCa {
     #[allow(clippy::expect_used)]
     pub fn leaf(&self, names: &[&str]) -> Leaf {
         let key = KeyPair::generate().expect("a leaf key");
-        let cert = CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
-            .expect("leaf params")
-            .signed_by(&key, &self.issuer)
-            .expect("a signed leaf");
+        let mut params =
+            CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                .expect("leaf params");
+        params.distinguished_name.push(
+            DnType::CommonName,
+            names.first().copied().unwrap_or("tokenwarden test leaf"),
+        );
+        let cert = params.signed_by(&key, &self.issuer).expect("a signed leaf");
         Leaf {
             cert_pem: cert.pem(),
             key_pem: key.serialize_pem(),

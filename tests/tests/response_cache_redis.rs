@@ -1,9 +1,11 @@
 //! The Redis response cache in connected mode: the real operator in
 //! Kubernetes mode (against the in-process API server stand-in) reads the
-//! Secret a RoutingPolicy's `spec.cache.redis.credentialsSecret` names and
-//! sends the password to two real sidecars with their config (over TLS);
-//! they share entries in a real `redis-server` that requires it (a fill
-//! through one is a hit through the other), semantic entries too (a
+//! Secret a RoutingPolicy's `spec.cache.redis.credentialsSecret` names,
+//! and the private CA its `tls.caSecret` names, and sends both to two real
+//! sidecars with their config (over TLS); they share entries in a real
+//! `redis-server` that requires the password and speaks only TLS with a
+//! certificate that CA signed (a fill through one is a hit through the
+//! other; the sidecars' own secrets dirs hold no CA), semantic entries too (a
 //! question filled through one, embedded by the real `tokenwarden-embedder`,
 //! answers its paraphrase through the other). A missing Secret is the
 //! policy's `ResponseCacheDegraded` condition and a Warning Event, and the
@@ -25,8 +27,9 @@ use tokenwarden_tests::{
     fake_provider::{FakeConfig, FakeProvider},
     operator::{Operator, Stderr},
     process::free_port,
-    redis::{Redis, RedisOptions},
+    redis::{Redis, RedisOptions, RedisTls},
     sidecar::SidecarProc,
+    tls::TestCa,
 };
 
 const NS: &str = "tokenwarden-system";
@@ -75,7 +78,8 @@ fn policy(name: &str, fake: &FakeProvider, redis: &Redis, secret: &str) -> Value
                            "apiKeySecretRef": {"name": "provider-keys", "key": "openai"}}],
             "cache": {"backend": "redis",
                       "redis": {"url": redis.url(), "timeout": "200ms",
-                                "credentialsSecret": {"name": secret, "key": "password"}},
+                                "credentialsSecret": {"name": secret, "key": "password"},
+                                "tls": {"caSecret": {"name": secret, "key": "ca.crt"}}},
                       "exact": {"ttl": "10m"}}
         }
     })
@@ -124,8 +128,25 @@ fn condition(api: &FakeApiServer, policy: &str, type_: &str) -> Option<Value> {
         .cloned()
 }
 
-/// The operator in Kubernetes mode with `policies`, the Redis password in
-/// Secret `team/redis-auth`, its certificates issued (the CA in
+/// A real `redis-server` that requires [`PASSWORD`] and speaks only TLS
+/// with a certificate a test CA signed; and that CA's PEM.
+fn tls_redis() -> Option<(Redis, String)> {
+    let ca = TestCa::new();
+    let leaf = ca.leaf(&["127.0.0.1"]);
+    let redis = Redis::start(RedisOptions {
+        password: Some(PASSWORD.into()),
+        tls: Some(RedisTls {
+            cert_pem: leaf.cert_pem,
+            key_pem: leaf.key_pem,
+            ca_pem: ca.pem(),
+        }),
+        ..Default::default()
+    })?;
+    Some((redis, ca.pem()))
+}
+
+/// The operator in Kubernetes mode with `policies`, the Redis password and
+/// the CA `ca_pem` in Secret `team/redis-auth`, its certificates issued (the CA in
 /// `<dir>/ca.crt`), ready for [`sidecar`]s on `port`.
 struct Cluster {
     // Dropped in this order: the operator before the API server.
@@ -136,7 +157,7 @@ struct Cluster {
     log: std::path::PathBuf,
 }
 
-async fn cluster(policies: &[Value]) -> Cluster {
+async fn cluster(ca_pem: &str, policies: &[Value]) -> Cluster {
     let api = FakeApiServer::start().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
@@ -174,7 +195,8 @@ async fn cluster(policies: &[Value]) -> Cluster {
         "secrets",
         json!({"apiVersion": "v1", "kind": "Secret",
                "metadata": {"name": "redis-auth", "namespace": "team"},
-               "data": {"password": b64}}),
+               "data": {"password": b64,
+                        "ca.crt": base64::engine::general_purpose::STANDARD.encode(ca_pem)}}),
     );
     for p in policies {
         api.put("routingpolicies", p.clone());
@@ -214,17 +236,17 @@ async fn cluster(policies: &[Value]) -> Cluster {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_operator_resolves_the_redis_password_and_sidecars_share_entries() {
-    let Some(redis) = Redis::start(RedisOptions {
-        password: Some(PASSWORD.into()),
-        ..Default::default()
-    }) else {
+    let Some((redis, ca_pem)) = tls_redis() else {
         return;
     };
     let fake = FakeProvider::start(FakeConfig::default()).await.unwrap();
-    let c = cluster(&[
-        policy("shared", &fake, &redis, "redis-auth"),
-        policy("broken", &fake, &redis, "no-such-secret"),
-    ])
+    let c = cluster(
+        &ca_pem,
+        &[
+            policy("shared", &fake, &redis, "redis-auth"),
+            policy("broken", &fake, &redis, "no-such-secret"),
+        ],
+    )
     .await;
     let (api, d, port, log) = (&c.api, c.dir.path(), c.port, c.log.clone());
     let a = sidecar(api, d, "shared-0", "shared", port);
@@ -316,14 +338,15 @@ async fn a_semantic_entry_filled_through_one_connected_sidecar_answers_another()
     let Some(embedder) = Embedder::start() else {
         return;
     };
-    let Some(redis) = Redis::start(RedisOptions {
-        password: Some(PASSWORD.into()),
-        ..Default::default()
-    }) else {
+    let Some((redis, ca_pem)) = tls_redis() else {
         return;
     };
     let fake = FakeProvider::start(FakeConfig::default()).await.unwrap();
-    let c = cluster(&[semantic_policy("faq", &fake, &redis, &embedder.url)]).await;
+    let c = cluster(
+        &ca_pem,
+        &[semantic_policy("faq", &fake, &redis, &embedder.url)],
+    )
+    .await;
     let (api, d) = (&c.api, c.dir.path());
     let a = sidecar(api, d, "faq-0", "faq", c.port);
     let b = sidecar(api, d, "faq-1", "faq", c.port);

@@ -8,7 +8,7 @@ use tokenwarden_core::{
     response_cache::{
         CacheBackend, DEFAULT_REDIS_KEY_PREFIX, DEFAULT_REDIS_TIMEOUT_MS, MAX_MAX_BYTES,
         MAX_MAX_ENTRIES, MAX_MAX_ENTRY_BYTES, MAX_REDIS_TIMEOUT_MS, MAX_TTL_MS, MIN_MAX_BYTES,
-        RedisConfig, RedisCredentials, ResponseCacheConfig,
+        RedisConfig, RedisCredentials, RedisTlsCa, ResponseCacheConfig,
     },
     semantic_cache::{
         DEFAULT_EMBEDDING_TIMEOUT_MS, DEFAULT_MAX_ENTRIES as SEMANTIC_DEFAULT_MAX_ENTRIES,
@@ -896,6 +896,10 @@ fn redis(e: &mut Errors, spec: &RedisCacheSpec) -> RedisConfig {
             "must be 1-64 letters, digits, '_', '.' or '-'",
         );
     }
+    let tls_ca = spec.tls.as_ref().and_then(|t| t.ca_secret.as_ref());
+    if spec.tls.is_some() && !spec.url.starts_with("rediss://") {
+        e.push("spec.cache.redis.tls", "needs a rediss:// url");
+    }
     RedisConfig {
         url: spec.url.clone(),
         credentials: spec.credentials_secret.as_ref().map(|c| RedisCredentials {
@@ -903,10 +907,15 @@ fn redis(e: &mut Errors, spec: &RedisCacheSpec) -> RedisConfig {
             password_key: c.key.clone(),
             username_key: c.username_key.clone(),
         }),
+        tls_ca: tls_ca.map(|c| RedisTlsCa {
+            secret: c.name.clone(),
+            key: c.key.clone(),
+        }),
         timeout_ms,
         key_prefix,
         password: None,
         username: None,
+        ca_pem: None,
         credentials_error: None,
     }
 }

@@ -13,6 +13,7 @@ use opentelemetry::KeyValue;
 use tokenwarden_core::{
     book::Book,
     compile::{Pod, PolicyInput, compile},
+    response_cache::Redacted,
     workload::{BudgetConfig, ObjectRef, WorkloadConfig},
 };
 use tokenwarden_crds::{TokenBudget, common::conditions};
@@ -28,47 +29,59 @@ use crate::{
 };
 
 /// Put the password (and user name) a policy's
-/// `spec.cache.redis.credentialsSecret` names into its compiled cache
-/// config, from the Secrets the source read; `None` when the policy names
-/// none or the source does not read Secrets (the sidecar then reads its
-/// secrets dir), else whether they were found (the error also goes to the
-/// sidecars, which then treat Redis as down).
+/// `spec.cache.redis.credentialsSecret` names, and the CA PEM its
+/// `tls.caSecret` names, into its compiled cache config, from the Secrets
+/// the source read; `None` when the policy names neither or the source
+/// does not read Secrets (the sidecar then reads its secrets dir), else
+/// whether they were found (the error also goes to the sidecars, which
+/// then treat Redis as down).
 fn resolve_cache_credentials(
     id: &ObjectRef,
     input: &mut PolicyInput,
     objects: &Objects,
 ) -> Option<Result<(), String>> {
     let redis = input.routing.response_cache.as_mut()?.redis.as_mut()?;
-    let c = redis.credentials.as_ref()?;
-    let secret = ObjectRef {
-        namespace: id.namespace.clone(),
-        name: c.secret.clone(),
-    };
-    let data = objects.cache_secrets.get(&secret)?;
-    let found = data.as_ref().map_err(Clone::clone).and_then(|d| {
-        let get = |key: &str| {
+    if redis.credentials.is_none() && redis.tls_ca.is_none() {
+        return None;
+    }
+    // One Secret's key, or why not; `None`: the source reads no Secrets.
+    let get = |name: &str, key: &str| -> Option<Result<Redacted, String>> {
+        let secret = ObjectRef {
+            namespace: id.namespace.clone(),
+            name: name.to_string(),
+        };
+        let data = objects.cache_secrets.get(&secret)?;
+        Some(data.as_ref().map_err(Clone::clone).and_then(|d| {
             d.get(key)
                 .cloned()
                 .ok_or_else(|| format!("Secret {secret} has no key {key:?}"))
-        };
-        let password = get(&c.password_key)?;
+        }))
+    };
+    let mut found = Ok(());
+    if let Some(c) = redis.credentials.clone() {
+        let password = get(&c.secret, &c.password_key)?;
         let username = match &c.username_key {
-            Some(k) => Some(get(k)?.0),
+            Some(k) => Some(get(&c.secret, k)?),
             None => None,
         };
-        Ok((password, username))
-    });
-    Some(match found {
-        Ok((password, username)) => {
-            redis.password = Some(password);
-            redis.username = username;
-            Ok(())
+        match (password, username.transpose()) {
+            (Ok(p), Ok(u)) => {
+                redis.password = Some(p);
+                redis.username = u.map(|u| u.0);
+            }
+            (Err(why), _) | (_, Err(why)) => found = Err(why),
         }
-        Err(why) => {
-            redis.credentials_error = Some(why.clone());
-            Err(why)
+    }
+    if let (Ok(()), Some(ca)) = (&found, redis.tls_ca.clone()) {
+        match get(&ca.secret, &ca.key)? {
+            Ok(pem) => redis.ca_pem = Some(pem.0),
+            Err(why) => found = Err(why),
         }
-    })
+    }
+    if let Err(why) = &found {
+        redis.credentials_error = Some(why.clone());
+    }
+    Some(found)
 }
 
 /// A short content hash: the config version.

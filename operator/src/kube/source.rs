@@ -384,25 +384,25 @@ async fn publish(
     }
 }
 
-/// Read every Secret a policy's `spec.cache.redis.credentialsSecret` names
-/// into `objects.cache_secrets`; returns what identifies what was read (a
-/// resourceVersion or the error, per Secret) to tell a change.
+/// Read every Secret a policy's `spec.cache.redis.credentialsSecret` or
+/// `spec.cache.redis.tls.caSecret` names into `objects.cache_secrets`;
+/// returns what identifies what was read (a resourceVersion or the error,
+/// per Secret) to tell a change.
 async fn resolve_secrets(client: &Client, objects: &mut Objects) -> Vec<String> {
     let wanted: std::collections::BTreeSet<ObjectRef> = objects
         .policies
         .iter()
-        .filter_map(|(id, p)| {
-            let c = p
-                .spec
-                .cache
-                .as_ref()?
-                .redis
-                .as_ref()?
-                .credentials_secret
-                .as_ref()?;
-            Some(ObjectRef {
+        .filter_map(|(id, p)| Some((id, p.spec.cache.as_ref()?.redis.as_ref()?)))
+        .flat_map(|(id, r)| {
+            let creds = r.credentials_secret.as_ref().map(|c| &c.name);
+            let ca = r
+                .tls
+                .as_ref()
+                .and_then(|t| t.ca_secret.as_ref())
+                .map(|c| &c.name);
+            creds.into_iter().chain(ca).map(|name| ObjectRef {
                 namespace: id.namespace.clone(),
-                name: c.name.clone(),
+                name: name.clone(),
             })
         })
         .collect();
