@@ -22,15 +22,19 @@
 //!      automatic prompt-cache breakpoints;
 //!    - `ops/ticket-agent`: a system prompt that starts with the current
 //!      time, which breaks the provider's prompt cache on every request;
-//!    - `support/faq-bot`: a FAQ bot whose questions repeat (and
-//!      paraphrase each other) under a RoutingPolicy with the response
-//!      cache on.
+//!    - `support/faq-bot`: a FAQ bot whose questions repeat, paraphrase
+//!      each other and come with near-misses (another order number, a
+//!      negation) under a RoutingPolicy with the response cache on: exact,
+//!      and semantic with the real self-hosted `tokenwarden-embedder` when
+//!      a model directory is found ([`embedder`]).
 //! 5. Prints the operator's ledger per namespace, workload and model, the
 //!    budgets, the coding agent's bill next to "everything on the
 //!    flagship", the prompt cache's hit ratio and savings with automatic
 //!    breakpoints off and on, and the busts the ticket agent caused with the
 //!    `PromptCacheUnstable` condition on its RoutingPolicy, and the FAQ
-//!    bot's response-cache hit rate and saved dollars from the ledger.
+//!    bot's response-cache hits (exact, semantic), hit rate, saved dollars,
+//!    embeddings' cost and net saving from the ledger, and that the
+//!    near-misses reached the provider.
 //!
 //! With `TOKENWARDEN_DEMO_SCRAPE_TARGETS=FILE`, the demo writes the
 //! operator's and the sidecars' `/metrics` addresses to `FILE` (Prometheus
@@ -38,13 +42,14 @@
 //! running until its stdin closes: `tests/chart/test_monitoring.py` scrapes
 //! them with a real Prometheus and evaluates the chart's dashboard and alerts.
 //!
-//! Run: `cargo build --release -p tokenwarden-operator -p tokenwarden-sidecar -p tokenwarden-demo && target/release/tokenwarden-demo`
+//! Run: `cargo build --release -p tokenwarden-operator -p tokenwarden-sidecar -p tokenwarden-embedder -p tokenwarden-demo && target/release/tokenwarden-demo`
 //!
 //! The steps: [`processes`] starts the operator and the sidecars,
 //! [`workload`] plays the traffic, [`report`] waits for the operator's
 //! ledger and prints it; [`objects`] holds the teams' YAML.
 
 mod caching;
+mod embedder;
 mod faq;
 mod objects;
 mod processes;
@@ -83,27 +88,29 @@ fn main() -> ExitCode {
 
 /// The files the operator and the sidecars read: provider keys, the shared
 /// secret, the teams' objects.
-fn lay_out(root: &Path, base_url: &str) -> anyhow::Result<()> {
+fn lay_out(root: &Path, base_url: &str, embedder_url: Option<&str>) -> anyhow::Result<()> {
     std::fs::create_dir_all(root.join("secrets/llm-keys"))?;
     std::fs::write(root.join("secrets/llm-keys/anthropic"), "sk-fake-anthropic")?;
     std::fs::write(root.join("secrets/llm-keys/openai"), "sk-fake-openai")?;
+    // The self-hosted embedder ignores it; the sidecar sends the key the
+    // policy names, never the app's.
+    std::fs::write(root.join("secrets/llm-keys/embedder"), "sk-self-hosted")?;
     std::fs::write(root.join("shared-secret"), SECRET)?;
     std::fs::create_dir_all(root.join("objects"))?;
-    for (file, text) in objects::objects(base_url) {
+    for (file, text) in objects::objects(base_url, embedder_url) {
         std::fs::write(root.join("objects").join(file), text)?;
     }
     Ok(())
 }
 
 async fn run() -> anyhow::Result<()> {
-    let fake = FakeProvider::start(FakeConfig {
-        log: false,
-        ..FakeConfig::default()
-    })
-    .await?;
+    // The request log shows which FAQ questions reached the provider.
+    let fake = FakeProvider::start(FakeConfig::default()).await?;
+    let embedder = tokio::task::spawn_blocking(embedder::Embedder::start).await??;
     let dir = tempfile::tempdir()?;
     let root = dir.path();
-    lay_out(root, &fake.base_url())?;
+    let embedder_url = embedder.as_ref().ok().map(|e| e.url.as_str());
+    lay_out(root, &fake.base_url(), embedder_url)?;
     let client: HttpClient = processes::http_client();
 
     let started = Instant::now();
@@ -132,7 +139,11 @@ async fn run() -> anyhow::Result<()> {
     let tally = workload::play(&client, &items, &pods).await?;
     // Every record reaches the operator's ledger (acked once durable).
     let billed: u64 = fake.usage_totals().values().map(|u| u.requests).sum();
-    let ledger = report::wait_for_ledger(&client, operator.admin, billed).await?;
+    let embedded = match &embedder {
+        Ok(e) => e.served(&client).await?,
+        Err(_) => 0,
+    };
+    let ledger = report::wait_for_ledger(&client, operator.admin, billed, embedded).await?;
     report::print_ledger(&ledger)?;
     report::print_prompt_cache(
         &client,
@@ -141,7 +152,16 @@ async fn run() -> anyhow::Result<()> {
         &root.join("operator-state"),
     )
     .await?;
-    report::print_response_cache(&ledger)?;
+    let lookups = processes::semantic_lookups(&client, pods[7].admin()).await?;
+    report::print_response_cache(
+        &ledger,
+        &report::FaqRun {
+            seen: &tally.faq,
+            semantic_off: embedder.as_ref().err().map(String::as_str),
+            near_misses_at_provider: faq::at_provider(&fake.log(), faq::Kind::NearMiss),
+            lookups: &lookups,
+        },
+    )?;
     report::print_summary(&tally, &items, billed);
     if scrape_targets.is_some() {
         hold(&pods).await?;

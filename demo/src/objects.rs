@@ -1,11 +1,13 @@
 //! The platform team's objects for the demo: one RoutingPolicy and one
 //! TokenBudget per team, as they would be applied with kubectl.
 
-use crate::workload::FLAGSHIP;
+use crate::{embedder::MODEL, workload::FLAGSHIP};
 
 /// The platform team's objects: one file per team, as they would be applied
 /// with kubectl.
-pub fn objects(base_url: &str) -> [(&'static str, String); 5] {
+/// `embedder_url`: the self-hosted embedder, when it runs (the FAQ bot's
+/// policy then has the semantic cache on).
+pub fn objects(base_url: &str, embedder_url: Option<&str>) -> [(&'static str, String); 5] {
     [
         (
             "agents.yaml",
@@ -95,25 +97,49 @@ spec:
             ),
         ),
         ("ops.yaml", ops(base_url)),
-        ("support.yaml", support(base_url)),
+        ("support.yaml", support(base_url, embedder_url)),
     ]
 }
 
 /// The `support` team: a FAQ bot whose repeated questions the response
-/// cache answers, under a daily budget that shows what the hits saved.
-fn support(base_url: &str) -> String {
+/// cache answers — and, with the self-hosted embedder, their paraphrases —
+/// under a daily budget that shows what the hits saved.
+fn support(base_url: &str, embedder_url: Option<&str>) -> String {
+    let (embedder, semantic) = match embedder_url {
+        Some(url) => (
+            format!(
+                r#"
+    # The self-hosted tokenwarden-embedder (all-MiniLM-L6-v2), priced at $0:
+    # its calls are in the ledger as free requests.
+    - name: embedder
+      api: openai
+      baseUrl: "{url}"
+      apiKeySecretRef: {{name: llm-keys, key: embedder}}
+      prices: [{{model: {MODEL}, inputPerMTok: "0", outputPerMTok: "0"}}]"#
+            ),
+            format!(
+                r#"
+    # A paraphrase is answered from a stored answer when its embedding is at
+    # least 0.95 alike and the guards find no difference that changes the
+    # answer (numbers, negations, names, code): the defaults.
+    semantic:
+      embedding: {{provider: embedder, model: {MODEL}}}"#
+            ),
+        ),
+        None => (String::new(), String::new()),
+    };
     format!(
         r#"# Customers ask the same questions all day: the sidecar answers a repeat
-# from its response cache at $0 (exact match; off unless a policy sets it).
+# from its response cache at $0 (off unless a policy sets it).
 apiVersion: tokenwarden.dev/v1alpha1
 kind: RoutingPolicy
 metadata: {{name: faq-bot, namespace: support}}
 spec:
   workloadSelector: {{matchLabels: {{app: faq-bot}}}}
   providers:
-    - {{name: openai, api: openai, baseUrl: "{base_url}", apiKeySecretRef: {{name: llm-keys, key: openai}}}}
+    - {{name: openai, api: openai, baseUrl: "{base_url}", apiKeySecretRef: {{name: llm-keys, key: openai}}}}{embedder}
   cache:
-    exact: {{ttl: 1h}}
+    exact: {{ttl: 1h}}{semantic}
 ---
 # Its status shows the spend and, apart, what the cache's hits saved.
 apiVersion: tokenwarden.dev/v1alpha1

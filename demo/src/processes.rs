@@ -172,3 +172,28 @@ pub fn scrape_targets(operator_admin: u16, pods: &[Pod]) -> serde_json::Value {
     }
     serde_json::Value::Array(targets)
 }
+
+/// A sidecar's `tokenwarden_semantic_cache_requests_total` by `result`
+/// (summed over workloads), sorted by result; empty without the semantic
+/// cache.
+pub async fn semantic_lookups(
+    client: &HttpClient,
+    admin: u16,
+) -> anyhow::Result<Vec<(String, u64)>> {
+    let (_, body) = get(client, format!("http://127.0.0.1:{admin}/metrics")).await?;
+    let mut by: std::collections::BTreeMap<String, u64> = Default::default();
+    for l in String::from_utf8_lossy(&body).lines() {
+        let Some(rest) = l.strip_prefix("tokenwarden_semantic_cache_requests_total{") else {
+            continue;
+        };
+        let result = rest
+            .split("result=\"")
+            .nth(1)
+            .and_then(|r| r.split('"').next());
+        let n = l.rsplit(' ').next().and_then(|n| n.parse::<f64>().ok());
+        if let (Some(result), Some(n)) = (result, n) {
+            *by.entry(result.to_string()).or_default() += n as u64;
+        }
+    }
+    Ok(by.into_iter().collect())
+}

@@ -8,6 +8,7 @@ use anyhow::{Context as _, bail};
 use tokenwarden_core::{catalog::Catalog, money::Usd, tokens::TokenCounts, usage::cache::HitRatio};
 
 use crate::{
+    faq::{self, FaqSeen, Kind},
     processes::{HttpClient, get},
     requests::Item,
     workload::{FLAGSHIP, Tally},
@@ -15,35 +16,39 @@ use crate::{
 
 /// The operator's `/ledger` once it counts `billed` requests (the
 /// requests the provider answered: every request but the response cache's
-/// hits) and every budget has a status (20 s).
+/// hits and the embedding calls), `embedded` embedding calls (what the
+/// embedder answered) and every budget has a status (20 s).
 pub async fn wait_for_ledger(
     client: &HttpClient,
     admin: u16,
     billed: u64,
+    embedded: u64,
 ) -> anyhow::Result<serde_json::Value> {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let (_, body) = get(client, format!("http://127.0.0.1:{admin}/ledger")).await?;
         let ledger: serde_json::Value = serde_json::from_slice(&body)?;
-        let counted: u64 = ledger["ledger"]
-            .as_array()
-            .map(|rows| {
-                rows.iter()
-                    .filter_map(|r| {
-                        let hits = r["response_cache_hits"].as_u64().unwrap_or(0);
-                        Some(r["requests"].as_u64()?.saturating_sub(hits))
-                    })
-                    .sum()
+        let rows = ledger["ledger"].as_array().map_or(&[][..], Vec::as_slice);
+        let of = |r: &serde_json::Value, k: &str| r[k].as_u64().unwrap_or(0);
+        let counted: u64 = rows
+            .iter()
+            .map(|r| {
+                of(r, "requests")
+                    .saturating_sub(of(r, "response_cache_hits"))
+                    .saturating_sub(of(r, "cache_embedding_calls"))
             })
-            .unwrap_or(0);
+            .sum();
+        let embeddings: u64 = rows.iter().map(|r| of(r, "cache_embedding_calls")).sum();
         let budgets_done = ledger["budgets"]
             .as_array()
             .is_some_and(|b| b.iter().all(|b| b["requests"].as_u64().is_some()));
-        if counted == billed && budgets_done {
+        if counted == billed && embeddings == embedded && budgets_done {
             return Ok(ledger);
         }
         if Instant::now() > deadline {
-            bail!("the operator's ledger counted {counted} of {billed} billed requests");
+            bail!(
+                "the operator's ledger counted {counted} of {billed} billed requests and {embeddings} of {embedded} embedding calls"
+            );
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -191,10 +196,26 @@ fn dollars4(u: Usd) -> String {
     format!("${}.{:04}", tenths / 10_000, tenths % 10_000)
 }
 
-/// The response cache's part: the FAQ bot's requests, hits, hit rate and
-/// saved dollars as the operator's cluster ledger counted them, and its
-/// budget's status (spend, and apart what the hits saved).
-pub fn print_response_cache(ledger: &serde_json::Value) -> anyhow::Result<()> {
+/// What the demo knows about the FAQ bot's run besides the ledger.
+pub struct FaqRun<'a> {
+    /// What the sidecar said about each kind of question.
+    pub seen: &'a FaqSeen,
+    /// Why the semantic cache is off (no model, no binary); `None`: on.
+    pub semantic_off: Option<&'a str>,
+    /// Near-miss requests the provider answered (its request log).
+    pub near_misses_at_provider: usize,
+    /// The FAQ sidecar's `tokenwarden_semantic_cache_requests_total` by
+    /// `result`.
+    pub lookups: &'a [(String, u64)],
+}
+
+/// The response cache's part: the FAQ bot's requests, exact and semantic
+/// hits, hit rate, saved dollars, the embeddings' cost and the net saving
+/// as the operator's cluster ledger counted them; the near-misses (sent,
+/// served from the cache, answered by the provider); the sidecar's
+/// semantic lookups by result; the budget's status (spend, and apart what
+/// the hits saved).
+pub fn print_response_cache(ledger: &serde_json::Value, run: &FaqRun<'_>) -> anyhow::Result<()> {
     let rows: Vec<&serde_json::Value> = ledger["ledger"]
         .as_array()
         .context("ledger rows")?
@@ -203,27 +224,85 @@ pub fn print_response_cache(ledger: &serde_json::Value) -> anyhow::Result<()> {
         .collect();
     let count = |k: &str| -> u64 { rows.iter().filter_map(|r| r[k].as_u64()).sum() };
     let sum = |k: &str| -> Usd { rows.iter().map(|r| usd_of(&r[k])).sum() };
-    let (requests, hits) = (count("requests"), count("response_cache_hits"));
+    // The embedding calls are requests of the ledger too (to the embedder).
+    let embeddings = count("cache_embedding_calls");
+    let requests = count("requests") - embeddings;
+    let (hits, semantic) = (count("response_cache_hits"), count("semantic_cache_hits"));
+    let embedding_cost = sum("cache_embedding_cost_usd");
     let rate = if requests == 0 {
         0.0
     } else {
         hits as f64 * 100.0 / requests as f64
     };
+    let (paraphrases, near) = (faq::count(Kind::Paraphrase), faq::count(Kind::NearMiss));
     println!();
     println!(
-        "response cache (support/faq-bot: {} base questions asked {} times each, then {} paraphrases; exact cache on):",
-        crate::faq::QUESTIONS.len(),
-        crate::faq::ROUNDS,
-        crate::faq::QUESTIONS
-            .iter()
-            .map(|q| q.len() - 1)
-            .sum::<usize>(),
+        "response cache (support/faq-bot: {} base questions asked {} times each, then {paraphrases} paraphrases and {near} near-misses; {}):",
+        faq::FAQS.len(),
+        faq::ROUNDS,
+        if run.semantic_off.is_some() {
+            "exact cache only"
+        } else {
+            "exact and semantic cache on"
+        },
     );
     println!(
-        "  support/faq-bot: {requests} requests, {hits} answered from the cache (hit rate {rate:.1}%), cost {}, the ledger's saved dollars {}",
-        dollars4(sum("cost_usd")),
+        "  support/faq-bot: {requests} requests, {hits} answered from the cache (hit rate {rate:.1}%): {} exact, {semantic} semantic; cost {}, the ledger's saved dollars {}",
+        hits - semantic,
+        dollars4(sum("cost_usd") - embedding_cost),
         dollars4(sum("response_cache_saved_usd")),
     );
+    match run.semantic_off {
+        Some(why) => println!(
+            "  semantic cache off: {why}, so the {paraphrases} paraphrases went to the provider like any exact miss; to answer them from the cache: {}",
+            crate::embedder::HOW_TO_ENABLE
+        ),
+        None => println!(
+            "  embeddings: {embeddings} calls to the self-hosted embedder ({}), cost {}; net saving {} (saved minus the embeddings' cost)",
+            crate::embedder::MODEL,
+            dollars4(embedding_cost),
+            dollars4(sum("response_cache_net_saved_usd")),
+        ),
+    }
+    let kinds: Vec<String> = faq::near_miss_kinds()
+        .iter()
+        .map(|(k, n)| format!("{k} {n}"))
+        .collect();
+    let nm = &run.seen.near_misses;
+    println!(
+        "  near-misses ({}): {} asked, {} served from the cache, {} answered by the provider",
+        kinds.join(", "),
+        nm.asked,
+        nm.exact + nm.semantic,
+        run.near_misses_at_provider,
+    );
+    if run.semantic_off.is_none() {
+        let guards: Vec<String> = run
+            .lookups
+            .iter()
+            .filter_map(|(r, n)| Some(format!("{} {n}", r.strip_prefix("guard:")?)))
+            .collect();
+        let of = |r: &str| -> u64 {
+            run.lookups
+                .iter()
+                .filter(|(k, _)| k == r)
+                .map(|(_, n)| n)
+                .sum()
+        };
+        let guarded: u64 = run
+            .lookups
+            .iter()
+            .filter(|(r, _)| r.starts_with("guard:"))
+            .map(|(_, n)| n)
+            .sum();
+        println!(
+            "  the sidecar's semantic lookups: {} hit, {guarded} told apart by a guard ({}), {} below the threshold, {} with nothing stored yet",
+            of("hit"),
+            guards.join(", "),
+            of("below_threshold"),
+            of("no_entry"),
+        );
+    }
     let budget = ledger["budgets"]
         .as_array()
         .context("budgets")?

@@ -59,6 +59,23 @@ pub async fn send(
     headers: Vec<(&'static str, String)>,
     body: String,
 ) -> anyhow::Result<(u16, String)> {
+    let (status, h) = send_with_headers(client, port, path, headers, body).await?;
+    let model = h
+        .get("x-tokenwarden-model")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    Ok((status, model))
+}
+
+/// Send `body` to a pod's sidecar; returns (status, response headers).
+pub async fn send_with_headers(
+    client: &HttpClient,
+    port: u16,
+    path: &str,
+    headers: Vec<(&'static str, String)>,
+    body: String,
+) -> anyhow::Result<(u16, http::HeaderMap)> {
     let mut req = http::Request::post(format!("http://127.0.0.1:{port}{path}"))
         .header("content-type", "application/json");
     for (k, v) in headers {
@@ -68,15 +85,10 @@ pub async fn send(
         .request(req.body(Full::new(Bytes::from(body)))?)
         .await?;
     let status = resp.status().as_u16();
-    let model = resp
-        .headers()
-        .get("x-tokenwarden-model")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_string();
-    let body = resp.into_body().collect().await?.to_bytes();
+    let (parts, body) = resp.into_parts();
+    let body = body.collect().await?.to_bytes();
     if status != 200 && std::env::var_os("DEMO_DEBUG").is_some() {
         eprintln!("{status}: {}", String::from_utf8_lossy(&body));
     }
-    Ok((status, model))
+    Ok((status, parts.headers))
 }

