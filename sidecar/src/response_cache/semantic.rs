@@ -111,7 +111,23 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     if a.len() != b.len() {
         return 0.0;
     }
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
+    // Eight independent sums: a single running f32 sum is one long chain
+    // of dependent adds the compiler may not reorder (float addition is not
+    // associative), so it cannot use SIMD lanes; eight lanes let it.
+    let mut lanes = [0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        for i in 0..8 {
+            lanes[i] += x[i] * y[i];
+        }
+    }
+    lanes.iter().sum::<f32>() + tail
 }
 
 /// `v` scaled to unit length (`None`: empty, zero or not finite).
@@ -273,6 +289,18 @@ mod tests {
 
     fn unit(v: &[f32]) -> Vec<f32> {
         normalised(v.to_vec()).unwrap()
+    }
+
+    #[test]
+    fn the_dot_product_in_lanes_equals_the_plain_sum() {
+        // Lengths below, at and past a multiple of the eight lanes.
+        for n in [0usize, 1, 7, 8, 9, 16, 383, 384, 385] {
+            let a: Vec<f32> = (0..n).map(|i| ((i * 37 % 11) as f32 - 5.0) / 8.0).collect();
+            let b: Vec<f32> = (0..n).map(|i| ((i * 13 % 7) as f32 - 3.0) / 4.0).collect();
+            let plain: f64 = a.iter().zip(&b).map(|(x, y)| f64::from(x * y)).sum();
+            assert!((f64::from(dot(&a, &b)) - plain).abs() < 1e-4, "n = {n}");
+        }
+        assert_eq!(dot(&[1.0, 2.0], &[1.0]), 0.0, "different lengths");
     }
 
     fn entry(v: &[f32], key: u8) -> SemanticEntry {
