@@ -7,6 +7,7 @@
 mod budgets;
 mod costs;
 mod explain;
+mod kube;
 mod output;
 mod project;
 mod whatif;
@@ -55,6 +56,9 @@ enum Command {
     Project(project::Args),
     /// Why a request went where it went, from its route and score headers.
     ExplainRequest(explain::Args),
+    /// The Kubernetes API calls this plugin makes, as JSON (what the
+    /// chart's tokenwarden-viewer RBAC grants; docs/kubectl-plugin.md).
+    Rbac,
 }
 
 fn main() -> std::process::ExitCode {
@@ -76,6 +80,7 @@ fn main() -> std::process::ExitCode {
             Command::WhatIf(a) => whatif::run(&cli.global, a).await,
             Command::Project(a) => project::run(&cli.global, a).await,
             Command::ExplainRequest(a) => explain::run(&cli.global, a).await,
+            Command::Rbac => kube::rbac_json(),
         }
     });
     match res {

@@ -102,6 +102,23 @@ pub fn csv_field(c: &str) -> String {
     }
 }
 
+/// The exact amount in dollars, at least to the cent (`$8.50`,
+/// `$0.00041125`, `-$1.00`), as `tokenwarden-sidecar report` prints it:
+/// never rounded, so columns add up to their total digit for digit.
+pub fn money(u: tokenwarden_core::money::Usd) -> String {
+    let exact = u.to_string();
+    let (sign, digits) = match exact.strip_prefix('-') {
+        Some(rest) => ("-", rest),
+        None => ("", exact.as_str()),
+    };
+    let pad = match digits.find('.') {
+        None => ".00",
+        Some(dot) if digits.len() - dot == 2 => "0",
+        Some(_) => "",
+    };
+    format!("{sign}${digits}{pad}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -127,5 +144,14 @@ mod tests {
             t.to_text(),
             "MODEL              COST\nclaude-haiku-4-5    0.5\nx                 12.25\n"
         );
+    }
+
+    #[test]
+    fn money_is_exact_and_at_least_to_the_cent() {
+        use tokenwarden_core::money::Usd;
+        assert_eq!(money(Usd::from_dollars(8)), "$8.00");
+        assert_eq!(money(Usd::from_picos(8_500_000_000_000)), "$8.50");
+        assert_eq!(money(Usd::from_picos(411_250_000)), "$0.00041125");
+        assert_eq!(money(Usd::from_dollars(-1)), "-$1.00");
     }
 }
