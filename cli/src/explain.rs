@@ -725,3 +725,153 @@ impl Explanation {
         s
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pretty_assertions::assert_eq;
+
+    /// deploy/examples/01-coding-agent-routing.yaml (hardThreshold 30)
+    /// compiled for a pod labelled app=coding-agent.
+    fn example() -> RoutingConfig {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../deploy/examples/01-coding-agent-routing.yaml"
+        );
+        let set = PolicySet::from_path(std::path::Path::new(path)).unwrap();
+        let labels = parse_labels("app=coding-agent").unwrap();
+        set.compile("agents", "", &labels).routing.unwrap()
+    }
+
+    fn facts(route: &str, score: u16, served: &str) -> Facts {
+        Facts {
+            route: route.into(),
+            score: Some(score),
+            served_model: Some(served.into()),
+            ..Facts::default()
+        }
+    }
+
+    #[test]
+    fn a_hard_request_escalated_to_the_top_tier() {
+        let e = explain(&example(), &facts("hard", 42, "claude-opus-4-1"));
+        assert_eq!(
+            e.to_text(),
+            "\
+RoutingPolicy agents/coding-agent
+Score 42: hard (>= hardThreshold 30)
+Routes (the first whose conditions all hold decides):
+  1. embeddings -> passthrough (the requested model): did not match
+       FAILS    apis [embeddings]: the request spoke the anthropic API (the chosen target's)
+  2. openai-easy -> openai/gpt-5-mini: did not match
+       FAILS    apis [chatCompletions, responses]: the request spoke the anthropic API (the chosen target's)
+       unknown  models [gpt-5*, gpt-4.1*, o3*]: requested model not given (--requested-model)
+       FAILS    complexity <= 29 (complexityClass Easy): score 42 is above 29
+  3. openai-hard -> openai/gpt-5: did not match
+       FAILS    apis [chatCompletions, responses]: the request spoke the anthropic API (the chosen target's)
+       holds    complexity >= 30 (complexityClass Hard): score 42 is in range
+  4. long-tool-context -> tier standard (anthropic/claude-sonnet-4-5): did not match, so one of these failed: promptTokens >= 60000; toolsPresent true
+       holds    apis [messages]: the request spoke the anthropic API (the chosen target's)
+       unknown  promptTokens >= 60000: prompt estimate not given (--prompt-tokens)
+       unknown  toolsPresent true: not given (--tools)
+  5. hard -> tier standard (anthropic/claude-sonnet-4-5): chosen
+       holds    apis [messages]: the request spoke the anthropic API (the chosen target's)
+       holds    complexity >= 30 (complexityClass Hard): score 42 is in range
+  6. default -> tier cheap (anthropic/claude-haiku-4-5): not reached
+Chosen: anthropic/claude-sonnet-4-5 (tier 2 of 3: standard), anthropic API
+Escalation: one tier up to frontier (anthropic/claude-opus-4-1) on: upstream error, repeated prompt, truncation, empty answer, refusal, invalid tool call, invalid response format, x-tokenwarden-escalate: 1
+Note: served by claude-opus-4-1, not the route's claude-sonnet-4-5: tier frontier is above the route's: escalated (see x-tokenwarden-adjusted and x-tokenwarden-escalation-reason)
+"
+        );
+    }
+
+    #[test]
+    fn given_facts_settle_the_unknown_conditions() {
+        let mut f = facts("default", 12, "claude-haiku-4-5");
+        f.endpoint = Some(Endpoint::Messages);
+        f.tools = Some(true);
+        f.prompt_tokens = Some(59_999);
+        let e = explain(&example(), &f);
+        let long = &e.routes[3];
+        assert_eq!(long.verdict, "did not match");
+        assert_eq!(long.checks[1].outcome, Outcome::Fails);
+        assert_eq!(long.checks[1].detail, "estimate 59999");
+        assert_eq!(long.checks[2].outcome, Outcome::Holds);
+        assert_eq!(e.routes[4].checks[1].detail, "score 12 is below 30");
+        assert_eq!(e.routes[5].verdict, "chosen");
+        assert_eq!(e.score, "12: easy (< hardThreshold 30)");
+        assert!(e.notes.is_empty(), "{:?}", e.notes);
+        // One more prompt token and the long-context route would have matched first.
+        f.prompt_tokens = Some(60_000);
+        let e = explain(&example(), &f);
+        assert_eq!(e.routes[3].verdict, "would have matched");
+        assert_eq!(
+            e.notes,
+            [
+                "route long-tool-context matches the facts given and comes first: the policy \
+              changed since the request, or a fact is wrong"
+            ]
+        );
+    }
+
+    #[test]
+    fn an_openai_request_skips_routes_of_the_other_api() {
+        let mut f = facts("openai-hard", 80, "gpt-5");
+        f.requested_model = Some("gpt-5".into());
+        let e = explain(&example(), &f);
+        assert_eq!(
+            e.routes[1].checks[1].outcome,
+            Outcome::Holds,
+            "gpt-5* matches"
+        );
+        assert_eq!(e.routes[1].verdict, "did not match");
+        assert_eq!(e.chosen, "openai/gpt-5, openai API");
+        assert_eq!(e.escalation, "none: the target is not on the tier ladder");
+    }
+
+    #[test]
+    fn passthrough_and_unknown_routes() {
+        let mut f = facts("none", 5, "text-embedding-3-small");
+        f.endpoint = Some(Endpoint::Embeddings);
+        let e = explain(&example(), &f);
+        // The embeddings route passes through; "none" means no route matched,
+        // which these facts contradict.
+        assert_eq!(e.routes[0].verdict, "would have matched");
+        assert_eq!(
+            e.chosen,
+            "no route matched: passthrough, openai/text-embedding-3-small, openai API"
+        );
+        let e = explain(&example(), &facts("gone", 5, "claude-haiku-4-5"));
+        assert_eq!(
+            e.notes[0],
+            "the policy has no route \"gone\" (routes: embeddings, openai-easy, openai-hard, \
+             long-tool-context, hard, default): it changed since the request"
+        );
+    }
+
+    #[test]
+    fn a_workload_name_is_its_app_label() {
+        let a = Args {
+            route: "x".into(),
+            score: None,
+            model: None,
+            requested_model: None,
+            endpoint: None,
+            prompt_tokens: None,
+            tools: None,
+            headers: vec![],
+            policy: None,
+            workload: Some("coder".into()),
+            labels: None,
+        };
+        assert_eq!(
+            labels(&a).unwrap(),
+            parse_labels("app.kubernetes.io/name=coder").unwrap()
+        );
+        let none = Args {
+            workload: None,
+            ..a
+        };
+        assert!(labels(&none).is_err());
+    }
+}

@@ -368,3 +368,7 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "kube_tests.rs"]
+mod api_tests;
