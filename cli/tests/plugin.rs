@@ -2,6 +2,7 @@
 //! stand-in (`tokenwarden_tests::apiserver::FakeApiServer`), configured the
 //! way kubectl configures a plugin: `KUBECONFIG` in the environment, or
 //! `--kubeconfig`, `--context`, `-n`, `-A` on the command line.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::Path;
 
