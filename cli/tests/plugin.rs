@@ -356,3 +356,53 @@ async fn rbac_lists_the_read_only_calls() {
     assert_eq!(calls[2]["resourceNames"], json!(["tokenwarden-ledger"]));
     assert_eq!(calls[2]["scope"], "OperatorNamespace");
 }
+
+/// kubectl finds the plugin on PATH and passes it its arguments and
+/// KUBECONFIG (https://kubernetes.io/docs/tasks/extend-kubectl/kubectl-plugins/).
+/// Needs `kubectl` on PATH; without it the test says so and checks nothing.
+#[tokio::test]
+async fn kubectl_runs_the_plugin_from_path() {
+    let Some(kubectl) = std::env::var_os("PATH").and_then(|p| {
+        std::env::split_paths(&p)
+            .map(|d| d.join("kubectl"))
+            .find(|k| k.is_file())
+    }) else {
+        eprintln!("kubectl is not on PATH: skipping the kubectl plugin-discovery test");
+        return;
+    };
+    let api = FakeApiServer::start().await.unwrap();
+    api.put(
+        "tokenbudgets",
+        budget("agents", "via-kubectl", "10", json!({"spentUsd": "2.5"})),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let kc = dir.path().join("config");
+    api.write_kubeconfig(&kc).unwrap();
+    let bin_dir = dir.path().join("bin");
+    std::fs::create_dir(&bin_dir).unwrap();
+    let plugin_path = bin_dir.join("kubectl-tokenwarden");
+    if std::fs::hard_link(BIN, &plugin_path).is_err() {
+        std::fs::copy(BIN, &plugin_path).unwrap();
+    }
+    let path = std::env::join_paths([bin_dir.clone()].into_iter().chain(std::env::split_paths(
+        &std::env::var_os("PATH").unwrap_or_default(),
+    )))
+    .unwrap();
+    let out = tokio::process::Command::new(kubectl)
+        .args(["tokenwarden", "budgets", "-n", "agents", "-o", "csv"])
+        .env("PATH", path)
+        .env("KUBECONFIG", &kc)
+        .env("HOME", dir.path())
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).lines().nth(1),
+        Some("agents,via-kubectl,Monthly,2.50,10.00,,,25.0%,,,,,")
+    );
+}
