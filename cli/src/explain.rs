@@ -24,7 +24,7 @@ use serde::Serialize;
 use tokenwarden_core::{
     route::{Choice, Router},
     selector::{Labels, parse_labels},
-    workload::{Api, Endpoint, Range, Route, RoutingConfig, Target},
+    workload::{Api, Endpoint, Range, Route, RoutingConfig, Target, WORKLOAD_NAME_LABELS},
 };
 use tokenwarden_crds::policy_file::PolicySet;
 
@@ -60,8 +60,9 @@ pub struct Args {
     /// A RoutingPolicy YAML file (or directory) instead of the cluster's.
     #[arg(long, value_name = "FILE")]
     pub policy: Option<PathBuf>,
-    /// The workload: its pods carry `app.kubernetes.io/name=W` (use
-    /// `--labels` for other labels).
+    /// The workload: its pods carry `app.kubernetes.io/name=W`, `app=W` or
+    /// `tokenwarden.dev/workload=W` (the first a policy selects is used; give
+    /// `--labels` when the policy selects on other labels).
     #[arg(long, value_name = "W")]
     pub workload: Option<String>,
     /// The pod's labels, `k=v,k2=v2` (what the policies' workloadSelector sees).
@@ -77,7 +78,7 @@ fn parse_endpoint(s: &str) -> Result<Endpoint, String> {
 
 /// Runs the subcommand; returns what to print.
 pub async fn run(g: &Global, a: &Args) -> anyhow::Result<String> {
-    let labels = labels(a)?;
+    let candidates = label_candidates(a)?;
     let (set, namespace, origin) = match &a.policy {
         Some(path) => {
             let set = PolicySet::from_path(path)?;
@@ -107,11 +108,16 @@ pub async fn run(g: &Global, a: &Args) -> anyhow::Result<String> {
             )
         }
     };
-    let cfg = set.compile(&namespace, "", &labels);
-    let Some(routing) = cfg.routing else {
+    let cfg = candidates
+        .iter()
+        .map(|labels| set.compile(&namespace, "", labels))
+        .find(|cfg| cfg.routing.is_some());
+    let Some((routing, cfg)) = cfg.and_then(|mut c| c.routing.take().map(|r| (r, c))) else {
+        let tried: Vec<String> = candidates.iter().map(|l| format!("{l:?}")).collect();
         anyhow::bail!(
             "no RoutingPolicy in {origin} selects a pod in namespace {namespace} with labels \
-             {labels:?}: give the pod's labels with --labels (or --workload)"
+             {}: give the pod's labels with --labels",
+            tried.join(" or ")
         );
     };
     let mut e = explain(&routing, &Facts::from_args(a)?);
@@ -132,21 +138,26 @@ pub async fn run(g: &Global, a: &Args) -> anyhow::Result<String> {
     }
 }
 
-fn labels(a: &Args) -> anyhow::Result<Labels> {
-    let mut labels = match &a.labels {
-        Some(s) => parse_labels(s).map_err(|e| anyhow::anyhow!("--labels: {e}"))?,
-        None => Labels::new(),
-    };
-    if let Some(w) = &a.workload
-        && a.labels.is_none()
-    {
-        labels.insert("app.kubernetes.io/name".into(), w.clone());
+/// The label sets to compile for: `--labels`, else one per label a
+/// workload takes its name from (`app.kubernetes.io/name`, `app`,
+/// `tokenwarden.dev/workload`, core `WORKLOAD_NAME_LABELS`), in that order;
+/// the first a policy selects is used.
+fn label_candidates(a: &Args) -> anyhow::Result<Vec<Labels>> {
+    if let Some(s) = &a.labels {
+        return Ok(vec![
+            parse_labels(s).map_err(|e| anyhow::anyhow!("--labels: {e}"))?,
+        ]);
     }
-    anyhow::ensure!(
-        !labels.is_empty() || a.policy.is_some(),
-        "say which workload: --workload W or --labels k=v,… (the labels its pods carry)"
-    );
-    Ok(labels)
+    match &a.workload {
+        Some(w) => Ok(WORKLOAD_NAME_LABELS
+            .iter()
+            .map(|k| Labels::from([((*k).to_string(), w.clone())]))
+            .collect()),
+        None if a.policy.is_some() => Ok(vec![Labels::new()]),
+        None => anyhow::bail!(
+            "say which workload: --workload W or --labels k=v,… (the labels its pods carry)"
+        ),
+    }
 }
 
 /// The RoutingPolicies of the cluster's namespace as a [`PolicySet`]
@@ -850,7 +861,7 @@ Note: served by claude-opus-4-1, not the route's claude-sonnet-4-5: tier frontie
     }
 
     #[test]
-    fn a_workload_name_is_its_app_label() {
+    fn a_workload_name_is_tried_as_each_workload_label() {
         let a = Args {
             route: "x".into(),
             score: None,
@@ -865,13 +876,17 @@ Note: served by claude-opus-4-1, not the route's claude-sonnet-4-5: tier frontie
             labels: None,
         };
         assert_eq!(
-            labels(&a).unwrap(),
-            parse_labels("app.kubernetes.io/name=coder").unwrap()
+            label_candidates(&a).unwrap(),
+            [
+                parse_labels("app.kubernetes.io/name=coder").unwrap(),
+                parse_labels("app=coder").unwrap(),
+                parse_labels("tokenwarden.dev/workload=coder").unwrap(),
+            ]
         );
         let none = Args {
             workload: None,
             ..a
         };
-        assert!(labels(&none).is_err());
+        assert!(label_candidates(&none).is_err());
     }
 }

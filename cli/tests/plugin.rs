@@ -279,8 +279,9 @@ async fn explain_request_reads_the_cluster_policies() {
         "explain-request",
         "-n",
         "agents",
-        "--labels",
-        "app=coding-agent",
+        // The policy selects app=coding-agent: the second label tried.
+        "--workload",
+        "coding-agent",
         "--route",
         "default",
         "--score",
