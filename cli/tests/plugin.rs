@@ -407,3 +407,42 @@ async fn kubectl_runs_the_plugin_from_path() {
         Some("agents,via-kubectl,Monthly,2.50,10.00,,,25.0%,,,,,")
     );
 }
+
+/// docs/kubectl-plugin.md shows what the binary prints: the RBAC calls and
+/// the explain-request example, verbatim.
+#[tokio::test]
+async fn the_docs_show_what_the_binary_prints() {
+    let doc = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../docs/kubectl-plugin.md"
+    ))
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let rbac = ok(plugin(None, dir.path(), &["rbac"]).await);
+    assert!(doc.contains(&format!("```json\n{rbac}```")), "{rbac}");
+    let policy = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../deploy/examples/01-coding-agent-routing.yaml"
+    );
+    let explained = ok(plugin(
+        None,
+        dir.path(),
+        &[
+            "explain-request",
+            "--policy",
+            policy,
+            "-n",
+            "agents",
+            "--workload",
+            "coding-agent",
+            "--route",
+            "hard",
+            "--score",
+            "42",
+            "--model",
+            "claude-opus-4-1",
+        ],
+    )
+    .await);
+    assert!(doc.contains(&explained), "{explained}");
+}
