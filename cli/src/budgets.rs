@@ -14,8 +14,7 @@ use serde_json::{Value, json};
 use tokenwarden_core::money::Usd;
 
 use crate::{
-    Global,
-    kube::{self, Call},
+    Global, kube,
     output::{Format, Table, money},
 };
 
@@ -31,58 +30,8 @@ pub async fn run(g: &Global, _a: &Args) -> anyhow::Result<String> {
 
 /// [`run`] with a connected client.
 pub async fn run_on(cluster: &kube::Cluster, format: Format) -> anyhow::Result<String> {
-    let items = list(cluster, "tokenbudgets", "TokenBudget").await?;
+    let items = kube::list(cluster, "tokenbudgets", "TokenBudget").await?;
     Ok(render(&items, cluster.scope(), format))
-}
-
-/// Every object of a tokenwarden.dev/v1alpha1 resource in the cluster's
-/// scope (`-n` or `-A`), as JSON, sorted by namespace and name.
-pub async fn list(
-    cluster: &kube::Cluster,
-    resource: &str,
-    kind: &str,
-) -> anyhow::Result<Vec<Value>> {
-    use ::kube::{
-        Api,
-        api::{ApiResource, DynamicObject, GroupVersionKind, ListParams},
-    };
-    let ar = ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk("tokenwarden.dev", "v1alpha1", kind),
-        resource,
-    );
-    let api: Api<DynamicObject> = match cluster.scope() {
-        Some(ns) => Api::namespaced_with(cluster.client.clone(), ns, &ar),
-        None => Api::all_with(cluster.client.clone(), &ar),
-    };
-    let call = Call {
-        verb: "list",
-        group: "tokenwarden.dev",
-        resource,
-        name: None,
-        namespace: cluster.scope(),
-    };
-    let list = api
-        .list(&ListParams::default())
-        .await
-        .map_err(|e| kube::api_error(e, &call))?;
-    let mut items: Vec<Value> = list
-        .items
-        .into_iter()
-        .map(|o| serde_json::to_value(o).unwrap_or(Value::Null))
-        .collect();
-    items.sort_by(|a, b| {
-        let k = |v: &Value| {
-            (
-                v["metadata"]["namespace"]
-                    .as_str()
-                    .unwrap_or("")
-                    .to_string(),
-                v["metadata"]["name"].as_str().unwrap_or("").to_string(),
-            )
-        };
-        k(a).cmp(&k(b))
-    });
-    Ok(items)
 }
 
 /// One budget as the plugin shows it.

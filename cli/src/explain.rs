@@ -163,7 +163,7 @@ fn label_candidates(a: &Args) -> anyhow::Result<Vec<Labels>> {
 /// The RoutingPolicies of the cluster's namespace as a [`PolicySet`]
 /// (status and server fields dropped; each validated as the webhook does).
 pub async fn cluster_policies(cluster: &kube::Cluster) -> anyhow::Result<PolicySet> {
-    let items = crate::budgets::list(cluster, "routingpolicies", "RoutingPolicy").await?;
+    let items = kube::list(cluster, "routingpolicies", "RoutingPolicy").await?;
     let docs: Vec<String> = items
         .iter()
         .map(|o| {

@@ -257,6 +257,57 @@ fn kubeconfig_error(e: &KubeconfigError, g: &Global) -> anyhow::Error {
     }
 }
 
+/// Every object of a tokenwarden.dev/v1alpha1 resource in the cluster's
+/// scope (`-n` or `-A`), as JSON, sorted by namespace and name.
+pub async fn list(
+    cluster: &Cluster,
+    resource: &str,
+    kind: &str,
+) -> anyhow::Result<Vec<serde_json::Value>> {
+    use ::kube::{
+        Api,
+        api::{ApiResource, DynamicObject, GroupVersionKind, ListParams},
+    };
+    use serde_json::Value;
+    let ar = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("tokenwarden.dev", "v1alpha1", kind),
+        resource,
+    );
+    let api: Api<DynamicObject> = match cluster.scope() {
+        Some(ns) => Api::namespaced_with(cluster.client.clone(), ns, &ar),
+        None => Api::all_with(cluster.client.clone(), &ar),
+    };
+    let call = Call {
+        verb: "list",
+        group: "tokenwarden.dev",
+        resource,
+        name: None,
+        namespace: cluster.scope(),
+    };
+    let list = api
+        .list(&ListParams::default())
+        .await
+        .map_err(|e| api_error(e, &call))?;
+    let mut items: Vec<Value> = list
+        .items
+        .into_iter()
+        .map(|o| serde_json::to_value(o).unwrap_or(Value::Null))
+        .collect();
+    items.sort_by(|a, b| {
+        let k = |v: &Value| {
+            (
+                v["metadata"]["namespace"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string(),
+                v["metadata"]["name"].as_str().unwrap_or("").to_string(),
+            )
+        };
+        k(a).cmp(&k(b))
+    });
+    Ok(items)
+}
+
 /// What a failed call was, for its error message.
 #[derive(Debug, Clone, Copy)]
 pub struct Call<'a> {
