@@ -25,7 +25,8 @@ pub enum Method {
     Recorded,
     /// Scaled by the two models' observed output/input ratios.
     ObservedRatio,
-    /// No observed ratio for one of the models: kept as recorded.
+    /// Kept as recorded: no observed ratio for one of the models, or the
+    /// estimate was switched off.
     Unchanged,
 }
 
@@ -64,7 +65,7 @@ impl Method {
         match self {
             Method::Recorded => "recorded",
             Method::ObservedRatio => "observed ratio",
-            Method::Unchanged => "unchanged (no ratio)",
+            Method::Unchanged => "unchanged",
         }
     }
 }
