@@ -79,6 +79,12 @@ pub struct Args {
     /// The workload's name in the output (default: from the labels).
     #[arg(long)]
     pub workload: Option<String>,
+    /// Only requests that finished at or after this instant (RFC 3339; `--state-dir`).
+    #[arg(long, value_name = "TIME")]
+    pub since: Option<jiff::Timestamp>,
+    /// Only requests that finished before this instant (RFC 3339; `--state-dir`).
+    #[arg(long, value_name = "TIME")]
+    pub until: Option<jiff::Timestamp>,
     /// Output tokens on another model: `observed` (scaled by the ratios the
     /// same ledger observed, with a range) or `unchanged`.
     #[arg(long, value_enum, default_value_t = OutputRatio::Observed)]
@@ -178,6 +184,11 @@ pub fn report_ledger_json(
     origin: &str,
     text: &str,
 ) -> anyhow::Result<String> {
+    if a.since.is_some() || a.until.is_some() {
+        bail!(
+            "{origin} holds all-time totals: --since/--until need per-request records (--state-dir)"
+        );
+    }
     if a.policy.is_some() || a.budgets.is_some() {
         bail!(
             "{origin} holds aggregates (totals per workload and model), not requests: re-routing (--policy) and budget impact (--budgets) need per-request records (--state-dir)"
@@ -219,6 +230,12 @@ pub fn report_records(
         .clone()
         .unwrap_or_else(|| workload_name(&labels, ""));
     let prices = repricer(a)?;
+    let records: Vec<UsageRecord> = records
+        .iter()
+        .filter(|r| a.since.is_none_or(|t| r.ts >= t) && a.until.is_none_or(|t| r.ts < t))
+        .cloned()
+        .collect();
+    let records = records.as_slice();
     let compiled = |p: &Path| -> anyhow::Result<WorkloadConfig> {
         let set = PolicySet::from_path(p)?;
         Ok(set.compile(&namespace, "", &labels))

@@ -531,3 +531,70 @@ fn the_docs_show_the_exact_what_if_example() {
         "docs/cost-foresight.md must show:\n{fenced}"
     );
 }
+
+#[test]
+fn header_routes_replay_recorded_values_and_known_absences_only() {
+    let f = Files::new();
+    let routes = "    - name: batch\n      match: { headers: [{ name: X-Job, value: \"batch*\" }] }\n      target: { tier: cheap }\n    - name: default\n      target: { tier: standard }\n";
+    let new = f.write("new.yaml", &policy(routes, "    hardThreshold: 30\n"));
+    let base = f.write("base.yaml", &policy(routes, "    hardThreshold: 30\n"));
+    let with_header = |seq, value: Option<&str>| {
+        let mut r = rec(seq, 9, "claude-sonnet-4-5", None, usage(1_000, 100));
+        r.replay = Some(ReplayFacts {
+            request: seq,
+            headers: value
+                .map(|v| vec![("x-job".to_string(), v.to_string())])
+                .unwrap_or_default(),
+            ..ReplayFacts::default()
+        });
+        r
+    };
+    let records = [with_header(1, Some("batch-nightly")), with_header(2, None)];
+    let a = Args {
+        policy: Some(new.clone()),
+        ..args()
+    };
+    let out = report_records(&global(Format::Table), &a, "state", &records).unwrap();
+    assert_eq!(cells(&out, "agent", "claude-haiku-4-5")[3], "1", "{out}");
+    // Without the recording policy, a missing header may just not have been recorded.
+    assert!(
+        out.contains("  header x-job not recorded: 1 requests, $0.0045 recorded\n"),
+        "{out}"
+    );
+    // The recording policy matched on it, so its absence means it was not sent.
+    let known = Args {
+        policy: Some(new),
+        baseline_policy: Some(base),
+        ..args()
+    };
+    let out = report_records(&global(Format::Table), &known, "state", &records).unwrap();
+    assert_eq!(cells(&out, "agent", "claude-sonnet-4-5")[3], "1", "{out}");
+    assert!(!out.contains("not replayable"), "{out}");
+}
+
+#[test]
+fn since_and_until_select_the_records() {
+    let a = Args {
+        since: Some("2026-12-02T10:00:00Z".parse().unwrap()),
+        until: Some("2026-12-02T11:00:00Z".parse().unwrap()),
+        ..args()
+    };
+    let out = report_records(&global(Format::Table), &a, "state", &threshold_records()).unwrap();
+    let total = out.lines().find(|l| l.starts_with("TOTAL")).unwrap();
+    assert!(
+        total.contains("$0.09") && !total.contains("$0.1065"),
+        "{out}"
+    );
+    let err = report_ledger_json(
+        &global(Format::Table),
+        &a,
+        "l",
+        &ledger_of(&threshold_records()),
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("--since/--until need per-request records"),
+        "{err}"
+    );
+}
