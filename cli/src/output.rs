@@ -5,6 +5,8 @@
 
 use std::fmt::Write as _;
 
+use tokenwarden_core::money::Usd;
+
 /// `-o/--output`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
@@ -92,20 +94,10 @@ impl Table {
     }
 }
 
-/// One CSV field: quoted when it holds a comma, a quote, CR or LF (quotes
-/// doubled), else as is.
-pub fn csv_field(c: &str) -> String {
-    if c.contains([',', '"', '\r', '\n']) {
-        format!("\"{}\"", c.replace('"', "\"\""))
-    } else {
-        c.to_string()
-    }
-}
-
-/// The exact amount in dollars, at least to the cent (`$8.50`,
-/// `$0.00041125`, `-$1.00`), as `tokenwarden-sidecar report` prints it:
-/// never rounded, so columns add up to their total digit for digit.
-pub fn money(u: tokenwarden_core::money::Usd) -> String {
+/// An exact amount for people: `$` and the exact decimal, at least to the
+/// cent, never rounded (`$0.00041125`, `-$1.50`), as
+/// `tokenwarden-sidecar report` prints it.
+pub fn money(u: Usd) -> String {
     let exact = u.to_string();
     let (sign, digits) = match exact.strip_prefix('-') {
         Some(rest) => ("-", rest),
@@ -117,6 +109,45 @@ pub fn money(u: tokenwarden_core::money::Usd) -> String {
         Some(_) => "",
     };
     format!("{sign}${digits}{pad}")
+}
+
+/// `part / whole` as a percentage with one decimal, rounded half up
+/// (`78.0%`); `-` when `whole` is not positive.
+pub fn percent(part: Usd, whole: Usd) -> String {
+    let (p, w) = (part.picos(), whole.picos());
+    if w <= 0 {
+        return "-".into();
+    }
+    let tenths = (p.saturating_mul(2000) + w).div_euclid(2 * w);
+    format!("{}.{}%", tenths.div_euclid(10), tenths.rem_euclid(10))
+}
+
+/// A whole number with `,` thousands separators (`3,572`).
+pub fn count(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Pretty JSON of `value` with a final newline.
+pub fn json<T: serde::Serialize>(value: &T) -> anyhow::Result<String> {
+    Ok(serde_json::to_string_pretty(value)? + "\n")
+}
+
+/// One CSV field: quoted when it holds a comma, a quote, CR or LF (quotes
+/// doubled), else as is.
+pub fn csv_field(c: &str) -> String {
+    if c.contains([',', '"', '\r', '\n']) {
+        format!("\"{}\"", c.replace('"', "\"\""))
+    } else {
+        c.to_string()
+    }
 }
 
 #[cfg(test)]
@@ -136,6 +167,23 @@ mod tests {
     }
 
     #[test]
+    fn money_percent_and_counts_are_exact() {
+        let m = |s: &str| money(Usd::parse_signed(s).unwrap());
+        assert_eq!(m("0"), "$0.00");
+        assert_eq!(m("8.5"), "$8.50");
+        assert_eq!(m("0.00041125"), "$0.00041125");
+        assert_eq!(m("-1.5"), "-$1.50");
+        let u = |s: &str| s.parse::<Usd>().unwrap();
+        assert_eq!(percent(u("614.64"), u("788")), "78.0%");
+        assert_eq!(percent(u("1"), u("3")), "33.3%");
+        assert_eq!(percent(u("2"), u("3")), "66.7%");
+        assert_eq!(percent(u("1"), Usd::ZERO), "-");
+        assert_eq!(count(3_572), "3,572");
+        assert_eq!(count(999), "999");
+        assert_eq!(count(1_000_000), "1,000,000");
+    }
+
+    #[test]
     fn text_aligns_and_right_aligns_numbers() {
         let mut t = Table::new(&["MODEL", "COST"]).right_aligned(&[1]);
         t.push(vec!["claude-haiku-4-5".into(), "0.5".into()]);
@@ -148,7 +196,6 @@ mod tests {
 
     #[test]
     fn money_is_exact_and_at_least_to_the_cent() {
-        use tokenwarden_core::money::Usd;
         assert_eq!(money(Usd::from_dollars(8)), "$8.00");
         assert_eq!(money(Usd::from_picos(8_500_000_000_000)), "$8.50");
         assert_eq!(money(Usd::from_picos(411_250_000)), "$0.00041125");
