@@ -69,6 +69,36 @@ pub async fn run_on(cluster: &Cluster, a: &Args, format: Format) -> anyhow::Resu
     Ok(render(&state, cluster.scope(), &a.by, format))
 }
 
+/// `what-if`: its flags (`whatif::Args`) plus, for `--cluster`, where the
+/// operator's ledger is.
+#[derive(Debug, clap::Args)]
+pub struct WhatIfArgs {
+    /// The what-if flags.
+    #[command(flatten)]
+    pub what_if: crate::whatif::Args,
+    /// With `--cluster`: the namespace the tokenwarden operator runs in (its
+    /// ledger ConfigMap is there).
+    #[arg(long, value_name = "NAMESPACE", default_value = kube::DEFAULT_OPERATOR_NAMESPACE)]
+    pub operator_namespace: String,
+}
+
+/// Runs `what-if`: with `--cluster` over the cluster ledger's ConfigMap
+/// (re-pricing of its aggregates, `whatif::report_ledger_json`), else as
+/// `whatif::run` does.
+pub async fn what_if(g: &Global, a: &WhatIfArgs) -> anyhow::Result<String> {
+    if !a.what_if.cluster {
+        return crate::whatif::run(g, &a.what_if).await;
+    }
+    let cluster = kube::connect(g).await?;
+    let text = fetch_ledger(&cluster, &a.operator_namespace).await?;
+    let origin = format!(
+        "ConfigMap {}/{}",
+        a.operator_namespace,
+        kube::LEDGER_CONFIGMAP
+    );
+    crate::whatif::report_ledger_json(g, &a.what_if, &origin, &text)
+}
+
 /// The cluster ledger's JSON text (`ClusterLedgerState`) from the ConfigMap
 /// in `operator_namespace`. A missing ConfigMap or key is an error that
 /// says what it means.

@@ -51,7 +51,7 @@ enum Command {
     /// Every TokenBudget with spend, limit, forecast and state.
     Budgets(budgets::Args),
     /// What recorded traffic would have cost at other prices, on other models or under another RoutingPolicy.
-    WhatIf(whatif::Args),
+    WhatIf(costs::WhatIfArgs),
     /// Project a hand-written token mix through a RoutingPolicy before deploying.
     Project(project::Args),
     /// Why a request went where it went, from its route and score headers.
@@ -77,7 +77,7 @@ fn main() -> std::process::ExitCode {
         match &cli.command {
             Command::Costs(a) => costs::run(&cli.global, a).await,
             Command::Budgets(a) => budgets::run(&cli.global, a).await,
-            Command::WhatIf(a) => whatif::run(&cli.global, a).await,
+            Command::WhatIf(a) => costs::what_if(&cli.global, a).await,
             Command::Project(a) => project::run(&cli.global, a).await,
             Command::ExplainRequest(a) => explain::run(&cli.global, a).await,
             Command::Rbac => kube::rbac_json(),

@@ -446,3 +446,43 @@ async fn the_docs_show_what_the_binary_prints() {
     .await);
     assert!(doc.contains(&explained), "{explained}");
 }
+
+/// `what-if --cluster` re-prices the ledger ConfigMap's aggregates: Sonnet
+/// 4.5's 20 requests (20,000 input, 2,000 output, 80,000 cache-read tokens)
+/// on Haiku 4.5 at $1 / $5 / $0.10 per MTok = $0.02 + $0.01 + $0.008 = $0.038.
+#[tokio::test]
+async fn what_if_cluster_reprices_the_ledger_configmap() {
+    let api = FakeApiServer::start().await.unwrap();
+    api.put("configmaps", ledger("tw-ops"));
+    let dir = tempfile::tempdir().unwrap();
+    let kc = dir.path().join("config");
+    api.write_kubeconfig(&kc).unwrap();
+    let args = [
+        "what-if",
+        "--cluster",
+        "--operator-namespace",
+        "tw-ops",
+        "-n",
+        "agents",
+        "--model",
+        "claude-sonnet-4-5=claude-haiku-4-5",
+        "--output-ratio",
+        "unchanged",
+        "-o",
+        "json",
+    ];
+    let out = ok(plugin(Some(&kc), dir.path(), &args).await);
+    let doc: Value = serde_json::from_str(&out).unwrap();
+    let text = doc.to_string();
+    assert!(
+        text.contains("ConfigMap tw-ops/tokenwarden-ledger"),
+        "{out}"
+    );
+    assert!(text.contains("\"0.038\""), "{out}");
+    assert!(!text.contains("\"support\""), "-n agents only: {out}");
+    let paths: Vec<String> = api.requests().into_iter().map(|s| s.uri).collect();
+    assert_eq!(
+        paths,
+        ["/api/v1/namespaces/tw-ops/configmaps/tokenwarden-ledger"]
+    );
+}
