@@ -364,8 +364,29 @@ pub fn api_error(e: ::kube::Error, call: &Call<'_>) -> anyhow::Error {
         ::kube::Error::Api(s) => {
             anyhow::anyhow!("{} failed: {} ({})", call.what(), s.message, s.code)
         }
-        _ => anyhow::anyhow!("{} failed: cannot reach the API server: {e}", call.what()),
+        _ => anyhow::anyhow!(
+            "{} failed: cannot reach the API server: {}",
+            call.what(),
+            chain(&e)
+        ),
     }
+}
+
+/// An error and its sources, `: `-separated (kube's transport errors say
+/// `client error (Connect)`; the cause, e.g. `Connection refused`, is a
+/// source).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut next = e.source();
+    while let Some(cause) = next {
+        let c = cause.to_string();
+        if !s.contains(&c) {
+            s.push_str(": ");
+            s.push_str(&c);
+        }
+        next = cause.source();
+    }
+    s
 }
 
 #[cfg(test)]

@@ -204,6 +204,18 @@ async fn scenario_budgets_errors(log: &Log) {
          docs/kubectl-plugin.md: the tokenwarden-viewer ClusterRole); the API server said: \
          tokenbudgets is forbidden"
     );
+    let (cluster, mut api) = mock(log, "team-a", false);
+    let script = Scenario::new()
+        .request(Method::GET, path)
+        .reply(401, status(401, "Unauthorized", "Unauthorized"));
+    let (out, _) = tokio::join!(
+        budgets::run_on(&cluster, Format::Table),
+        script.run(&mut api)
+    );
+    assert_eq!(
+        format!("{:#}", out.unwrap_err()),
+        "unauthorized: the API server refused the kubeconfig's credentials (Unauthorized)"
+    );
 }
 
 async fn scenario_policies(log: &Log) {

@@ -248,6 +248,44 @@ async fn context_and_kubeconfig_flags_pick_the_cluster() {
 }
 
 #[tokio::test]
+async fn an_unreachable_server_and_a_wrong_flag_are_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let kc = dir.path().join("config");
+    // A port nobody listens on.
+    let port = tokenwarden_tests::process::free_port();
+    std::fs::write(
+        &kc,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: \
+             http://127.0.0.1:{port}\nusers:\n- name: u\n  user:\n    token: t\n\
+             contexts:\n- name: x\n  context:\n    cluster: c\n    user: u\n\
+             current-context: x\n"
+        ),
+    )
+    .unwrap();
+    let r = plugin(Some(&kc), dir.path(), &["budgets", "-n", "a"]).await;
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr.starts_with(
+            "error: list on tokenbudgets.tokenwarden.dev in namespace \"a\" failed: cannot reach \
+             the API server:"
+        ) && r.stderr.contains("Connection refused"),
+        "{}",
+        r.stderr
+    );
+    let r = plugin(
+        Some(&kc),
+        dir.path(),
+        &["explain-request", "-A", "--workload", "w", "--route", "r"],
+    )
+    .await;
+    assert_eq!(
+        r.stderr,
+        "error: explain-request compiles one workload's policy: give -n NAMESPACE, not -A\n"
+    );
+}
+
+#[tokio::test]
 async fn no_kubeconfig_is_a_clear_error() {
     let home = tempfile::tempdir().unwrap();
     let r = plugin(None, home.path(), &["budgets"]).await;
