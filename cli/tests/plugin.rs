@@ -11,6 +11,21 @@ use tokenwarden_tests::apiserver::FakeApiServer;
 
 const BIN: &str = env!("CARGO_BIN_EXE_kubectl-tokenwarden");
 
+/// `costs -n agents` over [`ledger`] (also shown in docs/kubectl-plugin.md).
+const COSTS_AGENTS: &str = "\
+NAMESPACE  WORKLOAD  MODEL              REQUESTS  INPUT  OUTPUT  CACHE-READ  CACHE-WRITE     COST  CACHE-SAVED
+agents     coder     claude-haiku-4-5          8   8000     800       32000            0  $0.0096       $0.018
+agents     coder     claude-sonnet-4-5        20  20000    2000       80000            0   $0.105       $0.018
+TOTAL                                         28  28000    2800      112000            0  $0.1146       $0.036
+";
+
+/// `budgets -A` in [`budgets_in_one_namespace_or_all`] (also in the docs).
+const BUDGETS_ALL: &str = "\
+NAMESPACE  NAME           PERIOD     SPENT    LIMIT   USED  PROJECTED  EXHAUSTED-AT          STATE      PERIOD-END
+agents     coder-monthly  Monthly  $150.50  $200.00  75.2%    $231.25  2026-12-27T06:00:00Z  Threshold  2027-01-01T00:00:00Z
+support    bot-monthly    Monthly    $1.20   $20.00   6.0%          -  -                     Ok         2027-01-01T00:00:00Z
+";
+
 struct Run {
     code: i32,
     stdout: String,
@@ -75,15 +90,7 @@ async fn costs_reads_the_ledger_configmap() {
     let kc = dir.path().join("config");
     api.write_kubeconfig(&kc).unwrap();
     let out = ok(plugin(Some(&kc), dir.path(), &["costs", "-n", "agents"]).await);
-    assert_eq!(
-        out,
-        "\
-NAMESPACE  WORKLOAD  MODEL              REQUESTS  INPUT  OUTPUT  CACHE-READ  CACHE-WRITE     COST  CACHE-SAVED
-agents     coder     claude-haiku-4-5          8   8000     800       32000            0  $0.0096       $0.018
-agents     coder     claude-sonnet-4-5        20  20000    2000       80000            0   $0.105       $0.018
-TOTAL                                         28  28000    2800      112000            0  $0.1146       $0.036
-"
-    );
+    assert_eq!(out, COSTS_AGENTS);
     let out = ok(plugin(
         Some(&kc),
         dir.path(),
@@ -160,14 +167,7 @@ coder-monthly  Monthly  $150.50  $200.00  75.2%    $231.25  2026-12-27T06:00:00Z
 "
     );
     let out = ok(plugin(Some(&kc), dir.path(), &["budgets", "-A"]).await);
-    assert_eq!(
-        out,
-        "\
-NAMESPACE  NAME           PERIOD     SPENT    LIMIT   USED  PROJECTED  EXHAUSTED-AT          STATE      PERIOD-END
-agents     coder-monthly  Monthly  $150.50  $200.00  75.2%    $231.25  2026-12-27T06:00:00Z  Threshold  2027-01-01T00:00:00Z
-support    bot-monthly    Monthly    $1.20   $20.00   6.0%          -  -                     Ok         2027-01-01T00:00:00Z
-"
-    );
+    assert_eq!(out, BUDGETS_ALL);
     let doc: Value = serde_json::from_str(&ok(plugin(
         Some(&kc),
         dir.path(),
@@ -483,6 +483,9 @@ async fn the_docs_show_what_the_binary_prints() {
     )
     .await);
     assert!(doc.contains(&explained), "{explained}");
+    for table in [COSTS_AGENTS, BUDGETS_ALL] {
+        assert!(doc.contains(table), "{table}");
+    }
 }
 
 /// `what-if --cluster` re-prices the ledger ConfigMap's aggregates: Sonnet
