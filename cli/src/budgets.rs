@@ -3,7 +3,8 @@
 //! against the limit, the share used, the operator's forecast for the end of
 //! the period (`status.projectedSpendUsd`, `status.projectedExhaustion`,
 //! `status.projectedTokens`, shown when the operator writes them), the state
-//! and when the period ends.
+//! (with `ProjectedOverrun` while that condition is True) and when the
+//! period ends.
 //!
 //! The objects are read as untyped JSON, so the plugin shows what any
 //! operator version wrote (fields it does not know are ignored, fields an
@@ -62,6 +63,9 @@ pub struct Row {
     pub projected_exhaustion: Option<String>,
     /// `status.state`.
     pub state: Option<String>,
+    /// The `ProjectedOverrun` condition is True: the forecast reaches the
+    /// limit before the period ends.
+    pub projected_overrun: bool,
     /// `status.periodEnd`.
     pub period_end: Option<String>,
 }
@@ -96,6 +100,10 @@ pub fn row(o: &Value) -> Row {
         projected_tokens: s["projectedTokens"].as_i64(),
         projected_exhaustion: text(&s["projectedExhaustion"]),
         state: text(&s["state"]),
+        projected_overrun: s["conditions"].as_array().is_some_and(|cs| {
+            cs.iter()
+                .any(|c| c["type"] == "ProjectedOverrun" && c["status"] == "True")
+        }),
         period_end: text(&s["periodEnd"]),
     }
 }
@@ -137,6 +145,7 @@ fn row_json(r: &Row) -> Value {
         "projectedTokens": r.projected_tokens,
         "projectedExhaustion": r.projected_exhaustion,
         "state": r.state,
+        "projectedOverrun": r.projected_overrun,
         "periodEnd": r.period_end,
     })
 }
@@ -206,7 +215,11 @@ fn table(rows: &[Row], with_namespace: bool, csv: bool) -> Table {
             m(r.projected_usd),
             n(r.projected_tokens),
             o(&r.projected_exhaustion),
-            o(&r.state),
+            match (&r.state, r.projected_overrun) {
+                (Some(st), true) => format!("{st}, ProjectedOverrun"),
+                (None, true) => "ProjectedOverrun".into(),
+                (st, false) => o(st),
+            },
             o(&r.period_end),
         ];
         t.push(
@@ -242,6 +255,7 @@ mod tests {
                 "coder",
                 "50.00",
                 json!({"spentUsd": "37.5", "state": "Threshold",
+                       "conditions": [{"type": "ProjectedOverrun", "status": "True"}],
                        "periodEnd": "2026-01-01T00:00:00Z",
                        "projectedSpendUsd": "61.25",
                        "projectedExhaustion": "2025-12-26T09:00:00Z"}),
@@ -251,15 +265,17 @@ mod tests {
         assert_eq!(
             render(&items, Some("agents"), Format::Table),
             "\
-NAME   PERIOD    SPENT   LIMIT   USED  PROJECTED  EXHAUSTED-AT          STATE      PERIOD-END
-coder  Monthly  $37.50  $50.00  75.0%     $61.25  2025-12-26T09:00:00Z  Threshold  2026-01-01T00:00:00Z
-new    Monthly       -  $10.00      -          -  -                     -          -
+NAME   PERIOD    SPENT   LIMIT   USED  PROJECTED  EXHAUSTED-AT          STATE                        PERIOD-END
+coder  Monthly  $37.50  $50.00  75.0%     $61.25  2025-12-26T09:00:00Z  Threshold, ProjectedOverrun  2026-01-01T00:00:00Z
+new    Monthly       -  $10.00      -          -  -                     -                            -
 "
         );
         let doc: Value = serde_json::from_str(&render(&items, None, Format::Json)).unwrap();
         assert_eq!(doc["budgets"][0]["usedPercent"], "75.0%");
         assert_eq!(doc["budgets"][0]["projectedSpendUsd"], "61.25");
+        assert_eq!(doc["budgets"][0]["projectedOverrun"], true);
         assert_eq!(doc["budgets"][1]["spentUsd"], Value::Null);
+        assert_eq!(doc["budgets"][1]["projectedOverrun"], false);
     }
 
     #[test]
