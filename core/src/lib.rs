@@ -20,6 +20,7 @@
 //! - [`prompt_cache`]: the prefix-stability monitor that finds prompt-cache busts.
 //! - [`compile`]: the compiler from policies + budgets + pod labels to that config.
 //! - [`route`]: the routing decision (routes, escalation, downgrade).
+//! - [`whatif`]: cost foresight: recorded traffic re-priced and re-routed, token-mix projections.
 
 pub mod book;
 pub mod budget;
@@ -38,4 +39,5 @@ pub mod semantic_cache;
 pub mod semantic_guard;
 pub mod tokens;
 pub mod usage;
+pub mod whatif;
 pub mod workload;

@@ -12,11 +12,16 @@ use std::collections::BTreeMap;
 
 pub mod cache;
 mod line;
+mod replay;
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use self::cache::{CacheFigures, CacheTotals};
+pub use self::replay::{
+    MAX_HEADER_VALUE_BYTES, NEVER_RECORDED_HEADERS, ReplayFacts, cap_header_value,
+    header_recordable,
+};
 use crate::{
     money::Usd,
     tokens::TokenCounts,
@@ -148,6 +153,10 @@ pub struct UsageRecord {
     /// sent to the operator.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub intent: Option<u64>,
+    /// What a what-if replay needs (see [`ReplayFacts`]); `None` on records
+    /// written before it existed and on response-cache hits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay: Option<ReplayFacts>,
 }
 
 /// An attempt about to be forwarded, written to the sidecar's journal
@@ -361,6 +370,7 @@ mod tests {
                 .collect(),
             intent: None,
             cache: Default::default(),
+            replay: None,
         }
     }
 

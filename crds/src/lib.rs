@@ -14,6 +14,7 @@
 
 pub mod common;
 pub mod load;
+pub mod policy_file;
 pub mod routing_policy;
 pub mod token_budget;
 pub mod validate;

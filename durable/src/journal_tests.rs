@@ -34,6 +34,7 @@ fn rec(model: &str, out: u64) -> UsageRecord {
             key: None,
         }],
         intent: None,
+        replay: None,
         cache: Default::default(),
     }
 }

@@ -541,6 +541,7 @@ mod tests {
                 key: None,
             }],
             intent: None,
+            replay: None,
             cache: tokenwarden_core::usage::cache::CacheFigures {
                 saved: "0.000081".parse().unwrap(),
                 wasted: "0.0000069".parse().unwrap(),
@@ -663,6 +664,7 @@ mod tests {
                 key: Some(key.into()),
             }],
             intent: None,
+            replay: None,
             cache: Default::default(),
         };
         let start = book.window().start;

@@ -83,6 +83,7 @@ fn row(sidecar: &str, workload: &str, seq: u64, model: &str, ts: Timestamp) -> U
                 ..CacheFigures::default()
             },
             intent: None,
+            replay: None,
         },
     }
 }

@@ -189,6 +189,7 @@ pub fn record_from_wire(r: &UsageRecord) -> Result<CoreRecord, InvalidRecord> {
         budgets,
         // A sidecar's journal bookkeeping; never on the wire.
         intent: None,
+        replay: None,
         cache: CacheFigures {
             saved: Usd::from_picos(i128::from(r.cache_saved_picos)),
             wasted: Usd::from_picos(i128::from(r.cache_wasted_picos)),
@@ -244,6 +245,7 @@ mod tests {
                 },
             ],
             intent: None,
+            replay: None,
             cache: CacheFigures {
                 saved: Usd::from_picos(8_100_000),
                 wasted: Usd::from_picos(2_070_000),

@@ -28,7 +28,8 @@ pub mod link;
 pub mod meter;
 pub mod metrics;
 pub mod otel;
-pub mod policy_file;
+/// The policy file loader lives in the crds crate (the kubectl plugin compiles policies too).
+pub use tokenwarden_crds::policy_file;
 pub mod prompt_cache;
 pub mod proxy;
 pub mod redact;

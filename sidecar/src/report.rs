@@ -594,6 +594,7 @@ spec:
                 estimated: false,
                 budgets: vec![],
                 intent: None,
+                replay: None,
                 cache: CacheFigures {
                     saved: "0.0243".parse().unwrap(),
                     wasted: if bust {
@@ -646,6 +647,7 @@ spec:
             estimated: false,
             budgets: vec![],
             intent: None,
+            replay: None,
             cache: CacheFigures {
                 response_hit: hit,
                 response_saved: if hit {
@@ -707,6 +709,7 @@ spec:
                 estimated,
                 budgets: vec![],
                 intent: None,
+                replay: None,
                 cache: Default::default(),
             };
             agg.add(&r);

@@ -14,7 +14,7 @@ import subprocess
 
 import pytest
 
-from chartlib import NAMESPACE, objects, operator_bin
+from chartlib import NAMESPACE, RELEASE, objects, operator_bin
 
 # Verbs a rule restricted by resourceNames cannot grant.
 UNNAMEABLE = {"list", "watch", "create", "deletecollection"}
@@ -34,7 +34,9 @@ def api_calls() -> list[dict]:
 
 
 def rules(docs: list[dict], kind: str) -> list[dict]:
-    found = [d for d in docs if d["kind"] == kind]
+    # The operator's own roles (named like the release); the read-only
+    # roles for kubectl tokenwarden users are checked in test_viewer_rbac.py.
+    found = [d for d in docs if d["kind"] == kind and d["metadata"]["name"] == RELEASE]
     assert len(found) == 1
     if kind == "Role":
         assert found[0]["metadata"]["namespace"] == NAMESPACE

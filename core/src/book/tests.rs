@@ -63,6 +63,7 @@ fn rec(seq: u64, cost: &str, model: &str) -> UsageRecord {
             key: None,
         }],
         intent: None,
+        replay: None,
         cache: Default::default(),
     }
 }

@@ -77,7 +77,15 @@ pub struct Classification {
 
 /// Classifies a request. Deterministic; never panics.
 pub fn classify(cfg: &ClassifierConfig, req: &RequestView<'_>) -> Classification {
-    let features = extract(req);
+    classify_features(cfg, &extract(req))
+}
+
+/// Classifies already extracted features: what [`classify`] does after
+/// [`extract`], with the same floating-point operations in the same order,
+/// so a score recomputed from recorded features (a what-if replay under new
+/// weights) equals the live one bit for bit.
+pub fn classify_features(cfg: &ClassifierConfig, f: &Features) -> Classification {
+    let features = *f;
     let parts = contributions(&cfg.weights, &features);
     let logit = cfg.bias + parts.iter().map(|p| p.logit).sum::<f64>();
     let score = score_from_logit(logit);

@@ -243,3 +243,49 @@ proptest! {
         prop_assert!(c.score <= 100);
     }
 }
+
+/// Every request of the evaluation set scores the same from its recorded
+/// features as from its text: a replay under new weights starts from the
+/// live score's exact arithmetic.
+#[test]
+fn classify_features_equals_classify_on_every_dev_row() {
+    #[derive(serde::Deserialize)]
+    struct Row {
+        messages: Vec<Msg>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Msg {
+        role: Role,
+        content: String,
+    }
+    let dev = include_str!("../../data/routing-eval/dev.jsonl");
+    let configs = [
+        ClassifierConfig::default(),
+        ClassifierConfig {
+            bias: -1.25,
+            hard_threshold: 40,
+            ..ClassifierConfig::default()
+        },
+    ];
+    let mut rows = 0;
+    for line in dev.lines().filter(|l| !l.trim().is_empty()) {
+        let row: Row = serde_json::from_str(line).unwrap();
+        let msgs: Vec<(Role, &str)> = row
+            .messages
+            .iter()
+            .map(|m| (m.role, m.content.as_str()))
+            .collect();
+        for tools in [0, 3] {
+            let req = RequestView {
+                messages: &msgs,
+                tool_definitions: tools,
+            };
+            for cfg in &configs {
+                let live = classify(cfg, &req);
+                assert_eq!(classify_features(cfg, &live.features), live);
+            }
+        }
+        rows += 1;
+    }
+    assert_eq!(rows, 229);
+}

@@ -9,7 +9,8 @@
 
 use std::io::Write as _;
 
-use super::{IntentLine, UsageRecord, cache::CacheFigures};
+use super::{IntentLine, ReplayFacts, UsageRecord, cache::CacheFigures};
+use crate::classify::Features;
 
 impl UsageRecord {
     /// Appends the record as JSON, byte for byte what `serde_json::to_vec`
@@ -34,6 +35,7 @@ impl UsageRecord {
             budgets,
             cache,
             intent,
+            replay,
         } = self;
         out.extend_from_slice(b"{\"seq\":");
         push_u64(out, *seq);
@@ -111,6 +113,9 @@ impl UsageRecord {
             out.extend_from_slice(b",\"intent\":");
             push_u64(out, *i);
         }
+        if let Some(r) = replay {
+            push_replay(out, r);
+        }
         out.push(b'}');
     }
 }
@@ -125,6 +130,102 @@ impl IntentLine {
         self.record.write_json(out);
         out.push(b'}');
     }
+}
+
+/// `,"replay":{…}` as serde writes it.
+fn push_replay(out: &mut Vec<u8>, r: &ReplayFacts) {
+    // Every field, so a new one cannot be left out of the line.
+    let ReplayFacts {
+        request,
+        prompt_estimate,
+        tools_present,
+        features,
+        tier,
+        adjusted,
+        headers,
+    } = r;
+    out.extend_from_slice(b",\"replay\":{\"request\":");
+    push_u64(out, *request);
+    out.extend_from_slice(b",\"promptEstimate\":");
+    push_u64(out, *prompt_estimate);
+    out.extend_from_slice(if *tools_present {
+        b",\"toolsPresent\":true"
+    } else {
+        b",\"toolsPresent\":false"
+    });
+    if let Some(f) = features {
+        push_features(out, f);
+    }
+    if let Some(t) = tier {
+        out.extend_from_slice(b",\"tier\":");
+        push_str(out, t);
+    }
+    if !adjusted.is_empty() {
+        out.extend_from_slice(b",\"adjusted\":[");
+        for (i, a) in adjusted.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            push_str(out, a);
+        }
+        out.push(b']');
+    }
+    if !headers.is_empty() {
+        out.extend_from_slice(b",\"headers\":[");
+        for (i, (name, value)) in headers.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.push(b'[');
+            push_str(out, name);
+            out.push(b',');
+            push_str(out, value);
+            out.push(b']');
+        }
+        out.push(b']');
+    }
+    out.push(b'}');
+}
+
+/// `,"features":{…}` as serde writes it (camelCase, every field).
+fn push_features(out: &mut Vec<u8>, f: &Features) {
+    let Features {
+        prompt_bytes,
+        scanned_bytes,
+        code_blocks,
+        code_lines,
+        stack_trace_lines,
+        reasoning_keywords,
+        design_keywords,
+        concurrency_keywords,
+        debugging_keywords,
+        simple_markers,
+        solution_hints,
+        tool_definitions,
+        conversation_turns,
+    } = *f;
+    out.extend_from_slice(b",\"features\":{\"promptBytes\":");
+    push_u64(out, prompt_bytes);
+    out.extend_from_slice(b",\"scannedBytes\":");
+    push_u64(out, scanned_bytes);
+    let counts: [(&[u8], u32); 11] = [
+        (b",\"codeBlocks\":", code_blocks),
+        (b",\"codeLines\":", code_lines),
+        (b",\"stackTraceLines\":", stack_trace_lines),
+        (b",\"reasoningKeywords\":", reasoning_keywords),
+        (b",\"designKeywords\":", design_keywords),
+        (b",\"concurrencyKeywords\":", concurrency_keywords),
+        (b",\"debuggingKeywords\":", debugging_keywords),
+        (b",\"simpleMarkers\":", simple_markers),
+        (b",\"solutionHints\":", solution_hints),
+        (b",\"toolDefinitions\":", tool_definitions),
+        (b",\"conversationTurns\":", conversation_turns),
+    ];
+    for (name, n) in counts {
+        out.extend_from_slice(name);
+        push_u64(out, u64::from(n));
+    }
+    out.push(b'}');
 }
 
 /// `,"cache":{…}` as serde writes it.
@@ -322,14 +423,14 @@ mod tests {
                 proptest::collection::vec(budget, 0..3),
                 proptest::option::of(any::<u64>()),
             ),
-            cache_figures(),
+            (cache_figures(), proptest::option::of(replay_facts())),
         )
             .prop_map(
                 |(
                     (seq, ts, endpoint, requested_model, served_model, provider),
                     (route, score, reason, attempt, status),
                     (u, write_1h, cost, estimated, budgets, intent),
-                    cache,
+                    (cache, replay),
                 )| UsageRecord {
                     seq,
                     ts,
@@ -354,6 +455,48 @@ mod tests {
                     budgets,
                     intent,
                     cache,
+                    replay,
+                },
+            )
+    }
+
+    fn features() -> impl Strategy<Value = Features> {
+        (any::<[u64; 2]>(), any::<[u32; 11]>()).prop_map(|([p, s], c)| Features {
+            prompt_bytes: p,
+            scanned_bytes: s,
+            code_blocks: c[0],
+            code_lines: c[1],
+            stack_trace_lines: c[2],
+            reasoning_keywords: c[3],
+            design_keywords: c[4],
+            concurrency_keywords: c[5],
+            debugging_keywords: c[6],
+            simple_markers: c[7],
+            solution_hints: c[8],
+            tool_definitions: c[9],
+            conversation_turns: c[10],
+        })
+    }
+
+    fn replay_facts() -> impl Strategy<Value = ReplayFacts> {
+        (
+            (any::<u64>(), any::<u64>(), any::<bool>()),
+            proptest::option::of(features()),
+            proptest::option::of(text()),
+            proptest::collection::vec(text(), 0..3),
+            proptest::collection::vec((text(), text()), 0..3),
+        )
+            .prop_map(
+                |((request, prompt_estimate, tools_present), features, tier, adjusted, headers)| {
+                    ReplayFacts {
+                        request,
+                        prompt_estimate,
+                        tools_present,
+                        features,
+                        tier,
+                        adjusted,
+                        headers,
+                    }
                 },
             )
     }
@@ -453,6 +596,7 @@ mod tests {
             }],
             intent: None,
             cache: Default::default(),
+            replay: None,
         };
         let mut line = Vec::new();
         r.write_json(&mut line);
@@ -460,5 +604,58 @@ mod tests {
             String::from_utf8(line).unwrap(),
             r#"{"seq":400063,"ts":"2026-12-02T20:06:21.555909212Z","endpoint":"chatCompletions","requested_model":"gpt-4o-mini","served_model":"gpt-4o-mini-2024-07-18","provider":"openai","route":null,"score":42,"reason":"score 42: +code \"block\"\n","attempt":1,"status":200,"usage":{"input_tokens":12,"output_tokens":7,"cache_read_tokens":0,"cache_write_tokens":0},"cost":"0.000006","estimated":false,"budgets":[{"budget":{"namespace":"bench","name":"bench-budget"},"period_start":"2026-12-02T00:00:00Z"}]}"#
         );
+    }
+    #[test]
+    fn a_record_line_with_replay_facts() {
+        let r = UsageRecord {
+            seq: 12,
+            ts: "2026-12-06T22:00:00Z".parse().unwrap(),
+            endpoint: Endpoint::Messages,
+            requested_model: "claude-opus-4-1".into(),
+            served_model: "claude-haiku-4-5".into(),
+            provider: "anthropic".into(),
+            route: Some("easy".into()),
+            score: Some(18),
+            reason: None,
+            attempt: 2,
+            status: 200,
+            usage: TokenCounts::default(),
+            cost: Some(Usd::ZERO),
+            estimated: false,
+            budgets: vec![],
+            intent: Some(3),
+            cache: Default::default(),
+            replay: Some(ReplayFacts {
+                request: 11,
+                prompt_estimate: 301,
+                tools_present: true,
+                features: Some(Features {
+                    prompt_bytes: 1200,
+                    scanned_bytes: 1200,
+                    tool_definitions: 2,
+                    conversation_turns: 1,
+                    ..Features::default()
+                }),
+                tier: Some("fast".into()),
+                adjusted: vec!["escalated:upstream_error".into()],
+                headers: vec![("x-team".into(), "search".into())],
+            }),
+        };
+        let mut line = Vec::new();
+        r.write_json(&mut line);
+        assert_eq!(
+            String::from_utf8(line.clone()).unwrap(),
+            concat!(
+                r#"{"seq":12,"ts":"2026-12-06T22:00:00Z","endpoint":"messages","requested_model":"claude-opus-4-1","#,
+                r#""served_model":"claude-haiku-4-5","provider":"anthropic","route":"easy","score":18,"attempt":2,"#,
+                r#""status":200,"usage":{"input_tokens":0,"output_tokens":0,"cache_read_tokens":0,"cache_write_tokens":0},"#,
+                r#""cost":"0.00","estimated":false,"budgets":[],"intent":3,"replay":{"request":11,"promptEstimate":301,"#,
+                r#""toolsPresent":true,"features":{"promptBytes":1200,"scannedBytes":1200,"codeBlocks":0,"codeLines":0,"#,
+                r#""stackTraceLines":0,"reasoningKeywords":0,"designKeywords":0,"concurrencyKeywords":0,"#,
+                r#""debuggingKeywords":0,"simpleMarkers":0,"solutionHints":0,"toolDefinitions":2,"conversationTurns":1},"#,
+                r#""tier":"fast","adjusted":["escalated:upstream_error"],"headers":[["x-team","search"]]}}"#
+            )
+        );
+        assert_eq!(line, serde_json::to_vec(&r).unwrap());
     }
 }

@@ -278,6 +278,7 @@ mod tests {
             estimated: false,
             budgets: vec![],
             intent: None,
+            replay: None,
             cache: CacheFigures {
                 saved: Usd::ZERO,
                 wasted: wasted.parse().unwrap(),

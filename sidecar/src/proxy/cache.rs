@@ -280,6 +280,7 @@ fn record_hit(plan: &Plan<'_>, attempt: &Attempt, entry: &Entry, similarity: u16
         budgets,
         cache,
         intent: None,
+        replay: None,
     };
     shared
         .metrics

@@ -325,6 +325,7 @@ fn record(
             ..CacheFigures::default()
         },
         intent: None,
+        replay: None,
     };
     super::settle::write_record(shared, &mut record);
 }

@@ -428,6 +428,7 @@ pub(crate) fn settle(
         estimated,
         budgets: periods,
         intent: attempt.intent,
+        replay: None,
         cache,
     };
     if !record.cache.is_empty() {
@@ -680,6 +681,7 @@ fn intent_record(plan: &Plan<'_>, attempt: &Attempt, prompt_bound: u64) -> Usage
         estimated: true,
         budgets,
         intent: None,
+        replay: None,
         cache: Default::default(),
     }
 }

@@ -144,6 +144,7 @@ pub fn make_record(
         estimated: false,
         budgets: budgets.to_vec(),
         intent: None,
+        replay: None,
         cache: Default::default(),
     };
     (rec, cost.picos())

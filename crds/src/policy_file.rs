@@ -1,14 +1,15 @@
-//! Standalone mode's policy file: RoutingPolicy and TokenBudget YAML,
+//! A policy file (the sidecar's standalone mode, the kubectl plugin's what-if):
+//! RoutingPolicy and TokenBudget YAML,
 //! compiled for one workload.
 
 use std::path::Path;
 
+use crate::load::{self, LoadError, Object};
 use tokenwarden_core::{
     compile::{BudgetInput, Pod, PolicyInput, compile},
     selector::Labels,
     workload::WorkloadConfig,
 };
-use tokenwarden_crds::load::{self, LoadError, Object};
 
 /// Why a policy file could not be used.
 #[derive(Debug, thiserror::Error)]
