@@ -453,6 +453,26 @@ mod tests {
             Some("2026-03-29T19:00:00Z")
         );
         assert_eq!(st.projection.as_deref(), Some("min(mean 3h, mean 1h)"));
+        // As the API server stores it.
+        let json = serde_json::to_value(&st).unwrap();
+        assert_eq!(
+            (
+                &json["projectedSpendUsd"],
+                &json["projectedTokens"],
+                &json["projectedExhaustion"],
+                &json["projection"]
+            ),
+            (
+                &serde_json::json!("27.60"),
+                &serde_json::json!(138_000),
+                &serde_json::json!("2026-03-29T19:00:00Z"),
+                &serde_json::json!("min(mean 3h, mean 1h)")
+            )
+        );
+        assert_eq!(
+            json["ledger"]["burn"][0],
+            serde_json::json!({"atUnixMillis": 1_774_738_800_000_i64, "spentPicos": "0", "tokens": 0})
+        );
         let cond = st
             .conditions
             .iter()
