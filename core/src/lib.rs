@@ -28,6 +28,7 @@ pub mod catalog;
 pub mod classify;
 pub mod cluster_ledger;
 pub mod compile;
+pub mod forecast;
 pub mod lease;
 pub mod money;
 pub mod period;
