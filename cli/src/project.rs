@@ -416,4 +416,45 @@ mod tests {
             .contains("not a token mix")
         );
     }
+
+    #[test]
+    fn classes_with_features_are_scored_with_the_policys_weights() {
+        let weighted = POLICY.replace(
+            "    hardThreshold: 30\n",
+            "    hardThreshold: 30\n    weights: { stackTraceLines: \"4.0\" }\n",
+        );
+        let set = PolicySet::from_yaml("p", &weighted).unwrap();
+        let features = "        features: { promptBytes: 4000, scannedBytes: 4000, stackTraceLines: 9, conversationTurns: 2 }\n";
+        let mix = MIX.replace("        score: 6\n", features);
+        let cfg = set
+            .compile(
+                "agents",
+                "",
+                &[("app".to_string(), "coding-agent".to_string())].into(),
+            )
+            .routing
+            .unwrap()
+            .classifier;
+        let f = tokenwarden_core::classify::Features {
+            prompt_bytes: 4_000,
+            scanned_bytes: 4_000,
+            stack_trace_lines: 9,
+            conversation_turns: 2,
+            ..Default::default()
+        };
+        let score = tokenwarden_core::classify::classify_features(&cfg, &f).score;
+        assert!(score >= 30, "{score}");
+        let text = projection_text(
+            Format::Table,
+            "m",
+            &mix,
+            Some(&set),
+            None,
+            &Repricer::new(vec![], vec![]),
+        )
+        .unwrap();
+        let easy = row(&text, "coding-agent  flagship-easy");
+        assert_eq!(easy[3], score.to_string());
+        assert_eq!(easy[5..7], ["flagship-hard", "claude-opus-4-6"]);
+    }
 }
