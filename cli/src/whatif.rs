@@ -529,6 +529,7 @@ struct JsonReport<'a> {
     rows: &'a [Row],
     total: Row,
     not_replayable: Vec<NotReplayableJson<'a>>,
+    response_hits: u64,
     budgets: &'a [BudgetPair],
     notes: &'a [String],
 }
@@ -569,6 +570,7 @@ fn render(
                     actual: *u,
                 })
                 .collect(),
+            response_hits: report.response_hits,
             budgets: &report.budgets,
             notes: &notes,
         }),
@@ -581,6 +583,12 @@ fn render(
             }
             s.push('\n');
             s.push_str(&rows_table(report, false).to_text());
+            if report.response_hits > 0 {
+                s.push_str(&format!(
+                    "\n{} requests answered by the response cache ($0, no provider call) are left out\n",
+                    count(report.response_hits)
+                ));
+            }
             if !report.not_replayable.is_empty() {
                 s.push_str("\nnot replayable (left out of the rows; in the budgets at their recorded cost):\n");
                 for (reason, (n, u)) in &report.not_replayable {

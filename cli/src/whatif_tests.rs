@@ -598,3 +598,28 @@ fn since_and_until_select_the_records() {
         "{err}"
     );
 }
+
+#[test]
+fn response_cache_hits_are_left_out_and_counted() {
+    let mut records = threshold_records();
+    let mut hit = rec(4, 12, "claude-haiku-4-5", Some(20), TokenCounts::default());
+    hit.attempt = 0;
+    hit.cache.response_hit = true;
+    records.push(hit);
+    let a = Args {
+        models: vec!["claude-haiku-4-5=no-such-model-z".into()],
+        ..args()
+    };
+    let out = report_records(&global(Format::Table), &a, "state", &records).unwrap();
+    let total = out.lines().find(|l| l.starts_with("TOTAL")).unwrap();
+    assert!(
+        total.contains(" 3 ") && total.contains("$0.09 + 2 unpriced"),
+        "{out}"
+    );
+    assert!(
+        out.contains(
+            "\n1 requests answered by the response cache ($0, no provider call) are left out\n"
+        ),
+        "{out}"
+    );
+}

@@ -113,6 +113,9 @@ pub struct Report {
     pub not_replayable: BTreeMap<String, (u64, Usd)>,
     /// Budget impact: per budget, recorded and what-if.
     pub budgets: Vec<BudgetPair>,
+    /// Requests the sidecar's response cache answered (no provider call,
+    /// $0): left out, as the cache would answer them under any prices.
+    pub response_hits: u64,
 }
 
 /// One budget, as recorded and under the what-if.
@@ -230,7 +233,13 @@ pub fn records(
     let mut rows: BTreeMap<(String, String), Row> = BTreeMap::new();
     let mut not_replayable: BTreeMap<String, (u64, Usd)> = BTreeMap::new();
     let (mut actual_charges, mut whatif_charges) = (Vec::new(), Vec::new());
-    for attempts in group(recs) {
+    let response_hits = recs.iter().filter(|r| r.cache.response_hit).count() as u64;
+    let upstream: Vec<UsageRecord> = recs
+        .iter()
+        .filter(|r| !r.cache.response_hit)
+        .cloned()
+        .collect();
+    for attempts in group(&upstream) {
         let (Some(first), Some(last)) = (attempts.first(), attempts.last()) else {
             continue;
         };
@@ -304,6 +313,7 @@ pub fn records(
         rows: rows.into_values().collect(),
         not_replayable,
         budgets,
+        response_hits,
     })
 }
 
@@ -352,5 +362,6 @@ pub fn aggregates(rows: &[(LedgerKey, Spend)], plan: &Plan<'_>) -> Report {
         rows: out.into_values().collect(),
         not_replayable: BTreeMap::new(),
         budgets: Vec::new(),
+        response_hits: 0,
     }
 }
