@@ -488,8 +488,9 @@ fn budgets_table(budgets: &[BudgetPair]) -> Table {
         "EXHAUSTED",
         "WHAT-IF",
         "EXHAUSTED (WHAT-IF)",
+        "REFUSED AFTER (WHAT-IF)",
     ])
-    .right_aligned(&[2, 3, 5]);
+    .right_aligned(&[2, 3, 5, 7]);
     for b in budgets {
         let limit = match (b.actual.limit_usd, b.actual.limit_tokens) {
             (Some(u), Some(n)) => format!("{} / {} tokens", money(u), count(n)),
@@ -514,6 +515,7 @@ fn budgets_table(budgets: &[BudgetPair]) -> Table {
                 when(p.exhausted_at),
                 w.map_or("-".into(), |w| money(w.spend)),
                 when(w.and_then(|w| w.exhausted_at)),
+                w.map_or("-".into(), |w| count(w.after_exhaustion)),
             ]);
         }
     }

@@ -191,7 +191,9 @@ fn a_lower_hard_threshold_flips_easy_requests_from_the_recorded_score_alone() {
             "$0.1065",
             "2026-12-02T10:00:00Z",
             "$0.1365",
-            "2026-12-02T09:00:00Z"
+            "2026-12-02T09:00:00Z",
+            // The 10:00 and 11:00 requests come after: the cap refuses them.
+            "2"
         ]
     );
 }

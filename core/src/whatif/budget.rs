@@ -5,9 +5,12 @@
 //! calendar periods ([`Period::window`] in its time zone, so DST days are
 //! 23 or 25 hours), summed in order, and the period is exhausted at the
 //! first charge whose running total reaches the USD or token limit, the
-//! way a sidecar's [`crate::budget::BudgetState`] counts spend. Per-key
-//! limits (`spec.perKey`) and threshold actions are not replayed: the
-//! figures are the whole budget's.
+//! way a sidecar's [`crate::budget::BudgetState`] counts spend. The
+//! requests after that instant are counted: the limit is a hard cap, so an
+//! enforcing budget would have refused them. The spend is the demand of
+//! the alternative: per-key limits (`spec.perKey`) and threshold actions
+//! (`Downgrade`, `Block`) are not replayed, and the figures are the whole
+//! budget's.
 //!
 //! A token mix ([`uniform`]) has no timestamps: its daily spend is assumed
 //! to arrive at a constant rate over each 24 hours, so a limit `L` against a
@@ -51,6 +54,9 @@ pub struct PeriodImpact {
     pub unpriced: u64,
     /// When the running spend (or tokens) reached the limit, if it did.
     pub exhausted_at: Option<Timestamp>,
+    /// Requests of the period after that instant: an enforcing budget's
+    /// hard cap would have refused them (0 for a `shadow` budget).
+    pub after_exhaustion: u64,
 }
 
 /// One budget under the alternative, period by period.
@@ -106,11 +112,15 @@ pub fn impact(budget: &BudgetConfig, charges: &[Charge]) -> Result<BudgetImpact,
                 requests: 0,
                 unpriced: 0,
                 exhausted_at: None,
+                after_exhaustion: 0,
             });
         }
         let Some(p) = periods.last_mut() else {
             continue;
         };
+        if p.exhausted_at.is_some() && !budget.shadow {
+            p.after_exhaustion += 1;
+        }
         p.requests += 1;
         p.tokens = p.tokens.saturating_add(c.tokens);
         match c.cost {
