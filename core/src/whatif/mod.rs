@@ -7,7 +7,7 @@
 //! model is counted apart, never as $0.
 //!
 //! - [`reprice`]: prices and the `--model A=B` map.
-//! - [`replay`]: each recorded request through a changed RoutingPolicy.
+//! - [`replay`](mod@replay): each recorded request through a changed RoutingPolicy.
 //! - [`ratio`]: the output-token estimate on another model, with a range.
 //! - [`budget`]: each TokenBudget's spend and exhaustion instant.
 //! - [`mix`]: the `kind: TokenMix` projection.
