@@ -528,12 +528,61 @@ fn budgets_table(budgets: &[BudgetPair]) -> Table {
 struct JsonReport<'a> {
     source: Source,
     origin: &'a str,
-    rows: &'a [Row],
-    total: Row,
+    rows: Vec<JsonRow<'a>>,
+    total: JsonRow<'a>,
     not_replayable: Vec<NotReplayableJson<'a>>,
     response_hits: u64,
     budgets: &'a [BudgetPair],
     notes: &'a [String],
+}
+
+/// A row in JSON: a cost is `null` when none of its requests was priced
+/// (never `"0.00"` for an unknown price); `*Unpriced` count the requests
+/// left out of a cost.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct JsonRow<'a> {
+    workload: &'a str,
+    served: &'a str,
+    whatif: &'a str,
+    requests: u64,
+    usage: &'a tokenwarden_core::tokens::TokenCounts,
+    output: u64,
+    output_low: u64,
+    output_high: u64,
+    method: Option<tokenwarden_core::whatif::ratio::Method>,
+    actual: Option<Usd>,
+    actual_unpriced: u64,
+    unpriced: u64,
+    approximate: bool,
+    cost: Option<Usd>,
+    cost_low: Option<Usd>,
+    cost_high: Option<Usd>,
+}
+
+impl<'a> From<&'a Row> for JsonRow<'a> {
+    fn from(row: &'a Row) -> Self {
+        let priced =
+            |unpriced: u64, u: Usd| (row.requests == 0 || unpriced < row.requests).then_some(u);
+        JsonRow {
+            workload: &row.workload,
+            served: &row.served,
+            whatif: &row.whatif,
+            requests: row.requests,
+            usage: &row.usage,
+            output: row.output,
+            output_low: row.output_low,
+            output_high: row.output_high,
+            method: row.method,
+            actual_unpriced: row.actual_unpriced,
+            unpriced: row.unpriced,
+            approximate: row.approximate,
+            actual: priced(row.actual_unpriced, row.actual),
+            cost: priced(row.unpriced, row.cost),
+            cost_low: priced(row.unpriced, row.cost_low),
+            cost_high: priced(row.unpriced, row.cost_high),
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -557,12 +606,13 @@ fn render(
             Source::Aggregates => format!("what-if over {origin}: aggregates per workload and model, so re-pricing only (no re-routing or budgets); a tiered price applied to summed tokens is approximate (~)"),
         },
     );
+    let total = report.total();
     match format {
         Format::Json => json(&JsonReport {
             source: report.source,
             origin,
-            rows: &report.rows,
-            total: report.total(),
+            rows: report.rows.iter().map(JsonRow::from).collect(),
+            total: JsonRow::from(&total),
             not_replayable: report
                 .not_replayable
                 .iter()

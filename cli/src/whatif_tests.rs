@@ -429,6 +429,24 @@ fn an_unknown_target_model_is_unpriced_never_zero() {
         models: vec!["claude-haiku-4-5=no-such-model-z".into()],
         ..args()
     };
+    let json: serde_json::Value = serde_json::from_str(
+        &report_records(&global(Format::Json), &a, "state", &threshold_records()).unwrap(),
+    )
+    .unwrap();
+    let z = json["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["whatif"] == "no-such-model-z")
+        .unwrap();
+    assert_eq!(
+        (&z["cost"], &z["unpriced"], &z["actual"]),
+        (&serde_json::Value::Null, &2.into(), &"0.0165".into())
+    );
+    assert_eq!(
+        (&json["total"]["cost"], &json["total"]["unpriced"]),
+        (&"0.09".into(), &2.into())
+    );
     let out = report_records(&global(Format::Table), &a, "state", &threshold_records()).unwrap();
     let row = cells(&out, "agent", "no-such-model-z");
     assert_eq!(&row[9..11], ["$0.0165", "unpriced"], "{out}");
