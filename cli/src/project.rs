@@ -506,4 +506,20 @@ mod tests {
         assert_eq!(easy[3], score.to_string());
         assert_eq!(easy[5..7], ["flagship-hard", "claude-opus-4-6"]);
     }
+
+    #[test]
+    fn the_mix_shape_in_the_docs_parses() {
+        let start = DOCS
+            .find("```yaml\napiVersion: tokenwarden.dev/v1alpha1\nkind: TokenMix")
+            .unwrap();
+        let body = &DOCS[start + "```yaml\n".len()..];
+        let body = &body[..body.find("```").unwrap()];
+        let mix: TokenMix = serde_norway::from_str(body).unwrap();
+        let class = &mix.workloads[0].classes[0];
+        assert_eq!(
+            (class.requests_per_day, class.tokens.cache_read),
+            (1024, 185_000)
+        );
+        assert_eq!(class.headers.get("x-team").map(String::as_str), Some("a"));
+    }
 }
