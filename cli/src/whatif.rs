@@ -85,6 +85,11 @@ pub struct Args {
     /// Only requests that finished before this instant (RFC 3339; `--state-dir`).
     #[arg(long, value_name = "TIME")]
     pub until: Option<jiff::Timestamp>,
+    /// Apply the budgets' threshold actions and hard caps to the what-if,
+    /// in time order from its own spend: `Downgrade` re-routes (with
+    /// `--policy`), `Block` and a reached limit refuse (`--state-dir`).
+    #[arg(long)]
+    pub enforce_budgets: bool,
     /// Output tokens on another model: `observed` (scaled by the ratios the
     /// same ledger observed, with a range) or `unchanged`.
     #[arg(long, value_enum, default_value_t = OutputRatio::Observed)]
@@ -189,9 +194,9 @@ pub fn report_ledger_json(
             "{origin} holds all-time totals: --since/--until need per-request records (--state-dir)"
         );
     }
-    if a.policy.is_some() || a.budgets.is_some() {
+    if a.policy.is_some() || a.budgets.is_some() || a.enforce_budgets {
         bail!(
-            "{origin} holds aggregates (totals per workload and model), not requests: re-routing (--policy) and budget impact (--budgets) need per-request records (--state-dir)"
+            "{origin} holds aggregates (totals per workload and model), not requests: re-routing (--policy) and budgets (--budgets, --enforce-budgets) need per-request records (--state-dir)"
         );
     }
     let state: ClusterLedgerState =
@@ -210,6 +215,7 @@ pub fn report_ledger_json(
         replay: &opts,
         budgets: &[],
         estimate_output: a.output_ratio == OutputRatio::Observed,
+        enforce_budgets: false,
     };
     let report = whatif::aggregates(&rows, &plan);
     render(g.output, origin, &report, &[])
@@ -290,6 +296,7 @@ pub fn report_records(
         replay: &opts,
         budgets: &budgets,
         estimate_output: a.output_ratio == OutputRatio::Observed,
+        enforce_budgets: a.enforce_budgets,
     };
     let report = whatif::records(&workload, records, &plan)?;
     render(g.output, origin, &report, &notes)
@@ -532,6 +539,8 @@ struct JsonReport<'a> {
     total: JsonRow<'a>,
     not_replayable: Vec<NotReplayableJson<'a>>,
     response_hits: u64,
+    downgraded: u64,
+    refused: Vec<NotReplayableJson<'a>>,
     budgets: &'a [BudgetPair],
     notes: &'a [String],
 }
@@ -623,6 +632,16 @@ fn render(
                 })
                 .collect(),
             response_hits: report.response_hits,
+            downgraded: report.downgraded,
+            refused: report
+                .refused
+                .iter()
+                .map(|(k, (n, u))| NotReplayableJson {
+                    reason: k,
+                    requests: *n,
+                    actual: *u,
+                })
+                .collect(),
             budgets: &report.budgets,
             notes: &notes,
         }),
@@ -640,6 +659,22 @@ fn render(
                     "\n{} requests answered by the response cache ($0, no provider call) are left out\n",
                     count(report.response_hits)
                 ));
+            }
+            if report.downgraded > 0 {
+                s.push_str(&format!(
+                    "\n{} requests downgraded by budget thresholds (--enforce-budgets)\n",
+                    count(report.downgraded)
+                ));
+            }
+            if !report.refused.is_empty() {
+                s.push_str("\nrefused by budgets (left out of the rows):\n");
+                for (budget, (n, u)) in &report.refused {
+                    s.push_str(&format!(
+                        "  {budget}: {} requests, {} recorded\n",
+                        count(*n),
+                        money(*u)
+                    ));
+                }
             }
             if !report.not_replayable.is_empty() {
                 s.push_str("\nnot replayable (left out of the rows; in the budgets at their recorded cost):\n");

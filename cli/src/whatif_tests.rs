@@ -643,3 +643,60 @@ fn response_cache_hits_are_left_out_and_counted() {
         "{out}"
     );
 }
+
+#[test]
+fn enforced_budgets_downgrade_past_a_threshold_and_refuse_past_the_limit() {
+    let f = Files::new();
+    let budget = |limit: &str, thresholds: &str| {
+        format!(
+            "---\napiVersion: tokenwarden.dev/v1alpha1\nkind: TokenBudget\nmetadata: {{ name: daily, namespace: agents }}\nspec:\n  workloadSelector: {{ matchLabels: {{ app: agent }} }}\n  period: Daily\n  timeZone: UTC\n  limit: {{ usd: \"{limit}\" }}\n{thresholds}"
+        )
+    };
+    let routed = policy(HARD_ROUTES, "    hardThreshold: 10\n");
+    // $0.10 with a downgrade to the cheap tier at 40%: 09:00 sonnet $0.045
+    // (45%), 10:00 downgraded to haiku $0.02 + $0.01, 11:00 haiku $0.0015.
+    let down = f.write(
+        "down.yaml",
+        &format!("{routed}{}", budget("0.10", "  thresholds:\n    - { percent: 40, action: Downgrade, downgradeTo: { tier: cheap } }\n")),
+    );
+    let a = Args {
+        policy: Some(down),
+        enforce_budgets: true,
+        ..args()
+    };
+    let out = report_records(&global(Format::Table), &a, "state", &threshold_records()).unwrap();
+    let total = out.lines().find(|l| l.starts_with("TOTAL")).unwrap();
+    assert!(total.contains("$0.1065  $0.0765"), "{out}");
+    assert_eq!(
+        cells(&out, "agent", "claude-haiku-4-5")[1..4],
+        ["claude-haiku-4-5", "claude-haiku-4-5", "1"]
+    );
+    assert!(
+        out.contains("\n1 requests downgraded by budget thresholds (--enforce-budgets)\n"),
+        "{out}"
+    );
+    // $0.05 and no thresholds: 09:00 $0.045, 10:00 $0.09 (at 90%), then the cap refuses.
+    let cap = f.write("cap.yaml", &format!("{routed}{}", budget("0.05", "")));
+    let a = Args {
+        policy: Some(cap),
+        enforce_budgets: true,
+        ..args()
+    };
+    let out = report_records(&global(Format::Table), &a, "state", &threshold_records()).unwrap();
+    assert!(out.contains("refused by budgets (left out of the rows):\n  agents/daily: 1 requests, $0.0015 recorded\n"), "{out}");
+    let total: Vec<&str> = out
+        .lines()
+        .find(|l| l.starts_with("TOTAL"))
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    assert_eq!(total[1..3], ["2", "30,000"], "{out}");
+    assert_eq!(total[7..9], ["$0.105", "$0.135"], "{out}");
+    // Without --enforce-budgets the same file only reports.
+    let a = Args {
+        enforce_budgets: false,
+        ..a
+    };
+    let out = report_records(&global(Format::Table), &a, "state", &threshold_records()).unwrap();
+    assert!(!out.contains("refused by budgets"), "{out}");
+}

@@ -8,9 +8,9 @@
 //! way a sidecar's [`crate::budget::BudgetState`] counts spend. The
 //! requests after that instant are counted: the limit is a hard cap, so an
 //! enforcing budget would have refused them. The spend is the demand of
-//! the alternative: per-key limits (`spec.perKey`) and threshold actions
-//! (`Downgrade`, `Block`) are not replayed, and the figures are the whole
-//! budget's.
+//! the alternative unless the what-if applies the threshold actions and
+//! hard caps itself ([`Enforcer`]); per-key limits (`spec.perKey`) are not
+//! replayed, and the figures are the whole budget's.
 //!
 //! A token mix ([`uniform`]) has no timestamps: its daily spend is assumed
 //! to arrive at a constant rate over each 24 hours, so a limit `L` against a
@@ -18,13 +18,13 @@
 //! that comes before the period's end (nominal lengths: an hour, a day, 7
 //! days, 30 days).
 
-use jiff::Timestamp;
+use jiff::{Timestamp, tz::TimeZone};
 use serde::Serialize;
 
 use crate::{
     money::Usd,
     period::{Period, PeriodError, Window, time_zone},
-    workload::{BudgetConfig, ObjectRef},
+    workload::{BudgetConfig, DowngradeTarget, ObjectRef, ThresholdAction},
 };
 
 /// One priced request, at the instant it finished.
@@ -140,6 +140,99 @@ pub fn impact(budget: &BudgetConfig, charges: &[Charge]) -> Result<BudgetImpact,
         limit_tokens: budget.limit_tokens,
         periods,
     })
+}
+
+/// The enforcing budgets' state while a what-if replays requests in time
+/// order: the threshold actions and hard caps a sidecar would apply
+/// (`Downgrade` re-routes, `Block` and a reached limit refuse), from the
+/// what-if's own spend. `shadow` budgets never enforce.
+#[derive(Debug)]
+pub struct Enforcer<'a> {
+    budgets: Vec<Enforced<'a>>,
+}
+
+#[derive(Debug)]
+struct Enforced<'a> {
+    cfg: &'a BudgetConfig,
+    tz: TimeZone,
+    window: Option<Window>,
+    spend: Usd,
+    tokens: u64,
+}
+
+/// What the budgets do to a request at an instant.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Verdict<'a> {
+    /// Refused by this budget (a `Block` threshold or its limit reached).
+    pub refused_by: Option<&'a ObjectRef>,
+    /// The downgrade target of the first budget with an active `Downgrade`.
+    pub downgrade: Option<&'a DowngradeTarget>,
+}
+
+impl<'a> Enforcer<'a> {
+    /// The enforcing (non-shadow) budgets among `budgets`.
+    pub fn new(budgets: &'a [BudgetConfig]) -> Result<Self, PeriodError> {
+        let mut out = Vec::new();
+        for cfg in budgets.iter().filter(|b| !b.shadow) {
+            out.push(Enforced {
+                cfg,
+                tz: time_zone(&cfg.time_zone)?,
+                window: None,
+                spend: Usd::ZERO,
+                tokens: 0,
+            });
+        }
+        Ok(Self { budgets: out })
+    }
+
+    /// What the budgets do to a request at `ts` (periods roll over first).
+    pub fn verdict(&mut self, ts: Timestamp) -> Result<Verdict<'a>, PeriodError> {
+        let mut v = Verdict::default();
+        for b in &mut self.budgets {
+            let w = b.cfg.period.window(&b.tz, ts)?;
+            if b.window != Some(w) {
+                *b = Enforced {
+                    cfg: b.cfg,
+                    tz: b.tz.clone(),
+                    window: Some(w),
+                    spend: Usd::ZERO,
+                    tokens: 0,
+                };
+            }
+            let pct = percent(b.cfg, b.spend, b.tokens);
+            let action = b.cfg.active_threshold(pct).map(|t| &t.action);
+            if pct >= 100 || matches!(action, Some(ThresholdAction::Block)) {
+                v.refused_by = v.refused_by.or(Some(&b.cfg.source));
+            } else if let Some(ThresholdAction::Downgrade(t)) = action {
+                v.downgrade = v.downgrade.or(Some(t));
+            }
+        }
+        Ok(v)
+    }
+
+    /// Counts a request let through at `ts` (after [`Enforcer::verdict`]).
+    pub fn charge(&mut self, cost: Option<Usd>, tokens: u64) {
+        for b in &mut self.budgets {
+            b.spend += cost.unwrap_or(Usd::ZERO);
+            b.tokens = b.tokens.saturating_add(tokens);
+        }
+    }
+}
+
+/// Spend as a percentage of the limit, the larger of USD and tokens,
+/// rounded down (as [`crate::budget::BudgetState::local_percent_spent`]).
+fn percent(cfg: &BudgetConfig, spend: Usd, tokens: u64) -> u64 {
+    let usd = cfg.limit_usd.map_or(0, |l| {
+        if l.picos() <= 0 {
+            100
+        } else {
+            u64::try_from(spend.picos().max(0).saturating_mul(100) / l.picos()).unwrap_or(u64::MAX)
+        }
+    });
+    let tok = cfg.limit_tokens.map_or(0, |l| {
+        u64::try_from(u128::from(tokens) * 100 / u128::from(l.max(1))).unwrap_or(u64::MAX)
+    });
+    usd.max(tok)
 }
 
 /// The nominal length of a period in seconds (a month is 30 days).

@@ -28,7 +28,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use self::{
-    budget::{BudgetImpact, Charge, impact},
+    budget::{BudgetImpact, Charge, Enforcer, impact},
     ratio::{Method, Ratios},
     replay::{NotReplayable, ReplayOptions, group, replay},
     reprice::Repricer,
@@ -51,6 +51,11 @@ pub struct Plan<'a> {
     pub budgets: &'a [BudgetConfig],
     /// Estimate output on another model from observed ratios (else keep it).
     pub estimate_output: bool,
+    /// Apply the budgets' threshold actions and hard caps to the what-if
+    /// (`Downgrade` re-routes, `Block` and a reached limit refuse), in
+    /// time order from its own spend (records with a router only for
+    /// downgrades).
+    pub enforce_budgets: bool,
 }
 
 /// Where the figures came from.
@@ -116,6 +121,13 @@ pub struct Report {
     /// Requests the sidecar's response cache answered (no provider call,
     /// $0): left out, as the cache would answer them under any prices.
     pub response_hits: u64,
+    /// With [`Plan::enforce_budgets`]: requests an enforcing budget would
+    /// have refused, by budget: (requests, recorded cost); left out of the
+    /// rows.
+    pub refused: BTreeMap<String, (u64, Usd)>,
+    /// With [`Plan::enforce_budgets`]: requests a `Downgrade` threshold
+    /// moved to another model.
+    pub downgraded: u64,
 }
 
 /// One budget, as recorded and under the what-if.
@@ -239,7 +251,16 @@ pub fn records(
         .filter(|r| !r.cache.response_hit)
         .cloned()
         .collect();
-    for attempts in group(&upstream) {
+    let mut requests = group(&upstream);
+    // Budgets count in time order.
+    requests.sort_by_key(|g| g.last().map(|r| r.ts));
+    let mut enforcer = if plan.enforce_budgets {
+        Some(Enforcer::new(plan.budgets)?)
+    } else {
+        None
+    };
+    let (mut refused, mut downgraded) = (BTreeMap::new(), 0u64);
+    for attempts in requests {
         let (Some(first), Some(last)) = (attempts.first(), attempts.last()) else {
             continue;
         };
@@ -253,19 +274,22 @@ pub fn records(
             cost: actual,
             tokens,
         });
-        let routed = match plan.router {
-            Some(router) => match replay(router, first, plan.replay) {
-                Ok(r) => Ok((r.model, Some(r.api.as_str()))),
-                Err(e) => Err(e),
-            },
-            None => Ok((
-                last.served_model.clone(),
-                Some(last.endpoint.api().as_str()),
-            )),
-        };
-        let (model, hint) = match routed {
-            Ok(m) => m,
-            Err(e) => {
+        let (model, hint) = match route_one(plan, first, last, enforcer.as_mut())? {
+            Routed::To {
+                model,
+                hint,
+                downgraded: d,
+            } => {
+                downgraded += u64::from(d);
+                (model, hint)
+            }
+            Routed::Refused(budget) => {
+                let slot = refused.entry(budget).or_insert((0, Usd::ZERO));
+                slot.0 += 1;
+                slot.1 += actual.unwrap_or(Usd::ZERO);
+                continue;
+            }
+            Routed::NotReplayable(e) => {
                 count_not_replayable(&mut not_replayable, &e, actual);
                 whatif_charges.push(Charge {
                     ts: last.ts,
@@ -295,6 +319,9 @@ pub fn records(
         add_priced(row, &p);
         let mut u = last.usage;
         u.output_tokens = p.output.0;
+        if let Some(e) = enforcer.as_mut() {
+            e.charge(p.cost.map(|c| c.0), u.total_tokens());
+        }
         whatif_charges.push(Charge {
             ts: last.ts,
             cost: p.cost.map(|c| c.0),
@@ -314,6 +341,60 @@ pub fn records(
         not_replayable,
         budgets,
         response_hits,
+        refused,
+        downgraded,
+    })
+}
+
+/// Where one request goes under the plan.
+enum Routed {
+    /// Sent to `model`, priced through the `hint` API.
+    To {
+        model: String,
+        hint: Option<&'static str>,
+        /// A budget's `Downgrade` threshold changed the model.
+        downgraded: bool,
+    },
+    /// An enforcing budget (named) refused it.
+    Refused(String),
+    /// It lacks a fact the new policy needs.
+    NotReplayable(NotReplayable),
+}
+
+fn route_one(
+    plan: &Plan<'_>,
+    first: &UsageRecord,
+    last: &UsageRecord,
+    enforcer: Option<&mut Enforcer<'_>>,
+) -> Result<Routed, PeriodError> {
+    let (mut model, hint, choice) = match plan.router {
+        Some(router) => match replay(router, first, plan.replay) {
+            Ok(r) => (r.model, Some(r.api.as_str()), Some((r.choice, r.api))),
+            Err(e) => return Ok(Routed::NotReplayable(e)),
+        },
+        None => (
+            last.served_model.clone(),
+            Some(last.endpoint.api().as_str()),
+            None,
+        ),
+    };
+    let mut downgraded = false;
+    if let Some(e) = enforcer {
+        let v = e.verdict(last.ts)?;
+        if let Some(b) = v.refused_by {
+            return Ok(Routed::Refused(b.to_string()));
+        }
+        if let (Some(t), Some(router), Some((c, api))) = (v.downgrade, plan.router, &choice)
+            && let Some(d) = router.downgrade(c, t, *api)
+        {
+            downgraded = d.model != model;
+            model = d.model;
+        }
+    }
+    Ok(Routed::To {
+        model,
+        hint,
+        downgraded,
     })
 }
 
@@ -363,5 +444,7 @@ pub fn aggregates(rows: &[(LedgerKey, Spend)], plan: &Plan<'_>) -> Report {
         not_replayable: BTreeMap::new(),
         budgets: Vec::new(),
         response_hits: 0,
+        refused: BTreeMap::new(),
+        downgraded: 0,
     }
 }

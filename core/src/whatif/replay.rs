@@ -25,7 +25,7 @@ use serde::Serialize;
 
 use crate::{
     classify::{ClassifierConfig, classify_features},
-    route::{RequestFacts, Router},
+    route::{Choice, RequestFacts, Router},
     usage::{ReplayFacts, UsageRecord},
     workload::Api,
 };
@@ -67,6 +67,8 @@ pub struct Replayed {
     pub route: Option<String>,
     /// The model it would be sent to.
     pub model: String,
+    /// The choice (provider, model, tier), for budget downgrades.
+    pub choice: Choice,
     /// The API of the provider it would be sent to (the price hint).
     pub api: Api,
     /// The score it was routed with.
@@ -180,7 +182,8 @@ pub fn replay(
     Ok(Replayed {
         route: d.route,
         api: router.config().providers[d.choice.provider].api,
-        model: d.choice.model,
+        model: d.choice.model.clone(),
+        choice: d.choice,
         score,
     })
 }
