@@ -275,7 +275,8 @@ impl Journal {
     }
 
     /// Give the record its seq (the next one, or its own when that is
-    /// ahead), fold it in, spool it in connected mode and queue its line
+    /// ahead) and, when its replay facts name no request yet, that seq as
+    /// its request id; fold it in, spool it in connected mode and queue its line
     /// for the next [`flush`](Self::flush). Lines staged by requests that
     /// settle close together share one `write(2)` (group commit); a caller
     /// must flush before it tells anyone the record exists (before the
@@ -286,6 +287,13 @@ impl Journal {
         }
         record.seq = record.seq.max(self.next_seq);
         self.next_seq = record.seq + 1;
+        // The first attempt of an app request names it: its request id is
+        // its own seq, unique per journal (the later attempts carry it).
+        if let Some(r) = &mut record.replay
+            && r.request == 0
+        {
+            r.request = record.seq;
+        }
         self.aggregate.add(record);
         if self.store.is_some() {
             line::record(record, &mut self.staged);
