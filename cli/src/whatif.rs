@@ -152,31 +152,14 @@ pub async fn run(g: &crate::Global, a: &Args) -> anyhow::Result<String> {
     bail!("what-if needs a source: --state-dir DIR or --ledger-file FILE")
 }
 
-/// The settled usage records a sidecar's state dir holds, in seq order:
-/// the record lines (`{"seq":…}`) of its journal `ledger.jsonl`, each seq
-/// once; intents and marks are skipped, and so is a torn last line (a
-/// sidecar killed mid-write). A journal keeps its records until it
-/// compacts (16 MiB); older records are only in the aggregate snapshot.
+/// The settled usage records a sidecar's state dir holds, in seq order,
+/// each once: the replay segments its compactions kept
+/// (`--replay-keep-bytes`) and the journal
+/// ([`tokenwarden_durable::records`], read under the shared compaction
+/// lock, so a running sidecar is not disturbed).
 pub fn load_state_dir(dir: &Path) -> anyhow::Result<Vec<UsageRecord>> {
-    let path = dir.join("ledger.jsonl");
-    let text = std::fs::read_to_string(&path)
-        .with_context(|| format!("cannot read the journal {}", path.display()))?;
-    let complete = text.ends_with('\n');
-    let lines: Vec<&str> = text.lines().collect();
-    let mut out: BTreeMap<u64, UsageRecord> = BTreeMap::new();
-    for (i, line) in lines.iter().enumerate() {
-        if !line.starts_with("{\"seq\":") {
-            continue;
-        }
-        match serde_json::from_str::<UsageRecord>(line) {
-            Ok(r) => {
-                out.entry(r.seq).or_insert(r);
-            }
-            Err(_) if i + 1 == lines.len() && !complete => {}
-            Err(e) => bail!("{} line {}: not a usage record: {e}", path.display(), i + 1),
-        }
-    }
-    Ok(out.into_values().collect())
+    tokenwarden_durable::records(dir)
+        .with_context(|| format!("cannot read the usage records in {}", dir.display()))
 }
 
 /// The what-if over a cluster ledger given as JSON text

@@ -1,5 +1,6 @@
 //! `kubectl-tokenwarden` run as a process: `what-if` on a real sidecar
-//! state dir written by the durable journal (records and an open intent),
+//! state dir written by the durable journal (records across a compaction,
+//! and an open intent),
 //! re-priced and re-routed, and on an operator ledger file; `project` on
 //! the shipped agent-day example.
 
@@ -71,6 +72,8 @@ fn what_if_reads_a_journal_written_by_the_durable_crate() {
             .unwrap();
         j.append(rec(10, "claude-sonnet-4-5", 50, 20_000, 2_000, 500))
             .unwrap();
+        // A compaction keeps the records so far as a replay segment.
+        j.compact().unwrap();
         j.append(rec(11, "claude-haiku-4-5", 5, 1_000, 100, 300))
             .unwrap();
         // An attempt in flight when the process "died": not a settled record.
@@ -79,6 +82,14 @@ fn what_if_reads_a_journal_written_by_the_durable_crate() {
         j.intend(open).unwrap();
         j.flush().unwrap();
     }
+    let segments = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter(|e| {
+            let name = e.as_ref().unwrap().file_name();
+            name.to_string_lossy().starts_with("requests-")
+        })
+        .count();
+    assert_eq!(segments, 1, "the compaction kept a replay segment");
     let state = dir.path().to_str().unwrap();
     // Re-pricing: everything that haiku served, on sonnet.
     let csv = run(&[
