@@ -361,4 +361,37 @@ mod tests {
         assert_eq!(rich.spend_per_period, "32.833333333334".parse().unwrap());
         assert_eq!(rich.exhausted_after_secs, None);
     }
+
+    #[test]
+    fn the_enforcer_downgrades_blocks_and_resets_each_period() {
+        use crate::workload::{DowngradeTarget, Threshold, ThresholdAction};
+        let mut b = budget(Period::Daily, "UTC", "1.00");
+        b.thresholds = vec![
+            Threshold {
+                percent: 50,
+                action: ThresholdAction::Downgrade(DowngradeTarget::Tier("cheap".into())),
+            },
+            Threshold {
+                percent: 90,
+                action: ThresholdAction::Block,
+            },
+        ];
+        let mut shadow = budget(Period::Daily, "UTC", "0.01");
+        shadow.shadow = true;
+        let budgets = [b, shadow];
+        let mut e = Enforcer::new(&budgets).unwrap();
+        let at = |s: &str| -> Timestamp { s.parse().unwrap() };
+        let v = e.verdict(at("2026-12-02T09:00:00Z")).unwrap();
+        assert_eq!(v, Verdict::default());
+        e.charge(Some("0.50".parse().unwrap()), 10);
+        let v = e.verdict(at("2026-12-02T10:00:00Z")).unwrap();
+        assert_eq!(v.downgrade, Some(&DowngradeTarget::Tier("cheap".into())));
+        assert_eq!(v.refused_by, None);
+        e.charge(Some("0.40".parse().unwrap()), 10);
+        let v = e.verdict(at("2026-12-02T11:00:00Z")).unwrap();
+        assert_eq!(v.refused_by, Some(&ObjectRef::new("agents", "team")));
+        // The next day starts from zero; the shadow budget never enforces.
+        let v = e.verdict(at("2026-12-03T00:00:00Z")).unwrap();
+        assert_eq!(v, Verdict::default());
+    }
 }
