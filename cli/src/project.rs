@@ -249,16 +249,39 @@ struct JsonProjection<'a> {
     saved_per_day: Usd,
 }
 
+/// A model's cost is `null` when none of its requests was priced (never
+/// `"0.00"` for an unknown price).
+fn null_unpriced_costs(v: &mut serde_json::Value) {
+    let Some(models) = v.get_mut("models").and_then(|m| m.as_object_mut()) else {
+        return;
+    };
+    for day in models.values_mut() {
+        for (cost, requests, unpriced) in [
+            ("cost", "requests", "unpriced"),
+            ("baselineCost", "baselineRequests", "baselineUnpriced"),
+        ] {
+            let n = |k: &str| day.get(k).and_then(serde_json::Value::as_u64).unwrap_or(0);
+            if n(unpriced) > 0 && n(unpriced) == n(requests) {
+                day[cost] = serde_json::Value::Null;
+            }
+        }
+    }
+}
+
 fn render(format: Format, name: &str, p: &Projection) -> anyhow::Result<String> {
     let saved = p.baseline_per_day - p.per_day;
     match format {
-        Format::Json => json(&JsonProjection {
-            name,
-            projection: p,
-            per_month: p.per_month(),
-            baseline_per_month: p.baseline_per_month(),
-            saved_per_day: saved,
-        }),
+        Format::Json => {
+            let mut v = serde_json::to_value(JsonProjection {
+                name,
+                projection: p,
+                per_month: p.per_month(),
+                baseline_per_month: p.baseline_per_month(),
+                saved_per_day: saved,
+            })?;
+            null_unpriced_costs(&mut v);
+            json(&v)
+        }
         Format::Csv => Ok(models_table(p, true).to_csv()),
         Format::Table => {
             let requests: u64 = p.classes.iter().map(|c| c.requests_per_day).sum();
@@ -372,6 +395,32 @@ mod tests {
         assert_eq!(json["perMonth"], "14786.88");
         assert_eq!(json["savedPerDay"], "295.104");
         assert_eq!(json["budgets"][0]["exhaustedAfterSecs"], 70_116);
+        assert_eq!(json["models"]["claude-opus-4-6"]["cost"], "245.76");
+        // A model nobody prices: null, never "0.00".
+        let set = PolicySet::from_yaml("p", POLICY).unwrap();
+        let unknown = MIX.replace(
+            "requestedModel: claude-haiku-4-5",
+            "requestedModel: no-such-model-q",
+        );
+        let text = projection_text(
+            Format::Json,
+            "m",
+            &unknown,
+            Some(&set),
+            None,
+            &Repricer::new(vec![], vec![]),
+        )
+        .unwrap();
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let q = &v["models"]["no-such-model-q"];
+        assert_eq!(
+            (&q["cost"], &q["baselineCost"], &q["unpriced"]),
+            (
+                &serde_json::Value::Null,
+                &serde_json::Value::Null,
+                &600.into()
+            )
+        );
         let csv = agent_day(Format::Csv, true);
         assert_eq!(
             csv.lines().next().unwrap(),
@@ -415,5 +464,62 @@ mod tests {
             .to_string()
             .contains("not a token mix")
         );
+    }
+
+    #[test]
+    fn classes_with_features_are_scored_with_the_policys_weights() {
+        let weighted = POLICY.replace(
+            "    hardThreshold: 30\n",
+            "    hardThreshold: 30\n    weights: { stackTraceLines: \"4.0\" }\n",
+        );
+        let set = PolicySet::from_yaml("p", &weighted).unwrap();
+        let features = "        features: { promptBytes: 4000, scannedBytes: 4000, stackTraceLines: 9, conversationTurns: 2 }\n";
+        let mix = MIX.replace("        score: 6\n", features);
+        let cfg = set
+            .compile(
+                "agents",
+                "",
+                &[("app".to_string(), "coding-agent".to_string())].into(),
+            )
+            .routing
+            .unwrap()
+            .classifier;
+        let f = tokenwarden_core::classify::Features {
+            prompt_bytes: 4_000,
+            scanned_bytes: 4_000,
+            stack_trace_lines: 9,
+            conversation_turns: 2,
+            ..Default::default()
+        };
+        let score = tokenwarden_core::classify::classify_features(&cfg, &f).score;
+        assert!(score >= 30, "{score}");
+        let text = projection_text(
+            Format::Table,
+            "m",
+            &mix,
+            Some(&set),
+            None,
+            &Repricer::new(vec![], vec![]),
+        )
+        .unwrap();
+        let easy = row(&text, "coding-agent  flagship-easy");
+        assert_eq!(easy[3], score.to_string());
+        assert_eq!(easy[5..7], ["flagship-hard", "claude-opus-4-6"]);
+    }
+
+    #[test]
+    fn the_mix_shape_in_the_docs_parses() {
+        let start = DOCS
+            .find("```yaml\napiVersion: tokenwarden.dev/v1alpha1\nkind: TokenMix")
+            .unwrap();
+        let body = &DOCS[start + "```yaml\n".len()..];
+        let body = &body[..body.find("```").unwrap()];
+        let mix: TokenMix = serde_norway::from_str(body).unwrap();
+        let class = &mix.workloads[0].classes[0];
+        assert_eq!(
+            (class.requests_per_day, class.tokens.cache_read),
+            (1024, 185_000)
+        );
+        assert_eq!(class.headers.get("x-team").map(String::as_str), Some("a"));
     }
 }

@@ -85,6 +85,11 @@ pub struct Args {
     /// Only requests that finished before this instant (RFC 3339; `--state-dir`).
     #[arg(long, value_name = "TIME")]
     pub until: Option<jiff::Timestamp>,
+    /// Apply the budgets' threshold actions and hard caps to the what-if,
+    /// in time order from its own spend: `Downgrade` re-routes (with
+    /// `--policy`), `Block` and a reached limit refuse (`--state-dir`).
+    #[arg(long)]
+    pub enforce_budgets: bool,
     /// Output tokens on another model: `observed` (scaled by the ratios the
     /// same ledger observed, with a range) or `unchanged`.
     #[arg(long, value_enum, default_value_t = OutputRatio::Observed)]
@@ -147,31 +152,14 @@ pub async fn run(g: &crate::Global, a: &Args) -> anyhow::Result<String> {
     bail!("what-if needs a source: --state-dir DIR or --ledger-file FILE")
 }
 
-/// The settled usage records a sidecar's state dir holds, in seq order:
-/// the record lines (`{"seq":…}`) of its journal `ledger.jsonl`, each seq
-/// once; intents and marks are skipped, and so is a torn last line (a
-/// sidecar killed mid-write). A journal keeps its records until it
-/// compacts (16 MiB); older records are only in the aggregate snapshot.
+/// The settled usage records a sidecar's state dir holds, in seq order,
+/// each once: the replay segments its compactions kept
+/// (`--replay-keep-bytes`) and the journal
+/// ([`tokenwarden_durable::records`], read under the shared compaction
+/// lock, so a running sidecar is not disturbed).
 pub fn load_state_dir(dir: &Path) -> anyhow::Result<Vec<UsageRecord>> {
-    let path = dir.join("ledger.jsonl");
-    let text = std::fs::read_to_string(&path)
-        .with_context(|| format!("cannot read the journal {}", path.display()))?;
-    let complete = text.ends_with('\n');
-    let lines: Vec<&str> = text.lines().collect();
-    let mut out: BTreeMap<u64, UsageRecord> = BTreeMap::new();
-    for (i, line) in lines.iter().enumerate() {
-        if !line.starts_with("{\"seq\":") {
-            continue;
-        }
-        match serde_json::from_str::<UsageRecord>(line) {
-            Ok(r) => {
-                out.entry(r.seq).or_insert(r);
-            }
-            Err(_) if i + 1 == lines.len() && !complete => {}
-            Err(e) => bail!("{} line {}: not a usage record: {e}", path.display(), i + 1),
-        }
-    }
-    Ok(out.into_values().collect())
+    tokenwarden_durable::records(dir)
+        .with_context(|| format!("cannot read the usage records in {}", dir.display()))
 }
 
 /// The what-if over a cluster ledger given as JSON text
@@ -189,9 +177,9 @@ pub fn report_ledger_json(
             "{origin} holds all-time totals: --since/--until need per-request records (--state-dir)"
         );
     }
-    if a.policy.is_some() || a.budgets.is_some() {
+    if a.policy.is_some() || a.budgets.is_some() || a.enforce_budgets {
         bail!(
-            "{origin} holds aggregates (totals per workload and model), not requests: re-routing (--policy) and budget impact (--budgets) need per-request records (--state-dir)"
+            "{origin} holds aggregates (totals per workload and model), not requests: re-routing (--policy) and budgets (--budgets, --enforce-budgets) need per-request records (--state-dir)"
         );
     }
     let state: ClusterLedgerState =
@@ -210,6 +198,7 @@ pub fn report_ledger_json(
         replay: &opts,
         budgets: &[],
         estimate_output: a.output_ratio == OutputRatio::Observed,
+        enforce_budgets: false,
     };
     let report = whatif::aggregates(&rows, &plan);
     render(g.output, origin, &report, &[])
@@ -290,6 +279,7 @@ pub fn report_records(
         replay: &opts,
         budgets: &budgets,
         estimate_output: a.output_ratio == OutputRatio::Observed,
+        enforce_budgets: a.enforce_budgets,
     };
     let report = whatif::records(&workload, records, &plan)?;
     render(g.output, origin, &report, &notes)
@@ -488,8 +478,9 @@ fn budgets_table(budgets: &[BudgetPair]) -> Table {
         "EXHAUSTED",
         "WHAT-IF",
         "EXHAUSTED (WHAT-IF)",
+        "REFUSED AFTER (WHAT-IF)",
     ])
-    .right_aligned(&[2, 3, 5]);
+    .right_aligned(&[2, 3, 5, 7]);
     for b in budgets {
         let limit = match (b.actual.limit_usd, b.actual.limit_tokens) {
             (Some(u), Some(n)) => format!("{} / {} tokens", money(u), count(n)),
@@ -514,6 +505,7 @@ fn budgets_table(budgets: &[BudgetPair]) -> Table {
                 when(p.exhausted_at),
                 w.map_or("-".into(), |w| money(w.spend)),
                 when(w.and_then(|w| w.exhausted_at)),
+                w.map_or("-".into(), |w| count(w.after_exhaustion)),
             ]);
         }
     }
@@ -526,11 +518,63 @@ fn budgets_table(budgets: &[BudgetPair]) -> Table {
 struct JsonReport<'a> {
     source: Source,
     origin: &'a str,
-    rows: &'a [Row],
-    total: Row,
+    rows: Vec<JsonRow<'a>>,
+    total: JsonRow<'a>,
     not_replayable: Vec<NotReplayableJson<'a>>,
+    response_hits: u64,
+    downgraded: u64,
+    refused: Vec<NotReplayableJson<'a>>,
     budgets: &'a [BudgetPair],
     notes: &'a [String],
+}
+
+/// A row in JSON: a cost is `null` when none of its requests was priced
+/// (never `"0.00"` for an unknown price); `*Unpriced` count the requests
+/// left out of a cost.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct JsonRow<'a> {
+    workload: &'a str,
+    served: &'a str,
+    whatif: &'a str,
+    requests: u64,
+    usage: &'a tokenwarden_core::tokens::TokenCounts,
+    output: u64,
+    output_low: u64,
+    output_high: u64,
+    method: Option<tokenwarden_core::whatif::ratio::Method>,
+    actual: Option<Usd>,
+    actual_unpriced: u64,
+    unpriced: u64,
+    approximate: bool,
+    cost: Option<Usd>,
+    cost_low: Option<Usd>,
+    cost_high: Option<Usd>,
+}
+
+impl<'a> From<&'a Row> for JsonRow<'a> {
+    fn from(row: &'a Row) -> Self {
+        let priced =
+            |unpriced: u64, u: Usd| (row.requests == 0 || unpriced < row.requests).then_some(u);
+        JsonRow {
+            workload: &row.workload,
+            served: &row.served,
+            whatif: &row.whatif,
+            requests: row.requests,
+            usage: &row.usage,
+            output: row.output,
+            output_low: row.output_low,
+            output_high: row.output_high,
+            method: row.method,
+            actual_unpriced: row.actual_unpriced,
+            unpriced: row.unpriced,
+            approximate: row.approximate,
+            actual: priced(row.actual_unpriced, row.actual),
+            cost: priced(row.unpriced, row.cost),
+            cost_low: priced(row.unpriced, row.cost_low),
+            cost_high: priced(row.unpriced, row.cost_high),
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -554,14 +598,26 @@ fn render(
             Source::Aggregates => format!("what-if over {origin}: aggregates per workload and model, so re-pricing only (no re-routing or budgets); a tiered price applied to summed tokens is approximate (~)"),
         },
     );
+    let total = report.total();
     match format {
         Format::Json => json(&JsonReport {
             source: report.source,
             origin,
-            rows: &report.rows,
-            total: report.total(),
+            rows: report.rows.iter().map(JsonRow::from).collect(),
+            total: JsonRow::from(&total),
             not_replayable: report
                 .not_replayable
+                .iter()
+                .map(|(k, (n, u))| NotReplayableJson {
+                    reason: k,
+                    requests: *n,
+                    actual: *u,
+                })
+                .collect(),
+            response_hits: report.response_hits,
+            downgraded: report.downgraded,
+            refused: report
+                .refused
                 .iter()
                 .map(|(k, (n, u))| NotReplayableJson {
                     reason: k,
@@ -581,6 +637,28 @@ fn render(
             }
             s.push('\n');
             s.push_str(&rows_table(report, false).to_text());
+            if report.response_hits > 0 {
+                s.push_str(&format!(
+                    "\n{} requests answered by the response cache ($0, no provider call) are left out\n",
+                    count(report.response_hits)
+                ));
+            }
+            if report.downgraded > 0 {
+                s.push_str(&format!(
+                    "\n{} requests downgraded by budget thresholds (--enforce-budgets)\n",
+                    count(report.downgraded)
+                ));
+            }
+            if !report.refused.is_empty() {
+                s.push_str("\nrefused by budgets (left out of the rows):\n");
+                for (budget, (n, u)) in &report.refused {
+                    s.push_str(&format!(
+                        "  {budget}: {} requests, {} recorded\n",
+                        count(*n),
+                        money(*u)
+                    ));
+                }
+            }
             if !report.not_replayable.is_empty() {
                 s.push_str("\nnot replayable (left out of the rows; in the budgets at their recorded cost):\n");
                 for (reason, (n, u)) in &report.not_replayable {

@@ -191,7 +191,9 @@ fn a_lower_hard_threshold_flips_easy_requests_from_the_recorded_score_alone() {
             "$0.1065",
             "2026-12-02T10:00:00Z",
             "$0.1365",
-            "2026-12-02T09:00:00Z"
+            "2026-12-02T09:00:00Z",
+            // The 10:00 and 11:00 requests come after: the cap refuses them.
+            "2"
         ]
     );
 }
@@ -427,6 +429,24 @@ fn an_unknown_target_model_is_unpriced_never_zero() {
         models: vec!["claude-haiku-4-5=no-such-model-z".into()],
         ..args()
     };
+    let json: serde_json::Value = serde_json::from_str(
+        &report_records(&global(Format::Json), &a, "state", &threshold_records()).unwrap(),
+    )
+    .unwrap();
+    let z = json["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["whatif"] == "no-such-model-z")
+        .unwrap();
+    assert_eq!(
+        (&z["cost"], &z["unpriced"], &z["actual"]),
+        (&serde_json::Value::Null, &2.into(), &"0.0165".into())
+    );
+    assert_eq!(
+        (&json["total"]["cost"], &json["total"]["unpriced"]),
+        (&"0.09".into(), &2.into())
+    );
     let out = report_records(&global(Format::Table), &a, "state", &threshold_records()).unwrap();
     let row = cells(&out, "agent", "no-such-model-z");
     assert_eq!(&row[9..11], ["$0.0165", "unpriced"], "{out}");
@@ -597,4 +617,86 @@ fn since_and_until_select_the_records() {
             .contains("--since/--until need per-request records"),
         "{err}"
     );
+}
+
+#[test]
+fn response_cache_hits_are_left_out_and_counted() {
+    let mut records = threshold_records();
+    let mut hit = rec(4, 12, "claude-haiku-4-5", Some(20), TokenCounts::default());
+    hit.attempt = 0;
+    hit.cache.response_hit = true;
+    records.push(hit);
+    let a = Args {
+        models: vec!["claude-haiku-4-5=no-such-model-z".into()],
+        ..args()
+    };
+    let out = report_records(&global(Format::Table), &a, "state", &records).unwrap();
+    let total = out.lines().find(|l| l.starts_with("TOTAL")).unwrap();
+    assert!(
+        total.contains(" 3 ") && total.contains("$0.09 + 2 unpriced"),
+        "{out}"
+    );
+    assert!(
+        out.contains(
+            "\n1 requests answered by the response cache ($0, no provider call) are left out\n"
+        ),
+        "{out}"
+    );
+}
+
+#[test]
+fn enforced_budgets_downgrade_past_a_threshold_and_refuse_past_the_limit() {
+    let f = Files::new();
+    let budget = |limit: &str, thresholds: &str| {
+        format!(
+            "---\napiVersion: tokenwarden.dev/v1alpha1\nkind: TokenBudget\nmetadata: {{ name: daily, namespace: agents }}\nspec:\n  workloadSelector: {{ matchLabels: {{ app: agent }} }}\n  period: Daily\n  timeZone: UTC\n  limit: {{ usd: \"{limit}\" }}\n{thresholds}"
+        )
+    };
+    let routed = policy(HARD_ROUTES, "    hardThreshold: 10\n");
+    // $0.10 with a downgrade to the cheap tier at 40%: 09:00 sonnet $0.045
+    // (45%), 10:00 downgraded to haiku $0.02 + $0.01, 11:00 haiku $0.0015.
+    let down = f.write(
+        "down.yaml",
+        &format!("{routed}{}", budget("0.10", "  thresholds:\n    - { percent: 40, action: Downgrade, downgradeTo: { tier: cheap } }\n")),
+    );
+    let a = Args {
+        policy: Some(down),
+        enforce_budgets: true,
+        ..args()
+    };
+    let out = report_records(&global(Format::Table), &a, "state", &threshold_records()).unwrap();
+    let total = out.lines().find(|l| l.starts_with("TOTAL")).unwrap();
+    assert!(total.contains("$0.1065  $0.0765"), "{out}");
+    assert_eq!(
+        cells(&out, "agent", "claude-haiku-4-5")[1..4],
+        ["claude-haiku-4-5", "claude-haiku-4-5", "1"]
+    );
+    assert!(
+        out.contains("\n1 requests downgraded by budget thresholds (--enforce-budgets)\n"),
+        "{out}"
+    );
+    // $0.05 and no thresholds: 09:00 $0.045, 10:00 $0.09 (at 90%), then the cap refuses.
+    let cap = f.write("cap.yaml", &format!("{routed}{}", budget("0.05", "")));
+    let a = Args {
+        policy: Some(cap),
+        enforce_budgets: true,
+        ..args()
+    };
+    let out = report_records(&global(Format::Table), &a, "state", &threshold_records()).unwrap();
+    assert!(out.contains("refused by budgets (left out of the rows):\n  agents/daily: 1 requests, $0.0015 recorded\n"), "{out}");
+    let total: Vec<&str> = out
+        .lines()
+        .find(|l| l.starts_with("TOTAL"))
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    assert_eq!(total[1..3], ["2", "30,000"], "{out}");
+    assert_eq!(total[7..9], ["$0.105", "$0.135"], "{out}");
+    // Without --enforce-budgets the same file only reports.
+    let a = Args {
+        enforce_budgets: false,
+        ..a
+    };
+    let out = report_records(&global(Format::Table), &a, "state", &threshold_records()).unwrap();
+    assert!(!out.contains("refused by budgets"), "{out}");
 }

@@ -1,6 +1,8 @@
-//! `kubectl-tokenwarden what-if` run as a process on a real sidecar state
-//! dir written by the durable journal (records, an intent, marks and a
-//! compaction-free journal), re-priced and re-routed, in every format.
+//! `kubectl-tokenwarden` run as a process: `what-if` on a real sidecar
+//! state dir written by the durable journal (records across a compaction,
+//! and an open intent),
+//! re-priced and re-routed, and on an operator ledger file; `project` on
+//! the shipped agent-day example.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -70,6 +72,8 @@ fn what_if_reads_a_journal_written_by_the_durable_crate() {
             .unwrap();
         j.append(rec(10, "claude-sonnet-4-5", 50, 20_000, 2_000, 500))
             .unwrap();
+        // A compaction keeps the records so far as a replay segment.
+        j.compact().unwrap();
         j.append(rec(11, "claude-haiku-4-5", 5, 1_000, 100, 300))
             .unwrap();
         // An attempt in flight when the process "died": not a settled record.
@@ -78,6 +82,14 @@ fn what_if_reads_a_journal_written_by_the_durable_crate() {
         j.intend(open).unwrap();
         j.flush().unwrap();
     }
+    let segments = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter(|e| {
+            let name = e.as_ref().unwrap().file_name();
+            name.to_string_lossy().starts_with("requests-")
+        })
+        .count();
+    assert_eq!(segments, 1, "the compaction kept a replay segment");
     let state = dir.path().to_str().unwrap();
     // Re-pricing: everything that haiku served, on sonnet.
     let csv = run(&[
@@ -140,4 +152,49 @@ fn what_if_reads_a_journal_written_by_the_durable_crate() {
         table.starts_with(&format!("what-if over {state}: per-request records")),
         "{table}"
     );
+}
+
+#[test]
+fn project_and_ledger_file_run_as_the_plugin() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let mix = format!("{root}/deploy/examples/mix/agent-day.yaml");
+    let policy = format!("{root}/deploy/examples/mix/agent-day-policy.yaml");
+    let csv = run(&["project", "--mix", &mix, "--policy", &policy, "-o", "csv"]);
+    assert!(
+        csv.ends_with("\r\nTOTAL,3572,788.00,0,3572,492.896,14786.88,0\r\n"),
+        "{csv}"
+    );
+    // The operator's local-mode ledger.json: opus 4.1 re-priced as sonnet 4.5.
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = dir.path().join("ledger.json");
+    let spend = serde_json::json!({
+        "cost": "0.1875", "requests": 2, "unpriced": 0, "estimated": 0,
+        "usage": { "input_tokens": 10000, "output_tokens": 500, "cache_read_tokens": 0, "cache_write_tokens": 0 }
+    });
+    let state = serde_json::json!({
+        "watermarks": {}, "rows": [[{ "namespace": "agents", "workload": "agent", "model": "claude-opus-4-1" }, spend]]
+    });
+    std::fs::write(&ledger, state.to_string()).unwrap();
+    let text = run(&[
+        "what-if",
+        "--ledger-file",
+        ledger.to_str().unwrap(),
+        "--model",
+        "claude-opus-4-1=claude-sonnet-4-5",
+        "-o",
+        "json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["source"], "aggregates");
+    // 10,000 × $3 + 500 × $15 per MTok, on summed tokens of a tiered model.
+    assert_eq!(v["total"]["cost"], "0.0375");
+    assert_eq!(v["total"]["actual"], "0.1875");
+    assert_eq!(v["rows"][0]["approximate"], true);
+    // Without a source: a clear error and exit status 1.
+    let out = Command::new(workspace_bin("kubectl-tokenwarden"))
+        .arg("what-if")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("what-if needs a source"));
 }

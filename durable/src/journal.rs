@@ -12,11 +12,12 @@ use jiff::Timestamp;
 use tokenwarden_core::usage::{Aggregate, IntentLine, UsageRecord};
 
 use crate::{
-    COMPACT_BYTES, COMPACT_LOCK, JOURNAL, JournalError, KEEP_PERIODS, SNAPSHOT, io, legacy,
+    COMPACT_BYTES, COMPACT_LOCK, DEFAULT_REPLAY_KEEP_BYTES, JOURNAL, JournalError, KEEP_PERIODS,
+    SNAPSHOT, io, legacy,
     line::{self, Mark},
     lock,
     replay::{self, Replayed},
-    write_atomic,
+    segments, write_atomic,
 };
 
 /// The usage journal: the totals of every record, the intents in flight
@@ -59,6 +60,8 @@ struct Store {
     pending: Vec<u8>,
     /// An old spool to remove once `pending` is written.
     legacy: bool,
+    /// Bytes of rotated segments kept for replays.
+    keep_bytes: u64,
 }
 
 /// The unacked end of the journal.
@@ -122,6 +125,7 @@ impl Journal {
             compact_at: COMPACT_BYTES,
             pending: Vec::new(),
             legacy: false,
+            keep_bytes: DEFAULT_REPLAY_KEEP_BYTES,
         };
         if spooling != spool {
             line::mark(
@@ -187,6 +191,15 @@ impl Journal {
         spool.records = records.into_iter().filter(|r| r.seq > acked).collect();
         self.written_seq = self.next_seq - 1;
         store.legacy = true;
+    }
+
+    /// Keep at most `bytes` of rotated journal segments for what-if
+    /// replays (0: none; see [`crate::records`]). Takes effect at the next
+    /// compaction.
+    pub fn set_replay_keep_bytes(&mut self, bytes: u64) {
+        if let Some(store) = self.store.as_mut() {
+            store.keep_bytes = bytes;
+        }
     }
 
     /// Whether the journal is on file (else in memory only).
@@ -275,7 +288,8 @@ impl Journal {
     }
 
     /// Give the record its seq (the next one, or its own when that is
-    /// ahead), fold it in, spool it in connected mode and queue its line
+    /// ahead) and, when its replay facts name no request yet, that seq as
+    /// its request id; fold it in, spool it in connected mode and queue its line
     /// for the next [`flush`](Self::flush). Lines staged by requests that
     /// settle close together share one `write(2)` (group commit); a caller
     /// must flush before it tells anyone the record exists (before the
@@ -286,6 +300,13 @@ impl Journal {
         }
         record.seq = record.seq.max(self.next_seq);
         self.next_seq = record.seq + 1;
+        // The first attempt of an app request names it: its request id is
+        // its own seq, unique per journal (the later attempts carry it).
+        if let Some(r) = &mut record.replay
+            && r.request == 0
+        {
+            r.request = record.seq;
+        }
         self.aggregate.add(record);
         if self.store.is_some() {
             line::record(record, &mut self.staged);
@@ -386,25 +407,14 @@ impl Journal {
         write_atomic(&snap, &bytes, true).map_err(io(&snap))?;
         // The snapshot now holds everything; records left in the journal
         // would be skipped on replay (seq <= last_seq) if we crash here.
-        let path = store.dir.join(JOURNAL);
-        store.file.set_len(0).map_err(io(&path))?;
-        store.file.seek(SeekFrom::Start(0)).map_err(io(&path))?;
-        store.len = 0;
         let carried = self.carried();
         let Some(store) = self.store.as_mut() else {
             return Ok(());
         };
+        store.rotate(&carried)?;
         store.compact_at = COMPACT_BYTES.saturating_add(carried.len() as u64);
-        if !carried.is_empty() {
-            if let Err(e) = store.file.write_all(&carried) {
-                let _ = store.file.set_len(0);
-                // Written with the next flush instead.
-                store.pending = carried;
-                let e = io(&path)(e);
-                self.broken = Some(e.to_string());
-                return Err(e);
-            }
-            store.len = carried.len() as u64;
+        if let Err(e) = segments::prune(&store.dir, store.keep_bytes) {
+            tracing::warn!(error = %e, "cannot remove old replay segments; retrying at the next compaction");
         }
         Ok(())
     }
@@ -520,6 +530,44 @@ impl Journal {
 // === impl Store ===
 
 impl Store {
+    /// Start a new journal holding `carried`, keeping the old one as the
+    /// newest replay segment (unless none are kept): the new file is
+    /// written (and synced with `fsync`) aside, the old one hard-linked as
+    /// the segment, then the new one renamed over it. Until the rename the
+    /// old journal is in place; a failure leaves it there.
+    fn rotate(&mut self, carried: &[u8]) -> Result<(), JournalError> {
+        let path = self.dir.join(JOURNAL);
+        let next = self.dir.join(".ledger.jsonl.next");
+        let mut file = OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(true)
+            .open(&next)
+            .map_err(io(&next))?;
+        file.write_all(carried).map_err(io(&next))?;
+        if self.fsync {
+            file.sync_all().map_err(io(&next))?;
+        }
+        // Appends go to the end wherever the handle was opened from.
+        let file = OpenOptions::new()
+            .append(true)
+            .open(&next)
+            .map_err(io(&next))?;
+        if self.keep_bytes > 0 {
+            let segment = segments::next(&self.dir)?;
+            std::fs::hard_link(&path, &segment).map_err(io(&segment))?;
+        }
+        std::fs::rename(&next, &path).map_err(io(&path))?;
+        if self.fsync {
+            File::open(&self.dir)
+                .and_then(|d| d.sync_all())
+                .map_err(io(&self.dir))?;
+        }
+        self.file = file;
+        self.len = carried.len() as u64;
+        Ok(())
+    }
+
     /// One `write(2)` (and `fsync` when asked); on error the file is cut
     /// back to its last whole line.
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {

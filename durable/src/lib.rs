@@ -35,9 +35,18 @@
 //!   [`Journal::broken`] until one succeeds ([`Journal::probe`]).
 //! - `ledger.snapshot.json`: the folded [`Aggregate`] up to its `last_seq`,
 //!   written atomically when the journal grows past [`COMPACT_BYTES`]; the
-//!   journal is then truncated and starts again with the lines still
-//!   needed: the spool mark, the ack mark, the unacked records (skipped by
-//!   the totals: their seqs are in the snapshot) and the open intents.
+//!   journal then starts again with the lines still needed: the spool
+//!   mark, the ack mark, the unacked records (skipped by the totals: their
+//!   seqs are in the snapshot) and the open intents.
+//! - `requests-N.jsonl`: the journal as it was when compacted, kept for
+//!   what-if replays (its records are in the snapshot's totals already;
+//!   nothing counts them again). A compaction writes the new journal to
+//!   `.ledger.jsonl.next`, hard-links the old one as the next segment,
+//!   then renames the new one over it: at every instant `ledger.jsonl` is
+//!   whole, old or new, and a crash between two steps leaves at worst a
+//!   segment that repeats lines of the journal ([`records`] reads each seq
+//!   once). The oldest segments are removed while all of them exceed the
+//!   keep bound ([`DEFAULT_REPLAY_KEEP_BYTES`]; 0 keeps none).
 //! - `ledger.lock`: held (`flock`) by the process that has the journal
 //!   open, with its pid inside; a second one on the same dir is refused.
 //! - `ledger.compact.lock`: held shared by readers ([`read`]) and
@@ -63,17 +72,24 @@ mod legacy;
 mod line;
 mod lock;
 mod replay;
+mod segments;
 
 use std::path::Path;
 
 pub use atomic::write_atomic;
 pub use journal::Journal;
 pub use replay::read;
+pub use segments::records;
 #[cfg(doc)]
 use tokenwarden_core::usage::{Aggregate, IntentLine, UsageRecord};
 
 /// Journal size that triggers compaction into the snapshot.
 pub const COMPACT_BYTES: u64 = 16 * 1024 * 1024;
+/// How many bytes of rotated journal segments (`requests-N.jsonl`) a
+/// state dir keeps for what-if replays unless told otherwise
+/// ([`Journal::set_replay_keep_bytes`], the sidecar's
+/// `--replay-keep-bytes`): four compactions' worth.
+pub const DEFAULT_REPLAY_KEEP_BYTES: u64 = 4 * COMPACT_BYTES;
 /// Budget periods kept per budget in the snapshot.
 const KEEP_PERIODS: usize = 24;
 

@@ -17,7 +17,7 @@ use crate::{
 };
 
 /// How often [`read`] starts over when compactions keep overtaking it.
-const READ_ATTEMPTS: usize = 20;
+pub(crate) const READ_ATTEMPTS: usize = 20;
 
 /// What a replay of snapshot and journal found.
 #[derive(Default)]
@@ -64,7 +64,7 @@ pub fn read(dir: &Path) -> Result<Aggregate, JournalError> {
 }
 
 /// The snapshot's bytes; `None` before the first compaction.
-fn read_snapshot(dir: &Path) -> Result<Option<Vec<u8>>, JournalError> {
+pub(crate) fn read_snapshot(dir: &Path) -> Result<Option<Vec<u8>>, JournalError> {
     let path = dir.join(SNAPSHOT);
     match std::fs::read(&path) {
         Ok(bytes) => Ok(Some(bytes)),

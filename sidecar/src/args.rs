@@ -184,6 +184,16 @@ pub struct Args {
     #[arg(long, env = "TOKENWARDEN_SIDECAR_LEDGER_FSYNC")]
     pub ledger_fsync: bool,
 
+    /// Bytes of compacted journal segments (`requests-N.jsonl` under
+    /// `--state-dir`) kept for what-if replays, oldest dropped first; 0
+    /// keeps none (compaction then drops per-request records).
+    #[arg(
+        long,
+        env = "TOKENWARDEN_SIDECAR_REPLAY_KEEP_BYTES",
+        default_value_t = tokenwarden_durable::DEFAULT_REPLAY_KEEP_BYTES
+    )]
+    pub replay_keep_bytes: u64,
+
     /// Forward requests even when their record cannot be written to the
     /// ledger (a full disk): their spend is then kept in memory only and
     /// lost on restart. The default refuses them with a 503 and reports

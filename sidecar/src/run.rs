@@ -195,10 +195,14 @@ fn shared_state(args: &Args, mode: &Mode) -> Result<(Arc<Shared>, Option<Outbox>
 /// records for the operator when `connected`.
 fn open_journal(args: &Args, connected: bool) -> Result<Journal, ExitCode> {
     match &args.state_dir {
-        Some(dir) => Journal::open(dir, args.ledger_fsync, connected).map_err(|e| {
-            eprintln!("tokenwarden-sidecar: cannot open the ledger: {e}");
-            ExitCode::from(1)
-        }),
+        Some(dir) => {
+            let mut journal = Journal::open(dir, args.ledger_fsync, connected).map_err(|e| {
+                eprintln!("tokenwarden-sidecar: cannot open the ledger: {e}");
+                ExitCode::from(1)
+            })?;
+            journal.set_replay_keep_bytes(args.replay_keep_bytes);
+            Ok(journal)
+        }
         None => {
             tracing::warn!("no --state-dir: the ledger is kept in memory and lost on exit");
             if connected {

@@ -73,6 +73,10 @@ pub struct Active {
     /// Whether a rule needs the request digest (repeated-prompt escalation
     /// or a loop guard).
     pub needs_digest: bool,
+    /// The request headers the routes match on (lower-case, each once,
+    /// credentials left out): their values go in each record's replay
+    /// facts.
+    pub replay_headers: Vec<String>,
 }
 
 /// Everything request handling shares.
@@ -144,6 +148,7 @@ impl Active {
             .as_ref()
             .is_some_and(|r| r.escalation.repeated_prompt.is_some())
             || cfg.budgets.iter().any(|b| b.loop_guard.is_some());
+        let replay_headers = replay_headers(cfg.routing.as_ref());
         Active {
             cfg,
             router,
@@ -152,8 +157,25 @@ impl Active {
             links,
             needs_score,
             needs_digest,
+            replay_headers,
         }
     }
+}
+
+/// The header names the routes of `routing` match on, lower-case, sorted,
+/// each once, never a credential (see
+/// [`tokenwarden_core::usage::NEVER_RECORDED_HEADERS`]).
+fn replay_headers(routing: Option<&tokenwarden_core::workload::RoutingConfig>) -> Vec<String> {
+    let mut names: Vec<String> = routing
+        .iter()
+        .flat_map(|r| r.routes.iter())
+        .flat_map(|route| route.matcher.headers.iter())
+        .map(|h| h.name.to_ascii_lowercase())
+        .filter(|n| tokenwarden_core::usage::header_recordable(n))
+        .collect();
+    names.sort();
+    names.dedup();
+    names
 }
 
 // === impl Active (links) ===

@@ -5,9 +5,12 @@
 //! calendar periods ([`Period::window`] in its time zone, so DST days are
 //! 23 or 25 hours), summed in order, and the period is exhausted at the
 //! first charge whose running total reaches the USD or token limit, the
-//! way a sidecar's [`crate::budget::BudgetState`] counts spend. Per-key
-//! limits (`spec.perKey`) and threshold actions are not replayed: the
-//! figures are the whole budget's.
+//! way a sidecar's [`crate::budget::BudgetState`] counts spend. The
+//! requests after that instant are counted: the limit is a hard cap, so an
+//! enforcing budget would have refused them. The spend is the demand of
+//! the alternative unless the what-if applies the threshold actions and
+//! hard caps itself ([`Enforcer`]); per-key limits (`spec.perKey`) are not
+//! replayed, and the figures are the whole budget's.
 //!
 //! A token mix ([`uniform`]) has no timestamps: its daily spend is assumed
 //! to arrive at a constant rate over each 24 hours, so a limit `L` against a
@@ -15,13 +18,13 @@
 //! that comes before the period's end (nominal lengths: an hour, a day, 7
 //! days, 30 days).
 
-use jiff::Timestamp;
+use jiff::{Timestamp, tz::TimeZone};
 use serde::Serialize;
 
 use crate::{
     money::Usd,
     period::{Period, PeriodError, Window, time_zone},
-    workload::{BudgetConfig, ObjectRef},
+    workload::{BudgetConfig, DowngradeTarget, ObjectRef, ThresholdAction},
 };
 
 /// One priced request, at the instant it finished.
@@ -51,6 +54,9 @@ pub struct PeriodImpact {
     pub unpriced: u64,
     /// When the running spend (or tokens) reached the limit, if it did.
     pub exhausted_at: Option<Timestamp>,
+    /// Requests of the period after that instant: an enforcing budget's
+    /// hard cap would have refused them (0 for a `shadow` budget).
+    pub after_exhaustion: u64,
 }
 
 /// One budget under the alternative, period by period.
@@ -106,11 +112,15 @@ pub fn impact(budget: &BudgetConfig, charges: &[Charge]) -> Result<BudgetImpact,
                 requests: 0,
                 unpriced: 0,
                 exhausted_at: None,
+                after_exhaustion: 0,
             });
         }
         let Some(p) = periods.last_mut() else {
             continue;
         };
+        if p.exhausted_at.is_some() && !budget.shadow {
+            p.after_exhaustion += 1;
+        }
         p.requests += 1;
         p.tokens = p.tokens.saturating_add(c.tokens);
         match c.cost {
@@ -130,6 +140,99 @@ pub fn impact(budget: &BudgetConfig, charges: &[Charge]) -> Result<BudgetImpact,
         limit_tokens: budget.limit_tokens,
         periods,
     })
+}
+
+/// The enforcing budgets' state while a what-if replays requests in time
+/// order: the threshold actions and hard caps a sidecar would apply
+/// (`Downgrade` re-routes, `Block` and a reached limit refuse), from the
+/// what-if's own spend. `shadow` budgets never enforce.
+#[derive(Debug)]
+pub struct Enforcer<'a> {
+    budgets: Vec<Enforced<'a>>,
+}
+
+#[derive(Debug)]
+struct Enforced<'a> {
+    cfg: &'a BudgetConfig,
+    tz: TimeZone,
+    window: Option<Window>,
+    spend: Usd,
+    tokens: u64,
+}
+
+/// What the budgets do to a request at an instant.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Verdict<'a> {
+    /// Refused by this budget (a `Block` threshold or its limit reached).
+    pub refused_by: Option<&'a ObjectRef>,
+    /// The downgrade target of the first budget with an active `Downgrade`.
+    pub downgrade: Option<&'a DowngradeTarget>,
+}
+
+impl<'a> Enforcer<'a> {
+    /// The enforcing (non-shadow) budgets among `budgets`.
+    pub fn new(budgets: &'a [BudgetConfig]) -> Result<Self, PeriodError> {
+        let mut out = Vec::new();
+        for cfg in budgets.iter().filter(|b| !b.shadow) {
+            out.push(Enforced {
+                cfg,
+                tz: time_zone(&cfg.time_zone)?,
+                window: None,
+                spend: Usd::ZERO,
+                tokens: 0,
+            });
+        }
+        Ok(Self { budgets: out })
+    }
+
+    /// What the budgets do to a request at `ts` (periods roll over first).
+    pub fn verdict(&mut self, ts: Timestamp) -> Result<Verdict<'a>, PeriodError> {
+        let mut v = Verdict::default();
+        for b in &mut self.budgets {
+            let w = b.cfg.period.window(&b.tz, ts)?;
+            if b.window != Some(w) {
+                *b = Enforced {
+                    cfg: b.cfg,
+                    tz: b.tz.clone(),
+                    window: Some(w),
+                    spend: Usd::ZERO,
+                    tokens: 0,
+                };
+            }
+            let pct = percent(b.cfg, b.spend, b.tokens);
+            let action = b.cfg.active_threshold(pct).map(|t| &t.action);
+            if pct >= 100 || matches!(action, Some(ThresholdAction::Block)) {
+                v.refused_by = v.refused_by.or(Some(&b.cfg.source));
+            } else if let Some(ThresholdAction::Downgrade(t)) = action {
+                v.downgrade = v.downgrade.or(Some(t));
+            }
+        }
+        Ok(v)
+    }
+
+    /// Counts a request let through at `ts` (after [`Enforcer::verdict`]).
+    pub fn charge(&mut self, cost: Option<Usd>, tokens: u64) {
+        for b in &mut self.budgets {
+            b.spend += cost.unwrap_or(Usd::ZERO);
+            b.tokens = b.tokens.saturating_add(tokens);
+        }
+    }
+}
+
+/// Spend as a percentage of the limit, the larger of USD and tokens,
+/// rounded down (as [`crate::budget::BudgetState::local_percent_spent`]).
+fn percent(cfg: &BudgetConfig, spend: Usd, tokens: u64) -> u64 {
+    let usd = cfg.limit_usd.map_or(0, |l| {
+        if l.picos() <= 0 {
+            100
+        } else {
+            u64::try_from(spend.picos().max(0).saturating_mul(100) / l.picos()).unwrap_or(u64::MAX)
+        }
+    });
+    let tok = cfg.limit_tokens.map_or(0, |l| {
+        u64::try_from(u128::from(tokens) * 100 / u128::from(l.max(1))).unwrap_or(u64::MAX)
+    });
+    usd.max(tok)
 }
 
 /// The nominal length of a period in seconds (a month is 30 days).
@@ -257,5 +360,38 @@ mod tests {
         );
         assert_eq!(rich.spend_per_period, "32.833333333334".parse().unwrap());
         assert_eq!(rich.exhausted_after_secs, None);
+    }
+
+    #[test]
+    fn the_enforcer_downgrades_blocks_and_resets_each_period() {
+        use crate::workload::{DowngradeTarget, Threshold, ThresholdAction};
+        let mut b = budget(Period::Daily, "UTC", "1.00");
+        b.thresholds = vec![
+            Threshold {
+                percent: 50,
+                action: ThresholdAction::Downgrade(DowngradeTarget::Tier("cheap".into())),
+            },
+            Threshold {
+                percent: 90,
+                action: ThresholdAction::Block,
+            },
+        ];
+        let mut shadow = budget(Period::Daily, "UTC", "0.01");
+        shadow.shadow = true;
+        let budgets = [b, shadow];
+        let mut e = Enforcer::new(&budgets).unwrap();
+        let at = |s: &str| -> Timestamp { s.parse().unwrap() };
+        let v = e.verdict(at("2026-12-02T09:00:00Z")).unwrap();
+        assert_eq!(v, Verdict::default());
+        e.charge(Some("0.50".parse().unwrap()), 10);
+        let v = e.verdict(at("2026-12-02T10:00:00Z")).unwrap();
+        assert_eq!(v.downgrade, Some(&DowngradeTarget::Tier("cheap".into())));
+        assert_eq!(v.refused_by, None);
+        e.charge(Some("0.40".parse().unwrap()), 10);
+        let v = e.verdict(at("2026-12-02T11:00:00Z")).unwrap();
+        assert_eq!(v.refused_by, Some(&ObjectRef::new("agents", "team")));
+        // The next day starts from zero; the shadow budget never enforces.
+        let v = e.verdict(at("2026-12-03T00:00:00Z")).unwrap();
+        assert_eq!(v, Verdict::default());
     }
 }

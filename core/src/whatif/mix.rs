@@ -86,8 +86,9 @@ pub struct MixClass {
     /// The classifier score (0..=100) of these requests.
     #[serde(default)]
     pub score: Option<u16>,
-    /// Or their classifier features (scored with the policy's weights).
-    #[serde(default)]
+    /// Or their classifier features (scored with the policy's weights);
+    /// features left out are 0.
+    #[serde(default, deserialize_with = "features_or_zero")]
     pub features: Option<Features>,
     /// The prompt-size estimate `promptTokens` routes match (body bytes / 4);
     /// default: the class's total input tokens.
@@ -219,6 +220,32 @@ pub struct Projection {
     pub baseline_per_day: Usd,
     /// Each TokenBudget selecting a workload, against its projected daily spend.
     pub budgets: Vec<UniformImpact>,
+}
+
+/// [`Features`] with every field optional (0 when left out); unknown
+/// names are errors.
+fn features_or_zero<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Features>, D::Error> {
+    use serde::de::Error as _;
+    let given: Option<BTreeMap<String, u64>> = Option::deserialize(d)?;
+    let Some(given) = given else {
+        return Ok(None);
+    };
+    let mut all = match serde_json::to_value(Features::default()) {
+        Ok(serde_json::Value::Object(m)) => m,
+        _ => return Err(D::Error::custom("features are not an object")),
+    };
+    for (k, v) in given {
+        if !all.contains_key(&k) {
+            let names: Vec<&String> = all.keys().collect();
+            return Err(D::Error::custom(format!(
+                "unknown feature {k:?}; features are {names:?}"
+            )));
+        }
+        all.insert(k, v.into());
+    }
+    serde_json::from_value(serde_json::Value::Object(all))
+        .map(Some)
+        .map_err(D::Error::custom)
 }
 
 fn default_namespace() -> String {

@@ -7,7 +7,7 @@
 //! model is counted apart, never as $0.
 //!
 //! - [`reprice`]: prices and the `--model A=B` map.
-//! - [`replay`]: each recorded request through a changed RoutingPolicy.
+//! - [`replay`](mod@replay): each recorded request through a changed RoutingPolicy.
 //! - [`ratio`]: the output-token estimate on another model, with a range.
 //! - [`budget`]: each TokenBudget's spend and exhaustion instant.
 //! - [`mix`]: the `kind: TokenMix` projection.
@@ -28,7 +28,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use self::{
-    budget::{BudgetImpact, Charge, impact},
+    budget::{BudgetImpact, Charge, Enforcer, impact},
     ratio::{Method, Ratios},
     replay::{NotReplayable, ReplayOptions, group, replay},
     reprice::Repricer,
@@ -51,6 +51,11 @@ pub struct Plan<'a> {
     pub budgets: &'a [BudgetConfig],
     /// Estimate output on another model from observed ratios (else keep it).
     pub estimate_output: bool,
+    /// Apply the budgets' threshold actions and hard caps to the what-if
+    /// (`Downgrade` re-routes, `Block` and a reached limit refuse), in
+    /// time order from its own spend (records with a router only for
+    /// downgrades).
+    pub enforce_budgets: bool,
 }
 
 /// Where the figures came from.
@@ -113,6 +118,16 @@ pub struct Report {
     pub not_replayable: BTreeMap<String, (u64, Usd)>,
     /// Budget impact: per budget, recorded and what-if.
     pub budgets: Vec<BudgetPair>,
+    /// Requests the sidecar's response cache answered (no provider call,
+    /// $0): left out, as the cache would answer them under any prices.
+    pub response_hits: u64,
+    /// With [`Plan::enforce_budgets`]: requests an enforcing budget would
+    /// have refused, by budget: (requests, recorded cost); left out of the
+    /// rows.
+    pub refused: BTreeMap<String, (u64, Usd)>,
+    /// With [`Plan::enforce_budgets`]: requests a `Downgrade` threshold
+    /// moved to another model.
+    pub downgraded: u64,
 }
 
 /// One budget, as recorded and under the what-if.
@@ -230,7 +245,22 @@ pub fn records(
     let mut rows: BTreeMap<(String, String), Row> = BTreeMap::new();
     let mut not_replayable: BTreeMap<String, (u64, Usd)> = BTreeMap::new();
     let (mut actual_charges, mut whatif_charges) = (Vec::new(), Vec::new());
-    for attempts in group(recs) {
+    let response_hits = recs.iter().filter(|r| r.cache.response_hit).count() as u64;
+    let upstream: Vec<UsageRecord> = recs
+        .iter()
+        .filter(|r| !r.cache.response_hit)
+        .cloned()
+        .collect();
+    let mut requests = group(&upstream);
+    // Budgets count in time order.
+    requests.sort_by_key(|g| g.last().map(|r| r.ts));
+    let mut enforcer = if plan.enforce_budgets {
+        Some(Enforcer::new(plan.budgets)?)
+    } else {
+        None
+    };
+    let (mut refused, mut downgraded) = (BTreeMap::new(), 0u64);
+    for attempts in requests {
         let (Some(first), Some(last)) = (attempts.first(), attempts.last()) else {
             continue;
         };
@@ -244,19 +274,22 @@ pub fn records(
             cost: actual,
             tokens,
         });
-        let routed = match plan.router {
-            Some(router) => match replay(router, first, plan.replay) {
-                Ok(r) => Ok((r.model, Some(r.api.as_str()))),
-                Err(e) => Err(e),
-            },
-            None => Ok((
-                last.served_model.clone(),
-                Some(last.endpoint.api().as_str()),
-            )),
-        };
-        let (model, hint) = match routed {
-            Ok(m) => m,
-            Err(e) => {
+        let (model, hint) = match route_one(plan, first, last, enforcer.as_mut())? {
+            Routed::To {
+                model,
+                hint,
+                downgraded: d,
+            } => {
+                downgraded += u64::from(d);
+                (model, hint)
+            }
+            Routed::Refused(budget) => {
+                let slot = refused.entry(budget).or_insert((0, Usd::ZERO));
+                slot.0 += 1;
+                slot.1 += actual.unwrap_or(Usd::ZERO);
+                continue;
+            }
+            Routed::NotReplayable(e) => {
                 count_not_replayable(&mut not_replayable, &e, actual);
                 whatif_charges.push(Charge {
                     ts: last.ts,
@@ -286,6 +319,9 @@ pub fn records(
         add_priced(row, &p);
         let mut u = last.usage;
         u.output_tokens = p.output.0;
+        if let Some(e) = enforcer.as_mut() {
+            e.charge(p.cost.map(|c| c.0), u.total_tokens());
+        }
         whatif_charges.push(Charge {
             ts: last.ts,
             cost: p.cost.map(|c| c.0),
@@ -304,6 +340,61 @@ pub fn records(
         rows: rows.into_values().collect(),
         not_replayable,
         budgets,
+        response_hits,
+        refused,
+        downgraded,
+    })
+}
+
+/// Where one request goes under the plan.
+enum Routed {
+    /// Sent to `model`, priced through the `hint` API.
+    To {
+        model: String,
+        hint: Option<&'static str>,
+        /// A budget's `Downgrade` threshold changed the model.
+        downgraded: bool,
+    },
+    /// An enforcing budget (named) refused it.
+    Refused(String),
+    /// It lacks a fact the new policy needs.
+    NotReplayable(NotReplayable),
+}
+
+fn route_one(
+    plan: &Plan<'_>,
+    first: &UsageRecord,
+    last: &UsageRecord,
+    enforcer: Option<&mut Enforcer<'_>>,
+) -> Result<Routed, PeriodError> {
+    let (mut model, hint, choice) = match plan.router {
+        Some(router) => match replay(router, first, plan.replay) {
+            Ok(r) => (r.model, Some(r.api.as_str()), Some((r.choice, r.api))),
+            Err(e) => return Ok(Routed::NotReplayable(e)),
+        },
+        None => (
+            last.served_model.clone(),
+            Some(last.endpoint.api().as_str()),
+            None,
+        ),
+    };
+    let mut downgraded = false;
+    if let Some(e) = enforcer {
+        let v = e.verdict(last.ts)?;
+        if let Some(b) = v.refused_by {
+            return Ok(Routed::Refused(b.to_string()));
+        }
+        if let (Some(t), Some(router), Some((c, api))) = (v.downgrade, plan.router, &choice)
+            && let Some(d) = router.downgrade(c, t, *api)
+        {
+            downgraded = d.model != model;
+            model = d.model;
+        }
+    }
+    Ok(Routed::To {
+        model,
+        hint,
+        downgraded,
     })
 }
 
@@ -352,5 +443,8 @@ pub fn aggregates(rows: &[(LedgerKey, Spend)], plan: &Plan<'_>) -> Report {
         rows: out.into_values().collect(),
         not_replayable: BTreeMap::new(),
         budgets: Vec::new(),
+        response_hits: 0,
+        refused: BTreeMap::new(),
+        downgraded: 0,
     }
 }

@@ -25,7 +25,7 @@ use serde::Serialize;
 
 use crate::{
     classify::{ClassifierConfig, classify_features},
-    route::{RequestFacts, Router},
+    route::{Choice, RequestFacts, Router},
     usage::{ReplayFacts, UsageRecord},
     workload::Api,
 };
@@ -67,6 +67,8 @@ pub struct Replayed {
     pub route: Option<String>,
     /// The model it would be sent to.
     pub model: String,
+    /// The choice (provider, model, tier), for budget downgrades.
+    pub choice: Choice,
     /// The API of the provider it would be sent to (the price hint).
     pub api: Api,
     /// The score it was routed with.
@@ -180,7 +182,8 @@ pub fn replay(
     Ok(Replayed {
         route: d.route,
         api: router.config().providers[d.choice.provider].api,
-        model: d.choice.model,
+        model: d.choice.model.clone(),
+        choice: d.choice,
         score,
     })
 }
@@ -200,4 +203,76 @@ fn needs(router: &Router) -> Needs {
         }
     }
     n
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{classify::Features, tokens::TokenCounts, workload::Endpoint};
+
+    fn rec(seq: u64, request: Option<u64>, attempt: u32) -> UsageRecord {
+        UsageRecord {
+            seq,
+            ts: jiff::Timestamp::UNIX_EPOCH,
+            endpoint: Endpoint::Messages,
+            requested_model: "m".into(),
+            served_model: "m".into(),
+            provider: "p".into(),
+            route: None,
+            score: Some(40),
+            reason: None,
+            attempt,
+            status: 200,
+            usage: TokenCounts::default(),
+            cost: None,
+            estimated: false,
+            budgets: vec![],
+            cache: Default::default(),
+            intent: None,
+            replay: request.map(|request| ReplayFacts {
+                request,
+                ..ReplayFacts::default()
+            }),
+        }
+    }
+
+    #[test]
+    fn attempts_group_by_request_id_in_attempt_order_and_unknown_ids_stand_alone() {
+        let recs = [
+            rec(1, Some(7), 2),
+            rec(2, None, 1),
+            rec(3, Some(7), 1),
+            rec(4, Some(0), 1),
+            rec(5, Some(8), 1),
+        ];
+        let seqs: Vec<Vec<u64>> = group(&recs)
+            .iter()
+            .map(|g| g.iter().map(|r| r.seq).collect())
+            .collect();
+        assert_eq!(seqs, [vec![3, 1], vec![2], vec![4], vec![5]]);
+    }
+
+    #[test]
+    fn scores_changed_only_when_a_featured_record_scores_differently() {
+        let cfg = ClassifierConfig::default();
+        let f = Features {
+            prompt_bytes: 3_000,
+            conversation_turns: 3,
+            ..Features::default()
+        };
+        let live = classify_features(&cfg, &f).score;
+        let mut r = rec(1, Some(1), 1);
+        r.score = Some(live);
+        r.replay = Some(ReplayFacts {
+            request: 1,
+            features: Some(f),
+            ..ReplayFacts::default()
+        });
+        assert!(!scores_changed(&cfg, std::slice::from_ref(&r)));
+        let mut other = cfg.clone();
+        other.bias += 3.0;
+        assert!(scores_changed(&other, std::slice::from_ref(&r)));
+        // Records without features say nothing.
+        assert!(!scores_changed(&other, &[rec(2, None, 1)]));
+    }
 }

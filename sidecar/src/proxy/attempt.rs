@@ -15,6 +15,7 @@ use tokenwarden_core::{
     prompt_cache::Fingerprint,
     route::{Choice, Router},
     tokens::TokenCounts,
+    usage::ReplayFacts,
     workload::{Endpoint, ObjectRef, RoutingConfig},
 };
 
@@ -78,6 +79,7 @@ impl Plan<'_> {
             attempt.choice = choice;
         }
         self.adjusted.push(how);
+        attempt.replay.adjusted.push(how.to_string());
         self.traced(attempt);
         self.shared
             .metrics
@@ -97,6 +99,9 @@ impl Plan<'_> {
     /// `x-tokenwarden-escalation-reason`, counted per reason and workload.
     pub fn escalate(&mut self, attempt: &mut Attempt, reason: Reason, up: Choice) {
         self.adjust(attempt, "escalated", Some(up));
+        if let Some(last) = attempt.replay.adjusted.last_mut() {
+            *last = format!("escalated:{}", reason.as_str());
+        }
         self.escalations.push(reason);
         self.traced(attempt);
         self.shared
@@ -149,11 +154,29 @@ pub struct Attempt {
     /// The request's and this attempt's OpenTelemetry spans (empty when
     /// traces are off).
     pub trace: crate::otel::AttemptTrace,
+    /// What a what-if replay needs, the same for every attempt of the
+    /// request except `adjusted` (grows as the model changes), `request`
+    /// (the first settled attempt's seq, once it has one) and `tier` (set
+    /// from `choice` when a record is written).
+    pub replay: ReplayFacts,
 }
 
 // === impl Attempt ===
 
 impl Attempt {
+    /// This attempt's replay facts as its record carries them: the tier
+    /// named from `cfg`'s ladder.
+    pub fn replay_facts(&self, cfg: Option<&RoutingConfig>) -> ReplayFacts {
+        ReplayFacts {
+            tier: self
+                .choice
+                .tier
+                .and_then(|t| cfg?.tiers.get(t))
+                .map(|t| t.name.clone()),
+            ..self.replay.clone()
+        }
+    }
+
     /// The request's per-key key in `budget`, if the budget is split per
     /// key.
     pub fn key_of(&self, budget: &ObjectRef) -> Option<&str> {

@@ -11,6 +11,7 @@ use jiff::Timestamp;
 use tokenwarden_core::{
     classify::{self, Classification, RequestView},
     route::RequestFacts,
+    usage::{ReplayFacts, cap_header_value},
     workload::{Endpoint, RoutingConfig},
 };
 
@@ -60,6 +61,15 @@ pub(super) fn plan<'a>(
     let decision = router
         .decide(&facts)
         .map_err(|e| ProxyError::NoRoute(e.to_string()))?;
+    let replay = ReplayFacts {
+        request: 0,
+        prompt_estimate,
+        tools_present: facts.tools_present,
+        features: classification.as_ref().map(|c| c.features),
+        tier: None,
+        adjusted: Vec::new(),
+        headers: replay_headers(&active.replay_headers, &header_pairs),
+    };
     let route_name = decision.route.clone().unwrap_or_else(|| "none".into());
     shared
         .metrics
@@ -88,6 +98,7 @@ pub(super) fn plan<'a>(
         sent_at: None,
         cache_key: None,
         trace: Default::default(),
+        replay,
     };
     let mut plan = Plan {
         shared,
@@ -114,6 +125,20 @@ pub(super) fn plan<'a>(
     let mut attempt = attempt;
     escalate_at_start(&mut plan, &mut attempt);
     Ok((plan, attempt))
+}
+
+/// The values of the headers the routes match on (`names`: lower-case,
+/// credentials already left out), in the order the request sent them,
+/// each capped (see [`cap_header_value`]).
+fn replay_headers(names: &[String], headers: &[(&str, &str)]) -> Vec<(String, String)> {
+    if names.is_empty() {
+        return Vec::new();
+    }
+    headers
+        .iter()
+        .filter(|(n, _)| names.iter().any(|x| x.eq_ignore_ascii_case(n)))
+        .map(|(n, v)| (n.to_ascii_lowercase(), cap_header_value(v).to_string()))
+        .collect()
 }
 
 /// Parse the body; only the classifier reads the conversation's texts.

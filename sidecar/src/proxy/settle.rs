@@ -428,7 +428,7 @@ pub(crate) fn settle(
         estimated,
         budgets: periods,
         intent: attempt.intent,
-        replay: None,
+        replay: Some(attempt.replay_facts(active.router.as_ref().map(|r| r.config()))),
         cache,
     };
     if !record.cache.is_empty() {
@@ -461,6 +461,10 @@ pub(crate) fn settle(
         });
     }
     let (record, staged) = journal(shared, record, commit);
+    if let Some(r) = &record.replay {
+        // The later attempts of the request carry the first one's id.
+        attempt.replay.request = r.request;
+    }
     settle_leases(shared, lease_holds, &record, spent);
     attempt.leased.clear();
     attempt.intent = None;
@@ -681,7 +685,8 @@ fn intent_record(plan: &Plan<'_>, attempt: &Attempt, prompt_bound: u64) -> Usage
         estimated: true,
         budgets,
         intent: None,
-        replay: None,
+        // Recorded as is when the sidecar dies with the attempt in flight.
+        replay: Some(attempt.replay_facts(active.router.as_ref().map(|r| r.config()))),
         cache: Default::default(),
     }
 }
