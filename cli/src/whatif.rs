@@ -133,13 +133,11 @@ struct PolicyPrice {
     cache_write_per_m_tok: Option<PricePerMtok>,
 }
 
-/// Runs the subcommand; returns what to print.
+/// Runs the subcommand on a local source (`--state-dir`, `--ledger-file`);
+/// returns what to print. `--cluster` is handled by
+/// [`crate::costs::what_if`], which fetches the ledger and calls
+/// [`report_ledger_json`].
 pub async fn run(g: &crate::Global, a: &Args) -> anyhow::Result<String> {
-    if a.cluster {
-        bail!(
-            "--cluster needs the cluster client: read the tokenwarden-ledger ConfigMap's ledger.json and pass it to --ledger-file"
-        );
-    }
     if let Some(dir) = &a.state_dir {
         let records = load_state_dir(dir)?;
         return report_records(g, a, &dir.display().to_string(), &records);
@@ -149,7 +147,7 @@ pub async fn run(g: &crate::Global, a: &Args) -> anyhow::Result<String> {
             std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display()))?;
         return report_ledger_json(g, a, &f.display().to_string(), &text);
     }
-    bail!("what-if needs a source: --state-dir DIR or --ledger-file FILE")
+    bail!("what-if needs a source: --state-dir DIR, --ledger-file FILE or --cluster")
 }
 
 /// The settled usage records a sidecar's state dir holds, in seq order,
