@@ -55,6 +55,7 @@ mod objects;
 mod processes;
 mod report;
 mod requests;
+mod whatif;
 mod workload;
 
 use std::{path::Path, process::ExitCode, time::Instant};
@@ -162,6 +163,8 @@ async fn run() -> anyhow::Result<()> {
             lookups: &lookups,
         },
     )?;
+    let check = whatif::check(&client, root, &root.join("pods").join(pods[0].name), &items).await?;
+    whatif::print(&check);
     report::print_summary(&tally, &items, billed);
     if scrape_targets.is_some() {
         hold(&pods).await?;

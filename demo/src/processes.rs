@@ -56,7 +56,8 @@ impl Pod {
     }
 }
 
-fn binary(name: &str, env: &str) -> anyhow::Result<PathBuf> {
+/// The binary `name` next to the demo's own, or the path in `env`.
+pub fn binary(name: &str, env: &str) -> anyhow::Result<PathBuf> {
     if let Ok(p) = std::env::var(env) {
         return Ok(PathBuf::from(p));
     }
@@ -81,7 +82,8 @@ pub async fn get(client: &HttpClient, url: String) -> anyhow::Result<(u16, Bytes
     Ok((status, body))
 }
 
-async fn wait_ready(client: &HttpClient, admin: u16, what: &str) -> anyhow::Result<()> {
+/// Wait (up to 20 s) until `admin`'s `/readyz` answers 200.
+pub async fn wait_ready(client: &HttpClient, admin: u16, what: &str) -> anyhow::Result<()> {
     let started = Instant::now();
     loop {
         if let Ok((200, _)) = get(client, format!("http://127.0.0.1:{admin}/readyz")).await {

@@ -103,6 +103,19 @@ fn coding_agent(
     }
 }
 
+/// The coding agent's requests alone, through the sidecar on `port` (24 at
+/// a time, like [`play`]): how many failed.
+pub async fn coding_agent_alone(
+    client: &HttpClient,
+    items: &[Item],
+    port: u16,
+) -> anyhow::Result<usize> {
+    let sem = Arc::new(Semaphore::new(24));
+    let mut tasks = Tasks::new();
+    coding_agent(&mut tasks, client, &sem, items, port);
+    Ok(tally(tasks).await?.failures)
+}
+
 /// The search agent: the same kinds of question, asked of gpt-4o.
 fn search_agent(
     tasks: &mut Tasks,
