@@ -87,6 +87,48 @@ fn the_demo_runs_the_cluster_and_prints_the_cluster_ledger() {
 
     prompt_cache(&stdout);
     response_cache(&stdout, semantic_expected(&demo));
+    what_if(&stdout);
+}
+
+/// The what-if check: the coding agent's recorded requests replayed through
+/// a higher hardThreshold moved some of them to another model, every one
+/// was replayable, the real run through that policy failed none, the
+/// projection with the recorded output is within 5% of what the real run
+/// cost (the demo's output length depends on the task, not the model, so
+/// what is left is the prompt cache's writes and reads moving between
+/// models), and the observed-ratio projection's range brackets its own
+/// estimate.
+fn what_if(stdout: &str) {
+    let line = |prefix: &str| {
+        stdout
+            .lines()
+            .find(|l| l.trim_start().starts_with(prefix))
+            .unwrap_or_else(|| panic!("no line {prefix:?}: {stdout}"))
+    };
+    let recorded = usd_after(line("recorded under hardThreshold 11:"), ":");
+    let observed = line("projected, output scaled by observed model ratios:");
+    let (est, low, high) = (
+        usd_after(observed, "ratios:"),
+        usd_after(observed, "(range"),
+        usd_after(observed, "–"),
+    );
+    assert!(low <= est && est <= high, "{observed}");
+    let unchanged = usd_after(line("projected, recorded output unchanged:"), ":");
+    let moved = stdout
+        .lines()
+        .find(|l| l.contains("requests moved to another model"))
+        .unwrap_or_else(|| panic!("no moved line: {stdout}"));
+    assert!(int_before(moved, " requests moved") > 0, "{moved}");
+    assert!(moved.trim_end().ends_with(", 0 not replayable"), "{moved}");
+    let real = line("run for real through a sidecar with hardThreshold");
+    assert!(real.trim_end().ends_with("(0 failed)"), "{real}");
+    let actual = usd_after(real, ":");
+    assert!(actual > 0.0 && actual < recorded, "{real} vs {recorded}");
+    assert!(
+        (unchanged - actual).abs() <= actual * 0.05,
+        "projected {unchanged} vs real {actual}: {stdout}"
+    );
+    assert!(line("projection off by").contains("(unchanged output)"));
 }
 
 /// The first integer after `after` in `line`.
