@@ -126,12 +126,18 @@ fn report_command(
             }
         }
     };
+    // The burn samples are read after the ledger, so their latest is never
+    // ahead of the totals the report adds at `now`.
     match tokenwarden_durable::read(state_dir) {
         Ok(agg) => {
+            let burn = crate::forecast::load(state_dir).unwrap_or_else(|e| {
+                eprintln!("tokenwarden-sidecar report: {e}: forecasts show no history");
+                Default::default()
+            });
             print!("{}", report(&agg));
             print!(
                 "{}",
-                report_budgets(&agg, budgets.as_deref(), jiff::Timestamp::now())
+                report_budgets(&agg, budgets.as_deref(), &burn, jiff::Timestamp::now())
             );
             ExitCode::SUCCESS
         }
