@@ -278,3 +278,151 @@ pub fn json_fields(f: Option<&Forecast>) -> serde_json::Value {
         "projected_overrun": f.is_some_and(Forecast::overrun),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use jiff::SignedDuration;
+    use tokenwarden_core::{money::Usd, tokens::TokenCounts};
+
+    use super::*;
+    use crate::policy_file::PolicySet;
+
+    fn ts(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    /// The budget `apps/team`: daily in UTC, $10.
+    fn budget(now: Timestamp) -> BudgetState {
+        let yaml = "apiVersion: tokenwarden.dev/v1alpha1\nkind: TokenBudget\nmetadata: {name: team, namespace: apps}\nspec:\n  period: Daily\n  limit: {usd: \"10.00\"}\n";
+        let set = PolicySet::from_yaml("b.yaml", yaml).unwrap();
+        let labels = tokenwarden_core::selector::Labels::default();
+        let cfg = set.compile("apps", "", &labels).budgets.remove(0);
+        BudgetState::new(cfg, now, Totals::default()).unwrap()
+    }
+
+    /// Let `minutes` pass, spending `per_min` each, observing every
+    /// minute like the ticker; returns the transitions with their instant.
+    fn run(
+        book: &mut BurnBook,
+        b: &mut BudgetState,
+        now: &mut Timestamp,
+        minutes: i64,
+        per_min: &str,
+    ) -> Vec<(Timestamp, Transition)> {
+        let mut seen = Vec::new();
+        for _ in 0..minutes {
+            *now += SignedDuration::from_mins(1);
+            b.roll(*now);
+            let usage = TokenCounts {
+                input_tokens: 100,
+                ..TokenCounts::default()
+            };
+            if per_min != "0" {
+                b.record(&usage, Some(per_min.parse().unwrap()));
+            }
+            if let Some(t) = book.observe(b, *now) {
+                seen.push((*now, t));
+            }
+        }
+        seen
+    }
+
+    #[test]
+    fn the_overrun_turns_on_and_off_once_per_change() {
+        let mut now = ts("2026-06-01T00:00:00Z");
+        let mut b = budget(now);
+        let mut book = BurnBook::open(None);
+        assert_eq!(book.observe(&b, now), None, "warming up is no overrun");
+        // $0.01 a minute projects $14.40 over a $10 limit as soon as an
+        // hour of samples exists.
+        let on = run(&mut book, &mut b, &mut now, 120, "0.01");
+        assert_eq!(on, [(ts("2026-06-01T01:00:00Z"), Transition::On)]);
+        assert!(book.overrun(&b.config().source));
+        let f = book.forecast(&b, now).unwrap();
+        assert_eq!(
+            f.projected_spend(),
+            Some(Usd::from_picos(14_400_000_000_000))
+        );
+        assert_eq!(f.projected_exhaustion(), Some(ts("2026-06-01T16:40:00Z")));
+        // Quiet: the short mean falls and the overrun clears once, within
+        // the short window (at $1.20 spent, in about 20 minutes).
+        let off = run(&mut book, &mut b, &mut now, 180, "0");
+        assert_eq!(off.len(), 1, "{off:?}");
+        let (at, t) = off[0];
+        assert_eq!(t, Transition::Off);
+        assert!(
+            at >= ts("2026-06-01T02:15:00Z") && at <= ts("2026-06-01T02:25:00Z"),
+            "{at}"
+        );
+        assert!(!book.overrun(&b.config().source));
+        // The next day (at 00:00) starts cold.
+        let next = run(&mut book, &mut b, &mut now, 1140, "0");
+        assert!(next.is_empty(), "{next:?}");
+        assert_eq!(b.window().start, ts("2026-06-02T00:00:00Z"));
+        assert!(matches!(
+            book.forecast(&b, now),
+            Some(Forecast::WarmingUp { .. })
+        ));
+    }
+
+    #[test]
+    fn the_samples_survive_a_restart_through_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut now = ts("2026-06-01T06:00:00Z");
+        let mut b = budget(now);
+        let mut book = BurnBook::open(Some(dir.path()));
+        book.observe(&b, now);
+        run(&mut book, &mut b, &mut now, 360, "0.01");
+        let before = book.forecast(&b, now).unwrap();
+        assert!(before.projection().is_some());
+        let (path, bytes) = book.due(now, false).unwrap();
+        assert_eq!(path, dir.path().join(FILE));
+        save(&path, &bytes);
+        // Written at most every 30 s, unless forced (shutdown).
+        assert!(
+            book.due(now + SignedDuration::from_secs(29), false)
+                .is_none()
+        );
+        assert!(
+            book.due(now + SignedDuration::from_secs(29), true)
+                .is_some()
+        );
+
+        // A new process at the same instant: the same forecast.
+        let mut again = BurnBook::open(Some(dir.path()));
+        let mut b2 = budget(now);
+        let usage = TokenCounts {
+            input_tokens: b.totals().tokens(),
+            ..TokenCounts::default()
+        };
+        b2.record(&usage, Some(b.totals().spent));
+        again.observe(&b2, now);
+        assert_eq!(again.forecast(&b2, now), Some(before));
+        // Without the file: warming up again.
+        let mut cold = BurnBook::open(None);
+        cold.observe(&b2, now);
+        assert_eq!(
+            cold.forecast(&b2, now),
+            Some(Forecast::WarmingUp {
+                ready_at: now + SignedDuration::from_hours(1)
+            })
+        );
+        // A corrupt file is ignored (logged): warming up too.
+        std::fs::write(dir.path().join(FILE), b"{").unwrap();
+        assert!(load(dir.path()).is_err());
+        let mut broken = BurnBook::open(Some(dir.path()));
+        broken.observe(&b2, now);
+        assert!(matches!(
+            broken.forecast(&b2, now),
+            Some(Forecast::WarmingUp { .. })
+        ));
+    }
+
+    #[test]
+    fn ledger_fields_name_the_status_fields() {
+        assert_eq!(
+            json_fields(None).to_string(),
+            r#"{"projected_spend_usd":null,"projected_tokens":null,"projected_exhaustion":null,"projection":"no history","projection_as_of":null,"projected_overrun":false}"#
+        );
+    }
+}
