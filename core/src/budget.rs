@@ -38,7 +38,7 @@ use crate::{
     period::{PeriodError, Window, time_zone},
     tokens::TokenCounts,
     usage::Totals,
-    workload::{BudgetConfig, DowngradeTarget, ObjectRef, ThresholdAction},
+    workload::{BudgetConfig, DowngradeTarget, ObjectRef, ProjectedOverrunAction, ThresholdAction},
 };
 
 /// Most distinct request digests a loop guard remembers.
@@ -191,6 +191,9 @@ pub struct ClusterSpend {
     pub tokens: u64,
     /// Per key (`spec.perKey`): USD and tokens spent, cluster-wide.
     pub keys: BTreeMap<String, (Usd, u64)>,
+    /// The operator's forecast reaches the limit before the period ends
+    /// (the budget's `ProjectedOverrun` condition).
+    pub projected_overrun: bool,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -395,15 +398,25 @@ impl BudgetState {
             .is_some_and(|p| p >= u64::from(self.block_percent()))
     }
 
-    /// The downgrade in force, if committed spend reached a Downgrade
-    /// threshold (the highest reached threshold decides). Shadow budgets
-    /// report it through [`BudgetState::state`] but return `None` here.
+    /// The downgrade in force. Precedence:
+    /// 1. a `Downgrade` threshold that committed spend reached (the highest
+    ///    reached one decides): it is about spend that happened, and a
+    ///    team sets it deliberately at that level;
+    /// 2. otherwise `onProjectedOverrun: Downgrade` while the operator
+    ///    reports a projected overrun for the current period
+    ///    ([`BudgetState::projected_overrun`]): the early downgrade before
+    ///    any threshold.
+    ///
+    /// A `Block` threshold or the limit still refuses requests whatever
+    /// the downgrade. Shadow budgets report it through
+    /// [`BudgetState::state`] but return `None` here.
     pub fn downgrade(&self) -> Option<&DowngradeTarget> {
         if self.cfg.shadow {
             return None;
         }
         let pct = self.percent_spent();
-        self.cfg
+        let threshold = self
+            .cfg
             .thresholds
             .iter()
             .rev()
@@ -411,7 +424,17 @@ impl BudgetState {
             .find_map(|t| match &t.action {
                 ThresholdAction::Downgrade(d) => Some(d),
                 _ => None,
-            })
+            });
+        threshold.or(match &self.cfg.on_projected_overrun {
+            Some(ProjectedOverrunAction::Downgrade(d)) if self.projected_overrun() => Some(d),
+            _ => None,
+        })
+    }
+
+    /// Whether the operator reports a projected overrun for the current
+    /// period (false standalone, or when its report is of another period).
+    pub fn projected_overrun(&self) -> bool {
+        self.cluster_now().is_some_and(|c| c.projected_overrun)
     }
 
     /// Loop guard: record this request's digest; refuse when it was seen too
@@ -765,6 +788,7 @@ mod tests {
             fail_mode: FailMode::Closed,
             shadow: false,
             per_key: None,
+            on_projected_overrun: None,
         }
     }
 
@@ -1169,6 +1193,7 @@ mod tests {
             spent: usd(spent),
             tokens: 0,
             keys: BTreeMap::new(),
+            projected_overrun: false,
         };
         b.set_cluster(cluster("2026-11-21T00:00:00Z".parse().unwrap(), 90, "9.00"));
         assert_eq!(b.percent_spent(), 10);
@@ -1200,6 +1225,48 @@ mod tests {
             "{}",
             err.message
         );
+    }
+
+    #[test]
+    fn a_projected_overrun_downgrades_before_any_threshold() {
+        let mut c = cfg("10.00");
+        c.thresholds = vec![Threshold {
+            percent: 80,
+            action: ThresholdAction::Downgrade(DowngradeTarget::Tier("cheap".into())),
+        }];
+        c.on_projected_overrun = Some(ProjectedOverrunAction::Downgrade(DowngradeTarget::Model(
+            "mini".into(),
+        )));
+        let mut b = BudgetState::new(c.clone(), now(), Totals::default()).unwrap();
+        let cluster = |start, percent, projected_overrun| ClusterSpend {
+            period_start: start,
+            percent,
+            spent: Usd::ZERO,
+            tokens: 0,
+            keys: BTreeMap::new(),
+            projected_overrun,
+        };
+        // Standalone: no forecast, no early downgrade.
+        assert!(!b.projected_overrun());
+        assert_eq!(b.downgrade(), None);
+        b.set_cluster(cluster(b.window().start, 30, true));
+        assert_eq!(b.downgrade(), Some(&DowngradeTarget::Model("mini".into())));
+        assert_eq!(b.state(), State::Ok, "a forecast is not a threshold");
+        // A reached Downgrade threshold takes precedence.
+        b.set_cluster(cluster(b.window().start, 80, true));
+        assert_eq!(b.downgrade(), Some(&DowngradeTarget::Tier("cheap".into())));
+        // Cleared: back to the routed model.
+        b.set_cluster(cluster(b.window().start, 30, false));
+        assert_eq!(b.downgrade(), None);
+        // Another period's forecast does not count.
+        b.set_cluster(cluster("2026-11-21T00:00:00Z".parse().unwrap(), 30, true));
+        assert_eq!(b.downgrade(), None);
+        // Alert only: never a downgrade.
+        c.on_projected_overrun = Some(ProjectedOverrunAction::Alert);
+        let mut b = BudgetState::new(c, now(), Totals::default()).unwrap();
+        b.set_cluster(cluster(b.window().start, 30, true));
+        assert!(b.projected_overrun());
+        assert_eq!(b.downgrade(), None);
     }
 
     #[test]

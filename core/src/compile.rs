@@ -24,8 +24,8 @@ use crate::{
     selector::{LabelSelector, Labels},
     workload::{
         AnthropicBreakpoints, BudgetConfig, CachingConfig, DowngradeTarget, ObjectRef,
-        PolicyConflict, RoutingConfig, ThresholdAction, VolatileGuard, WorkloadConfig,
-        openai_prompt_cache_key, workload_name,
+        PolicyConflict, ProjectedOverrunAction, RoutingConfig, ThresholdAction, VolatileGuard,
+        WorkloadConfig, openai_prompt_cache_key, workload_name,
     },
 };
 
@@ -155,21 +155,29 @@ pub fn compile(pod: &Pod<'_>, policies: &[PolicyInput], budgets: &[BudgetInput])
 fn cross_check(routing: Option<&RoutingConfig>, budgets: &[BudgetConfig]) -> Vec<String> {
     let mut out = Vec::new();
     for b in budgets {
-        for t in &b.thresholds {
-            let ThresholdAction::Downgrade(DowngradeTarget::Tier(tier)) = &t.action else {
-                continue;
-            };
+        let thresholds = b.thresholds.iter().filter_map(|t| match &t.action {
+            ThresholdAction::Downgrade(DowngradeTarget::Tier(tier)) => {
+                Some((tier, format!("at {}%", t.percent)))
+            }
+            _ => None,
+        });
+        let projected = match &b.on_projected_overrun {
+            Some(ProjectedOverrunAction::Downgrade(DowngradeTarget::Tier(tier))) => {
+                Some((tier, "on a projected overrun".to_string()))
+            }
+            _ => None,
+        };
+        for (tier, when) in thresholds.chain(projected) {
             match routing {
                 None => out.push(format!(
-                    "TokenBudget {} downgrades to tier {tier:?} at {}%, but no RoutingPolicy \
+                    "TokenBudget {} downgrades to tier {tier:?} {when}, but no RoutingPolicy \
                      selects this workload: the downgrade cannot apply",
-                    b.source, t.percent
+                    b.source
                 )),
                 Some(r) if r.tier_index(tier).is_none() => out.push(format!(
-                    "TokenBudget {} downgrades to tier {tier:?} at {}%, but RoutingPolicy {} \
+                    "TokenBudget {} downgrades to tier {tier:?} {when}, but RoutingPolicy {} \
                      defines no such tier (tiers: {})",
                     b.source,
-                    t.percent,
                     r.source,
                     r.tiers
                         .iter()
@@ -291,6 +299,7 @@ mod tests {
                 fail_mode: FailMode::Closed,
                 shadow: false,
                 per_key: None,
+                on_projected_overrun: None,
             },
         }
     }
@@ -401,7 +410,12 @@ mod tests {
         let p = policy("ns", "p", 0, LabelSelector::default());
         let ok = budget("ns", "ok", LabelSelector::default(), Some("cheap"));
         let bad = budget("ns", "bad", LabelSelector::default(), Some("tiny"));
-        let cfg = compile_in("ns", &l, &[p], &[ok.clone(), bad.clone()]);
+        let cfg = compile_in(
+            "ns",
+            &l,
+            std::slice::from_ref(&p),
+            &[ok.clone(), bad.clone()],
+        );
         assert_eq!(cfg.warnings.len(), 1, "{:?}", cfg.warnings);
         assert!(cfg.warnings[0].contains("ns/bad") && cfg.warnings[0].contains("\"tiny\""));
         let cfg = compile_in("ns", &l, &[], &[ok]);
@@ -409,6 +423,19 @@ mod tests {
             cfg.warnings[0].contains("no RoutingPolicy selects"),
             "{:?}",
             cfg.warnings
+        );
+        // The same for onProjectedOverrun's downgrade target.
+        let mut early = budget("ns", "early", LabelSelector::default(), None);
+        early.budget.on_projected_overrun = Some(ProjectedOverrunAction::Downgrade(
+            DowngradeTarget::Tier("tiny".into()),
+        ));
+        let cfg = compile_in("ns", &l, &[p], &[early]);
+        assert_eq!(
+            cfg.warnings,
+            [
+                "TokenBudget ns/early downgrades to tier \"tiny\" on a projected overrun, but \
+                 RoutingPolicy ns/p defines no such tier (tiers: cheap)"
+            ]
         );
     }
 

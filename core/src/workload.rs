@@ -549,6 +549,23 @@ pub struct BudgetConfig {
     /// when absent, so configs without it keep their version digest).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub per_key: Option<PerKeyConfig>,
+    /// What a projected overrun does (`spec.onProjectedOverrun`): the
+    /// operator forecasts the period's spend and tells connected sidecars
+    /// when it reaches the limit before the period ends. Left out of the
+    /// JSON when absent, so configs without it keep their version digest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_projected_overrun: Option<ProjectedOverrunAction>,
+}
+
+/// What a TokenBudget does while its spend is projected to reach the limit
+/// before the period ends (`spec.onProjectedOverrun`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum ProjectedOverrunAction {
+    /// Report only (the `ProjectedOverrun` condition, an Event, a metric).
+    Alert,
+    /// Also send requests to this target, before any threshold is reached.
+    Downgrade(DowngradeTarget),
 }
 
 /// Several RoutingPolicies selected the pod; one was chosen.
@@ -771,6 +788,7 @@ impl BudgetConfig {
             fail_mode: self.fail_mode,
             shadow: self.shadow,
             per_key: None,
+            on_projected_overrun: None,
         })
     }
 
@@ -967,6 +985,7 @@ mod tests {
             fail_mode: FailMode::Closed,
             shadow: false,
             per_key: None,
+            on_projected_overrun: None,
         };
         assert_eq!(b.active_threshold(49), None);
         assert_eq!(b.active_threshold(50).map(|t| t.percent), Some(50));

@@ -37,6 +37,9 @@ pub mod conditions {
     /// Kubernetes mode when the operator reads Secrets): every lookup is a
     /// miss, requests still flow. The message says which Secret and why.
     pub const RESPONSE_CACHE_DEGRADED: &str = "ResponseCacheDegraded";
+    /// A TokenBudget's forecast (`status.projectedSpendUsd`,
+    /// `status.projectedTokens`) reaches its limit before the period ends.
+    pub const PROJECTED_OVERRUN: &str = "ProjectedOverrun";
 
     /// Reason: the spec is valid and was compiled.
     pub const REASON_ACCEPTED: &str = "Accepted";
@@ -62,6 +65,12 @@ pub mod conditions {
     pub const REASON_LIMIT_REACHED: &str = "LimitReached";
     /// Reason: a new period started.
     pub const REASON_PERIOD_RESET: &str = "PeriodReset";
+    /// Reason: the forecast reaches the limit before the period ends.
+    pub const REASON_PROJECTED_OVER_LIMIT: &str = "ProjectedOverLimit";
+    /// Reason: the forecast stays under the limit to the period's end.
+    pub const REASON_PROJECTED_WITHIN_LIMIT: &str = "ProjectedWithinLimit";
+    /// Reason: not enough history in this period for a forecast yet.
+    pub const REASON_WARMING_UP: &str = "WarmingUp";
     /// Reason: no prompt-cache bust in the last 24 hours.
     pub const REASON_CACHE_STABLE: &str = "PrefixStable";
     /// Reason: the Redis credentials' Secret is missing, unreadable or

@@ -51,6 +51,12 @@ use crate::common::{Conditions, conditions_schema};
         json_path = ".status.remainingUsd",
         description = "USD left this period"
     ),
+    printcolumn(
+        name = "Projected",
+        type_ = "string",
+        json_path = ".status.projectedSpendUsd",
+        description = "USD projected at the period's end at the current burn rate"
+    ),
     printcolumn(name = "State", type_ = "string", json_path = ".status.state"),
     printcolumn(
         name = "Ready",
@@ -87,6 +93,13 @@ use crate::common::{Conditions, conditions_schema};
         name = "Resets",
         type_ = "string",
         json_path = ".status.periodEnd",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Exhaustion",
+        type_ = "string",
+        json_path = ".status.projectedExhaustion",
+        description = "When the limit is projected to be reached, if before the period's end",
         priority = 1
     ),
     printcolumn(
@@ -129,6 +142,15 @@ pub struct TokenBudgetSpec {
     #[x_kube(validation = kube::core::Rule::new("self.map(t, t.percent).isSorted() && self.all(t, self.exists_one(u, u.percent == t.percent))").message("thresholds must be strictly ascending by percent").reason(kube::core::Reason::FieldValueInvalid))]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["percent".into()]))]
     pub thresholds: Vec<ThresholdSpec>,
+
+    /// What to do while the forecast (`status.projectedSpendUsd`,
+    /// `status.projectedTokens`) reaches the limit before the period ends:
+    /// `Alert` (the `ProjectedOverrun` condition and Event only; they are
+    /// written whether or not this is set) or `Downgrade` to `downgradeTo`,
+    /// so requests move to a cheaper model before the hard stop. A reached
+    /// `Downgrade` threshold takes precedence over it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_projected_overrun: Option<ProjectedOverrunSpec>,
 
     /// Refuse any single request whose worst-case cost (prompt estimate plus
     /// max output tokens, at the target model's price) exceeds this many USD,
@@ -213,6 +235,27 @@ pub struct ThresholdSpec {
     pub percent: u8,
     /// `Alert`, `Downgrade` or `Block`.
     pub action: ThresholdActionKind,
+    /// For `Downgrade`: where requests go instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub downgrade_to: Option<DowngradeSpec>,
+}
+
+/// What a projected overrun does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum ProjectedOverrunActionKind {
+    /// Report only: the `ProjectedOverrun` condition and an Event.
+    Alert,
+    /// Send requests to `downgradeTo` instead of their routed model.
+    Downgrade,
+}
+
+/// The action on a projected overrun.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[x_kube(validation = kube::core::Rule::new("self.action == 'Downgrade' ? has(self.downgradeTo) : !has(self.downgradeTo)").message("downgradeTo is required for action Downgrade and only allowed there").reason(kube::core::Reason::FieldValueInvalid))]
+pub struct ProjectedOverrunSpec {
+    /// `Alert` or `Downgrade`.
+    pub action: ProjectedOverrunActionKind,
     /// For `Downgrade`: where requests go instead.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub downgrade_to: Option<DowngradeSpec>,
@@ -468,10 +511,27 @@ pub struct TokenBudgetStatus {
     /// charged); absent before the first hit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub response_cache: Option<ResponseCacheSummary>,
+    /// USD projected at the period's end at the current burn rate
+    /// (decimal string, never below `spentUsd`); absent while the forecast
+    /// warms up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub projected_spend_usd: Option<String>,
+    /// Tokens projected at the period's end; absent while warming up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub projected_tokens: Option<i64>,
+    /// When the limit is projected to be reached (RFC 3339), present only
+    /// when that is before the period's end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub projected_exhaustion: Option<String>,
+    /// How the projection was made: the estimator and its windows, e.g.
+    /// `min(mean 6h, mean 1h)`, or `warming up until <RFC 3339>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub projection: Option<String>,
     /// `Ok`, `Threshold` or `Exhausted`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state: Option<BudgetState>,
-    /// Conditions: `Ready`, `ThresholdCrossed`, `Exhausted`.
+    /// Conditions: `Ready`, `ThresholdCrossed`, `Exhausted`,
+    /// `ProjectedOverrun`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "conditions_schema")]
     pub conditions: Conditions,
@@ -527,6 +587,24 @@ pub struct LedgerStatus {
     /// What they saved, pico-USD.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub response_cache_saved_picos: Option<String>,
+    /// Samples of this period's cumulative spend for the forecast, oldest
+    /// first (at most 80).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 80))]
+    pub burn: Vec<BurnLedger>,
+}
+
+/// One sample of a period's cumulative spend.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BurnLedger {
+    /// When (Unix milliseconds).
+    pub at_unix_millis: i64,
+    /// Spent so far this period, pico-USD.
+    pub spent_picos: String,
+    /// Tokens so far this period.
+    #[serde(default)]
+    pub tokens: i64,
 }
 
 /// The lease pool of one per-key key.

@@ -38,6 +38,26 @@ fn crds_have_the_promised_shape() {
             "TokenBudget lacks printer column {want}: {cols:?}"
         );
     }
+    // The forecast: `Projected` in the default view, `Exhaustion` with `-o wide`.
+    let col = |name: &str| {
+        v.additional_printer_columns
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|c| c.name == name)
+            .unwrap_or_else(|| panic!("TokenBudget lacks printer column {name}"))
+            .clone()
+    };
+    let projected = col("Projected");
+    assert_eq!(
+        (projected.json_path.as_str(), projected.priority),
+        (".status.projectedSpendUsd", None)
+    );
+    let exhaustion = col("Exhaustion");
+    assert_eq!(
+        (exhaustion.json_path.as_str(), exhaustion.priority),
+        (".status.projectedExhaustion", Some(1))
+    );
     let rp = tokenwarden_crds::RoutingPolicy::crd();
     let cols: Vec<_> = rp.spec.versions[0]
         .additional_printer_columns

@@ -22,6 +22,11 @@ struct BudgetLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProjectedLabels {
+    budget: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ModelLabels {
     model: String,
 }
@@ -69,8 +74,35 @@ pub struct Metrics {
     refused: Family<ReasonLabels, Counter>,
     leases: Family<BudgetLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     cost: Family<ModelLabels, Counter<f64, std::sync::atomic::AtomicU64>>,
+    /// `tokenwarden_budget_*`: per-budget figures named like the sidecars'.
+    budget: BudgetMetrics,
     /// The usage store's (`tokenwarden_usage_store_*`).
     pub usage_store: crate::usage_store::UsageStoreMetrics,
+}
+
+/// The `tokenwarden_budget_*` metrics of the operator: per-budget figures
+/// named like the sidecars' (`budget` label `namespace/name`).
+#[derive(Debug)]
+struct BudgetMetrics {
+    registry: Registry,
+    projected: Family<ProjectedLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+}
+
+impl BudgetMetrics {
+    fn new() -> Self {
+        let mut registry = Registry::with_prefix("tokenwarden_budget");
+        let projected = Family::default();
+        registry.register(
+            "projected_spend_usd",
+            "USD a TokenBudget is projected to have spent at its period's end (the \
+             status' projectedSpendUsd; absent while its forecast warms up)",
+            projected.clone(),
+        );
+        BudgetMetrics {
+            registry,
+            projected,
+        }
+    }
 }
 
 impl Default for Metrics {
@@ -103,6 +135,7 @@ impl Metrics {
             refused: Family::default(),
             leases: Family::default(),
             cost: Family::default(),
+            budget: BudgetMetrics::new(),
             usage_store: crate::usage_store::UsageStoreMetrics::new(),
         };
         registry.register(
@@ -198,6 +231,21 @@ impl Metrics {
         Metrics { registry, ..m }
     }
 
+    /// Set (or, while warming up, drop) a budget's projected spend.
+    pub fn projected_spend(&self, id: &ObjectRef, spend: Option<Usd>) {
+        let labels = ProjectedLabels {
+            budget: id.to_string(),
+        };
+        match spend {
+            Some(s) => {
+                self.budget.projected.get_or_create(&labels).set(usd_f64(s));
+            }
+            None => {
+                self.budget.projected.remove(&labels);
+            }
+        }
+    }
+
     /// Count a refused stream.
     pub fn refused(&self, reason: &str) {
         self.refused
@@ -232,6 +280,7 @@ impl Metrics {
     pub fn render(&self) -> String {
         let mut s = String::new();
         let ok = encode_registry(&mut s, &self.registry).is_ok()
+            && encode_registry(&mut s, &self.budget.registry).is_ok()
             && self
                 .usage_store
                 .registry()

@@ -2,11 +2,14 @@
 
 use std::collections::BTreeMap;
 
+pub mod projection;
+
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use tokenwarden_core::{
     book::{Book, BookState, SidecarEntry, Spend},
     budget::State,
+    forecast::BurnSamples,
     money::Usd,
     tokens::TokenCounts,
     usage::{
@@ -319,11 +322,13 @@ fn now_k8s(now: Timestamp) -> jiff::Timestamp {
     Timestamp::from_second(now.as_second()).unwrap_or(now)
 }
 
-/// The status of a budget from its book and its per-key lease pools
-/// (`key_pools`). `previous` keeps condition transition times.
+/// The status of a budget from its book, its per-key lease pools
+/// (`key_pools`) and its burn samples (`burn`, for the forecast).
+/// `previous` keeps condition transition times.
 pub fn budget_status<'a>(
     book: &Book,
     key_pools: impl Iterator<Item = (&'a String, &'a Book)>,
+    burn: &BurnSamples,
     previous: Option<&TokenBudgetStatus>,
     now: Timestamp,
 ) -> TokenBudgetStatus {
@@ -331,7 +336,12 @@ pub fn budget_status<'a>(
     let t = book.totals();
     let w = book.window();
     let prev: &[Condition] = previous.map_or(&[], |p| &p.conditions);
-    TokenBudgetStatus {
+    let forecast = projection::forecast_of(book, burn, now);
+    let mut conditions = budget_conditions(book, prev, now);
+    projection::condition(&mut conditions, prev, book, &forecast, now);
+    let mut ledger = ledger_status(book, key_pools);
+    ledger.burn = projection::burn_ledger(burn);
+    let mut st = TokenBudgetStatus {
         observed_generation: Some(cfg.generation),
         period_start: Some(rfc3339(w.start)),
         period_end: Some(rfc3339(w.end)),
@@ -358,9 +368,12 @@ pub fn budget_status<'a>(
             State::Threshold => CrdState::Threshold,
             State::Exhausted => CrdState::Exhausted,
         }),
-        conditions: budget_conditions(book, prev, now),
-        ledger: Some(ledger_status(book, key_pools)),
-    }
+        conditions,
+        ledger: Some(ledger),
+        ..TokenBudgetStatus::default()
+    };
+    projection::fill(&mut st, &forecast);
+    st
 }
 
 /// Ready, ThresholdCrossed and Exhausted of a budget.
@@ -478,6 +491,7 @@ fn ledger_status<'a>(
         unmet_tokens: unmet_tokens.map(i64_of),
         response_cache_hits: i64_of(t.cache.response_hits),
         response_cache_saved_picos: nonzero_picos(t.cache.response_saved),
+        burn: Vec::new(),
     }
 }
 
@@ -506,6 +520,7 @@ mod tests {
             fail_mode: FailMode::Closed,
             shadow: false,
             per_key: None,
+            on_projected_overrun: None,
         };
         let mut book = Book::new(cfg.clone(), now).unwrap();
         book.grant(
@@ -555,7 +570,13 @@ mod tests {
             },
         };
         book.apply("s1", "ns/web", book.window().start, &rec, now);
-        let st = budget_status(&book, std::iter::empty(), None, now);
+        let st = budget_status(
+            &book,
+            std::iter::empty(),
+            &BurnSamples::new(&book.window()),
+            None,
+            now,
+        );
         assert_eq!(st.response_cache, None);
         // Two response-cache hits: counted and saved, never spent.
         let mut hit = rec.clone();
@@ -570,7 +591,13 @@ mod tests {
             hit.seq = seq;
             book.apply("s1", "ns/web", book.window().start, &hit, now);
         }
-        let st = budget_status(&book, std::iter::empty(), None, now);
+        let st = budget_status(
+            &book,
+            std::iter::empty(),
+            &BurnSamples::new(&book.window()),
+            None,
+            now,
+        );
         assert_eq!(
             st.response_cache,
             Some(ResponseCacheSummary {
@@ -636,6 +663,7 @@ mod tests {
                 limit_tokens: None,
                 max_keys: 2,
             }),
+            on_projected_overrun: None,
         };
         let mut book = Book::new(cfg.clone(), now).unwrap();
         let rec = |seq: u64, key: &str, cost: &str| UsageRecord {
@@ -672,7 +700,13 @@ mod tests {
         // Past maxKeys (2): the operator bounds the keys too.
         book.apply("s2", "ns/web", start, &rec(3, "sess-c", "0.0625"), now);
         book.apply("s2", "ns/web", start, &rec(3, "sess-c", "9"), now);
-        let st = budget_status(&book, std::iter::empty(), None, now);
+        let st = budget_status(
+            &book,
+            std::iter::empty(),
+            &BurnSamples::new(&book.window()),
+            None,
+            now,
+        );
         let top: Vec<(&str, &str, i64)> = st
             .top_keys
             .iter()

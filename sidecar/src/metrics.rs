@@ -1644,6 +1644,7 @@ mod tests {
             fail_mode: FailMode::Closed,
             shadow: false,
             per_key: None,
+            on_projected_overrun: None,
         };
         let now: Timestamp = "2026-12-02T10:00:00Z".parse().unwrap();
         let mut b = BudgetState::new(cfg, now, Totals::default()).unwrap();

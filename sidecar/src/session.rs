@@ -408,6 +408,7 @@ fn cluster_spend(period_start: Timestamp, s: &tokenwarden_proto::BudgetStatus) -
                 )
             })
             .collect(),
+        projected_overrun: s.projected_overrun,
     }
 }
 

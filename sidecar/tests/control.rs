@@ -453,6 +453,7 @@ async fn a_need_the_budget_cannot_cover_is_refused_at_once_with_what_is_left() {
                 limit_tokens: 0,
                 has_limit_tokens: false,
                 keys: vec![],
+                projected_overrun: false,
             })),
         },
     ]);
@@ -611,6 +612,7 @@ async fn cluster_wide_80_percent_flips_to_the_downgrade_target() {
         limit_tokens: 0,
         has_limit_tokens: false,
         keys: vec![],
+        projected_overrun: false,
     }));
     tokio::time::sleep(Duration::from_millis(300)).await;
     let r = sc.anthropic(sonnet, &[]).await;
@@ -642,6 +644,77 @@ async fn cluster_wide_80_percent_flips_to_the_downgrade_target() {
         )),
         "{metrics}"
     );
+}
+
+/// What the operator tells the sidecar about `apps/team` ($100 a day):
+/// `percent` spent, and whether its forecast reaches the limit.
+fn team_status(percent: u32, projected_overrun: bool) -> Op {
+    Op::BudgetStatus(BudgetStatus {
+        namespace: "apps".into(),
+        name: "team".into(),
+        period_start_unix: day_start(),
+        period_end_unix: day_start() + 86_400,
+        spent_picos: i64::from(percent) * 1_000_000_000_000,
+        spent_tokens: 0,
+        percent_spent: percent,
+        state: if percent >= 80 { "Threshold" } else { "Ok" }.into(),
+        limit_picos: 100_000_000_000_000,
+        has_limit_usd: true,
+        limit_tokens: 0,
+        has_limit_tokens: false,
+        keys: vec![],
+        projected_overrun,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_projected_overrun_downgrades_before_the_threshold_and_clears() {
+    let fake = FakeProvider::start(FakeConfig::default()).await.unwrap();
+    let mut op = FakeOperator::start().await;
+    let budget = budget(
+        "  period: Daily\n  timeZone: UTC\n  limit: {usd: \"100.00\"}\n  thresholds:\n    - {percent: 80, action: Downgrade, downgradeTo: {model: claude-3-5-haiku-20241022}}\n  onProjectedOverrun: {action: Downgrade, downgradeTo: {tier: cheap}}",
+    );
+    op.on_hello(vec![
+        snapshot("v1", compile(&policy(&fake, ROUTES, &budget))),
+        OperatorMessage {
+            msg: Some(grant(10_000_000_000_000, 600_000, 0, 0)),
+        },
+    ]);
+    let sc = Sidecar::start_connected(&op.url(), "t", &[], true);
+    op.ack().await;
+    let sonnet = r#"{"model":"claude-sonnet-4-5","max_tokens":100,"messages":[{"role":"user","content":"hi"}]}"#;
+    let upstream_model = |want: &str| {
+        let sent = fake.log().last().unwrap().body_json().unwrap();
+        assert_eq!(sent["model"], want, "the model the provider received");
+    };
+    let r = sc.anthropic(sonnet, &[]).await;
+    assert_eq!(r.header("x-tokenwarden-model"), Some("claude-sonnet-4-5"));
+    upstream_model("claude-sonnet-4-5");
+
+    // 30% spent, but the operator projects an overrun: the early downgrade.
+    op.send(team_status(30, true));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let r = sc.anthropic(sonnet, &[]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("x-tokenwarden-model"), Some("claude-haiku-4-5"));
+    assert_eq!(r.header("x-tokenwarden-adjusted"), Some("downgraded"));
+    upstream_model("claude-haiku-4-5");
+
+    // A quiet spell clears the projection: requests go where they were
+    // routed again.
+    op.send(team_status(31, false));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let r = sc.anthropic(sonnet, &[]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("x-tokenwarden-adjusted"), None);
+    upstream_model("claude-sonnet-4-5");
+
+    // At 80% the Downgrade threshold takes precedence over the projection.
+    op.send(team_status(80, true));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let r = sc.anthropic(sonnet, &[]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    upstream_model("claude-3-5-haiku-20241022");
 }
 
 #[tokio::test(flavor = "multi_thread")]

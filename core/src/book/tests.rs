@@ -20,6 +20,7 @@ fn cfg(limit: &str) -> BudgetConfig {
         fail_mode: FailMode::Closed,
         shadow: false,
         per_key: None,
+        on_projected_overrun: None,
     }
 }
 

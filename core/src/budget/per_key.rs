@@ -303,6 +303,7 @@ mod tests {
                 limit_tokens: None,
                 max_keys,
             }),
+            on_projected_overrun: None,
         }
     }
 
@@ -499,6 +500,7 @@ mod tests {
             spent: usd("0.90"),
             tokens: 0,
             keys: [("a".to_string(), (usd(a), 0))].into_iter().collect(),
+            projected_overrun: false,
         };
         // Another period's report does not count.
         b.set_cluster(cluster("2026-11-21T00:00:00Z".parse().unwrap(), "0.95"));

@@ -7,7 +7,7 @@ use tokenwarden_core::{
     period::{self, Period},
     workload::{
         BudgetConfig, DEFAULT_MAX_KEYS, DowngradeTarget, FailMode, KeySource, LoopGuard,
-        MAX_MAX_KEYS, PerKeyConfig, Threshold, ThresholdAction,
+        MAX_MAX_KEYS, PerKeyConfig, ProjectedOverrunAction, Threshold, ThresholdAction,
     },
 };
 
@@ -16,8 +16,9 @@ use super::{
     fields::{Errors, MAX_WINDOW_MS, duration, object_ref, selector, usd},
 };
 use crate::token_budget::{
-    self, BudgetLimit, BudgetPeriod, DowngradeSpec, LoopGuardSpec, PerKeySpec, ThresholdActionKind,
-    ThresholdSpec, TokenBudget,
+    self, BudgetLimit, BudgetPeriod, DowngradeSpec, LoopGuardSpec, PerKeySpec,
+    ProjectedOverrunActionKind, ProjectedOverrunSpec, ThresholdActionKind, ThresholdSpec,
+    TokenBudget,
 };
 
 /// Default loop-guard cool-down.
@@ -46,6 +47,10 @@ impl TokenBudget {
         }
         let (limit_usd, limit_tokens) = limit(&mut e, "spec.limit", &spec.limit);
         let thresholds = thresholds(&mut e, &spec.thresholds);
+        let on_projected_overrun = spec
+            .on_projected_overrun
+            .as_ref()
+            .and_then(|p| projected_overrun(&mut e, p));
         let per_request_cap_usd = spec
             .per_request_max_usd
             .as_deref()
@@ -80,6 +85,7 @@ impl TokenBudget {
                 },
                 shadow: spec.shadow.unwrap_or(false),
                 per_key,
+                on_projected_overrun,
             },
         };
         e.finish(object, input)
@@ -241,6 +247,28 @@ fn thresholds(e: &mut Errors, specs: &[ThresholdSpec]) -> Vec<Threshold> {
         }
     }
     thresholds
+}
+
+/// `spec.onProjectedOverrun`: `Alert`, or `Downgrade` with its `downgradeTo`.
+fn projected_overrun(e: &mut Errors, p: &ProjectedOverrunSpec) -> Option<ProjectedOverrunAction> {
+    let path = "spec.onProjectedOverrun.downgradeTo";
+    match (p.action, &p.downgrade_to) {
+        (ProjectedOverrunActionKind::Alert, None) => Some(ProjectedOverrunAction::Alert),
+        (ProjectedOverrunActionKind::Downgrade, Some(d)) => {
+            downgrade(e, path, d).map(ProjectedOverrunAction::Downgrade)
+        }
+        (ProjectedOverrunActionKind::Downgrade, None) => {
+            e.push(path, "downgradeTo is required for action Downgrade");
+            None
+        }
+        (ProjectedOverrunActionKind::Alert, Some(_)) => {
+            e.push(
+                path,
+                "downgradeTo is only allowed for action Downgrade, not Alert",
+            );
+            None
+        }
+    }
 }
 
 /// A threshold's `action` with its `downgradeTo`.

@@ -1,12 +1,13 @@
 //! Housekeeping, once a second: the cluster ledger forgets silent
 //! sidecars; each book rolls its period, reclaims expired leases, renews
-//! the leases of connected sidecars, broadcasts a changed state and
-//! records an Event when its state crosses a threshold.
+//! the leases of connected sidecars, samples its spend for the forecast,
+//! broadcasts a changed state and records an Event when its state crosses
+//! a threshold or its projection crosses the limit.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use jiff::Timestamp;
-use tokenwarden_core::{book::LeaseAsk, budget::State, workload::ObjectRef};
+use tokenwarden_core::{book::LeaseAsk, budget::State, forecast::Forecast, workload::ObjectRef};
 use tokenwarden_crds::common::conditions as c;
 
 use super::{
@@ -14,7 +15,10 @@ use super::{
     messages::{BudgetSnapshot, Grant, Outbound},
     state::BookSlot,
 };
-use crate::source::{Event, EventType, Regarding};
+use crate::{
+    source::{Event, EventType, Regarding},
+    status::projection,
+};
 
 /// Lease lifetimes in milliseconds.
 #[derive(Clone, Copy)]
@@ -51,15 +55,22 @@ impl Engine {
         let mut broadcasts = Vec::new();
         for (id, slot) in &mut self.books {
             events.extend(keep_book(id, slot, &connected, lifetimes, now));
+            sample_forecast(slot, now);
+            self.metrics.projected_spend(
+                id,
+                slot.forecast.as_ref().and_then(Forecast::projected_spend),
+            );
             let state = slot.book.budget_state();
             let pct = slot.book.percent_spent();
             // Tokens too: a per-key token limit needs them when no USD moved.
             let spent = (slot.book.totals().spent, slot.book.totals().tokens());
-            if slot.broadcast != Some((pct, state, spent)) {
-                slot.broadcast = Some((pct, state, spent));
+            let overrun = slot.projected_overrun();
+            if slot.broadcast != Some((pct, state, spent, overrun)) {
+                slot.broadcast = Some((pct, state, spent, overrun));
                 broadcasts.push(id.clone());
             }
             events.extend(state_event(id, slot));
+            events.extend(projection_event(id, slot));
             let (out, _) = slot.book.outstanding();
             self.metrics.lease_outstanding(id, out);
         }
@@ -85,7 +96,8 @@ impl Engine {
         let Some(slot) = self.books.get(b) else {
             return;
         };
-        let msg = Outbound::BudgetStatus(BudgetSnapshot::of(b, &slot.book));
+        let msg =
+            Outbound::BudgetStatus(BudgetSnapshot::of(b, &slot.book, slot.projected_overrun()));
         let targets: Vec<SessionId> = self
             .sessions
             .iter()
@@ -247,6 +259,62 @@ fn state_event(id: &ObjectRef, slot: &mut BookSlot) -> Option<Event> {
             c::REASON_WITHIN_BUDGET,
             format!("{pct}% of the budget spent"),
         ),
+    };
+    Some(Event {
+        regarding: Regarding::Budget(id.clone()),
+        type_,
+        reason: reason.into(),
+        message,
+    })
+}
+
+/// Sample the period's cumulative spend (the samples reset when the period
+/// rolled) and forecast. A forecast whose status fields changed is written
+/// (at most once per status interval); an unchanged one is not, so an idle
+/// budget's status stays put.
+fn sample_forecast(slot: &mut BookSlot, now: Timestamp) {
+    let w = slot.book.window();
+    let t = slot.book.totals();
+    slot.burn.record(&w, now, t.spent, t.tokens());
+    let f = projection::forecast_of(&slot.book, &slot.burn, now);
+    let shown = |f: &Forecast| {
+        (
+            f.projected_spend(),
+            f.projected_tokens(),
+            f.projected_exhaustion(),
+            f.note(),
+        )
+    };
+    if slot.forecast.as_ref().map(shown) != Some(shown(&f)) {
+        slot.force_write = true;
+    }
+    slot.forecast = Some(f);
+}
+
+/// The Event for a budget whose projection started or stopped reaching
+/// the limit: a Warning `ProjectedOverrun` when it starts, a Normal
+/// `ProjectedWithinLimit` when it clears (none for a budget that has never
+/// been projected over).
+fn projection_event(id: &ObjectRef, slot: &mut BookSlot) -> Option<Event> {
+    let f = slot.forecast.as_ref()?;
+    let overrun = f.overrun();
+    if slot.projected_evented == Some(overrun) {
+        return None;
+    }
+    let first_clear = slot.projected_evented.is_none() && !overrun;
+    slot.projected_evented = Some(overrun);
+    if first_clear {
+        return None;
+    }
+    let message = projection::message(&slot.book, f);
+    let (type_, reason, message) = if overrun {
+        (EventType::Warning, c::PROJECTED_OVERRUN, message)
+    } else {
+        (
+            EventType::Normal,
+            c::REASON_PROJECTED_WITHIN_LIMIT,
+            format!("no longer projected to reach the limit: {message}"),
+        )
     };
     Some(Event {
         regarding: Regarding::Budget(id.clone()),

@@ -125,7 +125,7 @@ impl Engine {
                 remaining_usd = ?unmet.remaining,
                 "lease request cannot be covered this period"
             );
-            let status = BudgetSnapshot::of(budget, &slot.book);
+            let status = BudgetSnapshot::of(budget, &slot.book, slot.projected_overrun());
             let request_id = w.request_id;
             self.send(
                 id,
@@ -251,7 +251,11 @@ impl Engine {
         for ask in unmet_asks {
             pool.book.note_unmet(ask);
         }
-        let status = Outbound::BudgetStatus(BudgetSnapshot::of(budget, &slot.book));
+        let status = Outbound::BudgetStatus(BudgetSnapshot::of(
+            budget,
+            &slot.book,
+            slot.projected_overrun(),
+        ));
         for (session, msg) in answers {
             self.send(session, msg);
             self.send(session, status.clone());

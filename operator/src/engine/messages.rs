@@ -140,11 +140,13 @@ pub(super) struct BudgetSnapshot {
     limit_tokens: Option<u64>,
     /// Per-key spend (`spec.perKey`): key, USD, tokens.
     keys: Vec<(String, Usd, u64)>,
+    /// The forecast reaches a limit before the period ends.
+    projected_overrun: bool,
 }
 
 impl BudgetSnapshot {
-    /// What `book` shows now.
-    pub(super) fn of(budget: &ObjectRef, book: &Book) -> Self {
+    /// What `book` shows now, with the last forecast's verdict.
+    pub(super) fn of(budget: &ObjectRef, book: &Book, projected_overrun: bool) -> Self {
         let w = book.window();
         let cfg = book.config();
         Self {
@@ -163,6 +165,7 @@ impl BudgetSnapshot {
                 .iter()
                 .map(|(k, t)| (k.clone(), t.spent, t.tokens()))
                 .collect(),
+            projected_overrun,
         }
     }
 }
@@ -304,6 +307,7 @@ fn budget_status(s: BudgetSnapshot) -> pb::BudgetStatus {
                 spent_tokens: tokens,
             })
             .collect(),
+        projected_overrun: s.projected_overrun,
     }
 }
 

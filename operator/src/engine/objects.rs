@@ -296,7 +296,7 @@ impl Engine {
         // Their current leases go out once what they show is durable.
         for b in new_budgets.difference(&old_budgets) {
             if let Some(slot) = self.books.get_mut(b) {
-                let st = BudgetSnapshot::of(b, &slot.book);
+                let st = BudgetSnapshot::of(b, &slot.book, slot.projected_overrun());
                 let grant = Grant {
                     budget: b.clone(),
                     key: String::new(),

@@ -14,6 +14,7 @@ use tokenwarden_core::{
     book::{Book, LeaseAsk},
     budget::State,
     cluster_ledger::ClusterLedger,
+    forecast::{BurnSamples, Forecast},
     money::Usd,
     workload::{ObjectRef, WorkloadConfig},
 };
@@ -22,7 +23,7 @@ use tokenwarden_proto::OperatorMessage;
 use tokio::sync::mpsc;
 
 use super::{messages::Grant, store::LedgerStore};
-use crate::source::Identity;
+use crate::{source::Identity, status};
 
 /// Session handle.
 pub type SessionId = u64;
@@ -58,8 +59,9 @@ pub(super) struct BookSlot {
     pub(super) last_status: Option<TokenBudgetStatus>,
     /// Grants waiting for a write: (session, generation needed, grant).
     pub(super) pending_grants: Vec<(SessionId, u64, Grant)>,
-    /// Last cluster state broadcast: (percent, state, (spent, tokens)).
-    pub(super) broadcast: Option<(u64, State, (Usd, u64))>,
+    /// Last cluster state broadcast: (percent, state, (spent, tokens),
+    /// projected overrun).
+    pub(super) broadcast: Option<(u64, State, (Usd, u64), bool)>,
     /// Last state for which an Event was recorded.
     pub(super) evented: Option<(State, Option<u8>)>,
     /// Write even if the generation did not move.
@@ -71,6 +73,13 @@ pub(super) struct BookSlot {
     /// The lease pools of the budget's per-key keys (`spec.perKey`),
     /// persisted with its status.
     pub(super) keys: BTreeMap<String, KeyPool>,
+    /// Samples of the period's cumulative spend, for the forecast
+    /// (persisted in `status.ledger.burn`).
+    pub(super) burn: BurnSamples,
+    /// The forecast of the last housekeeping tick.
+    pub(super) forecast: Option<Forecast>,
+    /// The projected overrun for which an Event was last recorded.
+    pub(super) projected_evented: Option<bool>,
 }
 
 /// The lease pool of one per-key key: a book kept against the key's limit
@@ -120,6 +129,7 @@ impl BookSlot {
     /// A book restored from (or started without) a saved status.
     pub(super) fn new(book: Book, last_status: Option<TokenBudgetStatus>) -> Self {
         let generation = book.generation();
+        let burn = status::projection::burn_samples(last_status.as_ref(), &book.window());
         Self {
             book,
             written_gen: generation,
@@ -134,7 +144,15 @@ impl BookSlot {
             waiters: Vec::new(),
             last_recall: None,
             keys: BTreeMap::new(),
+            burn,
+            forecast: None,
+            projected_evented: None,
         }
+    }
+
+    /// Whether the last forecast reaches a limit before the period ends.
+    pub(super) fn projected_overrun(&self) -> bool {
+        self.forecast.as_ref().is_some_and(Forecast::overrun)
     }
 
     /// The lease pool of `key` (empty: the budget's own). A key's pool is

@@ -61,6 +61,7 @@ impl Engine {
         let st = status::budget_status(
             &slot.book,
             slot.keys.iter().map(|(k, kp)| (k, &kp.book)),
+            &slot.burn,
             slot.last_status.as_ref(),
             now,
         );
