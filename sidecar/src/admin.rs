@@ -12,7 +12,10 @@ use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use serde_json::json;
-use tokenwarden_core::usage::{Aggregate, cache::HitRatio};
+use tokenwarden_core::{
+    usage::{Aggregate, cache::HitRatio},
+    workload::ProjectedOverrunAction,
+};
 
 use crate::{body::ProxyBody, state::Shared, sync::lock};
 
@@ -241,6 +244,14 @@ pub fn ledger_json(shared: &Shared) -> serde_json::Value {
                 "cluster": cluster,
                 "lease": lease,
                 "per_key": per_key_json(b),
+                "on_projected_overrun": match &cfg.on_projected_overrun {
+                    None => serde_json::Value::Null,
+                    Some(ProjectedOverrunAction::Alert) => json!({"action": "Alert"}),
+                    Some(ProjectedOverrunAction::Downgrade(to)) => {
+                        json!({"action": "Downgrade", "downgrade_to": crate::forecast::target(to)})
+                    }
+                },
+                "downgrade_to": b.downgrade().map(crate::forecast::target),
             });
             merge(&mut entry, crate::forecast::json_fields(forecast.as_ref()));
             entry

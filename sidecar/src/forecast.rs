@@ -260,6 +260,16 @@ pub fn offline(
     Some(of(&ring, b, now))
 }
 
+/// A downgrade target as `/ledger` and the logs say it: `tier cheap`,
+/// `model gpt-5-nano`.
+pub fn target(to: &tokenwarden_core::workload::DowngradeTarget) -> String {
+    use tokenwarden_core::workload::DowngradeTarget;
+    match to {
+        DowngradeTarget::Tier(t) => format!("tier {t}"),
+        DowngradeTarget::Model(m) => format!("model {m}"),
+    }
+}
+
 /// An instant as status writes it: RFC 3339, whole seconds, UTC.
 pub fn rfc3339(t: Timestamp) -> String {
     t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()

@@ -511,6 +511,18 @@ fn summary_budget(b: &BudgetConfig) -> String {
             }
         })
         .collect();
+    match &b.on_projected_overrun {
+        Some(tokenwarden_core::workload::ProjectedOverrunAction::Alert) => {
+            notes.push("projected overrun: alert".into());
+        }
+        Some(tokenwarden_core::workload::ProjectedOverrunAction::Downgrade(to)) => {
+            notes.push(format!(
+                "projected overrun: downgrade to {}",
+                crate::forecast::target(to)
+            ))
+        }
+        None => {}
+    }
     if let Some(cap) = b.per_request_cap_usd {
         notes.push(format!("per-request cap ${cap}"));
     }

@@ -424,7 +424,9 @@ async fn budget_ticker(shared: Arc<Shared>) {
 }
 
 /// Sample `b`'s burn and log when its forecast starts or stops reaching
-/// a limit before the period's end (once per change).
+/// a limit before the period's end (once per change). Standalone, that
+/// forecast is the budget's projected overrun (`onProjectedOverrun`);
+/// connected, the operator's cluster-wide one is.
 fn observe_forecast(
     shared: &Shared,
     burn: &mut crate::forecast::BurnBook,
@@ -432,7 +434,11 @@ fn observe_forecast(
     now: Timestamp,
 ) {
     use crate::forecast::Transition;
+    use tokenwarden_core::workload::ProjectedOverrunAction;
     let change = burn.observe(b, now);
+    if shared.control.is_none() {
+        b.set_local_projection(burn.overrun(&b.config().source));
+    }
     let id = &b.config().source;
     let f = burn.forecast(b, now);
     shared.metrics.budget_forecast(id, f.as_ref());
@@ -450,11 +456,21 @@ fn observe_forecast(
         .unwrap_or_default();
     let spend = spend.unwrap_or_default();
     let exhaustion = exhaustion.unwrap_or_else(|| "-".into());
+    let action = match (&b.config().on_projected_overrun, shared.control.is_none()) {
+        (Some(ProjectedOverrunAction::Downgrade(to)), true) => {
+            format!(
+                "requests go to {} until it clears",
+                crate::forecast::target(to)
+            )
+        }
+        _ => "alert only".to_string(),
+    };
     match change {
         Transition::On => tracing::warn!(
             budget = %id,
             projected_spend_usd = %spend,
             projected_exhaustion = %exhaustion,
+            action = %action,
             "budget projected to reach its limit before the period ends"
         ),
         Transition::Off => tracing::info!(

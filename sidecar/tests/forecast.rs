@@ -28,14 +28,35 @@ fn noon_zone() -> String {
 }
 
 fn policy_with_budget(fake: &FakeProvider, zone: &str, limit: &str) -> String {
+    policy_with(fake, zone, limit, "")
+}
+
+/// The policy with more budget spec lines (`extra`).
+fn policy_with(fake: &FakeProvider, zone: &str, limit: &str, extra: &str) -> String {
     policy(
         fake,
         "  routes:\n    - {name: mini, match: {models: [\"gpt-5\"]}, target: {provider: openai, model: gpt-5-mini}}",
         &budget(
             "team",
-            &format!("  period: Daily\n  timeZone: {zone}\n  limit: {{usd: \"{limit}\"}}"),
+            &format!("  period: Daily\n  timeZone: {zone}\n  limit: {{usd: \"{limit}\"}}{extra}"),
         ),
     )
+}
+
+/// `forecast.json` as a sidecar that ran for hours would have left it:
+/// nothing spent 7 h before `t0`, half of `spent` 90 minutes before.
+fn history(period_start: &serde_json::Value, t0: Timestamp, spent: i128, tokens: u64) -> String {
+    let half = Usd::from_picos(spent / 2);
+    serde_json::json!({"budgets": [{
+        "namespace": "apps",
+        "name": "team",
+        "periodStart": period_start,
+        "samples": [
+            {"at": (t0 - SignedDuration::from_hours(7)).to_string(), "spent": "0", "tokens": 0},
+            {"at": (t0 - SignedDuration::from_mins(90)).to_string(), "spent": half.to_string(), "tokens": tokens / 2},
+        ],
+    }]})
+    .to_string()
 }
 
 fn ts(v: &serde_json::Value) -> Timestamp {
@@ -43,6 +64,12 @@ fn ts(v: &serde_json::Value) -> Timestamp {
         .unwrap_or_else(|| panic!("not a string: {v}"))
         .parse()
         .unwrap()
+}
+
+/// `picos` rounded down to whole micro-dollars (a limit has at most six
+/// decimals).
+fn micros(picos: i128) -> Usd {
+    Usd::from_picos(picos / 1_000_000 * 1_000_000)
 }
 
 fn ms(d: SignedDuration) -> i128 {
@@ -103,23 +130,13 @@ async fn ledger_and_report_project_the_budget_from_samples_kept_across_a_restart
     );
 
     // As a sidecar that ran for hours would have left it: nothing spent 7 h
-    // ago, half of today's spend 90 minutes ago. Limit: twice the spend.
+    // ago, half of today's spend 90 minutes ago. Limit: about twice the
+    // spend.
     sc.kill();
     let t0 = Timestamp::now();
     let a_at = t0 - SignedDuration::from_hours(7);
-    let b_at = t0 - SignedDuration::from_mins(90);
-    let half = Usd::from_picos(spent / 2);
-    let history = serde_json::json!({"budgets": [{
-        "namespace": "apps",
-        "name": "team",
-        "periodStart": b["period_start"],
-        "samples": [
-            {"at": a_at.to_string(), "spent": "0", "tokens": 0},
-            {"at": b_at.to_string(), "spent": half.to_string(), "tokens": tokens / 2},
-        ],
-    }]});
-    std::fs::write(&file, history.to_string()).unwrap();
-    let limit = Usd::from_picos(2 * spent);
+    std::fs::write(&file, history(&b["period_start"], t0, spent, tokens)).unwrap();
+    let limit = micros(2 * spent);
     std::fs::write(
         sc.policy_path(),
         policy_with_budget(&fake, &zone, &limit.to_string()),
@@ -149,8 +166,11 @@ async fn ledger_and_report_project_the_budget_from_samples_kept_across_a_restart
         u64::try_from(tok + tok * left / long).unwrap(),
         "{b}"
     );
-    // The limit is `spent` away at `spent` per `long` ms: `long` ms on.
-    let exhaustion = as_of + SignedDuration::from_millis(i64::try_from(long).unwrap());
+    // The limit is `limit - spent` away at `spent` per `long` ms (rounded
+    // up to the millisecond).
+    let to_go = (limit.picos() - spent) * long;
+    let to_go = to_go / spent + i128::from(to_go % spent != 0);
+    let exhaustion = as_of + SignedDuration::from_millis(i64::try_from(to_go).unwrap());
     assert_eq!(
         b["projected_exhaustion"],
         exhaustion.strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
@@ -283,4 +303,94 @@ async fn samples_of_another_period_or_above_the_ledger_are_not_used() {
         "{b}"
     );
     assert_eq!(b["projected_spend_usd"], serde_json::Value::Null, "{b}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn on_projected_overrun_downgrade_routes_new_requests_while_it_holds() {
+    let fake = FakeProvider::start(FakeConfig::default()).await.unwrap();
+    let zone = noon_zone();
+    let downgrade = "\n  onProjectedOverrun: {action: Downgrade, downgradeTo: {model: gpt-5-nano}}";
+    let mut sc = Sidecar::start(&policy_with(&fake, &zone, "100.00", downgrade));
+    let body = r#"{"model":"gpt-5","max_completion_tokens":50,"messages":[{"role":"user","content":"hello"}]}"#;
+    // A large answer first, so that later small requests fit under a
+    // limit of twice the spend.
+    let r = sc
+        .openai(
+            "/v1/chat/completions",
+            &body.replace("50", "200000"),
+            &[("x-fake-output-tokens", "100000")],
+        )
+        .await;
+    assert_eq!(r.header("x-tokenwarden-model"), Some("gpt-5-mini"));
+    let l = sc.ledger().await;
+    let b = l["budgets"][0].clone();
+    assert_eq!(
+        b["on_projected_overrun"],
+        serde_json::json!({"action": "Downgrade", "downgrade_to": "model gpt-5-nano"})
+    );
+    assert_eq!(b["downgrade_to"], serde_json::Value::Null, "warming up");
+    let spent = cost_str(&b["spent_usd"]);
+    sc.kill();
+    let file = sc.state_dir().join("forecast.json");
+    std::fs::write(
+        &file,
+        history(
+            &b["period_start"],
+            Timestamp::now(),
+            spent,
+            b["tokens_used"].as_u64().unwrap(),
+        ),
+    )
+    .unwrap();
+    let limit = micros(2 * spent).to_string();
+    std::fs::write(
+        sc.policy_path(),
+        policy_with(&fake, &zone, &limit, downgrade),
+    )
+    .unwrap();
+    sc.spawn();
+
+    // The ticker's forecast (~2.6 × the spend by the period's end) turns
+    // the projected overrun on within a second or two.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let b = sc.ledger().await["budgets"][0].clone();
+        if b["downgrade_to"] == "model gpt-5-nano" {
+            assert_eq!(b["projected_overrun"], true, "{b}");
+            assert_eq!(b["state"], "Ok", "a forecast is not a threshold: {b}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{b}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    fake.clear_log();
+    let r = sc.openai("/v1/chat/completions", body, &[]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("x-tokenwarden-model"), Some("gpt-5-nano"));
+    assert_eq!(r.header("x-tokenwarden-adjusted"), Some("downgraded"));
+    let sent = fake.log();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].body_json().unwrap()["model"], "gpt-5-nano");
+
+    // A higher limit (a reload): the projection no longer reaches it, the
+    // downgrade lifts and requests go to their routed model again.
+    std::fs::write(
+        sc.policy_path(),
+        policy_with(&fake, &zone, "100.00", downgrade),
+    )
+    .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let b = sc.ledger().await["budgets"][0].clone();
+        if b["downgrade_to"].is_null() {
+            assert_eq!(b["projected_overrun"], false, "{b}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{b}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    fake.clear_log();
+    let r = sc.openai("/v1/chat/completions", body, &[]).await;
+    assert_eq!(r.header("x-tokenwarden-model"), Some("gpt-5-mini"));
+    assert_eq!(fake.log()[0].body_json().unwrap()["model"], "gpt-5-mini");
 }
