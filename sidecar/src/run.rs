@@ -442,7 +442,9 @@ fn observe_forecast(
     let id = &b.config().source;
     let f = burn.forecast(b, now);
     shared.metrics.budget_forecast(id, f.as_ref());
-    let Some(change) = change else {
+    // Connected, the operator's forecast (every pod's spend) is the one
+    // that acts and is reported (the ProjectedOverrun condition and Event).
+    let Some(change) = change.filter(|_| shared.control.is_none()) else {
         return;
     };
     let (spend, exhaustion) = f
@@ -456,8 +458,8 @@ fn observe_forecast(
         .unwrap_or_default();
     let spend = spend.unwrap_or_default();
     let exhaustion = exhaustion.unwrap_or_else(|| "-".into());
-    let action = match (&b.config().on_projected_overrun, shared.control.is_none()) {
-        (Some(ProjectedOverrunAction::Downgrade(to)), true) => {
+    let action = match &b.config().on_projected_overrun {
+        Some(ProjectedOverrunAction::Downgrade(to)) => {
             format!(
                 "requests go to {} until it clears",
                 crate::forecast::target(to)
