@@ -126,14 +126,15 @@ fn report_command(
             }
         }
     };
-    // The burn samples are read after the ledger, so their latest is never
-    // ahead of the totals the report adds at `now`.
+    // The burn samples are read before the ledger: next to a running
+    // sidecar, their latest is then never ahead of the totals the report
+    // adds at `now` (totals only grow within a period).
+    let burn = crate::forecast::load(state_dir).unwrap_or_else(|e| {
+        eprintln!("tokenwarden-sidecar report: {e}: forecasts show no history");
+        Default::default()
+    });
     match tokenwarden_durable::read(state_dir) {
         Ok(agg) => {
-            let burn = crate::forecast::load(state_dir).unwrap_or_else(|e| {
-                eprintln!("tokenwarden-sidecar report: {e}: forecasts show no history");
-                Default::default()
-            });
             print!("{}", report(&agg));
             print!(
                 "{}",
