@@ -459,6 +459,9 @@ fn observe_forecast(
     let spend = spend.unwrap_or_default();
     let exhaustion = exhaustion.unwrap_or_else(|| "-".into());
     let action = match &b.config().on_projected_overrun {
+        Some(ProjectedOverrunAction::Downgrade(_)) if b.config().shadow => {
+            "shadow budget: reported only".to_string()
+        }
         Some(ProjectedOverrunAction::Downgrade(to)) => {
             format!(
                 "requests go to {} until it clears",
