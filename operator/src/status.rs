@@ -338,7 +338,17 @@ pub fn budget_status<'a>(
     let prev: &[Condition] = previous.map_or(&[], |p| &p.conditions);
     let forecast = projection::forecast_of(book, burn, now);
     let mut conditions = budget_conditions(book, prev, now);
-    projection::condition(&mut conditions, prev, book, &forecast, now);
+    let (overrun, reason, message) = projection::condition(book, &forecast);
+    set_condition(
+        &mut conditions,
+        prev,
+        c::PROJECTED_OVERRUN,
+        overrun,
+        reason,
+        message,
+        cfg.generation,
+        now,
+    );
     let mut ledger = ledger_status(book, key_pools);
     ledger.burn = projection::burn_ledger(burn);
     let mut st = TokenBudgetStatus {
@@ -504,6 +514,17 @@ mod tests {
         workload::{BudgetConfig, Endpoint, FailMode, ObjectRef},
     };
 
+    /// The status of a book without per-key pools or burn samples.
+    fn status_of(book: &Book, now: Timestamp) -> TokenBudgetStatus {
+        budget_status(
+            book,
+            std::iter::empty(),
+            &BurnSamples::new(&book.window()),
+            None,
+            now,
+        )
+    }
+
     #[test]
     fn a_book_round_trips_through_status() {
         let now: Timestamp = "2026-11-22T10:00:00Z".parse().unwrap();
@@ -570,13 +591,7 @@ mod tests {
             },
         };
         book.apply("s1", "ns/web", book.window().start, &rec, now);
-        let st = budget_status(
-            &book,
-            std::iter::empty(),
-            &BurnSamples::new(&book.window()),
-            None,
-            now,
-        );
+        let st = status_of(&book, now);
         assert_eq!(st.response_cache, None);
         // Two response-cache hits: counted and saved, never spent.
         let mut hit = rec.clone();
@@ -591,13 +606,7 @@ mod tests {
             hit.seq = seq;
             book.apply("s1", "ns/web", book.window().start, &hit, now);
         }
-        let st = budget_status(
-            &book,
-            std::iter::empty(),
-            &BurnSamples::new(&book.window()),
-            None,
-            now,
-        );
+        let st = status_of(&book, now);
         assert_eq!(
             st.response_cache,
             Some(ResponseCacheSummary {
@@ -700,13 +709,7 @@ mod tests {
         // Past maxKeys (2): the operator bounds the keys too.
         book.apply("s2", "ns/web", start, &rec(3, "sess-c", "0.0625"), now);
         book.apply("s2", "ns/web", start, &rec(3, "sess-c", "9"), now);
-        let st = budget_status(
-            &book,
-            std::iter::empty(),
-            &BurnSamples::new(&book.window()),
-            None,
-            now,
-        );
+        let st = status_of(&book, now);
         let top: Vec<(&str, &str, i64)> = st
             .top_keys
             .iter()

@@ -323,3 +323,277 @@ fn projection_event(id: &ObjectRef, slot: &mut BookSlot) -> Option<Event> {
         message,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use jiff::SignedDuration;
+    use tokenwarden_core::{
+        book::Book,
+        money::Usd,
+        period::Period,
+        tokens::TokenCounts,
+        usage::{BudgetPeriodRef, UsageRecord, cache::CacheFigures},
+        workload::{BudgetConfig, Endpoint, FailMode},
+    };
+
+    use super::*;
+    use crate::status::{budget_status, projection::burn_samples};
+
+    fn at(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    /// A $24-a-day budget in Berlin, seen by the engine from `start`.
+    fn slot(start: Timestamp) -> BookSlot {
+        let cfg = BudgetConfig {
+            source: ObjectRef::new("ns", "team"),
+            generation: 1,
+            period: Period::Daily,
+            time_zone: "Europe/Berlin".into(),
+            limit_usd: Some("24".parse().unwrap()),
+            limit_tokens: None,
+            thresholds: vec![],
+            per_request_cap_usd: None,
+            loop_guard: None,
+            fail_mode: FailMode::Closed,
+            shadow: false,
+            per_key: None,
+            on_projected_overrun: None,
+        };
+        BookSlot::new(Book::new(cfg, start).unwrap(), None)
+    }
+
+    /// The synthetic clock: `minutes` housekeeping ticks a minute apart,
+    /// each after a request costing `per_min`; the Events they record.
+    fn run(
+        slot: &mut BookSlot,
+        now: &mut Timestamp,
+        seq: &mut u64,
+        minutes: i64,
+        per_min: &str,
+    ) -> Vec<Event> {
+        let id = ObjectRef::new("ns", "team");
+        // The tick at the start (the engine samples every tick).
+        slot.book.roll(*now);
+        sample_forecast(slot, *now);
+        let mut events = Vec::new();
+        for _ in 0..minutes {
+            *now += SignedDuration::from_mins(1);
+            slot.book.roll(*now);
+            let cost: Usd = per_min.parse().unwrap();
+            if !cost.is_zero() {
+                *seq += 1;
+                let rec = UsageRecord {
+                    seq: *seq,
+                    ts: *now,
+                    endpoint: Endpoint::Messages,
+                    requested_model: "m".into(),
+                    served_model: "m".into(),
+                    provider: "anthropic".into(),
+                    route: None,
+                    score: None,
+                    reason: None,
+                    attempt: 1,
+                    status: 200,
+                    usage: TokenCounts {
+                        input_tokens: 100,
+                        ..TokenCounts::default()
+                    },
+                    cost: Some(cost),
+                    estimated: false,
+                    budgets: vec![BudgetPeriodRef {
+                        budget: id.clone(),
+                        period_start: slot.book.window().start,
+                        key: None,
+                    }],
+                    intent: None,
+                    cache: CacheFigures::default(),
+                };
+                let start = slot.book.window().start;
+                slot.book.apply("s1", "ns/web", start, &rec, *now);
+            }
+            sample_forecast(slot, *now);
+            events.extend(projection_event(&id, slot));
+        }
+        events
+    }
+
+    #[test]
+    fn a_projected_overrun_raises_a_warning_event_once_and_a_normal_one_when_it_clears() {
+        // Berlin's 23-hour day, 2026-03-29: [03-28T23:00Z, 03-29T22:00Z).
+        let mut now = at("2026-03-28T23:00:00Z");
+        let mut s = slot(now);
+        let mut seq = 0;
+        // Three hours at $1.20 an hour: 27.60 by the end, over $24.
+        let events = run(&mut s, &mut now, &mut seq, 59, "0.02");
+        assert!(events.is_empty(), "warming up: {events:?}");
+        assert!(!s.projected_overrun());
+        let events = run(&mut s, &mut now, &mut seq, 121, "0.02");
+        assert_eq!(events.len(), 1, "{events:?}");
+        let e = &events[0];
+        assert_eq!(
+            (e.type_, e.reason.as_str()),
+            (EventType::Warning, "ProjectedOverrun")
+        );
+        // Raised once an hour of history is there (00:00Z, $1.20 spent):
+        // $22.80 more at $0.02 a minute takes 1140 minutes: 19:00Z, which
+        // is 21:00 CEST (the clocks went forward at 02:00).
+        assert_eq!(
+            e.message,
+            "projected $27.60 of $24.00 by the period's end at 2026-03-29T22:00:00Z \
+             (burn rate min(mean 1h, mean 1h)): the limit is reached at \
+             2026-03-29T19:00:00Z (2026-03-29 21:00 CEST) at this rate"
+        );
+        assert!(s.projected_overrun());
+        let st = budget_status(&s.book, std::iter::empty(), &s.burn, None, now);
+        assert_eq!(st.projected_spend_usd.as_deref(), Some("27.60"));
+        assert_eq!(st.projected_tokens, Some(138_000));
+        assert_eq!(
+            st.projected_exhaustion.as_deref(),
+            Some("2026-03-29T19:00:00Z")
+        );
+        assert_eq!(st.projection.as_deref(), Some("min(mean 3h, mean 1h)"));
+        // As the API server stores it.
+        let json = serde_json::to_value(&st).unwrap();
+        assert_eq!(
+            (
+                &json["projectedSpendUsd"],
+                &json["projectedTokens"],
+                &json["projectedExhaustion"],
+                &json["projection"]
+            ),
+            (
+                &serde_json::json!("27.60"),
+                &serde_json::json!(138_000),
+                &serde_json::json!("2026-03-29T19:00:00Z"),
+                &serde_json::json!("min(mean 3h, mean 1h)")
+            )
+        );
+        assert_eq!(
+            json["ledger"]["burn"][0],
+            serde_json::json!({"atUnixMillis": 1_774_738_800_000_i64, "spentPicos": "0", "tokens": 0})
+        );
+        let cond = st
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "ProjectedOverrun")
+            .unwrap();
+        assert_eq!(
+            (
+                cond.status.as_str(),
+                cond.reason.as_str(),
+                cond.message.as_str()
+            ),
+            (
+                "True",
+                "ProjectedOverLimit",
+                e.message
+                    .replace("min(mean 1h, mean 1h)", "min(mean 3h, mean 1h)")
+                    .as_str()
+            )
+        );
+        // What the sidecars are told (they downgrade on it with
+        // `onProjectedOverrun: Downgrade`).
+        let wire = |s: &BookSlot| {
+            let snapshot =
+                BudgetSnapshot::of(&s.book.config().source, &s.book, s.projected_overrun());
+            match tokenwarden_proto::OperatorMessage::from(Outbound::BudgetStatus(snapshot)).msg {
+                Some(tokenwarden_proto::operator_message::Msg::BudgetStatus(b)) => b,
+                other => panic!("{other:?}"),
+            }
+        };
+        assert!(wire(&s).projected_overrun);
+        // And the gauge.
+        let metrics = crate::metrics::Metrics::new();
+        metrics.projected_spend(
+            &s.book.config().source,
+            s.forecast.and_then(|f| f.projected_spend()),
+        );
+        assert!(
+            metrics
+                .render()
+                .contains("tokenwarden_budget_projected_spend_usd{budget=\"ns/team\"} 27.6\n"),
+            "{}",
+            metrics.render()
+        );
+        // Still over: no second Event.
+        assert!(run(&mut s, &mut now, &mut seq, 10, "0.02").is_empty());
+        // An hour without traffic: the short window's mean is zero.
+        let events = run(&mut s, &mut now, &mut seq, 60, "0");
+        assert_eq!(events.len(), 1, "{events:?}");
+        let e = &events[0];
+        assert_eq!(
+            (e.type_, e.reason.as_str()),
+            (EventType::Normal, "ProjectedWithinLimit")
+        );
+        // It clears as soon as the estimate falls under the limit (here
+        // after 10 quiet minutes: $3.80 + 1180 min × $1.00/60 min, rounded
+        // down to the pico-dollar).
+        assert!(
+            e.message.starts_with(
+                "no longer projected to reach the limit: projected $23.466666666666 of $24.00"
+            ),
+            "{}",
+            e.message
+        );
+        assert!(!wire(&s).projected_overrun);
+        // After an hour of quiet the projection is what is spent.
+        let st = budget_status(&s.book, std::iter::empty(), &s.burn, None, now);
+        assert_eq!(st.spent_usd.as_deref(), Some("3.80"));
+        assert_eq!(st.projected_spend_usd.as_deref(), Some("3.80"));
+        assert_eq!(st.projected_exhaustion, None);
+        let cond = st
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "ProjectedOverrun")
+            .unwrap();
+        assert_eq!(
+            (cond.status.as_str(), cond.reason.as_str()),
+            ("False", "ProjectedWithinLimit")
+        );
+    }
+
+    #[test]
+    fn the_samples_survive_a_new_leader_and_reset_with_the_period() {
+        let mut now = at("2026-03-28T23:00:00Z");
+        let mut s = slot(now);
+        let mut seq = 0;
+        run(&mut s, &mut now, &mut seq, 120, "0.02");
+        let st = budget_status(&s.book, std::iter::empty(), &s.burn, None, now);
+        let burn = &st.ledger.as_ref().unwrap().burn;
+        assert_eq!(burn.len(), s.burn.samples.len());
+        assert_eq!(burn.last().unwrap().spent_picos, "2400000000000");
+        // A new leader restores the book and its samples from the status:
+        // its first forecast is the old leader's, not "warming up".
+        let book = Book::restore(
+            s.book.config().clone(),
+            now,
+            crate::status::book_state(Some(&st)).unwrap(),
+        )
+        .unwrap();
+        let restored = BookSlot::new(book, Some(st.clone()));
+        assert_eq!(restored.burn, s.burn);
+        let again = budget_status(
+            &restored.book,
+            std::iter::empty(),
+            &restored.burn,
+            None,
+            now,
+        );
+        assert_eq!(again.projected_spend_usd, st.projected_spend_usd);
+        assert!(again.projected_spend_usd.is_some());
+        // The next day: the period rolled, the samples start over.
+        let mut next = at("2026-03-29T22:00:00Z");
+        run(&mut s, &mut next, &mut seq, 1, "0.02");
+        assert_eq!(s.burn.period_start, at("2026-03-29T22:00:00Z"));
+        assert_eq!(s.burn.samples.len(), 2, "22:00 and 22:01");
+        let st = budget_status(&s.book, std::iter::empty(), &s.burn, None, next);
+        assert_eq!(st.projected_spend_usd, None);
+        assert_eq!(
+            st.projection.as_deref(),
+            Some("warming up until 2026-03-29T23:00:00Z")
+        );
+        // A status of the previous period restores no samples.
+        assert!(burn_samples(Some(&again), &s.book.window()).is_empty());
+    }
+}

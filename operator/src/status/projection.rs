@@ -5,15 +5,21 @@
 //! start cold. The estimator is [`tokenwarden_core::forecast`]'s.
 
 use jiff::{Timestamp, tz::TimeZone};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use tokenwarden_core::{
     book::Book,
     forecast::{BurnSample, BurnSamples, Forecast, forecast},
+    money::Usd,
     period::Window,
 };
 use tokenwarden_crds::{TokenBudgetStatus, common::conditions as c, token_budget::BurnLedger};
 
-use super::{i64_of, picos, rfc3339, set_condition};
+fn i64_of(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn rfc3339(t: Timestamp) -> String {
+    t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
 
 /// The forecast of `book`'s period from its burn samples, as of `now`,
 /// against the budget's limits.
@@ -30,30 +36,15 @@ pub fn fill(st: &mut TokenBudgetStatus, f: &Forecast) {
     st.projection = Some(f.note());
 }
 
-/// The `ProjectedOverrun` condition: True while the projection reaches a
-/// limit by the period's end.
-pub fn condition(
-    conds: &mut Vec<Condition>,
-    prev: &[Condition],
-    book: &Book,
-    f: &Forecast,
-    now: Timestamp,
-) {
+/// The `ProjectedOverrun` condition: (status, reason, message). True
+/// while the projection reaches a limit by the period's end.
+pub fn condition(book: &Book, f: &Forecast) -> (bool, &'static str, String) {
     let reason = match f {
         Forecast::WarmingUp { .. } => c::REASON_WARMING_UP,
         _ if f.overrun() => c::REASON_PROJECTED_OVER_LIMIT,
         _ => c::REASON_PROJECTED_WITHIN_LIMIT,
     };
-    set_condition(
-        conds,
-        prev,
-        c::PROJECTED_OVERRUN,
-        f.overrun(),
-        reason,
-        message(book, f),
-        book.config().generation,
-        now,
-    );
+    (f.overrun(), reason, message(book, f))
 }
 
 /// What the condition and its Events say: the projection against the
@@ -127,7 +118,7 @@ pub fn burn_samples(status: Option<&TokenBudgetStatus>, window: &Window) -> Burn
         .filter_map(|b| {
             Some(BurnSample {
                 at: Timestamp::from_millisecond(b.at_unix_millis).ok()?,
-                spent: picos(&b.spent_picos),
+                spent: Usd::from_picos(b.spent_picos.parse().ok()?),
                 tokens: u64::try_from(b.tokens).ok()?,
             })
         })
