@@ -176,6 +176,9 @@ pub struct BudgetState {
     loop_guard: HashMap<u64, LoopEntry>,
     /// Cluster-wide spend of a period, from the operator.
     cluster: Option<ClusterSpend>,
+    /// Standalone: the start of the period for which the sidecar's own
+    /// forecast last reached a limit ([`BudgetState::set_local_projection`]).
+    local_overrun: Option<Timestamp>,
 }
 
 /// What the operator reports as spent by every workload a budget selects.
@@ -240,6 +243,7 @@ impl BudgetState {
             key_reserved: BTreeMap::new(),
             loop_guard: HashMap::new(),
             cluster: None,
+            local_overrun: None,
         })
     }
 
@@ -403,7 +407,8 @@ impl BudgetState {
     ///    reached one decides): it is about spend that happened, and a
     ///    team sets it deliberately at that level;
     /// 2. otherwise `onProjectedOverrun: Downgrade` while the operator
-    ///    reports a projected overrun for the current period
+    ///    reports a projected overrun for the current period, or, with no
+    ///    operator report, while the sidecar's own forecast does
     ///    ([`BudgetState::projected_overrun`]): the early downgrade before
     ///    any threshold.
     ///
@@ -431,10 +436,22 @@ impl BudgetState {
         })
     }
 
-    /// Whether the operator reports a projected overrun for the current
-    /// period (false standalone, or when its report is of another period).
+    /// Whether a projected overrun is reported for the current period: by
+    /// the operator when it reports this period (its forecast covers every
+    /// workload), else by the sidecar's own forecast
+    /// ([`BudgetState::set_local_projection`], standalone).
     pub fn projected_overrun(&self) -> bool {
-        self.cluster_now().is_some_and(|c| c.projected_overrun)
+        match self.cluster_now() {
+            Some(c) => c.projected_overrun,
+            None => self.local_overrun == Some(self.window.start),
+        }
+    }
+
+    /// Standalone: whether the sidecar's own forecast of the current
+    /// period reaches a limit before its end. It holds for this period
+    /// only: a roll-over clears it.
+    pub fn set_local_projection(&mut self, overrun: bool) {
+        self.local_overrun = overrun.then_some(self.window.start);
     }
 
     /// Loop guard: record this request's digest; refuse when it was seen too
@@ -1261,6 +1278,22 @@ mod tests {
         // Another period's forecast does not count.
         b.set_cluster(cluster("2026-11-21T00:00:00Z".parse().unwrap(), 30, true));
         assert_eq!(b.downgrade(), None);
+        // Standalone: the sidecar's own forecast, for this period only.
+        let mut local = BudgetState::new(c.clone(), now(), Totals::default()).unwrap();
+        local.set_local_projection(true);
+        assert_eq!(
+            local.downgrade(),
+            Some(&DowngradeTarget::Model("mini".into()))
+        );
+        local.roll(local.window().end);
+        assert!(!local.projected_overrun(), "a roll-over clears it");
+        local.set_local_projection(true);
+        local.set_local_projection(false);
+        assert_eq!(local.downgrade(), None);
+        // An operator's report of the period decides over the local one.
+        local.set_local_projection(true);
+        local.set_cluster(cluster(local.window().start, 30, false));
+        assert_eq!(local.downgrade(), None);
         // Alert only: never a downgrade.
         c.on_projected_overrun = Some(ProjectedOverrunAction::Alert);
         let mut b = BudgetState::new(c, now(), Totals::default()).unwrap();

@@ -12,7 +12,10 @@ use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use serde_json::json;
-use tokenwarden_core::usage::{Aggregate, cache::HitRatio};
+use tokenwarden_core::{
+    usage::{Aggregate, cache::HitRatio},
+    workload::ProjectedOverrunAction,
+};
 
 use crate::{body::ProxyBody, state::Shared, sync::lock};
 
@@ -187,13 +190,17 @@ pub fn ledger_json(shared: &Shared) -> serde_json::Value {
     let agg = lock(&shared.journal).aggregate().clone();
     let now = jiff::Timestamp::now();
     let mut states = lock(&shared.budgets);
-    // Periods roll over on schedule, with or without traffic.
+    let mut burn = lock(&shared.burn);
+    // Periods roll over on schedule, with or without traffic; the forecast
+    // projects from a sample taken now.
     for b in states.values_mut() {
         b.roll(now);
+        burn.sample(b, now);
     }
     let budgets: Vec<_> = states
         .values()
         .map(|b| {
+            let forecast = burn.forecast(b, now);
             let cfg = b.config();
             let t = b.totals();
             let (cluster, lease) = match &shared.control {
@@ -211,7 +218,7 @@ pub fn ledger_json(shared: &Shared) -> serde_json::Value {
                 ),
                 None => (serde_json::Value::Null, serde_json::Value::Null),
             };
-            json!({
+            let mut entry = json!({
                 "namespace": cfg.source.namespace,
                 "name": cfg.source.name,
                 "period": cfg.period.to_string(),
@@ -237,9 +244,20 @@ pub fn ledger_json(shared: &Shared) -> serde_json::Value {
                 "cluster": cluster,
                 "lease": lease,
                 "per_key": per_key_json(b),
-            })
+                "on_projected_overrun": match &cfg.on_projected_overrun {
+                    None => serde_json::Value::Null,
+                    Some(ProjectedOverrunAction::Alert) => json!({"action": "Alert"}),
+                    Some(ProjectedOverrunAction::Downgrade(to)) => {
+                        json!({"action": "Downgrade", "downgrade_to": crate::forecast::target(to)})
+                    }
+                },
+                "downgrade_to": b.downgrade().map(crate::forecast::target),
+            });
+            merge(&mut entry, crate::forecast::json_fields(forecast.as_ref()));
+            entry
         })
         .collect();
+    drop(burn);
     drop(states);
     let total = agg.total();
     json!({
@@ -278,6 +296,13 @@ pub fn ledger_json(shared: &Shared) -> serde_json::Value {
             })
         }),
     })
+}
+
+/// Add `extra`'s keys to the object `into`.
+fn merge(into: &mut serde_json::Value, extra: serde_json::Value) {
+    if let (Some(into), serde_json::Value::Object(extra)) = (into.as_object_mut(), extra) {
+        into.extend(extra);
+    }
 }
 
 #[cfg(test)]

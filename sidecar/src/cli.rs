@@ -126,12 +126,19 @@ fn report_command(
             }
         }
     };
+    // The burn samples are read before the ledger: next to a running
+    // sidecar, their latest is then never ahead of the totals the report
+    // adds at `now` (totals only grow within a period).
+    let burn = crate::forecast::load(state_dir).unwrap_or_else(|e| {
+        eprintln!("tokenwarden-sidecar report: {e}: forecasts show no history");
+        Default::default()
+    });
     match tokenwarden_durable::read(state_dir) {
         Ok(agg) => {
             print!("{}", report(&agg));
             print!(
                 "{}",
-                report_budgets(&agg, budgets.as_deref(), jiff::Timestamp::now())
+                report_budgets(&agg, budgets.as_deref(), &burn, jiff::Timestamp::now())
             );
             ExitCode::SUCCESS
         }

@@ -13,7 +13,8 @@
 //! the [`metrics`], with what the provider's prompt cache saved and what a
 //! bust wasted ([`prompt_cache`]). [`admin`] serves health, readiness, metrics and the
 //! `/ledger` view; [`args`], [`cli`] and [`run`] are the process
-//! ([`report`] prints the tables people read). In connected mode
+//! ([`report`] prints the tables people read; [`forecast`] keeps the
+//! budgets' burn samples and projections). In connected mode
 //! [`session`] talks to the operator (config snapshots, the usage spool,
 //! budget leases) over the state in [`control`].
 
@@ -24,6 +25,7 @@ pub mod body;
 pub mod cli;
 pub mod control;
 pub mod error;
+pub mod forecast;
 pub mod link;
 pub mod meter;
 pub mod metrics;

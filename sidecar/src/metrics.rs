@@ -13,6 +13,7 @@
 //! | `tokenwarden_upstream_duration_seconds` | provider (time to response head) |
 //! | `tokenwarden_request_overhead_seconds` | none: the latency the sidecar adds, from a metered request's arrival to its first upstream attempt being sent |
 //! | `tokenwarden_budget_spent_usd`, `_limit_usd`, `_state` | budget (`namespace/name`); state 0 Ok, 1 Threshold, 2 Exhausted |
+//! | `tokenwarden_budget_projected_spend_usd`, `tokenwarden_budget_projected_overrun` | budget: this sidecar's forecast of the period's spend at its end (absent while it warms up), and 1 while it reaches a limit before the period ends ([`crate::forecast`]) |
 //! | `tokenwarden_budget_blocks_total` | budget, reason, shadow |
 //! | `tokenwarden_budget_reservation_waits_total` | budget (requests that waited for in-flight reservations to settle) |
 //! | `tokenwarden_config_reloads_total` | result (ok, rejected) |
@@ -353,6 +354,8 @@ pub struct Metrics {
     budget_spent: Family<BudgetLabel, Gauge<f64, AtomicU64>>,
     budget_limit: Family<BudgetLabel, Gauge<f64, AtomicU64>>,
     budget_state: Family<BudgetLabel, Gauge<i64, AtomicI64>>,
+    budget_projected: Family<BudgetLabel, Gauge<f64, AtomicU64>>,
+    budget_projected_overrun: Family<BudgetLabel, Gauge<i64, AtomicI64>>,
     budget_keys: Family<BudgetLabel, Gauge<i64, AtomicI64>>,
     budget_blocks: Family<BlockLabels, Counter>,
     reservation_waits: Family<BudgetLabel, Counter>,
@@ -472,6 +475,8 @@ impl Metrics {
             budget_spent: Family::default(),
             budget_limit: Family::default(),
             budget_state: Family::default(),
+            budget_projected: Family::default(),
+            budget_projected_overrun: Family::default(),
             budget_keys: Family::default(),
             budget_blocks: Family::default(),
             reservation_waits: Family::default(),
@@ -786,6 +791,16 @@ impl Metrics {
             "budget_state",
             "Budget state: 0 Ok, 1 Threshold, 2 Exhausted",
             self.budget_state.clone(),
+        );
+        registry.register(
+            "budget_projected_spend_usd",
+            "Spend projected at the period's end at the current burn rate (absent while the forecast warms up)",
+            self.budget_projected.clone(),
+        );
+        registry.register(
+            "budget_projected_overrun",
+            "1 while the forecast reaches a limit before the period's end",
+            self.budget_projected_overrun.clone(),
         );
         registry.register(
             "budget_keys",
@@ -1242,6 +1257,33 @@ impl Metrics {
     /// [`budget`](Self::budget) through the families' lookups alone.
     fn budget_uncached(&self, b: &tokenwarden_core::budget::BudgetState) {
         self.set_budget(&mut BudgetGauges::default(), b);
+    }
+
+    /// A budget's forecast gauges (`None` or warming up: no projected
+    /// spend series, overrun 0).
+    pub fn budget_forecast(
+        &self,
+        id: &tokenwarden_core::workload::ObjectRef,
+        f: Option<&tokenwarden_core::forecast::Forecast>,
+    ) {
+        let label = BudgetLabel {
+            budget: id.to_string(),
+        };
+        match f.and_then(tokenwarden_core::forecast::Forecast::projected_spend) {
+            Some(spend) => {
+                self.budget_projected
+                    .get_or_create(&label)
+                    .set(usd_f64(spend));
+            }
+            None => {
+                self.budget_projected.remove(&label);
+            }
+        }
+        self.budget_projected_overrun
+            .get_or_create(&label)
+            .set(i64::from(
+                f.is_some_and(tokenwarden_core::forecast::Forecast::overrun),
+            ));
     }
 
     /// Sets `b`'s gauges, taking from its family each one `gauges` does not hold yet.

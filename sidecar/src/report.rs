@@ -1,14 +1,17 @@
 //! The tables people read: `report` (the ledger under a state dir, per
 //! model and per budget) and the `--check-config` summary.
 
-use std::fmt::Write as _;
+use std::{collections::BTreeMap, fmt::Write as _};
 
 use tokenwarden_core::{
+    forecast::BurnSamples,
     money::Usd,
     selector::Labels,
     tokens::TokenCounts,
     usage::{Aggregate, cache::HitRatio},
-    workload::{BudgetConfig, DowngradeTarget, FailMode, Target, ThresholdAction, WorkloadConfig},
+    workload::{
+        BudgetConfig, DowngradeTarget, FailMode, ObjectRef, Target, ThresholdAction, WorkloadConfig,
+    },
 };
 
 use crate::policy_file::PolicySet;
@@ -16,10 +19,14 @@ use crate::policy_file::PolicySet;
 /// The budget part of `report`. With the compiled budgets (`configured`):
 /// a table of each one's current period at `now`, as `GET /ledger` shows
 /// it, then a line for each budget the ledger holds that the config no
-/// longer has. Without: the ledger's latest period of each budget.
+/// longer has. Without: the ledger's latest period of each budget. Under
+/// the table, each configured budget's forecast from the burn samples
+/// `burn` the sidecar left in its state dir ([`crate::forecast::load`])
+/// and the ledger's totals at `now`.
 pub fn report_budgets(
     agg: &Aggregate,
     configured: Option<&[BudgetConfig]>,
+    burn: &BTreeMap<ObjectRef, BurnSamples>,
     now: jiff::Timestamp,
 ) -> String {
     use tokenwarden_core::budget::BudgetState;
@@ -82,6 +89,7 @@ pub fn report_budgets(
             ),
         );
     }
+    report_forecasts(&mut s, agg, configured, burn, now);
     for cfg in configured {
         if let Ok(b) = BudgetState::from_ledger(cfg.clone(), now, |start| {
             agg.budget_period(&cfg.source, start)
@@ -107,6 +115,58 @@ pub fn report_budgets(
         }
     }
     trim_lines(&s)
+}
+
+/// The forecast table: per configured budget, the spend and tokens
+/// projected at the period's end, when a limit is reached before it, and
+/// how (the estimator's windows and the instant the projection starts
+/// from), or why there is none.
+fn report_forecasts(
+    s: &mut String,
+    agg: &Aggregate,
+    configured: &[BudgetConfig],
+    burn: &BTreeMap<ObjectRef, BurnSamples>,
+    now: jiff::Timestamp,
+) {
+    use tokenwarden_core::{budget::BudgetState, forecast::Forecast};
+    if configured.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        s,
+        "\n{:<32} {:>14} {:>14} {:<22} PROJECTION",
+        "BUDGET", "PROJECTED USD", "PROJECTED TOK", "EXHAUSTION"
+    );
+    for cfg in configured {
+        let Ok(b) = BudgetState::from_ledger(cfg.clone(), now, |start| {
+            agg.budget_period(&cfg.source, start)
+        }) else {
+            continue;
+        };
+        let f = crate::forecast::offline(burn, &b, now);
+        let dash = || "-".to_string();
+        let how = match &f {
+            None => "no history (no burn samples of this period in the state dir's forecast.json)"
+                .to_string(),
+            Some(Forecast::Projected(p)) => format!(
+                "{} as of {}",
+                p.windows.describe(),
+                crate::forecast::rfc3339(p.as_of)
+            ),
+            Some(f @ Forecast::WarmingUp { .. }) => f.note(),
+        };
+        let _ = writeln!(
+            s,
+            "{:<32} {:>14} {:>14} {:<22} {}",
+            truncate(&cfg.source.to_string(), 32),
+            f.and_then(|f| f.projected_spend()).map_or_else(dash, money),
+            f.and_then(|f| f.projected_tokens())
+                .map_or_else(dash, |t| t.to_string()),
+            f.and_then(|f| f.projected_exhaustion())
+                .map_or_else(dash, crate::forecast::rfc3339),
+            how
+        );
+    }
 }
 
 /// A budget's response-cache hits this period and what they saved (not
@@ -451,6 +511,18 @@ fn summary_budget(b: &BudgetConfig) -> String {
             }
         })
         .collect();
+    match &b.on_projected_overrun {
+        Some(tokenwarden_core::workload::ProjectedOverrunAction::Alert) => {
+            notes.push("projected overrun: alert".into());
+        }
+        Some(tokenwarden_core::workload::ProjectedOverrunAction::Downgrade(to)) => {
+            notes.push(format!(
+                "projected overrun: downgrade to {}",
+                crate::forecast::target(to)
+            ))
+        }
+        None => {}
+    }
     if let Some(cap) = b.per_request_cap_usd {
         notes.push(format!("per-request cap ${cap}"));
     }
@@ -744,7 +816,7 @@ spec:
         spent(&mut agg, "team", "2026-12-02T23:00:00Z", "8.5", 40);
         spent(&mut agg, "tokens", "2026-11-30T23:00:00Z", "0.01", 1000);
         let now = "2026-12-03T10:00:00Z".parse().unwrap();
-        let text = report_budgets(&agg, Some(&configured("app=agent")), now);
+        let text = report_budgets(&agg, Some(&configured("app=agent")), &BTreeMap::new(), now);
         assert_eq!(
             row(&text, "apps/team"),
             [
@@ -778,7 +850,7 @@ spec:
         let mut agg = Aggregate::default();
         spent(&mut agg, "team", "2026-12-02T23:00:00Z", "8.5", 40);
         let now = "2026-12-03T10:00:00Z".parse().unwrap();
-        let text = report_budgets(&agg, Some(&configured("app=agent")), now);
+        let text = report_budgets(&agg, Some(&configured("app=agent")), &BTreeMap::new(), now);
         assert!(!text.contains("response cache"), "{text}");
         let t = agg
             .budgets
@@ -787,7 +859,7 @@ spec:
             .unwrap();
         t.cache.response_hits = 3;
         t.cache.response_saved = "0.0375".parse().unwrap();
-        let text = report_budgets(&agg, Some(&configured("app=agent")), now);
+        let text = report_budgets(&agg, Some(&configured("app=agent")), &BTreeMap::new(), now);
         assert!(
             text.contains(
                 "budget apps/team: response cache answered 3 requests this period at $0, saving $0.0375 (not charged to the budget)"
@@ -806,7 +878,7 @@ spec:
         let mut agg = Aggregate::default();
         spent(&mut agg, "team", "2026-12-01T23:00:00Z", "9.99", 10);
         let now = "2026-12-03T10:00:00Z".parse().unwrap();
-        let text = report_budgets(&agg, Some(&configured("app=agent")), now);
+        let text = report_budgets(&agg, Some(&configured("app=agent")), &BTreeMap::new(), now);
         let team = row(&text, "apps/team");
         assert_eq!(team[2], "2026-12-02T23:00:00Z");
         assert_eq!(&team[4..8], ["$0.00", "$10.00", "$10.00", "0%"]);
@@ -821,7 +893,7 @@ spec:
         let now = "2026-12-03T10:00:00Z".parse().unwrap();
         let line = "budget apps/team: period from 2026-12-02T23:00:00Z: spent $2.25 over 3 requests, 20 tokens";
 
-        let text = report_budgets(&agg, None, now);
+        let text = report_budgets(&agg, None, &BTreeMap::new(), now);
         assert_eq!(text.lines().count(), 1, "{text}");
         assert!(text.starts_with(line), "{text}");
         assert!(
@@ -829,7 +901,7 @@ spec:
             "{text}"
         );
 
-        let text = report_budgets(&agg, Some(&configured("app=other")), now);
+        let text = report_budgets(&agg, Some(&configured("app=other")), &BTreeMap::new(), now);
         assert!(text.starts_with(line), "{text}");
         assert!(text.contains("check --namespace and --labels"), "{text}");
 
@@ -838,11 +910,105 @@ spec:
             .into_iter()
             .filter(|b| b.source.name == "tokens")
             .collect();
-        let text = report_budgets(&agg, Some(&only_tokens), now);
+        let text = report_budgets(&agg, Some(&only_tokens), &BTreeMap::new(), now);
         assert!(row(&text, "apps/tokens").len() == 11, "{text}");
         assert!(
             text.contains(&format!("{line} (no longer in the policy file)")),
             "{text}"
         );
+    }
+
+    /// Burn samples of `name`'s period starting at `start`: `(at, usd, tokens)`.
+    fn ring(start: &str, samples: &[(&str, &str, u64)]) -> BurnSamples {
+        BurnSamples {
+            period_start: start.parse().unwrap(),
+            samples: samples
+                .iter()
+                .map(|(at, usd, tokens)| tokenwarden_core::forecast::BurnSample {
+                    at: at.parse().unwrap(),
+                    spent: usd.parse().unwrap(),
+                    tokens: *tokens,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn budgets_show_the_forecast_from_the_samples_on_file_or_say_there_is_none() {
+        let mut agg = Aggregate::default();
+        spent(&mut agg, "team", "2026-12-02T23:00:00Z", "8.5", 40);
+        spent(&mut agg, "tokens", "2026-12-01T00:00:00Z", "0.01", 900);
+        let now = "2026-12-03T10:00:00Z".parse().unwrap();
+        // The sidecar last wrote its samples at 09:30; report adds the
+        // ledger's totals at 10:00 ($8.50, 40 tokens). Money: $6.00 over
+        // the 6 h since 04:00 and $1.00 over the last hour are both $1/h:
+        // 8.50 + 13 h × 1 = $21.50, and the $10 limit is reached 1.5 h
+        // after 10:00. Tokens: 30 over 6 h (5/h) is below 10 over the last
+        // hour: 40 + 13 × 5 = 105.
+        let mut burn = BTreeMap::new();
+        burn.insert(
+            id("team"),
+            ring(
+                "2026-12-02T23:00:00Z",
+                &[
+                    ("2026-12-03T04:00:00Z", "2.50", 10),
+                    ("2026-12-03T09:00:00Z", "7.50", 30),
+                    ("2026-12-03T09:30:00Z", "8.00", 35),
+                ],
+            ),
+        );
+        let text = report_budgets(&agg, Some(&configured("app=agent")), &burn, now);
+        let table: Vec<&str> = text
+            .lines()
+            .skip_while(|l| !l.contains("PROJECTED USD"))
+            .take(3)
+            .collect();
+        assert_eq!(
+            table,
+            [
+                "BUDGET                            PROJECTED USD  PROJECTED TOK EXHAUSTION             PROJECTION",
+                "apps/team                                $21.50            105 2026-12-03T11:30:00Z   min(mean 6h, mean 1h) as of 2026-12-03T10:00:00Z",
+                "apps/tokens                                   -              - -                      no history (no burn samples of this period in the state dir's forecast.json)",
+            ],
+            "{text}"
+        );
+
+        // Samples spanning less than the short window (09:30 on file, 10:00
+        // added): warming up until an hour after the first.
+        burn.insert(
+            id("tokens"),
+            ring(
+                "2026-12-01T00:00:00Z",
+                &[("2026-12-03T09:30:00Z", "0.01", 850)],
+            ),
+        );
+        let text = report_budgets(&agg, Some(&configured("app=agent")), &burn, now);
+        let tokens = text
+            .lines()
+            .filter(|l| l.starts_with("apps/tokens"))
+            .nth(1)
+            .unwrap();
+        assert!(
+            tokens.ends_with("- -                      warming up until 2026-12-03T10:30:00Z"),
+            "{tokens}"
+        );
+        // A sample of another period, or one above the ledger's totals
+        // (a journal reset under the file), is no history.
+        burn.insert(
+            id("tokens"),
+            ring(
+                "2026-11-01T00:00:00Z",
+                &[("2026-11-30T09:30:00Z", "0.01", 850)],
+            ),
+        );
+        burn.insert(
+            id("team"),
+            ring(
+                "2026-12-02T23:00:00Z",
+                &[("2026-12-03T04:00:00Z", "9.00", 10)],
+            ),
+        );
+        let text = report_budgets(&agg, Some(&configured("app=agent")), &burn, now);
+        assert_eq!(text.matches("no history").count(), 2, "{text}");
     }
 }

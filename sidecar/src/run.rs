@@ -93,6 +93,7 @@ async fn serve(args: Args, mode: Mode) -> ExitCode {
         _ = proxy => ExitCode::from(1),
         () = shutdown_signal() => {
             tracing::info!("shutting down");
+            persist_burn(&shared, true);
             // Both at once: the wait is bounded by one OTEL_FLUSH.
             let traces = async {
                 if let Some(otel) = &shared.otel {
@@ -172,6 +173,7 @@ fn shared_state(args: &Args, mode: &Mode) -> Result<(Arc<Shared>, Option<Outbox>
         reservations_freed: Default::default(),
         active: ArcSwapOption::empty(),
         budgets: Mutex::new(Default::default()),
+        burn: Mutex::new(crate::forecast::BurnBook::open(args.state_dir.as_deref())),
         journal: Mutex::new(journal),
         metrics,
         client,
@@ -389,7 +391,8 @@ fn recover_unsettled(journal: &mut Journal) {
 }
 
 /// Once a second: roll budget periods that ended (they reset on schedule,
-/// not at the next request) and refresh the budget gauges.
+/// not at the next request), sample their burn for the forecast and
+/// refresh the budget gauges.
 async fn budget_ticker(shared: Arc<Shared>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -397,6 +400,10 @@ async fn budget_ticker(shared: Arc<Shared>) {
         tick.tick().await;
         let now = Timestamp::now();
         let mut budgets = crate::sync::lock(&shared.budgets);
+        let mut burn = crate::sync::lock(&shared.burn);
+        if shared.active.load().is_some() {
+            burn.retain(|id| budgets.contains_key(id));
+        }
         for (id, b) in budgets.iter_mut() {
             if let Some((window, totals)) = b.roll(now) {
                 tracing::info!(
@@ -407,13 +414,88 @@ async fn budget_ticker(shared: Arc<Shared>) {
                     "budget period ended"
                 );
             }
+            observe_forecast(&shared, &mut burn, b, now);
             shared.metrics.budget(b);
         }
+        drop(burn);
         drop(budgets);
+        persist_burn(&shared, false);
         if shared.control.is_some() {
             let journal = crate::sync::lock(&shared.journal);
             shared.metrics.spool(journal.depth(), journal.oldest());
         }
+    }
+}
+
+/// Sample `b`'s burn and log when its forecast starts or stops reaching
+/// a limit before the period's end (once per change). Standalone, that
+/// forecast is the budget's projected overrun (`onProjectedOverrun`);
+/// connected, the operator's cluster-wide one is.
+fn observe_forecast(
+    shared: &Shared,
+    burn: &mut crate::forecast::BurnBook,
+    b: &mut tokenwarden_core::budget::BudgetState,
+    now: Timestamp,
+) {
+    use crate::forecast::Transition;
+    use tokenwarden_core::workload::ProjectedOverrunAction;
+    let change = burn.observe(b, now);
+    if shared.control.is_none() {
+        b.set_local_projection(burn.overrun(&b.config().source));
+    }
+    let id = &b.config().source;
+    let f = burn.forecast(b, now);
+    shared.metrics.budget_forecast(id, f.as_ref());
+    // Connected, the operator's forecast (every pod's spend) is the one
+    // that acts and is reported (the ProjectedOverrun condition and Event).
+    let Some(change) = change.filter(|_| shared.control.is_none()) else {
+        return;
+    };
+    let (spend, exhaustion) = f
+        .as_ref()
+        .map(|f| {
+            (
+                f.projected_spend().map(|u| u.to_string()),
+                f.projected_exhaustion().map(crate::forecast::rfc3339),
+            )
+        })
+        .unwrap_or_default();
+    let spend = spend.unwrap_or_default();
+    let exhaustion = exhaustion.unwrap_or_else(|| "-".into());
+    let action = match &b.config().on_projected_overrun {
+        Some(ProjectedOverrunAction::Downgrade(_)) if b.config().shadow => {
+            "shadow budget: reported only".to_string()
+        }
+        Some(ProjectedOverrunAction::Downgrade(to)) => {
+            format!(
+                "requests go to {} until it clears",
+                crate::forecast::target(to)
+            )
+        }
+        _ => "alert only".to_string(),
+    };
+    match change {
+        Transition::On => tracing::warn!(
+            budget = %id,
+            projected_spend_usd = %spend,
+            projected_exhaustion = %exhaustion,
+            action = %action,
+            "budget projected to reach its limit before the period ends"
+        ),
+        Transition::Off => tracing::info!(
+            budget = %id,
+            projected_spend_usd = %spend,
+            "budget no longer projected to reach its limit"
+        ),
+    }
+}
+
+/// Write the burn samples under the state dir when due (always with
+/// `force`, at shutdown), outside the locks.
+fn persist_burn(shared: &Shared, force: bool) {
+    let due = crate::sync::lock(&shared.burn).due(Timestamp::now(), force);
+    if let Some((path, bytes)) = due {
+        crate::forecast::save(&path, &bytes);
     }
 }
 

@@ -88,6 +88,9 @@ pub struct Shared {
     pub active: ArcSwapOption<Active>,
     /// Live budgets, by object.
     pub budgets: Mutex<BTreeMap<ObjectRef, BudgetState>>,
+    /// The budgets' burn samples and forecasts. Lock order: `budgets`
+    /// first, then this.
+    pub burn: Mutex<crate::forecast::BurnBook>,
     /// Woken whenever budget reservations are settled or released (room
     /// may have been made for a waiting request).
     pub reservations_freed: tokio::sync::Notify,

@@ -142,3 +142,35 @@ fn bad_labels_and_missing_file_exit_64() {
     assert_eq!(out.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read /nonexistent.yaml"));
 }
+
+#[test]
+fn the_summary_says_what_a_projected_overrun_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("budgets.yaml");
+    std::fs::write(
+        &path,
+        "apiVersion: tokenwarden.dev/v1alpha1\nkind: TokenBudget\nmetadata: {name: early, namespace: apps}\nspec:\n  period: Daily\n  limit: {usd: \"10.00\"}\n  thresholds:\n    - {percent: 100, action: Block}\n  onProjectedOverrun: {action: Downgrade, downgradeTo: {model: gpt-5-nano}}\n---\napiVersion: tokenwarden.dev/v1alpha1\nkind: TokenBudget\nmetadata: {name: watch, namespace: apps}\nspec:\n  period: Hourly\n  limit: {usd: \"1.00\"}\n  onProjectedOverrun: {action: Alert}\n",
+    )
+    .unwrap();
+    let out = sidecar()
+        .arg("--check-config")
+        .arg("--policy-file")
+        .arg(&path)
+        .args(["--namespace", "apps"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{stdout}{:?}", out.stderr);
+    assert!(
+        stdout.contains(
+            "budget: TokenBudget apps/early Daily $10.00 (UTC): 100% block, projected overrun: downgrade to model gpt-5-nano"
+        ),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(
+            "budget: TokenBudget apps/watch Hourly $1.00 (UTC): projected overrun: alert"
+        ),
+        "{stdout}"
+    );
+}
