@@ -93,7 +93,7 @@ impl BudgetMetrics {
         let mut registry = Registry::with_prefix("tokenwarden_budget");
         let projected = Family::default();
         registry.register(
-            "projected_spend_usd",
+            "cluster_projected_spend_usd",
             "USD a TokenBudget is projected to have spent at its period's end (the \
              status' projectedSpendUsd; absent while its forecast warms up)",
             projected.clone(),

@@ -512,7 +512,7 @@ mod tests {
         assert!(
             metrics
                 .render()
-                .contains("tokenwarden_budget_projected_spend_usd{budget=\"ns/team\"} 27.6\n"),
+                .contains("tokenwarden_budget_cluster_projected_spend_usd{budget=\"ns/team\"} 27.6\n"),
             "{}",
             metrics.render()
         );
