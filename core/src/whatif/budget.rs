@@ -298,6 +298,7 @@ mod tests {
             fail_mode: FailMode::Closed,
             shadow: false,
             per_key: None,
+            on_projected_overrun: None,
         }
     }
 

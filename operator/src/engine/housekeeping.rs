@@ -407,6 +407,7 @@ mod tests {
                         key: None,
                     }],
                     intent: None,
+                    replay: None,
                     cache: CacheFigures::default(),
                 };
                 let start = slot.book.window().start;
