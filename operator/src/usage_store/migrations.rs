@@ -44,6 +44,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "semantic_cache",
         sql: include_str!("migrations/0004_semantic_cache.sql"),
     },
+    Migration {
+        version: 5,
+        name: "replay",
+        sql: include_str!("migrations/0005_replay.sql"),
+    },
 ];
 
 /// The advisory lock key every schema change (migrations, partitions,
