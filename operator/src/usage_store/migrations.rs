@@ -113,6 +113,6 @@ mod tests {
             assert_eq!(m.version, i32::try_from(i + 1).unwrap(), "{}", m.name);
             assert!(m.sql.contains("tokenwarden."), "{}", m.name);
         }
-        assert_eq!(latest(), 4);
+        assert_eq!(latest(), 5);
     }
 }
