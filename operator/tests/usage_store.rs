@@ -9,9 +9,10 @@
 
 use jiff::{Timestamp, ToSpan as _};
 use tokenwarden_core::{
+    classify::Features,
     money::Usd,
     tokens::TokenCounts,
-    usage::{BudgetPeriodRef, UsageRecord, cache::CacheFigures},
+    usage::{BudgetPeriodRef, ReplayFacts, UsageRecord, cache::CacheFigures},
     workload::{Endpoint, ObjectRef},
 };
 use tokenwarden_operator::usage_store::{
@@ -83,7 +84,22 @@ fn row(sidecar: &str, workload: &str, seq: u64, model: &str, ts: Timestamp) -> U
                 ..CacheFigures::default()
             },
             intent: None,
-            replay: None,
+            // Record 3 carries replay facts; the others are as an older
+            // sidecar sends them.
+            replay: (seq == 3).then(|| ReplayFacts {
+                request: 2,
+                prompt_estimate: 1_234,
+                tools_present: true,
+                features: Some(Features {
+                    prompt_bytes: 4_000,
+                    code_blocks: 2,
+                    conversation_turns: 3,
+                    ..Features::default()
+                }),
+                tier: Some("oa-standard".into()),
+                adjusted: vec!["escalated:refusal".into()],
+                headers: vec![("x-team".into(), "search".into())],
+            }),
         },
     }
 }
@@ -196,6 +212,41 @@ async fn every_record_is_written_once_however_often_it_is_resent() {
         .unwrap();
     assert!(e.get::<_, bool>(0), "the semantic cache's embedding call");
     assert_eq!((e.get::<_, i64>(1), e.get::<_, i32>(2)), (400, 0));
+    // The replay facts, column by column; a record without them has NULLs.
+    let q = "SELECT request_id, prompt_estimate, tools_present, features::text, tier, \
+             adjusted, route_headers::text FROM tokenwarden.usage \
+             WHERE sidecar_id = 'sc-a' AND seq = $1";
+    let r = c.query_one(q, &[&3i64]).await.unwrap();
+    assert_eq!(
+        r.get::<_, Option<i64>>(0),
+        Some(2),
+        "the request's first seq"
+    );
+    assert_eq!(r.get::<_, Option<i64>>(1), Some(1_234));
+    assert_eq!(r.get::<_, Option<bool>>(2), Some(true));
+    let features: serde_json::Value = serde_json::from_str(&r.get::<_, String>(3)).unwrap();
+    assert_eq!(
+        serde_json::from_value::<Features>(features).unwrap(),
+        Features {
+            prompt_bytes: 4_000,
+            code_blocks: 2,
+            conversation_turns: 3,
+            ..Features::default()
+        }
+    );
+    assert_eq!(
+        r.get::<_, Option<String>>(4).as_deref(),
+        Some("oa-standard")
+    );
+    assert_eq!(
+        r.get::<_, Option<Vec<String>>>(5),
+        Some(vec!["escalated:refusal".to_string()])
+    );
+    assert_eq!(r.get::<_, String>(6), r#"[["x-team", "search"]]"#);
+    let old = c.query_one(q, &[&4i64]).await.unwrap();
+    assert_eq!(old.get::<_, Option<i64>>(0), None);
+    assert_eq!(old.get::<_, Option<String>>(3), None);
+    assert_eq!(old.get::<_, Option<Vec<String>>>(5), None);
 }
 
 #[tokio::test]
@@ -216,7 +267,7 @@ async fn migrations_are_idempotent_and_concurrent_replicas_apply_them_once() {
     applied.sort_unstable();
     assert_eq!(
         applied,
-        vec![1, 2, 3, 4],
+        vec![1, 2, 3, 4, 5],
         "each migration applied exactly once"
     );
     let mut c = client(&pg).await;
@@ -235,7 +286,8 @@ async fn migrations_are_idempotent_and_concurrent_replicas_apply_them_once() {
             (1, "usage".into()),
             (2, "views".into()),
             (3, "response_cache".into()),
-            (4, "semantic_cache".into())
+            (4, "semantic_cache".into()),
+            (5, "replay".into())
         ]
     );
     // Replicas making the same month's partition at once: one makes it.
@@ -260,7 +312,7 @@ async fn migrations_are_idempotent_and_concurrent_replicas_apply_them_once() {
     .unwrap();
     let e = migrations::apply(&mut c).await.unwrap_err().to_string();
     assert!(
-        e.contains("version 99, newer than this operator's 4"),
+        e.contains("version 99, newer than this operator's 5"),
         "{e}"
     );
 }

@@ -39,11 +39,13 @@ pub mod cache {
 
 use jiff::Timestamp;
 use tokenwarden_core::{
+    classify::Features,
     money::Usd,
     tokens::TokenCounts,
     usage::{
-        BudgetPeriodRef, UsageRecord as CoreRecord,
+        BudgetPeriodRef, ReplayFacts as CoreReplay, UsageRecord as CoreRecord,
         cache::{BustReason, CacheBust as CoreBust, CacheFigures, ChangeKind},
+        cap_header_value, header_recordable,
     },
     workload::{Endpoint, ObjectRef},
 };
@@ -116,6 +118,80 @@ pub fn record_to_wire(sidecar_id: &str, pod_name: &str, r: &CoreRecord) -> Usage
         response_cache_similarity: u32::from(r.cache.response_similarity),
         cache_embedding: r.cache.embedding,
         cache_embedding_cost_picos: picos_i64(r.cache.embedding_cost),
+        replay: r.replay.as_ref().map(replay_to_wire),
+    }
+}
+
+/// Core replay facts → wire.
+fn replay_to_wire(r: &CoreReplay) -> ReplayFacts {
+    ReplayFacts {
+        request: r.request,
+        prompt_estimate: r.prompt_estimate,
+        tools_present: r.tools_present,
+        features: r.features.as_ref().map(|f| ClassifierFeatures {
+            prompt_bytes: f.prompt_bytes,
+            scanned_bytes: f.scanned_bytes,
+            code_blocks: f.code_blocks,
+            code_lines: f.code_lines,
+            stack_trace_lines: f.stack_trace_lines,
+            reasoning_keywords: f.reasoning_keywords,
+            design_keywords: f.design_keywords,
+            concurrency_keywords: f.concurrency_keywords,
+            debugging_keywords: f.debugging_keywords,
+            simple_markers: f.simple_markers,
+            solution_hints: f.solution_hints,
+            tool_definitions: f.tool_definitions,
+            conversation_turns: f.conversation_turns,
+        }),
+        tier: r.tier.clone().unwrap_or_default(),
+        adjusted: r.adjusted.clone(),
+        headers: r
+            .headers
+            .iter()
+            .map(|(name, value)| HeaderValue {
+                name: name.clone(),
+                value: value.clone(),
+            })
+            .collect(),
+    }
+}
+
+/// Wire replay facts → core. A credential header a sender should never
+/// have sent is dropped and values are capped here too, so none reaches a
+/// store.
+fn replay_from_wire(r: &ReplayFacts) -> CoreReplay {
+    CoreReplay {
+        request: r.request,
+        prompt_estimate: r.prompt_estimate,
+        tools_present: r.tools_present,
+        features: r.features.as_ref().map(|f| Features {
+            prompt_bytes: f.prompt_bytes,
+            scanned_bytes: f.scanned_bytes,
+            code_blocks: f.code_blocks,
+            code_lines: f.code_lines,
+            stack_trace_lines: f.stack_trace_lines,
+            reasoning_keywords: f.reasoning_keywords,
+            design_keywords: f.design_keywords,
+            concurrency_keywords: f.concurrency_keywords,
+            debugging_keywords: f.debugging_keywords,
+            simple_markers: f.simple_markers,
+            solution_hints: f.solution_hints,
+            tool_definitions: f.tool_definitions,
+            conversation_turns: f.conversation_turns,
+        }),
+        tier: (!r.tier.is_empty()).then(|| r.tier.clone()),
+        adjusted: r.adjusted.clone(),
+        headers: r
+            .headers
+            .iter()
+            .filter(|h| header_recordable(&h.name))
+            .map(|h| {
+                (
+                    h.name.to_ascii_lowercase(),
+                    cap_header_value(&h.value).to_string(),
+                )
+            })
+            .collect(),
     }
 }
 
@@ -189,7 +265,7 @@ pub fn record_from_wire(r: &UsageRecord) -> Result<CoreRecord, InvalidRecord> {
         budgets,
         // A sidecar's journal bookkeeping; never on the wire.
         intent: None,
-        replay: None,
+        replay: r.replay.as_ref().map(replay_from_wire),
         cache: CacheFigures {
             saved: Usd::from_picos(i128::from(r.cache_saved_picos)),
             wasted: Usd::from_picos(i128::from(r.cache_wasted_picos)),
@@ -245,7 +321,29 @@ mod tests {
                 },
             ],
             intent: None,
-            replay: None,
+            replay: Some(CoreReplay {
+                request: 41,
+                prompt_estimate: 1_234,
+                tools_present: true,
+                features: Some(Features {
+                    prompt_bytes: 4_000,
+                    scanned_bytes: 3_900,
+                    code_blocks: 1,
+                    code_lines: 2,
+                    stack_trace_lines: 3,
+                    reasoning_keywords: 4,
+                    design_keywords: 5,
+                    concurrency_keywords: 6,
+                    debugging_keywords: 7,
+                    simple_markers: 8,
+                    solution_hints: 9,
+                    tool_definitions: 10,
+                    conversation_turns: 11,
+                }),
+                tier: Some("cheap".into()),
+                adjusted: vec!["escalated:upstream_error".into(), "fallback".into()],
+                headers: vec![("x-team".into(), "search".into())],
+            }),
             cache: CacheFigures {
                 saved: Usd::from_picos(8_100_000),
                 wasted: Usd::from_picos(2_070_000),
@@ -312,5 +410,48 @@ mod tests {
                 .to_string()
                 .contains("unknown endpoint")
         );
+    }
+
+    /// A record from a sidecar before the replay facts (field 28 absent on
+    /// the wire) decodes with them unknown; one that has them but no
+    /// features, tier, adjustments or headers keeps exactly that.
+    #[test]
+    fn replay_facts_absent_on_the_wire_are_unknown() {
+        let mut wire = record_to_wire("s", "p", &record());
+        wire.replay = None;
+        let bytes = wire.encode_to_vec();
+        let old = UsageRecord::decode(bytes.as_slice()).unwrap();
+        let back = record_from_wire(&old).unwrap();
+        assert_eq!(back.replay, None);
+        assert_eq!(back.usage, record().usage);
+
+        let mut r = record();
+        r.replay = Some(CoreReplay {
+            request: 7,
+            prompt_estimate: 3,
+            ..CoreReplay::default()
+        });
+        let bytes = record_to_wire("s", "p", &r).encode_to_vec();
+        let back = record_from_wire(&UsageRecord::decode(bytes.as_slice()).unwrap()).unwrap();
+        assert_eq!(back.replay, r.replay);
+    }
+
+    #[test]
+    fn a_credential_header_from_the_wire_never_reaches_a_store() {
+        let mut wire = record_to_wire("s", "p", &record());
+        let replay = wire.replay.as_mut().unwrap();
+        replay.headers.push(HeaderValue {
+            name: "Authorization".into(),
+            value: "Bearer sk-secret".into(),
+        });
+        replay.headers.push(HeaderValue {
+            name: "X-Long".into(),
+            value: "v".repeat(300),
+        });
+        let back = record_from_wire(&wire).unwrap().replay.unwrap();
+        assert_eq!(back.headers.len(), 2);
+        assert_eq!(back.headers[0], ("x-team".into(), "search".into()));
+        assert_eq!(back.headers[1].0, "x-long");
+        assert_eq!(back.headers[1].1.len(), 256);
     }
 }

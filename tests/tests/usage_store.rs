@@ -264,6 +264,22 @@ async fn kill_9_of_the_operator_and_of_postgres_mid_load_leaves_the_table_equal_
         .unwrap()
         .get(0);
     assert_eq!(sidecar_rows, 3);
+    // The sidecars' replay facts reached the table through the operator:
+    // each row names its app request (its own seq or an earlier attempt's)
+    // and the prompt estimate its routes matched on.
+    let without: i64 = client
+        .query_one(
+            "SELECT count(*) FROM tokenwarden.usage WHERE request_id IS NULL \
+             OR request_id > seq OR prompt_estimate IS NULL \
+             OR prompt_estimate <> ceil(length(format('{\"model\":\"%s\",\"max_tokens\":200,\
+             \"messages\":[{\"role\":\"user\",\"content\":\"write a haiku about ledgers\"}]}', \
+             requested_model)) / 4.0) OR tools_present",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(without, 0, "rows without their replay facts");
     // Every row acked, nothing left in memory.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {

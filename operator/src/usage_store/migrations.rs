@@ -44,6 +44,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "semantic_cache",
         sql: include_str!("migrations/0004_semantic_cache.sql"),
     },
+    Migration {
+        version: 5,
+        name: "replay",
+        sql: include_str!("migrations/0005_replay.sql"),
+    },
 ];
 
 /// The advisory lock key every schema change (migrations, partitions,
@@ -108,6 +113,6 @@ mod tests {
             assert_eq!(m.version, i32::try_from(i + 1).unwrap(), "{}", m.name);
             assert!(m.sql.contains("tokenwarden."), "{}", m.name);
         }
-        assert_eq!(latest(), 4);
+        assert_eq!(latest(), 5);
     }
 }

@@ -334,6 +334,7 @@ async fn insert(client: &mut Client, rows: &[&UsageRow]) -> Result<u64, StoreErr
     let similarity = num(&|r| i64::from(r.record.cache.response_similarity));
     let embedding: Vec<bool> = rows.iter().map(|r| r.record.cache.embedding).collect();
     let embedding_cost = num(&|r| picos(r.record.cache.embedding_cost.picos()));
+    let replay = ReplayColumns::of(rows);
     let tx = client.transaction().await?;
     let n = tx
         .execute(
@@ -342,17 +343,24 @@ async fn insert(client: &mut Client, rows: &[&UsageRow]) -> Result<u64, StoreErr
              input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, \
              cache_write_1h_tokens, cost_pusd, estimated, cache_saved_pusd, cache_wasted_pusd, \
              cache_bust, budgets, response_cache_hit, response_cache_saved_pusd, \
-             response_cache_similarity, cache_embedding, cache_embedding_cost_pusd) \
+             response_cache_similarity, cache_embedding, cache_embedding_cost_pusd, \
+             request_id, prompt_estimate, tools_present, features, tier, adjusted, \
+             route_headers) \
              SELECT s, q, t, ns, wl, p, e, pr, rm, sm, rt, sc, at::integer, st::integer, \
-             i, o, cr, cw, cw1, c, es, sv, ws, b, bg::jsonb, rh, rs, rsim::integer, emb, embc \
+             i, o, cr, cw, cw1, c, es, sv, ws, b, bg::jsonb, rh, rs, rsim::integer, emb, embc, \
+             rq, pe, tp, ft::jsonb, tr, \
+             CASE WHEN adj IS NULL THEN NULL \
+             ELSE ARRAY(SELECT jsonb_array_elements_text(adj::jsonb)) END, hd::jsonb \
              FROM unnest($1::text[], $2::bigint[], $3::timestamptz[], $4::text[], $5::text[], \
              $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], \
              $12::integer[], $13::bigint[], $14::bigint[], $15::bigint[], $16::bigint[], \
              $17::bigint[], $18::bigint[], $19::bigint[], $20::bigint[], $21::boolean[], \
              $22::bigint[], $23::bigint[], $24::text[], $25::text[], $26::boolean[], \
-             $27::bigint[], $28::bigint[], $29::boolean[], $30::bigint[]) \
+             $27::bigint[], $28::bigint[], $29::boolean[], $30::bigint[], $31::bigint[], \
+             $32::bigint[], $33::boolean[], $34::text[], $35::text[], $36::text[], \
+             $37::text[]) \
              AS x(s, q, t, ns, wl, p, e, pr, rm, sm, rt, sc, at, st, i, o, cr, cw, cw1, c, es, \
-             sv, ws, b, bg, rh, rs, rsim, emb, embc) \
+             sv, ws, b, bg, rh, rs, rsim, emb, embc, rq, pe, tp, ft, tr, adj, hd) \
              ON CONFLICT DO NOTHING",
             &[
                 &sidecar,
@@ -385,11 +393,66 @@ async fn insert(client: &mut Client, rows: &[&UsageRow]) -> Result<u64, StoreErr
                 &similarity,
                 &embedding,
                 &embedding_cost,
+                &replay.request,
+                &replay.prompt_estimate,
+                &replay.tools_present,
+                &replay.features,
+                &replay.tier,
+                &replay.adjusted,
+                &replay.headers,
             ],
         )
         .await?;
     tx.commit().await?;
     Ok(n)
+}
+
+/// The replay facts of a batch, one array per column (`None`: the record
+/// has none, or that part is unknown). Lists and objects travel as JSON
+/// text and are cast in SQL.
+struct ReplayColumns {
+    request: Vec<Option<i64>>,
+    prompt_estimate: Vec<Option<i64>>,
+    tools_present: Vec<Option<bool>>,
+    features: Vec<Option<String>>,
+    tier: Vec<Option<String>>,
+    adjusted: Vec<Option<String>>,
+    headers: Vec<Option<String>>,
+}
+
+impl ReplayColumns {
+    fn of(rows: &[&UsageRow]) -> Self {
+        let facts: Vec<_> = rows.iter().map(|r| r.record.replay.as_ref()).collect();
+        let json = |v: serde_json::Value| v.to_string();
+        ReplayColumns {
+            request: facts.iter().map(|f| f.map(|f| big(f.request))).collect(),
+            prompt_estimate: facts
+                .iter()
+                .map(|f| f.map(|f| big(f.prompt_estimate)))
+                .collect(),
+            tools_present: facts.iter().map(|f| f.map(|f| f.tools_present)).collect(),
+            features: facts
+                .iter()
+                .map(|f| {
+                    f.and_then(|f| f.features.as_ref())
+                        .and_then(|x| serde_json::to_value(x).ok())
+                        .map(json)
+                })
+                .collect(),
+            tier: facts
+                .iter()
+                .map(|f| f.and_then(|f| f.tier.clone()))
+                .collect(),
+            adjusted: facts
+                .iter()
+                .map(|f| f.map(|f| json(serde_json::json!(f.adjusted))))
+                .collect(),
+            headers: facts
+                .iter()
+                .map(|f| f.map(|f| json(serde_json::json!(f.headers))))
+                .collect(),
+        }
+    }
 }
 
 /// Clamp pico-USD into a bigint (±9.2 million USD per request).
