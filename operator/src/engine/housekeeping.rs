@@ -511,9 +511,9 @@ mod tests {
             s.forecast.and_then(|f| f.projected_spend()),
         );
         assert!(
-            metrics
-                .render()
-                .contains("tokenwarden_budget_cluster_projected_spend_usd{budget=\"ns/team\"} 27.6\n"),
+            metrics.render().contains(
+                "tokenwarden_budget_cluster_projected_spend_usd{budget=\"ns/team\"} 27.6\n"
+            ),
             "{}",
             metrics.render()
         );
