@@ -35,6 +35,10 @@
 //!    bot's response-cache hits (exact, semantic), hit rate, saved dollars,
 //!    embeddings' cost and net saving from the ledger, and that the
 //!    near-misses reached the provider.
+//! 6. The what-if check ([`whatif`]): `kubectl tokenwarden what-if`
+//!    replays the coding agent's recorded requests through a changed
+//!    RoutingPolicy, a sidecar then runs that policy on the same requests
+//!    for real, and the demo prints how close the projection came.
 //!
 //! With `TOKENWARDEN_DEMO_SCRAPE_TARGETS=FILE`, the demo writes the
 //! operator's and the sidecars' `/metrics` addresses to `FILE` (Prometheus
@@ -42,7 +46,7 @@
 //! running until its stdin closes: `tests/chart/test_monitoring.py` scrapes
 //! them with a real Prometheus and evaluates the chart's dashboard and alerts.
 //!
-//! Run: `cargo build --release -p tokenwarden-operator -p tokenwarden-sidecar -p tokenwarden-embedder -p tokenwarden-demo && target/release/tokenwarden-demo`
+//! Run: `cargo build --release -p tokenwarden-operator -p tokenwarden-sidecar -p tokenwarden-embedder -p tokenwarden-cli -p tokenwarden-demo && target/release/tokenwarden-demo`
 //!
 //! The steps: [`processes`] starts the operator and the sidecars,
 //! [`workload`] plays the traffic, [`report`] waits for the operator's

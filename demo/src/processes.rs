@@ -66,7 +66,7 @@ pub fn binary(name: &str, env: &str) -> anyhow::Result<PathBuf> {
     if !p.exists() {
         bail!(
             "{} not found: build it first (cargo build --release -p tokenwarden-operator \
-             -p tokenwarden-sidecar -p tokenwarden-demo) or set {env}",
+             -p tokenwarden-sidecar -p tokenwarden-cli -p tokenwarden-demo) or set {env}",
             p.display()
         );
     }

@@ -289,10 +289,10 @@ def scraped(tmp_path_factory):
             pytest.fail(msg + "; TOKENWARDEN_REQUIRE_SERVICES=1 requires them")
         pytest.skip(msg)
     demo = operator_bin().with_name("tokenwarden-demo")
-    for b in ("tokenwarden-demo", "tokenwarden-operator", "tokenwarden-sidecar"):
+    for b in ("tokenwarden-demo", "tokenwarden-operator", "tokenwarden-sidecar", "kubectl-tokenwarden"):
         if not demo.with_name(b).exists():
             pytest.fail(f"{demo.with_name(b)} missing: build it with `cargo build -p tokenwarden-demo "
-                        "-p tokenwarden-operator -p tokenwarden-sidecar`")
+                        "-p tokenwarden-operator -p tokenwarden-sidecar -p tokenwarden-cli`")
     tmp = tmp_path_factory.mktemp("prometheus")
     targets = tmp / "targets.json"
     (pod_monitor,) = [d for d in objects({"podMonitor": {"enabled": True}}) if d["kind"] == "PodMonitor"]
