@@ -25,6 +25,11 @@
 //! [`Forecast::WarmingUp`]; while they span less than the long window, the
 //! long mean uses what there is.
 //!
+//! The price of ignoring bursts: a *sustained* rise shows in the projection
+//! only as fast as the long mean follows it (the minimum takes the lower,
+//! older rate until the long window fills with the new one). Thresholds and
+//! the hard cap act on spend itself and do not wait for the forecast.
+//!
 //! # Arithmetic
 //!
 //! Everything is exact integers: money in pico-USD ([`Usd`], `i128`), time in
@@ -33,7 +38,8 @@
 //! current total (cumulative totals do not shrink; if a sample says they did,
 //! the rate is taken as zero). The time left is the absolute time to the
 //! period's end ([`Window::end`]), so daylight-saving days need no special
-//! case: at local noon on Berlin's 23 h spring day, 11 h are left, not 12.
+//! case: at local noon on Berlin's 23 h spring day, 11 h have passed and
+//! 12 h are left.
 //!
 //! # Samples
 //!
