@@ -213,6 +213,16 @@ fn select(f: &Filter) -> (String, Vec<&(dyn ToSql + Sync)>) {
 pub async fn for_each_workload(
     client: &mut Client,
     f: &Filter,
+    each: impl FnMut(&str, &str, Vec<StoredRecord>) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    for_each_workload_in(client, f, BATCH_ROWS, each).await
+}
+
+/// [`for_each_workload`], `batch` rows per round trip.
+async fn for_each_workload_in(
+    client: &mut Client,
+    f: &Filter,
+    batch: i32,
     mut each: impl FnMut(&str, &str, Vec<StoredRecord>) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
     let tx = client
@@ -229,10 +239,10 @@ pub async fn for_each_workload(
     let mut current: Option<(String, String, Vec<StoredRecord>)> = None;
     loop {
         let rows = tx
-            .query_portal(&portal, BATCH_ROWS)
+            .query_portal(&portal, batch)
             .await
             .map_err(|e| anyhow!("the usage store: {}", pg_error(&e)))?;
-        let done = rows.len() < usize::try_from(BATCH_ROWS).unwrap_or(usize::MAX);
+        let done = rows.len() < usize::try_from(batch).unwrap_or(usize::MAX);
         for row in rows {
             let (ns, wl): (String, String) = (get(&row, 0)?, get(&row, 1)?);
             let rec = stored_record(&row)?;

@@ -228,11 +228,19 @@ async fn store(pg: &Postgres, rows: &[UsageRow]) {
 }
 
 async fn all_rows(url: &str, f: &Filter) -> Vec<(String, String, Vec<StoredRecord>)> {
+    rows_in_batches(url, f, BATCH_ROWS).await
+}
+
+async fn rows_in_batches(
+    url: &str,
+    f: &Filter,
+    batch: i32,
+) -> Vec<(String, String, Vec<StoredRecord>)> {
     let mut client = connect(&config(&StoreUrl(url.into())).unwrap())
         .await
         .unwrap();
     let mut out = Vec::new();
-    for_each_workload(&mut client, f, |ns, wl, recs| {
+    for_each_workload_in(&mut client, f, batch, |ns, wl, recs| {
         out.push((ns.to_string(), wl.to_string(), recs));
         Ok(())
     })
@@ -377,6 +385,15 @@ async fn replay_facts_and_every_column_round_trip_and_request_ids_stay_per_sidec
         .map(|(n, w, r)| (n.as_str(), w.as_str(), r.len()))
         .collect();
     assert_eq!(names, [("agents", "agent", 18), ("other", "bot", 2)]);
+    // Batches that end mid-workload, exactly at the end, or hold one row
+    // give the same workloads and records.
+    for batch in [1, 3, 18, 20] {
+        assert_eq!(
+            rows_in_batches(&pg.url(), &Filter::default(), batch).await,
+            got,
+            "batch {batch}"
+        );
+    }
     let sc1: Vec<&UsageRecord> = got[0]
         .2
         .iter()

@@ -91,7 +91,8 @@ pub struct Args {
     /// The workload's pod labels (`k=v,k2=v2`), which policies and budgets select on.
     #[arg(long, value_name = "K=V,...", default_value = "")]
     pub labels: String,
-    /// The workload's name in the output (default: from the labels).
+    /// The workload's name in the output (default: from the labels); with
+    /// `--usage-store`, the workload whose rows are read (with `-n`).
     #[arg(long)]
     pub workload: Option<String>,
     /// Only requests that finished at or after this instant (RFC 3339;
