@@ -456,12 +456,15 @@ pub async fn report(g: &crate::Global, a: &Args, url: &StoreUrl) -> anyhow::Resu
         Ok(())
     })
     .await?;
-    let (report, notes) = match (out, &one) {
+    let (report, mut notes) = match (out, &one) {
         (Some(o), _) => o,
         // No rows: the workload's (empty) what-if, budgets included.
         (None, Some((ns, _))) => records_report(a, ns, None, &[])?,
         (None, None) => (empty(), Vec::new()),
     };
+    if one.is_none() {
+        notes.insert(0, "every workload, rows tagged namespace/workload, each replayed on its own: re-pricing only (RoutingPolicies and TokenBudgets select pods by labels, which the usage store does not keep)".to_string());
+    }
     let origin = match &one {
         Some((ns, w)) => format!("usage store {target} (workload {ns}/{w})"),
         None => format!("usage store {target} (every workload)"),

@@ -474,6 +474,14 @@ async fn replay_facts_and_every_column_round_trip_and_request_ids_stay_per_sidec
         let n = |v: &Vec<String>| v[i].parse::<Usd>().unwrap();
         assert_eq!(n(&all), n(&x) + n(&y), "column {i}: {out}");
     }
+    let text = run(&global(Format::Table, None, true), &a).await.unwrap();
+    assert!(
+        text.starts_with(&format!(
+            "what-if over usage store {} (every workload): per-request records (exact re-pricing, re-routing and budgets)\nevery workload, rows tagged namespace/workload, each replayed on its own: re-pricing only",
+            target(&config(&StoreUrl(pg.url())).unwrap())
+        )),
+        "{text}"
+    );
     // -A does not re-route: policies select pods by labels the store lacks.
     let e = run(
         &global(Format::Csv, None, true),
