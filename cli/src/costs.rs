@@ -83,11 +83,19 @@ pub struct WhatIfArgs {
 }
 
 /// Runs `what-if`: with `--cluster` over the cluster ledger's ConfigMap
-/// (re-pricing of its aggregates, `whatif::report_ledger_json`), else as
-/// `whatif::run` does.
+/// (re-pricing of its aggregates, `whatif::report_ledger_json`); with
+/// `--usage-store` and no local source over the operator's usage store
+/// (`usage_store::report`); else as `whatif::run` does.
 pub async fn what_if(g: &Global, a: &WhatIfArgs) -> anyhow::Result<String> {
-    if !a.what_if.cluster {
-        return crate::whatif::run(g, &a.what_if).await;
+    let w = &a.what_if;
+    if !w.cluster {
+        if w.state_dir.is_none()
+            && w.ledger_file.is_none()
+            && let Some(url) = &w.usage_store
+        {
+            return crate::usage_store::report(g, w, url).await;
+        }
+        return crate::whatif::run(g, w).await;
     }
     let cluster = kube::connect(g).await?;
     let text = fetch_ledger(&cluster, &a.operator_namespace).await?;

@@ -1,7 +1,8 @@
 //! `kubectl-tokenwarden`: the tokenwarden kubectl plugin (krew convention:
 //! an executable named `kubectl-tokenwarden` on PATH is run by `kubectl
 //! tokenwarden …` with the arguments as given). It also runs on its own,
-//! without a cluster, for what-if replays of a sidecar's state dir and
+//! without a cluster, for what-if replays of a sidecar's state dir or the
+//! operator's PostgreSQL usage store, and
 //! token-mix projections.
 
 mod budgets;
@@ -10,6 +11,7 @@ mod explain;
 mod kube;
 mod output;
 mod project;
+mod usage_store;
 mod whatif;
 
 use clap::{Parser, Subcommand};

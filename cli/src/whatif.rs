@@ -6,15 +6,18 @@
 //! Sources, by priority: `--state-dir` (a sidecar's journal: per-request
 //! records, so exact re-pricing, re-routing and budgets) and
 //! `--ledger-file` (the operator's cluster ledger, `ClusterLedgerState`
-//! JSON: aggregates, so re-pricing only). [`report_ledger_json`] takes the
+//! JSON: aggregates, so re-pricing only), then `--usage-store` (the
+//! operator's PostgreSQL usage store: per-request records of every
+//! workload, [`crate::usage_store`]). [`report_ledger_json`] takes the
 //! same JSON as text, for `--cluster` (the `tokenwarden-ledger` ConfigMap's
-//! `ledger.json`). The Postgres usage store is not a source yet. The
-//! arithmetic is `tokenwarden_core::whatif`; this module loads, renders and
+//! `ledger.json`). The arithmetic is `tokenwarden_core::whatif`; this module loads, renders and
 //! says how every figure was made.
 
 use std::{
     collections::BTreeMap,
+    convert::Infallible,
     path::{Path, PathBuf},
+    str::FromStr,
 };
 
 use anyhow::{Context, bail};
@@ -53,6 +56,18 @@ pub struct Args {
     /// ConfigMap): re-pricing only.
     #[arg(long, conflicts_with_all = ["state_dir", "ledger_file"])]
     pub cluster: bool,
+    /// The operator's PostgreSQL usage store (a `postgres://` URL or a
+    /// libpq key=value string; never printed): per-request records of one
+    /// workload (`-n NS --workload W`: exact re-pricing, re-routing and
+    /// budgets) or of every workload (`-A`: re-pricing). Used when no
+    /// other source is given.
+    #[arg(
+        long,
+        env = "TOKENWARDEN_USAGE_STORE_URL",
+        hide_env_values = true,
+        value_name = "URL"
+    )]
+    pub usage_store: Option<StoreUrl>,
     /// Price model A's usage as model B (repeatable): `--model claude-opus-4-1=claude-sonnet-4-5`.
     #[arg(long = "model", value_name = "A=B")]
     pub models: Vec<String>,
@@ -76,13 +91,16 @@ pub struct Args {
     /// The workload's pod labels (`k=v,k2=v2`), which policies and budgets select on.
     #[arg(long, value_name = "K=V,...", default_value = "")]
     pub labels: String,
-    /// The workload's name in the output (default: from the labels).
+    /// The workload's name in the output (default: from the labels); with
+    /// `--usage-store`, the workload whose rows are read (with `-n`).
     #[arg(long)]
     pub workload: Option<String>,
-    /// Only requests that finished at or after this instant (RFC 3339; `--state-dir`).
+    /// Only requests that finished at or after this instant (RFC 3339;
+    /// `--state-dir`, `--usage-store`).
     #[arg(long, value_name = "TIME")]
     pub since: Option<jiff::Timestamp>,
-    /// Only requests that finished before this instant (RFC 3339; `--state-dir`).
+    /// Only requests that finished before this instant (RFC 3339;
+    /// `--state-dir`, `--usage-store`).
     #[arg(long, value_name = "TIME")]
     pub until: Option<jiff::Timestamp>,
     /// Apply the budgets' threshold actions and hard caps to the what-if,
@@ -94,6 +112,26 @@ pub struct Args {
     /// same ledger observed, with a range) or `unchanged`.
     #[arg(long, value_enum, default_value_t = OutputRatio::Observed)]
     pub output_ratio: OutputRatio,
+}
+
+/// A usage store URL as given (`--usage-store`,
+/// `TOKENWARDEN_USAGE_STORE_URL`); `Debug` hides it, as it may hold a
+/// password. Parsed only when used, so a bad one is never quoted back.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StoreUrl(pub String);
+
+impl std::fmt::Debug for StoreUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StoreUrl(<redacted>)")
+    }
+}
+
+impl FromStr for StoreUrl {
+    type Err = Infallible;
+
+    fn from_str(s: &str) -> Result<Self, Infallible> {
+        Ok(StoreUrl(s.to_string()))
+    }
 }
 
 /// `--output-ratio`.
@@ -134,7 +172,8 @@ struct PolicyPrice {
 }
 
 /// Runs the subcommand on a local source (`--state-dir`, `--ledger-file`);
-/// returns what to print. `--cluster` is handled by
+/// returns what to print. `--cluster` and `--usage-store` are dispatched
+/// by [`crate::costs::what_if`]. `--cluster` is handled by
 /// [`crate::costs::what_if`], which fetches the ledger and calls
 /// [`report_ledger_json`].
 pub async fn run(g: &crate::Global, a: &Args) -> anyhow::Result<String> {
@@ -147,7 +186,9 @@ pub async fn run(g: &crate::Global, a: &Args) -> anyhow::Result<String> {
             std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display()))?;
         return report_ledger_json(g, a, &f.display().to_string(), &text);
     }
-    bail!("what-if needs a source: --state-dir DIR, --ledger-file FILE or --cluster")
+    bail!(
+        "what-if needs a source: --state-dir DIR, --ledger-file FILE, --usage-store URL or --cluster"
+    )
 }
 
 /// The settled usage records a sidecar's state dir holds, in seq order,
@@ -211,10 +252,24 @@ pub fn report_records(
     records: &[UsageRecord],
 ) -> anyhow::Result<String> {
     let namespace = g.namespace.clone().unwrap_or_else(|| "default".into());
+    let (report, notes) = records_report(a, &namespace, None, records)?;
+    render(g.output, origin, &report, &notes)
+}
+
+/// The what-if over one workload's per-request records in `namespace`
+/// (what policies and budgets are compiled for), its rows named `workload`
+/// (default: `--workload`, else from `--labels`), and the notes that say
+/// how it was made.
+pub fn records_report(
+    a: &Args,
+    namespace: &str,
+    workload: Option<&str>,
+    records: &[UsageRecord],
+) -> anyhow::Result<(Report, Vec<String>)> {
     let labels = parse_labels(&a.labels).map_err(anyhow::Error::msg)?;
-    let workload = a
-        .workload
-        .clone()
+    let workload = workload
+        .map(str::to_string)
+        .or_else(|| a.workload.clone())
         .unwrap_or_else(|| workload_name(&labels, ""));
     let prices = repricer(a)?;
     let records: Vec<UsageRecord> = records
@@ -225,7 +280,7 @@ pub fn report_records(
     let records = records.as_slice();
     let compiled = |p: &Path| -> anyhow::Result<WorkloadConfig> {
         let set = PolicySet::from_path(p)?;
-        Ok(set.compile(&namespace, "", &labels))
+        Ok(set.compile(namespace, "", &labels))
     };
     let policy = a.policy.as_deref().map(compiled).transpose()?;
     let router = policy
@@ -280,7 +335,7 @@ pub fn report_records(
         enforce_budgets: a.enforce_budgets,
     };
     let report = whatif::records(&workload, records, &plan)?;
-    render(g.output, origin, &report, &notes)
+    Ok((report, notes))
 }
 
 fn weights_differ(a: &ClassifierConfig, b: &ClassifierConfig) -> bool {
@@ -582,7 +637,8 @@ struct NotReplayableJson<'a> {
     actual: Usd,
 }
 
-fn render(
+/// The report as text, JSON or CSV; `origin` names the source.
+pub(crate) fn render(
     format: Format,
     origin: &str,
     report: &Report,
