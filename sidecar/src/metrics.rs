@@ -27,6 +27,7 @@
 //! | `tokenwarden_lease_refusals_total` | budget, reason (lease, fail_closed) |
 //! | `tokenwarden_budget_cluster_percent_spent`, `tokenwarden_budget_cluster_spent_usd` | budget (from the operator) |
 //! | `tokenwarden_budget_cluster_state`, `tokenwarden_budget_period_end_timestamp_seconds` | budget (from the operator): state 0 Ok, 1 Threshold, 2 Exhausted; when the period ends (Unix seconds) |
+//! | `tokenwarden_budget_cluster_projected_overrun` | budget (from the operator): 1 while the operator reports a projected overrun for the current period (its TokenBudget's ProjectedOverrun condition, `BudgetStatus.projected_overrun`), else 0; back to 0 when the period rolls over until the operator reports the new one |
 //! | `tokenwarden_cache_saved_usd_total` | served_model: what prompt-cache reads saved (reads at the input price minus their cost) |
 //! | `tokenwarden_cache_wasted_usd_total` | served_model: what cache busts wasted (shared content billed above the cache-read price) |
 //! | `tokenwarden_cache_busts_total` | reason (prefix_diverged, volatile_prefix, provider_miss), change (timestamp, date, uuid, number, whitespace, tools_reordered, tools_changed, system_replaced, content, none) |
@@ -379,6 +380,7 @@ pub struct Metrics {
     cluster_spent: Family<BudgetLabel, Gauge<f64, AtomicU64>>,
     cluster_state: Family<BudgetLabel, Gauge<i64, AtomicI64>>,
     period_end: Family<BudgetLabel, Gauge<i64, AtomicI64>>,
+    cluster_overrun: Family<BudgetLabel, Gauge<i64, AtomicI64>>,
     cache_saved: Family<ModelLabel, Counter<f64, AtomicU64>>,
     cache_wasted: Family<ModelLabel, Counter<f64, AtomicU64>>,
     cache_busts: Family<BustLabels, Counter>,
@@ -500,6 +502,7 @@ impl Metrics {
             cluster_spent: Family::default(),
             cluster_state: Family::default(),
             period_end: Family::default(),
+            cluster_overrun: Family::default(),
             cache_saved: Family::default(),
             cache_wasted: Family::default(),
             cache_busts: Family::default(),
@@ -915,6 +918,11 @@ impl Metrics {
             "When the budget's current period ends, Unix seconds (from the operator)",
             self.period_end.clone(),
         );
+        registry.register(
+            "budget_cluster_projected_overrun",
+            "1 while the operator projects the budget's spend past its limit before the current period ends (its ProjectedOverrun condition)",
+            self.cluster_overrun.clone(),
+        );
     }
 
     /// Whether the last write to the durable ledger succeeded.
@@ -1010,6 +1018,25 @@ impl Metrics {
         };
         self.cluster_state.get_or_create(&l).set(state);
         self.period_end.get_or_create(&l).set(s.period_end_unix);
+        self.cluster_overrun
+            .get_or_create(&l)
+            .set(i64::from(s.projected_overrun));
+    }
+
+    /// Connected: align a budget's `budget_cluster_projected_overrun` with
+    /// the operator's flag *for the budget's current period* (what the
+    /// sidecar acts on: [`BudgetState::projected_overrun`]). A status of
+    /// an earlier period, or one the sidecar has not rolled to yet, counts
+    /// as no overrun. Budgets no BudgetStatus reported yet get no series.
+    ///
+    /// [`BudgetState::projected_overrun`]: tokenwarden_core::budget::BudgetState::projected_overrun
+    pub fn cluster_overrun(&self, b: &tokenwarden_core::budget::BudgetState) {
+        let l = BudgetLabel {
+            budget: b.config().source.to_string(),
+        };
+        if let Some(g) = self.cluster_overrun.get(&l) {
+            g.set(i64::from(b.projected_overrun()));
+        }
     }
 
     /// Bound a model name for use as a label value.

@@ -392,7 +392,8 @@ fn recover_unsettled(journal: &mut Journal) {
 
 /// Once a second: roll budget periods that ended (they reset on schedule,
 /// not at the next request), sample their burn for the forecast and
-/// refresh the budget gauges.
+/// refresh the budget gauges (connected: the operator's projected
+/// overrun of the current period too).
 async fn budget_ticker(shared: Arc<Shared>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -416,6 +417,11 @@ async fn budget_ticker(shared: Arc<Shared>) {
             }
             observe_forecast(&shared, &mut burn, b, now);
             shared.metrics.budget(b);
+            if shared.control.is_some() {
+                // A roll-over ends the operator's projection of the
+                // period that ended.
+                shared.metrics.cluster_overrun(b);
+            }
         }
         drop(burn);
         drop(budgets);

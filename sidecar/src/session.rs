@@ -328,14 +328,15 @@ async fn handle(
         }
         M::BudgetStatus(s) => {
             let id = ObjectRef::new(s.namespace.clone(), s.name.clone());
+            shared.metrics.cluster_status(&id.to_string(), &s);
             if let Ok(start) = Timestamp::from_second(s.period_start_unix) {
                 let mut budgets = lock(&shared.budgets);
                 if let Some(b) = budgets.get_mut(&id) {
                     b.set_cluster(cluster_spend(start, &s));
                     shared.metrics.budget(b);
+                    shared.metrics.cluster_overrun(b);
                 }
             }
-            shared.metrics.cluster_status(&id.to_string(), &s);
             control.leases.set_status(s);
         }
         M::Redirect(r) => {

@@ -717,6 +717,70 @@ async fn a_projected_overrun_downgrades_before_the_threshold_and_clears() {
     upstream_model("claude-3-5-haiku-20241022");
 }
 
+/// `tokenwarden_budget_cluster_projected_overrun` is the operator's flag
+/// for the budget's current period, as the chart's
+/// TokenwardenBudgetProjectedOverrun alert reads it: no series before a
+/// BudgetStatus, 1 / 0 as the operator sets / clears it, 0 for a status of
+/// another period.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cluster_projected_overrun_gauge_follows_the_operators_flag() {
+    let fake = FakeProvider::start(FakeConfig::default()).await.unwrap();
+    let mut op = FakeOperator::start().await;
+    let budget = budget("  period: Daily\n  timeZone: UTC\n  limit: {usd: \"100.00\"}");
+    op.on_hello(vec![snapshot(
+        "v1",
+        compile(&policy(&fake, ROUTES, &budget)),
+    )]);
+    let sc = Sidecar::start_connected(&op.url(), "t", &[], true);
+    op.ack().await;
+    let gauge = "tokenwarden_budget_cluster_projected_overrun";
+    let team = [("budget", "apps/team")];
+    let m = metrics(&sc).await;
+    assert_eq!(sample(&m, gauge, &team), None, "{m}");
+
+    let settle = || tokio::time::sleep(Duration::from_millis(300));
+    op.send(team_status(30, true));
+    settle().await;
+    let m = metrics(&sc).await;
+    assert_eq!(sample(&m, gauge, &team), Some(1.0), "{m}");
+    assert_eq!(
+        sample(&m, "tokenwarden_budget_cluster_percent_spent", &team),
+        Some(30.0)
+    );
+
+    op.send(team_status(31, false));
+    settle().await;
+    assert_eq!(sample(&metrics(&sc).await, gauge, &team), Some(0.0));
+
+    op.send(team_status(32, true));
+    settle().await;
+    assert_eq!(sample(&metrics(&sc).await, gauge, &team), Some(1.0));
+
+    // Yesterday's projection is not today's: the sidecar is in a newer
+    // period, so the flag does not count (and the budget does not act on it).
+    let Op::BudgetStatus(mut stale) = team_status(33, true) else {
+        unreachable!()
+    };
+    stale.period_start_unix -= 86_400;
+    stale.period_end_unix -= 86_400;
+    op.send(Op::BudgetStatus(stale));
+    settle().await;
+    // Also past the next housekeeping tick (once a second), which keeps it.
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    assert_eq!(sample(&metrics(&sc).await, gauge, &team), Some(0.0));
+
+    // A budget this sidecar does not hold: the operator's word as sent.
+    let Op::BudgetStatus(mut other) = team_status(10, true) else {
+        unreachable!()
+    };
+    other.name = "other".into();
+    op.send(Op::BudgetStatus(other));
+    settle().await;
+    let m = metrics(&sc).await;
+    assert_eq!(sample(&m, gauge, &[("budget", "apps/other")]), Some(1.0));
+    assert_eq!(sample(&m, gauge, &team), Some(0.0));
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn redirect_is_followed() {
     let fake = FakeProvider::start(FakeConfig::default()).await.unwrap();
