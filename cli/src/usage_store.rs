@@ -334,7 +334,7 @@ fn stored_record(row: &Row) -> anyhow::Result<StoredRecord> {
             embedding_cost: picos(row, 28)?,
         },
         intent: None,
-        replay: replay_facts(row)?,
+        replay: replay_facts(row)?.map(Box::new),
     };
     Ok(StoredRecord {
         sidecar_id: get(row, 2)?,

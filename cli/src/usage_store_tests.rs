@@ -114,21 +114,23 @@ fn rec(ts: &str, served: &str, score: u16, input: u64, request: Option<u64>) -> 
         }],
         cache: Default::default(),
         intent: None,
-        replay: request.map(|request| ReplayFacts {
-            request,
-            prompt_estimate: input,
-            tools_present: input > 5_000,
-            features: Some(features),
-            tier: Some("cheap".into()),
-            adjusted: if input == 7_000 {
-                vec!["escalated:refusal".into(), "fallback".into()]
-            } else {
-                vec![]
-            },
-            headers: vec![(
-                "x-team".into(),
-                if input == 2_000 { "search" } else { "core" }.into(),
-            )],
+        replay: request.map(|request| {
+            Box::new(ReplayFacts {
+                request,
+                prompt_estimate: input,
+                tools_present: input > 5_000,
+                features: Some(features),
+                tier: Some("cheap".into()),
+                adjusted: if input == 7_000 {
+                    vec!["escalated:refusal".into(), "fallback".into()]
+                } else {
+                    vec![]
+                },
+                headers: vec![(
+                    "x-team".into(),
+                    if input == 2_000 { "search" } else { "core" }.into(),
+                )],
+            })
         }),
     }
 }

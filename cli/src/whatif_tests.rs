@@ -237,11 +237,11 @@ fn changed_weights_need_features_and_say_which_requests_could_not_be_replayed() 
         Some(old_score),
         usage(10_000, 1_000),
     );
-    with.replay = Some(ReplayFacts {
+    with.replay = Some(Box::new(ReplayFacts {
         request: 1,
         features: Some(traced),
         ..ReplayFacts::default()
-    });
+    }));
     let without = rec(2, 10, "claude-haiku-4-5", Some(3), usage(1_000, 100));
     let records = [with, without];
     for baseline in [Some(base), None] {
@@ -273,10 +273,10 @@ fn prompt_token_routes_match_the_recorded_prompt_estimate_not_billed_input() {
     };
     // A big body (70k estimated prompt tokens) billed as 1,000 uncached input.
     let mut big = rec(1, 9, "claude-haiku-4-5", None, usage(1_000, 100));
-    big.replay = Some(facts(1, 70_000));
+    big.replay = Some(Box::new(facts(1, 70_000)));
     // A small body whose billed input is large (cache writes, say).
     let mut small = rec(2, 10, "claude-haiku-4-5", None, usage(80_000, 100));
-    small.replay = Some(facts(2, 100));
+    small.replay = Some(Box::new(facts(2, 100)));
     let old = rec(3, 11, "claude-haiku-4-5", None, usage(10, 10));
     let a = Args {
         policy: Some(new),
@@ -301,16 +301,16 @@ fn attempts_of_one_request_are_replayed_once_from_the_first() {
     // A failed first try and its retry: one app request.
     let mut first = rec(1, 9, "claude-haiku-4-5", Some(20), usage(0, 0));
     first.status = 529;
-    first.replay = Some(ReplayFacts {
+    first.replay = Some(Box::new(ReplayFacts {
         request: 7,
         ..ReplayFacts::default()
-    });
+    }));
     let mut retry = rec(2, 9, "claude-haiku-4-5", Some(20), usage(10_000, 1_000));
     retry.attempt = 2;
-    retry.replay = Some(ReplayFacts {
+    retry.replay = Some(Box::new(ReplayFacts {
         request: 7,
         ..ReplayFacts::default()
-    });
+    }));
     let a = Args {
         policy: Some(new),
         ..args()
@@ -560,13 +560,13 @@ fn header_routes_replay_recorded_values_and_known_absences_only() {
     let base = f.write("base.yaml", &policy(routes, "    hardThreshold: 30\n"));
     let with_header = |seq, value: Option<&str>| {
         let mut r = rec(seq, 9, "claude-sonnet-4-5", None, usage(1_000, 100));
-        r.replay = Some(ReplayFacts {
+        r.replay = Some(Box::new(ReplayFacts {
             request: seq,
             headers: value
                 .map(|v| vec![("x-job".to_string(), v.to_string())])
                 .unwrap_or_default(),
             ..ReplayFacts::default()
-        });
+        }));
         r
     };
     let records = [with_header(1, Some("batch-nightly")), with_header(2, None)];

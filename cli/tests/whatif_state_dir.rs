@@ -41,11 +41,11 @@ fn rec(hour: u8, served: &str, score: u16, input: u64, output: u64, prompt: u64)
         budgets: vec![],
         cache: Default::default(),
         intent: None,
-        replay: Some(ReplayFacts {
+        replay: Some(Box::new(ReplayFacts {
             request: u64::from(hour),
             prompt_estimate: prompt,
             ..ReplayFacts::default()
-        }),
+        })),
     }
 }
 

@@ -154,9 +154,12 @@ pub struct UsageRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub intent: Option<u64>,
     /// What a what-if replay needs (see [`ReplayFacts`]); `None` on records
-    /// written before it existed and on response-cache hits.
+    /// written before it existed and on response-cache hits. Boxed: records
+    /// and the request future that holds them are moved by value, and the
+    /// facts inline cost 9.4k instructions per request in copies
+    /// (bench/README.md, issue 20).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub replay: Option<ReplayFacts>,
+    pub replay: Option<Box<ReplayFacts>>,
 }
 
 /// An attempt about to be forwarded, written to the sidecar's journal

@@ -28,10 +28,10 @@ fn rec(out: u64) -> UsageRecord {
         estimated: false,
         budgets: vec![],
         intent: None,
-        replay: Some(tokenwarden_core::usage::ReplayFacts {
+        replay: Some(Box::new(tokenwarden_core::usage::ReplayFacts {
             prompt_estimate: 25,
             ..Default::default()
-        }),
+        })),
         cache: Default::default(),
     }
 }

@@ -86,19 +86,21 @@ fn row(sidecar: &str, workload: &str, seq: u64, model: &str, ts: Timestamp) -> U
             intent: None,
             // Record 3 carries replay facts; the others are as an older
             // sidecar sends them.
-            replay: (seq == 3).then(|| ReplayFacts {
-                request: 2,
-                prompt_estimate: 1_234,
-                tools_present: true,
-                features: Some(Features {
-                    prompt_bytes: 4_000,
-                    code_blocks: 2,
-                    conversation_turns: 3,
-                    ..Features::default()
-                }),
-                tier: Some("oa-standard".into()),
-                adjusted: vec!["escalated:refusal".into()],
-                headers: vec![("x-team".into(), "search".into())],
+            replay: (seq == 3).then(|| {
+                Box::new(ReplayFacts {
+                    request: 2,
+                    prompt_estimate: 1_234,
+                    tools_present: true,
+                    features: Some(Features {
+                        prompt_bytes: 4_000,
+                        code_blocks: 2,
+                        conversation_turns: 3,
+                        ..Features::default()
+                    }),
+                    tier: Some("oa-standard".into()),
+                    adjusted: vec!["escalated:refusal".into()],
+                    headers: vec![("x-team".into(), "search".into())],
+                })
             }),
         },
     }

@@ -118,7 +118,7 @@ pub fn record_to_wire(sidecar_id: &str, pod_name: &str, r: &CoreRecord) -> Usage
         response_cache_similarity: u32::from(r.cache.response_similarity),
         cache_embedding: r.cache.embedding,
         cache_embedding_cost_picos: picos_i64(r.cache.embedding_cost),
-        replay: r.replay.as_ref().map(replay_to_wire),
+        replay: r.replay.as_deref().map(replay_to_wire),
     }
 }
 
@@ -265,7 +265,7 @@ pub fn record_from_wire(r: &UsageRecord) -> Result<CoreRecord, InvalidRecord> {
         budgets,
         // A sidecar's journal bookkeeping; never on the wire.
         intent: None,
-        replay: r.replay.as_ref().map(replay_from_wire),
+        replay: r.replay.as_ref().map(|w| Box::new(replay_from_wire(w))),
         cache: CacheFigures {
             saved: Usd::from_picos(i128::from(r.cache_saved_picos)),
             wasted: Usd::from_picos(i128::from(r.cache_wasted_picos)),
@@ -321,7 +321,7 @@ mod tests {
                 },
             ],
             intent: None,
-            replay: Some(CoreReplay {
+            replay: Some(Box::new(CoreReplay {
                 request: 41,
                 prompt_estimate: 1_234,
                 tools_present: true,
@@ -343,7 +343,7 @@ mod tests {
                 tier: Some("cheap".into()),
                 adjusted: vec!["escalated:upstream_error".into(), "fallback".into()],
                 headers: vec![("x-team".into(), "search".into())],
-            }),
+            })),
             cache: CacheFigures {
                 saved: Usd::from_picos(8_100_000),
                 wasted: Usd::from_picos(2_070_000),
@@ -426,11 +426,11 @@ mod tests {
         assert_eq!(back.usage, record().usage);
 
         let mut r = record();
-        r.replay = Some(CoreReplay {
+        r.replay = Some(Box::new(CoreReplay {
             request: 7,
             prompt_estimate: 3,
             ..CoreReplay::default()
-        });
+        }));
         let bytes = record_to_wire("s", "p", &r).encode_to_vec();
         let back = record_from_wire(&UsageRecord::decode(bytes.as_slice()).unwrap()).unwrap();
         assert_eq!(back.replay, r.replay);

@@ -455,7 +455,7 @@ mod tests {
                     budgets,
                     intent,
                     cache,
-                    replay,
+                    replay: replay.map(Box::new),
                 },
             )
     }
@@ -625,7 +625,7 @@ mod tests {
             budgets: vec![],
             intent: Some(3),
             cache: Default::default(),
-            replay: Some(ReplayFacts {
+            replay: Some(Box::new(ReplayFacts {
                 request: 11,
                 prompt_estimate: 301,
                 tools_present: true,
@@ -639,7 +639,7 @@ mod tests {
                 tier: Some("fast".into()),
                 adjusted: vec!["escalated:upstream_error".into()],
                 headers: vec![("x-team".into(), "search".into())],
-            }),
+            })),
         };
         let mut line = Vec::new();
         r.write_json(&mut line);

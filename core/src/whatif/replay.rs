@@ -141,7 +141,7 @@ pub fn replay(
     opts: &ReplayOptions,
 ) -> Result<Replayed, NotReplayable> {
     let needs = needs(router);
-    let facts: Option<&ReplayFacts> = first.replay.as_ref();
+    let facts: Option<&ReplayFacts> = first.replay.as_deref();
     let features = facts.and_then(|f| f.features.as_ref());
     let score = match (features, first.score) {
         (Some(f), _) => Some(classify_features(&router.config().classifier, f).score),
@@ -229,9 +229,11 @@ mod tests {
             budgets: vec![],
             cache: Default::default(),
             intent: None,
-            replay: request.map(|request| ReplayFacts {
-                request,
-                ..ReplayFacts::default()
+            replay: request.map(|request| {
+                Box::new(ReplayFacts {
+                    request,
+                    ..ReplayFacts::default()
+                })
             }),
         }
     }
@@ -263,11 +265,11 @@ mod tests {
         let live = classify_features(&cfg, &f).score;
         let mut r = rec(1, Some(1), 1);
         r.score = Some(live);
-        r.replay = Some(ReplayFacts {
+        r.replay = Some(Box::new(ReplayFacts {
             request: 1,
             features: Some(f),
             ..ReplayFacts::default()
-        });
+        }));
         assert!(!scores_changed(&cfg, std::slice::from_ref(&r)));
         let mut other = cfg.clone();
         other.bias += 3.0;

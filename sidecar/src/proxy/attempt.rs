@@ -157,8 +157,9 @@ pub struct Attempt {
     /// What a what-if replay needs, the same for every attempt of the
     /// request except `adjusted` (grows as the model changes), `request`
     /// (the first settled attempt's seq, once it has one) and `tier` (set
-    /// from `choice` when a record is written).
-    pub replay: ReplayFacts,
+    /// from `choice` when a record is written). Boxed, like the record's:
+    /// the request's future moves by value.
+    pub replay: Box<ReplayFacts>,
 }
 
 // === impl Attempt ===
@@ -166,15 +167,15 @@ pub struct Attempt {
 impl Attempt {
     /// This attempt's replay facts as its record carries them: the tier
     /// named from `cfg`'s ladder.
-    pub fn replay_facts(&self, cfg: Option<&RoutingConfig>) -> ReplayFacts {
-        ReplayFacts {
+    pub fn replay_facts(&self, cfg: Option<&RoutingConfig>) -> Box<ReplayFacts> {
+        Box::new(ReplayFacts {
             tier: self
                 .choice
                 .tier
                 .and_then(|t| cfg?.tiers.get(t))
                 .map(|t| t.name.clone()),
-            ..self.replay.clone()
-        }
+            ..(*self.replay).clone()
+        })
     }
 
     /// The request's per-key key in `budget`, if the budget is split per

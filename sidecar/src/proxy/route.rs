@@ -98,7 +98,7 @@ pub(super) fn plan<'a>(
         sent_at: None,
         cache_key: None,
         trace: Default::default(),
-        replay,
+        replay: Box::new(replay),
     };
     let mut plan = Plan {
         shared,
