@@ -45,6 +45,13 @@ pub enum PeriodError {
     OutOfRange(String),
 }
 
+/// An instant as Kubernetes status fields carry it (metav1.Time): RFC 3339,
+/// whole seconds, UTC (`2026-12-07T00:00:00Z`). The operator's TokenBudget
+/// status and the sidecar's `/ledger` forecast both write it.
+pub fn rfc3339_seconds(t: Timestamp) -> String {
+    t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
 /// Look up an IANA time zone name in the bundled database.
 pub fn time_zone(name: &str) -> Result<TimeZone, PeriodError> {
     TimeZone::get(name).map_err(|_| PeriodError::UnknownTimeZone(name.to_string()))

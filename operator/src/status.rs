@@ -283,9 +283,7 @@ fn prompt_cache(t: &Totals) -> Option<PromptCacheSummary> {
     })
 }
 
-fn rfc3339(t: Timestamp) -> String {
-    t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
-}
+use tokenwarden_core::period::rfc3339_seconds as rfc3339;
 
 /// Set a condition, keeping its transition time when the status is unchanged.
 #[allow(

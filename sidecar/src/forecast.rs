@@ -270,10 +270,7 @@ pub fn target(to: &tokenwarden_core::workload::DowngradeTarget) -> String {
     }
 }
 
-/// An instant as status writes it: RFC 3339, whole seconds, UTC.
-pub fn rfc3339(t: Timestamp) -> String {
-    t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
-}
+use tokenwarden_core::period::rfc3339_seconds as rfc3339;
 
 /// The forecast fields of a budget in `GET /ledger`: the TokenBudget
 /// status fields (`projectedSpendUsd`, …) in the document's snake case,

@@ -151,7 +151,7 @@ fn report_forecasts(
             Some(Forecast::Projected(p)) => format!(
                 "{} as of {}",
                 p.windows.describe(),
-                crate::forecast::rfc3339(p.as_of)
+                tokenwarden_core::period::rfc3339_seconds(p.as_of)
             ),
             Some(f @ Forecast::WarmingUp { .. }) => f.note(),
         };
@@ -163,7 +163,7 @@ fn report_forecasts(
             f.and_then(|f| f.projected_tokens())
                 .map_or_else(dash, |t| t.to_string()),
             f.and_then(|f| f.projected_exhaustion())
-                .map_or_else(dash, crate::forecast::rfc3339),
+                .map_or_else(dash, tokenwarden_core::period::rfc3339_seconds),
             how
         );
     }

@@ -462,7 +462,8 @@ fn observe_forecast(
         .map(|f| {
             (
                 f.projected_spend().map(|u| u.to_string()),
-                f.projected_exhaustion().map(crate::forecast::rfc3339),
+                f.projected_exhaustion()
+                    .map(tokenwarden_core::period::rfc3339_seconds),
             )
         })
         .unwrap_or_default();

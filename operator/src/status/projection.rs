@@ -17,9 +17,7 @@ fn i64_of(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
-fn rfc3339(t: Timestamp) -> String {
-    t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
-}
+use tokenwarden_core::period::rfc3339_seconds as rfc3339;
 
 /// The forecast of `book`'s period from its burn samples, as of `now`,
 /// against the budget's limits.
